@@ -1,0 +1,5 @@
+import sys
+
+from ctdiff.cli import main
+
+sys.exit(main())

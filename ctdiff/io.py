@@ -1,0 +1,538 @@
+"""Reading and writing CT volumes in Hounsfield units.
+
+``read_volume`` accepts NIfTI (``.nii``/``.nii.gz``), a DICOM series folder, a single (multi-frame)
+DICOM file, and ``.npy``/``.npz`` arrays. Every reader returns a :class:`~ctdiff.volume.Volume` in
+canonical RAS+ voxel order with float32 HU. Bad input raises :class:`~ctdiff.errors.InputError`
+naming the file and the problem. DICOM patient identifiers are never copied into the volume's
+metadata or into an error message.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import nibabel as nib
+import numpy as np
+
+from ctdiff.atomic import atomic_path
+from ctdiff.errors import InputError
+from ctdiff.volume import Volume
+
+# DICOM patient coordinates are LPS+, NIfTI/nibabel world coordinates RAS+: flip x and y.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ARRAY_SUFFIXES = (".npy", ".npz")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+INT16_MIN, INT16_MAX = -32768, 32767
+
+# Relative tolerance for "regular" slice spacing: gantry jitter in real scanners is well below 1 %.
+SPACING_TOLERANCE = 0.01
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_array_file(path: Path) -> bool:
+    return path.suffix.lower() in ARRAY_SUFFIXES
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """True for a file with the DICOM preamble ("DICM" at byte 128) or a DICOM file suffix."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """A file-system-safe case name: the file name without volume suffixes, or the folder name."""
+    p = Path(path)
+    name = p.name
+    for suffix in NIFTI_SUFFIXES[::-1] + ARRAY_SUFFIXES + DICOM_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+# ----------------------------------------------------------------------------------------- checks
+def _check_array(array: np.ndarray, path: Path, min_slices: int = 1) -> np.ndarray:
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        raise InputError(f"is 2D (shape {tuple(array.shape)}); ctdiff needs a 3D volume (x, y, z)", path)
+    if array.ndim != 3:
+        raise InputError(f"is {array.ndim}D (shape {tuple(array.shape)}); ctdiff needs a 3D volume (x, y, z)", path)
+    if min(array.shape) < 1 or array.shape[2] < min_slices:
+        raise InputError(f"has shape {tuple(array.shape)}; at least {min_slices} slice(s) needed", path)
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"holds {array.dtype} data, not real numbers", path)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise InputError(f"contains {bad} NaN/inf voxel(s); fix or mask them before use", path)
+    return array
+
+
+def _canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder/flip voxel axes to the closest RAS+ orientation, as nibabel.as_closest_canonical does."""
+    ornt = nib.orientations.io_orientation(affine)
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return array, affine
+    new_array = nib.orientations.apply_orientation(array, ornt)
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
+    return np.ascontiguousarray(new_array), new_affine
+
+
+def _spacing_of(affine: np.ndarray) -> list[float]:
+    return [round(float(s), 6) for s in np.linalg.norm(affine[:3, :3], axis=0)]
+
+
+# ------------------------------------------------------------------------------------------ NIfTI
+def _read_nifti(path: Path) -> Volume:
+    try:
+        img = nib.load(str(path))
+        if len(img.shape) not in (3, 4):
+            _check_array(np.empty(img.shape, dtype=np.float32), path)  # raises the 2D/4D message
+        # get_fdata applies scl_slope/scl_inter and reads everything, so truncated files fail here
+        array = img.get_fdata(dtype=np.float32)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(f"truncated or corrupt compressed NIfTI ({type(exc).__name__}: {exc})", path) from None
+    except nib.filebasedimages.ImageFileError as exc:
+        raise InputError(f"not a readable NIfTI image ({exc})", path) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read NIfTI ({type(exc).__name__}: {exc})", path) from None
+    array = _check_array(array, path)
+    affine = img.affine if img.affine is not None else np.eye(4)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError("has an invalid (singular or non-finite) affine", path)
+    original_shape = list(array.shape)
+    original_spacing = _spacing_of(affine)
+    array, affine = _canonical(array, affine)
+    meta = {
+        "source_kind": "nifti",
+        "modality": "CT",
+        "original_shape": original_shape,
+        "original_spacing": original_spacing,
+        "original_orientation": "".join(nib.aff2axcodes(img.affine)),
+    }
+    return Volume(array.astype(np.float32), affine, meta)
+
+
+def write_nifti(volume: Volume, path: str | os.PathLike, force: bool = True) -> Path:
+    """Write ``volume`` as an int16 HU NIfTI with its affine, atomically.
+
+    HU are rounded to the nearest integer and clipped to the int16 range. With ``force=False`` an
+    existing file raises :class:`~ctdiff.errors.OverwriteError`.
+    """
+    out = Path(path)
+    if not is_nifti(out):
+        raise InputError("output must end in .nii or .nii.gz", out)
+    data = np.clip(np.rint(volume.array), INT16_MIN, INT16_MAX).astype(np.int16)
+    img = nib.Nifti1Image(data, volume.affine)
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    img.header.set_xyzt_units(xyz="mm")
+    img.header["descrip"] = b"ctdiff HU"
+    img.header.set_slope_inter(1.0, 0.0)
+    with atomic_path(out, force=force) as tmp:
+        nib.save(img, str(tmp))
+    return out
+
+
+# ------------------------------------------------------------------------------------ npy / npz
+def _read_array_file(path: Path, spacing: Sequence[float] | None) -> Volume:
+    try:
+        if path.suffix.lower() == ".npy":
+            array = np.load(path, allow_pickle=False)
+            affine = None
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                key = next((k for k in ("array", "volume", "image", "arr_0") if k in npz.files), None)
+                if key is None:
+                    raise InputError(f"npz holds no 'array'/'volume'/'image' entry (found {npz.files})", path)
+                array = npz[key]
+                affine = npz["affine"] if "affine" in npz.files else None
+                if affine is None and "spacing" in npz.files and spacing is None:
+                    spacing = [float(s) for s in npz["spacing"]]
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read array file ({type(exc).__name__}: {exc})", path) from None
+    array = _check_array(np.asarray(array), path)
+    if affine is None:
+        if spacing is None:
+            raise InputError(
+                "holds no voxel spacing; pass the spacing (--npy-spacing SX SY SZ) "
+                "or save an .npz with a 'spacing' or 'affine' entry",
+                path,
+            )
+        if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
+            raise InputError(f"spacing must be three positive numbers in mm, got {list(spacing)}", path)
+        affine = np.diag([*map(float, spacing), 1.0])
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InputError(f"affine must be 4x4, got {affine.shape}", path)
+    meta = {
+        "source_kind": "array",
+        "modality": "CT",
+        "original_shape": list(array.shape),
+        "original_spacing": _spacing_of(affine),
+    }
+    array, affine = _canonical(array, affine)
+    return Volume(array.astype(np.float32), affine, meta)
+
+
+# ------------------------------------------------------------------------------------------ DICOM
+class _Slice:
+    """One 2D image of a classic DICOM series (header facts only; pixels read on demand)."""
+
+    def __init__(self, path: Path, ds: Any):
+        self.path = path
+        self.ds = ds
+
+
+def _dcmread(path: Path, stop_before_pixels: bool):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        raise InputError("not a DICOM file", path) from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"corrupt DICOM file ({type(exc).__name__})", path) from None
+
+
+def _series_description(ds: Any) -> str:
+    return str(getattr(ds, "SeriesDescription", "") or "")
+
+
+def list_dicom_series(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Group the DICOM files of a folder by SeriesInstanceUID.
+
+    Returns ``{uid: {"files": [...], "modality": str, "description": str}}``. Non-DICOM files are
+    ignored; an unreadable file that claims to be DICOM raises :class:`InputError`.
+    """
+    folder = Path(folder)
+    series: dict[str, dict[str, Any]] = defaultdict(lambda: {"files": [], "modality": "", "description": ""})
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        if path.name.upper() == "DICOMDIR" or not looks_like_dicom(path):
+            continue
+        ds = _dcmread(path, stop_before_pixels=True)
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or "unknown-series")
+        entry = series[uid]
+        entry["files"].append(path)
+        entry["modality"] = str(getattr(ds, "Modality", "") or "")
+        entry["description"] = _series_description(ds)
+    return dict(series)
+
+
+def _modality_check(modality: str, path: Path, allow_non_ct: bool) -> None:
+    if modality.upper() != "CT" and not allow_non_ct:
+        raise InputError(
+            f"modality is {modality or 'missing'!r}, not CT; pass --allow-non-ct to read it anyway", path
+        )
+
+
+def _rescale(ds: Any) -> tuple[float, float]:
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    return slope, intercept
+
+
+def _orientation(iop: Sequence[float], path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    iop = np.asarray([float(v) for v in iop], dtype=np.float64)
+    if iop.shape != (6,):
+        raise InputError("ImageOrientationPatient must hold 6 numbers", path)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    if np.linalg.norm(normal) < 1e-6:
+        raise InputError("ImageOrientationPatient is degenerate", path)
+    return row, col, normal / np.linalg.norm(normal)
+
+
+def _affine_lps(row, col, step, pixel_spacing, origin) -> np.ndarray:
+    """Voxel (column j, row i, slice k) -> LPS mm. PixelSpacing is [between rows, between columns]."""
+    affine = np.eye(4)
+    affine[:3, 0] = row * float(pixel_spacing[1])
+    affine[:3, 1] = col * float(pixel_spacing[0])
+    affine[:3, 2] = step
+    affine[:3, 3] = origin
+    return affine
+
+
+def _slice_steps(positions: np.ndarray, normal: np.ndarray, path: Path, resample: bool):
+    """Sort key distances along the normal; return (order, distances, mean step vector, regular?)."""
+    dist = positions @ normal
+    order = np.argsort(dist, kind="stable")
+    dist = dist[order]
+    gaps = np.diff(dist)
+    if np.any(gaps < 1e-3):
+        raise InputError("series has two or more slices at the same position (duplicate slices)", path)
+    median = float(np.median(gaps))
+    regular = bool(np.all(np.abs(gaps - median) <= SPACING_TOLERANCE * median + 1e-3))
+    if not regular and not resample:
+        raise InputError(
+            f"irregular slice spacing ({gaps.min():.3f} to {gaps.max():.3f} mm); "
+            "pass --resample-irregular to resample it onto a regular grid",
+            path,
+        )
+    return order, dist, regular
+
+
+def _resample_slices(stack: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, float]:
+    """Linearly resample (cols, rows, slices) onto a regular grid of the median slice gap."""
+    step = float(np.median(np.diff(dist)))
+    n = int(np.floor((dist[-1] - dist[0]) / step + 1e-6)) + 1
+    targets = dist[0] + step * np.arange(n)
+    out = np.empty(stack.shape[:2] + (n,), dtype=np.float32)
+    for k, t in enumerate(targets):
+        hi = int(np.clip(np.searchsorted(dist, t), 1, len(dist) - 1))
+        lo = hi - 1
+        w = (t - dist[lo]) / (dist[hi] - dist[lo])
+        out[..., k] = (1 - w) * stack[..., lo] + w * stack[..., hi]
+    return out, step
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None, allow_non_ct: bool, resample: bool) -> Volume:
+    if not any(folder.iterdir()):
+        raise InputError("folder is empty", folder)
+    series = list_dicom_series(folder)
+    if not series:
+        raise InputError("folder holds no DICOM files", folder)
+    if series_uid is None:
+        if len(series) > 1:
+            listing = "; ".join(
+                f"{uid} ({len(s['files'])} files, {s['modality'] or '?'}"
+                + (f", '{s['description']}'" if s["description"] else "")
+                + ")"
+                for uid, s in sorted(series.items())
+            )
+            raise InputError(
+                f"folder holds {len(series)} DICOM series; pick one with --series UID: {listing}", folder
+            )
+        series_uid = next(iter(series))
+    if series_uid not in series:
+        raise InputError(f"no series with SeriesInstanceUID {series_uid} (found {sorted(series)})", folder)
+    files = series[series_uid]["files"]
+    if len(files) == 1:
+        return _read_dicom_file(files[0], allow_non_ct=allow_non_ct, resample=resample)
+
+    datasets = [_dcmread(p, stop_before_pixels=False) for p in files]
+    first = datasets[0]
+    _modality_check(str(getattr(first, "Modality", "") or ""), folder, allow_non_ct)
+    if any(int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 for ds in datasets):
+        raise InputError("series mixes multi-frame files with other files; read the multi-frame file alone", folder)
+    for ds, p in zip(datasets, files):
+        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            if getattr(ds, tag, None) is None:
+                raise InputError(f"slice has no {tag}; slice spacing cannot be derived", p)
+    row, col, normal = _orientation(first.ImageOrientationPatient, files[0])
+    for ds, p in zip(datasets, files):
+        r2, c2, _ = _orientation(ds.ImageOrientationPatient, p)
+        if not (np.allclose(r2, row, atol=1e-3) and np.allclose(c2, col, atol=1e-3)):
+            raise InputError("slices have different orientations (mixed or tilted series)", p)
+        if (int(ds.Rows), int(ds.Columns)) != (int(first.Rows), int(first.Columns)):
+            raise InputError("slices have different image sizes", p)
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+    order, dist, regular = _slice_steps(positions, normal, folder, resample)
+
+    slices = []
+    for idx in order:
+        ds, p = datasets[idx], files[idx]
+        try:
+            pixels = ds.pixel_array.astype(np.float32)
+        except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
+            raise InputError(f"cannot decode pixel data ({type(exc).__name__})", p) from None
+        slope, intercept = _rescale(ds)
+        slices.append(pixels * slope + intercept)  # rescale per slice: scanners may vary it
+    stack = np.stack([s.T for s in slices], axis=-1)  # (columns, rows, slices)
+    step_len = float(np.median(np.diff(dist)))
+    if not regular:
+        stack, step_len = _resample_slices(stack, dist)
+    origin = positions[order[0]]
+    affine_lps = _affine_lps(row, col, normal * step_len, first.PixelSpacing, origin)
+    meta = {
+        "source_kind": "dicom-series",
+        "modality": str(getattr(first, "Modality", "") or ""),
+        "series_description": _series_description(first),
+        "n_files": len(files),
+        "resampled_slices": not regular,
+    }
+    return _finish_dicom(stack, affine_lps, folder, meta)
+
+
+def _finish_dicom(stack: np.ndarray, affine_lps: np.ndarray, path: Path, meta: dict) -> Volume:
+    stack = _check_array(stack, path)
+    affine = LPS_TO_RAS @ affine_lps
+    meta = {**meta, "original_shape": list(stack.shape), "original_spacing": _spacing_of(affine)}
+    array, affine = _canonical(stack, affine)
+    return Volume(array.astype(np.float32), affine, meta)
+
+
+def _frame_item(ds: Any, frame: int, seq: str):
+    """A functional-group item for one frame: per-frame if present, else the shared one."""
+    for groups in (
+        getattr(ds, "PerFrameFunctionalGroupsSequence", None),
+        getattr(ds, "SharedFunctionalGroupsSequence", None),
+    ):
+        if not groups:
+            continue
+        group = groups[frame] if groups is getattr(ds, "PerFrameFunctionalGroupsSequence", None) else groups[0]
+        if seq in group and len(group[seq].value):
+            return group[seq].value[0]
+    return None
+
+
+def _read_dicom_file(path: Path, allow_non_ct: bool, resample: bool) -> Volume:
+    ds = _dcmread(path, stop_before_pixels=False)
+    modality = str(getattr(ds, "Modality", "") or "")
+    _modality_check(modality, path, allow_non_ct)
+    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    try:
+        pixels = ds.pixel_array.astype(np.float32)
+    except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
+        raise InputError(f"cannot decode pixel data ({type(exc).__name__})", path) from None
+    if n_frames == 1:
+        # one classic 2D slice: a one-slice volume whose thickness comes from SliceThickness
+        for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
+            if getattr(ds, tag, None) is None:
+                raise InputError(f"has no {tag}; its geometry is unknown", path)
+        if pixels.ndim != 2:
+            raise InputError(f"single-frame image has {pixels.ndim} dimensions (colour?)", path)
+        row, col, normal = _orientation(ds.ImageOrientationPatient, path)
+        thickness = float(getattr(ds, "SliceThickness", 0) or 0) or 1.0
+        slope, intercept = _rescale(ds)
+        stack = (pixels * slope + intercept).T[..., None]
+        origin = np.array([float(v) for v in ds.ImagePositionPatient])
+        affine_lps = _affine_lps(row, col, normal * thickness, ds.PixelSpacing, origin)
+        meta = {"source_kind": "dicom-file", "modality": modality, "series_description": _series_description(ds)}
+        return _finish_dicom(stack, affine_lps, path, meta)
+
+    # enhanced / multi-frame: geometry and rescale live in the functional group sequences
+    if pixels.ndim != 3:
+        raise InputError(f"multi-frame pixel data has shape {pixels.shape}, expected (frames, rows, cols)", path)
+    positions, slopes, intercepts = [], [], []
+    orient_item = _frame_item(ds, 0, "PlaneOrientationSequence")
+    measures = _frame_item(ds, 0, "PixelMeasuresSequence")
+    iop = getattr(orient_item, "ImageOrientationPatient", None) or getattr(ds, "ImageOrientationPatient", None)
+    pixel_spacing = getattr(measures, "PixelSpacing", None) or getattr(ds, "PixelSpacing", None)
+    if iop is None or pixel_spacing is None:
+        raise InputError("multi-frame file has no ImageOrientationPatient/PixelSpacing", path)
+    row, col, normal = _orientation(iop, path)
+    for f in range(n_frames):
+        pos_item = _frame_item(ds, f, "PlanePositionSequence")
+        ipp = getattr(pos_item, "ImagePositionPatient", None)
+        if ipp is None:
+            raise InputError(f"frame {f + 1} has no ImagePositionPatient; slice spacing cannot be derived", path)
+        positions.append([float(v) for v in ipp])
+        tr = _frame_item(ds, f, "PixelValueTransformationSequence")
+        s, i = _rescale(tr if tr is not None else ds)
+        slopes.append(s)
+        intercepts.append(i)
+    positions = np.asarray(positions)
+    order, dist, regular = _slice_steps(positions, normal, path, resample)
+    stack = np.stack(
+        [pixels[f].T * slopes[f] + intercepts[f] for f in order], axis=-1
+    )  # (columns, rows, frames)
+    step_len = float(np.median(np.diff(dist)))
+    if not regular:
+        stack, step_len = _resample_slices(stack, dist)
+    affine_lps = _affine_lps(row, col, normal * step_len, pixel_spacing, positions[order[0]])
+    meta = {
+        "source_kind": "dicom-multiframe",
+        "modality": modality,
+        "series_description": _series_description(ds),
+        "n_frames": n_frames,
+        "resampled_slices": not regular,
+    }
+    return _finish_dicom(stack, affine_lps, path, meta)
+
+
+# ------------------------------------------------------------------------------------ entry point
+def read_volume(
+    path: str | os.PathLike,
+    *,
+    series: str | None = None,
+    allow_non_ct: bool = False,
+    resample_irregular: bool = False,
+    spacing: Sequence[float] | None = None,
+) -> Volume:
+    """Read one CT volume in HU, whatever its format.
+
+    Parameters
+    ----------
+    path: NIfTI file, DICOM series folder, single/multi-frame DICOM file, or ``.npy``/``.npz``.
+    series: SeriesInstanceUID to pick when a DICOM folder holds several series.
+    allow_non_ct: read DICOM whose Modality is not CT (otherwise an error).
+    resample_irregular: resample a DICOM series with irregular slice spacing instead of refusing it.
+    spacing: voxel spacing (mm) for ``.npy`` files, which store none.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or folder", p)
+    if not os.access(p, os.R_OK):
+        raise InputError("not readable (permission denied)", p)
+    if p.is_dir():
+        return _read_dicom_series(p, series, allow_non_ct, resample_irregular)
+    if p.stat().st_size == 0:
+        raise InputError("file is empty", p)
+    if is_nifti(p):
+        return _read_nifti(p)
+    if is_array_file(p):
+        return _read_array_file(p, spacing)
+    if looks_like_dicom(p):
+        return _read_dicom_file(p, allow_non_ct, resample_irregular)
+    raise InputError("not a recognised volume (expected .nii/.nii.gz, .npy/.npz, DICOM file or folder)", p)
+
+
+def find_cases(root: str | os.PathLike) -> list[Path]:
+    """Volume inputs below ``root``: NIfTI and array files, and each folder that holds DICOM files.
+
+    Sorted by path. Raises :class:`InputError` for a missing or empty folder.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputError("no such folder", root)
+    if root.is_file():
+        return [root]
+    cases: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        has_dicom = False
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            f = here / name
+            if is_nifti(f) or is_array_file(f):
+                cases.append(f)
+            elif name.upper() != "DICOMDIR" and looks_like_dicom(f):
+                has_dicom = True
+        if has_dicom:
+            cases.append(here)
+    if not cases:
+        raise InputError("holds no NIfTI, .npy/.npz or DICOM volumes", root)
+    return sorted(cases)
+
+
+def read_volumes(paths: Iterable[str | os.PathLike], **kwargs) -> tuple[list[tuple[Path, Volume]], list[tuple[Path, str]]]:
+    """Read many volumes; return ``(good, bad)`` where ``bad`` lists ``(path, reason)`` for skipped files."""
+    good, bad = [], []
+    for p in paths:
+        try:
+            good.append((Path(p), read_volume(p, **kwargs)))
+        except InputError as exc:
+            bad.append((Path(p), exc.problem))
+    return good, bad

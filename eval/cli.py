@@ -1,0 +1,16 @@
+"""``python -m eval``: metric reports and review sessions, same CLI conventions as ``python -m ctdiff``."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ctdiff.cli import build_parser, run_parsed
+
+# subcommand name -> module (each defines add_arguments(parser) and run(args) -> int)
+SUBCOMMANDS: dict[str, str] = {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("python -m eval", SUBCOMMANDS)
+    parser.description = "ctdiff eval: measure generated vs real CT; run blinded review sessions."
+    return run_parsed(parser, argv)
