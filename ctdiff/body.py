@@ -22,16 +22,18 @@ def body_mask(array: np.ndarray, threshold: float = BODY_THRESHOLD_HU, open_radi
     """
     if array.ndim != 3:
         raise ValueError(f"expected a 3D (x, y, z) array, got shape {array.shape}")
-    mask = array > threshold
-    if open_radius > 0:
-        size = 2 * open_radius + 1
-        mask = ndimage.binary_opening(mask, structure=np.ones((size, size, 1), dtype=bool))
+    raw = array > threshold
+    structure = np.ones((2 * open_radius + 1, 2 * open_radius + 1, 1), dtype=bool)
+    mask = ndimage.binary_opening(raw, structure=structure) if open_radius > 0 else raw
     labels, n = ndimage.label(mask)
     if n == 0:
         return np.zeros(array.shape, dtype=bool)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     mask = labels == int(np.argmax(sizes))
+    if open_radius > 0:
+        # the opening also nibbles thin parts of the outline; grow back into above-threshold voxels
+        mask = ndimage.binary_dilation(mask, structure=structure) & raw
     for k in range(mask.shape[2]):
         mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
     return mask

@@ -99,6 +99,20 @@ def _spacing_of(affine: np.ndarray) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------ NIfTI
+def _gzip_problem(path: Path) -> str | None:
+    """Why a gzip file cannot be fully decompressed, or None if it can (or is not gzip)."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return None
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _read_nifti(path: Path) -> Volume:
     try:
         img = nib.load(str(path))
@@ -108,9 +122,12 @@ def _read_nifti(path: Path) -> Volume:
         array = img.get_fdata(dtype=np.float32)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(f"truncated or corrupt compressed NIfTI ({type(exc).__name__}: {exc})", path) from None
-    except nib.filebasedimages.ImageFileError as exc:
-        raise InputError(f"not a readable NIfTI image ({exc})", path) from None
-    except (OSError, ValueError) as exc:
+    except (nib.filebasedimages.ImageFileError, OSError, ValueError) as exc:
+        gzip_problem = _gzip_problem(path)
+        if gzip_problem:
+            raise InputError(f"truncated or corrupt compressed NIfTI ({gzip_problem})", path) from None
+        if isinstance(exc, nib.filebasedimages.ImageFileError):
+            raise InputError("not a readable NIfTI image (no valid NIfTI header)", path) from None
         raise InputError(f"cannot read NIfTI ({type(exc).__name__}: {exc})", path) from None
     array = _check_array(array, path)
     affine = img.affine if img.affine is not None else np.eye(4)
@@ -230,7 +247,9 @@ def list_dicom_series(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
         if path.name.upper() == "DICOMDIR" or not looks_like_dicom(path):
             continue
         ds = _dcmread(path, stop_before_pixels=True)
-        uid = str(getattr(ds, "SeriesInstanceUID", "") or "unknown-series")
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        if not uid:
+            raise InputError("DICOM file has no SeriesInstanceUID (truncated, or not an image)", path)
         entry = series[uid]
         entry["files"].append(path)
         entry["modality"] = str(getattr(ds, "Modality", "") or "")
