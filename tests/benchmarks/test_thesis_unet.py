@@ -45,7 +45,7 @@ def test_thesis_layout_and_shape_contract():
 def test_thesis_step_runs_and_learns_shape():
     torch.manual_seed(0)
     model = ThesisUNet3D(channels=(32,) * 7)
-    x = torch.randn(1, 1, 16, 64, 64)
+    x = torch.randn(1, 1, 32, 64, 64)  # bottom level is then 2x1x1 voxels
     out = model(x, torch.tensor([500]))
     assert out.shape == x.shape
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
