@@ -7,7 +7,9 @@ from typing import Sequence
 from ctdiff.cli import build_parser, run_parsed
 
 # subcommand name -> module (each defines add_arguments(parser) and run(args) -> int)
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "review": "eval.review.cli",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,73 @@
+"""Seeded randomness of a review session: which files become cases, each reader's case order, codes.
+
+Everything that must be reproducible from the session seed (case selection, reading orders) uses
+``numpy.random.Generator`` streams derived from ``SeedSequence([seed, stream, ...])``; nothing
+seeds a global RNG. Identifiers that must be unguessable (case IDs, reader access codes) come from
+:mod:`secrets` instead, so they carry no information about files or cohorts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+from typing import Sequence, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+# stream numbers of SeedSequence([seed, stream, ...])
+STREAM_REAL = 0
+STREAM_GENERATED = 1
+STREAM_READER = 2
+
+# access codes avoid look-alike characters (0/O, 1/I/L) so they can be read out or typed from paper
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_GROUPS = 3
+CODE_GROUP_LEN = 4  # 12 characters from 31 symbols: ~59 bits
+
+
+def _rng(*entropy: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(e) for e in entropy]))
+
+
+def candidate_order(paths: Sequence[Path], seed: int, stream: int) -> list[Path]:
+    """All ``paths`` (sorted first, so the file system's listing order does not matter) in a
+    seeded random order; a session takes the first N that read cleanly."""
+    ordered = sorted(paths, key=lambda p: str(p))
+    perm = _rng(seed, stream).permutation(len(ordered))
+    return [ordered[i] for i in perm]
+
+
+def reader_order(case_ids: Sequence[T], seed: int, reader_index: int) -> list[T]:
+    """One reader's reading order: a permutation of ``case_ids`` seeded by (session seed, reader).
+
+    ``reader_index`` is the reader's number within the session (1, 2, ...), so re-creating a session
+    with the same seed and readers gives the same orders; different readers get independent orders.
+    """
+    perm = _rng(seed, STREAM_READER, reader_index).permutation(len(case_ids))
+    return [case_ids[i] for i in perm]
+
+
+def new_case_code() -> str:
+    """An opaque case ID (8 hex digits from the OS's CSPRNG): says nothing about file or cohort."""
+    return secrets.token_hex(4)
+
+
+def new_access_code() -> str:
+    """A random reader access code such as ``K7PM-2QXD-9HTR``."""
+    groups = ("".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_GROUP_LEN)) for _ in range(CODE_GROUPS))
+    return "-".join(groups)
+
+
+def normalise_code(code: str) -> str:
+    """Codes are compared ignoring case and surrounding spaces."""
+    return code.strip().upper()
+
+
+def hash_code(code: str) -> str:
+    """What the database keeps of an access code (SHA-256 hex of the normalised code), so a copy of
+    the database does not hand out working codes. Codes are random with ~59 bits, so an unsalted
+    fast hash is enough; the lookup by hash is what lets a reader sign in with the code alone."""
+    return hashlib.sha256(normalise_code(code).encode("utf-8")).hexdigest()

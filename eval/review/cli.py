@@ -1,0 +1,127 @@
+"""Blinded reader studies: create sessions, add readers, see progress, report and export results.
+
+The database is ``--db URL`` or ``$CTDIFF_REVIEW_DB`` or ``<workspace>/reviews.sqlite``
+(``$CTDIFF_WORKSPACE``, default ``workspace/demo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from ctdiff.display import PLANES, WINDOW_PRESETS
+from eval.review import export, store
+from eval.review.db import default_db_url
+
+EXAMPLES = """\
+  python -m eval review create --name pilot --real data/real --generated samples/run1 --n 20 --seed 7
+  python -m eval review create --name quick --real R --generated G --planes axial --windows "soft tissue" --scroll middle
+  python -m eval review add-reader --session 1 --name "Dr. A"
+  python -m eval review list
+  python -m eval review report --session 1 --out reports/review-1
+  python -m eval review export --session 1 --out answers/ --format csv json
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, help="SQLAlchemy database URL (default: $CTDIFF_REVIEW_DB or <workspace>/reviews.sqlite)")
+    sub = parser.add_subparsers(dest="review_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("create", help="create a session from a real and a generated folder")
+    p.add_argument("--name", required=True)
+    p.add_argument("--real", required=True, help="folder of real scans")
+    p.add_argument("--generated", required=True, help="folder of generated scans")
+    p.add_argument("--n", type=int, default=None, help="cases per cohort (default: balanced, as many as the smaller folder has)")
+    p.add_argument("--n-real", type=int, default=None, help="real cases (unbalanced design; overrides --n)")
+    p.add_argument("--n-generated", type=int, default=None, help="generated cases (unbalanced design; overrides --n)")
+    p.add_argument("--seed", type=int, default=0, help="seed of case selection and reading orders")
+    p.add_argument("--planes", nargs="+", default=list(PLANES), choices=PLANES)
+    p.add_argument("--windows", nargs="+", default=list(WINDOW_PRESETS), choices=list(WINDOW_PRESETS))
+    p.add_argument("--scroll", choices=store.SCROLL_MODES, default="all", help="all slices, or only the middle slice")
+    p.add_argument("--allow-change", action="store_true", help="readers may change a rating after submitting it")
+    p.add_argument("--instructions", default="", help="text shown to readers above the first case")
+    p.set_defaults(_review=run_create)
+
+    p = sub.add_parser("add-reader", help="add a reader; prints their access code (shown once)")
+    p.add_argument("--session", type=int, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--code", default=None, help="use this access code instead of a random one")
+    p.set_defaults(_review=run_add_reader)
+
+    p = sub.add_parser("list", help="sessions with their readers' progress")
+    p.set_defaults(_review=run_list)
+
+    p = sub.add_parser("report", help="statistics; Markdown to stdout, or all exports into --out")
+    p.add_argument("--session", type=int, required=True)
+    p.add_argument("--out", default=None, help="folder for answers.csv/json, summary.json/md/html")
+    p.add_argument("--force", action="store_true", help="overwrite existing files in --out")
+    p.set_defaults(_review=run_report)
+
+    p = sub.add_parser("export", help="all answers as CSV and/or JSON")
+    p.add_argument("--session", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--format", nargs="+", choices=("csv", "json"), default=["csv", "json"])
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(_review=run_export)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._review(args)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    db = args.db or default_db_url()
+    with tqdm(total=1, desc="reading and caching cases", unit="step") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        sid = store.create_session(
+            db, args.name, args.real, args.generated, n_per_cohort=args.n, seed=args.seed, planes=args.planes,
+            windows=args.windows, scroll=args.scroll, allow_change=args.allow_change, instructions=args.instructions,
+            n_real=args.n_real, n_generated=args.n_generated, progress=progress,
+        )
+    info = store.session_info(db, sid)
+    print(f"session {sid} '{info.name}': {info.n_real} real + {info.n_synthetic} synthetic cases; display grid {info.grid.shape}")
+    if info.skipped:
+        print(f"skipped {len(info.skipped)} unreadable file(s):")
+        for path, reason in info.skipped:
+            print(f"  {path}: {reason}")
+    print(f"next: python -m eval review add-reader --session {sid} --name NAME")
+    return 0
+
+
+def run_add_reader(args: argparse.Namespace) -> int:
+    code = store.add_reader(args.db, args.session, args.name, code=args.code)
+    print(f"reader '{args.name.strip()}' added to session {args.session}; access code (shown once): {code}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    sessions = store.list_sessions(args.db)
+    if not sessions:
+        print("no review sessions yet; create one with: python -m eval review create ...")
+        return 0
+    for s in sessions:
+        print(f"{s.id}\t{s.name}\t{s.created_at:%Y-%m-%d %H:%M} UTC\t{s.n_real} real + {s.n_synthetic} synthetic\t{s.n_readers} reader(s)")
+        for p in store.session_progress(args.db, s.id):
+            print(f"\t{p['reader']}: {p['answered']}/{p['total']}{' done' if p['done'] else ''}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    if args.out:
+        for path in export.write_report(args.db, args.session, args.out, force=args.force):
+            print(path)
+        return 0
+    sys.stdout.write(export.build_report(args.db, args.session)["summary.md"])
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    only = tuple(f"answers.{f}" for f in args.format)
+    for path in export.write_report(args.db, args.session, args.out, force=args.force, only=only):
+        print(path)
+    return 0

@@ -1,0 +1,546 @@
+"""Review sessions, readers and answers: every operation is one short database transaction.
+
+``db`` everywhere is a SQLAlchemy URL, an Engine, or ``None`` for :func:`~eval.review.db.default_db_url`.
+
+Blinding lives in the types: what the reader page gets (:class:`ReaderView`, :class:`ReaderCase`,
+:class:`AnswerView`) has no file path, file name or cohort; only the organiser-side functions
+(:func:`session_info`, :func:`answer_records`) return those.
+
+Concurrency: an answer is inserted or updated in one write transaction (``BEGIN IMMEDIATE`` on
+SQLite) and committed before :func:`submit_answer` returns; the unique constraint (reader, case)
+makes a second insert of the same answer impossible, and the rare insert race on a server
+database is retried once as an update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+
+from ctdiff.display import PLANES, WINDOW_PRESETS
+from ctdiff.errors import ConfigError, CTDiffError, InputError
+from ctdiff.io import case_name, find_cases, read_volume
+from eval.review import assign, render
+from eval.review.stats import FLAGS
+from eval.review.db import (
+    Answer,
+    Assignment,
+    Case,
+    Reader,
+    ReviewSession,
+    get_engine,
+    read_session,
+    utcnow,
+    workspace_dir,
+    write_session,
+)
+
+COHORTS = ("real", "synthetic")
+FLAG_LABELS = {
+    "noise": "noise",
+    "texture": "texture",
+    "contrast": "contrast",
+    "anatomy": "anatomy",
+    "edges": "edges / artefacts",
+}
+SCROLL_MODES = ("all", "middle")  # scroll through every slice, or see only the middle slice
+LIKERT = range(1, 6)
+CACHE_FOLDER = "review-cache"
+
+Progress = Callable[[int, int], None]
+
+
+class AnswerLockedError(CTDiffError):
+    """The case was already answered and this session does not allow changing a rating."""
+
+
+# ------------------------------------------------------------------------------------ value types
+@dataclasses.dataclass(frozen=True)
+class SessionInfo:
+    """Everything about a session, for the organiser (unblinded)."""
+
+    id: int
+    name: str
+    created_at: dt.datetime
+    seed: int
+    real_dir: str
+    generated_dir: str
+    n_real: int
+    n_synthetic: int
+    n_readers: int
+    planes: tuple[str, ...]
+    windows: tuple[str, ...]
+    scroll: str
+    allow_change: bool
+    instructions: str
+    grid: render.DisplayGrid
+    skipped: tuple[tuple[str, str], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderView:
+    """What the reader page knows about its reader and session: nothing case-specific."""
+
+    reader_id: int
+    reader_name: str
+    session_id: int
+    session_name: str
+    planes: tuple[str, ...]
+    windows: tuple[str, ...]
+    scroll: str
+    allow_change: bool
+    instructions: str
+    grid: render.DisplayGrid
+    total: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerView:
+    said_synthetic: bool
+    confidence: int
+    realism: int
+    flags: tuple[str, ...]
+    comment: str
+    seconds: float
+    changes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderCase:
+    """One case in one reader's order: its opaque code, place, and the reader's answer if any."""
+
+    code: str
+    position: int  # 0-based place in the reader's order
+    total: int
+    answer: AnswerView | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderProgress:
+    answered: int
+    total: int
+    next_position: int | None  # first unanswered place in the order; None when all are done
+
+
+# ------------------------------------------------------------------------------------ helpers
+def cache_root(db: str | Engine | None) -> Path:
+    """Where grid-resampled case arrays live: next to a SQLite file, else in the workspace."""
+    engine = get_engine(db)
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        return Path(engine.url.database).resolve().parent / CACHE_FOLDER
+    return workspace_dir() / CACHE_FOLDER
+
+
+def _grid(s: ReviewSession) -> render.DisplayGrid:
+    return render.DisplayGrid(tuple(int(v) for v in s.grid_shape), tuple(float(v) for v in s.grid_spacing))
+
+
+def _get_session(session, session_id: int) -> ReviewSession:
+    s = session.get(ReviewSession, int(session_id))
+    if s is None:
+        raise ConfigError(f"no review session with id {session_id}")
+    return s
+
+
+def _check_choice(values: Sequence[str], allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    values = tuple(values)
+    if not values:
+        raise ConfigError(f"choose at least one {what} (from {list(allowed)})")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ConfigError(f"unknown {what} {bad}; choose from {list(allowed)}")
+    return tuple(dict.fromkeys(values))  # keep order, drop repeats
+
+
+def _pick_readable(paths: list[Path], n: int, skipped: list[tuple[str, str]], progress: Callable[[], None]) -> list[tuple[Path, tuple, tuple]]:
+    """The first ``n`` of ``paths`` that read as CT volumes, with shape and spacing; bad ones are skipped."""
+    good = []
+    for path in paths:
+        if len(good) == n:
+            break
+        try:
+            vol = read_volume(path)
+        except CTDiffError as exc:
+            skipped.append((str(path), exc.problem))
+            continue
+        good.append((path, vol.shape, vol.spacing))
+        progress()
+    return good
+
+
+# ------------------------------------------------------------------------------------ organiser
+def create_session(
+    db: str | Engine | None,
+    name: str,
+    real_dir: str | os.PathLike,
+    generated_dir: str | os.PathLike,
+    n_per_cohort: int | None = None,
+    seed: int = 0,
+    planes: Sequence[str] = PLANES,
+    windows: Sequence[str] = tuple(WINDOW_PRESETS),
+    scroll: str = "all",
+    allow_change: bool = False,
+    instructions: str = "",
+    *,
+    n_real: int | None = None,
+    n_generated: int | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Create a blinded review session and return its id.
+
+    ``n_per_cohort`` cases are drawn (seeded) from each folder; ``None`` takes as many as the
+    smaller folder has (balanced). ``n_real``/``n_generated`` override it per cohort for an
+    unbalanced design. Unreadable files are skipped, replaced by the next candidate and listed in
+    :attr:`SessionInfo.skipped`. Every case is resampled onto the session's display grid and cached
+    before this returns (``progress(done, total)`` reports it), so readers never wait for one cohort.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise ConfigError("a review session needs a name")
+    planes = _check_choice(planes, PLANES, "plane")
+    windows = _check_choice(windows, tuple(WINDOW_PRESETS), "window preset")
+    if scroll not in SCROLL_MODES:
+        raise ConfigError(f"scroll must be one of {SCROLL_MODES}, got {scroll!r}")
+    real_dir, generated_dir = Path(real_dir), Path(generated_dir)
+    for folder in (real_dir, generated_dir):
+        if not folder.is_dir():
+            raise InputError("is not a folder", folder)
+    if real_dir.resolve() == generated_dir.resolve():
+        raise InputError("real and generated folders are the same folder", real_dir)
+    real_all, gen_all = find_cases(real_dir), find_cases(generated_dir)
+    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else min(len(real_all), len(gen_all))
+    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else min(len(real_all), len(gen_all))
+    for want, have, folder in ((want_real, real_all, real_dir), (want_gen, gen_all, generated_dir)):
+        if want < 1:
+            raise ConfigError(f"number of cases per cohort must be >= 1, got {want}")
+        if want > len(have):
+            raise InputError(f"holds {len(have)} case(s); {want} requested", folder)
+
+    total_steps = 2 * (want_real + want_gen)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], total_steps)
+
+    # pass 1: pick readable files and learn their geometry (volumes are not kept, to bound memory)
+    skipped: list[tuple[str, str]] = []
+    real = _pick_readable(assign.candidate_order(real_all, seed, assign.STREAM_REAL), want_real, skipped, tick)
+    gen = _pick_readable(assign.candidate_order(gen_all, seed, assign.STREAM_GENERATED), want_gen, skipped, tick)
+    for got, want, folder in ((real, want_real, real_dir), (gen, want_gen, generated_dir)):
+        if len(got) < want:
+            raise InputError(f"only {len(got)} of {want} requested case(s) are readable CT volumes ({len(skipped)} skipped)", folder)
+    grid = render.choose_grid([g[1] for g in real + gen], [g[2] for g in real + gen])
+
+    # interleave the cohorts in a seeded order so not even internal row ids follow the cohorts
+    cases = [(p, "real") for p, _, _ in real] + [(p, "synthetic") for p, _, _ in gen]
+    cases = [cases[i] for i in np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(len(cases))]
+    codes = [assign.new_case_code() for _ in cases]
+    uid = assign.new_case_code() + assign.new_case_code()
+
+    # pass 2: resample every case onto the grid and cache it, both cohorts through the same code
+    cache_dir = cache_root(db) / uid
+    for code, (path, _) in zip(codes, cases):
+        render.write_cached_case(cache_dir, code, render.to_grid(read_volume(path), grid))
+        tick()
+
+    with write_session(db) as session:
+        s = ReviewSession(
+            uid=uid, name=name, seed=int(seed), real_dir=str(real_dir), generated_dir=str(generated_dir),
+            planes=list(planes), windows=list(windows), scroll=scroll, allow_change=bool(allow_change),
+            instructions=instructions or "", grid_shape=list(grid.shape), grid_spacing=list(grid.spacing),
+            skipped=[list(x) for x in skipped], created_at=utcnow(),
+        )
+        session.add(s)
+        session.flush()
+        session.add_all(Case(session_id=s.id, code=code, path=str(path), cohort=cohort) for code, (path, cohort) in zip(codes, cases))
+        return s.id
+
+
+def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | None = None) -> str:
+    """Add a reader with their own seeded case order; return the access code (store it: only its
+    hash is kept). ``code`` sets a known code (e.g. the demo's); otherwise a random one is made."""
+    name = (name or "").strip()
+    if not name:
+        raise ConfigError("a reader needs a name")
+    code = assign.new_access_code() if code is None else code
+    if len(assign.normalise_code(code)) < 4:
+        raise ConfigError("an access code needs at least 4 characters")
+    code_hash = assign.hash_code(code)
+    try:
+        with write_session(db) as session:
+            s = _get_session(session, session_id)
+            if session.scalar(select(Reader.id).where(Reader.session_id == s.id, Reader.name == name)) is not None:
+                raise ConfigError(f"session {s.id} already has a reader named {name!r}")
+            if session.scalar(select(Reader.id).where(Reader.code_hash == code_hash)) is not None:
+                raise ConfigError("this access code is already in use; choose another")
+            index = session.scalar(select(func.count(Reader.id)).where(Reader.session_id == s.id)) + 1
+            reader = Reader(session_id=s.id, name=name, code_hash=code_hash, created_at=utcnow())
+            session.add(reader)
+            session.flush()
+            case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id).order_by(Case.id)))
+            order = assign.reader_order(case_ids, s.seed, index)
+            session.add_all(Assignment(reader_id=reader.id, position=i, case_id=c) for i, c in enumerate(order))
+    except IntegrityError:
+        raise ConfigError("reader name or access code already in use; choose another") from None
+    return code
+
+
+def new_reader_code(db: str | Engine | None, session_id: int, name: str) -> str:
+    """Replace a reader's lost access code with a new random one (answers are kept)."""
+    code = assign.new_access_code()
+    with write_session(db) as session:
+        reader = session.scalar(select(Reader).where(Reader.session_id == int(session_id), Reader.name == name))
+        if reader is None:
+            raise ConfigError(f"session {session_id} has no reader named {name!r}")
+        reader.code_hash = assign.hash_code(code)
+    return code
+
+
+def _session_info(session, s: ReviewSession) -> SessionInfo:
+    counts = dict(session.execute(select(Case.cohort, func.count()).where(Case.session_id == s.id).group_by(Case.cohort)).all())
+    n_readers = session.scalar(select(func.count(Reader.id)).where(Reader.session_id == s.id))
+    return SessionInfo(
+        id=s.id, name=s.name, created_at=s.created_at, seed=s.seed, real_dir=s.real_dir, generated_dir=s.generated_dir,
+        n_real=int(counts.get("real", 0)), n_synthetic=int(counts.get("synthetic", 0)), n_readers=int(n_readers),
+        planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
+        instructions=s.instructions, grid=_grid(s), skipped=tuple(tuple(x) for x in (s.skipped or [])),
+    )
+
+
+def session_info(db: str | Engine | None, session_id: int) -> SessionInfo:
+    with read_session(db) as session:
+        return _session_info(session, _get_session(session, session_id))
+
+
+def list_sessions(db: str | Engine | None) -> list[SessionInfo]:
+    with read_session(db) as session:
+        return [_session_info(session, s) for s in session.scalars(select(ReviewSession).order_by(ReviewSession.id))]
+
+
+def session_progress(db: str | Engine | None, session_id: int) -> list[dict]:
+    """Per reader: name, answered, total, done, last answer time (UTC)."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        total = session.scalar(select(func.count(Case.id)).where(Case.session_id == s.id))
+        rows = session.execute(
+            select(Reader.name, func.count(Answer.id), func.max(Answer.updated_at))
+            .outerjoin(Answer, Answer.reader_id == Reader.id)
+            .where(Reader.session_id == s.id)
+            .group_by(Reader.id, Reader.name)
+            .order_by(Reader.id)
+        ).all()
+    return [
+        {"reader": name, "answered": int(n), "total": int(total), "done": int(n) == int(total), "last_answer_utc": last}
+        for name, n, last in rows
+    ]
+
+
+def ensure_cache(db: str | Engine | None, session_id: int, progress: Progress | None = None) -> int:
+    """Rebuild any missing cached case (e.g. the database was moved to a new machine); return how
+    many were rebuilt. Every case is ready when this returns, so none is loaded lazily later."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        uid, grid = s.uid, _grid(s)
+        cases = list(session.execute(select(Case.code, Case.path).where(Case.session_id == s.id).order_by(Case.id)).all())
+    cache_dir = cache_root(db) / uid
+    missing = set(render.missing_cases(cache_dir, [c for c, _ in cases]))
+    todo = [(c, p) for c, p in cases if c in missing]
+    for i, (code, path) in enumerate(todo):
+        render.write_cached_case(cache_dir, code, render.to_grid(read_volume(path), grid))
+        if progress:
+            progress(i + 1, len(todo))
+    return len(todo)
+
+
+def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
+    """Every answer of a session, unblinded, one dict per answer (for statistics and export)."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        rows = session.execute(
+            select(Answer, Case, Reader.name, Assignment.position)
+            .join(Case, Answer.case_id == Case.id)
+            .join(Reader, Answer.reader_id == Reader.id)
+            .join(Assignment, (Assignment.reader_id == Answer.reader_id) & (Assignment.case_id == Answer.case_id))
+            .where(Case.session_id == s.id)
+            .order_by(Reader.id, Assignment.position)
+        ).all()
+        return [
+            {
+                "session_id": s.id,
+                "session": s.name,
+                "reader": reader_name,
+                "position": int(position) + 1,
+                "case_id": case.code,
+                "case_name": case_name(case.path),
+                "cohort": case.cohort,
+                "said": "synthetic" if a.said_synthetic else "real",
+                "correct": bool(a.said_synthetic) == (case.cohort == "synthetic"),
+                "confidence": int(a.confidence),
+                "realism": int(a.realism),
+                **{f"flag_{f}": bool(getattr(a, f"flag_{f}")) for f in FLAGS},
+                "comment": a.comment,
+                "seconds": round(float(a.seconds), 3),
+                "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+                "updated_utc": a.updated_at.isoformat(timespec="seconds"),
+                "changes": int(a.changes),
+            }
+            for a, case, reader_name, position in rows
+        ]
+
+
+# ------------------------------------------------------------------------------------ reader
+def find_reader(db: str | Engine | None, code: str) -> ReaderView | None:
+    """The reader whose access code this is (case-insensitive), or None."""
+    if not code or not code.strip():
+        return None
+    with read_session(db) as session:
+        reader = session.scalar(select(Reader).where(Reader.code_hash == assign.hash_code(code)))
+        if reader is None:
+            return None
+        s = _get_session(session, reader.session_id)
+        total = session.scalar(select(func.count(Assignment.case_id)).where(Assignment.reader_id == reader.id))
+        return ReaderView(
+            reader_id=reader.id, reader_name=reader.name, session_id=s.id, session_name=s.name,
+            planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
+            instructions=s.instructions, grid=_grid(s), total=int(total),
+        )
+
+
+def _answer_view(a: Answer) -> AnswerView:
+    return AnswerView(
+        said_synthetic=bool(a.said_synthetic), confidence=int(a.confidence), realism=int(a.realism),
+        flags=tuple(f for f in FLAGS if getattr(a, f"flag_{f}")), comment=a.comment, seconds=float(a.seconds),
+        changes=int(a.changes),
+    )
+
+
+def reader_progress(db: str | Engine | None, reader_id: int) -> ReaderProgress:
+    """How far a reader is; ``next_position`` is where they resume (first unanswered case)."""
+    with read_session(db) as session:
+        rows = session.execute(
+            select(Assignment.position, Answer.id)
+            .outerjoin(Answer, (Answer.reader_id == Assignment.reader_id) & (Answer.case_id == Assignment.case_id))
+            .where(Assignment.reader_id == int(reader_id))
+            .order_by(Assignment.position)
+        ).all()
+    if not rows:
+        raise ConfigError(f"no reader with id {reader_id} (or no cases assigned)")
+    open_positions = [pos for pos, answer_id in rows if answer_id is None]
+    return ReaderProgress(answered=len(rows) - len(open_positions), total=len(rows), next_position=open_positions[0] if open_positions else None)
+
+
+def reader_case(db: str | Engine | None, reader_id: int, position: int) -> ReaderCase:
+    """The case at ``position`` (0-based) of a reader's order, with their answer if given."""
+    with read_session(db) as session:
+        total = session.scalar(select(func.count(Assignment.case_id)).where(Assignment.reader_id == int(reader_id)))
+        row = session.execute(
+            select(Case.code, Answer)
+            .join(Assignment, Assignment.case_id == Case.id)
+            .outerjoin(Answer, (Answer.reader_id == Assignment.reader_id) & (Answer.case_id == Case.id))
+            .where(Assignment.reader_id == int(reader_id), Assignment.position == int(position))
+        ).first()
+        if row is None:
+            raise ConfigError(f"reader {reader_id} has no case at position {position} (0..{int(total) - 1})")
+        code, answer = row
+        return ReaderCase(code=code, position=int(position), total=int(total), answer=None if answer is None else _answer_view(answer))
+
+
+def load_case_array(db: str | Engine | None, reader_id: int, case_code: str) -> tuple[np.ndarray, render.DisplayGrid]:
+    """The cached display-grid array of a case in this reader's order (rebuilt if missing)."""
+    with read_session(db) as session:
+        row = session.execute(
+            select(ReviewSession.id, ReviewSession.uid, ReviewSession.grid_shape, ReviewSession.grid_spacing)
+            .join(Case, Case.session_id == ReviewSession.id)
+            .join(Assignment, Assignment.case_id == Case.id)
+            .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
+        ).first()
+    if row is None:
+        raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+    session_id, uid, shape, spacing = row
+    grid = render.DisplayGrid(tuple(int(v) for v in shape), tuple(float(v) for v in spacing))
+    cache_dir = cache_root(db) / uid
+    if render.missing_cases(cache_dir, [case_code]):
+        ensure_cache(db, session_id)  # rebuilds all missing cases alike, never just this one
+    return render.load_cached_case(cache_dir, case_code, grid), grid
+
+
+def _validate_answer(said_synthetic: bool, confidence: int, realism: int, flags: Iterable[str], seconds: float) -> tuple[str, ...]:
+    if not isinstance(said_synthetic, (bool, np.bool_)):
+        raise ConfigError(f"said_synthetic must be True or False, got {said_synthetic!r}")
+    for label, value in (("confidence", confidence), ("realism", realism)):
+        if isinstance(value, bool) or int(value) != value or int(value) not in LIKERT:
+            raise ConfigError(f"{label} must be an integer 1..5, got {value!r}")
+    flags = tuple(flags)
+    bad = [f for f in flags if f not in FLAGS]
+    if bad:
+        raise ConfigError(f"unknown artefact flag(s) {bad}; choose from {list(FLAGS)}")
+    if not seconds >= 0:
+        raise ConfigError(f"seconds must be >= 0, got {seconds!r}")
+    return flags
+
+
+def submit_answer(
+    db: str | Engine | None,
+    reader_id: int,
+    case_code: str,
+    *,
+    said_synthetic: bool,
+    confidence: int,
+    realism: int,
+    flags: Iterable[str] = (),
+    comment: str = "",
+    seconds: float = 0.0,
+) -> AnswerView:
+    """Store one reader's answer for one case and commit it before returning.
+
+    A second submit for the same case updates the answer (time spent adds up, ``changes`` counts
+    the edits) when the session allows changes, and raises :class:`AnswerLockedError` otherwise.
+    """
+    flags = _validate_answer(said_synthetic, confidence, realism, flags, seconds)
+    values = {
+        "said_synthetic": bool(said_synthetic), "confidence": int(confidence), "realism": int(realism),
+        **{f"flag_{f}": f in flags for f in FLAGS}, "comment": (comment or "").strip(),
+    }
+    for attempt in range(2):
+        try:
+            with write_session(db) as session:
+                row = session.execute(
+                    select(Case.id, ReviewSession.allow_change)
+                    .join(Assignment, Assignment.case_id == Case.id)
+                    .join(ReviewSession, ReviewSession.id == Case.session_id)
+                    .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
+                ).first()
+                if row is None:
+                    raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+                case_id, allow_change = row
+                now = utcnow()
+                answer = session.scalar(select(Answer).where(Answer.reader_id == int(reader_id), Answer.case_id == case_id))
+                if answer is None:
+                    answer = Answer(reader_id=int(reader_id), case_id=case_id, seconds=float(seconds), submitted_at=now, updated_at=now, changes=0, **values)
+                    session.add(answer)
+                else:
+                    if not allow_change:
+                        raise AnswerLockedError(f"case {case_code} is already answered and this session does not allow changes")
+                    for key, value in values.items():
+                        setattr(answer, key, value)
+                    answer.seconds = float(answer.seconds) + float(seconds)
+                    answer.changes = int(answer.changes) + 1
+                    answer.updated_at = now
+                session.flush()
+                return _answer_view(answer)
+        except IntegrityError:
+            # another connection inserted this (reader, case) between our read and our insert
+            # (possible on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers): try again,
+            # now as an update or a refusal
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
