@@ -1,0 +1,180 @@
+"""Pure helpers for the app's slice browser: linked scrolling, hover geometry, nearest-real lookup.
+
+Rendering itself (planes, windows, aspect, mosaics) lives in :mod:`ctdiff.display`; this module
+adds what a two-pane viewer needs on top of it. No Streamlit, no plotting, no file I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ctdiff.display import PLANE_AXIS, WINDOW_PRESETS, display_to_voxel, n_slices, plane_slice
+from ctdiff.io import case_name
+
+CUSTOM_WINDOW = "custom"
+AXIS_NAMES = ("x", "y", "z")
+
+
+def window_choice(preset: str, width: float | None = None, level: float | None = None) -> tuple[float, float]:
+    """(width, level) for a preset name, or the user's values for ``"custom"``."""
+    if preset == CUSTOM_WINDOW:
+        if width is None or level is None:
+            raise ValueError("a custom window needs a width and a level")
+        if not width > 0:
+            raise ValueError(f"window width must be > 0, got {width}")
+        return float(width), float(level)
+    if preset not in WINDOW_PRESETS:
+        raise ValueError(f"unknown window preset {preset!r}; choose one of {[*WINDOW_PRESETS, CUSTOM_WINDOW]}")
+    return WINDOW_PRESETS[preset]
+
+
+def middle_slice(shape: Sequence[int], plane: str) -> int:
+    return n_slices(shape, plane) // 2
+
+
+def linked_index(index: int, n_from: int, n_to: int) -> int:
+    """The slice at the same relative position in a stack of ``n_to`` slices.
+
+    First maps to first and last to last, so two stacks of different length scroll together.
+    """
+    if n_from < 1 or n_to < 1:
+        raise ValueError("slice counts must be >= 1")
+    if not 0 <= index < n_from:
+        raise IndexError(f"slice {index} out of range 0..{n_from - 1}")
+    if n_from == 1:
+        return (n_to - 1) // 2
+    return int(round(index * (n_to - 1) / (n_from - 1)))
+
+
+def clamp_index(index: int | None, n: int, default: int) -> int:
+    """``index`` if it is a valid slice of a stack of ``n``, else ``default``."""
+    if index is None or not 0 <= int(index) < n:
+        return default
+    return int(index)
+
+
+def slice_axes(plane: str) -> tuple[str, str, str]:
+    """Names of the voxel axes along the displayed image's columns, rows, and the slice direction."""
+    slice_axis = PLANE_AXIS[plane]
+    cols_axis = 1 if plane == "sagittal" else 0
+    rows_axis = 1 if plane == "axial" else 2
+    return AXIS_NAMES[cols_axis], AXIS_NAMES[rows_axis], AXIS_NAMES[slice_axis]
+
+
+def pixel_grid(shape: Sequence[int], plane: str) -> dict[str, float]:
+    """Coordinates that label display pixels with their voxel indices.
+
+    A heatmap drawn with ``x = x0 + col * dx`` and ``y = y0 + row * dy`` shows, under the cursor,
+    the voxel index along the image's horizontal and vertical anatomical axes (the same voxel as
+    :func:`ctdiff.display.display_to_voxel`). Radiological display runs both voxel axes backwards,
+    so ``dx = dy = -1``: draw with a reversed x axis and a normal (upward) y axis.
+    """
+    rows, cols = _display_shape(shape, plane)
+    return {"x0": float(cols - 1), "dx": -1.0, "y0": float(rows - 1), "dy": -1.0}
+
+
+def _display_shape(shape: Sequence[int], plane: str) -> tuple[int, int]:
+    X, Y, Z = (int(s) for s in shape)
+    return {"axial": (Y, X), "coronal": (Z, X), "sagittal": (Z, Y)}[plane]
+
+
+def voxel_at(shape: Sequence[int], plane: str, index: int, row: int, col: int) -> tuple[int, int, int]:
+    """The voxel shown at a display pixel, with the pixel checked against the image size."""
+    rows, cols = _display_shape(shape, plane)
+    if not (0 <= row < rows and 0 <= col < cols):
+        raise IndexError(f"pixel ({row}, {col}) outside the {rows}x{cols} {plane} image")
+    return display_to_voxel(shape, plane, index, row, col)
+
+
+def hu_readout(array: np.ndarray, plane: str, index: int, row: int, col: int) -> tuple[tuple[int, int, int], float]:
+    """(voxel index, HU) under display pixel (row, col) of a slice."""
+    voxel = voxel_at(array.shape, plane, index, row, col)
+    return voxel, float(array[voxel])
+
+
+def display_slice_hu(array: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """The displayed slice in HU, rounded to int16 (what a CT viewer shows and what NIfTI stores).
+
+    The image sent to the browser carries HU, not grey levels: the CT window is applied by the
+    colour scale, so the hover readout is the true HU while the picture is windowed.
+    """
+    img = plane_slice(array, plane, index)
+    return np.clip(np.rint(img), -32768, 32767).astype(np.int16)
+
+
+def aspect_correct(image: np.ndarray, aspect: float) -> np.ndarray:
+    """Stretch an image (nearest neighbour) so that pixels of physical height/width ``aspect`` look square.
+
+    Only for still images (mosaics); interactive slices keep their voxels and set the plot's aspect.
+    Nearest neighbour on purpose: a viewer must not invent intermediate HU.
+    """
+    if not aspect > 0:
+        raise ValueError(f"aspect must be > 0, got {aspect}")
+    h, w = image.shape[:2]
+    if abs(aspect - 1.0) < 1e-6:
+        return image
+    if aspect > 1:
+        new_h, new_w = int(round(h * aspect)), w
+    else:
+        new_h, new_w = h, int(round(w / aspect))
+    rows = np.minimum((np.arange(new_h) + 0.5) * h / new_h, h - 1).astype(int)
+    cols = np.minimum((np.arange(new_w) + 0.5) * w / new_w, w - 1).astype(int)
+    return image[rows][:, cols]
+
+
+def mosaic_indices(n: int, every: int) -> list[int]:
+    """Slice indices a mosaic of every ``every``-th slice shows (as :func:`ctdiff.display.mosaic`)."""
+    if every < 1:
+        raise ValueError("every must be >= 1")
+    return list(range(0, n, every))
+
+
+# ------------------------------------------------------------------------- report look-ups
+def _same_case(reported: str, path: str | os.PathLike) -> bool:
+    """A report names files by path (absolute or relative) or by case; match on the case name."""
+    return case_name(Path(str(reported))) == case_name(Path(path))
+
+
+def find_case_entry(report: Mapping[str, Any], path: str | os.PathLike, cohort: str) -> dict | None:
+    """The report's per-case record for a file of a cohort ("real", "generated", "train")."""
+    for entry in report.get("per_case") or []:
+        if entry.get("cohort") == cohort and entry.get("file") is not None and _same_case(entry["file"], path):
+            return dict(entry)
+    return None
+
+
+def nearest_real(report: Mapping[str, Any], generated: str | os.PathLike) -> dict | None:
+    """``{"file", "ssim", "memorised", "nearest_train", "distance", "threshold"}`` for a generated case.
+
+    ``file`` is the nearest real scan the report found (``nearest_real_file``); ``memorised`` is
+    True when the report flagged this case as a likely copy of a training scan.
+    """
+    entry = find_case_entry(report, generated, "generated")
+    flagged = next(
+        (f for f in report.get("memorization_flagged") or [] if f.get("generated") and _same_case(f["generated"], generated)),
+        None,
+    )
+    if entry is None and flagged is None:
+        return None
+    out = {
+        "file": (entry or {}).get("nearest_real_file"),
+        "ssim": (entry or {}).get("ssim_nearest_real"),
+        "memorised": flagged is not None,
+    }
+    if flagged is not None:
+        out.update(nearest_train=flagged.get("nearest_train"), distance=flagged.get("distance"), threshold=flagged.get("threshold"))
+    return out
+
+
+def match_path(name: str | os.PathLike | None, candidates: Sequence[str | os.PathLike]) -> str | None:
+    """The candidate path that a report's file entry refers to (same case name), or None."""
+    if not name:
+        return None
+    for c in candidates:
+        if _same_case(str(name), c):
+            return str(c)
+    return None

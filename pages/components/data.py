@@ -1,0 +1,127 @@
+"""Cached access to files: volumes, case lists, reports, run histories.
+
+Every cache is keyed by the path *and* its modification time, so a file rewritten on disk (a new
+sample, a growing history.csv) is read again while an unchanged one is read once. Volumes sit in
+``st.cache_resource`` (shared, never mutated: a 512x512x26 volume is not copied on each rerun);
+small derived facts in ``st.cache_data``. Loaders return ``(value, error message)`` instead of
+raising, so pages can show the message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from ctdiff.dashboard import load_report
+from ctdiff.errors import CTDiffError
+from ctdiff.io import find_cases, read_volume
+from ctdiff.monitor import read_history
+from ctdiff.volume import Volume
+from ctdiff.workspace import volume_facts
+
+
+def mtime_ns(path: str | os.PathLike) -> int:
+    """Modification time of a file, or the newest of a folder and its direct entries (DICOM series)."""
+    p = Path(path)
+    try:
+        t = p.stat().st_mtime_ns
+        if p.is_dir():
+            t = max([t] + [c.stat().st_mtime_ns for c in p.iterdir()])
+        return t
+    except OSError:
+        return -1
+
+
+@st.cache_resource(max_entries=16, show_spinner="Reading volume…")
+def _volume(path: str, mtime: int) -> Volume:
+    return read_volume(path)
+
+
+def load_volume(path: str) -> tuple[Volume | None, str | None]:
+    try:
+        return _volume(str(path), mtime_ns(path)), None
+    except CTDiffError as exc:
+        return None, str(exc)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _cases(folder: str, mtime: int) -> list[str]:
+    return [str(p) for p in find_cases(folder)]
+
+
+def list_cases(folder: str | None) -> tuple[list[str], str | None]:
+    if not folder:
+        return [], None
+    try:
+        return _cases(str(folder), mtime_ns(folder)), None
+    except CTDiffError as exc:
+        return [], str(exc)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _facts(path: str, mtime: int) -> dict[str, Any]:
+    return volume_facts(path)
+
+
+def facts(path: str) -> dict[str, Any]:
+    return _facts(str(path), mtime_ns(path))
+
+
+def facts_with_progress(paths: list[str], label: str) -> list[dict[str, Any]]:
+    """Volume facts for many files; shows a progress bar while files are read the first time.
+
+    Which files were read already is remembered per session (the values themselves are cached).
+    """
+    seen = st.session_state.setdefault("_facts_seen", set())
+    keys = [(str(p), mtime_ns(p)) for p in paths]
+    todo = [k for k in keys if k not in seen]
+    bar = st.progress(0.0, text=f"Reading {len(todo)} {label} volume(s)…") if todo else None
+    out = []
+    for i, key in enumerate(keys):
+        out.append(_facts(*key))
+        seen.add(key)
+        if bar is not None:
+            bar.progress((i + 1) / len(keys), text=f"Reading {label} volumes: {i + 1}/{len(keys)}")
+    if bar is not None:
+        bar.empty()
+    return out
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _report(path: str, mtime: int) -> dict[str, Any]:
+    return load_report(path)
+
+
+def report_file(report_dir: str | None) -> Path | None:
+    if not report_dir:
+        return None
+    p = Path(report_dir)
+    return p if p.is_file() else p / "report.json"
+
+
+def load_report_cached(report_dir: str | None) -> tuple[dict | None, str | None]:
+    f = report_file(report_dir)
+    if f is None:
+        return None, None
+    try:
+        return _report(str(f), mtime_ns(f)), None
+    except CTDiffError as exc:
+        return None, str(exc)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _history(path: str, mtime: int):
+    return read_history(path)
+
+
+def load_history(run_dir: str):
+    p = Path(run_dir) / "history.csv"
+    if not p.exists():
+        return None, None
+    try:
+        return _history(str(p), mtime_ns(p)), None
+    except CTDiffError as exc:
+        return None, str(exc)
