@@ -1,0 +1,145 @@
+"""Reading an eval report (``report.json``) for the app's metrics dashboard.
+
+The report is written by ``python -m eval report`` (schema ``ctdiff-eval-report/1``); this module
+only reads it: it checks the structure, turns metrics into table rows with a traffic-light
+*gap* (how far generated is from real, relative to the real-vs-real reference), and flattens
+per-case values and curves. Nothing here computes a metric.
+
+Gap (dimensionless, 1 = as far apart as two sets of real scans are):
+
+- ``better == "lower"`` (a distance such as FID/FRD/MMD): ``value / reference``
+- ``better == "higher"`` (e.g. precision, coverage): ``reference / value``
+- ``better == "closer-to-real"`` (a property such as noise SD): ``|generated - real| / reference``
+  where the reference is the real-vs-real difference (or spread) of that property.
+
+Status: ``gap <= 1.25`` "close" (within the real-vs-real floor, give or take sampling noise),
+``<= 2`` "apart", larger "far"; "n/a" without a usable reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from ctdiff.errors import InputError
+
+SCHEMA = "ctdiff-eval-report/1"
+CLOSE, APART = 1.25, 2.0
+STATUS_COLOURS = {"close": "#1b7f3b", "apart": "#b7791f", "far": "#c53030", "n/a": "#718096"}
+
+
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    """report.json (a file or the report dir holding it), checked for the parts the app reads."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    try:
+        report = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError("no report.json here", p) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"is not readable JSON ({type(exc).__name__})", p) from None
+    if not isinstance(report, dict):
+        raise InputError("is not a JSON object", p)
+    schema = report.get("schema")
+    if schema is not None and not str(schema).startswith(SCHEMA.rsplit("/", 1)[0]):
+        raise InputError(f"has schema {schema!r}, not {SCHEMA!r}", p)
+    if not isinstance(report.get("metrics"), dict):
+        raise InputError("has no 'metrics' object", p)
+    return report
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def gap(metric: Mapping[str, Any]) -> float | None:
+    """How far generated is from real relative to the reference (see module doc); None if unknown."""
+    better = metric.get("better")
+    ref = _number(metric.get("reference"))
+    value = _number(metric.get("value"))
+    real, gen = _number(metric.get("real")), _number(metric.get("generated"))
+    if better == "closer-to-real":
+        if real is None or gen is None or ref is None:
+            return None
+        diff = abs(gen - real)
+        if ref == 0:
+            return 0.0 if diff == 0 else math.inf
+        return diff / abs(ref)
+    if value is None or ref is None:
+        return None
+    if better == "lower":
+        if ref <= 0:
+            return 0.0 if value <= 0 else math.inf
+        return value / ref
+    if better == "higher":
+        if value <= 0:
+            return math.inf if ref > 0 else None
+        return ref / value
+    return None
+
+
+def status(g: float | None) -> str:
+    if g is None:
+        return "n/a"
+    if g <= CLOSE:
+        return "close"
+    if g <= APART:
+        return "apart"
+    return "far"
+
+
+def metric_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per metric: value, CI, real, generated, reference, better, unit, gap, status, notes."""
+    rows = []
+    for name, m in (report.get("metrics") or {}).items():
+        if not isinstance(m, Mapping):
+            continue
+        ci = m.get("ci95")
+        g = gap(m)
+        rows.append(
+            {
+                "metric": name,
+                "value": _number(m.get("value")),
+                "ci95": f"{ci[0]:.4g} .. {ci[1]:.4g}" if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci else "",
+                "real": _number(m.get("real")),
+                "generated": _number(m.get("generated")),
+                "reference": _number(m.get("reference")),
+                "better": m.get("better") or "",
+                "unit": m.get("unit") or "",
+                "gap": None if g is None or math.isinf(g) else round(g, 3),
+                "status": status(g),
+                "notes": m.get("reason") or m.get("description") or "",
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["metric", "value", "ci95", "real", "generated", "reference", "better", "unit", "gap", "status", "notes"],
+    )
+
+
+def per_case_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """The per-case records as a DataFrame (empty when the report has none)."""
+    rows = [r for r in report.get("per_case") or [] if isinstance(r, Mapping)]
+    return pd.DataFrame(rows)
+
+
+def numeric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
+
+
+def curve(report: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """``report["curves"][name]`` when present and non-empty."""
+    c = (report.get("curves") or {}).get(name)
+    return c if isinstance(c, Mapping) and c else None
