@@ -124,3 +124,26 @@ def page():
 def hu_at():
     """The HU the fixture volumes hold at voxel (x, y, z) for a case offset."""
     return expected_hu
+
+
+def _decode_typed(value):
+    """Plotly's typed-array JSON ({"dtype", "bdata"[, "shape"]}) -> numpy array; recurse into the rest."""
+    import base64
+
+    if isinstance(value, dict) and "bdata" in value and "dtype" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]).newbyteorder("<"))
+        shape = value.get("shape")
+        if shape:
+            arr = arr.reshape([int(s) for s in (shape if isinstance(shape, list) else str(shape).split(","))])
+        return arr
+    if isinstance(value, dict):
+        return {k: _decode_typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_typed(v) for v in value]
+    return value
+
+
+@pytest.fixture
+def charts():
+    """``charts(at)`` -> the plotly figures an AppTest rendered, as dicts with arrays decoded."""
+    return lambda at: [_decode_typed(json.loads(el.proto.spec)) for el in at.get("plotly_chart")]

@@ -6,8 +6,6 @@ so the tests can predict every shown value: slice numbers, the HU under a pixel,
 
 from __future__ import annotations
 
-import base64
-import json
 
 import numpy as np
 import pytest
@@ -15,25 +13,19 @@ import pytest
 BROWSER = "pages/1_Slice_browser.py"
 
 
-def _decode(value):
-    """Plotly's typed-array JSON ({"dtype", "bdata", "shape"}) back to a numpy array."""
-    if isinstance(value, dict) and "bdata" in value:
-        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]).newbyteorder("<"))
-        shape = value.get("shape")
-        if shape:
-            arr = arr.reshape([int(s) for s in (shape if isinstance(shape, list) else str(shape).split(","))])
-        return arr
-    return np.asarray(value)
+@pytest.fixture
+def figures(charts):
+    """The slice figures: trace, HU image z, layout and title of each."""
 
+    def get(at) -> list[dict]:
+        out = []
+        for spec in charts(at):
+            trace = spec["data"][0]
+            out.append({"trace": trace, "z": np.asarray(trace["z"]), "layout": spec["layout"],
+                        "title": (spec["layout"].get("title") or {}).get("text", "")})
+        return out
 
-def figures(at) -> list[dict]:
-    out = []
-    for el in at.get("plotly_chart"):
-        spec = json.loads(el.proto.spec)
-        trace = spec["data"][0]
-        out.append({"trace": trace, "z": _decode(trace["z"]), "layout": spec["layout"],
-                    "title": (spec["layout"].get("title") or {}).get("text", "")})
-    return out
+    return get
 
 
 def captions(at) -> str:
@@ -54,7 +46,7 @@ def browser(app_env, page):
     return at
 
 
-def test_opens_both_sides_at_the_middle_slice_with_true_hu(browser, hu_at):
+def test_opens_both_sides_at_the_middle_slice_with_true_hu(browser, hu_at, figures):
     at = browser
     assert at.title[0].value == "Slice browser"
     text = captions(at)
@@ -78,7 +70,7 @@ def test_opens_both_sides_at_the_middle_slice_with_true_hu(browser, hu_at):
     assert {"<b>R</b>", "<b>L</b>", "<b>A</b>", "<b>P</b>"} <= labels
 
 
-def test_linked_scrolling_keeps_the_relative_position(browser):
+def test_linked_scrolling_keeps_the_relative_position(browser, hu_at, figures):
     at = browser
     at.slider(key="real_slice").set_value(8).run()
     assert not at.exception
@@ -88,15 +80,16 @@ def test_linked_scrolling_keeps_the_relative_position(browser):
     assert at.slider(key="real_slice").value == 1
     at.slider(key="real_slice").set_value(4).run()  # index 3 of 8 -> round(3*5/7)=2 -> slice 3
     assert at.slider(key="gen_slice").value == 3
-    real, gen = figures(at)
-    assert real["z"][0, 0] == real["z"][0, 0] and int(real["trace"]["hovertemplate"].split("z=")[1][0]) == 3
+    real, gen = figures(at)  # the images follow the sliders: real z index 3, generated z index 2
+    assert real["z"][0, 0] == hu_at(15, 11, 3) and "z=3<br>" in real["trace"]["hovertemplate"]
+    assert gen["z"][0, 0] == hu_at(15, 11, 2, offset=-50) and "z=2<br>" in gen["trace"]["hovertemplate"]
 
     at.checkbox(key="linked").uncheck().run()
     at.slider(key="real_slice").set_value(7).run()
     assert at.slider(key="real_slice").value == 7 and at.slider(key="gen_slice").value == 3
 
 
-def test_planes_have_their_own_slices_aspect_and_labels(browser, hu_at):
+def test_planes_have_their_own_slices_aspect_and_labels(browser, hu_at, figures):
     at = browser
     at.radio(key="plane").set_value("coronal").run()
     assert not at.exception
@@ -118,7 +111,7 @@ def test_planes_have_their_own_slices_aspect_and_labels(browser, hu_at):
     assert {a["text"] for a in real["layout"]["annotations"]} >= {"<b>A</b>", "<b>P</b>", "<b>S</b>"}
 
 
-def test_window_presets_and_custom_apply_to_both_sides(browser):
+def test_window_presets_and_custom_apply_to_both_sides(browser, figures):
     at = browser
     at.selectbox(key="window").set_value("bone").run()
     assert [(f["trace"]["zmin"], f["trace"]["zmax"]) for f in figures(at)] == [(-450, 1050)] * 2
@@ -142,7 +135,7 @@ def test_hu_probe_reads_the_voxel_under_a_pixel(browser, hu_at):
     assert f"Generated sample_000: voxel (10, 9, 3) = **{hu_at(10, 9, 3, offset=-50):g} HU**" in text
 
 
-def test_case_pickers_switch_volumes(browser, hu_at):
+def test_case_pickers_switch_volumes(browser, hu_at, figures):
     at = browser
     at.selectbox(key="real_case").set_value(at.selectbox(key="real_case").options[1]).run()
     assert "Real: **case_b**" in captions(at)
@@ -150,7 +143,7 @@ def test_case_pickers_switch_volumes(browser, hu_at):
     assert real["title"] == "Real: case_b" and real["z"][0, 0] == hu_at(15, 11, 4, offset=100)
 
 
-def test_ab_toggle_shows_one_side_at_a_time(browser):
+def test_ab_toggle_shows_one_side_at_a_time(browser, figures):
     at = browser
     at.radio(key="layout").set_value("A/B toggle").run()
     assert not at.exception
@@ -172,7 +165,7 @@ def test_mosaic_of_every_nth_slice(browser):
     assert caps == ["Real case_a: axial slices 1, 4, 7", "Generated sample_000: axial slices 1, 4"]
 
 
-def test_nearest_real_view_pairs_each_generated_case(browser):
+def test_nearest_real_view_pairs_each_generated_case(browser, figures):
     at = browser
     at.radio(key="view").set_value("nearest real").run()
     assert not at.exception
@@ -188,7 +181,7 @@ def test_nearest_real_view_pairs_each_generated_case(browser):
     assert "possible copy of training scan case_a" in at.warning[0].value
 
 
-def test_request_from_dashboard_opens_the_flagged_pair(app_env, page):
+def test_request_from_dashboard_opens_the_flagged_pair(app_env, page, figures):
     at = page(BROWSER)
     at.session_state["browse_request"] = {"generated": str(app_env / "generated/sample_001.nii.gz"),
                                           "real": str(app_env / "real/case_a.nii.gz"), "view": "nearest real"}

@@ -1,0 +1,64 @@
+"""The training monitor's Generate panel: sample volumes from a run's checkpoint into a samples folder.
+
+Uses ``ctdiff.sample`` (``load_bundle``, ``sample``, ``write_samples``), the same code as
+``python -m ctdiff sample``; the model bundle is cached per checkpoint file and modification time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+
+from ctdiff.errors import OverwriteError
+from ctdiff.monitor import samples_dir
+
+FALLBACK_SAMPLERS = ("dpmpp", "ddim", "ddpm")
+
+
+def sampler_names() -> tuple[str, ...]:
+    """The samplers ``ctdiff.sample`` offers (its ``SAMPLERS``), or the documented defaults."""
+    try:
+        from ctdiff import sample as sample_mod
+    except ImportError:
+        return FALLBACK_SAMPLERS
+    names = getattr(sample_mod, "SAMPLERS", None)
+    return tuple(names) if names else FALLBACK_SAMPLERS
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+def _bundle(checkpoint: str, mtime: int, device: str):
+    from ctdiff.sample import load_bundle
+
+    return load_bundle(checkpoint, device=device, use_ema=True)
+
+
+def generate(
+    run_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    *,
+    n: int,
+    sampler: str,
+    steps: int,
+    seed: int,
+    overwrite: bool,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Sample ``n`` volumes and write them to ``run_dir/samples/<sampler>-<steps>-seed<seed>/``.
+
+    Refuses an existing non-empty folder unless ``overwrite`` (checked before the model is loaded).
+    """
+    out = samples_dir(run_dir, sampler, steps, seed)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OverwriteError("already holds samples; tick overwrite to replace them", out)
+    from ctdiff.sample import sample, write_samples
+
+    ckpt = Path(checkpoint)
+    bundle = _bundle(str(ckpt), ckpt.stat().st_mtime_ns, device)
+    volumes = sample(bundle, n, sampler=sampler, steps=steps, seed=seed, batch_size=1, callback=progress)
+    info = {"checkpoint": str(ckpt), "sampler": sampler, "steps": steps, "seed": seed, "n": n, "source": "ctdiff app"}
+    write_samples(volumes, out, info, force=overwrite)
+    return out

@@ -1,0 +1,127 @@
+"""AppTest of app.py (Home): what is loaded, typed paths, the demo workspace on first start."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import types
+
+import pytest
+
+HOME = "app.py"
+
+
+@pytest.fixture
+def home(app_env, page):
+    at = page(HOME)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _md(at) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_shows_what_is_loaded(home, app_env):
+    at = home
+    assert {m.label: m.value for m in at.metric} == {
+        "Real volumes": "2", "Generated volumes": "2", "metrics": "4", "epochs logged": "30"}
+    text = _md(at)
+    # real: 16x12x8, pattern x + 30y + 1000z - 3000 (+100 for case_b): HU from -3000 to 15+330+7000-3000+100
+    assert "shape 16×12×8  \nspacing 0.8 × 0.9 × 2.5 mm  \nHU -3000 … 4445" in text
+    assert "shape 16×12×6" in text and "HU -3150 … 2295" in text
+    assert "1 flagged as memorised" in text
+    assert any("workspace 'test-ws'" in c.value and "CTDIFF_WORKSPACE" in c.value for c in at.caption)
+    assert at.text_input(key="input_real_dir").value == str(app_env / "real")
+
+
+def test_typed_paths_are_checked(home, app_env, tmp_path):
+    at = home
+    (tmp_path / "empty").mkdir()
+    at.text_input(key="input_real_dir").set_value(str(tmp_path / "empty"))
+    at.text_input(key="input_report_dir").set_value(str(tmp_path / "nowhere"))
+    at.button[0].click().run()  # "Use these folders"
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Real scans folder:") and "holds no NIfTI" in e for e in errors)
+    assert any(e.startswith("Report folder:") and "no such report folder" in e for e in errors)
+    # bad paths leave the previous selection in place
+    assert at.session_state["real_dir"] == str(app_env / "real")
+
+
+def test_typed_folders_replace_the_selection(home, app_env, tmp_path):
+    at = home
+    mine = tmp_path / "mine"
+    shutil.copytree(app_env / "generated", mine)
+    at.text_input(key="input_real_dir").set_value(str(mine))
+    at.text_input(key="input_report_dir").set_value("")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["real_dir"] == str(mine)
+    assert at.session_state["report_dir"] is None
+    assert {m.label: m.value for m in at.metric}["Real volumes"] == "2"
+    assert "HU -3150 … 2295" in _md(at).split("**Generated**")[0]  # the real column now shows the copied volumes
+    assert any("paths typed on Home" in c.value for c in at.caption)
+    # the other pages use the new selection
+    at.switch_page("pages/1_Slice_browser.py").run()
+    assert not at.exception
+    assert any("Real: **sample_000**" in c.value for c in at.caption)
+
+
+def test_a_run_dir_typed_as_generated_brings_its_samples(home, app_env, tmp_path):
+    at = home
+    samples = app_env / "run" / "samples" / "dpmpp-25-seed0"
+    shutil.copytree(app_env / "generated", samples)
+    at.text_input(key="input_generated_dir").set_value(str(app_env / "run"))
+    at.text_input(key="input_run_dir").set_value("")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["generated_dir"] == str(samples)
+    assert at.session_state["run_dir"] == str(app_env / "run")
+
+
+def test_missing_configured_workspace(monkeypatch, tmp_path, page):
+    monkeypatch.setenv("CTDIFF_WORKSPACE", str(tmp_path / "nope"))
+    at = page(HOME)
+    at.run()
+    assert not at.exception
+    assert "CTDIFF_WORKSPACE points to" in at.error[0].value and "does not exist" in at.error[0].value
+
+
+def test_demo_workspace_is_built_on_first_start(monkeypatch, tmp_path, page, workspace):
+    import ctdiff.workspace
+
+    target = tmp_path / "demo"
+    calls = []
+
+    def ensure_demo_workspace(path, progress=None):
+        for i in range(3):
+            progress(i + 1, 3, f"step {i + 1}")
+        shutil.copytree(workspace, path)
+        calls.append(path)
+        return path
+
+    monkeypatch.delenv("CTDIFF_WORKSPACE", raising=False)
+    monkeypatch.setattr(ctdiff.workspace, "DEFAULT_WORKSPACE", target)
+    monkeypatch.setitem(sys.modules, "ctdiff.demo", types.SimpleNamespace(ensure_demo_workspace=ensure_demo_workspace))
+    at = page(HOME)
+    at.run()
+    assert not at.exception, at.exception
+    assert calls == [target]
+    assert at.status[0].proto.label.startswith("Demo workspace ready")
+    assert {m.label: m.value for m in at.metric}["Real volumes"] == "2"
+    at.run()
+    assert calls == [target]  # built once
+
+
+def test_demo_builder_missing_gives_a_message(monkeypatch, tmp_path, page):
+    import ctdiff.workspace
+
+    monkeypatch.delenv("CTDIFF_WORKSPACE", raising=False)
+    monkeypatch.setattr(ctdiff.workspace, "DEFAULT_WORKSPACE", tmp_path / "demo")
+    monkeypatch.setitem(sys.modules, "ctdiff.demo", None)  # import fails
+    at = page(HOME)
+    at.run()
+    assert not at.exception
+    assert "demo builder is not available" in at.warning[0].value

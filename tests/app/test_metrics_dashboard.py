@@ -1,0 +1,113 @@
+"""AppTest of pages/2_Metrics_dashboard.py on the hand-made report of conftest.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+DASHBOARD = "pages/2_Metrics_dashboard.py"
+
+
+def _by_title(at, charts) -> dict[str, dict]:
+    out = {}
+    for spec in charts(at):
+        title = (spec["layout"].get("title") or {}).get("text") or spec["layout"].get("xaxis", {}).get("title", {}).get("text")
+        out[title] = spec
+    return out
+
+
+@pytest.fixture
+def dashboard(app_env, page):
+    at = page(DASHBOARD)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_metric_table_is_colour_coded_by_gap(dashboard):
+    at = dashboard
+    assert at.title[0].value == "Metrics dashboard"
+    table = at.dataframe[0].value.set_index("metric")
+    # frd 30 vs floor 10 -> 3x far; noise 11 vs 10 with floor 1 -> 1x close; coverage 0.9/0.5 -> 1.8 apart
+    assert table.loc["frd", "gap"] == 3.0 and table.loc["frd", "status"] == "far"
+    assert table.loc["noise_sd", "gap"] == 1.0 and table.loc["noise_sd", "status"] == "close"
+    assert table.loc["coverage", "gap"] == 1.8 and table.loc["coverage", "status"] == "apart"
+    assert table.loc["fid_2d", "status"] == "n/a" and "skipped" in table.loc["fid_2d", "notes"]
+    assert table.loc["frd", "ci95"] == "25 .. 35"
+    assert {m.label: m.value for m in at.metric} == {"close": "1", "apart": "1", "far": "1", "n/a": "1"}
+
+
+def test_charts_show_the_report_curves(dashboard, charts):
+    at = dashboard
+    shown = _by_title(at, charts)
+    hist = shown["HU histogram"]
+    assert [t["name"] for t in hist["data"]] == ["real", "generated"]
+    assert hist["data"][0]["x"].tolist() == [-750.0, -250.0, 250.0, 750.0]  # bin centres of the report's edges
+    assert hist["data"][1]["y"] == [0.2, 0.2, 0.4, 0.2]
+    nps = shown["Noise power spectrum"]
+    assert nps["layout"]["yaxis"]["type"] == "log" and nps["data"][1]["y"] == [12.0, 9.0, 5.0, 2.0]
+    scatter = shown["noise_sd"]
+    assert scatter["layout"]["yaxis"]["title"]["text"] == "ssim_nearest_real"
+    by_name = {t["name"]: t for t in scatter["data"]}
+    assert list(by_name["generated"]["x"]) == [12.0, 13.0] and list(by_name["generated"]["y"]) == pytest.approx([0.8, 0.85])
+    assert "real" not in by_name  # real cases have no nearest-real SSIM
+    at.selectbox(key="scatter_y").set_value("contrast_rms").run()
+    scatter = _by_title(at, charts)["noise_sd"]
+    by_name = {t["name"]: t for t in scatter["data"]}
+    assert list(by_name["real"]["y"]) == [50.0, 51.0] and list(by_name["generated"]["y"]) == [40.0, 41.0]
+
+
+def test_memorisation_list_and_downloads(dashboard):
+    at = dashboard
+    assert "1 of 2 generated case(s)" in at.warning[0].value
+    assert any("**sample_001** ↔ training scan **case_a**" in m.value for m in at.markdown)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["report.json", "report.html", "per-case values (CSV)"]
+
+
+def test_memorisation_entry_opens_the_pair_in_the_browser(app_env, page):
+    at = page("app.py")
+    at.run()
+    at.switch_page("pages/2_Metrics_dashboard.py").run()
+    assert at.title[0].value == "Metrics dashboard"
+    at.button(key="open_flagged_0").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Slice browser"
+    titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
+    assert titles == ["Generated: sample_001", "Real: case_a"]
+    assert at.radio(key="view").value == "nearest real"
+
+
+def test_no_report_offers_to_compute_one(app_env, page):
+    at = page(DASHBOARD)
+    at.session_state["report_dir"] = None
+    at.session_state["selection_source"] = "test"
+    at.session_state["real_dir"] = str(app_env / "real")
+    at.session_state["generated_dir"] = str(app_env / "generated")
+    at.run()
+    assert not at.exception
+    assert "No report selected" in at.info[0].value
+    assert at.button(key="compute_report") is not None
+    assert at.text_input(key="report_out").value == str(app_env / "report-app")  # report/ is taken
+
+
+def test_compute_refuses_to_overwrite_a_report(app_env, page):
+    at = page(DASHBOARD)
+    at.session_state["report_dir"] = None
+    at.session_state["selection_source"] = "test"
+    at.session_state["real_dir"] = str(app_env / "real")
+    at.session_state["generated_dir"] = str(app_env / "generated")
+    at.run()
+    at.text_input(key="report_out").set_value(str(app_env / "report")).run()
+    at.button(key="compute_report").click().run()
+    assert not at.exception
+    assert "already holds a report" in at.error[0].value
+
+
+def test_broken_report_gives_a_message(app_env, page):
+    (app_env / "report" / "report.json").write_text("{broken")
+    at = page(DASHBOARD)
+    at.run()
+    assert not at.exception
+    assert "not readable JSON" in at.error[0].value

@@ -1,0 +1,112 @@
+"""AppTest of pages/3_Training_monitor.py on the run dir of conftest.py (30 epochs, val every 5)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+MONITOR = "pages/3_Training_monitor.py"
+
+
+@pytest.fixture
+def monitor(app_env, page):
+    os.utime(app_env / "run" / "history.csv", (1_000_000, 1_000_000))  # a finished run
+    at = page(MONITOR)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _loss(at, charts):
+    return next(c for c in charts(at) if c["layout"].get("xaxis", {}).get("title", {}).get("text") == "epoch"
+                and "MSE" in c["layout"]["yaxis"]["title"]["text"])
+
+
+def test_headline_and_loss_curves_with_10_epoch_means(monitor, charts):
+    at = monitor
+    assert at.title[0].value == "Training monitor"
+    m = {x.label: x.value for x in at.metric}
+    # history: train = 1/e + 0.01, val = 0.5/e + 0.02 every 5th epoch -> best at epoch 30
+    assert m["epochs"] == "30" and m["best val loss"] == f"{0.5 / 30 + 0.02:.4g}" and m["time"] == "0:01:15"
+    loss = _loss(at, charts)
+    assert loss["layout"]["yaxis"]["type"] == "log"
+    traces = {t["name"]: t for t in loss["data"]}
+    assert set(traces) == {"train (raw)", "train (10-epoch mean)", "validation (raw)", "validation (10-epoch mean)"}
+    train = 1 / np.arange(1, 31) + 0.01
+    np.testing.assert_allclose(traces["train (10-epoch mean)"]["y"], train.reshape(3, 10).mean(axis=1), rtol=1e-5)
+    assert list(traces["train (10-epoch mean)"]["x"]) == [10, 20, 30]
+    val = {e: 0.5 / e + 0.02 for e in range(5, 31, 5)}
+    np.testing.assert_allclose(traces["validation (10-epoch mean)"]["y"],
+                               [(val[5] + val[10]) / 2, (val[15] + val[20]) / 2, (val[25] + val[30]) / 2], rtol=1e-5)
+    assert len(traces["validation (raw)"]["x"]) == 6
+    assert any("Not running" in c.value for c in at.caption)
+
+
+def test_mean_window_and_linear_scale(monitor, charts):
+    at = monitor
+    at.number_input(key="mean_every").set_value(15).run()
+    at.checkbox(key="log_y").uncheck().run()
+    assert not at.exception
+    loss = _loss(at, charts)
+    assert loss["layout"]["yaxis"].get("type") != "log"
+    traces = {t["name"]: t for t in loss["data"]}
+    assert list(traces["train (15-epoch mean)"]["x"]) == [15, 30]
+
+
+def test_learning_rate_chart(monitor, charts):
+    lr = next(c for c in charts(monitor) if c["layout"]["yaxis"]["title"]["text"] == "learning rate")
+    np.testing.assert_allclose(lr["data"][0]["y"][:3], [1e-5, 2e-5, 3e-5])
+
+
+def test_preview_slider_steps_through_epochs(monitor):
+    at = monitor
+    assert at.image[0].captions == ["Preview sample after epoch 15 (epoch_0015.png)"]
+    at.select_slider(key="preview_epoch").set_value(5).run()
+    assert at.image[0].captions == ["Preview sample after epoch 5 (epoch_0005.png)"]
+    assert at.select_slider(key="preview_epoch").options == ["5", "10", "15"]
+
+
+def test_config_and_split(monitor):
+    at = monitor
+    assert "lr: 0.0001" in at.code[0].value
+    assert any("seed **7** · **1** training, **1** validation" in m.value for m in at.markdown)
+    split = at.dataframe[0].value
+    assert split.to_dict("list") == {"set": ["train", "val"], "file": ["real/case_a.nii.gz", "real/case_b.nii.gz"]}
+
+
+def test_live_run_refreshes(app_env, page):
+    at = page(MONITOR)
+    at.run()  # history.csv was just written: training counts as running
+    assert any("Training is running: refreshing every 10 s" in c.value for c in at.caption)
+
+
+def test_generate_needs_a_checkpoint_and_refuses_overwrite(monitor, app_env, page):
+    assert "No checkpoint yet" in monitor.info[0].value
+    (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"not used: refused before loading")
+    taken = app_env / "run" / "samples" / "dpmpp-25-seed0"
+    taken.mkdir(parents=True)
+    (taken / "sample_000.nii.gz").write_bytes(b"x")
+    at = page(MONITOR)
+    at.run()
+    at.button[0].click().run()  # the form's Generate button with defaults: dpmpp, 25 steps, seed 0
+    assert not at.exception, at.exception
+    assert "already holds samples; tick overwrite" in at.error[0].value
+    assert (taken / "sample_000.nii.gz").read_bytes() == b"x"
+
+
+def test_missing_and_broken_run_dir(app_env, page):
+    at = page(MONITOR)
+    at.session_state["run_dir"] = str(app_env / "real")
+    at.run()
+    assert not at.exception and "not a training run dir" in at.error[0].value
+    (app_env / "run" / "history.csv").write_text("a,b\n1,2\n")
+    at = page(MONITOR)
+    at.run()
+    assert not at.exception and "lacks column(s)" in at.error[0].value
+    at = page(MONITOR)
+    at.session_state["run_dir"] = None
+    at.session_state["selection_source"] = "test"
+    at.run()
+    assert not at.exception and "No training run dir selected" in at.info[0].value
