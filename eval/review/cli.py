@@ -73,16 +73,23 @@ def run(args: argparse.Namespace) -> int:
 
 def run_create(args: argparse.Namespace) -> int:
     db = args.db or default_db_url()
-    with tqdm(total=1, desc="reading and caching cases", unit="step") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    bar = None  # opened on the first progress call, so a bad folder fails without an empty bar
 
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="reading and caching cases", unit="step")
+        bar.update(done - bar.n)
+
+    try:
         sid = store.create_session(
             db, args.name, args.real, args.generated, n_per_cohort=args.n, seed=args.seed, planes=args.planes,
             windows=args.windows, scroll=args.scroll, allow_change=args.allow_change, instructions=args.instructions,
             n_real=args.n_real, n_generated=args.n_generated, progress=progress,
         )
+    finally:
+        if bar is not None:
+            bar.close()
     info = store.session_info(db, sid)
     print(f"session {sid} '{info.name}': {info.n_real} real + {info.n_synthetic} synthetic cases; display grid {info.grid.shape}")
     if info.skipped:

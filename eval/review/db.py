@@ -49,10 +49,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ctdiff.errors import ConfigError
+from ctdiff.workspace import workspace_path
 
 SCHEMA_VERSION = 2
-REPO = Path(__file__).resolve().parents[2]
-WORKSPACE_ENV = "CTDIFF_WORKSPACE"
 DB_ENV = "CTDIFF_REVIEW_DB"
 _WRITE = "ctdiff_review_write"  # execution option that makes a SQLite transaction BEGIN IMMEDIATE
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -60,7 +59,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 
 def workspace_dir() -> Path:
     """``$CTDIFF_WORKSPACE`` or ``<repo>/workspace/demo`` (holds real/, generated/, reviews.sqlite)."""
-    return Path(os.environ.get(WORKSPACE_ENV) or REPO / "workspace" / "demo")
+    return workspace_path()[0]
 
 
 def default_db_url() -> str:

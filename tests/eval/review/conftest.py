@@ -1,0 +1,62 @@
+"""Fixtures for review-session tests: two tiny cohorts that differ in shape and spacing, a database.
+
+Folder and file names are distinctive on purpose, so leak checks can search for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctdiff.io import write_nifti
+from ctdiff.volume import Volume
+from eval.review import db as review_db
+
+REAL_FOLDER = "truthcohortfolder"
+GEN_FOLDER = "modelcohortfolder"
+REAL_STEM = "patientscanreal"
+GEN_STEM = "diffusionsamplegen"
+
+
+def body_volume(shape, spacing, rng: np.random.Generator, noise: float) -> Volume:
+    """Air, an elliptical soft-tissue body with a bright 'bone', and Gaussian noise (HU)."""
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij")
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[(x / 0.8) ** 2 + (y / 0.6) ** 2 <= 1] = 40.0
+    hu[(x - 0.3) ** 2 + y**2 <= 0.04] = 700.0
+    hu += rng.normal(0, noise, size=shape).astype(np.float32)
+    return Volume.from_spacing(hu, spacing)
+
+
+def write_cohorts(root: Path, n_real: int = 3, n_gen: int = 3, seed: int = 0) -> tuple[Path, Path]:
+    """Real: 32x32x8 at 1x1x3 mm. Generated: 16x16x10 at 2x2x2.4 mm (same field of view)."""
+    rng = np.random.default_rng(seed)
+    real, gen = root / REAL_FOLDER, root / GEN_FOLDER
+    for i in range(n_real):
+        write_nifti(body_volume((32, 32, 8), (1.0, 1.0, 3.0), rng, 10.0), real / f"{REAL_STEM}{i:03d}.nii.gz")
+    for i in range(n_gen):
+        write_nifti(body_volume((16, 16, 10), (2.0, 2.0, 2.4), rng, 40.0), gen / f"{GEN_STEM}{i:03d}.nii.gz")
+    return real, gen
+
+
+@pytest.fixture
+def cohorts(tmp_path) -> tuple[Path, Path]:
+    return write_cohorts(tmp_path / "data")
+
+
+@pytest.fixture
+def db_url(tmp_path) -> str:
+    yield f"sqlite:///{tmp_path / 'db' / 'reviews.sqlite'}"
+    review_db.dispose_engines()
+
+
+@pytest.fixture
+def make_cohorts(tmp_path):
+    """Factory: ``make_cohorts(n_real, n_gen, name="data") -> (real_dir, gen_dir)``."""
+
+    def make(n_real: int = 3, n_gen: int = 3, name: str = "data", seed: int = 0) -> tuple[Path, Path]:
+        return write_cohorts(tmp_path / name, n_real, n_gen, seed)
+
+    return make

@@ -1,0 +1,88 @@
+"""python -m eval review: create, add-reader, list, report, export; the exported files' content."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from eval.cli import main
+from eval.review import export, stats, store
+
+
+def _answer_all(db_url, sid, names=("A", "B")):
+    """Each reader calls every case synthetic with confidence 4, except the first two of their order."""
+    for name in names:
+        reader = store.find_reader(db_url, store.add_reader(db_url, sid, name))
+        for i in range(reader.total):
+            code = store.reader_case(db_url, reader.reader_id, i).code
+            store.submit_answer(db_url, reader.reader_id, code, said_synthetic=i >= 2, confidence=4, realism=1 + i % 5,
+                                flags=["noise"] if i % 2 else [], seconds=2.0)
+
+
+def test_cli_create_add_reader_list_report_export(db_url, cohorts, tmp_path, capsys):
+    real, gen = cohorts
+    assert main(["review", "--db", db_url, "create", "--name", "pilot", "--real", str(real), "--generated", str(gen),
+                 "--n", "2", "--planes", "axial", "--windows", "bone", "lung", "--scroll", "middle", "--allow-change"]) == 0
+    out = capsys.readouterr().out
+    assert "session 1 'pilot': 2 real + 2 synthetic" in out
+    info = store.session_info(db_url, 1)
+    assert (info.planes, info.windows, info.scroll, info.allow_change) == (("axial",), ("bone", "lung"), "middle", True)
+
+    assert main(["review", "--db", db_url, "add-reader", "--session", "1", "--name", "Dr. A"]) == 0
+    code = capsys.readouterr().out.strip().rsplit(" ", 1)[1]
+    assert store.find_reader(db_url, code).reader_name == "Dr. A"
+    assert main(["review", "--db", db_url, "add-reader", "--session", "1", "--name", "demo", "--code", "DEMO1"]) == 0
+    capsys.readouterr()
+    reader = store.find_reader(db_url, "demo1")
+    store.submit_answer(db_url, reader.reader_id, store.reader_case(db_url, reader.reader_id, 0).code,
+                        said_synthetic=True, confidence=5, realism=2)
+
+    assert main(["review", "--db", db_url, "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "pilot" in listing and "Dr. A: 0/4" in listing and "demo: 1/4" in listing
+
+    assert main(["review", "--db", db_url, "report", "--session", "1"]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("# Reader study: pilot") and "Wilson" in md
+
+    out_dir = tmp_path / "rep"
+    assert main(["review", "--db", db_url, "report", "--session", "1", "--out", str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(export.REPORT_FILES)
+    assert main(["review", "--db", db_url, "report", "--session", "1", "--out", str(out_dir)]) == 2  # no --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["review", "--db", db_url, "report", "--session", "1", "--out", str(out_dir), "--force"]) == 0
+    assert main(["review", "--db", db_url, "export", "--session", "1", "--out", str(tmp_path / "csv"), "--format", "csv"]) == 0
+    assert [p.name for p in (tmp_path / "csv").iterdir()] == ["answers.csv"]
+    assert main(["review", "--db", db_url, "report", "--session", "9"]) == 2
+    assert "no review session with id 9" in capsys.readouterr().err
+
+
+def test_cli_bad_folder_is_one_line_error(db_url, tmp_path, capsys):
+    assert main(["review", "--db", db_url, "create", "--name", "x", "--real", str(tmp_path / "nope"), "--generated", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope" in err and "\n" not in err
+
+
+def test_exports_hold_every_answer_and_the_summary(db_url, cohorts):
+    sid = store.create_session(db_url, "s", *cohorts)
+    _answer_all(db_url, sid)
+    files = export.build_report(db_url, sid)
+    rows = list(csv.DictReader(io.StringIO(files["answers.csv"])))
+    assert len(rows) == 12 and set(rows[0]) == set(export.ANSWER_COLUMNS)
+    records = store.answer_records(db_url, sid)
+    assert json.loads(files["answers.json"]) == json.loads(json.dumps(records))
+    summary = json.loads(files["summary.json"])
+    expected = stats.session_summary(records)
+    assert summary["pooled"]["accuracy"]["k"] == expected["pooled"]["accuracy"]["k"]
+    assert summary["pooled"]["auc"]["value"] == pytest.approx(expected["pooled"]["auc"]["value"])
+    assert summary["agreement"]["method"] == "Cohen's kappa"
+    # the Markdown and HTML carry the same pooled row; no folders or paths, only case file names
+    pooled_acc = export.fmt_prop(expected["pooled"]["accuracy"])
+    assert pooled_acc in files["summary.md"] and pooled_acc in files["summary.html"]
+    for text in (files["summary.md"], files["summary.html"], files["answers.csv"]):
+        assert str(cohorts[0]) not in text and cohorts[0].name not in text and cohorts[1].name not in text
+    assert files["summary.html"].startswith("<!DOCTYPE html>") and "<table>" in files["summary.html"]
+    assert "<strong>s</strong>" in files["summary.html"]
