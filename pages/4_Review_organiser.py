@@ -1,0 +1,221 @@
+"""Review organiser: create blinded reader studies, add readers, follow progress, read results.
+
+Protected by the organiser code from ``$CTDIFF_ORGANISER_CODE`` or Streamlit secrets
+(``organiser_code`` in ``.streamlit/secrets.toml``); without one the page refuses to start.
+Everything it does goes through ``eval.review`` (the same functions as ``python -m eval review``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+import pandas as pd
+import streamlit as st
+
+from ctdiff.display import PLANES, WINDOW_PRESETS
+from ctdiff.errors import CTDiffError
+from eval.review import export, store
+from eval.review.db import default_db_url, get_engine, workspace_dir
+from eval.review.stats import session_summary
+
+ORGANISER_ENV = "CTDIFF_ORGANISER_CODE"
+SECRET_KEY = "organiser_code"
+ss = st.session_state
+
+
+def organiser_code() -> str | None:
+    code = os.environ.get(ORGANISER_ENV)
+    if code:
+        return code
+    try:
+        return st.secrets.get(SECRET_KEY) or None
+    except Exception:  # no secrets.toml at all: Streamlit raises its own not-found error
+        return None
+
+
+def gate() -> bool:
+    """True once the organiser has entered the right code; refuses to start without one."""
+    expected = organiser_code()
+    if not expected:
+        st.error(
+            "The organiser page is locked because no organiser code is set. Set one before starting "
+            f"the app, either as an environment variable (`export {ORGANISER_ENV}=your-secret`) or in "
+            f"`.streamlit/secrets.toml` as `{SECRET_KEY} = \"your-secret\"`, then reload this page."
+        )
+        return False
+    if ss.get("review_org_ok"):
+        return True
+    with st.form("review_org_signin"):
+        given = st.text_input("Organiser code", type="password", key="review_org_code")
+        go = st.form_submit_button("Open", type="primary")
+    if go:
+        if hmac.compare_digest((given or "").encode(), str(expected).encode()):
+            ss.review_org_ok = True
+            st.rerun()
+        st.error("Wrong organiser code.")
+    return False
+
+
+def table(t: export.Table) -> None:
+    st.dataframe(pd.DataFrame(t.rows, columns=t.headers), hide_index=True, width="stretch")
+
+
+def create_form(db: str) -> None:
+    ws = workspace_dir()
+    with st.form("review_org_create"):
+        name = st.text_input("Session name", value="", key="review_new_name")
+        c1, c2 = st.columns(2)
+        real_dir = c1.text_input("Real scans folder", value=str(ws / "real"), key="review_new_real")
+        gen_dir = c2.text_input("Generated scans folder", value=str(ws / "generated"), key="review_new_gen")
+        c1, c2 = st.columns(2)
+        n = c1.number_input("Cases per cohort (0 = balanced: as many as the smaller folder has)", min_value=0, value=0, step=1, key="review_new_n")
+        seed = c2.number_input("Random seed", min_value=0, value=0, step=1, key="review_new_seed")
+        planes = st.multiselect("Planes readers may use", list(PLANES), default=list(PLANES), key="review_new_planes")
+        windows = st.multiselect("Window presets readers may use", list(WINDOW_PRESETS), default=list(WINDOW_PRESETS), key="review_new_windows")
+        scroll = st.radio(
+            "Slices", store.SCROLL_MODES, horizontal=True, key="review_new_scroll",
+            format_func=lambda m: {"all": "scroll through all slices", "middle": "middle slice only"}[m],
+        )
+        allow_change = st.checkbox("Readers may change a rating after submitting it", key="review_new_change")
+        instructions = st.text_area("Instructions shown to readers (Markdown, optional)", key="review_new_instr")
+        go = st.form_submit_button("Create session", type="primary")
+    if not go:
+        return
+    bar = st.progress(0.0, text="reading and caching cases ...")
+    try:
+        sid = store.create_session(
+            db, name, real_dir.strip(), gen_dir.strip(), n_per_cohort=int(n) or None, seed=int(seed), planes=planes,
+            windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions,
+            progress=lambda done, total: bar.progress(done / total, text=f"reading and caching cases: {done}/{total}"),
+        )
+    except CTDiffError as exc:
+        bar.empty()
+        st.error(str(exc))
+        return
+    ss.review_org_session = sid
+    ss.review_org_flash = f"Session {sid} '{name.strip()}' created. Add readers below."
+    st.rerun()
+
+
+def readers_panel(db: str, info: store.SessionInfo) -> None:
+    new = ss.get("review_org_new_code")
+    if new and new[0] == info.id:
+        st.success(f"Access code for **{new[1]}** (shown only now; copy it and send it to the reader):")
+        st.code(new[2], language=None)
+    with st.form("review_org_add_reader", clear_on_submit=True):
+        name = st.text_input("Reader name", key="review_reader_name")
+        custom = st.text_input("Access code (leave empty for a random one)", key="review_reader_custom")
+        go = st.form_submit_button("Add reader")
+    if go:
+        try:
+            code = store.add_reader(db, info.id, name, code=custom.strip() or None)
+        except CTDiffError as exc:
+            st.error(str(exc))
+        else:
+            ss.review_org_new_code = (info.id, name.strip(), code)
+            st.rerun()
+    progress = store.session_progress(db, info.id)
+    if progress:
+        with st.expander("Lost code? Issue a new one"):
+            who = st.selectbox("Reader", [p["reader"] for p in progress], key="review_org_reissue_who")
+            if st.button("Issue new code", key="review_org_reissue"):
+                ss.review_org_new_code = (info.id, who, store.new_reader_code(db, info.id, who))
+                st.rerun()
+
+
+def progress_panel(db: str, info: store.SessionInfo) -> None:
+    progress = store.session_progress(db, info.id)
+    if not progress:
+        st.info("No readers yet.")
+        return
+    answered = sum(p["answered"] for p in progress)
+    total = sum(p["total"] for p in progress)
+    st.progress(answered / total if total else 0.0, text=f"{answered} of {total} readings done")
+    st.dataframe(
+        pd.DataFrame([
+            {"reader": p["reader"], "answered": p["answered"], "of": p["total"], "done": p["done"],
+             "last answer (UTC)": p["last_answer_utc"]}
+            for p in progress
+        ]),
+        hide_index=True, width="stretch",
+    )
+
+
+def results_panel(db: str, info: store.SessionInfo) -> None:
+    records = store.answer_records(db, info.id)
+    if not records:
+        st.info("No answers yet.")
+        return
+    summary = session_summary(records)
+    pooled = summary["pooled"]
+    c = st.columns(4)
+    c[0].metric("Accuracy (pooled)", f"{100 * pooled['accuracy']['value']:.1f} %")
+    c[1].metric("Sensitivity", export.fmt_num(100 * pooled["sensitivity"]["value"], 1) + " %")
+    c[2].metric("Specificity", export.fmt_num(100 * pooled["specificity"]["value"], 1) + " %")
+    c[3].metric("ROC AUC", export.fmt_num(pooled["auc"]["value"]))
+    for section in export.report_sections(info, summary, store.session_progress(db, info.id))[1:]:
+        st.subheader(section.title)
+        for p in section.paragraphs:
+            st.markdown(p)
+        for t in section.tables:
+            table(t)
+
+
+def export_panel(report: dict[str, str], info: store.SessionInfo) -> None:
+    mimes = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html"}
+    cols = st.columns(len(report))
+    for col, (name, text) in zip(cols, report.items()):
+        col.download_button(
+            name, text, file_name=f"review-{info.id}-{name}", mime=mimes[name.rsplit(".", 1)[1]], key=f"review_dl_{name}",
+        )
+    st.caption(f"Or from a shell: `python -m eval review report --session {info.id} --out DIR`")
+
+
+def main() -> None:
+    st.title("Review organiser")
+    if not gate():
+        return
+    db = default_db_url()
+    st.caption(f"Database: `{get_engine(db).url.render_as_string(hide_password=True)}`")
+    flash = ss.pop("review_org_flash", None)
+    if flash:
+        st.success(flash)
+    sessions = store.list_sessions(db)
+    with st.expander("Create a new session", expanded=not sessions):
+        create_form(db)
+    if not sessions:
+        return
+    ids = [s.id for s in sessions]
+    chosen = ss.get("review_org_session")
+    idx = ids.index(chosen) if chosen in ids else len(ids) - 1
+    info = st.selectbox(
+        "Session", sessions, index=idx, key=f"review_org_pick_{len(ids)}",
+        format_func=lambda s: f"{s.id} · {s.name} ({s.n_real} real + {s.n_synthetic} synthetic, {s.n_readers} readers)",
+    )
+    ss.review_org_session = info.id
+    st.caption(
+        f"Real: `{info.real_dir}` · generated: `{info.generated_dir}` · seed {info.seed} · display grid "
+        f"{' x '.join(map(str, info.grid.shape))} · planes {', '.join(info.planes)} · windows {', '.join(info.windows)} · "
+        f"{'all slices' if info.scroll == 'all' else 'middle slice only'} · changes {'allowed' if info.allow_change else 'not allowed'}"
+    )
+    if info.skipped:
+        with st.expander(f"{len(info.skipped)} unreadable file(s) skipped"):
+            for path, reason in info.skipped:
+                st.write(f"`{path}`: {reason}")
+    report = export.build_report(db, info.id)
+    readers, progress, results, downloads = st.tabs(["Readers", "Progress", "Results", "Export"])
+    with readers:
+        readers_panel(db, info)
+    with progress:
+        progress_panel(db, info)
+    with results:
+        results_panel(db, info)
+    with downloads:
+        export_panel(report, info)
+
+
+try:
+    main()
+except CTDiffError as exc:
+    st.error(str(exc))

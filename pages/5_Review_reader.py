@@ -1,0 +1,199 @@
+"""Review reader: blinded reading of real and synthetic CT, one case at a time.
+
+The reader signs in with their access code and reads their own random order of cases. Every image
+is a same-sized, windowed 8-bit PNG cut from the session's cached display grid (see
+``eval.review.render``); nothing the browser receives names a file, a folder or a cohort. Each
+answer is committed to the database on submit, so closing the tab loses nothing and signing in
+again resumes at the first unanswered case.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import streamlit as st
+
+from ctdiff.display import ORIENTATION_LABELS, WINDOW_PRESETS
+from ctdiff.errors import CTDiffError
+from eval.review import render, store
+from eval.review.db import default_db_url
+
+log = logging.getLogger("ctdiff.review.reader")
+
+CALLS = ("Real", "Synthetic")
+LIKERT_HELP = {
+    "confidence": "1 = a guess, 5 = certain",
+    "realism": "1 = clearly artificial, 3 = some doubts, 5 = indistinguishable from a clinical scan",
+}
+GENERIC_ERROR = (
+    "This case cannot be shown right now. Your submitted answers are saved. "
+    "Please reload the page, or tell the study organiser."
+)
+ss = st.session_state
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def case_array(db: str, reader_id: int, case_code: str):
+    """The case's display-grid array (same shape and dtype for every case of a session)."""
+    return store.load_case_array(db, reader_id, case_code)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def slice_png(db: str, reader_id: int, case_code: str, plane: str, index: int, window: str) -> bytes:
+    array, grid = case_array(db, reader_id, case_code)
+    return render.render_png(array, grid, plane, index, window)
+
+
+def sign_out() -> None:
+    for key in [k for k in ss if str(k).startswith("review_reader_")]:
+        del ss[key]
+
+
+def sign_in(db: str) -> None:
+    st.write("Enter the access code you received from the study organiser.")
+    with st.form("review_reader_signin"):
+        code = st.text_input("Access code", type="password", key="review_code_input")
+        go = st.form_submit_button("Start reading", type="primary")
+    if not go:
+        return
+    reader = store.find_reader(db, code or "")
+    if reader is None:
+        st.error("Unknown access code. Check it for typos, or ask the organiser for a new one.")
+        return
+    try:
+        with st.spinner("Preparing the cases ..."):
+            # every case of the session is cached before the first is shown: no cohort loads lazily
+            store.ensure_cache(db, reader.session_id)
+    except CTDiffError:  # names a source file: for the server log, never for the reader's browser
+        log.exception("review reader: cannot prepare session %s", reader.session_id)
+        st.error("The images of this study are not ready. Please tell the study organiser.")
+        return
+    ss.review_reader_view = reader
+    ss.review_reader_pos = None
+    st.rerun()
+
+
+def viewer(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
+    grid = reader.grid
+    plane = reader.planes[0]
+    if len(reader.planes) > 1:
+        plane = st.radio("Plane", reader.planes, horizontal=True, key="review_reader_plane")
+    window = reader.windows[0]
+    if len(reader.windows) > 1:
+        window = st.radio(
+            "Window", reader.windows, horizontal=True, key="review_reader_window",
+            format_func=lambda w: f"{w} (W{WINDOW_PRESETS[w][0]:.0f} L{WINDOW_PRESETS[w][1]:.0f})",
+        )
+    n = grid.n_slices(plane)
+    index = grid.middle(plane)
+    if reader.scroll == "all" and n > 1:
+        index = st.slider("Slice", 1, n, index + 1, key=f"review_reader_slice_{case.code}_{plane}") - 1
+    left, right, top, bottom = ORIENTATION_LABELS[plane]
+    st.caption(f"{plane} · slice {index + 1} of {n} · left {left}, right {right}, top {top}, bottom {bottom}")
+    # PNG as rendered: "auto" would let Streamlit re-encode it as JPEG
+    st.image(slice_png(db, reader.reader_id, case.code, plane, index, window), output_format="PNG")
+
+
+def answer_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
+    prev = case.answer
+    if prev is not None and not reader.allow_change:
+        st.info("You have answered this case; this study does not allow changing an answer.")
+        return
+    with st.form(f"review_reader_answer_{case.code}"):
+        call = st.radio(
+            "This scan is", CALLS, index=None if prev is None else int(prev.said_synthetic), horizontal=True,
+        )
+        confidence = st.radio(
+            "Confidence in that call", [1, 2, 3, 4, 5], index=None if prev is None else prev.confidence - 1,
+            horizontal=True, help=LIKERT_HELP["confidence"],
+        )
+        realism = st.radio(
+            "How realistic does it look?", [1, 2, 3, 4, 5], index=None if prev is None else prev.realism - 1,
+            horizontal=True, help=LIKERT_HELP["realism"],
+        )
+        st.write("What looks wrong? (tick any)")
+        ticked = [f for f in store.FLAGS if st.checkbox(store.FLAG_LABELS[f], value=prev is not None and f in prev.flags)]
+        comment = st.text_area("Comment (optional)", value="" if prev is None else prev.comment)
+        submitted = st.form_submit_button("Save changes" if prev else "Submit and next", type="primary")
+    if not submitted:
+        return
+    if call is None or confidence is None or realism is None:
+        st.warning("Please choose real or synthetic, a confidence and a realism rating.")
+        return
+    seconds = time.monotonic() - ss.get("review_reader_t0", time.monotonic())
+    try:
+        store.submit_answer(
+            db, reader.reader_id, case.code, said_synthetic=call == "Synthetic", confidence=confidence,
+            realism=realism, flags=ticked, comment=comment, seconds=seconds,
+        )
+    except store.AnswerLockedError:
+        st.warning("This case was already answered and cannot be changed.")
+        return
+    ss.review_reader_pos = None  # go on at the first unanswered case
+    ss.review_reader_t0_case = None
+    st.rerun()
+
+
+def reading(db: str, reader: store.ReaderView) -> None:
+    progress = store.reader_progress(db, reader.reader_id)
+    st.progress(progress.answered / progress.total, text=f"{progress.answered} of {progress.total} cases answered")
+    pos = ss.get("review_reader_pos")
+    if pos is None:
+        pos = progress.next_position
+    if pos is None:
+        st.success("All cases are answered. Thank you!")
+        if reader.allow_change and st.button("Review my answers", key="review_reader_revisit"):
+            ss.review_reader_pos = 0
+            st.rerun()
+        return
+    case = store.reader_case(db, reader.reader_id, pos)
+    if ss.get("review_reader_t0_case") != case.code:  # time on a case starts when it is first shown
+        ss.review_reader_t0_case = case.code
+        ss.review_reader_t0 = time.monotonic()
+    st.subheader(f"Case {case.position + 1} of {case.total}")
+    st.caption(f"case ID {case.code}")
+    view_col, answer_col = st.columns([3, 2], gap="large")
+    with view_col:
+        try:
+            viewer(db, reader, case)
+        except Exception:  # a traceback would print server paths into the reader's browser
+            log.exception("review reader: cannot render case %s", case.code)
+            st.error(GENERIC_ERROR)
+    with answer_col:
+        answer_form(db, reader, case)
+        if reader.allow_change:
+            back, forward = st.columns(2)
+            if back.button("Previous case", disabled=pos == 0, key="review_reader_prev"):
+                ss.review_reader_pos = pos - 1
+                st.rerun()
+            can_forward = case.answer is not None and pos + 1 < case.total
+            if forward.button("Next case", disabled=not can_forward, key="review_reader_next"):
+                ss.review_reader_pos = pos + 1
+                st.rerun()
+
+
+def main() -> None:
+    st.title("Blinded review")
+    db = default_db_url()
+    reader = ss.get("review_reader_view")
+    if reader is None:
+        sign_in(db)
+        return
+    with st.sidebar:
+        st.write(f"Reader: **{reader.reader_name}**")
+        st.write(f"Study: {reader.session_name}")
+        if st.button("Stop for now (sign out)", key="review_reader_signout"):
+            sign_out()
+            st.rerun()
+        st.caption("Every answer is saved when you submit it; sign in again to continue where you left off.")
+    if reader.instructions:
+        with st.expander("Instructions", expanded=store.reader_progress(db, reader.reader_id).answered == 0):
+            st.markdown(reader.instructions)
+    reading(db, reader)
+
+
+try:
+    main()
+except CTDiffError as exc:  # database or configuration problems: one line, no traceback
+    st.error(f"The review database cannot be used: {exc}")
