@@ -96,14 +96,22 @@ def hu_readout(array: np.ndarray, plane: str, index: int, row: int, col: int) ->
     return voxel, float(array[voxel])
 
 
-def display_slice_hu(array: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """The displayed slice in HU, rounded to int16 (what a CT viewer shows and what NIfTI stores).
+def display_volume(array: np.ndarray) -> np.ndarray:
+    """The volume rounded to int16 HU, what a CT viewer shows and what NIfTI stores.
 
-    The image sent to the browser carries HU, not grey levels: the CT window is applied by the
-    colour scale, so the hover readout is the true HU while the picture is windowed.
+    Computed once per volume (the app caches it) so a slider move only slices: the image sent to
+    the browser carries HU, not grey levels; the CT window is applied by the colour scale, so the
+    hover readout is the true HU while the picture is windowed.
     """
+    out = np.rint(array)
+    np.clip(out, -32768, 32767, out=out)
+    return out.astype(np.int16)
+
+
+def display_slice_hu(array: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """One displayed slice in int16 HU (from a float HU volume or from :func:`display_volume`)."""
     img = plane_slice(array, plane, index)
-    return np.clip(np.rint(img), -32768, 32767).astype(np.int16)
+    return img if img.dtype == np.int16 else display_volume(img)
 
 
 def aspect_correct(image: np.ndarray, aspect: float) -> np.ndarray:

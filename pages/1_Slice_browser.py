@@ -27,7 +27,7 @@ from ctdiff.browse import (
 )
 from ctdiff.display import PLANES, WINDOW_PRESETS, mosaic, n_slices, pixel_aspect
 from ctdiff.io import case_name
-from pages.components.data import list_cases, load_report_cached, load_volume
+from pages.components.data import list_cases, load_display_array, load_report_cached, load_volume
 from pages.components.figures import slice_figure
 from pages.components.state import ensure_selection, keep, no_data_message, page_setup, remember, set_widget
 
@@ -168,7 +168,7 @@ def draw(pane: dict, where, height: int) -> None:
                      + ", ".join(str(i + 1) for i in idx), width="stretch")
             return
         fig = slice_figure(
-            display_slice_hu(vol.array, plane, pane["index"]),
+            display_slice_hu(load_display_array(pane["case"]), plane, pane["index"]),
             plane=plane, index=pane["index"], shape=vol.shape, spacing=vol.spacing,
             width=width, level=level, title=f"{pane['label']}: {case_name(pane['case'])}", height=height,
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 import streamlit as st
 
+from ctdiff.browse import display_volume
 from ctdiff.dashboard import load_report
 from ctdiff.errors import CTDiffError
 from ctdiff.io import find_cases, read_volume
@@ -45,6 +46,16 @@ def load_volume(path: str) -> tuple[Volume | None, str | None]:
         return _volume(str(path), mtime_ns(path)), None
     except CTDiffError as exc:
         return None, str(exc)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _display(path: str, mtime: int):
+    return display_volume(_volume(path, mtime).array)
+
+
+def load_display_array(path: str):
+    """The volume as int16 HU for slicing on each slider move (see ctdiff.browse.display_volume)."""
+    return _display(str(path), mtime_ns(path))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -9,6 +9,7 @@ from ctdiff.browse import (
     aspect_correct,
     clamp_index,
     display_slice_hu,
+    display_volume,
     hu_readout,
     linked_index,
     match_path,
@@ -84,8 +85,16 @@ def test_hu_readout_and_display_slice(small_volume):
     assert shown.dtype == np.int16
     np.testing.assert_array_equal(shown, np.rint(plane_slice(arr, "coronal", 4)).astype(np.int16))
     assert shown[1, 2] == int(np.rint(hu))
+    # slicing the cached int16 volume gives the same image as rounding the float slice
+    np.testing.assert_array_equal(display_slice_hu(display_volume(arr), "coronal", 4), shown)
     with pytest.raises(IndexError):
-        voxel_at(arr.shape, "axial", 0, 10, 0)  # axial image has 10 rows (y) -> row 10 is outside
+        voxel_at(arr.shape, "axial", 0, 10, 0)
+
+
+def test_display_volume_rounds_and_clips():
+    arr = np.array([[[-0.6, 0.5, 1.5, 40000.0, -40000.0, 12.49]]], dtype=np.float32)
+    np.testing.assert_array_equal(display_volume(arr), [[[-1, 0, 2, 32767, -32768, 12]]])
+    assert display_volume(arr).dtype == np.int16  # axial image has 10 rows (y) -> row 10 is outside
 
 
 def test_aspect_correct_makes_pixels_square():
