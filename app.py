@@ -130,19 +130,6 @@ def reset_to_workspace() -> None:
     ss.pop(SOURCE_KEY, None)
 
 
-with st.form("paths"):
-    st.subheader("Data")
-    for key, (label, help_text) in FIELDS.items():
-        if f"input_{key}" not in ss:
-            ss[f"input_{key}"] = sel[key] or ""
-        st.text_input(label, key=f"input_{key}", help=help_text, placeholder="/path/to/folder")
-    c1, c2 = st.columns([1, 4])
-    c1.form_submit_button("Use these folders", type="primary", on_click=apply_paths)
-    c2.form_submit_button("Reset to the workspace", on_click=reset_to_workspace,
-                          disabled=not ws.is_dir())
-for key, message in (ss.get("path_errors") or {}).items():
-    st.error(f"{FIELDS[key][0]}: {message}")
-
 # --------------------------------------------------------------------------------- what is loaded
 sel = ensure_selection()
 st.subheader("Loaded")
@@ -211,7 +198,22 @@ if info:
     with st.expander("Workspace description (workspace.json)"):
         st.json(info)
 
+# --------------------------------------------------------------------------------- choose data
+errors = ss.get("path_errors") or {}
+nothing = not any(sel.values())
+with st.expander("Choose other data: type folders", expanded=bool(errors) or nothing):
+    with st.form("paths", border=False):
+        for key, (label, help_text) in FIELDS.items():
+            if f"input_{key}" not in ss:
+                ss[f"input_{key}"] = sel[key] or ""
+            st.text_input(label, key=f"input_{key}", help=help_text, placeholder="/path/to/folder")
+        c1, c2 = st.columns([1, 4])
+        c1.form_submit_button("Use these folders", type="primary", on_click=apply_paths)
+        c2.form_submit_button("Reset to the workspace", on_click=reset_to_workspace, disabled=not ws.is_dir())
+for key, message in errors.items():
+    st.error(f"{FIELDS[key][0]}: {message}")
+
 st.subheader("Pages")
-nav_link("pages/1_Slice_browser.py", "Slice browser: real vs generated, like a DICOM viewer", "🩻")
-nav_link("pages/2_Metrics_dashboard.py", "Metrics dashboard: the eval report", "📊")
-nav_link("pages/3_Training_monitor.py", "Training monitor: loss curves, previews, generate", "📈")
+nav_link("pages/1_Slice_browser.py", "Slice browser: real vs generated, like a DICOM viewer", ":material/radiology:")
+nav_link("pages/2_Metrics_dashboard.py", "Metrics dashboard: the eval report", ":material/query_stats:")
+nav_link("pages/3_Training_monitor.py", "Training monitor: loss curves, previews, generate", ":material/monitoring:")

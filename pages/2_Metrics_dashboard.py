@@ -41,16 +41,22 @@ def compute_panel(expanded: bool) -> None:
             return
         st.markdown(f"Real: `{short_path(sel['real_dir'])}`  \nGenerated: `{short_path(sel['generated_dir'])}`")
         out = st.text_input("Write the report to", key=keep("report_out", str(default_report_dir(sel))))
+        train = st.text_input("Training scans folder (optional: memorisation check against them)", key=keep("report_train", ""))
+        metrics = st.text_input("Metrics: names or families, comma-separated (empty = all)", key=keep("report_metrics", ""),
+                                help="families: intensity, noise, texture, similarity, radiomics, inception; "
+                                     "see `python -m eval report --help` for every name")
         overwrite = st.checkbox("Overwrite an existing report there", key="report_overwrite")
+        remember(["report_out", "report_train", "report_metrics"])
         if st.button("Compute report", type="primary", key="compute_report"):
             bar = st.progress(0.0, text="Starting…")
 
-            def progress(done, total, message=""):
+            def progress(stage: str, done: int, total: int) -> None:
                 frac = min(max(done / total, 0.0), 1.0) if total else 0.0
-                bar.progress(frac, text=f"{message or 'Computing metrics'}: {done}/{total}")
+                bar.progress(frac, text=f"{stage}: {done}/{total}")
 
             try:
-                written = compute_report(sel["real_dir"], sel["generated_dir"], out, force=overwrite, progress=progress)
+                written = compute_report(sel["real_dir"], sel["generated_dir"], out, train=train.strip() or None,
+                                         metrics=metrics.strip() or None, force=overwrite, progress=progress)
             except CTDiffError as exc:
                 bar.empty()
                 st.error(str(exc))
@@ -125,7 +131,7 @@ with tabs[2]:
         st.info("The report has no per-case values.")
     else:
         prefer_x = [c for c in ("noise_sd", *numeric) if c in numeric]
-        prefer_y = [c for c in ("ssim_nearest_real", "contrast_rms", *numeric) if c in numeric]
+        prefer_y = [c for c in ("ssim_nearest_real", "contrast_rms", *numeric) if c in numeric and c != prefer_x[0]] or prefer_x
         c1, c2 = st.columns(2)
         if ss.get("scatter_x") not in numeric:
             ss.pop("scatter_x", None)
@@ -177,4 +183,4 @@ with st.expander("Report inputs and settings"):
 
 if report is not None:
     compute_panel(expanded=False)
-remember(["report_out", "scatter_x", "scatter_y"])
+remember(["scatter_x", "scatter_y"])

@@ -65,7 +65,7 @@ def curves() -> None:
         st.plotly_chart(lr_figure(history), key="lr")
     changed = dt.datetime.fromtimestamp(mtime_ns(history_path) / 1e9).strftime("%Y-%m-%d %H:%M:%S")
     if live:
-        c3.caption(f"🟢 Training is running: refreshing every {REFRESH_S} s (history.csv changed {changed}).")
+        c3.caption(f":green[:material/sync:] Training is running: refreshing every {REFRESH_S} s (history.csv changed {changed}).")
     else:
         c3.caption(f"Not running: history.csv last changed {changed}.")
     remember(["mean_every", "log_y"])
@@ -87,7 +87,7 @@ else:
         epoch = st.select_slider("Epoch", options=epochs, key=keep("preview_epoch", epochs[-1]))
     else:
         epoch = epochs[0]
-    st.image(str(previews[epoch]), caption=f"Preview sample after epoch {epoch} ({previews[epoch].name})", width="stretch")
+    st.image(str(previews[epoch]), caption=f"Preview sample after epoch {epoch} ({previews[epoch].name})", width=480)
 
 # ---------------------------------------------------------------------------- config and split
 c1, c2 = st.columns(2)
@@ -147,6 +147,6 @@ else:
             bar.progress(1.0, text="Done")
             ss["generated_dir"] = str(out)
             st.success(f"Wrote {int(n)} volume(s) to {short_path(out)}; the slice browser now shows them as 'generated'.")
-            nav_link("pages/1_Slice_browser.py", "Open the slice browser", "🩻")
+            nav_link("pages/1_Slice_browser.py", "Open the slice browser", ":material/radiology:")
 
 remember(["preview_epoch"])

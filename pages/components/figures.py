@@ -159,7 +159,7 @@ def nps_figure(curve: Mapping[str, Any]) -> go.Figure:
 def scatter_figure(per_case: pd.DataFrame, x: str, y: str) -> go.Figure:
     fig = go.Figure()
     for cohort, d in per_case.groupby("cohort", sort=False) if "cohort" in per_case else [("all", per_case)]:
-        d = d[[c for c in (x, y, "file", "case") if c in d.columns]].dropna(subset=[x, y])
+        d = d[list(dict.fromkeys(c for c in (x, y, "file", "case") if c in d.columns))].dropna(subset=[x, y])
         if d.empty:
             continue
         labels = d["case"] if "case" in d.columns else d.get("file")

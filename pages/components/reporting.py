@@ -6,7 +6,6 @@ The dashboard never computes a metric itself: it calls the same builder as
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Callable
@@ -30,20 +29,19 @@ def compute_report(
     out: str | os.PathLike,
     *,
     train: str | os.PathLike | None = None,
+    metrics: str | None = None,
     force: bool = False,
-    progress: Callable[..., None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Path:
     """Build and write a report of ``generated`` vs ``real`` into ``out``; returns ``out``.
 
-    Refuses (OverwriteError) an ``out`` that already holds a report unless ``force``.
+    Refuses (OverwriteError) an ``out`` that already holds a report unless ``force`` (checked
+    before the builder and its heavy imports load). ``progress(stage, done, total)``.
     """
     out = Path(out)
     if (out / "report.json").exists() and not force:
         raise OverwriteError("already holds a report; tick overwrite to replace it", out)
     from eval.report import build_report  # imported here: pulls in torch and feature extractors
 
-    kwargs = {"train": train, "out": out, "progress_callback": progress}
-    if "force" in inspect.signature(build_report).parameters:
-        kwargs["force"] = force
-    build_report(real, generated, **kwargs)
+    build_report(real, generated, train=train, out=out, metrics=metrics, progress_callback=progress, force=force)
     return out

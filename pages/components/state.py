@@ -19,7 +19,7 @@ SOURCE_KEY = "selection_source"
 KEEP_PREFIX = "_keep_"
 
 
-def page_setup(title: str, icon: str = "🩻") -> None:
+def page_setup(title: str, icon: str = ":material/radiology:") -> None:
     st.set_page_config(page_title=f"{title} · ctdiff", page_icon=icon, layout="wide")
 
 
@@ -52,7 +52,7 @@ def no_data_message(what: str) -> None:
         st.error(f"CTDIFF_WORKSPACE points to {ws}, which does not exist. Fix it, or type folders on the Home page.")
     else:
         st.info(f"No {what} selected. Choose folders on the **Home** page (app), or set CTDIFF_WORKSPACE.")
-    nav_link("app.py", "Go to Home", "🏠")
+    nav_link("app.py", "Go to Home", ":material/home:")
 
 
 def nav_link(page: str, label: str, icon: str | None = None) -> None:

@@ -111,3 +111,23 @@ def test_broken_report_gives_a_message(app_env, page):
     at.run()
     assert not at.exception
     assert "not readable JSON" in at.error[0].value
+
+
+def test_compute_a_report_with_the_eval_builder(app_env, page, tmp_path):
+    out = tmp_path / "new-report"
+    at = page(DASHBOARD)
+    at.session_state["report_dir"] = None
+    at.session_state["selection_source"] = "test"
+    at.session_state["real_dir"] = str(app_env / "real")
+    at.session_state["generated_dir"] = str(app_env / "generated")
+    at.run()
+    at.text_input(key="report_out").set_value(str(out))
+    at.text_input(key="report_metrics").set_value("intensity")
+    at.button(key="compute_report").click().run()
+    assert not at.exception, at.exception
+    assert (out / "report.json").is_file() and (out / "report.html").is_file()
+    assert at.session_state["report_dir"] == str(out)
+    written = json.loads((out / "report.json").read_text())
+    table = at.dataframe[0].value.set_index("metric")
+    assert sorted(table.index) == sorted(written["metrics"]) == ["cnr_soft_tissue_fat", "contrast_rms", "hu_wasserstein"]
+    assert table.loc["hu_wasserstein", "value"] == pytest.approx(written["metrics"]["hu_wasserstein"]["value"])
