@@ -18,7 +18,7 @@ from ctdiff.workspace import is_run_dir
 from pages.components.data import load_history, mtime_ns
 from pages.components.figures import loss_figure, lr_figure
 from pages.components.sampling import generate, sampler_names
-from pages.components.state import ensure_selection, keep, nav_link, no_data_message, page_setup, remember, short_path
+from pages.components.state import ensure_selection, go_to, keep, nav_link, no_data_message, page_setup, remember, short_path
 
 page_setup("Training monitor")
 st.title("Training monitor")
@@ -88,6 +88,11 @@ else:
     else:
         epoch = epochs[0]
     st.image(str(previews[epoch]), caption=f"Preview sample after epoch {epoch} ({previews[epoch].name})", width=480)
+    preview_volumes = sorted((run / "previews").glob("epoch_*.nii*"))
+    if preview_volumes and st.button(f"Browse the {len(preview_volumes)} preview volumes in the slice browser",
+                                     key="browse_previews"):
+        ss["generated_dir"] = str(run / "previews")
+        go_to("pages/1_Slice_browser.py")
 
 # ---------------------------------------------------------------------------- config and split
 c1, c2 = st.columns(2)

@@ -110,3 +110,20 @@ def test_missing_and_broken_run_dir(app_env, page):
     at.session_state["selection_source"] = "test"
     at.run()
     assert not at.exception and "No training run dir selected" in at.info[0].value
+
+
+def test_preview_volumes_open_in_the_slice_browser(app_env, page):
+    from ctdiff.io import write_nifti
+    from ctdiff.volume import Volume
+
+    for e in (5, 10):
+        write_nifti(Volume.from_spacing(np.full((8, 8, 4), 10.0 * e, dtype=np.float32), (1, 1, 2)),
+                    app_env / "run" / "previews" / f"epoch_{e:04d}.nii.gz")
+    at = page("app.py")
+    at.run()
+    at.switch_page(MONITOR).run()
+    at.button(key="browse_previews").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Slice browser"
+    assert at.session_state["generated_dir"] == str(app_env / "run" / "previews")
+    assert [case for case in at.selectbox(key="gen_case").options] == ["epoch_0005", "epoch_0010"]
