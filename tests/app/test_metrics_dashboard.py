@@ -25,6 +25,19 @@ def dashboard(app_env, page):
     return at
 
 
+@pytest.fixture
+def no_report(app_env, page):
+    """The dashboard with real and generated folders selected but no report."""
+    at = page(DASHBOARD)
+    at.session_state["report_dir"] = None
+    at.session_state["selection_source"] = "test"
+    at.session_state["real_dir"] = str(app_env / "real")
+    at.session_state["generated_dir"] = str(app_env / "generated")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def test_metric_table_is_colour_coded_by_gap(dashboard):
     at = dashboard
     assert at.title[0].value == "Metrics dashboard"
@@ -79,26 +92,16 @@ def test_memorisation_entry_opens_the_pair_in_the_browser(app_env, page):
     assert at.radio(key="view").value == "nearest real"
 
 
-def test_no_report_offers_to_compute_one(app_env, page):
-    at = page(DASHBOARD)
-    at.session_state["report_dir"] = None
-    at.session_state["selection_source"] = "test"
-    at.session_state["real_dir"] = str(app_env / "real")
-    at.session_state["generated_dir"] = str(app_env / "generated")
-    at.run()
+def test_no_report_offers_to_compute_one(no_report, app_env):
+    at = no_report
     assert not at.exception
     assert "No report selected" in at.info[0].value
     assert at.button(key="compute_report") is not None
     assert at.text_input(key="report_out").value == str(app_env / "report-app")  # report/ is taken
 
 
-def test_compute_refuses_to_overwrite_a_report(app_env, page):
-    at = page(DASHBOARD)
-    at.session_state["report_dir"] = None
-    at.session_state["selection_source"] = "test"
-    at.session_state["real_dir"] = str(app_env / "real")
-    at.session_state["generated_dir"] = str(app_env / "generated")
-    at.run()
+def test_compute_refuses_to_overwrite_a_report(no_report, app_env):
+    at = no_report
     at.text_input(key="report_out").set_value(str(app_env / "report")).run()
     at.button(key="compute_report").click().run()
     assert not at.exception
@@ -113,14 +116,9 @@ def test_broken_report_gives_a_message(app_env, page):
     assert "not readable JSON" in at.error[0].value
 
 
-def test_compute_a_report_with_the_eval_builder(app_env, page, tmp_path):
+def test_compute_a_report_with_the_eval_builder(no_report, tmp_path):
     out = tmp_path / "new-report"
-    at = page(DASHBOARD)
-    at.session_state["report_dir"] = None
-    at.session_state["selection_source"] = "test"
-    at.session_state["real_dir"] = str(app_env / "real")
-    at.session_state["generated_dir"] = str(app_env / "generated")
-    at.run()
+    at = no_report
     at.text_input(key="report_out").set_value(str(out))
     at.text_input(key="report_metrics").set_value("intensity")
     at.button(key="compute_report").click().run()
