@@ -212,3 +212,26 @@ def test_bad_folder_and_unreadable_volume_are_reported(app_env, page, tmp_path):
     errors = [e.value for e in at.error]
     assert any("holds no NIfTI" in e and str(empty) in e for e in errors)
     assert any("bad.nii.gz" in e for e in errors)
+
+
+def test_only_real_scans_and_a_single_slice_volume(app_env, page, tmp_path, figures, hu_at):
+    from ctdiff.io import write_nifti
+    from ctdiff.volume import Volume
+
+    one = tmp_path / "one"
+    arr = np.zeros((16, 12, 1), dtype=np.float32)
+    arr[3, 4, 0] = 77.0
+    write_nifti(Volume.from_spacing(arr, (0.8, 0.9, 2.5)), one / "single.nii.gz")
+    at = page(BROWSER)
+    at.session_state["generated_dir"] = None
+    at.session_state["real_dir"] = str(one)
+    at.session_state["selection_source"] = "test"
+    at.run()
+    assert not at.exception, at.exception
+    assert "No generated volumes selected." in at.info[0].value
+    assert len(at.slider) == 0  # one axial slice: nothing to scroll
+    assert "Real: **single** · axial slice **1/1**" in "\n".join(c.value for c in at.caption)
+    (real,) = figures(at)
+    assert real["z"][12 - 1 - 4, 16 - 1 - 3] == 77  # voxel (3, 4, 0) at row Y-1-y, column X-1-x
+    at.radio(key="plane").set_value("coronal").run()
+    assert not at.exception and at.slider(key="real_slice").max == 12
