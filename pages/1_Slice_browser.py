@@ -102,6 +102,7 @@ with st.sidebar:
 
 # nearest-real view: the generated case decides the real one
 near = None
+locked_real = False  # the nearest-real view picks the real case itself
 if view == "nearest real":
     if not cases["gen"]:
         st.info("The nearest-real view needs generated volumes.")
@@ -110,7 +111,8 @@ if view == "nearest real":
         st.info("The nearest-real view needs a report with nearest-real results: choose a report folder on Home, "
                 "or compute one on the Metrics dashboard.")
         st.stop()
-    gen_now = ss.get("gen_case") if ss.get("gen_case") in cases["gen"] else cases["gen"][0]
+    gen_now = ss.get("gen_case", ss.get("_keep_gen_case"))
+    gen_now = gen_now if gen_now in cases["gen"] else cases["gen"][0]
     near = nearest_real(report, gen_now)
     if not near or not near.get("file"):
         st.warning(f"The report has no nearest-real scan for {case_name(gen_now)}.")
@@ -122,6 +124,7 @@ if view == "nearest real":
             if path not in cases["real"]:
                 cases["real"] = [*cases["real"], path]
             set_widget("real_case", path)
+            locked_real = True
 
 
 def controls(side: str, where) -> dict | None:
@@ -136,7 +139,7 @@ def controls(side: str, where) -> dict | None:
             ss.pop(key, None)
             ss.pop("_keep_" + key, None)
         case = st.selectbox(f"{label} case ({len(cases[side])})", cases[side], key=keep(key, cases[side][0]),
-                            format_func=case_name, disabled=(side == "real" and near is not None))
+                            format_func=case_name, disabled=(side == "real" and locked_real))
         vol, err = load_volume(case)
         if err:
             st.error(err)

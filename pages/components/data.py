@@ -77,10 +77,6 @@ def _facts(path: str, mtime: int) -> dict[str, Any]:
     return volume_facts(path)
 
 
-def facts(path: str) -> dict[str, Any]:
-    return _facts(str(path), mtime_ns(path))
-
-
 def facts_with_progress(paths: list[str], label: str) -> list[dict[str, Any]]:
     """Volume facts for many files; shows a progress bar while files are read the first time.
 
