@@ -127,11 +127,11 @@ else:
     st.caption(f"From `{short_path(checkpoint)}`; written to `{short_path(run / 'samples')}/<sampler>-<steps>-seed<seed>/`.")
     with st.form("generate"):
         c = st.columns(4)
-        n = c[0].number_input("Volumes", min_value=1, max_value=64, value=2, step=1)
-        sampler = c[1].selectbox("Sampler", sampler_names())
-        steps = c[2].number_input("Steps", min_value=1, max_value=1000, value=25, step=1)
-        seed = c[3].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
-        overwrite = st.checkbox("Overwrite existing samples with the same settings")
+        n = c[0].number_input("Volumes", min_value=1, max_value=64, value=2, step=1, key="gen_n")
+        sampler = c[1].selectbox("Sampler", sampler_names(), key="gen_sampler")
+        steps = c[2].number_input("Steps", min_value=1, max_value=1000, value=25, step=1, key="gen_steps")
+        seed = c[3].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="gen_seed")
+        overwrite = st.checkbox("Overwrite existing samples with the same settings", key="gen_overwrite")
         submitted = st.form_submit_button("Generate", type="primary")
     if submitted:
         bar = st.progress(0.0, text="Loading the model…")

@@ -127,3 +127,52 @@ def test_preview_volumes_open_in_the_slice_browser(app_env, page):
     assert at.title[0].value == "Slice browser"
     assert at.session_state["generated_dir"] == str(app_env / "run" / "previews")
     assert [case for case in at.selectbox(key="gen_case").options] == ["epoch_0005", "epoch_0010"]
+
+
+def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app_env, page, monkeypatch):
+    """The panel's wiring (settings, progress, folder, selection) with a stand-in for ctdiff.sample."""
+    import sys
+    import types
+
+    from ctdiff.io import write_nifti
+    from ctdiff.volume import Volume
+
+    calls = {}
+
+    def load_bundle(path, device="auto", use_ema=True):
+        calls["load"] = (str(path), device, use_ema)
+        return "bundle"
+
+    def sample(bundle, n, sampler="dpmpp", steps=25, seed=0, batch_size=1, callback=None):
+        calls["sample"] = (bundle, n, sampler, steps, seed)
+        for i in range(steps):
+            callback(i + 1, steps)
+        return [Volume.from_spacing(np.full((8, 8, 4), 100.0 * seed + i, dtype=np.float32), (1, 1, 2)) for i in range(n)]
+
+    def write_samples(volumes, out_dir, info, force=False):
+        calls["write"] = (str(out_dir), dict(info), force)
+        for i, v in enumerate(volumes):
+            write_nifti(v, out_dir / f"sample_{i:03d}.nii.gz")
+
+    fake = types.SimpleNamespace(SAMPLERS=("ddim", "dpmpp"), load_bundle=load_bundle, sample=sample, write_samples=write_samples)
+    monkeypatch.setitem(sys.modules, "ctdiff.sample", fake)
+    monkeypatch.setattr(sys.modules["ctdiff"], "sample", fake, raising=False)
+    (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"weights")
+    at = page(MONITOR)
+    at.run()
+    assert at.selectbox(key="gen_sampler").options == ["ddim", "dpmpp"]
+    at.number_input(key="gen_n").set_value(3)
+    at.selectbox(key="gen_sampler").set_value("ddim")
+    at.number_input(key="gen_steps").set_value(10)
+    at.number_input(key="gen_seed").set_value(7)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    out = app_env / "run" / "samples" / "ddim-10-seed7"
+    assert calls["load"] == (str(app_env / "run" / "checkpoints" / "best.pt"), "auto", True)
+    assert calls["sample"] == ("bundle", 3, "ddim", 10, 7)
+    assert calls["write"][0] == str(out) and calls["write"][2] is False
+    assert calls["write"][1]["checkpoint"].endswith("best.pt") and calls["write"][1]["steps"] == 10
+    assert sorted(p.name for p in out.iterdir()) == ["sample_000.nii.gz", "sample_001.nii.gz", "sample_002.nii.gz"]
+    assert at.session_state["generated_dir"] == str(out)
+    assert "Wrote 3 volume(s)" in at.success[0].value
+    assert at.get("progress")[-1].proto.value == 100
