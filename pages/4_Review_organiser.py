@@ -173,6 +173,7 @@ def export_panel(report: dict[str, str], info: store.SessionInfo) -> None:
 
 
 def main() -> None:
+    st.set_page_config(page_title="Review organiser · ctdiff", page_icon="🩻", layout="wide")
     st.title("Review organiser")
     if not gate():
         return

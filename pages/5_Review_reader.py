@@ -174,6 +174,7 @@ def reading(db: str, reader: store.ReaderView) -> None:
 
 
 def main() -> None:
+    st.set_page_config(page_title="Review reader · ctdiff", page_icon="🩻", layout="wide")
     st.title("Blinded review")
     db = default_db_url()
     reader = ss.get("review_reader_view")

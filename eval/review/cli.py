@@ -7,13 +7,18 @@ The database is ``--db URL`` or ``$CTDIFF_REVIEW_DB`` or ``<workspace>/reviews.s
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ctdiff.display import PLANES, WINDOW_PRESETS
 from eval.review import export, store
-from eval.review.db import default_db_url
+from eval.review.db import DB_ENV, default_db_url
+
+READER_PAGE = Path(__file__).resolve().parents[2] / "pages" / "5_Review_reader.py"
 
 EXAMPLES = """\
   python -m eval review create --name pilot --real data/real --generated samples/run1 --n 20 --seed 7
@@ -22,6 +27,7 @@ EXAMPLES = """\
   python -m eval review list
   python -m eval review report --session 1 --out reports/review-1
   python -m eval review export --session 1 --out answers/ --format csv json
+  python -m eval review serve --port 8502   # the reader page alone, for readers' browsers
 """
 
 
@@ -65,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--format", nargs="+", choices=("csv", "json"), default=["csv", "json"])
     p.add_argument("--force", action="store_true")
     p.set_defaults(_review=run_export)
+
+
+    p = sub.add_parser("serve", help="serve the reader page alone (no other app page reachable) for a study")
+    p.add_argument("--port", type=int, default=8502)
+    p.add_argument("--address", default="0.0.0.0", help="interface to listen on (default: all)")
+    p.set_defaults(_review=run_serve)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,3 +144,23 @@ def run_export(args: argparse.Namespace) -> int:
     for path in export.write_report(args.db, args.session, args.out, force=args.force, only=only):
         print(path)
     return 0
+
+
+def serve_command(port: int, address: str) -> list[str]:
+    """``streamlit run`` of the reader page alone: no page navigation (readers cannot reach the
+    slice browser, which labels real and generated scans) and no error details in the browser."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(READER_PAGE),
+        "--server.port", str(port), "--server.address", address, "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--client.showSidebarNavigation", "false",
+        "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal",
+    ]
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    repo = str(READER_PAGE.parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+    if args.db:
+        env[DB_ENV] = args.db
+    print(f"reader page on http://{args.address}:{args.port} (database {env.get(DB_ENV) or default_db_url()}); Ctrl-C stops it")
+    return subprocess.call(serve_command(args.port, args.address), env=env)

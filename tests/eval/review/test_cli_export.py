@@ -86,3 +86,13 @@ def test_exports_hold_every_answer_and_the_summary(db_url, cohorts):
         assert str(cohorts[0]) not in text and cohorts[0].name not in text and cohorts[1].name not in text
     assert files["summary.html"].startswith("<!DOCTYPE html>") and "<table>" in files["summary.html"]
     assert "<strong>s</strong>" in files["summary.html"]
+
+
+def test_serve_runs_the_reader_page_alone_without_navigation_or_error_details():
+    from eval.review.cli import READER_PAGE, serve_command
+
+    cmd = serve_command(8600, "127.0.0.1")
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == str(READER_PAGE) and READER_PAGE.is_file()
+    opts = dict(zip(cmd[5::2], cmd[6::2]))
+    assert opts["--server.port"] == "8600" and opts["--server.address"] == "127.0.0.1"
+    assert opts["--client.showSidebarNavigation"] == "false" and opts["--client.showErrorDetails"] == "none"

@@ -1,0 +1,172 @@
+"""Blinded review in a real browser: a reader signs in and answers two cases; the organiser sees
+the result. The page source must not reveal which case is real, and images must be the same size.
+
+The two cohorts differ on purpose in shape, spacing and noise, and their folders and files carry
+telling names, so a leak would show up in the page source.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctdiff.io import write_nifti
+from ctdiff.volume import Volume
+from eval.review import store
+from eval.review.db import dispose_engines
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+ORG_CODE = "organiser-browser-test"
+NEEDLES = ("realcohortdir", "generatedcohortdir", "truescan_", "modelsample_", ".nii", "generated", "synthetic_")
+
+
+def pelvis(shape, spacing, noise_hu: float, rng: np.random.Generator) -> Volume:
+    """A crude pelvis-like slab: body, fat rim, two femoral heads, a bladder, noise."""
+    x, y = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    sl = np.full(shape[:2], -1000.0)
+    body = (x / 0.9) ** 2 + (y / 0.65) ** 2
+    sl[body <= 1] = -90.0  # fat
+    sl[body <= 0.8] = 45.0  # muscle / soft tissue
+    sl[(x / 0.25) ** 2 + ((y + 0.15) / 0.2) ** 2 <= 1] = 10.0  # bladder
+    for cx in (-0.55, 0.55):
+        sl[((x - cx) / 0.14) ** 2 + ((y - 0.05) / 0.14) ** 2 <= 1] = 700.0  # femoral heads
+    array = np.repeat(sl[:, :, None], shape[2], axis=2).astype(np.float32)
+    array += rng.normal(0, noise_hu, size=shape).astype(np.float32)
+    return Volume.from_spacing(array, spacing)
+
+
+def simulated_readers(url: str, sid: int, n: int, rng: np.random.Generator) -> None:
+    """Readers answering every case through the store, right about 70 % of the time."""
+    for i in range(n):
+        reader = store.find_reader(url, store.add_reader(url, sid, f"Simulated reader {i + 1}"))
+        for pos in range(reader.total):
+            code = store.reader_case(url, reader.reader_id, pos).code
+            synthetic = store_cohort(url, code) == "synthetic"
+            said = synthetic if rng.random() < 0.7 else not synthetic
+            store.submit_answer(
+                url, reader.reader_id, code, said_synthetic=said, confidence=int(rng.integers(2, 6)),
+                realism=int(rng.integers(1, 4) if synthetic else rng.integers(3, 6)),
+                flags=[f for f in ("noise", "texture") if synthetic and rng.random() < 0.5], seconds=float(rng.uniform(5, 40)),
+            )
+
+
+def store_cohort(url: str, code: str) -> str:
+    from sqlalchemy import select
+
+    from eval.review.db import Case, read_session
+
+    with read_session(url) as s:
+        return s.scalar(select(Case.cohort).where(Case.code == code))
+
+
+@pytest.fixture
+def study(tmp_path):
+    rng = np.random.default_rng(7)
+    real, gen = tmp_path / "realcohortdir", tmp_path / "generatedcohortdir"
+    for i in range(3):
+        write_nifti(pelvis((96, 96, 12), (4.0, 4.0, 10.0), 12.0, rng), real / f"truescan_{i:03d}.nii.gz")
+        write_nifti(pelvis((64, 64, 10), (6.0, 6.0, 12.0), 35.0, rng), gen / f"modelsample_{i:03d}.nii.gz")
+    url = f"sqlite:///{tmp_path / 'reviews.sqlite'}"
+    sid = store.create_session(
+        url, "Browser study", real, gen, seed=1, allow_change=False,
+        instructions="Decide for each scan whether it is a real CT or made by the model.",
+    )
+    # the browser reader is the first whose first two cases are one real and one synthetic
+    for i in range(20):
+        code = f"READ-ER{i:02d}-TEST"
+        reader = store.find_reader(url, store.add_reader(url, sid, f"Dr. Browser {i}", code=code))
+        first_two = {store_cohort(url, store.reader_case(url, reader.reader_id, p).code) for p in (0, 1)}
+        if first_two == {"real", "synthetic"}:
+            break
+    simulated_readers(url, sid, 2, rng)
+    env = {"CTDIFF_WORKSPACE": str(tmp_path), "CTDIFF_REVIEW_DB": url, "CTDIFF_ORGANISER_CODE": ORG_CODE}
+    yield {"url": url, "sid": sid, "env": env, "tmp": tmp_path, "code": code, "reader": reader.reader_name}
+    dispose_engines()
+
+
+def check_no_leaks(html: str, tmp: Path) -> None:
+    low = html.lower()
+    for needle in (*NEEDLES, str(tmp).lower()):
+        assert needle not in low, f"page source contains {needle!r}"
+
+
+def image_size(page) -> tuple[int, int]:
+    img = page.locator("[data-testid='stImage'] img").first
+    img.wait_for()
+    page.wait_for_function(
+        "() => { const i = document.querySelector(\"[data-testid='stImage'] img\"); return i && i.complete && i.naturalWidth > 0; }"
+    )
+    return tuple(img.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def wait_for_case(page, n: int, total: int) -> None:
+    """Case n is shown and the page has finished its rerun (no stale form of the previous case)."""
+    page.get_by_text(f"Case {n} of {total}").wait_for()
+    page.wait_for_function(
+        "() => !document.querySelector(\"[data-testid='stStatusWidgetRunningIcon']\")"
+        " && !document.querySelector(\"[data-stale='true']\")"
+    )
+    page.wait_for_function(
+        "() => { const g = document.querySelector(\"[role='radiogroup'][aria-label='This scan is']\");"
+        " return g && g.querySelectorAll('input:checked').length === 0; }"
+    )
+
+
+def answer(page, said: str, confidence: str, realism: str, flag: str) -> None:
+    page.get_by_role("radiogroup", name="This scan is").get_by_text(said, exact=True).click()
+    page.get_by_role("radiogroup", name="Confidence in that call").get_by_text(confidence, exact=True).click()
+    page.get_by_role("radiogroup", name="How realistic does it look?").get_by_text(realism, exact=True).click()
+    page.get_by_text(flag, exact=True).click()
+    page.get_by_role("button", name="Submit and next").click()
+
+
+@pytest.mark.browser
+def test_reader_answers_two_cases_blinded(study, streamlit_server, browser_page, artifact_dir):
+    page = browser_page
+    base = streamlit_server("app.py", env=study["env"])
+    page.goto(base + "/Review_reader")
+    page.get_by_label("Access code").fill(study["code"])
+    page.screenshot(path=str(artifact_dir / "review-reader-signin.png"))
+    page.get_by_role("button", name="Start reading").click()
+
+    page.set_viewport_size({"width": 1400, "height": 1500})
+    wait_for_case(page, 1, 6)
+    first_size = image_size(page)
+    check_no_leaks(page.content(), study["tmp"])
+    page.screenshot(path=str(artifact_dir / "review-reader-case.png"), full_page=True)
+    answer(page, "Synthetic", "4", "2", "noise")
+
+    wait_for_case(page, 2, 6)
+    second_size = image_size(page)
+    check_no_leaks(page.content(), study["tmp"])
+    answer(page, "Real", "3", "5", "texture")
+    wait_for_case(page, 3, 6)
+    page.get_by_text("2 of 6 cases answered").wait_for()
+    check_no_leaks(page.content(), study["tmp"])
+    page.screenshot(path=str(artifact_dir / "review-reader-next.png"))
+
+    # one real and one synthetic case of different source shape: same image size in the browser
+    assert first_size == second_size and first_size[0] == 512
+    records = [r for r in store.answer_records(study["url"], study["sid"]) if r["reader"] == study["reader"]]
+    assert len(records) == 2
+    assert sorted(r["cohort"] for r in records) == ["real", "synthetic"]
+    assert [(r["said"], r["confidence"], r["realism"]) for r in records] == [("synthetic", 4, 2), ("real", 3, 5)]
+    assert records[0]["flag_noise"] and records[1]["flag_texture"]
+
+    # the organiser sees the two answers in the results
+    page.goto(base + "/Review_organiser")
+    page.get_by_label("Organiser code").fill(ORG_CODE)
+    page.get_by_role("button", name="Open").click()
+    page.get_by_role("tab", name="Results").click()
+    page.get_by_text("Accuracy (pooled)").wait_for()
+    page.get_by_text("Detection of synthetic scans").wait_for()
+    page.get_by_text("Fleiss' kappa", exact=False).first.wait_for()
+    page.screenshot(path=str(artifact_dir / "review-organiser-results.png"), full_page=True)
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name in ("review-reader-case.png", "review-organiser-results.png"):
+        shutil.copyfile(artifact_dir / name, SCREENSHOTS / name)
