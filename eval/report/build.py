@@ -1,0 +1,585 @@
+"""Build an evaluation report: real vs generated (and optionally training) CT folders -> report dict.
+
+:func:`build_report` is the one entry point (the CLI ``python -m eval report`` and the Streamlit
+dashboard both call it). It reads the cohorts, puts them on one grid, measures every case, runs
+the selected metrics with bootstrap intervals over cases and a reference floor, and (with ``out``)
+writes report.json / report.md / report.html. Metric maths lives in ``eval.metrics``; feature
+extraction and its cache in ``eval.features`` / ``eval.report.extract``; rendering in
+``eval.report.render``.
+
+Reference floor (``reference`` in each metric): the same metric for held-out real vs training
+real when ``train`` is given, else between two random halves of the real cohort. For properties
+("closer-to-real") it is the real-vs-real *difference* |property(B) - property(A)|; for
+``memorization`` it is the test's nominal false-positive rate (the quantile, 0.05).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ctdiff.errors import ConfigError, InputError, OverwriteError
+from eval.metrics import distribution, intensity, memorization, noise, similarity, texture
+from eval.report.cases import Case, CaseStats, all_case_stats, common_grid, put_on_grid, read_cohort
+from eval.report.metrics_table import METRICS, SCHEMA, parse_metric_names
+from eval.stats import bootstrap_ci, bootstrap_cis
+
+# One defaults dict for the API and the CLI (torch-fidelity style).
+DEFAULTS: dict[str, Any] = {
+    "n_bootstrap": 200,  # case resamples per interval
+    "seed": 0,
+    "roi_mm": 40.0,  # side of the square noise ROIs
+    "hist_bin_hu": 4.0,
+    "glcm_levels": 32,
+    "ms_ssim_scales": 3,
+    "similarity_max_inplane": 128,  # SSIM family on volumes average-pooled to at most this in-plane
+    "ssim_window_hu": [-1000.0, 1000.0],
+    "prdc_k": 5,
+    "memorization_quantile": 0.05,
+    "inception_slices_per_plane": 8,
+}
+
+Progress = Callable[[str, int, int], None]
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else unchanged."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def _finite(x) -> float | None:
+    if x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _nanmean(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _entry(name: str, value=None, ci=None, real=None, generated=None, reference=None, reason=None) -> dict[str, Any]:
+    spec = METRICS[name]
+    v = _finite(value)
+    if v is None and reason is None:
+        reason = "not computable (result is not a finite number)"
+    return {
+        "value": v,
+        "ci95": ci if v is not None else None,
+        "real": _finite(real),
+        "generated": _finite(generated),
+        "reference": _finite(reference),
+        "better": spec.better,
+        "unit": spec.unit,
+        "reason": reason,
+        "description": spec.description,
+    }
+
+
+@dataclasses.dataclass
+class _Reference:
+    """The two real sets the reference floor compares: a (plays 'real') and b (plays 'generated')."""
+
+    kind: str
+    a: tuple[str, np.ndarray]  # (cohort, indices)
+    b: tuple[str, np.ndarray]
+
+
+def _make_reference(n_real: int, n_train: int, seed: int) -> _Reference | None:
+    if n_train:
+        return _Reference("held-out real vs training real", ("train", np.arange(n_train)), ("real", np.arange(n_real)))
+    if n_real < 4:
+        return None
+    perm = np.random.default_rng(seed).permutation(n_real)
+    half = n_real // 2
+    return _Reference("split of the real cohort into two random halves", ("real", np.sort(perm[:half])), ("real", np.sort(perm[half:])))
+
+
+def _finite_rows(a: np.ndarray) -> np.ndarray:
+    return a[np.isfinite(a).all(axis=1)] if a.ndim == 2 else a[np.isfinite(a)]
+
+
+def _rows(data: dict[str, np.ndarray], side: tuple[str, np.ndarray]) -> np.ndarray:
+    return data[side[0]][side[1]]
+
+
+# ------------------------------------------------------------------------------ metric helpers
+def _property_metric(name: str, values: dict[str, np.ndarray], ref: _Reference | None, cfg: dict) -> dict[str, Any]:
+    """A per-scan property: value = generated mean, real = real mean, CI over generated scans."""
+    gen = np.asarray(values["generated"], dtype=np.float64)
+    real = np.asarray(values["real"], dtype=np.float64)
+    n_gen = int(np.isfinite(gen).sum())
+    if n_gen < 2:
+        return _entry(name, real=_nanmean(real), reason=f"fewer than 2 generated scans where it is measurable ({n_gen})")
+    ci = bootstrap_ci(lambda ig: _nanmean(gen[ig]), [len(gen)], cfg["n_bootstrap"], cfg["seed"])
+    reference = None
+    if ref is not None:
+        a, b = _rows(values, ref.a), _rows(values, ref.b)
+        reference = abs(_nanmean(b) - _nanmean(a))
+    return _entry(name, _nanmean(gen), ci, real=_nanmean(real), generated=_nanmean(gen), reference=reference)
+
+
+def _two_sample(
+    names: Sequence[str],
+    fn: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    data: dict[str, np.ndarray],
+    ref: _Reference | None,
+    n_boot: int,
+    seed: int,
+    min_cases: int = 2,
+    point: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Distances between the real and generated sets (rows = scans); CI resamples both cohorts.
+
+    ``point`` (default ``fn``) computes the headline value; ``fn`` the replicates and reference.
+    """
+    real, gen = data["real"], data["generated"]
+    if len(real) < min_cases or len(gen) < min_cases:
+        reason = f"needs at least {min_cases} real and {min_cases} generated scans (have {len(real)} and {len(gen)})"
+        return {n: _entry(n, reason=reason) for n in names}
+    values = (point or fn)(real, gen)
+    cis = bootstrap_cis(lambda ir, ig: fn(real[ir], gen[ig]), [len(real), len(gen)], n_boot, seed)
+    refs: dict[str, float] = {}
+    if ref is not None:
+        a, b = _rows(data, ref.a), _rows(data, ref.b)
+        if len(a) >= min_cases and len(b) >= min_cases:
+            refs = fn(a, b)
+    return {n: _entry(n, values.get(n), cis.get(n), reference=refs.get(n)) for n in names}
+
+
+# ------------------------------------------------------------------------------- the builder
+def build_report(
+    real: str | os.PathLike,
+    generated: str | os.PathLike,
+    train: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    metrics: str | Sequence[str] | None = None,
+    progress_callback: Progress | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    workers: int | None = None,
+    device: str = "auto",
+    inception_weights: str | os.PathLike | None = None,
+    force: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compare ``generated`` with ``real`` CT folders; return the report dict (report.json contract).
+
+    ``metrics``: names or families (comma string or list; None = all). ``progress_callback(stage,
+    done, total)`` reports each stage. With ``out`` the folder gets report.json, report.md,
+    report.html and figures/ (a non-empty ``out`` needs ``force``). ``settings`` overrides
+    :data:`DEFAULTS`. Raises :class:`InputError` for a missing/empty folder or one without any
+    readable scan; unreadable files are skipped and listed in ``inputs.skipped``.
+    """
+    try:
+        selected = parse_metric_names(metrics)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    unknown = set(settings or {}) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown report settings: {sorted(unknown)}")
+    cfg = {**DEFAULTS, **(settings or {})}
+    if out is not None:
+        o = Path(out)
+        if o.exists() and (not o.is_dir() or any(o.iterdir())) and not force:
+            raise OverwriteError("output folder exists and is not empty; pass --force to overwrite", o)
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    dev = resolve_device(device)
+
+    def progress(stage: str) -> Callable[[int, int], None] | None:
+        if progress_callback is None:
+            return None
+        return lambda done, total: progress_callback(stage, done, total)
+
+    # ---- read
+    skipped: list[dict[str, str]] = []
+    cohorts: dict[str, list[Case]] = {}
+    for cohort, root in (("real", real), ("generated", generated), ("train", train)):
+        if root is None:
+            cohorts[cohort] = []
+            continue
+        cases, bad = read_cohort(root, cohort, progress(f"read {cohort}"))
+        skipped += bad
+        if not cases:
+            why = "; ".join(f"{Path(b['file']).name}: {b['reason']}" for b in bad[:5])
+            raise InputError(f"--{cohort} holds no readable CT volume ({why})", root)
+        cohorts[cohort] = cases
+    shape, spacing = common_grid(cohorts["real"])
+    moved = put_on_grid(list(cohorts.values()), shape, spacing)
+    resampled_to = {"shape": list(shape), "spacing": list(spacing), "files": moved} if moved else None
+    n = {k: len(v) for k, v in cohorts.items()}
+    ref = _make_reference(n["real"], n["train"], cfg["seed"])
+    metric_out: dict[str, dict[str, Any]] = {}
+    per_case_extra: dict[tuple[str, int], dict[str, Any]] = {}
+    curves: dict[str, Any] = {}
+    flagged: list[dict[str, Any]] = []
+    cache_stats: dict[str, Any] = {}
+    need_train = n["train"] > 0
+
+    # ---- per-case measurements (intensity, noise, texture)
+    fams = {METRICS[m].family for m in selected}
+    stats: dict[str, list[CaseStats]] = {}
+    if fams & {"intensity", "noise", "texture"}:
+        todo = [c for k in ("real", "generated", "train") for c in cohorts[k]]
+        all_stats = all_case_stats(todo, cfg, workers=workers, progress=progress("measure scans"))
+        pos = 0
+        for k in ("real", "generated", "train"):
+            stats[k] = all_stats[pos : pos + n[k]]
+            pos += n[k]
+        metric_out.update(_case_metrics(selected, stats, ref, cfg, curves))
+
+    # ---- radiomics feature space: frd, kid, mmd_rbf, precision/recall/density/coverage
+    if "radiomics" in fams:
+        out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress)
+        metric_out.update(out_r)
+        cache_stats["radiomics-frd-v1"] = stats_r
+        skipped += bad_r
+
+    # ---- SSIM family and memorisation
+    if {"ssim_nearest_real", "ms_ssim_diversity", "memorization"} & set(selected):
+        out_s, extra, flagged = _similarity_metrics(selected, cohorts, ref, cfg, dev, progress)
+        metric_out.update(out_s)
+        per_case_extra.update(extra)
+
+    # ---- InceptionV3 FID on slices
+    if "fid_inception_2d" in selected:
+        out_f, stats_f = _inception_metric(cohorts, ref, cfg, cache_dir, use_cache, dev, inception_weights, progress)
+        metric_out.update(out_f)
+        if stats_f:
+            cache_stats["inception-v3-fid-2d"] = stats_f
+
+    # ---- assemble
+    per_case = []
+    for k in ("real", "generated", "train"):
+        for i, c in enumerate(cohorts[k]):
+            row: dict[str, Any] = {"cohort": k, "file": str(c.path), "case": c.name}
+            if k in stats:
+                row.update(stats[k][i].row())
+            row.update(per_case_extra.get((k, i), {}))
+            per_case.append({key: (_finite(v) if isinstance(v, (float, np.floating)) else v) for key, v in row.items()})
+    report = {
+        "schema": SCHEMA,
+        "inputs": {
+            "real": str(real),
+            "generated": str(generated),
+            "train": None if train is None else str(train),
+            "n_real": n["real"],
+            "n_generated": n["generated"],
+            "n_train": n["train"],
+            "skipped": skipped,
+            "resampled_to": resampled_to,
+        },
+        "settings": {
+            **cfg,
+            "metrics": selected,
+            "device": dev,
+            "workers": workers,
+            "grid": {"shape": list(shape), "spacing": list(spacing)},
+            "reference": ref.kind if ref is not None else None,
+            "cache_dir": None if not use_cache else str(cache_dir or _default_cache()),
+            "cache_stats": cache_stats,
+            "frd_input": "original files (frd-score reads them itself; not resampled)",
+        },
+        "metrics": {m: metric_out.get(m, _entry(m, reason="not computed")) for m in selected},
+        "per_case": per_case,
+        "curves": curves,
+        "memorization_flagged": flagged,
+    }
+    if not need_train:
+        report["settings"]["memorization_null"] = "leave-one-out inside --real (no --train given)"
+    report = clean_json(report)
+    if out is not None:
+        from eval.report.render import write_report
+
+        write_report(report, out, cohorts, force=force)
+    return report
+
+
+def clean_json(obj):
+    """Plain JSON types only: numpy scalars/arrays converted, NaN/inf -> None, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean_json(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _finite(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _default_cache():
+    from eval.report.cache import default_cache_dir
+
+    return default_cache_dir()
+
+
+# ------------------------------------------------------------------- per-case based metrics
+def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    cohorts = [k for k in ("real", "generated", "train") if k in stats]
+
+    def values(attr: str) -> dict[str, np.ndarray]:
+        return {k: np.array([getattr(s, attr) for s in stats[k]], dtype=np.float64) for k in cohorts}
+
+    for name in ("contrast_rms", "cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency"):
+        if name in selected:
+            out[name] = _property_metric(name, values(name), ref, cfg)
+
+    edges = intensity.hu_bin_edges(width=cfg["hist_bin_hu"])
+    hists = {k: np.stack([s.histogram for s in stats[k]]) if stats[k] else np.zeros((0, len(edges) - 1)) for k in cohorts}
+    if "hu_wasserstein" in selected:
+        def fn(a, b):
+            a, b = _finite_rows(a), _finite_rows(b)
+            if not len(a) or not len(b):
+                return {"hu_wasserstein": float("nan")}
+            return {"hu_wasserstein": intensity.wasserstein_histograms(intensity.pooled_histogram(a), intensity.pooled_histogram(b), edges)}
+
+        out.update(_two_sample(["hu_wasserstein"], fn, hists, ref, cfg["n_bootstrap"], cfg["seed"], min_cases=1))
+    curves["hu_histogram"] = {
+        "bin_edges": edges.tolist(),
+        **{k: intensity.pooled_histogram(_finite_rows(h)).tolist() for k, h in hists.items() if len(_finite_rows(h))},
+    }
+
+    freq = stats["real"][0].nps_frequency if stats["real"] else np.zeros(0)
+    nps = {k: np.stack([s.nps for s in stats[k]]) if stats[k] else np.zeros((0, len(freq))) for k in cohorts}
+    if "nps_distance" in selected:
+        def fn(a, b):  # scans without a homogeneous ROI (all-NaN NPS) drop out
+            a, b = _finite_rows(a), _finite_rows(b)
+            if not len(a) or not len(b):
+                return {"nps_distance": float("nan")}
+            return {"nps_distance": noise.nps_distance(freq, a.mean(axis=0), b.mean(axis=0))}
+
+        out.update(_two_sample(["nps_distance"], fn, nps, ref, cfg["n_bootstrap"], cfg["seed"], min_cases=1))
+    if len(freq):
+        mean_nps = {k: _finite_rows(v).mean(axis=0) for k, v in nps.items() if len(_finite_rows(v))}
+        curves["nps"] = {
+            "frequency_mm": freq.tolist(),
+            "unit": "unit-area NPS (mm); *_hu2mm2 keys: mean NPS in HU^2 mm^2",
+            **{k: noise.normalise_nps(freq, v).tolist() for k, v in mean_nps.items()},
+            **{f"{k}_hu2mm2": v.tolist() for k, v in mean_nps.items()},
+        }
+
+    if "glcm_distance" in selected:
+        feats = {k: np.array([[s.glcm[p] for p in texture.GLCM_PROPERTIES] for s in stats[k]]).reshape(-1, len(texture.GLCM_PROPERTIES)) for k in cohorts}
+        fn = lambda a, b: {"glcm_distance": texture.standardised_mean_distance(a, b)}  # noqa: E731
+        out.update(_two_sample(["glcm_distance"], fn, feats, ref, cfg["n_bootstrap"], cfg["seed"]))
+    return out
+
+
+# ---------------------------------------------------------------------------- radiomics family
+RADIOMICS_METRICS = ("frd", "kid", "mmd_rbf", "precision", "recall", "density", "coverage")
+
+
+def radiomics_features(paths: list[Path], image_dim: int, cache, workers: int, progress=None):
+    """frd-score v1 features of ``paths`` via the cache and worker processes (see eval.report.extract)."""
+    from eval.features import create
+    from eval.report.extract import extract_features
+
+    extractor = create("radiomics-frd-v1", image_dim=image_dim, single_thread=workers > 1)
+    return extract_features(extractor, [(p, p) for p in paths], cache, workers=workers, progress=progress)
+
+
+def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress):
+    from eval.features.radiomics import image_dim_of_shape
+    from eval.report.cache import FeatureCache
+
+    names = [m for m in RADIOMICS_METRICS if m in selected]
+    cache = FeatureCache(cache_dir or _default_cache()) if use_cache else None
+    image_dim = image_dim_of_shape(cohorts["real"][0].volume.meta.get("original_shape") or cohorts["real"][0].volume.shape)
+    feats: dict[str, np.ndarray] = {}
+    skipped, stats = [], {}
+    columns = None
+    for k in ("real", "generated", "train"):
+        if not cohorts[k]:
+            continue
+        ex = radiomics_features([c.path for c in cohorts[k]], image_dim, cache, workers, progress(f"radiomics features ({k})"))
+        skipped += [{"file": f, "reason": f"radiomics: {why}"} for f, why in ex.failed]
+        stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted, "failed": len(ex.failed)}
+        if columns is None:
+            columns = ex.names
+        elif ex.names is not None and ex.names != columns:
+            raise InputError(f"radiomics feature names differ between the real and {k} cohorts (frd-score versions?)")
+        feats[k] = ex.matrix(sorted(ex.vectors))
+    out = {}
+    if "frd" in names:
+        # the headline value uses frd-score's own Fréchet function (equal to its CLI); bootstrap
+        # replicates and the reference use the exact low-rank identity (no 464x464 sqrtm each)
+        fast = lambda a, b: {"frd": distribution.frd_v1(a, b, exact=False)}  # noqa: E731
+        out.update(_two_sample(["frd"], fast, feats, ref, cfg["n_bootstrap"], cfg["seed"],
+                               point=lambda a, b: {"frd": distribution.frd_v1(a, b, exact=True)}))
+    rest = [m for m in names if m != "frd"]
+    if rest:
+        k = cfg["prdc_k"]
+
+        def fn(a, b):
+            a_s, b_s = distribution.standardise(a, b)
+            vals = {"kid": distribution.kid_polynomial(a_s, b_s), "mmd_rbf": distribution.mmd_rbf(a_s, b_s)}
+            if {"precision", "recall", "density", "coverage"} & set(rest):
+                vals.update(distribution.prdc(a_s, b_s, nearest_k=k))
+            return vals
+
+        out.update(_two_sample(rest, fn, feats, ref, cfg["n_bootstrap"], cfg["seed"]))
+    return out, stats, skipped
+
+
+# --------------------------------------------------------------------------- SSIM / memorisation
+def _similarity_tensor(cases: list[Case], cfg, device):
+    import torch
+    import torch.nn.functional as F
+
+    t = similarity.to_unit([c.volume.array for c in cases], tuple(cfg["ssim_window_hu"]), device=device)
+    limit = int(cfg["similarity_max_inplane"] or 0)
+    if limit > 0:
+        f = max(1, math.ceil(max(t.shape[2], t.shape[3]) / limit))
+        if f > 1:
+            t = F.avg_pool3d(t, (f, f, 1))
+    return t
+
+
+def _similarity_metrics(selected, cohorts, ref, cfg, device, progress):
+    R, G, T = cohorts["real"], cohorts["generated"], cohorts["train"]
+    tr, tg = _similarity_tensor(R, cfg, device), _similarity_tensor(G, cfg, device)
+    tt = _similarity_tensor(T, cfg, device) if T else None
+    out: dict[str, dict[str, Any]] = {}
+    extra: dict[tuple[str, int], dict[str, Any]] = {}
+    flagged: list[dict[str, Any]] = []
+    need_gr = "ssim_nearest_real" in selected or ("memorization" in selected and not T)
+    need_rr = need_gr
+    s_gr = similarity.similarity_matrix(tg, tr, progress=progress("SSIM generated x real")) if need_gr else None
+    s_rr = similarity.similarity_matrix(tr, progress=progress("SSIM real x real")) if need_rr else None
+    s_rt = s_gt = s_tt = None
+    if T and ("memorization" in selected or "ssim_nearest_real" in selected):
+        s_rt = similarity.similarity_matrix(tr, tt, progress=progress("SSIM real x train"))
+    if T and "memorization" in selected:
+        s_gt = similarity.similarity_matrix(tg, tt, progress=progress("SSIM generated x train"))
+    if T and ("ssim_nearest_real" in selected or "ms_ssim_diversity" in selected):
+        s_tt = similarity.similarity_matrix(tt, progress=progress("SSIM train x train"))
+
+    if "ssim_nearest_real" in selected:
+        if len(R) < 2:
+            out["ssim_nearest_real"] = _entry("ssim_nearest_real", reason="needs at least 2 real scans (leave-one-out)")
+        else:
+            idx, best = memorization.nearest(-s_gr)
+            loo_idx, loo = memorization.nearest(-s_rr, exclude_self=True)
+            for i in range(len(G)):
+                extra.setdefault(("generated", i), {}).update(
+                    {"ssim_nearest_real": float(-best[i]), "nearest_real_file": str(R[idx[i]].path)}
+                )
+            for i in range(len(R)):
+                extra.setdefault(("real", i), {}).update(
+                    {"ssim_nearest_real": float(-loo[i]), "nearest_real_file": str(R[loo_idx[i]].path)}
+                )
+            ci = bootstrap_ci(lambda ir, ig: float(s_gr[np.ix_(ig, ir)].max(axis=1).mean()), [len(R), len(G)], cfg["n_bootstrap"], cfg["seed"])
+            reference = None
+            if T and s_tt is not None and len(T) >= 2:
+                reference = abs(float(s_rt.max(axis=1).mean()) - float(-memorization.nearest(-s_tt, exclude_self=True)[1].mean()))
+            elif ref is not None:
+                a, b = ref.a[1], ref.b[1]
+                ba = float(s_rr[np.ix_(b, a)].max(axis=1).mean())
+                aa = float(-memorization.nearest(-s_rr[np.ix_(a, a)], exclude_self=True)[1].mean())
+                reference = abs(ba - aa)
+            gen_v = float(-best.mean())
+            out["ssim_nearest_real"] = _entry("ssim_nearest_real", gen_v, ci, real=float(-loo.mean()), generated=gen_v, reference=reference)
+
+    if "ms_ssim_diversity" in selected:
+        if len(G) < 2 or len(R) < 2:
+            out["ms_ssim_diversity"] = _entry("ms_ssim_diversity", reason="needs at least 2 scans in each cohort (pairs)")
+        else:
+            scales = int(cfg["ms_ssim_scales"])
+            m_gg = similarity.similarity_matrix(tg, scales=scales, progress=progress("MS-SSIM generated pairs"))
+            m_rr = similarity.similarity_matrix(tr, scales=scales, progress=progress("MS-SSIM real pairs"))
+            gen_v, real_v = similarity.mean_pairwise(m_gg), similarity.mean_pairwise(m_rr)
+            ci = bootstrap_ci(lambda ig: similarity.mean_pairwise(m_gg, ig), [len(G)], cfg["n_bootstrap"], cfg["seed"])
+            reference = None
+            if T and len(T) >= 2:
+                m_tt = similarity.similarity_matrix(tt, scales=scales, progress=progress("MS-SSIM train pairs"))
+                reference = abs(real_v - similarity.mean_pairwise(m_tt))
+            elif ref is not None:
+                reference = abs(similarity.mean_pairwise(m_rr, ref.b[1]) - similarity.mean_pairwise(m_rr, ref.a[1]))
+            out["ms_ssim_diversity"] = _entry("ms_ssim_diversity", gen_v, ci, real=real_v, generated=gen_v, reference=reference)
+
+    if "memorization" in selected:
+        q = float(cfg["memorization_quantile"])
+        if T:
+            train_cases, d_null_full, d_gen = T, 1.0 - s_rt, 1.0 - s_gt
+            null_idx, null_d = memorization.nearest(d_null_full)
+        else:
+            train_cases, d_gen = R, 1.0 - s_gr
+            null_idx, null_d = memorization.nearest(1.0 - s_rr, exclude_self=True)
+        if len(null_d) < 2 or len(train_cases) < (1 if T else 2):
+            out["memorization"] = _entry("memorization", reason="needs at least 2 held-out real scans for the null distribution")
+        else:
+            thr = memorization.memorisation_threshold(null_d, q)
+            g_idx, g_d = memorization.nearest(d_gen)
+            flags = memorization.memorisation_flags(g_d, thr)
+            for i in range(len(G)):
+                extra.setdefault(("generated", i), {}).update(
+                    {
+                        "nearest_train_file": str(train_cases[g_idx[i]].path),
+                        "train_distance": float(g_d[i]),
+                        "memorized": bool(flags[i]),
+                    }
+                )
+                if flags[i]:
+                    flagged.append(
+                        {"generated": str(G[i].path), "nearest_train": str(train_cases[g_idx[i]].path), "distance": float(g_d[i]), "threshold": thr}
+                    )
+            ci = bootstrap_ci(
+                lambda inull, ig: float(memorization.memorisation_flags(g_d[ig], memorization.memorisation_threshold(null_d[inull], q)).mean()),
+                [len(null_d), len(G)],
+                cfg["n_bootstrap"],
+                cfg["seed"],
+            )
+            out["memorization"] = _entry("memorization", float(flags.mean()), ci, reference=q)
+    return out, extra, flagged
+
+
+# ------------------------------------------------------------------------------- InceptionV3 FID
+def _inception_metric(cohorts, ref, cfg, cache_dir, use_cache, device, weights, progress):
+    from eval.features import create
+    from eval.report.cache import FeatureCache
+    from eval.report.extract import extract_features
+
+    extractor = create("inception-v3-fid-2d", weights=weights, device=device, slices_per_plane=cfg["inception_slices_per_plane"])
+    reason = extractor.unavailable_reason()
+    if reason:
+        return {"fid_inception_2d": _entry("fid_inception_2d", reason=reason)}, {}
+    cache = FeatureCache(cache_dir or _default_cache()) if use_cache else None
+    feats, stats = {}, {}
+    grid = {"grid_shape": list(cohorts["real"][0].volume.shape), "grid_spacing": [round(s, 4) for s in cohorts["real"][0].volume.spacing]}
+    for k in ("real", "generated", "train"):
+        if not cohorts[k]:
+            continue
+        ex = extract_features(extractor, [(c.path, c.volume) for c in cohorts[k]], cache, workers=1, progress=progress(f"inception features ({k})"), key_extra=grid)
+        if ex.failed:
+            return {"fid_inception_2d": _entry("fid_inception_2d", reason=f"InceptionV3 failed: {ex.failed[0][1]}")}, {}
+        stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted}
+        feats[k] = ex.matrix(sorted(ex.vectors)).reshape(len(cohorts[k]), -1, 2048)
+
+    def fid(a, b):
+        fa, fb = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        return {"fid_inception_2d": distribution.frechet_distance_squared_lowrank(fa, fb)}
+
+    return _two_sample(["fid_inception_2d"], fid, feats, ref, cfg["n_bootstrap"], cfg["seed"]), stats

@@ -1,0 +1,197 @@
+"""Cohorts for a report: find and read the cases, put them on one grid, measure each case.
+
+Reading skips unreadable files (listed with the reason). Volumes whose shape or spacing differs
+from the common grid (the most frequent (shape, spacing) of the real cohort) are resampled
+linearly to its spacing and centre-cropped/padded (with air) to its shape; the report lists them.
+Per-case measurements (:func:`case_stats`) call the pure functions in ``eval.metrics``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy import ndimage
+
+from ctdiff.body import body_mask
+from ctdiff.errors import InputError
+from ctdiff.io import case_name, find_cases, read_volume
+from ctdiff.volume import Volume
+from eval.metrics import intensity, noise, texture
+
+AIR_HU = -1024.0
+
+
+@dataclasses.dataclass
+class Case:
+    cohort: str
+    path: Path
+    volume: Volume
+
+    @property
+    def name(self) -> str:
+        return case_name(self.path)
+
+
+def read_cohort(root, cohort: str, progress: Callable[[int, int], None] | None = None) -> tuple[list[Case], list[dict[str, str]]]:
+    """All readable cases below ``root`` and the skipped ones as ``{"file", "reason"}``.
+
+    Raises :class:`InputError` for a missing folder or one that holds no volume files.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"--{cohort} folder does not exist", root)
+    if root.is_dir() and not any(root.iterdir()):
+        raise InputError(f"--{cohort} folder is empty", root)
+    paths = find_cases(root)
+    good, bad = [], []
+    for i, p in enumerate(paths):
+        try:
+            good.append(Case(cohort, p, read_volume(p)))
+        except InputError as exc:
+            bad.append({"file": str(p), "reason": exc.problem})
+        if progress is not None:
+            progress(i + 1, len(paths))
+    return good, bad
+
+
+def _grid_of(v: Volume) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    return v.shape, tuple(round(s, 4) for s in v.spacing)
+
+
+def common_grid(real: list[Case]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The most frequent (shape, spacing) of the real cohort (ties: the first in file order)."""
+    counts = Counter(_grid_of(c.volume) for c in real)
+    best = max(counts.values())
+    return next(_grid_of(c.volume) for c in real if counts[_grid_of(c.volume)] == best)
+
+
+def resample_to(volume: Volume, shape, spacing) -> Volume:
+    """Linear resampling to ``spacing`` then centre crop/pad (air) to ``shape``; centre kept."""
+    zoom = [s / t for s, t in zip(volume.spacing, spacing)]
+    arr = ndimage.zoom(volume.array, zoom, order=1, mode="nearest", grid_mode=True)
+    out = np.full(tuple(shape), AIR_HU, dtype=np.float32)
+    src, dst = [], []
+    for n_in, n_out in zip(arr.shape, shape):
+        if n_in >= n_out:
+            a = (n_in - n_out) // 2
+            src.append(slice(a, a + n_out))
+            dst.append(slice(0, n_out))
+        else:
+            a = (n_out - n_in) // 2
+            src.append(slice(0, n_in))
+            dst.append(slice(a, a + n_in))
+    out[tuple(dst)] = arr[tuple(src)]
+    centre = volume.affine[:3, :3] @ ((np.asarray(volume.shape) - 1) / 2.0) + volume.affine[:3, 3]
+    affine = np.diag([*map(float, spacing), 1.0])
+    affine[:3, 3] = centre - np.asarray(spacing) * (np.asarray(shape) - 1) / 2.0
+    return volume.with_array(out, affine, resampled_from={"shape": list(volume.shape), "spacing": list(volume.spacing)})
+
+
+def put_on_grid(cohorts: list[list[Case]], shape, spacing) -> list[str]:
+    """Resample in place every case not on (shape, spacing); return their file names."""
+    moved = []
+    for cases in cohorts:
+        for c in cases:
+            if _grid_of(c.volume) != (tuple(shape), tuple(round(s, 4) for s in spacing)):
+                c.volume = resample_to(c.volume, shape, spacing)
+                moved.append(str(c.path))
+    return moved
+
+
+def roi_size_voxels(spacing, roi_mm: float) -> int:
+    """Side of the square noise ROI in voxels: ``roi_mm`` at the in-plane spacing, 8..64."""
+    return int(np.clip(round(roi_mm / max(spacing[0], spacing[1])), 8, 64))
+
+
+@dataclasses.dataclass
+class CaseStats:
+    """Everything measured on one case (all numbers are plain floats; NaN = not measurable)."""
+
+    histogram: np.ndarray
+    contrast_rms: float
+    mean_hu_fat: float
+    mean_hu_soft_tissue: float
+    noise_sd: float
+    noise_sd_wavelet: float
+    n_noise_rois: int
+    nps_frequency: np.ndarray
+    nps: np.ndarray
+    nps_peak_frequency: float
+    cnr_soft_tissue_fat: float
+    glcm: dict[str, float]
+    body_fraction: float
+
+    def row(self) -> dict[str, Any]:
+        """The per-case values that go into report.json's ``per_case`` records."""
+        return {
+            "contrast_rms": self.contrast_rms,
+            "mean_hu_fat": self.mean_hu_fat,
+            "mean_hu_soft_tissue": self.mean_hu_soft_tissue,
+            "noise_sd": self.noise_sd,
+            "noise_sd_wavelet": self.noise_sd_wavelet,
+            "n_noise_rois": self.n_noise_rois,
+            "nps_peak_frequency": self.nps_peak_frequency,
+            "cnr_soft_tissue_fat": self.cnr_soft_tissue_fat,
+            **{f"glcm_{k}": v for k, v in self.glcm.items()},
+        }
+
+
+def case_stats(array: np.ndarray, spacing, settings: dict[str, Any]) -> CaseStats:
+    """Measure one (x, y, z) HU volume: intensity, tissue means, noise, NPS, GLCM."""
+    body = body_mask(array)
+    edges = intensity.hu_bin_edges(width=settings["hist_bin_hu"])
+    hist = intensity.hu_histogram(array[body], edges) if body.any() else np.full(len(edges) - 1, np.nan)
+    masks = intensity.tissue_masks(array, body)
+    means = intensity.tissue_mean_hu(array, masks)
+    r = roi_size_voxels(spacing, settings["roi_mm"])
+    rois = noise.find_homogeneous_rois(array, body, r)
+    detrended = noise.detrend_rois(noise.roi_stack(array, rois, r))
+    sd = noise.noise_sd_from_rois(detrended)
+    freq, nps = noise.nps_radial(detrended, (spacing[0], spacing[1]))
+    glcm = texture.glcm_features(array, masks["soft_tissue"], levels=settings["glcm_levels"])
+    return CaseStats(
+        histogram=hist,
+        contrast_rms=intensity.contrast_rms(array, body),
+        mean_hu_fat=means["fat"],
+        mean_hu_soft_tissue=means["soft_tissue"],
+        noise_sd=sd,
+        noise_sd_wavelet=noise.wavelet_noise_sd(array, body) if body.any() else float("nan"),
+        n_noise_rois=len(rois),
+        nps_frequency=freq,
+        nps=nps,
+        nps_peak_frequency=noise.nps_peak_frequency(freq, nps),
+        cnr_soft_tissue_fat=intensity.contrast_to_noise(means["soft_tissue"], means["fat"], sd),
+        glcm=glcm,
+        body_fraction=float(body.mean()),
+    )
+
+
+def _stats_job(args):
+    array, spacing, settings = args
+    return case_stats(array, spacing, settings)
+
+
+def all_case_stats(cases: list[Case], settings: dict[str, Any], workers: int = 1, progress=None) -> list[CaseStats]:
+    """:func:`case_stats` for every case, in ``workers`` processes, in input order."""
+    jobs = [(c.volume.array, c.volume.spacing, settings) for c in cases]
+    out: list[CaseStats] = []
+    if workers <= 1 or len(jobs) < 2:
+        for i, job in enumerate(jobs):
+            out.append(_stats_job(job))
+            if progress is not None:
+                progress(i + 1, len(jobs))
+        return out
+    import concurrent.futures as cf
+
+    from eval.report.extract import _context
+
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_context()) as pool:
+        for i, stats in enumerate(pool.map(_stats_job, jobs, chunksize=1)):
+            out.append(stats)
+            if progress is not None:
+                progress(i + 1, len(jobs))
+    return out

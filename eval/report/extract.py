@@ -1,0 +1,118 @@
+"""Run a feature extractor over many cases: cache first, the rest in parallel worker processes.
+
+Cached cases are loaded, missing ones are extracted by ``workers`` processes (each builds the
+extractor once), and every new vector is saved to the cache as soon as it arrives, so an
+interrupted run keeps what it finished. Progress goes to ``progress(done, total)``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import multiprocessing as mp
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ctdiff.errors import CTDiffError
+from eval.features.registry import FeatureExtractor
+from eval.report.cache import FeatureCache, cache_key, content_hash
+
+
+@dataclasses.dataclass
+class Extraction:
+    names: list[str] | None
+    vectors: dict[int, np.ndarray]  # item index -> feature vector
+    failed: list[tuple[str, str]]  # (file, reason)
+    n_cached: int = 0
+    n_extracted: int = 0
+
+    def matrix(self, indices: Sequence[int]) -> np.ndarray:
+        rows = [self.vectors[i] for i in indices if i in self.vectors]
+        width = len(self.names or [])
+        return np.stack(rows) if rows else np.zeros((0, width))
+
+
+_WORKER: FeatureExtractor | None = None
+
+
+def _init_worker(extractor: FeatureExtractor) -> None:
+    global _WORKER
+    _WORKER = extractor
+    _WORKER.setup()
+
+
+def _extract_one(payload) -> tuple[str, Any, Any]:
+    try:
+        names, values = _WORKER.extract(payload)
+        return "ok", names, values
+    except CTDiffError as exc:
+        return "error", exc.problem, None
+    except Exception as exc:  # a worker must report, not die: the batch goes on
+        return "error", f"{type(exc).__name__}: {exc}", None
+
+
+def _context():
+    # fork starts workers in milliseconds with the parent's imports; spawn elsewhere
+    return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def extract_features(
+    extractor: FeatureExtractor,
+    items: Sequence[tuple[Path, Any]],
+    cache: FeatureCache | None,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    key_extra: dict[str, Any] | None = None,
+) -> Extraction:
+    """Features for ``items`` = [(case path, payload passed to ``extractor.extract``), ...]."""
+    settings = {**extractor.settings(), **(key_extra or {})}
+    result = Extraction(names=None, vectors={}, failed=[])
+    todo: list[tuple[int, str | None]] = []
+    total = len(items)
+    done = 0
+    for i, (path, _) in enumerate(items):
+        key = cache_key(content_hash(path), extractor.name, settings) if cache is not None else None
+        hit = cache.load(extractor.name, key) if cache is not None else None
+        if hit is not None:
+            result.names = result.names or hit[0]
+            result.vectors[i] = hit[1]
+            result.n_cached += 1
+            done += 1
+        else:
+            todo.append((i, key))
+    if progress is not None:
+        progress(done, total)
+
+    def accept(i: int, key: str | None, status: str, a, b) -> None:
+        nonlocal done
+        done += 1
+        if status == "ok":
+            names, values = a, np.asarray(b, dtype=np.float64)
+            result.names = result.names or list(names)
+            result.vectors[i] = values
+            result.n_extracted += 1
+            if cache is not None:
+                cache.save(extractor.name, key, list(names), values)
+        else:
+            result.failed.append((str(items[i][0]), str(a)))
+        if progress is not None:
+            progress(done, total)
+
+    if not todo:
+        return result
+    if workers <= 1 or len(todo) == 1:
+        _init_worker(extractor)
+        for i, key in todo:
+            accept(i, key, *_extract_one(items[i][1]))
+        return result
+    with cf.ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)), mp_context=_context(), initializer=_init_worker, initargs=(extractor,)
+    ) as pool:
+        futures = {pool.submit(_extract_one, items[i][1]): (i, key) for i, key in todo}
+        for fut in cf.as_completed(futures):
+            i, key = futures[fut]
+            accept(i, key, *fut.result())
+    return result
