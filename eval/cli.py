@@ -9,6 +9,7 @@ from ctdiff.cli import build_parser, run_parsed
 # subcommand name -> module (each defines add_arguments(parser) and run(args) -> int)
 SUBCOMMANDS: dict[str, str] = {
     "review": "eval.review.cli",
+    "report": "eval.report_cli",
 }
 
 
