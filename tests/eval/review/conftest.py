@@ -60,3 +60,69 @@ def make_cohorts(tmp_path):
         return write_cohorts(tmp_path / name, n_real, n_gen, seed)
 
     return make
+
+
+# ------------------------------------------------------------------ a throw-away PostgreSQL server
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    """A PostgreSQL server on a free port in a temporary folder (stopped and removed afterwards).
+
+    Skipped only where the PostgreSQL server binaries are not installed. As root (CI), the server
+    runs as the ``postgres`` user, since PostgreSQL refuses to run as root.
+    """
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    pytest.importorskip("pg8000")
+    root = Path(tempfile.mkdtemp(prefix="ctdiff-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    try:
+        run(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        run(pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "start",
+            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr}") from None
+    yield f"postgresql+pg8000://postgres@127.0.0.1:{port}"
+    review_db.dispose_engines()
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    """A fresh, empty database on the module's PostgreSQL server."""
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    yield f"{postgres_server}/{name}"
+    review_db.dispose_engines()
