@@ -5,6 +5,13 @@ Folder and file names are distinctive on purpose, so leak checks can search for 
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -63,15 +70,6 @@ def make_cohorts(tmp_path):
 
 
 # ------------------------------------------------------------------ a throw-away PostgreSQL server
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import uuid
-
-
 def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from eval.review import store
+from eval.review import export, store
 from eval.review.db import Case, dispose_engines, read_session
 from eval.review.stats import session_summary
 
@@ -185,6 +185,8 @@ def test_full_flow_create_two_readers_answer_results(env):
     assert any("Cohen's kappa" in m.value for m in org.markdown)
     progress = next(f for f in frames if "answered" in f.columns and "done" in f.columns)
     assert list(progress["answered"]) == [6, 6]
+    downloads = org.get("download_button")
+    assert sorted(d.proto.label for d in downloads) == sorted(export.REPORT_FILES)
 
 
 # ------------------------------------------------------------------------------ resume, changes, options
