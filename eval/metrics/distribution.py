@@ -170,8 +170,10 @@ def mmd_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> flo
 def prdc(real: np.ndarray, generated: np.ndarray, nearest_k: int = 5) -> dict[str, float]:
     """Precision, recall, density, coverage (Naeem et al. 2020) via the ``prdc`` package.
 
-    ``nearest_k`` is capped at (smallest set size - 2), the most prdc's k-th-neighbour search
-    allows. NaN values if a set has fewer than 3 cases.
+    ``nearest_k`` is capped at n // 5 (n = the smaller set size, at least 1): a k-NN ball should
+    hold a small part of a set — with k = 5 of 6 scans every ball spans most of the cohort and a
+    single repeated scan "covers" it. n = 25 and more keep prdc's recommended k = 5. NaN values if
+    a set has fewer than 3 cases.
     """
     import joblib
     from prdc import compute_prdc
@@ -179,7 +181,7 @@ def prdc(real: np.ndarray, generated: np.ndarray, nearest_k: int = 5) -> dict[st
     n = min(len(real), len(generated))
     if n < 3:
         return {k: float("nan") for k in ("precision", "recall", "density", "coverage")}
-    k = max(1, min(int(nearest_k), n - 2))
+    k = max(1, min(int(nearest_k), n // 5))
     # prdc prints set sizes to stdout (would corrupt --json); sklearn's n_jobs=8 thread pool costs
     # ~30 ms per call, which 200 bootstrap replicates notice: run it sequentially
     with contextlib.redirect_stdout(io.StringIO()), joblib.parallel_config(backend="sequential"):
