@@ -17,6 +17,7 @@ from ctdiff.errors import CTDiffError
 
 # subcommand name -> module. Keep one line per command.
 SUBCOMMANDS: dict[str, str] = {
+    "phantom": "ctdiff.phantom",
 }
 
 

@@ -1,0 +1,836 @@
+"""Synthetic pelvic CT phantoms: the built-in demo cohort (``python -m ctdiff phantom``).
+
+There is no downloadable CT on the machines this project runs on, so ctdiff ships a generator of
+*synthetic* male-pelvis CT volumes. They are built from smooth implicit shapes (ellipsoids,
+elliptic cylinders, tubes), not from patient data, and no one should mistake them for real scans.
+They are good enough to exercise the rest of ctdiff (training, metrics, app, review) on something
+CT-like: plausible Hounsfield units per tissue, partial-volume edges, anatomical texture and CT
+noise whose power spectrum peaks at mid frequencies like filtered back-projection (FBP) noise.
+
+Anatomy, each part with random per-case variation (recorded in the returned parameter dict):
+body outline with skin and subcutaneous fat, muscle, pelvic fat, psoas muscles, iliac/femoral
+vessels, pelvic bones (ilium, acetabulum, pubis, ischium, sacrum, coccyx) and femora (head, neck,
+greater trochanter, shaft), each with a cortical shell and trabecular interior, a bladder with
+variable filling, prostate and seminal vesicles of variable size and position, a rectum with
+gas pockets, a few bowel loops (some with air-fluid levels) and the scanner table.
+
+Geometry: world millimetres in RAS+ (x to the patient's Right... per nibabel: +x Right, +y
+Anterior, +z Superior), volume centred on the origin; ``spacing = fov_mm / shape``, so a smaller
+shape renders the same anatomy at a coarser resolution. The patient lies supine: the back is
+towards -y, the table below it.
+
+Rendering: every shape has an (approximate) signed distance function in mm; a tissue is painted
+with coverage ``clip(0.5 - d / h, 0, 1)`` (``h`` the voxel size), which anti-aliases edges into
+partial-volume voxels at any resolution, followed by a slight Gaussian blur (scanner PSF).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy import ndimage
+
+from ctdiff.volume import Volume
+
+AIR_HU = -1000.0
+# Linear attenuation coefficient of water at ~70 keV effective energy, per mm (NIST XCOM: 0.193 /cm).
+MU_WATER_PER_MM = 0.0193
+NOISE_METHODS = ("correlated", "fbp", "none")
+DEFAULT_SHAPE = (128, 128, 32)
+DEFAULT_FOV_MM = (420.0, 420.0, 160.0)
+
+# Tissue classes of the label map that ``make_phantom(return_labels=True)`` returns.
+LABELS: dict[str, int] = {
+    "air": 0,
+    "table": 1,
+    "skin": 2,
+    "subcutaneous_fat": 3,
+    "muscle": 4,
+    "pelvic_fat": 5,
+    "vessels": 6,
+    "cortical_bone": 7,
+    "trabecular_bone": 8,
+    "bladder": 9,
+    "bladder_wall": 10,
+    "prostate": 11,
+    "seminal_vesicles": 12,
+    "rectum": 13,
+    "bowel": 14,
+    "gas": 15,
+}
+
+# SD (HU) of the smooth anatomical texture added per tissue class (trabecular pattern, fat
+# marbling of muscle, mottled faeces). Urine is homogeneous: noise can be measured there.
+_TEXTURE_SD = {
+    "subcutaneous_fat": 6.0,
+    "pelvic_fat": 8.0,
+    "muscle": 5.0,
+    "vessels": 3.0,
+    "cortical_bone": 40.0,
+    "trabecular_bone": 45.0,
+    "prostate": 4.0,
+    "seminal_vesicles": 4.0,
+    "rectum": 25.0,
+    "bowel": 12.0,
+}
+_FAR = 1.0e6  # "unbounded" bounding-box extent, mm
+
+
+# ----------------------------------------------------------------------------- implicit shapes
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """A solid given by an approximate signed distance (mm, negative inside) and a bounding box.
+
+    ``sdf(X, Y, Z)`` takes broadcastable world-coordinate arrays. The box (``lo``, ``hi``) bounds
+    the inside and limits where the function is evaluated, which keeps rendering fast.
+    """
+
+    sdf: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    lo: tuple[float, float, float]
+    hi: tuple[float, float, float]
+
+    def inset(self, t: float) -> "_Shape":
+        """The solid shrunk by ``t`` mm (grown if ``t`` < 0)."""
+        f = self.sdf
+        return _Shape(lambda X, Y, Z: f(X, Y, Z) + t, tuple(v + t for v in self.lo), tuple(v - t for v in self.hi))
+
+    def __or__(self, other: "_Shape") -> "_Shape":
+        f, g = self.sdf, other.sdf
+        lo = tuple(map(min, self.lo, other.lo))
+        hi = tuple(map(max, self.hi, other.hi))
+        return _Shape(lambda X, Y, Z: np.minimum(f(X, Y, Z), g(X, Y, Z)), lo, hi)
+
+    def __and__(self, other: "_Shape") -> "_Shape":
+        f, g = self.sdf, other.sdf
+        lo = tuple(map(max, self.lo, other.lo))
+        hi = tuple(map(min, self.hi, other.hi))
+        return _Shape(lambda X, Y, Z: np.maximum(f(X, Y, Z), g(X, Y, Z)), lo, hi)
+
+    def __sub__(self, other: "_Shape") -> "_Shape":
+        f, g = self.sdf, other.sdf
+        return _Shape(lambda X, Y, Z: np.maximum(f(X, Y, Z), -g(X, Y, Z)), self.lo, self.hi)
+
+
+def _union(shapes: list[_Shape]) -> _Shape:
+    out = shapes[0]
+    for s in shapes[1:]:
+        out = out | s
+    return out
+
+
+def _rotation(z_deg: float = 0.0, x_deg: float = 0.0, y_deg: float = 0.0) -> np.ndarray:
+    """Rotation matrix R = Rz @ Rx @ Ry (columns: the shape's local axes in world coordinates)."""
+    a, b, c = (math.radians(v) for v in (z_deg, x_deg, y_deg))
+    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    ry = np.array([[math.cos(c), 0, math.sin(c)], [0, 1, 0], [-math.sin(c), 0, math.cos(c)]])
+    return rz @ rx @ ry
+
+
+def _ellipsoid(center, radii, rot: np.ndarray | None = None) -> _Shape:
+    """Ellipsoid; distance by the k0*(k0-1)/k1 approximation (exact on the surface, good near it)."""
+    c = np.asarray(center, dtype=float)
+    r = np.asarray(radii, dtype=float)
+    R = np.eye(3) if rot is None else np.asarray(rot, dtype=float)
+
+    def sdf(X, Y, Z):
+        d = (X - c[0], Y - c[1], Z - c[2])
+        # local coordinates: R^T (p - c)
+        loc = [R[0, i] * d[0] + R[1, i] * d[1] + R[2, i] * d[2] for i in range(3)]
+        k0 = np.sqrt(sum((loc[i] / r[i]) ** 2 for i in range(3)))
+        k1 = np.sqrt(sum((loc[i] / r[i] ** 2) ** 2 for i in range(3)))
+        return np.where(k1 > 1e-9, k0 * (k0 - 1.0) / np.maximum(k1, 1e-9), -float(r.min()))
+
+    half = np.sqrt((R**2) @ (r**2))  # half-extent of the rotated ellipsoid along each world axis
+    return _Shape(sdf, tuple(c - half), tuple(c + half))
+
+
+def _sphere(center, radius: float) -> _Shape:
+    c = np.asarray(center, dtype=float)
+
+    def sdf(X, Y, Z):
+        return np.sqrt((X - c[0]) ** 2 + (Y - c[1]) ** 2 + (Z - c[2]) ** 2) - radius
+
+    return _Shape(sdf, tuple(c - radius), tuple(c + radius))
+
+
+def _tube(points, radii) -> _Shape:
+    """A tube along a polyline; ``radii`` per point (linearly interpolated along each segment)."""
+    pts = np.asarray(points, dtype=float)
+    rad = np.broadcast_to(np.asarray(radii, dtype=float), (len(pts),))
+
+    def sdf(X, Y, Z):
+        out = None
+        for k in range(len(pts) - 1):
+            a, b = pts[k], pts[k + 1]
+            ba = b - a
+            pa = (X - a[0], Y - a[1], Z - a[2])
+            t = np.clip((pa[0] * ba[0] + pa[1] * ba[1] + pa[2] * ba[2]) / float(ba @ ba), 0.0, 1.0)
+            dist = np.sqrt((pa[0] - t * ba[0]) ** 2 + (pa[1] - t * ba[1]) ** 2 + (pa[2] - t * ba[2]) ** 2)
+            d = dist - (rad[k] + t * (rad[k + 1] - rad[k]))
+            out = d if out is None else np.minimum(out, d)
+        return out
+
+    rmax = float(rad.max())
+    return _Shape(sdf, tuple(pts.min(axis=0) - rmax), tuple(pts.max(axis=0) + rmax))
+
+
+def _halfspace(normal, point) -> _Shape:
+    """Points p with (p - point) . normal <= 0."""
+    n = np.asarray(normal, dtype=float)
+    n = n / np.linalg.norm(n)
+    q = np.asarray(point, dtype=float)
+    lo = [-_FAR] * 3
+    hi = [_FAR] * 3
+    for i in range(3):  # axis-aligned half-spaces get a finite box side
+        if abs(n[i]) > 0.999:
+            if n[i] > 0:
+                hi[i] = q[i]
+            else:
+                lo[i] = q[i]
+
+    def sdf(X, Y, Z):
+        return (X - q[0]) * n[0] + (Y - q[1]) * n[1] + (Z - q[2]) * n[2]
+
+    return _Shape(sdf, tuple(lo), tuple(hi))
+
+
+def _cylinder_xy(cx: float, cy: float, semi_x: Callable, semi_y: Callable, power: float = 2.0,
+                 z_range: tuple[float, float] = (-_FAR, _FAR), max_semi: tuple[float, float] | None = None) -> _Shape:
+    """Superelliptic cylinder along z whose semi-axes may depend on z (callables of Z).
+
+    ``(|x|/a)^p + (|y|/b)^p <= 1``; the distance is the implicit function divided by its gradient
+    norm (first-order accurate near the surface, which is where layers are painted).
+    """
+    p = float(power)
+
+    def sdf(X, Y, Z):
+        a, b = semi_x(Z), semi_y(Z)
+        u = np.maximum(np.abs(X - cx) / a, 1e-6)
+        v = np.maximum(np.abs(Y - cy) / b, 1e-6)
+        r = (u**p + v**p) ** (1.0 / p)
+        grad = r ** (1.0 - p) * np.sqrt((u ** (p - 1) / a) ** 2 + (v ** (p - 1) / b) ** 2)
+        return (r - 1.0) / np.maximum(grad, 1e-9)
+
+    mx, my = max_semi if max_semi is not None else (_FAR, _FAR)
+    return _Shape(sdf, (cx - mx, cy - my, z_range[0]), (cx + mx, cy + my, z_range[1]))
+
+
+# ------------------------------------------------------------------------------------ canvas
+class _Canvas:
+    """HU and label arrays on the voxel grid, painted shape by shape with partial-volume edges."""
+
+    def __init__(self, shape, spacing, origin):
+        self.shape = tuple(int(s) for s in shape)
+        self.spacing = np.asarray(spacing, dtype=float)
+        self.origin = np.asarray(origin, dtype=float)
+        self.hu = np.full(self.shape, AIR_HU, dtype=np.float32)
+        self.labels = np.zeros(self.shape, dtype=np.uint8)
+        self.h = float(np.mean(self.spacing))  # width of the anti-aliased edge, mm
+
+    def _box(self, shape: _Shape):
+        sl = []
+        for i in range(3):
+            lo = (shape.lo[i] - self.h - self.origin[i]) / self.spacing[i]
+            hi = (shape.hi[i] + self.h - self.origin[i]) / self.spacing[i]
+            i0 = max(int(math.ceil(lo)), 0)
+            i1 = min(int(math.floor(hi)) + 1, self.shape[i])
+            if i0 >= i1:
+                return None
+            sl.append(slice(i0, i1))
+        return tuple(sl)
+
+    def paint(self, shape: _Shape, hu: float, label: str) -> None:
+        sl = self._box(shape)
+        if sl is None:
+            return
+        X = (self.origin[0] + self.spacing[0] * np.arange(sl[0].start, sl[0].stop))[:, None, None]
+        Y = (self.origin[1] + self.spacing[1] * np.arange(sl[1].start, sl[1].stop))[None, :, None]
+        Z = (self.origin[2] + self.spacing[2] * np.arange(sl[2].start, sl[2].stop))[None, None, :]
+        sub = self.hu[sl]
+        d = np.broadcast_to(shape.sdf(X, Y, Z), sub.shape)
+        alpha = np.clip(0.5 - d / self.h, 0.0, 1.0).astype(np.float32)
+        sub += alpha * (np.float32(hu) - sub)
+        self.labels[sl][d <= 0] = LABELS[label]
+
+
+# --------------------------------------------------------------------------- random anatomy
+def draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
+    """Draw one case's anatomy parameters (JSON-able, rounded so they describe the case exactly)."""
+
+    def u(lo, hi, nd=2):
+        return round(float(rng.uniform(lo, hi)), nd)
+
+    def g(mu, sd, nd=2):
+        return round(float(rng.normal(mu, sd)), nd)
+
+    s = u(0.92, 1.08, 3)
+    adiposity = u(0.0, 1.0, 3)
+    fill = u(0.0, 1.0, 3)
+    params: dict[str, Any] = {
+        "pelvis_scale": s,
+        "shift_mm": [g(0.0, 5.0), g(0.0, 5.0)],
+        "body": {
+            "muscle_semi_lr_mm": round(s * u(152, 166), 2),
+            "muscle_semi_ap_mm": round(s * u(98, 112), 2),
+            "adiposity": adiposity,
+            "fat_lateral_mm": round(8 + 38 * adiposity + g(0, 2), 2),
+            "fat_anterior_mm": round(8 + 42 * adiposity + g(0, 2), 2),
+            "fat_posterior_mm": round(5 + 14 * adiposity + g(0, 1), 2),
+            "skin_mm": u(1.5, 3.0),
+            "superellipse_power": u(2.1, 2.7),
+            "flat_back_fraction": u(0.90, 0.96),
+            "table_gap_mm": u(8, 20),
+        },
+        "hu": {
+            "skin": u(25, 55),
+            "subcutaneous_fat": u(-110, -85),
+            "pelvic_fat": u(-105, -80),
+            "muscle": u(40, 58),
+            "vessels": u(35, 50),
+            "cortical_bone": u(850, 1150),
+            "trabecular_bone": u(220, 360),
+            "bladder": u(0, 15),
+            "bladder_wall": u(35, 50),
+            "prostate": u(32, 50),
+            "seminal_vesicles": u(25, 42),
+            "rectum_wall": u(35, 50),
+            "rectal_content": u(-40, 30),
+            "bowel_wall": u(35, 50),
+            "table": u(150, 300),
+        },
+        "bone": {
+            "cortical_mm": u(2.0, 3.5),
+            "femoral_head_radius_mm": round(s * u(22, 26), 2),
+            "joint_space_mm": u(2.5, 4.0),
+            "iliac_crest_z_mm": round(s * u(68, 88), 2),
+            "iliac_half_thickness_mm": u(5.0, 7.0),
+            "sacral_tilt_deg": u(20, 38),
+        },
+    }
+    # bladder: volume 60..500 ml; an emptier bladder is flatter
+    volume_ml = round(60 + 440 * fill, 1)
+    ratios = np.array([1.2, 0.95, 0.65 + 0.35 * fill])
+    k = (volume_ml * 1000.0 / (4.0 / 3.0 * math.pi * ratios.prod())) ** (1.0 / 3.0)
+    prostate = {
+        "center_mm": [g(0, 2), round(s * u(8, 18), 2), round(s * u(-64, -50), 2)],
+        "radii_mm": [u(18, 27), u(13, 19), u(15, 22)],
+        "tilt_deg": g(0, 8),
+    }
+    bladder_radii = [round(float(v), 2) for v in k * ratios]
+    prostate_top = prostate["center_mm"][2] + prostate["radii_mm"][2]
+    params["bladder"] = {
+        "filling": fill,
+        "volume_ml": volume_ml,
+        "radii_mm": bladder_radii,
+        "center_mm": [
+            g(0, 4),
+            round(min(s * u(14, 24), s * 48 - bladder_radii[1]), 2),
+            round(prostate_top + 0.8 * bladder_radii[2], 2),
+        ],
+        "wall_mm": u(2.0, 3.5),
+        "yaw_deg": g(0, 8),
+    }
+    params["prostate"] = prostate
+    params["prostate"]["volume_ml"] = round(4.0 / 3.0 * math.pi * float(np.prod(prostate["radii_mm"])) / 1000.0, 1)
+    params["seminal_vesicles"] = {"angle_deg": u(15, 40), "length_mm": u(14, 22)}
+
+    # rectum: a tube from the anal canal up along the sacrum into the sigmoid
+    base = np.array([
+        [0, -26, -100], [0, -24, -68], [0, -34, -40], [0, -52, -10],
+        [0, -56, 18], [14, -46, 44], [34, -26, 64], [46, -8, 92],
+    ], dtype=float)
+    base[:, :2] *= s
+    base[1:, 0] += rng.normal(0, 4, size=len(base) - 1)
+    base[1:, 1] += rng.normal(0, 4, size=len(base) - 1)
+    r_amp = u(13, 22)
+    radii = [8.0, 10.0, r_amp, r_amp, 0.9 * r_amp, 13.0, 12.0, 12.0]
+    n_gas = int(rng.integers(0, 4))
+    gas = []
+    for _ in range(n_gas):
+        seg = int(rng.integers(2, 6))
+        t = float(rng.uniform(0, 1))
+        c = base[seg] + t * (base[seg + 1] - base[seg])
+        rr = radii[seg] + t * (radii[seg + 1] - radii[seg])
+        c = c + np.array([0.0, 0.45 * rr, 0.0])  # gas floats anteriorly in a supine patient
+        gas.append({"center_mm": [round(float(v), 2) for v in c], "radius_mm": round(float(rng.uniform(4, 0.8 * rr)), 2)})
+    params["rectum"] = {
+        "path_mm": [[round(float(v), 2) for v in p] for p in base],
+        "radii_mm": [round(float(r), 2) for r in radii],
+        "wall_mm": u(2.0, 3.5),
+        "gas_pockets": gas,
+    }
+
+    # bowel loops in the false pelvis: persistent random walks
+    loops = []
+    for _ in range(int(rng.integers(2, 7))):
+        p = np.array([rng.uniform(-70, 70) * s, rng.uniform(-20, 55) * s, rng.uniform(10, 75)])
+        direction = rng.normal(size=3)
+        pts = [p.copy()]
+        for _ in range(int(rng.integers(4, 9))):
+            direction = 0.6 * direction / np.linalg.norm(direction) + 0.8 * rng.normal(size=3) / math.sqrt(3)
+            p = p + rng.uniform(12, 22) * direction / np.linalg.norm(direction)
+            pts.append(p.copy())
+        kind = str(rng.choice(["fluid", "faeces", "air-fluid"], p=[0.45, 0.3, 0.25]))
+        radius = u(8, 15)
+        loops.append({
+            "path_mm": [[round(float(v), 2) for v in q] for q in pts],
+            "radius_mm": radius,
+            "content": kind,
+            "content_hu": u(-30, 30) if kind == "faeces" else u(0, 35),
+            "gas_level_mm": round(float(np.mean([q[1] for q in pts]) + rng.uniform(-0.3, 0.6) * radius), 2),
+        })
+    params["bowel_loops"] = loops
+    return params
+
+
+# ------------------------------------------------------------------------------- rendering
+def _render(params: dict[str, Any], canvas: _Canvas, table: bool) -> None:
+    """Paint the anatomy of ``params`` onto ``canvas`` (world mm, already shifted)."""
+    s = params["pelvis_scale"]
+    hu = params["hu"]
+    body = params["body"]
+    bone = params["bone"]
+    z_hip = -55.0 * s
+
+    def taper(semi: float, width: float) -> Callable:
+        # widest at the hips, narrowing towards the waist and slightly towards the thighs
+        return lambda Z: semi * (1.0 - width * ((Z - z_hip) / 140.0) ** 2)
+
+    a_m, b_m = body["muscle_semi_lr_mm"], body["muscle_semi_ap_mm"]
+    cy_m = -8.0 * s
+    q = body["superellipse_power"]
+    fat_l, fat_a, fat_p = body["fat_lateral_mm"], body["fat_anterior_mm"], body["fat_posterior_mm"]
+    a_b, b_b = a_m + fat_l, b_m + 0.5 * (fat_a + fat_p)
+    cy_b = cy_m + 0.5 * (fat_a - fat_p)
+    y_back = cy_b - body["flat_back_fraction"] * b_b
+    body_shape = _cylinder_xy(0.0, cy_b, taper(a_b, 0.18), taper(b_b, 0.10), q, max_semi=(a_b, b_b))
+    body_shape = body_shape & _halfspace([0, -1, 0], [0, y_back, 0])
+    muscle_shape = _cylinder_xy(0.0, cy_m, taper(a_m, 0.22), taper(b_m, 0.10), q, max_semi=(a_m, b_m))
+
+    if table:
+        y_top = y_back - body["table_gap_mm"]
+        half_w = min(175.0, math.sqrt(max(205.0**2 - (y_top - 8) ** 2, 50.0**2)))
+        curve = 0.0012  # the table top is slightly concave
+
+        def table_sdf(X, Y, Z):
+            surface = y_top - 3.0 + curve * X**2
+            return np.maximum(np.abs(Y - surface) - 3.0, np.abs(X) - half_w) + 0 * Z
+
+        canvas.paint(_Shape(table_sdf, (-half_w, y_top - 8.0, -_FAR), (half_w, y_top + curve * half_w**2, _FAR)),
+                     hu["table"], "table")
+
+    canvas.paint(body_shape, hu["skin"], "skin")
+    canvas.paint(body_shape.inset(body["skin_mm"]), hu["subcutaneous_fat"], "subcutaneous_fat")
+    canvas.paint(muscle_shape & body_shape.inset(body["skin_mm"] + 3.0), hu["muscle"], "muscle")
+
+    # fat spaces: true and false pelvis, ischiorectal fossae, femoral triangles
+    cavity = _union([
+        _ellipsoid([0, -10 * s, -30 * s], [58 * s, 55 * s, 52 * s]),
+        _ellipsoid([0, 8 * s, 50 * s], [82 * s, 62 * s, 52 * s]),
+    ])
+    fat_spaces = [cavity]
+    for side in (-1, 1):
+        fat_spaces.append(_ellipsoid([side * 30 * s, -42 * s, -80 * s], [20 * s, 28 * s, 26 * s]))
+        fat_spaces.append(_ellipsoid([side * 82 * s, 40 * s, -68 * s], [24 * s, 14 * s, 34 * s]))
+    canvas.paint(_union(fat_spaces), hu["pelvic_fat"], "pelvic_fat")
+
+    # psoas and iliacus muscles and the iliac/femoral vessels run through the fat
+    psoas, vessels = [], []
+    for side in (-1, 1):
+        psoas.append(_tube([[side * 42 * s, -38 * s, 120], [side * 55 * s, -18 * s, 30 * s],
+                            [side * 66 * s, 10 * s, -20 * s], [side * 72 * s, 30 * s, -45 * s]],
+                           [22 * s, 20 * s, 17 * s, 15 * s]))
+        psoas.append(_ellipsoid([side * 86 * s, -10 * s, 55 * s], [14 * s, 40 * s, 40 * s], _rotation(z_deg=side * -35)))
+        vessels.append(_tube([[side * 30 * s, -20 * s, 120], [side * 48 * s, 0 * s, 20 * s],
+                              [side * 70 * s, 42 * s, -45 * s], [side * 76 * s, 46 * s, -130]], 4.5 * s))
+        vessels.append(_tube([[side * 22 * s, -28 * s, 120], [side * 44 * s, -10 * s, 20 * s],
+                              [side * 60 * s, 38 * s, -45 * s], [side * 66 * s, 44 * s, -130]], 6.0 * s))
+    canvas.paint(_union(psoas), hu["muscle"], "muscle")
+    canvas.paint(_union(vessels), hu["vessels"], "vessels")
+
+    # ---- bones
+    r_h = bone["femoral_head_radius_mm"]
+    js = bone["joint_space_mm"]
+    tilt = bone["sacral_tilt_deg"]
+    ht = bone["iliac_half_thickness_mm"]
+    z_crest = bone["iliac_crest_z_mm"]
+    parts = []
+    for side in (-1, 1):
+        head_c = [side * 90 * s, -5 * s, -35 * s]
+        troch = [side * 128 * s, -12 * s, -58 * s]
+        femur = _union([
+            _sphere(head_c, r_h),
+            _tube([head_c, troch], 0.62 * r_h),
+            _ellipsoid([side * 131 * s, -16 * s, -56 * s], [13 * s, 16 * s, 20 * s]),
+            _tube([troch, [side * 118 * s, -4 * s, -260]], 14 * s),
+        ])
+        # ilium: a shell of a z-widening elliptic cylinder (the pelvic bowl), cut to the wing
+        ilium = _cylinder_xy(0.0, -18 * s,
+                             lambda Z, s=s: s * (72 + 0.38 * (Z / s + 25)),
+                             lambda Z, s=s: s * (58 + 0.22 * (Z / s + 25)),
+                             2.0, z_range=(-_FAR, _FAR), max_semi=(140 * s, 110 * s))
+        ilium_shell = _Shape(lambda X, Y, Z, f=ilium.sdf: np.abs(f(X, Y, Z)) - ht, ilium.lo, ilium.hi)
+        wing = (ilium_shell
+                & _halfspace([0, 0, 1], [0, 0, z_crest])
+                & _halfspace([0, 0, -1], [0, 0, -22 * s])
+                & _halfspace([0, 1, 0], [0, 26 * s, 0])
+                & _halfspace([-side, 0, 0], [side * 44 * s, 0, 0]))
+        opening = np.array([side * 1.0, 0.35, -0.6])
+        cup = (_sphere(head_c, r_h + js + 11 * s)
+               - _sphere(head_c, r_h + js)
+               & _halfspace(opening, np.asarray(head_c) + 0.15 * r_h * opening / np.linalg.norm(opening)))
+        hip_bone = _union([
+            wing,
+            cup,
+            _tube([[side * 80 * s, 12 * s, -28 * s], [side * 15 * s, 50 * s, -46 * s]], 9 * s),
+            _ellipsoid([side * 14 * s, 50 * s, -53 * s], [11 * s, 10 * s, 15 * s]),
+            _tube([[side * 14 * s, 46 * s, -64 * s], [side * 56 * s, -30 * s, -90 * s]], 7 * s),
+            _tube([[side * 84 * s, -22 * s, -42 * s], [side * 58 * s, -38 * s, -90 * s]], 11 * s),
+            _ellipsoid([side * 58 * s, -40 * s, -92 * s], [14 * s, 17 * s, 14 * s]),
+        ]) - _sphere(head_c, r_h + js)
+        parts += [femur, hip_bone]
+    sac_rot = _rotation(x_deg=-tilt)  # top of the sacrum tilted anteriorly
+    parts += [
+        _ellipsoid([0, -74 * s, 52 * s], [52 * s, 17 * s, 28 * s], sac_rot),
+        _ellipsoid([0, -88 * s, 12 * s], [30 * s, 13 * s, 30 * s], sac_rot),
+        _tube([[0, -94 * s, -18 * s], [0, -84 * s, -44 * s]], 6 * s),
+    ]
+    bones = _union(parts)
+    canvas.paint(bones, hu["cortical_bone"], "cortical_bone")
+    canvas.paint(bones.inset(bone["cortical_mm"]), hu["trabecular_bone"], "trabecular_bone")
+
+    # ---- bowel loops (only inside the false-pelvis fat), with air-fluid levels
+    soft_space = cavity.inset(2.0)
+    for loop in params["bowel_loops"]:
+        tube = _tube(loop["path_mm"], loop["radius_mm"]) & soft_space
+        canvas.paint(tube, hu["bowel_wall"], "bowel")
+        lumen = tube.inset(2.5)
+        canvas.paint(lumen, loop["content_hu"], "bowel")
+        if loop["content"] == "air-fluid":
+            canvas.paint(lumen & _halfspace([0, -1, 0], [0, loop["gas_level_mm"], 0]), AIR_HU, "gas")
+
+    # ---- bladder, seminal vesicles, prostate
+    bl = params["bladder"]
+    bladder = _ellipsoid(bl["center_mm"], bl["radii_mm"], _rotation(z_deg=bl["yaw_deg"]))
+    canvas.paint(bladder, hu["bladder_wall"], "bladder_wall")
+    canvas.paint(bladder.inset(bl["wall_mm"]), hu["bladder"], "bladder")
+
+    pr = params["prostate"]
+    pc, prad = pr["center_mm"], pr["radii_mm"]
+    sv = params["seminal_vesicles"]
+    vesicles = [
+        _ellipsoid([pc[0] + side * 0.9 * sv["length_mm"], pc[1] - 16 * s, pc[2] + prad[2] + 4],
+                   [sv["length_mm"], 5.5, 7.0], _rotation(z_deg=side * sv["angle_deg"]))
+        for side in (-1, 1)
+    ]
+    canvas.paint(_union(vesicles), hu["seminal_vesicles"], "seminal_vesicles")
+    canvas.paint(_ellipsoid(pc, prad, _rotation(x_deg=pr["tilt_deg"])), hu["prostate"], "prostate")
+
+    # ---- rectum with faeces and gas pockets
+    rc = params["rectum"]
+    rectum = _tube(rc["path_mm"], rc["radii_mm"])
+    canvas.paint(rectum, hu["rectum_wall"], "rectum")
+    lumen = rectum.inset(rc["wall_mm"])
+    canvas.paint(lumen, hu["rectal_content"], "rectum")
+    for pocket in rc["gas_pockets"]:
+        canvas.paint(_sphere(pocket["center_mm"], pocket["radius_mm"]) & lumen, AIR_HU, "gas")
+
+
+def _texture(labels: np.ndarray, spacing, rng: np.random.Generator) -> np.ndarray:
+    """Smooth random texture (unit SD field, ~2 mm correlation) scaled per tissue class."""
+    field = rng.standard_normal(labels.shape, dtype=np.float32)
+    sigma = [max(2.0 / float(sp), 0.5) for sp in spacing]
+    field = ndimage.gaussian_filter(field, sigma=sigma, mode="wrap")
+    field /= max(float(field.std()), 1e-6)
+    amp = np.zeros(max(LABELS.values()) + 1, dtype=np.float32)
+    for name, sd in _TEXTURE_SD.items():
+        amp[LABELS[name]] = sd
+    return amp[labels] * field
+
+
+# ----------------------------------------------------------------------------------- noise
+def fbp_noise_filter(shape_xy: tuple[int, int], spacing_xy=(1.0, 1.0), cutoff: float = 1.0) -> np.ndarray:
+    """Amplitude filter (full 2D FFT grid) whose square is the FBP noise power spectrum.
+
+    FBP noise has the 2D noise power spectrum NPS(f) ~ |f| * W(f)^2: the ramp filter squared
+    (f^2) times the 1/|f| density of back-projected lines, times the apodisation window squared
+    (Hanson 1979; Kijewski & Judy 1987). W is a Hann window reaching zero at ``cutoff`` times the
+    Nyquist frequency. The amplitude filter is therefore sqrt(|f|) * W(f); it is zero at DC and at
+    Nyquist and peaks at about 0.3 of the cut-off frequency.
+    """
+    nx, ny = shape_xy
+    fx = np.fft.fftfreq(nx, d=float(spacing_xy[0]))[:, None]
+    fy = np.fft.fftfreq(ny, d=float(spacing_xy[1]))[None, :]
+    f = np.sqrt(fx**2 + fy**2)
+    f_cut = cutoff * 0.5 / max(float(spacing_xy[0]), float(spacing_xy[1]))
+    window = np.where(f < f_cut, 0.5 * (1.0 + np.cos(np.pi * np.minimum(f / f_cut, 1.0))), 0.0)
+    return np.sqrt(f) * window
+
+
+def correlated_noise(shape, spacing, sd_hu: float, rng: np.random.Generator, cutoff: float = 1.0) -> np.ndarray:
+    """Stationary FBP-like noise: white noise filtered per axial slice, SD ``sd_hu`` in expectation.
+
+    Axial slices are independent (contiguous reconstruction); in-plane the spectrum is
+    ``fbp_noise_filter``. The scale is analytic (Parseval: var = mean |H|^2 over the FFT grid),
+    not the realised SD, so measuring the SD is a real check of the filter.
+    """
+    nx, ny, nz = shape
+    H = fbp_noise_filter((nx, ny), spacing[:2], cutoff)
+    scale = sd_hu / math.sqrt(float(np.mean(H**2)))
+    white = rng.standard_normal((nx, ny, nz), dtype=np.float32)
+    spec = np.fft.fft2(white, axes=(0, 1)) * (H * scale)[:, :, None]
+    return np.real(np.fft.ifft2(spec, axes=(0, 1))).astype(np.float32)
+
+
+def simulated_fbp_noise(hu: np.ndarray, spacing, sd_hu: float, rng: np.random.Generator,
+                        n_angles: int | None = None, filter_name: str = "hann",
+                        ref_photons: float = 2.0e5) -> tuple[np.ndarray, float]:
+    """Physically simulated noise: projections -> Poisson counts -> filtered back-projection.
+
+    Each axial slice is turned into attenuation (mu = mu_water * (1 + HU/1000)), projected with
+    ``skimage.transform.radon``, given Poisson noise on ``ref_photons`` transmitted photons per ray,
+    log-converted and reconstructed with ``iradon`` (apodised ramp filter ``filter_name``). Because
+    FBP is linear, the noise image is the reconstruction of (noisy - noiseless) line integrals. It is
+    non-stationary (stronger behind bone and in the body centre) and scaled so that its SD inside
+    the body is ``sd_hu``; the equivalent photon count is returned with it.
+    """
+    from skimage.transform import iradon, radon
+
+    nx, ny, nz = hu.shape
+    n = max(nx, ny)
+    pix = float(max(spacing[0], spacing[1]))
+    theta = np.linspace(0.0, 180.0, n_angles or max(180, n), endpoint=False)
+    noise = np.zeros((n, n, nz), dtype=np.float32)
+    for k in range(nz):
+        mu = np.zeros((n, n))
+        mu[:nx, :ny] = np.clip(MU_WATER_PER_MM * (1.0 + hu[:, :, k] / 1000.0), 0.0, None)
+        line_integrals = radon(mu, theta=theta, circle=False) * pix
+        counts = rng.poisson(ref_photons * np.exp(-line_integrals))
+        noisy = -np.log(np.maximum(counts, 0.5) / ref_photons)
+        recon = iradon((noisy - line_integrals) / pix, theta=theta, filter_name=filter_name,
+                       circle=False, output_size=n)
+        noise[:, :, k] = 1000.0 * recon / MU_WATER_PER_MM
+    noise = noise[:nx, :ny, :]
+    inside = hu > -500.0
+    measured = float(noise[inside].std()) if inside.any() else float(noise.std())
+    if measured <= 0:
+        return noise, float("inf")
+    factor = sd_hu / measured
+    return noise * np.float32(factor), ref_photons / factor**2
+
+
+# ----------------------------------------------------------------------------------- public
+def geometry(shape=DEFAULT_SHAPE, fov_mm=DEFAULT_FOV_MM) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Voxel spacing (fov / shape) and the origin (centre of voxel 0) of a volume centred on 0."""
+    if len(shape) != 3 or any(int(n) < 2 for n in shape):
+        raise ValueError(f"shape must be three integers >= 2, got {tuple(shape)}")
+    if len(fov_mm) != 3 or any(float(f) <= 0 for f in fov_mm):
+        raise ValueError(f"fov_mm must be three positive numbers, got {tuple(fov_mm)}")
+    spacing = tuple(float(f) / int(n) for f, n in zip(fov_mm, shape))
+    origin = tuple(-(int(n) - 1) / 2.0 * sp for n, sp in zip(shape, spacing))
+    return spacing, origin
+
+
+def make_phantom(
+    shape=DEFAULT_SHAPE,
+    seed: int = 0,
+    noise_hu: float = 20.0,
+    fov_mm=DEFAULT_FOV_MM,
+    noise_method: str = "correlated",
+    *,
+    blur_voxels: float = 0.5,
+    table: bool = True,
+    return_labels: bool = False,
+    fbp_angles: int | None = None,
+):
+    """One synthetic pelvic CT volume.
+
+    Returns ``(volume, params)``, or ``(volume, params, labels)`` with ``return_labels=True``
+    (uint8 label map of the tissue classes in :data:`LABELS`, before blur and noise). ``volume``
+    holds float32 HU in RAS+ with spacing ``fov_mm / shape``; ``params`` is the JSON-able record of
+    the case's random anatomy and of the rendering options.
+
+    The seed fixes everything. Anatomy, texture and noise use three independent streams spawned
+    from it (``numpy.random.SeedSequence``), so changing ``noise_hu``/``noise_method``/``shape``
+    keeps the anatomy, and ``noise_method="none"`` gives the noise-free image of the same case.
+    """
+    if noise_method not in NOISE_METHODS:
+        raise ValueError(f"noise_method must be one of {NOISE_METHODS}, got {noise_method!r}")
+    if noise_hu < 0 or not math.isfinite(noise_hu):
+        raise ValueError(f"noise_hu must be a finite number >= 0, got {noise_hu}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    shape = tuple(int(n) for n in shape)
+    spacing, origin = geometry(shape, fov_mm)
+    anatomy_ss, texture_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
+    params = draw_anatomy(np.random.default_rng(anatomy_ss))
+
+    shift = params["shift_mm"]
+    canvas = _Canvas(shape, spacing, (origin[0] - shift[0], origin[1] - shift[1], origin[2]))
+    _render(params, canvas, table)
+    hu = canvas.hu
+    hu += _texture(canvas.labels, spacing, np.random.default_rng(texture_ss))
+    if blur_voxels > 0:
+        hu = ndimage.gaussian_filter(hu, sigma=float(blur_voxels), mode="nearest")
+
+    info = {"noise_method": noise_method, "noise_hu": float(noise_hu)}
+    noise_rng = np.random.default_rng(noise_ss)
+    if noise_method == "correlated" and noise_hu > 0:
+        hu = hu + correlated_noise(shape, spacing, noise_hu, noise_rng)
+    elif noise_method == "fbp" and noise_hu > 0:
+        noise, photons = simulated_fbp_noise(hu, spacing, noise_hu, noise_rng, n_angles=fbp_angles)
+        hu = hu + noise
+        info["photons_per_ray"] = round(float(photons), 1)
+
+    params = {
+        "seed": int(seed),
+        "shape": list(shape),
+        "fov_mm": [float(f) for f in fov_mm],
+        "spacing_mm": [round(sp, 6) for sp in spacing],
+        "table": bool(table),
+        "blur_voxels": float(blur_voxels),
+        **info,
+        "anatomy": params,
+    }
+    meta = {
+        "source_kind": "phantom",
+        "modality": "CT",
+        "synthetic": True,
+        "generator": "ctdiff.phantom",
+        "seed": int(seed),
+        "original_shape": list(shape),
+        "original_spacing": [round(sp, 6) for sp in spacing],
+    }
+    volume = Volume.from_spacing(hu.astype(np.float32), spacing, origin, meta)
+    if return_labels:
+        return volume, params, canvas.labels
+    return volume, params
+
+
+def case_seed(seed: int, index: int) -> int:
+    """The seed of case ``index`` of a cohort: deterministic in (seed, index), via SeedSequence."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
+
+
+def write_cohort(
+    out_dir: str | os.PathLike,
+    n: int = 28,
+    shape=DEFAULT_SHAPE,
+    seed: int = 0,
+    noise_hu: float = 20.0,
+    force: bool = False,
+    progress: bool | Callable[[int, int], None] = True,
+    *,
+    fov_mm=DEFAULT_FOV_MM,
+    noise_method: str = "correlated",
+    table: bool = True,
+) -> Path:
+    """Write ``n`` phantoms as ``case_000.nii.gz``... (int16 HU) plus ``manifest.json`` into ``out_dir``.
+
+    Refuses a non-empty ``out_dir`` unless ``force``. ``progress`` is True (tqdm bar), False, or a
+    callback ``f(done, total)``. Every file is written atomically; the manifest last. Returns the
+    manifest path.
+    """
+    from ctdiff.atomic import prepare_output_dir, write_json
+    from ctdiff.io import write_nifti
+
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    out = prepare_output_dir(out_dir, force)
+    width = max(3, len(str(int(n) - 1)))
+    cases = []
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(n), desc="phantoms", unit="case")
+    for i in range(int(n)):
+        cs = case_seed(seed, i)
+        volume, params = make_phantom(shape, cs, noise_hu, fov_mm, noise_method, table=table)
+        name = f"case_{i:0{width}d}.nii.gz"
+        write_nifti(volume, out / name, force=False)
+        cases.append({
+            "file": name,
+            "seed": cs,
+            "shape": list(volume.shape),
+            "spacing": [round(sp, 6) for sp in volume.spacing],
+            "anatomy": params["anatomy"],
+            **({"photons_per_ray": params["photons_per_ray"]} if "photons_per_ray" in params else {}),
+        })
+        if bar is not None:
+            bar.update(1)
+        elif callable(progress):
+            progress(i + 1, int(n))
+    if bar is not None:
+        bar.close()
+    spacing, _ = geometry(shape, fov_mm)
+    manifest = {
+        "kind": "ctdiff phantom cohort",
+        "synthetic": True,
+        "note": "Synthetic pelvic CT phantoms generated by ctdiff.phantom; not patient data.",
+        "generator": "ctdiff.phantom.make_phantom",
+        "seed": int(seed),
+        "n": int(n),
+        "shape": [int(v) for v in shape],
+        "fov_mm": [float(f) for f in fov_mm],
+        "spacing": [round(sp, 6) for sp in spacing],
+        "noise_hu": float(noise_hu),
+        "noise_method": noise_method,
+        "table": bool(table),
+        "labels": LABELS,
+        "cases": cases,
+    }
+    return write_json(out / "manifest.json", manifest, force=False)
+
+
+# ------------------------------------------------------------------------------------- CLI
+EXAMPLES = """\
+  python -m ctdiff phantom --out data/phantom --n 28 --shape 128 128 32 --seed 0
+  python -m ctdiff phantom --out /tmp/d --n 4                      # quick demo cohort
+  python -m ctdiff phantom --out /tmp/noisy --n 8 --noise-hu 40 --force
+  python -m ctdiff phantom --out /tmp/fbp --n 2 --noise-method fbp   # Poisson + FBP route (slower)
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
+    parser.add_argument("--n", type=int, default=28, help="number of cases (default 28, like the thesis)")
+    parser.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
+                        help="voxels along x y z (default 128 128 32)")
+    parser.add_argument("--fov", type=float, nargs=3, default=list(DEFAULT_FOV_MM), metavar=("FX", "FY", "FZ"),
+                        help="field of view in mm (default 420 420 160); spacing = fov / shape")
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed; case i uses SeedSequence([seed, i])")
+    parser.add_argument("--noise-hu", type=float, default=20.0, help="noise SD in HU (default 20; 0 = no noise)")
+    parser.add_argument("--noise-method", choices=NOISE_METHODS, default="correlated",
+                        help="correlated: FBP-shaped noise spectrum (fast, default); fbp: simulated projections "
+                             "with Poisson noise reconstructed by FBP (slow); none: noise-free")
+    parser.add_argument("--no-table", action="store_true", help="leave out the scanner table")
+    parser.add_argument("--force", action="store_true", help="empty and reuse a non-empty output folder")
+
+
+def run(args) -> int:
+    from ctdiff.errors import ConfigError
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if any(v < 2 for v in args.shape):
+        raise ConfigError(f"--shape needs three integers >= 2, got {args.shape}")
+    if any(v <= 0 for v in args.fov):
+        raise ConfigError(f"--fov needs three positive numbers, got {args.fov}")
+    if args.noise_hu < 0:
+        raise ConfigError(f"--noise-hu must be >= 0, got {args.noise_hu}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    manifest = write_cohort(
+        args.out, n=args.n, shape=tuple(args.shape), seed=args.seed, noise_hu=args.noise_hu,
+        force=args.force, progress=True, fov_mm=tuple(args.fov), noise_method=args.noise_method,
+        table=not args.no_table,
+    )
+    print(f"wrote {args.n} synthetic phantom case(s) and {manifest}")
+    return 0
