@@ -14,9 +14,9 @@ greater trochanter, shaft), each with a cortical shell and trabecular interior, 
 variable filling, prostate and seminal vesicles of variable size and position, a rectum with
 gas pockets, a few bowel loops (some with air-fluid levels) and the scanner table.
 
-Geometry: world millimetres in RAS+ (x to the patient's Right... per nibabel: +x Right, +y
-Anterior, +z Superior), volume centred on the origin; ``spacing = fov_mm / shape``, so a smaller
-shape renders the same anatomy at a coarser resolution. The patient lies supine: the back is
+Geometry: world millimetres in RAS+ as nibabel defines it (+x towards the patient's Right, +y
+Anterior, +z Superior), the field of view centred on the origin by default;
+``spacing = fov_mm / shape``, so a smaller shape renders the same anatomy at a coarser resolution. The patient lies supine: the back is
 towards -y, the table below it.
 
 Rendering: every shape has an (approximate) signed distance function in mm; a tissue is painted
@@ -231,7 +231,7 @@ class _Canvas:
         self.origin = np.asarray(origin, dtype=float)
         self.hu = np.full(self.shape, AIR_HU, dtype=np.float32)
         self.labels = np.zeros(self.shape, dtype=np.uint8)
-        self.h = float(np.mean(self.spacing))  # width of the anti-aliased edge, mm
+        self.h = float(np.mean(self.spacing))  # margin around bounding boxes, mm
 
     def _box(self, shape: _Shape):
         sl = []
@@ -245,6 +245,18 @@ class _Canvas:
             sl.append(slice(i0, i1))
         return tuple(sl)
 
+    def _edge_width(self, d: np.ndarray) -> np.ndarray | float:
+        """Width (mm) of a voxel across the surface: sum_i spacing_i * |n_i| for unit normal n.
+
+        The gradient of a distance function in voxel-index units is spacing_i * n_i, so the sum of
+        its absolute components is that width; thick slices then blur z-edges more than in-plane
+        edges, as partial volume does in real CT.
+        """
+        if min(d.shape) < 2:
+            return self.h
+        width = sum(np.abs(g) for g in np.gradient(d))
+        return np.maximum(width, 0.5 * float(self.spacing.min()))
+
     def paint(self, shape: _Shape, hu: float, label: str) -> None:
         sl = self._box(shape)
         if sl is None:
@@ -253,8 +265,8 @@ class _Canvas:
         Y = (self.origin[1] + self.spacing[1] * np.arange(sl[1].start, sl[1].stop))[None, :, None]
         Z = (self.origin[2] + self.spacing[2] * np.arange(sl[2].start, sl[2].stop))[None, None, :]
         sub = self.hu[sl]
-        d = np.broadcast_to(shape.sdf(X, Y, Z), sub.shape)
-        alpha = np.clip(0.5 - d / self.h, 0.0, 1.0).astype(np.float32)
+        d = np.broadcast_to(shape.sdf(X, Y, Z), sub.shape).astype(np.float32)
+        alpha = np.clip(0.5 - d / self._edge_width(d), 0.0, 1.0)
         sub += alpha * (np.float32(hu) - sub)
         self.labels[sl][d <= 0] = LABELS[label]
 
@@ -626,14 +638,16 @@ def simulated_fbp_noise(hu: np.ndarray, spacing, sd_hu: float, rng: np.random.Ge
 
 
 # ----------------------------------------------------------------------------------- public
-def geometry(shape=DEFAULT_SHAPE, fov_mm=DEFAULT_FOV_MM) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Voxel spacing (fov / shape) and the origin (centre of voxel 0) of a volume centred on 0."""
+def geometry(shape=DEFAULT_SHAPE, fov_mm=DEFAULT_FOV_MM, center_mm=(0.0, 0.0, 0.0)) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Voxel spacing (fov / shape) and the origin (centre of voxel 0) of a volume centred on ``center_mm``."""
     if len(shape) != 3 or any(int(n) < 2 for n in shape):
         raise ValueError(f"shape must be three integers >= 2, got {tuple(shape)}")
     if len(fov_mm) != 3 or any(float(f) <= 0 for f in fov_mm):
         raise ValueError(f"fov_mm must be three positive numbers, got {tuple(fov_mm)}")
     spacing = tuple(float(f) / int(n) for f, n in zip(fov_mm, shape))
-    origin = tuple(-(int(n) - 1) / 2.0 * sp for n, sp in zip(shape, spacing))
+    if len(center_mm) != 3:
+        raise ValueError(f"center_mm must be three numbers, got {tuple(center_mm)}")
+    origin = tuple(float(c) - (int(n) - 1) / 2.0 * sp for n, sp, c in zip(shape, spacing, center_mm))
     return spacing, origin
 
 
@@ -648,6 +662,7 @@ def make_phantom(
     table: bool = True,
     return_labels: bool = False,
     fbp_angles: int | None = None,
+    center_mm=(0.0, 0.0, 0.0),
 ):
     """One synthetic pelvic CT volume.
 
@@ -659,6 +674,8 @@ def make_phantom(
     The seed fixes everything. Anatomy, texture and noise use three independent streams spawned
     from it (``numpy.random.SeedSequence``), so changing ``noise_hu``/``noise_method``/``shape``
     keeps the anatomy, and ``noise_method="none"`` gives the noise-free image of the same case.
+    ``center_mm`` moves the field of view (default: centred on the pelvis), e.g. to render one
+    femoral head at a fine spacing.
     """
     if noise_method not in NOISE_METHODS:
         raise ValueError(f"noise_method must be one of {NOISE_METHODS}, got {noise_method!r}")
@@ -667,7 +684,7 @@ def make_phantom(
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     shape = tuple(int(n) for n in shape)
-    spacing, origin = geometry(shape, fov_mm)
+    spacing, origin = geometry(shape, fov_mm, center_mm)
     anatomy_ss, texture_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
     params = draw_anatomy(np.random.default_rng(anatomy_ss))
 
@@ -692,6 +709,7 @@ def make_phantom(
         "seed": int(seed),
         "shape": list(shape),
         "fov_mm": [float(f) for f in fov_mm],
+        "center_mm": [float(c) for c in center_mm],
         "spacing_mm": [round(sp, 6) for sp in spacing],
         "table": bool(table),
         "blur_voxels": float(blur_voxels),
