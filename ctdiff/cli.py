@@ -18,6 +18,7 @@ from ctdiff.errors import CTDiffError
 # subcommand name -> module. Keep one line per command.
 SUBCOMMANDS: dict[str, str] = {
     "phantom": "ctdiff.phantom",
+    "prepare": "ctdiff.prepare",
 }
 
 

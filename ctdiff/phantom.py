@@ -43,6 +43,7 @@ MU_WATER_PER_MM = 0.0193
 NOISE_METHODS = ("correlated", "fbp", "none")
 DEFAULT_SHAPE = (128, 128, 32)
 DEFAULT_FOV_MM = (420.0, 420.0, 160.0)
+MAX_BODY_SEMI_LR_MM = 190.0
 
 # Tissue classes of the label map that ``make_phantom(return_labels=True)`` returns.
 LABELS: dict[str, int] = {
@@ -284,14 +285,17 @@ def draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
     s = u(0.92, 1.08, 3)
     adiposity = u(0.0, 1.0, 3)
     fill = u(0.0, 1.0, 3)
+    muscle_lr = round(s * u(152, 166), 2)
+    # hips at most 380 mm wide, so that every case fits the default 420 mm field of view
+    fat_lr = round(min(8 + 38 * adiposity + g(0, 2), MAX_BODY_SEMI_LR_MM - muscle_lr), 2)
     params: dict[str, Any] = {
         "pelvis_scale": s,
         "shift_mm": [g(0.0, 5.0), g(0.0, 5.0)],
         "body": {
-            "muscle_semi_lr_mm": round(s * u(152, 166), 2),
+            "muscle_semi_lr_mm": muscle_lr,
             "muscle_semi_ap_mm": round(s * u(98, 112), 2),
             "adiposity": adiposity,
-            "fat_lateral_mm": round(8 + 38 * adiposity + g(0, 2), 2),
+            "fat_lateral_mm": fat_lr,
             "fat_anterior_mm": round(8 + 42 * adiposity + g(0, 2), 2),
             "fat_posterior_mm": round(5 + 14 * adiposity + g(0, 1), 2),
             "skin_mm": u(1.5, 3.0),
@@ -428,7 +432,7 @@ def _render(params: dict[str, Any], canvas: _Canvas, table: bool) -> None:
     if table:
         y_top = y_back - body["table_gap_mm"]
         half_w = min(175.0, math.sqrt(max(205.0**2 - (y_top - 8) ** 2, 50.0**2)))
-        curve = 0.0012  # the table top is slightly concave
+        curve = 0.0004  # the table top is slightly concave (about 9 mm rise at 150 mm off-centre)
 
         def table_sdf(X, Y, Z):
             surface = y_top - 3.0 + curve * X**2
