@@ -76,6 +76,8 @@ def extract_features(
     for i, (path, _) in enumerate(items):
         key = cache_key(content_hash(path), extractor.name, settings) if cache is not None else None
         hit = cache.load(extractor.name, key) if cache is not None else None
+        if hit is not None and result.names is not None and hit[0] != result.names:
+            hit = None  # a stale entry with another feature set: extract again
         if hit is not None:
             result.names = result.names or hit[0]
             result.vectors[i] = hit[1]
@@ -89,6 +91,8 @@ def extract_features(
     def accept(i: int, key: str | None, status: str, a, b) -> None:
         nonlocal done
         done += 1
+        if status == "ok" and result.names is not None and list(a) != result.names:
+            status, a = "error", f"feature set differs from the other scans ({len(a)} vs {len(result.names)} features)"
         if status == "ok":
             names, values = a, np.asarray(b, dtype=np.float64)
             result.names = result.names or list(names)
