@@ -474,7 +474,7 @@ def _similarity_metrics(selected, cohorts, ref, cfg, device, progress):
         s_rt = similarity.similarity_matrix(tr, tt, progress=progress("SSIM real x train"))
     if T and "memorization" in selected:
         s_gt = similarity.similarity_matrix(tg, tt, progress=progress("SSIM generated x train"))
-    if T and ("ssim_nearest_real" in selected or "ms_ssim_diversity" in selected):
+    if T and "ssim_nearest_real" in selected:
         s_tt = similarity.similarity_matrix(tt, progress=progress("SSIM train x train"))
 
     if "ssim_nearest_real" in selected:

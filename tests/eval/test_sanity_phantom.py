@@ -89,3 +89,18 @@ def test_copies_of_training_scans_are_flagged(phantom_cohorts, ph):
     assert _v(fresh, "memorization") < _v(report, "memorization")
     rows = [r for r in report["per_case"] if r["cohort"] == "generated"]
     assert [r["memorized"] for r in rows] == [True] * 3 + [False] * 3
+
+
+def test_reference_floor_with_a_training_set(phantom_cohorts, ph):
+    f = phantom_cohorts
+    report = build_report(f["real"], f["fresh"], train=f["train"], metrics="similarity,contrast_rms,hu_wasserstein",
+                          settings=ph.SMALL_SETTINGS)
+    assert report["settings"]["reference"] == "held-out real vs training real"
+    assert report["inputs"]["n_train"] == ph.N_CASES
+    rows = {r["cohort"] for r in report["per_case"]}
+    assert rows == {"real", "generated", "train"}
+    for m in ("ssim_nearest_real", "ms_ssim_diversity", "contrast_rms", "hu_wasserstein"):
+        assert report["metrics"][m]["reference"] is not None and report["metrics"][m]["reference"] >= 0, m
+    # the floor of a distance: real vs train is as far apart as the fresh draw is from real
+    hw = report["metrics"]["hu_wasserstein"]
+    assert 0.3 < hw["value"] / hw["reference"] < 3.0
