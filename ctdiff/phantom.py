@@ -63,12 +63,14 @@ LABELS: dict[str, int] = {
     "rectum": 13,
     "bowel": 14,
     "gas": 15,
+    "intermuscular_fat": 16,
 }
 
 # SD (HU) of the smooth anatomical texture added per tissue class (trabecular pattern, fat
 # marbling of muscle, mottled faeces). Urine is homogeneous: noise can be measured there.
 _TEXTURE_SD = {
     "subcutaneous_fat": 6.0,
+    "intermuscular_fat": 6.0,
     "pelvic_fat": 8.0,
     "muscle": 5.0,
     "vessels": 3.0,
@@ -138,14 +140,16 @@ def _ellipsoid(center, radii, rot: np.ndarray | None = None) -> _Shape:
     c = np.asarray(center, dtype=float)
     r = np.asarray(radii, dtype=float)
     R = np.eye(3) if rot is None else np.asarray(rot, dtype=float)
+    # plain Python floats: NumPy keeps float32 grids float32 with them (numpy scalars would promote)
+    cl, rl, Rl, rmin = c.tolist(), r.tolist(), R.tolist(), float(r.min())
 
     def sdf(X, Y, Z):
-        d = (X - c[0], Y - c[1], Z - c[2])
+        d = (X - cl[0], Y - cl[1], Z - cl[2])
         # local coordinates: R^T (p - c)
-        loc = [R[0, i] * d[0] + R[1, i] * d[1] + R[2, i] * d[2] for i in range(3)]
-        k0 = np.sqrt(sum((loc[i] / r[i]) ** 2 for i in range(3)))
-        k1 = np.sqrt(sum((loc[i] / r[i] ** 2) ** 2 for i in range(3)))
-        return np.where(k1 > 1e-9, k0 * (k0 - 1.0) / np.maximum(k1, 1e-9), -float(r.min()))
+        loc = [Rl[0][i] * d[0] + Rl[1][i] * d[1] + Rl[2][i] * d[2] for i in range(3)]
+        k0 = np.sqrt(sum((loc[i] / rl[i]) ** 2 for i in range(3)))
+        k1 = np.sqrt(sum((loc[i] / rl[i] ** 2) ** 2 for i in range(3)))
+        return np.where(k1 > 1e-9, k0 * (k0 - 1.0) / np.maximum(k1, 1e-9), -rmin)
 
     half = np.sqrt((R**2) @ (r**2))  # half-extent of the rotated ellipsoid along each world axis
     return _Shape(sdf, tuple(c - half), tuple(c + half))
@@ -153,9 +157,10 @@ def _ellipsoid(center, radii, rot: np.ndarray | None = None) -> _Shape:
 
 def _sphere(center, radius: float) -> _Shape:
     c = np.asarray(center, dtype=float)
+    cl, radius = c.tolist(), float(radius)
 
     def sdf(X, Y, Z):
-        return np.sqrt((X - c[0]) ** 2 + (Y - c[1]) ** 2 + (Z - c[2]) ** 2) - radius
+        return np.sqrt((X - cl[0]) ** 2 + (Y - cl[1]) ** 2 + (Z - cl[2]) ** 2) - radius
 
     return _Shape(sdf, tuple(c - radius), tuple(c + radius))
 
@@ -164,16 +169,17 @@ def _tube(points, radii) -> _Shape:
     """A tube along a polyline; ``radii`` per point (linearly interpolated along each segment)."""
     pts = np.asarray(points, dtype=float)
     rad = np.broadcast_to(np.asarray(radii, dtype=float), (len(pts),))
+    segments = [(pts[k].tolist(), (pts[k + 1] - pts[k]).tolist(), float(rad[k]), float(rad[k + 1] - rad[k]))
+                for k in range(len(pts) - 1)]
 
     def sdf(X, Y, Z):
         out = None
-        for k in range(len(pts) - 1):
-            a, b = pts[k], pts[k + 1]
-            ba = b - a
+        for a, ba, r0, dr in segments:
             pa = (X - a[0], Y - a[1], Z - a[2])
-            t = np.clip((pa[0] * ba[0] + pa[1] * ba[1] + pa[2] * ba[2]) / float(ba @ ba), 0.0, 1.0)
+            norm2 = ba[0] ** 2 + ba[1] ** 2 + ba[2] ** 2
+            t = np.clip((pa[0] * ba[0] + pa[1] * ba[1] + pa[2] * ba[2]) / norm2, 0.0, 1.0)
             dist = np.sqrt((pa[0] - t * ba[0]) ** 2 + (pa[1] - t * ba[1]) ** 2 + (pa[2] - t * ba[2]) ** 2)
-            d = dist - (rad[k] + t * (rad[k + 1] - rad[k]))
+            d = dist - (r0 + t * dr)
             out = d if out is None else np.minimum(out, d)
         return out
 
@@ -195,8 +201,10 @@ def _halfspace(normal, point) -> _Shape:
             else:
                 lo[i] = q[i]
 
+    nl, ql = n.tolist(), q.tolist()
+
     def sdf(X, Y, Z):
-        return (X - q[0]) * n[0] + (Y - q[1]) * n[1] + (Z - q[2]) * n[2]
+        return (X - ql[0]) * nl[0] + (Y - ql[1]) * nl[1] + (Z - ql[2]) * nl[2]
 
     return _Shape(sdf, tuple(lo), tuple(hi))
 
@@ -208,7 +216,7 @@ def _cylinder_xy(cx: float, cy: float, semi_x: Callable, semi_y: Callable, power
     ``(|x|/a)^p + (|y|/b)^p <= 1``; the distance is the implicit function divided by its gradient
     norm (first-order accurate near the surface, which is where layers are painted).
     """
-    p = float(power)
+    p, cx, cy = float(power), float(cx), float(cy)
 
     def sdf(X, Y, Z):
         a, b = semi_x(Z), semi_y(Z)
@@ -262,9 +270,10 @@ class _Canvas:
         sl = self._box(shape)
         if sl is None:
             return
-        X = (self.origin[0] + self.spacing[0] * np.arange(sl[0].start, sl[0].stop))[:, None, None]
-        Y = (self.origin[1] + self.spacing[1] * np.arange(sl[1].start, sl[1].stop))[None, :, None]
-        Z = (self.origin[2] + self.spacing[2] * np.arange(sl[2].start, sl[2].stop))[None, None, :]
+        # float32 world coordinates: half the memory traffic of float64, ample for millimetres
+        X = (self.origin[0] + self.spacing[0] * np.arange(sl[0].start, sl[0].stop)).astype(np.float32)[:, None, None]
+        Y = (self.origin[1] + self.spacing[1] * np.arange(sl[1].start, sl[1].stop)).astype(np.float32)[None, :, None]
+        Z = (self.origin[2] + self.spacing[2] * np.arange(sl[2].start, sl[2].stop)).astype(np.float32)[None, None, :]
         sub = self.hu[sl]
         d = np.broadcast_to(shape.sdf(X, Y, Z), sub.shape).astype(np.float32)
         alpha = np.clip(0.5 - d / self._edge_width(d), 0.0, 1.0)
@@ -402,6 +411,8 @@ def draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
             "gas_level_mm": round(float(np.mean([q[1] for q in pts]) + rng.uniform(-0.3, 0.6) * radius), 2),
         })
     params["bowel_loops"] = loops
+    # drawn last so that adding them kept every earlier parameter of a seed unchanged
+    params["fat_planes"] = {"depth_fraction": u(0.72, 0.85), "thickness_mm": u(1.5, 4.0)}
     return params
 
 
@@ -444,6 +455,17 @@ def _render(params: dict[str, Any], canvas: _Canvas, table: bool) -> None:
     canvas.paint(body_shape, hu["skin"], "skin")
     canvas.paint(body_shape.inset(body["skin_mm"]), hu["subcutaneous_fat"], "subcutaneous_fat")
     canvas.paint(muscle_shape & body_shape.inset(body["skin_mm"] + 3.0), hu["muscle"], "muscle")
+
+    # intermuscular fat planes: posterolateral (between the gluteal muscles) and anterior arcs
+    fp = params["fat_planes"]
+    k = fp["depth_fraction"]
+    plane = _cylinder_xy(0.0, cy_m, taper(k * a_m, 0.22), taper(k * b_m, 0.10), q, max_semi=(a_m, b_m))
+    half_t = 0.5 * fp["thickness_mm"]
+    shell = _Shape(lambda X, Y, Z, f=plane.sdf: np.abs(f(X, Y, Z)) - half_t, plane.lo, plane.hi)
+    canvas.paint(shell & _halfspace([0, 1, 0], [0, -30 * s, 0]), hu["subcutaneous_fat"], "intermuscular_fat")
+    for side in (-1, 1):
+        canvas.paint(shell & _halfspace([0, -1, 0], [0, 30 * s, 0]) & _halfspace([-side, 0, 0], [side * 60 * s, 0, 0]),
+                     hu["subcutaneous_fat"], "intermuscular_fat")
 
     # fat spaces: true and false pelvis, ischiorectal fossae, femoral triangles
     cavity = _union([
