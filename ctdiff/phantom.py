@@ -620,6 +620,8 @@ def correlated_noise(shape, spacing, sd_hu: float, rng: np.random.Generator, cut
     """
     nx, ny, nz = shape
     H = fbp_noise_filter((nx, ny), spacing[:2], cutoff)
+    if float(np.mean(H**2)) <= 0.0:  # a grid of 2 x 2 or so holds only DC and Nyquist: white noise
+        H = np.ones_like(H)
     scale = sd_hu / math.sqrt(float(np.mean(H**2)))
     white = rng.standard_normal((nx, ny, nz), dtype=np.float32)
     spec = np.fft.fft2(white, axes=(0, 1)) * (H * scale)[:, :, None]

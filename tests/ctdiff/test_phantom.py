@@ -266,3 +266,13 @@ def test_cli_writes_cohort_and_refuses_overwrite(tmp_path, capsys):
     assert main(args[:-4] + ["--seed", "9", "--force"]) == 0
     assert json.loads((out / "manifest.json").read_text())["seed"] == 9
     assert main(["phantom", "--out", str(tmp_path / "e"), "--n", "0"]) == 2
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 2), (16, 16, 8), (7, 33, 3)])
+def test_tiny_and_odd_shapes_render(shape):
+    """Other tests use tiny phantoms: they must be finite and still show a body in air."""
+    vol, params = make_phantom(shape, seed=3, noise_hu=20.0)
+    assert vol.shape == shape and np.isfinite(vol.array).all()
+    if min(shape[:2]) >= 7:
+        body = float(np.mean(vol.array > -500))
+        assert 0.2 < body < 0.9
