@@ -236,7 +236,8 @@ def build_report(
     stats: dict[str, list[CaseStats]] = {}
     if fams & {"intensity", "noise", "texture"}:
         todo = [c for k in ("real", "generated", "train") for c in cohorts[k]]
-        all_stats = all_case_stats(todo, cfg, workers=workers, progress=progress("measure scans"))
+        all_stats = all_case_stats(todo, cfg, workers=workers, progress=progress("measure scans"),
+                                   parts=fams & {"intensity", "noise", "texture"})
         pos = 0
         for k in ("real", "generated", "train"):
             stats[k] = all_stats[pos : pos + n[k]]
@@ -350,19 +351,25 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
     edges = intensity.hu_bin_edges(width=cfg["hist_bin_hu"])
     hists = {k: np.stack([s.histogram for s in stats[k]]) if stats[k] else np.zeros((0, len(edges) - 1)) for k in cohorts}
     if "hu_wasserstein" in selected:
-        def fn(a, b):
+        def fn(a, b):  # noqa: E306
             a, b = _finite_rows(a), _finite_rows(b)
             if not len(a) or not len(b):
                 return {"hu_wasserstein": float("nan")}
             return {"hu_wasserstein": intensity.wasserstein_histograms(intensity.pooled_histogram(a), intensity.pooled_histogram(b), edges)}
 
         out.update(_two_sample(["hu_wasserstein"], fn, hists, ref, cfg["n_bootstrap"], cfg["seed"], min_cases=1))
-    curves["hu_histogram"] = {
-        "bin_edges": edges.tolist(),
-        **{k: intensity.pooled_histogram(_finite_rows(h)).tolist() for k, h in hists.items() if len(_finite_rows(h))},
-    }
+    if any(len(_finite_rows(h)) for h in hists.values()):
+        curves["hu_histogram"] = {
+            "bin_edges": edges.tolist(),
+            **{k: intensity.pooled_histogram(_finite_rows(h)).tolist() for k, h in hists.items() if len(_finite_rows(h))},
+        }
+
+    if "glcm_distance" in selected:
+        out["glcm_distance"] = _glcm(stats, cohorts, ref, cfg)
 
     freq = stats["real"][0].nps_frequency if stats["real"] else np.zeros(0)
+    if not len(freq):  # noise not measured (only texture asked for)
+        return out
     nps = {k: np.stack([s.nps for s in stats[k]]) if stats[k] else np.zeros((0, len(freq))) for k in cohorts}
     if "nps_distance" in selected:
         def fn(a, b):  # scans without a homogeneous ROI (all-NaN NPS) drop out
@@ -372,20 +379,21 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
             return {"nps_distance": noise.nps_distance(freq, a.mean(axis=0), b.mean(axis=0))}
 
         out.update(_two_sample(["nps_distance"], fn, nps, ref, cfg["n_bootstrap"], cfg["seed"], min_cases=1))
-    if len(freq):
-        mean_nps = {k: _finite_rows(v).mean(axis=0) for k, v in nps.items() if len(_finite_rows(v))}
-        curves["nps"] = {
-            "frequency_mm": freq.tolist(),
-            "unit": "unit-area NPS (mm); *_hu2mm2 keys: mean NPS in HU^2 mm^2",
-            **{k: noise.normalise_nps(freq, v).tolist() for k, v in mean_nps.items()},
-            **{f"{k}_hu2mm2": v.tolist() for k, v in mean_nps.items()},
-        }
-
-    if "glcm_distance" in selected:
-        feats = {k: np.array([[s.glcm[p] for p in texture.GLCM_PROPERTIES] for s in stats[k]]).reshape(-1, len(texture.GLCM_PROPERTIES)) for k in cohorts}
-        fn = lambda a, b: {"glcm_distance": texture.standardised_mean_distance(a, b)}  # noqa: E731
-        out.update(_two_sample(["glcm_distance"], fn, feats, ref, cfg["n_bootstrap"], cfg["seed"]))
+    mean_nps = {k: _finite_rows(v).mean(axis=0) for k, v in nps.items() if len(_finite_rows(v))}
+    curves["nps"] = {
+        "frequency_mm": freq.tolist(),
+        "unit": "unit-area NPS (mm); *_hu2mm2 keys: mean NPS in HU^2 mm^2",
+        **{k: noise.normalise_nps(freq, v).tolist() for k, v in mean_nps.items()},
+        **{f"{k}_hu2mm2": v.tolist() for k, v in mean_nps.items()},
+    }
     return out
+
+
+def _glcm(stats, cohorts, ref, cfg) -> dict[str, Any]:
+    n_props = len(texture.GLCM_PROPERTIES)
+    feats = {k: np.array([[s.glcm[p] for p in texture.GLCM_PROPERTIES] for s in stats[k]]).reshape(-1, n_props) for k in cohorts}
+    fn = lambda a, b: {"glcm_distance": texture.standardised_mean_distance(a, b)}  # noqa: E731
+    return _two_sample(["glcm_distance"], fn, feats, ref, cfg["n_bootstrap"], cfg["seed"])["glcm_distance"]
 
 
 # ---------------------------------------------------------------------------- radiomics family

@@ -140,30 +140,44 @@ class CaseStats:
         }
 
 
-def case_stats(array: np.ndarray, spacing, settings: dict[str, Any]) -> CaseStats:
-    """Measure one (x, y, z) HU volume: intensity, tissue means, noise, NPS, GLCM."""
+ALL_PARTS = frozenset({"intensity", "noise", "texture"})
+
+
+def case_stats(array: np.ndarray, spacing, settings: dict[str, Any], parts=ALL_PARTS) -> CaseStats:
+    """Measure one (x, y, z) HU volume; ``parts`` (metric families) limit the work.
+
+    intensity: HU histogram, contrast, tissue means and CNR (which needs the ROI noise SD);
+    noise: ROI noise SD, NPS, wavelet noise estimate; texture: GLCM. Values not measured are NaN.
+    """
+    nan = float("nan")
     body = body_mask(array)
     edges = intensity.hu_bin_edges(width=settings["hist_bin_hu"])
-    hist = intensity.hu_histogram(array[body], edges) if body.any() else np.full(len(edges) - 1, np.nan)
-    masks = intensity.tissue_masks(array, body)
-    means = intensity.tissue_mean_hu(array, masks)
-    r = roi_size_voxels(spacing, settings["roi_mm"])
-    rois = noise.find_homogeneous_rois(array, body, r)
-    detrended = noise.detrend_rois(noise.roi_stack(array, rois, r))
-    sd = noise.noise_sd_from_rois(detrended)
-    freq, nps = noise.nps_radial(detrended, (spacing[0], spacing[1]))
-    glcm = texture.glcm_features(array, masks["soft_tissue"], levels=settings["glcm_levels"])
+    hist = np.full(len(edges) - 1, np.nan)
+    if "intensity" in parts and body.any():
+        hist = intensity.hu_histogram(array[body], edges)
+    masks = intensity.tissue_masks(array, body) if parts & {"intensity", "texture"} else None
+    means = intensity.tissue_mean_hu(array, masks) if masks is not None else {"fat": nan, "soft_tissue": nan}
+    sd, n_rois, freq, nps = nan, 0, np.zeros(0), np.zeros(0)
+    if parts & {"intensity", "noise"}:
+        r = roi_size_voxels(spacing, settings["roi_mm"])
+        rois = noise.find_homogeneous_rois(array, body, r)
+        detrended = noise.detrend_rois(noise.roi_stack(array, rois, r))
+        sd, n_rois = noise.noise_sd_from_rois(detrended), len(rois)
+        freq, nps = noise.nps_radial(detrended, (spacing[0], spacing[1]))
+    glcm = {p: nan for p in texture.GLCM_PROPERTIES}
+    if "texture" in parts:
+        glcm = texture.glcm_features(array, masks["soft_tissue"], levels=settings["glcm_levels"])
     return CaseStats(
         histogram=hist,
-        contrast_rms=intensity.contrast_rms(array, body),
+        contrast_rms=intensity.contrast_rms(array, body) if "intensity" in parts else nan,
         mean_hu_fat=means["fat"],
         mean_hu_soft_tissue=means["soft_tissue"],
         noise_sd=sd,
-        noise_sd_wavelet=noise.wavelet_noise_sd(array, body) if body.any() else float("nan"),
-        n_noise_rois=len(rois),
+        noise_sd_wavelet=noise.wavelet_noise_sd(array, body) if "noise" in parts and body.any() else nan,
+        n_noise_rois=n_rois,
         nps_frequency=freq,
         nps=nps,
-        nps_peak_frequency=noise.nps_peak_frequency(freq, nps),
+        nps_peak_frequency=noise.nps_peak_frequency(freq, nps) if len(freq) else nan,
         cnr_soft_tissue_fat=intensity.contrast_to_noise(means["soft_tissue"], means["fat"], sd),
         glcm=glcm,
         body_fraction=float(body.mean()),
@@ -171,13 +185,13 @@ def case_stats(array: np.ndarray, spacing, settings: dict[str, Any]) -> CaseStat
 
 
 def _stats_job(args):
-    array, spacing, settings = args
-    return case_stats(array, spacing, settings)
+    array, spacing, settings, parts = args
+    return case_stats(array, spacing, settings, parts)
 
 
-def all_case_stats(cases: list[Case], settings: dict[str, Any], workers: int = 1, progress=None) -> list[CaseStats]:
+def all_case_stats(cases: list[Case], settings: dict[str, Any], workers: int = 1, progress=None, parts=ALL_PARTS) -> list[CaseStats]:
     """:func:`case_stats` for every case, in ``workers`` processes, in input order."""
-    jobs = [(c.volume.array, c.volume.spacing, settings) for c in cases]
+    jobs = [(c.volume.array, c.volume.spacing, settings, frozenset(parts)) for c in cases]
     out: list[CaseStats] = []
     if workers <= 1 or len(jobs) < 2:
         for i, job in enumerate(jobs):
