@@ -14,6 +14,6 @@ SUBCOMMANDS: dict[str, str] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser("python -m eval", SUBCOMMANDS)
+    parser = build_parser("python -m eval", SUBCOMMANDS, argv)
     parser.description = "ctdiff eval: measure generated vs real CT; run blinded review sessions."
     return run_parsed(parser, argv)
