@@ -1,0 +1,46 @@
+"""The command-line front ends: listing, per-command help with examples, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ctdiff import cli as ctdiff_cli
+from eval import cli as eval_cli
+
+ALL = [("ctdiff", name) for name in ctdiff_cli.SUBCOMMANDS] + [("eval", name) for name in eval_cli.SUBCOMMANDS]
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ctdiff_cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for name in ctdiff_cli.SUBCOMMANDS:
+        assert f"    {name} " in out
+    assert {"phantom", "prepare"} <= set(ctdiff_cli.SUBCOMMANDS)
+    assert {"report", "review"} <= set(eval_cli.SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("package, command", ALL, ids=[f"{p}-{c}" for p, c in ALL])
+def test_each_subcommand_help_has_examples(package, command, capsys):
+    main = ctdiff_cli.main if package == "ctdiff" else eval_cli.main
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    assert f"python -m {package} {command}" in out.split("examples:")[1]
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctdiff", "prepare", "--src", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {tmp_path / 'missing'}: no such folder"]
