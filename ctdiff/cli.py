@@ -21,6 +21,8 @@ from ctdiff.errors import CTDiffError
 # subcommand name -> module. Keep one line per command.
 SUBCOMMANDS: dict[str, str] = {
     "phantom": "ctdiff.phantom",
+    "train": "ctdiff.train",
+    "sample": "ctdiff.sample",
     "prepare": "ctdiff.prepare",
 }
 

@@ -1,0 +1,355 @@
+"""The one typed configuration of a training run: data, model, diffusion, training, sampling.
+
+A :class:`Config` is loaded from YAML (``configs/*.yaml``), overridden from the command line with
+``--set section.key=value``, validated, and saved into the run dir (``config.yaml``) and into every
+checkpoint (as a plain dict), so sampling and the app rebuild everything from a checkpoint alone.
+
+Every value is type-checked when loaded; an unknown key raises :class:`~ctdiff.errors.ConfigError`
+naming it (a typo never silently falls back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ctdiff.errors import ConfigError
+
+BLOCK_KINDS = ("2d", "3d")
+PREDICTIONS = ("epsilon", "v_prediction")
+BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
+SAMPLERS = ("ddpm", "ddim", "dpmpp")
+PAD_MODES = ("edge", "constant")
+FLIP_AXES = ("x", "y")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    # Fixed HU window mapped to [-1, 1]; HU outside are clipped. -1024 is air as stored by scanners,
+    # 1500 keeps trabecular and most cortical bone; soft tissue then spans ~1.3 % of the range per 30 HU.
+    hu_window: tuple[float, float] = (-1024.0, 1500.0)
+    # Expected (x, y, z) shape of every training volume; null = whatever the dataset has (all equal).
+    shape: tuple[int, int, int] | None = None
+    # Pad the slice (z) axis to this many slices before the network (null = no padding); sampling
+    # crops back to the data's slice count. The thesis' 26 slices need 32 for its 16x z-downsampling.
+    pad_slices_to: int | None = None
+    # "edge" repeats the first/last slice, "constant" pads with the window's lower end (air).
+    pad_mode: str = "edge"
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    # Augmentation (MONAI RandFlip / RandZoom), as in the thesis: flip one in-plane axis, zoom 0.9-1.1.
+    flip_prob: float = 0.5
+    flip_axis: str = "x"
+    zoom_prob: float = 0.5
+    zoom_range: tuple[float, float] = (0.9, 1.1)
+    num_workers: int = 0
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    # One entry per resolution level.
+    channels: tuple[int, ...] = (32, 64, 64, 128, 256, 512, 512)
+    # "3d": 3x3x3 convolutions, downsampling by 2 along x, y and z after the level;
+    # "2d": per-slice 1x3x3 convolutions, downsampling by 2 along x and y only.
+    # The last level is followed by no downsampling (as in diffusers' UNet2DModel).
+    block_kinds: tuple[str, ...] = ("3d", "2d", "3d", "2d", "3d", "3d", "3d")
+    attention: tuple[bool, ...] = (False, False, False, False, False, True, False)
+    mid_attention: bool = True
+    res_blocks: int = 2
+    norm_groups: int = 32
+    head_channels: int = 64
+    dropout: float = 0.0
+    gradient_checkpointing: bool = False
+
+
+@dataclasses.dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: str = "epsilon"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 2000
+    max_steps: int | None = None  # stop after this many optimizer steps (null = run all epochs)
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01  # torch's AdamW default, which the thesis used
+    warmup_steps: int = 1000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    amp: bool = True  # bf16 autocast on CUDA; always fp32 on CPU
+    compile: bool = False
+    seed: int = 0
+    val_every: int = 1  # epochs
+    val_timesteps: int = 8  # fixed timesteps (and fixed noise) per validation case
+    preview_every: int = 5  # epochs; 0 = no previews
+    preview_sampler: str = "dpmpp"
+    preview_steps: int = 25
+    checkpoint_every: int = 1  # epochs between writes of last.pt
+
+
+@dataclasses.dataclass
+class SampleConfig:
+    sampler: str = "dpmpp"
+    steps: int = 25
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = "custom"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = dataclasses.field(default_factory=DiffusionConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def summary(self) -> dict[str, Any]:
+        """The few facts a sample manifest or the app shows about a model."""
+        return {
+            "name": self.name,
+            "hu_window": list(self.data.hu_window),
+            "channels": list(self.model.channels),
+            "block_kinds": list(self.model.block_kinds),
+            "timesteps": self.diffusion.timesteps,
+            "beta_schedule": self.diffusion.beta_schedule,
+            "prediction": self.diffusion.prediction,
+        }
+
+
+# ------------------------------------------------------------------------------ typed construction
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str | None) -> Any:
+    """Check ``value`` against annotation ``tp`` (after the few safe conversions) or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}", where)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} entries, got {len(value)} ({list(value)})", where)
+        return tuple(_coerce(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}", where)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}", where)
+    if tp is float:
+        # PyYAML reads "1e-4" (no dot) as a string, so numeric strings are accepted for floats
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}", where)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}", where)
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}", where)  # pragma: no cover
+
+
+def _build(cls: type, values: Any, prefix: str, where: str | None) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys to values, got {values!r}", where)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"unknown config key '{key}' (known in this section: {', '.join(fields)})", where)
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, f"{prefix}{name}.", where)
+        else:
+            kwargs[name] = _coerce(value, tp, f"{prefix}{name}", where)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any], where: str | os.PathLike | None = None) -> Config:
+    """A validated :class:`Config` from a (possibly partial) nested dict; missing keys get defaults."""
+    where = None if where is None else os.fspath(where)
+    config = _build(Config, values or {}, "", where)
+    validate(config, where)
+    return config
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config, apply ``section.key=value`` overrides, validate."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config file not found", p)
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML ({str(exc).splitlines()[0]})", p) from None
+    return config_from_dict(apply_overrides(values, overrides), p)
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of a config dict with ``section.key=value`` strings applied (values parsed as YAML)."""
+    out = _plain(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        cls: Any = Config
+        for i, part in enumerate(parts):
+            names = {f.name: f for f in dataclasses.fields(cls)}
+            if part not in names:
+                raise ConfigError(f"unknown config key '{'.'.join(parts[: i + 1])}' in --set {item}")
+            tp = typing.get_type_hints(cls)[part]
+            if i == len(parts) - 1:
+                if dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"--set {item}: '{key}' is a section; set one of its keys")
+                node[part] = value
+            else:
+                if not dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"--set {item}: '{'.'.join(parts[: i + 1])}' is not a section")
+                node = node.setdefault(part, {})
+                cls = tp
+    return out
+
+
+# --------------------------------------------------------------------------------------- validation
+def validate(config: Config, where: str | None = None) -> None:
+    """Cross-field checks; raise ConfigError naming the key."""
+    d, m, f, t, s = config.data, config.model, config.diffusion, config.train, config.sample
+
+    def bad(msg: str) -> None:
+        raise ConfigError(msg, where)
+
+    if not d.hu_window[1] > d.hu_window[0]:
+        bad(f"data.hu_window must be [low, high] with low < high, got {list(d.hu_window)}")
+    if d.shape is not None and min(d.shape) < 1:
+        bad(f"data.shape must be positive, got {list(d.shape)}")
+    if d.pad_slices_to is not None and d.pad_slices_to < 1:
+        bad(f"data.pad_slices_to must be a positive slice count or null, got {d.pad_slices_to}")
+    if d.shape is not None and d.pad_slices_to is not None and d.pad_slices_to < d.shape[2]:
+        bad(f"data.pad_slices_to ({d.pad_slices_to}) is smaller than data.shape's {d.shape[2]} slices")
+    if d.pad_mode not in PAD_MODES:
+        bad(f"data.pad_mode must be one of {PAD_MODES}, got {d.pad_mode!r}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        bad(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    for key in ("flip_prob", "zoom_prob"):
+        if not 0.0 <= getattr(d, key) <= 1.0:
+            bad(f"data.{key} must be in [0, 1], got {getattr(d, key)}")
+    if d.flip_axis not in FLIP_AXES:
+        bad(f"data.flip_axis must be one of {FLIP_AXES}, got {d.flip_axis!r}")
+    if not 0.0 < d.zoom_range[0] <= d.zoom_range[1]:
+        bad(f"data.zoom_range must be [min, max] with 0 < min <= max, got {list(d.zoom_range)}")
+    if d.num_workers < 0:
+        bad("data.num_workers must be >= 0")
+
+    n = len(m.channels)
+    if n < 1:
+        bad("model.channels needs at least one level")
+    for key in ("block_kinds", "attention"):
+        if len(getattr(m, key)) != n:
+            bad(f"model.{key} has {len(getattr(m, key))} entries but model.channels has {n} levels")
+    for kind in m.block_kinds:
+        if kind not in BLOCK_KINDS:
+            bad(f"model.block_kinds entries must be one of {BLOCK_KINDS}, got {kind!r}")
+    for c in m.channels:
+        if c < 1 or c % m.norm_groups:
+            bad(f"model.channels entry {c} is not a positive multiple of model.norm_groups ({m.norm_groups})")
+    if m.res_blocks < 1:
+        bad("model.res_blocks must be >= 1")
+    if m.head_channels < 1:
+        bad("model.head_channels must be >= 1")
+    if not 0.0 <= m.dropout < 1.0:
+        bad("model.dropout must be in [0, 1)")
+
+    if f.timesteps < 2:
+        bad("diffusion.timesteps must be >= 2")
+    if f.beta_schedule not in BETA_SCHEDULES:
+        bad(f"diffusion.beta_schedule must be one of {BETA_SCHEDULES}, got {f.beta_schedule!r}")
+    if not 0.0 < f.beta_start < f.beta_end < 1.0:
+        bad(f"diffusion needs 0 < beta_start < beta_end < 1, got {f.beta_start}, {f.beta_end}")
+    if f.prediction not in PREDICTIONS:
+        bad(f"diffusion.prediction must be one of {PREDICTIONS}, got {f.prediction!r}")
+
+    for key in ("epochs", "batch_size", "grad_accum", "val_every", "val_timesteps", "preview_steps", "checkpoint_every"):
+        if getattr(t, key) < 1:
+            bad(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.max_steps is not None and t.max_steps < 1:
+        bad("train.max_steps must be >= 1 or null")
+    if not (t.lr > 0 and math.isfinite(t.lr)):
+        bad(f"train.lr must be a positive number, got {t.lr}")
+    if t.warmup_steps < 0 or t.preview_every < 0 or t.weight_decay < 0 or t.grad_clip < 0:
+        bad("train.warmup_steps, preview_every, weight_decay and grad_clip must be >= 0")
+    if not 0.0 <= t.ema_decay < 1.0:
+        bad(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    for key, sampler in (("train.preview_sampler", t.preview_sampler), ("sample.sampler", s.sampler)):
+        if sampler not in SAMPLERS:
+            bad(f"{key} must be one of {SAMPLERS}, got {sampler!r}")
+    if s.steps < 1:
+        bad("sample.steps must be >= 1")
+
+
+def diff_sections(a: Config, b: Config, sections: Sequence[str] = ("data", "model", "diffusion")) -> list[str]:
+    """``section.key: a -> b`` for every differing key in the named sections (what a checkpoint fixes)."""
+    out = []
+    da, db = a.to_dict(), b.to_dict()
+    for section in sections:
+        for key, va in da[section].items():
+            vb = db[section][key]
+            if va != vb:
+                out.append(f"{section}.{key}: {va} -> {vb}")
+    return out

@@ -1,0 +1,215 @@
+"""Training data: reading a prepared dataset into memory, the seeded split, augmentation, padding.
+
+Pipeline per case: read the NIfTI (HU) once -> ``ctdiff.tensors`` (1, z, y, x) -> fixed HU window to
+[-1, 1] -> cached in memory. Per training item: MONAI ``RandFlip`` (one in-plane axis) and
+``RandZoom`` (0.9-1.1), as in the thesis, then the slice axis is padded to what the model needs
+(``data.pad_slices_to``); sampling crops the padding off again (:func:`crop_slices`).
+
+Randomness never comes from global state: the epoch order is a function of ``(seed, epoch)`` and
+each item's augmentation of ``(seed, epoch, case index)``, so an interrupted run resumes exactly and
+DataLoader workers need no seeding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import Compose, RandFlip, RandZoom
+from monai.utils import convert_to_tensor
+
+from ctdiff.atomic import write_json
+from ctdiff.config import DataConfig
+from ctdiff.errors import ConfigError, InputError
+from ctdiff.io import find_cases, read_volume
+from ctdiff.tensors import array_to_tensor, hu_to_model
+
+SPLIT_FILE = "split.json"
+# tensor spatial axes are (D, H, W) = (z, y, x); MONAI spatial_axis counts from 0 after the channel
+FLIP_SPATIAL_AXIS = {"x": 2, "y": 1}
+
+
+def seed_from(*parts: int) -> int:
+    """A 32-bit seed derived from integers (numpy SeedSequence), for independent per-use streams."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint32)[0])
+
+
+# ------------------------------------------------------------------------------------------ split
+def make_split(paths: Sequence[str | os.PathLike], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded random train/validation split of case paths (validation = int(n * fraction), the thesis' 23/5 of 28).
+
+    At least one case always stays in training. Paths are returned as given (sorted within each set).
+    """
+    items = sorted(str(p) for p in paths)
+    n_val = min(int(len(items) * val_fraction), len(items) - 1)
+    order = np.random.default_rng(seed).permutation(len(items))
+    val = sorted(items[i] for i in order[:n_val])
+    train = sorted(items[i] for i in order[n_val:])
+    return train, val
+
+
+def write_split(run_dir: str | os.PathLike, seed: int, train: Sequence[str], val: Sequence[str], data_dir=None) -> Path:
+    obj = {"seed": int(seed), "train": list(train), "val": list(val)}
+    if data_dir is not None:
+        obj["data_dir"] = str(Path(data_dir).resolve())
+    return write_json(Path(run_dir) / SPLIT_FILE, obj)
+
+
+def read_split(run_dir: str | os.PathLike) -> tuple[int, list[str], list[str]]:
+    path = Path(run_dir) / SPLIT_FILE
+    try:
+        obj = json.loads(path.read_text())
+        return int(obj["seed"]), list(obj["train"]), list(obj["val"])
+    except FileNotFoundError:
+        raise InputError("split file missing; cannot resume this run", path) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"not a valid split file ({type(exc).__name__}: {exc})", path) from None
+
+
+def dataset_files(data_dir: str | os.PathLike) -> list[str]:
+    """The case files of a prepared dataset folder (absolute paths, sorted)."""
+    return [str(p.resolve()) for p in find_cases(data_dir)]
+
+
+# ------------------------------------------------------------------------------------- loading
+@dataclass
+class CaseSet:
+    """Volumes scaled to [-1, 1] as (1, z, y, x) tensors, all of one (x, y, z) shape."""
+
+    paths: list[str]
+    tensors: list[torch.Tensor]
+    shape: tuple[int, int, int]  # (x, y, z) of the volumes
+    affine: np.ndarray  # of the first case: what generated volumes are written with
+    spacing: tuple[float, float, float]
+
+
+def load_cases(
+    paths: Sequence[str | os.PathLike],
+    cfg: DataConfig,
+    expected_shape: Sequence[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CaseSet:
+    """Read and scale every case; a volume whose shape differs from the others (or from
+    ``cfg.shape``/``expected_shape``) raises InputError naming the file."""
+    want = tuple(cfg.shape) if cfg.shape is not None else (tuple(expected_shape) if expected_shape else None)
+    tensors, first_path, affine, spacing = [], None, None, None
+    for i, p in enumerate(paths):
+        vol = read_volume(p)
+        if want is None:
+            want, first_path = vol.shape, p
+        if vol.shape != want:
+            source = f"case {Path(first_path).name}" if first_path else "the config (data.shape)"
+            raise InputError(
+                f"has shape {vol.shape} but {source} has {want}; every training volume needs one "
+                f"(x, y, z) shape: resample them with 'python -m ctdiff prepare --shape X Y Z'",
+                p,
+            )
+        if affine is None:
+            affine, spacing = vol.affine, vol.spacing
+        tensors.append(hu_to_model(array_to_tensor(vol.array), cfg.hu_window))
+        if progress is not None:
+            progress(i + 1, len(paths))
+    if not tensors:
+        raise InputError("no training volumes")
+    return CaseSet([str(p) for p in paths], tensors, tuple(int(s) for s in want), affine, spacing)
+
+
+# ----------------------------------------------------------------------------- padding / cropping
+def padded_depth(n_slices: int, cfg: DataConfig) -> int:
+    if cfg.pad_slices_to is None:
+        return n_slices
+    if cfg.pad_slices_to < n_slices:
+        raise ConfigError(f"data.pad_slices_to ({cfg.pad_slices_to}) is smaller than the data's {n_slices} slices")
+    return cfg.pad_slices_to
+
+
+def pad_before(n_slices: int, depth: int) -> int:
+    """Slices added below the volume (the rest goes above): centred padding."""
+    return (depth - n_slices) // 2
+
+
+def pad_slices(t: torch.Tensor, depth: int, mode: str = "edge") -> torch.Tensor:
+    """Pad a (C, D, H, W) tensor along D to ``depth``: "edge" repeats end slices, "constant" adds -1 (air)."""
+    d = t.shape[1]
+    if depth == d:
+        return t
+    before = pad_before(d, depth)
+    pad = (0, 0, 0, 0, before, depth - d - before)
+    if mode == "edge":
+        return F.pad(t[None], pad, mode="replicate")[0]
+    return F.pad(t, pad, mode="constant", value=-1.0)
+
+
+def crop_slices(t: torch.Tensor, n_slices: int) -> torch.Tensor:
+    """Undo :func:`pad_slices` on a (..., D, H, W) tensor."""
+    d = t.shape[-3]
+    before = pad_before(n_slices, d)
+    return t[..., before : before + n_slices, :, :]
+
+
+# ----------------------------------------------------------------------------------- augmentation
+class Augment:
+    """The thesis' augmentation: MONAI RandFlip of one in-plane axis and RandZoom, seeded per call."""
+
+    def __init__(self, cfg: DataConfig):
+        self.enabled = cfg.flip_prob > 0 or cfg.zoom_prob > 0
+        self.transform = Compose(
+            [
+                RandFlip(prob=cfg.flip_prob, spatial_axis=FLIP_SPATIAL_AXIS[cfg.flip_axis]),
+                RandZoom(
+                    prob=cfg.zoom_prob,
+                    min_zoom=cfg.zoom_range[0],
+                    max_zoom=cfg.zoom_range[1],
+                    mode="trilinear",
+                    align_corners=False,
+                    padding_mode="edge",
+                    keep_size=True,
+                ),
+            ]
+        )
+
+    def __call__(self, t: torch.Tensor, seed: int) -> torch.Tensor:
+        if not self.enabled:
+            return t
+        self.transform.set_random_state(seed=seed)
+        out = self.transform(t)
+        return convert_to_tensor(out, track_meta=False).to(torch.float32).contiguous()
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Items are addressed by ``(epoch, index)`` so augmentation is a pure function of the pair."""
+
+    def __init__(self, cases: CaseSet, cfg: DataConfig, seed: int, augment: bool = True):
+        self.cases, self.cfg, self.seed = cases, cfg, seed
+        self.augment = Augment(cfg) if augment else None
+        self.depth = padded_depth(cases.shape[2], cfg)
+
+    def __len__(self) -> int:
+        return len(self.cases.tensors)
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        epoch, index = key
+        t = self.cases.tensors[index]
+        if self.augment is not None:
+            t = self.augment(t, seed_from(self.seed, 1, epoch, index))
+        return pad_slices(t, self.depth, self.cfg.pad_mode)
+
+
+def epoch_batches(n: int, epoch: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[tuple[int, int]]]:
+    """This rank's batches of ``(epoch, index)`` keys for one epoch.
+
+    The permutation depends on ``(seed, epoch)`` only; as in ``DistributedSampler`` it is padded by
+    repetition to a multiple of ``world_size`` and rank r takes every world_size-th index from r.
+    """
+    order = np.random.default_rng(seed_from(seed, 2, epoch)).permutation(n).tolist()
+    total = -(-n // world_size) * world_size
+    order = (order * (-(-total // n)))[:total]
+    mine = order[rank::world_size]
+    keys = [(epoch, i) for i in mine]
+    return [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]

@@ -1,0 +1,583 @@
+"""Train the 3D diffusion model on a prepared dataset and write a run dir.
+
+Run dir layout (the app and the demo read it):
+``config.yaml``, ``split.json`` ({"seed", "train": [files], "val": [files], "data_dir"}),
+``history.csv`` (epoch, step, train_loss, val_loss, lr, seconds), ``loss.png``,
+``checkpoints/last.pt``, ``checkpoints/best.pt`` (lowest validation loss, EMA weights) and
+``previews/epoch_NNNN.png`` + ``.nii.gz`` every ``train.preview_every`` epochs.
+
+Training: AdamW, linear warm-up + cosine LR (diffusers' ``get_cosine_schedule_with_warmup``),
+gradient clipping and accumulation, an EMA of the weights (``torch.optim.swa_utils.AveragedModel``
+with a warm-up of the decay), bf16 autocast on CUDA only, optional ``torch.compile``, DDP under
+``torchrun``. The validation loss is deterministic: every validation case is scored at the same
+``train.val_timesteps`` timesteps with the same noise each epoch, using the EMA weights.
+
+Resume is exact: the data order, augmentation and training noise are pure functions of
+``(seed, epoch, index/step)``, and the checkpoint stores the position down to the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from ctdiff.atomic import write_bytes, write_text
+from ctdiff.checkpoint import BEST, CHECKPOINT_DIR, LAST, check_same_model, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
+from ctdiff.config import Config, apply_overrides, config_from_dict, load_config
+from ctdiff.data import (
+    CaseSet,
+    TrainDataset,
+    dataset_files,
+    epoch_batches,
+    load_cases,
+    make_split,
+    pad_slices,
+    padded_depth,
+    read_split,
+    seed_from,
+    write_split,
+)
+from ctdiff.diffusion import Diffusion
+from ctdiff.distributed import DistInfo, add_device_arguments, apply_threads, barrier, init_distributed, mean_across, shutdown
+from ctdiff.errors import ConfigError, InputError, OverwriteError
+from ctdiff.model import UNet3D, build_model, count_parameters
+
+HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
+CONFIG_FILE, HISTORY_FILE, LOSS_PLOT, PREVIEW_DIR = "config.yaml", "history.csv", "loss.png", "previews"
+PREVIEW_WINDOW = "soft tissue"
+SMOOTH_EPOCHS = 10
+
+
+# ------------------------------------------------------------------------------------------- EMA
+def ema_avg_fn(decay: float):
+    """EMA update for AveragedModel with a warm-up: decay_n = min(decay, (1 + n) / (10 + n)).
+
+    The warm-up lets early, short runs have useful EMA weights (a fixed 0.999 would still mostly
+    hold the random initialisation after a few hundred steps).
+    """
+
+    def update(ema_params, model_params, num_averaged):
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(ema_params, model_params, 1.0 - d)
+
+    return update
+
+
+# -------------------------------------------------------------------------------------- results
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    epoch: int  # completed epochs
+    best_val_loss: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False  # by train.max_steps
+    model: torch.nn.Module | None = field(default=None, repr=False)  # the trained network (this rank's)
+    ema: torch.nn.Module | None = field(default=None, repr=False)  # its EMA copy
+
+
+def _cosine_with_warmup(optimizer, warmup: int, total: int):
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=max(total, warmup + 1))
+
+
+# ------------------------------------------------------------------------------------- run files
+def write_history(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(HISTORY_COLUMNS)
+    for row in history:
+        val = row["val_loss"]
+        w.writerow([
+            row["epoch"], row["step"], f"{row['train_loss']:.8g}",
+            "" if val is None or math.isnan(val) else f"{val:.8g}", f"{row['lr']:.6g}", f"{row['seconds']:.2f}",
+        ])
+    write_text(run_dir / HISTORY_FILE, buf.getvalue())
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """history.csv -> rows with numbers (val_loss NaN where the epoch had no validation)."""
+    rows = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            rows.append({
+                "epoch": int(r["epoch"]), "step": int(r["step"]), "train_loss": float(r["train_loss"]),
+                "val_loss": float(r["val_loss"]) if r["val_loss"] else float("nan"),
+                "lr": float(r["lr"]), "seconds": float(r["seconds"]),
+            })
+    return rows
+
+
+def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last up-to-``window`` finite values at each epoch (NaNs skipped)."""
+    out = np.full(len(values), np.nan)
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1) : i + 1]
+        chunk = chunk[np.isfinite(chunk)]
+        if chunk.size:
+            out[i] = chunk.mean()
+    return out
+
+
+def plot_losses(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """The thesis' loss figure: train and validation loss per epoch, log scale, raw and 10-epoch mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.array([r["epoch"] for r in history])
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for key, colour, label in (("train_loss", "tab:blue", "train"), ("val_loss", "tab:orange", "validation")):
+        y = np.array([np.nan if r[key] is None else r[key] for r in history], dtype=float)
+        ok = np.isfinite(y) & (y > 0)
+        if not ok.any():
+            continue
+        ax.plot(epochs[ok], y[ok], color=colour, alpha=0.35, lw=1, label=f"{label} (per epoch)")
+        ax.plot(epochs[ok], _trailing_mean(y, SMOOTH_EPOCHS)[ok], color=colour, lw=2, label=f"{label} ({SMOOTH_EPOCHS}-epoch mean)")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE loss")
+    ax.grid(True, which="both", alpha=0.3)
+    if history:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return write_bytes(Path(path), buf.getvalue())
+
+
+def write_preview(volume, out_stem: Path) -> None:
+    """An axial PNG mosaic (soft-tissue window) and the NIfTI of one preview volume."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    from ctdiff.display import WINDOW_PRESETS, mosaic
+    from ctdiff.io import write_nifti
+
+    width, level = WINDOW_PRESETS[PREVIEW_WINDOW]
+    nz = volume.shape[2]
+    img = mosaic(volume.array, "axial", max(1, nz // 12), width, level, columns=6)
+    buf = io.BytesIO()
+    mpimg.imsave(buf, img, cmap="gray", vmin=0, vmax=255, format="png")
+    write_bytes(out_stem.with_suffix(".png"), buf.getvalue())
+    write_nifti(volume, out_stem.with_suffix(".nii.gz"))
+
+
+# -------------------------------------------------------------------------------------- trainer
+def _model_shape_error(model: UNet3D, spatial: Sequence[int], cfg: Config) -> None:
+    try:
+        model.check_shape(spatial)
+    except ValueError as exc:
+        raise ConfigError(f"data/model mismatch: {exc}") from None
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """One training run over in-memory cases; reports through ``on_step(step, loss)``."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        train_cases: CaseSet,
+        val_cases: CaseSet | None,
+        dist: DistInfo,
+        progress: bool = True,
+        on_step: Callable[[int, float], None] | None = None,
+    ):
+        self.cfg, self.run_dir, self.dist = config, Path(run_dir), dist
+        self.train_cases, self.val_cases = train_cases, val_cases
+        self.progress, self.on_step = progress and dist.is_main, on_step
+        self.device = dist.device
+        t = config.train
+        self.diffusion = Diffusion(config.diffusion)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+            torch.manual_seed(t.seed)
+            self.model = build_model(config.model).to(self.device)
+        shape = train_cases.shape
+        self.depth = padded_depth(shape[2], config.data)
+        _model_shape_error(self.model, (self.depth, shape[1], shape[0]), config)
+        self.ema = AveragedModel(self.model, multi_avg_fn=ema_avg_fn(t.ema_decay), use_buffers=True)
+        self.ema.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.dataset = TrainDataset(train_cases, config.data, t.seed, augment=True)
+        self.n_batches = len(epoch_batches(len(self.dataset), 0, t.seed, t.batch_size, dist.rank, dist.world_size))
+        self.steps_per_epoch = -(-self.n_batches // t.grad_accum)
+        self.total_steps = t.epochs * self.steps_per_epoch
+        self.lr_scheduler = _cosine_with_warmup(self.optimizer, t.warmup_steps, self.total_steps)
+        self.geometry = {
+            "shape": list(shape),
+            "depth": self.depth,
+            "affine": np.asarray(train_cases.affine).tolist(),
+            "spacing": list(train_cases.spacing),
+        }
+        # position: (epoch, optimizer steps done within it); step: optimizer steps in total
+        self.step, self.epoch, self.group = 0, 0, 0
+        self.epoch_loss_sum, self.epoch_loss_count, self.epoch_seconds = 0.0, 0, 0.0
+        self.best_val = float("inf")
+        self.history: list[dict[str, Any]] = []
+
+        net: torch.nn.Module = self.model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if t.compile:
+            net = torch.compile(net)
+        self.net = net
+
+    # ---------------------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "ema_updates": int(self.ema.n_averaged.item()),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_step": self.group,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_loss_count": self.epoch_loss_count,
+            "epoch_seconds": self.epoch_seconds,
+            "best_val_loss": self.best_val,
+            "history": list(self.history),
+            "rng": rng,
+            "geometry": self.geometry,
+            "world_size": self.dist.world_size,
+        }
+
+    def load_state(self, ckpt: dict[str, Any], path: Path) -> None:
+        load_weights(self.model, ckpt["model"], path)
+        load_weights(self.ema.module, ckpt["ema"], path)
+        self.ema.n_averaged.fill_(int(ckpt["ema_updates"]))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        self.step, self.epoch, self.group = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["epoch_step"])
+        self.epoch_loss_sum, self.epoch_loss_count = float(ckpt["epoch_loss_sum"]), int(ckpt["epoch_loss_count"])
+        self.epoch_seconds = float(ckpt["epoch_seconds"])
+        self.best_val = float(ckpt["best_val_loss"])
+        self.history = list(ckpt["history"])
+        if int(ckpt.get("world_size", 1)) != self.dist.world_size:
+            raise ConfigError(
+                f"checkpoint was written by {ckpt.get('world_size')} process(es); resume with the same number "
+                f"(now {self.dist.world_size}) so the data order continues exactly",
+                path,
+            )
+        # dropout (if any) draws from the global torch RNG: restore it so a resumed run continues exactly
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+
+    def save(self, name: str) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        return save_checkpoint(self.run_dir / CHECKPOINT_DIR / name, self.state())
+
+    # ------------------------------------------------------------------------- pieces
+    def _noise_and_t(self, x0: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 4, self.dist.rank, self.step, micro))
+        t = self.diffusion.sample_timesteps(x0.shape[0], g)
+        noise = torch.randn(x0.shape, generator=g)
+        return noise.to(self.device), t.to(self.device)
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean MSE of the EMA model over every validation case at fixed timesteps with fixed noise."""
+        if self.val_cases is None or not self.val_cases.tensors:
+            return float("nan")
+        model = self.ema.module
+        model.eval()
+        ts = self.diffusion.fixed_timesteps(self.cfg.train.val_timesteps)
+        losses = []
+        for j, vol in enumerate(self.val_cases.tensors):
+            x0 = pad_slices(vol, self.depth, self.cfg.data.pad_mode)[None]
+            g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 3, j))
+            noise = torch.randn((len(ts), *x0.shape[1:]), generator=g)
+            for k in range(0, len(ts), self.cfg.train.batch_size):
+                t = ts[k : k + self.cfg.train.batch_size]
+                xb = x0.expand(len(t), *x0.shape[1:]).to(self.device)
+                with _autocast(self.device, self.cfg.train.amp):
+                    loss = self.diffusion.loss(model, xb, t.to(self.device), noise[k : k + len(t)].to(self.device))
+                losses.append(float(loss) * len(t))
+        return sum(losses) / (len(ts) * len(self.val_cases.tensors))
+
+    def preview(self, epoch_number: int) -> None:
+        from ctdiff.sample import ModelBundle, sample
+
+        t = self.cfg.train
+        bundle = ModelBundle(self.ema.module, self.cfg, self.diffusion, self.device, self.geometry, None, self.step, "ema")
+        vol = sample(bundle, 1, sampler=t.preview_sampler, steps=t.preview_steps, seed=t.seed)[0]
+        write_preview(vol, self.run_dir / PREVIEW_DIR / f"epoch_{epoch_number:04d}")
+
+    def _train_step(self, group: list[torch.Tensor]) -> float:
+        self.net.train()
+        total = 0.0
+        n = len(group)
+        for micro, x0 in enumerate(group):
+            x0 = x0.to(self.device, non_blocking=True)
+            noise, t = self._noise_and_t(x0, micro)
+            last = micro == n - 1
+            sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.net.no_sync()
+            with sync:
+                with _autocast(self.device, self.cfg.train.amp):
+                    loss = self.diffusion.loss(self.net, x0, t, noise)
+                (loss / n).backward()
+            total += float(loss.detach())
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update_parameters(self.model)
+        return total / n
+
+    def _end_of_epoch(self) -> None:
+        """Validation, history, plots, checkpoints, preview (rank 0); all ranks agree on the position."""
+        t = self.cfg.train
+        started = time.perf_counter()
+        train_loss = mean_across(self.dist, self.epoch_loss_sum / max(1, self.epoch_loss_count))
+        number = self.epoch + 1
+        if self.dist.is_main:
+            val = self.validation_loss() if number % t.val_every == 0 else float("nan")
+            row = {
+                "epoch": number,
+                "step": self.step,
+                "train_loss": train_loss,
+                "val_loss": val,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": self.epoch_seconds + time.perf_counter() - started,  # training + validation
+            }
+            self.history.append(row)
+            score = val if not (self.val_cases is None or not self.val_cases.tensors) else train_loss
+            improved = math.isfinite(score) and score < self.best_val
+            if improved:
+                self.best_val = score
+            self.epoch, self.group = self.epoch + 1, 0
+            self.epoch_loss_sum, self.epoch_loss_count, self.epoch_seconds = 0.0, 0, 0.0
+            write_history(self.run_dir, self.history)
+            plot_losses(self.history, self.run_dir / LOSS_PLOT)
+            if improved:
+                self.save(BEST)
+            if number % t.checkpoint_every == 0 or number == t.epochs:
+                self.save(LAST)
+            if t.preview_every and number % t.preview_every == 0:
+                self.preview(number)
+        else:
+            self.epoch, self.group = self.epoch + 1, 0
+            self.epoch_loss_sum, self.epoch_loss_count, self.epoch_seconds = 0.0, 0, 0.0
+        barrier(self.dist)
+
+    # ---------------------------------------------------------------------------- loop
+    def fit(self) -> TrainResult:
+        t = self.cfg.train
+        stop_at = min(self.total_steps, t.max_steps) if t.max_steps else self.total_steps
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=stop_at, initial=min(self.step, stop_at), desc="train", unit="step", dynamic_ncols=True)
+        smooth = None
+        stopped_early = False
+        try:
+            while self.epoch < t.epochs and self.step < stop_at:
+                batches = epoch_batches(len(self.dataset), self.epoch, t.seed, t.batch_size, self.dist.rank, self.dist.world_size)
+                groups = [batches[i : i + t.grad_accum] for i in range(0, len(batches), t.grad_accum)]
+                remaining = [b for g in groups[self.group :] for b in g]
+                loader = torch.utils.data.DataLoader(
+                    self.dataset, batch_sampler=remaining, num_workers=self.cfg.data.num_workers,
+                    pin_memory=self.device.type == "cuda",
+                )
+                it = iter(loader)
+                for group in groups[self.group :]:
+                    if self.step >= stop_at:
+                        break
+                    started = time.perf_counter()
+                    loss = self._train_step([next(it) for _ in group])
+                    self.step += 1
+                    self.group += 1
+                    self.epoch_loss_sum += loss
+                    self.epoch_loss_count += 1
+                    self.epoch_seconds += time.perf_counter() - started
+                    smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(epoch=self.epoch + 1, loss=f"{smooth:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                    if self.on_step is not None:
+                        self.on_step(self.step, loss)
+                del it, loader
+                if self.group >= len(groups):
+                    self._end_of_epoch()
+            stopped_early = self.step >= stop_at and stop_at < self.total_steps
+            self.save(LAST)
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+                bar = None
+            path = self.save(LAST)
+            if path is not None:
+                print(
+                    f"\ninterrupted at step {self.step} (epoch {self.epoch + 1}); saved {path}\n"
+                    f"resume with: python -m ctdiff train --out {self.run_dir} --resume",
+                    file=sys.stderr,
+                )
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return TrainResult(self.run_dir, self.step, self.epoch, self.best_val, list(self.history), stopped_early,
+                           self.model, self.ema.module)
+
+
+# ---------------------------------------------------------------------------------- entry point
+def _check_run_dir(run_dir: Path, force: bool) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not force:
+        raise OverwriteError(
+            "run dir exists and is not empty; pass --resume to continue it or --force to start over", run_dir
+        )
+
+
+def train(
+    config: Config | None,
+    data_dir: str | os.PathLike | None,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    overrides: Sequence[str] = (),
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train (or with ``resume`` continue) a run; see the module docstring for what is written.
+
+    On resume, ``config`` may be None (the checkpoint's is used); if given, its data/model/diffusion
+    sections must equal the checkpoint's, while train/sample settings (e.g. more epochs) may change.
+    ``overrides`` (``section.key=value``) apply on top. Runs under torchrun as one DDP rank.
+    """
+    run_dir = Path(run_dir)
+    info = init_distributed(device)
+    try:
+        ckpt = ckpt_path = None
+        if resume:
+            ckpt_path = run_dir / CHECKPOINT_DIR / LAST
+            ckpt = load_checkpoint(ckpt_path)
+            saved = checkpoint_config(ckpt, ckpt_path)
+            base = config if config is not None else saved
+            config = config_from_dict(apply_overrides(base.to_dict(), overrides))
+            check_same_model(saved, config, ckpt_path)
+            split_seed, train_files, val_files = read_split(run_dir)
+        else:
+            if config is None:
+                raise ConfigError("a config is needed to start a run (--config FILE)")
+            if data_dir is None:
+                raise ConfigError("a dataset is needed to start a run (--data DIR)")
+            config = config_from_dict(apply_overrides(config.to_dict(), overrides))
+            _check_run_dir(run_dir, force)
+            split_seed = config.data.split_seed
+            train_files, val_files = make_split(dataset_files(data_dir), config.data.val_fraction, split_seed)
+        missing = [f for f in train_files + val_files if not Path(f).exists()]
+        if missing:
+            raise InputError(f"case listed in split.json is missing ({len(missing)} in all)", missing[0])
+
+        bar = None
+        if progress and info.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(train_files) + len(val_files), desc="load data", unit="case", leave=False)
+        tick = (lambda done, total: bar.update(1)) if bar is not None else None
+        train_cases = load_cases(train_files, config.data, progress=tick)
+        val_cases = load_cases(val_files, config.data, expected_shape=train_cases.shape, progress=tick) if val_files else None
+        if bar is not None:
+            bar.close()
+
+        trainer = Trainer(config, run_dir, train_cases, val_cases, info, progress=progress, on_step=on_step)
+        if ckpt is not None:
+            trainer.load_state(ckpt, ckpt_path)
+            del ckpt
+        if info.is_main:
+            if not resume:
+                if run_dir.exists() and force:
+                    from ctdiff.atomic import prepare_output_dir
+
+                    prepare_output_dir(run_dir, force=True)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_split(run_dir, split_seed, train_files, val_files, data_dir)
+            write_text(run_dir / CONFIG_FILE, config.to_yaml())
+            n_params = count_parameters(trainer.model)
+            print(
+                f"{'resuming' if resume else 'training'} {config.name}: {n_params / 1e6:.2f} M parameters, "
+                f"{len(train_files)} train / {len(val_files)} val cases of {train_cases.shape} "
+                f"(network depth {trainer.depth}), {trainer.steps_per_epoch} steps/epoch x {config.train.epochs} epochs, "
+                f"device {info.device}, {info.world_size} process(es)",
+                file=sys.stderr,
+            )
+        barrier(info)
+        return trainer.fit()
+    finally:
+        shutdown(info)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+EXAMPLES = """\
+  python -m ctdiff train --config configs/demo.yaml --data data/phantom-64 --out runs/demo
+  python -m ctdiff train --config configs/demo.yaml --data data/phantom-64 --out runs/demo --set train.lr=2e-4 --set train.epochs=50
+  python -m ctdiff train --out runs/demo --resume                        # continue after Ctrl-C
+  python -m ctdiff train --out runs/demo --resume --set train.epochs=400 # train longer
+  torchrun --nproc_per_node 4 -m ctdiff train --config configs/thesis-256.yaml --data data/prostate-256 --out runs/thesis
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="YAML config (configs/demo.yaml, configs/thesis-256.yaml, ...); "
+                        "optional with --resume (the run's own config is used)")
+    parser.add_argument("--data", help="prepared dataset folder (NIfTI volumes of one shape); not needed with --resume")
+    parser.add_argument("--out", required=True, help="run dir to create (or to continue with --resume)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set train.lr=2e-4 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    parser.add_argument("--force", action="store_true", help="start over in a non-empty --out (deletes it)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_arguments(parser)
+
+
+def run(args) -> int:
+    apply_threads(args)
+    if args.resume and args.force:
+        raise ConfigError("--resume and --force contradict each other")
+    config = load_config(args.config) if args.config else None
+    result = train(
+        config, args.data, args.out, resume=args.resume, force=args.force, overrides=args.overrides,
+        device=args.device, progress=not args.no_progress,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f"{result.best_val_loss:.5g}" if math.isfinite(result.best_val_loss) else "n/a"
+        print(f"{result.run_dir}: {result.epoch} epoch(s), {result.step} step(s), best validation loss {best}")
+    return 0

@@ -1,0 +1,105 @@
+"""Schedule math against diffusers and hand-computed values; samplers: timesteps, determinism, callback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from ctdiff.config import DiffusionConfig
+from ctdiff.diffusion import Diffusion, run_sampler, sample_dpmpp
+
+
+def test_linear_schedule_known_answer():
+    d = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02))
+    betas = np.linspace(1e-4, 0.02, 1000)
+    abar = np.cumprod(1.0 - betas)
+    np.testing.assert_allclose(d.alphas_cumprod.numpy(), abar, rtol=1e-5)
+    # hand-computed: abar_0 = 1 - 1e-4, abar_999 ~ 4.0e-5 (nearly pure noise at the end)
+    assert d.alphas_cumprod[0].item() == pytest.approx(0.9999, abs=1e-7)
+    assert d.alphas_cumprod[-1].item() == pytest.approx(4.036e-5, rel=1e-3)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "scaled_linear"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_forward_process_and_target_match_diffusers(schedule, prediction):
+    cfg = DiffusionConfig(timesteps=1000, beta_schedule=schedule, prediction=prediction)
+    d = Diffusion(cfg)
+    ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule={"cosine": "squaredcos_cap_v2"}.get(schedule, schedule),
+                        beta_start=cfg.beta_start, beta_end=cfg.beta_end, prediction_type=prediction)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand((4, 1, 3, 5, 6), generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 17, 500, 999])
+    torch.testing.assert_close(d.q_sample(x0, t, noise), ref.add_noise(x0, noise, t), rtol=1e-5, atol=1e-5)  # diffusers computes abar in float32
+    expected = noise if prediction == "epsilon" else ref.get_velocity(x0, noise, t)
+    torch.testing.assert_close(d.target(x0, t, noise), expected, rtol=1e-5, atol=1e-5)  # diffusers computes abar in float32
+
+
+def test_loss_is_mse_of_model_output_vs_target():
+    d = Diffusion(DiffusionConfig(prediction="v_prediction"))
+    x0 = torch.full((2, 1, 2, 2, 2), 0.5)
+    noise = torch.ones_like(x0)
+    t = torch.tensor([10, 900])
+    zero_model = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    assert d.loss(zero_model, x0, t, noise).item() == pytest.approx(d.target(x0, t, noise).square().mean().item())
+
+
+def test_fixed_validation_timesteps():
+    d = Diffusion(DiffusionConfig(timesteps=1000))
+    assert d.fixed_timesteps(4).tolist() == [125, 375, 625, 875]
+    assert d.fixed_timesteps(1).tolist() == [500]
+
+
+class DummyModel(torch.nn.Module):
+    """Deterministic stand-in network: a fixed function of x and t (as diffusers' scheduler tests do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, t):
+        self.calls.append(t.clone())
+        return 0.3 * x + 1e-3 * t.float().reshape(-1, *[1] * (x.ndim - 1))
+
+
+@pytest.mark.parametrize(
+    "sampler, steps, timesteps",
+    [("dpmpp", 5, [999, 799, 599, 399, 199]), ("ddim", 4, [999, 749, 499, 249]), ("ddpm", 4, [750, 500, 250, 0])],
+)
+def test_sampler_timesteps_and_callback(sampler, steps, timesteps):
+    d = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule="linear"))
+    model = DummyModel()
+    seen = []
+    out = run_sampler(sampler, model, (1, 2, 4, 4), d, steps, seeds=[0], callback=lambda i, n: seen.append((i, n)))
+    assert [int(t[0]) for t in model.calls] == timesteps
+    assert seen == [(i + 1, steps) for i in range(steps)]
+    assert out.shape == (1, 1, 2, 4, 4) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
+def test_sampler_determinism_and_batch_independence(sampler):
+    d = Diffusion(DiffusionConfig(timesteps=100, beta_schedule="cosine", prediction="v_prediction"))
+    model = DummyModel()
+    a = run_sampler(sampler, model, (1, 2, 4, 4), d, 6, seeds=[3, 4])
+    b = run_sampler(sampler, model, (1, 2, 4, 4), d, 6, seeds=[3, 4])
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    single = run_sampler(sampler, model, (1, 2, 4, 4), d, 6, seeds=[4])
+    torch.testing.assert_close(a[1:], single, rtol=1e-6, atol=1e-6)  # case depends on its seed only
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_dpmpp_recovers_the_data_point_with_an_oracle_model():
+    # with an oracle that knows the single data point x0, DPM-Solver++ must land on x0
+    d = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule="linear", prediction="epsilon"))
+    x0 = torch.linspace(-0.8, 0.8, 32).reshape(1, 1, 2, 4, 4)
+    abar = d.alphas_cumprod.float()
+
+    def oracle(x, t):
+        a = abar[t].reshape(-1, 1, 1, 1, 1)
+        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+
+    x = torch.randn((1, 1, 2, 4, 4), generator=torch.Generator().manual_seed(0))
+    out = sample_dpmpp(oracle, x, d, 10)
+    torch.testing.assert_close(out, x0, atol=1e-3, rtol=0)

@@ -1,0 +1,182 @@
+"""Training: a tiny model overfits one volume; the run dir layout; exact resume after Ctrl-C;
+deterministic validation; clear errors for a checkpoint from another config."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ctdiff.checkpoint import load_checkpoint, load_weights
+from ctdiff.cli import main
+from ctdiff.config import DiffusionConfig, config_from_dict
+from ctdiff.diffusion import Diffusion
+from ctdiff.errors import ConfigError, OverwriteError
+from ctdiff.io import write_nifti
+from ctdiff.model import UNet3D, build_model
+from ctdiff.phantom import make_phantom
+from ctdiff.tensors import array_to_tensor, hu_to_model
+from ctdiff.train import HISTORY_COLUMNS, read_history, train
+
+TINY = {
+    "name": "tiny",
+    "data": {"pad_slices_to": 8, "val_fraction": 0.2},
+    "model": {"channels": [4, 8], "block_kinds": ["2d", "3d"], "attention": [False, True], "norm_groups": 4,
+              "head_channels": 4, "res_blocks": 1},
+    "diffusion": {"timesteps": 100, "beta_schedule": "cosine", "prediction": "v_prediction"},
+    "train": {"epochs": 3, "batch_size": 2, "lr": 2e-3, "warmup_steps": 2, "val_timesteps": 2,
+              "preview_every": 2, "preview_steps": 3, "ema_decay": 0.9},
+    "sample": {"sampler": "dpmpp", "steps": 3},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # two PyTorch threads on a busy 2-core machine are several times slower than one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Five 16x16x6 phantom cases (4 train / 1 validation with val_fraction 0.2)."""
+    root = tmp_path_factory.mktemp("phantoms")
+    for i in range(5):
+        vol, _ = make_phantom(shape=(16, 16, 6), seed=i, noise_hu=10.0)
+        write_nifti(vol, root / f"case_{i:03d}.nii.gz")
+    return root
+
+
+def tiny(**train) -> "Config":  # noqa: F821
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(train)
+    return config_from_dict(cfg)
+
+
+def test_tiny_model_overfits_one_volume():
+    vol, _ = make_phantom(shape=(16, 16, 8), seed=3, noise_hu=10.0)
+    x0 = hu_to_model(array_to_tensor(vol.array), (-1024.0, 1500.0))[None].expand(2, -1, -1, -1, -1)
+    diffusion = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule="linear", prediction="epsilon"))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = UNet3D((8, 16), ("3d", "3d"), (False, False), mid_attention=False, norm_groups=4, res_blocks=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(300):
+        loss = diffusion.loss(model, x0, diffusion.sample_timesteps(2, g), torch.randn(x0.shape, generator=g))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    start, end = np.mean(losses[:10]), np.mean(losses[-50:])
+    assert start > 0.5  # the zero-initialised output predicts no noise: MSE ~ 1
+    assert end < start / 10
+
+
+def test_run_dir_layout_and_deterministic_validation(dataset, tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny(), dataset, run, progress=False)
+    assert (result.epoch, result.step) == (3, 6)
+    for name in ("config.yaml", "split.json", "history.csv", "loss.png", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "previews/epoch_0002.png", "previews/epoch_0002.nii.gz"):
+        assert (run / name).is_file(), name
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    split = json.loads((run / "split.json").read_text())
+    assert split["seed"] == 0 and len(split["train"]) == 4 and len(split["val"]) == 1
+    assert not set(split["train"]) & set(split["val"])
+    with open(run / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == HISTORY_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and [int(r["step"]) for r in rows] == [2, 4, 6]
+    history = read_history(run / "history.csv")
+    best = min(r["val_loss"] for r in history)
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert ckpt["best_val_loss"] == pytest.approx(best, rel=1e-6)
+    assert ckpt["geometry"]["shape"] == [16, 16, 6] and ckpt["geometry"]["depth"] == 8
+    assert config_from_dict(ckpt["config"]) == tiny()
+
+    # the validation loss is a fixed function of the weights: recomputing it gives the same number
+    from ctdiff.data import load_cases
+    from ctdiff.distributed import DistInfo
+    from ctdiff.train import Trainer
+
+    cfg = tiny()
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    trainer = Trainer(cfg, tmp_path / "unused", load_cases(split["train"], cfg.data), load_cases(split["val"], cfg.data),
+                      DistInfo(), progress=False)
+    trainer.load_state(last, run / "checkpoints" / "last.pt")
+    v1, v2 = trainer.validation_loss(), trainer.validation_loss()
+    assert v1 == v2 and v1 == pytest.approx(history[-1]["val_loss"], rel=1e-6)
+
+
+def test_resume_after_ctrl_c_continues_exactly(dataset, tmp_path):
+    straight = []
+    train(tiny(), dataset, tmp_path / "a", progress=False, on_step=lambda s, loss: straight.append(loss))
+    assert len(straight) == 6
+
+    first = []
+
+    def stop_at_3(step, loss):
+        first.append(loss)
+        if step == 3:  # mid-epoch (2 steps per epoch)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(), dataset, tmp_path / "b", progress=False, on_step=stop_at_3)
+    saved = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert (saved["step"], saved["epoch"], saved["epoch_step"]) == (3, 1, 1)
+
+    rest = []
+    result = train(None, None, tmp_path / "b", resume=True, progress=False, on_step=lambda s, loss: rest.append(loss))
+    assert result.step == 6
+    np.testing.assert_allclose(first + rest, straight, rtol=1e-6, atol=0)
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    for key in ("model", "ema"):
+        for name, w in a[key].items():
+            torch.testing.assert_close(b[key][name], w, rtol=1e-6, atol=1e-7, msg=f"{key}.{name}")
+    ha, hb = read_history(tmp_path / "a" / "history.csv"), read_history(tmp_path / "b" / "history.csv")
+    for ra, rb in zip(ha, hb, strict=True):
+        assert (ra["epoch"], ra["step"]) == (rb["epoch"], rb["step"])
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-6)
+    assert json.loads((tmp_path / "a" / "split.json").read_text())["train"] == \
+        json.loads((tmp_path / "b" / "split.json").read_text())["train"]
+
+
+def test_checkpoint_from_another_config_is_refused(dataset, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(epochs=1, preview_every=0), dataset, run, progress=False)
+    other = json.loads(json.dumps(TINY))
+    other["model"]["channels"] = [8, 8]
+    with pytest.raises(ConfigError) as info:
+        train(config_from_dict(other), None, run, resume=True, progress=False)
+    assert "model.channels" in str(info.value) and "last.pt" in str(info.value)
+    # weights into a model built from another config: a clear error, not a torch traceback
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    with pytest.raises(ConfigError, match="does not fit this model"):
+        load_weights(build_model(config_from_dict(other).model), ckpt["model"], "last.pt")
+    # train/sample settings may change on resume (here: more epochs)
+    result = train(None, None, run, resume=True, overrides=["train.epochs=2"], progress=False)
+    assert (result.epoch, result.step) == (2, 4)
+
+
+def test_cli_refuses_to_overwrite_a_run(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(tiny(epochs=1, preview_every=0).to_yaml())
+    assert main(["train", "--config", str(cfg), "--data", str(dataset), "--out", str(run), "--no-progress"]) == 0
+    assert main(["train", "--config", str(cfg), "--data", str(dataset), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--force" in err and str(run) in err
+    assert main(["train", "--config", str(cfg), "--data", str(dataset), "--out", str(tmp_path / "r2"),
+                 "--set", "model.chanels=[4, 8]"]) == 2
+    assert "model.chanels" in capsys.readouterr().err
+    with pytest.raises(OverwriteError):
+        train(tiny(), dataset, run, progress=False)
