@@ -72,7 +72,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     weights = "ema" if use_ema else "model"
     load_weights(model, ckpt[weights], ckpt_path)
     model.to(dev).eval().requires_grad_(False)
-    return ModelBundle(model, config, Diffusion(config.diffusion), dev, dict(ckpt["geometry"]), str(ckpt_path),
+    return ModelBundle(model, config, Diffusion(config.diffusion), dev, dict(ckpt["geometry"]), str(ckpt_path.resolve()),
                        int(ckpt["step"]), weights)
 
 
