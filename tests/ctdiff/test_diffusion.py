@@ -8,7 +8,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from ctdiff.config import DiffusionConfig
-from ctdiff.diffusion import Diffusion, run_sampler, sample_dpmpp
+from ctdiff.diffusion import Diffusion, run_sampler
 
 
 def test_linear_schedule_known_answer():
@@ -90,16 +90,19 @@ def test_sampler_determinism_and_batch_independence(sampler):
     assert not torch.allclose(a[0], a[1])
 
 
-def test_dpmpp_recovers_the_data_point_with_an_oracle_model():
-    # with an oracle that knows the single data point x0, DPM-Solver++ must land on x0
-    d = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule="linear", prediction="epsilon"))
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
+@pytest.mark.parametrize("schedule, prediction", [("linear", "epsilon"), ("cosine", "v_prediction")])
+def test_samplers_recover_the_data_point_with_an_oracle_model(sampler, schedule, prediction):
+    # an oracle that knows the single data point x0 predicts the exact epsilon (or v); every sampler
+    # must then land on x0 -- a wrong prediction type or schedule in the scheduler would not
+    d = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule=schedule, prediction=prediction))
     x0 = torch.linspace(-0.8, 0.8, 32).reshape(1, 1, 2, 4, 4)
     abar = d.alphas_cumprod.float()
 
     def oracle(x, t):
         a = abar[t].reshape(-1, 1, 1, 1, 1)
-        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
-    x = torch.randn((1, 1, 2, 4, 4), generator=torch.Generator().manual_seed(0))
-    out = sample_dpmpp(oracle, x, d, 10)
-    torch.testing.assert_close(out, x0, atol=1e-3, rtol=0)
+    out = run_sampler(sampler, oracle, (1, 2, 4, 4), d, 10, seeds=[0])
+    torch.testing.assert_close(out, x0, atol=1e-4, rtol=0)
