@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "ctdiff.train",
     "sample": "ctdiff.sample",
     "prepare": "ctdiff.prepare",
+    "demo": "ctdiff.demo",
 }
 
 

@@ -1,0 +1,300 @@
+"""Build the built-in demo workspace: phantom real scans, generated scans, a report, a review session.
+
+The demo shows the whole product on ctdiff's own material, offline: a model trained by
+``python -m ctdiff train`` on the phantom cohort ships in ``ctdiff/demo/assets/`` (EMA weights in
+fp16, its config, split, history and loss plot) together with volumes it generated, so the first
+start needs no sampling. :func:`ensure_demo_workspace` writes ``workspace/demo/``:
+
+- ``train/``: the phantom cohort the demo model was trained on (regenerated from its seed),
+- ``real/``: held-out phantom scans (another seed) the model never saw,
+- ``generated/``: the shipped samples and their manifest,
+- ``run/``: the demo run dir (config, split, history, loss plot, ``checkpoints/best.pt``),
+- ``report/``: ``python -m eval report --real real --generated generated --train train``,
+- ``reviews.sqlite``: a blinded review session with a demo reader code,
+- ``workspace.json``: what was built, from what, and the demo reader code.
+
+``workspace.json`` is written last, and a ``.building`` marker lives in the folder while it is built,
+so an interrupted first start is detected and rebuilt; a finished workspace is reused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from ctdiff.atomic import write_json
+from ctdiff.errors import InputError, OverwriteError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_WORKSPACE = REPO / "workspace" / "demo"
+WORKSPACE_JSON = "workspace.json"
+BUILDING = ".building"
+DEMO_READER_CODE = "demo-reader"
+REAL_SEED = 1  # held-out scans: another seed than the training cohort's
+REAL_N = 12
+REVIEW_PER_COHORT = 6
+
+Progress = Callable[..., None]
+
+
+def _assets_info() -> dict[str, Any]:
+    path = ASSETS / "assets.json"
+    if not path.is_file():
+        raise InputError("demo assets are missing (scripts/make_demo_assets.py writes them)", path)
+    return json.loads(path.read_text())
+
+
+def is_complete(workspace: str | os.PathLike) -> bool:
+    """True when ``workspace`` holds a finished demo build."""
+    try:
+        info = json.loads((Path(workspace) / WORKSPACE_JSON).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(info.get("complete"))
+
+
+def ensure_demo_workspace(
+    path: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    report: bool | str = True,
+) -> Path:
+    """Build the demo workspace at ``path`` (default ``workspace/demo``) unless it is already built.
+
+    ``progress(done, total, message)`` reports each stage. With ``force`` an existing workspace is
+    rebuilt. ``report``: True copies the report shipped with the assets (computed on exactly these
+    inputs), ``"recompute"`` runs ``eval report`` again (minutes on 2 cores), False skips it.
+    """
+    ws = Path(path) if path is not None else DEFAULT_WORKSPACE
+    if ws.exists() and is_complete(ws) and not force:
+        return ws
+    ours = (ws / BUILDING).exists() or (ws / WORKSPACE_JSON).exists()
+    if ws.exists() and any(ws.iterdir()) and not (force or ours):
+        raise OverwriteError("exists and is not a demo workspace; pass --force to replace it", ws)
+    info = _assets_info()
+    if ws.exists():
+        shutil.rmtree(ws)  # an unfinished earlier build, or --force
+    ws.mkdir(parents=True)
+    (ws / BUILDING).write_text("a demo build started here and has not finished; the next start rebuilds it\n")
+    stages = 6 if report else 5
+    done = 0
+
+    def tick(message: str) -> None:
+        nonlocal done
+        if progress is not None:
+            progress(done, stages, message)
+        done += 1
+
+    _build(ws, info, tick, report)
+    (ws / BUILDING).unlink()
+    if progress is not None:
+        progress(stages, stages, "demo workspace ready")
+    return ws
+
+
+def _build(ws: Path, info: dict[str, Any], tick: Callable[[str], None], report: bool | str) -> None:
+    from ctdiff.phantom import write_cohort
+
+    cohort = info["train_cohort"]
+    shape = tuple(cohort["shape"])
+    tick(f"phantom training cohort ({cohort['n']} scans, seed {cohort['seed']})")
+    write_cohort(ws / "train", n=cohort["n"], shape=shape, seed=cohort["seed"], noise_hu=cohort["noise_hu"], progress=False)
+    tick(f"held-out phantom scans ({REAL_N}, seed {REAL_SEED})")
+    write_cohort(ws / "real", n=REAL_N, shape=shape, seed=REAL_SEED, noise_hu=cohort["noise_hu"], progress=False)
+    tick("generated scans and the demo model")
+    shutil.copytree(ASSETS / "samples", ws / "generated")
+    run = ws / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "split.json", "history.csv", "loss.png"):
+        if (ASSETS / "run" / name).exists():
+            shutil.copy2(ASSETS / "run" / name, run / name)
+    shutil.copy2(ASSETS / "model.pt", run / "checkpoints" / "best.pt")
+    if report == "recompute" or (report and not (ASSETS / "report").is_dir()):
+        tick("eval report (real vs generated, with the training cohort)")
+        _compute_report(ws)
+    elif report:
+        tick("eval report (shipped with the demo assets)")
+        _install_report(ASSETS / "report", ws / "report", ws)
+    tick("review session")
+    from eval.review.store import add_reader, create_session
+
+    db = f"sqlite:///{ws / 'reviews.sqlite'}"
+    sid = create_session(
+        db, "Demo reader study", ws / "real", ws / "generated", n_per_cohort=REVIEW_PER_COHORT, seed=0,
+        instructions="Demo study: phantom scans vs scans generated by the demo model. Is each scan real or synthetic?",
+    )
+    add_reader(db, sid, "Demo reader", code=DEMO_READER_CODE)
+    write_json(ws / WORKSPACE_JSON, {
+        "name": "demo",
+        "complete": True,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "synthetic_data": "all scans are ctdiff phantoms or generated from them; none is a patient",
+        "demo_reader_code": DEMO_READER_CODE,
+        "review_session": sid,
+        "model": info.get("model", {}),
+        "train_cohort": cohort,
+        "real_cohort": {"n": REAL_N, "seed": REAL_SEED, "shape": list(shape), "noise_hu": cohort["noise_hu"]},
+    })
+
+
+PLACEHOLDER = "@CTDIFF_DEMO_WORKSPACE@"
+REPORT_FILES = ("report.json", "report.md", "report.html")
+
+
+def _compute_report(ws: Path) -> Path:
+    from eval.report import build_report
+
+    build_report(ws / "real", ws / "generated", train=ws / "train", out=ws / "report", cache_dir=ws / ".cache", force=True)
+    return ws / "report"
+
+
+def _swap_paths(folder: Path, old: str, new: str) -> None:
+    """Replace a workspace path in the report's text files (JSON-escaped inside report.json)."""
+    for name in REPORT_FILES:
+        f = folder / name
+        if not f.is_file():
+            continue
+        text = f.read_text(encoding="utf-8")
+        if name.endswith(".json"):
+            text = text.replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1])
+        else:
+            text = text.replace(old, new)
+        f.write_text(text, encoding="utf-8")
+
+
+def _install_report(src: Path, dst: Path, ws: Path) -> None:
+    """Copy the shipped report into the workspace with the placeholder set to the workspace path.
+
+    The report was computed by :func:`export_assets` on exactly these inputs (seeded phantom
+    cohorts, the shipped samples, a seeded bootstrap); ``--recompute-report`` computes it again.
+    """
+    shutil.copytree(src, dst)
+    _swap_paths(dst, PLACEHOLDER, str(ws.resolve()))
+
+
+# ------------------------------------------------------------------------------------ assets
+def export_assets(
+    run_dir: str | os.PathLike,
+    train_cohort: dict[str, Any],
+    out: str | os.PathLike = ASSETS,
+    n_samples: int = REAL_N,
+    sampler: str = "dpmpp",
+    steps: int = 25,
+    seed: int = 1000,
+    command: str = "",
+    force: bool = False,
+    progress: Progress | None = None,
+    with_report: bool = True,
+) -> Path:
+    """Write the demo assets from a training run: fp16 EMA checkpoint, run files, samples, report.
+
+    ``train_cohort``: ``{"n", "seed", "shape", "noise_hu"}`` of the phantom cohort the run trained on.
+    """
+    import torch
+
+    from ctdiff.atomic import atomic_path, prepare_output_dir
+    from ctdiff.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+    from ctdiff.sample import load_bundle, sample, write_samples
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OverwriteError("demo assets exist; pass --force to replace them", out)
+    prepare_output_dir(out, force=True)
+    src = resolve_checkpoint(run_dir)
+    ckpt = load_checkpoint(src)
+    slim = {
+        "config": ckpt["config"],
+        "ema": {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in ckpt["ema"].items()},
+        "geometry": ckpt["geometry"],
+        "step": ckpt["step"],
+        "epoch": ckpt.get("epoch"),
+        "exported_from": src.name,
+    }
+    # a sampling-only checkpoint: EMA weights in fp16, no optimizer or training state
+    slim["model"] = slim["ema"]
+    save_checkpoint(out / "model.pt", slim)
+    (out / "run").mkdir()
+    for name in ("config.yaml", "history.csv", "loss.png"):
+        if (Path(run_dir) / name).exists():
+            shutil.copy2(Path(run_dir) / name, out / "run" / name)
+    split = json.loads((Path(run_dir) / "split.json").read_text())
+    for key in ("train", "val"):  # ship file names, not this machine's paths
+        split[key] = [Path(f).name for f in split.get(key, [])]
+    write_json(out / "run" / "split.json", split)
+    bundle = load_bundle(out / "model.pt", device="cpu")
+    cb = None if progress is None else (lambda d, t: progress(d, t, "sampling"))
+    vols = sample(bundle, n_samples, sampler=sampler, steps=steps, seed=seed, callback=cb)
+    for v in vols:
+        v.meta["checkpoint"] = "ctdiff/demo/assets/model.pt"
+    write_samples(vols, out / "samples", info={"demo": True}, force=True)
+    if with_report:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="ctdiff-demo-report-") as tmp:
+            scratch = Path(tmp) / "ws"
+            from ctdiff.phantom import write_cohort
+
+            shape = tuple(train_cohort["shape"])
+            write_cohort(scratch / "train", n=train_cohort["n"], shape=shape, seed=train_cohort["seed"],
+                         noise_hu=train_cohort["noise_hu"], progress=False)
+            write_cohort(scratch / "real", n=REAL_N, shape=shape, seed=REAL_SEED, noise_hu=train_cohort["noise_hu"],
+                         progress=False)
+            shutil.copytree(out / "samples", scratch / "generated")
+            report_dir = _compute_report(scratch)
+            _swap_paths(report_dir, str(scratch.resolve()), PLACEHOLDER)
+            shutil.copytree(report_dir, out / "report")
+    info = {
+        "model": {
+            "checkpoint": "model.pt",
+            "weights": "EMA, fp16",
+            "trained_steps": int(ckpt["step"]),
+            "trained_epochs": ckpt.get("epoch"),
+            "source_checkpoint": src.name,
+            "command": command,
+        },
+        "train_cohort": train_cohort,
+        "samples": {"n": n_samples, "sampler": sampler, "steps": steps, "seed": seed},
+    }
+    with atomic_path(out / "assets.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ CLI
+EXAMPLES = """\
+  python -m ctdiff demo                      # build workspace/demo (reused if already built)
+  python -m ctdiff demo --out /tmp/demo-ws   # somewhere else
+  python -m ctdiff demo --force              # rebuild from scratch
+  python -m ctdiff demo --force --recompute-report   # and compute the eval report here (minutes)
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default=str(DEFAULT_WORKSPACE), help="workspace folder (default workspace/demo)")
+    parser.add_argument("--force", action="store_true", help="rebuild an existing workspace")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--no-report", action="store_true", help="skip the eval report")
+    group.add_argument("--recompute-report", action="store_true",
+                       help="run eval report on the workspace instead of installing the shipped one (minutes)")
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    bar = tqdm(total=6 if not args.no_report else 5, unit="stage", desc="demo workspace")
+
+    def progress(done, total, message=""):
+        bar.n = done
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    report = "recompute" if args.recompute_report else not args.no_report
+    ws = ensure_demo_workspace(args.out, progress=progress, force=args.force, report=report)
+    bar.close()
+    print(f"demo workspace ready: {ws}  (reader code: {DEMO_READER_CODE})")
+    return 0
