@@ -65,6 +65,9 @@ class ModelConfig:
     res_blocks: int = 2
     norm_groups: int = 32
     head_channels: int = 64
+    # size of the sinusoidal timestep embedding (its MLP is 4x wider); null = channels[0], as in
+    # diffusers' UNet2DModel. Tiny models want more than their first level's few channels.
+    time_channels: int | None = None
     dropout: float = 0.0
     gradient_checkpointing: bool = False
 
@@ -313,6 +316,8 @@ def validate(config: Config, where: str | None = None) -> None:
         bad("model.res_blocks must be >= 1")
     if m.head_channels < 1:
         bad("model.head_channels must be >= 1")
+    if m.time_channels is not None and (m.time_channels < 2 or m.time_channels % 2):
+        bad(f"model.time_channels must be an even number >= 2 or null, got {m.time_channels}")
     if not 0.0 <= m.dropout < 1.0:
         bad("model.dropout must be in [0, 1)")
 

@@ -121,6 +121,7 @@ class UNet3D(nn.Module):
         head_channels: int = 64,
         dropout: float = 0.0,
         gradient_checkpointing: bool = False,
+        time_channels: int | None = None,
         in_channels: int = 1,
         out_channels: int = 1,
     ):
@@ -149,8 +150,9 @@ class UNet3D(nn.Module):
         self.multiple: tuple[int, int, int] = tuple(mult)  # required divisor of (D, H, W)
 
         c0 = channels[0]
-        emb_dim = 4 * c0
-        self.time_mlp = nn.Sequential(nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_channels = time_channels or c0
+        emb_dim = 4 * self.time_channels
+        self.time_mlp = nn.Sequential(nn.Linear(self.time_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         k, p = _kernel(block_kinds[0])
         self.conv_in = nn.Conv3d(in_channels, c0, k, padding=p)
 
@@ -208,6 +210,7 @@ class UNet3D(nn.Module):
             head_channels=cfg.head_channels,
             dropout=cfg.dropout,
             gradient_checkpointing=cfg.gradient_checkpointing,
+            time_channels=cfg.time_channels,
         )
 
     def check_shape(self, spatial: Sequence[int]) -> None:
@@ -235,7 +238,7 @@ class UNet3D(nn.Module):
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        temb = get_timestep_embedding(t, self.channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
+        temb = get_timestep_embedding(t, self.time_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         emb = self.time_mlp(temb.to(x.dtype))
 
         h = self.conv_in(x)

@@ -59,6 +59,13 @@ def test_indivisible_shape_names_axis_and_fix(spatial, axis, fit):
     assert f"along {axis}" in msg and f"to {fit}" in msg
 
 
+def test_time_embedding_size():
+    small = UNet3D((4, 8), ("3d", "3d"), norm_groups=4, res_blocks=1)
+    wide = UNet3D((4, 8), ("3d", "3d"), norm_groups=4, res_blocks=1, time_channels=64)
+    assert small.time_mlp[0].in_features == 4 and wide.time_mlp[0].in_features == 64
+    assert wide.down[0][0].emb.in_features == 256
+
+
 def test_argument_errors():
     with pytest.raises(ValueError, match="norm_groups"):
         UNet3D((6, 8), ("3d", "3d"), norm_groups=4)
@@ -101,6 +108,7 @@ def test_thesis_preset_full_size_on_meta_device():
         out = model(torch.empty(1, 1, 32, 256, 256), torch.zeros(1, dtype=torch.long))
     assert out.shape == (1, 1, 32, 256, 256)
     assert model.multiple == (16, 64, 64)  # 26 slices -> padded to 32
+    assert model.time_mlp[0].in_features == 32 and model.time_mlp[2].out_features == 128  # diffusers' sizes
     with pytest.raises(ValueError, match="along z .* to 32"):
         model.check_shape((26, 256, 256))
     n_attention = sum(isinstance(m, Attention) for m in model.modules())

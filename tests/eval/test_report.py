@@ -34,7 +34,7 @@ def tiny(tmp_path_factory, ph):
 def test_frd_equals_frd_score_command_line(tiny):
     proc = subprocess.run(
         [sys.executable, "-m", "frd_score", str(tiny["real"]), str(tiny["gen"]), "-w", "2"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     cli_value = float(re.search(r"FRD \(v1\): (\S+)", proc.stdout).group(1))
