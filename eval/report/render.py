@@ -72,6 +72,19 @@ def mosaic_png(cohorts: dict[str, list], plane: str, n_cases: int = MOSAIC_CASES
 
 
 # ----------------------------------------------------------------------------------- markdown
+def metric_table_lines(report: dict[str, Any]) -> list[str]:
+    """The Markdown metric table (value, CI, real, generated, reference floor, ...) as lines."""
+    lines = ["| metric | value | 95% CI | real | generated | reference | better | unit | meaning / reason |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in report["metrics"].items():
+        note = m["reason"] or m["description"]
+        lines.append(
+            f"| {name} | {_fmt(m['value'])} | {_ci(m['ci95'])} | {_fmt(m['real'])} | {_fmt(m['generated'])} | "
+            f"{_fmt(m['reference'])} | {m['better']} | {m['unit']} | {note} |"
+        )
+    return lines
+
+
 def render_markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
     inp = report["inputs"]
     lines = [
@@ -85,13 +98,7 @@ def render_markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
     if inp.get("resampled_to"):
         r = inp["resampled_to"]
         lines.append(f"- resampled to shape {r['shape']} spacing {r['spacing']} mm: {len(r['files'])} file(s)")
-    lines += ["", "## Metrics", "", "| metric | value | 95% CI | real | generated | reference | better | unit | meaning / reason |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, m in report["metrics"].items():
-        note = m["reason"] or m["description"]
-        lines.append(
-            f"| {name} | {_fmt(m['value'])} | {_ci(m['ci95'])} | {_fmt(m['real'])} | {_fmt(m['generated'])} | "
-            f"{_fmt(m['reference'])} | {m['better']} | {m['unit']} | {note} |"
-        )
+    lines += ["", "## Metrics", "", *metric_table_lines(report)]
     if figures:
         lines += ["", "## Slices (middle slice, soft-tissue window; top real, bottom generated)", ""]
         lines += [f"![{plane}]({path})" for plane, path in figures.items()]
