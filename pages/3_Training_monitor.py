@@ -128,7 +128,9 @@ else:
     with st.form("generate"):
         c = st.columns(4)
         n = c[0].number_input("Volumes", min_value=1, max_value=64, value=2, step=1, key="gen_n")
-        sampler = c[1].selectbox("Sampler", sampler_names(), key="gen_sampler")
+        names = sampler_names()
+        sampler = c[1].selectbox("Sampler", names, key="gen_sampler",  # DPM-Solver++ is the recommended default
+                                 index=names.index("dpmpp") if "dpmpp" in names else 0)
         steps = c[2].number_input("Steps", min_value=1, max_value=1000, value=25, step=1, key="gen_steps")
         seed = c[3].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="gen_seed")
         overwrite = st.checkbox("Overwrite existing samples with the same settings", key="gen_overwrite")
