@@ -78,17 +78,20 @@ def test_fresh_draw_beats_each_degraded_cohort_on_the_distances(reports, degrade
 def test_copies_of_training_scans_are_flagged(phantom_cohorts, ph):
     f = phantom_cohorts
     report = build_report(f["real"], f["copies"], train=f["train"], metrics="memorization", settings=ph.SMALL_SETTINGS)
-    flagged = report["memorization_flagged"]
-    assert sorted(Path(x["generated"]).name for x in flagged) == [f"copy_of_train_{i:03d}.nii.gz" for i in range(3)]
-    for x in flagged:
-        i = int(Path(x["generated"]).name[-10:-7])
-        assert Path(x["nearest_train"]).name == f"case_{i:03d}.nii.gz"
-        assert x["distance"] == pytest.approx(0.0, abs=1e-6) and x["threshold"] > 0.01
-    assert _v(report, "memorization") == pytest.approx(0.5)
+    flagged = {Path(x["generated"]).name: x for x in report["memorization_flagged"]}
+    copies = [f"copy_of_train_{i:03d}.nii.gz" for i in range(3)]
+    # every copy is flagged, at distance 0 from the training scan it copies
+    for i, name in enumerate(copies):
+        assert Path(flagged[name]["nearest_train"]).name == f"case_{i:03d}.nii.gz"
+        assert flagged[name]["distance"] == pytest.approx(0.0, abs=1e-6) and flagged[name]["threshold"] > 0.01
+    # a fresh scan may fall below the 5 % quantile of 6 held-out scans by chance (the test's nominal
+    # false-positive rate), but none is anywhere near a copy's distance
+    rows = {Path(r["file"]).name: r for r in report["per_case"] if r["cohort"] == "generated"}
+    assert all(rows[name]["memorized"] for name in copies)
+    assert min(r["train_distance"] for n, r in rows.items() if n.startswith("fresh")) > 0.05
+    assert 0.5 <= _v(report, "memorization") == pytest.approx(len(flagged) / 6)
     fresh = build_report(f["real"], f["fresh"], train=f["train"], metrics="memorization", settings=ph.SMALL_SETTINGS)
     assert _v(fresh, "memorization") < _v(report, "memorization")
-    rows = [r for r in report["per_case"] if r["cohort"] == "generated"]
-    assert [r["memorized"] for r in rows] == [True] * 3 + [False] * 3
 
 
 def test_reference_floor_with_a_training_set(phantom_cohorts, ph):
