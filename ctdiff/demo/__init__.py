@@ -146,10 +146,12 @@ PLACEHOLDER = "@CTDIFF_DEMO_WORKSPACE@"
 REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
-def _compute_report(ws: Path) -> Path:
+def _compute_report(ws: Path, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Run ``eval report`` on the workspace; features are cached in ``cache_dir`` (default ``ws/.cache``)."""
     from eval.report import build_report
 
-    build_report(ws / "real", ws / "generated", train=ws / "train", out=ws / "report", cache_dir=ws / ".cache", force=True)
+    build_report(ws / "real", ws / "generated", train=ws / "train", out=ws / "report",
+                 cache_dir=cache_dir if cache_dir is not None else ws / ".cache", force=True)
     return ws / "report"
 
 
@@ -183,17 +185,21 @@ def export_assets(
     train_cohort: dict[str, Any],
     out: str | os.PathLike = ASSETS,
     n_samples: int = REAL_N,
-    sampler: str = "dpmpp",
-    steps: int = 25,
+    sampler: str = "ddpm",
+    steps: int = 250,
     seed: int = 1000,
     command: str = "",
     force: bool = False,
     progress: Progress | None = None,
     with_report: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write the demo assets from a training run: fp16 EMA checkpoint, run files, samples, report.
 
     ``train_cohort``: ``{"n", "seed", "shape", "noise_hu"}`` of the phantom cohort the run trained on.
+    ``cache_dir``: eval's feature cache (default: the user cache, so the seeded phantom cohorts'
+    features are computed once across exports; keys are file contents, so a new model never hits
+    stale entries).
     """
     import torch
 
@@ -228,7 +234,7 @@ def export_assets(
     write_json(out / "run" / "split.json", split)
     bundle = load_bundle(out / "model.pt", device="cpu")
     cb = None if progress is None else (lambda d, t: progress(d, t, "sampling"))
-    vols = sample(bundle, n_samples, sampler=sampler, steps=steps, seed=seed, callback=cb)
+    vols = sample(bundle, n_samples, sampler=sampler, steps=steps, seed=seed, batch_size=4, callback=cb)
     for v in vols:
         v.meta["checkpoint"] = "ctdiff/demo/assets/model.pt"
     write_samples(vols, out / "samples", info={"demo": True}, force=True)
@@ -245,7 +251,9 @@ def export_assets(
             write_cohort(scratch / "real", n=REAL_N, shape=shape, seed=REAL_SEED, noise_hu=train_cohort["noise_hu"],
                          progress=False)
             shutil.copytree(out / "samples", scratch / "generated")
-            report_dir = _compute_report(scratch)
+            from eval.report.cache import default_cache_dir
+
+            report_dir = _compute_report(scratch, cache_dir if cache_dir is not None else default_cache_dir())
             _swap_paths(report_dir, str(scratch.resolve()), PLACEHOLDER)
             shutil.copytree(report_dir, out / "report")
     info = {

@@ -1,0 +1,111 @@
+"""The built-in demo workspace: built from the shipped assets, complete, reused, rebuilt when unfinished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctdiff.demo import ASSETS, BUILDING, DEMO_READER_CODE, PLACEHOLDER, REAL_N, ensure_demo_workspace, is_complete
+from ctdiff.errors import OverwriteError
+from ctdiff.io import find_cases, read_volume
+
+
+@pytest.fixture(scope="module")
+def demo_ws(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("demo") / "ws"
+    calls = []
+    ensure_demo_workspace(ws, progress=lambda done, total, msg: calls.append((done, total, msg)))
+    return ws, calls
+
+
+def test_assets_are_small_and_describe_their_provenance():
+    info = json.loads((ASSETS / "assets.json").read_text())
+    model = info["model"]
+    assert model["weights"] == "EMA, fp16" and model["trained_steps"] > 0
+    assert "python -m ctdiff train --config configs/demo.yaml" in model["command"]
+    assert (ASSETS / "model.pt").stat().st_size < 10_000_000
+    cohort = info["train_cohort"]
+    assert cohort["shape"][2] >= 32 and min(cohort["shape"][:2]) >= 64  # the issue's 64x64x32 or larger
+    manifest = json.loads((ASSETS / "samples" / "manifest.json").read_text())
+    assert manifest["synthetic"] is True and len(manifest["cases"]) == info["samples"]["n"]
+
+
+def test_workspace_has_every_part(demo_ws):
+    ws, calls = demo_ws
+    info = json.loads((ws / "workspace.json").read_text())
+    assets = json.loads((ASSETS / "assets.json").read_text())
+    assert info["complete"] is True and info["demo_reader_code"] == DEMO_READER_CODE
+    assert len(find_cases(ws / "real")) == REAL_N
+    assert len(find_cases(ws / "train")) == assets["train_cohort"]["n"]
+    assert len(find_cases(ws / "generated")) == assets["samples"]["n"]
+    assert not (ws / BUILDING).exists()
+    # progress went through every stage and ended at total
+    assert calls[-1][0] == calls[-1][1] and len(calls) >= 5
+    # real and training cohorts are different scans of the same geometry
+    real0, train0 = read_volume(ws / "real" / "case_000.nii.gz"), read_volume(ws / "train" / "case_000.nii.gz")
+    assert real0.shape == train0.shape == tuple(assets["train_cohort"]["shape"])
+    assert not np.array_equal(real0.array, train0.array)
+    gen0 = read_volume(ws / "generated" / "case_000.nii.gz")
+    assert gen0.shape == real0.shape
+    np.testing.assert_allclose(gen0.spacing, real0.spacing, rtol=1e-5)
+
+
+def test_shipped_report_points_into_this_workspace(demo_ws):
+    ws, _ = demo_ws
+    text = (ws / "report" / "report.json").read_text()
+    assert PLACEHOLDER not in text
+    report = json.loads(text)
+    assert report["schema"] == "ctdiff-eval-report/1"
+    assert report["inputs"]["n_train"] > 0
+    root = str(ws.resolve())
+    for row in report["per_case"]:
+        assert row["file"].startswith(root) and Path(row["file"]).is_file()
+    assert {"frd", "noise_sd", "memorization", "ssim_nearest_real"} <= set(report["metrics"])
+    assert PLACEHOLDER not in (ws / "report" / "report.html").read_text()
+
+
+def test_demo_model_loads_and_samples_in_hu(demo_ws):
+    from ctdiff.sample import load_bundle, sample
+
+    ws, _ = demo_ws
+    bundle = load_bundle(ws / "run", device="cpu")
+    assert bundle.shape == read_volume(ws / "real" / "case_000.nii.gz").shape
+    vol = sample(bundle, 1, sampler="dpmpp", steps=2, seed=0)[0]
+    assert vol.shape == bundle.shape
+    assert -1100 <= vol.array.min() and vol.array.max() <= 1600  # the HU window of the demo config
+
+
+def test_review_session_is_ready_with_the_demo_code(demo_ws):
+    from eval.review.store import find_reader, reader_progress
+
+    ws, _ = demo_ws
+    db = f"sqlite:///{ws / 'reviews.sqlite'}"
+    reader = find_reader(db, DEMO_READER_CODE)
+    assert reader is not None
+    progress = reader_progress(db, reader.reader_id)
+    assert progress.total == 12 and progress.answered == 0
+
+
+def test_second_start_reuses_and_unfinished_build_is_redone(tmp_path, demo_ws):
+    ws, _ = demo_ws
+    stamp = (ws / "workspace.json").stat().st_mtime_ns
+    calls = []
+    assert ensure_demo_workspace(ws, progress=lambda *a: calls.append(a)) == ws
+    assert calls == [] and (ws / "workspace.json").stat().st_mtime_ns == stamp
+
+    half = tmp_path / "half"
+    (half / "real").mkdir(parents=True)
+    (half / BUILDING).write_text("interrupted")
+    assert not is_complete(half)
+    ensure_demo_workspace(half, report=False)
+    assert is_complete(half) and not (half / "report").exists()
+
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("user data")
+    with pytest.raises(OverwriteError, match="not a demo workspace"):
+        ensure_demo_workspace(other)
+    assert (other / "notes.txt").read_text() == "user data"
