@@ -118,6 +118,26 @@ def read_split(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return split
 
 
+DEFAULT_SAMPLING = ("dpmpp", 25)
+
+
+def sampling_defaults(run_dir: str | os.PathLike) -> tuple[str, int]:
+    """The run's own ``sample.sampler`` / ``sample.steps`` from its config.yaml, else DPM-Solver++ 25.
+
+    A damaged or partial config falls back to the defaults: the Generate form must always open.
+    """
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+        sample = cfg.get("sample") or {}
+        sampler = str(sample.get("sampler", DEFAULT_SAMPLING[0]))
+        steps = int(sample.get("steps", DEFAULT_SAMPLING[1]))
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return DEFAULT_SAMPLING
+    return (sampler, steps) if steps >= 1 else (sampler, DEFAULT_SAMPLING[1])
+
+
 def samples_dir(run_dir: str | os.PathLike, sampler: str, steps: int, seed: int) -> Path:
     """Where the app's Generate panel writes: ``run_dir/samples/<sampler>-<steps>-seed<seed>``."""
     if not re.fullmatch(r"[A-Za-z0-9_+.-]+", sampler):

@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from ctdiff.errors import CTDiffError
-from ctdiff.monitor import block_mean, find_checkpoint, is_active, list_previews, read_split, summarise_history
+from ctdiff.monitor import block_mean, find_checkpoint, is_active, list_previews, read_split, sampling_defaults, summarise_history
 from ctdiff.workspace import is_run_dir
 from pages.components.data import load_history, mtime_ns
 from pages.components.figures import loss_figure, lr_figure
@@ -129,9 +129,12 @@ else:
         c = st.columns(4)
         n = c[0].number_input("Volumes", min_value=1, max_value=64, value=2, step=1, key="gen_n")
         names = sampler_names()
-        sampler = c[1].selectbox("Sampler", names, key="gen_sampler",  # DPM-Solver++ is the recommended default
-                                 index=names.index("dpmpp") if "dpmpp" in names else 0)
-        steps = c[2].number_input("Steps", min_value=1, max_value=1000, value=25, step=1, key="gen_steps")
+        default_sampler, default_steps = sampling_defaults(run)  # the run config's sample section
+        if default_sampler not in names:
+            default_sampler = "dpmpp" if "dpmpp" in names else names[0]
+        sampler = c[1].selectbox("Sampler", names, key="gen_sampler", index=names.index(default_sampler))
+        steps = c[2].number_input("Steps", min_value=1, max_value=1000, value=min(default_steps, 1000), step=1,
+                                  key="gen_steps")
         seed = c[3].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="gen_seed")
         overwrite = st.checkbox("Overwrite existing samples with the same settings", key="gen_overwrite")
         submitted = st.form_submit_button("Generate", type="primary")

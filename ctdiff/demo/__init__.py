@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from ctdiff.atomic import write_json
+from ctdiff.atomic import atomic_path, write_json
 from ctdiff.errors import InputError, OverwriteError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -180,6 +180,18 @@ def _install_report(src: Path, dst: Path, ws: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ assets
+def set_sampling(config: dict[str, Any], sampler: str, steps: int) -> dict[str, Any]:
+    """A copy of a checkpoint's config dict whose ``sample`` section is ``sampler`` / ``steps``."""
+    return {**config, "sample": {**(config.get("sample") or {}), "sampler": sampler, "steps": int(steps)}}
+
+
+def write_config_yaml(config: dict[str, Any], path: Path) -> None:
+    import yaml
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+
+
 def export_assets(
     run_dir: str | os.PathLike,
     train_cohort: dict[str, Any],
@@ -223,11 +235,14 @@ def export_assets(
     }
     # a sampling-only checkpoint: EMA weights in fp16, no optimizer or training state
     slim["model"] = slim["ema"]
+    # the sampler the demo samples use becomes the model's default (`ctdiff sample`, the app's Generate)
+    slim["config"] = set_sampling(slim["config"], sampler, steps)
     save_checkpoint(out / "model.pt", slim)
     (out / "run").mkdir()
-    for name in ("config.yaml", "history.csv", "loss.png"):
+    for name in ("history.csv", "loss.png"):
         if (Path(run_dir) / name).exists():
             shutil.copy2(Path(run_dir) / name, out / "run" / name)
+    write_config_yaml(slim["config"], out / "run" / "config.yaml")
     split = json.loads((Path(run_dir) / "split.json").read_text())
     for key in ("train", "val"):  # ship file names, not this machine's paths
         split[key] = [Path(f).name for f in split.get(key, [])]

@@ -176,3 +176,25 @@ def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app
     assert at.session_state["generated_dir"] == str(out)
     assert "Wrote 3 volume(s)" in at.success[0].value
     assert at.get("progress")[-1].proto.value == 100
+
+
+def test_generate_defaults_come_from_the_run_config(app_env, page):
+    (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"weights")
+    at = page(MONITOR)
+    at.run()  # the fixture's config.yaml has no sample section: DPM-Solver++, 25 steps
+    assert at.selectbox(key="gen_sampler").value == "dpmpp" and at.number_input(key="gen_steps").value == 25
+    cfg = app_env / "run" / "config.yaml"
+    cfg.write_text(cfg.read_text() + "sample:\n  sampler: ddpm\n  steps: 250\n")
+    at = page(MONITOR)
+    at.run()
+    assert at.selectbox(key="gen_sampler").value == "ddpm" and at.number_input(key="gen_steps").value == 250
+
+
+def test_sampling_defaults_survive_a_broken_config(tmp_path):
+    from ctdiff.monitor import sampling_defaults
+
+    assert sampling_defaults(tmp_path) == ("dpmpp", 25)  # no config.yaml
+    (tmp_path / "config.yaml").write_text("sample: [not, a, mapping\n")
+    assert sampling_defaults(tmp_path) == ("dpmpp", 25)
+    (tmp_path / "config.yaml").write_text("sample:\n  sampler: ddim\n  steps: 0\n")
+    assert sampling_defaults(tmp_path) == ("ddim", 25)

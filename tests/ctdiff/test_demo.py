@@ -73,6 +73,9 @@ def test_demo_model_loads_and_samples_in_hu(demo_ws):
     ws, _ = demo_ws
     bundle = load_bundle(ws / "run", device="cpu")
     assert bundle.shape == read_volume(ws / "real" / "case_000.nii.gz").shape
+    # the shipped model's default sampling is what its demo samples were made with
+    shipped = json.loads((ASSETS / "assets.json").read_text())["samples"]
+    assert (bundle.config.sample.sampler, bundle.config.sample.steps) == (shipped["sampler"], shipped["steps"])
     vol = sample(bundle, 1, sampler="dpmpp", steps=2, seed=0)[0]
     assert vol.shape == bundle.shape
     assert -1100 <= vol.array.min() and vol.array.max() <= 1600  # the HU window of the demo config
