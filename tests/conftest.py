@@ -59,16 +59,17 @@ def streamlit_server(tmp_path):
     """
     procs = []
 
-    def start(script: str | os.PathLike = "app.py", env: dict | None = None, cwd: Path = REPO, timeout: float = 90.0) -> str:
+    def start(script: str | os.PathLike = "app.py", env: dict | None = None, cwd: Path = REPO, timeout: float = 90.0,
+              launcher: list[str] | None = None, unset: tuple[str, ...] = ()) -> str:
+        """``launcher`` replaces ``python -m streamlit run SCRIPT`` (e.g. ``["scripts/app"]``, which adds the
+        headless options itself); ``unset`` names environment variables the server must not inherit."""
         port = _free_port()
-        cmd = [
-            sys.executable, "-m", "streamlit", "run", str(script),
-            "--server.port", str(port), "--server.address", "127.0.0.1",
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none",
-        ]
+        cmd = launcher or [sys.executable, "-m", "streamlit", "run", str(script),
+                           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        cmd = [*cmd, "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
         log = open(tmp_path / f"streamlit-{port}.log", "w")
-        proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+        environ = {k: v for k, v in os.environ.items() if k not in unset}
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
         procs.append((proc, log))
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout

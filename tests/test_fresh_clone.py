@@ -10,12 +10,8 @@ requirements into a new environment is what CI's own fresh-machine run of ``scri
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,58 +19,30 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.browser
-def test_fresh_clone_shows_the_demo(tmp_path, browser_page, artifact_dir):
+def test_fresh_clone_shows_the_demo(tmp_path, streamlit_server, browser_page, artifact_dir):
     clone = tmp_path / "ctdiff"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     assert not (clone / "workspace").exists()  # nothing pre-built travels with the repository
     (clone / ".venv").symlink_to(REPO / ".venv")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("CTDIFF_WORKSPACE", "CTDIFF_ORGANISER_CODE")}
-    log = open(tmp_path / "app.log", "w")
-    proc = subprocess.Popen(
-        ["scripts/app", "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-        cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "app.log").read_text()
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        page = browser_page
-        page.set_default_timeout(240_000)  # the first start builds workspace/demo
-        page.goto(url)
-        page.get_by_text("Real volumes").wait_for()
-        page.get_by_text("Generated volumes").wait_for()
-        page.wait_for_function("() => !document.querySelector(\"[data-testid='stStatusWidget']\")")
-        body = page.locator("body").inner_text()
-        assert "demo-reader" in body  # the demo review session's reader code is shown
-        info = json.loads((clone / "workspace" / "demo" / "workspace.json").read_text())
-        assert info["complete"] is True
-        metrics = page.locator("[data-testid='stMetric']").all_inner_texts()
-        assert any(re.search(r"Real volumes\s+12", m) for m in metrics), metrics
-        assert any(re.search(r"Generated volumes\s+12", m) for m in metrics), metrics
-        page.screenshot(path=str(artifact_dir / "fresh-clone-home.png"), full_page=True)
+    url = streamlit_server(cwd=clone, launcher=["scripts/app"], timeout=180,
+                           unset=("CTDIFF_WORKSPACE", "CTDIFF_ORGANISER_CODE"))
+    page = browser_page
+    page.set_default_timeout(240_000)  # the first start builds workspace/demo
+    page.goto(url)
+    page.get_by_text("Real volumes").wait_for()
+    page.get_by_text("Generated volumes").wait_for()
+    page.wait_for_function("() => !document.querySelector(\"[data-testid='stStatusWidget']\")")
+    body = page.locator("body").inner_text()
+    assert "demo-reader" in body  # the demo review session's reader code is shown
+    info = json.loads((clone / "workspace" / "demo" / "workspace.json").read_text())
+    assert info["complete"] is True
+    metrics = page.locator("[data-testid='stMetric']").all_inner_texts()
+    assert any(re.search(r"Real volumes\s+12", m) for m in metrics), metrics
+    assert any(re.search(r"Generated volumes\s+12", m) for m in metrics), metrics
+    page.screenshot(path=str(artifact_dir / "fresh-clone-home.png"), full_page=True)
 
-        page.goto(url + "/Slice_browser")
-        page.get_by_text(re.compile(r"Generated: case_\d{3} · axial slice \d+/32")).first.wait_for()
-        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .heatmaplayer image').length >= 2")
-        page.screenshot(path=str(artifact_dir / "fresh-clone-slice-browser.png"), full_page=True)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    page.goto(url + "/Slice_browser")
+    page.get_by_text(re.compile(r"Generated: case_\d{3} · axial slice \d+/32")).first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .heatmaplayer image').length >= 2")
+    page.screenshot(path=str(artifact_dir / "fresh-clone-slice-browser.png"), full_page=True)
