@@ -6,7 +6,8 @@ The demo model is trained with (64 x 64 x 32 phantom cohort, seed 0, 28 cases):
     python -m ctdiff phantom --out data/demo-train --n 28 --shape 64 64 32 --seed 0
     python -m ctdiff train --config configs/demo.yaml --data data/demo-train --out runs/demo \\
         --threads 1 --set train.epochs=200
-    scripts/make_demo_assets.py --run runs/demo --force
+    python -m ctdiff train --out runs/demo --resume --threads 2 --set train.epochs=450   # train longer
+    scripts/make_demo_assets.py --run runs/demo --force --resumed-to 450
 
 The training command and the step count are recorded in ctdiff/demo/assets/assets.json.
 """
@@ -33,6 +34,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--out", default=str(ASSETS))
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--resumed-to", type=int, metavar="EPOCHS",
+                        help="the run was trained for 200 epochs, then resumed with --set train.epochs=EPOCHS "
+                             "(recorded in the command in assets.json)")
+    parser.add_argument("--resume-threads", type=int, default=2, help="--threads of that resumed run (default 2)")
     args = parser.parse_args()
 
     run = Path(args.run)
@@ -50,6 +55,9 @@ def main() -> int:
         f"--seed {cohort['seed']} && python -m ctdiff train --config configs/demo.yaml --data DATA --out RUN "
         f"--threads 1 --set train.epochs=200 (resumed with --resume where interrupted)"
     )
+    if args.resumed_to:
+        command += (f", then python -m ctdiff train --out RUN --resume --threads {args.resume_threads} "
+                    f"--set train.epochs={args.resumed_to}")
     from tqdm import tqdm
 
     bar = tqdm(desc="sampling", unit="eval")
