@@ -23,7 +23,9 @@ import csv
 import io
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -568,15 +570,36 @@ def add_arguments(parser) -> None:
     add_device_arguments(parser)
 
 
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_saves():
+    """SIGTERM (``kill PID``, a batch scheduler's pre-emption, torchrun stopping its workers) is
+    handled like Ctrl-C: ``last.pt`` is saved and the command exits with the resume hint. A job
+    started in the background by a non-interactive shell ignores SIGINT, so ``kill`` is the way to
+    stop it cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args) -> int:
     apply_threads(args)
     if args.resume and args.force:
         raise ConfigError("--resume and --force contradict each other")
     config = load_config(args.config) if args.config else None
-    result = train(
-        config, args.data, args.out, resume=args.resume, force=args.force, overrides=args.overrides,
-        device=args.device, progress=not args.no_progress,
-    )
+    with sigterm_saves():
+        result = train(
+            config, args.data, args.out, resume=args.resume, force=args.force, overrides=args.overrides,
+            device=args.device, progress=not args.no_progress,
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         best = f"{result.best_val_loss:.5g}" if math.isfinite(result.best_val_loss) else "n/a"
         print(f"{result.run_dir}: {result.epoch} epoch(s), {result.step} step(s), best validation loss {best}")

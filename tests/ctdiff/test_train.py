@@ -180,3 +180,42 @@ def test_cli_refuses_to_overwrite_a_run(dataset, tmp_path, capsys):
     assert "model.chanels" in capsys.readouterr().err
     with pytest.raises(OverwriteError):
         train(tiny(), dataset, run, progress=False)
+
+
+def test_sigterm_saves_last_checkpoint_and_resume_hint(dataset, tmp_path):
+    """`kill PID` on a running `python -m ctdiff train` saves last.pt like Ctrl-C and exits 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(epochs=10_000, preview_every=10_000)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctdiff", "train", "--config", str(tmp_path / "tiny.yaml"), "--data", str(dataset),
+         "--out", str(run), "--threads", "1", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (run / "checkpoints" / "last.pt").exists():  # the first epoch's checkpoint
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and f"--out {run} --resume" in err
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert saved["step"] >= 2  # at least the first epoch (2 steps) and whatever ran after it
+    rows = read_history(run / "history.csv")
+    assert rows and saved["step"] >= rows[-1]["step"]
