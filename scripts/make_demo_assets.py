@@ -38,6 +38,8 @@ def main() -> int:
                         help="the run was trained for 200 epochs, then resumed with --set train.epochs=EPOCHS "
                              "(recorded in the command in assets.json)")
     parser.add_argument("--resume-threads", type=int, default=2, help="--threads of that resumed run (default 2)")
+    parser.add_argument("--command", help="record this training command in assets.json instead of the one built from "
+                                          "the options above (for a run with a more complicated history)")
     args = parser.parse_args()
 
     run = Path(args.run)
@@ -58,6 +60,8 @@ def main() -> int:
     if args.resumed_to:
         command += (f", then python -m ctdiff train --out RUN --resume --threads {args.resume_threads} "
                     f"--set train.epochs={args.resumed_to}")
+    if args.command:
+        command = args.command
     from tqdm import tqdm
 
     bar = tqdm(desc="sampling", unit="eval")
