@@ -221,6 +221,7 @@ def test_frd_v1_replays_frd_score_statistics(rng):
     assert distribution.frd_v1(real, gen, exact=False) == pytest.approx(np.log(d2), rel=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the inf column, on purpose
 def test_vectorised_v1_normalisation_equals_frd_score_bit_for_bit(rng):
     """The bootstrap path's z-score gives frd-score's z_score_normalize output exactly."""
     from frd_score import frd
