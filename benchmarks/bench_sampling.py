@@ -23,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ctdiff.atomic import write_json  # noqa: E402
+
 # cheapest first: the JSON is rewritten after every row, so an interrupted run keeps what it measured
 DEFAULT_GRID = ["dpmpp:10", "dpmpp:25", "ddim:50", "dpmpp:50", "ddim:100", "ddpm:1000"]
 # frd, kid and the noise SD ratio are the quality columns; hu_wasserstein and nps_distance
@@ -108,9 +110,7 @@ def _write_json(args, bundle, torch, rows) -> None:
         "rows": rows,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.json).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.json)
+    write_json(args.json, result)
 
 
 def markdown_table(rows: list[dict], metrics: list[str]) -> list[str]:

@@ -13,9 +13,9 @@ from pathlib import Path
 import streamlit as st
 
 from ctdiff.errors import CTDiffError
-from ctdiff.monitor import block_mean, find_checkpoint, is_active, list_previews, read_split, sampling_defaults, summarise_history
+from ctdiff.monitor import block_mean, find_checkpoint, is_active, list_previews, read_split, summarise_history
 from ctdiff.workspace import is_run_dir
-from pages.components.data import load_history, mtime_ns
+from pages.components.data import load_history, load_sampling_defaults, mtime_ns
 from pages.components.figures import loss_figure, lr_figure
 from pages.components.sampling import generate, sampler_names
 from pages.components.state import ensure_selection, go_to, keep, nav_link, no_data_message, page_setup, remember, short_path
@@ -129,7 +129,7 @@ else:
         c = st.columns(4)
         n = c[0].number_input("Volumes", min_value=1, max_value=64, value=2, step=1, key="gen_n")
         names = sampler_names()
-        default_sampler, default_steps = sampling_defaults(run)  # the run config's sample section
+        default_sampler, default_steps = load_sampling_defaults(str(run))  # the run config's sample section
         if default_sampler not in names:
             default_sampler = "dpmpp" if "dpmpp" in names else names[0]
         sampler = c[1].selectbox("Sampler", names, key="gen_sampler", index=names.index(default_sampler))

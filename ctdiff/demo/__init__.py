@@ -26,7 +26,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from ctdiff.atomic import atomic_path, write_json
+from ctdiff.atomic import write_json, write_text
+from ctdiff.config import config_from_dict
 from ctdiff.errors import InputError, OverwriteError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -185,13 +186,6 @@ def set_sampling(config: dict[str, Any], sampler: str, steps: int) -> dict[str, 
     return {**config, "sample": {**(config.get("sample") or {}), "sampler": sampler, "steps": int(steps)}}
 
 
-def write_config_yaml(config: dict[str, Any], path: Path) -> None:
-    import yaml
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
-
-
 def export_assets(
     run_dir: str | os.PathLike,
     train_cohort: dict[str, Any],
@@ -242,7 +236,7 @@ def export_assets(
     for name in ("history.csv", "loss.png"):
         if (Path(run_dir) / name).exists():
             shutil.copy2(Path(run_dir) / name, out / "run" / name)
-    write_config_yaml(slim["config"], out / "run" / "config.yaml")
+    write_text(out / "run" / "config.yaml", config_from_dict(slim["config"]).to_yaml())  # as train writes it
     split = json.loads((Path(run_dir) / "split.json").read_text())
     for key in ("train", "val"):  # ship file names, not this machine's paths
         split[key] = [Path(f).name for f in split.get(key, [])]

@@ -19,7 +19,7 @@ from ctdiff.browse import display_volume
 from ctdiff.dashboard import load_report
 from ctdiff.errors import CTDiffError
 from ctdiff.io import find_cases, read_volume
-from ctdiff.monitor import read_history
+from ctdiff.monitor import read_history, sampling_defaults
 from ctdiff.volume import Volume
 from ctdiff.workspace import volume_facts
 
@@ -132,3 +132,14 @@ def load_history(run_dir: str):
         return _history(str(p), mtime_ns(p)), None
     except CTDiffError as exc:
         return None, str(exc)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _sampling(run_dir: str, mtime: int) -> tuple[str, int]:
+    return sampling_defaults(run_dir)
+
+
+def load_sampling_defaults(run_dir: str) -> tuple[str, int]:
+    """:func:`ctdiff.monitor.sampling_defaults`, re-read only when the run's config.yaml changes."""
+    p = Path(run_dir) / "config.yaml"
+    return _sampling(str(run_dir), mtime_ns(p) if p.exists() else 0)

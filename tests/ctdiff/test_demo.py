@@ -116,14 +116,15 @@ def test_second_start_reuses_and_unfinished_build_is_redone(tmp_path, demo_ws):
 
 def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
     from ctdiff.checkpoint import load_checkpoint
-    from ctdiff.config import load_config
-    from ctdiff.demo import set_sampling, write_config_yaml
+    from ctdiff.atomic import write_text
+    from ctdiff.config import config_from_dict, load_config
+    from ctdiff.demo import set_sampling
 
     original = load_checkpoint(ASSETS / "model.pt")["config"]
     changed = set_sampling(original, "ddim", 40)
     assert changed["sample"] == {**original["sample"], "sampler": "ddim", "steps": 40}
     assert original["sample"] != changed["sample"]  # a copy: the checkpoint's dict is untouched
-    write_config_yaml(changed, tmp_path / "config.yaml")
+    write_text(tmp_path / "config.yaml", config_from_dict(changed).to_yaml())  # what export_assets writes
     cfg = load_config(tmp_path / "config.yaml")
     assert (cfg.sample.sampler, cfg.sample.steps) == ("ddim", 40)
     assert list(cfg.model.channels) == list(original["model"]["channels"])
