@@ -98,15 +98,17 @@ class TrainConfig:
     val_every: int = 1  # epochs
     val_timesteps: int = 8  # fixed timesteps (and fixed noise) per validation case
     preview_every: int = 5  # epochs; 0 = no previews
-    preview_sampler: str = "dpmpp"
+    preview_sampler: str = "ddpm"
     preview_steps: int = 25
     checkpoint_every: int = 1  # epochs between writes of last.pt
 
 
 @dataclasses.dataclass
 class SampleConfig:
-    sampler: str = "dpmpp"
-    steps: int = 25
+    # ancestral DDPM with 50 of the 1000 training timesteps: as good as DDPM-1000 on the demo model,
+    # where the deterministic DPM-Solver++/DDIM are not (docs/benchmarks.md, "Sampling")
+    sampler: str = "ddpm"
+    steps: int = 50
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ctdiff.config import SampleConfig
 from ctdiff.errors import InputError
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
@@ -118,11 +119,11 @@ def read_split(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return split
 
 
-DEFAULT_SAMPLING = ("dpmpp", 25)
+DEFAULT_SAMPLING = (SampleConfig.sampler, SampleConfig.steps)
 
 
 def sampling_defaults(run_dir: str | os.PathLike) -> tuple[str, int]:
-    """The run's own ``sample.sampler`` / ``sample.steps`` from its config.yaml, else DPM-Solver++ 25.
+    """The run's own ``sample.sampler`` / ``sample.steps`` from its config.yaml, else the library's (DDPM, 50 steps).
 
     A damaged or partial config falls back to the defaults: the Generate form must always open.
     """

@@ -4,7 +4,7 @@ Python API (used by the Streamlit app)::
 
     from ctdiff.sample import load_bundle, sample, write_samples
     bundle = load_bundle("runs/demo")                 # run dir -> best.pt (else last.pt), EMA weights
-    volumes = sample(bundle, n=4, sampler="dpmpp", steps=25, seed=0, callback=lambda done, total: ...)
+    volumes = sample(bundle, n=4, sampler="ddpm", steps=50, seed=0, callback=lambda done, total: ...)
     write_samples(volumes, "samples/demo", info={"note": "..."})
 
 A bundle is rebuilt from the checkpoint alone (its config, weights and data geometry). Case i is
@@ -28,7 +28,7 @@ import torch
 
 from ctdiff.atomic import prepare_output_dir, write_json
 from ctdiff.checkpoint import checkpoint_config, load_checkpoint, load_weights, resolve_checkpoint
-from ctdiff.config import SAMPLERS, Config
+from ctdiff.config import SAMPLERS, Config, SampleConfig
 from ctdiff.data import crop_slices
 from ctdiff.diffusion import Diffusion, run_sampler
 from ctdiff.distributed import add_device_arguments, apply_threads, resolve_device
@@ -79,8 +79,8 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
 def sample(
     bundle: ModelBundle,
     n: int,
-    sampler: str = "dpmpp",
-    steps: int = 25,
+    sampler: str = SampleConfig.sampler,
+    steps: int = SampleConfig.steps,
     seed: int = 0,
     batch_size: int = 1,
     callback: Callable[[int, int], None] | None = None,
@@ -169,7 +169,8 @@ def write_samples(volumes: Sequence[Volume], out_dir: str | os.PathLike, info: d
 
 # ------------------------------------------------------------------------------------------ CLI
 EXAMPLES = """\
-  python -m ctdiff sample --run runs/demo --n 4 --sampler dpmpp --steps 25 --out samples/demo
+  python -m ctdiff sample --run runs/demo --n 4 --out samples/demo     # the config's sampler (ddpm, 50 steps by default)
+  python -m ctdiff sample --run runs/demo --n 4 --sampler dpmpp --steps 25 --out samples/dpmpp
   python -m ctdiff sample --checkpoint runs/demo/checkpoints/last.pt --n 8 --sampler ddim --steps 50 --seed 7 --out samples/ddim
   python -m ctdiff sample --run runs/thesis --n 2 --sampler ddpm --steps 1000 --out samples/thesis-ddpm   # as the thesis did
 """
@@ -181,8 +182,8 @@ def add_arguments(parser) -> None:
     src.add_argument("--checkpoint", help="a checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
     parser.add_argument("--n", type=int, default=8, help="number of volumes (default 8)")
-    parser.add_argument("--sampler", choices=SAMPLERS, help="ddpm | ddim | dpmpp (default: the config's, dpmpp)")
-    parser.add_argument("--steps", type=int, help="sampler steps (default: the config's, 25; ddpm needs ~1000)")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="ddpm | ddim | dpmpp (default: the config's; the library default is ddpm)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the config's; the library default is 50)")
     parser.add_argument("--seed", type=int, default=0, help="case i uses seed + i (default 0)")
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")

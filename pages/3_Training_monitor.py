@@ -131,7 +131,7 @@ else:
         names = sampler_names()
         default_sampler, default_steps = load_sampling_defaults(str(run))  # the run config's sample section
         if default_sampler not in names:
-            default_sampler = "dpmpp" if "dpmpp" in names else names[0]
+            default_sampler = "ddpm" if "ddpm" in names else names[0]
         sampler = c[1].selectbox("Sampler", names, key="gen_sampler", index=names.index(default_sampler))
         steps = c[2].number_input("Steps", min_value=1, max_value=1000, value=min(default_steps, 1000), step=1,
                                   key="gen_steps")

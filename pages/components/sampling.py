@@ -15,7 +15,7 @@ import streamlit as st
 from ctdiff.errors import OverwriteError
 from ctdiff.monitor import samples_dir
 
-FALLBACK_SAMPLERS = ("dpmpp", "ddim", "ddpm")
+FALLBACK_SAMPLERS = ("ddpm", "ddim", "dpmpp")
 
 
 def sampler_names() -> tuple[str, ...]:

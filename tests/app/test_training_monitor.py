@@ -85,12 +85,12 @@ def test_live_run_refreshes(app_env, page):
 def test_generate_needs_a_checkpoint_and_refuses_overwrite(monitor, app_env, page):
     assert "No checkpoint yet" in monitor.info[0].value
     (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"not used: refused before loading")
-    taken = app_env / "run" / "samples" / "dpmpp-25-seed0"
+    taken = app_env / "run" / "samples" / "ddpm-50-seed0"
     taken.mkdir(parents=True)
     (taken / "sample_000.nii.gz").write_bytes(b"x")
     at = page(MONITOR)
     at.run()
-    at.button[0].click().run()  # the form's Generate button with defaults: dpmpp, 25 steps, seed 0
+    at.button[0].click().run()  # the form's Generate button with defaults: ddpm, 50 steps, seed 0
     assert not at.exception, at.exception
     assert "already holds samples; tick overwrite" in at.error[0].value
     assert (taken / "sample_000.nii.gz").read_bytes() == b"x"
@@ -181,20 +181,20 @@ def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app
 def test_generate_defaults_come_from_the_run_config(app_env, page):
     (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"weights")
     at = page(MONITOR)
-    at.run()  # the fixture's config.yaml has no sample section: DPM-Solver++, 25 steps
-    assert at.selectbox(key="gen_sampler").value == "dpmpp" and at.number_input(key="gen_steps").value == 25
+    at.run()  # the fixture's config.yaml has no sample section: the library's DDPM, 50 steps
+    assert at.selectbox(key="gen_sampler").value == "ddpm" and at.number_input(key="gen_steps").value == 50
     cfg = app_env / "run" / "config.yaml"
-    cfg.write_text(cfg.read_text() + "sample:\n  sampler: ddpm\n  steps: 250\n")
+    cfg.write_text(cfg.read_text() + "sample:\n  sampler: dpmpp\n  steps: 250\n")
     at = page(MONITOR)
     at.run()
-    assert at.selectbox(key="gen_sampler").value == "ddpm" and at.number_input(key="gen_steps").value == 250
+    assert at.selectbox(key="gen_sampler").value == "dpmpp" and at.number_input(key="gen_steps").value == 250
 
 
 def test_sampling_defaults_survive_a_broken_config(tmp_path):
     from ctdiff.monitor import sampling_defaults
 
-    assert sampling_defaults(tmp_path) == ("dpmpp", 25)  # no config.yaml
+    assert sampling_defaults(tmp_path) == ("ddpm", 50)  # no config.yaml
     (tmp_path / "config.yaml").write_text("sample: [not, a, mapping\n")
-    assert sampling_defaults(tmp_path) == ("dpmpp", 25)
+    assert sampling_defaults(tmp_path) == ("ddpm", 50)
     (tmp_path / "config.yaml").write_text("sample:\n  sampler: ddim\n  steps: 0\n")
-    assert sampling_defaults(tmp_path) == ("ddim", 25)
+    assert sampling_defaults(tmp_path) == ("ddim", 50)
