@@ -192,7 +192,7 @@ def export_assets(
     out: str | os.PathLike = ASSETS,
     n_samples: int = REAL_N,
     sampler: str = "ddpm",
-    steps: int = 250,
+    steps: int = 50,
     seed: int = 1000,
     command: str = "",
     force: bool = False,
