@@ -94,6 +94,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     amp: bool = True  # bf16 autocast on CUDA; always fp32 on CPU
     compile: bool = False
+    # channels-last 3D memory format for the weights and batches (training and sampling): on CPU for
+    # the demo model 1.07x faster training steps, 1.29x faster sampling (docs/benchmarks.md)
+    channels_last: bool = True
     seed: int = 0
     val_every: int = 1  # epochs
     val_timesteps: int = 8  # fixed timesteps (and fixed noise) per validation case

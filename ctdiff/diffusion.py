@@ -108,6 +108,19 @@ class Diffusion:
 
 
 # ------------------------------------------------------------------------------------- samplers
+def _memory_format(model) -> torch.memory_format:
+    """channels_last_3d if the model's 5-D weights are stored that way, else the default layout.
+
+    The first 5-D weight whose two layouts differ decides (a 1-input-channel conv is both).
+    """
+    params = model.parameters() if isinstance(model, torch.nn.Module) else ()  # or any callable (x, t) -> out
+    for p in params:
+        cl = p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d)
+        if p.dim() == 5 and cl != p.is_contiguous():
+            return torch.channels_last_3d if cl else torch.contiguous_format
+    return torch.contiguous_format
+
+
 def _loop(model, x: torch.Tensor, scheduler, steps: int, generator, callback: Callback | None) -> torch.Tensor:
     with warnings.catch_warnings():
         # diffusers 0.42 + numpy 2: a harmless "__array__ ... copy keyword" DeprecationWarning
@@ -163,5 +176,6 @@ def run_sampler(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    x = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(device)
+    # the model's layout (channels-last 3D or not) carries through the sampler's elementwise updates
+    x = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(device, memory_format=_memory_format(model))
     return SAMPLER_FUNCTIONS[name](model, x, diffusion, steps, generator=gens, callback=callback)

@@ -72,6 +72,8 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     weights = "ema" if use_ema else "model"
     load_weights(model, ckpt[weights], ckpt_path)
     model.to(dev).eval().requires_grad_(False)
+    if config.train.channels_last:  # 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
+        model.to(memory_format=torch.channels_last_3d)
     return ModelBundle(model, config, Diffusion(config.diffusion), dev, dict(ckpt["geometry"]), str(ckpt_path.resolve()),
                        int(ckpt["step"]), weights)
 

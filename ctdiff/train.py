@@ -219,6 +219,9 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
             torch.manual_seed(t.seed)
             self.model = build_model(config.model).to(self.device)
+        # the layout of weights and batches only: values, RNG draws and checkpoints are the same either way
+        self.memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         shape = train_cases.shape
         self.depth = padded_depth(shape[2], config.data)
         _model_shape_error(self.model, (self.depth, shape[1], shape[0]), config)
@@ -325,7 +328,7 @@ class Trainer:
             noise = torch.randn((len(ts), *x0.shape[1:]), generator=g)
             for k in range(0, len(ts), self.cfg.train.batch_size):
                 t = ts[k : k + self.cfg.train.batch_size]
-                xb = x0.expand(len(t), *x0.shape[1:]).to(self.device)
+                xb = x0.expand(len(t), *x0.shape[1:]).to(self.device, memory_format=self.memory_format)
                 with _autocast(self.device, self.cfg.train.amp):
                     loss = self.diffusion.loss(model, xb, t.to(self.device), noise[k : k + len(t)].to(self.device))
                 losses.append(float(loss) * len(t))
@@ -344,7 +347,7 @@ class Trainer:
         total = 0.0
         n = len(group)
         for micro, x0 in enumerate(group):
-            x0 = x0.to(self.device, non_blocking=True)
+            x0 = x0.to(self.device, non_blocking=True, memory_format=self.memory_format)
             noise, t = self._noise_and_t(x0, micro)
             last = micro == n - 1
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.net.no_sync()

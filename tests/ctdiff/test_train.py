@@ -150,6 +150,31 @@ def test_resume_after_ctrl_c_continues_exactly(dataset, tmp_path):
         json.loads((tmp_path / "b" / "split.json").read_text())["train"]
 
 
+def test_channels_last_changes_the_layout_not_the_training(dataset, tmp_path):
+    from ctdiff.data import load_cases
+    from ctdiff.distributed import DistInfo
+    from ctdiff.train import Trainer
+
+    losses = {}
+    for flag in (False, True):
+        losses[flag] = []
+        train(tiny(channels_last=flag), dataset, tmp_path / str(flag), progress=False,
+              on_step=lambda s, loss, out=losses[flag]: out.append(loss))
+    assert len(losses[True]) == 6
+    # the same RNG draws and arithmetic; only the convolution kernels' summation order may differ
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    # (weights are not compared one by one: Adam turns the last-bit differences of near-zero gradients
+    # into lr-sized steps of the same sign-noise in either layout)
+    val = [r["val_loss"] for flag in (False, True) for r in read_history(tmp_path / str(flag) / "history.csv")]
+    np.testing.assert_allclose(val[3:], val[:3], rtol=1e-3)
+
+    split = json.loads((tmp_path / "True" / "split.json").read_text())
+    cfg = tiny(channels_last=True)
+    trainer = Trainer(cfg, tmp_path / "unused", load_cases(split["train"], cfg.data), None, DistInfo(), progress=False)
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
+
+
 def test_checkpoint_from_another_config_is_refused(dataset, tmp_path):
     run = tmp_path / "run"
     train(tiny(epochs=1, preview_every=0), dataset, run, progress=False)
