@@ -109,16 +109,12 @@ class Diffusion:
 
 # ------------------------------------------------------------------------------------- samplers
 def _memory_format(model) -> torch.memory_format:
-    """channels_last_3d if the model's 5-D weights are stored that way, else the default layout.
-
-    The first 5-D weight whose two layouts differ decides (a 1-input-channel conv is both).
-    """
-    params = model.parameters() if isinstance(model, torch.nn.Module) else ()  # or any callable (x, t) -> out
-    for p in params:
-        cl = p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d)
-        if p.dim() == 5 and cl != p.is_contiguous():
-            return torch.channels_last_3d if cl else torch.contiguous_format
-    return torch.contiguous_format
+    """channels_last_3d if the model (any callable (x, t) -> out) stores 5-D weights that way."""
+    channels_last = isinstance(model, torch.nn.Module) and any(
+        p.dim() == 5 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last_3d)
+        for p in model.parameters()
+    )
+    return torch.channels_last_3d if channels_last else torch.contiguous_format
 
 
 def _loop(model, x: torch.Tensor, scheduler, steps: int, generator, callback: Callback | None) -> torch.Tensor:

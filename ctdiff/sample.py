@@ -71,9 +71,9 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     model = build_model(config.model)
     weights = "ema" if use_ema else "model"
     load_weights(model, ckpt[weights], ckpt_path)
-    model.to(dev).eval().requires_grad_(False)
-    if config.train.channels_last:  # 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
-        model.to(memory_format=torch.channels_last_3d)
+    # channels-last: 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
+    fmt = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
+    model.to(dev, memory_format=fmt).eval().requires_grad_(False)
     return ModelBundle(model, config, Diffusion(config.diffusion), dev, dict(ckpt["geometry"]), str(ckpt_path.resolve()),
                        int(ckpt["step"]), weights)
 

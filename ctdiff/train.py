@@ -216,12 +216,11 @@ class Trainer:
         self.device = dist.device
         t = config.train
         self.diffusion = Diffusion(config.diffusion)
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
-            torch.manual_seed(t.seed)
-            self.model = build_model(config.model).to(self.device)
         # the layout of weights and batches only: values, RNG draws and checkpoints are the same either way
         self.memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+            torch.manual_seed(t.seed)
+            self.model = build_model(config.model).to(self.device, memory_format=self.memory_format)
         shape = train_cases.shape
         self.depth = padded_depth(shape[2], config.data)
         _model_shape_error(self.model, (self.depth, shape[1], shape[0]), config)

@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from ctdiff.errors import CTDiffError
-from ctdiff.monitor import block_mean, find_checkpoint, is_active, list_previews, read_split, summarise_history
+from ctdiff.monitor import DEFAULT_SAMPLING, block_mean, find_checkpoint, is_active, list_previews, read_split, summarise_history
 from ctdiff.workspace import is_run_dir
 from pages.components.data import load_history, load_sampling_defaults, mtime_ns
 from pages.components.figures import loss_figure, lr_figure
@@ -131,7 +131,7 @@ else:
         names = sampler_names()
         default_sampler, default_steps = load_sampling_defaults(str(run))  # the run config's sample section
         if default_sampler not in names:
-            default_sampler = "ddpm" if "ddpm" in names else names[0]
+            default_sampler = DEFAULT_SAMPLING[0] if DEFAULT_SAMPLING[0] in names else names[0]
         sampler = c[1].selectbox("Sampler", names, key="gen_sampler", index=names.index(default_sampler))
         steps = c[2].number_input("Steps", min_value=1, max_value=1000, value=min(default_steps, 1000), step=1,
                                   key="gen_steps")
