@@ -5,7 +5,7 @@ The demo model is trained with (64 x 64 x 32 phantom cohort, seed 0, 28 cases):
 
     python -m ctdiff phantom --out data/demo-train --n 28 --shape 64 64 32 --seed 0
     python -m ctdiff train --config configs/demo.yaml --data data/demo-train --out runs/demo \\
-        --threads 1 --set train.epochs=200
+        --threads 1 --set train.lr=5e-4 --set train.epochs=200
     python -m ctdiff train --out runs/demo --resume --threads 2 --set train.epochs=450   # train longer
     scripts/make_demo_assets.py --run runs/demo --force --resumed-to 450
 
@@ -52,10 +52,17 @@ def main() -> int:
         "shape": first["shape"],
         "noise_hu": manifest.get("noise_hu", manifest.get("options", {}).get("noise_hu")),
     }
+    # the run's learning rate, written out where it is not the preset's (configs/demo.yaml changed
+    # from 5e-4 to 1e-3 after the shipped model was trained), so the command reproduces the run
+    from ctdiff.config import load_config
+
+    run_lr = load_config(run / "config.yaml").train.lr
+    preset_lr = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").train.lr
+    lr = "" if run_lr == preset_lr else f"--set train.lr={run_lr:g} "
     command = (
         f"python -m ctdiff phantom --out DATA --n {cohort['n']} --shape {' '.join(map(str, cohort['shape']))} "
         f"--seed {cohort['seed']} && python -m ctdiff train --config configs/demo.yaml --data DATA --out RUN "
-        f"--threads 1 --set train.epochs=200 (resumed with --resume where interrupted)"
+        f"--threads 1 {lr}--set train.epochs=200 (resumed with --resume where interrupted)"
     )
     if args.resumed_to:
         command += (f", then python -m ctdiff train --out RUN --resume --threads {args.resume_threads} "
