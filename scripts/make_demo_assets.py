@@ -19,8 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
+from ctdiff.config import load_config  # noqa: E402
 from ctdiff.demo import ASSETS, export_assets  # noqa: E402
 
 
@@ -54,10 +56,8 @@ def main() -> int:
     }
     # the run's learning rate, written out where it is not the preset's (configs/demo.yaml changed
     # from 5e-4 to 1e-3 after the shipped model was trained), so the command reproduces the run
-    from ctdiff.config import load_config
-
     run_lr = load_config(run / "config.yaml").train.lr
-    preset_lr = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").train.lr
+    preset_lr = load_config(REPO / "configs" / "demo.yaml").train.lr
     lr = "" if run_lr == preset_lr else f"--set train.lr={run_lr:g} "
     command = (
         f"python -m ctdiff phantom --out DATA --n {cohort['n']} --shape {' '.join(map(str, cohort['shape']))} "
