@@ -13,8 +13,8 @@ from pathlib import Path
 import streamlit as st
 
 from ctdiff.errors import CTDiffError
-from ctdiff.monitor import find_checkpoint, read_history
-from ctdiff.workspace import (
+from ctdiff_app.monitor import find_checkpoint, read_history
+from ctdiff_app.workspace import (
     SELECTION_KEYS,
     check_generated,
     check_report_dir,
@@ -42,7 +42,7 @@ ws, configured = workspace_path()
 def build_demo(path: Path) -> None:
     """Build the demo workspace on first start, with a progress bar; a clear message if impossible."""
     try:
-        from ctdiff.demo import ensure_demo_workspace
+        from ctdiff_app.demo import ensure_demo_workspace
     except ImportError as exc:
         st.warning(
             f"The built-in demo workspace ({path}) does not exist yet and the demo builder is not available "

@@ -1,6 +1,6 @@
 """Benchmark: time of one slice-browser rerun when the slice slider moves (target < 150 ms).
 
-A 512x512x26 real/generated pair (synthetic pelvis phantoms from ``ctdiff.phantom``) is written to
+A 512x512x26 real/generated pair (synthetic pelvis phantoms from ``ctdiff.data.phantom``) is written to
 a temporary workspace; the slice browser runs in Streamlit's AppTest, volumes are loaded once
 (cached), a few warm-up moves are made, then the real slice slider is moved ``--moves`` times with
 linked scrolling on (both images change each time). The time per move is the wall time of the
@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ctdiff.io import write_nifti  # noqa: E402
+from ctdiff.data.io import write_nifti  # noqa: E402
 
 SHAPE = (512, 512, 26)
 TARGET_MS = 150.0
@@ -35,18 +35,18 @@ TARGET_MS = 150.0
 def make_pair(folder: Path) -> tuple[Path, Path, str]:
     """Write one real and one generated 512x512x26 volume; returns their folders and the data source."""
     try:
-        from ctdiff.phantom import make_phantom
+        from ctdiff.data.phantom import make_phantom
 
         real, _ = make_phantom(shape=SHAPE, seed=1)
         gen, _ = make_phantom(shape=SHAPE, seed=2, noise_hu=30.0)
-        source = "ctdiff.phantom.make_phantom (seeds 1 and 2)"
+        source = "ctdiff.data.phantom.make_phantom (seeds 1 and 2)"
     except ImportError:
-        from ctdiff.volume import Volume
+        from ctdiff.data.volume import Volume
 
         rng = np.random.default_rng(0)
         real = Volume.from_spacing(rng.normal(0, 200, SHAPE).astype(np.float32), (0.82, 0.82, 3.0))
         gen = real.with_array(rng.normal(0, 200, SHAPE).astype(np.float32))
-        source = "random normal HU (ctdiff.phantom not available)"
+        source = "random normal HU (ctdiff.data.phantom not available)"
     write_nifti(real, folder / "real" / "real_000.nii.gz")
     write_nifti(gen, folder / "generated" / "gen_000.nii.gz")
     return folder / "real", folder / "generated", source

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ctdiff.atomic import write_text  # noqa: E402
-from ctdiff.phantom import DEFAULT_FOV_MM, write_cohort  # noqa: E402
+from ctdiff.data.phantom import DEFAULT_FOV_MM, write_cohort  # noqa: E402
 from eval.features import create  # noqa: E402
 from eval.features.radiomics import image_dim_of_shape  # noqa: E402
 from eval.report import build_report  # noqa: E402

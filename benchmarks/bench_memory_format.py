@@ -26,8 +26,8 @@ import torch  # noqa: E402
 
 from ctdiff.atomic import write_json  # noqa: E402
 from ctdiff.config import load_config  # noqa: E402
-from ctdiff.diffusion import Diffusion  # noqa: E402
-from ctdiff.model import build_model  # noqa: E402
+from ctdiff.diffusion.schedule import Diffusion  # noqa: E402
+from ctdiff.model.unet import build_model  # noqa: E402
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last_3d}
 

@@ -61,7 +61,7 @@ def main() -> int:
         p.error("--run and --real are required (unless --from-json)")
     import torch
 
-    from ctdiff.sample import load_bundle, sample, write_samples
+    from ctdiff.diffusion.sample import load_bundle, sample, write_samples
     from eval.report import build_report
 
     if args.threads:

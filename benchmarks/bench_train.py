@@ -45,7 +45,7 @@ def build(variant: str, device):
 
         return ThesisUNet3D().to(device)
     from ctdiff.config import load_config
-    from ctdiff.model import build_model
+    from ctdiff.model.unet import build_model
 
     cfg = load_config(REPO / "configs" / "thesis-256.yaml").model
     cfg.gradient_checkpointing = variant == "ctdiff-ckpt"

@@ -20,11 +20,11 @@ from ctdiff.errors import CTDiffError
 
 # subcommand name -> module. Keep one line per command.
 SUBCOMMANDS: dict[str, str] = {
-    "phantom": "ctdiff.phantom",
-    "train": "ctdiff.train",
-    "sample": "ctdiff.sample",
-    "prepare": "ctdiff.prepare",
-    "demo": "ctdiff.demo",
+    "phantom": "ctdiff.data.phantom",
+    "train": "ctdiff.training.train",
+    "sample": "ctdiff.diffusion.sample",
+    "prepare": "ctdiff.data.prepare",
+    "demo": "ctdiff_app.demo",
 }
 
 

@@ -13,7 +13,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from ctdiff.display import PLANES, WINDOW_PRESETS
+from ctdiff.data.display import PLANES, WINDOW_PRESETS
 from ctdiff.errors import CTDiffError
 from eval.review import export, store
 from eval.review.db import default_db_url, get_engine, workspace_dir

@@ -14,7 +14,7 @@ import time
 
 import streamlit as st
 
-from ctdiff.display import ORIENTATION_LABELS, WINDOW_PRESETS
+from ctdiff.data.display import ORIENTATION_LABELS, WINDOW_PRESETS
 from ctdiff.errors import CTDiffError
 from eval.review import render, store
 from eval.review.db import default_db_url

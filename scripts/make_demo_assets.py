@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write ctdiff/demo/assets/ from a demo training run: fp16 EMA checkpoint, run files, samples.
+"""Write ctdiff_app/demo/assets/ from a demo training run: fp16 EMA checkpoint, run files, samples.
 
 The demo model is trained with (64 x 64 x 32 phantom cohort, seed 0, 28 cases):
 
@@ -9,7 +9,7 @@ The demo model is trained with (64 x 64 x 32 phantom cohort, seed 0, 28 cases):
     python -m ctdiff train --out runs/demo --resume --threads 2 --set train.epochs=450   # train longer
     scripts/make_demo_assets.py --run runs/demo --force --resumed-to 450
 
-The training command and the step count are recorded in ctdiff/demo/assets/assets.json.
+The training command and the step count are recorded in ctdiff_app/demo/assets/assets.json.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ctdiff.config import load_config  # noqa: E402
-from ctdiff.demo import ASSETS, export_assets  # noqa: E402
+from ctdiff_app.demo import ASSETS, export_assets  # noqa: E402
 
 
 def main() -> int:

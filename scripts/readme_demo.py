@@ -4,7 +4,7 @@
     scripts/readme_demo.py                  # table + screenshots (starts the app headless in chromium)
     scripts/readme_demo.py --table-only     # only the metric table
 
-The table is the demo report's metric table (the report shipped in ctdiff/demo/assets/report,
+The table is the demo report's metric table (the report shipped in ctdiff_app/demo/assets/report,
 which ``python -m ctdiff demo`` installs), written between the README markers
 ``<!-- demo-metrics:start -->`` and ``<!-- demo-metrics:end -->``. The screenshots show the app on
 a freshly built demo workspace and go to ``docs/screenshots/demo-*.png``.
@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ctdiff.demo import ASSETS, DEMO_READER_CODE, ensure_demo_workspace  # noqa: E402
+from ctdiff_app.demo import ASSETS, DEMO_READER_CODE, ensure_demo_workspace  # noqa: E402
 from eval.report.render import metric_table_lines  # noqa: E402
 
 START, END = "<!-- demo-metrics:start -->", "<!-- demo-metrics:end -->"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctdiff.volume import Volume
+from ctdiff.data.volume import Volume
 
 
 @pytest.fixture

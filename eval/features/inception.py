@@ -10,7 +10,7 @@ beside this project's CPU torch build. Nothing is downloaded: the weights are lo
 without them the metric is reported as not computed, with this reason.
 
 Slices: ``slices_per_plane`` evenly spaced slices of each plane (axial, coronal, sagittal) from the
-central 80 % of the volume, windowed (soft tissue W400/L40, ctdiff.display), grey -> 3 channels,
+central 80 % of the volume, windowed (soft tissue W400/L40, ctdiff.data.display), grey -> 3 channels,
 bilinear resize to 299x299, scaled to [-1, 1] (pytorch-fid's input convention).
 """
 
@@ -209,7 +209,7 @@ def load_inception(path: str | os.PathLike, device="cpu") -> FIDInceptionV3:
 
 def volume_slices(array: np.ndarray, slices_per_plane: int, window=SLICE_WINDOW) -> np.ndarray:
     """(K, H, W)-like list of windowed [0, 1] slices: ``slices_per_plane`` per plane, 3 planes."""
-    from ctdiff.display import PLANES, apply_window, n_slices, plane_slice
+    from ctdiff.data.display import PLANES, apply_window, n_slices, plane_slice
 
     out = []
     for plane in PLANES:

@@ -8,7 +8,7 @@ replays frd-score's normalisation and Fréchet distance — so the number equals
 frd_score REAL_DIR GEN_DIR`` on the same ``.nii.gz`` folders.
 
 frd-score reads the file itself (SimpleITK, its own geometry); inputs that are not ``.nii.gz``
-(``.nii``, DICOM, ``.npy``) are first written to a temporary int16 ``.nii.gz`` by ctdiff.io.
+(``.nii``, DICOM, ``.npy``) are first written to a temporary int16 ``.nii.gz`` by ctdiff.data.io.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class RadiomicsFRD(FeatureExtractor):
         path = Path(item)
         if path.is_file() and path.name.lower().endswith(".nii.gz"):
             return self._extract_nifti(path, path)
-        from ctdiff.io import read_volume, write_nifti
+        from ctdiff.data.io import read_volume, write_nifti
 
         volume = read_volume(path)
         with tempfile.TemporaryDirectory(prefix="ctdiff-frd-") as tmp:

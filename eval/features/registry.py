@@ -18,7 +18,7 @@ class FeatureExtractor:
     """Base class. Subclasses set ``name`` and ``input`` and implement :meth:`extract`.
 
     ``input`` is ``"file"`` (``extract`` gets the case's path; the extractor reads it itself) or
-    ``"volume"`` (``extract`` gets a :class:`~ctdiff.volume.Volume` on the report's common grid).
+    ``"volume"`` (``extract`` gets a :class:`~ctdiff.data.volume.Volume` on the report's common grid).
     Instances must be picklable before :meth:`setup` so worker processes can receive them.
     """
 

@@ -16,10 +16,10 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
-from ctdiff.body import body_mask
+from ctdiff.data.body import body_mask
 from ctdiff.errors import InputError
-from ctdiff.io import case_name, find_cases, read_volume
-from ctdiff.volume import Volume
+from ctdiff.data.io import case_name, find_cases, read_volume
+from ctdiff.data.volume import Volume
 from eval.metrics import intensity, noise, texture
 
 AIR_HU = -1024.0

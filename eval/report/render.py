@@ -1,7 +1,7 @@
 """Write a report dict to a folder: report.json, report.md, a self-contained report.html, figures/.
 
 report.html works offline: plotly's JavaScript is embedded once (``include_plotlyjs=True``) and
-the slice mosaics are inline base64 PNGs. The mosaics go through ctdiff.display (radiological
+the slice mosaics are inline base64 PNGs. The mosaics go through ctdiff.data.display (radiological
 orientation, soft-tissue window, physical aspect), the same pipeline as the app's viewer.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ctdiff.atomic import prepare_output_dir, write_bytes, write_json, write_text
-from ctdiff.display import PLANES, WINDOW_PRESETS, apply_window, n_slices, pixel_aspect, plane_slice
+from ctdiff.data.display import PLANES, WINDOW_PRESETS, apply_window, n_slices, pixel_aspect, plane_slice
 
 MOSAIC_CASES = 4
 MOSAIC_TILE = 160  # px, width of one tile

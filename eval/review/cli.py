@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ctdiff.display import PLANES, WINDOW_PRESETS
+from ctdiff.data.display import PLANES, WINDOW_PRESETS
 from eval.review import export, store
 from eval.review.db import DB_ENV, default_db_url
 

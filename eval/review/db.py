@@ -49,7 +49,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ctdiff.errors import ConfigError
-from ctdiff.workspace import workspace_path
+from ctdiff_app.workspace import workspace_path
 
 SCHEMA_VERSION = 2
 DB_ENV = "CTDIFF_REVIEW_DB"

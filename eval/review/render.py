@@ -6,7 +6,7 @@ one **display grid** (shape and voxel size), every case volume is resampled onto
 interpolation, anti-aliased when shrinking; ``skimage.transform.resize``) and stored as int16 HU in
 a server-side cache named by the case's opaque ID. A displayed slice is then cut from that cached
 array, stretched to the session's display size for the plane's physical aspect, windowed to uint8
-with :func:`ctdiff.display.apply_window` and encoded as a PNG without metadata. The browser only
+with :func:`ctdiff.data.display.apply_window` and encoded as a PNG without metadata. The browser only
 ever receives that PNG: same size, same dtype, same code path and same cache for both cohorts.
 
 All cases are cached before the first one is shown (at session creation, and checked again when a
@@ -26,9 +26,9 @@ from PIL import Image
 from skimage.transform import resize
 
 from ctdiff.atomic import atomic_path
-from ctdiff.display import PLANE_AXIS, WINDOW_PRESETS, apply_window, pixel_aspect, plane_slice
+from ctdiff.data.display import PLANE_AXIS, WINDOW_PRESETS, apply_window, pixel_aspect, plane_slice
 from ctdiff.errors import ConfigError
-from ctdiff.volume import Volume
+from ctdiff.data.volume import Volume
 
 MAX_GRID_INPLANE = 512  # never display more than 512 voxels across
 MAX_GRID_SLICES = 512

@@ -24,9 +24,9 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
-from ctdiff.display import PLANES, WINDOW_PRESETS
+from ctdiff.data.display import PLANES, WINDOW_PRESETS
 from ctdiff.errors import ConfigError, CTDiffError, InputError
-from ctdiff.io import case_name, find_cases, read_volume
+from ctdiff.data.io import case_name, find_cases, read_volume
 from eval.review import assign, render
 from eval.review.stats import FLAGS
 from eval.review.db import (

@@ -15,13 +15,13 @@ from typing import Any
 
 import streamlit as st
 
-from ctdiff.browse import display_volume
-from ctdiff.dashboard import load_report
+from ctdiff_app.browse import display_volume
+from ctdiff_app.dashboard import load_report
 from ctdiff.errors import CTDiffError
-from ctdiff.io import find_cases, read_volume
-from ctdiff.monitor import read_history, sampling_defaults
-from ctdiff.volume import Volume
-from ctdiff.workspace import volume_facts
+from ctdiff.data.io import find_cases, read_volume
+from ctdiff_app.monitor import read_history, sampling_defaults
+from ctdiff.data.volume import Volume
+from ctdiff_app.workspace import volume_facts
 
 
 def mtime_ns(path: str | os.PathLike) -> int:
@@ -54,7 +54,7 @@ def _display(path: str, mtime: int):
 
 
 def load_display_array(path: str):
-    """The volume as int16 HU for slicing on each slider move (see ctdiff.browse.display_volume)."""
+    """The volume as int16 HU for slicing on each slider move (see ctdiff_app.browse.display_volume)."""
     return _display(str(path), mtime_ns(path))
 
 
@@ -140,6 +140,6 @@ def _sampling(run_dir: str, mtime: int) -> tuple[str, int]:
 
 
 def load_sampling_defaults(run_dir: str) -> tuple[str, int]:
-    """:func:`ctdiff.monitor.sampling_defaults`, re-read only when the run's config.yaml changes."""
+    """:func:`ctdiff_app.monitor.sampling_defaults`, re-read only when the run's config.yaml changes."""
     p = Path(run_dir) / "config.yaml"
     return _sampling(str(run_dir), mtime_ns(p) if p.exists() else 0)

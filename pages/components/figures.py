@@ -2,7 +2,7 @@
 
 A slice is drawn as a heatmap whose values are HU and whose grey colour scale spans the CT window
 (``zmin``/``zmax`` = level -/+ width/2, clipped outside), which is the same linear window as
-:func:`ctdiff.display.apply_window`. So the picture is windowed while the hover shows true HU and
+:func:`ctdiff.data.display.apply_window`. So the picture is windowed while the hover shows true HU and
 the voxel index under the cursor.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ctdiff.browse import pixel_grid, slice_axes
-from ctdiff.display import ORIENTATION_LABELS, PLANE_AXIS, pixel_aspect, window_bounds
+from ctdiff_app.browse import pixel_grid, slice_axes
+from ctdiff.data.display import ORIENTATION_LABELS, PLANE_AXIS, pixel_aspect, window_bounds
 
 LABEL_COLOUR = "#f6e05e"  # the yellow of DICOM viewer overlays
 COHORT_COLOURS = {"real": "#3182ce", "generated": "#dd6b20", "train": "#718096"}
@@ -49,7 +49,7 @@ def slice_figure(
     title: str = "",
     height: int = 520,
 ) -> go.Figure:
-    """One displayed slice (rows, cols) in HU from :func:`ctdiff.browse.display_slice_hu`.
+    """One displayed slice (rows, cols) in HU from :func:`ctdiff_app.browse.display_slice_hu`.
 
     Built as one dict without plotly's default template: plotly.py validates a figure's template
     and every incremental update in Python, which cost more than all the rest of a slider move.

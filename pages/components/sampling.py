@@ -1,6 +1,6 @@
 """The training monitor's Generate panel: sample volumes from a run's checkpoint into a samples folder.
 
-Uses ``ctdiff.sample`` (``load_bundle``, ``sample``, ``write_samples``), the same code as
+Uses ``ctdiff.diffusion.sample`` (``load_bundle``, ``sample``, ``write_samples``), the same code as
 ``python -m ctdiff sample``; the model bundle is cached per checkpoint file and modification time.
 """
 
@@ -13,15 +13,15 @@ from typing import Callable
 import streamlit as st
 
 from ctdiff.errors import OverwriteError
-from ctdiff.monitor import samples_dir
+from ctdiff_app.monitor import samples_dir
 
 FALLBACK_SAMPLERS = ("ddpm", "ddim", "dpmpp")
 
 
 def sampler_names() -> tuple[str, ...]:
-    """The samplers ``ctdiff.sample`` offers (its ``SAMPLERS``), or the documented defaults."""
+    """The samplers ``ctdiff.diffusion.sample`` offers (its ``SAMPLERS``), or the documented defaults."""
     try:
-        from ctdiff import sample as sample_mod
+        from ctdiff.diffusion import sample as sample_mod
     except ImportError:
         return FALLBACK_SAMPLERS
     names = getattr(sample_mod, "SAMPLERS", None)
@@ -30,7 +30,7 @@ def sampler_names() -> tuple[str, ...]:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
 def _bundle(checkpoint: str, mtime: int, device: str):
-    from ctdiff.sample import load_bundle
+    from ctdiff.diffusion.sample import load_bundle
 
     return load_bundle(checkpoint, device=device, use_ema=True)
 
@@ -54,7 +54,7 @@ def generate(
     out = samples_dir(run_dir, sampler, steps, seed)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OverwriteError("already holds samples; tick overwrite to replace them", out)
-    from ctdiff.sample import sample, write_samples
+    from ctdiff.diffusion.sample import sample, write_samples
 
     ckpt = Path(checkpoint)
     bundle = _bundle(str(ckpt), ckpt.stat().st_mtime_ns, device)

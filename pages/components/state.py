@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from ctdiff.workspace import SELECTION_KEYS, read_workspace_info, selection_from_workspace, workspace_path
+from ctdiff_app.workspace import SELECTION_KEYS, read_workspace_info, selection_from_workspace, workspace_path
 
 SOURCE_KEY = "selection_source"
 KEEP_PREFIX = "_keep_"

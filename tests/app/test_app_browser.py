@@ -3,7 +3,7 @@
 Opens Home, then each page from the sidebar; checks its title and that it shows an image; moves
 the slice slider with the keyboard and checks the slice number follows; saves a screenshot of
 each page to ``test-artifacts/page-<name>.png`` (the README's come from scripts/readme_demo.py).
-The workspace holds synthetic pelvis phantoms (``ctdiff.phantom``) so the pictures look like CT.
+The workspace holds synthetic pelvis phantoms (``ctdiff.data.phantom``) so the pictures look like CT.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctdiff.display import apply_window, plane_slice
-from ctdiff.io import write_nifti
-from ctdiff.phantom import make_phantom
+from ctdiff.data.display import apply_window, plane_slice
+from ctdiff.data.io import write_nifti
+from ctdiff.data.phantom import make_phantom
 
 SHAPE = (192, 192, 24)
 

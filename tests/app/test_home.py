@@ -90,7 +90,7 @@ def test_missing_configured_workspace(monkeypatch, tmp_path, page):
 
 
 def test_demo_workspace_is_built_on_first_start(monkeypatch, tmp_path, page, workspace):
-    import ctdiff.workspace
+    import ctdiff_app.workspace
 
     target = tmp_path / "demo"
     calls = []
@@ -103,8 +103,8 @@ def test_demo_workspace_is_built_on_first_start(monkeypatch, tmp_path, page, wor
         return path
 
     monkeypatch.delenv("CTDIFF_WORKSPACE", raising=False)
-    monkeypatch.setattr(ctdiff.workspace, "DEFAULT_WORKSPACE", target)
-    monkeypatch.setitem(sys.modules, "ctdiff.demo", types.SimpleNamespace(ensure_demo_workspace=ensure_demo_workspace))
+    monkeypatch.setattr(ctdiff_app.workspace, "DEFAULT_WORKSPACE", target)
+    monkeypatch.setitem(sys.modules, "ctdiff_app.demo", types.SimpleNamespace(ensure_demo_workspace=ensure_demo_workspace))
     at = page(HOME)
     at.run()
     assert not at.exception, at.exception
@@ -116,11 +116,11 @@ def test_demo_workspace_is_built_on_first_start(monkeypatch, tmp_path, page, wor
 
 
 def test_demo_builder_missing_gives_a_message(monkeypatch, tmp_path, page):
-    import ctdiff.workspace
+    import ctdiff_app.workspace
 
     monkeypatch.delenv("CTDIFF_WORKSPACE", raising=False)
-    monkeypatch.setattr(ctdiff.workspace, "DEFAULT_WORKSPACE", tmp_path / "demo")
-    monkeypatch.setitem(sys.modules, "ctdiff.demo", None)  # import fails
+    monkeypatch.setattr(ctdiff_app.workspace, "DEFAULT_WORKSPACE", tmp_path / "demo")
+    monkeypatch.setitem(sys.modules, "ctdiff_app.demo", None)  # import fails
     at = page(HOME)
     at.run()
     assert not at.exception

@@ -215,8 +215,8 @@ def test_bad_folder_and_unreadable_volume_are_reported(app_env, page, tmp_path):
 
 
 def test_only_real_scans_and_a_single_slice_volume(app_env, page, tmp_path, figures, hu_at):
-    from ctdiff.io import write_nifti
-    from ctdiff.volume import Volume
+    from ctdiff.data.io import write_nifti
+    from ctdiff.data.volume import Volume
 
     one = tmp_path / "one"
     arr = np.zeros((16, 12, 1), dtype=np.float32)

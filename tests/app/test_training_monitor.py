@@ -113,8 +113,8 @@ def test_missing_and_broken_run_dir(app_env, page):
 
 
 def test_preview_volumes_open_in_the_slice_browser(app_env, page):
-    from ctdiff.io import write_nifti
-    from ctdiff.volume import Volume
+    from ctdiff.data.io import write_nifti
+    from ctdiff.data.volume import Volume
 
     for e in (5, 10):
         write_nifti(Volume.from_spacing(np.full((8, 8, 4), 10.0 * e, dtype=np.float32), (1, 1, 2)),
@@ -130,12 +130,12 @@ def test_preview_volumes_open_in_the_slice_browser(app_env, page):
 
 
 def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app_env, page, monkeypatch):
-    """The panel's wiring (settings, progress, folder, selection) with a stand-in for ctdiff.sample."""
+    """The panel's wiring (settings, progress, folder, selection) with a stand-in for ctdiff.diffusion.sample."""
     import sys
     import types
 
-    from ctdiff.io import write_nifti
-    from ctdiff.volume import Volume
+    from ctdiff.data.io import write_nifti
+    from ctdiff.data.volume import Volume
 
     calls = {}
 
@@ -155,7 +155,7 @@ def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app
             write_nifti(v, out_dir / f"sample_{i:03d}.nii.gz")
 
     fake = types.SimpleNamespace(SAMPLERS=("ddim", "dpmpp"), load_bundle=load_bundle, sample=sample, write_samples=write_samples)
-    monkeypatch.setitem(sys.modules, "ctdiff.sample", fake)
+    monkeypatch.setitem(sys.modules, "ctdiff.diffusion.sample", fake)
     monkeypatch.setattr(sys.modules["ctdiff"], "sample", fake, raising=False)
     (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"weights")
     at = page(MONITOR)
@@ -191,7 +191,7 @@ def test_generate_defaults_come_from_the_run_config(app_env, page):
 
 
 def test_sampling_defaults_survive_a_broken_config(tmp_path):
-    from ctdiff.monitor import sampling_defaults
+    from ctdiff_app.monitor import sampling_defaults
 
     assert sampling_defaults(tmp_path) == ("ddpm", 50)  # no config.yaml
     (tmp_path / "config.yaml").write_text("sample: [not, a, mapping\n")

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from ctdiff.config import DataConfig
-from ctdiff.data import Augment, TrainDataset, crop_slices, epoch_batches, load_cases, make_split, pad_slices, read_split, write_split
+from ctdiff.data.dataset import Augment, TrainDataset, crop_slices, epoch_batches, load_cases, make_split, pad_slices, read_split, write_split
 from ctdiff.errors import InputError
-from ctdiff.io import write_nifti
-from ctdiff.tensors import model_to_hu
-from ctdiff.volume import Volume
+from ctdiff.data.io import write_nifti
+from ctdiff.data.tensors import model_to_hu
+from ctdiff.data.volume import Volume
 
 
 def _write(tmp_path, name, shape, value=0.0):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ctdiff.io import write_nifti
-from ctdiff.phantom import make_phantom
+from ctdiff.data.io import write_nifti
+from ctdiff.data.phantom import make_phantom
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = {
@@ -31,7 +31,7 @@ WORKER = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from ctdiff.config import config_from_dict
-    from ctdiff.train import train
+    from ctdiff.training.train import train
 
     tmp, data, cfg = Path(sys.argv[1]), sys.argv[2], config_from_dict(json.loads(sys.argv[3]))
     rank = int(os.environ["RANK"])

@@ -8,7 +8,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from ctdiff.config import DiffusionConfig
-from ctdiff.diffusion import Diffusion, run_sampler
+from ctdiff.diffusion.schedule import Diffusion, run_sampler
 
 
 def test_linear_schedule_known_answer():

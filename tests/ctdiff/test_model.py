@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ctdiff.config import load_config
-from ctdiff.model import Attention, UNet3D, build_model
+from ctdiff.model.unet import Attention, UNet3D, build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

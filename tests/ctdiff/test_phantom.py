@@ -1,4 +1,4 @@
-"""Tests of the synthetic pelvic CT phantom (ctdiff.phantom) and the ``phantom`` subcommand."""
+"""Tests of the synthetic pelvic CT phantom (ctdiff.data.phantom) and the ``phantom`` subcommand."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctdiff import phantom
+from ctdiff.data import phantom
 from ctdiff.cli import main
 from ctdiff.errors import OverwriteError
-from ctdiff.io import read_volume
-from ctdiff.phantom import LABELS, make_phantom
+from ctdiff.data.io import read_volume
+from ctdiff.data.phantom import LABELS, make_phantom
 
 # Plausible HU per tissue class (issue 3 / textbook values); the generator's own labels pick voxels.
 PLAUSIBLE_HU = {

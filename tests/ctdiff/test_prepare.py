@@ -1,4 +1,4 @@
-"""Dataset preparation (ctdiff.prepare) and its geometry helpers (ctdiff.resample)."""
+"""Dataset preparation (ctdiff.data.prepare) and its geometry helpers (ctdiff.data.resample)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import pytest
 from scipy import ndimage
 from skimage.transform import resize
 
-from ctdiff import phantom
-from ctdiff.body import body_mask
+from ctdiff.data import phantom
+from ctdiff.data.body import body_mask
 from ctdiff.cli import main
 from ctdiff.errors import ConfigError, InputError, OverwriteError
-from ctdiff.io import read_volume, write_nifti
-from ctdiff.phantom import LABELS, make_phantom
-from ctdiff.prepare import crop_to_body, prepare_dataset
-from ctdiff.resample import crop_volume, resample_to_spacing, resize_to_shape
-from ctdiff.volume import Volume
+from ctdiff.data.io import read_volume, write_nifti
+from ctdiff.data.phantom import LABELS, make_phantom
+from ctdiff.data.prepare import crop_to_body, prepare_dataset
+from ctdiff.data.resample import crop_volume, resample_to_spacing, resize_to_shape
+from ctdiff.data.volume import Volume
 from tests.ctdiff.test_io import write_dicom_series  # the lead's synthetic DICOM series writer
 
 REPO = Path(__file__).resolve().parents[2]

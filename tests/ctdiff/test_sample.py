@@ -13,10 +13,10 @@ import torch
 from ctdiff.cli import main
 from ctdiff.config import config_from_dict
 from ctdiff.errors import InputError, OverwriteError
-from ctdiff.io import read_volume, write_nifti
-from ctdiff.phantom import make_phantom
-from ctdiff.sample import load_bundle, sample, write_samples
-from ctdiff.train import train
+from ctdiff.data.io import read_volume, write_nifti
+from ctdiff.data.phantom import make_phantom
+from ctdiff.diffusion.sample import load_bundle, sample, write_samples
+from ctdiff.training.train import train
 
 CONFIG = {
     "name": "tiny-sample",

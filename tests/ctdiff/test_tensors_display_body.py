@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ctdiff.body import body_mask, bounding_box
-from ctdiff.display import (
+from ctdiff.data.body import body_mask, bounding_box
+from ctdiff.data.display import (
     ORIENTATION_LABELS,
     apply_window,
     display_to_voxel,
@@ -15,7 +15,7 @@ from ctdiff.display import (
     pixel_aspect,
     plane_slice,
 )
-from ctdiff.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
+from ctdiff.data.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
 
 
 def test_array_tensor_axes_and_round_trip(rng):

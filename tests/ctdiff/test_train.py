@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from ctdiff.checkpoint import load_checkpoint, load_weights
+from ctdiff.model.checkpoint import load_checkpoint, load_weights
 from ctdiff.cli import main
 from ctdiff.config import DiffusionConfig, config_from_dict
-from ctdiff.diffusion import Diffusion
+from ctdiff.diffusion.schedule import Diffusion
 from ctdiff.errors import ConfigError, OverwriteError
-from ctdiff.io import write_nifti
-from ctdiff.model import UNet3D, build_model
-from ctdiff.phantom import make_phantom
-from ctdiff.tensors import array_to_tensor, hu_to_model
-from ctdiff.train import HISTORY_COLUMNS, read_history, train
+from ctdiff.data.io import write_nifti
+from ctdiff.model.unet import UNet3D, build_model
+from ctdiff.data.phantom import make_phantom
+from ctdiff.data.tensors import array_to_tensor, hu_to_model
+from ctdiff.training.train import HISTORY_COLUMNS, read_history, train
 
 TINY = {
     "name": "tiny",
@@ -102,9 +102,9 @@ def test_run_dir_layout_and_deterministic_validation(dataset, tmp_path):
     assert config_from_dict(ckpt["config"]) == tiny()
 
     # the validation loss is a fixed function of the weights: recomputing it gives the same number
-    from ctdiff.data import load_cases
+    from ctdiff.data.dataset import load_cases
     from ctdiff.distributed import DistInfo
-    from ctdiff.train import Trainer
+    from ctdiff.training.train import Trainer
 
     cfg = tiny()
     last = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -151,9 +151,9 @@ def test_resume_after_ctrl_c_continues_exactly(dataset, tmp_path):
 
 
 def test_channels_last_changes_the_layout_not_the_training(dataset, tmp_path):
-    from ctdiff.data import load_cases
+    from ctdiff.data.dataset import load_cases
     from ctdiff.distributed import DistInfo
-    from ctdiff.train import Trainer
+    from ctdiff.training.train import Trainer
 
     losses = {}
     for flag in (False, True):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctdiff.io import write_nifti
-from ctdiff.phantom import case_seed, make_phantom
-from ctdiff.volume import Volume
+from ctdiff.data.io import write_nifti
+from ctdiff.data.phantom import case_seed, make_phantom
+from ctdiff.data.volume import Volume
 
 SHAPE = (48, 48, 16)
 SPACING = (2.0, 2.0, 2.0)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ctdiff.io import write_nifti
-from ctdiff.volume import Volume
+from ctdiff.data.io import write_nifti
+from ctdiff.data.volume import Volume
 from eval.cli import main as eval_main
 from eval.report import METRICS, SCHEMA, build_report
 

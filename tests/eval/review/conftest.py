@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctdiff.io import write_nifti
-from ctdiff.volume import Volume
+from ctdiff.data.io import write_nifti
+from ctdiff.data.volume import Volume
 from eval.review import db as review_db
 
 REAL_FOLDER = "truthcohortfolder"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ctdiff.display import PLANES, WINDOW_PRESETS, apply_window, plane_slice
-from ctdiff.volume import Volume
+from ctdiff.data.display import PLANES, WINDOW_PRESETS, apply_window, plane_slice
+from ctdiff.data.volume import Volume
 from eval.review import render, store
 
 

@@ -8,8 +8,8 @@ sinusoidal timestep embedding (diffusers' ``get_timestep_embedding``), GroupNorm
 (``torch.nn.functional.scaled_dot_product_attention``) at chosen levels and in the mid block, skip
 connections after every ResNet block and downsampler, and no downsampling after the last level.
 
-Tensors are ``(N, C, D, H, W)`` = ``(N, 1, z, y, x)`` (see :mod:`ctdiff.tensors`). Schedule math
-lives in :mod:`ctdiff.diffusion`; this module only maps ``(x_t, t)`` to the network output.
+Tensors are ``(N, C, D, H, W)`` = ``(N, 1, z, y, x)`` (see :mod:`ctdiff.data.tensors`). Schedule math
+lives in :mod:`ctdiff.diffusion.schedule`; this module only maps ``(x_t, t)`` to the network output.
 """
 
 from __future__ import annotations

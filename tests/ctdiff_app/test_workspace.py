@@ -1,4 +1,4 @@
-"""ctdiff.workspace: workspace discovery, checks of typed paths, cohort summaries."""
+"""ctdiff_app.workspace: workspace discovery, checks of typed paths, cohort summaries."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from ctdiff.errors import InputError
-from ctdiff.io import write_nifti
-from ctdiff.volume import Volume
-from ctdiff.workspace import (
+from ctdiff.data.io import write_nifti
+from ctdiff.data.volume import Volume
+from ctdiff_app.workspace import (
     DEFAULT_WORKSPACE,
     check_generated,
     check_report_dir,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ctdiff.config import load_config
-from ctdiff.demo import ASSETS, BUILDING, DEMO_READER_CODE, PLACEHOLDER, REAL_N, ensure_demo_workspace, is_complete
+from ctdiff_app.demo import ASSETS, BUILDING, DEMO_READER_CODE, PLACEHOLDER, REAL_N, ensure_demo_workspace, is_complete
 from ctdiff.errors import OverwriteError
-from ctdiff.io import find_cases, read_volume
+from ctdiff.data.io import find_cases, read_volume
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_shipped_report_points_into_this_workspace(demo_ws):
 
 
 def test_demo_model_loads_and_samples_in_hu(demo_ws):
-    from ctdiff.sample import load_bundle, sample
+    from ctdiff.diffusion.sample import load_bundle, sample
 
     ws, _ = demo_ws
     bundle = load_bundle(ws / "run", device="cpu")
@@ -133,10 +133,10 @@ def test_second_start_reuses_and_unfinished_build_is_redone(tmp_path, demo_ws):
 
 
 def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
-    from ctdiff.checkpoint import load_checkpoint
+    from ctdiff.model.checkpoint import load_checkpoint
     from ctdiff.atomic import write_text
     from ctdiff.config import config_from_dict, load_config
-    from ctdiff.demo import set_sampling
+    from ctdiff_app.demo import set_sampling
 
     original = load_checkpoint(ASSETS / "model.pt")["config"]
     changed = set_sampling(original, "ddim", 40)

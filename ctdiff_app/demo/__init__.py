@@ -1,7 +1,7 @@
 """Build the built-in demo workspace: phantom real scans, generated scans, a report, a review session.
 
 The demo shows the whole product on ctdiff's own material, offline: a model trained by
-``python -m ctdiff train`` on the phantom cohort ships in ``ctdiff/demo/assets/`` (EMA weights in
+``python -m ctdiff train`` on the phantom cohort ships in ``ctdiff_app/demo/assets/`` (EMA weights in
 fp16, its config, split, history and loss plot) together with volumes it generated, so the first
 start needs no sampling. :func:`ensure_demo_workspace` writes ``workspace/demo/``:
 
@@ -99,7 +99,7 @@ def ensure_demo_workspace(
 
 
 def _build(ws: Path, info: dict[str, Any], tick: Callable[[str], None], report: bool | str) -> None:
-    from ctdiff.phantom import write_cohort
+    from ctdiff.data.phantom import write_cohort
 
     cohort = info["train_cohort"]
     shape = tuple(cohort["shape"])
@@ -210,8 +210,8 @@ def export_assets(
     import torch
 
     from ctdiff.atomic import atomic_path, prepare_output_dir
-    from ctdiff.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-    from ctdiff.sample import load_bundle, sample, write_samples
+    from ctdiff.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+    from ctdiff.diffusion.sample import load_bundle, sample, write_samples
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
@@ -245,14 +245,14 @@ def export_assets(
     cb = None if progress is None else (lambda d, t: progress(d, t, "sampling"))
     vols = sample(bundle, n_samples, sampler=sampler, steps=steps, seed=seed, batch_size=4, callback=cb)
     for v in vols:
-        v.meta["checkpoint"] = "ctdiff/demo/assets/model.pt"
+        v.meta["checkpoint"] = "ctdiff_app/demo/assets/model.pt"
     write_samples(vols, out / "samples", info={"demo": True}, force=True)
     if with_report:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="ctdiff-demo-report-") as tmp:
             scratch = Path(tmp) / "ws"
-            from ctdiff.phantom import write_cohort
+            from ctdiff.data.phantom import write_cohort
 
             shape = tuple(train_cohort["shape"])
             write_cohort(scratch / "train", n=train_cohort["n"], shape=shape, seed=train_cohort["seed"],

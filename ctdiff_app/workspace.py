@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ctdiff.errors import InputError
-from ctdiff.io import find_cases, read_volume
+from ctdiff.data.io import find_cases, read_volume
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WORKSPACE = REPO / "workspace" / "demo"

@@ -1,4 +1,4 @@
-"""ctdiff.monitor: reading a run dir that a trainer is still writing."""
+"""ctdiff_app.monitor: reading a run dir that a trainer is still writing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ctdiff.errors import InputError
-from ctdiff.monitor import (
+from ctdiff_app.monitor import (
     block_mean,
     find_checkpoint,
     is_active,

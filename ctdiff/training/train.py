@@ -36,9 +36,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from ctdiff.atomic import write_bytes, write_text
-from ctdiff.checkpoint import BEST, CHECKPOINT_DIR, LAST, check_same_model, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
+from ctdiff.model.checkpoint import BEST, CHECKPOINT_DIR, LAST, check_same_model, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
 from ctdiff.config import Config, apply_overrides, config_from_dict, load_config
-from ctdiff.data import (
+from ctdiff.data.dataset import (
     CaseSet,
     TrainDataset,
     dataset_files,
@@ -51,10 +51,10 @@ from ctdiff.data import (
     seed_from,
     write_split,
 )
-from ctdiff.diffusion import Diffusion
+from ctdiff.diffusion.schedule import Diffusion
 from ctdiff.distributed import DistInfo, add_device_arguments, apply_threads, barrier, init_distributed, mean_across, shutdown
 from ctdiff.errors import ConfigError, InputError, OverwriteError
-from ctdiff.model import UNet3D, build_model, count_parameters
+from ctdiff.model.unet import UNet3D, build_model, count_parameters
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 CONFIG_FILE, HISTORY_FILE, LOSS_PLOT, PREVIEW_DIR = "config.yaml", "history.csv", "loss.png", "previews"
@@ -171,8 +171,8 @@ def write_preview(volume, out_stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.image as mpimg
 
-    from ctdiff.display import WINDOW_PRESETS, mosaic
-    from ctdiff.io import write_nifti
+    from ctdiff.data.display import WINDOW_PRESETS, mosaic
+    from ctdiff.data.io import write_nifti
 
     width, level = WINDOW_PRESETS[PREVIEW_WINDOW]
     nz = volume.shape[2]
@@ -334,7 +334,7 @@ class Trainer:
         return sum(losses) / (len(ts) * len(self.val_cases.tensors))
 
     def preview(self, epoch_number: int) -> None:
-        from ctdiff.sample import ModelBundle, sample
+        from ctdiff.diffusion.sample import ModelBundle, sample
 
         t = self.cfg.train
         bundle = ModelBundle(self.ema.module, self.cfg, self.diffusion, self.device, self.geometry, None, self.step, "ema")

@@ -1,6 +1,6 @@
 """Pure helpers for the app's slice browser: linked scrolling, hover geometry, nearest-real lookup.
 
-Rendering itself (planes, windows, aspect, mosaics) lives in :mod:`ctdiff.display`; this module
+Rendering itself (planes, windows, aspect, mosaics) lives in :mod:`ctdiff.data.display`; this module
 adds what a two-pane viewer needs on top of it. No Streamlit, no plotting, no file I/O.
 """
 
@@ -12,8 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ctdiff.display import PLANE_AXIS, WINDOW_PRESETS, display_to_voxel, n_slices, plane_slice
-from ctdiff.io import case_name
+from ctdiff.data.display import PLANE_AXIS, WINDOW_PRESETS, display_to_voxel, n_slices, plane_slice
+from ctdiff.data.io import case_name
 
 CUSTOM_WINDOW = "custom"
 AXIS_NAMES = ("x", "y", "z")
@@ -70,7 +70,7 @@ def pixel_grid(shape: Sequence[int], plane: str) -> dict[str, float]:
 
     A heatmap drawn with ``x = x0 + col * dx`` and ``y = y0 + row * dy`` shows, under the cursor,
     the voxel index along the image's horizontal and vertical anatomical axes (the same voxel as
-    :func:`ctdiff.display.display_to_voxel`). Radiological display runs both voxel axes backwards,
+    :func:`ctdiff.data.display.display_to_voxel`). Radiological display runs both voxel axes backwards,
     so ``dx = dy = -1``: draw with a reversed x axis and a normal (upward) y axis.
     """
     rows, cols = _display_shape(shape, plane)
@@ -135,7 +135,7 @@ def aspect_correct(image: np.ndarray, aspect: float) -> np.ndarray:
 
 
 def mosaic_indices(n: int, every: int) -> list[int]:
-    """Slice indices a mosaic of every ``every``-th slice shows (as :func:`ctdiff.display.mosaic`)."""
+    """Slice indices a mosaic of every ``every``-th slice shows (as :func:`ctdiff.data.display.mosaic`)."""
     if every < 1:
         raise ValueError("every must be >= 1")
     return list(range(0, n, every))

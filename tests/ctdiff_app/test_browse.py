@@ -1,11 +1,11 @@
-"""ctdiff.browse: linked scrolling, hover geometry vs display_to_voxel, mosaics, report look-ups."""
+"""ctdiff_app.browse: linked scrolling, hover geometry vs display_to_voxel, mosaics, report look-ups."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ctdiff.browse import (
+from ctdiff_app.browse import (
     aspect_correct,
     clamp_index,
     display_slice_hu,
@@ -20,7 +20,7 @@ from ctdiff.browse import (
     voxel_at,
     window_choice,
 )
-from ctdiff.display import PLANES, display_to_voxel, mosaic, n_slices, plane_slice
+from ctdiff.data.display import PLANES, display_to_voxel, mosaic, n_slices, plane_slice
 
 
 def test_window_choice_presets_and_custom():

@@ -2,7 +2,7 @@
 
 Python API (used by the Streamlit app)::
 
-    from ctdiff.sample import load_bundle, sample, write_samples
+    from ctdiff.diffusion.sample import load_bundle, sample, write_samples
     bundle = load_bundle("runs/demo")                 # run dir -> best.pt (else last.pt), EMA weights
     volumes = sample(bundle, n=4, sampler="ddpm", steps=50, seed=0, callback=lambda done, total: ...)
     write_samples(volumes, "samples/demo", info={"note": "..."})
@@ -27,15 +27,15 @@ import numpy as np
 import torch
 
 from ctdiff.atomic import prepare_output_dir, write_json
-from ctdiff.checkpoint import checkpoint_config, load_checkpoint, load_weights, resolve_checkpoint
+from ctdiff.model.checkpoint import checkpoint_config, load_checkpoint, load_weights, resolve_checkpoint
 from ctdiff.config import SAMPLERS, Config, SampleConfig
-from ctdiff.data import crop_slices
-from ctdiff.diffusion import Diffusion, run_sampler
+from ctdiff.data.dataset import crop_slices
+from ctdiff.diffusion.schedule import Diffusion, run_sampler
 from ctdiff.distributed import add_device_arguments, apply_threads, resolve_device
 from ctdiff.errors import ConfigError
-from ctdiff.model import build_model
-from ctdiff.tensors import model_to_hu, tensor_to_array
-from ctdiff.volume import Volume
+from ctdiff.model.unet import build_model
+from ctdiff.data.tensors import model_to_hu, tensor_to_array
+from ctdiff.data.volume import Volume
 
 MANIFEST = "manifest.json"
 
@@ -136,7 +136,7 @@ def write_samples(volumes: Sequence[Volume], out_dir: str | os.PathLike, info: d
     The manifest holds the checkpoint and its step, sampler, steps, weights, a config summary and per
     case its file, seed and seconds; ``info`` entries are added at the top level.
     """
-    from ctdiff.io import write_nifti
+    from ctdiff.data.io import write_nifti
 
     if not volumes:
         raise ConfigError("no volumes to write")

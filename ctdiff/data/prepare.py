@@ -1,6 +1,6 @@
 """Convert a folder of CT (NIfTI, DICOM series, npy/npz) into a standard NIfTI dataset in HU.
 
-``python -m ctdiff prepare --src DIR --out DIR`` walks ``--src`` (``ctdiff.io.find_cases``), reads
+``python -m ctdiff prepare --src DIR --out DIR`` walks ``--src`` (``ctdiff.data.io.find_cases``), reads
 each case in Hounsfield units, optionally crops it to the body, resamples it to a spacing or
 resizes it to a shape, clips HU, and writes ``<case>.nii.gz`` (int16 HU) plus ``manifest.json``.
 Bad cases are skipped and listed with the reason; they only fail the command with ``--strict``.
@@ -20,11 +20,11 @@ import numpy as np
 from scipy import ndimage
 
 from ctdiff.atomic import prepare_output_dir, write_json
-from ctdiff.body import BODY_THRESHOLD_HU, body_mask, bounding_box
+from ctdiff.data.body import BODY_THRESHOLD_HU, body_mask, bounding_box
 from ctdiff.errors import ConfigError, CTDiffError, InputError
-from ctdiff.io import case_name, find_cases, read_volume, write_nifti
-from ctdiff.resample import crop_volume, resample_to_spacing, resize_to_shape
-from ctdiff.volume import Volume
+from ctdiff.data.io import case_name, find_cases, read_volume, write_nifti
+from ctdiff.data.resample import crop_volume, resample_to_spacing, resize_to_shape
+from ctdiff.data.volume import Volume
 
 # int16 CT convention: -1024 is the scanner's air floor, 3071 the 12-bit top (dense bone/metal).
 DEFAULT_CLIP = (-1024.0, 3071.0)
@@ -46,7 +46,7 @@ def _positive_triple(values, what: str) -> tuple[float, float, float] | None:
 def crop_to_body(volume: Volume, margin_mm: float = DEFAULT_CROP_MARGIN_MM) -> tuple[Volume, list[list[int]]]:
     """Crop to the body's bounding box (+ ``margin_mm`` in-plane) and remove objects outside it.
 
-    The body is :func:`ctdiff.body.body_mask` (threshold, in-plane opening that detaches a thin
+    The body is :func:`ctdiff.data.body.body_mask` (threshold, in-plane opening that detaches a thin
     table, largest component). Inside the box, voxels above the body threshold that are neither
     body nor touching it in-plane (the table, cushions, clothing), plus a one-voxel rim around
     them (their partial-volume edge), become air (-1000 HU); the air noise elsewhere is kept.

@@ -25,7 +25,7 @@ LAST, BEST = "last.pt", "best.pt"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (see :func:`ctdiff.train.Trainer.state`) atomically; returns the path."""
+    """Write ``state`` (see :func:`ctdiff.training.train.Trainer.state`) atomically; returns the path."""
     with atomic_path(path, force=True) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
     return Path(path)

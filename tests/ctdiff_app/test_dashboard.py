@@ -1,4 +1,4 @@
-"""ctdiff.dashboard: reading report.json and the gap/status of each metric."""
+"""ctdiff_app.dashboard: reading report.json and the gap/status of each metric."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ctdiff.dashboard import curve, gap, load_report, metric_table, numeric_columns, per_case_table, status
+from ctdiff_app.dashboard import curve, gap, load_report, metric_table, numeric_columns, per_case_table, status
 from ctdiff.errors import InputError
 
 

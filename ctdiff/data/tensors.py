@@ -1,6 +1,6 @@
 """The one place where HU volumes become network tensors and back.
 
-A :class:`~ctdiff.volume.Volume` array has axes ``(x, y, z)``; the network sees ``(C, D, H, W)`` =
+A :class:`~ctdiff.data.volume.Volume` array has axes ``(x, y, z)``; the network sees ``(C, D, H, W)`` =
 ``(1, z, y, x)`` (batched: ``(N, 1, z, y, x)``). Intensities are a *fixed* HU window mapped linearly
 to [-1, 1] (never per-volume min-max), so every generated voxel maps back to calibrated HU.
 """

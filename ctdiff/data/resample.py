@@ -1,4 +1,4 @@
-"""Geometry changes of a :class:`~ctdiff.volume.Volume` that keep its world position right.
+"""Geometry changes of a :class:`~ctdiff.data.volume.Volume` that keep its world position right.
 
 * :func:`resize_to_shape` — a new voxel count over the same world extent (the thesis resized
   512x512x26 scans to 256x256x26); voxels are boxes, so the outer box edges stay where they were.
@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from ctdiff.volume import Volume
+from ctdiff.data.volume import Volume
 
 
 def _resample(volume: Volume, out_shape: Sequence[int], step: np.ndarray, offset: np.ndarray,

@@ -1,6 +1,6 @@
 """Training data: reading a prepared dataset into memory, the seeded split, augmentation, padding.
 
-Pipeline per case: read the NIfTI (HU) once -> ``ctdiff.tensors`` (1, z, y, x) -> fixed HU window to
+Pipeline per case: read the NIfTI (HU) once -> ``ctdiff.data.tensors`` (1, z, y, x) -> fixed HU window to
 [-1, 1] -> cached in memory. Per training item: MONAI ``RandFlip`` (one in-plane axis) and
 ``RandZoom`` (0.9-1.1), as in the thesis, then the slice axis is padded to what the model needs
 (``data.pad_slices_to``); sampling crops the padding off again (:func:`crop_slices`).
@@ -27,8 +27,8 @@ from monai.utils import convert_to_tensor
 from ctdiff.atomic import write_json
 from ctdiff.config import DataConfig
 from ctdiff.errors import ConfigError, InputError
-from ctdiff.io import find_cases, read_volume
-from ctdiff.tensors import array_to_tensor, hu_to_model
+from ctdiff.data.io import find_cases, read_volume
+from ctdiff.data.tensors import array_to_tensor, hu_to_model
 
 SPLIT_FILE = "split.json"
 # tensor spatial axes are (D, H, W) = (z, y, x); MONAI spatial_axis counts from 0 after the channel

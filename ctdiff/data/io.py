@@ -1,7 +1,7 @@
 """Reading and writing CT volumes in Hounsfield units.
 
 ``read_volume`` accepts NIfTI (``.nii``/``.nii.gz``), a DICOM series folder, a single (multi-frame)
-DICOM file, and ``.npy``/``.npz`` arrays. Every reader returns a :class:`~ctdiff.volume.Volume` in
+DICOM file, and ``.npy``/``.npz`` arrays. Every reader returns a :class:`~ctdiff.data.volume.Volume` in
 canonical RAS+ voxel order with float32 HU. Bad input raises :class:`~ctdiff.errors.InputError`
 naming the file and the problem. DICOM patient identifiers are never copied into the volume's
 metadata or into an error message.
@@ -21,7 +21,7 @@ import numpy as np
 
 from ctdiff.atomic import atomic_path
 from ctdiff.errors import InputError
-from ctdiff.volume import Volume
+from ctdiff.data.volume import Volume
 
 # DICOM patient coordinates are LPS+, NIfTI/nibabel world coordinates RAS+: flip x and y.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -1,0 +1,1 @@
+"""CT data: volumes and their I/O, HU facts, resampling, preparing a dataset, the training dataset, phantoms."""

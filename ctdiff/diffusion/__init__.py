@@ -1,0 +1,1 @@
+"""Diffusion schedules and samplers, and sampling volumes from a checkpoint."""

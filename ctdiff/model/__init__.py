@@ -1,0 +1,1 @@
+"""The network (3D U-Net) and its checkpoints (weights + config)."""

@@ -1,0 +1,1 @@
+"""Training a model: the training loop and the run directory it writes."""
