@@ -24,7 +24,6 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "ctdiff.training.train",
     "sample": "ctdiff.diffusion.sample",
     "prepare": "ctdiff.data.prepare",
-    "demo": "ctdiff_app.demo",
 }
 
 

@@ -5,7 +5,7 @@
     scripts/readme_demo.py --table-only     # only the metric table
 
 The table is the demo report's metric table (the report shipped in ctdiff_app/demo/assets/report,
-which ``python -m ctdiff demo`` installs), written between the README markers
+which ``python -m ctdiff_app demo`` installs), written between the README markers
 ``<!-- demo-metrics:start -->`` and ``<!-- demo-metrics:end -->``. The screenshots show the app on
 a freshly built demo workspace and go to ``docs/screenshots/demo-*.png``.
 """

@@ -284,10 +284,10 @@ def export_assets(
 
 # ------------------------------------------------------------------------------------------ CLI
 EXAMPLES = """\
-  python -m ctdiff demo                      # build workspace/demo (reused if already built)
-  python -m ctdiff demo --out /tmp/demo-ws   # somewhere else
-  python -m ctdiff demo --force              # rebuild from scratch
-  python -m ctdiff demo --force --recompute-report   # and compute the eval report here (minutes)
+  python -m ctdiff_app demo                      # build workspace/demo (reused if already built)
+  python -m ctdiff_app demo --out /tmp/demo-ws   # somewhere else
+  python -m ctdiff_app demo --force              # rebuild from scratch
+  python -m ctdiff_app demo --force --recompute-report   # and compute the eval report here (minutes)
 """
 
 

@@ -7,10 +7,16 @@ import sys
 
 import pytest
 
+import ctdiff_app.__main__ as app_cli
 from ctdiff import cli as ctdiff_cli
 from eval import cli as eval_cli
 
-ALL = [("ctdiff", name) for name in ctdiff_cli.SUBCOMMANDS] + [("eval", name) for name in eval_cli.SUBCOMMANDS]
+MAINS = {"ctdiff": ctdiff_cli.main, "eval": eval_cli.main, "ctdiff_app": app_cli.main}
+ALL = (
+    [("ctdiff", name) for name in ctdiff_cli.SUBCOMMANDS]
+    + [("eval", name) for name in eval_cli.SUBCOMMANDS]
+    + [("ctdiff_app", name) for name in app_cli.SUBCOMMANDS]
+)
 
 
 def test_top_level_help_lists_every_subcommand(capsys):
@@ -22,11 +28,20 @@ def test_top_level_help_lists_every_subcommand(capsys):
         assert f"    {name} " in out
     assert {"phantom", "prepare"} <= set(ctdiff_cli.SUBCOMMANDS)
     assert {"report", "review"} <= set(eval_cli.SUBCOMMANDS)
+    assert "demo" not in ctdiff_cli.SUBCOMMANDS and "demo" in app_cli.SUBCOMMANDS  # the demo is the app's
+
+
+def test_app_cli_lists_the_demo(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        app_cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "python -m ctdiff_app" in out and "    demo " in out
 
 
 @pytest.mark.parametrize("package, command", ALL, ids=[f"{p}-{c}" for p, c in ALL])
 def test_each_subcommand_help_has_examples(package, command, capsys):
-    main = ctdiff_cli.main if package == "ctdiff" else eval_cli.main
+    main = MAINS[package]
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0
