@@ -1,6 +1,6 @@
 """What the app looks at: a workspace folder, or folders the user typed, checked before use.
 
-A workspace (``CTDIFF_WORKSPACE``, default ``<repo>/workspace/demo``) is a folder with ``real/``
+A workspace (``CTDIFF_WORKSPACE``, default ``workspace/demo`` in the current folder; see :mod:`ctdiff.locations`) is a folder with ``real/``
 and ``generated/`` volumes, a ``report/`` dir (report.json/.md/.html), an optional training
 ``run/`` dir, ``reviews.sqlite`` and a free-form ``workspace.json``. The app keeps four paths —
 real, generated, report and run dir — and every page reads them. Functions here never raise for a
@@ -19,21 +19,16 @@ import numpy as np
 
 from ctdiff.errors import InputError
 from ctdiff.data.io import find_cases, read_volume
+from ctdiff.locations import DEFAULT_WORKSPACE, WORKSPACE_ENV  # noqa: F401 (WORKSPACE_ENV: re-exported for the app)
+from ctdiff.locations import workspace_path as _workspace_path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WORKSPACE = REPO / "workspace" / "demo"
-WORKSPACE_ENV = "CTDIFF_WORKSPACE"
 SELECTION_KEYS = ("real_dir", "generated_dir", "report_dir", "run_dir")
 RUN_MARKERS = ("history.csv", "config.yaml", "checkpoints")
 
 
 def workspace_path(environ: Mapping[str, str] | None = None) -> tuple[Path, bool]:
     """(workspace folder, whether the user configured it via ``CTDIFF_WORKSPACE``)."""
-    env = os.environ if environ is None else environ
-    value = (env.get(WORKSPACE_ENV) or "").strip()
-    if value:
-        return Path(value).expanduser(), True
-    return DEFAULT_WORKSPACE, False
+    return _workspace_path(environ, default=DEFAULT_WORKSPACE)  # this module's default (tests patch it)
 
 
 def read_workspace_info(workspace: str | os.PathLike) -> dict[str, Any]:

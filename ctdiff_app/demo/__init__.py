@@ -29,10 +29,10 @@ from typing import Any, Callable
 from ctdiff.atomic import write_json, write_text
 from ctdiff.config import config_from_dict
 from ctdiff.errors import InputError, OverwriteError
+from ctdiff.locations import DEFAULT_WORKSPACE as LOCATIONS_DEFAULT_WORKSPACE
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_WORKSPACE = REPO / "workspace" / "demo"
+DEFAULT_WORKSPACE = LOCATIONS_DEFAULT_WORKSPACE  # workspace/demo in the current folder
 WORKSPACE_JSON = "workspace.json"
 BUILDING = ".building"
 DEMO_READER_CODE = "demo-reader"

@@ -15,10 +15,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ctdiff.data.display import PLANES, WINDOW_PRESETS
+from ctdiff.errors import InputError
 from eval.review import export, store
 from eval.review.db import DB_ENV, default_db_url
 
-READER_PAGE = Path(__file__).resolve().parents[2] / "pages" / "5_Review_reader.py"
+# The reader page is the app's; eval does not locate it from its own file. `serve` takes --page,
+# else $CTDIFF_READER_PAGE, else this path under the current folder (the checkout).
+READER_PAGE_ENV = "CTDIFF_READER_PAGE"
+READER_PAGE = Path("pages") / "5_Review_reader.py"
 
 EXAMPLES = """\
   python -m eval review create --name pilot --real data/real --generated samples/run1 --n 20 --seed 7
@@ -76,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("serve", help="serve the reader page alone (no other app page reachable) for a study")
     p.add_argument("--port", type=int, default=8502)
     p.add_argument("--address", default="0.0.0.0", help="interface to listen on (default: all)")
+    p.add_argument("--page", default=None,
+                   help=f"the reader page (default: ${READER_PAGE_ENV} or {READER_PAGE} in the current folder)")
     p.set_defaults(_review=run_serve)
 
 
@@ -146,11 +152,19 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_command(port: int, address: str) -> list[str]:
+def reader_page(page: str | os.PathLike | None = None) -> Path:
+    """The reader page to serve: ``page``, else ``$CTDIFF_READER_PAGE``, else ``pages/5_Review_reader.py``."""
+    path = Path(page or os.environ.get(READER_PAGE_ENV) or READER_PAGE)
+    if not path.is_file():
+        raise InputError(f"reader page not found (run from the checkout, or pass --page / set {READER_PAGE_ENV})", path)
+    return path
+
+
+def serve_command(port: int, address: str, page: str | os.PathLike = READER_PAGE) -> list[str]:
     """``streamlit run`` of the reader page alone: no page navigation (readers cannot reach the
     slice browser, which labels real and generated scans) and no error details in the browser."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(READER_PAGE),
+        sys.executable, "-m", "streamlit", "run", str(page),
         "--server.port", str(port), "--server.address", address, "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--client.showSidebarNavigation", "false",
         "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal",
@@ -158,9 +172,10 @@ def serve_command(port: int, address: str) -> list[str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    repo = str(READER_PAGE.parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+    page = reader_page(args.page)
+    checkout = str(page.resolve().parents[1])  # pages/ sits in the checkout: the page imports ctdiff, eval, pages
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)}
     if args.db:
         env[DB_ENV] = args.db
     print(f"reader page on http://{args.address}:{args.port} (database {env.get(DB_ENV) or default_db_url()}); Ctrl-C stops it")
-    return subprocess.call(serve_command(args.port, args.address), env=env)
+    return subprocess.call(serve_command(args.port, args.address, page), env=env)

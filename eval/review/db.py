@@ -49,7 +49,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ctdiff.errors import ConfigError
-from ctdiff_app.workspace import workspace_path
+from ctdiff.locations import workspace_path
 
 SCHEMA_VERSION = 2
 DB_ENV = "CTDIFF_REVIEW_DB"
@@ -58,7 +58,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 def workspace_dir() -> Path:
-    """``$CTDIFF_WORKSPACE`` or ``<repo>/workspace/demo`` (holds real/, generated/, reviews.sqlite)."""
+    """``$CTDIFF_WORKSPACE`` or ``workspace/demo`` in the current folder (holds real/, generated/, reviews.sqlite)."""
     return workspace_path()[0]
 
 

@@ -96,3 +96,21 @@ def test_serve_runs_the_reader_page_alone_without_navigation_or_error_details():
     opts = dict(zip(cmd[5::2], cmd[6::2]))
     assert opts["--server.port"] == "8600" and opts["--server.address"] == "127.0.0.1"
     assert opts["--client.showSidebarNavigation"] == "false" and opts["--client.showErrorDetails"] == "none"
+
+
+def test_serve_page_comes_from_flag_env_or_current_folder(tmp_path, monkeypatch):
+    """eval does not locate the app's page from its own file: --page, $CTDIFF_READER_PAGE, ./pages/..."""
+    from ctdiff.errors import InputError
+    from eval.review.cli import READER_PAGE_ENV, reader_page, serve_command
+
+    page = tmp_path / "reader.py"
+    page.write_text("")
+    monkeypatch.delenv(READER_PAGE_ENV, raising=False)
+    assert reader_page(page) == page
+    assert serve_command(1, "h", page)[4] == str(page)
+    monkeypatch.setenv(READER_PAGE_ENV, str(page))
+    assert reader_page() == page
+    monkeypatch.delenv(READER_PAGE_ENV)
+    monkeypatch.chdir(tmp_path)  # no pages/ here
+    with pytest.raises(InputError, match="reader page not found"):
+        reader_page()
