@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eval.features.registry import FeatureExtractor, register
+from eval.features.base import FeatureExtractor
 
 WEIGHT_FILES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
 MISSING_REASON = (
@@ -220,10 +220,10 @@ def volume_slices(array: np.ndarray, slices_per_plane: int, window=SLICE_WINDOW)
     return out
 
 
-@register("inception-v3-fid-2d")
 class InceptionSlices(FeatureExtractor):
     """Per volume: (3 * slices_per_plane, 2048) features, flattened to one row for the cache."""
 
+    name = "inception-v3-fid-2d"  # its key in eval.features.registry
     input = "volume"
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu", slices_per_plane: int = 8):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ctdiff.errors import InputError
-from eval.features.registry import FeatureExtractor, register
+from eval.features.base import FeatureExtractor
 
 FRD_VERSION = "v1"
 
@@ -38,8 +38,8 @@ def image_dim_of_shape(shape) -> int:
     return 3 if len(shape) == 3 and int(shape[2]) > 1 else 2
 
 
-@register("radiomics-frd-v1")
 class RadiomicsFRD(FeatureExtractor):
+    name = "radiomics-frd-v1"  # its key in eval.features.registry
     input = "file"
 
     def __init__(self, image_dim: int = 3, single_thread: bool = False):

@@ -9,34 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
+from eval.features.base import FeatureExtractor
 
-_REGISTRY: dict[str, type["FeatureExtractor"]] = {}
-
-
-class FeatureExtractor:
-    """Base class. Subclasses set ``name`` and ``input`` and implement :meth:`extract`.
-
-    ``input`` is ``"file"`` (``extract`` gets the case's path; the extractor reads it itself) or
-    ``"volume"`` (``extract`` gets a :class:`~ctdiff.data.volume.Volume` on the report's common grid).
-    Instances must be picklable before :meth:`setup` so worker processes can receive them.
-    """
-
-    name: str = ""
-    input: str = "file"
-
-    def settings(self) -> dict[str, Any]:
-        return {}
-
-    def unavailable_reason(self) -> str | None:
-        """Why this extractor cannot run here (missing weights...), or None when it can."""
-        return None
-
-    def setup(self) -> None:
-        """Heavy initialisation (models, pyradiomics); called once per process before extracting."""
-
-    def extract(self, item) -> tuple[list[str], np.ndarray]:
-        raise NotImplementedError
+_REGISTRY: dict[str, type[FeatureExtractor]] = {}
 
 
 def register(name: str) -> Callable[[type[FeatureExtractor]], type[FeatureExtractor]]:
@@ -63,5 +38,10 @@ def create(name: str, **kwargs: Any) -> FeatureExtractor:
 
 
 def _load_builtins() -> None:
-    # importing the modules registers their extractors
-    from eval.features import inception, radiomics  # noqa: F401
+    # The registry imports its built-in extractors (lazily: torch/pyradiomics are slow to import);
+    # they import only eval.features.base, never the registry, so there is no import cycle.
+    from eval.features.inception import InceptionSlices
+    from eval.features.radiomics import RadiomicsFRD
+
+    for cls in (RadiomicsFRD, InceptionSlices):
+        _REGISTRY.setdefault(cls.name, cls)

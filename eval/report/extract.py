@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ctdiff.errors import CTDiffError
-from eval.features.registry import FeatureExtractor
+from eval.features.base import FeatureExtractor
 from eval.report.cache import FeatureCache, cache_key, content_hash
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eval.features import available_extractors, create
-from eval.features.registry import FeatureExtractor
+from eval.features.base import FeatureExtractor
 from eval.report.cache import FeatureCache, cache_key, content_hash
 from eval.report.extract import extract_features
 

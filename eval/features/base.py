@@ -1,0 +1,36 @@
+"""The feature extractor base class, in its own module so imports run one way (torch-fidelity style).
+
+``registry`` imports the built-in extractors, and they import only this module, so the registry and
+its extractors never import each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class FeatureExtractor:
+    """Base class. Subclasses set ``name`` and ``input`` and implement :meth:`extract`.
+
+    ``input`` is ``"file"`` (``extract`` gets the case's path; the extractor reads it itself) or
+    ``"volume"`` (``extract`` gets a :class:`~ctdiff.data.volume.Volume` on the report's common grid).
+    Instances must be picklable before :meth:`setup` so worker processes can receive them.
+    """
+
+    name: str = ""
+    input: str = "file"
+
+    def settings(self) -> dict[str, Any]:
+        return {}
+
+    def unavailable_reason(self) -> str | None:
+        """Why this extractor cannot run here (missing weights...), or None when it can."""
+        return None
+
+    def setup(self) -> None:
+        """Heavy initialisation (models, pyradiomics); called once per process before extracting."""
+
+    def extract(self, item) -> tuple[list[str], np.ndarray]:
+        raise NotImplementedError
