@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     lines = [
         "# Benchmark: slice-browser slider move",
         "",
-        f"`benchmarks/bench_app.py` — time per rerun of `pages/1_Slice_browser.py` when the real slice slider",
-        f"moves, with linked scrolling (both images redrawn), for a 512×512×26 real/generated pair, in Streamlit's",
+        "`benchmarks/bench_app.py` — time per rerun of `pages/1_Slice_browser.py` when the real slice slider",
+        "moves, with linked scrolling (both images redrawn), for a 512×512×26 real/generated pair, in Streamlit's",
         "AppTest (server side: page script, slicing, plotly figure building and serialisation; the browser's",
         "drawing and the network are not included). Volumes are read once and cached; "
         f"{args.warmup} warm-up moves, then {args.moves} timed moves.",

@@ -183,7 +183,7 @@ def main() -> int:
                          "peak_mib": round(info[v]["peak_bytes"] / 2**20), "params_m": round(info[v]["params"] / 1e6, 2)})
         result = {"machine": machine, "size": args.size, "device": args.device, "rows": rows,
                   "command": " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]])}
-        print(f"\n| variant | s/step (median) | speed-up vs thesis | peak memory (MiB) | params (M) |\n|---|---|---|---|---|")
+        print("\n| variant | s/step (median) | speed-up vs thesis | peak memory (MiB) | params (M) |\n|---|---|---|---|---|")
         for r in rows:
             if "error" in r:
                 print(f"| {r['variant']} | failed: {r['error']} | | | |")

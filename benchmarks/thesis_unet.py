@@ -149,7 +149,7 @@ class ThesisUNet3D(nn.Module):
             base = kind.split("-")[0]
             attn = kind.endswith("attn")
             resnets, attns = nn.ModuleList(), nn.ModuleList()
-            for i in range(layers_per_block + 1):
+            for _ in range(layers_per_block + 1):
                 resnets.append(ResnetBlock(base, cin + skips.pop(), cout, temb))
                 attns.append(ExplicitAttention(cout) if attn else nn.Identity())
                 cin = cout

@@ -13,8 +13,8 @@ import ast
 import importlib
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ctdiff.errors import CTDiffError
 

@@ -9,8 +9,8 @@ the review store (``eval.review.db``) both take it from here, so neither compute
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 WORKSPACE_ENV = "CTDIFF_WORKSPACE"
 DEFAULT_WORKSPACE = Path("workspace") / "demo"  # relative: resolved against the current folder

@@ -7,8 +7,9 @@ adds what a two-pane viewer needs on top of it. No Streamlit, no plotting, no fi
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ctdiff.errors import InputError
 from ctdiff.data.io import find_cases, read_volume
+from ctdiff.errors import InputError
 from ctdiff.locations import DEFAULT_WORKSPACE, WORKSPACE_ENV  # noqa: F401 (WORKSPACE_ENV: re-exported for the app)
 from ctdiff.locations import workspace_path as _workspace_path
 

@@ -6,7 +6,7 @@ cases with replacement inside each cohort and recomputing the metric.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 

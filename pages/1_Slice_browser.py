@@ -12,6 +12,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from ctdiff.data.display import PLANES, WINDOW_PRESETS, mosaic, n_slices, pixel_aspect
+from ctdiff.data.io import case_name
 from ctdiff_app.browse import (
     CUSTOM_WINDOW,
     aspect_correct,
@@ -25,8 +27,6 @@ from ctdiff_app.browse import (
     nearest_real,
     window_choice,
 )
-from ctdiff.data.display import PLANES, WINDOW_PRESETS, mosaic, n_slices, pixel_aspect
-from ctdiff.data.io import case_name
 from pages.components.data import list_cases, load_display_array, load_report_cached, load_volume
 from pages.components.figures import slice_figure
 from pages.components.state import ensure_selection, keep, no_data_message, page_setup, remember, set_widget

@@ -9,15 +9,14 @@ entry opens the pair in the slice browser) and downloads.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from ctdiff_app.dashboard import CLOSE, APART, STATUS_COLOURS, curve, metric_table, numeric_columns, per_case_table
-from ctdiff.errors import CTDiffError
 from ctdiff.data.io import case_name
+from ctdiff.errors import CTDiffError
+from ctdiff_app.dashboard import APART, CLOSE, STATUS_COLOURS, curve, metric_table, numeric_columns, per_case_table
 from pages.components.data import load_report_cached, report_file
 from pages.components.figures import histogram_figure, nps_figure, scatter_figure
 from pages.components.reporting import compute_report, default_report_dir

@@ -13,12 +13,29 @@ from pathlib import Path
 import streamlit as st
 
 from ctdiff.errors import CTDiffError
-from ctdiff_app.monitor import DEFAULT_SAMPLING, block_mean, find_checkpoint, is_active, list_previews, read_split, summarise_history
+from ctdiff_app.monitor import (
+    DEFAULT_SAMPLING,
+    block_mean,
+    find_checkpoint,
+    is_active,
+    list_previews,
+    read_split,
+    summarise_history,
+)
 from ctdiff_app.workspace import is_run_dir
 from pages.components.data import load_history, load_sampling_defaults, mtime_ns
 from pages.components.figures import loss_figure, lr_figure
 from pages.components.sampling import generate, sampler_names
-from pages.components.state import ensure_selection, go_to, keep, nav_link, no_data_message, page_setup, remember, short_path
+from pages.components.state import (
+    ensure_selection,
+    go_to,
+    keep,
+    nav_link,
+    no_data_message,
+    page_setup,
+    remember,
+    short_path,
+)
 
 page_setup("Training monitor")
 st.title("Training monitor")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ from monai.utils import convert_to_tensor
 
 from ctdiff.atomic import write_json
 from ctdiff.config import DataConfig
-from ctdiff.errors import ConfigError, InputError
 from ctdiff.data.io import find_cases, read_volume
 from ctdiff.data.tensors import array_to_tensor, hu_to_model
+from ctdiff.errors import ConfigError, InputError
 
 SPLIT_FILE = "split.json"
 # tensor spatial axes are (D, H, W) = (z, y, x); MONAI spatial_axis counts from 0 after the channel

@@ -10,7 +10,7 @@ superior at the top; sagittal has anterior on the left. Arrays are (x, y, z) RAS
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

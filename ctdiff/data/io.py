@@ -13,15 +13,16 @@ import gzip
 import os
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from ctdiff.atomic import atomic_path
-from ctdiff.errors import InputError
 from ctdiff.data.volume import Volume
+from ctdiff.errors import InputError
 
 # DICOM patient coordinates are LPS+, NIfTI/nibabel world coordinates RAS+: flip x and y.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -29,8 +29,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -97,24 +98,24 @@ class _Shape:
     lo: tuple[float, float, float]
     hi: tuple[float, float, float]
 
-    def inset(self, t: float) -> "_Shape":
+    def inset(self, t: float) -> _Shape:
         """The solid shrunk by ``t`` mm (grown if ``t`` < 0)."""
         f = self.sdf
         return _Shape(lambda X, Y, Z: f(X, Y, Z) + t, tuple(v + t for v in self.lo), tuple(v - t for v in self.hi))
 
-    def __or__(self, other: "_Shape") -> "_Shape":
+    def __or__(self, other: _Shape) -> _Shape:
         f, g = self.sdf, other.sdf
         lo = tuple(map(min, self.lo, other.lo))
         hi = tuple(map(max, self.hi, other.hi))
         return _Shape(lambda X, Y, Z: np.minimum(f(X, Y, Z), g(X, Y, Z)), lo, hi)
 
-    def __and__(self, other: "_Shape") -> "_Shape":
+    def __and__(self, other: _Shape) -> _Shape:
         f, g = self.sdf, other.sdf
         lo = tuple(map(max, self.lo, other.lo))
         hi = tuple(map(min, self.hi, other.hi))
         return _Shape(lambda X, Y, Z: np.maximum(f(X, Y, Z), g(X, Y, Z)), lo, hi)
 
-    def __sub__(self, other: "_Shape") -> "_Shape":
+    def __sub__(self, other: _Shape) -> _Shape:
         f, g = self.sdf, other.sdf
         return _Shape(lambda X, Y, Z: np.maximum(f(X, Y, Z), -g(X, Y, Z)), self.lo, self.hi)
 

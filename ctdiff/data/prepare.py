@@ -13,18 +13,19 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from ctdiff.atomic import prepare_output_dir, write_json
 from ctdiff.data.body import BODY_THRESHOLD_HU, body_mask, bounding_box
-from ctdiff.errors import ConfigError, CTDiffError, InputError
 from ctdiff.data.io import case_name, find_cases, read_volume, write_nifti
 from ctdiff.data.resample import crop_volume, resample_to_spacing, resize_to_shape
 from ctdiff.data.volume import Volume
+from ctdiff.errors import ConfigError, CTDiffError, InputError
 
 # int16 CT convention: -1024 is the scanner's air floor, 3071 the 12-bit top (dense bone/metal).
 DEFAULT_CLIP = (-1024.0, 3071.0)

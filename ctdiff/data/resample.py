@@ -13,7 +13,7 @@ index mapping that the interpolation uses, so world coordinates stay exact for o
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

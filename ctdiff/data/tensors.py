@@ -7,7 +7,7 @@ to [-1, 1] (never per-volume min-max), so every generated voxel maps back to cal
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

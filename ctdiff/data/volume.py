@@ -40,12 +40,12 @@ class Volume:
         return tuple(int(s) for s in self.array.shape)
 
     @classmethod
-    def from_spacing(cls, array: np.ndarray, spacing, origin=(0.0, 0.0, 0.0), meta=None) -> "Volume":
+    def from_spacing(cls, array: np.ndarray, spacing, origin=(0.0, 0.0, 0.0), meta=None) -> Volume:
         """A volume with axis-aligned RAS+ geometry built from a voxel spacing and an origin."""
         affine = np.diag([*map(float, spacing), 1.0])
         affine[:3, 3] = origin
         return cls(array, affine, dict(meta or {}))
 
-    def with_array(self, array: np.ndarray, affine: np.ndarray | None = None, **meta: Any) -> "Volume":
+    def with_array(self, array: np.ndarray, affine: np.ndarray | None = None, **meta: Any) -> Volume:
         """A copy with a new array (and optionally affine); ``meta`` entries are added/updated."""
         return Volume(array, self.affine if affine is None else affine, {**self.meta, **meta})

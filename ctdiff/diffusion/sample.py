@@ -19,23 +19,24 @@ import datetime as _dt
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ctdiff.atomic import prepare_output_dir, write_json
-from ctdiff.model.checkpoint import checkpoint_config, load_checkpoint, load_weights, resolve_checkpoint
 from ctdiff.config import SAMPLERS, Config, SampleConfig
 from ctdiff.data.dataset import crop_slices
+from ctdiff.data.tensors import model_to_hu, tensor_to_array
+from ctdiff.data.volume import Volume
 from ctdiff.diffusion.schedule import Diffusion, run_sampler
 from ctdiff.distributed import add_device_arguments, apply_threads, resolve_device
 from ctdiff.errors import ConfigError
+from ctdiff.model.checkpoint import checkpoint_config, load_checkpoint, load_weights, resolve_checkpoint
 from ctdiff.model.unet import build_model
-from ctdiff.data.tensors import model_to_hu, tensor_to_array
-from ctdiff.data.volume import Volume
 
 MANIFEST = "manifest.json"
 
@@ -156,7 +157,7 @@ def write_samples(volumes: Sequence[Volume], out_dir: str | os.PathLike, info: d
     manifest = {
         "kind": "ctdiff samples",
         "synthetic": True,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "checkpoint": first.get("checkpoint"),
         "checkpoint_step": first.get("checkpoint_step"),
         "sampler": first.get("sampler"),

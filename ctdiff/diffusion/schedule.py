@@ -22,7 +22,7 @@ training timestep (t = T-1) rather than skipping the noisiest part of the schedu
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

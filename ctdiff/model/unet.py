@@ -15,7 +15,7 @@ lives in :mod:`ctdiff.diffusion.schedule`; this module only maps ``(x_t, t)`` to
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -199,7 +199,7 @@ class UNet3D(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "UNet3D":
+    def from_config(cls, cfg: ModelConfig) -> UNet3D:
         return cls(
             channels=cfg.channels,
             block_kinds=cfg.block_kinds,

@@ -27,16 +27,16 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
 from ctdiff.atomic import write_bytes, write_text
-from ctdiff.model.checkpoint import BEST, CHECKPOINT_DIR, LAST, check_same_model, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
 from ctdiff.config import Config, apply_overrides, config_from_dict, load_config
 from ctdiff.data.dataset import (
     CaseSet,
@@ -52,8 +52,26 @@ from ctdiff.data.dataset import (
     write_split,
 )
 from ctdiff.diffusion.schedule import Diffusion
-from ctdiff.distributed import DistInfo, add_device_arguments, apply_threads, barrier, init_distributed, mean_across, shutdown
+from ctdiff.distributed import (
+    DistInfo,
+    add_device_arguments,
+    apply_threads,
+    barrier,
+    init_distributed,
+    mean_across,
+    shutdown,
+)
 from ctdiff.errors import ConfigError, InputError, OverwriteError
+from ctdiff.model.checkpoint import (
+    BEST,
+    CHECKPOINT_DIR,
+    LAST,
+    check_same_model,
+    checkpoint_config,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from ctdiff.model.unet import UNet3D, build_model, count_parameters
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")

@@ -23,8 +23,9 @@ import datetime as _dt
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ctdiff.atomic import write_json, write_text
 from ctdiff.config import config_from_dict
@@ -133,7 +134,7 @@ def _build(ws: Path, info: dict[str, Any], tick: Callable[[str], None], report: 
     write_json(ws / WORKSPACE_JSON, {
         "name": "demo",
         "complete": True,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "synthetic_data": "all scans are ctdiff phantoms or generated from them; none is a patient",
         "demo_reader_code": DEMO_READER_CODE,
         "review_session": sid,
@@ -210,8 +211,8 @@ def export_assets(
     import torch
 
     from ctdiff.atomic import atomic_path, prepare_output_dir
-    from ctdiff.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
     from ctdiff.diffusion.sample import load_bundle, sample, write_samples
+    from ctdiff.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:

@@ -7,7 +7,8 @@ case file's content hash, so a changed setting or file never reuses stale featur
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from eval.features.base import FeatureExtractor
 

@@ -16,7 +16,7 @@ is 1 and air/metal outliers do not dominate.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

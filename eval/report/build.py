@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -454,7 +455,6 @@ def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, worker
 
 # --------------------------------------------------------------------------- SSIM / memorisation
 def _similarity_tensor(cases: list[Case], cfg, device):
-    import torch
     import torch.nn.functional as F
 
     t = similarity.to_unit([c.volume.array for c in cases], tuple(cfg["ssim_window_hu"]), device=device)

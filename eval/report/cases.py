@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from ctdiff.data.body import body_mask
-from ctdiff.errors import InputError
 from ctdiff.data.io import case_name, find_cases, read_volume
 from ctdiff.data.volume import Volume
+from ctdiff.errors import InputError
 from eval.metrics import intensity, noise, texture
 
 AIR_HU = -1024.0

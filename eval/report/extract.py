@@ -11,8 +11,9 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing as mp
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,6 +12,7 @@ Engine; ``None`` means :func:`eval.review.db.default_db_url`.
 """
 
 from eval.review.db import default_db_url, workspace_dir
+from eval.review.stats import session_summary
 from eval.review.store import (
     AnswerLockedError,
     add_reader,
@@ -24,7 +25,6 @@ from eval.review.store import (
     session_progress,
     submit_answer,
 )
-from eval.review.stats import session_summary
 
 __all__ = [
     "AnswerLockedError",

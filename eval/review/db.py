@@ -20,8 +20,9 @@ import contextlib
 import datetime as dt
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from sqlalchemy import (
     JSON,

@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,8 +27,8 @@ from skimage.transform import resize
 
 from ctdiff.atomic import atomic_path
 from ctdiff.data.display import PLANE_AXIS, WINDOW_PRESETS, apply_window, pixel_aspect, plane_slice
-from ctdiff.errors import ConfigError
 from ctdiff.data.volume import Volume
+from ctdiff.errors import ConfigError
 
 MAX_GRID_INPLANE = 512  # never display more than 512 voxels across
 MAX_GRID_SLICES = 512

@@ -17,18 +17,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ctdiff.data.display import PLANES, WINDOW_PRESETS
-from ctdiff.errors import ConfigError, CTDiffError, InputError
 from ctdiff.data.io import case_name, find_cases, read_volume
+from ctdiff.errors import ConfigError, CTDiffError, InputError
 from eval.review import assign, render
-from eval.review.stats import FLAGS
 from eval.review.db import (
     Answer,
     Assignment,
@@ -41,6 +40,7 @@ from eval.review.db import (
     workspace_dir,
     write_session,
 )
+from eval.review.stats import FLAGS
 
 COHORTS = ("real", "synthetic")
 FLAG_LABELS = {

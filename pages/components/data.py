@@ -15,12 +15,12 @@ from typing import Any
 
 import streamlit as st
 
+from ctdiff.data.io import find_cases, read_volume
+from ctdiff.data.volume import Volume
+from ctdiff.errors import CTDiffError
 from ctdiff_app.browse import display_volume
 from ctdiff_app.dashboard import load_report
-from ctdiff.errors import CTDiffError
-from ctdiff.data.io import find_cases, read_volume
 from ctdiff_app.monitor import read_history, sampling_defaults
-from ctdiff.data.volume import Volume
 from ctdiff_app.workspace import volume_facts
 
 

@@ -9,14 +9,15 @@ the voxel index under the cursor.
 from __future__ import annotations
 
 import base64
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ctdiff_app.browse import pixel_grid, slice_axes
 from ctdiff.data.display import ORIENTATION_LABELS, PLANE_AXIS, pixel_aspect, window_bounds
+from ctdiff_app.browse import pixel_grid, slice_axes
 
 LABEL_COLOUR = "#f6e05e"  # the yellow of DICOM viewer overlays
 COHORT_COLOURS = {"real": "#3182ce", "generated": "#dd6b20", "train": "#718096"}

@@ -7,8 +7,8 @@ The dashboard never computes a metric itself: it calls the same builder as
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ctdiff.errors import OverwriteError
 

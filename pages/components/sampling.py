@@ -7,8 +7,8 @@ Uses ``ctdiff.diffusion.sample`` (``load_bundle``, ``sample``, ``write_samples``
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 

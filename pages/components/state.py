@@ -7,8 +7,9 @@ that is not set yet from the workspace (``CTDIFF_WORKSPACE`` or the demo workspa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException

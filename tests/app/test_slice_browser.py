@@ -6,7 +6,6 @@ so the tests can predict every shown value: slice numbers, the HU under a pixel,
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

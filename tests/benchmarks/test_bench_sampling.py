@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ctdiff_app.demo import ASSETS
 from ctdiff.data.phantom import write_cohort
+from ctdiff_app.demo import ASSETS
 from eval.report import build_report
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,11 +7,21 @@ import pytest
 import torch
 
 from ctdiff.config import DataConfig
-from ctdiff.data.dataset import Augment, TrainDataset, crop_slices, epoch_batches, load_cases, make_split, pad_slices, read_split, write_split
-from ctdiff.errors import InputError
+from ctdiff.data.dataset import (
+    Augment,
+    TrainDataset,
+    crop_slices,
+    epoch_batches,
+    load_cases,
+    make_split,
+    pad_slices,
+    read_split,
+    write_split,
+)
 from ctdiff.data.io import write_nifti
 from ctdiff.data.tensors import model_to_hu
 from ctdiff.data.volume import Volume
+from ctdiff.errors import InputError
 
 
 def _write(tmp_path, name, shape, value=0.0):

@@ -13,9 +13,9 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from ctdiff.errors import InputError, OverwriteError
 from ctdiff.data.io import find_cases, read_volume, read_volumes, write_nifti
 from ctdiff.data.volume import Volume
+from ctdiff.errors import InputError, OverwriteError
 
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-998877", "PatientBirthDate": "19450102"}
 

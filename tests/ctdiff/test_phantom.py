@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctdiff.data import phantom
 from ctdiff.cli import main
-from ctdiff.errors import OverwriteError
+from ctdiff.data import phantom
 from ctdiff.data.io import read_volume
 from ctdiff.data.phantom import LABELS, make_phantom
+from ctdiff.errors import OverwriteError
 
 # Plausible HU per tissue class (issue 3 / textbook values); the generator's own labels pick voxels.
 PLAUSIBLE_HU = {

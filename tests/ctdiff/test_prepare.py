@@ -14,15 +14,15 @@ import pytest
 from scipy import ndimage
 from skimage.transform import resize
 
+from ctdiff.cli import main
 from ctdiff.data import phantom
 from ctdiff.data.body import body_mask
-from ctdiff.cli import main
-from ctdiff.errors import ConfigError, InputError, OverwriteError
 from ctdiff.data.io import read_volume, write_nifti
 from ctdiff.data.phantom import LABELS, make_phantom
 from ctdiff.data.prepare import crop_to_body, prepare_dataset
 from ctdiff.data.resample import crop_volume, resample_to_spacing, resize_to_shape
 from ctdiff.data.volume import Volume
+from ctdiff.errors import ConfigError, InputError, OverwriteError
 from tests.ctdiff.test_io import write_dicom_series  # the lead's synthetic DICOM series writer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,10 +12,10 @@ import torch
 
 from ctdiff.cli import main
 from ctdiff.config import config_from_dict
-from ctdiff.errors import InputError, OverwriteError
 from ctdiff.data.io import read_volume, write_nifti
 from ctdiff.data.phantom import make_phantom
 from ctdiff.diffusion.sample import load_bundle, sample, write_samples
+from ctdiff.errors import InputError, OverwriteError
 from ctdiff.training.train import train
 
 CONFIG = {

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from ctdiff.model.checkpoint import load_checkpoint, load_weights
 from ctdiff.cli import main
 from ctdiff.config import DiffusionConfig, config_from_dict
-from ctdiff.diffusion.schedule import Diffusion
-from ctdiff.errors import ConfigError, OverwriteError
 from ctdiff.data.io import write_nifti
-from ctdiff.model.unet import UNet3D, build_model
 from ctdiff.data.phantom import make_phantom
 from ctdiff.data.tensors import array_to_tensor, hu_to_model
+from ctdiff.diffusion.schedule import Diffusion
+from ctdiff.errors import ConfigError, OverwriteError
+from ctdiff.model.checkpoint import load_checkpoint, load_weights
+from ctdiff.model.unet import UNet3D, build_model
 from ctdiff.training.train import HISTORY_COLUMNS, read_history, train
 
 TINY = {
@@ -52,7 +52,7 @@ def dataset(tmp_path_factory):
     return root
 
 
-def tiny(**train) -> "Config":  # noqa: F821
+def tiny(**train) -> Config:  # noqa: F821
     cfg = json.loads(json.dumps(TINY))
     cfg["train"].update(train)
     return config_from_dict(cfg)

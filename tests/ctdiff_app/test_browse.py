@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ctdiff.data.display import PLANES, display_to_voxel, mosaic, n_slices, plane_slice
 from ctdiff_app.browse import (
     aspect_correct,
     clamp_index,
@@ -20,7 +21,6 @@ from ctdiff_app.browse import (
     voxel_at,
     window_choice,
 )
-from ctdiff.data.display import PLANES, display_to_voxel, mosaic, n_slices, plane_slice
 
 
 def test_window_choice_presets_and_custom():

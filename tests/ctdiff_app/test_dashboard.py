@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from ctdiff_app.dashboard import curve, gap, load_report, metric_table, numeric_columns, per_case_table, status
 from ctdiff.errors import InputError
+from ctdiff_app.dashboard import curve, gap, load_report, metric_table, numeric_columns, per_case_table, status
 
 
 @pytest.mark.parametrize(

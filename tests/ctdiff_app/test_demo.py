@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ctdiff.config import load_config
-from ctdiff_app.demo import ASSETS, BUILDING, DEMO_READER_CODE, PLACEHOLDER, REAL_N, ensure_demo_workspace, is_complete
-from ctdiff.errors import OverwriteError
 from ctdiff.data.io import find_cases, read_volume
+from ctdiff.errors import OverwriteError
+from ctdiff_app.demo import ASSETS, BUILDING, DEMO_READER_CODE, PLACEHOLDER, REAL_N, ensure_demo_workspace, is_complete
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +133,9 @@ def test_second_start_reuses_and_unfinished_build_is_redone(tmp_path, demo_ws):
 
 
 def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
-    from ctdiff.model.checkpoint import load_checkpoint
     from ctdiff.atomic import write_text
     from ctdiff.config import config_from_dict, load_config
+    from ctdiff.model.checkpoint import load_checkpoint
     from ctdiff_app.demo import set_sampling
 
     original = load_checkpoint(ASSETS / "model.pt")["config"]

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ctdiff.errors import InputError
 from ctdiff.data.io import write_nifti
 from ctdiff.data.volume import Volume
+from ctdiff.errors import InputError
 from ctdiff_app.workspace import (
     DEFAULT_WORKSPACE,
     check_generated,

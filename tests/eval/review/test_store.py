@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, inspect, select
 
-from ctdiff.errors import ConfigError, InputError
 from ctdiff.data.io import find_cases
+from ctdiff.errors import ConfigError, InputError
 from eval.review import assign, store
 from eval.review import db as review_db
 from eval.review.db import Answer, Case, get_engine, read_session
