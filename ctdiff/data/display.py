@@ -14,13 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# name -> (width, level) in HU
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "soft tissue": (400.0, 40.0),
-    "bone": (1500.0, 300.0),
-    "lung": (1500.0, -600.0),
-    "abdomen": (350.0, 50.0),
-}
+from ctdiff.data.hu import WINDOW_PRESETS  # noqa: F401 (name -> (width, level); the viewers import it from here too)
+
 PLANES = ("axial", "coronal", "sagittal")
 
 # plane -> (left, right, top, bottom) labels of the displayed image

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ctdiff.data.hu import AIR_HU
 from ctdiff.data.volume import Volume
 
-AIR_HU = -1000.0
 # Linear attenuation coefficient of water at ~70 keV effective energy, per mm (NIST XCOM: 0.193 /cm).
 MU_WATER_PER_MM = 0.0193
 NOISE_METHODS = ("correlated", "fbp", "none")

@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from ctdiff.atomic import prepare_output_dir, write_json
 from ctdiff.data.body import BODY_THRESHOLD_HU, body_mask, bounding_box
+from ctdiff.data.hu import AIR_HU
 from ctdiff.data.io import case_name, find_cases, read_volume, write_nifti
 from ctdiff.data.resample import crop_volume, resample_to_spacing, resize_to_shape
 from ctdiff.data.volume import Volume
@@ -30,7 +31,6 @@ from ctdiff.errors import ConfigError, CTDiffError, InputError
 # int16 CT convention: -1024 is the scanner's air floor, 3071 the 12-bit top (dense bone/metal).
 DEFAULT_CLIP = (-1024.0, 3071.0)
 DEFAULT_CROP_MARGIN_MM = 10.0
-AIR_HU = -1000.0
 PERCENTILES = (1, 50, 99)
 MANIFEST = "manifest.json"
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ctdiff.data.hu import WINDOW_PRESETS
 from eval.features.base import FeatureExtractor
 
 WEIGHT_FILES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
@@ -34,7 +35,7 @@ MISSING_REASON = (
     "from pytorch-fid, or torch-fidelity's weights-inception-2015-12-05-6726825d.pth), or place it in "
     "the torch hub cache ({hub}/checkpoints)"
 )
-SLICE_WINDOW = (400.0, 40.0)  # (width, level) soft tissue
+SLICE_WINDOW = WINDOW_PRESETS["soft tissue"]  # (width, level)
 
 
 def find_weights(explicit: str | os.PathLike | None = None) -> Path | None:

@@ -8,15 +8,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ctdiff.data.hu import TISSUE_RANGES
+
 # Fixed HU binning shared by every cohort so histograms can be pooled and compared bin by bin.
 HU_MIN, HU_MAX, HU_BIN_WIDTH = -1024.0, 3072.0, 4.0
 
-# Tissue classes by HU range of the lightly smoothed image (inclusive bounds). Adipose tissue
-# -190..-30 HU is the range used for CT fat segmentation; 0..100 HU covers muscle and organs.
-TISSUE_RANGES: dict[str, tuple[float, float]] = {
-    "fat": (-190.0, -30.0),
-    "soft_tissue": (0.0, 100.0),
-}
+# Tissue classes (ctdiff.data.hu.TISSUE_RANGES) are assigned on the lightly smoothed image.
 
 
 def hu_bin_edges(lo: float = HU_MIN, hi: float = HU_MAX, width: float = HU_BIN_WIDTH) -> np.ndarray:

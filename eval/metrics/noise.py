@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-SOFT_TISSUE_HU = (0.0, 100.0)
+from ctdiff.data.hu import TISSUE_RANGES
+
+SOFT_TISSUE_HU = TISSUE_RANGES["soft_tissue"]
 
 
 def _box_sums(a: np.ndarray, size: int) -> np.ndarray:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctdiff.data.hu import window_range
+
 GLCM_PROPERTIES = ("contrast", "dissimilarity", "homogeneity", "ASM", "energy", "correlation")
-GLCM_WINDOW_HU = (-160.0, 240.0)  # soft-tissue window (W 400, L 40)
+GLCM_WINDOW_HU = window_range("soft tissue")  # W 400, L 40: -160..240 HU
 
 
 def glcm_features(

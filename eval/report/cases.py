@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ctdiff.data.body import body_mask
+from ctdiff.data.hu import AIR_HU
 from ctdiff.data.io import case_name, find_cases, read_volume
+from ctdiff.data.resample import resample_to_spacing
 from ctdiff.data.volume import Volume
 from ctdiff.errors import InputError
 from eval.metrics import intensity, noise, texture
-
-AIR_HU = -1024.0
 
 
 @dataclasses.dataclass
@@ -71,9 +70,9 @@ def common_grid(real: list[Case]) -> tuple[tuple[int, ...], tuple[float, ...]]:
 
 
 def resample_to(volume: Volume, shape, spacing) -> Volume:
-    """Linear resampling to ``spacing`` then centre crop/pad (air) to ``shape``; centre kept."""
-    zoom = [s / t for s, t in zip(volume.spacing, spacing)]
-    arr = ndimage.zoom(volume.array, zoom, order=1, mode="nearest", grid_mode=True)
+    """Resampling to ``spacing`` (:func:`ctdiff.data.resample.resample_to_spacing`: linear, Gaussian
+    anti-aliasing when shrinking) then centre crop/pad (air) to ``shape``; centre kept."""
+    arr = resample_to_spacing(volume, spacing).array
     out = np.full(tuple(shape), AIR_HU, dtype=np.float32)
     src, dst = [], []
     for n_in, n_out in zip(arr.shape, shape):

@@ -3,7 +3,8 @@
 Real and generated volumes usually differ in shape and spacing (e.g. 512x512 real vs 256x256
 generated). Shown as they are, image size alone would give the answer away. So each session fixes
 one **display grid** (shape and voxel size), every case volume is resampled onto it once (linear
-interpolation, anti-aliased when shrinking; ``skimage.transform.resize``) and stored as int16 HU in
+interpolation, anti-aliased when shrinking: :func:`ctdiff.data.resample.resize_to_shape`, the one
+resampling function of ctdiff) and stored as int16 HU in
 a server-side cache named by the case's opaque ID. A displayed slice is then cut from that cached
 array, stretched to the session's display size for the plane's physical aspect, windowed to uint8
 with :func:`ctdiff.data.display.apply_window` and encoded as a PNG without metadata. The browser only
@@ -27,6 +28,7 @@ from skimage.transform import resize
 
 from ctdiff.atomic import atomic_path
 from ctdiff.data.display import PLANE_AXIS, WINDOW_PRESETS, apply_window, pixel_aspect, plane_slice
+from ctdiff.data.resample import resize_to_shape
 from ctdiff.data.volume import Volume
 from ctdiff.errors import ConfigError
 
@@ -78,8 +80,8 @@ def to_grid(volume: Volume, grid: DisplayGrid) -> np.ndarray:
     """Resample a volume's whole field of view onto the grid; int16 HU (x, y, z)."""
     array = volume.array.astype(np.float32, copy=False)
     if tuple(array.shape) != grid.shape:
-        shrinking = any(s > g for s, g in zip(array.shape, grid.shape))
-        array = resize(array, grid.shape, order=1, mode="edge", preserve_range=True, anti_aliasing=shrinking)
+        # equals skimage.transform.resize(order=1, mode="edge", anti_aliasing=True) (tests/ctdiff/test_prepare.py)
+        array = resize_to_shape(volume.with_array(array), grid.shape).array
     return np.clip(np.rint(array), INT16_MIN, INT16_MAX).astype(np.int16)
 
 

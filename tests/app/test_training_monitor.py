@@ -131,6 +131,7 @@ def test_preview_volumes_open_in_the_slice_browser(app_env, page):
 
 def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app_env, page, monkeypatch):
     """The panel's wiring (settings, progress, folder, selection) with a stand-in for ctdiff.diffusion.sample."""
+    import importlib
     import sys
     import types
 
@@ -156,7 +157,7 @@ def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app
 
     fake = types.SimpleNamespace(SAMPLERS=("ddim", "dpmpp"), load_bundle=load_bundle, sample=sample, write_samples=write_samples)
     monkeypatch.setitem(sys.modules, "ctdiff.diffusion.sample", fake)
-    monkeypatch.setattr(sys.modules["ctdiff"], "sample", fake, raising=False)
+    monkeypatch.setattr(importlib.import_module("ctdiff.diffusion"), "sample", fake, raising=False)
     (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"weights")
     at = page(MONITOR)
     at.run()
