@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -67,16 +68,28 @@ def write_text(path: str | os.PathLike, text: str, force: bool = True) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any, force: bool = True) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", force=force)
+    return write_text(path, json.dumps(plain_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n", force=force)
 
 
-def _json_default(obj: Any) -> Any:
-    # numpy scalars/arrays and paths appear in manifests; turn them into plain JSON
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
+def plain_json(obj: Any) -> Any:
+    """``obj`` in plain JSON types: numpy scalars/arrays converted, NaN/inf -> None (JSON has no NaN),
+    tuples -> lists, paths -> str, dict keys -> str. The one JSON sanitiser: manifests, the eval
+    report and the review exports all go through it. Anything else is left for ``json`` to refuse."""
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy array or scalar
+        return plain_json(obj.tolist())
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return obj
 
 
 def prepare_output_dir(path: str | os.PathLike, force: bool) -> Path:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ctdiff.atomic import plain_json
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from eval.metrics import distribution, intensity, memorization, noise, similarity, texture
 from eval.report.cases import Case, CaseStats, all_case_stats, common_grid, put_on_grid, read_cohort
@@ -304,31 +305,12 @@ def build_report(
     }
     if not need_train:
         report["settings"]["memorization_null"] = "leave-one-out inside --real (no --train given)"
-    report = clean_json(report)
+    report = plain_json(report)
     if out is not None:
         from eval.report.render import write_report
 
         write_report(report, out, cohorts, force=force)
     return report
-
-
-def clean_json(obj):
-    """Plain JSON types only: numpy scalars/arrays converted, NaN/inf -> None, tuples -> lists."""
-    if isinstance(obj, dict):
-        return {str(k): clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return clean_json(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _finite(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _default_cache():

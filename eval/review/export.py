@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from ctdiff.atomic import write_text
+from ctdiff.atomic import plain_json, write_text
 from ctdiff.errors import OverwriteError
 from eval.review import stats
 from eval.review.store import FLAG_LABELS, SessionInfo, answer_records, session_info, session_progress
@@ -40,19 +40,8 @@ def answers_csv(records: list[dict]) -> str:
     return buf.getvalue()
 
 
-def json_safe(obj):
-    """NaN/inf become null (JSON has no NaN); tuples become lists."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def answers_json(records: list[dict]) -> str:
-    return json.dumps(json_safe(records), indent=2) + "\n"
+    return json.dumps(plain_json(records), indent=2) + "\n"
 
 
 # ------------------------------------------------------------------------------ report sections
@@ -227,7 +216,7 @@ def build_report(db: str | Engine | None, session_id: int) -> dict[str, str]:
     return {
         "answers.csv": answers_csv(records),
         "answers.json": answers_json(records),
-        "summary.json": json.dumps(json_safe({"session": {"id": info.id, "name": info.name}, **summary}), indent=2) + "\n",
+        "summary.json": json.dumps(plain_json({"session": {"id": info.id, "name": info.name}, **summary}), indent=2) + "\n",
         "summary.md": render_markdown(title, sections),
         "summary.html": render_html(title, sections),
     }

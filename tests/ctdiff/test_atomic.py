@@ -42,3 +42,26 @@ def test_refuses_overwrite_without_force(tmp_path):
     assert (tmp_path / "out" / "keep").exists()
     prepare_output_dir(tmp_path / "out", force=True)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_plain_json_is_the_one_sanitiser(tmp_path):
+    """numpy types, NaN/inf, tuples, paths and non-str keys become plain JSON; write_json uses it."""
+    import json
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from ctdiff.atomic import plain_json, write_json
+
+    obj = {1: (np.float32(1.5), np.int64(3), np.bool_(True)), "a": np.array([1.0, np.nan]), "p": Path("x/y"),
+           "f": [math.inf, -math.inf, 2.0], "s": "t", "n": None}
+    want = {"1": [1.5, 3, True], "a": [1.0, None], "p": "x/y", "f": [None, None, 2.0], "s": "t", "n": None}
+    assert plain_json(obj) == want
+    assert type(plain_json(np.int64(3))) is int and type(plain_json(np.bool_(False))) is bool
+    path = write_json(tmp_path / "o.json", obj)
+    assert json.loads(path.read_text()) == want  # strict JSON: no NaN literal
+    import eval.report.build as build
+    import eval.review.export as export
+
+    assert build.plain_json is plain_json and export.plain_json is plain_json
