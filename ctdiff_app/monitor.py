@@ -1,17 +1,12 @@
 """Reading a training run dir for display: loss history, previews, checkpoints, samples folders.
 
-Run dir layout (written by ``python -m ctdiff train``): ``config.yaml``, ``split.json``,
-``history.csv`` (``epoch,step,train_loss,val_loss,lr,seconds``), ``loss.png``,
-``checkpoints/{last,best}.pt``, ``previews/epoch_0005.png`` (+ ``.nii.gz``). Training appends to
-history.csv while the app reads it, so a half-written last line is tolerated.
+The run dir's layout and its readers belong to :class:`ctdiff.training.rundir.RunDir`; this module
+shapes what it reads for the pages (DataFrames, block means, the headline summary).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,37 +15,14 @@ import numpy as np
 import pandas as pd
 
 from ctdiff.config import SampleConfig
-from ctdiff.errors import InputError
-
-HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
-PREVIEW_RE = re.compile(r"^epoch_(\d+)\.png$")
+from ctdiff.training.rundir import HISTORY_COLUMNS, RunDir, read_history_file
 
 
 def read_history(path: str | os.PathLike) -> pd.DataFrame:
-    """history.csv as a DataFrame with numeric columns; a truncated last line is dropped.
-
-    Raises InputError when the file is missing, empty, or lacks the ``epoch``/``train_loss`` columns.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read history ({type(exc).__name__})", p) from None
-    lines = text.splitlines()
-    if text and not text.endswith("\n") and len(lines) > 1:
-        lines = lines[:-1]  # the trainer is writing this line right now
-    if not lines:
-        raise InputError("history is empty (training has not finished an epoch yet)", p)
-    try:
-        df = pd.read_csv(io.StringIO("\n".join(lines) + "\n"), on_bad_lines="skip")
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"history is not a readable CSV ({type(exc).__name__})", p) from None
-    missing = [c for c in ("epoch", "train_loss") if c not in df.columns]
-    if missing:
-        raise InputError(f"history lacks column(s) {missing}; expected {list(HISTORY_COLUMNS)}", p)
-    for col in df.columns:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df.dropna(subset=["epoch"]).reset_index(drop=True)
+    """history.csv as a DataFrame (:func:`ctdiff.training.rundir.read_history_file`: a truncated last
+    line is dropped; InputError when the file is missing, empty or lacks epoch/train_loss)."""
+    rows = read_history_file(path)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(HISTORY_COLUMNS))
 
 
 def block_mean(df: pd.DataFrame, column: str, every: int = 10) -> pd.DataFrame:
@@ -84,39 +56,19 @@ def is_active(path: str | os.PathLike, within_s: float = 120.0, now: float | Non
 
 
 def list_previews(run_dir: str | os.PathLike) -> dict[int, Path]:
-    """{epoch: preview PNG} from ``run_dir/previews/epoch_NNNN.png``, sorted by epoch."""
-    folder = Path(run_dir) / "previews"
-    if not folder.is_dir():
-        return {}
-    found = {}
-    for p in folder.iterdir():
-        m = PREVIEW_RE.match(p.name)
-        if m:
-            found[int(m.group(1))] = p
-    return dict(sorted(found.items()))
+    """{epoch: preview PNG}, sorted by epoch (:meth:`RunDir.list_previews`)."""
+    return RunDir(run_dir).list_previews()
 
 
 def find_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """``checkpoints/best.pt``, else ``checkpoints/last.pt``, else None."""
-    for name in ("best.pt", "last.pt"):
-        p = Path(run_dir) / "checkpoints" / name
-        if p.is_file():
-            return p
-    return None
+    """``checkpoints/best.pt``, else ``last.pt``, else None (:meth:`RunDir.find_checkpoint`)."""
+    return RunDir(run_dir).find_checkpoint()
 
 
 def read_split(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """split.json ({"seed", "train", "val"}) or None when absent; InputError when unreadable."""
-    p = Path(run_dir) / "split.json"
-    if not p.exists():
-        return None
-    try:
-        split = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"split is not readable JSON ({type(exc).__name__})", p) from None
-    if not isinstance(split, dict):
-        raise InputError("split.json must hold an object with 'train' and 'val' lists", p)
-    return split
+    """The run's split (:meth:`RunDir.read_split`), or None when it has no split.json."""
+    run = RunDir(run_dir)
+    return run.read_split() if run.split.exists() else None
 
 
 DEFAULT_SAMPLING = (SampleConfig.sampler, SampleConfig.steps)
@@ -130,7 +82,7 @@ def sampling_defaults(run_dir: str | os.PathLike) -> tuple[str, int]:
     import yaml
 
     try:
-        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load(RunDir(run_dir).config.read_text()) or {}
         sample = cfg.get("sample") or {}
         sampler = str(sample.get("sampler", DEFAULT_SAMPLING[0]))
         steps = int(sample.get("steps", DEFAULT_SAMPLING[1]))
@@ -140,10 +92,8 @@ def sampling_defaults(run_dir: str | os.PathLike) -> tuple[str, int]:
 
 
 def samples_dir(run_dir: str | os.PathLike, sampler: str, steps: int, seed: int) -> Path:
-    """Where the app's Generate panel writes: ``run_dir/samples/<sampler>-<steps>-seed<seed>``."""
-    if not re.fullmatch(r"[A-Za-z0-9_+.-]+", sampler):
-        raise ValueError(f"sampler name {sampler!r} is not a plain name")
-    return Path(run_dir) / "samples" / f"{sampler}-{int(steps)}-seed{int(seed)}"
+    """Where the app's Generate panel writes (:meth:`RunDir.sample_dir`)."""
+    return RunDir(run_dir).sample_dir(sampler, steps, seed)
 
 
 def summarise_history(df: pd.DataFrame) -> dict[str, Any]:

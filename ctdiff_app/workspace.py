@@ -22,9 +22,10 @@ from ctdiff.data.io import find_cases, read_volume
 from ctdiff.errors import InputError
 from ctdiff.locations import DEFAULT_WORKSPACE, WORKSPACE_ENV  # noqa: F401 (WORKSPACE_ENV: re-exported for the app)
 from ctdiff.locations import workspace_path as _workspace_path
+from ctdiff.training.rundir import RunDir
 
 SELECTION_KEYS = ("real_dir", "generated_dir", "report_dir", "run_dir")
-RUN_MARKERS = ("history.csv", "config.yaml", "checkpoints")
+RUN_MARKERS = RunDir.MARKERS
 
 
 def workspace_path(environ: Mapping[str, str] | None = None) -> tuple[Path, bool]:
@@ -44,12 +45,12 @@ def read_workspace_info(workspace: str | os.PathLike) -> dict[str, Any]:
 
 def is_run_dir(path: str | os.PathLike) -> bool:
     p = Path(path)
-    return p.is_dir() and any((p / m).exists() for m in RUN_MARKERS)
+    return RunDir(p).is_run_dir()
 
 
 def sample_dirs(run_dir: str | os.PathLike) -> list[Path]:
     """Folders of ``run_dir/samples/`` that hold volumes, newest first."""
-    root = Path(run_dir) / "samples"
+    root = RunDir(run_dir).samples
     if not root.is_dir():
         return []
     found = []

@@ -12,7 +12,6 @@ DataLoader workers need no seeding.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,13 +23,11 @@ import torch.nn.functional as F
 from monai.transforms import Compose, RandFlip, RandZoom
 from monai.utils import convert_to_tensor
 
-from ctdiff.atomic import write_json
 from ctdiff.config import DataConfig
 from ctdiff.data.io import find_cases, read_volume
 from ctdiff.data.tensors import array_to_tensor, hu_to_model
 from ctdiff.errors import ConfigError, InputError
 
-SPLIT_FILE = "split.json"
 # tensor spatial axes are (D, H, W) = (z, y, x); MONAI spatial_axis counts from 0 after the channel
 FLIP_SPATIAL_AXIS = {"x": 2, "y": 1}
 
@@ -52,24 +49,6 @@ def make_split(paths: Sequence[str | os.PathLike], val_fraction: float, seed: in
     val = sorted(items[i] for i in order[:n_val])
     train = sorted(items[i] for i in order[n_val:])
     return train, val
-
-
-def write_split(run_dir: str | os.PathLike, seed: int, train: Sequence[str], val: Sequence[str], data_dir=None) -> Path:
-    obj = {"seed": int(seed), "train": list(train), "val": list(val)}
-    if data_dir is not None:
-        obj["data_dir"] = str(Path(data_dir).resolve())
-    return write_json(Path(run_dir) / SPLIT_FILE, obj)
-
-
-def read_split(run_dir: str | os.PathLike) -> tuple[int, list[str], list[str]]:
-    path = Path(run_dir) / SPLIT_FILE
-    try:
-        obj = json.loads(path.read_text())
-        return int(obj["seed"]), list(obj["train"]), list(obj["val"])
-    except FileNotFoundError:
-        raise InputError("split file missing; cannot resume this run", path) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"not a valid split file ({type(exc).__name__}: {exc})", path) from None
 
 
 def dataset_files(data_dir: str | os.PathLike) -> list[str]:

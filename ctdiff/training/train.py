@@ -1,10 +1,8 @@
 """Train the 3D diffusion model on a prepared dataset and write a run dir.
 
-Run dir layout (the app and the demo read it):
-``config.yaml``, ``split.json`` ({"seed", "train": [files], "val": [files], "data_dir"}),
-``history.csv`` (epoch, step, train_loss, val_loss, lr, seconds), ``loss.png``,
-``checkpoints/last.pt``, ``checkpoints/best.pt`` (lowest validation loss, EMA weights) and
-``previews/epoch_NNNN.png`` + ``.nii.gz`` every ``train.preview_every`` epochs.
+The run dir's layout is owned by :class:`ctdiff.training.rundir.RunDir` (config.yaml, split.json,
+history.csv, loss.png, checkpoints/{last,best}.pt (best: lowest validation loss, EMA weights),
+previews/epoch_NNNN.png + .nii.gz every ``train.preview_every`` epochs); the trainer writes through it.
 
 Training: AdamW, linear warm-up + cosine LR (diffusers' ``get_cosine_schedule_with_warmup``),
 gradient clipping and accumulation, an EMA of the weights (``torch.optim.swa_utils.AveragedModel``
@@ -19,7 +17,6 @@ Resume is exact: the data order, augmentation and training noise are pure functi
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import math
 import os
@@ -47,9 +44,7 @@ from ctdiff.data.dataset import (
     make_split,
     pad_slices,
     padded_depth,
-    read_split,
     seed_from,
-    write_split,
 )
 from ctdiff.diffusion.schedule import Diffusion
 from ctdiff.distributed import (
@@ -64,7 +59,6 @@ from ctdiff.distributed import (
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from ctdiff.model.checkpoint import (
     BEST,
-    CHECKPOINT_DIR,
     LAST,
     check_same_model,
     checkpoint_config,
@@ -73,9 +67,8 @@ from ctdiff.model.checkpoint import (
     save_checkpoint,
 )
 from ctdiff.model.unet import UNet3D, build_model, count_parameters
+from ctdiff.training.rundir import RunDir
 
-HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
-CONFIG_FILE, HISTORY_FILE, LOSS_PLOT, PREVIEW_DIR = "config.yaml", "history.csv", "loss.png", "previews"
 PREVIEW_WINDOW = "soft tissue"
 SMOOTH_EPOCHS = 10
 
@@ -116,32 +109,6 @@ def _cosine_with_warmup(optimizer, warmup: int, total: int):
 
 
 # ------------------------------------------------------------------------------------- run files
-def write_history(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HISTORY_COLUMNS)
-    for row in history:
-        val = row["val_loss"]
-        w.writerow([
-            row["epoch"], row["step"], f"{row['train_loss']:.8g}",
-            "" if val is None or math.isnan(val) else f"{val:.8g}", f"{row['lr']:.6g}", f"{row['seconds']:.2f}",
-        ])
-    write_text(run_dir / HISTORY_FILE, buf.getvalue())
-
-
-def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """history.csv -> rows with numbers (val_loss NaN where the epoch had no validation)."""
-    rows = []
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            rows.append({
-                "epoch": int(r["epoch"]), "step": int(r["step"]), "train_loss": float(r["train_loss"]),
-                "val_loss": float(r["val_loss"]) if r["val_loss"] else float("nan"),
-                "lr": float(r["lr"]), "seconds": float(r["seconds"]),
-            })
-    return rows
-
-
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Mean of the last up-to-``window`` finite values at each epoch (NaNs skipped)."""
     out = np.full(len(values), np.nan)
@@ -229,6 +196,7 @@ class Trainer:
         on_step: Callable[[int, float], None] | None = None,
     ):
         self.cfg, self.run_dir, self.dist = config, Path(run_dir), dist
+        self.files = RunDir(run_dir)
         self.train_cases, self.val_cases = train_cases, val_cases
         self.progress, self.on_step = progress and dist.is_main, on_step
         self.device = dist.device
@@ -321,7 +289,7 @@ class Trainer:
     def save(self, name: str) -> Path | None:
         if not self.dist.is_main:
             return None
-        return save_checkpoint(self.run_dir / CHECKPOINT_DIR / name, self.state())
+        return save_checkpoint(self.files.checkpoint(name), self.state())
 
     # ------------------------------------------------------------------------- pieces
     def _noise_and_t(self, x0: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,7 +325,7 @@ class Trainer:
         t = self.cfg.train
         bundle = ModelBundle(self.ema.module, self.cfg, self.diffusion, self.device, self.geometry, None, self.step, "ema")
         vol = sample(bundle, 1, sampler=t.preview_sampler, steps=t.preview_steps, seed=t.seed)[0]
-        write_preview(vol, self.run_dir / PREVIEW_DIR / f"epoch_{epoch_number:04d}")
+        write_preview(vol, self.files.preview(epoch_number))
 
     def _train_step(self, group: list[torch.Tensor]) -> float:
         self.net.train()
@@ -404,8 +372,8 @@ class Trainer:
                 self.best_val = score
             self.epoch, self.group = self.epoch + 1, 0
             self.epoch_loss_sum, self.epoch_loss_count, self.epoch_seconds = 0.0, 0, 0.0
-            write_history(self.run_dir, self.history)
-            plot_losses(self.history, self.run_dir / LOSS_PLOT)
+            self.files.write_history(self.history)
+            plot_losses(self.history, self.files.loss_plot)
             if improved:
                 self.save(BEST)
             if number % t.checkpoint_every == 0 or number == t.epochs:
@@ -509,13 +477,14 @@ def train(
     try:
         ckpt = ckpt_path = None
         if resume:
-            ckpt_path = run_dir / CHECKPOINT_DIR / LAST
+            ckpt_path = RunDir(run_dir).checkpoint(LAST)
             ckpt = load_checkpoint(ckpt_path)
             saved = checkpoint_config(ckpt, ckpt_path)
             base = config if config is not None else saved
             config = config_from_dict(apply_overrides(base.to_dict(), overrides))
             check_same_model(saved, config, ckpt_path)
-            split_seed, train_files, val_files = read_split(run_dir)
+            split = RunDir(run_dir).read_split()
+            split_seed, train_files, val_files = split["seed"], split["train"], split["val"]
         else:
             if config is None:
                 raise ConfigError("a config is needed to start a run (--config FILE)")
@@ -551,8 +520,8 @@ def train(
 
                     prepare_output_dir(run_dir, force=True)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                write_split(run_dir, split_seed, train_files, val_files, data_dir)
-            write_text(run_dir / CONFIG_FILE, config.to_yaml())
+                RunDir(run_dir).write_split(split_seed, train_files, val_files, data_dir)
+            write_text(RunDir(run_dir).config, config.to_yaml())
             n_params = count_parameters(trainer.model)
             print(
                 f"{'resuming' if resume else 'training'} {config.name}: {n_params / 1e6:.2f} M parameters, "

@@ -31,6 +31,8 @@ from ctdiff.atomic import write_json, write_text
 from ctdiff.config import config_from_dict
 from ctdiff.errors import InputError, OverwriteError
 from ctdiff.locations import DEFAULT_WORKSPACE as LOCATIONS_DEFAULT_WORKSPACE
+from ctdiff.model.checkpoint import BEST
+from ctdiff.training.rundir import RunDir
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_WORKSPACE = LOCATIONS_DEFAULT_WORKSPACE  # workspace/demo in the current folder
@@ -110,12 +112,12 @@ def _build(ws: Path, info: dict[str, Any], tick: Callable[[str], None], report: 
     write_cohort(ws / "real", n=REAL_N, shape=shape, seed=REAL_SEED, noise_hu=cohort["noise_hu"], progress=False)
     tick("generated scans and the demo model")
     shutil.copytree(ASSETS / "samples", ws / "generated")
-    run = ws / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    for name in ("config.yaml", "split.json", "history.csv", "loss.png"):
+    run = RunDir(ws / "run")
+    run.checkpoints.mkdir(parents=True)
+    for name in (RunDir.CONFIG, RunDir.SPLIT, RunDir.HISTORY, RunDir.LOSS_PLOT):
         if (ASSETS / "run" / name).exists():
-            shutil.copy2(ASSETS / "run" / name, run / name)
-    shutil.copy2(ASSETS / "model.pt", run / "checkpoints" / "best.pt")
+            shutil.copy2(ASSETS / "run" / name, run.path / name)
+    shutil.copy2(ASSETS / "model.pt", run.checkpoint(BEST))
     if report == "recompute" or (report and not (ASSETS / "report").is_dir()):
         tick("eval report (real vs generated, with the training cohort)")
         _compute_report(ws)
@@ -233,15 +235,15 @@ def export_assets(
     # the sampler the demo samples use becomes the model's default (`ctdiff sample`, the app's Generate)
     slim["config"] = set_sampling(slim["config"], sampler, steps)
     save_checkpoint(out / "model.pt", slim)
-    (out / "run").mkdir()
-    for name in ("history.csv", "loss.png"):
-        if (Path(run_dir) / name).exists():
-            shutil.copy2(Path(run_dir) / name, out / "run" / name)
-    write_text(out / "run" / "config.yaml", config_from_dict(slim["config"]).to_yaml())  # as train writes it
-    split = json.loads((Path(run_dir) / "split.json").read_text())
-    for key in ("train", "val"):  # ship file names, not this machine's paths
-        split[key] = [Path(f).name for f in split.get(key, [])]
-    write_json(out / "run" / "split.json", split)
+    src, shipped = RunDir(run_dir), RunDir(out / "run")
+    shipped.path.mkdir()
+    for name in (RunDir.HISTORY, RunDir.LOSS_PLOT):
+        if (src.path / name).exists():
+            shutil.copy2(src.path / name, shipped.path / name)
+    write_text(shipped.config, config_from_dict(slim["config"]).to_yaml())  # as train writes it
+    split = src.read_split()
+    # ship file names, not this machine's paths
+    shipped.write_split(split["seed"], [Path(f).name for f in split["train"]], [Path(f).name for f in split["val"]])
     bundle = load_bundle(out / "model.pt", device="cpu")
     cb = None if progress is None else (lambda d, t: progress(d, t, "sampling"))
     vols = sample(bundle, n_samples, sampler=sampler, steps=steps, seed=seed, batch_size=4, callback=cb)

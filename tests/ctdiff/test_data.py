@@ -15,13 +15,12 @@ from ctdiff.data.dataset import (
     load_cases,
     make_split,
     pad_slices,
-    read_split,
-    write_split,
 )
 from ctdiff.data.io import write_nifti
 from ctdiff.data.tensors import model_to_hu
 from ctdiff.data.volume import Volume
 from ctdiff.errors import InputError
+from ctdiff.training.rundir import RunDir
 
 
 def _write(tmp_path, name, shape, value=0.0):
@@ -39,8 +38,8 @@ def test_split_is_seeded_like_the_thesis(tmp_path):
     assert sorted(train + val) == files
     assert make_split(files, 0.2, seed=5) == (train, val)
     assert make_split(files, 0.2, seed=6) != (train, val)
-    write_split(tmp_path, 5, train, val)
-    assert read_split(tmp_path) == (5, train, val)
+    RunDir(tmp_path).write_split(5, train, val)
+    assert RunDir(tmp_path).read_split() == {"seed": 5, "train": train, "val": val}
     assert make_split(files[:1], 0.5, 0)[0] == files[:1]  # never an empty training set
 
 

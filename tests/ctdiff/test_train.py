@@ -19,7 +19,9 @@ from ctdiff.diffusion.schedule import Diffusion
 from ctdiff.errors import ConfigError, OverwriteError
 from ctdiff.model.checkpoint import load_checkpoint, load_weights
 from ctdiff.model.unet import UNet3D, build_model
-from ctdiff.training.train import HISTORY_COLUMNS, read_history, train
+from ctdiff.training.rundir import HISTORY_COLUMNS
+from ctdiff.training.rundir import read_history_file as read_history
+from ctdiff.training.train import train
 
 TINY = {
     "name": "tiny",
