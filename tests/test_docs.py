@@ -5,6 +5,7 @@ or docs/*.md names an existing command and only flags that command has."""
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import re
 import shlex
@@ -33,6 +34,7 @@ def _commands() -> list[tuple[str, str, str]]:
     return found
 
 
+@functools.cache
 def _options() -> dict[str, set[str]]:
     """'python -m eval review create' -> its option strings, for every command and nested action."""
     out = {}
@@ -76,3 +78,18 @@ def test_docs_show_only_existing_commands_and_flags():
 @pytest.mark.parametrize("doc", ["README.md"])
 def test_readme_is_an_entry_page(doc):
     assert len((REPO / doc).read_text().splitlines()) <= 300
+
+
+def test_readme_demo_table_is_current_and_rewritten_between_the_markers(tmp_path):
+    """scripts/readme_demo.py writes the demo report's table into README.md between its markers."""
+    spec = importlib.util.spec_from_file_location("readme_demo", REPO / "scripts" / "readme_demo.py")
+    readme_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_demo)
+    current = (REPO / "README.md").read_text()
+    head, rest = current.split(readme_demo.START, 1)
+    _, tail = rest.split(readme_demo.END, 1)
+    stale = tmp_path / "README.md"
+    stale.write_text(f"{head}{readme_demo.START}\nold table\n{readme_demo.END}{tail}")
+    assert readme_demo.update_readme(stale) is True
+    assert stale.read_text() == current  # the committed table is what the shipped report gives
+    assert readme_demo.update_readme(stale) is False
