@@ -24,9 +24,10 @@ from pathlib import Path
 # real-CT test data cache, .venv/test-cache/) and the caches Python and the test tools write.
 ALLOWED_DIRS = frozenset({".venv", ".pytest_cache", "__pycache__", ".hypothesis", ".ruff_cache"})
 ALLOWED_SUFFIXES = (".egg-info", ".pyc")
-# What in the real home directory a test run of this project could plausibly write to.
-HOME_WATCHED = (".cache/ctdiff", ".streamlit", ".config/matplotlib", ".cache/matplotlib", ".config/chromium",
-                ".cache/chromium", ".local/share/ctdiff")
+# What in the real home directory only this project (and the app it starts) writes to. Places that
+# other programs share (~/.config/chromium, matplotlib's cache) change while the user works; the
+# top-level listing of ~ catches a new folder of any kind.
+HOME_WATCHED = (".cache/ctdiff", ".config/ctdiff", ".local/share/ctdiff", ".streamlit")
 
 REAL_HOME = Path(os.path.expanduser("~")).resolve()
 TMP_ROOT = Path(tempfile.mkdtemp(prefix="ctdiff-tests-")).resolve()
