@@ -24,11 +24,12 @@ import numpy as np
 from ctdiff.atomic import write_json
 from eval.report.metrics_table import FAMILIES
 
-# measured on the 2-core reference machine (one process, pyradiomics-bhklab 3.1.4, frd-score 1.0.1,
-# the machine shared with other jobs): the default phantom field of view (420 x 420 x 160 mm, 3.53 M
-# voxels at 2 mm) took 259 s and 291 s (32x32x16 and 64x64x32 files), i.e. 73-82 us per 2 mm voxel;
-# the tests' 96 x 96 x 32 mm phantoms (36,864 voxels) about 1.5 s (41 us). The slower rate is kept.
-PER_VOXEL_S = 8.0e-5
+# measured on the 2-core reference machine (pyradiomics-bhklab 3.1.4, frd-score 1.0.1; docs/benchmarks.md,
+# "Evaluation"): idle, ~150 s per 256 x 256 x 26 phantom per core, whose 420 x 420 x 160 mm field of view
+# is 3.53 M voxels at 2 mm: 42 us per voxel (the 4 vs 4 cold report, 8 scans on 2 workers, took 609 s;
+# this model says 593 s). Shared with other jobs the same scans took 259-291 s (73-82 us per voxel):
+# the timings of this machine's own runs correct for that.
+PER_VOXEL_S = 4.2e-5
 RESAMPLED_MM = 2.0  # frd-score v1 resamples to 2 mm (in-plane only for single-slice images)
 TIMINGS = "timings.json"
 KEEP = 20  # most recent runs kept
