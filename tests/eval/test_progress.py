@@ -54,11 +54,12 @@ def test_extraction_reports_sub_steps_and_a_heartbeat(tmp_path, monkeypatch, wor
     assert {t for _, t, _ in seen} == {6}  # 2 items x 3 steps
     assert done[0] == 0 and done[-1] == 6 and done == sorted(done)
     assert min(d for d in done if d > 0) < 3  # steps inside the first items were reported before any finished
-    # the heartbeat repeats the current value between steps (~0.3 s apart): never a silent gap over 0.5 s
+    # the heartbeat (every 0.1 s here) repeats the current value between steps 0.3 s apart
+    repeats = sum(a == b for a, b in zip(done, done[1:]))
+    assert repeats >= 3, done
     gaps = np.diff([s for _, _, s in seen])
-    assert gaps.max() < 0.5, gaps.max()
-    assert len(seen) > len(set(done))
-    assert sorted(out.seconds) == [0, 1] and all(0.8 < s < 5 for s in out.seconds.values())
+    assert gaps.max() < 1.5, gaps.max()  # generous: 2 shared cores under load
+    assert sorted(out.seconds) == [0, 1] and all(0.85 < s < 10 for s in out.seconds.values())
 
 
 def test_single_step_extractors_still_count_items(tmp_path):
