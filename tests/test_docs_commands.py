@@ -153,12 +153,18 @@ def _fill(argv: list[str]) -> list[str]:
     return out
 
 
+_PARSERS: dict[tuple[str, str | None], argparse.ArgumentParser] = {}
+
+
 def _parser(module: str, argv: list[str]) -> argparse.ArgumentParser:
+    """The real parser, built as ``python -m MODULE`` builds it (one per module and subcommand)."""
     from ctdiff.cli import build_parser
 
-    cli = importlib.import_module(f"{module}.cli")
-    subcommands = getattr(cli, "SUBCOMMANDS")
-    return build_parser(f"python -m {module}", subcommands, argv)
+    key = (module, next((a for a in argv if not a.startswith("-")), None))
+    if key not in _PARSERS:
+        cli = importlib.import_module(f"{module}.cli")
+        _PARSERS[key] = build_parser(f"python -m {module}", getattr(cli, "SUBCOMMANDS"), argv)
+    return _PARSERS[key]
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
