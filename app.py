@@ -1,7 +1,8 @@
 """ctdiff app, Home: choose the data to look at and see what is loaded.
 
 ``streamlit run app.py`` opens the workspace named by ``CTDIFF_WORKSPACE``; without it, the built-in
-demo workspace (``workspace/demo``), which is built on the first start. Folders typed here are
+demo workspace (``workspace/demo``), which is built whenever it is missing or unfinished (its
+``workspace.json`` is the completion mark; see ``ctdiff_app.demo.demo_state``). Folders typed here are
 checked (exists, readable, holds volumes) and then used by every page of the session.
 """
 
@@ -40,16 +41,20 @@ ws, configured = workspace_path()
 
 
 def build_demo(path: Path) -> None:
-    """Build the demo workspace on first start, with a progress bar; a clear message if impossible."""
+    """Build the demo workspace when missing or unfinished, with a progress bar and the reason; a clear
+    message if impossible (a folder with a user's files is left alone: ensure_demo_workspace refuses)."""
     try:
-        from ctdiff_app.demo import ensure_demo_workspace
+        from ctdiff_app.demo import demo_state, ensure_demo_workspace
     except ImportError as exc:
         st.warning(
-            f"The built-in demo workspace ({path}) does not exist yet and the demo builder is not available "
+            f"The built-in demo workspace ({path}) is not built and the demo builder is not available "
             f"in this installation ({exc}). Type your own folders below, or set CTDIFF_WORKSPACE."
         )
         return
-    with st.status("Building the demo workspace (first start only)…", expanded=True) as status:
+    action, why = demo_state(path)
+    if action == "rebuild":
+        st.info(f"Demo workspace: {why}.")
+    with st.status("Building the demo workspace…", expanded=True) as status:
         bar = st.progress(0.0)
         note = st.empty()
 
@@ -75,7 +80,7 @@ def build_demo(path: Path) -> None:
 
 if configured and not ws.exists():
     st.error(f"CTDIFF_WORKSPACE points to {ws}, which does not exist. Fix the variable, or type folders below.")
-elif not configured and not ws.exists() and not ss.get(SOURCE_KEY):
+elif not configured and not read_workspace_info(ws).get("complete") and not ss.get(SOURCE_KEY):
     build_demo(ws)
 
 sel = ensure_selection()

@@ -33,7 +33,8 @@ def _doc_line(module_name: str) -> str:
     if spec is None or not spec.origin:
         return module_name
     doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or module_name
-    return doc.strip().splitlines()[0]
+    # docstrings use reST literals (``x``); a terminal shows the plain text
+    return doc.strip().splitlines()[0].replace("``", "")
 
 
 def _chosen_command(argv: Sequence[str] | None, subcommands: dict[str, str]) -> str | None:

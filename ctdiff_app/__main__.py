@@ -1,20 +1,8 @@
-"""``python -m ctdiff_app``: the app's own commands (``demo``: build the demo workspace)."""
+"""``python -m ctdiff_app``: see :mod:`ctdiff_app.cli`."""
 
 import sys
 
-from ctdiff.cli import build_parser, run_parsed
-
-# subcommand name -> module (same contract as ctdiff.cli.SUBCOMMANDS: add_arguments + run)
-SUBCOMMANDS: dict[str, str] = {
-    "demo": "ctdiff_app.demo",
-}
-
-
-def main(argv=None) -> int:
-    parser = build_parser(prog="python -m ctdiff_app", subcommands=SUBCOMMANDS, argv=argv)
-    parser.description = "ctdiff's app: build the demo workspace (start the app with scripts/app)."
-    return run_parsed(parser, argv)
-
+from ctdiff_app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,11 +40,17 @@ def add_arguments(parser) -> None:
 
 
 class _Bars:
-    """One tqdm bar per stage of :func:`build_report` (stderr, with ETA)."""
+    """One tqdm bar per stage of :func:`build_report` (stderr, with ETA).
 
-    def __init__(self):
+    What a stage reports as already done when it starts (cached features) is the bar's ``initial``,
+    so it never counts into the rate; later progress goes through ``update`` (tqdm's smoothed rate),
+    and a report without progress (a heartbeat) only redraws, so elapsed time and ETA keep moving.
+    """
+
+    def __init__(self, file=None):
         self.bar = None
         self.stage = None
+        self.file = file
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
@@ -52,10 +58,19 @@ class _Bars:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="it", file=sys.stderr, leave=True)
+            self.bar = tqdm(total=total, initial=done, desc=stage, unit="it", file=self.file or sys.stderr, leave=True)
+            return
         self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+        else:
+            self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        """A line above the bars (tqdm.write keeps an open bar intact)."""
+        from tqdm import tqdm
+
+        tqdm.write(line, file=self.file or sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -80,6 +95,7 @@ def run(args) -> int:
             inception_weights=args.inception_weights,
             force=args.force,
             settings={"n_bootstrap": args.bootstrap, "seed": args.seed},
+            notice=bars.write,
         )
     finally:
         bars.close()

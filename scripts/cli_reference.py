@@ -24,7 +24,7 @@ WIDTH = "100"  # argparse wraps help to $COLUMNS; fixed so the file does not dep
 FRONT_ENDS = (  # (program, module holding SUBCOMMANDS, one line about it)
     ("python -m ctdiff", "ctdiff.cli", "core: phantom cohorts, preparing data, training, sampling"),
     ("python -m eval", "eval.cli", "evaluation: metric reports, blinded reader studies"),
-    ("python -m ctdiff_app", "ctdiff_app.__main__", "the app's own commands (start the app itself with scripts/app)"),
+    ("python -m ctdiff_app", "ctdiff_app.cli", "the app's own commands (start the app itself with scripts/app)"),
 )
 
 

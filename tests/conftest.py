@@ -1,6 +1,12 @@
-"""Shared pytest fixtures: tiny volumes and folders written into tmp_path."""
+"""Shared pytest fixtures: tiny volumes and folders written into tmp_path.
+
+The first import makes the session hermetic (a temporary HOME, workspace and caches, and a check at
+the end that fails the run if the checkout or the real home directory changed): see tests/hermetic.py.
+"""
 
 from __future__ import annotations
+
+from tests.hermetic import pytest_configure, pytest_sessionfinish  # noqa: F401  (hooks; sets HOME etc. on import)
 
 import numpy as np
 import pytest
@@ -42,7 +48,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = REPO / "test-artifacts"
+ARTIFACTS_ENV = "CTDIFF_TEST_ARTIFACTS"
 
 
 def _free_port() -> int:
@@ -109,8 +115,11 @@ def browser_page():
         browser.close()
 
 
-@pytest.fixture
-def artifact_dir():
-    """Where browser tests save screenshots (kept after the run; git-ignored)."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    return ARTIFACTS
+@pytest.fixture(scope="session")
+def artifact_dir(tmp_path_factory):
+    """Where browser tests save screenshots: ``$CTDIFF_TEST_ARTIFACTS`` (a folder outside the checkout),
+    else ``artifacts/`` in pytest's base temp folder (pytest keeps the last three runs')."""
+    env = os.environ.get(ARTIFACTS_ENV)
+    folder = Path(env).expanduser() if env else tmp_path_factory.getbasetemp() / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,32 +1,76 @@
-"""A fresh clone runs the README's first command and shows the demo in a real browser.
+"""A fresh clone runs the README's two commands in the order that used to break, and shows the demo.
 
-The repository (its committed state) is cloned into a temporary folder, ``scripts/app`` is started
-there exactly as the README says, and headless Debian chromium checks that the Home page lists the
-demo cohorts (built on this first start from the shipped assets) and that the slice browser draws a
-generated slice. The clone reuses this checkout's ``.venv`` (a symlink): installing the
-requirements into a new environment is what CI's own fresh-machine run of ``scripts/test`` does.
+The repository (its committed state) is cloned into a temporary folder with a throw-away ``.venv``
+that sees this interpreter's packages through a ``.pth`` file (installing the pinned requirements is
+what CI's own fresh-machine run of ``scripts/test`` does), so the scripts' own steps run for real:
+``pip install -e .`` of the clone into that venv, ``scripts/test``'s pytest on one PostgreSQL
+review-store test (which used to leave ``workspace/demo/review-cache/`` behind and an empty app), then
+``scripts/app``. Headless Debian chromium checks that Home lists the demo cohorts (built on this first
+start from the shipped assets) and that the slice browser draws a generated slice. In between, the
+venv's Python runs the CLI from ``/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.test_install import throwaway_venv
+
 REPO = Path(__file__).resolve().parents[1]
+# what a user's shell does not have: the test session's own isolation and this checkout on the path
+USER_UNSET = ("CTDIFF_WORKSPACE", "CTDIFF_ORGANISER_CODE", "CTDIFF_CACHE_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+              "XDG_DATA_HOME", "PYTHONPATH")
 
 
-@pytest.mark.browser
-def test_fresh_clone_shows_the_demo(tmp_path, streamlit_server, browser_page, artifact_dir):
+def _user_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in USER_UNSET}
+
+
+def _fresh_clone(tmp_path: Path) -> Path:
     clone = tmp_path / "ctdiff"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     assert not (clone / "workspace").exists()  # nothing pre-built travels with the repository
-    (clone / ".venv").symlink_to(REPO / ".venv")
-    url = streamlit_server(cwd=clone, launcher=["scripts/app"], timeout=180,
-                           unset=("CTDIFF_WORKSPACE", "CTDIFF_ORGANISER_CODE"))
+    throwaway_venv(clone / ".venv")
+    # the requirements are "installed" (visible through the .pth): the scripts' stamps say so
+    reqs = (clone / "requirements.txt").read_bytes() + (clone / "requirements-test.txt").read_bytes()
+    (clone / ".venv" / ".requirements-test.sha256").write_text(hashlib.sha256(reqs).hexdigest() + "\n")
+    return clone
+
+
+def _leftovers(clone: Path) -> list[str]:
+    out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=clone, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    return [line for line in out if not re.search(r"(^|/)(\.venv|\.pytest_cache|__pycache__)/", line[3:])]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_fresh_clone_test_then_app_shows_the_demo(tmp_path, streamlit_server, browser_page, artifact_dir):
+    clone = _fresh_clone(tmp_path)
+    # 1. scripts/test first, on one review-store test on PostgreSQL
+    test = subprocess.run(["scripts/test", "tests/eval/review/test_store_postgres.py", "-k", "round_trip", "-q"],
+                          cwd=clone, env=_user_env(), capture_output=True, text=True, timeout=600)
+    assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
+    assert "1 passed" in test.stdout and "not hermetic" not in test.stdout
+    assert "installing this checkout into .venv" in test.stderr
+    assert not (clone / "workspace").exists() and _leftovers(clone) == []
+    # 2. the CLI from any folder with the venv's Python
+    for module in ("ctdiff", "eval"):
+        cli = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-m", module, "--help"], cwd="/",
+                             env=_user_env(), capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0 and cli.stdout.startswith(f"usage: python -m {module}"), cli.stderr
+    where = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c", "import ctdiff; print(ctdiff.__file__)"],
+                           cwd="/", env=_user_env(), capture_output=True, text=True, check=True).stdout.strip()
+    assert where == str(clone / "ctdiff" / "__init__.py")
+    # 3. then scripts/app: builds the demo and serves it
+    url = streamlit_server(cwd=clone, launcher=["scripts/app"], timeout=180, unset=USER_UNSET)
     page = browser_page
     page.set_default_timeout(240_000)  # the first start builds workspace/demo
     page.goto(url)

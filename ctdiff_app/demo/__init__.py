@@ -13,8 +13,11 @@ start needs no sampling. :func:`ensure_demo_workspace` writes ``workspace/demo/`
 - ``reviews.sqlite``: a blinded review session with a demo reader code,
 - ``workspace.json``: what was built, from what, and the demo reader code.
 
-``workspace.json`` is written last, and a ``.building`` marker lives in the folder while it is built,
-so an interrupted first start is detected and rebuilt; a finished workspace is reused.
+``workspace.json`` (with ``"complete": true``) is written last and atomically: it is the completion
+mark. A ``.building`` marker lives in the folder while it is built. :func:`demo_state` decides what a
+start does: a finished workspace is reused; a missing or empty folder, an interrupted build, or a
+folder that holds only ctdiff's own caches (``review-cache/``, ``.cache/``) is (re)built, and the
+caller is told why; a folder with anything else in it (a user's files) is never deleted.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ DEMO_READER_CODE = "demo-reader"
 REAL_SEED = 1  # held-out scans: another seed than the training cohort's
 REAL_N = 12
 REVIEW_PER_COHORT = 6
+# folders ctdiff writes into a workspace as caches (rebuildable, never a user's data)
+CACHE_ENTRIES = ("review-cache", ".cache")
 
 Progress = Callable[..., None]
 
@@ -62,6 +67,34 @@ def is_complete(workspace: str | os.PathLike) -> bool:
     return bool(info.get("complete"))
 
 
+def demo_state(workspace: str | os.PathLike) -> tuple[str, str]:
+    """What a start does with ``workspace``: ``(action, why)``, action one of
+
+    - ``"reuse"``: a finished demo build (its ``workspace.json`` says ``complete``);
+    - ``"build"``: the folder is missing or empty;
+    - ``"rebuild"``: an unfinished demo build, or a folder that holds only ctdiff's caches;
+    - ``"refuse"``: the folder holds other files (``--force`` replaces it).
+    """
+    ws = Path(workspace)
+    if is_complete(ws):
+        return "reuse", f"{ws} holds a finished demo workspace"
+    if not ws.exists():
+        return "build", f"{ws} does not exist yet"
+    if not ws.is_dir():
+        return "refuse", f"{ws} is a file, not a folder"
+    names = sorted(p.name for p in ws.iterdir())
+    if not names:
+        return "build", f"{ws} is empty"
+    if (ws / BUILDING).exists() or (ws / WORKSPACE_JSON).exists():
+        return "rebuild", f"{ws} holds an unfinished demo build (interrupted earlier); rebuilding it"
+    if all(n in CACHE_ENTRIES for n in names):
+        return "rebuild", (f"{ws} holds only ctdiff caches ({', '.join(n + '/' for n in names)}) and no finished "
+                           "demo; rebuilding it")
+    other = [n for n in names if n not in CACHE_ENTRIES]
+    shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+    return "refuse", f"{ws} holds files that are not ctdiff's ({shown})"
+
+
 def ensure_demo_workspace(
     path: str | os.PathLike | None = None,
     progress: Progress | None = None,
@@ -75,17 +108,22 @@ def ensure_demo_workspace(
     inputs), ``"recompute"`` runs ``eval report`` again (minutes on 2 cores), False skips it.
     """
     ws = Path(path) if path is not None else DEFAULT_WORKSPACE
-    if ws.exists() and is_complete(ws) and not force:
+    action, why = demo_state(ws)
+    if action == "reuse" and not force:
         return ws
-    ours = (ws / BUILDING).exists() or (ws / WORKSPACE_JSON).exists()
-    if ws.exists() and any(ws.iterdir()) and not (force or ours):
-        raise OverwriteError("exists and is not a demo workspace; pass --force to replace it", ws)
+    if action == "refuse" and not force:
+        raise OverwriteError(f"exists and is not a demo workspace ({why.removeprefix(str(ws) + ' ')}); "
+                             "it is left as it is: pass --force to replace it, or choose another folder", ws)
     info = _assets_info()
-    if ws.exists():
-        shutil.rmtree(ws)  # an unfinished earlier build, or --force
+    stages = 6 if report else 5
+    if action == "rebuild" and progress is not None:
+        progress(0, stages, why)
+    if ws.is_dir():
+        shutil.rmtree(ws)  # an unfinished earlier build, ctdiff's own caches, or --force
+    elif ws.exists():
+        ws.unlink()  # --force on a file
     ws.mkdir(parents=True)
     (ws / BUILDING).write_text("a demo build started here and has not finished; the next start rebuilds it\n")
-    stages = 6 if report else 5
     done = 0
 
     def tick(message: str) -> None:
@@ -306,6 +344,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
+    action, why = demo_state(args.out)
+    if action == "reuse" and not args.force:
+        print(f"demo workspace already built, reused: {args.out}  (reader code: {DEMO_READER_CODE}; rebuild with --force)")
+        return 0
+    if action == "rebuild":
+        print(f"demo: {why}")
     bar = tqdm(total=6 if not args.no_report else 5, unit="stage", desc="demo workspace")
 
     def progress(done, total, message=""):
@@ -314,7 +358,9 @@ def run(args) -> int:
         bar.refresh()
 
     report = "recompute" if args.recompute_report else not args.no_report
-    ws = ensure_demo_workspace(args.out, progress=progress, force=args.force, report=report)
-    bar.close()
+    try:
+        ws = ensure_demo_workspace(args.out, progress=progress, force=args.force, report=report)
+    finally:
+        bar.close()
     print(f"demo workspace ready: {ws}  (reader code: {DEMO_READER_CODE})")
     return 0

@@ -6,6 +6,7 @@ its extractors never import each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,17 @@ class FeatureExtractor:
 
     name: str = ""
     input: str = "file"
+    # Long extractions report sub-steps (radiomics: one per image type) through ``on_step()``, which
+    # eval.report.extract sets; ``steps_per_item()`` says how many one item takes.
+    on_step: Callable[[], None] | None = None
+
+    def steps_per_item(self) -> int:
+        return 1
+
+    def step(self) -> None:
+        """Called by an extractor after each sub-step of one item (no-op unless someone listens)."""
+        if self.on_step is not None:
+            self.on_step()
 
     def settings(self) -> dict[str, Any]:
         return {}

@@ -66,6 +66,40 @@ class RadiomicsFRD(FeatureExtractor):
             "config_sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest()[:16],
         }
 
+    def steps_per_item(self) -> int:
+        """Progress steps per scan: the shape step, then one per image type (Original, each LoG sigma,
+        each wavelet band): 14 for frd-score v1 in 3D. Each takes tens of seconds on 2 cores."""
+        import yaml
+
+        frd = _frd()
+        config = yaml.safe_load(Path(frd.V1_CONFIG_3D if self.image_dim == 3 else frd.V1_CONFIG_2D).read_text())
+        n = 1
+        for image_type, options in (config.get("imageType") or {}).items():
+            if image_type == "LoG":
+                n += len((options or {}).get("sigma") or config.get("setting", {}).get("sigma") or [1])
+            elif image_type == "Wavelet":
+                n += 2 ** self.image_dim  # one decomposition level: every low/high-pass combination of the axes
+            else:
+                n += 1
+        return n
+
+    def _hook_steps(self, extractor) -> None:
+        """Count pyradiomics' shape step and each image type's feature computation as progress steps
+        (wrapping this extractor instance's methods; pyradiomics itself is not changed)."""
+        compute_shape, compute_features = extractor.computeShape, extractor.computeFeatures
+
+        def shape(*args, **kwargs):
+            out = compute_shape(*args, **kwargs)
+            self.step()
+            return out
+
+        def features(*args, **kwargs):
+            out = compute_features(*args, **kwargs)
+            self.step()
+            return out
+
+        extractor.computeShape, extractor.computeFeatures = shape, features
+
     def setup(self) -> None:
         if self._extractor is not None:
             return
@@ -79,6 +113,7 @@ class RadiomicsFRD(FeatureExtractor):
 
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
         self._extractor = frd.get_feature_extractor(frd_version=FRD_VERSION, image_dim=self.image_dim)
+        self._hook_steps(self._extractor)
 
     def extract(self, item) -> tuple[list[str], np.ndarray]:
         self.setup()

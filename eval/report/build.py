@@ -179,13 +179,14 @@ def build_report(
     inception_weights: str | os.PathLike | None = None,
     force: bool = False,
     settings: dict[str, Any] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Compare ``generated`` with ``real`` CT folders; return the report dict (report.json contract).
 
     ``metrics``: names or families (comma string or list; None = all). ``progress_callback(stage,
     done, total)`` reports each stage. With ``out`` the folder gets report.json, report.md,
     report.html and figures/ (a non-empty ``out`` needs ``force``). ``settings`` overrides
-    :data:`DEFAULTS`. Raises :class:`InputError` for a missing/empty folder or one without any
+    :data:`DEFAULTS`. ``notice(line)`` gets one-line announcements (radiomics' expected duration). Raises :class:`InputError` for a missing/empty folder or one without any
     readable scan; unreadable files are skipped and listed in ``inputs.skipped``.
     """
     try:
@@ -248,7 +249,8 @@ def build_report(
 
     # ---- radiomics feature space: frd, kid, mmd_rbf, precision/recall/density/coverage
     if "radiomics" in fams:
-        out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress)
+        out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress,
+                                                   notice)
         metric_out.update(out_r)
         cache_stats["radiomics-frd-v1"] = stats_r
         skipped += bad_r
@@ -392,8 +394,9 @@ def radiomics_features(paths: list[Path], image_dim: int, cache, workers: int, p
     return extract_features(extractor, [(p, p) for p in paths], cache, workers=workers, progress=progress)
 
 
-def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress):
+def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, notice=None):
     from eval.features.radiomics import image_dim_of_shape
+    from eval.report import radiomics_eta
     from eval.report.cache import FeatureCache
 
     names = [m for m in RADIOMICS_METRICS if m in selected]
@@ -402,10 +405,19 @@ def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, worker
     feats: dict[str, np.ndarray] = {}
     skipped, stats = [], {}
     columns = None
+    timings = radiomics_eta.timings_path(cache.root) if cache is not None else None
+    todo = radiomics_eta.scans_to_extract(cohorts, image_dim, cache) if notice is not None else []
+    if todo:
+        notice(radiomics_eta.announce(len(todo), *radiomics_eta.estimate(todo, workers, timings),
+                                      radiomics_eta.FAST_FAMILIES))
     for k in ("real", "generated", "train"):
         if not cohorts[k]:
             continue
+        start = radiomics_eta.clock()
         ex = radiomics_features([c.path for c in cohorts[k]], image_dim, cache, workers, progress(f"radiomics features ({k})"))
+        if timings is not None:
+            radiomics_eta.record_run(timings, [radiomics_eta.voxels(cohorts[k][i]) for i in ex.seconds],
+                                     radiomics_eta.clock() - start, workers)
         skipped += [{"file": f, "reason": f"radiomics: {why}"} for f, why in ex.failed]
         stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted, "failed": len(ex.failed)}
         if columns is None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ctdiff.atomic import atomic_path
+from ctdiff.cachedir import user_cache_dir
 
 CACHE_ENV = "CTDIFF_CACHE_DIR"
 
@@ -26,8 +27,7 @@ def default_cache_dir() -> Path:
     """``$CTDIFF_CACHE_DIR``, else ``$XDG_CACHE_HOME/ctdiff/features``, else ``~/.cache/ctdiff/features``."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(base) / "ctdiff" / "features"
+    return user_cache_dir() / "features"
 
 
 def content_hash(path: str | os.PathLike) -> str:

@@ -2,7 +2,10 @@
 
 Cached cases are loaded, missing ones are extracted by ``workers`` processes (each builds the
 extractor once), and every new vector is saved to the cache as soon as it arrives, so an
-interrupted run keeps what it finished. Progress goes to ``progress(done, total)``.
+interrupted run keeps what it finished. Progress goes to ``progress(done, total)``, counted in the
+extractor's sub-steps (``steps_per_item()``: 1 for most, one per image type for radiomics, which
+takes minutes per scan), and repeated every ``HEARTBEAT_S`` seconds while work runs, so a bar's
+elapsed time and ETA keep moving between steps.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing as mp
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ class Extraction:
     failed: list[tuple[str, str]]  # (file, reason)
     n_cached: int = 0
     n_extracted: int = 0
+    seconds: dict[int, float] = dataclasses.field(default_factory=dict)  # item index -> extraction wall time
 
     def matrix(self, indices: Sequence[int]) -> np.ndarray:
         rows = [self.vectors[i] for i in indices if i in self.vectors]
@@ -36,23 +42,43 @@ class Extraction:
         return np.stack(rows) if rows else np.zeros((0, width))
 
 
+HEARTBEAT_S = 1.0
 _WORKER: FeatureExtractor | None = None
+_STEPS = None  # a shared counter (multiprocessing.Value) of finished sub-steps, all workers together
 
 
-def _init_worker(extractor: FeatureExtractor) -> None:
-    global _WORKER
+def _count_step() -> None:
+    with _STEPS.get_lock():
+        _STEPS.value += 1
+
+
+def _init_worker(extractor: FeatureExtractor, steps=None) -> None:
+    global _WORKER, _STEPS
     _WORKER = extractor
+    _STEPS = steps
+    _WORKER.on_step = _count_step if steps is not None else None
     _WORKER.setup()
 
 
-def _extract_one(payload) -> tuple[str, Any, Any]:
+def _extract_one(payload) -> tuple[str, Any, Any, float]:
+    start = time.perf_counter()
     try:
         names, values = _WORKER.extract(payload)
-        return "ok", names, values
+        return "ok", names, values, time.perf_counter() - start
     except CTDiffError as exc:
-        return "error", exc.problem, None
+        return "error", exc.problem, None, time.perf_counter() - start
     except Exception as exc:  # a worker must report, not die: the batch goes on
-        return "error", f"{type(exc).__name__}: {exc}", None
+        return "error", f"{type(exc).__name__}: {exc}", None, time.perf_counter() - start
+
+
+def missing_from_cache(extractor: FeatureExtractor, paths: Sequence[Path], cache: FeatureCache | None,
+                       key_extra: dict[str, Any] | None = None) -> list[int]:
+    """Indices of ``paths`` whose features are not cached yet (what :func:`extract_features` would extract)."""
+    if cache is None:
+        return list(range(len(paths)))
+    settings = {**extractor.settings(), **(key_extra or {})}
+    return [i for i, p in enumerate(paths)
+            if not cache.path(extractor.name, cache_key(content_hash(p), extractor.name, settings)).is_file()]
 
 
 def _context():
@@ -86,12 +112,26 @@ def extract_features(
             done += 1
         else:
             todo.append((i, key))
-    if progress is not None:
-        progress(done, total)
+    units = max(1, int(extractor.steps_per_item())) if progress is not None else 1
+    steps = _context().Value("q", 0) if units > 1 else None
+    lock = threading.Lock()  # the heartbeat thread and the main thread both report
 
-    def accept(i: int, key: str | None, status: str, a, b) -> None:
+    def report() -> None:
+        if progress is None:
+            return
+        with lock:
+            finished = done * units
+            if steps is not None:  # sub-steps of the items in flight (clamped: a failed item stops early)
+                running = steps.value - (done - result.n_cached) * units
+                finished += min(max(running, 0), max(0, (total - done) * units - 1))
+            progress(finished, total * units)
+
+    report()
+
+    def accept(i: int, key: str | None, status: str, a, b, seconds: float) -> None:
         nonlocal done
         done += 1
+        result.seconds[i] = seconds
         if status == "ok" and result.names is not None and list(a) != result.names:
             status, a = "error", f"feature set differs from the other scans ({len(a)} vs {len(result.names)} features)"
         if status == "ok":
@@ -103,21 +143,36 @@ def extract_features(
                 cache.save(extractor.name, key, list(names), values)
         else:
             result.failed.append((str(items[i][0]), str(a)))
-        if progress is not None:
-            progress(done, total)
+        report()
 
     if not todo:
         return result
-    if workers <= 1 or len(todo) == 1:
-        _init_worker(extractor)
-        for i, key in todo:
-            accept(i, key, *_extract_one(items[i][1]))
+    stop = threading.Event()
+    heartbeat = None
+    if progress is not None:
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                report()
+
+        heartbeat = threading.Thread(target=beat, name="extract-progress", daemon=True)
+        heartbeat.start()
+    try:
+        if workers <= 1 or len(todo) == 1:
+            _init_worker(extractor, steps)
+            for i, key in todo:
+                accept(i, key, *_extract_one(items[i][1]))
+            return result
+        with cf.ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)), mp_context=_context(), initializer=_init_worker,
+            initargs=(extractor, steps),
+        ) as pool:
+            futures = {pool.submit(_extract_one, items[i][1]): (i, key) for i, key in todo}
+            for fut in cf.as_completed(futures):
+                i, key = futures[fut]
+                accept(i, key, *fut.result())
         return result
-    with cf.ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)), mp_context=_context(), initializer=_init_worker, initargs=(extractor,)
-    ) as pool:
-        futures = {pool.submit(_extract_one, items[i][1]): (i, key) for i, key in todo}
-        for fut in cf.as_completed(futures):
-            i, key = futures[fut]
-            accept(i, key, *fut.result())
-    return result
+    finally:
+        stop.set()
+        if heartbeat is not None:
+            heartbeat.join()
+        extractor.on_step = None  # in-process runs attached the counter to the caller's extractor

@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
+from ctdiff.cachedir import user_cache_dir
 from ctdiff.data.display import PLANES, WINDOW_PRESETS
 from ctdiff.data.io import case_name, find_cases, read_volume
 from ctdiff.errors import ConfigError, CTDiffError, InputError
@@ -37,7 +38,6 @@ from eval.review.db import (
     get_engine,
     read_session,
     utcnow,
-    workspace_dir,
     write_session,
 )
 from eval.review.stats import FLAGS
@@ -131,11 +131,12 @@ class ReaderProgress:
 
 # ------------------------------------------------------------------------------------ helpers
 def cache_root(db: str | Engine | None) -> Path:
-    """Where grid-resampled case arrays live: next to a SQLite file, else in the workspace."""
+    """Where grid-resampled case arrays live: next to a SQLite file, else (PostgreSQL, in-memory) in the
+    user's ctdiff cache folder (never in the workspace or the checkout)."""
     engine = get_engine(db)
     if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         return Path(engine.url.database).resolve().parent / CACHE_FOLDER
-    return workspace_dir() / CACHE_FOLDER
+    return user_cache_dir() / CACHE_FOLDER
 
 
 def _grid(s: ReviewSession) -> render.DisplayGrid:

@@ -2,7 +2,8 @@
 
 Opens Home, then each page from the sidebar; checks its title and that it shows an image; moves
 the slice slider with the keyboard and checks the slice number follows; saves a screenshot of
-each page to ``test-artifacts/page-<name>.png`` (the README's come from scripts/readme_demo.py).
+each page to ``page-<name>.png`` in the test artifacts folder (``artifact_dir`` in tests/conftest.py;
+the README's come from scripts/readme_demo.py).
 The workspace holds synthetic pelvis phantoms (``ctdiff.data.phantom``) so the pictures look like CT.
 """
 

@@ -104,7 +104,9 @@ def test_demo_workspace_is_built_on_first_start(monkeypatch, tmp_path, page, wor
 
     monkeypatch.delenv("CTDIFF_WORKSPACE", raising=False)
     monkeypatch.setattr(ctdiff_app.workspace, "DEFAULT_WORKSPACE", target)
-    monkeypatch.setitem(sys.modules, "ctdiff_app.demo", types.SimpleNamespace(ensure_demo_workspace=ensure_demo_workspace))
+    monkeypatch.setitem(sys.modules, "ctdiff_app.demo", types.SimpleNamespace(
+        ensure_demo_workspace=ensure_demo_workspace, demo_state=lambda p: ("build", f"{p} does not exist yet")))
+    (workspace / "workspace.json").write_text('{"name": "demo", "complete": true}')  # the completion mark
     at = page(HOME)
     at.run()
     assert not at.exception, at.exception
@@ -113,6 +115,43 @@ def test_demo_workspace_is_built_on_first_start(monkeypatch, tmp_path, page, wor
     assert {m.label: m.value for m in at.metric}["Real volumes"] == "2"
     at.run()
     assert calls == [target]  # built once
+
+
+def test_demo_folder_with_only_caches_is_rebuilt_and_one_with_user_files_is_kept(monkeypatch, tmp_path, page, workspace):
+    """`scripts/test` before `scripts/app` used to leave workspace/demo/review-cache/ and an empty Home."""
+    import ctdiff_app.demo
+    import ctdiff_app.workspace
+
+    target = tmp_path / "demo"
+    (target / "review-cache").mkdir(parents=True)
+    calls = []
+
+    def build(ws):  # the real builder on a tiny stand-in: copies the fixture workspace, completion mark last
+        shutil.copytree(workspace / "real", ws / "real")
+        shutil.copytree(workspace / "generated", ws / "generated")
+        (ws / "workspace.json").write_text('{"name": "demo", "complete": true}')
+        calls.append(ws)
+
+    monkeypatch.setattr(ctdiff_app.demo, "_assets_info", lambda: {})
+    monkeypatch.setattr(ctdiff_app.demo, "_build", lambda ws, info, tick, report: build(ws))
+    monkeypatch.delenv("CTDIFF_WORKSPACE", raising=False)
+    monkeypatch.setattr(ctdiff_app.workspace, "DEFAULT_WORKSPACE", target)
+    at = page(HOME)
+    at.run()
+    assert not at.exception, at.exception
+    assert calls == [target] and not (target / "review-cache").exists()
+    assert any("holds only ctdiff caches (review-cache/)" in i.value and "rebuilding it" in i.value for i in at.info)
+    assert {m.label: m.value for m in at.metric}["Real volumes"] == "2"
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("user data")
+    monkeypatch.setattr(ctdiff_app.workspace, "DEFAULT_WORKSPACE", mine)
+    at = page(HOME)
+    at.run()
+    assert not at.exception, at.exception
+    assert calls == [target] and (mine / "notes.txt").read_text() == "user data"
+    assert "not a demo workspace" in at.error[0].value and "notes.txt" in at.error[0].value
 
 
 def test_demo_builder_missing_gives_a_message(monkeypatch, tmp_path, page):

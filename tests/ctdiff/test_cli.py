@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import ctdiff_app.__main__ as app_cli
+import ctdiff_app.cli as app_cli
 from ctdiff import cli as ctdiff_cli
 from eval import cli as eval_cli
 

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from ctdiff.config import load_config
-from ctdiff.data.io import find_cases, read_volume
+from ctdiff_app.demo import (
+    ASSETS,
+    BUILDING,
+    DEMO_READER_CODE,
+    PLACEHOLDER,
+    REAL_N,
+    demo_state,
+    ensure_demo_workspace,
+    is_complete,
+)
 from ctdiff.errors import OverwriteError
 from ctdiff_app.demo import ASSETS, BUILDING, DEMO_READER_CODE, PLACEHOLDER, REAL_N, ensure_demo_workspace, is_complete
 
@@ -127,9 +136,44 @@ def test_second_start_reuses_and_unfinished_build_is_redone(tmp_path, demo_ws):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("user data")
-    with pytest.raises(OverwriteError, match="not a demo workspace"):
+    (other / "review-cache").mkdir()
+    assert demo_state(other)[0] == "refuse"
+    with pytest.raises(OverwriteError, match=r"not a demo workspace \(holds files that are not ctdiff's \(notes.txt\)\)"):
         ensure_demo_workspace(other)
     assert (other / "notes.txt").read_text() == "user data"
+
+
+def test_folder_with_only_ctdiff_caches_is_rebuilt_and_says_so(tmp_path):
+    """What `scripts/test` before `scripts/app` used to leave: workspace/demo/review-cache/ and nothing else."""
+    ws = tmp_path / "demo"
+    (ws / "review-cache" / "abc").mkdir(parents=True)
+    (ws / "review-cache" / "abc" / "case.npy").write_bytes(b"x")
+    (ws / ".cache").mkdir()
+    assert demo_state(ws) == ("rebuild", f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it")
+    calls = []
+    ensure_demo_workspace(ws, report=False, progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, 5, f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it")
+    assert is_complete(ws) and demo_state(ws)[0] == "reuse"
+    assert not (ws / "review-cache" / "abc").exists() and len(find_cases(ws / "real")) == REAL_N
+
+
+def test_demo_cli_reuses_rebuilds_and_refuses(tmp_path, capsys):
+    from ctdiff_app.cli import main
+
+    ws = tmp_path / "ws"
+    (ws / "review-cache").mkdir(parents=True)
+    assert main(["demo", "--out", str(ws), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert f"demo: {ws} holds only ctdiff caches (review-cache/)" in out and f"demo workspace ready: {ws}" in out
+    assert main(["demo", "--out", str(ws), "--no-report"]) == 0
+    assert f"demo workspace already built, reused: {ws}" in capsys.readouterr().out
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "scan.nii.gz").write_bytes(b"mine")
+    assert main(["demo", "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "not a demo workspace" in err and "scan.nii.gz" in err and "--force" in err
+    assert (mine / "scan.nii.gz").read_bytes() == b"mine"
 
 
 def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
