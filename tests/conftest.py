@@ -6,6 +6,8 @@ the end that fails the run if the checkout or the real home directory changed): 
 
 from __future__ import annotations
 
+# ruff: noqa: I001  (tests.hermetic must be imported first: it sets HOME etc. before anything reads them)
+
 from tests.hermetic import pytest_configure, pytest_sessionfinish  # noqa: F401  (hooks; sets HOME etc. on import)
 
 import numpy as np

@@ -163,7 +163,7 @@ def _parser(module: str, argv: list[str]) -> argparse.ArgumentParser:
     key = (module, next((a for a in argv if not a.startswith("-")), None))
     if key not in _PARSERS:
         cli = importlib.import_module(f"{module}.cli")
-        _PARSERS[key] = build_parser(f"python -m {module}", getattr(cli, "SUBCOMMANDS"), argv)
+        _PARSERS[key] = build_parser(f"python -m {module}", cli.SUBCOMMANDS, argv)
     return _PARSERS[key]
 
 

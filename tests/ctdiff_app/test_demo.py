@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from ctdiff.config import load_config
+from ctdiff.data.io import find_cases, read_volume
+from ctdiff.errors import OverwriteError
 from ctdiff_app.demo import (
     ASSETS,
     BUILDING,
@@ -20,8 +22,6 @@ from ctdiff_app.demo import (
     ensure_demo_workspace,
     is_complete,
 )
-from ctdiff.errors import OverwriteError
-from ctdiff_app.demo import ASSETS, BUILDING, DEMO_READER_CODE, PLACEHOLDER, REAL_N, ensure_demo_workspace, is_complete
 
 
 @pytest.fixture(scope="module")
