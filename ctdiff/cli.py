@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sample": "ctdiff.sample",
     "prepare": "ctdiff.prepare",
     "demo": "ctdiff.demo",
+    "real-ct": "ctdiff.realct",
 }
 
 
