@@ -24,6 +24,7 @@ import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
+from xml.parsers.expat import ExpatError
 
 import numpy as np
 
@@ -47,7 +48,12 @@ def _members(path: Path) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
     try:
         tar = tarfile.open(path, "r:*")
         members = {PurePosixPath(m.name).name: m for m in tar.getmembers() if m.isfile()}
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except (EOFError, zlib.error) as exc:
+        raise InputError(f"truncated or corrupt .inv3 archive ({type(exc).__name__}: {exc})", path) from None
+    except tarfile.ReadError:
+        # tarfile's message lists every compression it tried, over several lines
+        raise InputError("not a readable InVesalius .inv3 archive (not a tar or tar.gz file)", path) from None
+    except (tarfile.TarError, OSError) as exc:
         raise InputError(f"not a readable InVesalius .inv3 archive ({type(exc).__name__}: {exc})", path) from None
     return tar, members
 
@@ -68,7 +74,7 @@ def _header(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], path: Pat
         raise InputError(f"is not an InVesalius project: the archive holds no {MAIN_PLIST}", path)
     try:
         plist = plistlib.loads(_read_member(tar, members[MAIN_PLIST], path))
-    except (plistlib.InvalidFileException, ValueError, KeyError) as exc:  # expat errors are ValueErrors
+    except (plistlib.InvalidFileException, ExpatError, ValueError, KeyError) as exc:
         raise InputError(f"{MAIN_PLIST} is not a readable property list ({type(exc).__name__})", path) from None
     matrix = plist.get("matrix") if isinstance(plist, dict) else None
     if not isinstance(matrix, dict) or not {"filename", "shape", "dtype"} <= set(matrix):
