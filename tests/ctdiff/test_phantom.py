@@ -24,7 +24,7 @@ PLAUSIBLE_HU = {
     "bladder": (-5, 20),
     "prostate": (30, 60),
     "seminal_vesicles": (20, 50),
-    "trabecular_bone": (200, 400),
+    "trabecular_bone": (120, 400),  # real vertebral ROIs: 65-299 HU (docs/real-ct.md)
     "cortical_bone": (700, 1200),
     "gas": (-1010, -950),
 }
