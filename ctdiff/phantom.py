@@ -58,6 +58,9 @@ NOISE_WINDOW_POWER = 0.5
 # - Noise SD: ROI noise SD of the real scan is 9-17 HU (median 12) at 0.703 mm; the phantom's
 #   ``noise_hu`` is a per-voxel SD at whatever spacing it renders, so match it at that spacing.
 REAL_CT_NOISE_HU_AT_0703MM = 13.0
+# - Muscle texture: SD in 11 mm ROIs of real back muscle is 16-52 HU (median 30: fibres and fat
+#   marbling on top of the noise); a 5 HU texture left the phantom at 14 HU with that noise.
+MUSCLE_TEXTURE_SD = 15.0
 
 # Tissue classes of the label map that ``make_phantom(return_labels=True)`` returns.
 LABELS: dict[str, int] = {
@@ -86,7 +89,7 @@ _TEXTURE_SD = {
     "subcutaneous_fat": 6.0,
     "intermuscular_fat": 6.0,
     "pelvic_fat": 8.0,
-    "muscle": 5.0,
+    "muscle": MUSCLE_TEXTURE_SD,
     "vessels": 3.0,
     "cortical_bone": 40.0,
     "trabecular_bone": 45.0,
