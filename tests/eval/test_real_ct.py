@@ -102,3 +102,42 @@ def test_noise_sd_in_liver_and_muscle_rois_is_plausible_and_matches_the_wavelet_
     # and the project's wrapper on the whole body agrees with the ROI-wise estimate within a factor 2
     body = ndimage.binary_fill_holes(vol.array > -300, structure=np.ones((3, 3, 1), bool))
     assert 0.5 * wavelet < noise.wavelet_noise_sd(vol.array, body) < 2.0 * wavelet
+
+
+def _per_roi_nps_figures(detrended, spacing):
+    peaks, means = [], []
+    for k in range(detrended.shape[0]):
+        f, p = noise.nps_radial(detrended[k:k + 1], spacing[:2])
+        peaks.append(noise.nps_peak_frequency(f, p))
+        means.append(float(np.nansum(f[1:] * p[1:]) / np.nansum(p[1:])))
+    return np.array(peaks), np.array(means)
+
+
+def test_phantom_noise_is_calibrated_to_the_real_liver_noise(real_chest, monkeypatch):
+    """The phantom's noise at the real spacing (REAL_CT_NOISE_HU_AT_0703MM, NOISE_WINDOW_POWER): its
+    ROI noise SD and NPS peak / mean frequency lie inside the real liver ROIs' 5th-95th percentiles."""
+    from ctdiff import phantom
+    from ctdiff.phantom import REAL_CT_NOISE_HU_AT_0703MM, correlated_noise
+
+    vol, labels = real_chest
+    mask = labels == LABELS["liver"][0]
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    roi = 16
+    _, real_sd, rois = _roi_noise(vol.array[box], mask[box], vol.spacing, roi)
+    real_detrended = noise.detrend_rois(noise.roi_stack(vol.array[box], rois, roi))
+    real_peak, real_mean = _per_roi_nps_figures(real_detrended, vol.spacing)
+
+    field = correlated_noise((256, 256, 4), vol.spacing, REAL_CT_NOISE_HU_AT_0703MM, np.random.default_rng(0))
+    corners = [(x, y, z) for x in range(0, 240, 16) for y in range(0, 240, 16) for z in range(4)][::6]
+    ph_detrended = noise.detrend_rois(noise.roi_stack(field, corners, roi))
+    ph_sd = np.sqrt(ph_detrended.reshape(len(corners), -1).var(axis=1, ddof=1))
+    ph_peak, ph_mean = _per_roi_nps_figures(ph_detrended, vol.spacing)
+    for name, real, ours in (("noise SD", real_sd, ph_sd), ("NPS peak", real_peak, ph_peak),
+                             ("NPS mean frequency", real_mean, ph_mean)):
+        lo, hi = np.percentile(real, [5, 95])
+        assert lo <= np.median(ours) <= hi, (name, lo, np.median(ours), hi)
+    # the uncalibrated full Hann window (power 1) puts too little power at high frequencies
+    monkeypatch.setattr(phantom, "NOISE_WINDOW_POWER", 1.0)
+    hann = correlated_noise((256, 256, 4), vol.spacing, REAL_CT_NOISE_HU_AT_0703MM, np.random.default_rng(0))
+    _, hann_mean = _per_roi_nps_figures(noise.detrend_rois(noise.roi_stack(hann, corners, roi)), vol.spacing)
+    assert np.median(hann_mean) < np.percentile(real_mean, 5)
