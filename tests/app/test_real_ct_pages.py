@@ -75,3 +75,26 @@ def test_reader_page_shows_the_full_resolution_scan(real_ct, tmp_path, monkeypat
         assert array.min() < -900 and array.max() > 1000  # HU, air to bone
     finally:
         dispose_engines()
+
+
+def test_home_offers_the_demo_real_ct_cohort_or_says_why_it_is_missing(app_env, page):
+    """workspace.json's real_ct_cohort: a folder -> a button that makes it the Real cohort; missing -> the reason."""
+    ws = app_env
+    shutil.copytree(ws / "real", ws / "real-ct")  # stands in for the two scans
+    info = json.loads((ws / "workspace.json").read_text())
+    (ws / "workspace.json").write_text(json.dumps({**info, "real_ct_cohort": {"folder": str(ws / "real-ct")}}))
+    at = page("app.py")
+    at.run()
+    assert not at.exception
+    assert at.session_state["real_dir"] == str(ws / "real")
+    assert any("Real CT." in i.value for i in at.info)
+    (button,) = [b for b in at.button if b.label == "Show the real CT scans as the Real cohort"]
+    button.click().run()
+    assert at.session_state["real_dir"] == str(ws / "real-ct")
+    assert at.text_input(key="input_real_dir").value == str(ws / "real-ct")
+
+    (ws / "workspace.json").write_text(json.dumps({**info, "real_ct_cohort": {"missing": "cannot get the scans (offline)"}}))
+    at = page("app.py")
+    at.run()
+    assert "Real CT cohort missing from the demo: cannot get the scans (offline)" in [c.value for c in at.caption]
+    assert not [b for b in at.button if b.label == "Show the real CT scans as the Real cohort"]
