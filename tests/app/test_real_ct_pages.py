@@ -35,7 +35,7 @@ def test_slice_browser_opens_the_full_resolution_scan(real_ct, real_chest, tmp_p
     assert not at.exception, at.exception
     text = "\n".join(c.value for c in at.caption)
     assert "Real: **chest_abdomen** · axial slice **67/133**" in text
-    real = [json_fig for json_fig in charts(at)][0]
+    real = charts(at)[0]
     z = np.asarray(real["data"][0]["z"])
     assert z.shape == (512, 512)  # full resolution, rows = y, columns = x
     vol, _ = real_chest

@@ -15,7 +15,6 @@ from ctdiff import realct
 from ctdiff.body import body_mask
 from ctdiff.cli import main
 from ctdiff.errors import InputError, OverwriteError
-from ctdiff.io import read_volume
 from ctdiff.prepare import process_volume
 
 
@@ -146,6 +145,7 @@ def test_full_resolution_read(real_chest):
     assert lung_z > liver_z + 20
 
 
+@pytest.mark.slow
 def test_tissue_hu_in_textbook_ranges(real_chest):
     vol, labels = real_chest
     a = vol.array
