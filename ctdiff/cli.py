@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "ctdiff.training.train",
     "sample": "ctdiff.diffusion.sample",
     "prepare": "ctdiff.data.prepare",
+    "real-ct": "ctdiff.data.realct",
 }
 
 

