@@ -143,3 +143,38 @@ def load_sampling_defaults(run_dir: str) -> tuple[str, int]:
     """:func:`ctdiff.monitor.sampling_defaults`, re-read only when the run's config.yaml changes."""
     p = Path(run_dir) / "config.yaml"
     return _sampling(str(run_dir), mtime_ns(p) if p.exists() else 0)
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _hash(path: str, mtime: int) -> str | None:
+    from eval.report.provenance import scan_hash
+
+    try:
+        return scan_hash(path)
+    except OSError:
+        return None
+
+
+def content_hashes(paths: list[str]) -> dict[str, str]:
+    """{path: content hash} (eval.report.provenance.scan_hash), each file hashed once per mtime."""
+    out = {}
+    for p in paths:
+        h = _hash(str(p), mtime_ns(p))
+        if h:
+            out[str(p)] = h
+    return out
+
+
+@st.cache_resource(max_entries=8, show_spinner="Preparing the volume for the viewer…")
+def _viewer_volume(path: str, mtime: int, label: str):
+    from pages.components.viewer import ViewerVolume
+
+    vol = _volume(path, mtime)
+    v = ViewerVolume(_display(path, mtime), vol.spacing, label, origin=tuple(vol.affine[:3, 3]))
+    v.content_id("centre")  # bytes and id built once here: the cached object then only hands out its bytes
+    return v
+
+
+def load_viewer_volume(path: str, label: str):
+    """A :class:`pages.components.viewer.ViewerVolume` of a file (int16 HU bytes built once per mtime)."""
+    return _viewer_volume(str(path), mtime_ns(path), label)

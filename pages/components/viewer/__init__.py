@@ -106,6 +106,7 @@ class ViewerVolume:
     origin: Sequence[float] = (0.0, 0.0, 0.0)
     id: str | None = None
     _payload: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+    _ids: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_volume(cls, volume: Any, label: str, id: str | None = None) -> "ViewerVolume":
@@ -131,7 +132,9 @@ class ViewerVolume:
     def content_id(self, align: str = "centre") -> str:
         if self.id:
             return f"{self.id}:{align}"
-        return hashlib.blake2b(self.payload(align), digest_size=12).hexdigest()
+        if align not in self._ids:
+            self._ids[align] = hashlib.blake2b(self.payload(align), digest_size=12).hexdigest()
+        return self._ids[align]
 
 
 def viewer_args(
