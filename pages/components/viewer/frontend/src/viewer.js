@@ -352,8 +352,11 @@ function onKey(e) {
     e.stopPropagation();
     const t0 = e.timeStamp;
     fn();
-    S.lastStep = { key: e.key, t0, tDrawn: performance.now() };
-    requestAnimationFrame(() => { S.lastStep.tFrame = performance.now(); });
+    const stepInfo = { key: e.key, t0, tDrawn: performance.now() };
+    // benchmarks/bench_app.py: a checksum of each shown pane's pixels, read back right after the draw
+    if (S.measurePixels) stepInfo.pixels = pixelSums();
+    S.lastStep = stepInfo;
+    requestAnimationFrame(() => { stepInfo.tFrame = performance.now(); });
     return;
   }
   if (S.forwardKeys) {
@@ -363,6 +366,18 @@ function onKey(e) {
     } catch (err) { /* another origin: nothing to forward to */ }
   }
 }
+function pixelSums() {
+  return S.panes.filter(isVisible).map((p) => {
+    const gl = p.nv.gl;
+    const w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
+    const buf = new Uint8Array(w * h * 4);
+    gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, buf);
+    let sum = 0;
+    for (let i = 0; i < buf.length; i += 4) sum = (Math.imul(sum, 31) + buf[i]) >>> 0;
+    return sum;
+  });
+}
+
 // capture: before NiiVue's own canvas key handler (which moves the crosshair in its own convention)
 window.addEventListener("keydown", onKey, { capture: true });
 
