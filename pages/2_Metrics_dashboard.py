@@ -16,10 +16,11 @@ import pandas as pd
 import streamlit as st
 
 from ctdiff.dashboard import CLOSE, APART, STATUS_COLOURS, curve, metric_table, numeric_columns, per_case_table
-from ctdiff.errors import CTDiffError
+from ctdiff.errors import ConfigError, CTDiffError
 from ctdiff.io import case_name
 from eval.report.provenance import binding
 from pages.components.data import content_hashes, list_cases, load_report_cached, report_file
+from pages.components.paths import checked_path, os_problem, shorten
 from pages.components.figures import histogram_figure, nps_figure, scatter_figure
 from pages.components.reporting import compute_report, default_report_dir
 from pages.components.state import ensure_selection, go_to, keep, no_data_message, page_setup, remember, short_path
@@ -58,11 +59,19 @@ def compute_panel(expanded: bool) -> None:
                 bar.progress(frac, text=f"{stage}: {done}/{total}")
 
             try:
-                written = compute_report(sel["real_dir"], sel["generated_dir"], out, train=train.strip() or None,
+                out_path = checked_path(out, "Write the report to")
+                train_path = checked_path(train, "Training scans folder") if train.strip() else None
+                if len(metrics) > 2000 or any(ord(ch) < 32 for ch in metrics):
+                    raise ConfigError(f"Metrics: {shorten(metrics)!r} is not a list of metric names")
+                written = compute_report(sel["real_dir"], sel["generated_dir"], out_path, train=train_path,
                                          metrics=metrics.strip() or None, force=overwrite, progress=progress)
             except CTDiffError as exc:
                 bar.empty()
                 st.error(str(exc))
+                return
+            except (OSError, ValueError) as exc:  # the file system refused a path: say why, not where
+                bar.empty()
+                st.error(f"The report could not be written ({os_problem(exc)}).")
                 return
             except ImportError as exc:
                 bar.empty()

@@ -17,6 +17,7 @@ from ctdiff.monitor import DEFAULT_SAMPLING, block_mean, find_checkpoint, is_act
 from ctdiff.workspace import is_run_dir
 from pages.components.data import load_history, load_sampling_defaults, mtime_ns
 from pages.components.figures import loss_figure, lr_figure
+from pages.components.paths import checked_path, os_problem
 from pages.components.sampling import generate, sampler_names
 from pages.components.state import ensure_selection, go_to, keep, nav_link, no_data_message, page_setup, remember, short_path
 
@@ -29,9 +30,17 @@ run = sel["run_dir"]
 if not run:
     no_data_message("training run dir")
     st.stop()
-run = Path(run)
-if not is_run_dir(run):
-    st.error(f"{run}: not a training run dir (no history.csv, config.yaml or checkpoints/). Choose another on Home.")
+try:
+    run = checked_path(run, "Training run dir")
+    usable = is_run_dir(run)
+except CTDiffError as exc:
+    st.error(f"{exc} Choose another on Home.")
+    st.stop()
+except (OSError, ValueError) as exc:
+    st.error(f"Training run dir: cannot be read ({os_problem(exc)}). Choose another on Home.")
+    st.stop()
+if not usable:
+    st.error(f"{short_path(run)}: not a training run dir (no history.csv, config.yaml or checkpoints/). Choose another on Home.")
     st.stop()
 
 st.caption(f"Run dir: `{short_path(run)}`")

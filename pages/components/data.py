@@ -32,7 +32,7 @@ def mtime_ns(path: str | os.PathLike) -> int:
         if p.is_dir():
             t = max([t] + [c.stat().st_mtime_ns for c in p.iterdir()])
         return t
-    except OSError:
+    except (OSError, ValueError):
         return -1
 
 
@@ -41,11 +41,20 @@ def _volume(path: str, mtime: int) -> Volume:
     return read_volume(path)
 
 
+def _os_message(path, exc: BaseException) -> str:
+    """One line for a file-system refusal: the file's name and the reason, not the server path."""
+    from pages.components.paths import os_problem, shorten
+
+    return f"{shorten(Path(str(path)).name)}: cannot be read ({os_problem(exc)})"
+
+
 def load_volume(path: str) -> tuple[Volume | None, str | None]:
     try:
         return _volume(str(path), mtime_ns(path)), None
     except CTDiffError as exc:
         return None, str(exc)
+    except (OSError, ValueError) as exc:
+        return None, _os_message(path, exc)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -70,6 +79,8 @@ def list_cases(folder: str | None) -> tuple[list[str], str | None]:
         return _cases(str(folder), mtime_ns(folder)), None
     except CTDiffError as exc:
         return [], str(exc)
+    except (OSError, ValueError) as exc:
+        return [], _os_message(folder, exc)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -106,7 +117,10 @@ def report_file(report_dir: str | None) -> Path | None:
     if not report_dir:
         return None
     p = Path(report_dir)
-    return p if p.is_file() else p / "report.json"
+    try:
+        return p if p.is_file() else p / "report.json"
+    except (OSError, ValueError):  # a path the file system refuses: load_report_cached says why
+        return p / "report.json"
 
 
 def load_report_cached(report_dir: str | None) -> tuple[dict | None, str | None]:
@@ -117,6 +131,8 @@ def load_report_cached(report_dir: str | None) -> tuple[dict | None, str | None]
         return _report(str(f), mtime_ns(f)), None
     except CTDiffError as exc:
         return None, str(exc)
+    except (OSError, ValueError) as exc:
+        return None, _os_message(f, exc)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -126,8 +142,11 @@ def _history(path: str, mtime: int):
 
 def load_history(run_dir: str):
     p = Path(run_dir) / "history.csv"
-    if not p.exists():
-        return None, None
+    try:
+        if not p.exists():
+            return None, None
+    except (OSError, ValueError) as exc:
+        return None, _os_message(p, exc)
     try:
         return _history(str(p), mtime_ns(p)), None
     except CTDiffError as exc:
@@ -151,7 +170,7 @@ def _hash(path: str, mtime: int) -> str | None:
 
     try:
         return scan_hash(path)
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
