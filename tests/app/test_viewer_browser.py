@@ -111,3 +111,26 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(viewer_workspace, s
     # three planes with a crosshair: one pane draws three tiles
     frame.locator("[data-plane='multiplanar']").click()
     assert frame.evaluate("() => window.ctViewer.panes[0].nv.screenSlices.length") >= 3
+
+
+@pytest.mark.browser
+def test_long_path_on_home_gives_one_line_not_a_traceback(viewer_workspace, streamlit_server, browser_page):
+    from tests.app.conftest import REPO
+
+    page = browser_page
+    url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
+    page.goto(url)
+    page.get_by_role("heading", name="ctdiff: synthetic CT, side by side with real").wait_for()
+    field = page.get_by_role("textbox", name="Real scans folder")
+    if not field.is_visible():
+        page.get_by_text("Choose other data: type folders").click()
+    field.fill("/" + "a" * 500)
+    page.get_by_role("button", name="Use these folders").click()
+    alert = page.locator("[data-testid='stAlertContentError']").first
+    alert.wait_for()
+    text = alert.inner_text()
+    assert text.startswith("Real scans folder: a folder or file name in the path is 500 characters long"), text
+    assert "\n" not in text.strip()
+    body = page.locator("body").inner_text()
+    assert "Traceback" not in body and "OSError" not in body and str(REPO) not in body
+    assert page.locator("[data-testid='stException']").count() == 0
