@@ -79,6 +79,22 @@ def test_viewer_args_are_checked():
 
 
 # ------------------------------------------------------------------------------ slice browser
+@pytest.fixture(autouse=True)
+def bytes_transport(monkeypatch):
+    """Volumes as bytes in the element, where AppTest can read them (the server default is HTTP)."""
+    monkeypatch.setenv("CTDIFF_VIEWER_TRANSPORT", "bytes")
+
+
+def test_inside_a_server_volumes_go_over_http_not_in_the_message(app_env, page, monkeypatch):
+    monkeypatch.delenv("CTDIFF_VIEWER_TRANSPORT")
+    at = page(BROWSER)
+    at.run()
+    assert not at.exception
+    args, blobs = component(at)
+    assert not blobs  # nothing big in the websocket message
+    assert all(v["url"].endswith(".bin") and "/media/" in v["url"] for v in args["volumes"])
+
+
 @pytest.fixture
 def viewer_page(app_env, page):
     at = page(BROWSER)

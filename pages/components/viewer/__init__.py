@@ -12,12 +12,17 @@ everything happens in the browser without a Streamlit rerun:
 - linked panes share the slice position in mm, zoom, pan and window; the A/B layout shows one pane
   at a time and toggles with the button or the ``T`` key, keeping the position.
 
-**Transport.** Each volume travels once, as one bytes argument of the component (not JSON, not
-base64): an uncompressed NIfTI-1 file of int16 HU, ``352 + 2 * x * y * z`` bytes. The byte size
-depends only on the shape, never on the voxel values, so the payload says nothing about which
-cohort a volume comes from (the reader page relies on this; a PNG or gzip payload would). Reruns
-with the same volumes send nothing new: Streamlit's message cache keeps the component's element,
-and the browser side reloads a pane only when its volume ``id`` changes.
+**Transport.** Each volume is an uncompressed NIfTI-1 file of int16 HU, ``352 + 2 * x * y * z``
+bytes: its size depends only on the shape, never on the voxel values, so the payload says nothing
+about which cohort a volume comes from (the reader page relies on this; a PNG or gzip payload
+would). With ``transport="http"`` (the default inside a Streamlit server) the bytes are handed to
+Streamlit's media file manager and the browser fetches them over HTTP (``/media/<hash>.bin``); the
+component's arguments carry only the URL. A 512x512x133 pair (140 MB) sent as component arguments
+instead never arrived within 5 minutes on the 2-core test machine (protobuf encoding, websocket and
+a structured clone into the iframe), while HTTP serves it in seconds. ``transport="bytes"`` sends
+the file as a bytes argument over the websocket (no server needed beyond the component; fine for
+small volumes). Either way a volume travels once: the browser reloads a pane only when its volume
+``id`` changes, and reruns with the same volumes re-send nothing but the small JSON arguments.
 
 **Geometry.** Volumes are sent in the toolkit's (x, y, z) RAS+ voxel order with an axis-aligned
 affine built from the spacing. With ``align="centre"`` (default) each volume is placed with its
@@ -38,6 +43,7 @@ built bundle in ``frontend/build`` is committed, so users need no node.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -149,8 +155,14 @@ def viewer_args(
     presets: Mapping[str, tuple[float, float]] | None = None,
     return_clicks: bool = False,
     forward_keys: bool = True,
+    transport: Literal["bytes", "http"] = "bytes",
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """The component's arguments, checked (separate from the call so tests can read them)."""
+    """The component's arguments, checked (separate from the call so tests can read them).
+
+    With ``transport="http"`` each volume's bytes go to Streamlit's media file manager (a Streamlit
+    runtime is needed) and ``volumes[i]["url"]`` names them; with ``"bytes"`` they are ``volume_<i>``.
+    """
     if not volumes:
         raise ValueError("ct_viewer needs at least one volume")
     if layout not in LAYOUTS:
@@ -172,8 +184,18 @@ def viewer_args(
         "return_clicks": bool(return_clicks),
         "forward_keys": bool(forward_keys),
     }
+    if transport not in ("bytes", "http"):
+        raise ValueError(f"transport must be 'bytes' or 'http', got {transport!r}")
     for i, v in enumerate(volumes):
-        args[f"volume_{i}"] = v.payload(align)
+        if transport == "http":
+            from streamlit import runtime
+
+            # stored once per content (the manager keys files by a hash of the bytes); the coordinates
+            # tie the file to this element, so Streamlit frees it when the element goes away
+            args["volumes"][i]["url"] = runtime.get_instance().media_file_mgr.add(
+                v.payload(align), "application/octet-stream", f"ct_viewer.{key or 'default'}.{i}")
+        else:
+            args[f"volume_{i}"] = v.payload(align)
     return args
 
 
@@ -189,6 +211,7 @@ def ct_viewer(
     presets: Mapping[str, tuple[float, float]] | None = None,
     return_clicks: bool = False,
     forward_keys: bool = True,
+    transport: Literal["auto", "bytes", "http"] = "auto",
     key: str | None = None,
 ) -> dict | None:
     """Show ``volumes`` in linked panes (see the module doc); returns the last click or None.
@@ -196,6 +219,12 @@ def ct_viewer(
     ``window`` and ``plane`` set the view when they change between reruns; in between, the user's
     own changes in the browser stand. ``height`` is the image height in pixels.
     """
+    if transport == "auto":
+        from streamlit import runtime
+
+        # CTDIFF_VIEWER_TRANSPORT=bytes forces the websocket (AppTest reads the bytes from the element)
+        transport = os.environ.get("CTDIFF_VIEWER_TRANSPORT") or ("http" if runtime.exists() else "bytes")
     args = viewer_args(volumes, layout=layout, linked=linked, window=window, plane=plane, height=height,
-                       align=align, presets=presets, return_clicks=return_clicks, forward_keys=forward_keys)
+                       align=align, presets=presets, return_clicks=return_clicks, forward_keys=forward_keys,
+                       transport=transport, key=key)
     return _component_func()(**args, key=key, default=None)

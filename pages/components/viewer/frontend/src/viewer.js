@@ -48,6 +48,7 @@ const S = {
   height: 520,
   // timing hooks for tests and benchmarks (ctdiff/benchmarks/bench_app.py)
   lastStep: null,
+  timings: {}, // per pane: start, fetched, attached, loaded, drawn (performance.now() ms)
 };
 window.ctViewer = S;
 
@@ -135,16 +136,30 @@ function newPane(index, meta) {
   return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false };
 }
 
-async function loadPane(p, bytes) {
+const STREAMLIT_URL = new URLSearchParams(window.location.search).get("streamlitUrl") || window.location.origin + "/";
+
+async function fetchVolume(url) {
+  // a media URL of the Streamlit server ("/media/<hash>.bin"), relative to the app's base path
+  const response = await fetch(new URL(url.replace(/^\//, ""), STREAMLIT_URL));
+  if (!response.ok) throw new Error(`volume download failed (HTTP ${response.status})`);
+  return response.arrayBuffer();
+}
+
+async function loadPane(p, bytes, url) {
+  const t = (S.timings[p.index] = { start: performance.now() });
+  const download = url ? fetchVolume(url).then((b) => { t.fetched = performance.now(); return b; }) : null;
   await p.nv.attachToCanvas(p.canvas);
-  // copy out of the message's buffer: NiiVue keeps the ArrayBuffer
-  const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  t.attached = performance.now();
+  // bytes argument: copy out of the message's buffer, NiiVue keeps the ArrayBuffer
+  const buf = url ? await download : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
   await p.nv.loadFromArrayBuffer(buf, `${p.id}.nii`);
+  t.loaded = performance.now();
   p.loaded = true;
   p.nv.setSliceType(PLANES[S.plane]);
   p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
   applyWindow(p);
   attachEvents(p);
+  t.drawn = performance.now();
 }
 
 function attachEvents(p) {
@@ -408,7 +423,7 @@ async function render(args) {
     for (const p of old) p.nv.gl?.getExtension("WEBGL_lose_context")?.loseContext();
     showPanes();
     const t0 = performance.now();
-    await Promise.all(S.panes.map((p, i) => loadPane(p, args[`volume_${i}`])));
+    await Promise.all(S.panes.map((p, i) => loadPane(p, args[`volume_${i}`], metas[i].url)));
     syncFrom(0);
     S.firstDisplayMs = performance.now() - t0;
     S.ready = true;
