@@ -2,7 +2,8 @@
 
 A report is a set of facts about particular scans. Folder and file names do not identify them
 (a new Generate run writes a new ``case_000`` under the same name), so the report records the
-SHA-256 of each scan's bytes (a DICOM series: of its files, in name order). The app shows a report
+SHA-256 of each scan's bytes (a DICOM series: of its files, in name order; a ``.gz`` file: of its
+uncompressed bytes, so the gzip header's time stamp or a re-compression does not change it). The app shows a report
 only next to the scans it measured, and pairs a generated scan with its nearest real scan by these
 hashes, never by file name.
 
@@ -15,17 +16,19 @@ real scan).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-HASH_NOTE = "sha256 of the file bytes (a DICOM folder: its files in name order)"
+HASH_NOTE = "sha256 of the scan's bytes, uncompressed for .gz files (a DICOM folder: its files in name order)"
 _CHUNK = 1 << 20
 
 
 def scan_hash(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a scan: a file's bytes, or a folder's files (sorted by name) with their names.
+    """SHA-256 (hex) of a scan: a file's bytes (uncompressed for .gz), or a folder's files (sorted by name) with their names.
 
     Raises OSError when the scan cannot be read.
     """
@@ -35,9 +38,13 @@ def scan_hash(path: str | os.PathLike) -> str:
     for f in files:
         if p.is_dir():
             h.update(f.relative_to(p).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(_CHUNK), b""):
-                h.update(block)
+        opener = gzip.open if f.name.endswith(".gz") else open
+        try:
+            with opener(f, "rb") as fh:
+                for block in iter(lambda: fh.read(_CHUNK), b""):
+                    h.update(block)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise OSError(f"corrupt gzip data ({type(exc).__name__})") from None
     return h.hexdigest()
 
 
