@@ -70,7 +70,8 @@ if not cases["real"] and not cases["gen"]:
 report, report_err = load_report_cached(sel["report_dir"])
 if report_err:
     st.warning(f"Report not loaded: {report_err}")
-hashes = {side: content_hashes(cases[side]) for side in SIDES}
+# content hashes only matter next to a report (which records the hashes of the scans it measured)
+hashes = {side: content_hashes(cases[side]) if report is not None else {} for side in SIDES}
 if report is not None:
     bound = binding(report, {"real": set(hashes["real"].values()), "generated": set(hashes["gen"].values())})
     if bound["status"] != "same":
