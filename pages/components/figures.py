@@ -142,7 +142,8 @@ def histogram_figure(curve: Mapping[str, Any]) -> go.Figure:
     for cohort in ("real", "generated"):
         if curve.get(cohort) is not None:
             counts = np.asarray(curve[cohort], dtype=float)
-            used |= np.nan_to_num(counts) > 0
+            n = min(len(counts), len(used))  # a report with one count too few or many still draws
+            used[:n] |= np.nan_to_num(counts[:n]) > 0
             fig.add_trace(go.Scatter(x=centres, y=counts, mode="lines", name=cohort, line_shape="hvh",
                                      line={"color": COHORT_COLOURS[cohort]}))
     fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="HU",
