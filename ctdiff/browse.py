@@ -7,7 +7,6 @@ adds what a two-pane viewer needs on top of it. No Streamlit, no plotting, no fi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np

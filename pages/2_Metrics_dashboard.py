@@ -9,7 +9,6 @@ entry opens the pair in the slice browser) and downloads.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd

@@ -8,7 +8,6 @@ refresh on their own; the Generate panel samples from the run's best checkpoint 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import streamlit as st
 

@@ -9,7 +9,6 @@ user typed and nothing of the server.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ctdiff.errors import InputError
