@@ -109,12 +109,15 @@ def screenshots(workspace: Path) -> list[Path]:
             page.get_by_text("Real volumes").wait_for()
             shot("home")
             for name, path, ready in (
-                ("slice-browser", "Slice_browser", ".js-plotly-plot .heatmaplayer image"),
+                ("slice-browser", "Slice_browser", "iframe[src*='ct_viewer']"),
                 ("metrics-dashboard", "Metrics_dashboard", "[data-testid='stDataFrame']"),
                 ("training-monitor", "Training_monitor", ".js-plotly-plot .main-svg"),
             ):
                 page.goto(f"{url}/{path}")
                 page.locator(ready).first.wait_for()
+                if name == "slice-browser":  # the NiiVue viewer: wait until both volumes are drawn
+                    viewer = next(f for f in page.frames if "ct_viewer" in f.url)
+                    viewer.wait_for_function("() => window.ctViewer && window.ctViewer.ready")
                 shot(name)
             page.goto(f"{url}/Review_reader")
             page.get_by_role("textbox").first.fill(DEMO_READER_CODE)

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ctdiff_app.demo import ASSETS
 from ctdiff.data.realct import install_cohort
+from ctdiff_app.demo import ASSETS
 
 OUT = REPO / "docs" / "screenshots" / "real-ct-slice-browser.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

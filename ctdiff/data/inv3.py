@@ -28,8 +28,8 @@ from xml.parsers.expat import ExpatError
 
 import numpy as np
 
-from ctdiff.errors import InputError
 from ctdiff.data.volume import Volume
+from ctdiff.errors import InputError
 
 INV3_SUFFIX = ".inv3"
 MAIN_PLIST = "main.plist"

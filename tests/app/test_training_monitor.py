@@ -29,7 +29,8 @@ def test_headline_and_loss_curves_with_10_epoch_means(monitor, charts):
     assert at.title[0].value == "Training monitor"
     m = {x.label: x.value for x in at.metric}
     # history: train = 1/e + 0.01, val = 0.5/e + 0.02 every 5th epoch -> best at epoch 30
-    assert m["epochs"] == "30" and m["best val loss"] == f"{0.5 / 30 + 0.02:.4g}" and m["time"] == "0:01:15"
+    assert m["epochs"] == "30" and m["best val loss"] == f"{0.5 / 30 + 0.02:.4g}" and m["training time"] == "0:19:22"
+    assert m["time per epoch"] == "38.8 s"  # epochs of 2.5 .. 75 s (history.csv: each epoch's own time)
     loss = _loss(at, charts)
     assert loss["layout"]["yaxis"]["type"] == "log"
     traces = {t["name"]: t for t in loss["data"]}
@@ -157,7 +158,7 @@ def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app
 
     fake = types.SimpleNamespace(SAMPLERS=("ddim", "dpmpp"), load_bundle=load_bundle, sample=sample, write_samples=write_samples)
     monkeypatch.setitem(sys.modules, "ctdiff.diffusion.sample", fake)
-    monkeypatch.setattr(importlib.import_module("ctdiff.diffusion"), "sample", fake, raising=False)
+    monkeypatch.setattr(importlib.import_module("ctdiff.diffusion.schedule"), "sample", fake, raising=False)
     (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"weights")
     at = page(MONITOR)
     at.run()

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctdiff.errors import InputError
 from ctdiff.data.inv3 import read_inv3
 from ctdiff.data.io import read_volume
+from ctdiff.errors import InputError
 
 SPACING = [0.5, 0.75, 2.0]  # (column, row, slice) as InVesalius stores it
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from ctdiff.cli import main
 from ctdiff.data import realct
 from ctdiff.data.body import body_mask
-from ctdiff.cli import main
-from ctdiff.errors import InputError, OverwriteError
 from ctdiff.data.prepare import process_volume
+from ctdiff.errors import InputError, OverwriteError
 
 
 def erode(mask: np.ndarray, n: int = 2) -> np.ndarray:
