@@ -7,6 +7,7 @@ The database is ``--db URL`` or ``$CTDIFF_REVIEW_DB`` or ``<workspace>/reviews.s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ EXAMPLES = """\
   python -m eval review list
   python -m eval review report --session 1 --out reports/review-1
   python -m eval review export --session 1 --out answers/ --format csv json
+  python -m eval review mrmc --answers review-1/mrmc.csv --json
   python -m eval review serve --port 8502   # the reader page alone, for readers' browsers
 """
 
@@ -72,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true")
     p.set_defaults(_review=run_export)
 
+
+    p = sub.add_parser("mrmc", help="MRMC analysis (Obuchowski-Rockette, Hillis df) of an answers CSV")
+    p.add_argument("--answers", required=True, help="CSV with reader, case, truth (0 real, 1 synthetic), rating[, condition, call]")
+    p.add_argument("--readers", choices=("random", "fixed"), default="random", help="readers random (default: results generalise to readers) or fixed")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(_review=run_mrmc)
 
     p = sub.add_parser("serve", help="serve the reader page alone (no other app page reachable) for a study")
     p.add_argument("--port", type=int, default=8502)
@@ -143,6 +151,17 @@ def run_export(args: argparse.Namespace) -> int:
     only = tuple(f"answers.{f}" for f in args.format)
     for path in export.write_report(args.db, args.session, args.out, force=args.force, only=only):
         print(path)
+    return 0
+
+
+def run_mrmc(args: argparse.Namespace) -> int:
+    from eval.review import mrmc
+
+    result = mrmc.analyse(mrmc.read_answers_csv(args.answers), readers=args.readers)
+    if args.json:
+        print(json.dumps(export.json_safe(result.as_dict()), indent=2))
+    else:
+        sys.stdout.write(mrmc.format_result(result))
     return 0
 
 
