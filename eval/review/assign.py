@@ -9,6 +9,7 @@ seeds a global RNG. Identifiers that must be unguessable (case IDs, reader acces
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from pathlib import Path
 from typing import Sequence, TypeVar
@@ -26,6 +27,11 @@ STREAM_READER = 2
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_GROUPS = 3
 CODE_GROUP_LEN = 4  # 12 characters from 31 symbols: ~59 bits
+MIN_CODE_LENGTH = 8  # a chosen code (e.g. the demo's) needs at least this many characters
+LOOKUP_CHARS = 2  # characters of a code kept in clear to find its row (~10 bits of a random code)
+# scrypt cost: N = 2^14, r = 8, p = 1 (16 MiB, tens of ms per hash): the parameters RFC 7914 and
+# OWASP's password-storage cheat sheet give for interactive logins
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32
 
 
 def _rng(*entropy: int) -> np.random.Generator:
@@ -67,7 +73,29 @@ def normalise_code(code: str) -> str:
 
 
 def hash_code(code: str) -> str:
-    """What the database keeps of an access code (SHA-256 hex of the normalised code), so a copy of
-    the database does not hand out working codes. Codes are random with ~59 bits, so an unsalted
-    fast hash is enough; the lookup by hash is what lets a reader sign in with the code alone."""
+    """The pre-v3 form of a stored code: unsalted SHA-256 hex of the normalised code. Only used to
+    recognise (and then re-hash) codes of databases written before schema version 3."""
     return hashlib.sha256(normalise_code(code).encode("utf-8")).hexdigest()
+
+
+def code_lookup(code: str) -> str:
+    """The first characters of a normalised code: which rows to try a code against."""
+    return normalise_code(code)[:LOOKUP_CHARS]
+
+
+def new_salt() -> str:
+    return secrets.token_hex(16)
+
+
+def scrypt_code(code: str, salt: str) -> str:
+    """Salted, memory-hard hash of a normalised code (``hashlib.scrypt``), hex."""
+    return hashlib.scrypt(
+        normalise_code(code).encode("utf-8"), salt=bytes.fromhex(salt), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+        maxmem=64 * 1024 * 1024, dklen=SCRYPT_LEN,
+    ).hex()
+
+
+def code_matches(code: str, kdf: str, salt: str, stored: str) -> bool:
+    """Does ``code`` hash to ``stored``? Constant-time comparison of the digests."""
+    digest = scrypt_code(code, salt) if kdf == "scrypt" else hash_code(code)
+    return hmac.compare_digest(digest.encode("ascii"), stored.encode("ascii"))

@@ -51,7 +51,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from ctdiff.errors import ConfigError
 from ctdiff.workspace import workspace_path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_ENV = "CTDIFF_REVIEW_DB"
 _WRITE = "ctdiff_review_write"  # execution option that makes a SQLite transaction BEGIN IMMEDIATE
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -118,8 +118,22 @@ class Reader(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
-    code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # sha256 of the access code
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # hex digest of the access code
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    # added in schema version 3: salted scrypt instead of plain sha256 (see eval.review.assign)
+    code_kdf: Mapped[str] = mapped_column(String(16), nullable=False, default="scrypt")  # "scrypt", or "sha256" (pre-v3)
+    code_salt: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    code_lookup: Mapped[str] = mapped_column(String(8), nullable=False, default="", index=True)  # first characters, to find candidates
+
+
+class SigninFailure(Base):
+    """Failed sign-ins per (scope, client), for the attempt limit with back-off (schema v3)."""
+
+    __tablename__ = "review_signin_failures"
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "reader" or "organiser"
+    client: Mapped[str] = mapped_column(String(128), primary_key=True)  # IP address or browser session
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_failure: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
 
 
 class Assignment(Base):
@@ -215,8 +229,19 @@ def _migrate_1_to_2(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE review_answers ADD COLUMN changes INTEGER NOT NULL DEFAULT 0"))
 
 
+def _migrate_2_to_3(conn: Connection) -> None:
+    """v3: reader codes kept as salted scrypt hashes. Old rows keep their sha256 hash (marked
+    ``code_kdf = 'sha256'``) until the reader's next sign-in re-hashes the code (the code itself is
+    needed for that; :func:`eval.review.store.find_reader`). Failed sign-ins are counted."""
+    conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_kdf VARCHAR(16) NOT NULL DEFAULT 'sha256'"))
+    conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_salt VARCHAR(64) NOT NULL DEFAULT ''"))
+    conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_lookup VARCHAR(8) NOT NULL DEFAULT ''"))
+    conn.execute(text("CREATE INDEX ix_review_readers_code_lookup ON review_readers (code_lookup)"))
+    SigninFailure.__table__.create(conn)
+
+
 # target version -> step that brings a database from version - 1 to it
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_1_to_2, 3: _migrate_2_to_3}
 
 
 def ensure_schema(engine: Engine) -> int:
@@ -258,6 +283,10 @@ def _sqlite_engine(url) -> Engine:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # the database holds who answered what (and code hashes): owner-only, like an SSH key.
+        # SQLite gives its -wal and -shm files the database file's mode.
+        fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -35,6 +36,7 @@ from eval.review.db import (
     Case,
     Reader,
     ReviewSession,
+    SigninFailure,
     get_engine,
     read_session,
     utcnow,
@@ -265,25 +267,50 @@ def create_session(
         return s.id
 
 
+def _reader_with_code(session, code: str) -> Reader | None:
+    """The reader whose code this is: rows sharing the code's first characters are tried with
+    salted scrypt (constant-time digest comparison); a pre-v3 row (unsalted sha256) that matches is
+    re-hashed with scrypt on the spot, so old databases migrate reader by reader at sign-in."""
+    for reader in session.scalars(select(Reader).where(Reader.code_kdf == "scrypt", Reader.code_lookup == assign.code_lookup(code))):
+        if assign.code_matches(code, "scrypt", reader.code_salt, reader.code_hash):
+            return reader
+    legacy = session.scalar(select(Reader).where(Reader.code_kdf == "sha256", Reader.code_hash == assign.hash_code(code)))
+    if legacy is not None:
+        _set_code(legacy, code)
+    return legacy
+
+
+def _set_code(reader: Reader, code: str) -> None:
+    reader.code_salt = assign.new_salt()
+    reader.code_hash = assign.scrypt_code(code, reader.code_salt)
+    reader.code_kdf = "scrypt"
+    reader.code_lookup = assign.code_lookup(code)
+
+
+def _check_new_code(code: str) -> None:
+    if len(assign.normalise_code(code)) < assign.MIN_CODE_LENGTH:
+        raise ConfigError(f"an access code needs at least {assign.MIN_CODE_LENGTH} characters")
+
+
 def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | None = None) -> str:
-    """Add a reader with their own seeded case order; return the access code (store it: only its
-    hash is kept). ``code`` sets a known code (e.g. the demo's); otherwise a random one is made."""
+    """Add a reader with their own seeded case order; return the access code (store it: only a
+    salted scrypt hash is kept). ``code`` sets a known code (e.g. the demo's); otherwise a random
+    one is made. Each reader has exactly one code, and no two readers share one."""
     name = (name or "").strip()
     if not name:
         raise ConfigError("a reader needs a name")
     code = assign.new_access_code() if code is None else code
-    if len(assign.normalise_code(code)) < 4:
-        raise ConfigError("an access code needs at least 4 characters")
-    code_hash = assign.hash_code(code)
+    _check_new_code(code)
     try:
         with write_session(db) as session:
             s = _get_session(session, session_id)
             if session.scalar(select(Reader.id).where(Reader.session_id == s.id, Reader.name == name)) is not None:
                 raise ConfigError(f"session {s.id} already has a reader named {name!r}")
-            if session.scalar(select(Reader.id).where(Reader.code_hash == code_hash)) is not None:
+            if _reader_with_code(session, code) is not None:
                 raise ConfigError("this access code is already in use; choose another")
             index = session.scalar(select(func.count(Reader.id)).where(Reader.session_id == s.id)) + 1
-            reader = Reader(session_id=s.id, name=name, code_hash=code_hash, created_at=utcnow())
+            reader = Reader(session_id=s.id, name=name, created_at=utcnow())
+            _set_code(reader, code)
             session.add(reader)
             session.flush()
             case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id).order_by(Case.id)))
@@ -295,14 +322,53 @@ def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | 
 
 
 def new_reader_code(db: str | Engine | None, session_id: int, name: str) -> str:
-    """Replace a reader's lost access code with a new random one (answers are kept)."""
+    """Replace a reader's lost access code with a new random one (answers are kept; the old code
+    stops working)."""
     code = assign.new_access_code()
     with write_session(db) as session:
         reader = session.scalar(select(Reader).where(Reader.session_id == int(session_id), Reader.name == name))
         if reader is None:
             raise ConfigError(f"session {session_id} has no reader named {name!r}")
-        reader.code_hash = assign.hash_code(code)
+        _set_code(reader, code)
     return code
+
+
+# ---------------------------------------------------------------------------- sign-in limits
+SIGNIN_FREE_ATTEMPTS = 5  # failures before any waiting
+SIGNIN_BASE_WAIT_S = 2.0  # then 2, 4, 8, ... seconds between attempts
+SIGNIN_MAX_WAIT_S = 900.0
+
+
+def signin_wait(db: str | Engine | None, scope: str, client: str) -> float:
+    """Seconds ``client`` must still wait before the next ``scope`` sign-in attempt (0 = may try).
+
+    After :data:`SIGNIN_FREE_ATTEMPTS` failures, each further failure doubles the wait (capped at
+    :data:`SIGNIN_MAX_WAIT_S`); a successful sign-in clears the count. Kept in the database, so
+    reloading the page or restarting the server does not reset it.
+    """
+    with read_session(db) as session:
+        row = session.get(SigninFailure, (scope, str(client)[:128]))
+        if row is None or row.failures < SIGNIN_FREE_ATTEMPTS:
+            return 0.0
+        wait = min(SIGNIN_BASE_WAIT_S * 2 ** (row.failures - SIGNIN_FREE_ATTEMPTS), SIGNIN_MAX_WAIT_S)
+        left = wait - (utcnow() - row.last_failure).total_seconds()
+        return max(0.0, left)
+
+
+def record_signin(db: str | Engine | None, scope: str, client: str, ok: bool) -> None:
+    """Count a failed attempt, or clear the count after a successful one."""
+    key = (scope, str(client)[:128])
+    with write_session(db) as session:
+        row = session.get(SigninFailure, key)
+        if ok:
+            if row is not None:
+                session.delete(row)
+            return
+        if row is None:
+            session.add(SigninFailure(scope=key[0], client=key[1], failures=1, last_failure=utcnow()))
+        else:
+            row.failures = int(row.failures) + 1
+            row.last_failure = utcnow()
 
 
 def _session_info(session, s: ReviewSession) -> SessionInfo:
@@ -400,10 +466,11 @@ def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
 # ------------------------------------------------------------------------------------ reader
 def find_reader(db: str | Engine | None, code: str) -> ReaderView | None:
     """The reader whose access code this is (case-insensitive), or None."""
-    if not code or not code.strip():
+    if not code or not code.strip() or len(code) > 200:
         return None
-    with read_session(db) as session:
-        reader = session.scalar(select(Reader).where(Reader.code_hash == assign.hash_code(code)))
+    # a write session: a pre-v3 code is re-hashed with scrypt on its first use
+    with write_session(db) as session:
+        reader = _reader_with_code(session, code)
         if reader is None:
             return None
         s = _get_session(session, reader.session_id)
@@ -483,8 +550,8 @@ def _validate_answer(said_synthetic: bool, confidence: int, realism: int, flags:
     bad = [f for f in flags if f not in FLAGS]
     if bad:
         raise ConfigError(f"unknown artefact flag(s) {bad}; choose from {list(FLAGS)}")
-    if not seconds >= 0:
-        raise ConfigError(f"seconds must be >= 0, got {seconds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) or not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"seconds must be a finite number >= 0, got {seconds!r}")
     return flags
 
 
