@@ -7,6 +7,7 @@ Everything it does goes through ``eval.review`` (the same functions as ``python 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 
@@ -34,8 +35,18 @@ def organiser_code() -> str | None:
         return None
 
 
-def gate() -> bool:
-    """True once the organiser has entered the right code; refuses to start without one."""
+def client_key() -> str:
+    """Who is signing in, for the attempt limit: the browser's IP address where Streamlit knows it."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no request context (e.g. a bare script run)
+        ip = None
+    return ip if isinstance(ip, str) and ip else "unknown"  # AppTest hands out a mock object
+
+
+def gate(db: str) -> bool:
+    """True once the organiser has entered the right code; refuses to start without one. Failed
+    attempts are counted per client in the database and slow down (see store.signin_wait)."""
     expected = organiser_code()
     if not expected:
         st.error(
@@ -50,11 +61,26 @@ def gate() -> bool:
         given = st.text_input("Organiser code", type="password", key="review_org_code")
         go = st.form_submit_button("Open", type="primary")
     if go:
-        if hmac.compare_digest((given or "").encode(), str(expected).encode()):
+        client = client_key()
+        wait = store.signin_wait(db, "organiser", client)
+        if wait > 0:
+            st.error(f"Too many wrong codes. Try again in {wait:.0f} s.")
+            return False
+        # compare digests of equal length: compare_digest is constant-time only for equal lengths
+        ok = hmac.compare_digest(
+            hashlib.sha256((given or "").encode()).digest(), hashlib.sha256(str(expected).encode()).digest(),
+        )
+        store.record_signin(db, "organiser", client, ok)
+        if ok:
             ss.review_org_ok = True
             st.rerun()
         st.error("Wrong organiser code.")
     return False
+
+
+def sign_out() -> None:
+    for key in [k for k in ss if str(k).startswith("review_org_")]:
+        del ss[key]
 
 
 def table(t: export.Table) -> None:
@@ -175,9 +201,13 @@ def export_panel(report: dict[str, str], info: store.SessionInfo) -> None:
 def main() -> None:
     st.set_page_config(page_title="Review organiser · ctdiff", page_icon="🩻", layout="wide")
     st.title("Review organiser")
-    if not gate():
-        return
     db = default_db_url()
+    if not gate(db):
+        return
+    with st.sidebar:
+        if st.button("Sign out", key="review_org_signout"):
+            sign_out()
+            st.rerun()
     st.caption(f"Database: `{get_engine(db).url.render_as_string(hide_password=True)}`")
     flash = ss.pop("review_org_flash", None)
     if flash:

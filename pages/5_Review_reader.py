@@ -50,6 +50,15 @@ def sign_out() -> None:
         del ss[key]
 
 
+def client_key() -> str:
+    """Who is signing in, for the attempt limit: the browser's IP address where Streamlit knows it."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no request context (e.g. a bare script run)
+        ip = None
+    return ip if isinstance(ip, str) and ip else "unknown"  # AppTest hands out a mock object
+
+
 def sign_in(db: str) -> None:
     st.write("Enter the access code you received from the study organiser.")
     with st.form("review_reader_signin"):
@@ -57,7 +66,13 @@ def sign_in(db: str) -> None:
         go = st.form_submit_button("Start reading", type="primary")
     if not go:
         return
+    client = client_key()
+    wait = store.signin_wait(db, "reader", client)
+    if wait > 0:
+        st.error(f"Too many unknown codes. Try again in {wait:.0f} s.")
+        return
     reader = store.find_reader(db, code or "")
+    store.record_signin(db, "reader", client, reader is not None)
     if reader is None:
         st.error("Unknown access code. Check it for typos, or ask the organiser for a new one.")
         return

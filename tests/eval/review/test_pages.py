@@ -258,3 +258,58 @@ def test_unknown_reader_code_and_incomplete_answer(env):
     button(at, "Submit and next").click().run()
     assert "Please choose" in at.warning[0].value
     assert store.answer_records(env["url"], 1) == []
+
+
+# ------------------------------------------------------------------------------ sign-in hardening
+def test_organiser_attempt_limit_backs_off_and_sign_out_locks_again(env, monkeypatch):
+    monkeypatch.setattr(store, "SIGNIN_BASE_WAIT_S", 600.0)  # longer than the test takes
+    at = AppTest.from_file(ORGANISER, default_timeout=60).run()
+    for _ in range(store.SIGNIN_FREE_ATTEMPTS):
+        at.text_input(key="review_org_code").input("guess-guess")
+        button(at, "Open").click().run()
+        assert [e.value for e in at.error] == ["Wrong organiser code."]
+    # the right code is now refused too until the back-off has passed
+    at.text_input(key="review_org_code").input(ORG_CODE)
+    button(at, "Open").click().run()
+    assert at.error[0].value.startswith("Too many wrong codes. Try again in")
+    assert not at.tabs
+    store.record_signin(env["url"], "organiser", "unknown", ok=True)  # as if the wait had passed
+    at = organiser_signed_in()
+    assert not at.error and button(at, "Sign out") is not None
+    button(at, "Sign out").click().run()
+    assert at.text_input(key="review_org_code") is not None and not at.tabs
+
+
+def test_reader_code_cannot_reach_organiser_data(env):
+    sid, code = _session(env)
+    store.submit_answer(env["url"], store.find_reader(env["url"], code).reader_id,
+                        store.reader_case(env["url"], store.find_reader(env["url"], code).reader_id, 0).code,
+                        said_synthetic=True, confidence=3, realism=3)
+    at = AppTest.from_file(ORGANISER, default_timeout=60).run()
+    at.text_input(key="review_org_code").input(code)
+    button(at, "Open").click().run()
+    assert [e.value for e in at.error] == ["Wrong organiser code."]
+    text = tree_text(at)
+    assert not at.tabs and "synthetic" not in text.lower().replace("real or synthetic", "")
+    for needle in LEAK_NEEDLES:
+        assert needle not in text
+    # and the reader page a code opens carries no cohort, path or other reader's answer
+    at = reader_signed_in(code)
+    text = tree_text(at)
+    for needle in LEAK_NEEDLES:
+        assert needle not in text
+    view = at.session_state["review_reader_view"]
+    assert not any(f in {f.name for f in __import__("dataclasses").fields(view)} for f in ("cohort", "path", "real_dir", "generated_dir"))
+
+
+def test_reader_attempt_limit(env, monkeypatch):
+    monkeypatch.setattr(store, "SIGNIN_BASE_WAIT_S", 600.0)
+    _, code = _session(env)
+    at = AppTest.from_file(READER, default_timeout=60).run()
+    for _ in range(store.SIGNIN_FREE_ATTEMPTS):
+        at.text_input(key="review_code_input").input("NOPE-NOPE-NOPE")
+        button(at, "Start reading").click().run()
+    at.text_input(key="review_code_input").input(code)
+    button(at, "Start reading").click().run()
+    assert at.error[0].value.startswith("Too many unknown codes")
+    assert "review_reader_view" not in at.session_state
