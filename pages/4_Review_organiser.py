@@ -189,7 +189,7 @@ def results_panel(db: str, info: store.SessionInfo) -> None:
 
 
 def export_panel(report: dict[str, str], info: store.SessionInfo) -> None:
-    mimes = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html"}
+    mimes = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html", "png": "image/png"}
     cols = st.columns(len(report))
     for col, (name, text) in zip(cols, report.items()):
         col.download_button(

@@ -3,10 +3,18 @@ paper's supplement (one set of sections rendered twice, so both always say the s
 
 Exports are for the organiser (unblinded: they name each case's cohort and file name). They hold
 case file names but never folders or full paths, which may contain site or patient information.
+Every exported file is created owner-only (0600), and every CSV text cell that a spreadsheet would
+run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return) gets a leading
+``'`` (OWASP's CSV-injection rule).
+
+Besides the answers, a session exports ``mrmc.csv`` (reader, case, truth, rating, condition, call:
+the input of ``python -m eval review mrmc``), ``imrmc.csv`` (the same ratings in the input format of
+the FDA's iMRMC program) and the MRMC analysis with a per-reader ROC plot in the summary.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -18,9 +26,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from ctdiff.atomic import write_text
-from ctdiff.errors import OverwriteError
-from eval.review import stats
+import tempfile
+
+from ctdiff.errors import ConfigError, OverwriteError
+from eval.review import mrmc, plots, stats
 from eval.review.store import FLAG_LABELS, SessionInfo, answer_records, session_info, session_progress
 
 ANSWER_COLUMNS = (
@@ -28,16 +37,119 @@ ANSWER_COLUMNS = (
     "confidence", "realism", *(f"flag_{f}" for f in stats.FLAGS), "comment", "seconds",
     "submitted_utc", "updated_utc", "changes",
 )
-REPORT_FILES = ("answers.csv", "answers.json", "summary.json", "summary.md", "summary.html")
+MRMC_COLUMNS = ("reader", "case", "truth", "rating", "condition", "call")
+REPORT_FILES = ("answers.csv", "answers.json", "mrmc.csv", "imrmc.csv", "summary.json", "summary.md", "summary.html", "roc.png")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text cell a spreadsheet would evaluate as a formula is prefixed with ``'`` (OWASP)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _csv(columns: tuple[str, ...], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: csv_cell(r[k]) for k in columns})
+    return buf.getvalue()
 
 
 def answers_csv(records: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ANSWER_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in records:
-        writer.writerow({k: r[k] for k in ANSWER_COLUMNS})
-    return buf.getvalue()
+    return _csv(ANSWER_COLUMNS, records)
+
+
+def complete_mrmc_rows(records: list[dict]) -> list[dict]:
+    """MRMC rows (:func:`eval.review.mrmc.rows_for_mrmc`) of the cases every reader answered: the
+    OR method needs each reader to rate the same cases (a session in progress has gaps)."""
+    rows = mrmc.rows_for_mrmc(records)
+    readers = {r["reader"] for r in rows}
+    by_case: dict[str, set] = {}
+    for r in rows:
+        by_case.setdefault(r["case"], set()).add(r["reader"])
+    return [r for r in rows if by_case[r["case"]] == readers]
+
+
+def mrmc_csv(rows: list[dict]) -> str:
+    return _csv(MRMC_COLUMNS, rows)
+
+
+def imrmc_text(rows: list[dict]) -> str:
+    """Ratings in iMRMC's input format: a header (N0, N1, NR, NM), ``BEGIN DATA:``, one truth row
+    per case (reader -1, modality "truth", score 0 = real / 1 = synthetic), then one row per rating
+    (reader, case, modality, score); the layout RJafroc writes for iMRMC."""
+    if not rows:
+        return ""
+    truth = {r["case"]: int(r["truth"]) for r in rows}
+    readers = sorted({r["reader"] for r in rows})
+    conditions = sorted({r["condition"] for r in rows})
+    lines = [
+        "ctdiff reader study exported for iMRMC (synthetic = 1 is the positive class)",
+        f"N0:{sum(v == 0 for v in truth.values())}", f"N1:{sum(v == 1 for v in truth.values())}",
+        f"NR:{len(readers)}", f"NM:{len(conditions)}", "BEGIN DATA:",
+    ]
+    lines += [f"-1,{csv_cell(case)},truth,{t}" for case, t in sorted(truth.items())]
+    lines += [f"{csv_cell(r['reader'])},{csv_cell(r['case'])},{csv_cell(r['condition'])},{r['rating']}" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def mrmc_section(result: mrmc.MrmcResult | None, note: str) -> Section:
+    """The MRMC analysis in words and one table."""
+    if result is None:
+        return Section("MRMC analysis (readers and cases random)", [note])
+    rows = []
+    for c in result.conditions:
+        acc = c.accuracy
+        rows.append([
+            c.name, f"{c.n_real} + {c.n_synthetic}", f"{c.auc.value:.3f} [{c.auc.ci_low:.3f}, {c.auc.ci_high:.3f}]",
+            fmt_p(c.auc.p), "n/a" if acc is None else f"{acc.value:.3f} [{acc.ci_low:.3f}, {acc.ci_high:.3f}]",
+            "n/a" if acc is None else fmt_p(acc.p),
+            ", ".join(f"{r} {v:.3f}" for r, v in c.reader_auc.items()),
+        ])
+    paras = [
+        f"Obuchowski-Rockette analysis with Hillis' denominator degrees of freedom and jackknife covariances, "
+        f"readers and cases random: the results speak for readers and cases like these, not only for the "
+        f"{len(result.readers)} reader(s) and {result.n_cases} case(s) of this study. The figure of merit is the empirical "
+        f"(trapezoidal) ROC AUC of telling synthetic from real, from each answer's rating (+confidence if called "
+        f"synthetic, -confidence if called real); 0.5 = chance. p tests against 0.5. {note}",
+    ]
+    for cmp in result.comparisons:
+        d = cmp.difference
+        paras.append(
+            f"AUC {cmp.first} - {cmp.second}: {d.value:+.3f} [{d.ci_low:.3f}, {d.ci_high:.3f}], p {fmt_p(d.p)} "
+            f"(lower AUC = harder to tell from real)."
+        )
+    return Section(
+        "MRMC analysis (readers and cases random)", paras,
+        [Table(["condition", "real + synthetic cases", "AUC [95 % CI]", "p vs 0.5", "accuracy [95 % CI]", "p vs 0.5", "reader AUCs"], rows)],
+    )
+
+
+def plain_words(result: mrmc.MrmcResult | None) -> Section:
+    """What the study shows and what it cannot, in plain words."""
+    if result is None:
+        return Section("What this study shows", ["Not enough complete readings yet for a conclusion."])
+    paras = []
+    for c in result.conditions:
+        a = c.auc
+        if not math.isfinite(a.ci_low):
+            paras.append(f"{c.name}: the readers' AUC is {a.value:.2f}; its uncertainty cannot be estimated from these answers.")
+        elif a.ci_low > 0.5:
+            paras.append(f"{c.name}: readers told synthetic from real better than chance (AUC {a.value:.2f}, CI {a.ci_low:.2f}-{a.ci_high:.2f}).")
+        else:
+            paras.append(
+                f"{c.name}: readers did not tell synthetic from real better than chance (AUC {a.value:.2f}, CI "
+                f"{a.ci_low:.2f}-{a.ci_high:.2f}). This does not prove the scans indistinguishable: a study this size cannot "
+                f"exclude an AUC up to {a.ci_high:.2f}."
+            )
+    paras.append(
+        "What it cannot show: the result holds for these viewing conditions (display grid, windows, planes, time) and "
+        "for readers like these; it says nothing about whether synthetic scans are anatomically correct or useful for training."
+    )
+    return Section("What this study shows", paras)
 
 
 def json_safe(obj):
@@ -195,7 +307,8 @@ def _html_inline(s: str) -> str:
     return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def render_html(title: str, sections: list[Section]) -> str:
+def render_html(title: str, sections: list[Section], images: list[tuple[str, bytes]] = ()) -> str:
+    """Offline HTML: no external resource; images are embedded as data URIs."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     for sec in sections:
         body.append(f"<h2>{html.escape(sec.title)}</h2>")
@@ -204,6 +317,9 @@ def render_html(title: str, sections: list[Section]) -> str:
             head = "".join(f"<th>{html.escape(h)}</th>" for h in t.headers)
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in t.rows)
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    for caption, png in images:
+        data = base64.b64encode(png).decode("ascii")
+        body.append(f"<figure><img alt=\"{html.escape(caption)}\" src=\"data:image/png;base64,{data}\"><figcaption>{html.escape(caption)}</figcaption></figure>")
     style = (
         "body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;line-height:1.45;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}"
@@ -217,27 +333,69 @@ def render_html(title: str, sections: list[Section]) -> str:
     )
 
 
-def build_report(db: str | Engine | None, session_id: int) -> dict[str, str]:
-    """File name -> text of every export of a session (see :data:`REPORT_FILES`)."""
+def session_mrmc(records: list[dict]) -> tuple[list[dict], mrmc.MrmcResult | None, str]:
+    """MRMC rows of the complete cases, the analysis (None when it cannot run yet) and a note."""
+    rows = complete_mrmc_rows(records)
+    n_cases = len({r["case"] for r in rows})
+    note = f"Based on the {n_cases} case(s) every reader has answered."
+    readers = {r["reader"] for r in rows}
+    if len(readers) < 2:
+        return rows, None, "The MRMC analysis needs at least two readers who answered the same real and synthetic cases."
+    try:
+        return rows, mrmc.analyse(mrmc.ratings_from_rows(rows)), note
+    except ConfigError as exc:
+        return rows, None, f"The MRMC analysis cannot run yet: {exc}."
+
+
+def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | bytes]:
+    """File name -> text (bytes for the ROC plot) of every export of a session (:data:`REPORT_FILES`)."""
     info = session_info(db, session_id)
     records = answer_records(db, session_id)
     summary = stats.session_summary(records)
+    rows, result, note = session_mrmc(records)
     sections = report_sections(info, summary, session_progress(db, session_id))
+    sections.insert(2, mrmc_section(result, note))
+    sections.append(plain_words(result))
     title = f"Reader study: {info.name}"
-    return {
+    roc_png = b""
+    if result is not None:
+        roc_png = plots.png_of(plots.roc_figure(mrmc.reader_roc_curves(mrmc.ratings_from_rows(rows)), result))
+    files: dict[str, str | bytes] = {
         "answers.csv": answers_csv(records),
         "answers.json": answers_json(records),
-        "summary.json": json.dumps(json_safe({"session": {"id": info.id, "name": info.name}, **summary}), indent=2) + "\n",
-        "summary.md": render_markdown(title, sections),
-        "summary.html": render_html(title, sections),
+        "mrmc.csv": mrmc_csv(rows),
+        "imrmc.csv": imrmc_text(rows),
+        "summary.json": json.dumps(json_safe({
+            "session": {"id": info.id, "name": info.name}, **summary, "mrmc": None if result is None else result.as_dict(),
+        }), indent=2) + "\n",
+        "summary.md": render_markdown(title, sections) + ("\n![Per-reader ROC curves](roc.png)\n" if roc_png else ""),
+        "summary.html": render_html(title, sections, images=[("Per-reader ROC curves", roc_png)] if roc_png else []),
     }
+    if roc_png:
+        files["roc.png"] = roc_png
+    return files
+
+
+def write_private(path: Path, data: bytes) -> Path:
+    """Write atomically and owner-only (0600): mkstemp already makes the temp file 0600, and the
+    rename keeps that mode (ctdiff.atomic would widen it to the umask's default)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def write_report(db: str | Engine | None, session_id: int, out_dir: str | os.PathLike, force: bool = False, only: tuple[str, ...] = REPORT_FILES) -> list[Path]:
-    """Write the exports into ``out_dir`` atomically; refuses to overwrite without ``force``."""
+    """Write the exports into ``out_dir`` atomically and 0600; refuses to overwrite without ``force``."""
     out = Path(out_dir)
     files = {k: v for k, v in build_report(db, session_id).items() if k in only}
     existing = [out / n for n in files if (out / n).exists()]
     if existing and not force:
         raise OverwriteError("already exists; pass --force to overwrite", existing[0])
-    return [write_text(out / name, text, force=True) for name, text in files.items()]
+    return [write_private(out / name, v if isinstance(v, bytes) else v.encode("utf-8")) for name, v in files.items()]

@@ -34,9 +34,9 @@ def test_cli_create_add_reader_list_report_export(db_url, cohorts, tmp_path, cap
     assert main(["review", "--db", db_url, "add-reader", "--session", "1", "--name", "Dr. A"]) == 0
     code = capsys.readouterr().out.strip().rsplit(" ", 1)[1]
     assert store.find_reader(db_url, code).reader_name == "Dr. A"
-    assert main(["review", "--db", db_url, "add-reader", "--session", "1", "--name", "demo", "--code", "DEMO1"]) == 0
+    assert main(["review", "--db", db_url, "add-reader", "--session", "1", "--name", "demo", "--code", "DEMO1-CODE"]) == 0
     capsys.readouterr()
-    reader = store.find_reader(db_url, "demo1")
+    reader = store.find_reader(db_url, "demo1-code")
     store.submit_answer(db_url, reader.reader_id, store.reader_case(db_url, reader.reader_id, 0).code,
                         said_synthetic=True, confidence=5, realism=2)
 
@@ -50,7 +50,9 @@ def test_cli_create_add_reader_list_report_export(db_url, cohorts, tmp_path, cap
 
     out_dir = tmp_path / "rep"
     assert main(["review", "--db", db_url, "report", "--session", "1", "--out", str(out_dir)]) == 0
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(export.REPORT_FILES)
+    # one answer so far: no MRMC analysis yet, so no ROC plot
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(set(export.REPORT_FILES) - {"roc.png"})
+    assert {oct(p.stat().st_mode & 0o777) for p in out_dir.iterdir()} == {"0o600"}
     assert main(["review", "--db", db_url, "report", "--session", "1", "--out", str(out_dir)]) == 2  # no --force
     assert "--force" in capsys.readouterr().err
     assert main(["review", "--db", db_url, "report", "--session", "1", "--out", str(out_dir), "--force"]) == 0
@@ -96,3 +98,40 @@ def test_serve_runs_the_reader_page_alone_without_navigation_or_error_details():
     opts = dict(zip(cmd[5::2], cmd[6::2]))
     assert opts["--server.port"] == "8600" and opts["--server.address"] == "127.0.0.1"
     assert opts["--client.showSidebarNavigation"] == "false" and opts["--client.showErrorDetails"] == "none"
+
+
+def test_exports_are_private_formula_safe_and_feed_mrmc_and_imrmc(db_url, cohorts, tmp_path):
+    from eval.review import mrmc
+
+    sid = store.create_session(db_url, "s", *cohorts)
+    names = ("=HYPERLINK(1)", "B", "C")
+    _answer_all(db_url, sid, names=names)
+    records = store.answer_records(db_url, sid)
+    reader = store.find_reader(db_url, store.add_reader(db_url, sid, "late"))  # answers nothing: not in MRMC
+    paths = export.write_report(db_url, sid, tmp_path / "out")
+    assert sorted(p.name for p in paths) == sorted(export.REPORT_FILES)
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in paths)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "answers.csv").read_text())))
+    assert {r["reader"] for r in rows} == {"'=HYPERLINK(1)", "B", "C"}  # neutralised, not evaluated
+    assert export.csv_cell("-2+3") == "'-2+3" and export.csv_cell("@SUM") == "'@SUM" and export.csv_cell(-2) == -2
+    # mrmc.csv is what the CLI analyses; it equals the analysis in the summary
+    data = mrmc.read_answers_csv(tmp_path / "out" / "mrmc.csv")
+    assert data.ratings.shape == (1, 3, len(records) // 3) and reader.reader_name not in data.readers
+    direct = mrmc.analyse(mrmc.ratings_from_rows(mrmc.rows_for_mrmc(records)))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["mrmc"]["conditions"][0]["auc"]["value"] == pytest.approx(direct.conditions[0].auc.value)
+    for r in records:  # rating = signed confidence, call = said synthetic
+        sign = 1 if r["said"] == "synthetic" else -1
+        t, ri, ci = 0, data.readers.index(export.csv_cell(r["reader"])), data.cases.index(r["case_id"])
+        assert data.ratings[t, ri, ci] == sign * r["confidence"] and data.calls[t, ri, ci] == (sign > 0)
+    imrmc = (tmp_path / "out" / "imrmc.csv").read_text().splitlines()
+    n_cases = len(data.cases)
+    start = imrmc.index("BEGIN DATA:")
+    assert f"NR:3" in imrmc[:start] and "NM:1" in imrmc[:start]
+    assert all(line.startswith("-1,") and ",truth," in line for line in imrmc[start + 1:start + 1 + n_cases])
+    assert len(imrmc) - start - 1 - n_cases == 3 * n_cases
+    html_text = (tmp_path / "out" / "summary.html").read_text()
+    assert "data:image/png;base64," in html_text and "http" not in html_text.replace("http://www.w3.org", "")
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "## MRMC analysis (readers and cases random)" in md and "## What this study shows" in md
+    assert (tmp_path / "out" / "roc.png").read_bytes().startswith(b"\x89PNG")
