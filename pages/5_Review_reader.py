@@ -9,10 +9,12 @@ again resumes at the first unanswered case.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import streamlit as st
+import streamlit.components.v1 as components
 
 from ctdiff.display import ORIENTATION_LABELS, WINDOW_PRESETS
 from ctdiff.errors import CTDiffError
@@ -31,6 +33,55 @@ GENERIC_ERROR = (
     "Please reload the page, or tell the study organiser."
 )
 ss = st.session_state
+
+# Keyboard answers and scroll-to-top. Runs in a zero-height component iframe (same origin as the
+# page, so it may reach the parent document); Streamlit has no hotkey API. Keys: R / S choose
+# real / synthetic, 1-5 set the confidence and then the realism rating, Enter submits. Keys typed
+# into a text field are left alone. Each case's iframe replaces the listener and scrolls the page back
+# to the top.
+HOTKEYS_JS = """
+<script>
+const doc = window.parent.document;
+const caseId = %s;
+for (const el of doc.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], section.main')) { el.scrollTop = 0; }
+window.parent.scrollTo(0, 0);
+{
+  const group = (name) => doc.querySelector(`[role="radiogroup"][aria-label="${name}"]`);
+  const pick = (name, text) => {
+    const g = group(name);
+    if (!g) return false;
+    for (const label of g.querySelectorAll('label')) {
+      if (label.innerText.trim() === text) { label.click(); return true; }
+    }
+    return false;
+  };
+  const checked = (name) => { const g = group(name); return g && g.querySelector('input:checked'); };
+  const onKey = (ev) => {
+    const t = ev.target;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && t.type !== 'radio' && t.type !== 'checkbox'))) return;
+    const k = ev.key;
+    if (k === 'r' || k === 'R') { if (pick('This scan is', 'Real')) ev.preventDefault(); }
+    else if (k === 's' || k === 'S') { if (pick('This scan is', 'Synthetic')) ev.preventDefault(); }
+    else if ('12345'.includes(k) && k.length === 1) {
+      const target = checked('Confidence in that call') ? 'How realistic does it look?' : 'Confidence in that call';
+      if (pick(target, k)) ev.preventDefault();
+    } else if (k === 'Enter') {
+      const b = Array.from(doc.querySelectorAll('[data-testid="stFormSubmitButton"] button, button'))
+        .find((x) => ['Submit and next', 'Save changes'].includes(x.innerText.trim()));
+      if (b) { ev.preventDefault(); ev.stopPropagation(); b.click(); }
+    }
+  };
+  // one listener at a time, from the newest iframe (an old case's iframe is gone with its code);
+  // capture phase, because the radio buttons' own key handling stops Enter from bubbling
+  if (window.parent.__ctdiffHotkeys) doc.removeEventListener('keydown', window.parent.__ctdiffHotkeys, true);
+  window.parent.__ctdiffHotkeys = onKey;
+  doc.addEventListener('keydown', onKey, true);
+}
+</script>
+"""
+# less space above the first element, so image and form fit a 900 px high screen
+COMPACT_CSS = "<style>.block-container{padding-top:1.2rem;padding-bottom:1rem}</style>"
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -91,13 +142,14 @@ def sign_in(db: str) -> None:
 
 def viewer(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
     grid = reader.grid
+    plane_col, window_col = st.columns(2)
     plane = reader.planes[0]
     if len(reader.planes) > 1:
-        plane = st.radio("Plane", reader.planes, horizontal=True, key="review_reader_plane")
+        plane = plane_col.selectbox("Plane", reader.planes, key="review_reader_plane")
     window = reader.windows[0]
     if len(reader.windows) > 1:
-        window = st.radio(
-            "Window", reader.windows, horizontal=True, key="review_reader_window",
+        window = window_col.selectbox(
+            "Window", reader.windows, key="review_reader_window",
             format_func=lambda w: f"{w} (W{WINDOW_PRESETS[w][0]:.0f} L{WINDOW_PRESETS[w][1]:.0f})",
         )
     n = grid.n_slices(plane)
@@ -147,11 +199,15 @@ def answer_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
         return
     ss.review_reader_pos = None  # go on at the first unanswered case
     ss.review_reader_t0_case = None
+    ss.review_reader_flash = f"Answer to case {case.position + 1} saved."
     st.rerun()
 
 
 def reading(db: str, reader: store.ReaderView) -> None:
     progress = store.reader_progress(db, reader.reader_id)
+    flash = ss.pop("review_reader_flash", None)
+    if flash:
+        st.toast(flash, icon="✅")
     st.progress(progress.answered / progress.total, text=f"{progress.answered} of {progress.total} cases answered")
     pos = ss.get("review_reader_pos")
     if pos is None:
@@ -166,9 +222,12 @@ def reading(db: str, reader: store.ReaderView) -> None:
     if ss.get("review_reader_t0_case") != case.code:  # time on a case starts when it is first shown
         ss.review_reader_t0_case = case.code
         ss.review_reader_t0 = time.monotonic()
-    st.subheader(f"Case {case.position + 1} of {case.total}")
-    st.caption(f"case ID {case.code}")
+    components.html(HOTKEYS_JS % json.dumps(case.code), height=0)
     view_col, answer_col = st.columns([3, 2], gap="large")
+    with view_col:
+        head, ident = st.columns([1, 3], vertical_alignment="bottom")
+        head.markdown(f"**Case {case.position + 1} of {case.total}**")
+        ident.caption(f"case ID {case.code} · keys: R / S, 1-5 (confidence, then realism), Enter submits")
     with view_col:
         try:
             viewer(db, reader, case)
@@ -190,10 +249,11 @@ def reading(db: str, reader: store.ReaderView) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Review reader · ctdiff", page_icon="🩻", layout="wide")
-    st.title("Blinded review")
+    st.markdown(COMPACT_CSS, unsafe_allow_html=True)
     db = default_db_url()
     reader = ss.get("review_reader_view")
     if reader is None:
+        st.title("Blinded review")
         sign_in(db)
         return
     with st.sidebar:
@@ -203,9 +263,9 @@ def main() -> None:
             sign_out()
             st.rerun()
         st.caption("Every answer is saved when you submit it; sign in again to continue where you left off.")
-    if reader.instructions:
-        with st.expander("Instructions", expanded=store.reader_progress(db, reader.reader_id).answered == 0):
-            st.markdown(reader.instructions)
+        if reader.instructions:  # in the sidebar, so the case itself starts at the top of the page
+            with st.expander("Instructions", expanded=store.reader_progress(db, reader.reader_id).answered == 0):
+                st.markdown(reader.instructions)
     reading(db, reader)
 
 

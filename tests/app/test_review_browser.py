@@ -8,6 +8,7 @@ telling names, so a leak would show up in the page source.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -165,3 +166,54 @@ def test_reader_answers_two_cases_blinded(study, streamlit_server, browser_page,
     page.screenshot(path=str(artifact_dir / "review-organiser-results.png"), full_page=True)
     for name in ("review-reader-case.png", "review-organiser-results.png"):
         assert (artifact_dir / name).stat().st_size > 10_000, name  # a real picture, not a blank page
+
+
+@pytest.mark.browser
+def test_reader_page_fits_1440x900_keyboard_answers_and_sizes_say_nothing(study, streamlit_server, browser_page, artifact_dir):
+    """Image and answer form above the fold at 1440x900; R/S, 1-5 and Enter answer a case with a
+    visible confirmation; every image the browser receives has the same byte size."""
+    page = browser_page
+    sizes: dict[str, int] = {}
+
+    def on_response(response) -> None:
+        if urlparse(response.url).path.startswith("/media/") and response.ok:  # case images, not /static/ fonts
+            sizes[response.url] = len(response.body())
+
+    page.on("response", on_response)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    base = streamlit_server("app.py", env=study["env"])
+    page.goto(base + "/Review_reader")
+    page.get_by_label("Access code").fill(study["code"])
+    page.get_by_role("button", name="Start reading").click()
+    wait_for_case(page, 1, 6)
+    image_size(page)
+    img_box = page.locator("[data-testid='stImage'] img").first.bounding_box()
+    submit_box = page.get_by_role("button", name="Submit and next").bounding_box()
+    call_box = page.get_by_role("radiogroup", name="This scan is").bounding_box()
+    page.screenshot(path=str(artifact_dir / "review-reader-1440x900.png"))
+    assert img_box["y"] >= 0 and img_box["y"] + img_box["height"] <= 900, img_box
+    assert call_box["y"] + call_box["height"] <= 900 and submit_box["y"] + submit_box["height"] <= 900, submit_box
+
+    # keyboard: S, 4 (confidence), 2 (realism), Enter
+    page.locator("[data-testid='stImage'] img").first.click()  # focus on the page, not a text field
+    for key in ("s", "4", "2", "Enter"):
+        page.keyboard.press(key)
+    page.get_by_text("Answer to case 1 saved.").wait_for()  # the confirmation
+    wait_for_case(page, 2, 6)
+    page.get_by_text("1 of 6 cases answered").wait_for()
+    (rec,) = [r for r in store.answer_records(study["url"], study["sid"]) if r["reader"] == study["reader"]]
+    assert (rec["said"], rec["confidence"], rec["realism"]) == ("synthetic", 4, 2)
+    assert page.evaluate("() => window.parent.scrollY") == 0
+
+    # walk through every remaining case by keyboard; collect every image's byte size
+    for n in range(2, 7):
+        image_size(page)
+        page.locator("[data-testid='stImage'] img").first.click()
+        for key in ("r", "3", "3", "Enter"):
+            page.keyboard.press(key)
+        if n < 6:
+            wait_for_case(page, n + 1, 6)
+    page.get_by_text("All cases are answered").wait_for()
+    records = [r for r in store.answer_records(study["url"], study["sid"]) if r["reader"] == study["reader"]]
+    assert len(records) == 6 and {r["cohort"] for r in records} == {"real", "synthetic"}
+    assert len(sizes) >= 6 and len(set(sizes.values())) == 1, sizes
