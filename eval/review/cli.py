@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ctdiff.display import PLANES, WINDOW_PRESETS
-from eval.review import export, store
+from eval.review import export, serving, store
 from eval.review.db import DB_ENV, default_db_url
 
 READER_PAGE = Path(__file__).resolve().parents[2] / "pages" / "5_Review_reader.py"
@@ -83,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("serve", help="serve the reader page alone (no other app page reachable) for a study")
     p.add_argument("--port", type=int, default=8502)
-    p.add_argument("--address", default="0.0.0.0", help="interface to listen on (default: all)")
+    p.add_argument("--address", default=serving.DEFAULT_ADDRESS, help="interface to listen on (default: localhost only; 0.0.0.0 = all)")
+    p.add_argument("--ssl-cert", default=None, help="TLS certificate (PEM) for HTTPS (Streamlit server.sslCertFile)")
+    p.add_argument("--ssl-key", default=None, help="TLS private key (PEM) for HTTPS (Streamlit server.sslKeyFile)")
     p.set_defaults(_review=run_serve)
 
 
@@ -181,5 +183,10 @@ def run_serve(args: argparse.Namespace) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
     if args.db:
         env[DB_ENV] = args.db
-    print(f"reader page on http://{args.address}:{args.port} (database {env.get(DB_ENV) or default_db_url()}); Ctrl-C stops it")
-    return subprocess.call(serve_command(args.port, args.address), env=env)
+    tls = serving.tls_options(args.ssl_cert, args.ssl_key)
+    warning = serving.exposure_warning(args.address, bool(tls))
+    if warning:
+        print(warning, file=sys.stderr)
+    scheme = "https" if tls else "http"
+    print(f"reader page on {scheme}://{args.address}:{args.port} (database {env.get(DB_ENV) or default_db_url()}); Ctrl-C stops it")
+    return subprocess.call(serve_command(args.port, args.address) + tls, env=env)

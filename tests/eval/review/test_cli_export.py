@@ -135,3 +135,35 @@ def test_exports_are_private_formula_safe_and_feed_mrmc_and_imrmc(db_url, cohort
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "## MRMC analysis (readers and cases random)" in md and "## What this study shows" in md
     assert (tmp_path / "out" / "roc.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_serve_defaults_to_localhost_warns_without_tls_and_passes_tls(monkeypatch, tmp_path, capsys):
+    from eval.review import cli as review_cli
+    from eval.review import serving
+
+    calls = []
+    monkeypatch.setattr(review_cli.subprocess, "call", lambda cmd, env: calls.append(cmd) or 0)
+    assert main(["review", "serve"]) == 0
+    opts = dict(zip(calls[-1][5::2], calls[-1][6::2]))
+    assert opts["--server.address"] == "127.0.0.1" and "--server.sslCertFile" not in opts
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "http://127.0.0.1:8502" in captured.out
+
+    assert main(["review", "serve", "--address", "0.0.0.0"]) == 0
+    assert capsys.readouterr().err.startswith("warning: serving on 0.0.0.0 over plain HTTP")
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("C")
+    key.write_text("K")
+    assert main(["review", "serve", "--address", "0.0.0.0", "--ssl-cert", str(cert), "--ssl-key", str(key)]) == 0
+    opts = dict(zip(calls[-1][5::2], calls[-1][6::2]))
+    assert (opts["--server.sslCertFile"], opts["--server.sslKeyFile"]) == (str(cert), str(key))
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "https://0.0.0.0:8502" in captured.out
+
+    assert main(["review", "serve", "--ssl-cert", str(cert)]) == 2
+    assert "needs both --ssl-cert and --ssl-key" in capsys.readouterr().err
+    assert main(["review", "serve", "--ssl-cert", str(cert), "--ssl-key", str(tmp_path / "nokey.pem")]) == 2
+    assert "TLS file not found" in capsys.readouterr().err
+    assert len(calls) == 3
+    assert [serving.is_local(a) for a in ("127.0.0.1", "::1", "localhost", "10.1.2.3", "0.0.0.0", "myhost")] == [True, True, True, False, False, False]
