@@ -206,6 +206,7 @@ def main() -> None:
         return
     with st.sidebar:
         if st.button("Sign out", key="review_org_signout"):
+            store.log_event(db, "organiser", "organiser_signout")
             sign_out()
             st.rerun()
     st.caption(f"Database: `{get_engine(db).url.render_as_string(hide_password=True)}`")

@@ -168,6 +168,38 @@ class Answer(Base):
     changes: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # edits after the first submit
 
 
+class Event(Base):
+    """Audit trail (schema v3): who did what when. Append-only: the database refuses UPDATE and
+    DELETE on this table (triggers, see :func:`_append_only`)."""
+
+    __tablename__ = "review_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    session_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # no FK: outlives its session
+    actor: Mapped[str] = mapped_column(String(64), nullable=False)  # "organiser", "cli", "reader:<id>", "client:<ip>"
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    detail: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+
+
+def _append_only(conn: Connection) -> None:
+    """Triggers that make review_events append-only (SQLite and PostgreSQL)."""
+    if conn.dialect.name == "sqlite":
+        for op in ("UPDATE", "DELETE"):
+            conn.execute(text(
+                f"CREATE TRIGGER IF NOT EXISTS review_events_no_{op.lower()} BEFORE {op} ON review_events "
+                "BEGIN SELECT RAISE(ABORT, 'review_events is append-only'); END"
+            ))
+    elif conn.dialect.name == "postgresql":
+        conn.execute(text(
+            "CREATE OR REPLACE FUNCTION review_events_append_only() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'review_events is append-only'; END; $$ LANGUAGE plpgsql"
+        ))
+        conn.execute(text(
+            "CREATE TRIGGER review_events_append_only BEFORE UPDATE OR DELETE ON review_events "
+            "FOR EACH ROW EXECUTE FUNCTION review_events_append_only()"
+        ))
+
+
 # -------------------------------------------------------------------------------------- migrations
 def schema_v1_metadata() -> MetaData:
     """The first released layout (no rating changes, no skipped-file list), kept to test migration."""
@@ -238,6 +270,8 @@ def _migrate_2_to_3(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_lookup VARCHAR(8) NOT NULL DEFAULT ''"))
     conn.execute(text("CREATE INDEX ix_review_readers_code_lookup ON review_readers (code_lookup)"))
     SigninFailure.__table__.create(conn)
+    Event.__table__.create(conn)
+    _append_only(conn)
 
 
 # target version -> step that brings a database from version - 1 to it
@@ -253,6 +287,7 @@ def ensure_schema(engine: Engine) -> int:
             if present:
                 raise ConfigError(f"holds review tables {present} but no schema version; not a ctdiff review database", _where(engine))
             Base.metadata.create_all(conn)
+            _append_only(conn)
             conn.execute(SchemaVersion.__table__.insert().values(id=1, version=SCHEMA_VERSION))
             return 0
         found = conn.scalar(select(SchemaVersion.version).where(SchemaVersion.id == 1))

@@ -30,7 +30,7 @@ import tempfile
 
 from ctdiff.errors import ConfigError, OverwriteError
 from eval.review import mrmc, plots, stats
-from eval.review.store import FLAG_LABELS, SessionInfo, answer_records, session_info, session_progress
+from eval.review.store import FLAG_LABELS, SessionInfo, answer_records, events, log_event, session_info, session_progress
 
 ANSWER_COLUMNS = (
     "session_id", "session", "reader", "position", "case_id", "case_name", "cohort", "said", "correct",
@@ -38,7 +38,7 @@ ANSWER_COLUMNS = (
     "submitted_utc", "updated_utc", "changes",
 )
 MRMC_COLUMNS = ("reader", "case", "truth", "rating", "condition", "call")
-REPORT_FILES = ("answers.csv", "answers.json", "mrmc.csv", "imrmc.csv", "summary.json", "summary.md", "summary.html", "roc.png")
+REPORT_FILES = ("answers.csv", "answers.json", "mrmc.csv", "imrmc.csv", "events.json", "summary.json", "summary.md", "summary.html", "roc.png")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -365,6 +365,7 @@ def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | by
         "answers.json": answers_json(records),
         "mrmc.csv": mrmc_csv(rows),
         "imrmc.csv": imrmc_text(rows),
+        "events.json": json.dumps(json_safe(events(db, session_id)), indent=2) + "\n",
         "summary.json": json.dumps(json_safe({
             "session": {"id": info.id, "name": info.name}, **summary, "mrmc": None if result is None else result.as_dict(),
         }), indent=2) + "\n",
@@ -398,4 +399,5 @@ def write_report(db: str | Engine | None, session_id: int, out_dir: str | os.Pat
     existing = [out / n for n in files if (out / n).exists()]
     if existing and not force:
         raise OverwriteError("already exists; pass --force to overwrite", existing[0])
+    log_event(db, "organiser", "exported", int(session_id), files=sorted(files))
     return [write_private(out / name, v if isinstance(v, bytes) else v.encode("utf-8")) for name, v in files.items()]

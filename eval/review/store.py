@@ -35,6 +35,7 @@ from eval.review.db import (
     Assignment,
     Case,
     Reader,
+    Event,
     ReviewSession,
     SigninFailure,
     get_engine,
@@ -264,6 +265,7 @@ def create_session(
         session.add(s)
         session.flush()
         session.add_all(Case(session_id=s.id, code=code, path=str(path), cohort=cohort) for code, (path, cohort) in zip(codes, cases))
+        _log(session, "organiser", "session_created", s.id, name=s.name, n_cases=len(cases), seed=s.seed)
         return s.id
 
 
@@ -316,6 +318,7 @@ def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | 
             case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id).order_by(Case.id)))
             order = assign.reader_order(case_ids, s.seed, index)
             session.add_all(Assignment(reader_id=reader.id, position=i, case_id=c) for i, c in enumerate(order))
+            _log(session, "organiser", "reader_added", s.id, reader=name, reader_id=reader.id)
     except IntegrityError:
         raise ConfigError("reader name or access code already in use; choose another") from None
     return code
@@ -330,7 +333,33 @@ def new_reader_code(db: str | Engine | None, session_id: int, name: str) -> str:
         if reader is None:
             raise ConfigError(f"session {session_id} has no reader named {name!r}")
         _set_code(reader, code)
+        _log(session, "organiser", "code_reissued", reader.session_id, reader=name, reader_id=reader.id)
     return code
+
+
+# ------------------------------------------------------------------------------- audit trail
+def _log(session, actor: str, action: str, session_id: int | None = None, **detail) -> None:
+    """Append one event inside the caller's transaction (so it commits with what it records)."""
+    session.add(Event(at=utcnow(), session_id=session_id, actor=str(actor)[:64], action=action, detail=detail))
+
+
+def log_event(db: str | Engine | None, actor: str, action: str, session_id: int | None = None, **detail) -> None:
+    """Append one event on its own (e.g. an export, a sign-in, a sign-out)."""
+    with write_session(db) as session:
+        _log(session, actor, action, session_id, **detail)
+
+
+def events(db: str | Engine | None, session_id: int | None = None) -> list[dict]:
+    """The audit trail, oldest first (of one session, or all events)."""
+    with read_session(db) as session:
+        q = select(Event).order_by(Event.id)
+        if session_id is not None:
+            q = q.where(Event.session_id == int(session_id))
+        return [
+            {"id": e.id, "at_utc": e.at.isoformat(timespec="seconds"), "session_id": e.session_id, "actor": e.actor,
+             "action": e.action, "detail": e.detail}
+            for e in session.scalars(q)
+        ]
 
 
 # ---------------------------------------------------------------------------- sign-in limits
@@ -360,6 +389,7 @@ def record_signin(db: str | Engine | None, scope: str, client: str, ok: bool) ->
     key = (scope, str(client)[:128])
     with write_session(db) as session:
         row = session.get(SigninFailure, key)
+        _log(session, f"client:{key[1]}", f"{scope}_signin_{'ok' if ok else 'failed'}")
         if ok:
             if row is not None:
                 session.delete(row)
@@ -603,6 +633,8 @@ def submit_answer(
                     answer.changes = int(answer.changes) + 1
                     answer.updated_at = now
                 session.flush()
+                _log(session, f"reader:{int(reader_id)}", "answer_changed" if answer.changes else "answer_submitted",
+                     session.scalar(select(Case.session_id).where(Case.id == case_id)), case=case_code, seconds=round(float(seconds), 3))
                 return _answer_view(answer)
         except IntegrityError:
             # another connection inserted this (reader, case) between our read and our insert

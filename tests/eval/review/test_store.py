@@ -400,3 +400,32 @@ def test_non_finite_or_bad_seconds_are_refused(db_url, cohorts, seconds):
     with pytest.raises(ConfigError, match="seconds must be a finite number"):
         _answer(db_url, reader.reader_id, code, seconds=seconds)
     assert store.answer_records(db_url, sid) == []
+
+
+def test_audit_trail_records_who_did_what_and_is_append_only(db_url, cohorts, tmp_path):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from eval.review import export
+
+    sid = store.create_session(db_url, "s", *cohorts)
+    code = store.add_reader(db_url, sid, "A")
+    reader = store.find_reader(db_url, code)
+    store.record_signin(db_url, "reader", "10.0.0.9", ok=False)
+    first = store.reader_case(db_url, reader.reader_id, 0).code
+    _answer(db_url, reader.reader_id, first, seconds=4.5)
+    store.new_reader_code(db_url, sid, "A")
+    export.write_report(db_url, sid, tmp_path / "out", only=("answers.csv",))
+    log = store.events(db_url)
+    assert [(e["actor"], e["action"]) for e in log] == [
+        ("organiser", "session_created"), ("organiser", "reader_added"), ("client:10.0.0.9", "reader_signin_failed"),
+        (f"reader:{reader.reader_id}", "answer_submitted"), ("organiser", "code_reissued"), ("organiser", "exported"),
+    ]
+    assert log[3]["detail"] == {"case": first, "seconds": 4.5} and log[3]["session_id"] == sid
+    assert [e["action"] for e in store.events(db_url, sid)] == [e["action"] for e in log if e["session_id"] == sid]
+    engine = get_engine(db_url)
+    for sql in ("UPDATE review_events SET action = 'x'", "DELETE FROM review_events"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(sql))
+    assert len(store.events(db_url)) == len(log)

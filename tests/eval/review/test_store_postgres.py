@@ -28,6 +28,15 @@ def test_postgres_schema_and_full_round_trip(pg_url, cohorts):
     assert store.reader_progress(pg_url, reader.reader_id).next_position == 1
     (rec,) = store.answer_records(pg_url, sid)
     assert (rec["said"], rec["realism"], rec["flag_noise"]) == ("real", 4, False)
+    # audit trail: append-only on PostgreSQL too (a trigger refuses UPDATE and DELETE)
+    assert [e["action"] for e in store.events(pg_url, sid)] == ["session_created", "reader_added", "answer_submitted", "answer_changed"]
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError, match="append-only"):
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM review_events"))
+    assert len(store.events(pg_url, sid)) == 4
 
 
 def test_postgres_migration_from_v1(pg_url):
