@@ -18,6 +18,7 @@ from ctdiff.display import PLANES, WINDOW_PRESETS
 from ctdiff.errors import CTDiffError
 from eval.review import export, store
 from eval.review.db import default_db_url, get_engine, workspace_dir
+from eval.review.stats import afc_summary as stats_afc
 from eval.review.stats import session_summary
 
 ORGANISER_ENV = "CTDIFF_ORGANISER_CODE"
@@ -97,6 +98,9 @@ def create_form(db: str) -> None:
         c1, c2 = st.columns(2)
         n = c1.number_input("Cases per cohort (0 = balanced: as many as the smaller folder has)", min_value=0, value=0, step=1, key="review_new_n")
         seed = c2.number_input("Random seed", min_value=0, value=0, step=1, key="review_new_seed")
+        design = st.radio(
+            "Study design", store.DESIGNS, key="review_new_design", format_func=lambda d: store.DESIGN_LABELS[d],
+        )
         planes = st.multiselect("Planes readers may use", list(PLANES), default=list(PLANES), key="review_new_planes")
         windows = st.multiselect("Window presets readers may use", list(WINDOW_PRESETS), default=list(WINDOW_PRESETS), key="review_new_windows")
         scroll = st.radio(
@@ -112,7 +116,7 @@ def create_form(db: str) -> None:
     try:
         sid = store.create_session(
             db, name, real_dir.strip(), gen_dir.strip(), n_per_cohort=int(n) or None, seed=int(seed), planes=planes,
-            windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions,
+            windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions, design=design,
             progress=lambda done, total: bar.progress(done / total, text=f"reading and caching cases: {done}/{total}"),
         )
     except CTDiffError as exc:
@@ -169,6 +173,18 @@ def progress_panel(db: str, info: store.SessionInfo) -> None:
 
 
 def results_panel(db: str, info: store.SessionInfo) -> None:
+    if info.design == "2afc":
+        records = store.pair_records(db, info.id)
+        if not records:
+            st.info("No answers yet.")
+            return
+        for section in export.afc_sections(info, stats_afc(records), store.session_progress(db, info.id))[1:]:
+            st.subheader(section.title)
+            for p in section.paragraphs:
+                st.markdown(p)
+            for t in section.tables:
+                table(t)
+        return
     records = store.answer_records(db, info.id)
     if not records:
         st.info("No answers yet.")
@@ -229,7 +245,8 @@ def main() -> None:
     st.caption(
         f"Real: `{info.real_dir}` · generated: `{info.generated_dir}` · seed {info.seed} · display grid "
         f"{' x '.join(map(str, info.grid.shape))} · planes {', '.join(info.planes)} · windows {', '.join(info.windows)} · "
-        f"{'all slices' if info.scroll == 'all' else 'middle slice only'} · changes {'allowed' if info.allow_change else 'not allowed'}"
+        f"{'all slices' if info.scroll == 'all' else 'middle slice only'} · changes {'allowed' if info.allow_change else 'not allowed'} · "
+        f"design: {store.DESIGN_LABELS[info.design]}"
     )
     if info.skipped:
         with st.expander(f"{len(info.skipped)} unreadable file(s) skipped"):

@@ -36,7 +36,8 @@ ss = st.session_state
 
 # Keyboard answers and scroll-to-top. Runs in a zero-height component iframe (same origin as the
 # page, so it may reach the parent document); Streamlit has no hotkey API. Keys: R / S choose
-# real / synthetic, 1-5 set the confidence and then the realism rating, Enter submits. Keys typed
+# real / synthetic, 1-5 set the confidence and then the realism rating, Enter submits; in a
+# forced-choice pair the left / right arrow keys pick the scan taken for real. Keys typed
 # into a text field are left alone. Each case's iframe replaces the listener and scrolls the page back
 # to the top.
 HOTKEYS_JS = """
@@ -61,7 +62,8 @@ window.parent.scrollTo(0, 0);
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && t.type !== 'radio' && t.type !== 'checkbox'))) return;
     const k = ev.key;
-    if (k === 'r' || k === 'R') { if (pick('This scan is', 'Real')) ev.preventDefault(); }
+    if (k === 'ArrowLeft' || k === 'ArrowRight') { if (pick('Which scan is real?', k === 'ArrowLeft' ? 'Left' : 'Right')) ev.preventDefault(); }
+    else if (k === 'r' || k === 'R') { if (pick('This scan is', 'Real')) ev.preventDefault(); }
     else if (k === 's' || k === 'S') { if (pick('This scan is', 'Synthetic')) ev.preventDefault(); }
     else if ('12345'.includes(k) && k.length === 1) {
       const target = checked('Confidence in that call') ? 'How realistic does it look?' : 'Confidence in that call';
@@ -247,6 +249,71 @@ def reading(db: str, reader: store.ReaderView) -> None:
                 st.rerun()
 
 
+def pair_controls(reader: store.ReaderView, pair: store.PairView) -> tuple[str, int, str]:
+    """Plane, slice and window, shared by both scans of a pair (same place in both)."""
+    grid = reader.grid
+    plane_col, window_col, slice_col = st.columns([1, 1, 2])
+    plane = reader.planes[0]
+    if len(reader.planes) > 1:
+        plane = plane_col.selectbox("Plane", reader.planes, key="review_reader_plane")
+    window = reader.windows[0]
+    if len(reader.windows) > 1:
+        window = window_col.selectbox(
+            "Window", reader.windows, key="review_reader_window",
+            format_func=lambda w: f"{w} (W{WINDOW_PRESETS[w][0]:.0f} L{WINDOW_PRESETS[w][1]:.0f})",
+        )
+    n = grid.n_slices(plane)
+    index = grid.middle(plane)
+    if reader.scroll == "all" and n > 1:
+        index = slice_col.slider("Slice", 1, n, index + 1, key=f"review_reader_pair_slice_{pair.position}_{plane}") - 1
+    return plane, index, window
+
+
+def reading_2afc(db: str, reader: store.ReaderView) -> None:
+    """Two-alternative forced choice: a real and a synthetic scan side by side; which is real?"""
+    progress = store.reader_pair_progress(db, reader.reader_id)
+    flash = ss.pop("review_reader_flash", None)
+    if flash:
+        st.toast(flash, icon="✅")
+    st.progress(progress.answered / progress.total, text=f"{progress.answered} of {progress.total} pairs answered")
+    if progress.next_position is None:
+        st.success("All pairs are answered. Thank you!")
+        return
+    pair = store.reader_pair(db, reader.reader_id, progress.next_position)
+    key = f"pair-{pair.position}"
+    if ss.get("review_reader_t0_case") != key:
+        ss.review_reader_t0_case = key
+        ss.review_reader_t0 = time.monotonic()
+    components.html(HOTKEYS_JS % json.dumps(key), height=0)
+    st.markdown(f"**Pair {pair.position + 1} of {pair.total}** · one of these two scans is real, the other synthetic")
+    try:
+        plane, index, window = pair_controls(reader, pair)
+        left_col, right_col = st.columns(2)
+        for col, side, code in ((left_col, "Left", pair.left), (right_col, "Right", pair.right)):
+            col.image(slice_png(db, reader.reader_id, code, plane, index, window), output_format="PNG", caption=side)
+    except Exception:  # a traceback would print server paths into the reader's browser
+        log.exception("review reader: cannot render pair %s", pair.position)
+        st.error(GENERIC_ERROR)
+    with st.form(f"review_reader_pair_{pair.position}"):
+        choice = st.radio("Which scan is real?", ["Left", "Right"], index=None, horizontal=True)
+        confidence = st.radio("Confidence in that call", [1, 2, 3, 4, 5], index=None, horizontal=True, help=LIKERT_HELP["confidence"])
+        submitted = st.form_submit_button("Submit and next", type="primary")
+    if not submitted:
+        return
+    if choice is None or confidence is None:
+        st.warning("Please choose the real scan and a confidence.")
+        return
+    seconds = time.monotonic() - ss.get("review_reader_t0", time.monotonic())
+    try:
+        store.submit_pair_answer(db, reader.reader_id, pair.position, chose_left=choice == "Left", confidence=confidence, seconds=seconds)
+    except store.AnswerLockedError:
+        st.warning("This pair was already answered.")
+        return
+    ss.review_reader_t0_case = None
+    ss.review_reader_flash = f"Answer to pair {pair.position + 1} saved."
+    st.rerun()
+
+
 def main() -> None:
     st.set_page_config(page_title="Review reader · ctdiff", page_icon="🩻", layout="wide")
     st.markdown(COMPACT_CSS, unsafe_allow_html=True)
@@ -266,7 +333,10 @@ def main() -> None:
         if reader.instructions:  # in the sidebar, so the case itself starts at the top of the page
             with st.expander("Instructions", expanded=store.reader_progress(db, reader.reader_id).answered == 0):
                 st.markdown(reader.instructions)
-    reading(db, reader)
+    if reader.design == "2afc":
+        reading_2afc(db, reader)
+    else:
+        reading(db, reader)
 
 
 try:

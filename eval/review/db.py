@@ -101,6 +101,8 @@ class ReviewSession(Base):
     # added in schema version 2
     allow_change: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     skipped: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [[path, reason], ...]
+    # added in schema version 3
+    design: Mapped[str] = mapped_column(String(16), nullable=False, default="single")  # "single" or "2afc"
 
 
 class Case(Base):
@@ -124,6 +126,31 @@ class Reader(Base):
     code_kdf: Mapped[str] = mapped_column(String(16), nullable=False, default="scrypt")  # "scrypt", or "sha256" (pre-v3)
     code_salt: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     code_lookup: Mapped[str] = mapped_column(String(8), nullable=False, default="", index=True)  # first characters, to find candidates
+
+
+class Pair(Base):
+    """Two-alternative forced choice (schema v3): one real and one synthetic case shown side by
+    side, at one place in one reader's order."""
+
+    __tablename__ = "review_pairs"
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    left_case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False)
+    right_case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False)
+
+
+class PairAnswer(Base):
+    """Which side of a pair the reader took for the real scan (schema v3)."""
+
+    __tablename__ = "review_pair_answers"
+    __table_args__ = (UniqueConstraint("reader_id", "position", name="uq_pair_answer_reader_position"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    chose_left: Mapped[bool] = mapped_column(Boolean, nullable=False)  # the left scan was called real
+    confidence: Mapped[int] = mapped_column(Integer, nullable=False)  # 1..5
+    seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
 
 
 class SigninFailure(Base):
@@ -269,7 +296,10 @@ def _migrate_2_to_3(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_salt VARCHAR(64) NOT NULL DEFAULT ''"))
     conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_lookup VARCHAR(8) NOT NULL DEFAULT ''"))
     conn.execute(text("CREATE INDEX ix_review_readers_code_lookup ON review_readers (code_lookup)"))
+    conn.execute(text("ALTER TABLE review_sessions ADD COLUMN design VARCHAR(16) NOT NULL DEFAULT 'single'"))
     SigninFailure.__table__.create(conn)
+    Pair.__table__.create(conn)
+    PairAnswer.__table__.create(conn)
     Event.__table__.create(conn)
     _append_only(conn)
 

@@ -30,12 +30,26 @@ import tempfile
 
 from ctdiff.errors import ConfigError, OverwriteError
 from eval.review import mrmc, plots, stats
-from eval.review.store import FLAG_LABELS, SessionInfo, answer_records, events, log_event, session_info, session_progress
+from eval.review.store import (
+    DESIGN_LABELS,
+    FLAG_LABELS,
+    SessionInfo,
+    answer_records,
+    events,
+    log_event,
+    pair_records,
+    session_info,
+    session_progress,
+)
 
 ANSWER_COLUMNS = (
     "session_id", "session", "reader", "position", "case_id", "case_name", "cohort", "said", "correct",
     "confidence", "realism", *(f"flag_{f}" for f in stats.FLAGS), "comment", "seconds",
     "submitted_utc", "updated_utc", "changes",
+)
+AFC_COLUMNS = (
+    "session_id", "session", "reader", "position", "left_case_id", "left_name", "right_case_id", "right_name",
+    "real_side", "chose", "correct", "confidence", "seconds", "submitted_utc",
 )
 MRMC_COLUMNS = ("reader", "case", "truth", "rating", "condition", "call")
 REPORT_FILES = ("answers.csv", "answers.json", "mrmc.csv", "imrmc.csv", "events.json", "summary.json", "summary.md", "summary.html", "roc.png")
@@ -347,9 +361,55 @@ def session_mrmc(records: list[dict]) -> tuple[list[dict], mrmc.MrmcResult | Non
         return rows, None, f"The MRMC analysis cannot run yet: {exc}."
 
 
+def afc_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> list[Section]:
+    """Report of a two-alternative forced-choice session."""
+    design = Section(
+        "Study design",
+        [
+            f"Session **{info.name}** (id {info.id}), created {info.created_at:%Y-%m-%d %H:%M} UTC: "
+            f"{DESIGN_LABELS['2afc']}. {info.n_real} real and {info.n_synthetic} synthetic cases, {info.n_readers} reader(s). "
+            f"Each pair shows one real and one synthetic scan side by side (never two of one cohort), which side is real "
+            f"decided by a fair coin per pair, each case at most once per reader, pairs in each reader's own random order (seed {info.seed}).",
+        ],
+        [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
+    )
+    rows = [[name, str(m["n"]), fmt_prop(m), fmt_p(m["p"]), fmt_num(m["mean_seconds"], 1)]
+            for name, m in [*summary["per_reader"].items(), ("pooled", summary["pooled"])]]
+    result = Section(
+        "Which scan is real? (two-alternative forced choice)",
+        [f"Proportion of pairs where the reader picked the real scan, with the {summary['ci_method']}; p from a two-sided "
+         "exact binomial test against 50 % (guessing). 50 % means readers could not tell which scan is real."],
+        [Table(["reader", "pairs", "picked the real scan", "p vs 50 %", "s per pair"], rows)],
+    )
+    pooled = summary["pooled"]
+    if not pooled["n"]:
+        words = "No pair has been answered yet."
+    elif pooled["ci_low"] > 0.5:
+        words = (f"Readers picked the real scan more often than chance ({100 * pooled['value']:.0f} %, CI "
+                 f"{100 * pooled['ci_low']:.0f}-{100 * pooled['ci_high']:.0f} %): the synthetic scans can be told apart.")
+    else:
+        words = (f"Readers did not pick the real scan more often than chance ({100 * pooled['value']:.0f} %, CI "
+                 f"{100 * pooled['ci_low']:.0f}-{100 * pooled['ci_high']:.0f} %). The pooled interval treats answers as "
+                 "independent; with several readers it is somewhat too narrow.")
+    return [design, result, Section("What this study shows", [words])]
+
+
 def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | bytes]:
     """File name -> text (bytes for the ROC plot) of every export of a session (:data:`REPORT_FILES`)."""
     info = session_info(db, session_id)
+    if info.design == "2afc":
+        records = pair_records(db, session_id)
+        summary = stats.afc_summary(records)
+        sections = afc_sections(info, summary, session_progress(db, session_id))
+        title = f"Reader study: {info.name}"
+        return {
+            "answers.csv": _csv(AFC_COLUMNS, records),
+            "answers.json": answers_json(records),
+            "events.json": json.dumps(json_safe(events(db, session_id)), indent=2) + "\n",
+            "summary.json": json.dumps(json_safe({"session": {"id": info.id, "name": info.name}, "design": "2afc", **summary}), indent=2) + "\n",
+            "summary.md": render_markdown(title, sections),
+            "summary.html": render_html(title, sections),
+        }
     records = answer_records(db, session_id)
     summary = stats.session_summary(records)
     rows, result, note = session_mrmc(records)

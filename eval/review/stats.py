@@ -252,3 +252,26 @@ def session_summary(rows: Iterable[Mapping], top_fooled: int = 10) -> dict:
         "fooled": fooled_cases(rows, top_fooled),
         "artefacts": artefact_frequencies(rows),
     }
+
+
+def afc_summary(rows: Iterable[Mapping]) -> dict:
+    """Two-alternative forced choice: proportion of pairs where the reader picked the real scan,
+    pooled and per reader, each with its Wilson CI and a two-sided exact binomial test against 0.5
+    (``scipy.stats.binomtest``). 50 % means readers cannot tell which of the two is real."""
+    rows = list(rows)
+
+    def group(sel: list[Mapping]) -> dict:
+        k, n = sum(bool(r["correct"]) for r in sel), len(sel)
+        out = _proportion(k, n)
+        out["p"] = float(sps.binomtest(k, n, 0.5).pvalue) if n else math.nan
+        out["mean_seconds"] = float(np.mean([r["seconds"] for r in sel])) if sel else math.nan
+        return out
+
+    readers = sorted({r["reader"] for r in rows})
+    return {
+        "n_answers": len(rows),
+        "n_readers": len(readers),
+        "ci_method": CI_METHOD,
+        "pooled": group(rows),
+        "per_reader": {rd: group([r for r in rows if r["reader"] == rd]) for rd in readers},
+    }

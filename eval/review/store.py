@@ -36,6 +36,8 @@ from eval.review.db import (
     Case,
     Reader,
     Event,
+    Pair,
+    PairAnswer,
     ReviewSession,
     SigninFailure,
     get_engine,
@@ -53,6 +55,8 @@ FLAG_LABELS = {
     "anatomy": "anatomy",
     "edges": "edges / artefacts",
 }
+DESIGNS = ("single", "2afc")  # one scan with a call and confidence; two-alternative forced choice
+DESIGN_LABELS = {"single": "single scan: real or synthetic, with confidence", "2afc": "two-alternative forced choice: which of two is real?"}
 SCROLL_MODES = ("all", "middle")  # scroll through every slice, or see only the middle slice
 LIKERT = range(1, 6)
 CACHE_FOLDER = "review-cache"
@@ -85,6 +89,7 @@ class SessionInfo:
     instructions: str
     grid: render.DisplayGrid
     skipped: tuple[tuple[str, str], ...]
+    design: str = "single"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +107,7 @@ class ReaderView:
     instructions: str
     grid: render.DisplayGrid
     total: int
+    design: str = "single"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +198,7 @@ def create_session(
     allow_change: bool = False,
     instructions: str = "",
     *,
+    design: str = "single",
     n_real: int | None = None,
     n_generated: int | None = None,
     progress: Progress | None = None,
@@ -211,6 +218,8 @@ def create_session(
     windows = _check_choice(windows, tuple(WINDOW_PRESETS), "window preset")
     if scroll not in SCROLL_MODES:
         raise ConfigError(f"scroll must be one of {SCROLL_MODES}, got {scroll!r}")
+    if design not in DESIGNS:
+        raise ConfigError(f"design must be one of {DESIGNS}, got {design!r}")
     real_dir, generated_dir = Path(real_dir), Path(generated_dir)
     for folder in (real_dir, generated_dir):
         if not folder.is_dir():
@@ -259,7 +268,7 @@ def create_session(
         s = ReviewSession(
             uid=uid, name=name, seed=int(seed), real_dir=str(real_dir), generated_dir=str(generated_dir),
             planes=list(planes), windows=list(windows), scroll=scroll, allow_change=bool(allow_change),
-            instructions=instructions or "", grid_shape=list(grid.shape), grid_spacing=list(grid.spacing),
+            instructions=instructions or "", grid_shape=list(grid.shape), grid_spacing=list(grid.spacing), design=design,
             skipped=[list(x) for x in skipped], created_at=utcnow(),
         )
         session.add(s)
@@ -315,9 +324,14 @@ def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | 
             _set_code(reader, code)
             session.add(reader)
             session.flush()
-            case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id).order_by(Case.id)))
-            order = assign.reader_order(case_ids, s.seed, index)
-            session.add_all(Assignment(reader_id=reader.id, position=i, case_id=c) for i, c in enumerate(order))
+            if s.design == "2afc":
+                by_cohort = {c: list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.cohort == c).order_by(Case.id))) for c in COHORTS}
+                pairs = assign.afc_pairs(by_cohort["real"], by_cohort["synthetic"], s.seed, index)
+                session.add_all(Pair(reader_id=reader.id, position=i, left_case_id=a, right_case_id=b) for i, (a, b) in enumerate(pairs))
+            else:
+                case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id).order_by(Case.id)))
+                order = assign.reader_order(case_ids, s.seed, index)
+                session.add_all(Assignment(reader_id=reader.id, position=i, case_id=c) for i, c in enumerate(order))
             _log(session, "organiser", "reader_added", s.id, reader=name, reader_id=reader.id)
     except IntegrityError:
         raise ConfigError("reader name or access code already in use; choose another") from None
@@ -408,7 +422,7 @@ def _session_info(session, s: ReviewSession) -> SessionInfo:
         id=s.id, name=s.name, created_at=s.created_at, seed=s.seed, real_dir=s.real_dir, generated_dir=s.generated_dir,
         n_real=int(counts.get("real", 0)), n_synthetic=int(counts.get("synthetic", 0)), n_readers=int(n_readers),
         planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
-        instructions=s.instructions, grid=_grid(s), skipped=tuple(tuple(x) for x in (s.skipped or [])),
+        instructions=s.instructions, grid=_grid(s), skipped=tuple(tuple(x) for x in (s.skipped or [])), design=s.design,
     )
 
 
@@ -426,6 +440,8 @@ def session_progress(db: str | Engine | None, session_id: int) -> list[dict]:
     """Per reader: name, answered, total, done, last answer time (UTC)."""
     with read_session(db) as session:
         s = _get_session(session, session_id)
+        if s.design == "2afc":
+            return _pair_progress_rows(session, s)
         total = session.scalar(select(func.count(Case.id)).where(Case.session_id == s.id))
         rows = session.execute(
             select(Reader.name, func.count(Answer.id), func.max(Answer.updated_at))
@@ -504,11 +520,12 @@ def find_reader(db: str | Engine | None, code: str) -> ReaderView | None:
         if reader is None:
             return None
         s = _get_session(session, reader.session_id)
-        total = session.scalar(select(func.count(Assignment.case_id)).where(Assignment.reader_id == reader.id))
+        table = Pair if s.design == "2afc" else Assignment
+        total = session.scalar(select(func.count()).select_from(table).where(table.reader_id == reader.id))
         return ReaderView(
             reader_id=reader.id, reader_name=reader.name, session_id=s.id, session_name=s.name,
             planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
-            instructions=s.instructions, grid=_grid(s), total=int(total),
+            instructions=s.instructions, grid=_grid(s), total=int(total), design=s.design,
         )
 
 
@@ -554,11 +571,13 @@ def reader_case(db: str | Engine | None, reader_id: int, position: int) -> Reade
 def load_case_array(db: str | Engine | None, reader_id: int, case_code: str) -> tuple[np.ndarray, render.DisplayGrid]:
     """The cached display-grid array of a case in this reader's order (rebuilt if missing)."""
     with read_session(db) as session:
+        in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
+        in_pairs = select(Pair.left_case_id).where(Pair.reader_id == int(reader_id)).union(
+            select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
         row = session.execute(
             select(ReviewSession.id, ReviewSession.uid, ReviewSession.grid_shape, ReviewSession.grid_spacing)
             .join(Case, Case.session_id == ReviewSession.id)
-            .join(Assignment, Assignment.case_id == Case.id)
-            .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
+            .where(Case.code == case_code, Case.id.in_(in_order) | Case.id.in_(in_pairs))
         ).first()
     if row is None:
         raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
@@ -643,3 +662,113 @@ def submit_answer(
             if attempt == 1:
                 raise
     raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ two-alternative forced choice
+@dataclasses.dataclass(frozen=True)
+class PairView:
+    """One 2AFC pair in a reader's order: two opaque case codes (left, right) and the answer if given."""
+
+    position: int
+    total: int
+    left: str
+    right: str
+    chose_left: bool | None  # None = not answered yet
+
+
+def _pair_progress_rows(session, s: ReviewSession) -> list[dict]:
+    rows = session.execute(
+        select(Reader.name, func.count(func.distinct(Pair.position)), func.count(func.distinct(PairAnswer.id)), func.max(PairAnswer.submitted_at))
+        .outerjoin(Pair, Pair.reader_id == Reader.id)
+        .outerjoin(PairAnswer, (PairAnswer.reader_id == Reader.id) & (PairAnswer.position == Pair.position))
+        .where(Reader.session_id == s.id)
+        .group_by(Reader.id, Reader.name)
+        .order_by(Reader.id)
+    ).all()
+    return [
+        {"reader": name, "answered": int(n), "total": int(total), "done": int(n) == int(total), "last_answer_utc": last}
+        for name, total, n, last in rows
+    ]
+
+
+def reader_pair_progress(db: str | Engine | None, reader_id: int) -> ReaderProgress:
+    """How far a reader is in a 2AFC session; ``next_position`` is the first unanswered pair."""
+    with read_session(db) as session:
+        rows = session.execute(
+            select(Pair.position, PairAnswer.id)
+            .outerjoin(PairAnswer, (PairAnswer.reader_id == Pair.reader_id) & (PairAnswer.position == Pair.position))
+            .where(Pair.reader_id == int(reader_id))
+            .order_by(Pair.position)
+        ).all()
+    if not rows:
+        raise ConfigError(f"no reader with id {reader_id} (or no pairs assigned)")
+    open_positions = [pos for pos, answer_id in rows if answer_id is None]
+    return ReaderProgress(answered=len(rows) - len(open_positions), total=len(rows), next_position=open_positions[0] if open_positions else None)
+
+
+def reader_pair(db: str | Engine | None, reader_id: int, position: int) -> PairView:
+    """The pair at ``position`` of a reader's 2AFC order (opaque codes only: no cohort)."""
+    left_case, right_case = Case.__table__.alias("l"), Case.__table__.alias("r")
+    with read_session(db) as session:
+        total = session.scalar(select(func.count()).select_from(Pair).where(Pair.reader_id == int(reader_id)))
+        row = session.execute(
+            select(left_case.c.code, right_case.c.code, PairAnswer.chose_left)
+            .select_from(Pair)
+            .join(left_case, left_case.c.id == Pair.left_case_id)
+            .join(right_case, right_case.c.id == Pair.right_case_id)
+            .outerjoin(PairAnswer, (PairAnswer.reader_id == Pair.reader_id) & (PairAnswer.position == Pair.position))
+            .where(Pair.reader_id == int(reader_id), Pair.position == int(position))
+        ).first()
+    if row is None:
+        raise ConfigError(f"reader {reader_id} has no pair at position {position}")
+    return PairView(int(position), int(total), row[0], row[1], None if row[2] is None else bool(row[2]))
+
+
+def submit_pair_answer(db: str | Engine | None, reader_id: int, position: int, *, chose_left: bool, confidence: int, seconds: float = 0.0) -> None:
+    """Store which side a reader took for the real scan; committed before returning. A pair is
+    answered once (2AFC answers are never changed)."""
+    if not isinstance(chose_left, (bool, np.bool_)):
+        raise ConfigError(f"chose_left must be True or False, got {chose_left!r}")
+    _validate_answer(False, confidence, 3, (), seconds)
+    try:
+        with write_session(db) as session:
+            pair = session.get(Pair, (int(reader_id), int(position)))
+            if pair is None:
+                raise ConfigError(f"reader {reader_id} has no pair at position {position}")
+            if session.scalar(select(PairAnswer.id).where(PairAnswer.reader_id == int(reader_id), PairAnswer.position == int(position))) is not None:
+                raise AnswerLockedError(f"pair {int(position) + 1} is already answered")
+            session.add(PairAnswer(reader_id=int(reader_id), position=int(position), chose_left=bool(chose_left),
+                                   confidence=int(confidence), seconds=float(seconds), submitted_at=utcnow()))
+            sid = session.scalar(select(Case.session_id).where(Case.id == pair.left_case_id))
+            _log(session, f"reader:{int(reader_id)}", "pair_answered", sid, position=int(position), seconds=round(float(seconds), 3))
+    except IntegrityError:  # a concurrent submit of the same pair won
+        raise AnswerLockedError(f"pair {int(position) + 1} is already answered") from None
+
+
+def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
+    """Every 2AFC answer of a session, unblinded (for statistics and export)."""
+    left_case, right_case = Case.__table__.alias("l"), Case.__table__.alias("r")
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        rows = session.execute(
+            select(Reader.name, Pair.position, left_case.c.code, left_case.c.cohort, left_case.c.path,
+                   right_case.c.code, right_case.c.path, PairAnswer)
+            .select_from(PairAnswer)
+            .join(Pair, (Pair.reader_id == PairAnswer.reader_id) & (Pair.position == PairAnswer.position))
+            .join(Reader, Reader.id == PairAnswer.reader_id)
+            .join(left_case, left_case.c.id == Pair.left_case_id)
+            .join(right_case, right_case.c.id == Pair.right_case_id)
+            .where(Reader.session_id == s.id)
+            .order_by(Reader.id, Pair.position)
+        ).all()
+        out = []
+        for name, pos, lcode, lcohort, lpath, rcode, rpath, a in rows:
+            real_left = lcohort == "real"
+            out.append({
+                "session_id": s.id, "session": s.name, "reader": name, "position": int(pos) + 1,
+                "left_case_id": lcode, "left_name": case_name(lpath), "right_case_id": rcode, "right_name": case_name(rpath),
+                "real_side": "left" if real_left else "right", "chose": "left" if a.chose_left else "right",
+                "correct": bool(a.chose_left) == real_left, "confidence": int(a.confidence),
+                "seconds": round(float(a.seconds), 3), "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+            })
+        return out
