@@ -286,18 +286,19 @@ def reading_2afc(db: str, reader: store.ReaderView) -> None:
         ss.review_reader_t0 = time.monotonic()
     components.html(HOTKEYS_JS % json.dumps(key), height=0)
     st.markdown(f"**Pair {pair.position + 1} of {pair.total}** · one of these two scans is real, the other synthetic")
+    plane, index, window = pair_controls(reader, pair)
+    left_col, right_col, form_col = st.columns([2, 2, 1.3])  # images and form side by side: all above the fold
     try:
-        plane, index, window = pair_controls(reader, pair)
-        left_col, right_col = st.columns(2)
         for col, side, code in ((left_col, "Left", pair.left), (right_col, "Right", pair.right)):
             col.image(slice_png(db, reader.reader_id, code, plane, index, window), output_format="PNG", caption=side)
     except Exception:  # a traceback would print server paths into the reader's browser
         log.exception("review reader: cannot render pair %s", pair.position)
         st.error(GENERIC_ERROR)
-    with st.form(f"review_reader_pair_{pair.position}"):
+    with form_col, st.form(f"review_reader_pair_{pair.position}"):
         choice = st.radio("Which scan is real?", ["Left", "Right"], index=None, horizontal=True)
         confidence = st.radio("Confidence in that call", [1, 2, 3, 4, 5], index=None, horizontal=True, help=LIKERT_HELP["confidence"])
         submitted = st.form_submit_button("Submit and next", type="primary")
+        st.caption("keys: ← / → pick the real scan, 1-5 confidence, Enter submits")
     if not submitted:
         return
     if choice is None or confidence is None:

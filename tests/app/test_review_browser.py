@@ -217,3 +217,48 @@ def test_reader_page_fits_1440x900_keyboard_answers_and_sizes_say_nothing(study,
     records = [r for r in store.answer_records(study["url"], study["sid"]) if r["reader"] == study["reader"]]
     assert len(records) == 6 and {r["cohort"] for r in records} == {"real", "synthetic"}
     assert len(sizes) >= 6 and len(set(sizes.values())) == 1, sizes
+
+
+@pytest.mark.browser
+def test_two_alternative_forced_choice_page(tmp_path, streamlit_server, browser_page, artifact_dir):
+    """A 2AFC pair in the browser: two same-size images (same byte size), no cohort in the page,
+    the arrow key and Enter answer it, and the choice is stored."""
+    rng = np.random.default_rng(3)
+    real, gen = tmp_path / "realcohortdir", tmp_path / "generatedcohortdir"
+    for i in range(2):
+        write_nifti(pelvis((96, 96, 12), (4.0, 4.0, 10.0), 12.0, rng), real / f"truescan_{i:03d}.nii.gz")
+        write_nifti(pelvis((64, 64, 10), (6.0, 6.0, 12.0), 35.0, rng), gen / f"modelsample_{i:03d}.nii.gz")
+    url = f"sqlite:///{tmp_path / 'reviews.sqlite'}"
+    sid = store.create_session(url, "AFC study", real, gen, seed=1, design="2afc")
+    code = store.add_reader(url, sid, "Dr. Pair")
+    reader = store.find_reader(url, code)
+    first = store.reader_pair(url, reader.reader_id, 0)
+    real_side = "left" if store_cohort(url, first.left) == "real" else "right"
+    env = {"CTDIFF_WORKSPACE": str(tmp_path), "CTDIFF_REVIEW_DB": url, "CTDIFF_ORGANISER_CODE": ORG_CODE}
+    page = browser_page
+    sizes: dict[str, int] = {}
+    page.on("response", lambda r: sizes.__setitem__(r.url, len(r.body())) if urlparse(r.url).path.startswith("/media/") and r.ok else None)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    base = streamlit_server("app.py", env=env)
+    page.goto(base + "/Review_reader")
+    page.get_by_label("Access code").fill(code)
+    page.get_by_role("button", name="Start reading").click()
+    page.get_by_text("Pair 1 of 2").wait_for()
+    imgs = page.locator("[data-testid='stImage'] img")
+    imgs.nth(1).wait_for()
+    page.wait_for_function("() => Array.from(document.querySelectorAll(\"[data-testid='stImage'] img\")).every(i => i.complete && i.naturalWidth > 0)")
+    dims = [tuple(imgs.nth(i).evaluate("i => [i.naturalWidth, i.naturalHeight]")) for i in range(2)]
+    assert dims[0] == dims[1]
+    check_no_leaks(page.content(), tmp_path)
+    page.screenshot(path=str(artifact_dir / "review-2afc.png"))
+    for box in (imgs.nth(0).bounding_box(), imgs.nth(1).bounding_box(), page.get_by_role("button", name="Submit and next").bounding_box()):
+        assert box["y"] + box["height"] <= 900, box  # both scans and the form above the fold at 1440x900
+    imgs.first.click()
+    for key in ("ArrowLeft" if real_side == "left" else "ArrowRight", "5", "Enter"):
+        page.keyboard.press(key)
+    page.get_by_text("Answer to pair 1 saved.").wait_for()
+    page.get_by_text("Pair 2 of 2").wait_for()
+    (rec,) = store.pair_records(url, sid)
+    assert (rec["chose"], rec["correct"], rec["confidence"]) == (real_side, True, 5)
+    assert len(sizes) >= 2 and len(set(sizes.values())) == 1, sizes
+    dispose_engines()
