@@ -26,6 +26,7 @@ from ctdiff.workspace import (
     workspace_path,
 )
 from pages.components.data import facts_with_progress, list_cases, load_report_cached
+from pages.components.paths import checked_path, os_problem, shorten
 from pages.components.state import SOURCE_KEY, ensure_selection, nav_link, page_setup, set_widget, short_path
 
 page_setup("Home")
@@ -99,6 +100,7 @@ def apply_paths() -> None:
             new.setdefault(key, None)  # a run dir typed as "generated" may have set run_dir already
             continue
         try:
+            text = str(checked_path(text, FIELDS[key][0]))  # one line for any odd text, before the file system sees it
             if key == "real_dir":
                 check_volume_folder(text, "real folder")
                 new[key] = str(Path(text).expanduser())
@@ -115,6 +117,8 @@ def apply_paths() -> None:
                 new[key] = str(check_run_dir(text))
         except CTDiffError as exc:
             errors[key] = str(exc)
+        except (OSError, ValueError) as exc:  # the file system refused the path: say why, not where
+            errors[key] = f"{shorten(text)!r} cannot be opened ({os_problem(exc)})"
     for key, value in new.items():
         if key not in errors or value is not None:
             ss[key] = value
@@ -222,7 +226,7 @@ with st.expander("Choose other data: type folders", expanded=bool(errors) or not
         c1.form_submit_button("Use these folders", type="primary", on_click=apply_paths)
         c2.form_submit_button("Reset to the workspace", on_click=reset_to_workspace, disabled=not ws.is_dir())
 for key, message in errors.items():
-    st.error(f"{FIELDS[key][0]}: {message}")
+    st.error(message if message.startswith(FIELDS[key][0]) else f"{FIELDS[key][0]}: {message}")
 
 st.subheader("Pages")
 nav_link("pages/1_Slice_browser.py", "Slice browser: real vs generated, like a DICOM viewer", ":material/radiology:")

@@ -1,24 +1,41 @@
-"""Benchmark: time of one slice-browser rerun when the slice slider moves (target < 150 ms).
+"""Benchmark: the slice browser's viewer in a real browser (targets: step median <= 50 ms, p95 <= 100 ms; first display <= 3 s).
 
-A 512x512x26 real/generated pair (synthetic pelvis phantoms from ``ctdiff.phantom``) is written to
-a temporary workspace; the slice browser runs in Streamlit's AppTest, volumes are loaded once
-(cached), a few warm-up moves are made, then the real slice slider is moved ``--moves`` times with
-linked scrolling on (both images change each time). The time per move is the wall time of the
-AppTest rerun: the whole page script, slicing, figure building and serialisation, which is what
-the server does per slider move. Browser-side drawing and the network are not included.
+``streamlit run app.py`` on a temporary workspace, opened by Playwright in Debian's chromium
+(``/usr/bin/chromium``, headless, software WebGL), slice browser with its default NiiVue viewer
+(``pages/components/viewer``), two linked panes. Two pairs:
 
-    .venv/bin/python benchmarks/bench_app.py [--moves 40] [--out docs/benchmarks-app.md]
+- a 512x512x133 real/generated pair (synthetic pelvis phantoms from ``ctdiff.phantom``, seeds 1 and 2;
+  the real CT of issue 18 replaces them once it is available: ``--real-dir``/``--generated-dir``);
+- the demo pair: a generated volume shipped with the demo (``ctdiff/demo/assets/samples``) and a
+  phantom of the same shape, as the demo workspace holds.
+
+Measured:
+
+- **slice step**: time from the key press (the keydown event's timestamp in the page) to the next
+  animation frame after both panes were redrawn (the frame that shows the new pixels). A separate
+  pass reads the panes' pixels back after every step and checks that both changed (so each timed
+  step really changed the picture; the read-back is not in the timed pass). Arrow keys alternate
+  runs up and down through the stack.
+- **first display**: from ``page.goto`` of the slice browser until both panes have their volume
+  loaded and drawn (volumes travel as int16 NIfTI bytes over Streamlit's websocket).
+- ``--server``: the old server-rendered viewer (AppTest rerun per slider move) for comparison.
+
+    .venv/bin/python benchmarks/bench_app.py [--steps 60] [--out docs/benchmarks-app.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,115 +43,211 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ctdiff.io import write_nifti  # noqa: E402
+from ctdiff.io import read_volume, write_nifti  # noqa: E402
 
-SHAPE = (512, 512, 26)
-TARGET_MS = 150.0
-
-
-def make_pair(folder: Path) -> tuple[Path, Path, str]:
-    """Write one real and one generated 512x512x26 volume; returns their folders and the data source."""
-    try:
-        from ctdiff.phantom import make_phantom
-
-        real, _ = make_phantom(shape=SHAPE, seed=1)
-        gen, _ = make_phantom(shape=SHAPE, seed=2, noise_hu=30.0)
-        source = "ctdiff.phantom.make_phantom (seeds 1 and 2)"
-    except ImportError:
-        from ctdiff.volume import Volume
-
-        rng = np.random.default_rng(0)
-        real = Volume.from_spacing(rng.normal(0, 200, SHAPE).astype(np.float32), (0.82, 0.82, 3.0))
-        gen = real.with_array(rng.normal(0, 200, SHAPE).astype(np.float32))
-        source = "random normal HU (ctdiff.phantom not available)"
-    write_nifti(real, folder / "real" / "real_000.nii.gz")
-    write_nifti(gen, folder / "generated" / "gen_000.nii.gz")
-    return folder / "real", folder / "generated", source
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+BIG = (512, 512, 133)
+STEP_MEDIAN_MS, STEP_P95_MS, FIRST_DISPLAY_S = 50.0, 100.0, 3.0
 
 
-def time_moves(real_dir: Path, gen_dir: Path, moves: int, warmup: int, plane: str) -> list[float]:
-    from streamlit.testing.v1 import AppTest
+# ------------------------------------------------------------------------------------- data
+def big_pair(ws: Path) -> str:
+    from ctdiff.phantom import make_phantom
 
-    at = AppTest.from_file(str(REPO / "pages" / "1_Slice_browser.py"), default_timeout=300)
-    at.session_state["real_dir"] = str(real_dir)
-    at.session_state["generated_dir"] = str(gen_dir)
-    at.session_state["report_dir"] = None
-    at.session_state["run_dir"] = None
-    at.session_state["selection_source"] = "benchmark"
-    at.run()  # reads both volumes once (cached from here on)
-    assert not at.exception, at.exception
-    if plane != "axial":
-        at.radio(key="plane").set_value(plane).run()
-    n = at.slider(key="real_slice").max
-    times = []
-    for i in range(warmup + moves):
-        value = 1 + (i * 7) % n
-        if value == at.slider(key="real_slice").value:
-            value = value % n + 1
-        t0 = time.perf_counter()
-        at.slider(key="real_slice").set_value(value).run()
-        dt = time.perf_counter() - t0
-        assert not at.exception, at.exception
-        if i >= warmup:
-            times.append(dt * 1000.0)
-    return times
+    write_nifti(make_phantom(shape=BIG, seed=1)[0], ws / "real" / "real_000.nii.gz")
+    write_nifti(make_phantom(shape=BIG, seed=2, noise_hu=30.0)[0], ws / "generated" / "gen_000.nii.gz")
+    return "ctdiff.phantom.make_phantom 512x512x133 (seeds 1 and 2)"
+
+
+def demo_pair(ws: Path) -> str:
+    from ctdiff.phantom import make_phantom
+
+    sample = sorted((REPO / "ctdiff" / "demo" / "assets" / "samples").glob("*.nii.gz"))[0]
+    gen = read_volume(sample)
+    (ws / "generated").mkdir(parents=True)
+    shutil.copy(sample, ws / "generated" / sample.name)
+    real, _ = make_phantom(shape=gen.shape, seed=1)
+    write_nifti(real.with_array(real.array, affine=gen.affine), ws / "real" / "case_000.nii.gz")
+    return f"demo sample {sample.name} {'x'.join(map(str, gen.shape))} + phantom of that shape"
+
+
+# ---------------------------------------------------------------------------------- browser
+class Server:
+    def __init__(self, workspace: Path):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.log = open(workspace.parent / f"streamlit-{self.port}.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--browser.gatherUsageStats",
+             "false", "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
+            cwd=REPO, env={**os.environ, "CTDIFF_WORKSPACE": str(workspace)}, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("streamlit did not start")
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+        self.log.close()
+
+
+def open_viewer(page, url: str) -> tuple[object, float, float]:
+    t0 = time.perf_counter()
+    page.goto(url + "/Slice_browser")
+    page.wait_for_selector("iframe[src*='ct_viewer']", timeout=120_000)
+    frame = next(f for f in page.frames if "ct_viewer" in f.url)
+    frame.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=120_000, polling=20)
+    wall = time.perf_counter() - t0
+    return frame, wall, frame.evaluate("() => window.ctViewer.firstDisplayMs") / 1000.0
+
+
+def steps(page, frame, n: int, check_pixels: bool) -> tuple[list[float], int]:
+    """Press arrow keys n times; returns the per-step latencies (ms) and how many steps changed both panes."""
+    frame.evaluate(f"() => {{ window.ctViewer.measurePixels = {str(check_pixels).lower()}; }}")
+    frame.locator("#pane-0").click()
+    depth = frame.evaluate("() => window.ctViewer.panes[0].nv.volumes[0].dimsRAS[3]")
+    times, changed, prev, key = [], 0, None, "ArrowUp"
+    for i in range(n):
+        z = frame.evaluate("() => window.ctViewer.panes[0].nv.frac2vox(window.ctViewer.panes[0].nv.scene.crosshairPos)[2]")
+        if z >= depth - 1:
+            key = "ArrowDown"
+        elif z <= 0:
+            key = "ArrowUp"
+        page.keyboard.press(key)
+        frame.wait_for_function("() => window.ctViewer.lastStep && window.ctViewer.lastStep.tFrame", polling="raf")
+        last = frame.evaluate("() => { const s = window.ctViewer.lastStep; window.ctViewer.lastStep = null; return s; }")
+        times.append(last["tFrame"] - last["t0"])
+        if check_pixels:
+            pix = last["pixels"]
+            if prev is not None and len(pix) == 2 and all(a != b for a, b in zip(pix, prev)):
+                changed += 1
+            prev = pix
+    return times, changed
 
 
 def summary(times: list[float]) -> dict[str, float]:
     s = sorted(times)
-    return {"median": statistics.median(s), "p90": s[int(0.9 * (len(s) - 1))], "min": s[0], "max": s[-1], "n": len(s)}
+    return {"median": statistics.median(s), "p95": s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))],
+            "min": s[0], "max": s[-1], "n": len(s)}
+
+
+def measure_pair(name: str, make, n_steps: int, repeats: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp) / "ws"
+        t0 = time.perf_counter()
+        source = make(ws)
+        print(f"[{name}] wrote the pair in {time.perf_counter() - t0:.1f} s ({source})", flush=True)
+        (ws / "workspace.json").write_text(json.dumps({"name": f"bench-{name}"}))
+        server = Server(ws)
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+                firsts, walls = [], []
+                for r in range(repeats):  # a fresh page each time: the volumes travel again
+                    page = browser.new_page(viewport={"width": 1440, "height": 900})
+                    frame, wall, in_frame = open_viewer(page, server.url)
+                    walls.append(wall)
+                    firsts.append(in_frame)
+                    print(f"[{name}] first display {wall:.2f} s (volumes in the frame -> drawn: {in_frame:.2f} s)", flush=True)
+                    if r < repeats - 1:
+                        page.close()
+                steps(page, frame, 5, check_pixels=False)  # warm-up
+                times, _ = steps(page, frame, n_steps, check_pixels=False)
+                _, changed = steps(page, frame, 21, check_pixels=True)
+                browser.close()
+        finally:
+            server.close()
+    out = {"source": source, "first_display_s": walls, "frame_load_s": firsts, "step": summary(times),
+           "pixel_check": f"{changed}/20 steps changed both panes' pixels"}
+    print(f"[{name}]", {k: round(v, 1) for k, v in out["step"].items()}, out["pixel_check"], flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------- old server viewer
+def server_moves(moves: int = 20, warmup: int = 3) -> dict:
+    """The previous viewer: one AppTest rerun of the slice browser per slider move (512x512x26, axial)."""
+    from streamlit.testing.v1 import AppTest
+
+    from ctdiff.phantom import make_phantom
+
+    with tempfile.TemporaryDirectory() as tmp:
+        real, gen = Path(tmp) / "real", Path(tmp) / "generated"
+        write_nifti(make_phantom(shape=(512, 512, 26), seed=1)[0], real / "a.nii.gz")
+        write_nifti(make_phantom(shape=(512, 512, 26), seed=2, noise_hu=30.0)[0], gen / "b.nii.gz")
+        at = AppTest.from_file(str(REPO / "pages" / "1_Slice_browser.py"), default_timeout=300)
+        for k, v in {"real_dir": str(real), "generated_dir": str(gen), "report_dir": None, "run_dir": None,
+                     "selection_source": "benchmark", "renderer": "server"}.items():
+            at.session_state[k] = v
+        at.run()
+        n = at.slider(key="real_slice").max
+        times = []
+        for i in range(warmup + moves):
+            value = 1 + (i * 7) % n
+            t0 = time.perf_counter()
+            at.slider(key="real_slice").set_value(value).run()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000)
+    return summary(times)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--moves", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=2, help="first-display measurements per pair")
+    ap.add_argument("--server", action="store_true", help="also time the old server-rendered viewer (AppTest)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks-app.md")
     args = ap.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        real_dir, gen_dir, source = make_pair(Path(tmp))
-        print(f"wrote the 512x512x26 pair in {time.perf_counter() - t0:.1f} s ({source})", flush=True)
-        results = {}
-        for plane in ("axial", "coronal"):
-            results[plane] = summary(time_moves(real_dir, gen_dir, args.moves, args.warmup, plane))
-            print(plane, {k: round(v, 1) for k, v in results[plane].items()}, flush=True)
+    load0 = os.getloadavg()[0]
+    results = {"demo pair": measure_pair("demo", demo_pair, args.steps, args.repeats),
+               "512x512x133 pair": measure_pair("512", big_pair, args.steps, args.repeats)}
+    old = server_moves() if args.server else None
+    load1 = os.getloadavg()[0]
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    ok = results["axial"]["median"] < TARGET_MS
     lines = [
-        "# Benchmark: slice-browser slider move",
+        "# Benchmark: slice browser viewer in a real browser",
         "",
-        f"`benchmarks/bench_app.py` — time per rerun of `pages/1_Slice_browser.py` when the real slice slider",
-        f"moves, with linked scrolling (both images redrawn), for a 512×512×26 real/generated pair, in Streamlit's",
-        "AppTest (server side: page script, slicing, plotly figure building and serialisation; the browser's",
-        "drawing and the network are not included). Volumes are read once and cached; "
-        f"{args.warmup} warm-up moves, then {args.moves} timed moves.",
+        "`benchmarks/bench_app.py`: `streamlit run app.py`, Playwright driving Debian's headless chromium with",
+        "software WebGL (SwiftShader: no GPU), slice browser with the NiiVue viewer, two linked panes (side by side).",
+        "Slice step = keydown event -> the next animation frame after both panes were redrawn; a separate pass",
+        "reads the pixels back and checks both panes changed. First display = `page.goto` -> both volumes drawn.",
         "",
-        f"- data: {source}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), load average {load:.1f} at the end, "
-        f"Python {platform.python_version()}",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other work (load average "
+        f"{load0:.1f} at the start, {load1:.1f} at the end), Python {platform.python_version()}",
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
         "",
-        "| plane | median (ms) | p90 (ms) | min (ms) | max (ms) | moves |",
-        "|---|---|---|---|---|---|",
+        "| pair | step median (ms) | step p95 (ms) | min | max | steps | pixels changed | first display (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for plane, r in results.items():
-        lines.append(f"| {plane} | {r['median']:.1f} | {r['p90']:.1f} | {r['min']:.1f} | {r['max']:.1f} | {r['n']} |")
-    lines += [
-        "",
-        f"Target: median < {TARGET_MS:.0f} ms per slider move (axial) — "
-        + ("**met**." if ok else "**not met** on this machine."),
-        "",
-        "Reproduce: `.venv/bin/python benchmarks/bench_app.py`",
-        "",
-    ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for name, r in results.items():
+        s = r["step"]
+        lines.append(f"| {name} | {s['median']:.1f} | {s['p95']:.1f} | {s['min']:.1f} | {s['max']:.1f} | {s['n']} | "
+                     f"{r['pixel_check'].split(' ')[0]} | {', '.join(f'{w:.2f}' for w in r['first_display_s'])} |")
+    lines += ["", "Data: " + "; ".join(f"{k}: {r['source']}" for k, r in results.items()) + "."]
+    if old:
+        lines += ["", f"Old server-rendered viewer (AppTest rerun per slider move, 512x512x26 axial, same run): "
+                  f"median {old['median']:.1f} ms, p95 {old['p95']:.1f} ms ({old['n']} moves)."]
+    big = results["512x512x133 pair"]
+    lines += ["", f"Targets: step median <= {STEP_MEDIAN_MS:.0f} ms, p95 <= {STEP_P95_MS:.0f} ms, first display <= "
+              f"{FIRST_DISPLAY_S:.0f} s (512x512x133): step "
+              + ("met" if big["step"]["median"] <= STEP_MEDIAN_MS and big["step"]["p95"] <= STEP_P95_MS else "not met")
+              + ", first display " + ("met" if min(big["first_display_s"]) <= FIRST_DISPLAY_S else "not met") + " on this machine.",
+              "", "Reproduce: `.venv/bin/python benchmarks/bench_app.py --server`", ""]
     from ctdiff.atomic import write_text
 
     write_text(args.out, "\n".join(lines))
-    print(f"wrote {args.out}")
+    print("\n".join(lines))
     return 0
 
 

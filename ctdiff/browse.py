@@ -13,7 +13,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ctdiff.display import PLANE_AXIS, WINDOW_PRESETS, display_to_voxel, n_slices, plane_slice
-from ctdiff.io import case_name
 
 CUSTOM_WINDOW = "custom"
 AXIS_NAMES = ("x", "y", "z")
@@ -142,47 +141,59 @@ def mosaic_indices(n: int, every: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------- report look-ups
-def _same_case(reported: str, path: str | os.PathLike) -> bool:
-    """A report names files by path (absolute or relative) or by case; match on the case name."""
-    return case_name(Path(str(reported))) == case_name(Path(path))
+# A report names scans by path, but a path does not identify a scan: a new Generate run writes a new
+# case_000 under the old name. So look-ups go by the content hash the report recorded for each scan
+# (eval.report.provenance: per_case "sha256", "nearest_real_sha256", provenance.scans), never by name.
+def report_hash_of(report: Mapping[str, Any], file: str | os.PathLike | None) -> str | None:
+    """The content hash the report recorded for one of its own file entries, or None."""
+    if not file:
+        return None
+    prov = report.get("provenance") or {}
+    for rows in (prov.get("scans") or {}).values():
+        for r in rows or []:
+            if isinstance(r, Mapping) and r.get("file") == str(file) and r.get("sha256"):
+                return str(r["sha256"])
+    for r in report.get("per_case") or []:
+        if r.get("file") == str(file) and r.get("sha256"):
+            return str(r["sha256"])
+    return None
 
 
-def find_case_entry(report: Mapping[str, Any], path: str | os.PathLike, cohort: str) -> dict | None:
-    """The report's per-case record for a file of a cohort ("real", "generated", "train")."""
+def find_case_entry(report: Mapping[str, Any], digest: str | None, cohort: str) -> dict | None:
+    """The report's per-case record of the scan with content hash ``digest`` in a cohort, or None."""
+    if not digest:
+        return None
     for entry in report.get("per_case") or []:
-        if entry.get("cohort") == cohort and entry.get("file") is not None and _same_case(entry["file"], path):
+        if entry.get("cohort") == cohort and entry.get("sha256") == digest:
             return dict(entry)
     return None
 
 
-def nearest_real(report: Mapping[str, Any], generated: str | os.PathLike) -> dict | None:
-    """``{"file", "ssim", "memorised", "nearest_train", "distance", "threshold"}`` for a generated case.
+def nearest_real(report: Mapping[str, Any], generated_hash: str | None) -> dict | None:
+    """What the report says about the generated scan with this content hash, or None if it did not measure it.
 
-    ``file`` is the nearest real scan the report found (``nearest_real_file``); ``memorised`` is
-    True when the report flagged this case as a likely copy of a training scan.
+    ``{"file", "sha256", "ssim", "memorised"[, "nearest_train", "nearest_train_sha256", "distance",
+    "threshold"]}``: ``file``/``sha256`` name the nearest real scan the report found; ``memorised`` is
+    True when the report flagged this scan as a likely copy of a training scan.
     """
-    entry = find_case_entry(report, generated, "generated")
-    flagged = next(
-        (f for f in report.get("memorization_flagged") or [] if f.get("generated") and _same_case(f["generated"], generated)),
-        None,
-    )
-    if entry is None and flagged is None:
+    entry = find_case_entry(report, generated_hash, "generated")
+    if entry is None:
         return None
+    flagged = next((f for f in report.get("memorization_flagged") or [] if f.get("generated") == entry.get("file")), None)
     out = {
-        "file": (entry or {}).get("nearest_real_file"),
-        "ssim": (entry or {}).get("ssim_nearest_real"),
+        "file": entry.get("nearest_real_file"),
+        "sha256": entry.get("nearest_real_sha256") or report_hash_of(report, entry.get("nearest_real_file")),
+        "ssim": entry.get("ssim_nearest_real"),
         "memorised": flagged is not None,
     }
     if flagged is not None:
-        out.update(nearest_train=flagged.get("nearest_train"), distance=flagged.get("distance"), threshold=flagged.get("threshold"))
+        out.update(nearest_train=flagged.get("nearest_train"), nearest_train_sha256=report_hash_of(report, flagged.get("nearest_train")),
+                   distance=flagged.get("distance"), threshold=flagged.get("threshold"))
     return out
 
 
-def match_path(name: str | os.PathLike | None, candidates: Sequence[str | os.PathLike]) -> str | None:
-    """The candidate path that a report's file entry refers to (same case name), or None."""
-    if not name:
+def path_with_hash(digest: str | None, hashes: Mapping[str, str]) -> str | None:
+    """The path (of ``{path: content hash}``) holding the scan with this hash, or None."""
+    if not digest:
         return None
-    for c in candidates:
-        if _same_case(str(name), c):
-            return str(c)
-    return None
+    return next((path for path, h in hashes.items() if h == digest), None)

@@ -13,7 +13,8 @@ Gap (dimensionless, 1 = as far apart as two sets of real scans are):
   where the reference is the real-vs-real difference (or spread) of that property.
 
 Status: ``gap <= 1.25`` "close" (within the real-vs-real floor, give or take sampling noise),
-``<= 2`` "apart", larger "far"; "n/a" without a usable reference.
+``<= 2`` "apart", larger "far"; "n/a" without a usable reference or without a finite gap, so every
+close/apart/far row shows the number it rests on.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def gap(metric: Mapping[str, Any]) -> float | None:
 
 
 def status(g: float | None) -> str:
-    if g is None:
+    """close / apart / far for a finite gap; "n/a" otherwise (a status is never shown without its gap)."""
+    if g is None or not math.isfinite(g):
         return "n/a"
     if g <= CLOSE:
         return "close"

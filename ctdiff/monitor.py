@@ -147,7 +147,11 @@ def samples_dir(run_dir: str | os.PathLike, sampler: str, steps: int, seed: int)
 
 
 def summarise_history(df: pd.DataFrame) -> dict[str, Any]:
-    """Last epoch, best validation loss (and its epoch), total seconds: the monitor's headline."""
+    """Last epoch, best validation loss (and its epoch), training wall time: the monitor's headline.
+
+    ``seconds`` is the total over all epochs, ``seconds_per_epoch`` the median epoch and
+    ``slowest_epoch_seconds`` the longest one.
+    """
     out: dict[str, Any] = {"epochs": int(df["epoch"].max()) if len(df) else 0}
     if "val_loss" in df.columns and df["val_loss"].notna().any():
         i = int(np.nanargmin(df["val_loss"].to_numpy(dtype=float)))
@@ -155,5 +159,10 @@ def summarise_history(df: pd.DataFrame) -> dict[str, Any]:
     if "train_loss" in df.columns and df["train_loss"].notna().any():
         out["last_train_loss"] = float(df["train_loss"].dropna().iloc[-1])
     if "seconds" in df.columns and df["seconds"].notna().any():
-        out["seconds"] = float(df["seconds"].max())
+        # history.csv's "seconds" is each epoch's own wall time (training + validation), not a running
+        # total: the run's time is their sum (the last row of each epoch, if a run logs several)
+        per_epoch = df.dropna(subset=["seconds"]).groupby("epoch")["seconds"].last()
+        out["seconds"] = float(per_epoch.sum())
+        out["seconds_per_epoch"] = float(per_epoch.median())
+        out["slowest_epoch_seconds"] = float(per_epoch.max())
     return out

@@ -1,9 +1,13 @@
 """Slice browser: real and generated CT side by side (or A/B), like a DICOM viewer.
 
-Each side has its own case picker and slice scroller; scrolling can be linked (same relative
-position); three planes with the voxel spacing's aspect ratio and orientation labels; one CT window
-for both sides; HU and voxel index under the cursor; a mosaic of every Nth slice; and, with a
-report loaded, each generated case next to its nearest real scan.
+By default the volumes go to the browser once and are shown by the NiiVue viewer component
+(``pages/components/viewer``): wheel/arrow/PageUp scrolling, right-drag window/level, zoom and pan,
+three planes and a multiplanar layout, HU under the cursor, all in the browser without reruns, with
+linked panes synced in mm. The server-rendered viewer (one plotly image per slice move) stays as a
+choice for browsers without WebGL, and is what AppTest checks pixel by pixel.
+
+Report facts (nearest real scan, SSIM, memorisation flag) are matched to the shown scans by content
+hash (``eval.report.provenance``), never by file name.
 """
 
 from __future__ import annotations
@@ -19,17 +23,27 @@ from ctdiff.browse import (
     display_slice_hu,
     hu_readout,
     linked_index,
-    match_path,
     middle_slice,
     mosaic_indices,
     nearest_real,
+    path_with_hash,
+    report_hash_of,
     window_choice,
 )
 from ctdiff.display import PLANES, WINDOW_PRESETS, mosaic, n_slices, pixel_aspect
 from ctdiff.io import case_name
-from pages.components.data import list_cases, load_display_array, load_report_cached, load_volume
+from eval.report.provenance import binding
+from pages.components.data import (
+    content_hashes,
+    list_cases,
+    load_display_array,
+    load_report_cached,
+    load_viewer_volume,
+    load_volume,
+)
 from pages.components.figures import slice_figure
-from pages.components.state import ensure_selection, keep, no_data_message, page_setup, remember, set_widget
+from pages.components.state import ensure_selection, keep, nav_link, no_data_message, page_setup, remember, set_widget
+from pages.components.viewer import ct_viewer
 
 page_setup("Slice browser")
 st.title("Slice browser")
@@ -39,7 +53,9 @@ sel = ensure_selection()
 SIDES = {"real": "Real", "gen": "Generated"}
 VIEWS = ("slices", "mosaic", "nearest real")
 LAYOUTS = ("side by side", "A/B toggle")
-KEPT = ["plane", "window", "win_width", "win_level", "layout", "view", "linked", "every", "ab_show",
+RENDERERS = {"browser": "in the browser (NiiVue)", "server": "server-rendered"}
+MULTIPLANAR = "multiplanar"
+KEPT = ["renderer", "plane", "window", "win_width", "win_level", "layout", "view", "linked", "every", "ab_show",
         "real_case", "gen_case", "real_slice", "gen_slice", "probe_row", "probe_col"]
 
 cases = {}
@@ -54,12 +70,19 @@ if not cases["real"] and not cases["gen"]:
 report, report_err = load_report_cached(sel["report_dir"])
 if report_err:
     st.warning(f"Report not loaded: {report_err}")
+hashes = {side: content_hashes(cases[side]) for side in SIDES}
+if report is not None:
+    bound = binding(report, {"real": set(hashes["real"].values()), "generated": set(hashes["gen"].values())})
+    if bound["status"] != "same":
+        st.warning(bound["message"] + " Facts from it are shown only for scans it measured (matched by content).",
+                   icon=":material/link_off:")
+        nav_link("pages/2_Metrics_dashboard.py", "Recompute the report on the Metrics dashboard", ":material/query_stats:")
 
 # a request from another page (the dashboard's memorisation list): which cases and view to open
 request = ss.pop("browse_request", None)
 if request:
     for side, name in (("real", request.get("real")), ("gen", request.get("generated"))):
-        path = match_path(name, cases[side])
+        path = path_with_hash(report_hash_of(report, name), hashes[side]) if report is not None else None
         if path:
             set_widget(f"{side}_case", path)
     if request.get("view") in VIEWS:
@@ -78,7 +101,15 @@ def follow(side: str) -> None:
 
 with st.sidebar:
     st.header("View")
-    plane = st.radio("Plane", PLANES, key=keep("plane", "axial"), horizontal=True)
+    renderer = st.radio("Viewer", list(RENDERERS), key=keep("renderer", "browser"), format_func=RENDERERS.get,
+                        horizontal=True, help="in the browser: scroll, window and zoom without waiting for the server "
+                        "(needs WebGL); server-rendered: one image per slice move, for browsers without WebGL")
+    interactive = renderer == "browser"
+    plane_options = (*PLANES, MULTIPLANAR) if interactive else PLANES
+    if ss.get("plane") not in plane_options:
+        ss.pop("plane", None)
+    plane = st.radio("Plane", plane_options, key=keep("plane", "axial"), horizontal=True,
+                     format_func=lambda p: "3 planes" if p == MULTIPLANAR else p)
     presets = [*WINDOW_PRESETS, CUSTOM_WINDOW]
     preset = st.selectbox(
         "Window (both sides)",
@@ -99,6 +130,15 @@ with st.sidebar:
         every = st.slider("Every Nth slice", 1, 10, key=keep("every", 2))
     st.caption(f"Window W{width:g} / L{level:g}: grey from {level - width / 2:g} to {level + width / 2:g} HU, "
                "the same on both sides. Hover an image for the HU and voxel under the cursor.")
+    if interactive:
+        st.caption("In the viewer: wheel or ↑/↓ one slice, PageUp/PageDown ten; right-drag window/level; "
+                   "ctrl+wheel or +/− zoom, 0 resets; middle- or shift-drag pans; T toggles A/B. "
+                   "Linked panes share slice position (mm), zoom, pan and window.")
+
+in_browser = interactive and view != "mosaic"
+viewer_plane = plane
+if plane == MULTIPLANAR and not in_browser:
+    plane = "axial"  # a mosaic shows one plane
 
 # nearest-real view: the generated case decides the real one
 near = None
@@ -113,16 +153,16 @@ if view == "nearest real":
         st.stop()
     gen_now = ss.get("gen_case", ss.get("_keep_gen_case"))
     gen_now = gen_now if gen_now in cases["gen"] else cases["gen"][0]
-    near = nearest_real(report, gen_now)
+    near = nearest_real(report, hashes["gen"].get(str(gen_now)))
     if not near or not near.get("file"):
-        st.warning(f"The report has no nearest-real scan for {case_name(gen_now)}.")
+        st.warning(f"The report has no nearest-real scan for {case_name(gen_now)}: it did not measure this scan "
+                   "(matched by content, not by name).")
     else:
-        path = match_path(near["file"], cases["real"]) or (near["file"] if Path(near["file"]).exists() else None)
+        path = path_with_hash(near.get("sha256"), hashes["real"])
         if path is None:
-            st.warning(f"Nearest real scan {near['file']} is not in the real folder.")
+            st.warning(f"The nearest real scan the report found ({case_name(Path(str(near['file'])))}) is not in the "
+                       "selected real folder (matched by content).")
         else:
-            if path not in cases["real"]:
-                cases["real"] = [*cases["real"], path]
             set_widget("real_case", path)
             locked_real = True
 
@@ -144,6 +184,10 @@ def controls(side: str, where) -> dict | None:
         if err:
             st.error(err)
             return None
+        if in_browser:
+            st.caption(f"{label}: **{case_name(case)}** · shape {'×'.join(map(str, vol.shape))} · "
+                       f"spacing {' × '.join(f'{s:.3g}' for s in vol.spacing)} mm")
+            return {"side": side, "label": label, "case": case, "volume": vol, "index": None, "n": None}
         n = n_slices(vol.shape, plane)
         ss[f"_n_{side}"] = n
         skey = f"{side}_slice"
@@ -178,8 +222,22 @@ def draw(pane: dict, where, height: int) -> None:
         st.plotly_chart(fig, key=f"fig_{pane['side']}", config={"scrollZoom": True, "displaylogo": False})
 
 
+def browser_viewer(panes: dict) -> None:
+    """All panes in one NiiVue component: the volumes travel once, then scrolling stays in the browser."""
+    shown = [panes[s] for s in order if panes.get(s)]
+    if not shown:
+        return
+    vols = [load_viewer_volume(p["case"], f"{p['label']}: {case_name(p['case'])}") for p in shown]
+    ct_viewer(vols, layout="A/B" if layout == LAYOUTS[1] else "side by side", linked=bool(ss.get("linked")),
+              window=(width, level), plane=viewer_plane, height=560 if layout == LAYOUTS[0] else 720, key="ct_viewer")
+
+
 order = ("gen", "real") if view == "nearest real" else ("real", "gen")
-if layout == "side by side":
+if in_browser:
+    cols = dict(zip(order, st.columns(2)))
+    panes = {side: controls(side, cols[side]) for side in order}
+    browser_viewer(panes)
+elif layout == "side by side":
     cols = dict(zip(order, st.columns(2)))
     panes = {side: controls(side, cols[side]) for side in order}
     for side in order:
@@ -200,7 +258,7 @@ else:
 
 # nearest real / memorisation facts for the shown generated case
 if report is not None and panes.get("gen"):
-    info = near if view == "nearest real" else nearest_real(report, panes["gen"]["case"])
+    info = near if view == "nearest real" else nearest_real(report, hashes["gen"].get(str(panes["gen"]["case"])))
     if info:
         facts = [f"nearest real scan **{case_name(Path(str(info['file'])))}**" if info.get("file") else None,
                  f"SSIM {info['ssim']:.3f}" if isinstance(info.get("ssim"), (int, float)) else None]
@@ -211,7 +269,7 @@ if report is not None and panes.get("gen"):
                        f"(distance {info.get('distance')} ≤ threshold {info.get('threshold')}).")
 
 shown_panes = [p for p in panes.values() if p]
-if shown_panes and view != "mosaic":
+if shown_panes and not in_browser and view != "mosaic":
     with st.expander("HU probe: read one pixel exactly"):
         st.caption("Pixel of the displayed image (row from the top, column from the left, from 0); "
                    "the voxel index is (x, y, z) in the volume's RAS+ order.")

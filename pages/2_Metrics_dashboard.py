@@ -16,12 +16,16 @@ import pandas as pd
 import streamlit as st
 
 from ctdiff.dashboard import CLOSE, APART, STATUS_COLOURS, curve, metric_table, numeric_columns, per_case_table
-from ctdiff.errors import CTDiffError
+from ctdiff.errors import ConfigError, CTDiffError
 from ctdiff.io import case_name
-from pages.components.data import load_report_cached, report_file
+from eval.report.provenance import binding
+from pages.components.data import content_hashes, list_cases, load_report_cached, report_file
+from pages.components.paths import checked_path, os_problem, shorten
 from pages.components.figures import histogram_figure, nps_figure, scatter_figure
 from pages.components.reporting import compute_report, default_report_dir
 from pages.components.state import ensure_selection, go_to, keep, no_data_message, page_setup, remember, short_path
+
+NUMBER_COLUMNS = ("value", "real", "generated", "reference", "gap")
 
 page_setup("Metrics dashboard")
 st.title("Metrics dashboard")
@@ -55,11 +59,19 @@ def compute_panel(expanded: bool) -> None:
                 bar.progress(frac, text=f"{stage}: {done}/{total}")
 
             try:
-                written = compute_report(sel["real_dir"], sel["generated_dir"], out, train=train.strip() or None,
+                out_path = checked_path(out, "Write the report to")
+                train_path = checked_path(train, "Training scans folder") if train.strip() else None
+                if len(metrics) > 2000 or any(ord(ch) < 32 for ch in metrics):
+                    raise ConfigError(f"Metrics: {shorten(metrics)!r} is not a list of metric names")
+                written = compute_report(sel["real_dir"], sel["generated_dir"], out_path, train=train_path,
                                          metrics=metrics.strip() or None, force=overwrite, progress=progress)
             except CTDiffError as exc:
                 bar.empty()
                 st.error(str(exc))
+                return
+            except (OSError, ValueError) as exc:  # the file system refused a path: say why, not where
+                bar.empty()
+                st.error(f"The report could not be written ({os_problem(exc)}).")
                 return
             except ImportError as exc:
                 bar.empty()
@@ -77,6 +89,21 @@ if report is None:
     if not sel["real_dir"] and not sel["generated_dir"]:
         no_data_message("data")
     st.stop()
+
+# ------------------------------------------------------- is this report about the selected scans?
+current = {}
+for cohort, key in (("real", "real_dir"), ("generated", "generated_dir")):
+    files, _ = list_cases(sel[key])
+    if files:
+        current[cohort] = set(content_hashes(files).values())
+bound = binding(report, current) if current else {"status": "same", "message": ""}
+if bound["status"] == "other":
+    st.warning(bound["message"] + " Its numbers do not describe the scans selected on Home.", icon=":material/link_off:")
+    compute_panel(expanded=True)
+    if not st.checkbox("Show this report anyway (for the scans it measured)", key="show_other_report"):
+        st.stop()
+elif bound["status"] == "unknown":
+    st.info(bound["message"], icon=":material/help:")
 
 # ---------------------------------------------------------------------------- header
 inputs = report.get("inputs") or {}
@@ -98,10 +125,22 @@ else:
         bg = STATUS_COLOURS[row["status"]]
         return [f"background-color: {bg}; color: white" if name in ("gap", "status") else "" for name in row.index]
 
-    styled = table.style.apply(colour, axis=1).format(
-        {k: "{:.4g}" for k in ("value", "real", "generated", "reference", "gap")}, na_rep="—"
-    )
-    st.dataframe(styled, hide_index=True, width="stretch", key="metric_table")
+    # numbers shown as text so a missing one reads "—" (st.dataframe draws a null cell as "None")
+    shown = table.copy()
+    for col in NUMBER_COLUMNS:
+        shown[col] = table[col].map(lambda v: "—" if v is None or pd.isna(v) else f"{v:.4g}")
+    styled = shown.style.apply(colour, axis=1)
+    st.dataframe(styled, hide_index=True, width="stretch", key="metric_table", column_config={
+        "real": st.column_config.TextColumn("real", help="A property's value in the real scans. — for a distance "
+                                            "(FRD, KID, precision, coverage, …): it compares the two sets as a whole; see value"),
+        "generated": st.column_config.TextColumn("generated", help="A property's value in the generated scans. — for a "
+                                                 "distance: one number for the pair of sets, in value"),
+        "gap": st.column_config.TextColumn("gap", help="generated vs real in units of the real-vs-real reference; "
+                                           "— when there is no usable reference (status n/a)"),
+        "value": st.column_config.TextColumn("value", help="the metric (a distance, or generated − real for a property); "
+                                             "— when it was not computed (see notes)"),
+        "reference": st.column_config.TextColumn("reference", help="the real-vs-real floor the gap is measured against"),
+    })
     st.caption(
         f"**gap** = how far generated is from real in units of the real-vs-real reference "
         f"(lower-is-better: value/reference; higher-is-better: reference/value; closer-to-real: "
@@ -181,6 +220,6 @@ else:
 with st.expander("Report inputs and settings"):
     st.json({"inputs": report.get("inputs"), "settings": report.get("settings")}, expanded=False)
 
-if report is not None:
+if report is not None and bound["status"] != "other":  # (for other scans it is open at the top)
     compute_panel(expanded=False)
 remember(["scatter_x", "scatter_y"])

@@ -17,6 +17,7 @@ from ctdiff.monitor import DEFAULT_SAMPLING, block_mean, find_checkpoint, is_act
 from ctdiff.workspace import is_run_dir
 from pages.components.data import load_history, load_sampling_defaults, mtime_ns
 from pages.components.figures import loss_figure, lr_figure
+from pages.components.paths import checked_path, os_problem
 from pages.components.sampling import generate, sampler_names
 from pages.components.state import ensure_selection, go_to, keep, nav_link, no_data_message, page_setup, remember, short_path
 
@@ -29,9 +30,17 @@ run = sel["run_dir"]
 if not run:
     no_data_message("training run dir")
     st.stop()
-run = Path(run)
-if not is_run_dir(run):
-    st.error(f"{run}: not a training run dir (no history.csv, config.yaml or checkpoints/). Choose another on Home.")
+try:
+    run = checked_path(run, "Training run dir")
+    usable = is_run_dir(run)
+except CTDiffError as exc:
+    st.error(f"{exc} Choose another on Home.")
+    st.stop()
+except (OSError, ValueError) as exc:
+    st.error(f"Training run dir: cannot be read ({os_problem(exc)}). Choose another on Home.")
+    st.stop()
+if not usable:
+    st.error(f"{short_path(run)}: not a training run dir (no history.csv, config.yaml or checkpoints/). Choose another on Home.")
     st.stop()
 
 st.caption(f"Run dir: `{short_path(run)}`")
@@ -50,12 +59,16 @@ def curves() -> None:
         st.info("No history.csv yet: training has not finished its first epoch.")
         return
     head = summarise_history(history)
-    c = st.columns(4)
+    c = st.columns(5)
     c[0].metric("epochs", head["epochs"])
     c[1].metric("last train loss", f"{head['last_train_loss']:.4g}" if "last_train_loss" in head else "—")
     c[2].metric("best val loss", f"{head['best_val_loss']:.4g}" if "best_val_loss" in head else "—",
                 help=f"at epoch {head['best_epoch']}" if "best_epoch" in head else None)
-    c[3].metric("time", str(dt.timedelta(seconds=int(head["seconds"]))) if "seconds" in head else "—")
+    c[3].metric("training time", str(dt.timedelta(seconds=round(head["seconds"]))) if "seconds" in head else "—",
+                help="wall time of all logged epochs together (training + validation), from history.csv")
+    c[4].metric("time per epoch", f"{head['seconds_per_epoch']:.1f} s" if "seconds_per_epoch" in head else "—",
+                help=(f"median epoch; the slowest took {head['slowest_epoch_seconds']:.1f} s"
+                      if "slowest_epoch_seconds" in head else None))
     c1, c2, c3 = st.columns(3)
     every = c1.number_input("Mean over epochs", min_value=1, max_value=500, step=1, key=keep("mean_every", 10))
     log_y = c2.checkbox("Log scale", key=keep("log_y", True))

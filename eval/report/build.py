@@ -27,6 +27,7 @@ from ctdiff.errors import ConfigError, InputError, OverwriteError
 from eval.metrics import distribution, intensity, memorization, noise, similarity, texture
 from eval.report.cases import Case, CaseStats, all_case_stats, common_grid, put_on_grid, read_cohort
 from eval.report.metrics_table import METRICS, SCHEMA, parse_metric_names
+from eval.report.provenance import add_provenance
 from eval.stats import bootstrap_ci, bootstrap_cis
 
 # One defaults dict for the API and the CLI (torch-fidelity style).
@@ -301,6 +302,7 @@ def build_report(
         "curves": curves,
         "memorization_flagged": flagged,
     }
+    add_provenance(report, cohorts)  # which scans these facts are about (eval/report/provenance.py)
     if not need_train:
         report["settings"]["memorization_null"] = "leave-one-out inside --real (no --train given)"
     report = clean_json(report)

@@ -32,7 +32,7 @@ def mtime_ns(path: str | os.PathLike) -> int:
         if p.is_dir():
             t = max([t] + [c.stat().st_mtime_ns for c in p.iterdir()])
         return t
-    except OSError:
+    except (OSError, ValueError):
         return -1
 
 
@@ -41,11 +41,20 @@ def _volume(path: str, mtime: int) -> Volume:
     return read_volume(path)
 
 
+def _os_message(path, exc: BaseException) -> str:
+    """One line for a file-system refusal: the file's name and the reason, not the server path."""
+    from pages.components.paths import os_problem, shorten
+
+    return f"{shorten(Path(str(path)).name)}: cannot be read ({os_problem(exc)})"
+
+
 def load_volume(path: str) -> tuple[Volume | None, str | None]:
     try:
         return _volume(str(path), mtime_ns(path)), None
     except CTDiffError as exc:
         return None, str(exc)
+    except (OSError, ValueError) as exc:
+        return None, _os_message(path, exc)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -70,6 +79,8 @@ def list_cases(folder: str | None) -> tuple[list[str], str | None]:
         return _cases(str(folder), mtime_ns(folder)), None
     except CTDiffError as exc:
         return [], str(exc)
+    except (OSError, ValueError) as exc:
+        return [], _os_message(folder, exc)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -106,7 +117,10 @@ def report_file(report_dir: str | None) -> Path | None:
     if not report_dir:
         return None
     p = Path(report_dir)
-    return p if p.is_file() else p / "report.json"
+    try:
+        return p if p.is_file() else p / "report.json"
+    except (OSError, ValueError):  # a path the file system refuses: load_report_cached says why
+        return p / "report.json"
 
 
 def load_report_cached(report_dir: str | None) -> tuple[dict | None, str | None]:
@@ -117,6 +131,8 @@ def load_report_cached(report_dir: str | None) -> tuple[dict | None, str | None]
         return _report(str(f), mtime_ns(f)), None
     except CTDiffError as exc:
         return None, str(exc)
+    except (OSError, ValueError) as exc:
+        return None, _os_message(f, exc)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -126,8 +142,11 @@ def _history(path: str, mtime: int):
 
 def load_history(run_dir: str):
     p = Path(run_dir) / "history.csv"
-    if not p.exists():
-        return None, None
+    try:
+        if not p.exists():
+            return None, None
+    except (OSError, ValueError) as exc:
+        return None, _os_message(p, exc)
     try:
         return _history(str(p), mtime_ns(p)), None
     except CTDiffError as exc:
@@ -143,3 +162,38 @@ def load_sampling_defaults(run_dir: str) -> tuple[str, int]:
     """:func:`ctdiff.monitor.sampling_defaults`, re-read only when the run's config.yaml changes."""
     p = Path(run_dir) / "config.yaml"
     return _sampling(str(run_dir), mtime_ns(p) if p.exists() else 0)
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _hash(path: str, mtime: int) -> str | None:
+    from eval.report.provenance import scan_hash
+
+    try:
+        return scan_hash(path)
+    except (OSError, ValueError):
+        return None
+
+
+def content_hashes(paths: list[str]) -> dict[str, str]:
+    """{path: content hash} (eval.report.provenance.scan_hash), each file hashed once per mtime."""
+    out = {}
+    for p in paths:
+        h = _hash(str(p), mtime_ns(p))
+        if h:
+            out[str(p)] = h
+    return out
+
+
+@st.cache_resource(max_entries=8, show_spinner="Preparing the volume for the viewer…")
+def _viewer_volume(path: str, mtime: int, label: str):
+    from pages.components.viewer import ViewerVolume
+
+    vol = _volume(path, mtime)
+    v = ViewerVolume(_display(path, mtime), vol.spacing, label, origin=tuple(vol.affine[:3, 3]))
+    v.content_id("centre")  # bytes and id built once here: the cached object then only hands out its bytes
+    return v
+
+
+def load_viewer_volume(path: str, label: str):
+    """A :class:`pages.components.viewer.ViewerVolume` of a file (int16 HU bytes built once per mtime)."""
+    return _viewer_volume(str(path), mtime_ns(path), label)

@@ -130,29 +130,55 @@ def lr_figure(history: pd.DataFrame) -> go.Figure:
 
 
 def histogram_figure(curve: Mapping[str, Any]) -> go.Figure:
-    """HU histograms of real and generated from ``report["curves"]["hu_histogram"]``."""
+    """HU histograms of real and generated from ``report["curves"]["hu_histogram"]``.
+
+    The HU axis spans the bins that hold voxels in either cohort (plus one bin each side), not the
+    whole binning range: a histogram binned to 3000 HU whose data end near 700 HU shows -1024..700.
+    """
     edges = np.asarray(curve["bin_edges"], dtype=float)
     centres = (edges[:-1] + edges[1:]) / 2
     fig = go.Figure()
+    used = np.zeros(len(centres), dtype=bool)
     for cohort in ("real", "generated"):
         if curve.get(cohort) is not None:
-            fig.add_trace(go.Scatter(x=centres, y=curve[cohort], mode="lines", name=cohort, line_shape="hvh",
+            counts = np.asarray(curve[cohort], dtype=float)
+            used |= np.nan_to_num(counts) > 0
+            fig.add_trace(go.Scatter(x=centres, y=counts, mode="lines", name=cohort, line_shape="hvh",
                                      line={"color": COHORT_COLOURS[cohort]}))
     fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="HU",
                       yaxis_title="fraction of voxels", title="HU histogram")
+    if used.any():
+        first, last = np.flatnonzero(used)[[0, -1]]
+        fig.update_xaxes(range=[float(edges[max(first - 1, 0)]), float(edges[min(last + 2, len(edges) - 1)])])
     return fig
 
 
 def nps_figure(curve: Mapping[str, Any]) -> go.Figure:
-    """Noise power spectra from ``report["curves"]["nps"]`` (log y)."""
+    """Noise power spectra from ``report["curves"]["nps"]`` (log y), without the zero-frequency bin.
+
+    The 0 1/mm bin holds the (removed) mean, numerically ~1e-28: on a log axis it stretches the scale
+    over 25 decades and flattens both curves. The y range spans the positive values of the other bins.
+    """
+    freq = np.asarray(curve["frequency_mm"], dtype=float)
+    keep = freq > 0
     fig = go.Figure()
+    positive = []
     for cohort in ("real", "generated"):
         if curve.get(cohort) is not None:
-            fig.add_trace(go.Scatter(x=curve["frequency_mm"], y=curve[cohort], mode="lines", name=cohort,
+            y = np.asarray(curve[cohort], dtype=float)[keep]
+            positive.append(y[np.isfinite(y) & (y > 0)])
+            fig.add_trace(go.Scatter(x=freq[keep], y=y, mode="lines", name=cohort,
                                      line={"color": COHORT_COLOURS[cohort]}))
     fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="spatial frequency (1/mm)",
                       yaxis_title="NPS (HU² mm²)", title="Noise power spectrum")
     fig.update_yaxes(type="log")
+    values = np.concatenate(positive) if positive else np.array([])
+    if values.size:
+        lo, hi = np.log10(values.min()), np.log10(values.max())
+        pad = max(0.1 * (hi - lo), 0.1)
+        fig.update_yaxes(range=[float(lo - pad), float(hi + pad)])
+    if keep.any():
+        fig.update_xaxes(range=[0.0, float(freq[keep].max())])
     return fig
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from ctdiff.io import write_nifti
 from ctdiff.volume import Volume
+from eval.report.provenance import add_provenance
 
 REPO = Path(__file__).resolve().parents[2]
 SPACING = (0.8, 0.9, 2.5)
@@ -58,6 +60,9 @@ def write_report(path: Path, real_files: list[str], gen_files: list[str]) -> dic
             {"generated": gen_files[1], "nearest_train": real_files[0], "distance": 0.01, "threshold": 0.05},
         ],
     }
+    # which scans it measured, as the report builder records it (content hashes)
+    add_provenance(report, {"real": [SimpleNamespace(path=Path(f)) for f in real_files],
+                            "generated": [SimpleNamespace(path=Path(f)) for f in gen_files]})
     path.mkdir(parents=True, exist_ok=True)
     (path / "report.json").write_text(json.dumps(report, indent=1))
     (path / "report.html").write_text("<html><body><h1>ctdiff report</h1></body></html>")

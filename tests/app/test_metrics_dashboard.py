@@ -43,9 +43,9 @@ def test_metric_table_is_colour_coded_by_gap(dashboard):
     assert at.title[0].value == "Metrics dashboard"
     table = at.dataframe[0].value.set_index("metric")
     # frd 30 vs floor 10 -> 3x far; noise 11 vs 10 with floor 1 -> 1x close; coverage 0.9/0.5 -> 1.8 apart
-    assert table.loc["frd", "gap"] == 3.0 and table.loc["frd", "status"] == "far"
-    assert table.loc["noise_sd", "gap"] == 1.0 and table.loc["noise_sd", "status"] == "close"
-    assert table.loc["coverage", "gap"] == 1.8 and table.loc["coverage", "status"] == "apart"
+    assert table.loc["frd", "gap"] == "3" and table.loc["frd", "status"] == "far"
+    assert table.loc["noise_sd", "gap"] == "1" and table.loc["noise_sd", "status"] == "close"
+    assert table.loc["coverage", "gap"] == "1.8" and table.loc["coverage", "status"] == "apart"
     assert table.loc["fid_2d", "status"] == "n/a" and "skipped" in table.loc["fid_2d", "notes"]
     assert table.loc["frd", "ci95"] == "25 .. 35"
     assert {m.label: m.value for m in at.metric} == {"close": "1", "apart": "1", "far": "1", "n/a": "1"}
@@ -57,9 +57,9 @@ def test_charts_show_the_report_curves(dashboard, charts):
     hist = shown["HU histogram"]
     assert [t["name"] for t in hist["data"]] == ["real", "generated"]
     assert hist["data"][0]["x"].tolist() == [-750.0, -250.0, 250.0, 750.0]  # bin centres of the report's edges
-    assert hist["data"][1]["y"] == [0.2, 0.2, 0.4, 0.2]
+    assert list(hist["data"][1]["y"]) == [0.2, 0.2, 0.4, 0.2]
     nps = shown["Noise power spectrum"]
-    assert nps["layout"]["yaxis"]["type"] == "log" and nps["data"][1]["y"] == [12.0, 9.0, 5.0, 2.0]
+    assert nps["layout"]["yaxis"]["type"] == "log" and list(nps["data"][1]["y"]) == [12.0, 9.0, 5.0, 2.0]
     scatter = shown["noise_sd"]
     assert scatter["layout"]["yaxis"]["title"]["text"] == "ssim_nearest_real"
     by_name = {t["name"]: t for t in scatter["data"]}
@@ -87,8 +87,8 @@ def test_memorisation_entry_opens_the_pair_in_the_browser(app_env, page):
     at.button(key="open_flagged_0").click().run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Slice browser"
-    titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
-    assert titles == ["Generated: sample_001", "Real: case_a"]
+    (viewer,) = [e.proto for e in at.main if getattr(e, "type", None) == "component_instance"]
+    assert [v["label"] for v in json.loads(viewer.json_args)["volumes"]] == ["Generated: sample_001", "Real: case_a"]
     assert at.radio(key="view").value == "nearest real"
 
 
@@ -128,4 +128,74 @@ def test_compute_a_report_with_the_eval_builder(no_report, tmp_path):
     written = json.loads((out / "report.json").read_text())
     table = at.dataframe[0].value.set_index("metric")
     assert sorted(table.index) == sorted(written["metrics"]) == ["cnr_soft_tissue_fat", "contrast_rms", "hu_wasserstein"]
-    assert table.loc["hu_wasserstein", "value"] == pytest.approx(written["metrics"]["hu_wasserstein"]["value"])
+    assert float(table.loc["hu_wasserstein", "value"]) == pytest.approx(written["metrics"]["hu_wasserstein"]["value"], rel=1e-3)
+    # the report records which scans it measured, and they are the selected ones
+    measured = {c: {r["sha256"] for r in rows} for c, rows in written["provenance"]["scans"].items() if rows}
+    assert set(measured) == {"real", "generated"} and all(len(h) == 2 for h in measured.values())
+    assert not any("other scans" in w.value for w in at.warning)
+
+
+def test_distances_show_a_dash_never_none(dashboard):
+    table = dashboard.dataframe[0].value.set_index("metric")
+    # FRD and coverage compare the sets as a whole: no per-cohort number
+    assert table.loc["frd", ["real", "generated"]].tolist() == ["—", "—"]
+    assert table.loc["coverage", ["real", "generated"]].tolist() == ["—", "—"]
+    assert table.loc["noise_sd", ["real", "generated"]].tolist() == ["10", "11"]
+    assert table.loc["fid_2d", ["value", "gap", "status"]].tolist() == ["—", "—", "n/a"]
+    cells = table.astype(str).to_numpy().ravel().tolist()
+    assert "None" not in cells and "nan" not in cells
+
+
+def test_a_report_for_other_scans_is_not_shown_as_theirs(app_env, page, tmp_path):
+    from ctdiff.io import write_nifti
+    from ctdiff.volume import Volume
+
+    from .conftest import SPACING, pattern
+
+    fresh = tmp_path / "fresh"  # a new Generate run: old names, new content
+    for i in range(2):
+        write_nifti(Volume.from_spacing(pattern((16, 12, 6), offset=700 + i), SPACING), fresh / f"sample_00{i}.nii.gz")
+    at = page(DASHBOARD)
+    at.session_state["generated_dir"] = str(fresh)
+    at.run()
+    assert not at.exception
+    assert "This report is for other scans: generated: 0 of the 2 selected scans were measured" in at.warning[0].value
+    assert not at.dataframe  # no metric is shown as if it described these scans
+    assert at.button(key="compute_report") is not None  # offered: recompute on the selected scans
+    at.checkbox(key="show_other_report").check().run()
+    assert not at.exception and at.dataframe[0].value.set_index("metric").loc["frd", "gap"] == "3"
+
+
+def test_report_without_scan_hashes_says_so(app_env, page):
+    path = app_env / "report" / "report.json"
+    report = json.loads(path.read_text())
+    del report["provenance"]
+    path.write_text(json.dumps(report))
+    at = page(DASHBOARD)
+    at.run()
+    assert not at.exception
+    assert "does not record which scans it measured" in at.info[0].value
+    assert at.dataframe  # shown, with that caveat
+
+
+def test_histogram_range_fits_the_data_and_nps_drops_the_zero_bin(app_env, page, charts):
+    path = app_env / "report" / "report.json"
+    report = json.loads(path.read_text())
+    edges = list(range(-1100, 3001, 100))  # binned to 3000 HU; the data end at 700
+    counts = [0.0] * (len(edges) - 1)
+    for i, e in enumerate(edges[:-1]):
+        if -1000 <= e < 700:
+            counts[i] = 0.01
+    report["curves"]["hu_histogram"] = {"bin_edges": edges, "real": counts, "generated": counts}
+    report["curves"]["nps"] = {"frequency_mm": [0.0, 0.1, 0.2, 0.4], "real": [1e-28, 8.0, 4.0, 1.0],
+                               "generated": [3e-29, 9.0, 5.0, 2.0]}
+    path.write_text(json.dumps(report))
+    at = page(DASHBOARD)
+    at.run()
+    assert not at.exception
+    shown = _by_title(at, charts)
+    assert shown["HU histogram"]["layout"]["xaxis"]["range"] == [-1100.0, 800.0]  # one bin of margin each side
+    nps = shown["Noise power spectrum"]
+    assert [list(t["x"]) for t in nps["data"]] == [[0.1, 0.2, 0.4]] * 2
+    lo, hi = nps["layout"]["yaxis"]["range"]
+    assert lo == pytest.approx(-0.1) and hi == pytest.approx(0.954 + 0.1, abs=1e-3)  # log10 of 1 .. 9, padded

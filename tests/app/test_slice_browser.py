@@ -38,9 +38,15 @@ def voxel_of(fig, row, col):
     return t["x0"] + col * t["dx"], t["y0"] + row * t["dy"]
 
 
+def server_rendered(at):
+    """The server-rendered viewer: AppTest runs no JavaScript, so pixel checks need the plotly images."""
+    at.session_state["renderer"] = "server"
+    return at
+
+
 @pytest.fixture
 def browser(app_env, page):
-    at = page(BROWSER)
+    at = server_rendered(page(BROWSER))
     at.run()
     assert not at.exception, at.exception
     return at
@@ -182,7 +188,7 @@ def test_nearest_real_view_pairs_each_generated_case(browser, figures):
 
 
 def test_request_from_dashboard_opens_the_flagged_pair(app_env, page, figures):
-    at = page(BROWSER)
+    at = server_rendered(page(BROWSER))
     at.session_state["browse_request"] = {"generated": str(app_env / "generated/sample_001.nii.gz"),
                                           "real": str(app_env / "real/case_a.nii.gz"), "view": "nearest real"}
     at.run()
@@ -222,7 +228,7 @@ def test_only_real_scans_and_a_single_slice_volume(app_env, page, tmp_path, figu
     arr = np.zeros((16, 12, 1), dtype=np.float32)
     arr[3, 4, 0] = 77.0
     write_nifti(Volume.from_spacing(arr, (0.8, 0.9, 2.5)), one / "single.nii.gz")
-    at = page(BROWSER)
+    at = server_rendered(page(BROWSER))
     at.session_state["generated_dir"] = None
     at.session_state["real_dir"] = str(one)
     at.session_state["selection_source"] = "test"

@@ -29,7 +29,8 @@ def test_headline_and_loss_curves_with_10_epoch_means(monitor, charts):
     assert at.title[0].value == "Training monitor"
     m = {x.label: x.value for x in at.metric}
     # history: train = 1/e + 0.01, val = 0.5/e + 0.02 every 5th epoch -> best at epoch 30
-    assert m["epochs"] == "30" and m["best val loss"] == f"{0.5 / 30 + 0.02:.4g}" and m["time"] == "0:01:15"
+    assert m["epochs"] == "30" and m["best val loss"] == f"{0.5 / 30 + 0.02:.4g}" and m["training time"] == "0:19:22"
+    assert m["time per epoch"] == "38.8 s"  # epochs of 2.5 .. 75 s (history.csv: each epoch's own time)
     loss = _loss(at, charts)
     assert loss["layout"]["yaxis"]["type"] == "log"
     traces = {t["name"]: t for t in loss["data"]}

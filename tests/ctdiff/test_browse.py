@@ -12,7 +12,7 @@ from ctdiff.browse import (
     display_volume,
     hu_readout,
     linked_index,
-    match_path,
+    path_with_hash,
     mosaic_indices,
     nearest_real,
     pixel_grid,
@@ -122,10 +122,15 @@ def test_mosaic_indices_match_display_mosaic(small_volume):
 
 
 REPORT = {
+    "provenance": {"scans": {"real": [{"file": "/data/real/case_a.nii.gz", "sha256": "h-real-a"},
+                                      {"file": "real/case_b.nii.gz", "sha256": "h-real-b"}],
+                             "train": [{"file": "train/case_a.nii.gz", "sha256": "h-train-a"}]}},
     "per_case": [
-        {"cohort": "real", "file": "/data/real/case_a.nii.gz", "ssim_nearest_real": None},
-        {"cohort": "generated", "file": "gen/sample_000.nii.gz", "ssim_nearest_real": 0.71, "nearest_real_file": "real/case_b.nii.gz"},
-        {"cohort": "generated", "file": "gen/sample_001.nii.gz", "ssim_nearest_real": 0.93, "nearest_real_file": "real/case_a.nii.gz"},
+        {"cohort": "real", "file": "/data/real/case_a.nii.gz", "sha256": "h-real-a", "ssim_nearest_real": None},
+        {"cohort": "generated", "file": "gen/sample_000.nii.gz", "sha256": "h-gen-0", "ssim_nearest_real": 0.71,
+         "nearest_real_file": "real/case_b.nii.gz", "nearest_real_sha256": "h-real-b"},
+        {"cohort": "generated", "file": "gen/sample_001.nii.gz", "sha256": "h-gen-1", "ssim_nearest_real": 0.93,
+         "nearest_real_file": "/data/real/case_a.nii.gz"},
     ],
     "memorization_flagged": [
         {"generated": "gen/sample_001.nii.gz", "nearest_train": "train/case_a.nii.gz", "distance": 0.01, "threshold": 0.05}
@@ -133,19 +138,23 @@ REPORT = {
 }
 
 
-def test_nearest_real_and_memorisation_lookup():
-    a = nearest_real(REPORT, "/elsewhere/sample_000.nii.gz")
-    assert a == {"file": "real/case_b.nii.gz", "ssim": 0.71, "memorised": False}
-    b = nearest_real(REPORT, "sample_001.nii.gz")
-    assert b["file"] == "real/case_a.nii.gz" and b["memorised"] is True
-    assert (b["nearest_train"], b["distance"], b["threshold"]) == ("train/case_a.nii.gz", 0.01, 0.05)
-    assert nearest_real(REPORT, "sample_009.nii.gz") is None
-    assert nearest_real({}, "sample_000.nii.gz") is None
+def test_nearest_real_and_memorisation_lookup_by_content_hash():
+    a = nearest_real(REPORT, "h-gen-0")
+    assert a == {"file": "real/case_b.nii.gz", "sha256": "h-real-b", "ssim": 0.71, "memorised": False}
+    b = nearest_real(REPORT, "h-gen-1")
+    # no nearest_real_sha256 in the row: the hash comes from the report's provenance list
+    assert b["file"] == "/data/real/case_a.nii.gz" and b["sha256"] == "h-real-a" and b["memorised"] is True
+    assert (b["nearest_train"], b["nearest_train_sha256"], b["distance"], b["threshold"]) == (
+        "train/case_a.nii.gz", "h-train-a", 0.01, 0.05)
+    # a scan the report did not measure has no entry, whatever its file name
+    assert nearest_real(REPORT, "h-new-case-000") is None
+    assert nearest_real(REPORT, None) is None
+    assert nearest_real({}, "h-gen-0") is None
 
 
-def test_match_path_by_case_name():
-    cands = ["/w/real/case_a.nii.gz", "/w/real/case_b.nii.gz"]
-    assert match_path("real/case_b.nii.gz", cands) == "/w/real/case_b.nii.gz"
-    assert match_path("case_a", cands) == "/w/real/case_a.nii.gz"
-    assert match_path("case_c.nii.gz", cands) is None
-    assert match_path(None, cands) is None
+def test_path_with_hash_ignores_file_names():
+    hashes = {"/w/real/case_a.nii.gz": "h-real-b", "/w/real/case_b.nii.gz": "h-real-a"}  # names swapped
+    assert path_with_hash("h-real-a", hashes) == "/w/real/case_b.nii.gz"
+    assert path_with_hash("h-real-b", hashes) == "/w/real/case_a.nii.gz"
+    assert path_with_hash("h-other", hashes) is None
+    assert path_with_hash(None, hashes) is None

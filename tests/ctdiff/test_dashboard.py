@@ -35,7 +35,21 @@ def test_gap(metric, expected):
 
 
 def test_status_thresholds():
-    assert [status(g) for g in (None, 0.2, 1.25, 1.26, 2.0, 2.01, math.inf)] == ["n/a", "close", "close", "apart", "apart", "far", "far"]
+    assert [status(g) for g in (None, 0.2, 1.25, 1.26, 2.0, 2.01, 1e9)] == ["n/a", "close", "close", "apart", "apart", "far", "far"]
+    # no status without a finite gap to show next to it
+    assert status(math.inf) == "n/a" and status(math.nan) == "n/a"
+
+
+def test_every_status_row_shows_a_finite_gap():
+    t = metric_table({"metrics": {
+        "kid": {"value": 0.02, "reference": 0.0, "better": "lower"},  # floor of 0: gap would be infinite
+        "coverage": {"value": 0.0, "reference": 0.9, "better": "higher"},
+        "frd": {"value": 30.0, "reference": 10.0, "better": "lower"},
+    }}).set_index("metric")
+    assert t.loc["kid", "status"] == "n/a" and t.loc["coverage", "status"] == "n/a"
+    assert t.loc["frd", "status"] == "far" and t.loc["frd", "gap"] == 3.0
+    shown = t[t["status"] != "n/a"]
+    assert shown["gap"].map(lambda g: g is not None and math.isfinite(g)).all()
 
 
 REPORT = {

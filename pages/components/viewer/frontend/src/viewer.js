@@ -1,0 +1,430 @@
+// ctdiff CT viewer: a Streamlit component (components v1) holding one NiiVue instance per pane.
+//
+// Why our own component and not the `niivue-streamlit` package (0.3.0, checked 2026-11-30): it shows
+// one volume per component (one iframe per viewer), so two panes cannot share a slice position,
+// zoom, pan or window; it has no CT window presets, no A/B toggle and no key scrolling in our
+// convention. Here all panes live in one iframe and are synced in the browser, without reruns.
+//
+// Protocol with Streamlit is written by hand (postMessage, as streamlit-component-lib does) so the
+// bundle does not carry React and Apache Arrow. Volumes arrive once as bytes (uncompressed NIfTI-1,
+// int16 HU); every later render with the same volume ids only updates the controls.
+import { Niivue, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
+
+const PLANES = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multiplanar: SLICE_TYPE.MULTIPLANAR };
+const PLANE_NAMES = ["axial", "coronal", "sagittal"];
+// voxel axis each plane's slices run along (RAS volumes): axial z, coronal y, sagittal x
+const STEP = { 0: [0, 0, 1], 1: [0, 1, 0], 2: [1, 0, 0] };
+
+// ------------------------------------------------------------------ Streamlit protocol
+function send(type, data) {
+  window.parent.postMessage({ isStreamlitMessage: true, type, ...data }, "*");
+}
+const setValue = (value) => send("streamlit:setComponentValue", { value, dataType: "json" });
+let lastHeight = -1;
+function setHeight() {
+  const h = Math.ceil(document.body.scrollHeight);
+  if (h !== lastHeight) {
+    lastHeight = h;
+    send("streamlit:setFrameHeight", { height: h });
+  }
+}
+
+// ------------------------------------------------------------------ state
+const S = {
+  panes: [], // {id, label, sub, nv, canvas, wrap, status, hover, n: dims}
+  ids: "",
+  plane: "axial",
+  linked: true,
+  layout: "side by side",
+  shown: 0,
+  wl: [400, 40],
+  presets: {},
+  active: 0, // pane that keys act on
+  activePlane: 0, // in the multiplanar layout: the tile last under the mouse
+  args: {},
+  clicks: 0,
+  returnClicks: false,
+  forwardKeys: true,
+  height: 520,
+  // timing hooks for tests and benchmarks (ctdiff/benchmarks/bench_app.py)
+  lastStep: null,
+};
+window.ctViewer = S;
+
+const $ = (sel) => document.querySelector(sel);
+const root = document.getElementById("root");
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "on") for (const [ev, fn] of Object.entries(v)) e.addEventListener(ev, fn);
+    else if (k === "style") e.style.cssText = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// ------------------------------------------------------------------ toolbar
+function buildToolbar() {
+  const bar = el("div", { class: "toolbar", id: "toolbar" });
+  const planes = el("span", { class: "group" });
+  for (const [name, label] of [["axial", "Axial"], ["coronal", "Coronal"], ["sagittal", "Sagittal"], ["multiplanar", "3 planes"]]) {
+    planes.append(el("button", { "data-plane": name, title: `${name} view`, on: { click: () => setPlane(name) } }, label));
+  }
+  const presets = el("span", { class: "group", id: "presets" });
+  const custom = el("span", { class: "group" },
+    el("label", {}, "W ", el("input", { id: "win-w", type: "number", min: "1", step: "10", title: "window width (HU)" })),
+    el("label", {}, " L ", el("input", { id: "win-l", type: "number", step: "10", title: "window level (HU)" })),
+    el("button", { title: "apply the typed window", on: { click: applyCustomWindow } }, "Set"),
+  );
+  const link = el("label", { class: "group", title: "slice position (mm), zoom, pan and window shared by every pane" },
+    el("input", { id: "linked", type: "checkbox", on: { change: (e) => { S.linked = e.target.checked; if (S.linked) syncFrom(S.active); } } }), " linked");
+  const ab = el("button", { id: "ab", title: "A/B toggle (key T)", on: { click: toggleAB } }, "A/B");
+  const reset = el("button", { title: "reset zoom and pan (key 0)", on: { click: resetView } }, "Reset zoom");
+  bar.append(planes, presets, custom, link, ab, reset);
+  return bar;
+}
+
+function refreshToolbar() {
+  for (const b of document.querySelectorAll("[data-plane]")) b.classList.toggle("on", b.dataset.plane === S.plane);
+  const presets = $("#presets");
+  presets.replaceChildren(...Object.entries(S.presets).map(([name, [w, l]]) =>
+    el("button", { "data-preset": name, title: `W ${w} / L ${l}`, on: { click: () => setWindow(w, l) } }, name)));
+  for (const b of presets.children) {
+    const [w, l] = S.presets[b.dataset.preset];
+    b.classList.toggle("on", w === S.wl[0] && l === S.wl[1]);
+  }
+  $("#win-w").value = round(S.wl[0]);
+  $("#win-l").value = round(S.wl[1]);
+  $("#linked").checked = S.linked;
+  const ab = $("#ab");
+  ab.style.display = S.layout === "A/B" && S.panes.length > 1 ? "" : "none";
+  if (S.panes[S.shown]) ab.textContent = `A/B: showing ${"AB"[S.shown] || S.shown + 1} · ${S.panes[S.shown].label}`;
+}
+
+const round = (v) => Math.round(v * 10) / 10;
+
+// ------------------------------------------------------------------ panes
+function newPane(index, meta) {
+  const canvas = el("canvas", { id: `pane-${index}`, tabindex: "0" });
+  const status = el("div", { class: "status" });
+  const title = el("div", { class: "title" }, meta.label);
+  const wrap = el("div", { class: "pane", "data-index": String(index) }, title, el("div", { class: "canvas-box" }, canvas), status);
+  const nv = new Niivue({
+    backColor: [0, 0, 0, 1],
+    crosshairColor: [1.0, 0.85, 0.1, 0.9],
+    isRadiologicalConvention: true, // patient right on the image left, as DICOM viewers
+    isOrientationTextVisible: true,
+    showAllOrientationMarkers: true,
+    isNearestInterpolation: true, // a viewer must not invent intermediate HU
+    multiplanarShowRender: SHOW_RENDER.NEVER,
+    multiplanarForceRender: false,
+    dragAndDropEnabled: false,
+    isColorbar: false,
+    loadingText: "loading",
+    textHeight: 0.05,
+    show3Dcrosshair: false,
+    logLevel: "error",
+    mouseEventConfig: {
+      leftButton: { primary: DRAG_MODE.crosshair, withShift: DRAG_MODE.pan, withCtrl: DRAG_MODE.pan },
+      rightButton: DRAG_MODE.windowing,
+      centerButton: DRAG_MODE.pan,
+    },
+  });
+  return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false };
+}
+
+async function loadPane(p, bytes) {
+  await p.nv.attachToCanvas(p.canvas);
+  // copy out of the message's buffer: NiiVue keeps the ArrayBuffer
+  const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  await p.nv.loadFromArrayBuffer(buf, `${p.id}.nii`);
+  p.loaded = true;
+  p.nv.setSliceType(PLANES[S.plane]);
+  p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
+  applyWindow(p);
+  attachEvents(p);
+}
+
+function attachEvents(p) {
+  const c = p.canvas;
+  // zoom with ctrl/cmd + wheel (captured before NiiVue's own wheel handler, which scrolls slices)
+  c.parentElement.addEventListener("wheel", (e) => {
+    if (!(e.ctrlKey || e.metaKey)) return;
+    e.preventDefault();
+    e.stopPropagation();
+    zoom(p, e.deltaY < 0 ? 1.1 : 1 / 1.1);
+  }, { capture: true, passive: false });
+  // NiiVue's listeners were registered first, so these run after it changed the scene
+  c.addEventListener("wheel", () => { S.active = p.index; afterChange(p); }, { passive: true });
+  let down = null;
+  c.addEventListener("mousedown", (e) => { down = [e.clientX, e.clientY, e.button]; S.active = p.index; });
+  c.addEventListener("mousemove", (e) => {
+    S.active = p.index;
+    hoverReadout(p, e);
+    if (e.buttons) afterChange(p);
+  });
+  c.addEventListener("mouseleave", () => { p.hover = ""; updateStatus(p); });
+  c.addEventListener("mouseup", (e) => {
+    afterChange(p);
+    if (down && down[2] === 0 && Math.hypot(e.clientX - down[0], e.clientY - down[1]) < 4) click(p, e);
+    down = null;
+  });
+  c.addEventListener("contextmenu", (e) => e.preventDefault());
+  p.nv.onIntensityChange = () => {
+    const v = p.nv.volumes[0];
+    S.wl = [v.cal_max - v.cal_min, (v.cal_max + v.cal_min) / 2];
+    refreshToolbar();
+    afterChange(p);
+  };
+}
+
+function canvasXY(p, e) {
+  const r = p.canvas.getBoundingClientRect();
+  const dpr = p.nv.uiData.dpr || window.devicePixelRatio || 1;
+  return [(e.clientX - r.left) * dpr, (e.clientY - r.top) * dpr];
+}
+
+function voxelAt(p, e) {
+  const xy = canvasXY(p, e);
+  const frac = p.nv.canvasPos2frac(xy);
+  if (!frac || frac[0] < 0) return null;
+  const tile = p.nv.tileIndex(xy[0], xy[1]);
+  if (tile >= 0 && p.nv.screenSlices[tile]) S.activePlane = p.nv.screenSlices[tile].axCorSag;
+  const vox = p.nv.frac2vox(frac);
+  const dims = p.nv.volumes[0].dimsRAS;
+  for (let a = 0; a < 3; a++) if (vox[a] < 0 || vox[a] >= dims[a + 1]) return null;
+  const mm = p.nv.frac2mm(frac);
+  return { vox: [vox[0], vox[1], vox[2]], mm: [mm[0], mm[1], mm[2]], hu: p.nv.volumes[0].getValue(vox[0], vox[1], vox[2]) };
+}
+
+function hoverReadout(p, e) {
+  const v = voxelAt(p, e);
+  p.hover = v ? `voxel (${v.vox.join(", ")}) = <b>${round(v.hu)} HU</b>` : "";
+  updateStatus(p);
+}
+
+function click(p, e) {
+  const v = voxelAt(p, e);
+  if (!v || !S.returnClicks) return;
+  S.clicks += 1;
+  setValue({ event: "click", pane: p.index, label: p.label, id: p.id, voxel: v.vox, mm: v.mm.map(round), hu: v.hu, n: S.clicks });
+}
+
+function sliceInfo(p) {
+  const nv = p.nv;
+  if (!p.loaded) return "";
+  const vox = nv.frac2vox(nv.scene.crosshairPos);
+  const dims = nv.volumes[0].dimsRAS;
+  if (S.plane === "multiplanar") return `voxel (${vox.join(", ")}) of ${dims[1]}×${dims[2]}×${dims[3]}`;
+  const axis = { axial: 2, coronal: 1, sagittal: 0 }[S.plane];
+  return `${S.plane} ${vox[axis] + 1}/${dims[axis + 1]}`;
+}
+
+function updateStatus(p) {
+  const v = p.loaded ? p.nv.volumes[0] : null;
+  const wl = v ? `W ${round(v.cal_max - v.cal_min)} L ${round((v.cal_max + v.cal_min) / 2)}` : "";
+  const zoomText = p.loaded ? ` · zoom ${round(p.nv.scene.pan2Dxyzmm[3])}×` : "";
+  p.status.innerHTML = `<span>${sliceInfo(p)} · ${wl}${zoomText}</span><span class="hover">${p.hover}</span>`;
+}
+
+// ------------------------------------------------------------------ actions
+function afterChange(src) {
+  if (S.linked) syncFrom(src.index);
+  for (const p of S.panes) updateStatus(p);
+}
+
+function syncFrom(i) {
+  const src = S.panes[i];
+  if (!src || !src.loaded) return;
+  const mm = src.nv.frac2mm(src.nv.scene.crosshairPos);
+  for (const p of S.panes) {
+    if (p === src || !p.loaded) continue;
+    const frac = p.nv.mm2frac(mm);
+    p.nv.scene.crosshairPos = [0, 1, 2].map((a) => Math.min(Math.max(frac[a], 0), 1));
+    p.nv.scene.pan2Dxyzmm = [...src.nv.scene.pan2Dxyzmm];
+    const vs = src.nv.volumes[0], vo = p.nv.volumes[0];
+    if (vo.cal_min !== vs.cal_min || vo.cal_max !== vs.cal_max) {
+      vo.cal_min = vs.cal_min;
+      vo.cal_max = vs.cal_max;
+      p.nv.updateGLVolume();
+    } else if (isVisible(p)) {
+      p.nv.drawScene();
+    }
+  }
+}
+
+const isVisible = (p) => p.wrap.style.display !== "none";
+
+function step(delta) {
+  const p = S.panes[S.active] && isVisible(S.panes[S.active]) ? S.panes[S.active] : S.panes.find(isVisible);
+  if (!p || !p.loaded) return;
+  const plane = S.plane === "multiplanar" ? S.activePlane : PLANES[S.plane];
+  const [x, y, z] = STEP[plane].map((v) => v * delta);
+  p.nv.moveCrosshairInVox(x, y, z);
+  afterChange(p);
+}
+
+function zoom(p, factor) {
+  const s = p.nv.scene.pan2Dxyzmm;
+  s[3] = Math.min(Math.max(s[3] * factor, 0.25), 16);
+  p.nv.drawScene();
+  afterChange(p);
+}
+
+function resetView() {
+  for (const p of S.panes) if (p.loaded) { p.nv.scene.pan2Dxyzmm = [0, 0, 0, 1]; p.nv.drawScene(); updateStatus(p); }
+}
+
+function applyWindow(p) {
+  const v = p.nv.volumes[0];
+  if (!v) return;
+  v.cal_min = S.wl[1] - S.wl[0] / 2;
+  v.cal_max = S.wl[1] + S.wl[0] / 2;
+  p.nv.updateGLVolume();
+  updateStatus(p);
+}
+
+function setWindow(w, l) {
+  if (!(w > 0) || !Number.isFinite(l)) return;
+  S.wl = [w, l];
+  for (const p of S.panes) if (p.loaded) applyWindow(p);
+  refreshToolbar();
+}
+
+function applyCustomWindow() {
+  setWindow(parseFloat($("#win-w").value), parseFloat($("#win-l").value));
+}
+
+function setPlane(name) {
+  if (!(name in PLANES)) return;
+  S.plane = name;
+  for (const p of S.panes) {
+    if (!p.loaded) continue;
+    p.nv.opts.crosshairWidth = name === "multiplanar" ? 1 : 0;
+    p.nv.setSliceType(PLANES[name]);
+    updateStatus(p);
+  }
+  if (name !== "multiplanar") S.activePlane = PLANES[name];
+  refreshToolbar();
+}
+
+function showPanes() {
+  S.panes.forEach((p, i) => {
+    const show = S.layout !== "A/B" || i === S.shown;
+    p.wrap.style.display = show ? "" : "none";
+    p.wrap.style.flexBasis = S.layout === "A/B" ? "100%" : `${100 / S.panes.length}%`;
+  });
+  for (const p of S.panes) if (p.loaded && isVisible(p)) { p.nv.resizeListener(); p.nv.drawScene(); }
+  refreshToolbar();
+  setHeight();
+}
+
+function toggleAB() {
+  if (S.panes.length < 2) return;
+  const from = S.shown;
+  S.shown = (S.shown + 1) % S.panes.length;
+  S.active = S.shown;
+  if (!S.linked) {
+    // A/B compares the same place: the shown pane takes the position, zoom and window of the other
+    S.linked = true;
+    syncFrom(from);
+    S.linked = false;
+  }
+  showPanes();
+}
+
+// ------------------------------------------------------------------ keys
+function onKey(e) {
+  if (e.target && e.target.tagName === "INPUT") return;
+  const n = S.panes[0]?.loaded ? 10 : 1;
+  const actions = {
+    ArrowUp: () => step(1), ArrowRight: () => step(1), ArrowDown: () => step(-1), ArrowLeft: () => step(-1),
+    PageUp: () => step(n), PageDown: () => step(-n),
+    Home: () => step(-100000), End: () => step(100000),
+    "+": () => S.panes.forEach((p) => p.loaded && zoom(p, 1.25)), "=": () => S.panes.forEach((p) => p.loaded && zoom(p, 1.25)),
+    "-": () => S.panes.forEach((p) => p.loaded && zoom(p, 0.8)), 0: resetView, t: toggleAB, T: toggleAB,
+  };
+  const fn = actions[e.key];
+  if (fn && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    e.preventDefault();
+    e.stopPropagation();
+    const t0 = e.timeStamp;
+    fn();
+    const stepInfo = { key: e.key, t0, tDrawn: performance.now() };
+    // benchmarks/bench_app.py: a checksum of each shown pane's pixels, read back right after the draw
+    if (S.measurePixels) stepInfo.pixels = pixelSums();
+    S.lastStep = stepInfo;
+    requestAnimationFrame(() => { stepInfo.tFrame = performance.now(); });
+    return;
+  }
+  if (S.forwardKeys) {
+    // keys the viewer does not use (e.g. a reader form's shortcuts) go on to the page around it
+    try {
+      window.parent.document.dispatchEvent(new KeyboardEvent("keydown", { key: e.key, code: e.code, shiftKey: e.shiftKey, bubbles: true }));
+    } catch (err) { /* another origin: nothing to forward to */ }
+  }
+}
+function pixelSums() {
+  return S.panes.filter(isVisible).map((p) => {
+    const gl = p.nv.gl;
+    const w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
+    const buf = new Uint8Array(w * h * 4);
+    gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, buf);
+    let sum = 0;
+    for (let i = 0; i < buf.length; i += 4) sum = (Math.imul(sum, 31) + buf[i]) >>> 0;
+    return sum;
+  });
+}
+
+// capture: before NiiVue's own canvas key handler (which moves the crosshair in its own convention)
+window.addEventListener("keydown", onKey, { capture: true });
+
+// ------------------------------------------------------------------ render
+async function render(args) {
+  const metas = args.volumes || [];
+  const ids = metas.map((m) => m.id).join("|");
+  const prev = S.args;
+  S.args = args;
+  S.presets = args.presets || {};
+  S.returnClicks = !!args.return_clicks;
+  S.forwardKeys = args.forward_keys !== false;
+  S.height = args.height || 520;
+  document.documentElement.style.setProperty("--pane-height", `${S.height}px`);
+  if (args.layout !== prev.layout) { S.layout = args.layout; S.shown = 0; }
+  if (args.linked !== prev.linked) S.linked = !!args.linked;
+  const wlChanged = JSON.stringify(args.window) !== JSON.stringify(prev.window);
+  if (wlChanged && args.window) S.wl = [Number(args.window[0]), Number(args.window[1])];
+  const planeChanged = args.plane !== prev.plane;
+  if (planeChanged && args.plane) S.plane = args.plane;
+
+  if (!$("#toolbar")) root.append(buildToolbar(), el("div", { class: "panes", id: "panes" }));
+  if (ids !== S.ids) {
+    S.ids = ids;
+    const old = S.panes;
+    S.panes = metas.map((m, i) => newPane(i, m));
+    $("#panes").replaceChildren(...S.panes.map((p) => p.wrap));
+    for (const p of old) p.nv.gl?.getExtension("WEBGL_lose_context")?.loseContext();
+    showPanes();
+    const t0 = performance.now();
+    await Promise.all(S.panes.map((p, i) => loadPane(p, args[`volume_${i}`])));
+    syncFrom(0);
+    S.firstDisplayMs = performance.now() - t0;
+    S.ready = true;
+  } else {
+    if (wlChanged) for (const p of S.panes) if (p.loaded) applyWindow(p);
+    if (planeChanged) setPlane(S.plane);
+  }
+  showPanes();
+  for (const p of S.panes) updateStatus(p);
+}
+
+window.addEventListener("message", (ev) => {
+  if (ev.data && ev.data.type === "streamlit:render") render(ev.data.args).catch((err) => {
+    root.append(el("div", { class: "error" }, `The viewer could not show these volumes: ${err}`));
+    setHeight();
+  });
+});
+new ResizeObserver(setHeight).observe(document.body);
+send("streamlit:componentReady", { apiVersion: 1 });

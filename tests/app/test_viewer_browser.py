@@ -1,0 +1,136 @@
+"""The NiiVue viewer in a real browser: ``streamlit run app.py`` driven by Playwright in Debian's chromium.
+
+Checks what AppTest cannot: the mouse wheel and the keys change the shown slice (and its pixels),
+linked panes stay at the same position in mm, zoom and window, and an unlinked pane stays put.
+The volumes are synthetic pelvis phantoms (``ctdiff.phantom``) of different depth, so "same
+position in mm" differs from "same slice number".
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ctdiff.io import write_nifti
+from ctdiff.phantom import make_phantom
+
+STATE_JS = """() => window.ctViewer.panes.map(p => ({
+    vox: Array.from(p.nv.frac2vox(p.nv.scene.crosshairPos)),
+    mm: Array.from(p.nv.frac2mm(p.nv.scene.crosshairPos)).map(v => Math.round(v * 100) / 100),
+    zoom: p.nv.scene.pan2Dxyzmm[3],
+    cal: [p.nv.volumes[0].cal_min, p.nv.volumes[0].cal_max],
+    status: p.status.textContent,
+}))"""
+
+
+@pytest.fixture
+def viewer_workspace(tmp_path):
+    ws = tmp_path / "viewer-ws"
+    # same spacing, different depth: 24 real slices, 16 generated ones, centres aligned
+    write_nifti(make_phantom(shape=(96, 96, 24), seed=1)[0], ws / "real" / "case_001.nii.gz")
+    write_nifti(make_phantom(shape=(96, 96, 16), seed=11, noise_hu=32.0)[0], ws / "generated" / "sample_000.nii.gz")
+    (ws / "workspace.json").write_text(json.dumps({"name": "viewer-test"}))
+    return ws
+
+
+def open_viewer(page, url):
+    page.goto(url + "/Slice_browser")
+    page.get_by_role("heading", name="Slice browser", exact=True).wait_for()
+    page.wait_for_selector("iframe[src*='ct_viewer']", timeout=60_000)
+    frame = next(f for f in page.frames if "ct_viewer" in f.url)
+    frame.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=60_000)
+    page.wait_for_timeout(300)
+    return frame
+
+
+@pytest.mark.browser
+def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(viewer_workspace, streamlit_server, browser_page, artifact_dir):
+    page = browser_page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
+    frame = open_viewer(page, url)
+    state = lambda: frame.evaluate(STATE_JS)  # noqa: E731
+
+    start = state()
+    assert [s["vox"][2] for s in start] == [12, 8]  # middle slices of 24 and 16, the same place in mm
+    assert start[0]["mm"][2] == pytest.approx(start[1]["mm"][2], abs=1.6)
+    assert "axial 13/24" in start[0]["status"] and "W 400 L 40" in start[0]["status"]
+    canvas = frame.locator("#pane-0")
+    before = canvas.screenshot()
+
+    # mouse wheel over the real pane: one slice per notch, the generated pane follows in mm
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -100)
+    page.wait_for_timeout(200)
+    after_wheel = state()
+    dz = after_wheel[0]["vox"][2] - 12
+    assert abs(dz) == 1
+    assert after_wheel[1]["vox"][2] == 8 + dz and after_wheel[1]["mm"][2] == pytest.approx(after_wheel[0]["mm"][2], abs=0.01)
+    assert canvas.screenshot() != before  # the pixels changed, not only the numbers
+
+    # keys: ArrowUp one slice up, PageDown ten down (clamped at the generated volume's first slice)
+    canvas.click()
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    z = state()[0]["vox"][2]
+    assert z == after_wheel[0]["vox"][2] + 2
+    page.keyboard.press("PageDown")
+    s = state()
+    assert s[0]["vox"][2] == z - 10
+    assert s[1]["mm"][2] == pytest.approx(s[0]["mm"][2], abs=0.01) or s[1]["vox"][2] == 0
+    assert f"axial {z - 10 + 1}/24" in s[0]["status"]
+
+    # zoom (ctrl+wheel) and window presets are shared by linked panes
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -100)
+    page.keyboard.up("Control")
+    frame.locator("[data-preset='bone']").click()
+    s = state()
+    assert s[0]["zoom"] == pytest.approx(1.1) and s[1]["zoom"] == pytest.approx(1.1)
+    assert s[0]["cal"] == [-450, 1050] and s[1]["cal"] == [-450, 1050]
+    # right-drag window/level on one pane moves the other's window with it
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down(button="right")
+    page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2 + 40, steps=5)
+    page.mouse.up(button="right")
+    s = state()
+    assert s[0]["cal"] != [-450, 1050] and s[1]["cal"] == s[0]["cal"]
+    page.screenshot(path=str(artifact_dir / "viewer-linked.png"))
+
+    # unlinked: the generated pane stays where it is
+    frame.locator("#linked").uncheck()
+    canvas.click()
+    mine, held = state()
+    page.keyboard.press("ArrowUp")
+    s = state()
+    assert s[0]["vox"][2] == mine["vox"][2] + 1
+    assert s[1]["vox"] == held["vox"] and s[1]["zoom"] == held["zoom"]
+
+    # three planes with a crosshair: one pane draws three tiles
+    frame.locator("[data-plane='multiplanar']").click()
+    assert frame.evaluate("() => window.ctViewer.panes[0].nv.screenSlices.length") >= 3
+
+
+@pytest.mark.browser
+def test_long_path_on_home_gives_one_line_not_a_traceback(viewer_workspace, streamlit_server, browser_page):
+    from tests.app.conftest import REPO
+
+    page = browser_page
+    url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
+    page.goto(url)
+    page.get_by_role("heading", name="ctdiff: synthetic CT, side by side with real").wait_for()
+    field = page.get_by_role("textbox", name="Real scans folder")
+    if not field.is_visible():
+        page.get_by_text("Choose other data: type folders").click()
+    field.fill("/" + "a" * 500)
+    page.get_by_role("button", name="Use these folders").click()
+    alert = page.locator("[data-testid='stAlertContentError']").first
+    alert.wait_for()
+    text = alert.inner_text()
+    assert text.startswith("Real scans folder: a folder or file name in the path is 500 characters long"), text
+    assert "\n" not in text.strip()
+    body = page.locator("body").inner_text()
+    assert "Traceback" not in body and "OSError" not in body and str(REPO) not in body
+    assert page.locator("[data-testid='stException']").count() == 0
