@@ -20,6 +20,7 @@ from ctdiff.display import ORIENTATION_LABELS, WINDOW_PRESETS
 from ctdiff.errors import CTDiffError
 from eval.review import render, store
 from eval.review.db import default_db_url
+from pages.components.viewer import ViewerVolume, ct_viewer
 
 log = logging.getLogger("ctdiff.review.reader")
 
@@ -164,6 +165,35 @@ def viewer(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
     st.image(slice_png(db, reader.reader_id, case.code, plane, index, window), output_format="PNG")
 
 
+def marks_panel(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
+    """Giveaway marks: the case in the NiiVue viewer; each click stores the clicked voxel (display
+    grid x, y, z). The volume travels as a fixed-size int16 NIfTI (its byte size depends on the grid
+    only), labelled and identified by the opaque case code alone."""
+    marks = store.reader_marks(db, reader.reader_id, case.code)
+    with st.expander(f"Mark what gives it away ({len(marks)} mark{'s' if len(marks) != 1 else ''})", expanded=bool(ss.get("review_reader_marking"))):
+        st.caption("Click where the scan looks wrong; each click is one mark. Scroll with the wheel or arrow keys.")
+        array, grid = case_array(db, reader.reader_id, case.code)
+        click = ct_viewer(
+            [ViewerVolume(array, grid.spacing, label=f"case {case.code}", id=case.code)],
+            plane="axial", height=380, return_clicks=True, key=f"review_reader_marks_{case.code}",
+        )
+        seen = ss.setdefault("review_reader_marks_seen", {})
+        if click and click.get("event") == "click" and seen.get(case.code) != click.get("n"):
+            seen[case.code] = click.get("n")
+            try:
+                store.add_mark(db, reader.reader_id, case.code, click["voxel"])
+            except CTDiffError:
+                st.warning("That click was outside the scan.")
+            ss.review_reader_marking = True
+            st.rerun()
+        if marks:
+            st.caption("Marks (voxel x, y, z): " + "; ".join(f"({x}, {y}, {z})" for x, y, z in marks))
+            if st.button("Undo last mark", key=f"review_reader_undo_{case.code}"):
+                store.remove_last_mark(db, reader.reader_id, case.code)
+                ss.review_reader_marking = True
+                st.rerun()
+
+
 def answer_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
     prev = case.answer
     if prev is not None and not reader.allow_change:
@@ -201,6 +231,7 @@ def answer_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
         return
     ss.review_reader_pos = None  # go on at the first unanswered case
     ss.review_reader_t0_case = None
+    ss.review_reader_marking = False
     ss.review_reader_flash = f"Answer to case {case.position + 1} saved."
     st.rerun()
 
@@ -233,6 +264,7 @@ def reading(db: str, reader: store.ReaderView) -> None:
     with view_col:
         try:
             viewer(db, reader, case)
+            marks_panel(db, reader, case)
         except Exception:  # a traceback would print server paths into the reader's browser
             log.exception("review reader: cannot render case %s", case.code)
             st.error(GENERIC_ERROR)

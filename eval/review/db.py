@@ -153,6 +153,20 @@ class PairAnswer(Base):
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
 
 
+class Mark(Base):
+    """A giveaway mark (schema v3): a voxel of a case (display grid, x y z) a reader clicked as
+    looking wrong."""
+
+    __tablename__ = "review_marks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True)
+    x: Mapped[int] = mapped_column(Integer, nullable=False)
+    y: Mapped[int] = mapped_column(Integer, nullable=False)
+    z: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
 class SigninFailure(Base):
     """Failed sign-ins per (scope, client), for the attempt limit with back-off (schema v3)."""
 
@@ -300,6 +314,7 @@ def _migrate_2_to_3(conn: Connection) -> None:
     SigninFailure.__table__.create(conn)
     Pair.__table__.create(conn)
     PairAnswer.__table__.create(conn)
+    Mark.__table__.create(conn)
     Event.__table__.create(conn)
     _append_only(conn)
 

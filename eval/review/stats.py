@@ -275,3 +275,18 @@ def afc_summary(rows: Iterable[Mapping]) -> dict:
         "pooled": group(rows),
         "per_reader": {rd: group([r for r in rows if r["reader"] == rd]) for rd in readers},
     }
+
+
+def mark_heatmap(voxels: Iterable[Sequence[int]], shape_xy: Sequence[int], sigma: float = 2.0) -> np.ndarray:
+    """Marks projected along z onto an (x, y) plane: counts per pixel smoothed with a Gaussian of
+    ``sigma`` pixels (``scipy.ndimage.gaussian_filter``), scaled so the sum equals the number of marks."""
+    from scipy.ndimage import gaussian_filter
+
+    counts = np.zeros(tuple(int(s) for s in shape_xy), dtype=np.float64)
+    for v in voxels:
+        counts[int(v[0]), int(v[1])] += 1.0
+    if sigma > 0 and counts.any():
+        total = counts.sum()
+        counts = gaussian_filter(counts, sigma, mode="constant")
+        counts *= total / counts.sum()
+    return counts

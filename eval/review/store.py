@@ -36,6 +36,7 @@ from eval.review.db import (
     Case,
     Reader,
     Event,
+    Mark,
     Pair,
     PairAnswer,
     ReviewSession,
@@ -772,3 +773,87 @@ def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
                 "seconds": round(float(a.seconds), 3), "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
             })
         return out
+
+
+# ------------------------------------------------------------------------------ giveaway marks
+def _reader_case_row(session, reader_id: int, case_code: str):
+    in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
+    in_pairs = select(Pair.left_case_id).where(Pair.reader_id == int(reader_id)).union(
+        select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
+    return session.execute(
+        select(Case.id, Case.session_id, ReviewSession.grid_shape)
+        .join(ReviewSession, ReviewSession.id == Case.session_id)
+        .where(Case.code == case_code, Case.id.in_(in_order) | Case.id.in_(in_pairs))
+    ).first()
+
+
+def add_mark(db: str | Engine | None, reader_id: int, case_code: str, voxel: Sequence[int]) -> tuple[int, int, int]:
+    """Store a giveaway mark: the display-grid voxel (x, y, z) a reader clicked as looking wrong."""
+    try:
+        xyz = tuple(int(v) for v in voxel)
+        if len(xyz) != 3 or any(int(v) != float(v) for v in voxel):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"a mark needs three integer voxel indices (x, y, z), got {voxel!r}") from None
+    with write_session(db) as session:
+        row = _reader_case_row(session, reader_id, case_code)
+        if row is None:
+            raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+        case_id, sid, shape = row
+        if not all(0 <= v < int(n) for v, n in zip(xyz, shape)):
+            raise ConfigError(f"mark {xyz} is outside the display grid {tuple(shape)}")
+        session.add(Mark(reader_id=int(reader_id), case_id=case_id, x=xyz[0], y=xyz[1], z=xyz[2], created_at=utcnow()))
+        _log(session, f"reader:{int(reader_id)}", "mark_added", sid, case=case_code, voxel=list(xyz))
+    return xyz
+
+
+def remove_last_mark(db: str | Engine | None, reader_id: int, case_code: str) -> bool:
+    """Undo the reader's newest mark on this case; False when there was none."""
+    with write_session(db) as session:
+        row = _reader_case_row(session, reader_id, case_code)
+        if row is None:
+            raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+        mark = session.scalar(select(Mark).where(Mark.reader_id == int(reader_id), Mark.case_id == row[0]).order_by(Mark.id.desc()))
+        if mark is None:
+            return False
+        _log(session, f"reader:{int(reader_id)}", "mark_removed", row[1], case=case_code, voxel=[mark.x, mark.y, mark.z])
+        session.delete(mark)
+        return True
+
+
+def reader_marks(db: str | Engine | None, reader_id: int, case_code: str) -> list[tuple[int, int, int]]:
+    """This reader's own marks on one case (never another reader's)."""
+    with read_session(db) as session:
+        rows = session.execute(
+            select(Mark.x, Mark.y, Mark.z).join(Case, Case.id == Mark.case_id)
+            .where(Mark.reader_id == int(reader_id), Case.code == case_code).order_by(Mark.id)
+        ).all()
+    return [tuple(int(v) for v in r) for r in rows]
+
+
+def mark_records(db: str | Engine | None, session_id: int) -> list[dict]:
+    """Every mark of a session, unblinded (organiser: heat maps, export)."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        rows = session.execute(
+            select(Reader.name, Case.code, Case.cohort, Mark.x, Mark.y, Mark.z, Mark.created_at)
+            .join(Case, Case.id == Mark.case_id).join(Reader, Reader.id == Mark.reader_id)
+            .where(Case.session_id == s.id).order_by(Mark.id)
+        ).all()
+    return [
+        {"reader": r, "case_id": c, "cohort": cohort, "voxel": [int(x), int(y), int(z)], "created_utc": at.isoformat(timespec="seconds")}
+        for r, c, cohort, x, y, z, at in rows
+    ]
+
+
+def session_case_array(db: str | Engine | None, session_id: int, case_code: str) -> np.ndarray:
+    """A case's cached display-grid array, for the organiser (heat-map backgrounds)."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        if session.scalar(select(Case.id).where(Case.session_id == s.id, Case.code == case_code)) is None:
+            raise ConfigError(f"session {session_id} has no case {case_code}")
+        uid, grid = s.uid, _grid(s)
+    cache_dir = cache_root(db) / uid
+    if render.missing_cases(cache_dir, [case_code]):
+        ensure_cache(db, session_id)
+    return render.load_cached_case(cache_dir, case_code, grid)

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, func, inspect, select
 
@@ -429,3 +430,31 @@ def test_audit_trail_records_who_did_what_and_is_append_only(db_url, cohorts, tm
             with engine.begin() as conn:
                 conn.execute(text(sql))
     assert len(store.events(db_url)) == len(log)
+
+
+# ------------------------------------------------------------------------------ giveaway marks
+def test_marks_round_trip_to_voxel_coordinates_and_stay_private(db_url, cohorts):
+    from eval.review import stats
+
+    sid = store.create_session(db_url, "s", *cohorts)
+    a, b = (store.find_reader(db_url, store.add_reader(db_url, sid, n)) for n in ("A", "B"))
+    shape = a.grid.shape
+    code = store.reader_case(db_url, a.reader_id, 0).code
+    corner = (shape[0] - 1, shape[1] - 1, shape[2] - 1)
+    assert store.add_mark(db_url, a.reader_id, code, [3, 4, 1]) == (3, 4, 1)
+    assert store.add_mark(db_url, a.reader_id, code, corner) == corner
+    assert store.add_mark(db_url, b.reader_id, code, (5, 5, 0)) == (5, 5, 0)
+    assert store.reader_marks(db_url, a.reader_id, code) == [(3, 4, 1), corner]
+    assert store.reader_marks(db_url, b.reader_id, code) == [(5, 5, 0)]  # readers never see others' marks
+    for bad in ([3, 4], [3.5, 1, 1], (shape[0], 0, 0), (-1, 0, 0), "abc"):
+        with pytest.raises(ConfigError):
+            store.add_mark(db_url, a.reader_id, code, bad)
+    recs = store.mark_records(db_url, sid)
+    assert [(r["reader"], r["case_id"], r["voxel"]) for r in recs] == [("A", code, [3, 4, 1]), ("A", code, list(corner)), ("B", code, [5, 5, 0])]
+    assert recs[0]["cohort"] in ("real", "synthetic")
+    assert store.remove_last_mark(db_url, a.reader_id, code) and store.reader_marks(db_url, a.reader_id, code) == [(3, 4, 1)]
+    heat = stats.mark_heatmap([m["voxel"] for m in store.mark_records(db_url, sid)], shape[:2], sigma=0)
+    assert heat[3, 4] == 1 and heat[5, 5] == 1 and heat.sum() == 2
+    smooth = stats.mark_heatmap([(3, 4, 1)], shape[:2], sigma=1.5)
+    assert smooth.sum() == pytest.approx(1.0) and np.unravel_index(smooth.argmax(), smooth.shape) == (3, 4)
+    assert [e["action"] for e in store.events(db_url, sid)].count("mark_added") == 3
