@@ -202,12 +202,31 @@ def results_panel(db: str, info: store.SessionInfo) -> None:
             st.markdown(p)
         for t in section.tables:
             table(t)
+    marks_panel(db, info)
+
+
+def marks_panel(db: str, info: store.SessionInfo) -> None:
+    """Giveaway marks as heat maps: pooled over the synthetic cohort, and per marked case."""
+    st.subheader("Giveaway marks")
+    marks = store.mark_records(db, info.id)
+    if not marks:
+        st.info("No reader has marked anything yet.")
+        return
+    images = export.heatmap_images(db, info.id, marks)
+    pooled = images.pop("marks-synthetic.png", None)
+    cols = st.columns(2)
+    if pooled:
+        cols[0].image(pooled, caption="pooled over the synthetic cohort (mean middle slice)")
+    if images:
+        name = cols[1].selectbox("Case", sorted(images), key="review_org_marks_case", format_func=lambda n: n.removeprefix("marks-").removesuffix(".png"))
+        cols[1].image(images[name], caption=name)
 
 
 def export_panel(report: dict[str, str], info: store.SessionInfo) -> None:
     mimes = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html", "png": "image/png"}
-    cols = st.columns(len(report))
-    for col, (name, text) in zip(cols, report.items()):
+    items = list(report.items())
+    cols = [c for _ in range(0, len(items), 5) for c in st.columns(5)]  # rows of five buttons
+    for col, (name, text) in zip(cols, items):
         col.download_button(
             name, text, file_name=f"review-{info.id}-{name}", mime=mimes[name.rsplit(".", 1)[1]], key=f"review_dl_{name}",
         )

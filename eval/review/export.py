@@ -28,8 +28,11 @@ from sqlalchemy import Engine
 
 import tempfile
 
+import numpy as np
+
 from ctdiff.errors import ConfigError, OverwriteError
 from eval.review import mrmc, plots, stats
+from eval.review.store import session_case_array as store_case_array
 from eval.review.store import (
     DESIGN_LABELS,
     FLAG_LABELS,
@@ -37,6 +40,7 @@ from eval.review.store import (
     answer_records,
     events,
     log_event,
+    mark_records,
     pair_records,
     session_info,
     session_progress,
@@ -52,7 +56,7 @@ AFC_COLUMNS = (
     "real_side", "chose", "correct", "confidence", "seconds", "submitted_utc",
 )
 MRMC_COLUMNS = ("reader", "case", "truth", "rating", "condition", "call")
-REPORT_FILES = ("answers.csv", "answers.json", "mrmc.csv", "imrmc.csv", "events.json", "summary.json", "summary.md", "summary.html", "roc.png")
+REPORT_FILES = ("answers.csv", "answers.json", "mrmc.csv", "imrmc.csv", "events.json", "marks.json", "summary.json", "summary.md", "summary.html", "roc.png")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -347,6 +351,34 @@ def render_html(title: str, sections: list[Section], images: list[tuple[str, byt
     )
 
 
+def heatmap_images(db: str | Engine | None, session_id: int, marks: list[dict]) -> dict[str, bytes]:
+    """PNG heat maps of the giveaway marks: pooled over the synthetic cohort on the mean of the
+    synthetic cases' middle axial slices (``marks-synthetic.png``), and one per marked case on that
+    case's axial slice at the marks' median z (``marks-<case ID>.png``). Soft-tissue window."""
+    from ctdiff.display import WINDOW_PRESETS, apply_window
+
+    if not marks:
+        return {}
+    ww, wl = WINDOW_PRESETS["soft tissue"]
+    out: dict[str, bytes] = {}
+    syn_cases = sorted({m["case_id"] for m in marks if m["cohort"] == "synthetic"})
+    arrays = {c: store_case_array(db, session_id, c) for c in sorted({m["case_id"] for m in marks})}
+    if syn_cases:
+        mean = np.mean([arrays[c][:, :, arrays[c].shape[2] // 2].astype(np.float64) for c in syn_cases], axis=0)
+        syn_marks = [m["voxel"] for m in marks if m["cohort"] == "synthetic"]
+        heat = stats.mark_heatmap(syn_marks, mean.shape)
+        out["marks-synthetic.png"] = plots.png_of(plots.heatmap_figure(
+            apply_window(mean, ww, wl), heat, f"synthetic cohort: {len(syn_marks)} marks on {len(syn_cases)} case(s)"))
+    for case, array in arrays.items():
+        vox = [m["voxel"] for m in marks if m["case_id"] == case]
+        z = int(np.median([v[2] for v in vox]))
+        heat = stats.mark_heatmap(vox, array.shape[:2])
+        cohort = next(m["cohort"] for m in marks if m["case_id"] == case)
+        out[f"marks-{case}.png"] = plots.png_of(plots.heatmap_figure(
+            apply_window(array[:, :, z].astype(np.float64), ww, wl), heat, f"case {case} ({cohort}): {len(vox)} marks, slice z={z + 1}"))
+    return out
+
+
 def session_mrmc(records: list[dict]) -> tuple[list[dict], mrmc.MrmcResult | None, str]:
     """MRMC rows of the complete cases, the analysis (None when it cannot run yet) and a note."""
     rows = complete_mrmc_rows(records)
@@ -413,8 +445,15 @@ def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | by
     records = answer_records(db, session_id)
     summary = stats.session_summary(records)
     rows, result, note = session_mrmc(records)
+    marks = mark_records(db, session_id)
+    heatmaps = heatmap_images(db, session_id, marks)
     sections = report_sections(info, summary, session_progress(db, session_id))
     sections.insert(2, mrmc_section(result, note))
+    sections.append(Section(
+        "Giveaway marks",
+        [f"{len(marks)} mark(s) where readers clicked what looked wrong"
+         + (f" ({sum(m['cohort'] == 'synthetic' for m in marks)} on synthetic cases); heat maps in marks-*.png." if marks else ".")],
+    ))
     sections.append(plain_words(result))
     title = f"Reader study: {info.name}"
     roc_png = b""
@@ -426,14 +465,19 @@ def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | by
         "mrmc.csv": mrmc_csv(rows),
         "imrmc.csv": imrmc_text(rows),
         "events.json": json.dumps(json_safe(events(db, session_id)), indent=2) + "\n",
+        "marks.json": json.dumps(marks, indent=2) + "\n",
         "summary.json": json.dumps(json_safe({
             "session": {"id": info.id, "name": info.name}, **summary, "mrmc": None if result is None else result.as_dict(),
         }), indent=2) + "\n",
         "summary.md": render_markdown(title, sections) + ("\n![Per-reader ROC curves](roc.png)\n" if roc_png else ""),
-        "summary.html": render_html(title, sections, images=[("Per-reader ROC curves", roc_png)] if roc_png else []),
+        "summary.html": render_html(
+            title, sections,
+            images=([("Per-reader ROC curves", roc_png)] if roc_png else []) + [(f"Giveaway marks: {n}", b) for n, b in heatmaps.items()],
+        ),
     }
     if roc_png:
         files["roc.png"] = roc_png
+    files.update(heatmaps)
     return files
 
 
@@ -455,7 +499,7 @@ def write_private(path: Path, data: bytes) -> Path:
 def write_report(db: str | Engine | None, session_id: int, out_dir: str | os.PathLike, force: bool = False, only: tuple[str, ...] = REPORT_FILES) -> list[Path]:
     """Write the exports into ``out_dir`` atomically and 0600; refuses to overwrite without ``force``."""
     out = Path(out_dir)
-    files = {k: v for k, v in build_report(db, session_id).items() if k in only}
+    files = {k: v for k, v in build_report(db, session_id).items() if k in only or (k.startswith("marks-") and "marks.json" in only)}
     existing = [out / n for n in files if (out / n).exists()]
     if existing and not force:
         raise OverwriteError("already exists; pass --force to overwrite", existing[0])

@@ -167,3 +167,28 @@ def test_serve_defaults_to_localhost_warns_without_tls_and_passes_tls(monkeypatc
     assert "TLS file not found" in capsys.readouterr().err
     assert len(calls) == 3
     assert [serving.is_local(a) for a in ("127.0.0.1", "::1", "localhost", "10.1.2.3", "0.0.0.0", "myhost")] == [True, True, True, False, False, False]
+
+
+def test_marks_export_and_heat_maps(db_url, cohorts, tmp_path):
+    from PIL import Image
+
+    sid = store.create_session(db_url, "s", *cohorts)
+    reader = store.find_reader(db_url, store.add_reader(db_url, sid, "A"))
+    from sqlalchemy import select
+
+    from eval.review.db import Case, read_session
+
+    with read_session(db_url) as s:
+        syn = [c.code for c in s.scalars(select(Case).where(Case.cohort == "synthetic").order_by(Case.code))]
+    store.add_mark(db_url, reader.reader_id, syn[0], (2, 3, 1))
+    store.add_mark(db_url, reader.reader_id, syn[1], (4, 4, 2))
+    paths = export.write_report(db_url, sid, tmp_path / "out")
+    names = sorted(p.name for p in paths)
+    assert {"marks.json", "marks-synthetic.png", f"marks-{syn[0]}.png", f"marks-{syn[1]}.png"} <= set(names)
+    marks = json.loads((tmp_path / "out" / "marks.json").read_text())
+    assert [(m["case_id"], m["voxel"], m["cohort"]) for m in marks] == [(syn[0], [2, 3, 1], "synthetic"), (syn[1], [4, 4, 2], "synthetic")]
+    img = Image.open(tmp_path / "out" / "marks-synthetic.png")
+    assert img.format == "PNG" and img.size[0] > 200
+    html_text = (tmp_path / "out" / "summary.html").read_text()
+    assert html_text.count("data:image/png;base64,") == 3  # 3 heat maps (no ROC: one reader)
+    assert "2 mark(s)" in (tmp_path / "out" / "summary.md").read_text()
