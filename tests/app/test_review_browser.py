@@ -262,3 +262,32 @@ def test_two_alternative_forced_choice_page(tmp_path, streamlit_server, browser_
     assert (rec["chose"], rec["correct"], rec["confidence"]) == (real_side, True, 5)
     assert len(sizes) >= 2 and len(set(sizes.values())) == 1, sizes
     dispose_engines()
+
+
+@pytest.mark.browser
+def test_giveaway_mark_click_stores_the_clicked_voxel(study, streamlit_server, browser_page, artifact_dir):
+    """A click in the marks viewer stores exactly the voxel the viewer shows under its crosshair."""
+    page = browser_page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    base = streamlit_server("app.py", env=study["env"])
+    page.goto(base + "/Review_reader")
+    page.get_by_label("Access code").fill(study["code"])
+    page.get_by_role("button", name="Start reading").click()
+    wait_for_case(page, 1, 6)
+    page.get_by_text("Mark what gives it away (0 marks)").click()
+    page.wait_for_selector("iframe[src*='ct_viewer']", timeout=60_000)
+    frame = next(f for f in page.frames if "ct_viewer" in f.url)
+    frame.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=60_000)
+    canvas = frame.locator("#pane-0")
+    box = canvas.bounding_box()
+    canvas.click(position={"x": box["width"] * 0.4, "y": box["height"] * 0.55})
+    shown = frame.evaluate("() => Array.from(window.ctViewer.panes[0].nv.frac2vox(window.ctViewer.panes[0].nv.scene.crosshairPos))")
+    page.get_by_text("Mark what gives it away (1 mark)").wait_for()
+    page.screenshot(path=str(artifact_dir / "review-reader-marks.png"))
+    reader = store.find_reader(study["url"], study["code"])
+    code = store.reader_case(study["url"], reader.reader_id, 0).code
+    (mark,) = store.reader_marks(study["url"], reader.reader_id, code)
+    assert list(mark) == [int(round(v)) for v in shown]
+    assert all(0 <= v < n for v, n in zip(mark, reader.grid.shape))
+    (rec,) = store.mark_records(study["url"], study["sid"])
+    assert rec["voxel"] == list(mark) and rec["case_id"] == code
