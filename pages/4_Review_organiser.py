@@ -98,6 +98,9 @@ def create_form(db: str) -> None:
         c1, c2 = st.columns(2)
         n = c1.number_input("Cases per cohort (0 = balanced: as many as the smaller folder has)", min_value=0, value=0, step=1, key="review_new_n")
         seed = c2.number_input("Random seed", min_value=0, value=0, step=1, key="review_new_seed")
+        practice = st.number_input(
+            "Practice cases per cohort (shown first with feedback, never scored)", min_value=0, value=0, step=1, key="review_new_practice",
+        )
         design = st.radio(
             "Study design", store.DESIGNS, key="review_new_design", format_func=lambda d: store.DESIGN_LABELS[d],
         )
@@ -116,7 +119,7 @@ def create_form(db: str) -> None:
     try:
         sid = store.create_session(
             db, name, real_dir.strip(), gen_dir.strip(), n_per_cohort=int(n) or None, seed=int(seed), planes=planes,
-            windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions, design=design,
+            windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions, design=design, n_practice=int(practice),
             progress=lambda done, total: bar.progress(done / total, text=f"reading and caching cases: {done}/{total}"),
         )
     except CTDiffError as exc:

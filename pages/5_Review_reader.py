@@ -233,6 +233,11 @@ def answer_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
     ss.review_reader_t0_case = None
     ss.review_reader_marking = False
     ss.review_reader_flash = f"Answer to case {case.position + 1} saved."
+    if case.practice:  # feedback on practice cases only; they are never scored
+        ss.review_reader_feedback = (
+            f"Practice case {case.position + 1}: this scan was **{case.practice_truth}**; you said "
+            f"{'synthetic' if call == 'Synthetic' else 'real'}. Practice answers are not scored."
+        )
     st.rerun()
 
 
@@ -252,6 +257,9 @@ def reading(db: str, reader: store.ReaderView) -> None:
             st.rerun()
         return
     case = store.reader_case(db, reader.reader_id, pos)
+    feedback = ss.pop("review_reader_feedback", None)
+    if feedback:
+        st.info(feedback)
     if ss.get("review_reader_t0_case") != case.code:  # time on a case starts when it is first shown
         ss.review_reader_t0_case = case.code
         ss.review_reader_t0 = time.monotonic()
@@ -259,7 +267,7 @@ def reading(db: str, reader: store.ReaderView) -> None:
     view_col, answer_col = st.columns([3, 2], gap="large")
     with view_col:
         head, ident = st.columns([1, 3], vertical_alignment="bottom")
-        head.markdown(f"**Case {case.position + 1} of {case.total}**")
+        head.markdown(f"**Case {case.position + 1} of {case.total}**" + (" · practice" if case.practice else ""))
         ident.caption(f"case ID {case.code} · keys: R / S, 1-5 (confidence, then realism), Enter submits")
     with view_col:
         try:

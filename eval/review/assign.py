@@ -23,6 +23,7 @@ STREAM_REAL = 0
 STREAM_GENERATED = 1
 STREAM_READER = 2
 STREAM_PAIRS = 4  # (3 orders the cases of a new session)
+STREAM_PRACTICE = 5
 
 # access codes avoid look-alike characters (0/O, 1/I/L) so they can be read out or typed from paper
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -47,13 +48,13 @@ def candidate_order(paths: Sequence[Path], seed: int, stream: int) -> list[Path]
     return [ordered[i] for i in perm]
 
 
-def reader_order(case_ids: Sequence[T], seed: int, reader_index: int) -> list[T]:
+def reader_order(case_ids: Sequence[T], seed: int, reader_index: int, stream: int = STREAM_READER) -> list[T]:
     """One reader's reading order: a permutation of ``case_ids`` seeded by (session seed, reader).
 
     ``reader_index`` is the reader's number within the session (1, 2, ...), so re-creating a session
     with the same seed and readers gives the same orders; different readers get independent orders.
     """
-    perm = _rng(seed, STREAM_READER, reader_index).permutation(len(case_ids))
+    perm = _rng(seed, stream, reader_index).permutation(len(case_ids))
     return [case_ids[i] for i in perm]
 
 

@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--scroll", choices=store.SCROLL_MODES, default="all", help="all slices, or only the middle slice")
     p.add_argument("--allow-change", action="store_true", help="readers may change a rating after submitting it")
     p.add_argument("--instructions", default="", help="text shown to readers above the first case")
+    p.add_argument("--practice", type=int, default=0, help="practice cases per cohort: shown first with feedback, never scored")
     p.add_argument("--design", choices=store.DESIGNS, default="single",
                    help="single: one scan, real or synthetic + confidence; 2afc: a real and a synthetic side by side, which is real?")
     p.set_defaults(_review=run_create)
@@ -109,7 +110,7 @@ def run_create(args: argparse.Namespace) -> int:
         sid = store.create_session(
             db, args.name, args.real, args.generated, n_per_cohort=args.n, seed=args.seed, planes=args.planes,
             windows=args.windows, scroll=args.scroll, allow_change=args.allow_change, instructions=args.instructions,
-            n_real=args.n_real, n_generated=args.n_generated, progress=progress, design=args.design,
+            n_real=args.n_real, n_generated=args.n_generated, progress=progress, design=args.design, n_practice=args.practice,
         )
     finally:
         if bar is not None:

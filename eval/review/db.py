@@ -112,6 +112,8 @@ class Case(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)  # opaque, what readers see
     path: Mapped[str] = mapped_column(Text, nullable=False)
     cohort: Mapped[str] = mapped_column(String(16), nullable=False)  # "real" or "synthetic"
+    # added in schema version 3: practice cases come first, get feedback and are never scored
+    practice: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
 
 
 class Reader(Base):
@@ -311,6 +313,7 @@ def _migrate_2_to_3(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_lookup VARCHAR(8) NOT NULL DEFAULT ''"))
     conn.execute(text("CREATE INDEX ix_review_readers_code_lookup ON review_readers (code_lookup)"))
     conn.execute(text("ALTER TABLE review_sessions ADD COLUMN design VARCHAR(16) NOT NULL DEFAULT 'single'"))
+    conn.execute(text("ALTER TABLE review_cases ADD COLUMN practice BOOLEAN NOT NULL DEFAULT FALSE"))
     SigninFailure.__table__.create(conn)
     Pair.__table__.create(conn)
     PairAnswer.__table__.create(conn)

@@ -130,6 +130,8 @@ class ReaderCase:
     position: int  # 0-based place in the reader's order
     total: int
     answer: AnswerView | None
+    practice: bool = False
+    practice_truth: str | None = None  # the cohort, told only for a practice case (its feedback)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +202,7 @@ def create_session(
     instructions: str = "",
     *,
     design: str = "single",
+    n_practice: int = 0,
     n_real: int | None = None,
     n_generated: int | None = None,
     progress: Progress | None = None,
@@ -221,6 +224,9 @@ def create_session(
         raise ConfigError(f"scroll must be one of {SCROLL_MODES}, got {scroll!r}")
     if design not in DESIGNS:
         raise ConfigError(f"design must be one of {DESIGNS}, got {design!r}")
+    if isinstance(n_practice, bool) or int(n_practice) != n_practice or n_practice < 0:
+        raise ConfigError(f"practice cases per cohort must be an integer >= 0, got {n_practice!r}")
+    n_practice = 0 if design == "2afc" else int(n_practice)  # 2AFC sessions have no practice cases yet
     real_dir, generated_dir = Path(real_dir), Path(generated_dir)
     for folder in (real_dir, generated_dir):
         if not folder.is_dir():
@@ -228,15 +234,16 @@ def create_session(
     if real_dir.resolve() == generated_dir.resolve():
         raise InputError("real and generated folders are the same folder", real_dir)
     real_all, gen_all = find_cases(real_dir), find_cases(generated_dir)
-    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else min(len(real_all), len(gen_all))
-    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else min(len(real_all), len(gen_all))
+    balanced = min(len(real_all), len(gen_all)) - n_practice  # practice cases come out of the same folders
+    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else balanced
+    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else balanced
     for want, have, folder in ((want_real, real_all, real_dir), (want_gen, gen_all, generated_dir)):
         if want < 1:
             raise ConfigError(f"number of cases per cohort must be >= 1, got {want}")
-        if want > len(have):
-            raise InputError(f"holds {len(have)} case(s); {want} requested", folder)
+        if want + n_practice > len(have):
+            raise InputError(f"holds {len(have)} case(s); {want} requested" + (f" + {n_practice} practice" if n_practice else ""), folder)
 
-    total_steps = 2 * (want_real + want_gen)
+    total_steps = 2 * (want_real + want_gen + 2 * n_practice)
     done = [0]
 
     def tick() -> None:
@@ -246,14 +253,16 @@ def create_session(
 
     # pass 1: pick readable files and learn their geometry (volumes are not kept, to bound memory)
     skipped: list[tuple[str, str]] = []
-    real = _pick_readable(assign.candidate_order(real_all, seed, assign.STREAM_REAL), want_real, skipped, tick)
-    gen = _pick_readable(assign.candidate_order(gen_all, seed, assign.STREAM_GENERATED), want_gen, skipped, tick)
-    for got, want, folder in ((real, want_real, real_dir), (gen, want_gen, generated_dir)):
+    real = _pick_readable(assign.candidate_order(real_all, seed, assign.STREAM_REAL), want_real + n_practice, skipped, tick)
+    gen = _pick_readable(assign.candidate_order(gen_all, seed, assign.STREAM_GENERATED), want_gen + n_practice, skipped, tick)
+    for got, want, folder in ((real, want_real + n_practice, real_dir), (gen, want_gen + n_practice, generated_dir)):
         if len(got) < want:
             raise InputError(f"only {len(got)} of {want} requested case(s) are readable CT volumes ({len(skipped)} skipped)", folder)
     grid = render.choose_grid([g[1] for g in real + gen], [g[2] for g in real + gen])
 
     # interleave the cohorts in a seeded order so not even internal row ids follow the cohorts
+    # the last n_practice picks of each cohort are practice cases (the scored selection is unchanged)
+    practice_paths = {p for p, _, _ in real[want_real:]} | {p for p, _, _ in gen[want_gen:]}
     cases = [(p, "real") for p, _, _ in real] + [(p, "synthetic") for p, _, _ in gen]
     cases = [cases[i] for i in np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(len(cases))]
     codes = [assign.new_case_code() for _ in cases]
@@ -274,7 +283,7 @@ def create_session(
         )
         session.add(s)
         session.flush()
-        session.add_all(Case(session_id=s.id, code=code, path=str(path), cohort=cohort) for code, (path, cohort) in zip(codes, cases))
+        session.add_all(Case(session_id=s.id, code=code, path=str(path), cohort=cohort, practice=path in practice_paths) for code, (path, cohort) in zip(codes, cases))
         _log(session, "organiser", "session_created", s.id, name=s.name, n_cases=len(cases), seed=s.seed)
         return s.id
 
@@ -326,12 +335,14 @@ def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | 
             session.add(reader)
             session.flush()
             if s.design == "2afc":
-                by_cohort = {c: list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.cohort == c).order_by(Case.id))) for c in COHORTS}
+                by_cohort = {c: list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.cohort == c, Case.practice.is_(False)).order_by(Case.id))) for c in COHORTS}
                 pairs = assign.afc_pairs(by_cohort["real"], by_cohort["synthetic"], s.seed, index)
                 session.add_all(Pair(reader_id=reader.id, position=i, left_case_id=a, right_case_id=b) for i, (a, b) in enumerate(pairs))
             else:
-                case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id).order_by(Case.id)))
-                order = assign.reader_order(case_ids, s.seed, index)
+                case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.practice.is_(False)).order_by(Case.id)))
+                practice_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.practice.is_(True)).order_by(Case.id)))
+                # practice cases first (their own seeded order), then the scored ones
+                order = assign.reader_order(practice_ids, s.seed, index, assign.STREAM_PRACTICE) + assign.reader_order(case_ids, s.seed, index)
                 session.add_all(Assignment(reader_id=reader.id, position=i, case_id=c) for i, c in enumerate(order))
             _log(session, "organiser", "reader_added", s.id, reader=name, reader_id=reader.id)
     except IntegrityError:
@@ -417,7 +428,7 @@ def record_signin(db: str | Engine | None, scope: str, client: str, ok: bool) ->
 
 
 def _session_info(session, s: ReviewSession) -> SessionInfo:
-    counts = dict(session.execute(select(Case.cohort, func.count()).where(Case.session_id == s.id).group_by(Case.cohort)).all())
+    counts = dict(session.execute(select(Case.cohort, func.count()).where(Case.session_id == s.id, Case.practice.is_(False)).group_by(Case.cohort)).all())
     n_readers = session.scalar(select(func.count(Reader.id)).where(Reader.session_id == s.id))
     return SessionInfo(
         id=s.id, name=s.name, created_at=s.created_at, seed=s.seed, real_dir=s.real_dir, generated_dir=s.generated_dir,
@@ -483,7 +494,7 @@ def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
             .join(Case, Answer.case_id == Case.id)
             .join(Reader, Answer.reader_id == Reader.id)
             .join(Assignment, (Assignment.reader_id == Answer.reader_id) & (Assignment.case_id == Answer.case_id))
-            .where(Case.session_id == s.id)
+            .where(Case.session_id == s.id, Case.practice.is_(False))  # practice answers are never scored
             .order_by(Reader.id, Assignment.position)
         ).all()
         return [
@@ -558,15 +569,18 @@ def reader_case(db: str | Engine | None, reader_id: int, position: int) -> Reade
     with read_session(db) as session:
         total = session.scalar(select(func.count(Assignment.case_id)).where(Assignment.reader_id == int(reader_id)))
         row = session.execute(
-            select(Case.code, Answer)
+            select(Case.code, Answer, Case.practice, Case.cohort)
             .join(Assignment, Assignment.case_id == Case.id)
             .outerjoin(Answer, (Answer.reader_id == Assignment.reader_id) & (Answer.case_id == Case.id))
             .where(Assignment.reader_id == int(reader_id), Assignment.position == int(position))
         ).first()
         if row is None:
             raise ConfigError(f"reader {reader_id} has no case at position {position} (0..{int(total) - 1})")
-        code, answer = row
-        return ReaderCase(code=code, position=int(position), total=int(total), answer=None if answer is None else _answer_view(answer))
+        code, answer, practice, cohort = row
+        return ReaderCase(
+            code=code, position=int(position), total=int(total), answer=None if answer is None else _answer_view(answer),
+            practice=bool(practice), practice_truth=cohort if practice else None,
+        )
 
 
 def load_case_array(db: str | Engine | None, reader_id: int, case_code: str) -> tuple[np.ndarray, render.DisplayGrid]:

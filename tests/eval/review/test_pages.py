@@ -68,7 +68,7 @@ def signature(at: AppTest, code: str) -> str:
 
 
 def case_heading(at: AppTest) -> str:
-    (heading,) = [m.value.strip("*") for m in at.markdown if m.value.startswith("**Case ")]
+    (heading,) = [m.value.replace("*", "") for m in at.markdown if m.value.startswith("**Case ")]
     return heading
 
 
@@ -327,3 +327,28 @@ def test_reader_attempt_limit(env, monkeypatch):
     button(at, "Start reading").click().run()
     assert at.error[0].value.startswith("Too many unknown codes")
     assert "review_reader_view" not in at.session_state
+
+
+def test_practice_cases_come_first_with_feedback_and_are_not_scored(env, make_cohorts):
+    real, gen = make_cohorts(n_real=4, n_gen=4, name="practice")
+    sid = store.create_session(env["url"], "p", real, gen, n_practice=1)
+    info = store.session_info(env["url"], sid)
+    assert (info.n_real, info.n_synthetic) == (3, 3)  # balanced: 4 per folder, 1 of each kept for practice
+    code = store.add_reader(env["url"], sid, "R")
+    reader = store.find_reader(env["url"], code)
+    cases = [store.reader_case(env["url"], reader.reader_id, p) for p in range(reader.total)]
+    assert reader.total == 8 and [c.practice for c in cases] == [True, True] + [False] * 6
+    assert sorted(c.practice_truth for c in cases[:2]) == ["real", "synthetic"]
+    assert all(c.practice_truth is None for c in cases[2:])  # scored cases stay blinded
+    at = reader_signed_in(code)
+    assert case_heading(at) == "Case 1 of 8 · practice"
+    answer(at, "Synthetic", 4, 2)
+    (fb,) = [i.value for i in at.info if i.value.startswith("Practice case 1")]
+    assert f"this scan was **{cases[0].practice_truth}**; you said synthetic" in fb
+    answer(at, "Real", 3, 3)
+    assert case_heading(at) == "Case 3 of 8"
+    answer(at, "Real", 3, 3)
+    assert not [i for i in at.info if i.value.startswith("Practice case")]  # no feedback on scored cases
+    recs = store.answer_records(env["url"], sid)
+    assert [r["case_id"] for r in recs] == [cases[2].code]  # the two practice answers are not scored
+    assert store.session_progress(env["url"], sid)[0]["answered"] == 3
