@@ -26,7 +26,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from eval.review import mrmc  # noqa: E402
+from eval.review import mrmc
 
 
 def ratings(rng, latent, truth):
@@ -56,7 +56,7 @@ def main() -> int:
     ap.add_argument("--separations", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0])
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()
-    print(f"| separation | true AUC | mean estimate | CI coverage (SE) | rejects AUC = 0.5 | mean CI width | mean ddf |")
+    print("| separation | true AUC | mean estimate | CI coverage (SE) | rejects AUC = 0.5 | mean CI width | mean ddf |")
     print("|---|---|---|---|---|---|---|")
     for sep in args.separations:
         truth_auc = 0.5 if sep == 0 else population_auc(sep)

@@ -21,18 +21,15 @@ import io
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine
-
-import tempfile
-
 import numpy as np
+from sqlalchemy import Engine
 
 from ctdiff.errors import ConfigError, OverwriteError
 from eval.review import mrmc, plots, stats
-from eval.review.store import session_case_array as store_case_array
 from eval.review.store import (
     DESIGN_LABELS,
     FLAG_LABELS,
@@ -45,6 +42,7 @@ from eval.review.store import (
     session_info,
     session_progress,
 )
+from eval.review.store import session_case_array as store_case_array
 
 ANSWER_COLUMNS = (
     "session_id", "session", "reader", "position", "case_id", "case_name", "cohort", "said", "correct",

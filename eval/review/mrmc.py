@@ -38,9 +38,10 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import stats as sps
@@ -445,10 +446,10 @@ def _fmt_df(df: float) -> str:
 
 def format_result(result: MrmcResult) -> str:
     """Plain-text summary (what the CLI prints without --json)."""
-    lines = [
+    lines = [(
         f"MRMC analysis: Obuchowski-Rockette, Hillis df, readers {result.readers_mode}, cases random; "
-        f"{len(result.readers)} readers, {result.n_cases} cases",
-    ]
+        f"{len(result.readers)} readers, {result.n_cases} cases"
+    )]
     for c in result.conditions:
         a = c.auc
         lines.append(

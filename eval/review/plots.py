@@ -1,19 +1,18 @@
-"""Figures of a reader study for the report (matplotlib, Agg; no file I/O here: callers save).
+"""Figures of a reader study for the report (matplotlib; no file I/O here: callers save).
 
 Kept apart from :mod:`eval.review.mrmc` and :mod:`eval.review.stats`, which stay pure numbers.
+Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot, so no GUI backend or
+global figure state is involved.
 """
 
 from __future__ import annotations
 
 import io
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # reports are written headless
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from eval.review.mrmc import MrmcResult  # noqa: E402
+from eval.review.mrmc import MrmcResult
 
 
 def roc_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], result: MrmcResult) -> Figure:

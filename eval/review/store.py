@@ -29,16 +29,15 @@ from ctdiff.display import PLANES, WINDOW_PRESETS
 from ctdiff.errors import ConfigError, CTDiffError, InputError
 from ctdiff.io import case_name, find_cases, read_volume
 from eval.review import assign, render
-from eval.review.stats import FLAGS
 from eval.review.db import (
     Answer,
     Assignment,
     Case,
-    Reader,
     Event,
     Mark,
     Pair,
     PairAnswer,
+    Reader,
     ReviewSession,
     SigninFailure,
     get_engine,
@@ -47,6 +46,7 @@ from eval.review.db import (
     workspace_dir,
     write_session,
 )
+from eval.review.stats import FLAGS
 
 COHORTS = ("real", "synthetic")
 FLAG_LABELS = {

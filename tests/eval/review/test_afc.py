@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
@@ -13,8 +12,7 @@ from streamlit.testing.v1 import AppTest
 from ctdiff.errors import ConfigError
 from eval.review import assign, export, stats, store
 from eval.review.db import Case, dispose_engines, read_session
-
-from tests.eval.review.test_pages import READER, button, radio, tree_text, LEAK_NEEDLES
+from tests.eval.review.test_pages import LEAK_NEEDLES, READER, button, radio, tree_text
 
 
 def cohort_by_code(url: str) -> dict[str, str]:

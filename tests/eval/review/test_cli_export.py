@@ -127,7 +127,7 @@ def test_exports_are_private_formula_safe_and_feed_mrmc_and_imrmc(db_url, cohort
     imrmc = (tmp_path / "out" / "imrmc.csv").read_text().splitlines()
     n_cases = len(data.cases)
     start = imrmc.index("BEGIN DATA:")
-    assert f"NR:3" in imrmc[:start] and "NM:1" in imrmc[:start]
+    assert "NR:3" in imrmc[:start] and "NM:1" in imrmc[:start]
     assert all(line.startswith("-1,") and ",truth," in line for line in imrmc[start + 1:start + 1 + n_cases])
     assert len(imrmc) - start - 1 - n_cases == 3 * n_cases
     html_text = (tmp_path / "out" / "summary.html").read_text()
