@@ -94,7 +94,10 @@ def create_form(db: str) -> None:
         name = st.text_input("Session name", value="", key="review_new_name")
         c1, c2 = st.columns(2)
         real_dir = c1.text_input("Real scans folder", value=str(ws / "real"), key="review_new_real")
-        gen_dir = c2.text_input("Generated scans folder", value=str(ws / "generated"), key="review_new_gen")
+        gen_dir = c2.text_input(
+            "Generated scans folder (several: separate with ;)", value=str(ws / "generated"), key="review_new_gen",
+            help="Several folders (e.g. two models) are each read against the same real scans and compared.",
+        )
         c1, c2 = st.columns(2)
         n = c1.number_input("Cases per cohort (0 = balanced: as many as the smaller folder has)", min_value=0, value=0, step=1, key="review_new_n")
         seed = c2.number_input("Random seed", min_value=0, value=0, step=1, key="review_new_seed")
@@ -118,7 +121,7 @@ def create_form(db: str) -> None:
     bar = st.progress(0.0, text="reading and caching cases ...")
     try:
         sid = store.create_session(
-            db, name, real_dir.strip(), gen_dir.strip(), n_per_cohort=int(n) or None, seed=int(seed), planes=planes,
+            db, name, real_dir.strip(), [g.strip() for g in gen_dir.split(";") if g.strip()], n_per_cohort=int(n) or None, seed=int(seed), planes=planes,
             windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions, design=design, n_practice=int(practice),
             progress=lambda done, total: bar.progress(done / total, text=f"reading and caching cases: {done}/{total}"),
         )
@@ -265,7 +268,7 @@ def main() -> None:
     )
     ss.review_org_session = info.id
     st.caption(
-        f"Real: `{info.real_dir}` · generated: `{info.generated_dir}` · seed {info.seed} · display grid "
+        f"Real: `{info.real_dir}` · generated: {', '.join(f'`{d}`' + (f' ({n})' if n else '') for n, d in info.conditions)} · seed {info.seed} · display grid "
         f"{' x '.join(map(str, info.grid.shape))} · planes {', '.join(info.planes)} · windows {', '.join(info.windows)} · "
         f"{'all slices' if info.scroll == 'all' else 'middle slice only'} · changes {'allowed' if info.allow_change else 'not allowed'} · "
         f"design: {store.DESIGN_LABELS[info.design]}"

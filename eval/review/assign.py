@@ -40,11 +40,12 @@ def _rng(*entropy: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(e) for e in entropy]))
 
 
-def candidate_order(paths: Sequence[Path], seed: int, stream: int) -> list[Path]:
+def candidate_order(paths: Sequence[Path], seed: int, stream: int, folder: int = 0) -> list[Path]:
     """All ``paths`` (sorted first, so the file system's listing order does not matter) in a
-    seeded random order; a session takes the first N that read cleanly."""
+    seeded random order; a session takes the first N that read cleanly. ``folder`` numbers the
+    generated folders of a several-model session (0 keeps the one-folder order)."""
     ordered = sorted(paths, key=lambda p: str(p))
-    perm = _rng(seed, stream).permutation(len(ordered))
+    perm = (_rng(seed, stream) if folder == 0 else _rng(seed, stream, folder)).permutation(len(ordered))
     return [ordered[i] for i in perm]
 
 

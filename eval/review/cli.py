@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("create", help="create a session from a real and a generated folder")
     p.add_argument("--name", required=True)
     p.add_argument("--real", required=True, help="folder of real scans")
-    p.add_argument("--generated", required=True, help="folder of generated scans")
+    p.add_argument("--generated", required=True, nargs="+",
+                   help="folder of generated scans; several folders (e.g. two models) are compared against the same real scans")
     p.add_argument("--n", type=int, default=None, help="cases per cohort (default: balanced, as many as the smaller folder has)")
     p.add_argument("--n-real", type=int, default=None, help="real cases (unbalanced design; overrides --n)")
     p.add_argument("--n-generated", type=int, default=None, help="generated cases (unbalanced design; overrides --n)")

@@ -103,6 +103,7 @@ class ReviewSession(Base):
     skipped: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [[path, reason], ...]
     # added in schema version 3
     design: Mapped[str] = mapped_column(String(16), nullable=False, default="single")  # "single" or "2afc"
+    conditions: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [{"name", "dir"}] per generated folder
 
 
 class Case(Base):
@@ -114,6 +115,7 @@ class Case(Base):
     cohort: Mapped[str] = mapped_column(String(16), nullable=False)  # "real" or "synthetic"
     # added in schema version 3: practice cases come first, get feedback and are never scored
     practice: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    condition: Mapped[str] = mapped_column(String(200), nullable=False, default="")  # generated folder's name; "" for real
 
 
 class Reader(Base):
@@ -314,6 +316,8 @@ def _migrate_2_to_3(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_review_readers_code_lookup ON review_readers (code_lookup)"))
     conn.execute(text("ALTER TABLE review_sessions ADD COLUMN design VARCHAR(16) NOT NULL DEFAULT 'single'"))
     conn.execute(text("ALTER TABLE review_cases ADD COLUMN practice BOOLEAN NOT NULL DEFAULT FALSE"))
+    conn.execute(text("ALTER TABLE review_sessions ADD COLUMN conditions JSON NOT NULL DEFAULT '[]'"))
+    conn.execute(text("ALTER TABLE review_cases ADD COLUMN condition VARCHAR(200) NOT NULL DEFAULT ''"))
     SigninFailure.__table__.create(conn)
     Pair.__table__.create(conn)
     PairAnswer.__table__.create(conn)

@@ -45,7 +45,7 @@ from eval.review.store import (
 from eval.review.store import session_case_array as store_case_array
 
 ANSWER_COLUMNS = (
-    "session_id", "session", "reader", "position", "case_id", "case_name", "cohort", "said", "correct",
+    "session_id", "session", "reader", "position", "case_id", "case_name", "cohort", "condition", "said", "correct",
     "confidence", "realism", *(f"flag_{f}" for f in stats.FLAGS), "comment", "seconds",
     "submitted_utc", "updated_utc", "changes",
 )
@@ -243,7 +243,10 @@ def report_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
         "Study design",
         [
             f"Session **{info.name}** (id {info.id}), created {info.created_at:%Y-%m-%d %H:%M} UTC. "
-            f"{info.n_real} real and {info.n_synthetic} synthetic cases, {info.n_readers} reader(s); "
+            f"{info.n_real} real and {info.n_synthetic} synthetic cases"
+            + (f" from {len(info.conditions)} generated cohorts ({', '.join(n for n, _ in info.conditions)}), each read against the same real scans"
+               if len(info.conditions) > 1 else "")
+            + f", {info.n_readers} reader(s); "
             f"each reader saw every case once, in their own random order (seed {info.seed}).",
             f"Cases were shown under opaque IDs, all resampled to one display grid of "
             f"{grid.shape[0]} x {grid.shape[1]} x {grid.shape[2]} voxels "

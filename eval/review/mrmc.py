@@ -473,13 +473,21 @@ def format_result(result: MrmcResult) -> str:
 
 def rows_for_mrmc(records: Sequence[Mapping]) -> list[dict]:
     """MRMC rows from a session's answer records: rating = +confidence when called synthetic,
-    -confidence when called real (10 ordered levels), call = 1 when called synthetic."""
+    -confidence when called real (10 ordered levels), call = 1 when called synthetic.
+
+    With several generated cohorts (records' ``condition``), each condition is read against the
+    same real scans: a real case's row is repeated once per condition (same reader, same rating).
+    """
+    conditions = sorted({r.get("condition") or "" for r in records if r["cohort"] == "synthetic"} - {""})
     out = []
     for r in records:
         said_syn = r["said"] == "synthetic"
-        out.append({
+        row = {
             "reader": r["reader"], "case": r["case_id"], "truth": int(r["cohort"] == "synthetic"),
-            "rating": int(r["confidence"]) * (1 if said_syn else -1), "condition": r.get("condition") or DEFAULT_CONDITION,
-            "call": int(said_syn),
-        })
+            "rating": int(r["confidence"]) * (1 if said_syn else -1), "call": int(said_syn),
+        }
+        if r["cohort"] == "synthetic":
+            out.append({**row, "condition": r.get("condition") or DEFAULT_CONDITION})
+        else:
+            out += [{**row, "condition": c} for c in (conditions or [DEFAULT_CONDITION])]
     return out

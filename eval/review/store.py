@@ -91,6 +91,7 @@ class SessionInfo:
     grid: render.DisplayGrid
     skipped: tuple[tuple[str, str], ...]
     design: str = "single"
+    conditions: tuple[tuple[str, str], ...] = ()  # (name, generated folder) per generated cohort
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +193,7 @@ def create_session(
     db: str | Engine | None,
     name: str,
     real_dir: str | os.PathLike,
-    generated_dir: str | os.PathLike,
+    generated_dir: str | os.PathLike | Sequence[str | os.PathLike],
     n_per_cohort: int | None = None,
     seed: int = 0,
     planes: Sequence[str] = PLANES,
@@ -209,7 +210,8 @@ def create_session(
 ) -> int:
     """Create a blinded review session and return its id.
 
-    ``n_per_cohort`` cases are drawn (seeded) from each folder; ``None`` takes as many as the
+    ``generated_dir`` may list several folders: each is one condition (e.g. one model) read against
+    the same real scans, named after its folder. ``n_per_cohort`` cases are drawn (seeded) from each folder; ``None`` takes as many as the
     smaller folder has (balanced). ``n_real``/``n_generated`` override it per cohort for an
     unbalanced design. Unreadable files are skipped, replaced by the next candidate and listed in
     :attr:`SessionInfo.skipped`. Every case is resampled onto the session's display grid and cached
@@ -227,23 +229,37 @@ def create_session(
     if isinstance(n_practice, bool) or int(n_practice) != n_practice or n_practice < 0:
         raise ConfigError(f"practice cases per cohort must be an integer >= 0, got {n_practice!r}")
     n_practice = 0 if design == "2afc" else int(n_practice)  # 2AFC sessions have no practice cases yet
-    real_dir, generated_dir = Path(real_dir), Path(generated_dir)
-    for folder in (real_dir, generated_dir):
+    real_dir = Path(real_dir)
+    gen_dirs = [Path(generated_dir)] if isinstance(generated_dir, (str, os.PathLike)) else [Path(g) for g in generated_dir]
+    if not gen_dirs:
+        raise ConfigError("a review session needs at least one generated folder")
+    for folder in (real_dir, *gen_dirs):
         if not folder.is_dir():
             raise InputError("is not a folder", folder)
-    if real_dir.resolve() == generated_dir.resolve():
-        raise InputError("real and generated folders are the same folder", real_dir)
-    real_all, gen_all = find_cases(real_dir), find_cases(generated_dir)
-    balanced = min(len(real_all), len(gen_all)) - n_practice  # practice cases come out of the same folders
+    resolved = [g.resolve() for g in gen_dirs]
+    for g, r in zip(gen_dirs, resolved):
+        if r == real_dir.resolve():
+            raise InputError("real and generated folders are the same folder", real_dir)
+        if resolved.count(r) > 1:
+            raise InputError("given twice as a generated folder", g)
+    # each generated folder is one condition (e.g. one model), named after the folder; with one
+    # folder there is nothing to tell apart, and exports keep folder names out as before
+    names = [g.name for g in gen_dirs]
+    if len(gen_dirs) == 1:
+        conditions = [""]
+    else:
+        conditions = names if len(set(names)) == len(names) else [f"{i + 1}: {n}" for i, n in enumerate(names)]
+    real_all, gens_all = find_cases(real_dir), [find_cases(g) for g in gen_dirs]
+    balanced = min(len(real_all), *(len(g) for g in gens_all)) - n_practice  # practice cases come out of the same folders
     want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else balanced
     want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else balanced
-    for want, have, folder in ((want_real, real_all, real_dir), (want_gen, gen_all, generated_dir)):
+    for want, have, folder in ((want_real, real_all, real_dir), *((want_gen, g, d) for g, d in zip(gens_all, gen_dirs))):
         if want < 1:
             raise ConfigError(f"number of cases per cohort must be >= 1, got {want}")
         if want + n_practice > len(have):
             raise InputError(f"holds {len(have)} case(s); {want} requested" + (f" + {n_practice} practice" if n_practice else ""), folder)
 
-    total_steps = 2 * (want_real + want_gen + 2 * n_practice)
+    total_steps = 2 * (want_real + len(gen_dirs) * want_gen + (1 + len(gen_dirs)) * n_practice)
     done = [0]
 
     def tick() -> None:
@@ -254,36 +270,45 @@ def create_session(
     # pass 1: pick readable files and learn their geometry (volumes are not kept, to bound memory)
     skipped: list[tuple[str, str]] = []
     real = _pick_readable(assign.candidate_order(real_all, seed, assign.STREAM_REAL), want_real + n_practice, skipped, tick)
-    gen = _pick_readable(assign.candidate_order(gen_all, seed, assign.STREAM_GENERATED), want_gen + n_practice, skipped, tick)
-    for got, want, folder in ((real, want_real + n_practice, real_dir), (gen, want_gen + n_practice, generated_dir)):
+    gens = [
+        # the first folder keeps the one-folder stream, so single-model sessions draw as before
+        _pick_readable(assign.candidate_order(g, seed, assign.STREAM_GENERATED, i), want_gen + n_practice, skipped, tick)
+        for i, g in enumerate(gens_all)
+    ]
+    for got, want, folder in ((real, want_real + n_practice, real_dir), *((g, want_gen + n_practice, d) for g, d in zip(gens, gen_dirs))):
         if len(got) < want:
             raise InputError(f"only {len(got)} of {want} requested case(s) are readable CT volumes ({len(skipped)} skipped)", folder)
-    grid = render.choose_grid([g[1] for g in real + gen], [g[2] for g in real + gen])
+    gen_all_picked = [x for g in gens for x in g]
+    grid = render.choose_grid([g[1] for g in real + gen_all_picked], [g[2] for g in real + gen_all_picked])
 
     # interleave the cohorts in a seeded order so not even internal row ids follow the cohorts
     # the last n_practice picks of each cohort are practice cases (the scored selection is unchanged)
-    practice_paths = {p for p, _, _ in real[want_real:]} | {p for p, _, _ in gen[want_gen:]}
-    cases = [(p, "real") for p, _, _ in real] + [(p, "synthetic") for p, _, _ in gen]
+    practice_paths = {p for p, _, _ in real[want_real:]} | {p for g in gens for p, _, _ in g[want_gen:]}
+    cases = [(p, "real", "") for p, _, _ in real] + [(p, "synthetic", cond) for g, cond in zip(gens, conditions) for p, _, _ in g]
     cases = [cases[i] for i in np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(len(cases))]
     codes = [assign.new_case_code() for _ in cases]
     uid = assign.new_case_code() + assign.new_case_code()
 
     # pass 2: resample every case onto the grid and cache it, both cohorts through the same code
     cache_dir = cache_root(db) / uid
-    for code, (path, _) in zip(codes, cases):
+    for code, (path, _, _) in zip(codes, cases):
         render.write_cached_case(cache_dir, code, render.to_grid(read_volume(path), grid))
         tick()
 
     with write_session(db) as session:
         s = ReviewSession(
-            uid=uid, name=name, seed=int(seed), real_dir=str(real_dir), generated_dir=str(generated_dir),
+            uid=uid, name=name, seed=int(seed), real_dir=str(real_dir), generated_dir=str(gen_dirs[0]),
+            conditions=[{"name": c, "dir": str(d)} for c, d in zip(conditions, gen_dirs)],
             planes=list(planes), windows=list(windows), scroll=scroll, allow_change=bool(allow_change),
             instructions=instructions or "", grid_shape=list(grid.shape), grid_spacing=list(grid.spacing), design=design,
             skipped=[list(x) for x in skipped], created_at=utcnow(),
         )
         session.add(s)
         session.flush()
-        session.add_all(Case(session_id=s.id, code=code, path=str(path), cohort=cohort, practice=path in practice_paths) for code, (path, cohort) in zip(codes, cases))
+        session.add_all(
+            Case(session_id=s.id, code=code, path=str(path), cohort=cohort, condition=cond, practice=path in practice_paths)
+            for code, (path, cohort, cond) in zip(codes, cases)
+        )
         _log(session, "organiser", "session_created", s.id, name=s.name, n_cases=len(cases), seed=s.seed)
         return s.id
 
@@ -435,6 +460,7 @@ def _session_info(session, s: ReviewSession) -> SessionInfo:
         n_real=int(counts.get("real", 0)), n_synthetic=int(counts.get("synthetic", 0)), n_readers=int(n_readers),
         planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
         instructions=s.instructions, grid=_grid(s), skipped=tuple(tuple(x) for x in (s.skipped or [])), design=s.design,
+        conditions=tuple((c["name"], c["dir"]) for c in (s.conditions or [])) or (("", s.generated_dir),),
     )
 
 
@@ -506,6 +532,7 @@ def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
                 "case_id": case.code,
                 "case_name": case_name(case.path),
                 "cohort": case.cohort,
+                "condition": case.condition,
                 "said": "synthetic" if a.said_synthetic else "real",
                 "correct": bool(a.said_synthetic) == (case.cohort == "synthetic"),
                 "confidence": int(a.confidence),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 
 import pytest
 
@@ -192,3 +193,44 @@ def test_marks_export_and_heat_maps(db_url, cohorts, tmp_path):
     html_text = (tmp_path / "out" / "summary.html").read_text()
     assert html_text.count("data:image/png;base64,") == 3  # 3 heat maps (no ROC: one reader)
     assert "2 mark(s)" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_two_generated_cohorts_are_compared_with_mrmc(db_url, tmp_path):
+    from sqlalchemy import select
+
+    from eval.review import mrmc
+    from eval.review.db import Case, read_session
+    from tests.eval.review.conftest import write_cohorts
+
+    real, gen_a = write_cohorts(tmp_path / "a", n_real=6, n_gen=6, seed=1)
+    _, gen_b = write_cohorts(tmp_path / "b", n_real=0, n_gen=6, seed=2)
+    gen_a, gen_b = gen_a.rename(tmp_path / "modelA"), gen_b.rename(tmp_path / "modelB")
+    sid = store.create_session(db_url, "two models", real, [gen_a, gen_b], seed=4)
+    info = store.session_info(db_url, sid)
+    assert info.conditions == (("modelA", str(gen_a)), ("modelB", str(gen_b)))
+    assert (info.n_real, info.n_synthetic) == (6, 12)
+    with read_session(db_url) as s:
+        truth = {c.code: (c.cohort, c.condition) for c in s.scalars(select(Case))}
+    assert sorted(Counter(v for v in truth.values()).items()) == [(("real", ""), 6), (("synthetic", "modelA"), 6), (("synthetic", "modelB"), 6)]
+    rng = __import__("numpy").random.default_rng(0)
+    for name in ("A", "B", "C", "D", "E"):  # with 3 readers Hillis' ddf is ~3 and the CI too wide
+        reader = store.find_reader(db_url, store.add_reader(db_url, sid, name))
+        for pos in range(reader.total):
+            code = store.reader_case(db_url, reader.reader_id, pos).code
+            cohort, cond = truth[code]
+            # model B is always spotted, model A's scans pass for real as often as real ones
+            said = cohort == "synthetic" and cond == "modelB" or (cohort != "synthetic" or cond == "modelA") and rng.random() < 0.3
+            store.submit_answer(db_url, reader.reader_id, code, said_synthetic=bool(said), confidence=int(rng.integers(2, 6)), realism=3)
+    files = export.build_report(db_url, sid)
+    rows = list(csv.DictReader(io.StringIO(files["mrmc.csv"])))
+    assert len(rows) == 5 * (2 * 6 + 12)  # each real case once per condition
+    assert {r["condition"] for r in rows} == {"modelA", "modelB"}
+    result = json.loads(files["summary.json"])["mrmc"]
+    auc = {c["name"]: c["auc"]["value"] for c in result["conditions"]}
+    assert auc["modelB"] > 0.8 and abs(auc["modelA"] - 0.5) < 0.2
+    (cmp,) = result["comparisons"]
+    assert (cmp["first"], cmp["second"]) == ("modelA", "modelB") and cmp["difference"]["ci_high"] < 0
+    direct = mrmc.analyse(mrmc.ratings_from_rows(mrmc.rows_for_mrmc(store.answer_records(db_url, sid))))
+    assert cmp["difference"]["value"] == pytest.approx(direct.comparisons[0].difference.value)
+    assert "from 2 generated cohorts (modelA, modelB)" in files["summary.md"]
+    assert "AUC modelA - modelB" in files["summary.md"]
