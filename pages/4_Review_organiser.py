@@ -19,6 +19,7 @@ from ctdiff.errors import CTDiffError
 from eval.review import export, store
 from eval.review.db import default_db_url, get_engine, workspace_dir
 from eval.review.stats import afc_summary as stats_afc
+from eval.review.stats import rating_summary as stats_rating
 from eval.review.stats import session_summary
 
 ORGANISER_ENV = "CTDIFF_ORGANISER_CODE"
@@ -179,6 +180,19 @@ def progress_panel(db: str, info: store.SessionInfo) -> None:
 
 
 def results_panel(db: str, info: store.SessionInfo) -> None:
+    if info.design == "rating":
+        records = store.rating_records(db, info.id)
+        if not records:
+            st.info("No answers yet.")
+            return
+        for section in export.rating_sections(info, stats_rating(records), store.session_progress(db, info.id))[1:]:
+            st.subheader(section.title)
+            for p in section.paragraphs:
+                st.markdown(p)
+            for t in section.tables:
+                table(t)
+        marks_panel(db, info)
+        return
     if info.design == "2afc":
         records = store.pair_records(db, info.id)
         if not records:

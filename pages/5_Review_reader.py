@@ -67,7 +67,7 @@ window.parent.scrollTo(0, 0);
     else if (k === 'r' || k === 'R') { if (pick('This scan is', 'Real')) ev.preventDefault(); }
     else if (k === 's' || k === 'S') { if (pick('This scan is', 'Synthetic')) ev.preventDefault(); }
     else if ('12345'.includes(k) && k.length === 1) {
-      const target = checked('Confidence in that call') ? 'How realistic does it look?' : 'Confidence in that call';
+      const target = (group('Confidence in that call') && !checked('Confidence in that call')) ? 'Confidence in that call' : 'How realistic does it look?';
       if (pick(target, k)) ev.preventDefault();
     } else if (k === 'Enter') {
       const b = Array.from(doc.querySelectorAll('[data-testid="stFormSubmitButton"] button, button'))
@@ -194,7 +194,38 @@ def marks_panel(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
                 st.rerun()
 
 
+def rating_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
+    """Realism-only design: a 1-5 rating, what looks wrong, a comment; no real/synthetic question."""
+    with st.form(f"review_reader_rating_{case.code}"):
+        realism = st.radio("How realistic does it look?", [1, 2, 3, 4, 5], index=None, horizontal=True, help=LIKERT_HELP["realism"])
+        st.write("What looks wrong? (tick any)")
+        ticked = [f for f in store.FLAGS if st.checkbox(store.FLAG_LABELS[f])]
+        comment = st.text_area("Comment (optional)")
+        submitted = st.form_submit_button("Submit and next", type="primary")
+    if not submitted:
+        return
+    if realism is None:
+        st.warning("Please choose a realism rating.")
+        return
+    seconds = time.monotonic() - ss.get("review_reader_t0", time.monotonic())
+    try:
+        store.submit_rating(db, reader.reader_id, case.code, realism=realism, flags=ticked, comment=comment, seconds=seconds)
+    except store.AnswerLockedError:
+        st.warning("This case was already rated.")
+        return
+    ss.review_reader_pos = None
+    ss.review_reader_t0_case = None
+    ss.review_reader_marking = False
+    ss.review_reader_flash = f"Answer to case {case.position + 1} saved."
+    if case.practice:
+        ss.review_reader_feedback = f"Practice case {case.position + 1}: this scan was **{case.practice_truth}**. Practice answers are not scored."
+    st.rerun()
+
+
 def answer_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
+    if reader.design == "rating":
+        rating_form(db, reader, case)
+        return
     prev = case.answer
     if prev is not None and not reader.allow_change:
         st.info("You have answered this case; this study does not allow changing an answer.")
@@ -268,7 +299,8 @@ def reading(db: str, reader: store.ReaderView) -> None:
     with view_col:
         head, ident = st.columns([1, 3], vertical_alignment="bottom")
         head.markdown(f"**Case {case.position + 1} of {case.total}**" + (" · practice" if case.practice else ""))
-        ident.caption(f"case ID {case.code} · keys: R / S, 1-5 (confidence, then realism), Enter submits")
+        keys = "1-5 realism, Enter submits" if reader.design == "rating" else "R / S, 1-5 (confidence, then realism), Enter submits"
+        ident.caption(f"case ID {case.code} · keys: {keys}")
     with view_col:
         try:
             viewer(db, reader, case)

@@ -102,7 +102,7 @@ class ReviewSession(Base):
     allow_change: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     skipped: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [[path, reason], ...]
     # added in schema version 3
-    design: Mapped[str] = mapped_column(String(16), nullable=False, default="single")  # "single" or "2afc"
+    design: Mapped[str] = mapped_column(String(16), nullable=False, default="single")  # "single", "2afc" or "rating"
     conditions: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [{"name", "dir"}] per generated folder
 
 
@@ -153,6 +153,21 @@ class PairAnswer(Base):
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     chose_left: Mapped[bool] = mapped_column(Boolean, nullable=False)  # the left scan was called real
     confidence: Mapped[int] = mapped_column(Integer, nullable=False)  # 1..5
+    seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+class RatingAnswer(Base):
+    """Realism-only design (schema v3): a 1-5 Likert rating of one case, no real/synthetic call."""
+
+    __tablename__ = "review_rating_answers"
+    __table_args__ = (UniqueConstraint("reader_id", "case_id", name="uq_rating_answer_reader_case"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True)
+    realism: Mapped[int] = mapped_column(Integer, nullable=False)  # 1..5
+    flags: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
     seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
 
@@ -322,6 +337,7 @@ def _migrate_2_to_3(conn: Connection) -> None:
     Pair.__table__.create(conn)
     PairAnswer.__table__.create(conn)
     Mark.__table__.create(conn)
+    RatingAnswer.__table__.create(conn)
     Event.__table__.create(conn)
     _append_only(conn)
 

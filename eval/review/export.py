@@ -39,6 +39,7 @@ from eval.review.store import (
     log_event,
     mark_records,
     pair_records,
+    rating_records,
     session_info,
     session_progress,
 )
@@ -52,6 +53,10 @@ ANSWER_COLUMNS = (
 AFC_COLUMNS = (
     "session_id", "session", "reader", "position", "left_case_id", "left_name", "right_case_id", "right_name",
     "real_side", "chose", "correct", "confidence", "seconds", "submitted_utc",
+)
+RATING_COLUMNS = (
+    "session_id", "session", "reader", "position", "case_id", "case_name", "cohort", "condition", "realism",
+    *(f"flag_{f}" for f in stats.FLAGS), "comment", "seconds", "submitted_utc",
 )
 MRMC_COLUMNS = ("reader", "case", "truth", "rating", "condition", "call")
 REPORT_FILES = ("answers.csv", "answers.json", "mrmc.csv", "imrmc.csv", "events.json", "marks.json", "summary.json", "summary.md", "summary.html", "roc.png")
@@ -427,9 +432,55 @@ def afc_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> list
     return [design, result, Section("What this study shows", [words])]
 
 
+def rating_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> list[Section]:
+    """Report of a realism-only session: distributions per cohort and Mann-Whitney tests."""
+    design = Section(
+        "Study design",
+        [f"Session **{info.name}** (id {info.id}), created {info.created_at:%Y-%m-%d %H:%M} UTC: {DESIGN_LABELS['rating']}. "
+         f"{info.n_real} real and {info.n_synthetic} synthetic cases, {info.n_readers} reader(s), each case once per reader "
+         f"in their own random order (seed {info.seed}). 1 = clearly artificial, 3 = some doubts, 5 = indistinguishable "
+         "from a clinical scan."],
+        [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
+    )
+
+    def row(name: str, d: dict, p: str) -> list[str]:
+        return [name, str(d["n"]), *(str(d["counts"][str(k)]) for k in range(1, 6)), fmt_num(d["mean"], 2), fmt_num(d["median"], 1), p]
+
+    rows = [row("real", summary["real"], "")] + [row(n, g, fmt_p(g["p"])) for n, g in summary["groups"].items()]
+    result = Section(
+        "Realism ratings",
+        ["Number of ratings at each level, mean and median; p from a two-sided Mann-Whitney U test against the real "
+         "scans' ratings (answers pooled over readers, treated as independent)."],
+        [Table(["cohort", "ratings", "1", "2", "3", "4", "5", "mean", "median", "Mann-Whitney p vs real"], rows)],
+    )
+    syn = summary["groups"].get("synthetic")
+    if not syn or not syn["n"] or not summary["real"]["n"]:
+        words = "Not enough ratings of both cohorts yet."
+    elif syn["p"] < 0.05:
+        words = (f"Synthetic scans were rated {'less' if syn['mean'] < summary['real']['mean'] else 'more'} realistic than real ones "
+                 f"(mean {syn['mean']:.2f} vs {summary['real']['mean']:.2f}, p {fmt_p(syn['p'])}).")
+    else:
+        words = (f"Realism ratings of synthetic and real scans did not differ detectably (mean {syn['mean']:.2f} vs "
+                 f"{summary['real']['mean']:.2f}, p {fmt_p(syn['p'])}); this bounds, but does not exclude, a difference.")
+    return [design, result, Section("What this study shows", [words])]
+
+
 def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | bytes]:
     """File name -> text (bytes for the ROC plot) of every export of a session (:data:`REPORT_FILES`)."""
     info = session_info(db, session_id)
+    if info.design == "rating":
+        records = rating_records(db, session_id)
+        summary = stats.rating_summary(records)
+        sections = rating_sections(info, summary, session_progress(db, session_id))
+        title = f"Reader study: {info.name}"
+        return {
+            "answers.csv": _csv(RATING_COLUMNS, records),
+            "answers.json": answers_json(records),
+            "events.json": json.dumps(json_safe(events(db, session_id)), indent=2) + "\n",
+            "summary.json": json.dumps(json_safe({"session": {"id": info.id, "name": info.name}, "design": "rating", **summary}), indent=2) + "\n",
+            "summary.md": render_markdown(title, sections),
+            "summary.html": render_html(title, sections),
+        }
     if info.design == "2afc":
         records = pair_records(db, session_id)
         summary = stats.afc_summary(records)

@@ -290,3 +290,27 @@ def mark_heatmap(voxels: Iterable[Sequence[int]], shape_xy: Sequence[int], sigma
         counts = gaussian_filter(counts, sigma, mode="constant")
         counts *= total / counts.sum()
     return counts
+
+
+def rating_summary(rows: Iterable[Mapping]) -> dict:
+    """Realism-only design: per cohort (and per generated condition) the distribution of the 1-5
+    ratings (count of each level), mean and median, and a two-sided Mann-Whitney U test of each
+    synthetic group against the real ratings (``scipy.stats.mannwhitneyu``)."""
+    rows = list(rows)
+
+    def distribution(values: list[int]) -> dict:
+        return {
+            "n": len(values), "counts": {str(k): sum(v == k for v in values) for k in range(1, 6)},
+            "mean": float(np.mean(values)) if values else math.nan, "median": float(np.median(values)) if values else math.nan,
+        }
+
+    real = [int(r["realism"]) for r in rows if r["cohort"] == "real"]
+    groups = {"synthetic": [int(r["realism"]) for r in rows if r["cohort"] == "synthetic"]}
+    conditions = sorted({r.get("condition") or "" for r in rows if r["cohort"] == "synthetic"} - {""})
+    if len(conditions) > 1:
+        groups.update({c: [int(r["realism"]) for r in rows if r["cohort"] == "synthetic" and r.get("condition") == c] for c in conditions})
+    out = {"n_answers": len(rows), "n_readers": len({r["reader"] for r in rows}), "real": distribution(real), "groups": {}}
+    for name, values in groups.items():
+        test = realism_comparison(real, values)
+        out["groups"][name] = {**distribution(values), "u": test["u"], "p": test["p"]}
+    return out

@@ -37,6 +37,7 @@ from eval.review.db import (
     Mark,
     Pair,
     PairAnswer,
+    RatingAnswer,
     Reader,
     ReviewSession,
     SigninFailure,
@@ -56,8 +57,12 @@ FLAG_LABELS = {
     "anatomy": "anatomy",
     "edges": "edges / artefacts",
 }
-DESIGNS = ("single", "2afc")  # one scan with a call and confidence; two-alternative forced choice
-DESIGN_LABELS = {"single": "single scan: real or synthetic, with confidence", "2afc": "two-alternative forced choice: which of two is real?"}
+DESIGNS = ("single", "2afc", "rating")  # call + confidence; two-alternative forced choice; realism rating only
+DESIGN_LABELS = {
+    "single": "single scan: real or synthetic, with confidence",
+    "2afc": "two-alternative forced choice: which of two is real?",
+    "rating": "realism rating only (1-5), no real/synthetic question",
+}
 SCROLL_MODES = ("all", "middle")  # scroll through every slice, or see only the middle slice
 LIKERT = range(1, 6)
 CACHE_FOLDER = "review-cache"
@@ -481,9 +486,10 @@ def session_progress(db: str | Engine | None, session_id: int) -> list[dict]:
         if s.design == "2afc":
             return _pair_progress_rows(session, s)
         total = session.scalar(select(func.count(Case.id)).where(Case.session_id == s.id))
+        answer, stamp = (RatingAnswer, RatingAnswer.submitted_at) if s.design == "rating" else (Answer, Answer.updated_at)
         rows = session.execute(
-            select(Reader.name, func.count(Answer.id), func.max(Answer.updated_at))
-            .outerjoin(Answer, Answer.reader_id == Reader.id)
+            select(Reader.name, func.count(answer.id), func.max(stamp))
+            .outerjoin(answer, answer.reader_id == Reader.id)
             .where(Reader.session_id == s.id)
             .group_by(Reader.id, Reader.name)
             .order_by(Reader.id)
@@ -580,8 +586,9 @@ def reader_progress(db: str | Engine | None, reader_id: int) -> ReaderProgress:
     """How far a reader is; ``next_position`` is where they resume (first unanswered case)."""
     with read_session(db) as session:
         rows = session.execute(
-            select(Assignment.position, Answer.id)
+            select(Assignment.position, func.coalesce(Answer.id, RatingAnswer.id))
             .outerjoin(Answer, (Answer.reader_id == Assignment.reader_id) & (Answer.case_id == Assignment.case_id))
+            .outerjoin(RatingAnswer, (RatingAnswer.reader_id == Assignment.reader_id) & (RatingAnswer.case_id == Assignment.case_id))
             .where(Assignment.reader_id == int(reader_id))
             .order_by(Assignment.position)
         ).all()
@@ -898,3 +905,50 @@ def session_case_array(db: str | Engine | None, session_id: int, case_code: str)
     if render.missing_cases(cache_dir, [case_code]):
         ensure_cache(db, session_id)
     return render.load_cached_case(cache_dir, case_code, grid)
+
+
+# ------------------------------------------------------------------------ realism rating only
+def submit_rating(
+    db: str | Engine | None, reader_id: int, case_code: str, *, realism: int, flags: Iterable[str] = (), comment: str = "", seconds: float = 0.0,
+) -> None:
+    """Store a realism-only rating (1-5) of one case; committed before returning, given once."""
+    flags = _validate_answer(False, 3, realism, flags, seconds)
+    try:
+        with write_session(db) as session:
+            row = session.execute(
+                select(Case.id, Case.session_id).join(Assignment, Assignment.case_id == Case.id)
+                .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
+            ).first()
+            if row is None:
+                raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+            case_id, sid = row
+            if session.scalar(select(RatingAnswer.id).where(RatingAnswer.reader_id == int(reader_id), RatingAnswer.case_id == case_id)) is not None:
+                raise AnswerLockedError(f"case {case_code} is already rated")
+            session.add(RatingAnswer(reader_id=int(reader_id), case_id=case_id, realism=int(realism), flags=list(flags),
+                                     comment=(comment or "").strip(), seconds=float(seconds), submitted_at=utcnow()))
+            _log(session, f"reader:{int(reader_id)}", "rating_submitted", sid, case=case_code, seconds=round(float(seconds), 3))
+    except IntegrityError:  # a concurrent submit of the same rating won
+        raise AnswerLockedError(f"case {case_code} is already rated") from None
+
+
+def rating_records(db: str | Engine | None, session_id: int) -> list[dict]:
+    """Every realism-only rating of a session, unblinded; practice cases left out."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        rows = session.execute(
+            select(RatingAnswer, Case, Reader.name, Assignment.position)
+            .join(Case, RatingAnswer.case_id == Case.id)
+            .join(Reader, RatingAnswer.reader_id == Reader.id)
+            .join(Assignment, (Assignment.reader_id == RatingAnswer.reader_id) & (Assignment.case_id == RatingAnswer.case_id))
+            .where(Case.session_id == s.id, Case.practice.is_(False))
+            .order_by(Reader.id, Assignment.position)
+        ).all()
+        return [
+            {
+                "session_id": s.id, "session": s.name, "reader": name, "position": int(pos) + 1, "case_id": case.code,
+                "case_name": case_name(case.path), "cohort": case.cohort, "condition": case.condition, "realism": int(a.realism),
+                **{f"flag_{f}": f in (a.flags or []) for f in FLAGS}, "comment": a.comment, "seconds": round(float(a.seconds), 3),
+                "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+            }
+            for a, case, name, pos in rows
+        ]
