@@ -161,7 +161,12 @@ def readers_panel(db: str, info: store.SessionInfo) -> None:
                 st.rerun()
 
 
+LIVE_REFRESH_S = 10  # the progress tab re-reads the database this often while it is open
+
+
+@st.fragment(run_every=LIVE_REFRESH_S)
 def progress_panel(db: str, info: store.SessionInfo) -> None:
+    """Live progress per reader: reruns on its own every LIVE_REFRESH_S seconds (only this part)."""
     progress = store.session_progress(db, info.id)
     if not progress:
         st.info("No readers yet.")
