@@ -7,6 +7,7 @@ Everything it does goes through ``eval.review`` (the same functions as ``python 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 
@@ -17,6 +18,8 @@ from ctdiff.data.display import PLANES, WINDOW_PRESETS
 from ctdiff.errors import CTDiffError
 from eval.review import export, store
 from eval.review.db import default_db_url, get_engine, workspace_dir
+from eval.review.stats import afc_summary as stats_afc
+from eval.review.stats import rating_summary as stats_rating
 from eval.review.stats import session_summary
 
 ORGANISER_ENV = "CTDIFF_ORGANISER_CODE"
@@ -34,8 +37,18 @@ def organiser_code() -> str | None:
         return None
 
 
-def gate() -> bool:
-    """True once the organiser has entered the right code; refuses to start without one."""
+def client_key() -> str:
+    """Who is signing in, for the attempt limit: the browser's IP address where Streamlit knows it."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no request context (e.g. a bare script run)
+        ip = None
+    return ip if isinstance(ip, str) and ip else "unknown"  # AppTest hands out a mock object
+
+
+def gate(db: str) -> bool:
+    """True once the organiser has entered the right code; refuses to start without one. Failed
+    attempts are counted per client in the database and slow down (see store.signin_wait)."""
     expected = organiser_code()
     if not expected:
         st.error(
@@ -50,11 +63,26 @@ def gate() -> bool:
         given = st.text_input("Organiser code", type="password", key="review_org_code")
         go = st.form_submit_button("Open", type="primary")
     if go:
-        if hmac.compare_digest((given or "").encode(), str(expected).encode()):
+        client = client_key()
+        wait = store.signin_wait(db, "organiser", client)
+        if wait > 0:
+            st.error(f"Too many wrong codes. Try again in {wait:.0f} s.")
+            return False
+        # compare digests of equal length: compare_digest is constant-time only for equal lengths
+        ok = hmac.compare_digest(
+            hashlib.sha256((given or "").encode()).digest(), hashlib.sha256(str(expected).encode()).digest(),
+        )
+        store.record_signin(db, "organiser", client, ok)
+        if ok:
             ss.review_org_ok = True
             st.rerun()
         st.error("Wrong organiser code.")
     return False
+
+
+def sign_out() -> None:
+    for key in [k for k in ss if str(k).startswith("review_org_")]:
+        del ss[key]
 
 
 def table(t: export.Table) -> None:
@@ -67,10 +95,19 @@ def create_form(db: str) -> None:
         name = st.text_input("Session name", value="", key="review_new_name")
         c1, c2 = st.columns(2)
         real_dir = c1.text_input("Real scans folder", value=str(ws / "real"), key="review_new_real")
-        gen_dir = c2.text_input("Generated scans folder", value=str(ws / "generated"), key="review_new_gen")
+        gen_dir = c2.text_input(
+            "Generated scans folder (several: separate with ;)", value=str(ws / "generated"), key="review_new_gen",
+            help="Several folders (e.g. two models) are each read against the same real scans and compared.",
+        )
         c1, c2 = st.columns(2)
         n = c1.number_input("Cases per cohort (0 = balanced: as many as the smaller folder has)", min_value=0, value=0, step=1, key="review_new_n")
         seed = c2.number_input("Random seed", min_value=0, value=0, step=1, key="review_new_seed")
+        practice = st.number_input(
+            "Practice cases per cohort (shown first with feedback, never scored)", min_value=0, value=0, step=1, key="review_new_practice",
+        )
+        design = st.radio(
+            "Study design", store.DESIGNS, key="review_new_design", format_func=lambda d: store.DESIGN_LABELS[d],
+        )
         planes = st.multiselect("Planes readers may use", list(PLANES), default=list(PLANES), key="review_new_planes")
         windows = st.multiselect("Window presets readers may use", list(WINDOW_PRESETS), default=list(WINDOW_PRESETS), key="review_new_windows")
         scroll = st.radio(
@@ -85,8 +122,8 @@ def create_form(db: str) -> None:
     bar = st.progress(0.0, text="reading and caching cases ...")
     try:
         sid = store.create_session(
-            db, name, real_dir.strip(), gen_dir.strip(), n_per_cohort=int(n) or None, seed=int(seed), planes=planes,
-            windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions,
+            db, name, real_dir.strip(), [g.strip() for g in gen_dir.split(";") if g.strip()], n_per_cohort=int(n) or None, seed=int(seed), planes=planes,
+            windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions, design=design, n_practice=int(practice),
             progress=lambda done, total: bar.progress(done / total, text=f"reading and caching cases: {done}/{total}"),
         )
     except CTDiffError as exc:
@@ -124,7 +161,12 @@ def readers_panel(db: str, info: store.SessionInfo) -> None:
                 st.rerun()
 
 
+LIVE_REFRESH_S = 10  # the progress tab re-reads the database this often while it is open
+
+
+@st.fragment(run_every=LIVE_REFRESH_S)
 def progress_panel(db: str, info: store.SessionInfo) -> None:
+    """Live progress per reader: reruns on its own every LIVE_REFRESH_S seconds (only this part)."""
     progress = store.session_progress(db, info.id)
     if not progress:
         st.info("No readers yet.")
@@ -143,6 +185,31 @@ def progress_panel(db: str, info: store.SessionInfo) -> None:
 
 
 def results_panel(db: str, info: store.SessionInfo) -> None:
+    if info.design == "rating":
+        records = store.rating_records(db, info.id)
+        if not records:
+            st.info("No answers yet.")
+            return
+        for section in export.rating_sections(info, stats_rating(records), store.session_progress(db, info.id))[1:]:
+            st.subheader(section.title)
+            for p in section.paragraphs:
+                st.markdown(p)
+            for t in section.tables:
+                table(t)
+        marks_panel(db, info)
+        return
+    if info.design == "2afc":
+        records = store.pair_records(db, info.id)
+        if not records:
+            st.info("No answers yet.")
+            return
+        for section in export.afc_sections(info, stats_afc(records), store.session_progress(db, info.id))[1:]:
+            st.subheader(section.title)
+            for p in section.paragraphs:
+                st.markdown(p)
+            for t in section.tables:
+                table(t)
+        return
     records = store.answer_records(db, info.id)
     if not records:
         st.info("No answers yet.")
@@ -160,12 +227,31 @@ def results_panel(db: str, info: store.SessionInfo) -> None:
             st.markdown(p)
         for t in section.tables:
             table(t)
+    marks_panel(db, info)
+
+
+def marks_panel(db: str, info: store.SessionInfo) -> None:
+    """Giveaway marks as heat maps: pooled over the synthetic cohort, and per marked case."""
+    st.subheader("Giveaway marks")
+    marks = store.mark_records(db, info.id)
+    if not marks:
+        st.info("No reader has marked anything yet.")
+        return
+    images = export.heatmap_images(db, info.id, marks)
+    pooled = images.pop("marks-synthetic.png", None)
+    cols = st.columns(2)
+    if pooled:
+        cols[0].image(pooled, caption="pooled over the synthetic cohort (mean middle slice)")
+    if images:
+        name = cols[1].selectbox("Case", sorted(images), key="review_org_marks_case", format_func=lambda n: n.removeprefix("marks-").removesuffix(".png"))
+        cols[1].image(images[name], caption=name)
 
 
 def export_panel(report: dict[str, str], info: store.SessionInfo) -> None:
-    mimes = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html"}
-    cols = st.columns(len(report))
-    for col, (name, text) in zip(cols, report.items()):
+    mimes = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html", "png": "image/png"}
+    items = list(report.items())
+    cols = [c for _ in range(0, len(items), 5) for c in st.columns(5)]  # rows of five buttons
+    for col, (name, text) in zip(cols, items):
         col.download_button(
             name, text, file_name=f"review-{info.id}-{name}", mime=mimes[name.rsplit(".", 1)[1]], key=f"review_dl_{name}",
         )
@@ -175,9 +261,14 @@ def export_panel(report: dict[str, str], info: store.SessionInfo) -> None:
 def main() -> None:
     st.set_page_config(page_title="Review organiser · ctdiff", page_icon="🩻", layout="wide")
     st.title("Review organiser")
-    if not gate():
-        return
     db = default_db_url()
+    if not gate(db):
+        return
+    with st.sidebar:
+        if st.button("Sign out", key="review_org_signout"):
+            store.log_event(db, "organiser", "organiser_signout")
+            sign_out()
+            st.rerun()
     st.caption(f"Database: `{get_engine(db).url.render_as_string(hide_password=True)}`")
     flash = ss.pop("review_org_flash", None)
     if flash:
@@ -196,9 +287,10 @@ def main() -> None:
     )
     ss.review_org_session = info.id
     st.caption(
-        f"Real: `{info.real_dir}` · generated: `{info.generated_dir}` · seed {info.seed} · display grid "
+        f"Real: `{info.real_dir}` · generated: {', '.join(f'`{d}`' + (f' ({n})' if n else '') for n, d in info.conditions)} · seed {info.seed} · display grid "
         f"{' x '.join(map(str, info.grid.shape))} · planes {', '.join(info.planes)} · windows {', '.join(info.windows)} · "
-        f"{'all slices' if info.scroll == 'all' else 'middle slice only'} · changes {'allowed' if info.allow_change else 'not allowed'}"
+        f"{'all slices' if info.scroll == 'all' else 'middle slice only'} · changes {'allowed' if info.allow_change else 'not allowed'} · "
+        f"design: {store.DESIGN_LABELS[info.design]}"
     )
     if info.skipped:
         with st.expander(f"{len(info.skipped)} unreadable file(s) skipped"):

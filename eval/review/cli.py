@@ -7,6 +7,7 @@ The database is ``--db URL`` or ``$CTDIFF_REVIEW_DB`` or ``<workspace>/reviews.s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ctdiff.atomic import plain_json
 from ctdiff.data.display import PLANES, WINDOW_PRESETS
 from ctdiff.errors import InputError
-from eval.review import export, store
+from eval.review import export, serving, store
 from eval.review.db import DB_ENV, default_db_url
 
 # The reader page is the app's; eval does not locate it from its own file. `serve` takes --page,
@@ -31,6 +33,7 @@ EXAMPLES = """\
   python -m eval review list
   python -m eval review report --session 1 --out reports/review-1
   python -m eval review export --session 1 --out answers/ --format csv json
+  python -m eval review mrmc --answers review-1/mrmc.csv --json
   python -m eval review serve --port 8502   # the reader page alone, for readers' browsers
 """
 
@@ -42,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("create", help="create a session from a real and a generated folder")
     p.add_argument("--name", required=True)
     p.add_argument("--real", required=True, help="folder of real scans")
-    p.add_argument("--generated", required=True, help="folder of generated scans")
+    p.add_argument("--generated", required=True, nargs="+",
+                   help="folder of generated scans; several folders (e.g. two models) are compared against the same real scans")
     p.add_argument("--n", type=int, default=None, help="cases per cohort (default: balanced, as many as the smaller folder has)")
     p.add_argument("--n-real", type=int, default=None, help="real cases (unbalanced design; overrides --n)")
     p.add_argument("--n-generated", type=int, default=None, help="generated cases (unbalanced design; overrides --n)")
@@ -52,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--scroll", choices=store.SCROLL_MODES, default="all", help="all slices, or only the middle slice")
     p.add_argument("--allow-change", action="store_true", help="readers may change a rating after submitting it")
     p.add_argument("--instructions", default="", help="text shown to readers above the first case")
+    p.add_argument("--practice", type=int, default=0, help="practice cases per cohort: shown first with feedback, never scored")
+    p.add_argument("--design", choices=store.DESIGNS, default="single",
+                   help="single: one scan, real or synthetic + confidence; 2afc: a real and a synthetic side by side, which is real?")
     p.set_defaults(_review=run_create)
 
     p = sub.add_parser("add-reader", help="add a reader; prints their access code (shown once)")
@@ -77,9 +84,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(_review=run_export)
 
 
+    p = sub.add_parser("mrmc", help="MRMC analysis (Obuchowski-Rockette, Hillis df) of an answers CSV")
+    p.add_argument("--answers", required=True, help="CSV with reader, case, truth (0 real, 1 synthetic), rating[, condition, call]")
+    p.add_argument("--readers", choices=("random", "fixed"), default="random", help="readers random (default: results generalise to readers) or fixed")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(_review=run_mrmc)
+
     p = sub.add_parser("serve", help="serve the reader page alone (no other app page reachable) for a study")
     p.add_argument("--port", type=int, default=8502)
-    p.add_argument("--address", default="0.0.0.0", help="interface to listen on (default: all)")
+    p.add_argument("--address", default=serving.DEFAULT_ADDRESS, help="interface to listen on (default: localhost only; 0.0.0.0 = all)")
+    p.add_argument("--ssl-cert", default=None, help="TLS certificate (PEM) for HTTPS (Streamlit server.sslCertFile)")
+    p.add_argument("--ssl-key", default=None, help="TLS private key (PEM) for HTTPS (Streamlit server.sslKeyFile)")
     p.add_argument("--page", default=None,
                    help=f"the reader page (default: ${READER_PAGE_ENV} or {READER_PAGE} in the current folder)")
     p.set_defaults(_review=run_serve)
@@ -103,7 +118,7 @@ def run_create(args: argparse.Namespace) -> int:
         sid = store.create_session(
             db, args.name, args.real, args.generated, n_per_cohort=args.n, seed=args.seed, planes=args.planes,
             windows=args.windows, scroll=args.scroll, allow_change=args.allow_change, instructions=args.instructions,
-            n_real=args.n_real, n_generated=args.n_generated, progress=progress,
+            n_real=args.n_real, n_generated=args.n_generated, progress=progress, design=args.design, n_practice=args.practice,
         )
     finally:
         if bar is not None:
@@ -160,6 +175,17 @@ def reader_page(page: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def run_mrmc(args: argparse.Namespace) -> int:
+    from eval.review import mrmc
+
+    result = mrmc.analyse(mrmc.read_answers_csv(args.answers), readers=args.readers)
+    if args.json:
+        print(json.dumps(plain_json(result.as_dict()), indent=2))
+    else:
+        sys.stdout.write(mrmc.format_result(result))
+    return 0
+
+
 def serve_command(port: int, address: str, page: str | os.PathLike = READER_PAGE) -> list[str]:
     """``streamlit run`` of the reader page alone: no page navigation (readers cannot reach the
     slice browser, which labels real and generated scans) and no error details in the browser."""
@@ -177,5 +203,10 @@ def run_serve(args: argparse.Namespace) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)}
     if args.db:
         env[DB_ENV] = args.db
-    print(f"reader page on http://{args.address}:{args.port} (database {env.get(DB_ENV) or default_db_url()}); Ctrl-C stops it")
-    return subprocess.call(serve_command(args.port, args.address, page), env=env)
+    tls = serving.tls_options(args.ssl_cert, args.ssl_key)
+    warning = serving.exposure_warning(args.address, bool(tls))
+    if warning:
+        print(warning, file=sys.stderr)
+    scheme = "https" if tls else "http"
+    print(f"reader page on {scheme}://{args.address}:{args.port} (database {env.get(DB_ENV) or default_db_url()}); Ctrl-C stops it")
+    return subprocess.call(serve_command(args.port, args.address, page) + tls, env=env)

@@ -52,7 +52,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from ctdiff.errors import ConfigError
 from ctdiff.locations import workspace_path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_ENV = "CTDIFF_REVIEW_DB"
 _WRITE = "ctdiff_review_write"  # execution option that makes a SQLite transaction BEGIN IMMEDIATE
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -102,6 +102,9 @@ class ReviewSession(Base):
     # added in schema version 2
     allow_change: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     skipped: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [[path, reason], ...]
+    # added in schema version 3
+    design: Mapped[str] = mapped_column(String(16), nullable=False, default="single")  # "single", "2afc" or "rating"
+    conditions: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [{"name", "dir"}] per generated folder
 
 
 class Case(Base):
@@ -111,6 +114,9 @@ class Case(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)  # opaque, what readers see
     path: Mapped[str] = mapped_column(Text, nullable=False)
     cohort: Mapped[str] = mapped_column(String(16), nullable=False)  # "real" or "synthetic"
+    # added in schema version 3: practice cases come first, get feedback and are never scored
+    practice: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    condition: Mapped[str] = mapped_column(String(200), nullable=False, default="")  # generated folder's name; "" for real
 
 
 class Reader(Base):
@@ -119,8 +125,76 @@ class Reader(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
-    code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # sha256 of the access code
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # hex digest of the access code
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    # added in schema version 3: salted scrypt instead of plain sha256 (see eval.review.assign)
+    code_kdf: Mapped[str] = mapped_column(String(16), nullable=False, default="scrypt")  # "scrypt", or "sha256" (pre-v3)
+    code_salt: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    code_lookup: Mapped[str] = mapped_column(String(8), nullable=False, default="", index=True)  # first characters, to find candidates
+
+
+class Pair(Base):
+    """Two-alternative forced choice (schema v3): one real and one synthetic case shown side by
+    side, at one place in one reader's order."""
+
+    __tablename__ = "review_pairs"
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    left_case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False)
+    right_case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False)
+
+
+class PairAnswer(Base):
+    """Which side of a pair the reader took for the real scan (schema v3)."""
+
+    __tablename__ = "review_pair_answers"
+    __table_args__ = (UniqueConstraint("reader_id", "position", name="uq_pair_answer_reader_position"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    chose_left: Mapped[bool] = mapped_column(Boolean, nullable=False)  # the left scan was called real
+    confidence: Mapped[int] = mapped_column(Integer, nullable=False)  # 1..5
+    seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+class RatingAnswer(Base):
+    """Realism-only design (schema v3): a 1-5 Likert rating of one case, no real/synthetic call."""
+
+    __tablename__ = "review_rating_answers"
+    __table_args__ = (UniqueConstraint("reader_id", "case_id", name="uq_rating_answer_reader_case"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True)
+    realism: Mapped[int] = mapped_column(Integer, nullable=False)  # 1..5
+    flags: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+class Mark(Base):
+    """A giveaway mark (schema v3): a voxel of a case (display grid, x y z) a reader clicked as
+    looking wrong."""
+
+    __tablename__ = "review_marks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True)
+    x: Mapped[int] = mapped_column(Integer, nullable=False)
+    y: Mapped[int] = mapped_column(Integer, nullable=False)
+    z: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+class SigninFailure(Base):
+    """Failed sign-ins per (scope, client), for the attempt limit with back-off (schema v3)."""
+
+    __tablename__ = "review_signin_failures"
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "reader" or "organiser"
+    client: Mapped[str] = mapped_column(String(128), primary_key=True)  # IP address or browser session
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_failure: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
 
 
 class Assignment(Base):
@@ -153,6 +227,38 @@ class Answer(Base):
     # added in schema version 2
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     changes: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # edits after the first submit
+
+
+class Event(Base):
+    """Audit trail (schema v3): who did what when. Append-only: the database refuses UPDATE and
+    DELETE on this table (triggers, see :func:`_append_only`)."""
+
+    __tablename__ = "review_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    session_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # no FK: outlives its session
+    actor: Mapped[str] = mapped_column(String(64), nullable=False)  # "organiser", "cli", "reader:<id>", "client:<ip>"
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    detail: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+
+
+def _append_only(conn: Connection) -> None:
+    """Triggers that make review_events append-only (SQLite and PostgreSQL)."""
+    if conn.dialect.name == "sqlite":
+        for op in ("UPDATE", "DELETE"):
+            conn.execute(text(
+                f"CREATE TRIGGER IF NOT EXISTS review_events_no_{op.lower()} BEFORE {op} ON review_events "
+                "BEGIN SELECT RAISE(ABORT, 'review_events is append-only'); END"
+            ))
+    elif conn.dialect.name == "postgresql":
+        conn.execute(text(
+            "CREATE OR REPLACE FUNCTION review_events_append_only() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'review_events is append-only'; END; $$ LANGUAGE plpgsql"
+        ))
+        conn.execute(text(
+            "CREATE TRIGGER review_events_append_only BEFORE UPDATE OR DELETE ON review_events "
+            "FOR EACH ROW EXECUTE FUNCTION review_events_append_only()"
+        ))
 
 
 # -------------------------------------------------------------------------------------- migrations
@@ -216,8 +322,29 @@ def _migrate_1_to_2(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE review_answers ADD COLUMN changes INTEGER NOT NULL DEFAULT 0"))
 
 
+def _migrate_2_to_3(conn: Connection) -> None:
+    """v3: reader codes kept as salted scrypt hashes. Old rows keep their sha256 hash (marked
+    ``code_kdf = 'sha256'``) until the reader's next sign-in re-hashes the code (the code itself is
+    needed for that; :func:`eval.review.store.find_reader`). Failed sign-ins are counted."""
+    conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_kdf VARCHAR(16) NOT NULL DEFAULT 'sha256'"))
+    conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_salt VARCHAR(64) NOT NULL DEFAULT ''"))
+    conn.execute(text("ALTER TABLE review_readers ADD COLUMN code_lookup VARCHAR(8) NOT NULL DEFAULT ''"))
+    conn.execute(text("CREATE INDEX ix_review_readers_code_lookup ON review_readers (code_lookup)"))
+    conn.execute(text("ALTER TABLE review_sessions ADD COLUMN design VARCHAR(16) NOT NULL DEFAULT 'single'"))
+    conn.execute(text("ALTER TABLE review_cases ADD COLUMN practice BOOLEAN NOT NULL DEFAULT FALSE"))
+    conn.execute(text("ALTER TABLE review_sessions ADD COLUMN conditions JSON NOT NULL DEFAULT '[]'"))
+    conn.execute(text("ALTER TABLE review_cases ADD COLUMN condition VARCHAR(200) NOT NULL DEFAULT ''"))
+    SigninFailure.__table__.create(conn)
+    Pair.__table__.create(conn)
+    PairAnswer.__table__.create(conn)
+    Mark.__table__.create(conn)
+    RatingAnswer.__table__.create(conn)
+    Event.__table__.create(conn)
+    _append_only(conn)
+
+
 # target version -> step that brings a database from version - 1 to it
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_1_to_2, 3: _migrate_2_to_3}
 
 
 def ensure_schema(engine: Engine) -> int:
@@ -229,6 +356,7 @@ def ensure_schema(engine: Engine) -> int:
             if present:
                 raise ConfigError(f"holds review tables {present} but no schema version; not a ctdiff review database", _where(engine))
             Base.metadata.create_all(conn)
+            _append_only(conn)
             conn.execute(SchemaVersion.__table__.insert().values(id=1, version=SCHEMA_VERSION))
             return 0
         found = conn.scalar(select(SchemaVersion.version).where(SchemaVersion.id == 1))
@@ -259,6 +387,10 @@ def _sqlite_engine(url) -> Engine:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # the database holds who answered what (and code hashes): owner-only, like an SSH key.
+        # SQLite gives its -wal and -shm files the database file's mode.
+        fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

@@ -7,7 +7,8 @@ interpolation, anti-aliased when shrinking: :func:`ctdiff.data.resample.resize_t
 resampling function of ctdiff) and stored as int16 HU in
 a server-side cache named by the case's opaque ID. A displayed slice is then cut from that cached
 array, stretched to the session's display size for the plane's physical aspect, windowed to uint8
-with :func:`ctdiff.data.display.apply_window` and encoded as a PNG without metadata. The browser only
+with :func:`ctdiff.data.display.apply_window` and encoded as an uncompressed PNG without metadata, so
+its byte size depends on the image size only, never on what it shows. The browser only
 ever receives that PNG: same size, same dtype, same code path and same cache for both cohorts.
 
 All cases are cached before the first one is shown (at session creation, and checked again when a
@@ -132,9 +133,13 @@ def render_slice(
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """Greyscale PNG with no text chunks (PIL writes none unless given ``pnginfo``)."""
+    """Greyscale PNG with no text chunks (PIL writes none unless given ``pnginfo``), stored without
+    compression (zlib level 0: "stored" deflate blocks). A compressed image's byte size follows its
+    content, and noisier (often real) scans compress worse, so sizes alone told the cohorts apart
+    (27-31 KB vs 32.5-37 KB in the demo). Uncompressed, every image of a given height and width has
+    exactly the same size, whatever it shows; the price is ~height x width bytes per image."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=6)
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=0)
     return buf.getvalue()
 
 

@@ -252,3 +252,65 @@ def session_summary(rows: Iterable[Mapping], top_fooled: int = 10) -> dict:
         "fooled": fooled_cases(rows, top_fooled),
         "artefacts": artefact_frequencies(rows),
     }
+
+
+def afc_summary(rows: Iterable[Mapping]) -> dict:
+    """Two-alternative forced choice: proportion of pairs where the reader picked the real scan,
+    pooled and per reader, each with its Wilson CI and a two-sided exact binomial test against 0.5
+    (``scipy.stats.binomtest``). 50 % means readers cannot tell which of the two is real."""
+    rows = list(rows)
+
+    def group(sel: list[Mapping]) -> dict:
+        k, n = sum(bool(r["correct"]) for r in sel), len(sel)
+        out = _proportion(k, n)
+        out["p"] = float(sps.binomtest(k, n, 0.5).pvalue) if n else math.nan
+        out["mean_seconds"] = float(np.mean([r["seconds"] for r in sel])) if sel else math.nan
+        return out
+
+    readers = sorted({r["reader"] for r in rows})
+    return {
+        "n_answers": len(rows),
+        "n_readers": len(readers),
+        "ci_method": CI_METHOD,
+        "pooled": group(rows),
+        "per_reader": {rd: group([r for r in rows if r["reader"] == rd]) for rd in readers},
+    }
+
+
+def mark_heatmap(voxels: Iterable[Sequence[int]], shape_xy: Sequence[int], sigma: float = 2.0) -> np.ndarray:
+    """Marks projected along z onto an (x, y) plane: counts per pixel smoothed with a Gaussian of
+    ``sigma`` pixels (``scipy.ndimage.gaussian_filter``), scaled so the sum equals the number of marks."""
+    from scipy.ndimage import gaussian_filter
+
+    counts = np.zeros(tuple(int(s) for s in shape_xy), dtype=np.float64)
+    for v in voxels:
+        counts[int(v[0]), int(v[1])] += 1.0
+    if sigma > 0 and counts.any():
+        total = counts.sum()
+        counts = gaussian_filter(counts, sigma, mode="constant")
+        counts *= total / counts.sum()
+    return counts
+
+
+def rating_summary(rows: Iterable[Mapping]) -> dict:
+    """Realism-only design: per cohort (and per generated condition) the distribution of the 1-5
+    ratings (count of each level), mean and median, and a two-sided Mann-Whitney U test of each
+    synthetic group against the real ratings (``scipy.stats.mannwhitneyu``)."""
+    rows = list(rows)
+
+    def distribution(values: list[int]) -> dict:
+        return {
+            "n": len(values), "counts": {str(k): sum(v == k for v in values) for k in range(1, 6)},
+            "mean": float(np.mean(values)) if values else math.nan, "median": float(np.median(values)) if values else math.nan,
+        }
+
+    real = [int(r["realism"]) for r in rows if r["cohort"] == "real"]
+    groups = {"synthetic": [int(r["realism"]) for r in rows if r["cohort"] == "synthetic"]}
+    conditions = sorted({r.get("condition") or "" for r in rows if r["cohort"] == "synthetic"} - {""})
+    if len(conditions) > 1:
+        groups.update({c: [int(r["realism"]) for r in rows if r["cohort"] == "synthetic" and r.get("condition") == c] for c in conditions})
+    out = {"n_answers": len(rows), "n_readers": len({r["reader"] for r in rows}), "real": distribution(real), "groups": {}}
+    for name, values in groups.items():
+        test = realism_comparison(real, values)
+        out["groups"][name] = {**distribution(values), "u": test["u"], "p": test["p"]}
+    return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -33,8 +34,14 @@ from eval.review.db import (
     Answer,
     Assignment,
     Case,
+    Event,
+    Mark,
+    Pair,
+    PairAnswer,
+    RatingAnswer,
     Reader,
     ReviewSession,
+    SigninFailure,
     get_engine,
     read_session,
     utcnow,
@@ -49,6 +56,12 @@ FLAG_LABELS = {
     "contrast": "contrast",
     "anatomy": "anatomy",
     "edges": "edges / artefacts",
+}
+DESIGNS = ("single", "2afc", "rating")  # call + confidence; two-alternative forced choice; realism rating only
+DESIGN_LABELS = {
+    "single": "single scan: real or synthetic, with confidence",
+    "2afc": "two-alternative forced choice: which of two is real?",
+    "rating": "realism rating only (1-5), no real/synthetic question",
 }
 SCROLL_MODES = ("all", "middle")  # scroll through every slice, or see only the middle slice
 LIKERT = range(1, 6)
@@ -82,6 +95,8 @@ class SessionInfo:
     instructions: str
     grid: render.DisplayGrid
     skipped: tuple[tuple[str, str], ...]
+    design: str = "single"
+    conditions: tuple[tuple[str, str], ...] = ()  # (name, generated folder) per generated cohort
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +114,7 @@ class ReaderView:
     instructions: str
     grid: render.DisplayGrid
     total: int
+    design: str = "single"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +136,8 @@ class ReaderCase:
     position: int  # 0-based place in the reader's order
     total: int
     answer: AnswerView | None
+    practice: bool = False
+    practice_truth: str | None = None  # the cohort, told only for a practice case (its feedback)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +199,7 @@ def create_session(
     db: str | Engine | None,
     name: str,
     real_dir: str | os.PathLike,
-    generated_dir: str | os.PathLike,
+    generated_dir: str | os.PathLike | Sequence[str | os.PathLike],
     n_per_cohort: int | None = None,
     seed: int = 0,
     planes: Sequence[str] = PLANES,
@@ -190,13 +208,16 @@ def create_session(
     allow_change: bool = False,
     instructions: str = "",
     *,
+    design: str = "single",
+    n_practice: int = 0,
     n_real: int | None = None,
     n_generated: int | None = None,
     progress: Progress | None = None,
 ) -> int:
     """Create a blinded review session and return its id.
 
-    ``n_per_cohort`` cases are drawn (seeded) from each folder; ``None`` takes as many as the
+    ``generated_dir`` may list several folders: each is one condition (e.g. one model) read against
+    the same real scans, named after its folder. ``n_per_cohort`` cases are drawn (seeded) from each folder; ``None`` takes as many as the
     smaller folder has (balanced). ``n_real``/``n_generated`` override it per cohort for an
     unbalanced design. Unreadable files are skipped, replaced by the next candidate and listed in
     :attr:`SessionInfo.skipped`. Every case is resampled onto the session's display grid and cached
@@ -209,22 +230,42 @@ def create_session(
     windows = _check_choice(windows, tuple(WINDOW_PRESETS), "window preset")
     if scroll not in SCROLL_MODES:
         raise ConfigError(f"scroll must be one of {SCROLL_MODES}, got {scroll!r}")
-    real_dir, generated_dir = Path(real_dir), Path(generated_dir)
-    for folder in (real_dir, generated_dir):
+    if design not in DESIGNS:
+        raise ConfigError(f"design must be one of {DESIGNS}, got {design!r}")
+    if isinstance(n_practice, bool) or int(n_practice) != n_practice or n_practice < 0:
+        raise ConfigError(f"practice cases per cohort must be an integer >= 0, got {n_practice!r}")
+    n_practice = 0 if design == "2afc" else int(n_practice)  # 2AFC sessions have no practice cases yet
+    real_dir = Path(real_dir)
+    gen_dirs = [Path(generated_dir)] if isinstance(generated_dir, (str, os.PathLike)) else [Path(g) for g in generated_dir]
+    if not gen_dirs:
+        raise ConfigError("a review session needs at least one generated folder")
+    for folder in (real_dir, *gen_dirs):
         if not folder.is_dir():
             raise InputError("is not a folder", folder)
-    if real_dir.resolve() == generated_dir.resolve():
-        raise InputError("real and generated folders are the same folder", real_dir)
-    real_all, gen_all = find_cases(real_dir), find_cases(generated_dir)
-    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else min(len(real_all), len(gen_all))
-    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else min(len(real_all), len(gen_all))
-    for want, have, folder in ((want_real, real_all, real_dir), (want_gen, gen_all, generated_dir)):
+    resolved = [g.resolve() for g in gen_dirs]
+    for g, r in zip(gen_dirs, resolved):
+        if r == real_dir.resolve():
+            raise InputError("real and generated folders are the same folder", real_dir)
+        if resolved.count(r) > 1:
+            raise InputError("given twice as a generated folder", g)
+    # each generated folder is one condition (e.g. one model), named after the folder; with one
+    # folder there is nothing to tell apart, and exports keep folder names out as before
+    names = [g.name for g in gen_dirs]
+    if len(gen_dirs) == 1:
+        conditions = [""]
+    else:
+        conditions = names if len(set(names)) == len(names) else [f"{i + 1}: {n}" for i, n in enumerate(names)]
+    real_all, gens_all = find_cases(real_dir), [find_cases(g) for g in gen_dirs]
+    balanced = min(len(real_all), *(len(g) for g in gens_all)) - n_practice  # practice cases come out of the same folders
+    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else balanced
+    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else balanced
+    for want, have, folder in ((want_real, real_all, real_dir), *((want_gen, g, d) for g, d in zip(gens_all, gen_dirs))):
         if want < 1:
             raise ConfigError(f"number of cases per cohort must be >= 1, got {want}")
-        if want > len(have):
-            raise InputError(f"holds {len(have)} case(s); {want} requested", folder)
+        if want + n_practice > len(have):
+            raise InputError(f"holds {len(have)} case(s); {want} requested" + (f" + {n_practice} practice" if n_practice else ""), folder)
 
-    total_steps = 2 * (want_real + want_gen)
+    total_steps = 2 * (want_real + len(gen_dirs) * want_gen + (1 + len(gen_dirs)) * n_practice)
     done = [0]
 
     def tick() -> None:
@@ -234,86 +275,198 @@ def create_session(
 
     # pass 1: pick readable files and learn their geometry (volumes are not kept, to bound memory)
     skipped: list[tuple[str, str]] = []
-    real = _pick_readable(assign.candidate_order(real_all, seed, assign.STREAM_REAL), want_real, skipped, tick)
-    gen = _pick_readable(assign.candidate_order(gen_all, seed, assign.STREAM_GENERATED), want_gen, skipped, tick)
-    for got, want, folder in ((real, want_real, real_dir), (gen, want_gen, generated_dir)):
+    real = _pick_readable(assign.candidate_order(real_all, seed, assign.STREAM_REAL), want_real + n_practice, skipped, tick)
+    gens = [
+        # the first folder keeps the one-folder stream, so single-model sessions draw as before
+        _pick_readable(assign.candidate_order(g, seed, assign.STREAM_GENERATED, i), want_gen + n_practice, skipped, tick)
+        for i, g in enumerate(gens_all)
+    ]
+    for got, want, folder in ((real, want_real + n_practice, real_dir), *((g, want_gen + n_practice, d) for g, d in zip(gens, gen_dirs))):
         if len(got) < want:
             raise InputError(f"only {len(got)} of {want} requested case(s) are readable CT volumes ({len(skipped)} skipped)", folder)
-    grid = render.choose_grid([g[1] for g in real + gen], [g[2] for g in real + gen])
+    gen_all_picked = [x for g in gens for x in g]
+    grid = render.choose_grid([g[1] for g in real + gen_all_picked], [g[2] for g in real + gen_all_picked])
 
     # interleave the cohorts in a seeded order so not even internal row ids follow the cohorts
-    cases = [(p, "real") for p, _, _ in real] + [(p, "synthetic") for p, _, _ in gen]
+    # the last n_practice picks of each cohort are practice cases (the scored selection is unchanged)
+    practice_paths = {p for p, _, _ in real[want_real:]} | {p for g in gens for p, _, _ in g[want_gen:]}
+    cases = [(p, "real", "") for p, _, _ in real] + [(p, "synthetic", cond) for g, cond in zip(gens, conditions) for p, _, _ in g]
     cases = [cases[i] for i in np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(len(cases))]
     codes = [assign.new_case_code() for _ in cases]
     uid = assign.new_case_code() + assign.new_case_code()
 
     # pass 2: resample every case onto the grid and cache it, both cohorts through the same code
     cache_dir = cache_root(db) / uid
-    for code, (path, _) in zip(codes, cases):
+    for code, (path, _, _) in zip(codes, cases):
         render.write_cached_case(cache_dir, code, render.to_grid(read_volume(path), grid))
         tick()
 
     with write_session(db) as session:
         s = ReviewSession(
-            uid=uid, name=name, seed=int(seed), real_dir=str(real_dir), generated_dir=str(generated_dir),
+            uid=uid, name=name, seed=int(seed), real_dir=str(real_dir), generated_dir=str(gen_dirs[0]),
+            conditions=[{"name": c, "dir": str(d)} for c, d in zip(conditions, gen_dirs)],
             planes=list(planes), windows=list(windows), scroll=scroll, allow_change=bool(allow_change),
-            instructions=instructions or "", grid_shape=list(grid.shape), grid_spacing=list(grid.spacing),
+            instructions=instructions or "", grid_shape=list(grid.shape), grid_spacing=list(grid.spacing), design=design,
             skipped=[list(x) for x in skipped], created_at=utcnow(),
         )
         session.add(s)
         session.flush()
-        session.add_all(Case(session_id=s.id, code=code, path=str(path), cohort=cohort) for code, (path, cohort) in zip(codes, cases))
+        session.add_all(
+            Case(session_id=s.id, code=code, path=str(path), cohort=cohort, condition=cond, practice=path in practice_paths)
+            for code, (path, cohort, cond) in zip(codes, cases)
+        )
+        _log(session, "organiser", "session_created", s.id, name=s.name, n_cases=len(cases), seed=s.seed)
         return s.id
 
 
+def _reader_with_code(session, code: str) -> Reader | None:
+    """The reader whose code this is: rows sharing the code's first characters are tried with
+    salted scrypt (constant-time digest comparison); a pre-v3 row (unsalted sha256) that matches is
+    re-hashed with scrypt on the spot, so old databases migrate reader by reader at sign-in."""
+    for reader in session.scalars(select(Reader).where(Reader.code_kdf == "scrypt", Reader.code_lookup == assign.code_lookup(code))):
+        if assign.code_matches(code, "scrypt", reader.code_salt, reader.code_hash):
+            return reader
+    legacy = session.scalar(select(Reader).where(Reader.code_kdf == "sha256", Reader.code_hash == assign.hash_code(code)))
+    if legacy is not None:
+        _set_code(legacy, code)
+    return legacy
+
+
+def _set_code(reader: Reader, code: str) -> None:
+    reader.code_salt = assign.new_salt()
+    reader.code_hash = assign.scrypt_code(code, reader.code_salt)
+    reader.code_kdf = "scrypt"
+    reader.code_lookup = assign.code_lookup(code)
+
+
+def _check_new_code(code: str) -> None:
+    if len(assign.normalise_code(code)) < assign.MIN_CODE_LENGTH:
+        raise ConfigError(f"an access code needs at least {assign.MIN_CODE_LENGTH} characters")
+
+
 def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | None = None) -> str:
-    """Add a reader with their own seeded case order; return the access code (store it: only its
-    hash is kept). ``code`` sets a known code (e.g. the demo's); otherwise a random one is made."""
+    """Add a reader with their own seeded case order; return the access code (store it: only a
+    salted scrypt hash is kept). ``code`` sets a known code (e.g. the demo's); otherwise a random
+    one is made. Each reader has exactly one code, and no two readers share one."""
     name = (name or "").strip()
     if not name:
         raise ConfigError("a reader needs a name")
     code = assign.new_access_code() if code is None else code
-    if len(assign.normalise_code(code)) < 4:
-        raise ConfigError("an access code needs at least 4 characters")
-    code_hash = assign.hash_code(code)
+    _check_new_code(code)
     try:
         with write_session(db) as session:
             s = _get_session(session, session_id)
             if session.scalar(select(Reader.id).where(Reader.session_id == s.id, Reader.name == name)) is not None:
                 raise ConfigError(f"session {s.id} already has a reader named {name!r}")
-            if session.scalar(select(Reader.id).where(Reader.code_hash == code_hash)) is not None:
+            if _reader_with_code(session, code) is not None:
                 raise ConfigError("this access code is already in use; choose another")
             index = session.scalar(select(func.count(Reader.id)).where(Reader.session_id == s.id)) + 1
-            reader = Reader(session_id=s.id, name=name, code_hash=code_hash, created_at=utcnow())
+            reader = Reader(session_id=s.id, name=name, created_at=utcnow())
+            _set_code(reader, code)
             session.add(reader)
             session.flush()
-            case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id).order_by(Case.id)))
-            order = assign.reader_order(case_ids, s.seed, index)
-            session.add_all(Assignment(reader_id=reader.id, position=i, case_id=c) for i, c in enumerate(order))
+            if s.design == "2afc":
+                by_cohort = {c: list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.cohort == c, Case.practice.is_(False)).order_by(Case.id))) for c in COHORTS}
+                pairs = assign.afc_pairs(by_cohort["real"], by_cohort["synthetic"], s.seed, index)
+                session.add_all(Pair(reader_id=reader.id, position=i, left_case_id=a, right_case_id=b) for i, (a, b) in enumerate(pairs))
+            else:
+                case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.practice.is_(False)).order_by(Case.id)))
+                practice_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.practice.is_(True)).order_by(Case.id)))
+                # practice cases first (their own seeded order), then the scored ones
+                order = assign.reader_order(practice_ids, s.seed, index, assign.STREAM_PRACTICE) + assign.reader_order(case_ids, s.seed, index)
+                session.add_all(Assignment(reader_id=reader.id, position=i, case_id=c) for i, c in enumerate(order))
+            _log(session, "organiser", "reader_added", s.id, reader=name, reader_id=reader.id)
     except IntegrityError:
         raise ConfigError("reader name or access code already in use; choose another") from None
     return code
 
 
 def new_reader_code(db: str | Engine | None, session_id: int, name: str) -> str:
-    """Replace a reader's lost access code with a new random one (answers are kept)."""
+    """Replace a reader's lost access code with a new random one (answers are kept; the old code
+    stops working)."""
     code = assign.new_access_code()
     with write_session(db) as session:
         reader = session.scalar(select(Reader).where(Reader.session_id == int(session_id), Reader.name == name))
         if reader is None:
             raise ConfigError(f"session {session_id} has no reader named {name!r}")
-        reader.code_hash = assign.hash_code(code)
+        _set_code(reader, code)
+        _log(session, "organiser", "code_reissued", reader.session_id, reader=name, reader_id=reader.id)
     return code
 
 
+# ------------------------------------------------------------------------------- audit trail
+def _log(session, actor: str, action: str, session_id: int | None = None, **detail) -> None:
+    """Append one event inside the caller's transaction (so it commits with what it records)."""
+    session.add(Event(at=utcnow(), session_id=session_id, actor=str(actor)[:64], action=action, detail=detail))
+
+
+def log_event(db: str | Engine | None, actor: str, action: str, session_id: int | None = None, **detail) -> None:
+    """Append one event on its own (e.g. an export, a sign-in, a sign-out)."""
+    with write_session(db) as session:
+        _log(session, actor, action, session_id, **detail)
+
+
+def events(db: str | Engine | None, session_id: int | None = None) -> list[dict]:
+    """The audit trail, oldest first (of one session, or all events)."""
+    with read_session(db) as session:
+        q = select(Event).order_by(Event.id)
+        if session_id is not None:
+            q = q.where(Event.session_id == int(session_id))
+        return [
+            {"id": e.id, "at_utc": e.at.isoformat(timespec="seconds"), "session_id": e.session_id, "actor": e.actor,
+             "action": e.action, "detail": e.detail}
+            for e in session.scalars(q)
+        ]
+
+
+# ---------------------------------------------------------------------------- sign-in limits
+SIGNIN_FREE_ATTEMPTS = 5  # failures before any waiting
+SIGNIN_BASE_WAIT_S = 2.0  # then 2, 4, 8, ... seconds between attempts
+SIGNIN_MAX_WAIT_S = 900.0
+
+
+def signin_wait(db: str | Engine | None, scope: str, client: str) -> float:
+    """Seconds ``client`` must still wait before the next ``scope`` sign-in attempt (0 = may try).
+
+    After :data:`SIGNIN_FREE_ATTEMPTS` failures, each further failure doubles the wait (capped at
+    :data:`SIGNIN_MAX_WAIT_S`); a successful sign-in clears the count. Kept in the database, so
+    reloading the page or restarting the server does not reset it.
+    """
+    with read_session(db) as session:
+        row = session.get(SigninFailure, (scope, str(client)[:128]))
+        if row is None or row.failures < SIGNIN_FREE_ATTEMPTS:
+            return 0.0
+        wait = min(SIGNIN_BASE_WAIT_S * 2 ** (row.failures - SIGNIN_FREE_ATTEMPTS), SIGNIN_MAX_WAIT_S)
+        left = wait - (utcnow() - row.last_failure).total_seconds()
+        return max(0.0, left)
+
+
+def record_signin(db: str | Engine | None, scope: str, client: str, ok: bool) -> None:
+    """Count a failed attempt, or clear the count after a successful one."""
+    key = (scope, str(client)[:128])
+    with write_session(db) as session:
+        row = session.get(SigninFailure, key)
+        _log(session, f"client:{key[1]}", f"{scope}_signin_{'ok' if ok else 'failed'}")
+        if ok:
+            if row is not None:
+                session.delete(row)
+            return
+        if row is None:
+            session.add(SigninFailure(scope=key[0], client=key[1], failures=1, last_failure=utcnow()))
+        else:
+            row.failures = int(row.failures) + 1
+            row.last_failure = utcnow()
+
+
 def _session_info(session, s: ReviewSession) -> SessionInfo:
-    counts = dict(session.execute(select(Case.cohort, func.count()).where(Case.session_id == s.id).group_by(Case.cohort)).all())
+    counts = dict(session.execute(select(Case.cohort, func.count()).where(Case.session_id == s.id, Case.practice.is_(False)).group_by(Case.cohort)).all())
     n_readers = session.scalar(select(func.count(Reader.id)).where(Reader.session_id == s.id))
     return SessionInfo(
         id=s.id, name=s.name, created_at=s.created_at, seed=s.seed, real_dir=s.real_dir, generated_dir=s.generated_dir,
         n_real=int(counts.get("real", 0)), n_synthetic=int(counts.get("synthetic", 0)), n_readers=int(n_readers),
         planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
-        instructions=s.instructions, grid=_grid(s), skipped=tuple(tuple(x) for x in (s.skipped or [])),
+        instructions=s.instructions, grid=_grid(s), skipped=tuple(tuple(x) for x in (s.skipped or [])), design=s.design,
+        conditions=tuple((c["name"], c["dir"]) for c in (s.conditions or [])) or (("", s.generated_dir),),
     )
 
 
@@ -331,10 +484,13 @@ def session_progress(db: str | Engine | None, session_id: int) -> list[dict]:
     """Per reader: name, answered, total, done, last answer time (UTC)."""
     with read_session(db) as session:
         s = _get_session(session, session_id)
+        if s.design == "2afc":
+            return _pair_progress_rows(session, s)
         total = session.scalar(select(func.count(Case.id)).where(Case.session_id == s.id))
+        answer, stamp = (RatingAnswer, RatingAnswer.submitted_at) if s.design == "rating" else (Answer, Answer.updated_at)
         rows = session.execute(
-            select(Reader.name, func.count(Answer.id), func.max(Answer.updated_at))
-            .outerjoin(Answer, Answer.reader_id == Reader.id)
+            select(Reader.name, func.count(answer.id), func.max(stamp))
+            .outerjoin(answer, answer.reader_id == Reader.id)
             .where(Reader.session_id == s.id)
             .group_by(Reader.id, Reader.name)
             .order_by(Reader.id)
@@ -371,7 +527,7 @@ def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
             .join(Case, Answer.case_id == Case.id)
             .join(Reader, Answer.reader_id == Reader.id)
             .join(Assignment, (Assignment.reader_id == Answer.reader_id) & (Assignment.case_id == Answer.case_id))
-            .where(Case.session_id == s.id)
+            .where(Case.session_id == s.id, Case.practice.is_(False))  # practice answers are never scored
             .order_by(Reader.id, Assignment.position)
         ).all()
         return [
@@ -383,6 +539,7 @@ def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
                 "case_id": case.code,
                 "case_name": case_name(case.path),
                 "cohort": case.cohort,
+                "condition": case.condition,
                 "said": "synthetic" if a.said_synthetic else "real",
                 "correct": bool(a.said_synthetic) == (case.cohort == "synthetic"),
                 "confidence": int(a.confidence),
@@ -401,18 +558,20 @@ def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
 # ------------------------------------------------------------------------------------ reader
 def find_reader(db: str | Engine | None, code: str) -> ReaderView | None:
     """The reader whose access code this is (case-insensitive), or None."""
-    if not code or not code.strip():
+    if not code or not code.strip() or len(code) > 200:
         return None
-    with read_session(db) as session:
-        reader = session.scalar(select(Reader).where(Reader.code_hash == assign.hash_code(code)))
+    # a write session: a pre-v3 code is re-hashed with scrypt on its first use
+    with write_session(db) as session:
+        reader = _reader_with_code(session, code)
         if reader is None:
             return None
         s = _get_session(session, reader.session_id)
-        total = session.scalar(select(func.count(Assignment.case_id)).where(Assignment.reader_id == reader.id))
+        table = Pair if s.design == "2afc" else Assignment
+        total = session.scalar(select(func.count()).select_from(table).where(table.reader_id == reader.id))
         return ReaderView(
             reader_id=reader.id, reader_name=reader.name, session_id=s.id, session_name=s.name,
             planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
-            instructions=s.instructions, grid=_grid(s), total=int(total),
+            instructions=s.instructions, grid=_grid(s), total=int(total), design=s.design,
         )
 
 
@@ -428,8 +587,9 @@ def reader_progress(db: str | Engine | None, reader_id: int) -> ReaderProgress:
     """How far a reader is; ``next_position`` is where they resume (first unanswered case)."""
     with read_session(db) as session:
         rows = session.execute(
-            select(Assignment.position, Answer.id)
+            select(Assignment.position, func.coalesce(Answer.id, RatingAnswer.id))
             .outerjoin(Answer, (Answer.reader_id == Assignment.reader_id) & (Answer.case_id == Assignment.case_id))
+            .outerjoin(RatingAnswer, (RatingAnswer.reader_id == Assignment.reader_id) & (RatingAnswer.case_id == Assignment.case_id))
             .where(Assignment.reader_id == int(reader_id))
             .order_by(Assignment.position)
         ).all()
@@ -444,25 +604,30 @@ def reader_case(db: str | Engine | None, reader_id: int, position: int) -> Reade
     with read_session(db) as session:
         total = session.scalar(select(func.count(Assignment.case_id)).where(Assignment.reader_id == int(reader_id)))
         row = session.execute(
-            select(Case.code, Answer)
+            select(Case.code, Answer, Case.practice, Case.cohort)
             .join(Assignment, Assignment.case_id == Case.id)
             .outerjoin(Answer, (Answer.reader_id == Assignment.reader_id) & (Answer.case_id == Case.id))
             .where(Assignment.reader_id == int(reader_id), Assignment.position == int(position))
         ).first()
         if row is None:
             raise ConfigError(f"reader {reader_id} has no case at position {position} (0..{int(total) - 1})")
-        code, answer = row
-        return ReaderCase(code=code, position=int(position), total=int(total), answer=None if answer is None else _answer_view(answer))
+        code, answer, practice, cohort = row
+        return ReaderCase(
+            code=code, position=int(position), total=int(total), answer=None if answer is None else _answer_view(answer),
+            practice=bool(practice), practice_truth=cohort if practice else None,
+        )
 
 
 def load_case_array(db: str | Engine | None, reader_id: int, case_code: str) -> tuple[np.ndarray, render.DisplayGrid]:
     """The cached display-grid array of a case in this reader's order (rebuilt if missing)."""
     with read_session(db) as session:
+        in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
+        in_pairs = select(Pair.left_case_id).where(Pair.reader_id == int(reader_id)).union(
+            select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
         row = session.execute(
             select(ReviewSession.id, ReviewSession.uid, ReviewSession.grid_shape, ReviewSession.grid_spacing)
             .join(Case, Case.session_id == ReviewSession.id)
-            .join(Assignment, Assignment.case_id == Case.id)
-            .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
+            .where(Case.code == case_code, Case.id.in_(in_order) | Case.id.in_(in_pairs))
         ).first()
     if row is None:
         raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
@@ -484,8 +649,8 @@ def _validate_answer(said_synthetic: bool, confidence: int, realism: int, flags:
     bad = [f for f in flags if f not in FLAGS]
     if bad:
         raise ConfigError(f"unknown artefact flag(s) {bad}; choose from {list(FLAGS)}")
-    if not seconds >= 0:
-        raise ConfigError(f"seconds must be >= 0, got {seconds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) or not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"seconds must be a finite number >= 0, got {seconds!r}")
     return flags
 
 
@@ -537,6 +702,8 @@ def submit_answer(
                     answer.changes = int(answer.changes) + 1
                     answer.updated_at = now
                 session.flush()
+                _log(session, f"reader:{int(reader_id)}", "answer_changed" if answer.changes else "answer_submitted",
+                     session.scalar(select(Case.session_id).where(Case.id == case_id)), case=case_code, seconds=round(float(seconds), 3))
                 return _answer_view(answer)
         except IntegrityError:
             # another connection inserted this (reader, case) between our read and our insert
@@ -545,3 +712,244 @@ def submit_answer(
             if attempt == 1:
                 raise
     raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ two-alternative forced choice
+@dataclasses.dataclass(frozen=True)
+class PairView:
+    """One 2AFC pair in a reader's order: two opaque case codes (left, right) and the answer if given."""
+
+    position: int
+    total: int
+    left: str
+    right: str
+    chose_left: bool | None  # None = not answered yet
+
+
+def _pair_progress_rows(session, s: ReviewSession) -> list[dict]:
+    rows = session.execute(
+        select(Reader.name, func.count(func.distinct(Pair.position)), func.count(func.distinct(PairAnswer.id)), func.max(PairAnswer.submitted_at))
+        .outerjoin(Pair, Pair.reader_id == Reader.id)
+        .outerjoin(PairAnswer, (PairAnswer.reader_id == Reader.id) & (PairAnswer.position == Pair.position))
+        .where(Reader.session_id == s.id)
+        .group_by(Reader.id, Reader.name)
+        .order_by(Reader.id)
+    ).all()
+    return [
+        {"reader": name, "answered": int(n), "total": int(total), "done": int(n) == int(total), "last_answer_utc": last}
+        for name, total, n, last in rows
+    ]
+
+
+def reader_pair_progress(db: str | Engine | None, reader_id: int) -> ReaderProgress:
+    """How far a reader is in a 2AFC session; ``next_position`` is the first unanswered pair."""
+    with read_session(db) as session:
+        rows = session.execute(
+            select(Pair.position, PairAnswer.id)
+            .outerjoin(PairAnswer, (PairAnswer.reader_id == Pair.reader_id) & (PairAnswer.position == Pair.position))
+            .where(Pair.reader_id == int(reader_id))
+            .order_by(Pair.position)
+        ).all()
+    if not rows:
+        raise ConfigError(f"no reader with id {reader_id} (or no pairs assigned)")
+    open_positions = [pos for pos, answer_id in rows if answer_id is None]
+    return ReaderProgress(answered=len(rows) - len(open_positions), total=len(rows), next_position=open_positions[0] if open_positions else None)
+
+
+def reader_pair(db: str | Engine | None, reader_id: int, position: int) -> PairView:
+    """The pair at ``position`` of a reader's 2AFC order (opaque codes only: no cohort)."""
+    left_case, right_case = Case.__table__.alias("l"), Case.__table__.alias("r")
+    with read_session(db) as session:
+        total = session.scalar(select(func.count()).select_from(Pair).where(Pair.reader_id == int(reader_id)))
+        row = session.execute(
+            select(left_case.c.code, right_case.c.code, PairAnswer.chose_left)
+            .select_from(Pair)
+            .join(left_case, left_case.c.id == Pair.left_case_id)
+            .join(right_case, right_case.c.id == Pair.right_case_id)
+            .outerjoin(PairAnswer, (PairAnswer.reader_id == Pair.reader_id) & (PairAnswer.position == Pair.position))
+            .where(Pair.reader_id == int(reader_id), Pair.position == int(position))
+        ).first()
+    if row is None:
+        raise ConfigError(f"reader {reader_id} has no pair at position {position}")
+    return PairView(int(position), int(total), row[0], row[1], None if row[2] is None else bool(row[2]))
+
+
+def submit_pair_answer(db: str | Engine | None, reader_id: int, position: int, *, chose_left: bool, confidence: int, seconds: float = 0.0) -> None:
+    """Store which side a reader took for the real scan; committed before returning. A pair is
+    answered once (2AFC answers are never changed)."""
+    if not isinstance(chose_left, (bool, np.bool_)):
+        raise ConfigError(f"chose_left must be True or False, got {chose_left!r}")
+    _validate_answer(False, confidence, 3, (), seconds)
+    try:
+        with write_session(db) as session:
+            pair = session.get(Pair, (int(reader_id), int(position)))
+            if pair is None:
+                raise ConfigError(f"reader {reader_id} has no pair at position {position}")
+            if session.scalar(select(PairAnswer.id).where(PairAnswer.reader_id == int(reader_id), PairAnswer.position == int(position))) is not None:
+                raise AnswerLockedError(f"pair {int(position) + 1} is already answered")
+            session.add(PairAnswer(reader_id=int(reader_id), position=int(position), chose_left=bool(chose_left),
+                                   confidence=int(confidence), seconds=float(seconds), submitted_at=utcnow()))
+            sid = session.scalar(select(Case.session_id).where(Case.id == pair.left_case_id))
+            _log(session, f"reader:{int(reader_id)}", "pair_answered", sid, position=int(position), seconds=round(float(seconds), 3))
+    except IntegrityError:  # a concurrent submit of the same pair won
+        raise AnswerLockedError(f"pair {int(position) + 1} is already answered") from None
+
+
+def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
+    """Every 2AFC answer of a session, unblinded (for statistics and export)."""
+    left_case, right_case = Case.__table__.alias("l"), Case.__table__.alias("r")
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        rows = session.execute(
+            select(Reader.name, Pair.position, left_case.c.code, left_case.c.cohort, left_case.c.path,
+                   right_case.c.code, right_case.c.path, PairAnswer)
+            .select_from(PairAnswer)
+            .join(Pair, (Pair.reader_id == PairAnswer.reader_id) & (Pair.position == PairAnswer.position))
+            .join(Reader, Reader.id == PairAnswer.reader_id)
+            .join(left_case, left_case.c.id == Pair.left_case_id)
+            .join(right_case, right_case.c.id == Pair.right_case_id)
+            .where(Reader.session_id == s.id)
+            .order_by(Reader.id, Pair.position)
+        ).all()
+        out = []
+        for name, pos, lcode, lcohort, lpath, rcode, rpath, a in rows:
+            real_left = lcohort == "real"
+            out.append({
+                "session_id": s.id, "session": s.name, "reader": name, "position": int(pos) + 1,
+                "left_case_id": lcode, "left_name": case_name(lpath), "right_case_id": rcode, "right_name": case_name(rpath),
+                "real_side": "left" if real_left else "right", "chose": "left" if a.chose_left else "right",
+                "correct": bool(a.chose_left) == real_left, "confidence": int(a.confidence),
+                "seconds": round(float(a.seconds), 3), "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+            })
+        return out
+
+
+# ------------------------------------------------------------------------------ giveaway marks
+def _reader_case_row(session, reader_id: int, case_code: str):
+    in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
+    in_pairs = select(Pair.left_case_id).where(Pair.reader_id == int(reader_id)).union(
+        select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
+    return session.execute(
+        select(Case.id, Case.session_id, ReviewSession.grid_shape)
+        .join(ReviewSession, ReviewSession.id == Case.session_id)
+        .where(Case.code == case_code, Case.id.in_(in_order) | Case.id.in_(in_pairs))
+    ).first()
+
+
+def add_mark(db: str | Engine | None, reader_id: int, case_code: str, voxel: Sequence[int]) -> tuple[int, int, int]:
+    """Store a giveaway mark: the display-grid voxel (x, y, z) a reader clicked as looking wrong."""
+    try:
+        xyz = tuple(int(v) for v in voxel)
+        if len(xyz) != 3 or any(int(v) != float(v) for v in voxel):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"a mark needs three integer voxel indices (x, y, z), got {voxel!r}") from None
+    with write_session(db) as session:
+        row = _reader_case_row(session, reader_id, case_code)
+        if row is None:
+            raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+        case_id, sid, shape = row
+        if not all(0 <= v < int(n) for v, n in zip(xyz, shape)):
+            raise ConfigError(f"mark {xyz} is outside the display grid {tuple(shape)}")
+        session.add(Mark(reader_id=int(reader_id), case_id=case_id, x=xyz[0], y=xyz[1], z=xyz[2], created_at=utcnow()))
+        _log(session, f"reader:{int(reader_id)}", "mark_added", sid, case=case_code, voxel=list(xyz))
+    return xyz
+
+
+def remove_last_mark(db: str | Engine | None, reader_id: int, case_code: str) -> bool:
+    """Undo the reader's newest mark on this case; False when there was none."""
+    with write_session(db) as session:
+        row = _reader_case_row(session, reader_id, case_code)
+        if row is None:
+            raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+        mark = session.scalar(select(Mark).where(Mark.reader_id == int(reader_id), Mark.case_id == row[0]).order_by(Mark.id.desc()))
+        if mark is None:
+            return False
+        _log(session, f"reader:{int(reader_id)}", "mark_removed", row[1], case=case_code, voxel=[mark.x, mark.y, mark.z])
+        session.delete(mark)
+        return True
+
+
+def reader_marks(db: str | Engine | None, reader_id: int, case_code: str) -> list[tuple[int, int, int]]:
+    """This reader's own marks on one case (never another reader's)."""
+    with read_session(db) as session:
+        rows = session.execute(
+            select(Mark.x, Mark.y, Mark.z).join(Case, Case.id == Mark.case_id)
+            .where(Mark.reader_id == int(reader_id), Case.code == case_code).order_by(Mark.id)
+        ).all()
+    return [tuple(int(v) for v in r) for r in rows]
+
+
+def mark_records(db: str | Engine | None, session_id: int) -> list[dict]:
+    """Every mark of a session, unblinded (organiser: heat maps, export)."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        rows = session.execute(
+            select(Reader.name, Case.code, Case.cohort, Mark.x, Mark.y, Mark.z, Mark.created_at)
+            .join(Case, Case.id == Mark.case_id).join(Reader, Reader.id == Mark.reader_id)
+            .where(Case.session_id == s.id).order_by(Mark.id)
+        ).all()
+    return [
+        {"reader": r, "case_id": c, "cohort": cohort, "voxel": [int(x), int(y), int(z)], "created_utc": at.isoformat(timespec="seconds")}
+        for r, c, cohort, x, y, z, at in rows
+    ]
+
+
+def session_case_array(db: str | Engine | None, session_id: int, case_code: str) -> np.ndarray:
+    """A case's cached display-grid array, for the organiser (heat-map backgrounds)."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        if session.scalar(select(Case.id).where(Case.session_id == s.id, Case.code == case_code)) is None:
+            raise ConfigError(f"session {session_id} has no case {case_code}")
+        uid, grid = s.uid, _grid(s)
+    cache_dir = cache_root(db) / uid
+    if render.missing_cases(cache_dir, [case_code]):
+        ensure_cache(db, session_id)
+    return render.load_cached_case(cache_dir, case_code, grid)
+
+
+# ------------------------------------------------------------------------ realism rating only
+def submit_rating(
+    db: str | Engine | None, reader_id: int, case_code: str, *, realism: int, flags: Iterable[str] = (), comment: str = "", seconds: float = 0.0,
+) -> None:
+    """Store a realism-only rating (1-5) of one case; committed before returning, given once."""
+    flags = _validate_answer(False, 3, realism, flags, seconds)
+    try:
+        with write_session(db) as session:
+            row = session.execute(
+                select(Case.id, Case.session_id).join(Assignment, Assignment.case_id == Case.id)
+                .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
+            ).first()
+            if row is None:
+                raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+            case_id, sid = row
+            if session.scalar(select(RatingAnswer.id).where(RatingAnswer.reader_id == int(reader_id), RatingAnswer.case_id == case_id)) is not None:
+                raise AnswerLockedError(f"case {case_code} is already rated")
+            session.add(RatingAnswer(reader_id=int(reader_id), case_id=case_id, realism=int(realism), flags=list(flags),
+                                     comment=(comment or "").strip(), seconds=float(seconds), submitted_at=utcnow()))
+            _log(session, f"reader:{int(reader_id)}", "rating_submitted", sid, case=case_code, seconds=round(float(seconds), 3))
+    except IntegrityError:  # a concurrent submit of the same rating won
+        raise AnswerLockedError(f"case {case_code} is already rated") from None
+
+
+def rating_records(db: str | Engine | None, session_id: int) -> list[dict]:
+    """Every realism-only rating of a session, unblinded; practice cases left out."""
+    with read_session(db) as session:
+        s = _get_session(session, session_id)
+        rows = session.execute(
+            select(RatingAnswer, Case, Reader.name, Assignment.position)
+            .join(Case, RatingAnswer.case_id == Case.id)
+            .join(Reader, RatingAnswer.reader_id == Reader.id)
+            .join(Assignment, (Assignment.reader_id == RatingAnswer.reader_id) & (Assignment.case_id == RatingAnswer.case_id))
+            .where(Case.session_id == s.id, Case.practice.is_(False))
+            .order_by(Reader.id, Assignment.position)
+        ).all()
+        return [
+            {
+                "session_id": s.id, "session": s.name, "reader": name, "position": int(pos) + 1, "case_id": case.code,
+                "case_name": case_name(case.path), "cohort": case.cohort, "condition": case.condition, "realism": int(a.realism),
+                **{f"flag_{f}": f in (a.flags or []) for f in FLAGS}, "comment": a.comment, "seconds": round(float(a.seconds), 3),
+                "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+            }
+            for a, case, name, pos in rows
+        ]

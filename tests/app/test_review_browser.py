@@ -8,6 +8,7 @@ telling names, so a leak would show up in the page source.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -165,3 +166,128 @@ def test_reader_answers_two_cases_blinded(study, streamlit_server, browser_page,
     page.screenshot(path=str(artifact_dir / "review-organiser-results.png"), full_page=True)
     for name in ("review-reader-case.png", "review-organiser-results.png"):
         assert (artifact_dir / name).stat().st_size > 10_000, name  # a real picture, not a blank page
+
+
+@pytest.mark.browser
+def test_reader_page_fits_1440x900_keyboard_answers_and_sizes_say_nothing(study, streamlit_server, browser_page, artifact_dir):
+    """Image and answer form above the fold at 1440x900; R/S, 1-5 and Enter answer a case with a
+    visible confirmation; every image the browser receives has the same byte size."""
+    page = browser_page
+    sizes: dict[str, int] = {}
+
+    def on_response(response) -> None:
+        if urlparse(response.url).path.startswith("/media/") and response.ok:  # case images, not /static/ fonts
+            sizes[response.url] = len(response.body())
+
+    page.on("response", on_response)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    base = streamlit_server("app.py", env=study["env"])
+    page.goto(base + "/Review_reader")
+    page.get_by_label("Access code").fill(study["code"])
+    page.get_by_role("button", name="Start reading").click()
+    wait_for_case(page, 1, 6)
+    image_size(page)
+    img_box = page.locator("[data-testid='stImage'] img").first.bounding_box()
+    submit_box = page.get_by_role("button", name="Submit and next").bounding_box()
+    call_box = page.get_by_role("radiogroup", name="This scan is").bounding_box()
+    page.screenshot(path=str(artifact_dir / "review-reader-1440x900.png"))
+    assert img_box["y"] >= 0 and img_box["y"] + img_box["height"] <= 900, img_box
+    assert call_box["y"] + call_box["height"] <= 900 and submit_box["y"] + submit_box["height"] <= 900, submit_box
+
+    # keyboard: S, 4 (confidence), 2 (realism), Enter
+    page.locator("[data-testid='stImage'] img").first.click()  # focus on the page, not a text field
+    for key in ("s", "4", "2", "Enter"):
+        page.keyboard.press(key)
+    page.get_by_text("Answer to case 1 saved.").wait_for()  # the confirmation
+    wait_for_case(page, 2, 6)
+    page.get_by_text("1 of 6 cases answered").wait_for()
+    (rec,) = [r for r in store.answer_records(study["url"], study["sid"]) if r["reader"] == study["reader"]]
+    assert (rec["said"], rec["confidence"], rec["realism"]) == ("synthetic", 4, 2)
+    assert page.evaluate("() => window.parent.scrollY") == 0
+
+    # walk through every remaining case by keyboard; collect every image's byte size
+    for n in range(2, 7):
+        image_size(page)
+        page.locator("[data-testid='stImage'] img").first.click()
+        for key in ("r", "3", "3", "Enter"):
+            page.keyboard.press(key)
+        if n < 6:
+            wait_for_case(page, n + 1, 6)
+    page.get_by_text("All cases are answered").wait_for()
+    records = [r for r in store.answer_records(study["url"], study["sid"]) if r["reader"] == study["reader"]]
+    assert len(records) == 6 and {r["cohort"] for r in records} == {"real", "synthetic"}
+    assert len(sizes) >= 6 and len(set(sizes.values())) == 1, sizes
+
+
+@pytest.mark.browser
+def test_two_alternative_forced_choice_page(tmp_path, streamlit_server, browser_page, artifact_dir):
+    """A 2AFC pair in the browser: two same-size images (same byte size), no cohort in the page,
+    the arrow key and Enter answer it, and the choice is stored."""
+    rng = np.random.default_rng(3)
+    real, gen = tmp_path / "realcohortdir", tmp_path / "generatedcohortdir"
+    for i in range(2):
+        write_nifti(pelvis((96, 96, 12), (4.0, 4.0, 10.0), 12.0, rng), real / f"truescan_{i:03d}.nii.gz")
+        write_nifti(pelvis((64, 64, 10), (6.0, 6.0, 12.0), 35.0, rng), gen / f"modelsample_{i:03d}.nii.gz")
+    url = f"sqlite:///{tmp_path / 'reviews.sqlite'}"
+    sid = store.create_session(url, "AFC study", real, gen, seed=1, design="2afc")
+    code = store.add_reader(url, sid, "Dr. Pair")
+    reader = store.find_reader(url, code)
+    first = store.reader_pair(url, reader.reader_id, 0)
+    real_side = "left" if store_cohort(url, first.left) == "real" else "right"
+    env = {"CTDIFF_WORKSPACE": str(tmp_path), "CTDIFF_REVIEW_DB": url, "CTDIFF_ORGANISER_CODE": ORG_CODE}
+    page = browser_page
+    sizes: dict[str, int] = {}
+    page.on("response", lambda r: sizes.__setitem__(r.url, len(r.body())) if urlparse(r.url).path.startswith("/media/") and r.ok else None)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    base = streamlit_server("app.py", env=env)
+    page.goto(base + "/Review_reader")
+    page.get_by_label("Access code").fill(code)
+    page.get_by_role("button", name="Start reading").click()
+    page.get_by_text("Pair 1 of 2").wait_for()
+    imgs = page.locator("[data-testid='stImage'] img")
+    imgs.nth(1).wait_for()
+    page.wait_for_function("() => Array.from(document.querySelectorAll(\"[data-testid='stImage'] img\")).every(i => i.complete && i.naturalWidth > 0)")
+    dims = [tuple(imgs.nth(i).evaluate("i => [i.naturalWidth, i.naturalHeight]")) for i in range(2)]
+    assert dims[0] == dims[1]
+    check_no_leaks(page.content(), tmp_path)
+    page.screenshot(path=str(artifact_dir / "review-2afc.png"))
+    for box in (imgs.nth(0).bounding_box(), imgs.nth(1).bounding_box(), page.get_by_role("button", name="Submit and next").bounding_box()):
+        assert box["y"] + box["height"] <= 900, box  # both scans and the form above the fold at 1440x900
+    imgs.first.click()
+    for key in ("ArrowLeft" if real_side == "left" else "ArrowRight", "5", "Enter"):
+        page.keyboard.press(key)
+    page.get_by_text("Answer to pair 1 saved.").wait_for()
+    page.get_by_text("Pair 2 of 2").wait_for()
+    (rec,) = store.pair_records(url, sid)
+    assert (rec["chose"], rec["correct"], rec["confidence"]) == (real_side, True, 5)
+    assert len(sizes) >= 2 and len(set(sizes.values())) == 1, sizes
+    dispose_engines()
+
+
+@pytest.mark.browser
+def test_giveaway_mark_click_stores_the_clicked_voxel(study, streamlit_server, browser_page, artifact_dir):
+    """A click in the marks viewer stores exactly the voxel the viewer shows under its crosshair."""
+    page = browser_page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    base = streamlit_server("app.py", env=study["env"])
+    page.goto(base + "/Review_reader")
+    page.get_by_label("Access code").fill(study["code"])
+    page.get_by_role("button", name="Start reading").click()
+    wait_for_case(page, 1, 6)
+    page.get_by_text("Mark what gives it away (0 marks)").click()
+    page.wait_for_selector("iframe[src*='ct_viewer']", timeout=60_000)
+    frame = next(f for f in page.frames if "ct_viewer" in f.url)
+    frame.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=60_000)
+    canvas = frame.locator("#pane-0")
+    box = canvas.bounding_box()
+    canvas.click(position={"x": box["width"] * 0.4, "y": box["height"] * 0.55})
+    shown = frame.evaluate("() => Array.from(window.ctViewer.panes[0].nv.frac2vox(window.ctViewer.panes[0].nv.scene.crosshairPos))")
+    page.get_by_text("Mark what gives it away (1 mark)").wait_for()
+    page.screenshot(path=str(artifact_dir / "review-reader-marks.png"))
+    reader = store.find_reader(study["url"], study["code"])
+    code = store.reader_case(study["url"], reader.reader_id, 0).code
+    (mark,) = store.reader_marks(study["url"], reader.reader_id, code)
+    assert list(mark) == [int(round(v)) for v in shown]
+    assert all(0 <= v < n for v, n in zip(mark, reader.grid.shape))
+    (rec,) = store.mark_records(study["url"], study["sid"])
+    assert rec["voxel"] == list(mark) and rec["case_id"] == code

@@ -75,3 +75,34 @@ def test_cached_arrays_of_a_session_are_alike(db_url, cohorts):
         f.unlink()
     assert store.ensure_cache(db_url, sid) == 6
     assert len(list(store.cache_root(db_url).rglob("*.npy"))) == 6
+
+
+def test_png_byte_size_carries_no_information_about_content():
+    """Smooth, noisy, blank and saturated images of one size give PNGs of exactly one byte size;
+    with compression the noisy one would be several times larger than the blank one."""
+    rng = np.random.default_rng(0)
+    h, w = 300, 512
+    images = [
+        np.zeros((h, w), np.uint8), np.full((h, w), 255, np.uint8), rng.integers(0, 256, (h, w), dtype=np.uint8),
+        np.tile(np.arange(w, dtype=np.uint8), (h, 1)),
+    ]
+    sizes = {len(render.png_bytes(im)) for im in images}
+    assert len(sizes) == 1 and sizes.pop() > h * w  # uncompressed: at least one byte per pixel
+    for im in images:  # and still a faithful PNG
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(render.png_bytes(im)))), im)
+
+
+def test_every_case_of_a_session_renders_to_the_same_byte_size(db_url, cohorts):
+    from eval.review import store
+
+    sid = store.create_session(db_url, "s", *cohorts)
+    reader = store.find_reader(db_url, store.add_reader(db_url, sid, "A"))
+    sizes: dict[tuple, set] = {}
+    for pos in range(reader.total):
+        code = store.reader_case(db_url, reader.reader_id, pos).code
+        array, grid = store.load_case_array(db_url, reader.reader_id, code)
+        for plane in reader.planes:
+            for window in reader.windows:
+                for index in (0, grid.middle(plane), grid.n_slices(plane) - 1):
+                    sizes.setdefault((plane,), set()).add(len(render.render_png(array, grid, plane, index, window)))
+    assert all(len(s) == 1 for s in sizes.values()), sizes

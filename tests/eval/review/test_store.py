@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, func, inspect, select
 
@@ -41,7 +42,7 @@ def _answer(db_url, reader_id, code, **kw):
 # ------------------------------------------------------------------------------ schema
 def test_new_database_is_current_schema_in_wal_mode(db_url):
     engine = get_engine(db_url)
-    assert review_db.schema_version(engine) == review_db.SCHEMA_VERSION == 2
+    assert review_db.schema_version(engine) == review_db.SCHEMA_VERSION == 3
     con = sqlite3.connect(_sqlite_path(db_url))
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with engine.connect() as conn:
@@ -71,7 +72,7 @@ def test_migration_from_schema_v1_keeps_data_and_matches_a_fresh_schema(tmp_path
 
     engine = get_engine(url)  # migrates on open
     try:
-        assert review_db.schema_version(engine) == 2
+        assert review_db.schema_version(engine) == 3
         fresh = get_engine(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
         for table in review_db.Base.metadata.tables:
             cols_old = {c["name"] for c in inspect(engine).get_columns(table)}
@@ -82,12 +83,19 @@ def test_migration_from_schema_v1_keeps_data_and_matches_a_fresh_schema(tmp_path
         assert rec["changes"] == 0 and rec["updated_utc"] == rec["submitted_utc"]
         info = store.session_info(url, 1)
         assert info.allow_change is False and info.skipped == ()
+        with read_session(url) as session:  # the v1 row keeps its unsalted hash until first use
+            assert session.scalar(select(review_db.Reader.code_kdf)) == "sha256"
         reader = store.find_reader(url, "oldcode")
         assert reader is not None and reader.reader_name == "R"
+        with read_session(url) as session:  # ... and is re-hashed with salted scrypt on sign-in
+            row = session.scalar(select(review_db.Reader))
+            assert (row.code_kdf, len(row.code_salt), row.code_lookup) == ("scrypt", 32, "OL")
+            assert row.code_hash == assign.scrypt_code("OLDCODE", row.code_salt) != assign.hash_code("OLDCODE")
+        assert store.find_reader(url, "OLDCODE").reader_id == reader.reader_id
         with pytest.raises(store.AnswerLockedError):  # migrated sessions keep the v1 rule: no changes
             _answer(url, reader.reader_id, "abcd1234")
         # opening again is a no-op
-        assert review_db.ensure_schema(engine) == 2
+        assert review_db.ensure_schema(engine) == 3
     finally:
         review_db.dispose_engines()
 
@@ -165,7 +173,16 @@ def test_reader_codes_are_hashed_unique_and_case_insensitive(db_url, cohorts):
     with pytest.raises(ConfigError, match="already has a reader"):
         store.add_reader(db_url, sid, "Dr. A")
     raw = Path(_sqlite_path(db_url)).read_bytes() + Path(_sqlite_path(db_url) + "-wal").read_bytes()
-    assert code.encode() not in raw and assign.hash_code(code).encode() in raw
+    # neither the code nor its unsalted hash is stored; the salted scrypt digest is
+    assert code.encode() not in raw and assign.hash_code(code).encode() not in raw
+    with read_session(db_url) as session:
+        row = session.scalar(select(review_db.Reader).where(review_db.Reader.name == "Dr. A"))
+    assert row.code_kdf == "scrypt" and row.code_hash.encode() in raw
+    assert row.code_hash == assign.scrypt_code(code, row.code_salt)
+    other = store.add_reader(db_url, sid, "Dr. B")
+    with read_session(db_url) as session:
+        salts = set(session.scalars(select(review_db.Reader.code_salt)))
+    assert len(salts) == 3 and store.find_reader(db_url, other).reader_name == "Dr. B"
     new = store.new_reader_code(db_url, sid, "Dr. A")
     assert store.find_reader(db_url, code) is None and store.find_reader(db_url, new).reader_name == "Dr. A"
 
@@ -328,3 +345,116 @@ def test_concurrent_submits_from_processes_lose_and_duplicate_nothing(db_url, co
     assert sorted((r["reader"], r["case_id"]) for r in recs if r["reader"] != "P3") == sorted(
         (f"P{i}", c) for i, r in enumerate(readers[:3]) for c in codes[r.reader_id]
     )
+
+
+# ------------------------------------------------------------------------------ hardening
+def test_codes_need_a_minimum_length(db_url, cohorts):
+    sid = store.create_session(db_url, "s", *cohorts)
+    with pytest.raises(ConfigError, match="at least 8 characters"):
+        store.add_reader(db_url, sid, "A", code="SHORT12")
+    assert store.add_reader(db_url, sid, "A", code="LONGER12") == "LONGER12"
+    assert store.find_reader(db_url, "x" * 10_000) is None
+
+
+def test_code_comparison_is_constant_time(monkeypatch):
+    import hmac
+
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(assign.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    salt = assign.new_salt()
+    assert assign.code_matches("ABCD-EFGH", "scrypt", salt, assign.scrypt_code("abcd-efgh", salt))
+    assert not assign.code_matches("ABCD-EFGX", "scrypt", salt, assign.scrypt_code("abcd-efgh", salt))
+    assert len(calls) == 2
+
+
+def test_signin_attempts_back_off_and_reset(db_url, monkeypatch):
+    t = [review_db.utcnow()]
+    monkeypatch.setattr(store, "utcnow", lambda: t[0])
+    for _ in range(store.SIGNIN_FREE_ATTEMPTS):
+        assert store.signin_wait(db_url, "reader", "10.0.0.1") == 0
+        store.record_signin(db_url, "reader", "10.0.0.1", ok=False)
+    assert store.signin_wait(db_url, "reader", "10.0.0.1") == pytest.approx(2.0)
+    store.record_signin(db_url, "reader", "10.0.0.1", ok=False)
+    assert store.signin_wait(db_url, "reader", "10.0.0.1") == pytest.approx(4.0)  # doubles
+    assert store.signin_wait(db_url, "organiser", "10.0.0.1") == 0  # scopes and clients are separate
+    assert store.signin_wait(db_url, "reader", "10.0.0.2") == 0
+    t[0] += __import__("datetime").timedelta(seconds=3)
+    assert store.signin_wait(db_url, "reader", "10.0.0.1") == pytest.approx(1.0)
+    for _ in range(30):
+        store.record_signin(db_url, "reader", "10.0.0.1", ok=False)
+    assert store.signin_wait(db_url, "reader", "10.0.0.1") == pytest.approx(store.SIGNIN_MAX_WAIT_S)
+    store.record_signin(db_url, "reader", "10.0.0.1", ok=True)
+    assert store.signin_wait(db_url, "reader", "10.0.0.1") == 0
+
+
+def test_database_file_is_private(db_url):
+    get_engine(db_url)
+    assert os.stat(_sqlite_path(db_url)).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), -1.0, "12", True])
+def test_non_finite_or_bad_seconds_are_refused(db_url, cohorts, seconds):
+    sid = store.create_session(db_url, "s", *cohorts)
+    reader = store.find_reader(db_url, store.add_reader(db_url, sid, "A"))
+    code = store.reader_case(db_url, reader.reader_id, 0).code
+    with pytest.raises(ConfigError, match="seconds must be a finite number"):
+        _answer(db_url, reader.reader_id, code, seconds=seconds)
+    assert store.answer_records(db_url, sid) == []
+
+
+def test_audit_trail_records_who_did_what_and_is_append_only(db_url, cohorts, tmp_path):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from eval.review import export
+
+    sid = store.create_session(db_url, "s", *cohorts)
+    code = store.add_reader(db_url, sid, "A")
+    reader = store.find_reader(db_url, code)
+    store.record_signin(db_url, "reader", "10.0.0.9", ok=False)
+    first = store.reader_case(db_url, reader.reader_id, 0).code
+    _answer(db_url, reader.reader_id, first, seconds=4.5)
+    store.new_reader_code(db_url, sid, "A")
+    export.write_report(db_url, sid, tmp_path / "out", only=("answers.csv",))
+    log = store.events(db_url)
+    assert [(e["actor"], e["action"]) for e in log] == [
+        ("organiser", "session_created"), ("organiser", "reader_added"), ("client:10.0.0.9", "reader_signin_failed"),
+        (f"reader:{reader.reader_id}", "answer_submitted"), ("organiser", "code_reissued"), ("organiser", "exported"),
+    ]
+    assert log[3]["detail"] == {"case": first, "seconds": 4.5} and log[3]["session_id"] == sid
+    assert [e["action"] for e in store.events(db_url, sid)] == [e["action"] for e in log if e["session_id"] == sid]
+    engine = get_engine(db_url)
+    for sql in ("UPDATE review_events SET action = 'x'", "DELETE FROM review_events"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(sql))
+    assert len(store.events(db_url)) == len(log)
+
+
+# ------------------------------------------------------------------------------ giveaway marks
+def test_marks_round_trip_to_voxel_coordinates_and_stay_private(db_url, cohorts):
+    from eval.review import stats
+
+    sid = store.create_session(db_url, "s", *cohorts)
+    a, b = (store.find_reader(db_url, store.add_reader(db_url, sid, n)) for n in ("A", "B"))
+    shape = a.grid.shape
+    code = store.reader_case(db_url, a.reader_id, 0).code
+    corner = (shape[0] - 1, shape[1] - 1, shape[2] - 1)
+    assert store.add_mark(db_url, a.reader_id, code, [3, 4, 1]) == (3, 4, 1)
+    assert store.add_mark(db_url, a.reader_id, code, corner) == corner
+    assert store.add_mark(db_url, b.reader_id, code, (5, 5, 0)) == (5, 5, 0)
+    assert store.reader_marks(db_url, a.reader_id, code) == [(3, 4, 1), corner]
+    assert store.reader_marks(db_url, b.reader_id, code) == [(5, 5, 0)]  # readers never see others' marks
+    for bad in ([3, 4], [3.5, 1, 1], (shape[0], 0, 0), (-1, 0, 0), "abc"):
+        with pytest.raises(ConfigError):
+            store.add_mark(db_url, a.reader_id, code, bad)
+    recs = store.mark_records(db_url, sid)
+    assert [(r["reader"], r["case_id"], r["voxel"]) for r in recs] == [("A", code, [3, 4, 1]), ("A", code, list(corner)), ("B", code, [5, 5, 0])]
+    assert recs[0]["cohort"] in ("real", "synthetic")
+    assert store.remove_last_mark(db_url, a.reader_id, code) and store.reader_marks(db_url, a.reader_id, code) == [(3, 4, 1)]
+    heat = stats.mark_heatmap([m["voxel"] for m in store.mark_records(db_url, sid)], shape[:2], sigma=0)
+    assert heat[3, 4] == 1 and heat[5, 5] == 1 and heat.sum() == 2
+    smooth = stats.mark_heatmap([(3, 4, 1)], shape[:2], sigma=1.5)
+    assert smooth.sum() == pytest.approx(1.0) and np.unravel_index(smooth.argmax(), smooth.shape) == (3, 4)
+    assert [e["action"] for e in store.events(db_url, sid)].count("mark_added") == 3

@@ -16,11 +16,11 @@ from eval.review.db import Answer, get_engine, read_session
 
 def test_postgres_schema_and_full_round_trip(pg_url, cohorts):
     engine = get_engine(pg_url)
-    assert engine.dialect.name == "postgresql" and review_db.schema_version(engine) == 2
+    assert engine.dialect.name == "postgresql" and review_db.schema_version(engine) == 3
     sid = store.create_session(pg_url, "pg", *cohorts, planes=["axial", "coronal"], allow_change=True)
     info = store.session_info(pg_url, sid)
     assert info.planes == ("axial", "coronal") and info.grid.shape == (16, 16, 8)
-    reader = store.find_reader(pg_url, store.add_reader(pg_url, sid, "A", code="pg-code"))
+    reader = store.find_reader(pg_url, store.add_reader(pg_url, sid, "A", code="pg-code-1"))
     code = store.reader_case(pg_url, reader.reader_id, 0).code
     store.submit_answer(pg_url, reader.reader_id, code, said_synthetic=True, confidence=5, realism=1, flags=["noise"], seconds=2.0)
     view = store.submit_answer(pg_url, reader.reader_id, code, said_synthetic=False, confidence=2, realism=4, seconds=1.0)
@@ -28,6 +28,15 @@ def test_postgres_schema_and_full_round_trip(pg_url, cohorts):
     assert store.reader_progress(pg_url, reader.reader_id).next_position == 1
     (rec,) = store.answer_records(pg_url, sid)
     assert (rec["said"], rec["realism"], rec["flag_noise"]) == ("real", 4, False)
+    # audit trail: append-only on PostgreSQL too (a trigger refuses UPDATE and DELETE)
+    assert [e["action"] for e in store.events(pg_url, sid)] == ["session_created", "reader_added", "answer_submitted", "answer_changed"]
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError, match="append-only"):
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM review_events"))
+    assert len(store.events(pg_url, sid)) == 4
 
 
 def test_postgres_migration_from_v1(pg_url):
@@ -49,7 +58,7 @@ def test_postgres_migration_from_v1(pg_url):
             flag_contrast=False, flag_anatomy=False, flag_edges=False, comment="", seconds=3.0, submitted_at=now))
     old.dispose()
     engine = get_engine(pg_url)
-    assert review_db.schema_version(engine) == 2
+    assert review_db.schema_version(engine) == 3
     cols = {c["name"] for c in inspect(engine).get_columns("review_answers")}
     assert {"updated_at", "changes"} <= cols
     (rec,) = store.answer_records(pg_url, 1)
