@@ -19,10 +19,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ctdiff.atomic import prepare_output_dir, write_json
+from ctdiff import validate
+from ctdiff.atomic import write_json
 from ctdiff.body import BODY_THRESHOLD_HU, body_mask, bounding_box
 from ctdiff.errors import ConfigError, CTDiffError, InputError
-from ctdiff.io import case_name, find_cases, read_volume, write_nifti
+from ctdiff.io import ASSUME_HU_CHOICES, case_name, find_cases, read_volume, write_nifti
+from ctdiff.outputs import check_output, staged_output
 from ctdiff.resample import crop_volume, resample_to_spacing, resize_to_shape
 from ctdiff.volume import Volume
 
@@ -139,6 +141,7 @@ def prepare_dataset(
     allow_non_ct: bool = False,
     resample_irregular: bool = False,
     npy_spacing: Sequence[float] | None = None,
+    assume_hu: str | None = None,
     force: bool = False,
     progress: bool | Callable[[int, int], None] = True,
 ) -> dict[str, Any]:
@@ -162,18 +165,31 @@ def prepare_dataset(
     clip = tuple(float(c) for c in clip)
     if len(clip) != 2 or not all(map(math.isfinite, clip)) or clip[0] >= clip[1]:
         raise ConfigError(f"--clip needs LO < HI, got {list(clip)}")
-    if crop_margin_mm < 0:
-        raise ConfigError(f"--crop-margin must be >= 0 mm, got {crop_margin_mm}")
+    crop_margin_mm = validate.number(crop_margin_mm, "--crop-margin", low=0, high=1000)
+    if shape is not None:
+        validate.fits_in_memory(16.0 * math.prod(shape), f"a {shape[0]}x{shape[1]}x{shape[2]} volume", "--shape")
     if not src.exists():
         raise InputError("no such folder", src)
-    if _is_within(src, out):
-        # prepare_output_dir(force=True) empties ``out``: it must never hold the source
-        raise ConfigError(f"output folder {out} is or contains the source; choose another --out")
-
-    cases = [c for c in find_cases(src) if not _is_within(c, out)]
+    # --out must not be, hold or lie inside --src: --force would delete the source, and the walk
+    # below would read the outputs back; checked before anything is written or deleted
+    check_output(out, command="prepare", force=force, inputs={"--src": src})
+    cases = find_cases(src)
     if not cases:
-        raise InputError("holds no NIfTI, .npy/.npz or DICOM volumes outside the output folder", src)
-    out = prepare_output_dir(out, force)
+        raise InputError("holds no NIfTI, .npy/.npz or DICOM volumes", src)
+    with staged_output(out, command="prepare", force=force, inputs={"--src": src}) as tmp:
+        manifest = _prepare_into(tmp, src, cases, spacing=spacing, shape=shape, crop_body=crop_body,
+                                 crop_margin_mm=crop_margin_mm, clip=clip, series=series, allow_non_ct=allow_non_ct,
+                                 resample_irregular=resample_irregular, npy_spacing=npy_spacing, assume_hu=assume_hu,
+                                 progress=progress)
+    if not manifest["cases"]:
+        skipped = manifest["skipped"]
+        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:5])
+        raise InputError(f"no case could be prepared ({len(skipped)} skipped: {reasons})", src)
+    return manifest
+
+
+def _prepare_into(out: Path, src: Path, cases: list[Path], *, spacing, shape, crop_body, crop_margin_mm, clip, series,
+                  allow_non_ct, resample_irregular, npy_spacing, assume_hu, progress) -> dict[str, Any]:
     names = _unique_names(cases)
 
     entries: list[dict[str, Any]] = []
@@ -187,7 +203,7 @@ def prepare_dataset(
         source = _relative(path, src)
         try:
             volume = read_volume(path, series=series, allow_non_ct=allow_non_ct,
-                                 resample_irregular=resample_irregular, spacing=npy_spacing)
+                                 resample_irregular=resample_irregular, spacing=npy_spacing, assume_hu=assume_hu)
             result, info = process_volume(volume, spacing=spacing, shape=shape, crop_body=crop_body,
                                           crop_margin_mm=crop_margin_mm, clip=clip)
             file = f"{name}.nii.gz"
@@ -211,9 +227,10 @@ def prepare_dataset(
             })
         except CTDiffError as exc:
             skipped.append({"source": source, "reason": exc.problem})
-        except (ValueError, OSError, MemoryError) as exc:
-            # one odd case must not end a batch over hundreds; the type names the problem
-            skipped.append({"source": source, "reason": f"{type(exc).__name__}: {exc}"})
+        except (ValueError, OSError, MemoryError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            # one odd case (e.g. a singular affine met while resampling) must not end a batch over
+            # hundreds; the type names the problem
+            skipped.append({"source": source, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
         if bar is not None:
             bar.update(1)
         elif callable(progress):
@@ -236,16 +253,14 @@ def prepare_dataset(
             "allow_non_ct": bool(allow_non_ct),
             "resample_irregular": bool(resample_irregular),
             "npy_spacing": list(npy_spacing) if npy_spacing else None,
+            **({"assume_hu": assume_hu} if assume_hu else {}),
         },
         "cases": entries,
         "skipped": skipped,
     }
     if _source_is_synthetic(src):
         manifest["synthetic"] = True
-    write_json(out / MANIFEST, manifest, force=True)
-    if not entries:
-        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:5])
-        raise InputError(f"no case could be prepared ({len(skipped)} skipped: {reasons})", src)
+    write_json(out / MANIFEST, manifest, force=True)  # the completion mark: written last
     return manifest
 
 
