@@ -120,14 +120,6 @@ def _relative(path: Path, root: Path) -> str:
     return rel.as_posix() if str(rel) != "." else path.name
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def prepare_dataset(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -303,6 +295,9 @@ def add_arguments(parser) -> None:
                         help="resample DICOM series with irregular slice spacing instead of skipping them")
     parser.add_argument("--npy-spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
                         help="voxel spacing (mm) of .npy files, which store none")
+    parser.add_argument("--assume-hu", choices=tuple(ASSUME_HU_CHOICES),
+                        help="DICOM CT without RescaleSlope/RescaleIntercept (or slope 0) is skipped unless you say what "
+                             "its stored values are: identity (already HU) or offset-1024 (HU + 1024)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any case was skipped")
     parser.add_argument("--force", action="store_true", help="empty and reuse a non-empty output folder")
 
@@ -313,7 +308,8 @@ def run(args) -> int:
     manifest = prepare_dataset(
         args.src, args.out, spacing=args.spacing, shape=args.shape, crop_body=args.crop_body,
         crop_margin_mm=args.crop_margin, clip=args.clip, series=args.series, allow_non_ct=args.allow_non_ct,
-        resample_irregular=args.resample_irregular, npy_spacing=args.npy_spacing, force=args.force, progress=True,
+        resample_irregular=args.resample_irregular, npy_spacing=args.npy_spacing, assume_hu=args.assume_hu,
+        force=args.force, progress=True,
     )
     print(f"prepared {manifest['n_cases']} case(s) into {args.out} (manifest: {Path(args.out) / MANIFEST})")
     skipped = manifest["skipped"]

@@ -55,6 +55,7 @@ from ctdiff.diffusion import Diffusion
 from ctdiff.distributed import DistInfo, add_device_arguments, apply_threads, barrier, init_distributed, mean_across, shutdown
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from ctdiff.model import UNet3D, build_model, count_parameters
+from ctdiff.outputs import check_output
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 CONFIG_FILE, HISTORY_FILE, LOSS_PLOT, PREVIEW_DIR = "config.yaml", "history.csv", "loss.png", "previews"
@@ -461,11 +462,17 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------- entry point
-def _check_run_dir(run_dir: Path, force: bool) -> None:
+def _check_run_dir(run_dir: Path, force: bool, inputs: dict | None = None) -> None:
+    """Refuse a run dir that is, holds or lies inside an input (--force would delete the dataset), a
+    non-empty one without --force, and with --force anything that is not a run dir."""
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not force:
+        from ctdiff.outputs import check_no_overlap
+
+        check_no_overlap(run_dir, inputs or {})
         raise OverwriteError(
             "run dir exists and is not empty; pass --resume to continue it or --force to start over", run_dir
         )
+    check_output(run_dir, command="train", force=force, inputs=inputs)
 
 
 def train(
@@ -504,7 +511,7 @@ def train(
             if data_dir is None:
                 raise ConfigError("a dataset is needed to start a run (--data DIR)")
             config = config_from_dict(apply_overrides(config.to_dict(), overrides))
-            _check_run_dir(run_dir, force)
+            _check_run_dir(run_dir, force, {"--data": data_dir})
             split_seed = config.data.split_seed
             train_files, val_files = make_split(dataset_files(data_dir), config.data.val_fraction, split_seed)
         missing = [f for f in train_files + val_files if not Path(f).exists()]
@@ -593,9 +600,16 @@ def sigterm_saves():
 
 
 def run(args) -> int:
-    apply_threads(args)
+    from ctdiff import validate
+    from ctdiff.outputs import check_no_overlap
+
+    validate.threads(args.threads)
+    validate.device(args.device)
     if args.resume and args.force:
         raise ConfigError("--resume and --force contradict each other")
+    # --force deletes --out: it must not hold the config file either (a resumed run may read its own)
+    check_no_overlap(args.out, {"--data": args.data, **({"--config": args.config} if args.force else {})})
+    apply_threads(args)
     config = load_config(args.config) if args.config else None
     with sigterm_saves():
         result = train(
