@@ -39,7 +39,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
-        raise InputError(f"not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", p) from None
+        first = str(exc).splitlines()[0][:200] if str(exc).strip() else "no details"
+        raise InputError(f"not a readable checkpoint ({type(exc).__name__}: {first})", p) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"not a ctdiff checkpoint (expected format {FORMAT})", p)
     return ckpt

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -136,7 +137,10 @@ def _header_size(img, path: Path) -> tuple[int, int]:
     except ConfigError as exc:
         raise InputError(f"header claims a size that does not fit in memory ({exc})", path) from None
     itemsize = np.dtype(img.get_data_dtype()).itemsize
-    return n_voxels, n_voxels * itemsize + int(img.header.get_data_offset())
+    offset = getattr(img.dataobj, "offset", None)  # where the proxy reads from (the header may say 0)
+    if offset is None:
+        offset = int(img.header.get_data_offset())
+    return n_voxels, n_voxels * itemsize + int(offset)
 
 
 def _verified_gzip_bytes(path: Path, expected: int) -> bytes:
@@ -266,7 +270,7 @@ def _read_array_file(path: Path, spacing: Sequence[float] | None) -> Volume:
         raise
     except MemoryError:
         raise InputError("does not fit in memory (its header claims a huge array?)", path) from None
-    except (OSError, ValueError, EOFError, zlib.error, KeyError, TypeError, OverflowError) as exc:
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, KeyError, TypeError, OverflowError) as exc:
         # zipfile/zlib raise these for truncated or corrupt .npz members (CRC is checked on read)
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise InputError(f"cannot read array file ({type(exc).__name__}: {first})", path) from None

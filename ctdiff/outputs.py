@@ -71,6 +71,12 @@ WRITTEN_BY: dict[str, Callable[[Path], bool]] = {
 }
 
 
+WHAT = {
+    "phantom": "a phantom cohort", "prepare": "a prepared dataset", "sample": "a samples folder",
+    "report": "a report folder", "train": "a run dir", "demo": "a demo workspace",
+}
+
+
 def resolved(path: str | os.PathLike, what: str = "path") -> Path:
     """``Path.resolve`` with a one-line error for a symlink loop (RuntimeError before Python 3.13)."""
     try:
@@ -155,8 +161,8 @@ def check_output(
                 raise OverwriteError("output folder exists and is not empty; pass --force to replace it", out_path)
             if not WRITTEN_BY[command](out_path):
                 raise OverwriteError(
-                    f"--force replaces only a folder that '{command}' wrote, and this one was not "
-                    "(no completion mark such as its manifest); choose another --out or empty it yourself",
+                    f"exists and is not {WHAT[command]} (no completion mark such as its manifest); --force "
+                    "replaces only that, so choose another --out or empty the folder yourself",
                     out_path,
                 )
     _writable_parent(out_path)

@@ -74,9 +74,11 @@ def ensure_demo_workspace(
     ws = Path(path) if path is not None else DEFAULT_WORKSPACE
     if ws.exists() and is_complete(ws) and not force:
         return ws
-    ours = (ws / BUILDING).exists() or (ws / WORKSPACE_JSON).exists()
-    if ws.exists() and any(ws.iterdir()) and not (force or ours):
-        raise OverwriteError("exists and is not a demo workspace; pass --force to replace it", ws)
+    from ctdiff.outputs import check_output
+
+    # --force replaces only a demo workspace (finished, or a build that did not finish): never a
+    # folder of someone else's files
+    check_output(ws, command="demo", force=True)
     info = _assets_info()
     if ws.exists():
         shutil.rmtree(ws)  # an unfinished earlier build, or --force
