@@ -117,7 +117,7 @@ def device(value: str) -> str:
         return "auto"
     try:
         dev = torch.device(name)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, TypeError):
         raise ConfigError(f"--device {value!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cpu":
         return name

@@ -111,3 +111,14 @@ def test_cli_corpus_entry_is_a_one_line_error(name, places, tmp_path, capsys, mo
     assert "Traceback" not in err
     assert _fingerprint(Path(places["tmp"])) == before  # no input deleted or changed, nothing written next to them
     assert not (tmp_path / "new").exists()  # no partial output
+
+
+def test_non_finite_sampler_output_is_an_error_not_a_volume(tmp_path, monkeypatch):
+    import ctdiff.sample as sample_mod
+
+    bundle = sample_mod.load_bundle(_checkpoint(tmp_path / "ok.pt"), device="cpu")
+    monkeypatch.setattr(sample_mod, "run_sampler",
+                        lambda sampler, model, shape, diffusion, steps, seeds, device, cb: torch.full(
+                            (len(seeds), *shape), float("nan")))
+    with pytest.raises(InputError, match="non-finite values"):
+        sample_mod.sample(bundle, 2, steps=3)
