@@ -78,7 +78,7 @@ def ensure_demo_workspace(
 
     # --force replaces only a demo workspace (finished, or a build that did not finish): never a
     # folder of someone else's files
-    check_output(ws, command="demo", force=True)
+    check_output(ws, command="demo", force=True, inputs={"demo assets": ASSETS})
     info = _assets_info()
     if ws.exists():
         shutil.rmtree(ws)  # an unfinished earlier build, or --force

@@ -55,6 +55,8 @@ def read_cohort(root, cohort: str, progress: Callable[[int, int], None] | None =
             good.append(Case(cohort, p, volume))
         except InputError as exc:
             bad.append({"file": str(p), "reason": exc.problem})
+        except (ValueError, OSError, MemoryError) as exc:  # one odd file must not end the report
+            bad.append({"file": str(p), "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
         if progress is not None:
             progress(i + 1, len(paths))
     return good, bad
