@@ -280,7 +280,11 @@ def test_sample_options(tmp_path, monkeypatch, capsys, tiny_cohort, n, steps, se
     if reached:
         assert n >= 1 and batch >= 1 and 0 <= seed <= 2**32 - n
         assert steps is None or 1 <= steps <= 100
-        assert device.strip() in ("auto", "cpu", "", "cpu:0")
+        import torch
+
+        name = device.strip()
+        assert name in ("auto", "cpu", "", "cpu:0") or (name in ("cuda", "cuda:0") and torch.cuda.is_available()) or (
+            name == "mps" and torch.backends.mps.is_available())
     else:
         _one_line_error(rc, err)
     assert not out.exists()
