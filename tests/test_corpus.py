@@ -70,6 +70,7 @@ def places(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("corpus")
     write_cohort(tmp / "real", n=3, shape=(16, 16, 6), seed=0, progress=False)
     write_cohort(tmp / "gen", n=3, shape=(16, 16, 6), seed=1, progress=False)
+    write_cohort(tmp / "other" / "phantom", n=1, shape=(8, 8, 4), seed=2, progress=False)
     run = tmp / "run"
     _checkpoint(run / "checkpoints" / "best.pt")
     (run / "config.yaml").write_text("name: tiny-corpus\n")
@@ -83,6 +84,7 @@ def places(tmp_path_factory):
         "tmp": str(tmp), "real": str(tmp / "real"), "gen": str(tmp / "gen"), "run": str(run),
         "empty_ckpt": str(tmp / "empty.pt"), "incomplete_ckpt": str(tmp / "incomplete.pt"),
         "nan_ckpt": str(tmp / "nan.pt"), "text_file": str(tmp / "weights.txt"), "foreign": str(tmp / "foreign"),
+        "phantom_out": str(tmp / "other" / "phantom"),
     }
 
 

@@ -37,6 +37,11 @@ def test_overlap_equal_containing_inside_and_distinct(tmp_path):
     with pytest.raises(ConfigError, match="give two different folders"):
         check_distinct_inputs({"--real": data, "--generated": link})
     check_distinct_inputs({"--real": data, "--generated": tmp_path / "data2", "--train": None})
+    # the input of sample is the checkpoint file: samples inside the run dir are fine, the run dir is not
+    ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
+    check_no_overlap(tmp_path / "run" / "samples", {"--checkpoint": ckpt})
+    with pytest.raises(ConfigError, match="contains the input --checkpoint"):
+        check_no_overlap(tmp_path / "run", {"--checkpoint": ckpt})
 
 
 def test_force_replaces_only_the_commands_own_output(tmp_path):
