@@ -28,6 +28,8 @@ from tests.corpus.bad_inputs import _dicom, _nifti
 # no example database: tests write only under temp folders, never into the checkout
 FUZZ = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# the option parsers: fewer examples, each one runs a command's argument parsing and validation
+FUZZ_CLI = settings(FUZZ, max_examples=30)
 pytestmark = pytest.mark.timeout(300)
 
 SUFFIXES = (".nii", ".nii.gz", ".npy", ".npz", ".dcm")
@@ -188,7 +190,7 @@ def _one_line_error(rc, err):
     assert len(lines) == 1 and "Traceback" not in err, err
 
 
-@FUZZ
+@FUZZ_CLI
 @given(n=INTS, shape=st.lists(INTS, min_size=3, max_size=3), fov=st.lists(FLOATS, min_size=3, max_size=3),
        noise=FLOATS, seed=INTS)
 def test_phantom_options(tmp_path, monkeypatch, capsys, n, shape, fov, noise, seed):
@@ -219,7 +221,7 @@ def tiny_cohort(tmp_path_factory):
     return root
 
 
-@FUZZ
+@FUZZ_CLI
 @given(spacing=st.one_of(st.none(), st.lists(FLOATS, min_size=3, max_size=3)),
        shape=st.one_of(st.none(), st.lists(INTS, min_size=3, max_size=3)), margin=FLOATS,
        clip=st.lists(FLOATS, min_size=2, max_size=2), assume=st.sampled_from([None, "identity", "offset-1024", "x"]))
@@ -259,7 +261,7 @@ class _FakeBundle:
     device = "cpu"
 
 
-@FUZZ
+@FUZZ_CLI
 @given(n=INTS, steps=st.one_of(st.none(), INTS), seed=INTS, batch=INTS, device=DEVICES,
        threads=st.one_of(st.none(), INTS))
 def test_sample_options(tmp_path, monkeypatch, capsys, tiny_cohort, n, steps, seed, batch, device, threads):
@@ -296,7 +298,7 @@ YAML_VALUES = st.one_of(st.sampled_from(["nan", ".inf", "-1", "0", "1e400", "[1,
                                          "[-1000, 1000]", "[1000, -1000]", "2", "0.5", "ddim"]), JUNK)
 
 
-@FUZZ
+@FUZZ_CLI
 @given(sets=st.lists(st.tuples(st.sampled_from(CONFIG_KEYS), YAML_VALUES), max_size=3), device=DEVICES,
        threads=st.one_of(st.none(), INTS))
 def test_train_options(tmp_path, monkeypatch, capsys, tiny_cohort, sets, device, threads):
@@ -322,7 +324,7 @@ def test_train_options(tmp_path, monkeypatch, capsys, tiny_cohort, sets, device,
 METRIC_WORDS = st.sampled_from(["noise", "frd", "kid", "hu_wasserstein", "", " ", "bogus", ",", "intensity"])
 
 
-@FUZZ
+@FUZZ_CLI
 @given(bootstrap=INTS, seed=INTS, metrics=st.one_of(st.none(), st.lists(METRIC_WORDS, max_size=3).map(",".join)),
        workers=st.one_of(st.none(), INTS), device=DEVICES, same=st.booleans())
 def test_report_options(tmp_path, monkeypatch, capsys, tiny_cohort, bootstrap, seed, metrics, workers, device, same):
