@@ -33,6 +33,17 @@ FUZZ_CLI = settings(FUZZ, max_examples=30)
 pytestmark = pytest.mark.timeout(300)
 
 SUFFIXES = (".nii", ".nii.gz", ".npy", ".npz", ".dcm")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hypothesis_home(tmp_path_factory):
+    """Hypothesis caches constants in ./.hypothesis by default: keep it in a temp folder instead."""
+    from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
+
+    before = storage_directory(intent_to_write=False).home_directory
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+    yield
+    set_hypothesis_home_dir(before)
 _counter = itertools.count()
 
 
