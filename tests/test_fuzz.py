@@ -8,17 +8,28 @@ inputs that once failed live in ``tests/corpus`` and run on every test run (test
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import itertools
 import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis caches example constants under ./.hypothesis (the checkout) as soon as tests are
+# collected: point it at a temporary folder first, removed when the test process ends
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="ctdiff-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from ctdiff.errors import CTDiffError, InputError
 from ctdiff.io import read_volume
@@ -33,17 +44,6 @@ FUZZ_CLI = settings(FUZZ, max_examples=30)
 pytestmark = pytest.mark.timeout(300)
 
 SUFFIXES = (".nii", ".nii.gz", ".npy", ".npz", ".dcm")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _hypothesis_home(tmp_path_factory):
-    """Hypothesis caches constants in ./.hypothesis by default: keep it in a temp folder instead."""
-    from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
-
-    before = storage_directory(intent_to_write=False).home_directory
-    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
-    yield
-    set_hypothesis_home_dir(before)
 _counter = itertools.count()
 
 
