@@ -54,7 +54,8 @@ def build_parser(
     parser = argparse.ArgumentParser(
         prog=prog,
         description="ctdiff: prepare CT data, train a 3D diffusion model, sample synthetic CT.",
-        epilog="Run '%(prog)s COMMAND --help' for a command's options and examples.",
+        epilog="Run '%(prog)s COMMAND --help' for a command's options and examples; add --debug to see the "
+               "traceback of an unexpected error.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen_command(argv, subcommands)
@@ -76,7 +77,24 @@ def build_parser(
     return parser
 
 
+# exit codes (docs/failure-modes.md): 0 done, 1 done with skipped inputs under --strict, 2 bad
+# input/option/refused overwrite (one line), 3 unexpected failure (one line; --debug for the traceback),
+# 130 interrupted
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] + ("..." if len(text) > 500 else "")
+
+
 def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # --debug anywhere on the command line: show the traceback of an unexpected error
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args = parser.parse_args(argv)
     if getattr(args, "_module", None) is None:
         parser.print_help()
@@ -84,11 +102,24 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> i
     try:
         return int(args._module.run(args) or 0)
     except CTDiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # disk full, permission denied, ... outside the paths checked up front
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print("error: out of memory; use smaller sizes, fewer cases or a smaller --batch-size", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # the top-level handler: anything unexpected is one line, not a traceback
+        if debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)} "
+              f"(a bug or an unchecked input; rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,9 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
     """``auto`` -> cuda (this process' local GPU) if available, else cpu."""
     if isinstance(device, torch.device):
         return device
+    from ctdiff.validate import device as valid_device
+
+    device = valid_device(device)  # ConfigError for an unknown device or cuda without CUDA
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)

@@ -78,7 +78,20 @@ class _Bars:
             self.bar = None
 
 
+def check_args(args) -> None:
+    """Every option checked here, before any scan is read (ConfigError/InputError, one line)."""
+    from ctdiff import validate
+
+    validate.integer(args.bootstrap, "--bootstrap", low=0, high=1_000_000)
+    validate.seed(args.seed)
+    validate.metric_list(args.metrics)
+    if args.workers is not None:
+        validate.integer(args.workers, "--workers", low=1, high=1024)
+    validate.device(args.device)
+
+
 def run(args) -> int:
+    check_args(args)
     bars = _Bars()
     try:
         report = build_report(

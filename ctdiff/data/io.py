@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -114,22 +115,88 @@ def _gzip_problem(path: Path) -> str | None:
     return None
 
 
+# refuse a header that claims more voxels than this (before allocating): 2**31 float32 = 8 GiB
+MAX_VOXELS = 2**31
+
+
+def _header_size(img, path: Path) -> tuple[int, int]:
+    """(voxel count, bytes of image data) the NIfTI header claims; InputError for absurd claims."""
+    shape = tuple(int(n) for n in img.shape)
+    if any(n < 0 for n in shape):
+        raise InputError(f"NIfTI header claims a negative size {shape}", path)
+    n_voxels = 1
+    for n in shape:
+        n_voxels *= n
+    if n_voxels > MAX_VOXELS:
+        raise InputError(f"NIfTI header claims {shape} = {n_voxels:.3g} voxels, more than ctdiff reads "
+                         f"({MAX_VOXELS:.3g}); the header is corrupt or the image is not one CT volume", path)
+    from ctdiff.errors import ConfigError
+    from ctdiff.validate import fits_in_memory
+
+    try:
+        fits_in_memory(8.0 * n_voxels, f"a {shape} NIfTI volume", "input")
+    except ConfigError as exc:
+        raise InputError(f"header claims a size that does not fit in memory ({exc})", path) from None
+    itemsize = np.dtype(img.get_data_dtype()).itemsize
+    offset = getattr(img.dataobj, "offset", None)  # where the proxy reads from (the header may say 0)
+    if offset is None:
+        offset = int(img.header.get_data_offset())
+    return n_voxels, n_voxels * itemsize + int(offset)
+
+
+def _verified_gzip_bytes(path: Path, expected: int) -> bytes:
+    """Decompress a whole .nii.gz with Python's gzip, which checks the CRC-32 and length trailer.
+
+    nibabel stops reading once it has the voxels it needs, so a flipped byte inside the data (a
+    CRC failure) would otherwise read as a few wrong voxels. Reading stops early (and fails) when the
+    stream holds much more than the header promised (a gzip bomb)."""
+    limit = expected + (1 << 20)  # NIfTI extensions and padding: allow some slack
+    chunks, total = [], 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(1 << 22)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise InputError(f"compressed NIfTI holds more data than its header says ({expected} bytes)", path)
+                chunks.append(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise InputError(f"truncated or corrupt compressed NIfTI ({type(exc).__name__}: {exc})", path) from None
+    data = b"".join(chunks)
+    if len(data) < expected:
+        raise InputError(f"truncated NIfTI: {len(data)} of the {expected} bytes its header promises", path)
+    return data
+
+
 def _read_nifti(path: Path) -> Volume:
     try:
         img = nib.load(str(path))
         if len(img.shape) not in (3, 4):
             _check_array(np.empty(img.shape, dtype=np.float32), path)  # raises the 2D/4D message
+        _, n_bytes = _header_size(img, path)
+        if path.name.lower().endswith(".gz"):
+            # verify the whole stream (CRC, length), then parse the verified bytes: one decompression
+            img = type(img).from_bytes(_verified_gzip_bytes(path, n_bytes))
+        elif path.stat().st_size < n_bytes:
+            raise InputError(f"truncated NIfTI: {path.stat().st_size} of the {n_bytes} bytes its header promises", path)
         # get_fdata applies scl_slope/scl_inter and reads everything, so truncated files fail here
         array = img.get_fdata(dtype=np.float32)
+    except InputError:
+        raise
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(f"truncated or corrupt compressed NIfTI ({type(exc).__name__}: {exc})", path) from None
-    except (nib.filebasedimages.ImageFileError, OSError, ValueError) as exc:
+    except MemoryError:
+        raise InputError("does not fit in memory (header claims a huge image?)", path) from None
+    except (nib.filebasedimages.ImageFileError, OSError, ValueError, TypeError, OverflowError,
+            nib.spatialimages.HeaderDataError) as exc:
         gzip_problem = _gzip_problem(path)
         if gzip_problem:
             raise InputError(f"truncated or corrupt compressed NIfTI ({gzip_problem})", path) from None
         if isinstance(exc, nib.filebasedimages.ImageFileError):
             raise InputError("not a readable NIfTI image (no valid NIfTI header)", path) from None
-        raise InputError(f"cannot read NIfTI ({type(exc).__name__}: {exc})", path) from None
+        raise InputError(f"cannot read NIfTI ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})", path) from None
     array = _check_array(array, path)
     affine = img.affine if img.affine is not None else np.eye(4)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
@@ -169,9 +236,26 @@ def write_nifti(volume: Volume, path: str | os.PathLike, force: bool = True) -> 
 
 
 # ------------------------------------------------------------------------------------ npy / npz
+def _check_npy_header(path: Path) -> None:
+    """Refuse a .npy whose header claims more voxels than ctdiff reads, before numpy allocates them."""
+    try:
+        with open(path, "rb") as fh:
+            major, _minor = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError):
+        return  # not a valid header: np.load names the problem
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if count > MAX_VOXELS or count * np.dtype(dtype).itemsize > path.stat().st_size:
+        raise InputError(f"header claims shape {tuple(shape)}, more data than the file holds or ctdiff reads", path)
+
+
 def _read_array_file(path: Path, spacing: Sequence[float] | None) -> Volume:
     try:
         if path.suffix.lower() == ".npy":
+            _check_npy_header(path)
             array = np.load(path, allow_pickle=False)
             affine = None
         else:
@@ -185,8 +269,12 @@ def _read_array_file(path: Path, spacing: Sequence[float] | None) -> Volume:
                     spacing = [float(s) for s in npz["spacing"]]
     except InputError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read array file ({type(exc).__name__}: {exc})", path) from None
+    except MemoryError:
+        raise InputError("does not fit in memory (its header claims a huge array?)", path) from None
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, KeyError, TypeError, OverflowError) as exc:
+        # zipfile/zlib raise these for truncated or corrupt .npz members (CRC is checked on read)
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise InputError(f"cannot read array file ({type(exc).__name__}: {first})", path) from None
     array = _check_array(np.asarray(array), path)
     if affine is None:
         if spacing is None:
@@ -195,12 +283,17 @@ def _read_array_file(path: Path, spacing: Sequence[float] | None) -> Volume:
                 "or save an .npz with a 'spacing' or 'affine' entry",
                 path,
             )
-        if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
+        if len(spacing) != 3 or any(not np.isfinite(float(s)) or float(s) <= 0 for s in spacing):
             raise InputError(f"spacing must be three positive numbers in mm, got {list(spacing)}", path)
         affine = np.diag([*map(float, spacing), 1.0])
-    affine = np.asarray(affine, dtype=np.float64)
+    try:
+        affine = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("affine is not numeric", path) from None
     if affine.shape != (4, 4):
         raise InputError(f"affine must be 4x4, got {affine.shape}", path)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError("has an invalid (singular or non-finite) affine", path)
     meta = {
         "source_kind": "array",
         "modality": "CT",
@@ -258,6 +351,10 @@ def list_dicom_series(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return dict(series)
 
 
+def _is_ct(ds: Any) -> bool:
+    return str(getattr(ds, "Modality", "") or "").upper() == "CT"
+
+
 def _modality_check(modality: str, path: Path, allow_non_ct: bool) -> None:
     if modality.upper() != "CT" and not allow_non_ct:
         raise InputError(
@@ -265,10 +362,41 @@ def _modality_check(modality: str, path: Path, allow_non_ct: bool) -> None:
         )
 
 
-def _rescale(ds: Any) -> tuple[float, float]:
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    return slope, intercept
+# how to read CT whose files carry no usable rescale (RescaleSlope/RescaleIntercept missing, slope 0):
+# only by an explicit choice, since a wrong guess shifts every voxel by ~1000 HU
+ASSUME_HU_CHOICES: dict[str, tuple[float, float]] = {
+    "identity": (1.0, 0.0),       # stored values are HU already
+    "offset-1024": (1.0, -1024.0),  # stored values are HU + 1024 (unsigned storage)
+}
+
+
+def _rescale(ds: Any, path: Path, assume_hu: str | None = None, is_ct: bool = True) -> tuple[float, float]:
+    """(slope, intercept) mapping stored values to HU; InputError when CT has none and no assumption is given."""
+    raw_slope = getattr(ds, "RescaleSlope", None)
+    raw_intercept = getattr(ds, "RescaleIntercept", None)
+    missing = raw_slope in (None, "") or raw_intercept in (None, "")
+    slope = intercept = None
+    if not missing:
+        try:
+            slope, intercept = float(raw_slope), float(raw_intercept)
+        except (TypeError, ValueError):
+            raise InputError("RescaleSlope/RescaleIntercept are not numbers", path) from None
+        if not (np.isfinite(slope) and np.isfinite(intercept)):
+            raise InputError("RescaleSlope/RescaleIntercept are not finite", path)
+        if slope != 0:
+            return slope, intercept
+    if not is_ct:
+        return (1.0, 0.0) if missing else (1.0, intercept)  # not CT: there are no HU to get wrong
+    if assume_hu is not None:
+        if assume_hu not in ASSUME_HU_CHOICES:
+            raise InputError(f"unknown --assume-hu {assume_hu!r}; choose one of {', '.join(ASSUME_HU_CHOICES)}", path)
+        return ASSUME_HU_CHOICES[assume_hu]
+    problem = "has no RescaleSlope/RescaleIntercept" if missing else "has RescaleSlope 0"
+    raise InputError(
+        f"CT {problem}, so its stored values are not known to be HU; pass --assume-hu identity "
+        "(stored values are HU) or --assume-hu offset-1024 (stored values are HU + 1024) if you know which",
+        path,
+    )
 
 
 def _orientation(iop: Sequence[float], path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -325,7 +453,8 @@ def _resample_slices(stack: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, f
     return out, step
 
 
-def _read_dicom_series(folder: Path, series_uid: str | None, allow_non_ct: bool, resample: bool) -> Volume:
+def _read_dicom_series(folder: Path, series_uid: str | None, allow_non_ct: bool, resample: bool,
+                       assume_hu: str | None = None) -> Volume:
     if not any(folder.iterdir()):
         raise InputError("folder is empty", folder)
     series = list_dicom_series(folder)
@@ -347,7 +476,7 @@ def _read_dicom_series(folder: Path, series_uid: str | None, allow_non_ct: bool,
         raise InputError(f"no series with SeriesInstanceUID {series_uid} (found {sorted(series)})", folder)
     files = series[series_uid]["files"]
     if len(files) == 1:
-        return _read_dicom_file(files[0], allow_non_ct=allow_non_ct, resample=resample)
+        return _read_dicom_file(files[0], allow_non_ct=allow_non_ct, resample=resample, assume_hu=assume_hu)
 
     datasets = [_dcmread(p, stop_before_pixels=False) for p in files]
     first = datasets[0]
@@ -375,7 +504,7 @@ def _read_dicom_series(folder: Path, series_uid: str | None, allow_non_ct: bool,
             pixels = ds.pixel_array.astype(np.float32)
         except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
             raise InputError(f"cannot decode pixel data ({type(exc).__name__})", p) from None
-        slope, intercept = _rescale(ds)
+        slope, intercept = _rescale(ds, p, assume_hu, _is_ct(first))
         slices.append(pixels * slope + intercept)  # rescale per slice: scanners may vary it
     stack = np.stack([s.T for s in slices], axis=-1)  # (columns, rows, slices)
     step_len = float(np.median(np.diff(dist)))
@@ -415,7 +544,7 @@ def _frame_item(ds: Any, frame: int, seq: str):
     return None
 
 
-def _read_dicom_file(path: Path, allow_non_ct: bool, resample: bool) -> Volume:
+def _read_dicom_file(path: Path, allow_non_ct: bool, resample: bool, assume_hu: str | None = None) -> Volume:
     ds = _dcmread(path, stop_before_pixels=False)
     modality = str(getattr(ds, "Modality", "") or "")
     _modality_check(modality, path, allow_non_ct)
@@ -433,7 +562,7 @@ def _read_dicom_file(path: Path, allow_non_ct: bool, resample: bool) -> Volume:
             raise InputError(f"single-frame image has {pixels.ndim} dimensions (colour?)", path)
         row, col, normal = _orientation(ds.ImageOrientationPatient, path)
         thickness = float(getattr(ds, "SliceThickness", 0) or 0) or 1.0
-        slope, intercept = _rescale(ds)
+        slope, intercept = _rescale(ds, path, assume_hu, _is_ct(ds))
         stack = (pixels * slope + intercept).T[..., None]
         origin = np.array([float(v) for v in ds.ImagePositionPatient])
         affine_lps = _affine_lps(row, col, normal * thickness, ds.PixelSpacing, origin)
@@ -458,7 +587,7 @@ def _read_dicom_file(path: Path, allow_non_ct: bool, resample: bool) -> Volume:
             raise InputError(f"frame {f + 1} has no ImagePositionPatient; slice spacing cannot be derived", path)
         positions.append([float(v) for v in ipp])
         tr = _frame_item(ds, f, "PixelValueTransformationSequence")
-        s, i = _rescale(tr if tr is not None else ds)
+        s, i = _rescale(tr if tr is not None else ds, path, assume_hu, _is_ct(ds))
         slopes.append(s)
         intercepts.append(i)
     positions = np.asarray(positions)
@@ -488,6 +617,7 @@ def read_volume(
     allow_non_ct: bool = False,
     resample_irregular: bool = False,
     spacing: Sequence[float] | None = None,
+    assume_hu: str | None = None,
 ) -> Volume:
     """Read one CT volume in HU, whatever its format.
 
@@ -499,14 +629,18 @@ def read_volume(
     allow_non_ct: read DICOM whose Modality is not CT (otherwise an error).
     resample_irregular: resample a DICOM series with irregular slice spacing instead of refusing it.
     spacing: voxel spacing (mm) for ``.npy`` files, which store none.
+    assume_hu: how to read DICOM CT without a usable rescale (no RescaleSlope/RescaleIntercept, or
+        slope 0): a key of :data:`ASSUME_HU_CHOICES`; None (default) makes such files an error.
     """
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():
+            raise InputError("broken symbolic link or symlink loop", p)
         raise InputError("no such file or folder", p)
     if not os.access(p, os.R_OK):
         raise InputError("not readable (permission denied)", p)
     if p.is_dir():
-        return _read_dicom_series(p, series, allow_non_ct, resample_irregular)
+        return _read_dicom_series(p, series, allow_non_ct, resample_irregular, assume_hu)
     if p.stat().st_size == 0:
         raise InputError("file is empty", p)
     if is_nifti(p):
@@ -514,7 +648,7 @@ def read_volume(
     if is_array_file(p):
         return _read_array_file(p, spacing)
     if looks_like_dicom(p):
-        return _read_dicom_file(p, allow_non_ct, resample_irregular)
+        return _read_dicom_file(p, allow_non_ct, resample_irregular, assume_hu)
     if p.name.lower().endswith(".inv3"):
         from ctdiff.data.inv3 import read_inv3  # InVesalius project; the parsing lives in its own module
 
@@ -527,13 +661,19 @@ def find_cases(root: str | os.PathLike) -> list[Path]:
 
     Sorted by path. Raises :class:`InputError` for a missing or empty folder.
     """
+    from ctdiff.outputs import check_finished
+
     root = Path(root)
     if not root.exists():
         raise InputError("no such folder", root)
     if root.is_file():
         return [root]
+    check_finished(root)  # a cohort a ctdiff command started and did not finish is no cohort
     cases: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    # an unreadable sub-folder becomes a case of its own, so batch readers list it as skipped
+    # ("not readable") instead of silently leaving it out
+    unreadable: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda exc: unreadable.append(Path(exc.filename))):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
         has_dicom = False
@@ -547,6 +687,9 @@ def find_cases(root: str | os.PathLike) -> list[Path]:
                 has_dicom = True
         if has_dicom:
             cases.append(here)
+    cases += [p for p in unreadable if p != root]
+    if unreadable and root in unreadable:
+        raise InputError("folder is not readable (permission denied)", root)
     if not cases:
         raise InputError("holds no NIfTI, .npy/.npz or DICOM volumes", root)
     return sorted(cases)

@@ -801,12 +801,20 @@ def write_cohort(
     callback ``f(done, total)``. Every file is written atomically; the manifest last. Returns the
     manifest path.
     """
-    from ctdiff.atomic import prepare_output_dir, write_json
-    from ctdiff.data.io import write_nifti
+    from ctdiff.outputs import staged_output
 
     if int(n) < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    out = prepare_output_dir(out_dir, force)
+    # the whole cohort appears under ``out_dir`` in one rename, manifest included, or not at all
+    with staged_output(out_dir, command="phantom", force=force) as tmp:
+        _write_cohort_into(tmp, n, shape, seed, noise_hu, progress, fov_mm, noise_method, table)
+    return Path(out_dir) / "manifest.json"
+
+
+def _write_cohort_into(out: Path, n, shape, seed, noise_hu, progress, fov_mm, noise_method, table) -> Path:
+    from ctdiff.atomic import write_json
+    from ctdiff.data.io import write_nifti
+
     width = max(3, len(str(int(n) - 1)))
     cases = []
     bar = None
@@ -879,21 +887,20 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ctdiff.errors import ConfigError
+    from ctdiff import validate
+    from ctdiff.outputs import check_output
 
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
-    if any(v < 2 for v in args.shape):
-        raise ConfigError(f"--shape needs three integers >= 2, got {args.shape}")
-    if any(v <= 0 for v in args.fov):
-        raise ConfigError(f"--fov needs three positive numbers, got {args.fov}")
-    if args.noise_hu < 0:
-        raise ConfigError(f"--noise-hu must be >= 0, got {args.noise_hu}")
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    n = validate.integer(args.n, "--n", low=1, high=100_000)
+    shape = validate.integers(args.shape, "--shape", low=2, high=4096)
+    fov = validate.numbers(args.fov, "--fov", low=0, low_open=True, high=10_000)
+    validate.number(args.noise_hu, "--noise-hu", low=0, high=10_000)
+    validate.seed(args.seed)
+    # a phantom holds ~15 float32/float64 work arrays per voxel (labels, HU, texture, noise, blur)
+    validate.fits_in_memory(64.0 * math.prod(shape), f"a {shape[0]}x{shape[1]}x{shape[2]} phantom", "--shape")
+    check_output(args.out, command="phantom", force=args.force)
     manifest = write_cohort(
-        args.out, n=args.n, shape=tuple(args.shape), seed=args.seed, noise_hu=args.noise_hu,
-        force=args.force, progress=True, fov_mm=tuple(args.fov), noise_method=args.noise_method,
+        args.out, n=n, shape=shape, seed=args.seed, noise_hu=args.noise_hu,
+        force=args.force, progress=True, fov_mm=fov, noise_method=args.noise_method,
         table=not args.no_table,
     )
     print(f"wrote {args.n} synthetic phantom case(s) and {manifest}")

@@ -20,13 +20,15 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ctdiff.atomic import prepare_output_dir, write_json
+from ctdiff import validate
+from ctdiff.atomic import write_json
 from ctdiff.data.body import BODY_THRESHOLD_HU, body_mask, bounding_box
 from ctdiff.data.hu import AIR_HU
-from ctdiff.data.io import case_name, find_cases, read_volume, write_nifti
+from ctdiff.data.io import ASSUME_HU_CHOICES, case_name, find_cases, read_volume, write_nifti
 from ctdiff.data.resample import crop_volume, resample_to_spacing, resize_to_shape
 from ctdiff.data.volume import Volume
 from ctdiff.errors import ConfigError, CTDiffError, InputError
+from ctdiff.outputs import check_output, staged_output
 
 # int16 CT convention: -1024 is the scanner's air floor, 3071 the 12-bit top (dense bone/metal).
 DEFAULT_CLIP = (-1024.0, 3071.0)
@@ -119,14 +121,6 @@ def _relative(path: Path, root: Path) -> str:
     return rel.as_posix() if str(rel) != "." else path.name
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def prepare_dataset(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -140,6 +134,7 @@ def prepare_dataset(
     allow_non_ct: bool = False,
     resample_irregular: bool = False,
     npy_spacing: Sequence[float] | None = None,
+    assume_hu: str | None = None,
     force: bool = False,
     progress: bool | Callable[[int, int], None] = True,
 ) -> dict[str, Any]:
@@ -163,18 +158,31 @@ def prepare_dataset(
     clip = tuple(float(c) for c in clip)
     if len(clip) != 2 or not all(map(math.isfinite, clip)) or clip[0] >= clip[1]:
         raise ConfigError(f"--clip needs LO < HI, got {list(clip)}")
-    if crop_margin_mm < 0:
-        raise ConfigError(f"--crop-margin must be >= 0 mm, got {crop_margin_mm}")
+    crop_margin_mm = validate.number(crop_margin_mm, "--crop-margin", low=0, high=1000)
+    if shape is not None:
+        validate.fits_in_memory(16.0 * math.prod(shape), f"a {shape[0]}x{shape[1]}x{shape[2]} volume", "--shape")
     if not src.exists():
         raise InputError("no such folder", src)
-    if _is_within(src, out):
-        # prepare_output_dir(force=True) empties ``out``: it must never hold the source
-        raise ConfigError(f"output folder {out} is or contains the source; choose another --out")
-
-    cases = [c for c in find_cases(src) if not _is_within(c, out)]
+    # --out must not be, hold or lie inside --src: --force would delete the source, and the walk
+    # below would read the outputs back; checked before anything is written or deleted
+    check_output(out, command="prepare", force=force, inputs={"--src": src})
+    cases = find_cases(src)
     if not cases:
-        raise InputError("holds no NIfTI, .npy/.npz or DICOM volumes outside the output folder", src)
-    out = prepare_output_dir(out, force)
+        raise InputError("holds no NIfTI, .npy/.npz or DICOM volumes", src)
+    with staged_output(out, command="prepare", force=force, inputs={"--src": src}) as tmp:
+        manifest = _prepare_into(tmp, src, cases, spacing=spacing, shape=shape, crop_body=crop_body,
+                                 crop_margin_mm=crop_margin_mm, clip=clip, series=series, allow_non_ct=allow_non_ct,
+                                 resample_irregular=resample_irregular, npy_spacing=npy_spacing, assume_hu=assume_hu,
+                                 progress=progress)
+    if not manifest["cases"]:
+        skipped = manifest["skipped"]
+        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:5])
+        raise InputError(f"no case could be prepared ({len(skipped)} skipped: {reasons})", src)
+    return manifest
+
+
+def _prepare_into(out: Path, src: Path, cases: list[Path], *, spacing, shape, crop_body, crop_margin_mm, clip, series,
+                  allow_non_ct, resample_irregular, npy_spacing, assume_hu, progress) -> dict[str, Any]:
     names = _unique_names(cases)
 
     entries: list[dict[str, Any]] = []
@@ -188,7 +196,7 @@ def prepare_dataset(
         source = _relative(path, src)
         try:
             volume = read_volume(path, series=series, allow_non_ct=allow_non_ct,
-                                 resample_irregular=resample_irregular, spacing=npy_spacing)
+                                 resample_irregular=resample_irregular, spacing=npy_spacing, assume_hu=assume_hu)
             result, info = process_volume(volume, spacing=spacing, shape=shape, crop_body=crop_body,
                                           crop_margin_mm=crop_margin_mm, clip=clip)
             file = f"{name}.nii.gz"
@@ -212,9 +220,10 @@ def prepare_dataset(
             })
         except CTDiffError as exc:
             skipped.append({"source": source, "reason": exc.problem})
-        except (ValueError, OSError, MemoryError) as exc:
-            # one odd case must not end a batch over hundreds; the type names the problem
-            skipped.append({"source": source, "reason": f"{type(exc).__name__}: {exc}"})
+        except (ValueError, OSError, MemoryError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            # one odd case (e.g. a singular affine met while resampling) must not end a batch over
+            # hundreds; the type names the problem
+            skipped.append({"source": source, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
         if bar is not None:
             bar.update(1)
         elif callable(progress):
@@ -237,16 +246,14 @@ def prepare_dataset(
             "allow_non_ct": bool(allow_non_ct),
             "resample_irregular": bool(resample_irregular),
             "npy_spacing": list(npy_spacing) if npy_spacing else None,
+            **({"assume_hu": assume_hu} if assume_hu else {}),
         },
         "cases": entries,
         "skipped": skipped,
     }
     if _source_is_synthetic(src):
         manifest["synthetic"] = True
-    write_json(out / MANIFEST, manifest, force=True)
-    if not entries:
-        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:5])
-        raise InputError(f"no case could be prepared ({len(skipped)} skipped: {reasons})", src)
+    write_json(out / MANIFEST, manifest, force=True)  # the completion mark: written last
     return manifest
 
 
@@ -289,6 +296,9 @@ def add_arguments(parser) -> None:
                         help="resample DICOM series with irregular slice spacing instead of skipping them")
     parser.add_argument("--npy-spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
                         help="voxel spacing (mm) of .npy files, which store none")
+    parser.add_argument("--assume-hu", choices=tuple(ASSUME_HU_CHOICES),
+                        help="DICOM CT without RescaleSlope/RescaleIntercept (or slope 0) is skipped unless you say what "
+                             "its stored values are: identity (already HU) or offset-1024 (HU + 1024)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any case was skipped")
     parser.add_argument("--force", action="store_true", help="empty and reuse a non-empty output folder")
 
@@ -299,7 +309,8 @@ def run(args) -> int:
     manifest = prepare_dataset(
         args.src, args.out, spacing=args.spacing, shape=args.shape, crop_body=args.crop_body,
         crop_margin_mm=args.crop_margin, clip=args.clip, series=args.series, allow_non_ct=args.allow_non_ct,
-        resample_irregular=args.resample_irregular, npy_spacing=args.npy_spacing, force=args.force, progress=True,
+        resample_irregular=args.resample_irregular, npy_spacing=args.npy_spacing, assume_hu=args.assume_hu,
+        force=args.force, progress=True,
     )
     print(f"prepared {manifest['n_cases']} case(s) into {args.out} (manifest: {Path(args.out) / MANIFEST})")
     skipped = manifest["skipped"]

@@ -27,16 +27,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctdiff.atomic import prepare_output_dir, write_json
+from ctdiff.atomic import write_json
 from ctdiff.config import SAMPLERS, Config, SampleConfig
 from ctdiff.data.dataset import crop_slices
 from ctdiff.data.tensors import model_to_hu, tensor_to_array
 from ctdiff.data.volume import Volume
 from ctdiff.diffusion.schedule import Diffusion, run_sampler
 from ctdiff.distributed import add_device_arguments, apply_threads, resolve_device
-from ctdiff.errors import ConfigError
-from ctdiff.model.checkpoint import checkpoint_config, load_checkpoint, load_weights, resolve_checkpoint
+from ctdiff.errors import ConfigError, InputError
+from ctdiff.model.checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    load_weights,
+    require_finite_weights,
+    require_keys,
+    resolve_checkpoint,
+)
 from ctdiff.model.unet import build_model
+from ctdiff.outputs import staged_output
 
 MANIFEST = "manifest.json"
 
@@ -71,7 +79,9 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     dev = resolve_device(device)
     model = build_model(config.model)
     weights = "ema" if use_ema else "model"
+    require_keys(ckpt, (weights, "geometry", "step"), ckpt_path)
     load_weights(model, ckpt[weights], ckpt_path)
+    require_finite_weights(model, ckpt_path, weights)
     # channels-last: 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
     fmt = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
     model.to(dev, memory_format=fmt).eval().requires_grad_(False)
@@ -110,6 +120,11 @@ def sample(
             out = run_sampler(sampler, bundle.model, (1, depth, y, x), bundle.diffusion, steps, seeds, bundle.device, step_cb)
             seconds = (time.perf_counter() - started) / len(seeds)
             out = crop_slices(out, z)
+            if not torch.isfinite(out).all():
+                # a diverged model or a sampler/step combination that blows up: never written as HU
+                raise InputError(f"sampling produced non-finite values (NaN/inf) with {sampler}, {steps} steps, "
+                                 f"seeds {seeds[0]}..{seeds[-1]}; the checkpoint or these settings are unusable",
+                                 bundle.checkpoint)
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
                 meta = {
@@ -137,11 +152,19 @@ def write_samples(volumes: Sequence[Volume], out_dir: str | os.PathLike, info: d
     The manifest holds the checkpoint and its step, sampler, steps, weights, a config summary and per
     case its file, seed and seconds; ``info`` entries are added at the top level.
     """
-    from ctdiff.data.io import write_nifti
 
     if not volumes:
         raise ConfigError("no volumes to write")
-    out = prepare_output_dir(out_dir, force)
+    inputs = {"--checkpoint": volumes[0].meta.get("checkpoint")}
+    # all cases and the manifest appear under ``out_dir`` in one rename, or none
+    with staged_output(out_dir, command="sample", force=force, inputs=inputs) as tmp:
+        _write_samples_into(tmp, volumes, info)
+    return Path(out_dir) / MANIFEST
+
+
+def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, Any] | None) -> Path:
+    from ctdiff.data.io import write_nifti
+
     first = volumes[0].meta
     cases = []
     for i, vol in enumerate(volumes):
@@ -167,7 +190,7 @@ def write_samples(volumes: Sequence[Volume], out_dir: str | os.PathLike, info: d
         **(info or {}),
         "cases": cases,
     }
-    return write_json(out / MANIFEST, manifest)
+    return write_json(out / MANIFEST, manifest)  # the completion mark: written last
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -195,24 +218,34 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    apply_threads(args)
     from tqdm import tqdm
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        from ctdiff.errors import OverwriteError
+    from ctdiff import validate
+    from ctdiff.outputs import check_output
 
-        raise OverwriteError("output folder exists and is not empty; pass --force to overwrite", out)
-    bundle = load_bundle(args.run or args.checkpoint, device=args.device, use_ema=not args.no_ema)
+    n = validate.integer(args.n, "--n", low=1, high=100_000)
+    batch_size = validate.integer(args.batch_size, "--batch-size", low=1, high=4096)
+    validate.seed(args.seed, count=n)
+    validate.threads(args.threads)
+    device = validate.device(args.device)
+    if args.steps is not None:
+        validate.integer(args.steps, "--steps", low=1)  # the upper bound needs the checkpoint's schedule
+    ckpt_path = resolve_checkpoint(args.run or args.checkpoint)
+    # --out must not be or hold the checkpoint (--force would delete the run); checked before anything else
+    check_output(args.out, command="sample", force=args.force, inputs={"--run/--checkpoint": ckpt_path})
+    apply_threads(args)
+    bundle = load_bundle(ckpt_path, device=device, use_ema=not args.no_ema)
     sampler = args.sampler or bundle.config.sample.sampler
-    steps = args.steps or bundle.config.sample.steps
-    bar = tqdm(total=math.ceil(args.n / max(1, args.batch_size)) * steps, desc=f"sample {sampler}", unit="eval")
+    steps = validate.steps(args.steps if args.steps is not None else bundle.config.sample.steps,
+                           bundle.diffusion.timesteps)
+    out = Path(args.out)
+    bar = tqdm(total=math.ceil(n / batch_size) * steps, desc=f"sample {sampler}", unit="eval")
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
     try:
-        volumes = sample(bundle, args.n, sampler=sampler, steps=steps, seed=args.seed, batch_size=args.batch_size,
+        volumes = sample(bundle, n, sampler=sampler, steps=steps, seed=args.seed, batch_size=batch_size,
                          callback=progress)
     finally:
         bar.close()

@@ -39,13 +39,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
-        raise InputError(f"not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", p) from None
+        first = str(exc).splitlines()[0][:200] if str(exc).strip() else "no details"
+        raise InputError(f"not a readable checkpoint ({type(exc).__name__}: {first})", p) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"not a ctdiff checkpoint (expected format {FORMAT})", p)
     return ckpt
 
 
+def require_keys(ckpt: dict[str, Any], keys, path: str | os.PathLike | None = None) -> None:
+    """InputError naming the entries an incomplete checkpoint lacks."""
+    missing = [k for k in ("config", *keys) if k not in ckpt]
+    if missing:
+        raise InputError(f"incomplete checkpoint: no {', '.join(missing)} entry", path)
+
+
+def require_finite_weights(module: torch.nn.Module, path: str | os.PathLike | None = None, which: str = "weights") -> None:
+    """InputError when a loaded module holds NaN/inf parameters (a diverged run): it would sample noise or zeros."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(f"checkpoint {which} hold non-finite values (NaN/inf), e.g. in {name}; "
+                             "the run diverged: use an earlier checkpoint", path)
+
+
 def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike | None = None) -> Config:
+    if not isinstance(ckpt.get("config"), dict):
+        raise InputError("incomplete checkpoint: no config entry", path)
     return config_from_dict(ckpt["config"], where=path)
 
 

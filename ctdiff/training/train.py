@@ -67,6 +67,7 @@ from ctdiff.model.checkpoint import (
     save_checkpoint,
 )
 from ctdiff.model.unet import UNet3D, build_model, count_parameters
+from ctdiff.outputs import check_output
 from ctdiff.training.rundir import RunDir
 
 PREVIEW_WINDOW = "soft tissue"
@@ -447,11 +448,17 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------- entry point
-def _check_run_dir(run_dir: Path, force: bool) -> None:
+def _check_run_dir(run_dir: Path, force: bool, inputs: dict | None = None) -> None:
+    """Refuse a run dir that is, holds or lies inside an input (--force would delete the dataset), a
+    non-empty one without --force, and with --force anything that is not a run dir."""
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not force:
+        from ctdiff.outputs import check_no_overlap
+
+        check_no_overlap(run_dir, inputs or {})
         raise OverwriteError(
             "run dir exists and is not empty; pass --resume to continue it or --force to start over", run_dir
         )
+    check_output(run_dir, command="train", force=force, inputs=inputs)
 
 
 def train(
@@ -491,7 +498,7 @@ def train(
             if data_dir is None:
                 raise ConfigError("a dataset is needed to start a run (--data DIR)")
             config = config_from_dict(apply_overrides(config.to_dict(), overrides))
-            _check_run_dir(run_dir, force)
+            _check_run_dir(run_dir, force, {"--data": data_dir})
             split_seed = config.data.split_seed
             train_files, val_files = make_split(dataset_files(data_dir), config.data.val_fraction, split_seed)
         missing = [f for f in train_files + val_files if not Path(f).exists()]
@@ -580,9 +587,16 @@ def sigterm_saves():
 
 
 def run(args) -> int:
-    apply_threads(args)
+    from ctdiff import validate
+    from ctdiff.outputs import check_no_overlap
+
+    validate.threads(args.threads)
+    validate.device(args.device)
     if args.resume and args.force:
         raise ConfigError("--resume and --force contradict each other")
+    # --force deletes --out: it must not hold the config file either (a resumed run may read its own)
+    check_no_overlap(args.out, {"--data": args.data, **({"--config": args.config} if args.force else {})})
+    apply_threads(args)
     config = load_config(args.config) if args.config else None
     with sigterm_saves():
         result = train(

@@ -114,9 +114,14 @@ def ensure_demo_workspace(
     action, why = demo_state(ws)
     if action == "reuse" and not force:
         return ws
-    if action == "refuse" and not force:
+    from ctdiff.outputs import check_no_overlap
+
+    check_no_overlap(ws, {"demo assets": ASSETS})
+    if action == "refuse":
+        # a folder of someone else's files is never deleted, not even with --force: --force replaces
+        # only a demo workspace (finished, or a build that did not finish)
         raise OverwriteError(f"exists and is not a demo workspace ({why.removeprefix(str(ws) + ' ')}); "
-                             "it is left as it is: pass --force to replace it, or choose another folder", ws)
+                             "it is left as it is: choose another folder (--force replaces only a demo workspace)", ws)
     info = _assets_info()
     stages = 7 if report else 6
     if action == "rebuild" and progress is not None:

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ctdiff.data.hu import WINDOW_PRESETS
+from ctdiff.errors import InputError
 from eval.features.base import FeatureExtractor
 
 WEIGHT_FILES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
@@ -196,14 +197,20 @@ class FIDInceptionV3(nn.Module):
 
 
 def load_inception(path: str | os.PathLike, device="cpu") -> FIDInceptionV3:
-    """The network with weights from ``path``; a ValueError names missing parameters."""
+    """The network with weights from ``path``; an InputError names an unreadable file or missing parameters."""
     net = FIDInceptionV3()
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for text, truncated or foreign files
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise InputError(f"not a readable InceptionV3 weights file ({type(exc).__name__}: {first})", path) from None
+    if not isinstance(state, dict):
+        raise InputError("not InceptionV3-FID weights (the file holds no state dict)", path)
+    if "state_dict" in state:
         state = state["state_dict"]
     missing = [k for k in net.state_dict() if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
-        raise ValueError(f"{path}: not InceptionV3-FID weights ({len(missing)} parameters missing, e.g. {missing[0]})")
+        raise InputError(f"not InceptionV3-FID weights ({len(missing)} parameters missing, e.g. {missing[0]})", path)
     net.load_state_dict({k: v for k, v in state.items() if k in net.state_dict()}, strict=False)
     return net.eval().to(device)
 

@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from ctdiff import validate
 from ctdiff.atomic import plain_json
-from ctdiff.errors import ConfigError, InputError, OverwriteError
+from ctdiff.errors import ConfigError, InputError
+from ctdiff.outputs import check_distinct_inputs, check_output
 from eval.metrics import distribution, intensity, memorization, noise, similarity, texture
 from eval.report.cases import Case, CaseStats, all_case_stats, common_grid, put_on_grid, read_cohort
 from eval.report.metrics_table import METRICS, SCHEMA, parse_metric_names
@@ -51,12 +53,35 @@ Progress = Callable[[str, int, int], None]
 
 
 def resolve_device(device: str | None) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else unchanged."""
-    if device in (None, "", "auto"):
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ConfigError for an unknown device or
+    one this machine lacks."""
+    device = validate.device(device or "auto")
+    if device == "auto":
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return str(device)
+
+
+def check_report_options(cfg: dict[str, Any], inputs: dict[str, Any], inception_weights=None) -> None:
+    """One place for the report's settings and inputs: ConfigError/InputError in one line each."""
+    validate.integer(cfg["n_bootstrap"], "--bootstrap", low=0, high=1_000_000)
+    validate.seed(cfg["seed"])
+    validate.number(cfg["roi_mm"], "roi_mm", low=0, low_open=True, high=1000)
+    validate.number(cfg["hist_bin_hu"], "hist_bin_hu", low=0, low_open=True, high=1000)
+    validate.integer(cfg["glcm_levels"], "glcm_levels", low=2, high=256)
+    validate.integer(cfg["ms_ssim_scales"], "ms_ssim_scales", low=1, high=5)
+    validate.integer(cfg["prdc_k"], "prdc_k", low=1, high=1000)
+    validate.number(cfg["memorization_quantile"], "memorization_quantile", low=0, low_open=True, high=0.5)
+    # the same scans as real and generated compare a cohort with itself: every distance is ~0 while
+    # its bootstrap interval is not; refused rather than reported
+    check_distinct_inputs(inputs)
+    if inception_weights is not None:
+        w = Path(inception_weights)
+        if not w.is_file():
+            raise InputError("--inception-weights: no such file", w)
+        if not os.access(w, os.R_OK):
+            raise InputError("--inception-weights: not readable (permission denied)", w)
 
 
 def _finite(x) -> float | None:
@@ -190,6 +215,10 @@ def build_report(
     :data:`DEFAULTS`. ``notice(line)`` gets one-line announcements (radiomics' expected duration). Raises :class:`InputError` for a missing/empty folder or one without any
     readable scan; unreadable files are skipped and listed in ``inputs.skipped``.
     """
+    if isinstance(metrics, str):
+        metrics = validate.metric_list(metrics)  # "" is an error, not "all"
+    elif metrics is not None and not list(metrics):
+        raise ConfigError("--metrics is empty; leave it out to compute every metric")
     try:
         selected = parse_metric_names(metrics)
     except ValueError as exc:
@@ -198,10 +227,11 @@ def build_report(
     if unknown:
         raise ConfigError(f"unknown report settings: {sorted(unknown)}")
     cfg = {**DEFAULTS, **(settings or {})}
+    inputs = {"--real": real, "--generated": generated, "--train": train}
+    check_report_options(cfg, inputs, inception_weights)
     if out is not None:
-        o = Path(out)
-        if o.exists() and (not o.is_dir() or any(o.iterdir())) and not force:
-            raise OverwriteError("output folder exists and is not empty; pass --force to overwrite", o)
+        # before reading anything: --out must not be, hold or lie inside an input (--force would delete it)
+        check_output(out, command="report", force=force, inputs={**inputs, "--inception-weights": inception_weights})
     workers = max(1, int(workers or os.cpu_count() or 1))
     dev = resolve_device(device)
 
@@ -313,7 +343,7 @@ def build_report(
     if out is not None:
         from eval.report.render import write_report
 
-        write_report(report, out, cohorts, force=force)
+        write_report(report, out, cohorts, force=force, inputs={**inputs, "--inception-weights": inception_weights})
     return report
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ctdiff.data.body import body_mask
+from ctdiff.data.body import BODY_THRESHOLD_HU, body_mask
 from ctdiff.data.hu import AIR_HU
 from ctdiff.data.io import case_name, find_cases, read_volume
 from ctdiff.data.resample import resample_to_spacing
@@ -50,12 +50,31 @@ def read_cohort(root, cohort: str, progress: Callable[[int, int], None] | None =
     good, bad = [], []
     for i, p in enumerate(paths):
         try:
-            good.append(Case(cohort, p, read_volume(p)))
+            volume = read_volume(p)
+            degenerate_reason(volume, p)
+            good.append(Case(cohort, p, volume))
         except InputError as exc:
             bad.append({"file": str(p), "reason": exc.problem})
+        except (ValueError, OSError, MemoryError) as exc:  # one odd file must not end the report
+            bad.append({"file": str(p), "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
         if progress is not None:
             progress(i + 1, len(paths))
     return good, bad
+
+
+def degenerate_reason(volume: Volume, path) -> None:
+    """InputError for a scan no metric can use: constant, or no voxel of body (all air).
+
+    Such a scan would drop out of some metrics (no ROI, no body) and not of others; skipping it for
+    every metric, listed in ``inputs.skipped`` with this reason, keeps the cohorts the same everywhere.
+    """
+    array = volume.array
+    lo, hi = float(array.min()), float(array.max())
+    if lo == hi:
+        raise InputError(f"degenerate scan: every voxel is {lo:g} HU (constant); skipped for all metrics", path)
+    if hi <= BODY_THRESHOLD_HU:
+        raise InputError(f"degenerate scan: no voxel above {BODY_THRESHOLD_HU:g} HU (all air, no body); "
+                         "skipped for all metrics", path)
 
 
 def _grid_of(v: Volume) -> tuple[tuple[int, ...], tuple[float, ...]]:

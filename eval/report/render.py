@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ctdiff.atomic import prepare_output_dir, write_bytes, write_json, write_text
+from ctdiff.atomic import write_bytes, write_json, write_text
 from ctdiff.data.display import PLANES, WINDOW_PRESETS, apply_window, n_slices, pixel_aspect, plane_slice
+from ctdiff.outputs import staged_output
 
 MOSAIC_CASES = 4
 MOSAIC_TILE = 160  # px, width of one tile
@@ -204,15 +205,22 @@ def render_html(report: dict[str, Any], mosaics: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
-def write_report(report: dict[str, Any], out, cohorts: dict[str, list] | None = None, force: bool = False) -> Path:
-    """Write everything into ``out`` (refuses a non-empty folder without ``force``)."""
-    out = prepare_output_dir(out, force)
+def write_report(report: dict[str, Any], out, cohorts: dict[str, list] | None = None, force: bool = False,
+                 inputs: dict[str, Any] | None = None) -> Path:
+    """Write everything into ``out`` (refuses a non-empty folder without ``force``, and with it one
+    that is not a report, and an ``out`` overlapping ``inputs``). The folder appears complete in one
+    rename, report.json last inside it, or not at all."""
+    with staged_output(out, command="report", force=force, inputs=inputs) as tmp:
+        _write_report_into(report, tmp, cohorts)
+    return Path(out)
+
+
+def _write_report_into(report: dict[str, Any], out: Path, cohorts: dict[str, list] | None) -> None:
     mosaics = {plane: mosaic_png(cohorts, plane) for plane in PLANES} if cohorts else {}
     figures = {}
     for plane, png in mosaics.items():
         write_bytes(out / "figures" / f"mosaic_{plane}.png", png)
         figures[plane] = f"figures/mosaic_{plane}.png"
-    write_json(out / "report.json", report)
     write_text(out / "report.md", render_markdown(report, figures))
     write_text(out / "report.html", render_html(report, mosaics))
-    return out
+    write_json(out / "report.json", report)  # the completion mark: written last

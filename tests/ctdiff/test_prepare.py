@@ -244,9 +244,9 @@ def test_overwrite_and_option_errors(cohort, tmp_path):
     with pytest.raises(ConfigError, match="clip"):
         prepare_dataset(cohort, tmp_path / "q", clip=(100, -100), progress=False)
     # an output folder that is (or contains) the source would be emptied by --force: refused
-    with pytest.raises(ConfigError, match="source"):
+    with pytest.raises(ConfigError, match="is the input --src"):
         prepare_dataset(cohort, cohort, force=True, progress=False)
-    with pytest.raises(ConfigError, match="source"):
+    with pytest.raises(ConfigError, match="contains the input --src"):
         prepare_dataset(cohort, cohort.parent, force=True, progress=False)
     assert (cohort / "manifest.json").exists()
     with pytest.raises(InputError):
