@@ -39,7 +39,7 @@ PLACEHOLDERS = NUMERIC_PLACEHOLDERS | {
 
 
 def doc_pages() -> list[Path]:
-    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    return [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
 def code_snippets(text: str) -> list[tuple[str, bool]]:

@@ -164,7 +164,7 @@ def test_folder_with_only_ctdiff_caches_is_rebuilt_and_says_so(tmp_path):
     assert demo_state(ws) == ("rebuild", f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it")
     calls = []
     ensure_demo_workspace(ws, report=False, progress=lambda *a: calls.append(a))
-    assert calls[0] == (0, 5, f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it")
+    assert calls[0] == (0, 6, f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it")
     assert is_complete(ws) and demo_state(ws)[0] == "reuse"
     assert not (ws / "review-cache" / "abc").exists() and len(find_cases(ws / "real")) == REAL_N
 
