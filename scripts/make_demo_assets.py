@@ -23,12 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ctdiff.config import load_config  # noqa: E402
-from ctdiff_app.demo import ASSETS, export_assets  # noqa: E402
+from ctdiff_app.demo import ASSETS, export_assets, export_report  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="demo training run dir (uses checkpoints/best.pt)")
+    parser.add_argument("--run", help="demo training run dir (uses checkpoints/best.pt); required unless --report-only")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only recompute the shipped report (after a phantom or metric change) from the shipped "
+                             "samples and the recorded training cohort")
     parser.add_argument("--data", help="the phantom cohort it trained on (default: from the run's split.json)")
     parser.add_argument("--n", type=int, default=12, help="samples to ship")
     parser.add_argument("--sampler", default="ddpm", help="default ddpm: on the demo model it beats the deterministic samplers (docs/benchmarks.md)")
@@ -43,6 +46,11 @@ def main() -> int:
     parser.add_argument("--command", help="record this training command in assets.json instead of the one built from "
                                           "the options above (for a run with a more complicated history)")
     args = parser.parse_args()
+    if args.report_only:
+        print(export_report(args.out))
+        return 0
+    if not args.run:
+        parser.error("--run is required (or --report-only)")
 
     run = Path(args.run)
     data = Path(args.data) if args.data else Path(json.loads((run / "split.json").read_text())["train"][0]).parent

@@ -236,6 +236,42 @@ def _install_report(src: Path, dst: Path, ws: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ assets
+def export_report(
+    out: str | os.PathLike = ASSETS,
+    train_cohort: dict[str, Any] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """(Re)compute the shipped report ``out/report`` on exactly the demo's inputs: the seeded phantom
+    cohorts (``train/``, ``real/``) as today's phantom draws them and the shipped samples.
+
+    Needed whenever the phantom or the metrics change (the report is bound to its scans by content
+    hash). ``train_cohort`` defaults to the one recorded in ``out/assets.json``; ``cache_dir`` is
+    eval's feature cache (default: the user cache; keys are file contents, never stale).
+    """
+    import tempfile
+
+    from ctdiff.data.phantom import write_cohort
+    from eval.report.cache import default_cache_dir
+
+    out = Path(out)
+    if train_cohort is None:
+        train_cohort = json.loads((out / "assets.json").read_text())["train_cohort"]
+    with tempfile.TemporaryDirectory(prefix="ctdiff-demo-report-") as tmp:
+        scratch = Path(tmp) / "ws"
+        shape = tuple(train_cohort["shape"])
+        write_cohort(scratch / "train", n=train_cohort["n"], shape=shape, seed=train_cohort["seed"],
+                     noise_hu=train_cohort["noise_hu"], progress=False)
+        write_cohort(scratch / "real", n=REAL_N, shape=shape, seed=REAL_SEED, noise_hu=train_cohort["noise_hu"],
+                     progress=False)
+        shutil.copytree(out / "samples", scratch / "generated")
+        report_dir = _compute_report(scratch, cache_dir if cache_dir is not None else default_cache_dir())
+        _swap_paths(report_dir, str(scratch.resolve()), PLACEHOLDER)
+        if (out / "report").exists():
+            shutil.rmtree(out / "report")
+        shutil.copytree(report_dir, out / "report")
+    return out / "report"
+
+
 def set_sampling(config: dict[str, Any], sampler: str, steps: int) -> dict[str, Any]:
     """A copy of a checkpoint's config dict whose ``sample`` section is ``sampler`` / ``steps``."""
     return {**config, "sample": {**(config.get("sample") or {}), "sampler": sampler, "steps": int(steps)}}
@@ -303,23 +339,7 @@ def export_assets(
         v.meta["checkpoint"] = "ctdiff_app/demo/assets/model.pt"
     write_samples(vols, out / "samples", info={"demo": True}, force=True)
     if with_report:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="ctdiff-demo-report-") as tmp:
-            scratch = Path(tmp) / "ws"
-            from ctdiff.data.phantom import write_cohort
-
-            shape = tuple(train_cohort["shape"])
-            write_cohort(scratch / "train", n=train_cohort["n"], shape=shape, seed=train_cohort["seed"],
-                         noise_hu=train_cohort["noise_hu"], progress=False)
-            write_cohort(scratch / "real", n=REAL_N, shape=shape, seed=REAL_SEED, noise_hu=train_cohort["noise_hu"],
-                         progress=False)
-            shutil.copytree(out / "samples", scratch / "generated")
-            from eval.report.cache import default_cache_dir
-
-            report_dir = _compute_report(scratch, cache_dir if cache_dir is not None else default_cache_dir())
-            _swap_paths(report_dir, str(scratch.resolve()), PLACEHOLDER)
-            shutil.copytree(report_dir, out / "report")
+        export_report(out, train_cohort, cache_dir=cache_dir)
     info = {
         "model": {
             "checkpoint": "model.pt",
