@@ -22,6 +22,7 @@ from ctdiff.errors import CTDiffError
 SUBCOMMANDS: dict[str, str] = {
     "phantom": "ctdiff.phantom",
     "train": "ctdiff.train",
+    "train-autoencoder": "ctdiff.autoencoder",
     "sample": "ctdiff.sample",
     "prepare": "ctdiff.prepare",
     "demo": "ctdiff.demo",
