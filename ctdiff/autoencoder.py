@@ -297,7 +297,7 @@ class AutoencoderTrainer:
             loss_d.backward()
             self.opt_d.step()
         self.step += 1
-        row = {"step": self.step, "l1": float(l1), "kl": float(kl), "gen_adv": float(gen_adv), "disc": float(loss_d)}
+        row = {"step": self.step, **{k: float(v.detach()) for k, v in (("l1", l1), ("kl", kl), ("gen_adv", gen_adv), ("disc", loss_d))}}
         self.history.append(row)
         return row
 
@@ -366,6 +366,8 @@ def train_autoencoder(
             raise OverwriteError("output folder exists and is not empty; pass --resume to continue or --force", out)
         cfg = autoencoder_config(_apply(config or {}, overrides))
         train_files, val_files = make_split(dataset_files(data_dir), cfg.val_fraction, cfg.seed)
+        if not val_files and len(train_files) > 1:  # small cohorts: hold out one volume at least
+            val_files = [train_files.pop()]
         if not val_files:
             raise InputError("needs at least two volumes (one held out to judge the autoencoder)", data_dir)
         if out.exists() and force:
