@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ctdiff.atomic import atomic_path, write_json, write_text
-from ctdiff.config import DataConfig, _build, apply_overrides
+from ctdiff.config import DataConfig, _build
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 
 FORMAT = "ctdiff-autoencoder-1"
@@ -55,7 +55,7 @@ class AutoencoderConfig:
     adv_weight: float = 0.05
     adv_start: int = 0  # step from which the adversarial losses are used
     disc_channels: int = 16
-    disc_layers: int = 3
+    disc_layers: int = 2  # each halves the patch: a 16-slice patch allows 2
     perceptual_weight: float = 0.3
     perceptual_weights: str | None = None  # a torchvision ResNet-50 state dict file; null = no perceptual loss
     val_fraction: float = 0.2
@@ -84,6 +84,9 @@ def autoencoder_config(values: dict[str, Any] | None, where: str | os.PathLike |
             bad(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if any(p < cfg.downsampling or p % cfg.downsampling for p in cfg.patch):
         bad(f"patch sizes must be multiples of the downsampling {cfg.downsampling}, got {list(cfg.patch)}")
+    if min(cfg.patch) < 2 ** (cfg.disc_layers + 2):
+        bad(f"patch {list(cfg.patch)} is too small for disc_layers {cfg.disc_layers} (needs >= {2 ** (cfg.disc_layers + 2)} "
+            f"voxels per axis): lower disc_layers or enlarge the patch")
     for key in ("lr", "kl_weight", "adv_weight", "perceptual_weight"):
         v = getattr(cfg, key)
         if not (math.isfinite(v) and v >= 0) or (key == "lr" and v == 0):

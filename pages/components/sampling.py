@@ -16,6 +16,7 @@ from ctdiff.errors import ConfigError, OverwriteError
 from ctdiff.monitor import samples_dir
 from ctdiff.samplers import DIFFUSION_KINDS, sampler_error, samplers_for
 
+
 def run_diffusion_kind(run_dir: str | os.PathLike | None) -> str | None:
     """``diffusion.kind`` from a run's config.yaml (runs from before the key existed: ddpm); None if unreadable."""
     if run_dir is None:

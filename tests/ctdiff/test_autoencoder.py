@@ -69,7 +69,7 @@ def test_a_few_steps_lower_the_loss():
 def test_tiled_coding_approximates_full_coding():
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        ae, cfg = build_autoencoder(autoencoder_config(TINY_AE))
+        ae, _ = build_autoencoder(autoencoder_config(TINY_AE))
     ae.eval()
     x = torch.rand(1, 1, 8, 32, 32) * 2 - 1
     z_full = encode_mean(ae, x)

@@ -16,8 +16,8 @@ from ctdiff.config import SAMPLERS, config_from_dict
 from ctdiff.errors import ConfigError
 from ctdiff.io import read_volume, write_nifti
 from ctdiff.phantom import make_phantom
-from ctdiff.samplers import samplers_for
 from ctdiff.sample import load_bundle, sample
+from ctdiff.samplers import samplers_for
 from ctdiff.spaces import LatentSpace, PixelSpace, WaveletSpace
 from ctdiff.train import train
 
