@@ -157,7 +157,9 @@ def project_80gb(rows: list[dict], space: str) -> dict | None:
     b = sum((p[0] - mx) * (p[1] - my) for p in pts) / max(1e-12, sum((p[0] - mx) ** 2 for p in pts))
     a = my - b * mx
     budget_mb = 80 * 1024
-    vox = (budget_mb - a) / b if b > 0 else float("inf")
+    if b <= 0:
+        return {"kind": "projection from measured CPU peak RSS", "note": "no growth with the voxel count measured"}
+    vox = (budget_mb - a) / b
     z = int(vox // (512 * 512))
     return {"mb_per_megavoxel": round(b * 1e6, 1), "intercept_mb": round(a, 1), "max_voxels": int(vox),
             "max_512x512_slices": z, "fits_512x512x128": z >= 128,
@@ -173,7 +175,9 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=1, help="timed repetitions after one warm-up")
     p.add_argument("--limit-gb", type=float, default=8.0, help="peak RSS allowed per measurement")
     p.add_argument("--as-slack-gb", type=float, default=4.0, help="address space allowed beyond --limit-gb")
-    p.add_argument("--timeout", type=int, default=420, help="seconds per measurement")
+    p.add_argument("--timeout", type=int, default=2400, help="seconds per measurement")
+    p.add_argument("--cpu-budget", type=float, default=240.0,
+                   help="CPU seconds a measurement may take (warm-up included), projected from the next smaller size")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.worker:
@@ -182,43 +186,56 @@ def main() -> int:
 
     rows: list[dict] = []
     started = time.time()
-    for space in args.spaces:
-        phases = ("train", "eval", "decode") if space == "latent" else ("train", "eval")
-        for phase in phases:
-            prev = None
-            for size in sorted(args.sizes, key=lambda s: _prod(_parse(s))):
-                vox = _prod(_parse(size))
-                row = {"space": space, "phase": phase, "size": size, "voxels": vox, "threads": args.threads,
-                       "command": f"python benchmarks/bench_spaces.py --threads {args.threads} --spaces {space} --sizes {size}"}
-                if prev is not None and prev.get("status", "").startswith("not run"):
-                    row["status"] = prev["status"]
-                elif prev is not None and prev.get("status") == "measured":
-                    # the guard: grow the measured growth above torch's own RSS with the voxel count
-                    grown = TORCH_BASE_MB + max(0.0, prev["peak_rss_mb"] - TORCH_BASE_MB) * vox / prev["voxels"]
-                    if grown > args.limit_gb * 1024:
-                        row["status"] = "not run (memory)"
-                        row["guard_projection_mb"] = round(grown)
-                if "status" not in row:
-                    row.update(run_one(space, size, phase, args))
-                print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
-                rows.append(row)
-                prev = row
+    prev: dict[tuple[str, str], dict] = {}
+    jobs = [(size, space, phase) for size in sorted(args.sizes, key=lambda s: _prod(_parse(s))) for space in args.spaces
+            for phase in (("train", "eval", "decode") if space == "latent" else ("train", "eval"))]
+    for size, space, phase in jobs:  # size by size, so a stopped run still has every space's small sizes
+        vox = _prod(_parse(size))
+        row = {"space": space, "phase": phase, "size": size, "voxels": vox, "threads": args.threads,
+               "command": f"python benchmarks/bench_spaces.py --threads {args.threads} --spaces {space} --sizes {size}"}
+        last = prev.get((space, phase))
+        if last is not None and last.get("status", "").startswith("not run"):
+            row["status"] = last["status"]
+        elif last is not None and last.get("status") == "measured":
+            # the guards: grow the measured growth above torch's own RSS, and the CPU time, with the voxel count
+            ratio = vox / last["voxels"]
+            grown = TORCH_BASE_MB + max(0.0, last["peak_rss_mb"] - TORCH_BASE_MB) * ratio
+            cpu = last["cpu_seconds"] * ratio * (args.reps + 1)
+            if grown > args.limit_gb * 1024:
+                row["status"] = "not run (memory)"
+                row["guard_projection_mb"] = round(grown)
+            elif cpu > args.cpu_budget:
+                row["status"] = f"not run (time: over the {args.cpu_budget:.0f} CPU-s budget)"
+                row["guard_projection_cpu_seconds"] = round(cpu)
+        if "status" not in row:
+            row.update(run_one(space, size, phase, args))
+        print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
+        rows.append(row)
+        prev[(space, phase)] = row
+        if args.json:
+            _write(args, rows, started)
+    result = _write(args, rows, started) if args.json else {"projection_80gb": {s: project_80gb(rows, s) for s in args.spaces}}
+    print(json.dumps(result["projection_80gb"], indent=1))
+    return 0
+
+
+def _write(args, rows: list[dict], started: float) -> dict:
+    from ctdiff.atomic import write_json
+
     result = {
         "benchmark": "bench_spaces",
-        "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads},
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
+                 "load_average_1min": round(os.getloadavg()[0], 1)},
         "model": "configs/demo.yaml U-Net (channels 8-16-32-64, 1 res block, attention at the coarsest level)",
         "limit_gb": args.limit_gb,
+        "cpu_budget_seconds": args.cpu_budget,
         "seconds_total": round(time.time() - started, 1),
         "rows": rows,
         "projection_80gb": {s: project_80gb(rows, s) for s in args.spaces},
         "gpu": "not yet measured on GPU",
     }
-    if args.json:
-        from ctdiff.atomic import write_json
-
-        write_json(Path(args.json), result)
-    print(json.dumps(result["projection_80gb"], indent=1))
-    return 0
+    write_json(Path(args.json), result)
+    return result
 
 
 def _prod(t) -> int:

@@ -254,18 +254,20 @@ def config_from_dict(values: dict[str, Any], where: str | os.PathLike | None = N
 
 
 def _default_samplers(config: Config, values: dict[str, Any]) -> None:
-    """A config whose sampler is unset, or is another diffusion kind's default (``ddpm`` in a dict
-    saved before ``--set diffusion.kind=rflow``), gets its own kind's default (``euler`` for rflow).
-    A sampler named on purpose that does not fit the kind is left for :func:`validate` to report."""
+    """A config whose sampler is unset, or still the library default (``ddpm``, as every saved config
+    carries it, e.g. before ``--set diffusion.kind=rflow``) where that does not fit its diffusion kind,
+    gets its kind's default (``euler`` for rflow). Any other sampler that does not fit is left for
+    :func:`validate` to report."""
     default = DEFAULT_SAMPLER.get(config.diffusion.kind)
     if default is None:
         return
     values = values if isinstance(values, dict) else {}
-    others = set(DEFAULT_SAMPLER.values()) - {default}
-    for section, key in (("sample", "sampler"), ("train", "preview_sampler")):
-        given = (values.get(section) or {}) if isinstance(values.get(section), dict) else {}
+    for section, key, library_default in (("sample", "sampler", SampleConfig.sampler),
+                                          ("train", "preview_sampler", TrainConfig.preview_sampler)):
+        given = values.get(section) if isinstance(values.get(section), dict) else {}
         obj = getattr(config, section)
-        if key not in given or (getattr(obj, key) in others and sampler_error(getattr(obj, key), config.diffusion.kind)):
+        value = getattr(obj, key)
+        if key not in given or (value == library_default and sampler_error(value, config.diffusion.kind)):
             setattr(obj, key, default)
 
 
