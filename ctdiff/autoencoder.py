@@ -267,6 +267,11 @@ class AutoencoderTrainer:
 
             if not Path(cfg.perceptual_weights).is_file():
                 raise InputError("perceptual_weights file not found", cfg.perceptual_weights)
+            try:
+                import torchvision  # noqa: F401  (MONAI's ResNet-50 perceptual network)
+            except ImportError:
+                raise ConfigError("perceptual_weights needs torchvision, which is not installed "
+                                  "(pip install the torchvision release matching torch)") from None
             # 2.5D ResNet-50 from a local file (MONAI would otherwise download weights)
             self.perceptual = PerceptualLoss(spatial_dims=3, network_type="resnet50", is_fake_3d=True, fake_3d_ratio=0.25,
                                              pretrained=True, pretrained_path=cfg.perceptual_weights).to(self.device)

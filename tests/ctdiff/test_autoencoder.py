@@ -20,7 +20,7 @@ from ctdiff.autoencoder import (
     sha256_file,
 )
 from ctdiff.cli import main
-from ctdiff.errors import ConfigError
+from ctdiff.errors import ConfigError, InputError
 from ctdiff.io import write_nifti
 from ctdiff.phantom import make_phantom
 
@@ -110,6 +110,8 @@ def test_bad_settings_and_files(phantoms, tmp_path, capsys):
         autoencoder_config({"patch": [6, 16, 16]})
     with pytest.raises(ConfigError, match="unknown config key 'chanels'"):
         autoencoder_config({"chanels": [8]})
+    with pytest.raises(InputError, match="perceptual_weights file not found"):
+        AutoencoderTrainer(autoencoder_config({**TINY_AE, "perceptual_weights": str(tmp_path / "none.pt")}))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"nope")
     assert main(["train", "--config", "configs/demo.yaml", "--data", str(phantoms), "--out", str(tmp_path / "r"),
