@@ -179,7 +179,11 @@ def main() -> int:
     p.add_argument("--cpu-budget", type=float, default=240.0,
                    help="CPU seconds a measurement may take (warm-up included), projected from the next smaller size")
     p.add_argument("--json", default=None)
+    p.add_argument("--table", metavar="JSON", help="print the markdown table of a results file and exit")
     args = p.parse_args()
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return 0
     if args.worker:
         print(json.dumps(worker(*args.worker, threads=args.threads, reps=args.reps)))
         return 0
@@ -217,6 +221,33 @@ def main() -> int:
     result = _write(args, rows, started) if args.json else {"projection_80gb": {s: project_80gb(rows, s) for s in args.spaces}}
     print(json.dumps(result["projection_80gb"], indent=1))
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The docs table: one row per space, phase and size, with the command that measures it."""
+    lines = ["| space | phase | volume (x y z) | network input (N C D H W) | CPU s (1 thread) | wall s | peak RSS GB | GPU | command |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        shape = r.get("network_input") or r.get("latent_shape") or ""
+        if r["status"].startswith("measured"):
+            cpu, wall, rss = f"{r['cpu_seconds']:.2f}", f"{r['seconds']:.1f}", f"{r['peak_rss_mb'] / 1024:.2f}"
+        else:
+            cpu = wall = rss = r["status"]
+        shape = "x".join(str(v) for v in shape) if shape else ""
+        lines.append(f"| {r['space']} | {r['phase']} | {r['size']} | {shape} | {cpu} | {wall} | {rss} | "
+                     f"not yet measured on GPU | `{r['command']}` |")
+    lines.append("")
+    lines.append("Projection to an 80 GB card (a line through the measured CPU peak RSS of the training step vs voxels; "
+                 "a projection, not a measurement):")
+    lines.append("")
+    for space, proj in result.get("projection_80gb", {}).items():
+        if not proj or "max_voxels" not in proj:
+            lines.append(f"- {space}: too few measured sizes to project")
+            continue
+        lines.append(f"- {space}: {proj['mb_per_megavoxel']:.0f} MB per megavoxel -> about {proj['max_512x512_slices']} slices "
+                     f"of 512x512 in 80 GB; 512x512x128 projected at {proj['rss_512x512x128_mb'] / 1024:.0f} GB "
+                     f"({'fits' if proj['fits_512x512x128'] else 'does not fit'})")
+    return "\n".join(lines)
 
 
 def _write(args, rows: list[dict], started: float) -> dict:
