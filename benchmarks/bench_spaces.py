@@ -108,7 +108,7 @@ def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
     for i in range(reps + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        if i:  # the first call is a warm-up
+        if i or reps == 0:  # the first call is a warm-up (--reps 0: one cold, timed call)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -172,7 +172,7 @@ def main() -> int:
     p.add_argument("--spaces", nargs="+", default=list(SPACES), choices=SPACES)
     p.add_argument("--sizes", nargs="+", default=list(SIZES), help="XxYxZ volumes (default: the issue's four)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--reps", type=int, default=1, help="timed repetitions after one warm-up")
+    p.add_argument("--reps", type=int, default=1, help="timed repetitions after one warm-up (0: one cold call, timed)")
     p.add_argument("--limit-gb", type=float, default=8.0, help="peak RSS allowed per measurement")
     p.add_argument("--as-slack-gb", type=float, default=4.0, help="address space allowed beyond --limit-gb")
     p.add_argument("--timeout", type=int, default=2400, help="seconds per measurement")
