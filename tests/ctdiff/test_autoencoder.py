@@ -4,6 +4,7 @@ train-autoencoder CLI (resume, eval.json), records carried by hash, bad input.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,7 +115,8 @@ def test_bad_settings_and_files(phantoms, tmp_path, capsys):
         AutoencoderTrainer(autoencoder_config({**TINY_AE, "perceptual_weights": str(tmp_path / "none.pt")}))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"nope")
-    assert main(["train", "--config", "configs/demo.yaml", "--data", str(phantoms), "--out", str(tmp_path / "r"),
+    demo_yaml = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    assert main(["train", "--config", str(demo_yaml), "--data", str(phantoms), "--out", str(tmp_path / "r"),
                  "--set", "model.space=latent", "--set", f"model.autoencoder={junk}"]) == 2
     assert str(junk) in capsys.readouterr().err
 

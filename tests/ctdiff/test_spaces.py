@@ -155,10 +155,10 @@ def test_wavelet_shape_mismatch_is_one_line(data, tmp_path):
 
 
 def test_demo_model_is_pixel_space_and_loads(tmp_path):
-    from ctdiff.demo import ASSETS  # noqa: F401  (the shipped assets folder)
+    from ctdiff.demo import ASSETS  # the shipped assets folder
 
-    ckpt = load_checkpoint("ctdiff/demo/assets/model.pt")
+    ckpt = load_checkpoint(ASSETS / "model.pt")
     assert "space" not in ckpt and "space" not in ckpt["config"]["model"]  # written before spaces existed
-    bundle = load_bundle("ctdiff/demo/assets/model.pt", device="cpu")
+    bundle = load_bundle(ASSETS / "model.pt", device="cpu")
     assert isinstance(bundle.space, PixelSpace) and bundle.diffusion.kind == "ddpm" and bundle.diffusion.clip_sample
     assert bundle.config.sample.sampler in samplers_for("ddpm")
