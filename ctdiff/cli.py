@@ -22,6 +22,7 @@ from ctdiff.errors import CTDiffError
 SUBCOMMANDS: dict[str, str] = {
     "phantom": "ctdiff.data.phantom",
     "train": "ctdiff.training.train",
+    "train-autoencoder": "ctdiff.model.autoencoder",
     "sample": "ctdiff.diffusion.sample",
     "prepare": "ctdiff.data.prepare",
     "real-ct": "ctdiff.data.realct",

@@ -22,11 +22,14 @@ from typing import Any
 import yaml
 
 from ctdiff.errors import ConfigError
+from ctdiff.samplers import DEFAULT_SAMPLER, DIFFUSION_KINDS, SAMPLER_NAMES, sampler_error
 
 BLOCK_KINDS = ("2d", "3d")
 PREDICTIONS = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
-SAMPLERS = ("ddpm", "ddim", "dpmpp")
+SAMPLERS = SAMPLER_NAMES  # every registered sampler (ctdiff.samplers); which fit a model depends on diffusion.kind
+SPACES = ("pixel", "wavelet", "latent")
+MAX_WAVELET_LEVELS = 2
 PAD_MODES = ("edge", "constant")
 FLIP_AXES = ("x", "y")
 
@@ -71,10 +74,22 @@ class ModelConfig:
     time_channels: int | None = None
     dropout: float = 0.0
     gradient_checkpointing: bool = False
+    # What the U-Net diffuses (ctdiff.model.spaces): "pixel" = the HU volume; "wavelet" = its 3D Haar
+    # sub-bands (lossless, channels x 2^levels, every axis-level halves that axis); "latent" = a KL
+    # autoencoder's latent (trained by `python -m ctdiff train-autoencoder`, carried in checkpoints).
+    space: str = "pixel"
+    # Haar levels along (z, y, x), each 0-2; thin slabs can skip z, e.g. [0, 1, 1]
+    wavelet_levels: tuple[int, int, int] = (1, 1, 1)
+    # the autoencoder.pt of `train-autoencoder` (space: latent); its weights are copied into the
+    # diffusion checkpoints together with the file's sha256
+    autoencoder: str | None = None
 
 
 @dataclasses.dataclass
 class DiffusionConfig:
+    # "ddpm": the variance-preserving DDPM process (prediction: epsilon or v_prediction);
+    # "rflow": rectified flow (MONAI RFlowScheduler), the network predicts the velocity x_0 - noise
+    kind: str = "ddpm"
     timesteps: int = 1000
     beta_schedule: str = "linear"
     beta_start: float = 1e-4
@@ -113,6 +128,9 @@ class SampleConfig:
     # where the deterministic DPM-Solver++/DDIM are not (docs/benchmarks.md, "Sampling")
     sampler: str = "ddpm"
     steps: int = 50
+    # latent space: the autoencoder decodes tiles of this many latent voxels (z, y, x) with MONAI's
+    # SlidingWindowInferer (25 % overlap, Gaussian blending) so large volumes decode within memory
+    decode_tile: tuple[int, int, int] = (16, 32, 32)
 
 
 @dataclasses.dataclass
@@ -140,6 +158,8 @@ class Config:
             "timesteps": self.diffusion.timesteps,
             "beta_schedule": self.diffusion.beta_schedule,
             "prediction": self.diffusion.prediction,
+            "space": self.model.space,
+            "diffusion_kind": self.diffusion.kind,
         }
 
 
@@ -229,8 +249,27 @@ def config_from_dict(values: dict[str, Any], where: str | os.PathLike | None = N
     """A validated :class:`Config` from a (possibly partial) nested dict; missing keys get defaults."""
     where = None if where is None else os.fspath(where)
     config = _build(Config, values or {}, "", where)
+    _default_samplers(config, values or {})
     validate(config, where)
     return config
+
+
+def _default_samplers(config: Config, values: dict[str, Any]) -> None:
+    """A config whose sampler is unset, or still the library default (``ddpm``, as every saved config
+    carries it, e.g. before ``--set diffusion.kind=rflow``) where that does not fit its diffusion kind,
+    gets its kind's default (``euler`` for rflow). Any other sampler that does not fit is left for
+    :func:`validate` to report."""
+    default = DEFAULT_SAMPLER.get(config.diffusion.kind)
+    if default is None:
+        return
+    values = values if isinstance(values, dict) else {}
+    for section, key, library_default in (("sample", "sampler", SampleConfig.sampler),
+                                          ("train", "preview_sampler", TrainConfig.preview_sampler)):
+        given = values.get(section) if isinstance(values.get(section), dict) else {}
+        obj = getattr(config, section)
+        value = getattr(obj, key)
+        if key not in given or (value == library_default and sampler_error(value, config.diffusion.kind)):
+            setattr(obj, key, default)
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
@@ -326,7 +365,17 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"model.time_channels must be an even number >= 2 or null, got {m.time_channels}")
     if not 0.0 <= m.dropout < 1.0:
         bad("model.dropout must be in [0, 1)")
+    if m.space not in SPACES:
+        bad(f"model.space must be one of {SPACES}, got {m.space!r}")
+    if any(not 0 <= k <= MAX_WAVELET_LEVELS for k in m.wavelet_levels):
+        bad(f"model.wavelet_levels entries must be 0-{MAX_WAVELET_LEVELS}, got {list(m.wavelet_levels)}")
+    if m.space == "wavelet" and not any(m.wavelet_levels):
+        bad("model.wavelet_levels needs at least one level for model.space wavelet")
+    if m.space == "latent" and not m.autoencoder:
+        bad("model.space latent needs model.autoencoder (an autoencoder.pt from 'python -m ctdiff train-autoencoder')")
 
+    if f.kind not in DIFFUSION_KINDS:
+        bad(f"diffusion.kind must be one of {DIFFUSION_KINDS}, got {f.kind!r}")
     if f.timesteps < 2:
         bad("diffusion.timesteps must be >= 2")
     if f.beta_schedule not in BETA_SCHEDULES:
@@ -348,10 +397,13 @@ def validate(config: Config, where: str | None = None) -> None:
     if not 0.0 <= t.ema_decay < 1.0:
         bad(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     for key, sampler in (("train.preview_sampler", t.preview_sampler), ("sample.sampler", s.sampler)):
-        if sampler not in SAMPLERS:
-            bad(f"{key} must be one of {SAMPLERS}, got {sampler!r}")
+        problem = sampler_error(sampler, f.kind)
+        if problem:
+            bad(f"{key}: {problem}")
     if s.steps < 1:
         bad("sample.steps must be >= 1")
+    if min(s.decode_tile) < 1:
+        bad(f"sample.decode_tile must be positive, got {list(s.decode_tile)}")
 
 
 def diff_sections(a: Config, b: Config, sections: Sequence[str] = ("data", "model", "diffusion")) -> list[str]:

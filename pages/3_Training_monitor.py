@@ -157,7 +157,7 @@ else:
     with st.form("generate"):
         c = st.columns(4)
         n = c[0].number_input("Volumes", min_value=1, max_value=64, value=2, step=1, key="gen_n")
-        names = sampler_names()
+        names = sampler_names(run)  # the samplers that fit the run's diffusion.kind
         default_sampler, default_steps = load_sampling_defaults(str(run))  # the run config's sample section
         if default_sampler not in names:
             default_sampler = DEFAULT_SAMPLING[0] if DEFAULT_SAMPLING[0] in names else names[0]

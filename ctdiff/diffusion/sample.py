@@ -10,11 +10,14 @@ Python API (used by the Streamlit app)::
 A bundle is rebuilt from the checkpoint alone (its config, weights and data geometry). Case i is
 drawn from seed ``seed + i`` and does not depend on the batch size. Generated tensors are cropped
 back to the training slice count (undoing ``data.pad_slices_to``), mapped from [-1, 1] back to HU
-through the config's fixed window and given the training data's affine.
+through the config's fixed window and given the training data's affine. Models of the wavelet or
+latent space (``model.space``) sample the space's tensors, which the space then decodes (inverse
+Haar transform; the carried autoencoder's decoder, tiled) before the crop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import os
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from ctdiff.atomic import write_json
-from ctdiff.config import SAMPLERS, Config, SampleConfig
+from ctdiff.config import Config, SampleConfig
 from ctdiff.data.dataset import crop_slices
 from ctdiff.data.tensors import model_to_hu, tensor_to_array
 from ctdiff.data.volume import Volume
@@ -43,8 +46,10 @@ from ctdiff.model.checkpoint import (
     require_keys,
     resolve_checkpoint,
 )
+from ctdiff.model.spaces import PixelSpace, Space, build_space
 from ctdiff.model.unet import build_model
 from ctdiff.outputs import staged_output
+from ctdiff.samplers import SAMPLER_NAMES, help_text, sampler_error
 
 MANIFEST = "manifest.json"
 
@@ -61,6 +66,7 @@ class ModelBundle:
     checkpoint: str | None = None
     step: int | None = None
     weights: str = "ema"
+    space: Space = dataclasses.field(default_factory=PixelSpace)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -77,7 +83,9 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     ckpt = load_checkpoint(ckpt_path)
     config = checkpoint_config(ckpt, ckpt_path)
     dev = resolve_device(device)
-    model = build_model(config.model)
+    # checkpoints from before model.space have no "space" entry: pixel space
+    space = build_space(config, ckpt.get("space")).to(dev)
+    model = build_model(config.model, space.channels)
     weights = "ema" if use_ema else "model"
     require_keys(ckpt, (weights, "geometry", "step"), ckpt_path)
     load_weights(model, ckpt[weights], ckpt_path)
@@ -85,8 +93,8 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     # channels-last: 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
     fmt = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
     model.to(dev, memory_format=fmt).eval().requires_grad_(False)
-    return ModelBundle(model, config, Diffusion(config.diffusion), dev, dict(ckpt["geometry"]), str(ckpt_path.resolve()),
-                       int(ckpt["step"]), weights)
+    return ModelBundle(model, config, Diffusion(config.diffusion, clip_sample=space.clip_sample), dev,
+                       dict(ckpt["geometry"]), str(ckpt_path.resolve()), int(ckpt["step"]), weights, space)
 
 
 def sample(
@@ -99,8 +107,9 @@ def sample(
     callback: Callable[[int, int], None] | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations."""
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    problem = sampler_error(sampler, bundle.diffusion.kind)
+    if problem:
+        raise ConfigError(problem)
     if n < 1 or steps < 1 or batch_size < 1:
         raise ConfigError(f"n, steps and batch_size must be >= 1 (got {n}, {steps}, {batch_size})")
     x, y, z = bundle.shape
@@ -117,7 +126,9 @@ def sample(
             done_before = b * steps
             step_cb = None if callback is None else (lambda i, _t, d=done_before: callback(d + i, total))
             started = time.perf_counter()
-            out = run_sampler(sampler, bundle.model, (1, depth, y, x), bundle.diffusion, steps, seeds, bundle.device, step_cb)
+            shape = bundle.space.encoded_shape((depth, y, x))
+            out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
+            out = bundle.space.decode(out)
             seconds = (time.perf_counter() - started) / len(seeds)
             out = crop_slices(out, z)
             if not torch.isfinite(out).all():
@@ -199,6 +210,7 @@ EXAMPLES = """\
   python -m ctdiff sample --run runs/demo --n 4 --sampler dpmpp --steps 25 --out samples/dpmpp
   python -m ctdiff sample --checkpoint runs/demo/checkpoints/last.pt --n 8 --sampler ddim --steps 50 --seed 7 --out samples/ddim
   python -m ctdiff sample --run runs/thesis --n 2 --sampler ddpm --steps 1000 --out samples/thesis-ddpm   # as the thesis did
+  python -m ctdiff sample --run runs/rflow --n 4 --sampler euler --steps 25 --out samples/rflow   # a diffusion.kind rflow model
 """
 
 
@@ -208,7 +220,8 @@ def add_arguments(parser) -> None:
     src.add_argument("--checkpoint", help="a checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
     parser.add_argument("--n", type=int, default=8, help="number of volumes (default 8)")
-    parser.add_argument("--sampler", choices=SAMPLERS, help="ddpm | ddim | dpmpp (default: the config's; the library default is ddpm)")
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES,
+                        help=f"default: the config's (ddpm for diffusion.kind ddpm, euler for rflow). {help_text()}")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the config's; the library default is 50)")
     parser.add_argument("--seed", type=int, default=0, help="case i uses seed + i (default 0)")
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")

@@ -1,34 +1,30 @@
 """Diffusion schedule math and samplers, separate from the network.
 
-:class:`Diffusion` holds the noise schedule (betas from diffusers' ``DDPMScheduler``, so training and
-every sampler share one definition) and does the forward process, the training target (epsilon or
-v) and the loss; every method takes the model as an argument and works on any ``(N, C, ...)`` shape
-(openai improved-diffusion style).
+:class:`Diffusion` holds one :class:`DiffusionConfig`'s forward process and training target and
+works on any ``(N, C, ...)`` shape (openai improved-diffusion style); every method takes the model
+as an argument. Two kinds (``diffusion.kind``):
 
-Samplers are small ``@torch.no_grad`` functions over diffusers schedulers, used through their
-``set_timesteps``/``step`` API; the caller (this module) owns the loop and reports progress through
-``callback(done, total)`` after every network evaluation (k-diffusion style):
+- ``ddpm``: the variance-preserving process with betas, ``add_noise`` and ``get_velocity`` of
+  diffusers' ``DDPMScheduler`` (so training and every sampler share one definition); the network
+  predicts epsilon or v.
+- ``rflow``: rectified flow with MONAI's ``RFlowScheduler`` (its ``sample_timesteps``,
+  ``add_noise``): x_t = (1 - t/T) x_0 + (t/T) noise, and the network predicts the velocity
+  x_0 - noise, which its Euler ``step`` integrates from t = T to 0.
 
-- ``ddpm``: ancestral DDPM (``DDPMScheduler``), the thesis' sampler (1000 steps there); with fewer
-  steps it samples the posterior between strided timesteps. 50 steps match 1000 on the demo model
-  (docs/benchmarks.md), hence the default.
-- ``ddim``: deterministic DDIM (eta = 0, ``DDIMScheduler``).
-- ``dpmpp``: DPM-Solver++ (2nd-order multistep, ``DPMSolverMultistepScheduler``), deterministic.
-
-DDIM and DPM-Solver++ use "trailing" timestep spacing, so the first step starts at the last
-training timestep (t = T-1) rather than skipping the noisiest part of the schedule.
+The samplers (name -> scheduler and loop, and the kinds each serves) are registered in
+:mod:`ctdiff.samplers`; :func:`run_sampler` runs one by name.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler
 
-from ctdiff.config import SAMPLERS, DiffusionConfig
+from ctdiff.config import DiffusionConfig
+from ctdiff.samplers import SAMPLERS, sampler_error
 
 Callback = Callable[[int, int], None]
 DIFFUSERS_BETA_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
@@ -41,17 +37,24 @@ def _extract(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 class Diffusion:
-    """The forward process q(x_t | x_0) and the training objective of one :class:`DiffusionConfig`."""
+    """The forward process and the training objective of one :class:`DiffusionConfig`.
 
-    def __init__(self, cfg: DiffusionConfig):
+    ``clip_sample``: whether the DDPM/DDIM samplers may clip their x_0 estimate to [-1, 1] (true for
+    pixel and wavelet spaces, false for unbounded latents).
+    """
+
+    def __init__(self, cfg: DiffusionConfig, clip_sample: bool = True):
         self.cfg = cfg
+        self.kind = cfg.kind
         self.timesteps = cfg.timesteps
-        self.prediction = cfg.prediction
-        ref = self.scheduler("ddpm")
-        self.betas = ref.betas.to(torch.float64)
+        self.prediction = cfg.prediction if cfg.kind == "ddpm" else "velocity"
+        self.clip_sample = clip_sample
+        if self.kind == "rflow":
+            self.ref = self.rflow_scheduler()
+            return
+        self.ref = DDPMScheduler(**self.scheduler_kwargs())
+        self.betas = self.ref.betas.to(torch.float64)
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
-        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt().float()
-        self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt().float()
 
     # ----------------------------------------------------------------------------- schedulers
     def scheduler_kwargs(self) -> dict:
@@ -64,35 +67,31 @@ class Diffusion:
             prediction_type=c.prediction,
         )
 
+    def rflow_scheduler(self):
+        """MONAI's RFlowScheduler with integer timesteps in [0, T), uniform training-time sampling."""
+        from monai.networks.schedulers import RFlowScheduler
+
+        return RFlowScheduler(num_train_timesteps=self.cfg.timesteps, use_discrete_timesteps=True, sample_method="uniform")
+
     def scheduler(self, sampler: str):
-        """A fresh diffusers scheduler for ``sampler`` with this schedule (betas, T, prediction)."""
-        kw = self.scheduler_kwargs()
-        if sampler == "ddpm":
-            return DDPMScheduler(**kw, clip_sample=True, clip_sample_range=1.0)
-        if sampler == "ddim":
-            return DDIMScheduler(**kw, clip_sample=True, clip_sample_range=1.0, timestep_spacing="trailing")
-        if sampler == "dpmpp":
-            # lambda_min_clipped keeps the cosine schedule's last (near-zero-alpha) steps finite
-            extra = {"lambda_min_clipped": -5.1} if self.cfg.beta_schedule == "cosine" else {}
-            return DPMSolverMultistepScheduler(
-                **kw, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing", **extra
-            )
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        """A fresh scheduler for ``sampler`` (a :data:`ctdiff.samplers.SAMPLERS` name) with this schedule."""
+        problem = sampler_error(sampler, self.kind)
+        if problem:
+            raise ValueError(problem)
+        return SAMPLERS[sampler].make_scheduler(self)
 
     # ----------------------------------------------------------------------- forward process
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
-        a = _extract(self.sqrt_alphas_cumprod, t, x0.ndim).to(x0.dtype)
-        s = _extract(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim).to(x0.dtype)
-        return a * x0 + s * noise
+        """x_t: sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise (ddpm); (1 - t/T) x_0 + (t/T) noise (rflow)."""
+        return self.ref.add_noise(x0, noise, t)
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What the network learns to predict: the noise (epsilon) or v = sqrt(abar) eps - sqrt(1-abar) x_0."""
+        """What the network learns: the noise (epsilon), v = sqrt(abar) eps - sqrt(1-abar) x_0, or the flow's x_0 - noise."""
+        if self.kind == "rflow":
+            return x0 - noise  # MONAI RFlowScheduler's velocity convention (its step adds v * dt)
         if self.prediction == "epsilon":
             return noise
-        a = _extract(self.sqrt_alphas_cumprod, t, x0.ndim).to(x0.dtype)
-        s = _extract(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim).to(x0.dtype)
-        return a * noise - s * x0
+        return self.ref.get_velocity(x0, noise, t)
 
     def loss(self, model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Mean squared error between the model output at (x_t, t) and the target."""
@@ -100,6 +99,12 @@ class Diffusion:
         return F.mse_loss(pred.float(), self.target(x0, t, noise).float())
 
     def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if self.kind == "rflow":
+            # MONAI draws from the global RNG: run it in a forked RNG seeded from ``generator``
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.ref.sample_timesteps(torch.empty(n, 1, 1, 1, 1)).long()
         return torch.randint(0, self.timesteps, (n,), generator=generator)
 
     def fixed_timesteps(self, k: int) -> torch.Tensor:
@@ -117,39 +122,11 @@ def _memory_format(model) -> torch.memory_format:
     return torch.channels_last_3d if channels_last else torch.contiguous_format
 
 
-def _loop(model, x: torch.Tensor, scheduler, steps: int, generator, callback: Callback | None) -> torch.Tensor:
-    with warnings.catch_warnings():
-        # diffusers 0.42 + numpy 2: a harmless "__array__ ... copy keyword" DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        scheduler.set_timesteps(steps, device=x.device)
-    total = len(scheduler.timesteps)
-    for i, t in enumerate(scheduler.timesteps):
-        out = model(x, t.to(x.device).expand(x.shape[0]))
-        x = scheduler.step(out.float(), t, x, generator=generator).prev_sample
-        if callback is not None:
-            callback(i + 1, total)
-    return x
-
-
-@torch.no_grad()
-def sample_ddpm(model, x: torch.Tensor, diffusion: Diffusion, steps: int, generator=None, callback: Callback | None = None) -> torch.Tensor:
-    """Ancestral DDPM from noise ``x``; ``generator`` (one, or a list with one per batch item) draws step noise."""
-    return _loop(model, x, diffusion.scheduler("ddpm"), steps, generator, callback)
-
-
-@torch.no_grad()
-def sample_ddim(model, x: torch.Tensor, diffusion: Diffusion, steps: int, generator=None, callback: Callback | None = None) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) from noise ``x``."""
-    return _loop(model, x, diffusion.scheduler("ddim"), steps, generator, callback)
-
-
-@torch.no_grad()
-def sample_dpmpp(model, x: torch.Tensor, diffusion: Diffusion, steps: int, generator=None, callback: Callback | None = None) -> torch.Tensor:
-    """DPM-Solver++ (2nd-order multistep, deterministic) from noise ``x``."""
-    return _loop(model, x, diffusion.scheduler("dpmpp"), steps, generator, callback)
-
-
-SAMPLER_FUNCTIONS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp}
+def sample_with(name: str, model, x: torch.Tensor, diffusion: Diffusion, steps: int, generator=None,
+                callback: Callback | None = None) -> torch.Tensor:
+    """Run the registered sampler ``name`` from noise ``x`` (``generator``: one, or one per batch item)."""
+    with torch.no_grad():
+        return SAMPLERS[name].loop(model, x, diffusion.scheduler(name), steps, generator, callback)
 
 
 def run_sampler(
@@ -164,14 +141,15 @@ def run_sampler(
 ) -> torch.Tensor:
     """Sample ``len(seeds)`` tensors of (C, D, H, W) ``shape``; item i depends only on ``seeds[i]``.
 
-    Each item gets its own CPU generator (initial noise and, for DDPM, step noise), so a case is
+    Each item gets its own CPU generator (initial noise and, for ancestral DDPM, step noise), so a case is
     reproducible from its seed whatever the batch size.
     """
-    if name not in SAMPLER_FUNCTIONS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
+    problem = sampler_error(name, diffusion.kind)
+    if problem:
+        raise ValueError(problem)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     # the model's layout (channels-last 3D or not) carries through the sampler's elementwise updates
     x = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(device, memory_format=_memory_format(model))
-    return SAMPLER_FUNCTIONS[name](model, x, diffusion, steps, generator=gens, callback=callback)
+    return sample_with(name, model, x, diffusion, steps, generator=gens, callback=callback)

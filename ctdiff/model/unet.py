@@ -199,7 +199,7 @@ class UNet3D(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> UNet3D:
+    def from_config(cls, cfg: ModelConfig, channels: int = 1) -> UNet3D:
         return cls(
             channels=cfg.channels,
             block_kinds=cfg.block_kinds,
@@ -211,6 +211,8 @@ class UNet3D(nn.Module):
             dropout=cfg.dropout,
             gradient_checkpointing=cfg.gradient_checkpointing,
             time_channels=cfg.time_channels,
+            in_channels=channels,
+            out_channels=channels,
         )
 
     def check_shape(self, spatial: Sequence[int]) -> None:
@@ -261,8 +263,9 @@ def _apply(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.T
     return h
 
 
-def build_model(cfg: ModelConfig) -> UNet3D:
-    return UNet3D.from_config(cfg)
+def build_model(cfg: ModelConfig, channels: int = 1) -> UNet3D:
+    """The U-Net of ``cfg`` for ``channels`` input/output channels (the space's: 1 pixel, 2^k wavelet, latent's)."""
+    return UNet3D.from_config(cfg, channels)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -10,6 +10,13 @@ with a warm-up of the decay), bf16 autocast on CUDA only, optional ``torch.compi
 ``torchrun``. The validation loss is deterministic: every validation case is scored at the same
 ``train.val_timesteps`` timesteps with the same noise each epoch, using the EMA weights.
 
+Spaces (``model.space``, :mod:`ctdiff.model.spaces`): each padded batch is mapped to the space's tensors
+before the loss (wavelet: the Haar transform, every step, so augmentation still applies); a latent
+space encodes every training and validation volume once at the start (the cached latents carry no
+augmentation) and fixes its scale factor from them. The space (for latent: the autoencoder's
+weights, file sha256 and path, and the scale) is saved in every checkpoint, so resume and sampling
+never need the autoencoder file again.
+
 Resume is exact: the data order, augmentation and training noise are pure functions of
 ``(seed, epoch, index/step)``, and the checkpoint stores the position down to the batch.
 """
@@ -20,9 +27,7 @@ import contextlib
 import io
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +62,7 @@ from ctdiff.distributed import (
     shutdown,
 )
 from ctdiff.errors import ConfigError, InputError, OverwriteError
+from ctdiff.interrupt import sigterm_saves
 from ctdiff.model.checkpoint import (
     BEST,
     LAST,
@@ -66,6 +72,7 @@ from ctdiff.model.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from ctdiff.model.spaces import build_space
 from ctdiff.model.unet import UNet3D, build_model, count_parameters
 from ctdiff.outputs import check_output
 from ctdiff.training.rundir import RunDir
@@ -170,6 +177,19 @@ def write_preview(volume, out_stem: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------- trainer
+class CachedDataset(torch.utils.data.Dataset):
+    """Pre-encoded (latent) cases addressed like :class:`TrainDataset` by ``(epoch, index)``."""
+
+    def __init__(self, tensors: list[torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        return self.tensors[key[1]]
+
+
 def _model_shape_error(model: UNet3D, spatial: Sequence[int], cfg: Config) -> None:
     try:
         model.check_shape(spatial)
@@ -195,6 +215,7 @@ class Trainer:
         dist: DistInfo,
         progress: bool = True,
         on_step: Callable[[int, float], None] | None = None,
+        space_state: dict[str, Any] | None = None,
     ):
         self.cfg, self.run_dir, self.dist = config, Path(run_dir), dist
         self.files = RunDir(run_dir)
@@ -202,19 +223,29 @@ class Trainer:
         self.progress, self.on_step = progress and dist.is_main, on_step
         self.device = dist.device
         t = config.train
-        self.diffusion = Diffusion(config.diffusion)
+        # a resumed latent run restores the carried autoencoder and scale (space_state)
+        self.space = build_space(config, space_state).to(self.device)
+        self.diffusion = Diffusion(config.diffusion, clip_sample=self.space.clip_sample)
         # the layout of weights and batches only: values, RNG draws and checkpoints are the same either way
         self.memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
             torch.manual_seed(t.seed)
-            self.model = build_model(config.model).to(self.device, memory_format=self.memory_format)
+            self.model = build_model(config.model, self.space.channels).to(self.device, memory_format=self.memory_format)
         shape = train_cases.shape
         self.depth = padded_depth(shape[2], config.data)
-        _model_shape_error(self.model, (self.depth, shape[1], shape[0]), config)
+        spatial = (self.depth, shape[1], shape[0])
+        try:
+            self.space.check_shape(spatial)
+        except ValueError as exc:
+            raise ConfigError(f"data/space mismatch: {exc}") from None
+        _model_shape_error(self.model, self.space.encoded_shape(spatial)[1:], config)
         self.ema = AveragedModel(self.model, multi_avg_fn=ema_avg_fn(t.ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.dataset = TrainDataset(train_cases, config.data, t.seed, augment=True)
+        self.val_encoded: list[torch.Tensor] | None = None
+        if self.space.cache:
+            self._cache_latents(space_state is None)
         self.n_batches = len(epoch_batches(len(self.dataset), 0, t.seed, t.batch_size, dist.rank, dist.world_size))
         self.steps_per_epoch = -(-self.n_batches // t.grad_accum)
         self.total_steps = t.epochs * self.steps_per_epoch
@@ -240,6 +271,24 @@ class Trainer:
             net = torch.compile(net)
         self.net = net
 
+    @torch.no_grad()
+    def _cache_latents(self, fit_scale: bool) -> None:
+        """Encode every (un-augmented, padded) case once; a new run fixes the latent scale from them."""
+        def encode(tensors):
+            return [self.space.encode(pad_slices(v, self.depth, self.cfg.data.pad_mode)[None].to(self.device))[0].cpu()
+                    for v in tensors]
+
+        if fit_scale:
+            self.space.scale = None
+            raw = encode(self.train_cases.tensors)
+            scale = self.space.fit_scale(raw)
+            latents = [z * scale for z in raw]
+        else:
+            latents = encode(self.train_cases.tensors)
+        self.dataset = CachedDataset(latents)
+        if self.val_cases is not None and self.val_cases.tensors:
+            self.val_encoded = encode(self.val_cases.tensors)
+
     # ---------------------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -263,6 +312,7 @@ class Trainer:
             "rng": rng,
             "geometry": self.geometry,
             "world_size": self.dist.world_size,
+            **({"space": self.space.state()} if self.space.state() is not None else {}),
         }
 
     def load_state(self, ckpt: dict[str, Any], path: Path) -> None:
@@ -309,7 +359,10 @@ class Trainer:
         ts = self.diffusion.fixed_timesteps(self.cfg.train.val_timesteps)
         losses = []
         for j, vol in enumerate(self.val_cases.tensors):
-            x0 = pad_slices(vol, self.depth, self.cfg.data.pad_mode)[None]
+            if self.val_encoded is not None:
+                x0 = self.val_encoded[j][None]
+            else:
+                x0 = self.space.encode(pad_slices(vol, self.depth, self.cfg.data.pad_mode)[None])
             g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 3, j))
             noise = torch.randn((len(ts), *x0.shape[1:]), generator=g)
             for k in range(0, len(ts), self.cfg.train.batch_size):
@@ -324,7 +377,8 @@ class Trainer:
         from ctdiff.diffusion.sample import ModelBundle, sample
 
         t = self.cfg.train
-        bundle = ModelBundle(self.ema.module, self.cfg, self.diffusion, self.device, self.geometry, None, self.step, "ema")
+        bundle = ModelBundle(self.ema.module, self.cfg, self.diffusion, self.device, self.geometry, None, self.step, "ema",
+                             self.space)
         vol = sample(bundle, 1, sampler=t.preview_sampler, steps=t.preview_steps, seed=t.seed)[0]
         write_preview(vol, self.files.preview(epoch_number))
 
@@ -333,6 +387,8 @@ class Trainer:
         total = 0.0
         n = len(group)
         for micro, x0 in enumerate(group):
+            if not self.space.cache:
+                x0 = self.space.encode(x0.to(self.device))
             x0 = x0.to(self.device, non_blocking=True, memory_format=self.memory_format)
             noise, t = self._noise_and_t(x0, micro)
             last = micro == n - 1
@@ -516,7 +572,8 @@ def train(
         if bar is not None:
             bar.close()
 
-        trainer = Trainer(config, run_dir, train_cases, val_cases, info, progress=progress, on_step=on_step)
+        trainer = Trainer(config, run_dir, train_cases, val_cases, info, progress=progress, on_step=on_step,
+                          space_state=None if ckpt is None else ckpt.get("space"))
         if ckpt is not None:
             trainer.load_state(ckpt, ckpt_path)
             del ckpt
@@ -564,26 +621,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="start over in a non-empty --out (deletes it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_arguments(parser)
-
-
-def _terminate_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def sigterm_saves():
-    """SIGTERM (``kill PID``, a batch scheduler's pre-emption, torchrun stopping its workers) is
-    handled like Ctrl-C: ``last.pt`` is saved and the command exits with the resume hint. A job
-    started in the background by a non-interactive shell ignores SIGINT, so ``kill`` is the way to
-    stop it cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args) -> int:

@@ -317,6 +317,7 @@ def export_assets(
         "step": ckpt["step"],
         "epoch": ckpt.get("epoch"),
         "exported_from": src.name,
+        **({"space": ckpt["space"]} if ckpt.get("space") is not None else {}),  # wavelet/latent models
     }
     # a sampling-only checkpoint: EMA weights in fp16, no optimizer or training state
     slim["model"] = slim["ema"]

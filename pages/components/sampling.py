@@ -12,20 +12,29 @@ from pathlib import Path
 
 import streamlit as st
 
-from ctdiff.errors import OverwriteError
+from ctdiff.errors import ConfigError, OverwriteError
+from ctdiff.samplers import DIFFUSION_KINDS, sampler_error, samplers_for
 from ctdiff_app.monitor import samples_dir
 
-FALLBACK_SAMPLERS = ("ddpm", "ddim", "dpmpp")
 
+def run_diffusion_kind(run_dir: str | os.PathLike | None) -> str | None:
+    """``diffusion.kind`` from a run's config.yaml (runs from before the key existed: ddpm); None if unreadable."""
+    if run_dir is None:
+        return None
+    import yaml
 
-def sampler_names() -> tuple[str, ...]:
-    """The samplers ``ctdiff.diffusion.sample`` offers (its ``SAMPLERS``), or the documented defaults."""
     try:
-        from ctdiff.diffusion import sample as sample_mod
-    except ImportError:
-        return FALLBACK_SAMPLERS
-    names = getattr(sample_mod, "SAMPLERS", None)
-    return tuple(names) if names else FALLBACK_SAMPLERS
+        values = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    diffusion = values.get("diffusion") if isinstance(values, dict) else None
+    kind = diffusion.get("kind", "ddpm") if isinstance(diffusion, dict) else "ddpm"
+    return kind if kind in DIFFUSION_KINDS else None
+
+
+def sampler_names(run_dir: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """The registered samplers (``ctdiff.samplers``) that fit the run's diffusion kind (all without a run)."""
+    return samplers_for(run_diffusion_kind(run_dir))
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
@@ -51,6 +60,9 @@ def generate(
 
     Refuses an existing non-empty folder unless ``overwrite`` (checked before the model is loaded).
     """
+    problem = sampler_error(sampler, run_diffusion_kind(run_dir))
+    if problem:
+        raise ConfigError(problem)
     out = samples_dir(run_dir, sampler, steps, seed)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OverwriteError("already holds samples; tick overwrite to replace them", out)

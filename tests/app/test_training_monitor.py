@@ -156,13 +156,14 @@ def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app
         for i, v in enumerate(volumes):
             write_nifti(v, out_dir / f"sample_{i:03d}.nii.gz")
 
-    fake = types.SimpleNamespace(SAMPLERS=("ddim", "dpmpp"), load_bundle=load_bundle, sample=sample, write_samples=write_samples)
+    fake = types.SimpleNamespace(load_bundle=load_bundle, sample=sample, write_samples=write_samples)
     monkeypatch.setitem(sys.modules, "ctdiff.diffusion.sample", fake)
     monkeypatch.setattr(importlib.import_module("ctdiff.diffusion.schedule"), "sample", fake, raising=False)
     (app_env / "run" / "checkpoints" / "best.pt").write_bytes(b"weights")
     at = page(MONITOR)
     at.run()
-    assert at.selectbox(key="gen_sampler").options == ["ddim", "dpmpp"]
+    # the registry's samplers for the run's diffusion kind (ddpm): rflow's euler is not offered
+    assert at.selectbox(key="gen_sampler").options == ["ddpm", "ddim", "dpmpp"]
     at.number_input(key="gen_n").set_value(3)
     at.selectbox(key="gen_sampler").set_value("ddim")
     at.number_input(key="gen_steps").set_value(10)

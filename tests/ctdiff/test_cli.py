@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -24,8 +25,8 @@ def test_top_level_help_lists_every_subcommand(capsys):
         ctdiff_cli.main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for name in ctdiff_cli.SUBCOMMANDS:
-        assert f"    {name} " in out
+    for name in ctdiff_cli.SUBCOMMANDS:  # a long name (train-autoencoder) has its help on the next line
+        assert re.search(rf"^    {re.escape(name)}\s", out, re.MULTILINE)
     assert {"phantom", "prepare"} <= set(ctdiff_cli.SUBCOMMANDS)
     assert {"report", "review"} <= set(eval_cli.SUBCOMMANDS)
     assert "demo" not in ctdiff_cli.SUBCOMMANDS and "demo" in app_cli.SUBCOMMANDS  # the demo is the app's

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from ctdiff.config import DiffusionConfig
 from ctdiff.diffusion.schedule import Diffusion, run_sampler
@@ -21,20 +20,48 @@ def test_linear_schedule_known_answer():
     assert d.alphas_cumprod[-1].item() == pytest.approx(4.036e-5, rel=1e-3)
 
 
+def _independent_alphas_cumprod(schedule: str, cfg: DiffusionConfig) -> np.ndarray:
+    """abar_t written out from the papers (DDPM; improved DDPM's cosine), not from diffusers."""
+    T = cfg.timesteps
+    if schedule == "linear":
+        betas = np.linspace(cfg.beta_start, cfg.beta_end, T)
+    elif schedule == "scaled_linear":
+        betas = np.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, T) ** 2
+    else:
+        f = lambda t: np.cos((t / T + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+        betas = np.minimum(1 - f(np.arange(1, T + 1)) / f(np.arange(T)), 0.999)
+    return np.cumprod(1.0 - betas)
+
+
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "scaled_linear"])
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
-def test_forward_process_and_target_match_diffusers(schedule, prediction):
+def test_forward_process_and_target_match_the_formulas(schedule, prediction):
+    # q_sample / target use diffusers' add_noise / get_velocity; checked against the written-out formulas
     cfg = DiffusionConfig(timesteps=1000, beta_schedule=schedule, prediction=prediction)
     d = Diffusion(cfg)
-    ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule={"cosine": "squaredcos_cap_v2"}.get(schedule, schedule),
-                        beta_start=cfg.beta_start, beta_end=cfg.beta_end, prediction_type=prediction)
+    abar = torch.from_numpy(_independent_alphas_cumprod(schedule, cfg))
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand((4, 1, 3, 5, 6), generator=g) * 2 - 1
     noise = torch.randn(x0.shape, generator=g)
     t = torch.tensor([0, 17, 500, 999])
-    torch.testing.assert_close(d.q_sample(x0, t, noise), ref.add_noise(x0, noise, t), rtol=1e-5, atol=1e-5)  # diffusers computes abar in float32
-    expected = noise if prediction == "epsilon" else ref.get_velocity(x0, noise, t)
+    a = abar[t].float().reshape(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(d.q_sample(x0, t, noise), a.sqrt() * x0 + (1 - a).sqrt() * noise, rtol=1e-5, atol=1e-5)
+    expected = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
     torch.testing.assert_close(d.target(x0, t, noise), expected, rtol=1e-5, atol=1e-5)  # diffusers computes abar in float32
+
+
+def test_rflow_forward_process_and_velocity():
+    d = Diffusion(DiffusionConfig(kind="rflow", timesteps=1000))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand((3, 2, 2, 3, 4), generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 250, 999])
+    s = (t.float() / 1000).reshape(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(d.q_sample(x0, t, noise), (1 - s) * x0 + s * noise)
+    torch.testing.assert_close(d.target(x0, t, noise), x0 - noise)
+    ts = d.sample_timesteps(4000, torch.Generator().manual_seed(1))
+    assert ts.dtype == torch.int64 and ts.min() >= 0 and ts.max() <= 999 and 450 < ts.float().mean() < 550
+    torch.testing.assert_close(ts, d.sample_timesteps(4000, torch.Generator().manual_seed(1)))  # seeded, not global RNG
 
 
 def test_loss_is_mse_of_model_output_vs_target():
@@ -106,3 +133,29 @@ def test_samplers_recover_the_data_point_with_an_oracle_model(sampler, schedule,
 
     out = run_sampler(sampler, oracle, (1, 2, 4, 4), d, 10, seeds=[0])
     torch.testing.assert_close(out, x0, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("steps", [1, 4, 25])
+def test_euler_recovers_the_data_point_with_an_oracle_velocity(steps):
+    # on the straight path from noise to the single data point x0 the velocity is x0 - noise, the
+    # same at every t; an oracle that knows x0 gives v = (x0 - x_t) / (t / T), and Euler must land on
+    # x0 in any number of steps (a wrong sign, time direction or dt would not)
+    d = Diffusion(DiffusionConfig(kind="rflow", timesteps=1000))
+    x0 = torch.linspace(-0.8, 0.8, 32).reshape(1, 1, 2, 4, 4)
+    seen = []
+
+    def oracle(x, t):
+        seen.append(int(t[0]))
+        return (x0 - x) / (t.float() / 1000).reshape(-1, 1, 1, 1, 1)
+
+    out = run_sampler("euler", oracle, (1, 2, 4, 4), d, steps, seeds=[0])
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
+    assert seen == [round(1000 * (1 - i / steps)) for i in range(steps)]  # T, T - T/N, ..., T/N
+
+
+def test_samplers_refuse_the_other_diffusion_kind():
+    rflow = Diffusion(DiffusionConfig(kind="rflow"))
+    with pytest.raises(ValueError, match="euler"):
+        run_sampler("ddpm", DummyModel(), (1, 2, 4, 4), rflow, 3, seeds=[0])
+    with pytest.raises(ValueError, match="ddpm, ddim, dpmpp"):
+        run_sampler("euler", DummyModel(), (1, 2, 4, 4), Diffusion(DiffusionConfig()), 3, seeds=[0])

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Memory and time per space (pixel, wavelet, latent) as the volume grows: the issue-20 curve.
+
+For each space and volume size, one subprocess measures one phase with ``configs/demo.yaml``'s U-Net
+(only its input/output channels change with the space):
+
+- ``train``: a batch-1 training step (forward, v-loss, backward, AdamW step) on the space's tensor
+  (pixel: the volume; wavelet: its 8 Haar sub-bands at half size, transform included; latent: a
+  cached 4x-downsampled latent, as ``ctdiff train`` uses them);
+- ``eval``: one sampling network evaluation (no grad, batch 1);
+- ``decode`` (latent only): decoding one latent to the volume with the tiled (SlidingWindowInferer)
+  decoder of an untrained ``AutoencoderKL`` of the default ``train-autoencoder`` size
+  (the cost does not depend on the weights).
+
+Seconds are the median of the timed repetitions after one warm-up, as wall-clock ``seconds`` and as
+the process' CPU time ``cpu_seconds`` (with one thread, the compute time; on a shared, overloaded
+machine the wall clock mostly measures the queue for a core); memory is the process' peak RSS
+(``ru_maxrss``), which includes the ~0.3 GB of torch itself. Each subprocess runs under an address-space
+limit (``--limit-gb``, default 8) and a timeout; a size whose smaller neighbour's measured growth
+projects past the limit is not started and is recorded as "not run (memory)", never estimated.
+
+    python benchmarks/bench_spaces.py --threads 1 --json benchmarks/results/spaces-cpu.json
+    python benchmarks/bench_spaces.py --threads 1 --sizes 128x128x32 --spaces wavelet   # one row
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SPACES = ("pixel", "wavelet", "latent")
+SIZES = ("128x128x32", "256x256x32", "512x512x64", "512x512x128")
+TORCH_BASE_MB = 350.0  # RSS of the worker before any tensor (import torch/monai/diffusers), for the guard's projection
+
+
+def _parse(size: str) -> tuple[int, int, int]:
+    x, y, z = (int(v) for v in size.lower().split("x"))
+    return x, y, z
+
+
+# ------------------------------------------------------------------------------------------ worker
+def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
+    import torch
+
+    from ctdiff.config import load_config
+    from ctdiff.diffusion.schedule import Diffusion
+    from ctdiff.model.spaces import WaveletSpace
+    from ctdiff.model.unet import build_model, count_parameters
+
+    torch.set_num_threads(threads)
+    cfg = load_config(REPO / "configs" / "demo.yaml")
+    x, y, z = _parse(size)
+    torch.manual_seed(0)
+    info: dict = {}
+    if phase == "decode":
+        from ctdiff.model.autoencoder import AutoencoderConfig, build_autoencoder, decode
+
+        ae, acfg = build_autoencoder(AutoencoderConfig())
+        ae.eval()
+        f = acfg.downsampling
+        lat = torch.randn(1, acfg.latent_channels, z // f, y // f, x // f)
+        tile = (16, 32, 32)  # sample.decode_tile's default
+        fn = lambda: decode(ae, lat, tile)  # noqa: E731
+        info.update(latent_shape=list(lat.shape), decode_tile=list(tile), parameters=sum(p.numel() for p in ae.parameters()))
+    else:
+        if space == "pixel":
+            channels, shape, encode = 1, (1, z, y, x), None
+        elif space == "wavelet":
+            ws = WaveletSpace((1, 1, 1))
+            channels, shape, encode = ws.channels, (1, z, y, x), ws.encode
+        else:
+            channels, shape, encode = 4, (4, z // 4, y // 4, x // 4), None  # AutoencoderConfig(): 4 latent channels, 4x
+        model = build_model(cfg.model, channels).to(memory_format=torch.channels_last_3d)
+        diffusion = Diffusion(cfg.diffusion)
+        data = torch.randn(1, *shape)
+        info.update(network_input=[1, channels, *(encode(data).shape[2:] if encode else shape[1:])],
+                    parameters=count_parameters(model))
+        if phase == "train":
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            g = torch.Generator().manual_seed(0)
+
+            def fn():
+                x0 = encode(data) if encode else data
+                x0 = x0.contiguous(memory_format=torch.channels_last_3d)
+                loss = diffusion.loss(model, x0, diffusion.sample_timesteps(1, g), torch.randn(x0.shape, generator=g))
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        else:
+            model.eval()
+            xin = (encode(data) if encode else data).contiguous(memory_format=torch.channels_last_3d)
+
+            def fn():
+                with torch.no_grad():
+                    model(xin, torch.tensor([500]))
+    times, cpu = [], []
+    for i in range(reps + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        if i or reps == 0:  # the first call is a warm-up (--reps 0: one cold, timed call)
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "seconds_all": times,
+            "peak_rss_mb": round(peak_mb, 1), **info}
+
+
+# ------------------------------------------------------------------------------------------ driver
+def _limit(gb: float):
+    def set_limit():
+        lim = int(gb * 1024**3)
+        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+
+    return set_limit
+
+
+def run_one(space, size, phase, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", space, size, phase, "--threads", str(args.threads), "--reps", str(args.reps)]
+    # the address-space guard: what it allows is larger than the RSS (torch maps more than it touches)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                             preexec_fn=_limit(args.limit_gb + args.as_slack_gb))
+    except subprocess.TimeoutExpired:
+        return {"status": f"not run (over {args.timeout} s)"}
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1][:200]
+        status = "not run (memory)" if ("memory" in tail.lower() or "alloc" in tail.lower()) else f"failed: {tail}"
+        return {"status": status}
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if row["peak_rss_mb"] > args.limit_gb * 1024:
+        row["status"] = "measured (over the RSS limit)"
+    else:
+        row["status"] = "measured"
+    return row
+
+
+def project_80gb(rows: list[dict], space: str) -> dict | None:
+    """Least-squares line peak RSS ~ a + b * voxels over the measured train rows -> the largest
+    512 x 512 x Z volume within 80 GB. A projection from CPU RSS, not a GPU measurement."""
+    pts = [(r["voxels"], r["peak_rss_mb"]) for r in rows if r["space"] == space and r["phase"] == "train"
+           and r["status"].startswith("measured")]
+    if len(pts) < 2:
+        return None
+    n = len(pts)
+    mx, my = sum(p[0] for p in pts) / n, sum(p[1] for p in pts) / n
+    b = sum((p[0] - mx) * (p[1] - my) for p in pts) / max(1e-12, sum((p[0] - mx) ** 2 for p in pts))
+    a = my - b * mx
+    budget_mb = 80 * 1024
+    if b <= 0:
+        return {"kind": "projection from measured CPU peak RSS", "note": "no growth with the voxel count measured"}
+    vox = (budget_mb - a) / b
+    z = int(vox // (512 * 512))
+    return {"mb_per_megavoxel": round(b * 1e6, 1), "intercept_mb": round(a, 1), "max_voxels": int(vox),
+            "max_512x512_slices": z, "fits_512x512x128": z >= 128,
+            "rss_512x512x128_mb": round(a + b * 512 * 512 * 128, 0), "kind": "projection from measured CPU peak RSS"}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", nargs=3, metavar=("SPACE", "SIZE", "PHASE"), help=argparse.SUPPRESS)
+    p.add_argument("--spaces", nargs="+", default=list(SPACES), choices=SPACES)
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), help="XxYxZ volumes (default: the issue's four)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reps", type=int, default=1, help="timed repetitions after one warm-up (0: one cold call, timed)")
+    p.add_argument("--limit-gb", type=float, default=8.0, help="peak RSS allowed per measurement")
+    p.add_argument("--as-slack-gb", type=float, default=4.0, help="address space allowed beyond --limit-gb")
+    p.add_argument("--timeout", type=int, default=2400, help="seconds per measurement")
+    p.add_argument("--cpu-budget", type=float, default=240.0,
+                   help="CPU seconds a measurement may take (warm-up included), projected from the next smaller size")
+    p.add_argument("--json", default=None)
+    p.add_argument("--table", metavar="JSON", help="print the markdown table of a results file and exit")
+    args = p.parse_args()
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return 0
+    if args.worker:
+        print(json.dumps(worker(*args.worker, threads=args.threads, reps=args.reps)))
+        return 0
+
+    rows: list[dict] = []
+    started = time.time()
+    prev: dict[tuple[str, str], dict] = {}
+    jobs = [(size, space, phase) for size in sorted(args.sizes, key=lambda s: _prod(_parse(s))) for space in args.spaces
+            for phase in (("train", "eval", "decode") if space == "latent" else ("train", "eval"))]
+    for size, space, phase in jobs:  # size by size, so a stopped run still has every space's small sizes
+        vox = _prod(_parse(size))
+        row = {"space": space, "phase": phase, "size": size, "voxels": vox, "threads": args.threads,
+               "command": f"python benchmarks/bench_spaces.py --threads {args.threads} --spaces {space} --sizes {size}"}
+        last = prev.get((space, phase))
+        if last is not None and last.get("status", "").startswith("not run"):
+            row["status"] = last["status"]
+        elif last is not None and last.get("status") == "measured":
+            # the guards: grow the measured growth above torch's own RSS, and the CPU time, with the voxel count
+            ratio = vox / last["voxels"]
+            grown = TORCH_BASE_MB + max(0.0, last["peak_rss_mb"] - TORCH_BASE_MB) * ratio
+            cpu = last["cpu_seconds"] * ratio * (args.reps + 1)
+            if grown > args.limit_gb * 1024:
+                row["status"] = "not run (memory)"
+                row["guard_projection_mb"] = round(grown)
+            elif cpu > args.cpu_budget:
+                row["status"] = f"not run (time: over the {args.cpu_budget:.0f} CPU-s budget)"
+                row["guard_projection_cpu_seconds"] = round(cpu)
+        if "status" not in row:
+            row.update(run_one(space, size, phase, args))
+        print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
+        rows.append(row)
+        prev[(space, phase)] = row
+        if args.json:
+            _write(args, rows, started)
+    result = _write(args, rows, started) if args.json else {"projection_80gb": {s: project_80gb(rows, s) for s in args.spaces}}
+    print(json.dumps(result["projection_80gb"], indent=1))
+    return 0
+
+
+def markdown(result: dict) -> str:
+    """The docs table: one row per space, phase and size, with the command that measures it."""
+    lines = ["| space | phase | volume (x y z) | network input (N C D H W) | CPU s (1 thread) | wall s | peak RSS GB | GPU | command |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        shape = r.get("network_input") or r.get("latent_shape") or ""
+        if r["status"].startswith("measured"):
+            cpu, wall, rss = f"{r['cpu_seconds']:.2f}", f"{r['seconds']:.1f}", f"{r['peak_rss_mb'] / 1024:.2f}"
+        else:
+            cpu = wall = rss = r["status"]
+        shape = "x".join(str(v) for v in shape) if shape else ""
+        lines.append(f"| {r['space']} | {r['phase']} | {r['size']} | {shape} | {cpu} | {wall} | {rss} | "
+                     f"not yet measured on GPU | `{r['command']}` |")
+    lines.append("")
+    lines.append("Projection to an 80 GB card (a line through the measured CPU peak RSS of the training step vs voxels; "
+                 "a projection, not a measurement):")
+    lines.append("")
+    for space, proj in result.get("projection_80gb", {}).items():
+        if not proj or "max_voxels" not in proj:
+            lines.append(f"- {space}: too few measured sizes to project")
+            continue
+        lines.append(f"- {space}: {proj['mb_per_megavoxel']:.0f} MB per megavoxel -> about {proj['max_512x512_slices']} slices "
+                     f"of 512x512 in 80 GB; 512x512x128 projected at {proj['rss_512x512x128_mb'] / 1024:.0f} GB "
+                     f"({'fits' if proj['fits_512x512x128'] else 'does not fit'})")
+    return "\n".join(lines)
+
+
+def _write(args, rows: list[dict], started: float) -> dict:
+    from ctdiff.atomic import write_json
+
+    result = {
+        "benchmark": "bench_spaces",
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
+                 "load_average_1min": round(os.getloadavg()[0], 1)},
+        "model": "configs/demo.yaml U-Net (channels 8-16-32-64, 1 res block, attention at the coarsest level)",
+        "limit_gb": args.limit_gb,
+        "cpu_budget_seconds": args.cpu_budget,
+        "seconds_total": round(time.time() - started, 1),
+        "rows": rows,
+        "projection_80gb": {s: project_80gb(rows, s) for s in args.spaces},
+        "gpu": "not yet measured on GPU",
+    }
+    write_json(Path(args.json), result)
+    return result
+
+
+def _prod(t) -> int:
+    out = 1
+    for v in t:
+        out *= v
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,493 @@
+"""Train a 3D KL autoencoder for latent diffusion (MAISI's recipe, small for CPU) and judge it.
+
+``python -m ctdiff train-autoencoder --data DIR --out DIR`` trains a MONAI ``AutoencoderKL`` on
+random patches of the prepared volumes with an L1 reconstruction loss + ``kl_weight`` x KL +
+``adv_weight`` x a patch-adversarial loss (MONAI ``PatchDiscriminator`` + ``PatchAdversarialLoss``,
+least squares), optionally + ``perceptual_weight`` x MONAI's ``PerceptualLoss`` (a torchvision
+ResNet-50 read from ``perceptual_weights``, a local file: nothing is downloaded; off by default).
+The output folder holds ``autoencoder.pt`` (config, weights, discriminator, optimizers, step,
+split, history; resumable with ``--resume``), ``history.csv`` and ``eval.json``: on the held-out
+volumes, PSNR and SSIM of the reconstruction and the noise SD (HU) kept, see :func:`evaluate`.
+
+A latent-space diffusion config names ``autoencoder.pt`` in ``model.autoencoder``; the diffusion
+checkpoints then carry its config and weights with the file's sha256 (:func:`autoencoder_record`).
+Volumes larger than one tile are encoded/decoded with MONAI's ``SlidingWindowInferer``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ctdiff.atomic import atomic_path, write_json, write_text
+from ctdiff.config import DataConfig, _build
+from ctdiff.errors import ConfigError, InputError, OverwriteError
+
+FORMAT = "ctdiff-autoencoder-1"
+AUTOENCODER_FILE, HISTORY_FILE, EVAL_FILE = "autoencoder.pt", "history.csv", "eval.json"
+SOFT_TISSUE_HU = (-150.0, 150.0)  # where the noise SD is measured
+
+
+@dataclasses.dataclass
+class AutoencoderConfig:
+    hu_window: tuple[float, float] = (-1024.0, 1500.0)
+    # MONAI AutoencoderKL: one entry per level; every level but the last halves z, y and x
+    channels: tuple[int, ...] = (16, 32, 32)
+    latent_channels: int = 4
+    res_blocks: int = 1
+    norm_groups: int = 8
+    patch: tuple[int, int, int] = (16, 64, 64)  # (z, y, x) training patch, clipped to the volume
+    batch_size: int = 2
+    steps: int = 2000
+    lr: float = 1e-4
+    kl_weight: float = 1e-6
+    adv_weight: float = 0.05
+    adv_start: int = 0  # step from which the adversarial losses are used
+    disc_channels: int = 16
+    disc_layers: int = 2  # each halves the patch: a 16-slice patch allows 2
+    perceptual_weight: float = 0.3
+    perceptual_weights: str | None = None  # a torchvision ResNet-50 state dict file; null = no perceptual loss
+    val_fraction: float = 0.2
+    seed: int = 0
+    checkpoint_every: int = 100
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+def autoencoder_config(values: dict[str, Any] | None, where: str | os.PathLike | None = None) -> AutoencoderConfig:
+    """A validated config from a (partial) dict; ConfigError naming the key otherwise."""
+    where = None if where is None else os.fspath(where)
+    cfg = _build(AutoencoderConfig, values or {}, "", where)
+
+    def bad(msg: str) -> None:
+        raise ConfigError(msg, where)
+
+    if not cfg.hu_window[1] > cfg.hu_window[0]:
+        bad(f"hu_window must be [low, high] with low < high, got {list(cfg.hu_window)}")
+    if not cfg.channels or any(c < 1 or c % cfg.norm_groups for c in cfg.channels):
+        bad(f"channels must be positive multiples of norm_groups ({cfg.norm_groups}), got {list(cfg.channels)}")
+    for key in ("latent_channels", "res_blocks", "batch_size", "steps", "disc_channels", "disc_layers", "checkpoint_every"):
+        if getattr(cfg, key) < 1:
+            bad(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if any(p < cfg.downsampling or p % cfg.downsampling for p in cfg.patch):
+        bad(f"patch sizes must be multiples of the downsampling {cfg.downsampling}, got {list(cfg.patch)}")
+    if min(cfg.patch) < 2 ** (cfg.disc_layers + 2):
+        bad(f"patch {list(cfg.patch)} is too small for disc_layers {cfg.disc_layers} (needs >= {2 ** (cfg.disc_layers + 2)} "
+            f"voxels per axis): lower disc_layers or enlarge the patch")
+    for key in ("lr", "kl_weight", "adv_weight", "perceptual_weight"):
+        v = getattr(cfg, key)
+        if not (math.isfinite(v) and v >= 0) or (key == "lr" and v == 0):
+            bad(f"{key} must be a finite number >= 0 (lr > 0), got {v}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        bad(f"val_fraction must be in (0, 1): the autoencoder is judged on held-out volumes, got {cfg.val_fraction}")
+    if cfg.adv_start < 0:
+        bad("adv_start must be >= 0")
+    return cfg
+
+
+def build_autoencoder(config: AutoencoderConfig | dict[str, Any]):
+    """``(AutoencoderKL, AutoencoderConfig)``; no attention (memory grows with the voxel count)."""
+    from monai.networks.nets import AutoencoderKL
+
+    cfg = config if isinstance(config, AutoencoderConfig) else autoencoder_config(config)
+    ae = AutoencoderKL(
+        spatial_dims=3, in_channels=1, out_channels=1, channels=tuple(cfg.channels), latent_channels=cfg.latent_channels,
+        num_res_blocks=(cfg.res_blocks,) * len(cfg.channels), norm_num_groups=cfg.norm_groups,
+        attention_levels=(False,) * len(cfg.channels), with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
+    )
+    return ae, cfg
+
+
+def build_discriminator(cfg: AutoencoderConfig):
+    from monai.networks.nets import PatchDiscriminator
+
+    return PatchDiscriminator(spatial_dims=3, num_layers_d=cfg.disc_layers, channels=cfg.disc_channels, in_channels=1,
+                              out_channels=1, norm="INSTANCE")
+
+
+# ---------------------------------------------------------------------------------- tiled coding
+def _fits(spatial: Sequence[int], roi: Sequence[int]) -> bool:
+    return all(int(s) <= int(r) for s, r in zip(spatial, roi))
+
+
+def _sliding(x: torch.Tensor, roi: Sequence[int], fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    from monai.inferers import SlidingWindowInferer
+
+    # the window's output may be smaller (encoder) or larger (decoder): MONAI scales the stitching
+    inferer = SlidingWindowInferer(roi_size=tuple(int(r) for r in roi), sw_batch_size=1, overlap=0.25, mode="gaussian")
+    return inferer(x, fn)
+
+
+@torch.no_grad()
+def encode_mean(ae, x: torch.Tensor, tile: Sequence[int] | None = None) -> torch.Tensor:
+    """Posterior mean of ``(N, 1, D, H, W)``; windows of ``tile`` voxels when the volume is larger."""
+    fn = lambda p: ae.encode(p)[0]  # noqa: E731
+    if tile is None or _fits(x.shape[2:], tile):
+        return fn(x)
+    return _sliding(x, tile, fn)
+
+
+@torch.no_grad()
+def decode(ae, z: torch.Tensor, tile: Sequence[int] | None = None) -> torch.Tensor:
+    """Decode ``(N, C, d, h, w)`` latents; windows of ``tile`` latent voxels when larger (bounded memory)."""
+    if tile is None or _fits(z.shape[2:], tile):
+        return ae.decode(z)
+    return _sliding(z, tile, ae.decode)
+
+
+# --------------------------------------------------------------------------------------- records
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_autoencoder_file(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / AUTOENCODER_FILE
+    if not p.is_file():
+        raise InputError("autoencoder not found (train one with 'python -m ctdiff train-autoencoder')", p)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/foreign files
+        raise InputError(f"not a readable autoencoder file ({type(exc).__name__})", p) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise InputError(f"not a ctdiff autoencoder (expected format {FORMAT})", p)
+    return ckpt
+
+
+def autoencoder_record(path: str | os.PathLike) -> dict[str, Any]:
+    """What a diffusion checkpoint carries: the autoencoder's config and weights, its file's path and sha256."""
+    p = Path(path)
+    p = p / AUTOENCODER_FILE if p.is_dir() else p
+    ckpt = load_autoencoder_file(p)
+    return {"config": ckpt["config"], "state": ckpt["autoencoder"], "sha256": sha256_file(p), "path": str(p.resolve()),
+            "step": int(ckpt["step"])}
+
+
+# -------------------------------------------------------------------------------------- judging
+def _smooth(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool3d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def noise_sd(hu: torch.Tensor, mask: torch.Tensor) -> float:
+    """SD (HU) of the high-pass residual ``x - mean3x3x3(x)`` over ``mask`` (soft tissue of the original)."""
+    residual = hu - _smooth(hu)
+    return float(residual[mask].std()) if int(mask.sum()) > 1 else float("nan")
+
+
+@torch.no_grad()
+def evaluate(ae, cfg: AutoencoderConfig, volumes: Sequence[torch.Tensor], tile: Sequence[int] | None = None) -> dict[str, Any]:
+    """Reconstruct each held-out ``(1, z, y, x)`` volume (model units) through the posterior mean.
+
+    Per volume and as means: PSNR (dB) and SSIM (MONAI metrics, data range = the HU window),
+    noise SD (HU) of the original and the reconstruction in soft tissue (smoothed HU in -150..150)
+    and their ratio (1 = the noise texture is kept; autoencoders tend to smooth it away).
+    """
+    from monai.metrics import PSNRMetric, SSIMMetric
+
+    lo, hi = cfg.hu_window
+    psnr_m, ssim_m = PSNRMetric(max_val=2.0), SSIMMetric(spatial_dims=3, data_range=2.0, win_size=5)
+    ae.eval()
+    cases = []
+    for vol in volumes:
+        x = vol[None].float()
+        roi = None if tile is None else tuple(t * cfg.downsampling for t in tile)
+        z = encode_mean(ae, x, roi)
+        y = decode(ae, z, tile).clamp(-1.0, 1.0)
+        to_hu = lambda t: (t + 1.0) * 0.5 * (hi - lo) + lo  # noqa: E731
+        hx, hy = to_hu(x), to_hu(y)
+        mask = (_smooth(hx) >= SOFT_TISSUE_HU[0]) & (_smooth(hx) <= SOFT_TISSUE_HU[1])
+        sd_x, sd_y = noise_sd(hx, mask), noise_sd(hy, mask)
+        cases.append({
+            "psnr_db": float(psnr_m(y, x).mean()), "ssim": float(ssim_m(y, x).mean()),
+            "noise_sd_hu": sd_x, "noise_sd_recon_hu": sd_y, "noise_sd_ratio": sd_y / sd_x if sd_x > 0 else float("nan"),
+            "l1_hu": float((hy - hx).abs().mean()),
+        })
+    keys = cases[0].keys() if cases else ()
+    return {"n": len(cases), **{k: float(sum(c[k] for c in cases) / len(cases)) for k in keys}, "cases": cases}
+
+
+# ------------------------------------------------------------------------------------- training
+def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over latent voxels, averaged over the batch (MONAI tutorials)."""
+    kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2)) - 1.0)
+    return kl.flatten(1).sum(1).mean()
+
+
+def random_patches(volumes: Sequence[torch.Tensor], patch: Sequence[int], n: int, generator: torch.Generator,
+                   multiple: int) -> torch.Tensor:
+    """``n`` random crops ``(n, 1, pz, py, px)`` (each axis clipped to the volume, kept a multiple)."""
+    shape = volumes[0].shape[1:]
+    size = [min(int(p), int(s) // multiple * multiple) for p, s in zip(patch, shape)]
+    if min(size) < 1:
+        raise InputError(f"volumes of (z, y, x) {tuple(shape)} are smaller than the autoencoder's downsampling {multiple}")
+    out = []
+    for _ in range(n):
+        i = int(torch.randint(len(volumes), (1,), generator=generator))
+        start = [int(torch.randint(s - p + 1, (1,), generator=generator)) for s, p in zip(shape, size)]
+        v = volumes[i]
+        out.append(v[:, start[0] : start[0] + size[0], start[1] : start[1] + size[1], start[2] : start[2] + size[2]])
+    return torch.stack(out)
+
+
+class AutoencoderTrainer:
+    """Generator (AutoencoderKL) and discriminator steps; state round-trips through :meth:`state`."""
+
+    def __init__(self, cfg: AutoencoderConfig, device: torch.device | str = "cpu"):
+        from monai.losses import PatchAdversarialLoss
+
+        self.cfg, self.device = cfg, torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.ae = build_autoencoder(cfg)[0].to(self.device)
+            self.disc = build_discriminator(cfg).to(self.device)
+        self.opt_g = torch.optim.Adam(self.ae.parameters(), lr=cfg.lr)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr)
+        self.adv = PatchAdversarialLoss(criterion="least_squares")
+        self.perceptual = None
+        if cfg.perceptual_weights:
+            from monai.losses import PerceptualLoss
+
+            if not Path(cfg.perceptual_weights).is_file():
+                raise InputError("perceptual_weights file not found", cfg.perceptual_weights)
+            try:
+                import torchvision  # noqa: F401  (MONAI's ResNet-50 perceptual network)
+            except ImportError:
+                raise ConfigError("perceptual_weights needs torchvision, which is not installed "
+                                  "(pip install the torchvision release matching torch)") from None
+            # 2.5D ResNet-50 from a local file (MONAI would otherwise download weights)
+            self.perceptual = PerceptualLoss(spatial_dims=3, network_type="resnet50", is_fake_3d=True, fake_3d_ratio=0.25,
+                                             pretrained=True, pretrained_path=cfg.perceptual_weights).to(self.device)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def train_step(self, x: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        x = x.to(self.device)
+        self.ae.train()
+        recon, mu, sigma = self.ae(x)
+        l1 = F.l1_loss(recon.float(), x.float())
+        kl = kl_loss(mu, sigma)
+        loss_g = l1 + cfg.kl_weight * kl
+        adversarial = self.step >= cfg.adv_start and cfg.adv_weight > 0
+        gen_adv = torch.zeros(())
+        if self.perceptual is not None and cfg.perceptual_weight > 0:
+            loss_g = loss_g + cfg.perceptual_weight * self.perceptual(recon.float(), x.float())
+        if adversarial:
+            gen_adv = self.adv(self.disc(recon.contiguous().float())[-1], target_is_real=True, for_discriminator=False)
+            loss_g = loss_g + cfg.adv_weight * gen_adv
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        loss_d = torch.zeros(())
+        if adversarial:
+            fake = self.adv(self.disc(recon.detach().contiguous().float())[-1], target_is_real=False, for_discriminator=True)
+            real = self.adv(self.disc(x.contiguous().float())[-1], target_is_real=True, for_discriminator=True)
+            loss_d = cfg.adv_weight * 0.5 * (fake + real)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        self.step += 1
+        row = {"step": self.step, **{k: float(v.detach()) for k, v in (("l1", l1), ("kl", kl), ("gen_adv", gen_adv), ("disc", loss_d))}}
+        self.history.append(row)
+        return row
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "config": _plain(dataclasses.asdict(self.cfg)), "autoencoder": self.ae.state_dict(),
+            "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "step": self.step, "history": list(self.history), "rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        self.ae.load_state_dict(ckpt["autoencoder"])
+        self.disc.load_state_dict(ckpt["discriminator"])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.opt_d.load_state_dict(ckpt["opt_d"])
+        self.step, self.history = int(ckpt["step"]), list(ckpt["history"])
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path, force=True) as tmp:
+        torch.save(state, tmp)
+
+
+def _write_history(out: Path, history: Sequence[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("step", "l1", "kl", "gen_adv", "disc"))
+    for r in history:
+        w.writerow([r["step"], *(f"{r[k]:.6g}" for k in ("l1", "kl", "gen_adv", "disc"))])
+    write_text(out / HISTORY_FILE, buf.getvalue())
+
+
+def train_autoencoder(
+    data_dir: str | os.PathLike | None,
+    out: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    config: dict[str, Any] | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or continue) an autoencoder in ``out``; returns the held-out evaluation (eval.json)."""
+    from ctdiff.data.dataset import dataset_files, load_cases, make_split
+    from ctdiff.interrupt import sigterm_saves
+
+    out = Path(out)
+    ckpt = None
+    if resume:
+        ckpt = load_autoencoder_file(out / AUTOENCODER_FILE)
+        cfg = autoencoder_config(_apply(ckpt["config"], overrides), out / AUTOENCODER_FILE)
+        train_files, val_files = list(ckpt["split"]["train"]), list(ckpt["split"]["val"])
+    else:
+        if data_dir is None:
+            raise ConfigError("a dataset is needed to train an autoencoder (--data DIR)")
+        if out.exists() and any(out.iterdir()) and not force:
+            raise OverwriteError("output folder exists and is not empty; pass --resume to continue or --force", out)
+        cfg = autoencoder_config(_apply(config or {}, overrides))
+        train_files, val_files = make_split(dataset_files(data_dir), cfg.val_fraction, cfg.seed)
+        if not val_files and len(train_files) > 1:  # small cohorts: hold out one volume at least
+            val_files = [train_files.pop()]
+        if not val_files:
+            raise InputError("needs at least two volumes (one held out to judge the autoencoder)", data_dir)
+        if out.exists() and force:
+            from ctdiff.atomic import prepare_output_dir
+
+            prepare_output_dir(out, force=True)
+        out.mkdir(parents=True, exist_ok=True)
+    data_cfg = DataConfig(hu_window=cfg.hu_window)
+    train_set = load_cases(train_files, data_cfg).tensors
+    val_set = load_cases(val_files, data_cfg).tensors
+    trainer = AutoencoderTrainer(cfg, device)
+    if ckpt is not None:
+        trainer.load_state(ckpt)
+
+    def save() -> None:
+        _save(out / AUTOENCODER_FILE, {**trainer.state(), "split": {"train": train_files, "val": val_files}})
+        _write_history(out, trainer.history)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train-autoencoder", unit="step", dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        with sigterm_saves():
+            while trainer.step < cfg.steps:
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + trainer.step)  # patches: pure function of step
+                x = random_patches(train_set, cfg.patch, cfg.batch_size, g, cfg.downsampling)
+                row = trainer.train_step(x)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(l1=f"{row['l1']:.4f}", disc=f"{row['disc']:.3f}")
+                if trainer.step % cfg.checkpoint_every == 0:
+                    save()
+    except KeyboardInterrupt:
+        save()
+        print(f"\ninterrupted at step {trainer.step}; resume with: python -m ctdiff train-autoencoder --out {out} --resume",
+              file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    save()
+    result = evaluate(trainer.ae, cfg, val_set, tile=(16, 32, 32))
+    result.update({"step": trainer.step, "train_seconds_this_call": round(time.perf_counter() - started, 1),
+                   "held_out": [str(p) for p in val_files]})
+    write_json(out / EVAL_FILE, result)
+    return result
+
+
+def _apply(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` overrides (YAML values) on a flat autoencoder config dict."""
+    import yaml
+
+    out = dict(values)
+    names = {f.name for f in dataclasses.fields(AutoencoderConfig)}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        if key not in names:
+            raise ConfigError(f"unknown autoencoder config key '{key}' (known: {', '.join(sorted(names))})")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+# ------------------------------------------------------------------------------------------ CLI
+EXAMPLES = """\
+  python -m ctdiff train-autoencoder --data data/phantom-128 --out runs/ae-128
+  python -m ctdiff train-autoencoder --data data/phantom-128 --out runs/ae-128 --set steps=4000 --set patch=[16,64,64]
+  python -m ctdiff train-autoencoder --out runs/ae-128 --resume --set steps=6000   # continue / train longer
+  # then diffuse its latents:
+  python -m ctdiff train --config configs/demo.yaml --data data/phantom-128 --out runs/latent \\
+      --set model.space=latent --set model.autoencoder=runs/ae-128/autoencoder.pt
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--data", help="prepared dataset folder (NIfTI volumes of one shape); not needed with --resume")
+    parser.add_argument("--out", required=True, help="output folder (autoencoder.pt, history.csv, eval.json)")
+    parser.add_argument("--config", help="YAML with autoencoder settings (keys of AutoencoderConfig)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set steps=4000 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from --out/autoencoder.pt")
+    parser.add_argument("--force", action="store_true", help="start over in a non-empty --out (deletes it)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import json
+
+    import yaml
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.resume and args.force:
+        raise ConfigError("--resume and --force contradict each other")
+    values = None
+    if args.config:
+        p = Path(args.config)
+        if not p.is_file():
+            raise ConfigError("config file not found", p)
+        values = yaml.safe_load(p.read_text()) or {}
+    result = train_autoencoder(args.data, args.out, args.overrides, values, resume=args.resume, force=args.force,
+                               device=args.device, progress=not args.no_progress)
+    summary = {k: result[k] for k in ("n", "psnr_db", "ssim", "noise_sd_hu", "noise_sd_recon_hu", "noise_sd_ratio", "step")}
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,146 @@
+"""What the diffusion U-Net works on: the volume itself, its Haar sub-bands, or an autoencoder latent.
+
+A :class:`Space` maps a batch of padded volumes in model units (``(N, 1, D, H, W)``, HU window ->
+[-1, 1]) to the network's tensors and back:
+
+- ``pixel``: identity (the thesis' setup, every checkpoint before spaces existed).
+- ``wavelet``: the orthonormal 3D Haar transform of :mod:`ctdiff.model.wavelet`, divided by
+  ``2**(k/2)`` (k = number of axis-levels) so the low-pass band stays in [-1, 1]; every detail
+  band is then within [-1, 1] too, so the samplers' x_0 clipping to [-1, 1] stays valid. Lossless.
+- ``latent``: a MONAI ``AutoencoderKL`` (:mod:`ctdiff.model.autoencoder`), posterior mean times a scale
+  factor (1 / SD of the training latents, as MAISI and Stable Diffusion do). Encoding and decoding
+  of volumes larger than ``decode_tile`` go through MONAI's ``SlidingWindowInferer``. The samplers
+  do not clip (latents are unbounded).
+
+The checkpoint stores :meth:`Space.state` (``ckpt["space"]``); a checkpoint without it is pixel space.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ctdiff.config import Config
+from ctdiff.model import wavelet
+
+AXIS_NAMES = ("z", "y", "x")
+
+
+class Space:
+    kind = "pixel"
+    channels = 1  # network input/output channels
+    factor: tuple[int, int, int] = (1, 1, 1)  # (D, H, W) shrink of encode
+    clip_sample = True  # may a sampler clip its x_0 estimate to [-1, 1]?
+    cache = False  # encode the training set once (expensive encoders) instead of every step
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def encoded_shape(self, spatial: Sequence[int]) -> tuple[int, int, int, int]:
+        """(C, d, h, w) of the network tensor for a padded volume of (D, H, W) ``spatial``."""
+        return (self.channels, *(int(s) // f for s, f in zip(spatial, self.factor)))
+
+    def check_shape(self, spatial: Sequence[int]) -> None:
+        """ValueError unless (D, H, W) divide by this space's shrink, naming the axis and the fix."""
+        for size, f, axis in zip(spatial, self.factor, AXIS_NAMES):
+            if int(size) % f:
+                fit = math.ceil(int(size) / f) * f
+                hint = " (set data.pad_slices_to)" if axis == "z" else " (prepare the data with --shape)"
+                raise ValueError(f"size {size} along {axis} is not divisible by {f}, the {self.kind} space's "
+                                 f"shrink along {axis}; pad or resize {axis} to {fit}{hint}")
+
+    def to(self, device: torch.device | str) -> Space:
+        return self
+
+    def state(self) -> dict[str, Any] | None:
+        return None
+
+
+class PixelSpace(Space):
+    pass
+
+
+class WaveletSpace(Space):
+    kind = "wavelet"
+
+    def __init__(self, levels: Sequence[int]):
+        self.levels = tuple(int(k) for k in levels)
+        self.channels = wavelet.bands(self.levels)
+        self.factor = wavelet.factor(self.levels)
+        # orthonormal Haar scales the low-pass band by sqrt(2) per axis-level; undo that
+        self.scale = 2.0 ** (-sum(self.levels) / 2.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return wavelet.dwt(x, self.levels) * self.scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return wavelet.idwt(z / self.scale, self.levels)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "levels": list(self.levels)}
+
+
+class LatentSpace(Space):
+    kind = "latent"
+    clip_sample = False
+    cache = True
+
+    def __init__(self, autoencoder: dict[str, Any], scale: float | None = None, tile: Sequence[int] = (16, 32, 32)):
+        from ctdiff.model.autoencoder import build_autoencoder
+
+        self.record = autoencoder  # {"config", "state", "sha256", "path"}
+        self.ae, self.ae_config = build_autoencoder(autoencoder["config"])
+        self.ae.load_state_dict(autoencoder["state"])
+        self.ae.eval().requires_grad_(False)
+        self.channels = self.ae_config.latent_channels
+        f = self.ae_config.downsampling
+        self.factor = (f, f, f)
+        self.scale = scale
+        self.tile = tuple(int(t) for t in tile)
+
+    def to(self, device) -> LatentSpace:
+        self.ae.to(device)
+        return self
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        from ctdiff.model.autoencoder import encode_mean
+
+        z = encode_mean(self.ae, x.contiguous(), tuple(t * f for t, f in zip(self.tile, self.factor)))
+        return z if self.scale is None else z * self.scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        from ctdiff.model.autoencoder import decode
+
+        if self.scale is None:
+            raise ValueError("the latent space has no scale factor yet (set from the training latents)")
+        return decode(self.ae, z.float().contiguous() / self.scale, self.tile)
+
+    def fit_scale(self, latents: Sequence[torch.Tensor]) -> float:
+        """1 / SD of unscaled training latents, so the diffused latents have unit variance."""
+        sd = float(torch.cat([z.flatten() for z in latents]).std())
+        self.scale = 1.0 / max(sd, 1e-8)
+        return self.scale
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "autoencoder": self.record, "scale": self.scale}
+
+
+def build_space(config: Config, saved: dict[str, Any] | None = None) -> Space:
+    """The space of ``config``; ``saved`` (a checkpoint's ``space`` entry) restores a latent
+    space's carried autoencoder and scale. Latent without ``saved`` reads ``model.autoencoder``."""
+    m = config.model
+    if m.space == "pixel":
+        return PixelSpace()
+    if m.space == "wavelet":
+        return WaveletSpace(m.wavelet_levels)
+    if saved is not None and saved.get("kind") == "latent":
+        return LatentSpace(saved["autoencoder"], saved.get("scale"), config.sample.decode_tile)
+    from ctdiff.model.autoencoder import autoencoder_record
+
+    return LatentSpace(autoencoder_record(m.autoencoder), None, config.sample.decode_tile)

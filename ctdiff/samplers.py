@@ -1,0 +1,135 @@
+"""The one registry of samplers: name -> implementation, and the diffusion kinds it serves.
+
+Everything that lists or checks samplers reads :data:`SAMPLERS`: the config's validation
+(``sample.sampler``, ``train.preview_sampler``), ``python -m ctdiff sample --sampler`` choices, the
+app's Generate form and :func:`ctdiff.diffusion.schedule.run_sampler`. Adding a sampler = adding one entry.
+
+- ``ddpm``: ancestral DDPM (diffusers ``DDPMScheduler``), the thesis' sampler; with fewer steps it
+  samples the posterior between strided timesteps. 50 steps match 1000 on the demo model.
+- ``ddim``: deterministic DDIM (eta = 0, ``DDIMScheduler``), "trailing" timestep spacing.
+- ``dpmpp``: DPM-Solver++ (2nd-order multistep, ``DPMSolverMultistepScheduler``), "trailing" spacing.
+- ``euler``: Euler steps along a rectified flow's velocity (MONAI ``RFlowScheduler``), from t = T
+  (pure noise) to t = 0 in N equal steps.
+
+This module imports no torch/diffusers at import time (the config imports it); the scheduler
+factories and loops import them when called. The loop is owned here and reports progress through
+``callback(done, total)`` after every network evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+DIFFUSION_KINDS = ("ddpm", "rflow")
+Callback = Callable[[int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    name: str
+    kinds: tuple[str, ...]  # diffusion.kind values this sampler can run
+    description: str
+    make_scheduler: Callable[[Any], Any]  # Diffusion -> a fresh scheduler
+    loop: Callable[..., Any]  # (model, x, scheduler, steps, generator, callback) -> x_0
+
+
+# ------------------------------------------------------------------------------- scheduler factories
+def _ddpm(diffusion):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**diffusion.scheduler_kwargs(), clip_sample=diffusion.clip_sample, clip_sample_range=1.0)
+
+
+def _ddim(diffusion):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**diffusion.scheduler_kwargs(), clip_sample=diffusion.clip_sample, clip_sample_range=1.0,
+                         timestep_spacing="trailing")
+
+
+def _dpmpp(diffusion):
+    from diffusers import DPMSolverMultistepScheduler
+
+    # lambda_min_clipped keeps the cosine schedule's last (near-zero-alpha) steps finite
+    extra = {"lambda_min_clipped": -5.1} if diffusion.cfg.beta_schedule == "cosine" else {}
+    return DPMSolverMultistepScheduler(**diffusion.scheduler_kwargs(), algorithm_type="dpmsolver++", solver_order=2,
+                                       timestep_spacing="trailing", **extra)
+
+
+def _rflow(diffusion):
+    return diffusion.rflow_scheduler()
+
+
+# -------------------------------------------------------------------------------------------- loops
+def diffusers_loop(model, x, scheduler, steps: int, generator, callback: Callback | None):
+    """diffusers' ``set_timesteps``/``step`` loop (the same for every diffusers scheduler)."""
+    with warnings.catch_warnings():
+        # diffusers 0.42 + numpy 2: a harmless "__array__ ... copy keyword" DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scheduler.set_timesteps(steps, device=x.device)
+    total = len(scheduler.timesteps)
+    for i, t in enumerate(scheduler.timesteps):
+        out = model(x, t.to(x.device).expand(x.shape[0]))
+        x = scheduler.step(out.float(), t, x, generator=generator).prev_sample
+        if callback is not None:
+            callback(i + 1, total)
+    return x
+
+
+def euler_loop(model, x, scheduler, steps: int, generator, callback: Callback | None):
+    """Euler integration of the rectified flow dx/dt from t = T to 0 with MONAI's ``RFlowScheduler.step``.
+
+    ``set_timesteps`` gives T, T - T/N, ..., T/N; the step after the last one goes to t = 0 (as in
+    MONAI's example). Deterministic: ``generator`` is not used after the initial noise.
+    """
+    import torch
+
+    if steps > scheduler.num_train_timesteps:
+        raise ValueError(f"steps ({steps}) must be <= diffusion.timesteps ({scheduler.num_train_timesteps})")
+    scheduler.set_timesteps(steps, device=x.device)
+    ts = scheduler.timesteps
+    nexts = torch.cat([ts[1:], torch.zeros(1, dtype=ts.dtype, device=ts.device)])
+    for i, (t, t_next) in enumerate(zip(ts, nexts)):
+        v = model(x, t.to(x.device).expand(x.shape[0]))
+        x, _ = scheduler.step(v.float(), int(t), x, int(t_next))
+        if callback is not None:
+            callback(i + 1, len(ts))
+    return x
+
+
+# ----------------------------------------------------------------------------------------- registry
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler("ddpm", ("ddpm",), "ancestral DDPM (stochastic)", _ddpm, diffusers_loop),
+        Sampler("ddim", ("ddpm",), "DDIM, eta = 0 (deterministic)", _ddim, diffusers_loop),
+        Sampler("dpmpp", ("ddpm",), "DPM-Solver++ 2nd order (deterministic)", _dpmpp, diffusers_loop),
+        Sampler("euler", ("rflow",), "Euler steps of the rectified flow (deterministic)", _rflow, euler_loop),
+    )
+}
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+# the sampler a config gets for each diffusion kind when it names none
+DEFAULT_SAMPLER = {"ddpm": "ddpm", "rflow": "euler"}
+
+
+def samplers_for(kind: str | None = None) -> tuple[str, ...]:
+    """Sampler names that can run a model of diffusion ``kind`` (all of them for None)."""
+    return tuple(name for name, s in SAMPLERS.items() if kind is None or kind in s.kinds)
+
+
+def sampler_error(name: str, kind: str | None = None) -> str | None:
+    """Why ``name`` cannot sample a ``kind`` model (None when it can)."""
+    if name not in SAMPLERS:
+        return f"unknown sampler {name!r}; choose one of {', '.join(samplers_for(kind))}"
+    if kind is not None and kind not in SAMPLERS[name].kinds:
+        return (f"sampler {name!r} does not run diffusion.kind={kind} models; "
+                f"choose one of {', '.join(samplers_for(kind))}")
+    return None
+
+
+def help_text() -> str:
+    """One line per sampler for --help texts."""
+    return "; ".join(f"{n}: {s.description} [{'/'.join(s.kinds)}]" for n, s in SAMPLERS.items())

@@ -1,0 +1,135 @@
+"""The latent space's autoencoder: shapes, a few steps lower the loss, tiled = full coding,
+train-autoencoder CLI (resume, eval.json), records carried by hash, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctdiff.cli import main
+from ctdiff.data.io import write_nifti
+from ctdiff.data.phantom import make_phantom
+from ctdiff.errors import ConfigError, InputError
+from ctdiff.model.autoencoder import (
+    AutoencoderTrainer,
+    autoencoder_config,
+    autoencoder_record,
+    build_autoencoder,
+    decode,
+    encode_mean,
+    evaluate,
+    random_patches,
+    sha256_file,
+)
+
+TINY_AE = {"channels": [8, 8], "latent_channels": 2, "norm_groups": 4, "patch": [8, 16, 16], "batch_size": 2,
+           "disc_channels": 4, "disc_layers": 1, "steps": 4, "lr": 2e-3, "checkpoint_every": 2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ae-data")
+    for i in range(4):
+        vol, _ = make_phantom(shape=(16, 16, 8), seed=i, noise_hu=10.0)
+        write_nifti(vol, root / f"case_{i}.nii.gz")
+    return root
+
+
+def test_shapes_follow_the_config():
+    ae, cfg = build_autoencoder(autoencoder_config({**TINY_AE, "channels": [8, 8, 8], "latent_channels": 3}))
+    assert cfg.downsampling == 4
+    x = torch.zeros(2, 1, 8, 16, 24)
+    recon, mu, sigma = ae(x)
+    assert recon.shape == x.shape and mu.shape == sigma.shape == (2, 3, 2, 4, 6)
+    assert decode(ae, encode_mean(ae, x)).shape == x.shape
+
+
+def test_a_few_steps_lower_the_loss():
+    cfg = autoencoder_config({**TINY_AE, "adv_weight": 0.05})
+    vol, _ = make_phantom(shape=(16, 16, 8), seed=0, noise_hu=0.0)
+    x = ((torch.from_numpy(vol.array).permute(2, 1, 0)[None].float() + 1024) / 2524 * 2 - 1)
+    trainer = AutoencoderTrainer(cfg)
+    g = torch.Generator().manual_seed(0)
+    rows = [trainer.train_step(random_patches([x], cfg.patch, 2, g, cfg.downsampling)) for _ in range(30)]
+    assert rows[-1]["disc"] > 0 and rows[-1]["gen_adv"] > 0  # the adversarial losses take part
+    first, last = sum(r["l1"] for r in rows[:3]) / 3, sum(r["l1"] for r in rows[-3:]) / 3
+    assert last < 0.6 * first
+
+
+def test_tiled_coding_approximates_full_coding():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ae, _ = build_autoencoder(autoencoder_config(TINY_AE))
+    ae.eval()
+    x = torch.rand(1, 1, 8, 32, 32) * 2 - 1
+    z_full = encode_mean(ae, x)
+    z_tiled = encode_mean(ae, x, (8, 16, 16))  # four overlapping windows
+    assert z_tiled.shape == z_full.shape
+    # windows see zero padding at their edges where the full volume sees neighbours: close, not equal
+    # (an untrained coder on white noise is the hard case), and far closer than another volume's code
+    other = encode_mean(ae, torch.rand(1, 1, 8, 32, 32) * 2 - 1)
+    assert (z_tiled - z_full).abs().mean() < 0.2 * z_full.abs().mean()
+    assert (z_tiled - z_full).abs().mean() < 0.5 * (other - z_full).abs().mean()
+    y_full, y_tiled = decode(ae, z_full), decode(ae, z_full, (4, 12, 12))  # four overlapping windows
+    assert y_tiled.shape == y_full.shape == x.shape
+    assert (y_tiled - y_full).abs().mean() < 0.2 * y_full.abs().mean()
+    assert (y_tiled - y_full).abs().mean() < 0.5 * (decode(ae, other) - y_full).abs().mean()
+    assert not torch.equal(y_tiled, y_full)  # the tiled path really ran
+    torch.testing.assert_close(decode(ae, z_full, (4, 16, 16)), y_full)  # one tile = full decode
+
+
+def test_train_autoencoder_cli_resume_and_record(phantoms, tmp_path, capsys):
+    out = tmp_path / "ae"
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in TINY_AE.items()]
+    assert main(["train-autoencoder", "--data", str(phantoms), "--out", str(out), "--no-progress", *sets]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 4 and summary["n"] == 1 and 0 < summary["ssim"] <= 1 and summary["psnr_db"] > 5
+    result = json.loads((out / "eval.json").read_text())
+    assert result["noise_sd_hu"] > 0 and result["cases"][0]["noise_sd_ratio"] == pytest.approx(
+        result["noise_sd_recon_hu"] / result["noise_sd_hu"])
+    assert main(["train-autoencoder", "--data", str(phantoms), "--out", str(out), *sets]) == 2  # not empty
+    assert main(["train-autoencoder", "--out", str(out), "--resume", "--set", "steps=6", "--no-progress"]) == 0
+    rec = autoencoder_record(out / "autoencoder.pt")
+    assert rec["step"] == 6 and rec["sha256"] == sha256_file(out / "autoencoder.pt")
+    assert rec["config"]["latent_channels"] == 2 and "encoder.blocks.0.conv.weight" in rec["state"]
+    assert [r["step"] for r in torch.load(out / "autoencoder.pt", weights_only=True)["history"]] == list(range(1, 7))
+
+
+def test_bad_settings_and_files(phantoms, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="patch"):
+        autoencoder_config({"patch": [6, 16, 16]})
+    with pytest.raises(ConfigError, match="unknown config key 'chanels'"):
+        autoencoder_config({"chanels": [8]})
+    with pytest.raises(InputError, match="perceptual_weights file not found"):
+        AutoencoderTrainer(autoencoder_config({**TINY_AE, "perceptual_weights": str(tmp_path / "none.pt")}))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"nope")
+    demo_yaml = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    assert main(["train", "--config", str(demo_yaml), "--data", str(phantoms), "--out", str(tmp_path / "r"),
+                 "--set", "model.space=latent", "--set", f"model.autoencoder={junk}"]) == 2
+    assert str(junk) in capsys.readouterr().err
+
+
+def test_evaluate_reports_a_perfect_reconstruction_for_an_identity_coder():
+    class Identity(torch.nn.Module):
+        def encode(self, x):
+            return x, torch.ones_like(x)
+
+        def decode(self, z):
+            return z
+
+    cfg = autoencoder_config({"channels": [8]})
+    vol = torch.rand(1, 8, 16, 16) * 0.2 - 0.35  # soft tissue-ish HU
+    res = evaluate(Identity(), cfg, [vol])
+    assert res["ssim"] == pytest.approx(1.0, abs=1e-6) and res["l1_hu"] == 0.0 and res["noise_sd_ratio"] == pytest.approx(1.0)

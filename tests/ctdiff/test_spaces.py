@@ -1,0 +1,164 @@
+"""Every space x every diffusion kind through the whole pipeline: train -> resume -> sample -> HU NIfTI
+with the training affine; the checkpoint loads in `ctdiff sample` and the app's Generate form;
+checkpoints from before spaces (the shipped demo model) still load as pixel space."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ctdiff.cli import main
+from ctdiff.config import SAMPLERS, config_from_dict
+from ctdiff.data.io import read_volume, write_nifti
+from ctdiff.data.phantom import make_phantom
+from ctdiff.diffusion.sample import load_bundle, sample
+from ctdiff.errors import ConfigError
+from ctdiff.model.checkpoint import load_checkpoint
+from ctdiff.model.spaces import LatentSpace, PixelSpace, WaveletSpace
+from ctdiff.samplers import samplers_for
+from ctdiff.training.train import train
+
+SHAPE = (16, 16, 8)  # x, y, z
+
+
+def tiny(space: str, kind: str, autoencoder: str | None = None, **model) -> dict:
+    return {
+        "name": f"tiny-{space}-{kind}",
+        "data": {"val_fraction": 0.25, "hu_window": [-1000.0, 1000.0]},
+        "model": {"channels": [8, 8], "block_kinds": ["3d", "3d"], "attention": [False, False], "mid_attention": False,
+                  "norm_groups": 4, "res_blocks": 1, "time_channels": 16, "space": space, "autoencoder": autoencoder,
+                  **model},
+        "diffusion": {"kind": kind, "timesteps": 100, "beta_schedule": "cosine", "prediction": "v_prediction"},
+        "train": {"epochs": 2, "batch_size": 2, "lr": 2e-3, "warmup_steps": 1, "val_timesteps": 2, "preview_every": 0,
+                  "ema_decay": 0.9},
+        "sample": {"steps": 2, "decode_tile": [2, 4, 4]},  # latent: the 4x8x8 latent decodes in 4 windows
+    }
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Four 16x16x8 phantoms with an anisotropic, shifted affine, and a tiny autoencoder trained on them."""
+    from ctdiff.model.autoencoder import train_autoencoder
+
+    root = tmp_path_factory.mktemp("spaces-data")
+    for i in range(4):
+        vol, _ = make_phantom(shape=SHAPE, seed=i, noise_hu=10.0, fov_mm=(320.0, 300.0, 120.0))
+        write_nifti(vol, root / f"case_{i}.nii.gz")
+    ae = tmp_path_factory.mktemp("ae") / "ae"
+    with torch.random.fork_rng():
+        train_autoencoder(root, ae, config={"channels": [8, 8], "latent_channels": 2, "norm_groups": 4,
+                                            "patch": [8, 16, 16], "disc_channels": 4, "disc_layers": 1, "steps": 2},
+                          progress=False)
+    return root, ae / "autoencoder.pt"
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "rflow"])
+@pytest.mark.parametrize("space", ["pixel", "wavelet", "latent"])
+def test_train_resume_sample_every_space_and_kind(data, tmp_path, space, kind, capsys):
+    root, ae = data
+    values = tiny(space, kind, str(ae) if space == "latent" else None)
+    cfg = config_from_dict(values)
+    assert cfg.sample.sampler == ("euler" if kind == "rflow" else "ddpm")  # the kind's default sampler
+    run = tmp_path / "run"
+    with torch.random.fork_rng():  # stop after epoch 1 of 2, then resume
+        first = train(cfg, root, run, overrides=["train.max_steps=2"], progress=False)
+        resumed = train(None, None, run, resume=True, overrides=["train.max_steps=null"], progress=False)
+    assert (first.step, resumed.step) == (2, 4) and resumed.epoch == 2
+    with torch.random.fork_rng():
+        whole = train(cfg, root, tmp_path / "straight", progress=False)
+    for (k, a), b in zip(resumed.ema.state_dict().items(), whole.ema.state_dict().values()):  # resume is exact
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    if space == "latent":
+        from ctdiff.model.autoencoder import sha256_file
+
+        assert ckpt["space"]["autoencoder"]["sha256"] == sha256_file(ae) and ckpt["space"]["scale"] > 0
+        ae.rename(ae.with_suffix(".moved"))  # the checkpoint carries the autoencoder: the file is not needed
+    try:
+        bundle = load_bundle(run, device="cpu")
+        assert type(bundle.space) is {"pixel": PixelSpace, "wavelet": WaveletSpace, "latent": LatentSpace}[space]
+        assert bundle.model.conv_in.in_channels == {"pixel": 1, "wavelet": 8, "latent": 2}[space]
+        real = read_volume(root / "case_0.nii.gz")
+        vols = sample(bundle, 2, steps=2, sampler=cfg.sample.sampler, seed=4)
+        for v in vols:
+            assert v.shape == SHAPE and np.isfinite(v.array).all()
+            np.testing.assert_allclose(v.affine, real.affine, atol=1e-4)
+            assert v.array.min() >= -1000.0 and v.array.max() <= 1000.0 and v.array.std() > 1.0
+        assert np.abs(vols[0].array - vols[1].array).max() > 1.0
+
+        out = tmp_path / "cli"
+        assert main(["sample", "--run", str(run), "--n", "1", "--steps", "2", "--out", str(out), "--device", "cpu"]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["sampler"] == cfg.sample.sampler
+        assert manifest["config"]["space"] == space and manifest["config"]["diffusion_kind"] == kind
+        written = read_volume(out / "case_000.nii.gz")
+        assert written.shape == SHAPE
+        np.testing.assert_allclose(written.affine, real.affine, atol=1e-4)
+        wrong = "ddim" if kind == "rflow" else "euler"
+        assert main(["sample", "--run", str(run), "--n", "1", "--sampler", wrong, "--out", str(tmp_path / "w"),
+                     "--device", "cpu"]) == 2
+        assert "does not run" in capsys.readouterr().err
+
+        from pages.components.sampling import generate, sampler_names
+
+        assert sampler_names(run) == samplers_for(kind) and sampler_names() == SAMPLERS
+        folder = generate(run, run / "checkpoints" / "last.pt", n=1, sampler=cfg.sample.sampler, steps=2, seed=0,
+                          overwrite=False, device="cpu")
+        app_vol = read_volume(folder / "case_000.nii.gz")
+        np.testing.assert_allclose(app_vol.affine, real.affine, atol=1e-4)
+        with pytest.raises(ConfigError, match="does not run"):
+            generate(run, run / "checkpoints" / "last.pt", n=1, sampler=wrong, steps=2, seed=0, overwrite=True)
+    finally:
+        if space == "latent":
+            ae.with_suffix(".moved").rename(ae)
+
+
+def test_config_validation_of_spaces_and_kinds():
+    base = tiny("pixel", "ddpm")
+    with pytest.raises(ConfigError, match="model.space must be one of"):
+        config_from_dict({**base, "model": {**base["model"], "space": "voxel"}})
+    with pytest.raises(ConfigError, match="wavelet_levels entries must be 0-2"):
+        config_from_dict({**base, "model": {**base["model"], "space": "wavelet", "wavelet_levels": [3, 1, 1]}})
+    with pytest.raises(ConfigError, match="needs model.autoencoder"):
+        config_from_dict({**base, "model": {**base["model"], "space": "latent"}})
+    with pytest.raises(ConfigError, match="diffusion.kind must be one of"):
+        config_from_dict({**base, "diffusion": {"kind": "sde"}})
+    with pytest.raises(ConfigError, match="sample.sampler: sampler 'ddim' does not run diffusion.kind=rflow"):
+        config_from_dict({**base, "diffusion": {"kind": "rflow"}, "sample": {"sampler": "ddim"}})
+    # a saved ddpm config switched to rflow by --set gets rflow's default sampler
+    cfg = config_from_dict(config_from_dict(base).to_dict() | {"diffusion": {"kind": "rflow"}})
+    assert (cfg.sample.sampler, cfg.train.preview_sampler) == ("euler", "euler")
+
+
+def test_wavelet_shape_mismatch_is_one_line(data, tmp_path):
+    root, _ = data
+    cfg = config_from_dict(tiny("wavelet", "ddpm", wavelet_levels=[2, 1, 1]))  # 8 slices / 4 = 2, then / 2 by the U-Net: ok
+    with torch.random.fork_rng():
+        train(config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "max_steps": 1}}), root,
+              tmp_path / "ok", progress=False)
+    bad = tiny("wavelet", "ddpm", wavelet_levels=[2, 1, 1], channels=[8, 8, 8], block_kinds=["3d", "3d", "3d"],
+               attention=[False, False, False])  # 2 slices cannot halve twice more
+    with pytest.raises(ConfigError, match="along z"):
+        train(config_from_dict(bad), root, tmp_path / "bad", progress=False)
+
+
+def test_demo_model_is_pixel_space_and_loads(tmp_path):
+    from ctdiff_app.demo import ASSETS  # the shipped assets folder
+
+    ckpt = load_checkpoint(ASSETS / "model.pt")
+    assert "space" not in ckpt and "space" not in ckpt["config"]["model"]  # written before spaces existed
+    bundle = load_bundle(ASSETS / "model.pt", device="cpu")
+    assert isinstance(bundle.space, PixelSpace) and bundle.diffusion.kind == "ddpm" and bundle.diffusion.clip_sample
+    assert bundle.config.sample.sampler in samplers_for("ddpm")
