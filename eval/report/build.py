@@ -10,7 +10,9 @@ extraction and its cache in ``eval.features`` / ``eval.report.extract``; renderi
 Reference floor (``reference`` in each metric): the same metric for held-out real vs training
 real when ``train`` is given, else between two random halves of the real cohort. For properties
 ("closer-to-real") it is the real-vs-real *difference* |property(B) - property(A)|; for
-``memorization`` it is the test's nominal false-positive rate (the quantile, 0.05).
+``memorization`` it is the test's nominal false-positive rate (the quantile, 0.05). Each metric
+entry also carries ``resolution``, ``floor``, ``floor_basis``, ``gap`` and ``status`` from
+:mod:`eval.report.gap` (one rule for every metric; the app only displays them).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from eval.metrics import distribution, intensity, memorization, noise, similarity, texture
 from eval.report.cases import Case, CaseStats, all_case_stats, common_grid, put_on_grid, read_cohort
+from eval.report.gap import annotate, report_resolutions
 from eval.report.metrics_table import METRICS, SCHEMA, parse_metric_names
 from eval.stats import bootstrap_ci, bootstrap_cis
 
@@ -296,7 +299,9 @@ def build_report(
             "cache_stats": cache_stats,
             "frd_input": "original files (frd-score reads them itself; not resampled)",
         },
-        "metrics": {m: metric_out.get(m, _entry(m, reason="not computed")) for m in selected},
+        # gap / status against the reference floor: one rule for every metric (eval.report.gap)
+        "metrics": annotate({m: metric_out.get(m, _entry(m, reason="not computed")) for m in selected},
+                            report_resolutions(selected, n["real"], n["generated"], curves, cfg["prdc_k"])),
         "per_case": per_case,
         "curves": curves,
         "memorization_flagged": flagged,

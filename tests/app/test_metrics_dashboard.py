@@ -42,10 +42,10 @@ def test_metric_table_is_colour_coded_by_gap(dashboard):
     at = dashboard
     assert at.title[0].value == "Metrics dashboard"
     table = at.dataframe[0].value.set_index("metric")
-    # frd 30 vs floor 10 -> 3x far; noise 11 vs 10 with floor 1 -> 1x close; coverage 0.9/0.5 -> 1.8 apart
+    # frd 30 vs floor 10 -> 3x far; noise 11 vs 10 with floor 1 -> 1x close; coverage shortfall 0.2 vs real 0.1 -> 2x apart
     assert table.loc["frd", "gap"] == 3.0 and table.loc["frd", "status"] == "far"
     assert table.loc["noise_sd", "gap"] == 1.0 and table.loc["noise_sd", "status"] == "close"
-    assert table.loc["coverage", "gap"] == 1.8 and table.loc["coverage", "status"] == "apart"
+    assert table.loc["coverage", "gap"] == 2.0 and table.loc["coverage", "status"] == "apart"
     assert table.loc["fid_2d", "status"] == "n/a" and "skipped" in table.loc["fid_2d", "notes"]
     assert table.loc["frd", "ci95"] == "25 .. 35"
     assert {m.label: m.value for m in at.metric} == {"close": "1", "apart": "1", "far": "1", "n/a": "1"}

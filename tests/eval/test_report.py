@@ -69,7 +69,12 @@ def test_report_json_contract(tiny):
     assert inp["skipped"] == [] and inp["resampled_to"] is None
     assert list(report["metrics"]) == list(METRICS)
     for name, m in report["metrics"].items():
-        assert set(m) == {"value", "ci95", "real", "generated", "reference", "better", "unit", "reason", "description"}
+        assert set(m) == {"value", "ci95", "real", "generated", "reference", "better", "unit", "reason", "description",
+                          "resolution", "floor", "floor_basis", "gap", "status"}
+        assert m["status"] in ("close", "apart", "far", "n/a")
+        assert (m["gap"] is None) == (m["status"] == "n/a"), name
+        if m["gap"] is not None:  # the floor is never below the real-vs-real reference
+            assert m["floor"] >= abs(m["reference"]) * (1 - 1e-12) or m["unit"] == "log" or m["better"] == "higher", name
         assert m["better"] in ("lower", "higher", "closer-to-real")
         assert (m["value"] is None) == (m["reason"] is not None), name
         if m["ci95"] is not None:
@@ -78,6 +83,9 @@ def test_report_json_contract(tiny):
         assert report["metrics"][name]["value"] is not None, (name, report["metrics"][name]["reason"])
         assert report["metrics"][name]["ci95"] is not None, name
     assert report["metrics"]["noise_sd"]["generated"] > report["metrics"]["noise_sd"]["real"]  # 30 vs 20 HU phantoms
+    nps_bin = report["curves"]["nps"]["frequency_mm"][1] - report["curves"]["nps"]["frequency_mm"][0]
+    assert report["metrics"]["nps_peak_frequency"]["resolution"] == pytest.approx(nps_bin)
+    assert report["metrics"]["precision"]["resolution"] == pytest.approx(1 / N)
     cohorts = [r["cohort"] for r in report["per_case"]]
     assert cohorts == ["real"] * N + ["generated"] * N
     gen_row = report["per_case"][N]
