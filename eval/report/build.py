@@ -36,7 +36,7 @@ from eval.stats import bootstrap_ci, bootstrap_cis
 DEFAULTS: dict[str, Any] = {
     "n_bootstrap": 200,  # case resamples per interval
     "seed": 0,
-    "roi_mm": 40.0,  # side of the square noise ROIs
+    "roi_mm": 40.0,  # preferred side of the square noise ROIs (smaller ones down to 8 px where needed)
     "hist_bin_hu": 4.0,
     "glcm_levels": 32,
     "ms_ssim_scales": 3,
@@ -349,9 +349,15 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
     def values(attr: str) -> dict[str, np.ndarray]:
         return {k: np.array([getattr(s, attr) for s in stats[k]], dtype=np.float64) for k in cohorts}
 
-    for name in ("contrast_rms", "cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency"):
+    noise_details = _choose_noise_roi(stats, cohorts) if any(s.noise_by_size or s.volume_noise_reason for k in cohorts for s in stats[k]) else None
+    for name in ("contrast_rms", "cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency", "nps_mean_frequency"):
         if name in selected:
             out[name] = _property_metric(name, values(name), ref, cfg)
+            if noise_details is not None and name != "contrast_rms":
+                out[name]["details"] = noise_details
+                if out[name]["value"] is None:
+                    why = noise_details["why_not"].get("generated") or noise_details["why_not"].get("real")
+                    out[name]["reason"] += f": {why}" if why else ""
 
     edges = intensity.hu_bin_edges(width=cfg["hist_bin_hu"])
     hists = {k: np.stack([s.histogram for s in stats[k]]) if stats[k] else np.zeros((0, len(edges) - 1)) for k in cohorts}
@@ -372,10 +378,12 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
     if "glcm_distance" in selected:
         out["glcm_distance"] = _glcm(stats, cohorts, ref, cfg)
 
-    freq = stats["real"][0].nps_frequency if stats["real"] else np.zeros(0)
-    if not len(freq):  # noise not measured (only texture asked for)
+    freq = next((s.nps_frequency for k in cohorts for s in stats[k] if len(s.nps_frequency)), np.zeros(0))
+    if not len(freq):  # noise not measured (only texture asked for) or measurable nowhere
         return out
-    nps = {k: np.stack([s.nps for s in stats[k]]) if stats[k] else np.zeros((0, len(freq))) for k in cohorts}
+    blank = np.full(len(freq), np.nan)
+    nps = {k: np.stack([s.nps if len(s.nps) == len(freq) else blank for s in stats[k]]) if stats[k] else np.zeros((0, len(freq)))
+           for k in cohorts}
     if "nps_distance" in selected:
         def fn(a, b):  # scans without a homogeneous ROI (all-NaN NPS) drop out
             a, b = _finite_rows(a), _finite_rows(b)
@@ -392,6 +400,34 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
         **{f"{k}_hu2mm2": v.tolist() for k, v in mean_nps.items()},
     }
     return out
+
+
+def _choose_noise_roi(stats: dict[str, list[CaseStats]], cohorts: list[str]) -> dict[str, Any]:
+    """One noise ROI size for every cohort (eval.metrics.noise.choose_roi_size), applied to every
+    case; the metric details: size, counts, the cross-check and why scans are not measurable."""
+    cohorts = [k for k in cohorts if stats[k]]
+    size, details = noise.choose_roi_size({k: [s.noise_by_size for s in stats[k]] for k in cohorts})
+    for k in cohorts:
+        for s in stats[k]:
+            s.select_roi_size(size)
+    spacing = None
+    for k in cohorts:
+        for s in stats[k]:
+            if len(s.nps_frequency) > 1:
+                spacing = 1.0 / (s.nps_frequency[1] * size)  # NPS bin = 1 / (roi_px * pixel)
+                break
+        if spacing:
+            break
+    return {
+        "roi_px": size,
+        "roi_mm": None if size is None or spacing is None else round(size * spacing, 2),
+        **details,
+        "measurable": {k: sum(1 for s in stats[k] if np.isfinite(s.noise_sd)) for k in cohorts},
+        "homogeneity": f"ROI mean {noise.SOFT_TISSUE_HU[0]:g}..{noise.SOFT_TISSUE_HU[1]:g} HU, structure <= {noise.MAX_STRUCTURE_HU:g} HU (absolute)",
+        "cross_check": f"local-SD mode ({noise.LOCAL_SD_KERNEL} px windows in soft tissue), refused beyond {noise.CROSS_CHECK_FACTOR:g}x",
+        "why_not": {k: noise.why_not_measurable([(s.noise_by_size, s.volume_noise_reason) for s in stats[k]
+                                                 if not np.isfinite(s.noise_sd)], size) for k in cohorts},
+    }
 
 
 def _glcm(stats, cohorts, ref, cfg) -> dict[str, Any]:

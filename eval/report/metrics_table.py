@@ -30,10 +30,13 @@ METRICS: dict[str, MetricSpec] = {
         "Contrast-to-noise ratio |mean soft tissue - mean fat| / noise SD, mean over scans."),
     "noise_sd": MetricSpec(
         "noise", "closer-to-real", "HU",
-        "Noise SD in automatically found homogeneous soft-tissue ROIs (detrended), mean over scans."),
+        "Noise SD in automatically found homogeneous soft-tissue ROIs (detrended; one ROI size for all cohorts), mean over scans."),
     "nps_peak_frequency": MetricSpec(
         "noise", "closer-to-real", "mm^-1",
-        "Frequency of the peak of the radially averaged 2D noise power spectrum, mean over scans."),
+        "Frequency of the peak of the radially averaged 2D noise power spectrum (sub-bin), mean over scans."),
+    "nps_mean_frequency": MetricSpec(
+        "noise", "closer-to-real", "mm^-1",
+        "NPS mean frequency f_avg (AAPM TG-233): NPS-weighted mean of the radial frequency, mean over scans."),
     "nps_distance": MetricSpec(
         "noise", "lower", "",
         "L1 distance between the cohorts' mean unit-area NPS curves (0 = same noise texture, max 2)."),

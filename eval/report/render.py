@@ -120,7 +120,8 @@ def render_markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
 
 
 def _per_case_columns(report) -> list[str]:
-    preferred = ["cohort", "case", "noise_sd", "noise_sd_wavelet", "contrast_rms", "cnr_soft_tissue_fat", "nps_peak_frequency",
+    preferred = ["cohort", "case", "noise_sd", "noise_sd_local", "noise_sd_wavelet", "noise_roi_px", "contrast_rms", "cnr_soft_tissue_fat",
+                 "nps_peak_frequency", "nps_mean_frequency",
                  "ssim_nearest_real", "nearest_real_file", "train_distance", "memorized"]
     present = {k for row in report["per_case"] for k in row}
     return [c for c in preferred if c in present]
