@@ -11,6 +11,7 @@ SUBCOMMANDS: dict[str, str] = {
     "review": "eval.review.cli",
     "report": "eval.report_cli",
     "selftest": "eval.selftest_cli",
+    "extract": "eval.extract_cli",
 }
 
 

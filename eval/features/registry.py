@@ -64,4 +64,4 @@ def create(name: str, **kwargs: Any) -> FeatureExtractor:
 
 def _load_builtins() -> None:
     # importing the modules registers their extractors
-    from eval.features import inception, radiomics  # noqa: F401
+    from eval.features import inception, radiomics, radimagenet  # noqa: F401

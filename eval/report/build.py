@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "prdc_k": 5,
     "memorization_quantile": 0.05,
     "inception_slices_per_plane": 8,
+    "fid2d_extractor": "radimagenet-resnet50-2d",  # multi-plane FID (eval.report.fid2d): any registered slice extractor
+    "fid2d_weights": None,  # weights file; None: looked up in the torch hub cache
+    "fid2d_slices_per_plane": 8,
+    "fid2d_image_size": 224,
 }
 
 Progress = Callable[[str, int, int], None]
@@ -180,14 +184,18 @@ def build_report(
     inception_weights: str | os.PathLike | None = None,
     force: bool = False,
     settings: dict[str, Any] | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Compare ``generated`` with ``real`` CT folders; return the report dict (report.json contract).
 
     ``metrics``: names or families (comma string or list; None = all). ``progress_callback(stage,
     done, total)`` reports each stage. With ``out`` the folder gets report.json, report.md,
     report.html and figures/ (a non-empty ``out`` needs ``force``). ``settings`` overrides
-    :data:`DEFAULTS`. Raises :class:`InputError` for a missing/empty folder or one without any
-    readable scan; unreadable files are skipped and listed in ``inputs.skipped``.
+    :data:`DEFAULTS`. ``executor="dask"`` extracts radiomics features on a Dask cluster
+    (``scheduler`` address, else a local cluster of ``workers``); the numbers equal a local run.
+    Raises :class:`InputError` for a missing/empty folder or one without any readable scan;
+    unreadable files are skipped and listed in ``inputs.skipped``.
     """
     try:
         selected = parse_metric_names(metrics)
@@ -197,6 +205,8 @@ def build_report(
     if unknown:
         raise ConfigError(f"unknown report settings: {sorted(unknown)}")
     cfg = {**DEFAULTS, **(settings or {})}
+    if executor not in ("local", "dask"):
+        raise ConfigError(f"unknown executor {executor!r}; choose local or dask")
     if out is not None:
         o = Path(out)
         if o.exists() and (not o.is_dir() or any(o.iterdir())) and not force:
@@ -248,8 +258,14 @@ def build_report(
         metric_out.update(_case_metrics(selected, stats, ref, cfg, curves))
 
     # ---- radiomics feature space: frd, kid, mmd_rbf, precision/recall/density/coverage
-    if "radiomics" in fams:
+    if "radiomics" in fams and executor == "dask":
+        from eval.report.executor import dask_client
+
+        with dask_client(scheduler, workers) as client:
+            out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, client)
+    elif "radiomics" in fams:
         out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress)
+    if "radiomics" in fams:
         metric_out.update(out_r)
         cache_stats["radiomics-frd-v1"] = stats_r
         skipped += bad_r
@@ -266,6 +282,17 @@ def build_report(
         metric_out.update(out_f)
         if stats_f:
             cache_stats["inception-v3-fid-2d"] = stats_f
+
+    # ---- multi-plane 2D FID (RadImageNet ResNet-50 by default)
+    if "radimagenet" in fams:
+        from eval.report.cache import FeatureCache
+        from eval.report.fid2d import fid2d_metrics
+
+        out_m, stats_m = fid2d_metrics(selected, cohorts, ref, cfg, FeatureCache(cache_dir or _default_cache()) if use_cache else None,
+                                       dev, progress)
+        metric_out.update(out_m)
+        if stats_m:
+            cache_stats[cfg["fid2d_extractor"]] = stats_m
 
     # ---- assemble
     per_case = []
@@ -293,6 +320,7 @@ def build_report(
             "metrics": selected,
             "device": dev,
             "workers": workers,
+            "executor": executor if scheduler is None else f"{executor} ({scheduler})",
             "grid": {"shape": list(shape), "spacing": list(spacing)},
             "reference": ref.kind if ref is not None else None,
             "cache_dir": None if not use_cache else str(cache_dir or _default_cache()),
@@ -441,16 +469,17 @@ def _glcm(stats, cohorts, ref, cfg) -> dict[str, Any]:
 RADIOMICS_METRICS = ("frd", "kid", "mmd_rbf", "precision", "recall", "density", "coverage")
 
 
-def radiomics_features(paths: list[Path], image_dim: int, cache, workers: int, progress=None):
-    """frd-score v1 features of ``paths`` via the cache and worker processes (see eval.report.extract)."""
+def radiomics_features(paths: list[Path], image_dim: int, cache, workers: int, progress=None, client=None):
+    """frd-score v1 features of ``paths`` via the cache and worker processes or a Dask ``client``
+    (see eval.report.extract and eval.report.executor)."""
     from eval.features import create
     from eval.report.extract import extract_features
 
-    extractor = create("radiomics-frd-v1", image_dim=image_dim, single_thread=workers > 1)
-    return extract_features(extractor, [(p, p) for p in paths], cache, workers=workers, progress=progress)
+    extractor = create("radiomics-frd-v1", image_dim=image_dim, single_thread=workers > 1 or client is not None)
+    return extract_features(extractor, [(p, p) for p in paths], cache, workers=workers, progress=progress, client=client)
 
 
-def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress):
+def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, client=None):
     from eval.features.radiomics import image_dim_of_shape
     from eval.report.cache import FeatureCache
 
@@ -463,7 +492,7 @@ def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, worker
     for k in ("real", "generated", "train"):
         if not cohorts[k]:
             continue
-        ex = radiomics_features([c.path for c in cohorts[k]], image_dim, cache, workers, progress(f"radiomics features ({k})"))
+        ex = radiomics_features([c.path for c in cohorts[k]], image_dim, cache, workers, progress(f"radiomics features ({k})"), client)
         skipped += [{"file": f, "reason": f"radiomics: {why}"} for f, why in ex.failed]
         stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted, "failed": len(ex.failed)}
         if columns is None:

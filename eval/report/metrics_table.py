@@ -73,6 +73,18 @@ METRICS: dict[str, MetricSpec] = {
     "fid_inception_2d": MetricSpec(
         "inception", "lower", "",
         "FID of InceptionV3 pool features of axial, coronal and sagittal slices (needs local weights)."),
+    "fid_radimagenet_axial": MetricSpec(
+        "radimagenet", "lower", "",
+        "FID of RadImageNet ResNet-50 features of axial slices (MAISI's 2D FID; needs local weights)."),
+    "fid_radimagenet_coronal": MetricSpec(
+        "radimagenet", "lower", "",
+        "FID of RadImageNet ResNet-50 features of coronal slices (needs local weights)."),
+    "fid_radimagenet_sagittal": MetricSpec(
+        "radimagenet", "lower", "",
+        "FID of RadImageNet ResNet-50 features of sagittal slices (needs local weights)."),
+    "fid_radimagenet_2d": MetricSpec(
+        "radimagenet", "lower", "",
+        "Mean of the axial, coronal and sagittal RadImageNet FIDs, as MAISI reports it (needs local weights)."),
     "memorization": MetricSpec(
         "similarity", "lower", "fraction",
         "Fraction of generated scans closer (1 - SSIM) to a training scan than 95% of held-out real scans are."),
