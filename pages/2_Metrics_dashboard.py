@@ -21,6 +21,7 @@ from ctdiff.io import case_name
 from pages.components.data import load_report_cached, report_file
 from pages.components.figures import histogram_figure, nps_figure, scatter_figure
 from pages.components.reporting import compute_report, default_report_dir
+from pages.components.selftest import selftest_tab
 from pages.components.state import ensure_selection, go_to, keep, no_data_message, page_setup, remember, short_path
 
 page_setup("Metrics dashboard")
@@ -112,7 +113,9 @@ else:
 # ----------------------------------------------------------------------------------- charts
 st.subheader("Distributions")
 per_case = per_case_table(report)
-tabs = st.tabs(["HU histogram", "Noise power spectrum", "Per case"])
+tabs = st.tabs(["HU histogram", "Noise power spectrum", "Per case", "Self-test"])
+with tabs[3]:
+    selftest_tab(sel["report_dir"])
 with tabs[0]:
     hist = curve(report, "hu_histogram")
     if hist and hist.get("bin_edges"):

@@ -129,3 +129,27 @@ def test_compute_a_report_with_the_eval_builder(no_report, tmp_path):
     table = at.dataframe[0].value.set_index("metric")
     assert sorted(table.index) == sorted(written["metrics"]) == ["cnr_soft_tissue_fat", "contrast_rms", "hu_wasserstein"]
     assert table.loc["hu_wasserstein", "value"] == pytest.approx(written["metrics"]["hu_wasserstein"]["value"])
+
+
+def test_selftest_tab_shows_the_sensitivity_table(app_env, page):
+    result = {
+        "schema": "ctdiff-eval-selftest/1",
+        "inputs": {"n_real": 8, "n_reference": 4, "n_degraded": 4},
+        "settings": {"metrics": ["noise_sd", "contrast_rms"]},
+        "degradations": {
+            "blur": {"expected": ["noise_sd"], "missed": [], "detected_by": ["noise_sd"],
+                     "metrics": {"noise_sd": {"direction": "down", "z": 4.2, "detected": True},
+                                 "contrast_rms": {"direction": "down", "z": 0.3, "detected": False}}},
+            "contrast": {"expected": ["contrast_rms"], "missed": ["contrast_rms"], "detected_by": [],
+                         "metrics": {"noise_sd": {"detected": None}, "contrast_rms": {"direction": "down", "z": 1.1, "detected": False}}},
+        },
+    }
+    (app_env / "report" / "selftest").mkdir()
+    (app_env / "report" / "selftest" / "selftest.json").write_text(json.dumps(result))
+    at = page(DASHBOARD)
+    at.run()
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "degradation" in df.value.columns).set_index("degradation")
+    assert table.loc["blur", "noise_sd"] == "▼ +4.2σ ✓" and table.loc["blur", "contrast_rms"] == "▼ +0.3σ"
+    assert table.loc["contrast", "noise_sd"] == "—" and table.loc["contrast", "missed"] == "contrast_rms"
+    assert any("contrast: contrast_rms" in w.value for w in at.warning)
