@@ -60,6 +60,7 @@ def cohorts(tmp_path_factory, ph):
     return {"root": root, "weights": weights, "real": real, "gen": gen}
 
 
+@pytest.mark.slow  # torchmetrics' reference takes the eigenvalues of a 2048 x 2048 product per plane
 def test_multiplane_fid_equals_torchmetrics_on_the_same_features(cohorts, ph):
     from torchmetrics.image.fid import _compute_fid
 
@@ -82,7 +83,7 @@ def test_multiplane_fid_equals_torchmetrics_on_the_same_features(cohorts, ph):
         a = torch.from_numpy(feats["real"][:, idx].reshape(-1, 2048))
         b = torch.from_numpy(feats["gen"][:, idx].reshape(-1, 2048))
         ref = float(_compute_fid(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T)))
-        assert m[f"fid_radimagenet_{plane}"]["value"] == pytest.approx(ref, rel=1e-5)
+        assert m[f"fid_radimagenet_{plane}"]["value"] == pytest.approx(ref, rel=1e-5), plane
         per_plane.append(ref)
     assert m["fid_radimagenet_2d"]["value"] == pytest.approx(np.mean(per_plane), rel=1e-5)
     # the direct function on the same arrays, and a same-set FID of ~0
