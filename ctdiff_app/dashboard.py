@@ -5,16 +5,9 @@ only reads it: it checks the structure, turns metrics into table rows with a tra
 *gap* (how far generated is from real, relative to the real-vs-real reference), and flattens
 per-case values and curves. Nothing here computes a metric.
 
-Gap (dimensionless, 1 = as far apart as two sets of real scans are):
-
-- ``better == "lower"`` (a distance such as FID/FRD/MMD): ``value / reference``
-- ``better == "higher"`` (e.g. precision, coverage): ``reference / value``
-- ``better == "closer-to-real"`` (a property such as noise SD): ``|generated - real| / reference``
-  where the reference is the real-vs-real difference (or spread) of that property.
-
-Status: ``gap <= 1.25`` "close" (within the real-vs-real floor, give or take sampling noise),
-``<= 2`` "apart", larger "far"; "n/a" without a usable reference or without a finite gap, so every
-close/apart/far row shows the number it rests on.
+Gap and status (dimensionless, 1 = as far apart as two sets of real scans are) come from
+``eval.report.gap``, the one rule for every metric (floor = max(real-vs-real reference, bootstrap
+SE, resolution)); report.json carries them, and older reports get them computed on reading.
 """
 
 from __future__ import annotations
@@ -29,9 +22,10 @@ from typing import Any
 import pandas as pd
 
 from ctdiff.errors import InputError
+from eval.report import gap as _gap
 
 SCHEMA = "ctdiff-eval-report/1"
-CLOSE, APART = 1.25, 2.0
+CLOSE, APART = _gap.CLOSE, _gap.APART
 STATUS_COLOURS = {"close": "#1b7f3b", "apart": "#b7791f", "far": "#c53030", "n/a": "#718096"}
 
 
@@ -67,40 +61,15 @@ def _number(x: Any) -> float | None:
 
 
 def gap(metric: Mapping[str, Any]) -> float | None:
-    """How far generated is from real relative to the reference (see module doc); None if unknown."""
-    better = metric.get("better")
-    ref = _number(metric.get("reference"))
-    value = _number(metric.get("value"))
-    real, gen = _number(metric.get("real")), _number(metric.get("generated"))
-    if better == "closer-to-real":
-        if real is None or gen is None or ref is None:
-            return None
-        diff = abs(gen - real)
-        if ref == 0:
-            return 0.0 if diff == 0 else math.inf
-        return diff / abs(ref)
-    if value is None or ref is None:
-        return None
-    if better == "lower":
-        if ref <= 0:
-            return 0.0 if value <= 0 else math.inf
-        return value / ref
-    if better == "higher":
-        if value <= 0:
-            return math.inf if ref > 0 else None
-        return ref / value
-    return None
+    """How far generated is from real relative to its floor (eval.report.gap); None if unknown."""
+    return _gap.gap(metric)
 
 
 def status(g: float | None) -> str:
     """close / apart / far for a finite gap; "n/a" otherwise (a status is never shown without its gap)."""
     if g is None or not math.isfinite(g):
         return "n/a"
-    if g <= CLOSE:
-        return "close"
-    if g <= APART:
-        return "apart"
-    return "far"
+    return _gap.status_of(g)
 
 
 def metric_table(report: Mapping[str, Any]) -> pd.DataFrame:

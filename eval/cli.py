@@ -10,6 +10,8 @@ from ctdiff.cli import build_parser, run_parsed
 SUBCOMMANDS: dict[str, str] = {
     "review": "eval.review.cli",
     "report": "eval.report_cli",
+    "selftest": "eval.selftest_cli",
+    "extract": "eval.extract_cli",
 }
 
 

@@ -22,6 +22,7 @@ from pages.components.data import content_hashes, list_cases, load_report_cached
 from pages.components.figures import histogram_figure, nps_figure, scatter_figure
 from pages.components.paths import checked_path, os_problem, shorten
 from pages.components.reporting import compute_report, default_report_dir
+from pages.components.selftest import selftest_tab
 from pages.components.state import ensure_selection, go_to, keep, no_data_message, page_setup, remember, short_path
 
 NUMBER_COLUMNS = ("value", "real", "generated", "reference", "gap")
@@ -141,16 +142,18 @@ else:
         "reference": st.column_config.TextColumn("reference", help="the real-vs-real floor the gap is measured against"),
     })
     st.caption(
-        f"**gap** = how far generated is from real in units of the real-vs-real reference "
-        f"(lower-is-better: value/reference; higher-is-better: reference/value; closer-to-real: "
-        f"|generated − real|/reference). **close** ≤ {CLOSE}, **apart** ≤ {APART}, **far** above; "
-        "**n/a**: no reference or the metric was skipped (see notes)."
+        f"**gap** = distance from real / floor, where the floor is the largest of the real-vs-real "
+        f"reference, the value's bootstrap SE and the measurement's resolution (one rule for every metric, "
+        f"docs/metrics.md). **close** ≤ {CLOSE}, **apart** ≤ {APART}, **far** above; "
+        "**n/a**: no finite gap (no reference, or the metric was skipped: see notes)."
     )
 
 # ----------------------------------------------------------------------------------- charts
 st.subheader("Distributions")
 per_case = per_case_table(report)
-tabs = st.tabs(["HU histogram", "Noise power spectrum", "Per case"])
+tabs = st.tabs(["HU histogram", "Noise power spectrum", "Per case", "Self-test"])
+with tabs[3]:
+    selftest_tab(sel["report_dir"])
 with tabs[0]:
     hist = curve(report, "hu_histogram")
     if hist and hist.get("bin_edges"):

@@ -42,7 +42,8 @@ def _load_builtins() -> None:
     # The registry imports its built-in extractors (lazily: torch/pyradiomics are slow to import);
     # they import only eval.features.base, never the registry, so there is no import cycle.
     from eval.features.inception import InceptionSlices
+    from eval.features.radimagenet import RadImageNetSlices
     from eval.features.radiomics import RadiomicsFRD
 
-    for cls in (RadiomicsFRD, InceptionSlices):
+    for cls in (RadiomicsFRD, InceptionSlices, RadImageNetSlices):
         _REGISTRY.setdefault(cls.name, cls)

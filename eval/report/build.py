@@ -10,7 +10,9 @@ extraction and its cache in ``eval.features`` / ``eval.report.extract``; renderi
 Reference floor (``reference`` in each metric): the same metric for held-out real vs training
 real when ``train`` is given, else between two random halves of the real cohort. For properties
 ("closer-to-real") it is the real-vs-real *difference* |property(B) - property(A)|; for
-``memorization`` it is the test's nominal false-positive rate (the quantile, 0.05).
+``memorization`` it is the test's nominal false-positive rate (the quantile, 0.05). Each metric
+entry also carries ``resolution``, ``floor``, ``floor_basis``, ``gap`` and ``status`` from
+:mod:`eval.report.gap` (one rule for every metric; the app only displays them).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ctdiff.errors import ConfigError, InputError
 from ctdiff.outputs import check_distinct_inputs, check_output
 from eval.metrics import distribution, intensity, memorization, noise, similarity, texture
 from eval.report.cases import Case, CaseStats, all_case_stats, common_grid, put_on_grid, read_cohort
+from eval.report.gap import annotate, report_resolutions
 from eval.report.metrics_table import METRICS, SCHEMA, parse_metric_names
 from eval.report.provenance import add_provenance
 from eval.stats import bootstrap_ci, bootstrap_cis
@@ -38,7 +41,7 @@ from eval.stats import bootstrap_ci, bootstrap_cis
 DEFAULTS: dict[str, Any] = {
     "n_bootstrap": 200,  # case resamples per interval
     "seed": 0,
-    "roi_mm": 40.0,  # side of the square noise ROIs
+    "roi_mm": 40.0,  # preferred side of the square noise ROIs (smaller ones down to 8 px where needed)
     "hist_bin_hu": 4.0,
     "glcm_levels": 32,
     "ms_ssim_scales": 3,
@@ -47,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     "prdc_k": 5,
     "memorization_quantile": 0.05,
     "inception_slices_per_plane": 8,
+    "fid2d_extractor": "radimagenet-resnet50-2d",  # multi-plane FID (eval.report.fid2d): any registered slice extractor
+    "fid2d_weights": None,  # weights file; None: looked up in the torch hub cache
+    "fid2d_slices_per_plane": 8,
+    "fid2d_image_size": 224,
 }
 
 Progress = Callable[[str, int, int], None]
@@ -206,14 +213,19 @@ def build_report(
     force: bool = False,
     settings: dict[str, Any] | None = None,
     notice: Callable[[str], None] | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Compare ``generated`` with ``real`` CT folders; return the report dict (report.json contract).
 
     ``metrics``: names or families (comma string or list; None = all). ``progress_callback(stage,
     done, total)`` reports each stage. With ``out`` the folder gets report.json, report.md,
     report.html and figures/ (a non-empty ``out`` needs ``force``). ``settings`` overrides
-    :data:`DEFAULTS`. ``notice(line)`` gets one-line announcements (radiomics' expected duration). Raises :class:`InputError` for a missing/empty folder or one without any
-    readable scan; unreadable files are skipped and listed in ``inputs.skipped``.
+    :data:`DEFAULTS`. ``notice(line)`` gets one-line announcements (radiomics' expected duration).
+    ``executor="dask"`` extracts radiomics features on a Dask cluster (``scheduler`` address,
+    else a local cluster of ``workers``); the numbers equal a local run.
+    Raises :class:`InputError` for a missing/empty folder or one without any readable scan;
+    unreadable files are skipped and listed in ``inputs.skipped``.
     """
     if isinstance(metrics, str):
         metrics = validate.metric_list(metrics)  # "" is an error, not "all"
@@ -229,6 +241,8 @@ def build_report(
     cfg = {**DEFAULTS, **(settings or {})}
     inputs = {"--real": real, "--generated": generated, "--train": train}
     check_report_options(cfg, inputs, inception_weights)
+    if executor not in ("local", "dask"):
+        raise ConfigError(f"unknown executor {executor!r}; choose local or dask")
     if out is not None:
         # before reading anything: --out must not be, hold or lie inside an input (--force would delete it)
         check_output(out, command="report", force=force, inputs={**inputs, "--inception-weights": inception_weights})
@@ -279,9 +293,16 @@ def build_report(
         metric_out.update(_case_metrics(selected, stats, ref, cfg, curves))
 
     # ---- radiomics feature space: frd, kid, mmd_rbf, precision/recall/density/coverage
-    if "radiomics" in fams:
+    if "radiomics" in fams and executor == "dask":
+        from eval.report.executor import dask_client
+
+        with dask_client(scheduler, workers) as client:
+            out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers,
+                                                       progress, notice, client)
+    elif "radiomics" in fams:
         out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress,
                                                    notice)
+    if "radiomics" in fams:
         metric_out.update(out_r)
         cache_stats["radiomics-frd-v1"] = stats_r
         skipped += bad_r
@@ -298,6 +319,17 @@ def build_report(
         metric_out.update(out_f)
         if stats_f:
             cache_stats["inception-v3-fid-2d"] = stats_f
+
+    # ---- multi-plane 2D FID (RadImageNet ResNet-50 by default)
+    if "radimagenet" in fams:
+        from eval.report.cache import FeatureCache
+        from eval.report.fid2d import fid2d_metrics
+
+        out_m, stats_m = fid2d_metrics(selected, cohorts, ref, cfg, FeatureCache(cache_dir or _default_cache()) if use_cache else None,
+                                       dev, progress)
+        metric_out.update(out_m)
+        if stats_m:
+            cache_stats[cfg["fid2d_extractor"]] = stats_m
 
     # ---- assemble
     per_case = []
@@ -325,13 +357,16 @@ def build_report(
             "metrics": selected,
             "device": dev,
             "workers": workers,
+            "executor": executor if scheduler is None else f"{executor} ({scheduler})",
             "grid": {"shape": list(shape), "spacing": list(spacing)},
             "reference": ref.kind if ref is not None else None,
             "cache_dir": None if not use_cache else str(cache_dir or _default_cache()),
             "cache_stats": cache_stats,
             "frd_input": "original files (frd-score reads them itself; not resampled)",
         },
-        "metrics": {m: metric_out.get(m, _entry(m, reason="not computed")) for m in selected},
+        # gap / status against the reference floor: one rule for every metric (eval.report.gap)
+        "metrics": annotate({m: metric_out.get(m, _entry(m, reason="not computed")) for m in selected},
+                            report_resolutions(selected, n["real"], n["generated"], curves, cfg["prdc_k"])),
         "per_case": per_case,
         "curves": curves,
         "memorization_flagged": flagged,
@@ -361,9 +396,15 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
     def values(attr: str) -> dict[str, np.ndarray]:
         return {k: np.array([getattr(s, attr) for s in stats[k]], dtype=np.float64) for k in cohorts}
 
-    for name in ("contrast_rms", "cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency"):
+    noise_details = _choose_noise_roi(stats, cohorts) if any(s.noise_by_size or s.volume_noise_reason for k in cohorts for s in stats[k]) else None
+    for name in ("contrast_rms", "cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency", "nps_mean_frequency"):
         if name in selected:
             out[name] = _property_metric(name, values(name), ref, cfg)
+            if noise_details is not None and name != "contrast_rms":
+                out[name]["details"] = noise_details
+                if out[name]["value"] is None:
+                    why = noise_details["why_not"].get("generated") or noise_details["why_not"].get("real")
+                    out[name]["reason"] += f": {why}" if why else ""
 
     edges = intensity.hu_bin_edges(width=cfg["hist_bin_hu"])
     hists = {k: np.stack([s.histogram for s in stats[k]]) if stats[k] else np.zeros((0, len(edges) - 1)) for k in cohorts}
@@ -384,10 +425,12 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
     if "glcm_distance" in selected:
         out["glcm_distance"] = _glcm(stats, cohorts, ref, cfg)
 
-    freq = stats["real"][0].nps_frequency if stats["real"] else np.zeros(0)
-    if not len(freq):  # noise not measured (only texture asked for)
+    freq = next((s.nps_frequency for k in cohorts for s in stats[k] if len(s.nps_frequency)), np.zeros(0))
+    if not len(freq):  # noise not measured (only texture asked for) or measurable nowhere
         return out
-    nps = {k: np.stack([s.nps for s in stats[k]]) if stats[k] else np.zeros((0, len(freq))) for k in cohorts}
+    blank = np.full(len(freq), np.nan)
+    nps = {k: np.stack([s.nps if len(s.nps) == len(freq) else blank for s in stats[k]]) if stats[k] else np.zeros((0, len(freq)))
+           for k in cohorts}
     if "nps_distance" in selected:
         def fn(a, b):  # scans without a homogeneous ROI (all-NaN NPS) drop out
             a, b = _finite_rows(a), _finite_rows(b)
@@ -406,6 +449,34 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
     return out
 
 
+def _choose_noise_roi(stats: dict[str, list[CaseStats]], cohorts: list[str]) -> dict[str, Any]:
+    """One noise ROI size for every cohort (eval.metrics.noise.choose_roi_size), applied to every
+    case; the metric details: size, counts, the cross-check and why scans are not measurable."""
+    cohorts = [k for k in cohorts if stats[k]]
+    size, details = noise.choose_roi_size({k: [s.noise_by_size for s in stats[k]] for k in cohorts})
+    for k in cohorts:
+        for s in stats[k]:
+            s.select_roi_size(size)
+    spacing = None
+    for k in cohorts:
+        for s in stats[k]:
+            if len(s.nps_frequency) > 1:
+                spacing = 1.0 / (s.nps_frequency[1] * size)  # NPS bin = 1 / (roi_px * pixel)
+                break
+        if spacing:
+            break
+    return {
+        "roi_px": size,
+        "roi_mm": None if size is None or spacing is None else round(size * spacing, 2),
+        **details,
+        "measurable": {k: sum(1 for s in stats[k] if np.isfinite(s.noise_sd)) for k in cohorts},
+        "homogeneity": f"ROI mean {noise.SOFT_TISSUE_HU[0]:g}..{noise.SOFT_TISSUE_HU[1]:g} HU, structure <= {noise.MAX_STRUCTURE_HU:g} HU (absolute)",
+        "cross_check": f"local-SD mode ({noise.LOCAL_SD_KERNEL} px windows in soft tissue), refused beyond {noise.CROSS_CHECK_FACTOR:g}x",
+        "why_not": {k: noise.why_not_measurable([(s.noise_by_size, s.volume_noise_reason) for s in stats[k]
+                                                 if not np.isfinite(s.noise_sd)], size) for k in cohorts},
+    }
+
+
 def _glcm(stats, cohorts, ref, cfg) -> dict[str, Any]:
     n_props = len(texture.GLCM_PROPERTIES)
     feats = {k: np.array([[s.glcm[p] for p in texture.GLCM_PROPERTIES] for s in stats[k]]).reshape(-1, n_props) for k in cohorts}
@@ -417,16 +488,17 @@ def _glcm(stats, cohorts, ref, cfg) -> dict[str, Any]:
 RADIOMICS_METRICS = ("frd", "kid", "mmd_rbf", "precision", "recall", "density", "coverage")
 
 
-def radiomics_features(paths: list[Path], image_dim: int, cache, workers: int, progress=None):
-    """frd-score v1 features of ``paths`` via the cache and worker processes (see eval.report.extract)."""
+def radiomics_features(paths: list[Path], image_dim: int, cache, workers: int, progress=None, client=None):
+    """frd-score v1 features of ``paths`` via the cache and worker processes or a Dask ``client``
+    (see eval.report.extract and eval.report.executor)."""
     from eval.features import create
     from eval.report.extract import extract_features
 
-    extractor = create("radiomics-frd-v1", image_dim=image_dim, single_thread=workers > 1)
-    return extract_features(extractor, [(p, p) for p in paths], cache, workers=workers, progress=progress)
+    extractor = create("radiomics-frd-v1", image_dim=image_dim, single_thread=workers > 1 or client is not None)
+    return extract_features(extractor, [(p, p) for p in paths], cache, workers=workers, progress=progress, client=client)
 
 
-def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, notice=None):
+def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, notice=None, client=None):
     from eval.features.radiomics import image_dim_of_shape
     from eval.report import radiomics_eta
     from eval.report.cache import FeatureCache
@@ -446,7 +518,7 @@ def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, worker
         if not cohorts[k]:
             continue
         start = radiomics_eta.clock()
-        ex = radiomics_features([c.path for c in cohorts[k]], image_dim, cache, workers, progress(f"radiomics features ({k})"))
+        ex = radiomics_features([c.path for c in cohorts[k]], image_dim, cache, workers, progress(f"radiomics features ({k})"), client)
         if timings is not None:
             radiomics_eta.record_run(timings, [radiomics_eta.voxels(cohorts[k][i]) for i in ex.seconds],
                                      radiomics_eta.clock() - start, workers)

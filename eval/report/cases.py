@@ -121,14 +121,13 @@ def put_on_grid(cohorts: list[list[Case]], shape, spacing) -> list[str]:
     return moved
 
 
-def roi_size_voxels(spacing, roi_mm: float) -> int:
-    """Side of the square noise ROI in voxels: ``roi_mm`` at the in-plane spacing, 8..64."""
-    return int(np.clip(round(roi_mm / max(spacing[0], spacing[1])), 8, 64))
-
-
 @dataclasses.dataclass
 class CaseStats:
-    """Everything measured on one case (all numbers are plain floats; NaN = not measurable)."""
+    """Everything measured on one case (all numbers are plain floats; NaN = not measurable).
+
+    The noise fields hold the values at one ROI size (:meth:`select_roi_size`); ``noise_by_size``
+    keeps every size tried, so a report can choose one size for all cohorts.
+    """
 
     histogram: np.ndarray
     contrast_rms: float
@@ -143,6 +142,28 @@ class CaseStats:
     cnr_soft_tissue_fat: float
     glcm: dict[str, float]
     body_fraction: float
+    nps_mean_frequency: float = float("nan")
+    noise_sd_local: float = float("nan")
+    roi_px: int | None = None
+    noise_reason: str | None = None  # why the noise is not measurable at this case's ROI size
+    volume_noise_reason: str | None = None  # why not at any size (field of view, no soft tissue)
+    noise_by_size: dict[int, noise.NoiseMeasurement] = dataclasses.field(default_factory=dict)
+
+    def select_roi_size(self, size: int | None) -> None:
+        """Take the noise values (SD, NPS, peak, f_avg, CNR) at ROI side ``size`` (None: none)."""
+        m = self.noise_by_size.get(size) if size is not None else None
+        nan = float("nan")
+        self.roi_px = size
+        if m is None:
+            self.noise_sd, self.n_noise_rois, self.nps_peak_frequency, self.nps_mean_frequency = nan, 0, nan, nan
+            self.nps_frequency, self.nps = np.zeros(0), np.zeros(0)
+            self.noise_reason = self.volume_noise_reason or ("no ROI size fits every cohort" if size is None else f"ROI size {size} px not tried")
+        else:
+            self.noise_sd, self.n_noise_rois = m.sd, m.n_rois
+            self.nps_frequency, self.nps = m.frequency, m.nps
+            self.nps_peak_frequency, self.nps_mean_frequency = m.peak_frequency, m.mean_frequency
+            self.noise_reason = m.reason
+        self.cnr_soft_tissue_fat = intensity.contrast_to_noise(self.mean_hu_soft_tissue, self.mean_hu_fat, self.noise_sd)
 
     def row(self) -> dict[str, Any]:
         """The per-case values that go into report.json's ``per_case`` records."""
@@ -152,8 +173,12 @@ class CaseStats:
             "mean_hu_soft_tissue": self.mean_hu_soft_tissue,
             "noise_sd": self.noise_sd,
             "noise_sd_wavelet": self.noise_sd_wavelet,
+            "noise_sd_local": self.noise_sd_local,
             "n_noise_rois": self.n_noise_rois,
+            "noise_roi_px": self.roi_px,
+            "noise_reason": self.noise_reason,
             "nps_peak_frequency": self.nps_peak_frequency,
+            "nps_mean_frequency": self.nps_mean_frequency,
             "cnr_soft_tissue_fat": self.cnr_soft_tissue_fat,
             **{f"glcm_{k}": v for k, v in self.glcm.items()},
         }
@@ -176,31 +201,36 @@ def case_stats(array: np.ndarray, spacing, settings: dict[str, Any], parts=ALL_P
         hist = intensity.hu_histogram(array[body], edges)
     masks = intensity.tissue_masks(array, body) if parts & {"intensity", "texture"} else None
     means = intensity.tissue_mean_hu(array, masks) if masks is not None else {"fat": nan, "soft_tissue": nan}
-    sd, n_rois, freq, nps = nan, 0, np.zeros(0), np.zeros(0)
+    by_size, volume_reason, local = {}, None, nan
     if parts & {"intensity", "noise"}:
-        r = roi_size_voxels(spacing, settings["roi_mm"])
-        rois = noise.find_homogeneous_rois(array, body, r)
-        detrended = noise.detrend_rois(noise.roi_stack(array, rois, r))
-        sd, n_rois = noise.noise_sd_from_rois(detrended), len(rois)
-        freq, nps = noise.nps_radial(detrended, (spacing[0], spacing[1]))
+        local = noise.local_sd_noise(array, body) if body.any() else nan
+        by_size, volume_reason = noise.measure_noise(array, body, spacing, preferred_mm=settings["roi_mm"], cross_check=local)
     glcm = {p: nan for p in texture.GLCM_PROPERTIES}
     if "texture" in parts:
         glcm = texture.glcm_features(array, masks["soft_tissue"], levels=settings["glcm_levels"])
-    return CaseStats(
+    stats = CaseStats(
         histogram=hist,
         contrast_rms=intensity.contrast_rms(array, body) if "intensity" in parts else nan,
         mean_hu_fat=means["fat"],
         mean_hu_soft_tissue=means["soft_tissue"],
-        noise_sd=sd,
+        noise_sd=nan,
         noise_sd_wavelet=noise.wavelet_noise_sd(array, body) if "noise" in parts and body.any() else nan,
-        n_noise_rois=n_rois,
-        nps_frequency=freq,
-        nps=nps,
-        nps_peak_frequency=noise.nps_peak_frequency(freq, nps) if len(freq) else nan,
-        cnr_soft_tissue_fat=intensity.contrast_to_noise(means["soft_tissue"], means["fat"], sd),
+        n_noise_rois=0,
+        nps_frequency=np.zeros(0),
+        nps=np.zeros(0),
+        nps_peak_frequency=nan,
+        cnr_soft_tissue_fat=nan,
         glcm=glcm,
         body_fraction=float(body.mean()),
+        noise_sd_local=local,
+        volume_noise_reason=volume_reason,
+        noise_by_size=by_size,
     )
+    if by_size:  # on its own a case takes its largest measurable size; a report picks one for all
+        stats.select_roi_size(next((r for r, m in by_size.items() if m.ok), max(by_size)))
+    else:
+        stats.select_roi_size(None)
+    return stats
 
 
 def _stats_job(args):

@@ -61,9 +61,14 @@ def _init_worker(extractor: FeatureExtractor, steps=None) -> None:
 
 
 def _extract_one(payload) -> tuple[str, Any, Any, float]:
+    return _extract_with(_WORKER, payload)
+
+
+def _extract_with(extractor: FeatureExtractor, payload) -> tuple[str, Any, Any, float]:
+    """(status, names or problem, values, seconds) of one extraction; also run by Dask workers."""
     start = time.perf_counter()
     try:
-        names, values = _WORKER.extract(payload)
+        names, values = extractor.extract(payload)
         return "ok", names, values, time.perf_counter() - start
     except CTDiffError as exc:
         return "error", exc.problem, None, time.perf_counter() - start
@@ -93,8 +98,13 @@ def extract_features(
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
     key_extra: dict[str, Any] | None = None,
+    client=None,
 ) -> Extraction:
-    """Features for ``items`` = [(case path, payload passed to ``extractor.extract``), ...]."""
+    """Features for ``items`` = [(case path, payload passed to ``extractor.extract``), ...].
+
+    ``client``: a ``dask.distributed`` client; the missing cases are then extracted on its workers
+    (:mod:`eval.report.executor`) instead of local worker processes, and cached here as they arrive.
+    """
     settings = {**extractor.settings(), **(key_extra or {})}
     result = Extraction(names=None, vectors={}, failed=[])
     todo: list[tuple[int, str | None]] = []
@@ -157,6 +167,17 @@ def extract_features(
         heartbeat = threading.Thread(target=beat, name="extract-progress", daemon=True)
         heartbeat.start()
     try:
+        if client is not None:
+            from distributed import as_completed
+
+            from eval.report.executor import run_on_worker
+
+            ex_key = cache_key("", extractor.name, settings)
+            futures = {client.submit(run_on_worker, ex_key, extractor, items[i][1], pure=False): (i, key) for i, key in todo}
+            for fut in as_completed(list(futures)):
+                i, key = futures[fut]
+                accept(i, key, *fut.result())
+            return result
         if workers <= 1 or len(todo) == 1:
             _init_worker(extractor, steps)
             for i, key in todo:

@@ -30,10 +30,13 @@ METRICS: dict[str, MetricSpec] = {
         "Contrast-to-noise ratio |mean soft tissue - mean fat| / noise SD, mean over scans."),
     "noise_sd": MetricSpec(
         "noise", "closer-to-real", "HU",
-        "Noise SD in automatically found homogeneous soft-tissue ROIs (detrended), mean over scans."),
+        "Noise SD in automatically found homogeneous soft-tissue ROIs (detrended; one ROI size for all cohorts), mean over scans."),
     "nps_peak_frequency": MetricSpec(
         "noise", "closer-to-real", "mm^-1",
-        "Frequency of the peak of the radially averaged 2D noise power spectrum, mean over scans."),
+        "Frequency of the peak of the radially averaged 2D noise power spectrum (sub-bin), mean over scans."),
+    "nps_mean_frequency": MetricSpec(
+        "noise", "closer-to-real", "mm^-1",
+        "NPS mean frequency f_avg (AAPM TG-233): NPS-weighted mean of the radial frequency, mean over scans."),
     "nps_distance": MetricSpec(
         "noise", "lower", "",
         "L1 distance between the cohorts' mean unit-area NPS curves (0 = same noise texture, max 2)."),
@@ -70,6 +73,18 @@ METRICS: dict[str, MetricSpec] = {
     "fid_inception_2d": MetricSpec(
         "inception", "lower", "",
         "FID of InceptionV3 pool features of axial, coronal and sagittal slices (needs local weights)."),
+    "fid_radimagenet_axial": MetricSpec(
+        "radimagenet", "lower", "",
+        "FID of RadImageNet ResNet-50 features of axial slices (MAISI's 2D FID; needs local weights)."),
+    "fid_radimagenet_coronal": MetricSpec(
+        "radimagenet", "lower", "",
+        "FID of RadImageNet ResNet-50 features of coronal slices (needs local weights)."),
+    "fid_radimagenet_sagittal": MetricSpec(
+        "radimagenet", "lower", "",
+        "FID of RadImageNet ResNet-50 features of sagittal slices (needs local weights)."),
+    "fid_radimagenet_2d": MetricSpec(
+        "radimagenet", "lower", "",
+        "Mean of the axial, coronal and sagittal RadImageNet FIDs, as MAISI reports it (needs local weights)."),
     "memorization": MetricSpec(
         "similarity", "lower", "fraction",
         "Fraction of generated scans closer (1 - SSIM) to a training scan than 95% of held-out real scans are."),

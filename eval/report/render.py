@@ -75,13 +75,14 @@ def mosaic_png(cohorts: dict[str, list], plane: str, n_cases: int = MOSAIC_CASES
 # ----------------------------------------------------------------------------------- markdown
 def metric_table_lines(report: dict[str, Any]) -> list[str]:
     """The Markdown metric table (value, CI, real, generated, reference floor, ...) as lines."""
-    lines = ["| metric | value | 95% CI | real | generated | reference | better | unit | meaning / reason |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| metric | value | 95% CI | real | generated | reference | floor | gap | status | better | unit | meaning / reason |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in report["metrics"].items():
         note = m["reason"] or m["description"]
         lines.append(
             f"| {name} | {_fmt(m['value'])} | {_ci(m['ci95'])} | {_fmt(m['real'])} | {_fmt(m['generated'])} | "
-            f"{_fmt(m['reference'])} | {m['better']} | {m['unit']} | {note} |"
+            f"{_fmt(m['reference'])} | {_fmt(m.get('floor'))} | {_fmt(m.get('gap'), 3)} | {m.get('status') or 'n/a'} | "
+            f"{m['better']} | {m['unit']} | {note} |"
         )
     return lines
 
@@ -120,7 +121,8 @@ def render_markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
 
 
 def _per_case_columns(report) -> list[str]:
-    preferred = ["cohort", "case", "noise_sd", "noise_sd_wavelet", "contrast_rms", "cnr_soft_tissue_fat", "nps_peak_frequency",
+    preferred = ["cohort", "case", "noise_sd", "noise_sd_local", "noise_sd_wavelet", "noise_roi_px", "contrast_rms", "cnr_soft_tissue_fat",
+                 "nps_peak_frequency", "nps_mean_frequency",
                  "ssim_nearest_real", "nearest_real_file", "train_distance", "memorized"]
     present = {k for row in report["per_case"] for k in row}
     return [c for c in preferred if c in present]
@@ -169,7 +171,7 @@ def render_html(report: dict[str, Any], mosaics: dict[str, bytes]) -> str:
     inp = report["inputs"]
     metric_rows = [
         [f"<b>{e(n)}</b>", _fmt(m["value"]), _ci(m["ci95"]), _fmt(m["real"]), _fmt(m["generated"]), _fmt(m["reference"]),
-         e(m["better"]), e(m["unit"]), e(m["description"]) + (f"<br><i>{e(m['reason'])}</i>" if m["reason"] else "")]
+         _fmt(m.get("floor")), _fmt(m.get("gap"), 3), e(m.get("status") or "n/a"), e(m["better"]), e(m["unit"]), e(m["description"]) + (f"<br><i>{e(m['reason'])}</i>" if m["reason"] else "")]
         for n, m in report["metrics"].items()
     ]
     parts = [
@@ -180,12 +182,13 @@ def render_html(report: dict[str, Any], mosaics: dict[str, bytes]) -> str:
         f"<p>real: <code>{e(inp['real'])}</code> ({inp['n_real']} scans) &middot; generated: <code>{e(inp['generated'])}</code> "
         f"({inp['n_generated']} scans) &middot; train: {('<code>' + e(inp['train']) + '</code> (' + str(inp['n_train']) + ' scans)') if inp['train'] else 'none'}</p>",
         f"<p>Reference floor: {e(report['settings'].get('reference') or 'none (too few real scans)')}. "
-        "CIs: bootstrap over scans (cases), 95 % percentile intervals.</p>",
+        "CIs: bootstrap over scans (cases), 95 % percentile intervals. gap = distance / floor, floor = "
+        "max(real-vs-real reference, bootstrap SE, resolution); close &le; 1.25 &lt; apart &le; 2 &lt; far (docs/metrics.md).</p>",
     ]
     if inp.get("resampled_to"):
         r = inp["resampled_to"]
         parts.append(f"<p><b>Resampled</b> to shape {r['shape']}, spacing {r['spacing']} mm: {len(r['files'])} file(s).</p>")
-    parts += ["<h2>Metrics</h2>", _table(["metric", "value", "95% CI", "real", "generated", "reference", "better", "unit", "meaning"], metric_rows)]
+    parts += ["<h2>Metrics</h2>", _table(["metric", "value", "95% CI", "real", "generated", "reference", "floor", "gap", "status", "better", "unit", "meaning"], metric_rows)]
     parts += ["<h2>Curves</h2>"] + _plots(report)
     if mosaics:
         parts.append("<h2>Slices</h2><p>Middle slice per plane, soft-tissue window (W400 L40); top row real, bottom row generated.</p>")

@@ -42,10 +42,10 @@ def test_metric_table_is_colour_coded_by_gap(dashboard):
     at = dashboard
     assert at.title[0].value == "Metrics dashboard"
     table = at.dataframe[0].value.set_index("metric")
-    # frd 30 vs floor 10 -> 3x far; noise 11 vs 10 with floor 1 -> 1x close; coverage 0.9/0.5 -> 1.8 apart
+    # frd 30 vs floor 10 -> 3x far; noise 11 vs 10 with floor 1 -> 1x close; coverage shortfall 0.2 vs real 0.1 -> 2x apart
     assert table.loc["frd", "gap"] == "3" and table.loc["frd", "status"] == "far"
     assert table.loc["noise_sd", "gap"] == "1" and table.loc["noise_sd", "status"] == "close"
-    assert table.loc["coverage", "gap"] == "1.8" and table.loc["coverage", "status"] == "apart"
+    assert table.loc["coverage", "gap"] == "2" and table.loc["coverage", "status"] == "apart"
     assert table.loc["fid_2d", "status"] == "n/a" and "skipped" in table.loc["fid_2d", "notes"]
     assert table.loc["frd", "ci95"] == "25 .. 35"
     assert {m.label: m.value for m in at.metric} == {"close": "1", "apart": "1", "far": "1", "n/a": "1"}
@@ -199,3 +199,27 @@ def test_histogram_range_fits_the_data_and_nps_drops_the_zero_bin(app_env, page,
     assert [list(t["x"]) for t in nps["data"]] == [[0.1, 0.2, 0.4]] * 2
     lo, hi = nps["layout"]["yaxis"]["range"]
     assert lo == pytest.approx(-0.1) and hi == pytest.approx(0.954 + 0.1, abs=1e-3)  # log10 of 1 .. 9, padded
+
+
+def test_selftest_tab_shows_the_sensitivity_table(app_env, page):
+    result = {
+        "schema": "ctdiff-eval-selftest/1",
+        "inputs": {"n_real": 8, "n_reference": 4, "n_degraded": 4},
+        "settings": {"metrics": ["noise_sd", "contrast_rms"]},
+        "degradations": {
+            "blur": {"expected": ["noise_sd"], "missed": [], "detected_by": ["noise_sd"],
+                     "metrics": {"noise_sd": {"direction": "down", "z": 4.2, "detected": True},
+                                 "contrast_rms": {"direction": "down", "z": 0.3, "detected": False}}},
+            "contrast": {"expected": ["contrast_rms"], "missed": ["contrast_rms"], "detected_by": [],
+                         "metrics": {"noise_sd": {"detected": None}, "contrast_rms": {"direction": "down", "z": 1.1, "detected": False}}},
+        },
+    }
+    (app_env / "report" / "selftest").mkdir()
+    (app_env / "report" / "selftest" / "selftest.json").write_text(json.dumps(result))
+    at = page(DASHBOARD)
+    at.run()
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "degradation" in df.value.columns).set_index("degradation")
+    assert table.loc["blur", "noise_sd"] == "▼ +4.2σ ✓" and table.loc["blur", "contrast_rms"] == "▼ +0.3σ"
+    assert table.loc["contrast", "noise_sd"] == "—" and table.loc["contrast", "missed"] == "contrast_rms"
+    assert any("contrast: contrast_rms" in w.value for w in at.warning)

@@ -16,12 +16,14 @@ from ctdiff_app.dashboard import curve, gap, load_report, metric_table, numeric_
     [
         ({"better": "lower", "value": 30.0, "reference": 10.0}, 3.0),
         ({"better": "lower", "value": 5.0, "reference": 10.0}, 0.5),
-        ({"better": "higher", "value": 0.5, "reference": 0.9}, 1.8),
+        ({"better": "higher", "value": 0.5, "reference": 0.9}, 5.0),  # shortfall from 1: 0.5 vs 0.1
         ({"better": "closer-to-real", "real": 10.0, "generated": 13.0, "reference": 2.0}, 1.5),
         ({"better": "closer-to-real", "real": 10.0, "generated": 7.0, "reference": -2.0}, 1.5),
-        ({"better": "closer-to-real", "real": 1.0, "generated": 1.0, "reference": 0.0}, 0.0),
-        ({"better": "lower", "value": 3.0, "reference": 0.0}, math.inf),
-        ({"better": "higher", "value": 0.0, "reference": 0.9}, math.inf),
+        # a vanishing reference: the entry's resolution (one NPS bin) is the floor, not 3.5e-18
+        ({"better": "closer-to-real", "real": 0.10, "generated": 0.15, "reference": 3.5e-18, "resolution": 0.025}, 2.0),
+        ({"better": "closer-to-real", "real": 1.0, "generated": 1.0, "reference": 0.0}, None),
+        ({"better": "lower", "value": 3.0, "reference": 0.0}, None),
+        ({"better": "higher", "value": 0.0, "reference": 0.9}, 10.0),
         ({"better": "lower", "value": None, "reference": 1.0}, None),
         ({"better": "lower", "value": 2.0, "reference": None}, None),
         ({"better": "closer-to-real", "real": None, "generated": 1.0, "reference": 1.0}, None),
@@ -29,9 +31,12 @@ from ctdiff_app.dashboard import curve, gap, load_report, metric_table, numeric_
         ({"better": "lower", "value": float("nan"), "reference": 1.0}, None),
     ],
 )
-def test_gap(metric, expected):
+def test_gap_delegates_to_eval(metric, expected):
+    from eval.report.gap import gap as eval_gap
+
     g = gap(metric)
-    assert g == (pytest.approx(expected) if isinstance(expected, float) and math.isfinite(expected) else expected)
+    assert g == (pytest.approx(expected) if isinstance(expected, float) else expected)
+    assert g == eval_gap(metric)
 
 
 def test_status_thresholds():
