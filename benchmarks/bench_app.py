@@ -85,9 +85,28 @@ class Server:
             self.port = s.getsockname()[1]
         self.log = open(workspace.parent / f"streamlit-{self.port}.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--browser.gatherUsageStats",
-             "false", "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-            cwd=REPO, env={**os.environ, "CTDIFF_WORKSPACE": str(workspace)}, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.port",
+                str(self.port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=REPO,
+            env={**os.environ, "CTDIFF_WORKSPACE": str(workspace)},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         for _ in range(300):
             try:
@@ -111,8 +130,12 @@ def open_viewer(page, url: str) -> tuple[object, float, float]:
     frame.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=900_000, polling=20)
     wall = time.perf_counter() - t0
     timings = frame.evaluate("() => window.ctViewer.timings")
-    parts = {k: round((max(t.get(k, t["start"]) for t in timings.values()) - min(t["start"] for t in timings.values())) / 1000, 2)
-             for k in ("fetched", "attached", "loaded", "drawn")}
+    parts = {
+        k: round(
+            (max(t.get(k, t["start"]) for t in timings.values()) - min(t["start"] for t in timings.values())) / 1000, 2
+        )
+        for k in ("fetched", "attached", "loaded", "drawn")
+    }
     print(f"    in the frame, seconds after the first pane started (slowest pane): {parts}", flush=True)
     return frame, wall, frame.evaluate("() => window.ctViewer.firstDisplayMs") / 1000.0
 
@@ -124,14 +147,18 @@ def steps(page, frame, n: int, check_pixels: bool) -> tuple[list[float], int]:
     depth = frame.evaluate("() => window.ctViewer.panes[0].nv.volumes[0].dimsRAS[3]")
     times, changed, prev, key = [], 0, None, "ArrowUp"
     for _ in range(n):
-        z = frame.evaluate("() => window.ctViewer.panes[0].nv.frac2vox(window.ctViewer.panes[0].nv.scene.crosshairPos)[2]")
+        z = frame.evaluate(
+            "() => window.ctViewer.panes[0].nv.frac2vox(window.ctViewer.panes[0].nv.scene.crosshairPos)[2]"
+        )
         if z >= depth - 1:
             key = "ArrowDown"
         elif z <= 0:
             key = "ArrowUp"
         page.keyboard.press(key)
         frame.wait_for_function("() => window.ctViewer.lastStep && window.ctViewer.lastStep.tFrame", polling="raf")
-        last = frame.evaluate("() => { const s = window.ctViewer.lastStep; window.ctViewer.lastStep = null; return s; }")
+        last = frame.evaluate(
+            "() => { const s = window.ctViewer.lastStep; window.ctViewer.lastStep = null; return s; }"
+        )
         times.append(last["tFrame"] - last["t0"])
         if check_pixels:
             pix = last["pixels"]
@@ -143,8 +170,13 @@ def steps(page, frame, n: int, check_pixels: bool) -> tuple[list[float], int]:
 
 def summary(times: list[float]) -> dict[str, float]:
     s = sorted(times)
-    return {"median": statistics.median(s), "p95": s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))],
-            "min": s[0], "max": s[-1], "n": len(s)}
+    return {
+        "median": statistics.median(s),
+        "p95": s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))],
+        "min": s[0],
+        "max": s[-1],
+        "n": len(s),
+    }
 
 
 def measure_pair(name: str, make, n_steps: int, repeats: int) -> dict:
@@ -166,7 +198,10 @@ def measure_pair(name: str, make, n_steps: int, repeats: int) -> dict:
                     frame, wall, in_frame = open_viewer(page, server.url)
                     walls.append(wall)
                     firsts.append(in_frame)
-                    print(f"[{name}] first display {wall:.2f} s (volumes in the frame -> drawn: {in_frame:.2f} s)", flush=True)
+                    print(
+                        f"[{name}] first display {wall:.2f} s (volumes in the frame -> drawn: {in_frame:.2f} s)",
+                        flush=True,
+                    )
                     if r < repeats - 1:
                         page.close()
                 steps(page, frame, 5, check_pixels=False)  # warm-up
@@ -175,8 +210,13 @@ def measure_pair(name: str, make, n_steps: int, repeats: int) -> dict:
                 browser.close()
         finally:
             server.close()
-    out = {"source": source, "first_display_s": walls, "frame_load_s": firsts, "step": summary(times),
-           "pixel_check": f"{changed}/20 steps changed both panes' pixels"}
+    out = {
+        "source": source,
+        "first_display_s": walls,
+        "frame_load_s": firsts,
+        "step": summary(times),
+        "pixel_check": f"{changed}/20 steps changed both panes' pixels",
+    }
     print(f"[{name}]", {k: round(v, 1) for k, v in out["step"].items()}, out["pixel_check"], flush=True)
     return out
 
@@ -193,8 +233,14 @@ def server_moves(moves: int = 20, warmup: int = 3) -> dict:
         write_nifti(make_phantom(shape=(512, 512, 26), seed=1)[0], real / "a.nii.gz")
         write_nifti(make_phantom(shape=(512, 512, 26), seed=2, noise_hu=30.0)[0], gen / "b.nii.gz")
         at = AppTest.from_file(str(REPO / "pages" / "1_Slice_browser.py"), default_timeout=300)
-        for k, v in {"real_dir": str(real), "generated_dir": str(gen), "report_dir": None, "run_dir": None,
-                     "selection_source": "benchmark", "renderer": "server"}.items():
+        for k, v in {
+            "real_dir": str(real),
+            "generated_dir": str(gen),
+            "report_dir": None,
+            "run_dir": None,
+            "selection_source": "benchmark",
+            "renderer": "server",
+        }.items():
             at.session_state[k] = v
         at.run()
         n = at.slider(key="real_slice").max
@@ -217,8 +263,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     load0 = os.getloadavg()[0]
-    results = {"demo pair": measure_pair("demo", demo_pair, args.steps, args.repeats),
-               "512x512x133 pair": measure_pair("512", big_pair, args.steps, args.repeats)}
+    results = {
+        "demo pair": measure_pair("demo", demo_pair, args.steps, args.repeats),
+        "512x512x133 pair": measure_pair("512", big_pair, args.steps, args.repeats),
+    }
     old = server_moves() if args.server else None
     load1 = os.getloadavg()[0]
 
@@ -239,18 +287,30 @@ def main(argv=None) -> int:
     ]
     for name, r in results.items():
         s = r["step"]
-        lines.append(f"| {name} | {s['median']:.1f} | {s['p95']:.1f} | {s['min']:.1f} | {s['max']:.1f} | {s['n']} | "
-                     f"{r['pixel_check'].split(' ')[0]} | {', '.join(f'{w:.2f}' for w in r['first_display_s'])} |")
+        lines.append(
+            f"| {name} | {s['median']:.1f} | {s['p95']:.1f} | {s['min']:.1f} | {s['max']:.1f} | {s['n']} | "
+            f"{r['pixel_check'].split(' ')[0]} | {', '.join(f'{w:.2f}' for w in r['first_display_s'])} |"
+        )
     lines += ["", "Data: " + "; ".join(f"{k}: {r['source']}" for k, r in results.items()) + "."]
     if old:
-        lines += ["", f"Old server-rendered viewer (AppTest rerun per slider move, 512x512x26 axial, same run): "
-                  f"median {old['median']:.1f} ms, p95 {old['p95']:.1f} ms ({old['n']} moves)."]
+        lines += [
+            "",
+            f"Old server-rendered viewer (AppTest rerun per slider move, 512x512x26 axial, same run): "
+            f"median {old['median']:.1f} ms, p95 {old['p95']:.1f} ms ({old['n']} moves).",
+        ]
     big = results["512x512x133 pair"]
-    lines += ["", f"Targets: step median <= {STEP_MEDIAN_MS:.0f} ms, p95 <= {STEP_P95_MS:.0f} ms, first display <= "
-              f"{FIRST_DISPLAY_S:.0f} s (512x512x133): step "
-              + ("met" if big["step"]["median"] <= STEP_MEDIAN_MS and big["step"]["p95"] <= STEP_P95_MS else "not met")
-              + ", first display " + ("met" if min(big["first_display_s"]) <= FIRST_DISPLAY_S else "not met") + " on this machine.",
-              "", "Reproduce: `.venv/bin/python benchmarks/bench_app.py --server`", ""]
+    lines += [
+        "",
+        f"Targets: step median <= {STEP_MEDIAN_MS:.0f} ms, p95 <= {STEP_P95_MS:.0f} ms, first display <= "
+        f"{FIRST_DISPLAY_S:.0f} s (512x512x133): step "
+        + ("met" if big["step"]["median"] <= STEP_MEDIAN_MS and big["step"]["p95"] <= STEP_P95_MS else "not met")
+        + ", first display "
+        + ("met" if min(big["first_display_s"]) <= FIRST_DISPLAY_S else "not met")
+        + " on this machine.",
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/bench_app.py --server`",
+        "",
+    ]
     from ctdiff.atomic import write_text
 
     write_text(args.out, "\n".join(lines))

@@ -72,15 +72,29 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=28)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-frd", action="store_true")
-    ap.add_argument("--frd-n", type=int, default=None,
-                    help="FRD phases on the first N scans of each cohort (default: all); extraction of one "
-                         "256x256x26 phantom takes minutes on one core")
+    ap.add_argument(
+        "--frd-n",
+        type=int,
+        default=None,
+        help="FRD phases on the first N scans of each cohort (default: all); extraction of one "
+        "256x256x26 phantom takes minutes on one core",
+    )
     args = ap.parse_args()
     work = Path(args.work)
     real, gen = work / "real", work / "generated"
     for folder, seed, noise in ((real, 100, 20.0), (gen, 200, 25.0)):
         if not (folder / "manifest.json").exists():
-            t, _ = timed(lambda: write_cohort(folder, n=args.n, shape=SHAPE, seed=seed, noise_hu=noise, force=True, progress=False))  # noqa: B023 (called here)
+            t, _ = timed(
+                lambda: write_cohort(  # noqa: B023 (called here, inside the loop)
+                    folder,  # noqa: B023
+                    n=args.n,
+                    shape=SHAPE,
+                    seed=seed,  # noqa: B023
+                    noise_hu=noise,  # noqa: B023
+                    force=True,
+                    progress=False,
+                )
+            )
             print(f"wrote {folder} in {t:.0f} s", flush=True)
     rows: list[tuple[str, str, str]] = []
     notes: list[str] = []
@@ -100,7 +114,9 @@ def main() -> int:
         write_md(rows, notes, args.n, args.workers)
     all_but = "intensity,noise,texture,similarity,fid_inception_2d"
     t, _ = timed(lambda: build_report(real, gen, metrics=all_but, **common))
-    rows.append(("**every metric except the radiomics family**", f"**{t:.1f} s**", "one report; per-scan measurements shared"))
+    rows.append(
+        ("**every metric except the radiomics family**", f"**{t:.1f} s**", "one report; per-scan measurements shared")
+    )
     print(rows[-1], flush=True)
     write_md(rows, notes, args.n, args.workers)
     if args.skip_frd:
@@ -116,20 +132,35 @@ def main() -> int:
                 shutil.copy(f, sub / f.name)
             subsets.append(sub)
         real, gen = subsets
-        notes.append(f"FRD rows: the first {args.frd_n} scans of each cohort ({args.frd_n} vs {args.frd_n}), not 28 vs 28: "
-                     "extraction scales linearly with the number of scans (one per worker at a time).")
+        notes.append(
+            f"FRD rows: the first {args.frd_n} scans of each cohort ({args.frd_n} vs {args.frd_n}), not 28 vs 28: "
+            "extraction scales linearly with the number of scans (one per worker at a time)."
+        )
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)
-    t_cli, proc = timed(lambda: subprocess.run([sys.executable, "-m", "frd_score", str(real), str(gen), "-w", str(args.workers)],
-                                               capture_output=True, text=True))
+    t_cli, proc = timed(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "frd_score", str(real), str(gen), "-w", str(args.workers)],
+            capture_output=True,
+            text=True,
+        )
+    )
     m = re.search(r"FRD \(v1\): (\S+)", proc.stdout)
     cli_value = float(m.group(1)) if m else float("nan")
     rows.append(("`python -m frd_score REAL GEN -w 2` (reference)", f"{t_cli:.0f} s", f"FRD {cli_value:.6f}"))
     print(rows[-1], flush=True)
     write_md(rows, notes, args.n, args.workers)
-    t_cold, rep = timed(lambda: build_report(real, gen, metrics="frd", cache_dir=cache, workers=args.workers, device="cpu"))
+    t_cold, rep = timed(
+        lambda: build_report(real, gen, metrics="frd", cache_dir=cache, workers=args.workers, device="cpu")
+    )
     ours = rep["metrics"]["frd"]["value"]
-    rows.append(("`eval report --metrics frd`, cold cache", f"{t_cold:.0f} s", f"FRD {ours:.6f}; ratio to the CLI {t_cold / t_cli:.2f}"))
+    rows.append(
+        (
+            "`eval report --metrics frd`, cold cache",
+            f"{t_cold:.0f} s",
+            f"FRD {ours:.6f}; ratio to the CLI {t_cold / t_cli:.2f}",
+        )
+    )
     print(rows[-1], flush=True)
     write_md(rows, notes, args.n, args.workers)
 
@@ -140,13 +171,30 @@ def main() -> int:
         p = cache / extractor.name
         key = cache_key(content_hash(f), extractor.name, settings)
         (p / key[:2] / f"{key}.npz").unlink(missing_ok=True)
-    t_half, rep2 = timed(lambda: build_report(real, gen, metrics="frd", cache_dir=cache, workers=args.workers, device="cpu"))
+    t_half, rep2 = timed(
+        lambda: build_report(real, gen, metrics="frd", cache_dir=cache, workers=args.workers, device="cpu")
+    )
     stats = rep2["settings"]["cache_stats"]["radiomics-frd-v1"]
-    rows.append(("`eval report --metrics frd`, real cohort cached", f"{t_half:.0f} s",
-                 f"real extracted {stats['real']['extracted']}, generated extracted {stats['generated']['extracted']}; ratio to the CLI {t_half / t_cli:.2f}"))
-    t_warm, _ = timed(lambda: build_report(real, gen, metrics="frd", cache_dir=cache, workers=args.workers, device="cpu"))
-    rows.append(("`eval report --metrics frd`, both cohorts cached", f"{t_warm:.1f} s", "reading volumes + FRD + 200 bootstrap replicates"))
-    notes.append(f"FRD values: report {ours!r}, frd_score CLI {cli_value!r} (equal: {abs(ours - cli_value) <= 1e-9 * max(1.0, abs(cli_value))}).")
+    rows.append(
+        (
+            "`eval report --metrics frd`, real cohort cached",
+            f"{t_half:.0f} s",
+            f"real extracted {stats['real']['extracted']}, generated extracted {stats['generated']['extracted']}; ratio to the CLI {t_half / t_cli:.2f}",
+        )
+    )
+    t_warm, _ = timed(
+        lambda: build_report(real, gen, metrics="frd", cache_dir=cache, workers=args.workers, device="cpu")
+    )
+    rows.append(
+        (
+            "`eval report --metrics frd`, both cohorts cached",
+            f"{t_warm:.1f} s",
+            "reading volumes + FRD + 200 bootstrap replicates",
+        )
+    )
+    notes.append(
+        f"FRD values: report {ours!r}, frd_score CLI {cli_value!r} (equal: {abs(ours - cli_value) <= 1e-9 * max(1.0, abs(cli_value))})."
+    )
     print(rows[-2:], flush=True)
     write_md(rows, notes, args.n, args.workers)
     return 0

@@ -88,28 +88,51 @@ def main() -> int:
                     fn()
                 sync()
                 times[name][kind].append((time.perf_counter() - t0) / args.steps)
-        print(f"round {r + 1}: " + ", ".join(f"{n} train {times[n]['train'][-1]:.3f} s sample {times[n]['sample'][-1]:.3f} s"
-                                            for n in LAYOUTS), flush=True)
+        print(
+            f"round {r + 1}: "
+            + ", ".join(
+                f"{n} train {times[n]['train'][-1]:.3f} s sample {times[n]['sample'][-1]:.3f} s" for n in LAYOUTS
+            ),
+            flush=True,
+        )
     med = {n: {k: statistics.median(v) for k, v in times[n].items()} for n in LAYOUTS}
     rows = []
     for kind, what in (("train", "training step, batch 2"), ("sample", "sampling network evaluation, batch 4")):
         base = med["contiguous"][kind]
         for n in LAYOUTS:
-            rows.append({"what": what, "layout": n, "seconds": round(med[n][kind], 4),
-                         "speedup_vs_contiguous": round(base / med[n][kind], 3)})
+            rows.append(
+                {
+                    "what": what,
+                    "layout": n,
+                    "seconds": round(med[n][kind], 4),
+                    "speedup_vs_contiguous": round(base / med[n][kind], 3),
+                }
+            )
     print("| what | layout | s (median) | speed vs contiguous |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['what']} | {r['layout']} | {r['seconds']:.3f} | {r['speedup_vs_contiguous']:.2f}x |")
     if args.json:
-        write_json(args.json, {
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "device": str(dev)},
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "load_average": [round(v, 1) for v in os.getloadavg()],
-            "command": " ".join(["python", "benchmarks/bench_memory_format.py", *sys.argv[1:]]),
-            "config": args.config, "size": args.size, "rounds": args.rounds, "steps": args.steps,
-            "times": times, "rows": rows,
-        })
+        write_json(
+            args.json,
+            {
+                "machine": {
+                    "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "device": str(dev),
+                },
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "load_average": [round(v, 1) for v in os.getloadavg()],
+                "command": " ".join(["python", "benchmarks/bench_memory_format.py", *sys.argv[1:]]),
+                "config": args.config,
+                "size": args.size,
+                "rounds": args.rounds,
+                "steps": args.steps,
+                "times": times,
+                "rows": rows,
+            },
+        )
     return 0
 
 

@@ -38,14 +38,22 @@ def study(rng, separation, n_readers, n_cases):
     truth = np.repeat([0, 1], n_cases)
     latent = rng.normal(separation * truth, 1.0)
     r = np.stack([ratings(rng, latent, truth) for _ in range(n_readers)])[None]
-    return mrmc.StudyRatings(("study",), tuple(f"r{i}" for i in range(n_readers)), tuple(f"c{i}" for i in range(truth.size)),
-                             truth.astype(np.int8), r, np.full_like(r, np.nan))
+    return mrmc.StudyRatings(
+        ("study",),
+        tuple(f"r{i}" for i in range(n_readers)),
+        tuple(f"c{i}" for i in range(truth.size)),
+        truth.astype(np.int8),
+        r,
+        np.full_like(r, np.nan),
+    )
 
 
 def population_auc(separation):
     rng = np.random.default_rng(99)
     truth = np.repeat([0, 1], 10000)
-    return float(np.mean([roc_auc_score(truth, ratings(rng, rng.normal(separation * truth, 1.0), truth)) for _ in range(200)]))
+    return float(
+        np.mean([roc_auc_score(truth, ratings(rng, rng.normal(separation * truth, 1.0), truth)) for _ in range(200)])
+    )
 
 
 def main() -> int:
@@ -61,13 +69,17 @@ def main() -> int:
     for sep in args.separations:
         truth_auc = 0.5 if sep == 0 else population_auc(sep)
         rng = np.random.default_rng([args.seed, int(sep * 100)])
-        est = [mrmc.analyse(study(rng, sep, args.readers, args.cases)).conditions[0].auc
-               for _ in tqdm(range(args.studies), desc=f"separation {sep}", file=sys.stderr)]
+        est = [
+            mrmc.analyse(study(rng, sep, args.readers, args.cases)).conditions[0].auc
+            for _ in tqdm(range(args.studies), desc=f"separation {sep}", file=sys.stderr)
+        ]
         cover = np.mean([e.ci_low <= truth_auc <= e.ci_high for e in est])
         reject = np.mean([e.p < 0.05 for e in est])
         se = math.sqrt(cover * (1 - cover) / len(est))
-        print(f"| {sep:g} | {truth_auc:.4f} | {np.mean([e.value for e in est]):.4f} | {100 * cover:.1f} % ({100 * se:.1f}) | "
-              f"{100 * reject:.1f} % | {np.mean([e.ci_high - e.ci_low for e in est]):.3f} | {np.mean([e.df for e in est]):.1f} |")
+        print(
+            f"| {sep:g} | {truth_auc:.4f} | {np.mean([e.value for e in est]):.4f} | {100 * cover:.1f} % ({100 * se:.1f}) | "
+            f"{100 * reject:.1f} % | {np.mean([e.ci_high - e.ci_low for e in est]):.3f} | {np.mean([e.df for e in est]):.1f} |"
+        )
     return 0
 
 

@@ -55,7 +55,9 @@ def main() -> None:
     print(f"{'x'.join(map(str, args.shape))} int16 .nii.gz ({size:.1f} MiB), {args.repeats} alternating repeats")
     for name, ts in times.items():
         print(f"  {name:12s} median {statistics.median(ts):.3f} s  (min {min(ts):.3f}, max {max(ts):.3f})")
-    print(f"  ratio read_volume / unverified: {statistics.median(times['read_volume']) / statistics.median(times['unverified']):.2f}")
+    print(
+        f"  ratio read_volume / unverified: {statistics.median(times['read_volume']) / statistics.median(times['unverified']):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,14 +41,18 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS, help="eval metrics to score each sampler with")
     p.add_argument("--workers", type=int, default=None, help="eval feature-extraction processes (default: all cores)")
-    p.add_argument("--cache-dir", default=None,
-                   help="eval feature cache (default: eval's user cache, so the real cohort is extracted once)")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="eval feature cache (default: eval's user cache, so the real cohort is extracted once)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--work", default=None, help="keep samples here (default: a temp folder)")
     p.add_argument("--json", default="benchmarks/results/sampling.json")
     p.add_argument("--plot", default="docs/benchmarks-sampling.png")
-    p.add_argument("--from-json", action="store_true",
-                   help="only redraw the table and plot from --json (e.g. of a run cut short)")
+    p.add_argument(
+        "--from-json", action="store_true", help="only redraw the table and plot from --json (e.g. of a run cut short)"
+    )
     args = p.parse_args()
     if args.from_json:
         rows = json.loads(Path(args.json).read_text())["rows"]
@@ -78,17 +82,30 @@ def main() -> int:
         out = work / f"{sampler}-{steps}"
         write_samples(vols, out, force=True)
         t1 = time.perf_counter()
-        rep = build_report(args.real, out, metrics=args.metrics, cache_dir=args.cache_dir, workers=args.workers,
-                           settings={"n_bootstrap": 0})
+        rep = build_report(
+            args.real,
+            out,
+            metrics=args.metrics,
+            cache_dir=args.cache_dir,
+            workers=args.workers,
+            settings={"n_bootstrap": 0},
+        )
         m = rep["metrics"]
-        row = {"sampler": sampler, "steps": steps, "nfe": steps, "seconds_per_volume": round(seconds, 2),
-               "eval_seconds": round(time.perf_counter() - t1, 1)}
+        row = {
+            "sampler": sampler,
+            "steps": steps,
+            "nfe": steps,
+            "seconds_per_volume": round(seconds, 2),
+            "eval_seconds": round(time.perf_counter() - t1, 1),
+        }
         for name in args.metrics:
             row[name] = m[name]["value"]
             if m[name].get("reason"):
                 row[f"{name}_reason"] = m[name]["reason"]
         noise = m.get("noise_sd", {})
-        row["noise_sd_ratio"] = noise["generated"] / noise["real"] if noise.get("real") and noise.get("generated") else None
+        row["noise_sd_ratio"] = (
+            noise["generated"] / noise["real"] if noise.get("real") and noise.get("generated") else None
+        )
         rows.append(row)
         print(row, flush=True)
         _write_json(args, bundle, torch, rows)
@@ -100,11 +117,18 @@ def main() -> int:
 
 def _write_json(args, bundle, torch, rows) -> None:
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average": [round(x, 1) for x in os.getloadavg()],
-        "checkpoint": bundle.checkpoint, "checkpoint_step": bundle.step, "n": args.n, "real": str(args.real),
+        "checkpoint": bundle.checkpoint,
+        "checkpoint_step": bundle.step,
+        "n": args.n,
+        "real": str(args.real),
         "command": " ".join(["python", "benchmarks/bench_sampling.py", *sys.argv[1:]]),
         "complete": len(rows) == len(args.grid),
         "rows": rows,
@@ -115,12 +139,16 @@ def _write_json(args, bundle, torch, rows) -> None:
 
 def markdown_table(rows: list[dict], metrics: list[str]) -> list[str]:
     cols = [m for m in metrics if m != "noise_sd"]
-    lines = ["| sampler | steps (network evaluations) | s / volume | " + " | ".join(cols) + " | noise SD gen/real |",
-             "|---" * (len(cols) + 4) + "|"]
+    lines = [
+        "| sampler | steps (network evaluations) | s / volume | " + " | ".join(cols) + " | noise SD gen/real |",
+        "|---" * (len(cols) + 4) + "|",
+    ]
     for r in rows:
         vals = ["n/a" if r.get(c) is None else f"{r[c]:.4g}" for c in cols]
         ratio = "n/a" if r.get("noise_sd_ratio") is None else f"{r['noise_sd_ratio']:.2f}"
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds_per_volume']:.1f} | " + " | ".join(vals) + f" | {ratio} |")
+        lines.append(
+            f"| {r['sampler']} | {r['steps']} | {r['seconds_per_volume']:.1f} | " + " | ".join(vals) + f" | {ratio} |"
+        )
     return lines
 
 

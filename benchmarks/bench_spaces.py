@@ -72,7 +72,9 @@ def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
         lat = torch.randn(1, acfg.latent_channels, z // f, y // f, x // f)
         tile = (16, 32, 32)  # sample.decode_tile's default
         fn = lambda: decode(ae, lat, tile)  # noqa: E731
-        info.update(latent_shape=list(lat.shape), decode_tile=list(tile), parameters=sum(p.numel() for p in ae.parameters()))
+        info.update(
+            latent_shape=list(lat.shape), decode_tile=list(tile), parameters=sum(p.numel() for p in ae.parameters())
+        )
     else:
         if space == "pixel":
             channels, shape, encode = 1, (1, z, y, x), None
@@ -84,8 +86,10 @@ def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
         model = build_model(cfg.model, channels).to(memory_format=torch.channels_last_3d)
         diffusion = Diffusion(cfg.diffusion)
         data = torch.randn(1, *shape)
-        info.update(network_input=[1, channels, *(encode(data).shape[2:] if encode else shape[1:])],
-                    parameters=count_parameters(model))
+        info.update(
+            network_input=[1, channels, *(encode(data).shape[2:] if encode else shape[1:])],
+            parameters=count_parameters(model),
+        )
         if phase == "train":
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             g = torch.Generator().manual_seed(0)
@@ -104,6 +108,7 @@ def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
             def fn():
                 with torch.no_grad():
                     model(xin, torch.tensor([500]))
+
     times, cpu = [], []
     for i in range(reps + 1):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -112,8 +117,13 @@ def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "seconds_all": times,
-            "peak_rss_mb": round(peak_mb, 1), **info}
+    return {
+        "seconds": statistics.median(times),
+        "cpu_seconds": statistics.median(cpu),
+        "seconds_all": times,
+        "peak_rss_mb": round(peak_mb, 1),
+        **info,
+    }
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -126,11 +136,27 @@ def _limit(gb: float):
 
 
 def run_one(space, size, phase, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", space, size, phase, "--threads", str(args.threads), "--reps", str(args.reps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        space,
+        size,
+        phase,
+        "--threads",
+        str(args.threads),
+        "--reps",
+        str(args.reps),
+    ]
     # the address-space guard: what it allows is larger than the RSS (torch maps more than it touches)
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
-                             preexec_fn=_limit(args.limit_gb + args.as_slack_gb))
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            preexec_fn=_limit(args.limit_gb + args.as_slack_gb),
+        )
     except subprocess.TimeoutExpired:
         return {"status": f"not run (over {args.timeout} s)"}
     if out.returncode != 0:
@@ -148,8 +174,11 @@ def run_one(space, size, phase, args) -> dict:
 def project_80gb(rows: list[dict], space: str) -> dict | None:
     """Least-squares line peak RSS ~ a + b * voxels over the measured train rows -> the largest
     512 x 512 x Z volume within 80 GB. A projection from CPU RSS, not a GPU measurement."""
-    pts = [(r["voxels"], r["peak_rss_mb"]) for r in rows if r["space"] == space and r["phase"] == "train"
-           and r["status"].startswith("measured")]
+    pts = [
+        (r["voxels"], r["peak_rss_mb"])
+        for r in rows
+        if r["space"] == space and r["phase"] == "train" and r["status"].startswith("measured")
+    ]
     if len(pts) < 2:
         return None
     n = len(pts)
@@ -161,9 +190,15 @@ def project_80gb(rows: list[dict], space: str) -> dict | None:
         return {"kind": "projection from measured CPU peak RSS", "note": "no growth with the voxel count measured"}
     vox = (budget_mb - a) / b
     z = int(vox // (512 * 512))
-    return {"mb_per_megavoxel": round(b * 1e6, 1), "intercept_mb": round(a, 1), "max_voxels": int(vox),
-            "max_512x512_slices": z, "fits_512x512x128": z >= 128,
-            "rss_512x512x128_mb": round(a + b * 512 * 512 * 128, 0), "kind": "projection from measured CPU peak RSS"}
+    return {
+        "mb_per_megavoxel": round(b * 1e6, 1),
+        "intercept_mb": round(a, 1),
+        "max_voxels": int(vox),
+        "max_512x512_slices": z,
+        "fits_512x512x128": z >= 128,
+        "rss_512x512x128_mb": round(a + b * 512 * 512 * 128, 0),
+        "kind": "projection from measured CPU peak RSS",
+    }
 
 
 def main() -> int:
@@ -176,8 +211,12 @@ def main() -> int:
     p.add_argument("--limit-gb", type=float, default=8.0, help="peak RSS allowed per measurement")
     p.add_argument("--as-slack-gb", type=float, default=4.0, help="address space allowed beyond --limit-gb")
     p.add_argument("--timeout", type=int, default=2400, help="seconds per measurement")
-    p.add_argument("--cpu-budget", type=float, default=240.0,
-                   help="CPU seconds a measurement may take (warm-up included), projected from the next smaller size")
+    p.add_argument(
+        "--cpu-budget",
+        type=float,
+        default=240.0,
+        help="CPU seconds a measurement may take (warm-up included), projected from the next smaller size",
+    )
     p.add_argument("--json", default=None)
     p.add_argument("--table", metavar="JSON", help="print the markdown table of a results file and exit")
     args = p.parse_args()
@@ -191,12 +230,22 @@ def main() -> int:
     rows: list[dict] = []
     started = time.time()
     prev: dict[tuple[str, str], dict] = {}
-    jobs = [(size, space, phase) for size in sorted(args.sizes, key=lambda s: _prod(_parse(s))) for space in args.spaces
-            for phase in (("train", "eval", "decode") if space == "latent" else ("train", "eval"))]
+    jobs = [
+        (size, space, phase)
+        for size in sorted(args.sizes, key=lambda s: _prod(_parse(s)))
+        for space in args.spaces
+        for phase in (("train", "eval", "decode") if space == "latent" else ("train", "eval"))
+    ]
     for size, space, phase in jobs:  # size by size, so a stopped run still has every space's small sizes
         vox = _prod(_parse(size))
-        row = {"space": space, "phase": phase, "size": size, "voxels": vox, "threads": args.threads,
-               "command": f"python benchmarks/bench_spaces.py --threads {args.threads} --spaces {space} --sizes {size}"}
+        row = {
+            "space": space,
+            "phase": phase,
+            "size": size,
+            "voxels": vox,
+            "threads": args.threads,
+            "command": f"python benchmarks/bench_spaces.py --threads {args.threads} --spaces {space} --sizes {size}",
+        }
         last = prev.get((space, phase))
         if last is not None and last.get("status", "").startswith("not run"):
             row["status"] = last["status"]
@@ -218,15 +267,21 @@ def main() -> int:
         prev[(space, phase)] = row
         if args.json:
             _write(args, rows, started)
-    result = _write(args, rows, started) if args.json else {"projection_80gb": {s: project_80gb(rows, s) for s in args.spaces}}
+    result = (
+        _write(args, rows, started)
+        if args.json
+        else {"projection_80gb": {s: project_80gb(rows, s) for s in args.spaces}}
+    )
     print(json.dumps(result["projection_80gb"], indent=1))
     return 0
 
 
 def markdown(result: dict) -> str:
     """The docs table: one row per space, phase and size, with the command that measures it."""
-    lines = ["| space | phase | volume (x y z) | network input (N C D H W) | CPU s (1 thread) | wall s | peak RSS GB | GPU | command |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| space | phase | volume (x y z) | network input (N C D H W) | CPU s (1 thread) | wall s | peak RSS GB | GPU | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         shape = r.get("network_input") or r.get("latent_shape") or ""
         if r["status"].startswith("measured"):
@@ -234,19 +289,25 @@ def markdown(result: dict) -> str:
         else:
             cpu = wall = rss = r["status"]
         shape = "x".join(str(v) for v in shape) if shape else ""
-        lines.append(f"| {r['space']} | {r['phase']} | {r['size']} | {shape} | {cpu} | {wall} | {rss} | "
-                     f"not yet measured on GPU | `{r['command']}` |")
+        lines.append(
+            f"| {r['space']} | {r['phase']} | {r['size']} | {shape} | {cpu} | {wall} | {rss} | "
+            f"not yet measured on GPU | `{r['command']}` |"
+        )
     lines.append("")
-    lines.append("Projection to an 80 GB card (a line through the measured CPU peak RSS of the training step vs voxels; "
-                 "a projection, not a measurement):")
+    lines.append(
+        "Projection to an 80 GB card (a line through the measured CPU peak RSS of the training step vs voxels; "
+        "a projection, not a measurement):"
+    )
     lines.append("")
     for space, proj in result.get("projection_80gb", {}).items():
         if not proj or "max_voxels" not in proj:
             lines.append(f"- {space}: too few measured sizes to project")
             continue
-        lines.append(f"- {space}: {proj['mb_per_megavoxel']:.0f} MB per megavoxel -> about {proj['max_512x512_slices']} slices "
-                     f"of 512x512 in 80 GB; 512x512x128 projected at {proj['rss_512x512x128_mb'] / 1024:.0f} GB "
-                     f"({'fits' if proj['fits_512x512x128'] else 'does not fit'})")
+        lines.append(
+            f"- {space}: {proj['mb_per_megavoxel']:.0f} MB per megavoxel -> about {proj['max_512x512_slices']} slices "
+            f"of 512x512 in 80 GB; 512x512x128 projected at {proj['rss_512x512x128_mb'] / 1024:.0f} GB "
+            f"({'fits' if proj['fits_512x512x128'] else 'does not fit'})"
+        )
     return "\n".join(lines)
 
 
@@ -255,8 +316,12 @@ def _write(args, rows: list[dict], started: float) -> dict:
 
     result = {
         "benchmark": "bench_spaces",
-        "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
-                 "load_average_1min": round(os.getloadavg()[0], 1)},
+        "host": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": args.threads,
+            "load_average_1min": round(os.getloadavg()[0], 1),
+        },
         "model": "configs/demo.yaml U-Net (channels 8-16-32-64, 1 res block, attention at the coarsest level)",
         "limit_gb": args.limit_gb,
         "cpu_budget_seconds": args.cpu_budget,

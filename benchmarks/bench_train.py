@@ -100,15 +100,34 @@ def worker(variant: str, size, device_name: str, steps: int, warmup: int, thread
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"variant": variant, "times": times, "peak_bytes": int(peak),
-            "params": sum(p.numel() for p in model.parameters())}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "variant": variant,
+        "times": times,
+        "peak_bytes": int(peak),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def run_round(variant, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", variant, "--size", *map(str, args.size), "--device", args.device,
-           "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        "--size",
+        *map(str, args.size),
+        "--device",
+        args.device,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -126,9 +145,15 @@ def find_max(args) -> list[dict]:
             a = argparse.Namespace(**{**vars(args), "size": [inplane, inplane, 32], "steps": 1, "warmup": 1})
             r = run_round(variant, a)
             ok = "error" not in r
-            rows.append({"variant": variant, "inplane": inplane, "ok": ok,
-                         "peak_gib": round(r["peak_bytes"] / 2**30, 2) if ok else None,
-                         "error": r.get("error")})
+            rows.append(
+                {
+                    "variant": variant,
+                    "inplane": inplane,
+                    "ok": ok,
+                    "peak_gib": round(r["peak_bytes"] / 2**30, 2) if ok else None,
+                    "error": r.get("error"),
+                }
+            )
             print(rows[-1], flush=True)
             if not ok:
                 break
@@ -168,8 +193,10 @@ def main() -> int:
                     info[v] = out
                     continue
                 per[v] += out["times"]
-                info[v] = {"peak_bytes": max(out["peak_bytes"], info.get(v, {}).get("peak_bytes", 0)),
-                           "params": out["params"]}
+                info[v] = {
+                    "peak_bytes": max(out["peak_bytes"], info.get(v, {}).get("peak_bytes", 0)),
+                    "params": out["params"],
+                }
                 print(f"round {r + 1}: {v} median {statistics.median(out['times']):.3f} s/step", flush=True)
         base = statistics.median(per["thesis"]) if per.get("thesis") else None
         rows = []
@@ -178,17 +205,33 @@ def main() -> int:
                 rows.append({"variant": v, "error": info[v].get("error")})
                 continue
             med = statistics.median(per[v])
-            rows.append({"variant": v, "median_s": round(med, 4), "n": len(per[v]),
-                         "speedup_vs_thesis": round(base / med, 2) if base else None,
-                         "peak_mib": round(info[v]["peak_bytes"] / 2**20), "params_m": round(info[v]["params"] / 1e6, 2)})
-        result = {"machine": machine, "size": args.size, "device": args.device, "rows": rows,
-                  "command": " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]])}
-        print("\n| variant | s/step (median) | speed-up vs thesis | peak memory (MiB) | params (M) |\n|---|---|---|---|---|")
+            rows.append(
+                {
+                    "variant": v,
+                    "median_s": round(med, 4),
+                    "n": len(per[v]),
+                    "speedup_vs_thesis": round(base / med, 2) if base else None,
+                    "peak_mib": round(info[v]["peak_bytes"] / 2**20),
+                    "params_m": round(info[v]["params"] / 1e6, 2),
+                }
+            )
+        result = {
+            "machine": machine,
+            "size": args.size,
+            "device": args.device,
+            "rows": rows,
+            "command": " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]),
+        }
+        print(
+            "\n| variant | s/step (median) | speed-up vs thesis | peak memory (MiB) | params (M) |\n|---|---|---|---|---|"
+        )
         for r in rows:
             if "error" in r:
                 print(f"| {r['variant']} | failed: {r['error']} | | | |")
             else:
-                print(f"| {r['variant']} | {r['median_s']:.3f} | {r['speedup_vs_thesis']}x | {r['peak_mib']} | {r['params_m']} |")
+                print(
+                    f"| {r['variant']} | {r['median_s']:.3f} | {r['speedup_vs_thesis']}x | {r['peak_mib']} | {r['params_m']} |"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

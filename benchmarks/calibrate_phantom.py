@@ -81,7 +81,7 @@ def noise_figures(array, mask, spacing):
     sd = np.sqrt(detrended.reshape(len(rois), -1).var(axis=1, ddof=1))
     peaks, means = [], []
     for k in range(len(rois)):
-        f, p = noise.nps_radial(detrended[k:k + 1], spacing[:2])
+        f, p = noise.nps_radial(detrended[k : k + 1], spacing[:2])
         peaks.append(noise.nps_peak_frequency(f, p))
         means.append(float(np.nansum(f[1:] * p[1:]) / np.nansum(p[1:])))
     freq, nps = noise.nps_radial(detrended, spacing[:2])
@@ -114,8 +114,9 @@ def phantom_side(seeds):
     curves = []
     first = None
     for seed in range(seeds):
-        vol, _, lab = make_phantom(PHANTOM_SHAPE, seed=seed, fov_mm=PHANTOM_FOV, noise_hu=REAL_CT_NOISE_HU_AT_0703MM,
-                                   return_labels=True)
+        vol, _, lab = make_phantom(
+            PHANTOM_SHAPE, seed=seed, fov_mm=PHANTOM_FOV, noise_hu=REAL_CT_NOISE_HU_AT_0703MM, return_labels=True
+        )
         a = vol.array
         first = first or vol
         L = PHANTOM_LABELS
@@ -165,24 +166,60 @@ def main(argv=None) -> int:
             # the phantom is a pelvis without a liver: its prostate is shown next to the contrast-enhanced
             # liver for orientation, not as a calibration target (an unenhanced organ cannot match it)
             target = t != "soft organ"
-            rows.append({"figure": f"{t}: {what}", "unit": unit, "real_p5": r[0], "real_median": r[1], "real_p95": r[2],
-                         "real_rois": r[3], "phantom_median": p[1], "phantom_rois": p[3],
-                         "inside": (r[0] <= p[1] <= r[2]) if target else None})
-    for key, label, unit in (("noise_sd", "noise SD (detrended ROIs)", "HU"), ("nps_peak", "NPS peak frequency", "1/mm"),
-                             ("nps_mean_freq", "NPS mean frequency", "1/mm")):
+            rows.append(
+                {
+                    "figure": f"{t}: {what}",
+                    "unit": unit,
+                    "real_p5": r[0],
+                    "real_median": r[1],
+                    "real_p95": r[2],
+                    "real_rois": r[3],
+                    "phantom_median": p[1],
+                    "phantom_rois": p[3],
+                    "inside": (r[0] <= p[1] <= r[2]) if target else None,
+                }
+            )
+    for key, label, unit in (
+        ("noise_sd", "noise SD (detrended ROIs)", "HU"),
+        ("nps_peak", "NPS peak frequency", "1/mm"),
+        ("nps_mean_freq", "NPS mean frequency", "1/mm"),
+    ):
         r, p = band(real_n[key]), band(ph_n[key])
-        rows.append({"figure": label, "unit": unit, "real_p5": r[0], "real_median": r[1], "real_p95": r[2],
-                     "real_rois": r[3], "phantom_median": p[1], "phantom_rois": p[3], "inside": r[0] <= p[1] <= r[2]})
+        rows.append(
+            {
+                "figure": label,
+                "unit": unit,
+                "real_p5": r[0],
+                "real_median": r[1],
+                "real_p95": r[2],
+                "real_rois": r[3],
+                "phantom_median": p[1],
+                "phantom_rois": p[3],
+                "inside": r[0] <= p[1] <= r[2],
+            }
+        )
 
-    (out / "calibration.json").write_text(json.dumps({"rows": rows, "roi_voxels": ROI,
-                                                       "spacing_mm": list(real_vol.spacing),
-                                                       "phantom_spacing_mm": list(ph_vol.spacing)}, indent=1))
-    lines = ["| figure | real 5th pct | real median | real 95th pct | phantom median | inside |",
-             "|---|---:|---:|---:|---:|:-:|"]
+    (out / "calibration.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "roi_voxels": ROI,
+                "spacing_mm": list(real_vol.spacing),
+                "phantom_spacing_mm": list(ph_vol.spacing),
+            },
+            indent=1,
+        )
+    )
+    lines = [
+        "| figure | real 5th pct | real median | real 95th pct | phantom median | inside |",
+        "|---|---:|---:|---:|---:|:-:|",
+    ]
     for r in rows:
         fmt = "{:.3f}" if r["unit"] == "1/mm" else "{:.1f}"
-        lines.append(f"| {r['figure']} ({r['unit']}) | {fmt.format(r['real_p5'])} | {fmt.format(r['real_median'])} | "
-                     f"{fmt.format(r['real_p95'])} | {fmt.format(r['phantom_median'])} | {'n/a' if r['inside'] is None else 'yes' if r['inside'] else '**no**'} |")
+        lines.append(
+            f"| {r['figure']} ({r['unit']}) | {fmt.format(r['real_p5'])} | {fmt.format(r['real_median'])} | "
+            f"{fmt.format(r['real_p95'])} | {fmt.format(r['phantom_median'])} | {'n/a' if r['inside'] is None else 'yes' if r['inside'] else '**no**'} |"
+        )
     (out / "calibration.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -213,10 +250,17 @@ def main(argv=None) -> int:
     fig.savefig(out / "hu-histograms.png", dpi=100)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    z_real = int(np.nonzero(np.isin(read_volume(fetch(args.cache, network=False)["mask.nii.gz"]).array.round(),
-                                    REAL_LABELS["liver"]).any(axis=(0, 1)))[0].mean())
-    for ax, vol, z, title in ((axes[0], real_vol, z_real, "real CT (abdomen)"),
-                              (axes[1], ph_vol, ph_vol.shape[2] // 2, "phantom (pelvis)")):
+    z_real = int(
+        np.nonzero(
+            np.isin(
+                read_volume(fetch(args.cache, network=False)["mask.nii.gz"]).array.round(), REAL_LABELS["liver"]
+            ).any(axis=(0, 1))
+        )[0].mean()
+    )
+    for ax, vol, z, title in (
+        (axes[0], real_vol, z_real, "real CT (abdomen)"),
+        (axes[1], ph_vol, ph_vol.shape[2] // 2, "phantom (pelvis)"),
+    ):
         ax.imshow(vol.array[::-1, ::-1, z].T, cmap="gray", vmin=-160, vmax=240)
         ax.set_title(f"{title}, {vol.spacing[0]:.3f} mm, W400 L40")
         ax.axis("off")

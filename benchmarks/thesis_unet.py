@@ -140,7 +140,9 @@ class ThesisUNet3D(nn.Module):
                 skips.append(cout)
             self.down.append(block)
             cin = cout
-        self.mid = nn.ModuleList([ResnetBlock("3d", cin, cin, temb), ExplicitAttention(cin), ResnetBlock("3d", cin, cin, temb)])
+        self.mid = nn.ModuleList(
+            [ResnetBlock("3d", cin, cin, temb), ExplicitAttention(cin), ResnetBlock("3d", cin, cin, temb)]
+        )
         self.up = nn.ModuleList()
         rev_channels = list(reversed(channels))
         # up blocks mirror the down blocks: 3D, 3D+attention (the second), 3D, 2D, 3D, 2D, 3D
@@ -196,7 +198,13 @@ def linear_alphas_cumprod(T: int = 1000, beta_start: float = 1e-4, beta_end: flo
     return torch.cumprod(1.0 - torch.linspace(beta_start, beta_end, T, dtype=torch.float64), 0).float()
 
 
-def thesis_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator: torch.Generator | None = None) -> float:
+def thesis_train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x0: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> float:
     """One fp32 DDPM epsilon-prediction MSE step at batch size 1, as the thesis script trained."""
     t = torch.randint(0, alphas_cumprod.numel(), (x0.shape[0],), generator=generator, device="cpu").to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device)

@@ -56,7 +56,7 @@ def build_parser(
         prog=prog,
         description="ctdiff: prepare CT data, train a 3D diffusion model, sample synthetic CT.",
         epilog="Run '%(prog)s COMMAND --help' for a command's options and examples; add --debug to see the "
-               "traceback of an unexpected error.",
+        "traceback of an unexpected error.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen_command(argv, subcommands)
@@ -118,8 +118,11 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> i
     except Exception as exc:  # the top-level handler: anything unexpected is one line, not a traceback
         if debug:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)} "
-              f"(a bug or an unchecked input; rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {_one_line(exc)} "
+            f"(a bug or an unchecked input; rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -263,8 +263,10 @@ def _default_samplers(config: Config, values: dict[str, Any]) -> None:
     if default is None:
         return
     values = values if isinstance(values, dict) else {}
-    for section, key, library_default in (("sample", "sampler", SampleConfig.sampler),
-                                          ("train", "preview_sampler", TrainConfig.preview_sampler)):
+    for section, key, library_default in (
+        ("sample", "sampler", SampleConfig.sampler),
+        ("train", "preview_sampler", TrainConfig.preview_sampler),
+    ):
         given = values.get(section) if isinstance(values.get(section), dict) else {}
         obj = getattr(config, section)
         value = getattr(obj, key)
@@ -385,7 +387,15 @@ def validate(config: Config, where: str | None = None) -> None:
     if f.prediction not in PREDICTIONS:
         bad(f"diffusion.prediction must be one of {PREDICTIONS}, got {f.prediction!r}")
 
-    for key in ("epochs", "batch_size", "grad_accum", "val_every", "val_timesteps", "preview_steps", "checkpoint_every"):
+    for key in (
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "val_every",
+        "val_timesteps",
+        "preview_steps",
+        "checkpoint_every",
+    ):
         if getattr(t, key) < 1:
             bad(f"train.{key} must be >= 1, got {getattr(t, key)}")
     if t.max_steps is not None and t.max_steps < 1:

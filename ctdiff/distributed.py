@@ -94,8 +94,11 @@ def broadcast_flag(info: DistInfo, flag: bool) -> bool:
 def add_device_arguments(parser) -> None:
     """``--device`` and ``--threads`` for the commands that run the network (train, sample)."""
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice; 1 is often "
-                        "faster on a busy shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for PyTorch (default: its own choice; 1 is often faster on a busy shared machine)",
+    )
 
 
 def apply_threads(args) -> None:

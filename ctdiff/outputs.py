@@ -53,7 +53,9 @@ def _is_report(folder: Path) -> bool:
 
 def _is_run_dir(folder: Path) -> bool:
     # train writes config.yaml and split.json before the first step, checkpoints/ during training
-    return (folder / "config.yaml").is_file() and ((folder / "split.json").is_file() or (folder / "checkpoints").is_dir())
+    return (folder / "config.yaml").is_file() and (
+        (folder / "split.json").is_file() or (folder / "checkpoints").is_dir()
+    )
 
 
 def _is_demo_workspace(folder: Path) -> bool:
@@ -72,8 +74,12 @@ WRITTEN_BY: dict[str, Callable[[Path], bool]] = {
 
 
 WHAT = {
-    "phantom": "a phantom cohort", "prepare": "a prepared dataset", "sample": "a samples folder",
-    "report": "a report folder", "train": "a run dir", "demo": "a demo workspace",
+    "phantom": "a phantom cohort",
+    "prepare": "a prepared dataset",
+    "sample": "a samples folder",
+    "report": "a report folder",
+    "train": "a run dir",
+    "demo": "a demo workspace",
 }
 
 
@@ -113,7 +119,7 @@ def check_distinct_inputs(inputs: Mapping[str, str | os.PathLike | None]) -> Non
     """ConfigError when two input folders are the same or one lies inside the other (e.g. --generated == --real)."""
     items = [(k, v, resolved(v, k)) for k, v in inputs.items() if v is not None]
     for i, (k1, v1, r1) in enumerate(items):
-        for k2, v2, r2 in items[i + 1:]:
+        for k2, v2, r2 in items[i + 1 :]:
             rel = _relation(r1, r2)
             if rel is not None:
                 raise ConfigError(f"{k1} {v1} {rel} {k2} {v2}; give two different folders")
@@ -191,7 +197,9 @@ def staged_output(
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{PARTIAL_TAG}", dir=final.parent))
     except OSError as exc:
-        raise ConfigError(f"cannot create the output folder ({type(exc).__name__}: {exc.strerror or exc})", final) from None
+        raise ConfigError(
+            f"cannot create the output folder ({type(exc).__name__}: {exc.strerror or exc})", final
+        ) from None
     try:
         (tmp / INCOMPLETE).write_text(f"'{command}' started writing this folder and did not finish; delete it\n")
         yield tmp

@@ -46,8 +46,12 @@ def _ddpm(diffusion):
 def _ddim(diffusion):
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(**diffusion.scheduler_kwargs(), clip_sample=diffusion.clip_sample, clip_sample_range=1.0,
-                         timestep_spacing="trailing")
+    return DDIMScheduler(
+        **diffusion.scheduler_kwargs(),
+        clip_sample=diffusion.clip_sample,
+        clip_sample_range=1.0,
+        timestep_spacing="trailing",
+    )
 
 
 def _dpmpp(diffusion):
@@ -55,8 +59,13 @@ def _dpmpp(diffusion):
 
     # lambda_min_clipped keeps the cosine schedule's last (near-zero-alpha) steps finite
     extra = {"lambda_min_clipped": -5.1} if diffusion.cfg.beta_schedule == "cosine" else {}
-    return DPMSolverMultistepScheduler(**diffusion.scheduler_kwargs(), algorithm_type="dpmsolver++", solver_order=2,
-                                       timestep_spacing="trailing", **extra)
+    return DPMSolverMultistepScheduler(
+        **diffusion.scheduler_kwargs(),
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        timestep_spacing="trailing",
+        **extra,
+    )
 
 
 def _rflow(diffusion):
@@ -125,8 +134,9 @@ def sampler_error(name: str, kind: str | None = None) -> str | None:
     if name not in SAMPLERS:
         return f"unknown sampler {name!r}; choose one of {', '.join(samplers_for(kind))}"
     if kind is not None and kind not in SAMPLERS[name].kinds:
-        return (f"sampler {name!r} does not run diffusion.kind={kind} models; "
-                f"choose one of {', '.join(samplers_for(kind))}")
+        return (
+            f"sampler {name!r} does not run diffusion.kind={kind} models; choose one of {', '.join(samplers_for(kind))}"
+        )
     return None
 
 

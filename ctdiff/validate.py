@@ -21,8 +21,7 @@ MAX_SEED = 2**32 - 1
 MEMORY_FRACTION = 0.5
 
 
-def number(value, option: str, *, low: float | None = None, high: float | None = None,
-           low_open: bool = False) -> float:
+def number(value, option: str, *, low: float | None = None, high: float | None = None, low_open: bool = False) -> float:
     """A finite float with ``low <= value <= high`` (``low < value`` with ``low_open``)."""
     try:
         v = float(value)

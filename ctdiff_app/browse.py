@@ -179,7 +179,9 @@ def nearest_real(report: Mapping[str, Any], generated_hash: str | None) -> dict 
     entry = find_case_entry(report, generated_hash, "generated")
     if entry is None:
         return None
-    flagged = next((f for f in report.get("memorization_flagged") or [] if f.get("generated") == entry.get("file")), None)
+    flagged = next(
+        (f for f in report.get("memorization_flagged") or [] if f.get("generated") == entry.get("file")), None
+    )
     out = {
         "file": entry.get("nearest_real_file"),
         "sha256": entry.get("nearest_real_sha256") or report_hash_of(report, entry.get("nearest_real_file")),
@@ -187,8 +189,12 @@ def nearest_real(report: Mapping[str, Any], generated_hash: str | None) -> dict 
         "memorised": flagged is not None,
     }
     if flagged is not None:
-        out.update(nearest_train=flagged.get("nearest_train"), nearest_train_sha256=report_hash_of(report, flagged.get("nearest_train")),
-                   distance=flagged.get("distance"), threshold=flagged.get("threshold"))
+        out.update(
+            nearest_train=flagged.get("nearest_train"),
+            nearest_train_sha256=report_hash_of(report, flagged.get("nearest_train")),
+            distance=flagged.get("distance"),
+            threshold=flagged.get("threshold"),
+        )
     return out
 
 

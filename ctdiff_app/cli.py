@@ -15,4 +15,3 @@ def main(argv=None) -> int:
     parser = build_parser(prog="python -m ctdiff_app", subcommands=SUBCOMMANDS, argv=argv)
     parser.description = "ctdiff's app: build the demo workspace (start the app with scripts/app)."
     return run_parsed(parser, argv)
-

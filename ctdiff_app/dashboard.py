@@ -84,7 +84,9 @@ def metric_table(report: Mapping[str, Any]) -> pd.DataFrame:
             {
                 "metric": name,
                 "value": _number(m.get("value")),
-                "ci95": f"{ci[0]:.4g} .. {ci[1]:.4g}" if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci else "",
+                "ci95": f"{ci[0]:.4g} .. {ci[1]:.4g}"
+                if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci
+                else "",
                 "real": _number(m.get("real")),
                 "generated": _number(m.get("generated")),
                 "reference": _number(m.get("reference")),
@@ -97,7 +99,19 @@ def metric_table(report: Mapping[str, Any]) -> pd.DataFrame:
         )
     return pd.DataFrame(
         rows,
-        columns=["metric", "value", "ci95", "real", "generated", "reference", "better", "unit", "gap", "status", "notes"],
+        columns=[
+            "metric",
+            "value",
+            "ci95",
+            "real",
+            "generated",
+            "reference",
+            "better",
+            "unit",
+            "gap",
+            "status",
+            "notes",
+        ],
     )
 
 

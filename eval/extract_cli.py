@@ -24,15 +24,32 @@ EXAMPLES = """\
 
 def add_arguments(parser) -> None:
     parser.add_argument("folders", nargs="+", help="folders of CT scans whose features to extract and cache")
-    parser.add_argument("--extractor", default="radiomics-frd-v1", help="feature extractor (file-based: radiomics-frd-v1)")
-    parser.add_argument("--cache-dir", default=None, help="feature cache folder (default $CTDIFF_CACHE_DIR or ~/.cache/ctdiff/features)")
-    parser.add_argument("--executor", choices=("local", "dask"), default="local", help="local worker processes or a Dask cluster")
-    parser.add_argument("--scheduler", default=None, help="Dask scheduler address; default a local cluster of --workers")
-    parser.add_argument("--workers", type=int, default=None, help="local worker processes / local Dask workers (default: all cores)")
+    parser.add_argument(
+        "--extractor", default="radiomics-frd-v1", help="feature extractor (file-based: radiomics-frd-v1)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="feature cache folder (default $CTDIFF_CACHE_DIR or ~/.cache/ctdiff/features)"
+    )
+    parser.add_argument(
+        "--executor", choices=("local", "dask"), default="local", help="local worker processes or a Dask cluster"
+    )
+    parser.add_argument(
+        "--scheduler", default=None, help="Dask scheduler address; default a local cluster of --workers"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="local worker processes / local Dask workers (default: all cores)"
+    )
 
 
-def extract_folders(folders, extractor_name="radiomics-frd-v1", cache_dir=None, executor="local", scheduler=None,
-                    workers=None, progress=None) -> dict:
+def extract_folders(
+    folders,
+    extractor_name="radiomics-frd-v1",
+    cache_dir=None,
+    executor="local",
+    scheduler=None,
+    workers=None,
+    progress=None,
+) -> dict:
     """Extract and cache the features of every case below ``folders``; returns counts and failures."""
     from eval.features import create
     from eval.features.radiomics import image_dim_of_shape
@@ -51,12 +68,16 @@ def extract_folders(folders, extractor_name="radiomics-frd-v1", cache_dir=None, 
         paths += found
     workers = max(1, int(workers or os.cpu_count() or 1))
     if extractor_name != "radiomics-frd-v1":
-        raise ConfigError(f"extract fills the cache for the file-based extractor radiomics-frd-v1; {extractor_name!r} runs "
-                          "inside python -m eval report (its features depend on the report's common grid)")
+        raise ConfigError(
+            f"extract fills the cache for the file-based extractor radiomics-frd-v1; {extractor_name!r} runs "
+            "inside python -m eval report (its features depend on the report's common grid)"
+        )
     from ctdiff.data.io import read_volume
 
     first = read_volume(paths[0])
-    extractor = create(extractor_name, image_dim=image_dim_of_shape(first.shape), single_thread=workers > 1 or executor == "dask")
+    extractor = create(
+        extractor_name, image_dim=image_dim_of_shape(first.shape), single_thread=workers > 1 or executor == "dask"
+    )
     cache = FeatureCache(cache_dir or default_cache_dir())
     items = [(p, p) for p in paths]
     if executor == "dask":
@@ -66,7 +87,13 @@ def extract_folders(folders, extractor_name="radiomics-frd-v1", cache_dir=None, 
             ex = extract_features(extractor, items, cache, progress=progress, client=client)
     else:
         ex = extract_features(extractor, items, cache, workers=workers, progress=progress)
-    return {"cases": len(paths), "cached": ex.n_cached, "extracted": ex.n_extracted, "failed": ex.failed, "cache_dir": str(cache.root)}
+    return {
+        "cases": len(paths),
+        "cached": ex.n_cached,
+        "extracted": ex.n_extracted,
+        "failed": ex.failed,
+        "cache_dir": str(cache.root),
+    }
 
 
 def run(args) -> int:
@@ -80,11 +107,16 @@ def run(args) -> int:
         bar.refresh()
 
     try:
-        out = extract_folders(args.folders, args.extractor, args.cache_dir, args.executor, args.scheduler, args.workers, progress)
+        out = extract_folders(
+            args.folders, args.extractor, args.cache_dir, args.executor, args.scheduler, args.workers, progress
+        )
     finally:
         bar.close()
     for f, why in out["failed"]:
         print(f"  skipped {f}: {why}", file=sys.stderr)
-    print(f"{out['cases']} scans: {out['cached']} already cached, {out['extracted']} extracted, {len(out['failed'])} failed "
-          f"(cache {out['cache_dir']})", file=sys.stderr)
+    print(
+        f"{out['cases']} scans: {out['cached']} already cached, {out['extracted']} extracted, {len(out['failed'])} failed "
+        f"(cache {out['cache_dir']})",
+        file=sys.stderr,
+    )
     return 0

@@ -22,27 +22,56 @@ EXAMPLES = """\
 def add_arguments(parser) -> None:
     parser.add_argument("--real", required=True, help="folder of real CT scans (NIfTI, DICOM folders, .npy/.npz)")
     parser.add_argument("--generated", required=True, help="folder of generated scans")
-    parser.add_argument("--train", default=None, help="the generator's training scans (memorisation test, reference floor)")
+    parser.add_argument(
+        "--train", default=None, help="the generator's training scans (memorisation test, reference floor)"
+    )
     parser.add_argument("--out", required=True, help="report folder (report.json, report.md, report.html, figures/)")
     parser.add_argument(
-        "--metrics", default=None,
+        "--metrics",
+        default=None,
         help=f"comma-separated subset: metric names ({', '.join(METRICS)}) or families ({', '.join(FAMILIES)}); default all",
     )
     parser.add_argument("--json", action="store_true", help="also print report.json to stdout")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    parser.add_argument("--cache-dir", default=None, help="feature cache folder (default $CTDIFF_CACHE_DIR or ~/.cache/ctdiff/features)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes for feature extraction (default: all cores)")
-    parser.add_argument("--executor", choices=("local", "dask"), default="local",
-                        help="where radiomics features are extracted: local worker processes or a Dask cluster")
-    parser.add_argument("--scheduler", default=None,
-                        help="Dask scheduler address (tcp://host:8786) for --executor dask; default a local cluster of --workers")
-    parser.add_argument("--device", default="auto", help="torch device for SSIM and InceptionV3: auto, cpu, cuda, cuda:1")
-    parser.add_argument("--inception-weights", default=None, help="InceptionV3 FID weights file for fid_inception_2d (never downloaded)")
-    parser.add_argument("--fid2d-weights", default=None,
-                        help="weights for the multi-plane FID (torchvision-format ResNet-50, e.g. RadImageNet); never downloaded")
-    parser.add_argument("--fid2d-extractor", default=DEFAULTS["fid2d_extractor"],
-                        help="registered slice feature extractor for the multi-plane FID (default RadImageNet ResNet-50)")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULTS["n_bootstrap"], help="case resamples per confidence interval (0: none)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="feature cache folder (default $CTDIFF_CACHE_DIR or ~/.cache/ctdiff/features)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes for feature extraction (default: all cores)"
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where radiomics features are extracted: local worker processes or a Dask cluster",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="Dask scheduler address (tcp://host:8786) for --executor dask; default a local cluster of --workers",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="torch device for SSIM and InceptionV3: auto, cpu, cuda, cuda:1"
+    )
+    parser.add_argument(
+        "--inception-weights", default=None, help="InceptionV3 FID weights file for fid_inception_2d (never downloaded)"
+    )
+    parser.add_argument(
+        "--fid2d-weights",
+        default=None,
+        help="weights for the multi-plane FID (torchvision-format ResNet-50, e.g. RadImageNet); never downloaded",
+    )
+    parser.add_argument(
+        "--fid2d-extractor",
+        default=DEFAULTS["fid2d_extractor"],
+        help="registered slice feature extractor for the multi-plane FID (default RadImageNet ResNet-50)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULTS["n_bootstrap"],
+        help="case resamples per confidence interval (0: none)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of the bootstrap and the real split")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
 
@@ -117,8 +146,12 @@ def run(args) -> int:
             force=args.force,
             executor=args.executor,
             scheduler=args.scheduler,
-            settings={"n_bootstrap": args.bootstrap, "seed": args.seed, "fid2d_weights": args.fid2d_weights,
-                      "fid2d_extractor": args.fid2d_extractor},
+            settings={
+                "n_bootstrap": args.bootstrap,
+                "seed": args.seed,
+                "fid2d_weights": args.fid2d_weights,
+                "fid2d_extractor": args.fid2d_extractor,
+            },
             notice=bars.write,
         )
     finally:

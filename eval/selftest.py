@@ -64,7 +64,9 @@ class Degradation:
     apply: Callable[[list[np.ndarray], Context], list[np.ndarray]]
 
 
-def noise_like(shape: tuple[int, ...], spacing, nps: tuple[np.ndarray, np.ndarray] | None, sd: float, rng: np.random.Generator) -> np.ndarray:
+def noise_like(
+    shape: tuple[int, ...], spacing, nps: tuple[np.ndarray, np.ndarray] | None, sd: float, rng: np.random.Generator
+) -> np.ndarray:
     """Noise of SD ``sd`` (HU) whose in-plane power spectrum follows the radial ``nps`` (white if None).
 
     Each axial slice: white noise filtered in the 2D Fourier domain by sqrt(NPS(|f|)), the radial
@@ -133,21 +135,37 @@ def _thick_slices(arrays, ctx, factor=3):
 
 
 DEGRADATIONS: dict[str, Degradation] = {
-    "added_noise": Degradation("noise added with the cohort's own NPS, SD = the cohort's noise SD (total SD x1.41)",
-                               ("noise_sd", "cnr_soft_tissue_fat"), _added_noise),
-    "blur": Degradation("Gaussian blur, sigma 1 voxel in-plane", ("noise_sd", "nps_peak_frequency", "nps_mean_frequency", "nps_distance"), _blur),
-    "contrast": Degradation("contrast compressed to 70 % around 40 HU inside the patient", ("contrast_rms", "hu_wasserstein"), _contrast),
+    "added_noise": Degradation(
+        "noise added with the cohort's own NPS, SD = the cohort's noise SD (total SD x1.41)",
+        ("noise_sd", "cnr_soft_tissue_fat"),
+        _added_noise,
+    ),
+    "blur": Degradation(
+        "Gaussian blur, sigma 1 voxel in-plane",
+        ("noise_sd", "nps_peak_frequency", "nps_mean_frequency", "nps_distance"),
+        _blur,
+    ),
+    "contrast": Degradation(
+        "contrast compressed to 70 % around 40 HU inside the patient", ("contrast_rms", "hu_wasserstein"), _contrast
+    ),
     "hu_offset": Degradation("+30 HU everywhere (calibration offset)", ("hu_wasserstein",), _offset),
-    "train_copies": Degradation("half of the scans replaced by exact copies of training scans", ("memorization",), _copies),
-    "mode_collapse": Degradation("one scan repeated, each copy with 5 HU white noise", ("ms_ssim_diversity",), _mode_collapse),
+    "train_copies": Degradation(
+        "half of the scans replaced by exact copies of training scans", ("memorization",), _copies
+    ),
+    "mode_collapse": Degradation(
+        "one scan repeated, each copy with 5 HU white noise", ("ms_ssim_diversity",), _mode_collapse
+    ),
     "shift": Degradation("in-plane misregistration: shifted by 3 voxels in x and y", ("ssim_nearest_real",), _shift),
     "flip": Degradation("left-right flip", (), _flip),
-    "thick_slices": Degradation("slices 3x thicker (mean of 3 neighbouring slices, same grid)", ("noise_sd", "glcm_distance"), _thick_slices),
+    "thick_slices": Degradation(
+        "slices 3x thicker (mean of 3 neighbouring slices, same grid)", ("noise_sd", "glcm_distance"), _thick_slices
+    ),
 }
 
 
 def distance(entry: dict[str, Any]) -> float | None:
     """The entry's distance from the ideal (see the module doc); None when not computed."""
+
     def num(x):
         return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
@@ -167,8 +185,16 @@ def detection(baseline: dict[str, Any], degraded: dict[str, Any]) -> dict[str, A
     """Did a metric detect a degradation? (direction, effect, z against the CIs, detected)."""
     d0, d1 = distance(baseline), distance(degraded)
     v0, v1 = baseline.get("value"), degraded.get("value")
-    out: dict[str, Any] = {"baseline": v0, "value": v1, "ci95": degraded.get("ci95"), "status": degraded.get("status"),
-                           "direction": None, "effect": None, "z": None, "detected": None}
+    out: dict[str, Any] = {
+        "baseline": v0,
+        "value": v1,
+        "ci95": degraded.get("ci95"),
+        "status": degraded.get("status"),
+        "direction": None,
+        "effect": None,
+        "z": None,
+        "detected": None,
+    }
     if d0 is None or d1 is None or v0 is None or v1 is None:
         out["reason"] = degraded.get("reason") or baseline.get("reason") or "not computed"
         return out
@@ -227,7 +253,9 @@ def run_selftest(
             raise OverwriteError("output folder exists and is not empty; pass --force to overwrite", o)
     cases, skipped = read_cohort(real, "real")
     if len(cases) < 4:
-        raise InputError(f"the self-test needs at least 4 readable real scans to split into two halves (have {len(cases)})", real)
+        raise InputError(
+            f"the self-test needs at least 4 readable real scans to split into two halves (have {len(cases)})", real
+        )
     train_cases, bad_train = read_cohort(train, "train") if train is not None else ([], [])
     skipped += bad_train
     n_train_read = len(train_cases)
@@ -244,12 +272,25 @@ def run_selftest(
     steps = 1 + len(names)
     result: dict[str, Any] = {
         "schema": SCHEMA,
-        "inputs": {"real": str(real), "train": None if train is None else str(train), "n_real": len(cases),
-                   "n_reference": len(ref_cases), "n_degraded": len(base_cases), "n_train": len(train_cases),
-                   "n_train_read": n_train_read, "skipped": skipped,
-                   "reference_files": [str(c.path) for c in ref_cases], "degraded_files": [str(c.path) for c in base_cases]},
-        "settings": {"metrics": selected, "n_bootstrap": n_bootstrap, "seed": seed, "detected_when": "z > 1.96",
-                     "grid": {"shape": list(shape), "spacing": list(spacing)}},
+        "inputs": {
+            "real": str(real),
+            "train": None if train is None else str(train),
+            "n_real": len(cases),
+            "n_reference": len(ref_cases),
+            "n_degraded": len(base_cases),
+            "n_train": len(train_cases),
+            "n_train_read": n_train_read,
+            "skipped": skipped,
+            "reference_files": [str(c.path) for c in ref_cases],
+            "degraded_files": [str(c.path) for c in base_cases],
+        },
+        "settings": {
+            "metrics": selected,
+            "n_bootstrap": n_bootstrap,
+            "seed": seed,
+            "detected_when": "z > 1.96",
+            "grid": {"shape": list(shape), "spacing": list(spacing)},
+        },
         "degradations": {},
     }
     settings = {"n_bootstrap": n_bootstrap, "seed": seed}
@@ -260,8 +301,16 @@ def run_selftest(
 
         def report_for(name: str, volumes) -> dict[str, Any]:
             gen_dir = _write_cohort(tmp / name, volumes)
-            return build_report(ref_dir, gen_dir, train=train_dir, metrics=selected, workers=workers,
-                                cache_dir=cache_dir, use_cache=cache_dir is not None, settings=settings)
+            return build_report(
+                ref_dir,
+                gen_dir,
+                train=train_dir,
+                metrics=selected,
+                workers=workers,
+                cache_dir=cache_dir,
+                use_cache=cache_dir is not None,
+                settings=settings,
+            )
 
         if progress:
             progress("baseline (real half vs real half)", 0, steps)
@@ -271,10 +320,16 @@ def run_selftest(
         nps = None
         if nps_curve.get("generated_hu2mm2") and all(x is not None for x in nps_curve["generated_hu2mm2"]):
             nps = (np.asarray(nps_curve["frequency_mm"]), np.asarray(nps_curve["generated_hu2mm2"], dtype=np.float64))
-        ctx = Context(rng=rng, spacing=tuple(spacing), nps=nps,
-                      noise_sd=(baseline["metrics"].get("noise_sd") or {}).get("generated"),
-                      train=[c.volume.array for c in (train_cases or ref_cases)])
-        result["settings"]["added_noise_shape"] = "the cohort's mean NPS" if nps is not None else "white (no NPS measurable)"
+        ctx = Context(
+            rng=rng,
+            spacing=tuple(spacing),
+            nps=nps,
+            noise_sd=(baseline["metrics"].get("noise_sd") or {}).get("generated"),
+            train=[c.volume.array for c in (train_cases or ref_cases)],
+        )
+        result["settings"]["added_noise_shape"] = (
+            "the cohort's mean NPS" if nps is not None else "white (no NPS measurable)"
+        )
         for k, name in enumerate(names, start=1):
             if progress:
                 progress(name, k, steps)
@@ -346,8 +401,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Degradations",
         "",
-        *(f"- **{n}**: {d['description']}; should be detected by {', '.join(d['expected']) or '(nothing in particular)'}"
-          for n, d in result["degradations"].items()),
+        *(
+            f"- **{n}**: {d['description']}; should be detected by {', '.join(d['expected']) or '(nothing in particular)'}"
+            for n, d in result["degradations"].items()
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -363,7 +420,10 @@ def render_html(result: dict[str, Any]) -> str:
         colour = "#c6f6d5" if "✓" in c else ("#fed7d7" if bold else "")
         return f"<td style='background:{colour}'>{'<b>' if bold else ''}{e(c)}{'</b>' if bold else ''}</td>"
 
-    body = "".join("<tr><td><b>" + e(r[0]) + "</b></td>" + "".join(cell(c) for c in r[1:-1]) + f"<td>{e(r[-1])}</td></tr>" for r in rows)
+    body = "".join(
+        "<tr><td><b>" + e(r[0]) + "</b></td>" + "".join(cell(c) for c in r[1:-1]) + f"<td>{e(r[-1])}</td></tr>"
+        for r in rows
+    )
     md = render_markdown(result).split("\n")
     intro = e(md[2])
     return (

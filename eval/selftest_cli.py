@@ -19,15 +19,30 @@ EXAMPLES = """\
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--real", required=True, help="folder of real CT scans (at least 4): split into a reference and a degraded half")
-    parser.add_argument("--train", default=None, help="training scans: the 'copies of training scans' degradation and the reference floor")
+    parser.add_argument(
+        "--real", required=True, help="folder of real CT scans (at least 4): split into a reference and a degraded half"
+    )
+    parser.add_argument(
+        "--train",
+        default=None,
+        help="training scans: the 'copies of training scans' degradation and the reference floor",
+    )
     parser.add_argument("--out", required=True, help="folder for selftest.json, selftest.md, selftest.html")
-    parser.add_argument("--metrics", default=FAST_METRICS,
-                        help=f"metric names or families ({', '.join(FAMILIES)}); default the fast families {FAST_METRICS}")
-    parser.add_argument("--degradations", default=None, help=f"comma-separated subset of {', '.join(DEGRADATIONS)} (default all)")
-    parser.add_argument("--bootstrap", type=int, default=100, help="case resamples per confidence interval (at least 2)")
+    parser.add_argument(
+        "--metrics",
+        default=FAST_METRICS,
+        help=f"metric names or families ({', '.join(FAMILIES)}); default the fast families {FAST_METRICS}",
+    )
+    parser.add_argument(
+        "--degradations", default=None, help=f"comma-separated subset of {', '.join(DEGRADATIONS)} (default all)"
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=100, help="case resamples per confidence interval (at least 2)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the bootstrap and the degradations")
-    parser.add_argument("--max-train", type=int, default=8, help="use at most this many training scans (SSIM pairs grow quadratically)")
+    parser.add_argument(
+        "--max-train", type=int, default=8, help="use at most this many training scans (SSIM pairs grow quadratically)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes for per-scan measurements")
     parser.add_argument("--cache-dir", default=None, help="feature cache folder for radiomics (default: no cache)")
     parser.add_argument("--json", action="store_true", help="also print selftest.json to stdout")
@@ -47,17 +62,28 @@ def run(args) -> int:
 
     try:
         result = run_selftest(
-            args.real, out=args.out, train=args.train, metrics=args.metrics,
+            args.real,
+            out=args.out,
+            train=args.train,
+            metrics=args.metrics,
             degradations=[d.strip() for d in args.degradations.split(",") if d.strip()] if args.degradations else None,
-            n_bootstrap=args.bootstrap, seed=args.seed, max_train=args.max_train, workers=args.workers, cache_dir=args.cache_dir,
-            force=args.force, progress=progress,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+            max_train=args.max_train,
+            workers=args.workers,
+            cache_dir=args.cache_dir,
+            force=args.force,
+            progress=progress,
         )
     finally:
         bar.close()
     if args.json:
         print(json.dumps(result, indent=2))
     for name, d in result["degradations"].items():
-        print(f"{name}: detected by {', '.join(d['detected_by']) or 'nothing'}" + (f"; missed {', '.join(d['missed'])}" if d["missed"] else ""),
-              file=sys.stderr)
+        print(
+            f"{name}: detected by {', '.join(d['detected_by']) or 'nothing'}"
+            + (f"; missed {', '.join(d['missed'])}" if d["missed"] else ""),
+            file=sys.stderr,
+        )
     print(f"self-test written to {args.out}/selftest.html", file=sys.stderr)
     return 0

@@ -55,8 +55,24 @@ VIEWS = ("slices", "mosaic", "nearest real")
 LAYOUTS = ("side by side", "A/B toggle")
 RENDERERS = {"browser": "in the browser (NiiVue)", "server": "server-rendered"}
 MULTIPLANAR = "multiplanar"
-KEPT = ["renderer", "plane", "window", "win_width", "win_level", "layout", "view", "linked", "every", "ab_show",
-        "real_case", "gen_case", "real_slice", "gen_slice", "probe_row", "probe_col"]
+KEPT = [
+    "renderer",
+    "plane",
+    "window",
+    "win_width",
+    "win_level",
+    "layout",
+    "view",
+    "linked",
+    "every",
+    "ab_show",
+    "real_case",
+    "gen_case",
+    "real_slice",
+    "gen_slice",
+    "probe_row",
+    "probe_col",
+]
 
 cases = {}
 for side, key in (("real", "real_dir"), ("gen", "generated_dir")):
@@ -75,9 +91,13 @@ hashes = {side: content_hashes(cases[side]) if report is not None else {} for si
 if report is not None:
     bound = binding(report, {"real": set(hashes["real"].values()), "generated": set(hashes["gen"].values())})
     if bound["status"] != "same":
-        st.warning(bound["message"] + " Facts from it are shown only for scans it measured (matched by content).",
-                   icon=":material/link_off:")
-        nav_link("pages/2_Metrics_dashboard.py", "Recompute the report on the Metrics dashboard", ":material/query_stats:")
+        st.warning(
+            bound["message"] + " Facts from it are shown only for scans it measured (matched by content).",
+            icon=":material/link_off:",
+        )
+        nav_link(
+            "pages/2_Metrics_dashboard.py", "Recompute the report on the Metrics dashboard", ":material/query_stats:"
+        )
 
 # a request from another page (the dashboard's memorisation list): which cases and view to open
 request = ss.pop("browse_request", None)
@@ -102,39 +122,66 @@ def follow(side: str) -> None:
 
 with st.sidebar:
     st.header("View")
-    renderer = st.radio("Viewer", list(RENDERERS), key=keep("renderer", "browser"), format_func=RENDERERS.get,
-                        horizontal=True, help="in the browser: scroll, window and zoom without waiting for the server "
-                        "(needs WebGL); server-rendered: one image per slice move, for browsers without WebGL")
+    renderer = st.radio(
+        "Viewer",
+        list(RENDERERS),
+        key=keep("renderer", "browser"),
+        format_func=RENDERERS.get,
+        horizontal=True,
+        help="in the browser: scroll, window and zoom without waiting for the server "
+        "(needs WebGL); server-rendered: one image per slice move, for browsers without WebGL",
+    )
     interactive = renderer == "browser"
     plane_options = (*PLANES, MULTIPLANAR) if interactive else PLANES
     if ss.get("plane") not in plane_options:
         ss.pop("plane", None)
-    plane = st.radio("Plane", plane_options, key=keep("plane", "axial"), horizontal=True,
-                     format_func=lambda p: "3 planes" if p == MULTIPLANAR else p)
+    plane = st.radio(
+        "Plane",
+        plane_options,
+        key=keep("plane", "axial"),
+        horizontal=True,
+        format_func=lambda p: "3 planes" if p == MULTIPLANAR else p,
+    )
     presets = [*WINDOW_PRESETS, CUSTOM_WINDOW]
     preset = st.selectbox(
         "Window (both sides)",
         presets,
         key=keep("window", "soft tissue"),
-        format_func=lambda n: f"{n}  W{WINDOW_PRESETS[n][0]:g} / L{WINDOW_PRESETS[n][1]:g}" if n in WINDOW_PRESETS else "custom W/L",
+        format_func=lambda n: (
+            f"{n}  W{WINDOW_PRESETS[n][0]:g} / L{WINDOW_PRESETS[n][1]:g}" if n in WINDOW_PRESETS else "custom W/L"
+        ),
     )
     if preset == CUSTOM_WINDOW:
         st.number_input("Width W (HU)", min_value=1.0, max_value=10000.0, step=10.0, key=keep("win_width", 400.0))
         st.number_input("Level L (HU)", min_value=-2000.0, max_value=4000.0, step=10.0, key=keep("win_level", 40.0))
     width, level = window_choice(preset, ss.get("win_width"), ss.get("win_level"))
     layout = st.radio("Layout", LAYOUTS, key=keep("layout", LAYOUTS[0]), horizontal=True)
-    view = st.radio("Show", VIEWS, key=keep("view", VIEWS[0]), horizontal=True,
-                    help="slices: one slice per side; mosaic: every Nth slice; nearest real: a generated case next to the real scan most similar to it (from the report)")
-    st.checkbox("Link scrolling", key=keep("linked", True), on_change=follow, args=("real",),
-                help="Scroll both sides together, keeping the same relative position in each stack")
+    view = st.radio(
+        "Show",
+        VIEWS,
+        key=keep("view", VIEWS[0]),
+        horizontal=True,
+        help="slices: one slice per side; mosaic: every Nth slice; nearest real: a generated case next to the real scan most similar to it (from the report)",
+    )
+    st.checkbox(
+        "Link scrolling",
+        key=keep("linked", True),
+        on_change=follow,
+        args=("real",),
+        help="Scroll both sides together, keeping the same relative position in each stack",
+    )
     if view == "mosaic":
         every = st.slider("Every Nth slice", 1, 10, key=keep("every", 2))
-    st.caption(f"Window W{width:g} / L{level:g}: grey from {level - width / 2:g} to {level + width / 2:g} HU, "
-               "the same on both sides. Hover an image for the HU and voxel under the cursor.")
+    st.caption(
+        f"Window W{width:g} / L{level:g}: grey from {level - width / 2:g} to {level + width / 2:g} HU, "
+        "the same on both sides. Hover an image for the HU and voxel under the cursor."
+    )
     if interactive:
-        st.caption("In the viewer: wheel or ↑/↓ one slice, PageUp/PageDown ten; right-drag window/level; "
-                   "ctrl+wheel or +/− zoom, 0 resets; middle- or shift-drag pans; T toggles A/B. "
-                   "Linked panes share slice position (mm), zoom, pan and window.")
+        st.caption(
+            "In the viewer: wheel or ↑/↓ one slice, PageUp/PageDown ten; right-drag window/level; "
+            "ctrl+wheel or +/− zoom, 0 resets; middle- or shift-drag pans; T toggles A/B. "
+            "Linked panes share slice position (mm), zoom, pan and window."
+        )
 
 in_browser = interactive and view != "mosaic"
 viewer_plane = plane
@@ -149,20 +196,26 @@ if view == "nearest real":
         st.info("The nearest-real view needs generated volumes.")
         st.stop()
     if report is None:
-        st.info("The nearest-real view needs a report with nearest-real results: choose a report folder on Home, "
-                "or compute one on the Metrics dashboard.")
+        st.info(
+            "The nearest-real view needs a report with nearest-real results: choose a report folder on Home, "
+            "or compute one on the Metrics dashboard."
+        )
         st.stop()
     gen_now = ss.get("gen_case", ss.get("_keep_gen_case"))
     gen_now = gen_now if gen_now in cases["gen"] else cases["gen"][0]
     near = nearest_real(report, hashes["gen"].get(str(gen_now)))
     if not near or not near.get("file"):
-        st.warning(f"The report has no nearest-real scan for {case_name(gen_now)}: it did not measure this scan "
-                   "(matched by content, not by name).")
+        st.warning(
+            f"The report has no nearest-real scan for {case_name(gen_now)}: it did not measure this scan "
+            "(matched by content, not by name)."
+        )
     else:
         path = path_with_hash(near.get("sha256"), hashes["real"])
         if path is None:
-            st.warning(f"The nearest real scan the report found ({case_name(Path(str(near['file'])))}) is not in the "
-                       "selected real folder (matched by content).")
+            st.warning(
+                f"The nearest real scan the report found ({case_name(Path(str(near['file'])))}) is not in the "
+                "selected real folder (matched by content)."
+            )
         else:
             set_widget("real_case", path)
             locked_real = True
@@ -179,15 +232,22 @@ def controls(side: str, where) -> dict | None:
         if ss.get(key) not in cases[side]:
             ss.pop(key, None)
             ss.pop("_keep_" + key, None)
-        case = st.selectbox(f"{label} case ({len(cases[side])})", cases[side], key=keep(key, cases[side][0]),
-                            format_func=case_name, disabled=(side == "real" and locked_real))
+        case = st.selectbox(
+            f"{label} case ({len(cases[side])})",
+            cases[side],
+            key=keep(key, cases[side][0]),
+            format_func=case_name,
+            disabled=(side == "real" and locked_real),
+        )
         vol, err = load_volume(case)
         if err:
             st.error(err)
             return None
         if in_browser:
-            st.caption(f"{label}: **{case_name(case)}** · shape {'×'.join(map(str, vol.shape))} · "
-                       f"spacing {' × '.join(f'{s:.3g}' for s in vol.spacing)} mm")
+            st.caption(
+                f"{label}: **{case_name(case)}** · shape {'×'.join(map(str, vol.shape))} · "
+                f"spacing {' × '.join(f'{s:.3g}' for s in vol.spacing)} mm"
+            )
             return {"side": side, "label": label, "case": case, "volume": vol, "index": None, "n": None}
         n = n_slices(vol.shape, plane)
         ss[f"_n_{side}"] = n
@@ -201,8 +261,10 @@ def controls(side: str, where) -> dict | None:
         if n > 1:
             st.slider(f"{label} {plane} slice", 1, n, key=skey, on_change=follow, args=(side,))
         index = ss[skey] - 1
-        st.caption(f"{label}: **{case_name(case)}** · {plane} slice **{index + 1}/{n}** · "
-                   f"shape {'×'.join(map(str, vol.shape))} · spacing {' × '.join(f'{s:.3g}' for s in vol.spacing)} mm")
+        st.caption(
+            f"{label}: **{case_name(case)}** · {plane} slice **{index + 1}/{n}** · "
+            f"shape {'×'.join(map(str, vol.shape))} · spacing {' × '.join(f'{s:.3g}' for s in vol.spacing)} mm"
+        )
         return {"side": side, "label": label, "case": case, "volume": vol, "index": index, "n": n}
 
 
@@ -212,13 +274,23 @@ def draw(pane: dict, where, height: int) -> None:
         if view == "mosaic":
             idx = mosaic_indices(pane["n"], every)
             img = aspect_correct(mosaic(vol.array, plane, every, width, level), pixel_aspect(vol.spacing, plane))
-            st.image(img, caption=f"{pane['label']} {case_name(pane['case'])}: {plane} slices "
-                     + ", ".join(str(i + 1) for i in idx), width="stretch")
+            st.image(
+                img,
+                caption=f"{pane['label']} {case_name(pane['case'])}: {plane} slices "
+                + ", ".join(str(i + 1) for i in idx),
+                width="stretch",
+            )
             return
         fig = slice_figure(
             display_slice_hu(load_display_array(pane["case"]), plane, pane["index"]),
-            plane=plane, index=pane["index"], shape=vol.shape, spacing=vol.spacing,
-            width=width, level=level, title=f"{pane['label']}: {case_name(pane['case'])}", height=height,
+            plane=plane,
+            index=pane["index"],
+            shape=vol.shape,
+            spacing=vol.spacing,
+            width=width,
+            level=level,
+            title=f"{pane['label']}: {case_name(pane['case'])}",
+            height=height,
         )
         st.plotly_chart(fig, key=f"fig_{pane['side']}", config={"scrollZoom": True, "displaylogo": False})
 
@@ -229,8 +301,15 @@ def browser_viewer(panes: dict) -> None:
     if not shown:
         return
     vols = [load_viewer_volume(p["case"], f"{p['label']}: {case_name(p['case'])}") for p in shown]
-    ct_viewer(vols, layout="A/B" if layout == LAYOUTS[1] else "side by side", linked=bool(ss.get("linked")),
-              window=(width, level), plane=viewer_plane, height=560 if layout == LAYOUTS[0] else 720, key="ct_viewer")
+    ct_viewer(
+        vols,
+        layout="A/B" if layout == LAYOUTS[1] else "side by side",
+        linked=bool(ss.get("linked")),
+        window=(width, level),
+        plane=viewer_plane,
+        height=560 if layout == LAYOUTS[0] else 720,
+        key="ct_viewer",
+    )
 
 
 order = ("gen", "real") if view == "nearest real" else ("real", "gen")
@@ -252,35 +331,50 @@ else:
         names = {s: f"{'A' if s == order[0] else 'B'} · {SIDES[s].lower()}" for s in order}
         if ss.get("ab_show") not in available:
             ss.pop("ab_show", None)
-        shown = st.segmented_control("Showing", available, key=keep("ab_show", available[0]),
-                                     format_func=lambda s: names[s], required=True,
-                                     help="Toggle between A and B at the same window; the slices stay where they are")
+        shown = st.segmented_control(
+            "Showing",
+            available,
+            key=keep("ab_show", available[0]),
+            format_func=lambda s: names[s],
+            required=True,
+            help="Toggle between A and B at the same window; the slices stay where they are",
+        )
         draw(panes[shown or available[0]], st.container(), height=720)
 
 # nearest real / memorisation facts for the shown generated case
 if report is not None and panes.get("gen"):
     info = near if view == "nearest real" else nearest_real(report, hashes["gen"].get(str(panes["gen"]["case"])))
     if info:
-        facts = [f"nearest real scan **{case_name(Path(str(info['file'])))}**" if info.get("file") else None,
-                 f"SSIM {info['ssim']:.3f}" if isinstance(info.get("ssim"), (int, float)) else None]
+        facts = [
+            f"nearest real scan **{case_name(Path(str(info['file'])))}**" if info.get("file") else None,
+            f"SSIM {info['ssim']:.3f}" if isinstance(info.get("ssim"), (int, float)) else None,
+        ]
         if any(facts):
-            st.caption(f"{SIDES['gen']} {case_name(panes['gen']['case'])} in the report: " + " · ".join(f for f in facts if f))
+            st.caption(
+                f"{SIDES['gen']} {case_name(panes['gen']['case'])} in the report: " + " · ".join(f for f in facts if f)
+            )
         if info.get("memorised"):
-            st.warning(f"Flagged as a possible copy of training scan {case_name(Path(str(info.get('nearest_train'))))} "
-                       f"(distance {info.get('distance')} ≤ threshold {info.get('threshold')}).")
+            st.warning(
+                f"Flagged as a possible copy of training scan {case_name(Path(str(info.get('nearest_train'))))} "
+                f"(distance {info.get('distance')} ≤ threshold {info.get('threshold')})."
+            )
 
 shown_panes = [p for p in panes.values() if p]
 if shown_panes and not in_browser and view != "mosaic":
     with st.expander("HU probe: read one pixel exactly"):
-        st.caption("Pixel of the displayed image (row from the top, column from the left, from 0); "
-                   "the voxel index is (x, y, z) in the volume's RAS+ order.")
+        st.caption(
+            "Pixel of the displayed image (row from the top, column from the left, from 0); "
+            "the voxel index is (x, y, z) in the volume's RAS+ order."
+        )
         c1, c2 = st.columns(2)
         c1.number_input("Row", min_value=0, step=1, key=keep("probe_row", 0))
         c2.number_input("Column", min_value=0, step=1, key=keep("probe_col", 0))
         for p in shown_panes:
             try:
                 voxel, hu = hu_readout(p["volume"].array, plane, p["index"], int(ss["probe_row"]), int(ss["probe_col"]))
-                st.markdown(f"{p['label']} {case_name(p['case'])}: voxel ({voxel[0]}, {voxel[1]}, {voxel[2]}) = **{hu:g} HU**")
+                st.markdown(
+                    f"{p['label']} {case_name(p['case'])}: voxel ({voxel[0]}, {voxel[1]}, {voxel[2]}) = **{hu:g} HU**"
+                )
             except IndexError as exc:
                 st.markdown(f"{p['label']} {case_name(p['case'])}: {exc}")
 

@@ -45,10 +45,15 @@ def compute_panel(expanded: bool) -> None:
             return
         st.markdown(f"Real: `{short_path(sel['real_dir'])}`  \nGenerated: `{short_path(sel['generated_dir'])}`")
         out = st.text_input("Write the report to", key=keep("report_out", str(default_report_dir(sel))))
-        train = st.text_input("Training scans folder (optional: memorisation check against them)", key=keep("report_train", ""))
-        metrics = st.text_input("Metrics: names or families, comma-separated (empty = all)", key=keep("report_metrics", ""),
-                                help="families: intensity, noise, texture, similarity, radiomics, inception; "
-                                     "see `python -m eval report --help` for every name")
+        train = st.text_input(
+            "Training scans folder (optional: memorisation check against them)", key=keep("report_train", "")
+        )
+        metrics = st.text_input(
+            "Metrics: names or families, comma-separated (empty = all)",
+            key=keep("report_metrics", ""),
+            help="families: intensity, noise, texture, similarity, radiomics, inception; "
+            "see `python -m eval report --help` for every name",
+        )
         overwrite = st.checkbox("Overwrite an existing report there", key="report_overwrite")
         remember(["report_out", "report_train", "report_metrics"])
         if st.button("Compute report", type="primary", key="compute_report"):
@@ -63,8 +68,15 @@ def compute_panel(expanded: bool) -> None:
                 train_path = checked_path(train, "Training scans folder") if train.strip() else None
                 if len(metrics) > 2000 or any(ord(ch) < 32 for ch in metrics):
                     raise ConfigError(f"Metrics: {shorten(metrics)!r} is not a list of metric names")
-                written = compute_report(sel["real_dir"], sel["generated_dir"], out_path, train=train_path,
-                                         metrics=metrics.strip() or None, force=overwrite, progress=progress)
+                written = compute_report(
+                    sel["real_dir"],
+                    sel["generated_dir"],
+                    out_path,
+                    train=train_path,
+                    metrics=metrics.strip() or None,
+                    force=overwrite,
+                    progress=progress,
+                )
             except CTDiffError as exc:
                 bar.empty()
                 st.error(str(exc))
@@ -98,7 +110,9 @@ for cohort, key in (("real", "real_dir"), ("generated", "generated_dir")):
         current[cohort] = set(content_hashes(files).values())
 bound = binding(report, current) if current else {"status": "same", "message": ""}
 if bound["status"] == "other":
-    st.warning(bound["message"] + " Its numbers do not describe the scans selected on Home.", icon=":material/link_off:")
+    st.warning(
+        bound["message"] + " Its numbers do not describe the scans selected on Home.", icon=":material/link_off:"
+    )
     compute_panel(expanded=True)
     if not st.checkbox("Show this report anyway (for the scans it measured)", key="show_other_report"):
         st.stop()
@@ -107,8 +121,10 @@ elif bound["status"] == "unknown":
 
 # ---------------------------------------------------------------------------- header
 inputs = report.get("inputs") or {}
-st.caption(f"Report: `{short_path(report_file(sel['report_dir']))}` · schema {report.get('schema', '?')}"
-           + "".join(f" · {k}: `{v}`" for k, v in inputs.items() if isinstance(v, (str, int, float))))
+st.caption(
+    f"Report: `{short_path(report_file(sel['report_dir']))}` · schema {report.get('schema', '?')}"
+    + "".join(f" · {k}: `{v}`" for k, v in inputs.items() if isinstance(v, (str, int, float)))
+)
 
 # ----------------------------------------------------------------------------- metric table
 table = metric_table(report)
@@ -130,17 +146,37 @@ else:
     for col in NUMBER_COLUMNS:
         shown[col] = table[col].map(lambda v: "—" if v is None or pd.isna(v) else f"{v:.4g}")
     styled = shown.style.apply(colour, axis=1)
-    st.dataframe(styled, hide_index=True, width="stretch", key="metric_table", column_config={
-        "real": st.column_config.TextColumn("real", help="A property's value in the real scans. — for a distance "
-                                            "(FRD, KID, precision, coverage, …): it compares the two sets as a whole; see value"),
-        "generated": st.column_config.TextColumn("generated", help="A property's value in the generated scans. — for a "
-                                                 "distance: one number for the pair of sets, in value"),
-        "gap": st.column_config.TextColumn("gap", help="generated vs real in units of the real-vs-real reference; "
-                                           "— when there is no usable reference (status n/a)"),
-        "value": st.column_config.TextColumn("value", help="the metric (a distance, or generated − real for a property); "
-                                             "— when it was not computed (see notes)"),
-        "reference": st.column_config.TextColumn("reference", help="the real-vs-real floor the gap is measured against"),
-    })
+    st.dataframe(
+        styled,
+        hide_index=True,
+        width="stretch",
+        key="metric_table",
+        column_config={
+            "real": st.column_config.TextColumn(
+                "real",
+                help="A property's value in the real scans. — for a distance "
+                "(FRD, KID, precision, coverage, …): it compares the two sets as a whole; see value",
+            ),
+            "generated": st.column_config.TextColumn(
+                "generated",
+                help="A property's value in the generated scans. — for a "
+                "distance: one number for the pair of sets, in value",
+            ),
+            "gap": st.column_config.TextColumn(
+                "gap",
+                help="generated vs real in units of the real-vs-real reference; "
+                "— when there is no usable reference (status n/a)",
+            ),
+            "value": st.column_config.TextColumn(
+                "value",
+                help="the metric (a distance, or generated − real for a property); "
+                "— when it was not computed (see notes)",
+            ),
+            "reference": st.column_config.TextColumn(
+                "reference", help="the real-vs-real floor the gap is measured against"
+            ),
+        },
+    )
     st.caption(
         f"**gap** = distance from real / floor, where the floor is the largest of the real-vs-real "
         f"reference, the value's bootstrap SE and the measurement's resolution (one rule for every metric, "
@@ -172,7 +208,9 @@ with tabs[2]:
         st.info("The report has no per-case values.")
     else:
         prefer_x = [c for c in ("noise_sd", *numeric) if c in numeric]
-        prefer_y = [c for c in ("ssim_nearest_real", "contrast_rms", *numeric) if c in numeric and c != prefer_x[0]] or prefer_x
+        prefer_y = [
+            c for c in ("ssim_nearest_real", "contrast_rms", *numeric) if c in numeric and c != prefer_x[0]
+        ] or prefer_x
         c1, c2 = st.columns(2)
         if ss.get("scatter_x") not in numeric:
             ss.pop("scatter_x", None)
@@ -196,11 +234,16 @@ else:
         dist, thr = f.get("distance"), f.get("threshold")
         c1.markdown(
             f"**{case_name(Path(str(f.get('generated'))))}** ↔ training scan **{case_name(Path(str(f.get('nearest_train'))))}** "
-            f"· distance {dist:.4g} (threshold {thr:.4g})" if isinstance(dist, (int, float)) and isinstance(thr, (int, float))
+            f"· distance {dist:.4g} (threshold {thr:.4g})"
+            if isinstance(dist, (int, float)) and isinstance(thr, (int, float))
             else f"**{case_name(Path(str(f.get('generated'))))}** ↔ **{case_name(Path(str(f.get('nearest_train'))))}**"
         )
         if c2.button("Open in browser", key=f"open_flagged_{i}"):
-            ss["browse_request"] = {"generated": f.get("generated"), "real": f.get("nearest_train"), "view": "nearest real"}
+            ss["browse_request"] = {
+                "generated": f.get("generated"),
+                "real": f.get("nearest_train"),
+                "view": "nearest real",
+            }
             go_to("pages/1_Slice_browser.py")
 
 # --------------------------------------------------------------------------------- downloads
@@ -208,7 +251,9 @@ st.subheader("Downloads")
 c1, c2, c3 = st.columns(3)
 json_path = report_file(sel["report_dir"])
 html_path = json_path.parent / "report.html"
-c1.download_button("report.json", json_path.read_bytes(), file_name="report.json", mime="application/json", key="dl_json")
+c1.download_button(
+    "report.json", json_path.read_bytes(), file_name="report.json", mime="application/json", key="dl_json"
+)
 if html_path.is_file():
     c2.download_button("report.html", html_path.read_bytes(), file_name="report.html", mime="text/html", key="dl_html")
 else:
@@ -216,8 +261,9 @@ else:
 if per_case.empty:
     c3.caption("No per-case values to download.")
 else:
-    c3.download_button("per-case values (CSV)", per_case.to_csv(index=False), file_name="per_case.csv",
-                       mime="text/csv", key="dl_csv")
+    c3.download_button(
+        "per-case values (CSV)", per_case.to_csv(index=False), file_name="per_case.csv", mime="text/csv", key="dl_csv"
+    )
 
 with st.expander("Report inputs and settings"):
     st.json({"inputs": report.get("inputs"), "settings": report.get("settings")}, expanded=False)

@@ -56,7 +56,9 @@ except (OSError, ValueError) as exc:
     st.error(f"Training run dir: cannot be read ({os_problem(exc)}). Choose another on Home.")
     st.stop()
 if not usable:
-    st.error(f"{short_path(run)}: not a training run dir (no history.csv, config.yaml or checkpoints/). Choose another on Home.")
+    st.error(
+        f"{short_path(run)}: not a training run dir (no history.csv, config.yaml or checkpoints/). Choose another on Home."
+    )
     st.stop()
 
 st.caption(f"Run dir: `{short_path(run)}`")
@@ -78,13 +80,25 @@ def curves() -> None:
     c = st.columns(5)
     c[0].metric("epochs", head["epochs"])
     c[1].metric("last train loss", f"{head['last_train_loss']:.4g}" if "last_train_loss" in head else "—")
-    c[2].metric("best val loss", f"{head['best_val_loss']:.4g}" if "best_val_loss" in head else "—",
-                help=f"at epoch {head['best_epoch']}" if "best_epoch" in head else None)
-    c[3].metric("training time", str(dt.timedelta(seconds=round(head["seconds"]))) if "seconds" in head else "—",
-                help="wall time of all logged epochs together (training + validation), from history.csv")
-    c[4].metric("time per epoch", f"{head['seconds_per_epoch']:.1f} s" if "seconds_per_epoch" in head else "—",
-                help=(f"median epoch; the slowest took {head['slowest_epoch_seconds']:.1f} s"
-                      if "slowest_epoch_seconds" in head else None))
+    c[2].metric(
+        "best val loss",
+        f"{head['best_val_loss']:.4g}" if "best_val_loss" in head else "—",
+        help=f"at epoch {head['best_epoch']}" if "best_epoch" in head else None,
+    )
+    c[3].metric(
+        "training time",
+        str(dt.timedelta(seconds=round(head["seconds"]))) if "seconds" in head else "—",
+        help="wall time of all logged epochs together (training + validation), from history.csv",
+    )
+    c[4].metric(
+        "time per epoch",
+        f"{head['seconds_per_epoch']:.1f} s" if "seconds_per_epoch" in head else "—",
+        help=(
+            f"median epoch; the slowest took {head['slowest_epoch_seconds']:.1f} s"
+            if "slowest_epoch_seconds" in head
+            else None
+        ),
+    )
     c1, c2, c3 = st.columns(3)
     every = c1.number_input("Mean over epochs", min_value=1, max_value=500, step=1, key=keep("mean_every", 10))
     log_y = c2.checkbox("Log scale", key=keep("log_y", True))
@@ -94,7 +108,9 @@ def curves() -> None:
         st.plotly_chart(lr_figure(history), key="lr")
     changed = dt.datetime.fromtimestamp(mtime_ns(history_path) / 1e9).strftime("%Y-%m-%d %H:%M:%S")
     if live:
-        c3.caption(f":green[:material/sync:] Training is running: refreshing every {REFRESH_S} s (history.csv changed {changed}).")
+        c3.caption(
+            f":green[:material/sync:] Training is running: refreshing every {REFRESH_S} s (history.csv changed {changed})."
+        )
     else:
         c3.caption(f"Not running: history.csv last changed {changed}.")
     remember(["mean_every", "log_y"])
@@ -118,8 +134,9 @@ else:
         epoch = epochs[0]
     st.image(str(previews[epoch]), caption=f"Preview sample after epoch {epoch} ({previews[epoch].name})", width=480)
     preview_volumes = sorted((run / "previews").glob("epoch_*.nii*"))
-    if preview_volumes and st.button(f"Browse the {len(preview_volumes)} preview volumes in the slice browser",
-                                     key="browse_previews"):
+    if preview_volumes and st.button(
+        f"Browse the {len(preview_volumes)} preview volumes in the slice browser", key="browse_previews"
+    ):
         ss["generated_dir"] = str(run / "previews")
         go_to("pages/1_Slice_browser.py")
 
@@ -144,8 +161,12 @@ with c2:
     else:
         train, val = list(split.get("train") or []), list(split.get("val") or [])
         st.markdown(f"seed **{split.get('seed', '?')}** · **{len(train)}** training, **{len(val)}** validation volumes")
-        st.dataframe({"set": ["train"] * len(train) + ["val"] * len(val), "file": train + val},
-                     hide_index=True, width="stretch", key="split_table")
+        st.dataframe(
+            {"set": ["train"] * len(train) + ["val"] * len(val), "file": train + val},
+            hide_index=True,
+            width="stretch",
+            key="split_table",
+        )
 
 # ---------------------------------------------------------------------------------- generate
 st.subheader("Generate")
@@ -153,7 +174,9 @@ checkpoint = find_checkpoint(run)
 if checkpoint is None:
     st.info("No checkpoint yet (checkpoints/best.pt or last.pt): generation becomes available after the first save.")
 else:
-    st.caption(f"From `{short_path(checkpoint)}`; written to `{short_path(run / 'samples')}/<sampler>-<steps>-seed<seed>/`.")
+    st.caption(
+        f"From `{short_path(checkpoint)}`; written to `{short_path(run / 'samples')}/<sampler>-<steps>-seed<seed>/`."
+    )
     with st.form("generate"):
         c = st.columns(4)
         n = c[0].number_input("Volumes", min_value=1, max_value=64, value=2, step=1, key="gen_n")
@@ -162,8 +185,9 @@ else:
         if default_sampler not in names:
             default_sampler = DEFAULT_SAMPLING[0] if DEFAULT_SAMPLING[0] in names else names[0]
         sampler = c[1].selectbox("Sampler", names, key="gen_sampler", index=names.index(default_sampler))
-        steps = c[2].number_input("Steps", min_value=1, max_value=1000, value=min(default_steps, 1000), step=1,
-                                  key="gen_steps")
+        steps = c[2].number_input(
+            "Steps", min_value=1, max_value=1000, value=min(default_steps, 1000), step=1, key="gen_steps"
+        )
         seed = c[3].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="gen_seed")
         overwrite = st.checkbox("Overwrite existing samples with the same settings", key="gen_overwrite")
         submitted = st.form_submit_button("Generate", type="primary")
@@ -174,8 +198,16 @@ else:
             bar.progress(min(done / total, 1.0) if total else 0.0, text=f"Sampling: step {done}/{total}")
 
         try:
-            out = generate(run, checkpoint, n=int(n), sampler=sampler, steps=int(steps), seed=int(seed),
-                           overwrite=overwrite, progress=progress)
+            out = generate(
+                run,
+                checkpoint,
+                n=int(n),
+                sampler=sampler,
+                steps=int(steps),
+                seed=int(seed),
+                overwrite=overwrite,
+                progress=progress,
+            )
         except CTDiffError as exc:
             bar.empty()
             st.error(str(exc))
@@ -185,7 +217,9 @@ else:
         else:
             bar.progress(1.0, text="Done")
             ss["generated_dir"] = str(out)
-            st.success(f"Wrote {int(n)} volume(s) to {short_path(out)}; the slice browser now shows them as 'generated'.")
+            st.success(
+                f"Wrote {int(n)} volume(s) to {short_path(out)}; the slice browser now shows them as 'generated'."
+            )
             nav_link("pages/1_Slice_browser.py", "Open the slice browser", ":material/radiology:")
 
 remember(["preview_epoch"])

@@ -54,7 +54,7 @@ def gate(db: str) -> bool:
         st.error(
             "The organiser page is locked because no organiser code is set. Set one before starting "
             f"the app, either as an environment variable (`export {ORGANISER_ENV}=your-secret`) or in "
-            f"`.streamlit/secrets.toml` as `{SECRET_KEY} = \"your-secret\"`, then reload this page."
+            f'`.streamlit/secrets.toml` as `{SECRET_KEY} = "your-secret"`, then reload this page.'
         )
         return False
     if ss.get("review_org_ok"):
@@ -70,7 +70,8 @@ def gate(db: str) -> bool:
             return False
         # compare digests of equal length: compare_digest is constant-time only for equal lengths
         ok = hmac.compare_digest(
-            hashlib.sha256((given or "").encode()).digest(), hashlib.sha256(str(expected).encode()).digest(),
+            hashlib.sha256((given or "").encode()).digest(),
+            hashlib.sha256(str(expected).encode()).digest(),
         )
         store.record_signin(db, "organiser", client, ok)
         if ok:
@@ -96,22 +97,45 @@ def create_form(db: str) -> None:
         c1, c2 = st.columns(2)
         real_dir = c1.text_input("Real scans folder", value=str(ws / "real"), key="review_new_real")
         gen_dir = c2.text_input(
-            "Generated scans folder (several: separate with ;)", value=str(ws / "generated"), key="review_new_gen",
+            "Generated scans folder (several: separate with ;)",
+            value=str(ws / "generated"),
+            key="review_new_gen",
             help="Several folders (e.g. two models) are each read against the same real scans and compared.",
         )
         c1, c2 = st.columns(2)
-        n = c1.number_input("Cases per cohort (0 = balanced: as many as the smaller folder has)", min_value=0, value=0, step=1, key="review_new_n")
+        n = c1.number_input(
+            "Cases per cohort (0 = balanced: as many as the smaller folder has)",
+            min_value=0,
+            value=0,
+            step=1,
+            key="review_new_n",
+        )
         seed = c2.number_input("Random seed", min_value=0, value=0, step=1, key="review_new_seed")
         practice = st.number_input(
-            "Practice cases per cohort (shown first with feedback, never scored)", min_value=0, value=0, step=1, key="review_new_practice",
+            "Practice cases per cohort (shown first with feedback, never scored)",
+            min_value=0,
+            value=0,
+            step=1,
+            key="review_new_practice",
         )
         design = st.radio(
-            "Study design", store.DESIGNS, key="review_new_design", format_func=lambda d: store.DESIGN_LABELS[d],
+            "Study design",
+            store.DESIGNS,
+            key="review_new_design",
+            format_func=lambda d: store.DESIGN_LABELS[d],
         )
         planes = st.multiselect("Planes readers may use", list(PLANES), default=list(PLANES), key="review_new_planes")
-        windows = st.multiselect("Window presets readers may use", list(WINDOW_PRESETS), default=list(WINDOW_PRESETS), key="review_new_windows")
+        windows = st.multiselect(
+            "Window presets readers may use",
+            list(WINDOW_PRESETS),
+            default=list(WINDOW_PRESETS),
+            key="review_new_windows",
+        )
         scroll = st.radio(
-            "Slices", store.SCROLL_MODES, horizontal=True, key="review_new_scroll",
+            "Slices",
+            store.SCROLL_MODES,
+            horizontal=True,
+            key="review_new_scroll",
             format_func=lambda m: {"all": "scroll through all slices", "middle": "middle slice only"}[m],
         )
         allow_change = st.checkbox("Readers may change a rating after submitting it", key="review_new_change")
@@ -122,8 +146,19 @@ def create_form(db: str) -> None:
     bar = st.progress(0.0, text="reading and caching cases ...")
     try:
         sid = store.create_session(
-            db, name, real_dir.strip(), [g.strip() for g in gen_dir.split(";") if g.strip()], n_per_cohort=int(n) or None, seed=int(seed), planes=planes,
-            windows=windows, scroll=scroll, allow_change=allow_change, instructions=instructions, design=design, n_practice=int(practice),
+            db,
+            name,
+            real_dir.strip(),
+            [g.strip() for g in gen_dir.split(";") if g.strip()],
+            n_per_cohort=int(n) or None,
+            seed=int(seed),
+            planes=planes,
+            windows=windows,
+            scroll=scroll,
+            allow_change=allow_change,
+            instructions=instructions,
+            design=design,
+            n_practice=int(practice),
             progress=lambda done, total: bar.progress(done / total, text=f"reading and caching cases: {done}/{total}"),
         )
     except CTDiffError as exc:
@@ -175,12 +210,20 @@ def progress_panel(db: str, info: store.SessionInfo) -> None:
     total = sum(p["total"] for p in progress)
     st.progress(answered / total if total else 0.0, text=f"{answered} of {total} readings done")
     st.dataframe(
-        pd.DataFrame([
-            {"reader": p["reader"], "answered": p["answered"], "of": p["total"], "done": p["done"],
-             "last answer (UTC)": p["last_answer_utc"]}
-            for p in progress
-        ]),
-        hide_index=True, width="stretch",
+        pd.DataFrame(
+            [
+                {
+                    "reader": p["reader"],
+                    "answered": p["answered"],
+                    "of": p["total"],
+                    "done": p["done"],
+                    "last answer (UTC)": p["last_answer_utc"],
+                }
+                for p in progress
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
     )
 
 
@@ -243,17 +286,32 @@ def marks_panel(db: str, info: store.SessionInfo) -> None:
     if pooled:
         cols[0].image(pooled, caption="pooled over the synthetic cohort (mean middle slice)")
     if images:
-        name = cols[1].selectbox("Case", sorted(images), key="review_org_marks_case", format_func=lambda n: n.removeprefix("marks-").removesuffix(".png"))
+        name = cols[1].selectbox(
+            "Case",
+            sorted(images),
+            key="review_org_marks_case",
+            format_func=lambda n: n.removeprefix("marks-").removesuffix(".png"),
+        )
         cols[1].image(images[name], caption=name)
 
 
 def export_panel(report: dict[str, str], info: store.SessionInfo) -> None:
-    mimes = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html", "png": "image/png"}
+    mimes = {
+        "csv": "text/csv",
+        "json": "application/json",
+        "md": "text/markdown",
+        "html": "text/html",
+        "png": "image/png",
+    }
     items = list(report.items())
     cols = [c for _ in range(0, len(items), 5) for c in st.columns(5)]  # rows of five buttons
     for col, (name, text) in zip(cols, items):
         col.download_button(
-            name, text, file_name=f"review-{info.id}-{name}", mime=mimes[name.rsplit(".", 1)[1]], key=f"review_dl_{name}",
+            name,
+            text,
+            file_name=f"review-{info.id}-{name}",
+            mime=mimes[name.rsplit(".", 1)[1]],
+            key=f"review_dl_{name}",
         )
     st.caption(f"Or from a shell: `python -m eval review report --session {info.id} --out DIR`")
 
@@ -282,7 +340,10 @@ def main() -> None:
     chosen = ss.get("review_org_session")
     idx = ids.index(chosen) if chosen in ids else len(ids) - 1
     info = st.selectbox(
-        "Session", sessions, index=idx, key=f"review_org_pick_{len(ids)}",
+        "Session",
+        sessions,
+        index=idx,
+        key=f"review_org_pick_{len(ids)}",
         format_func=lambda s: f"{s.id} · {s.name} ({s.n_real} real + {s.n_synthetic} synthetic, {s.n_readers} readers)",
     )
     ss.review_org_session = info.id

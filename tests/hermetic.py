@@ -74,7 +74,10 @@ def checkout_state(root: Path) -> dict[str, tuple] | None:
     try:
         out = subprocess.run(
             ["git", "status", "--porcelain=v1", "-z", "--ignored=matching", "--untracked-files=all"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -141,8 +144,9 @@ def pytest_sessionfinish(session, exitstatus):
 
     if "root" not in _BEFORE:
         return
-    problems = [f"checkout {_BEFORE['root']}: {d}" for d in
-                differences(_BEFORE["checkout"], checkout_state(_BEFORE["root"]))]  # type: ignore[arg-type]
+    problems = [
+        f"checkout {_BEFORE['root']}: {d}" for d in differences(_BEFORE["checkout"], checkout_state(_BEFORE["root"]))
+    ]  # type: ignore[arg-type]
     problems += [f"real home {REAL_HOME}: {d}" for d in differences(_BEFORE["home"], home_state(REAL_HOME))]  # type: ignore[arg-type]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if problems:

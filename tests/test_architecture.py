@@ -36,7 +36,13 @@ def test_import_contracts_are_kept():
 
 def test_import_linter_catches_a_layer_violation(tmp_path):
     """The contracts bite: a core module importing the app breaks the layers contract."""
-    shutil.copytree(REPO, tmp_path / "repo", ignore=shutil.ignore_patterns(".git", ".venv", "workspace", "test-artifacts", "*.nii.gz", "*.pt", "*.png", "*.html"))
+    shutil.copytree(
+        REPO,
+        tmp_path / "repo",
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "workspace", "test-artifacts", "*.nii.gz", "*.pt", "*.png", "*.html"
+        ),
+    )
     bad = tmp_path / "repo" / "ctdiff" / "data" / "io.py"
     bad.write_text(bad.read_text() + "\nimport ctdiff_app.workspace  # noqa\n")
     proc = _run([_tool("lint-imports"), "--no-cache"], cwd=tmp_path / "repo")
@@ -46,4 +52,9 @@ def test_import_linter_catches_a_layer_violation(tmp_path):
 
 def test_ruff_check_is_clean():
     proc = _run([_tool("ruff"), "check", "--no-cache", "."])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-1000:]
+
+
+def test_ruff_format_is_clean():
+    proc = _run([_tool("ruff"), "format", "--check", "--no-cache", "."])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-1000:]

@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = {
     "name": "tiny-corpus",
     "data": {"pad_slices_to": 8, "hu_window": [-1000.0, 1000.0]},
-    "model": {"channels": [4, 8], "block_kinds": ["3d", "3d"], "attention": [False, False], "norm_groups": 4,
-              "head_channels": 4, "res_blocks": 1},
+    "model": {
+        "channels": [4, 8],
+        "block_kinds": ["3d", "3d"],
+        "attention": [False, False],
+        "norm_groups": 4,
+        "head_channels": 4,
+        "res_blocks": 1,
+    },
     "diffusion": {"timesteps": 100, "beta_schedule": "linear", "beta_end": 0.2, "prediction": "epsilon"},
 }
 
@@ -53,9 +59,16 @@ def _checkpoint(path: Path, *, nan: bool = False, drop: tuple[str, ...] = ()) ->
         first = next(k for k, v in state.items() if v.is_floating_point())
         state[first].view(-1)[0] = float("nan")
     ckpt = {
-        "config": cfg.to_dict(), "model": state, "ema": state, "step": 1,
-        "geometry": {"shape": [16, 16, 6], "depth": 8, "affine": np.diag([2.0, 2.0, 3.0, 1.0]).tolist(),
-                     "spacing": [2.0, 2.0, 3.0]},
+        "config": cfg.to_dict(),
+        "model": state,
+        "ema": state,
+        "step": 1,
+        "geometry": {
+            "shape": [16, 16, 6],
+            "depth": 8,
+            "affine": np.diag([2.0, 2.0, 3.0, 1.0]).tolist(),
+            "spacing": [2.0, 2.0, 3.0],
+        },
     }
     for key in drop:
         ckpt.pop(key)
@@ -81,16 +94,25 @@ def places(tmp_path_factory):
     (tmp / "foreign").mkdir()
     (tmp / "foreign" / "notes.txt").write_text("someone else's files\n")
     return {
-        "tmp": str(tmp), "real": str(tmp / "real"), "gen": str(tmp / "gen"), "run": str(run),
-        "empty_ckpt": str(tmp / "empty.pt"), "incomplete_ckpt": str(tmp / "incomplete.pt"),
-        "nan_ckpt": str(tmp / "nan.pt"), "text_file": str(tmp / "weights.txt"), "foreign": str(tmp / "foreign"),
+        "tmp": str(tmp),
+        "real": str(tmp / "real"),
+        "gen": str(tmp / "gen"),
+        "run": str(run),
+        "empty_ckpt": str(tmp / "empty.pt"),
+        "incomplete_ckpt": str(tmp / "incomplete.pt"),
+        "nan_ckpt": str(tmp / "nan.pt"),
+        "text_file": str(tmp / "weights.txt"),
+        "foreign": str(tmp / "foreign"),
         "phantom_out": str(tmp / "other" / "phantom"),
     }
 
 
 def _fingerprint(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("name", sorted(CLI_CORPUS))
@@ -119,8 +141,12 @@ def test_non_finite_sampler_output_is_an_error_not_a_volume(tmp_path, monkeypatc
     import ctdiff.diffusion.sample as sample_mod
 
     bundle = sample_mod.load_bundle(_checkpoint(tmp_path / "ok.pt"), device="cpu")
-    monkeypatch.setattr(sample_mod, "run_sampler",
-                        lambda sampler, model, shape, diffusion, steps, seeds, device, cb: torch.full(
-                            (len(seeds), *shape), float("nan")))
+    monkeypatch.setattr(
+        sample_mod,
+        "run_sampler",
+        lambda sampler, model, shape, diffusion, steps, seeds, device, cb: torch.full(
+            (len(seeds), *shape), float("nan")
+        ),
+    )
     with pytest.raises(InputError, match="non-finite values"):
         sample_mod.sample(bundle, 2, steps=3)

@@ -33,8 +33,30 @@ ELLIPSIS = {"...", "…"}
 # the docs' placeholders: a number where the option wants one, else a path-like word
 NUMERIC_PLACEHOLDERS = {"N", "K", "STEPS", "SEED", "PORT", "EPOCHS"}
 PLACEHOLDERS = NUMERIC_PLACEHOLDERS | {
-    "DIR", "RUN", "R", "G", "OUT", "FILE", "PATH", "CKPT", "CHECKPOINT", "DATA", "REAL", "GEN", "TRAIN",
-    "SAMPLES", "REPORT", "CONFIG", "DB", "URL", "CODE", "NAME", "ID", "SESSION", "WORKSPACE", "DEVICE",
+    "DIR",
+    "RUN",
+    "R",
+    "G",
+    "OUT",
+    "FILE",
+    "PATH",
+    "CKPT",
+    "CHECKPOINT",
+    "DATA",
+    "REAL",
+    "GEN",
+    "TRAIN",
+    "SAMPLES",
+    "REPORT",
+    "CONFIG",
+    "DB",
+    "URL",
+    "CODE",
+    "NAME",
+    "ID",
+    "SESSION",
+    "WORKSPACE",
+    "DEVICE",
 }
 
 
@@ -117,7 +139,9 @@ def shown_commands() -> list[tuple[str, str, list[str], bool]]:
             for cmd in split_commands(snippet):
                 # skip env assignments and launchers in front (VAR=1, sudo, time, nohup, timeout 900)
                 i = 0
-                while i < len(cmd) and (re.match(r"^[A-Z_][A-Z0-9_]*=", cmd[i]) or cmd[i] in ("sudo", "time", "nohup", "exec")):
+                while i < len(cmd) and (
+                    re.match(r"^[A-Z_][A-Z0-9_]*=", cmd[i]) or cmd[i] in ("sudo", "time", "nohup", "exec")
+                ):
                     i += 1
                 if i < len(cmd) and cmd[i] == "timeout":
                     i += 2
@@ -129,8 +153,9 @@ def shown_commands() -> list[tuple[str, str, list[str], bool]]:
                 else:
                     continue
                 # a synopsis ("[--set key=value ...]") or an elision ("...") shows options, not a full command
-                complete = is_block and not any(a in ELLIPSIS or a.endswith(("...", "…")) or "[" in a or "]" in a
-                                                for a in argv)
+                complete = is_block and not any(
+                    a in ELLIPSIS or a.endswith(("...", "…")) or "[" in a or "]" in a for a in argv
+                )
                 argv = [a.strip("[]") for a in argv if a.strip("[]")]
                 found.append((rel, snippet, argv, complete))
     return found
@@ -145,8 +170,12 @@ def _fill(argv: list[str]) -> list[str]:
         bare = a.strip("<>[]")
         if bare in NUMERIC_PLACEHOLDERS:
             out.append("1")
-        elif (bare in PLACEHOLDERS or re.fullmatch(r"[A-Z][A-Z0-9_]*", bare) or bare.startswith("$")
-              or (a.startswith("<") and a.endswith(">"))):
+        elif (
+            bare in PLACEHOLDERS
+            or re.fullmatch(r"[A-Z][A-Z0-9_]*", bare)
+            or bare.startswith("$")
+            or (a.startswith("<") and a.endswith(">"))
+        ):
             out.append(f"/placeholder/{bare.strip('$').lower()}")
         else:
             out.append(a)
@@ -223,8 +252,9 @@ def test_the_docs_show_commands():
     assert any(s.startswith("ctdiff ") for s in shown) and any(s.startswith("eval ") for s in shown), shown
 
 
-@pytest.mark.parametrize("page, snippet, argv, complete", COMMANDS,
-                         ids=[f"{p}:{' '.join(a)[:60]}" for p, _, a, _ in COMMANDS])
+@pytest.mark.parametrize(
+    "page, snippet, argv, complete", COMMANDS, ids=[f"{p}:{' '.join(a)[:60]}" for p, _, a, _ in COMMANDS]
+)
 def test_documented_command_parses(page, snippet, argv, complete):
     try:
         check(argv, complete)
@@ -259,8 +289,13 @@ def test_requirements_point_to_a_section_that_exists():
 def test_cli_help_has_no_rest_markup():
     """Module docstrings use reST ``literals``; the help a terminal shows must not."""
     for module in ("ctdiff", "eval"):
-        out = subprocess.run(["python" if False else os.sys.executable, "-m", module, "--help"], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            ["python" if False else os.sys.executable, "-m", module, "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0 and "``" not in out.stdout, out.stdout
     from ctdiff.cli import SUBCOMMANDS, _doc_line
 

@@ -25,8 +25,15 @@ from tests.test_install import throwaway_venv
 
 REPO = Path(__file__).resolve().parents[1]
 # what a user's shell does not have: the test session's own isolation and this checkout on the path
-USER_UNSET = ("CTDIFF_WORKSPACE", "CTDIFF_ORGANISER_CODE", "CTDIFF_CACHE_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
-              "XDG_DATA_HOME", "PYTHONPATH")
+USER_UNSET = (
+    "CTDIFF_WORKSPACE",
+    "CTDIFF_ORGANISER_CODE",
+    "CTDIFF_CACHE_DIR",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "PYTHONPATH",
+)
 
 
 def _user_env() -> dict[str, str]:
@@ -45,8 +52,9 @@ def _fresh_clone(tmp_path: Path) -> Path:
 
 
 def _leftovers(clone: Path) -> list[str]:
-    out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=clone, capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored"], cwd=clone, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     return [line for line in out if not re.search(r"(^|/)(\.venv|\.pytest_cache|__pycache__)/", line[3:])]
 
 
@@ -55,19 +63,37 @@ def _leftovers(clone: Path) -> list[str]:
 def test_fresh_clone_test_then_app_shows_the_demo(tmp_path, streamlit_server, browser_page, artifact_dir):
     clone = _fresh_clone(tmp_path)
     # 1. scripts/test first, on one review-store test on PostgreSQL
-    test = subprocess.run(["scripts/test", "tests/eval/review/test_store_postgres.py", "-k", "round_trip", "-q"],
-                          cwd=clone, env=_user_env(), capture_output=True, text=True, timeout=600)
+    test = subprocess.run(
+        ["scripts/test", "tests/eval/review/test_store_postgres.py", "-k", "round_trip", "-q"],
+        cwd=clone,
+        env=_user_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
     assert "1 passed" in test.stdout and "not hermetic" not in test.stdout
     assert "installing this checkout into .venv" in test.stderr
     assert not (clone / "workspace").exists() and _leftovers(clone) == []
     # 2. the CLI from any folder with the venv's Python
     for module in ("ctdiff", "eval"):
-        cli = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-m", module, "--help"], cwd="/",
-                             env=_user_env(), capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            [str(clone / ".venv" / "bin" / "python"), "-m", module, "--help"],
+            cwd="/",
+            env=_user_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cli.returncode == 0 and cli.stdout.startswith(f"usage: python -m {module}"), cli.stderr
-    where = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c", "import ctdiff; print(ctdiff.__file__)"],
-                           cwd="/", env=_user_env(), capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run(
+        [str(clone / ".venv" / "bin" / "python"), "-c", "import ctdiff; print(ctdiff.__file__)"],
+        cwd="/",
+        env=_user_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert where == str(clone / "ctdiff" / "__init__.py")
     # 3. then scripts/app: builds the demo and serves it
     url = streamlit_server(cwd=clone, launcher=["scripts/app"], timeout=180, unset=USER_UNSET)

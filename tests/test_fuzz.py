@@ -36,8 +36,13 @@ from ctdiff.errors import CTDiffError, InputError
 from tests.corpus.bad_inputs import _dicom, _nifti
 
 # no example database: tests write only under temp folders, never into the checkout
-FUZZ = settings(max_examples=40, deadline=None, database=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 # the option parsers: fewer examples, each one runs a command's argument parsing and validation
 FUZZ_CLI = settings(FUZZ, max_examples=30)
 pytestmark = pytest.mark.timeout(300)
@@ -96,8 +101,11 @@ def valid_files(tmp_path_factory):
 
 
 @FUZZ
-@given(kind=st.sampled_from(SUFFIXES), cut=st.floats(0.0, 1.0), flips=st.lists(
-    st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(1, 255)), max_size=3))
+@given(
+    kind=st.sampled_from(SUFFIXES),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(1, 255)), max_size=3),
+)
 def test_truncated_and_flipped_files(tmp_path, valid_files, kind, cut, flips):
     data = bytearray(valid_files[kind])
     for where, mask in flips:
@@ -126,17 +134,32 @@ def test_truncated_and_flipped_files(tmp_path, valid_files, kind, cut, flips):
 
 # NIfTI-1 header fields (offset, numpy type) that a corrupt or hostile file may set to anything
 HEADER_FIELDS = {
-    "dim": (40, "<i2", 8), "datatype": (70, "<i2", 1), "bitpix": (72, "<i2", 1), "pixdim": (76, "<f4", 8),
-    "vox_offset": (108, "<f4", 1), "scl_slope": (112, "<f4", 1), "scl_inter": (116, "<f4", 1),
-    "qform_code": (252, "<i2", 1), "sform_code": (254, "<i2", 1), "srow": (280, "<f4", 12),
+    "dim": (40, "<i2", 8),
+    "datatype": (70, "<i2", 1),
+    "bitpix": (72, "<i2", 1),
+    "pixdim": (76, "<f4", 8),
+    "vox_offset": (108, "<f4", 1),
+    "scl_slope": (112, "<f4", 1),
+    "scl_inter": (116, "<f4", 1),
+    "qform_code": (252, "<i2", 1),
+    "sform_code": (254, "<i2", 1),
+    "srow": (280, "<f4", 12),
 }
 
 
 @FUZZ
-@given(changes=st.lists(st.tuples(
-    st.sampled_from(sorted(HEADER_FIELDS)), st.integers(0, 11),
-    st.one_of(st.integers(-2**15, 2**15 - 1), st.floats(allow_nan=True, allow_infinity=True, width=32))),
-    min_size=1, max_size=4), gz=st.booleans())
+@given(
+    changes=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(HEADER_FIELDS)),
+            st.integers(0, 11),
+            st.one_of(st.integers(-(2**15), 2**15 - 1), st.floats(allow_nan=True, allow_infinity=True, width=32)),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    gz=st.booleans(),
+)
 def test_random_nifti_headers(tmp_path, valid_files, changes, gz):
     raw = bytearray(gzip.decompress(valid_files[".nii.gz"]))
     for field, index, value in changes:
@@ -147,7 +170,7 @@ def test_random_nifti_headers(tmp_path, valid_files, changes, gz):
             v = np.array(int(value) if not isinstance(value, float) or math.isfinite(value) else 0).astype(dtype)
         else:
             v = np.array(value, dtype=dtype)
-        raw[offset + i * size: offset + (i + 1) * size] = v.tobytes()
+        raw[offset + i * size : offset + (i + 1) * size] = v.tobytes()
     path = _fresh(tmp_path, "hdr") / ("v.nii.gz" if gz else "v.nii")
     path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
     _read_property(path)
@@ -166,13 +189,16 @@ class Reached(BaseException):
 def _reach(**names):
     def stub(*args, **kwargs):
         raise Reached(args=args, **kwargs)
+
     return stub
 
 
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -1.0, 1e308, 5e-324]))
 INTS = st.one_of(st.integers(-10, 200), st.sampled_from([0, -1, 2**31, 2**63, 2**70, 10**30]))
 JUNK = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
-DEVICES = st.one_of(st.sampled_from(["auto", "cpu", "cuda", "cuda:7", "mps", "tpu", "", "cpu:0", "meta", "cuda:-1"]), JUNK)
+DEVICES = st.one_of(
+    st.sampled_from(["auto", "cpu", "cuda", "cuda:7", "mps", "tpu", "", "cpu:0", "meta", "cuda:-1"]), JUNK
+)
 
 
 def _num(x) -> str:
@@ -201,16 +227,34 @@ def _one_line_error(rc, err):
 
 
 @FUZZ_CLI
-@given(n=INTS, shape=st.lists(INTS, min_size=3, max_size=3), fov=st.lists(FLOATS, min_size=3, max_size=3),
-       noise=FLOATS, seed=INTS)
+@given(
+    n=INTS,
+    shape=st.lists(INTS, min_size=3, max_size=3),
+    fov=st.lists(FLOATS, min_size=3, max_size=3),
+    noise=FLOATS,
+    seed=INTS,
+)
 def test_phantom_options(tmp_path, monkeypatch, capsys, n, shape, fov, noise, seed):
     import ctdiff.data.phantom as phantom
     from ctdiff.cli import main
 
     monkeypatch.setattr(phantom, "write_cohort", _reach())
     out = tmp_path / f"o{next(_counter)}"
-    argv = ["phantom", "--out", str(out), "--n", str(n), "--shape", *map(str, shape), "--fov", *map(_num, fov),
-            "--noise-hu", _num(noise), "--seed", str(seed)]
+    argv = [
+        "phantom",
+        "--out",
+        str(out),
+        "--n",
+        str(n),
+        "--shape",
+        *map(str, shape),
+        "--fov",
+        *map(_num, fov),
+        "--noise-hu",
+        _num(noise),
+        "--seed",
+        str(seed),
+    ]
     rc, err, reached = _run_cli(main, argv, capsys)
     if reached:
         assert 1 <= n and all(2 <= s <= 4096 for s in shape) and all(math.isfinite(f) and f > 0 for f in fov)
@@ -232,17 +276,30 @@ def tiny_cohort(tmp_path_factory):
 
 
 @FUZZ_CLI
-@given(spacing=st.one_of(st.none(), st.lists(FLOATS, min_size=3, max_size=3)),
-       shape=st.one_of(st.none(), st.lists(INTS, min_size=3, max_size=3)), margin=FLOATS,
-       clip=st.lists(FLOATS, min_size=2, max_size=2), assume=st.sampled_from([None, "identity", "offset-1024", "x"]))
+@given(
+    spacing=st.one_of(st.none(), st.lists(FLOATS, min_size=3, max_size=3)),
+    shape=st.one_of(st.none(), st.lists(INTS, min_size=3, max_size=3)),
+    margin=FLOATS,
+    clip=st.lists(FLOATS, min_size=2, max_size=2),
+    assume=st.sampled_from([None, "identity", "offset-1024", "x"]),
+)
 def test_prepare_options(tmp_path, monkeypatch, capsys, tiny_cohort, spacing, shape, margin, clip, assume):
     import ctdiff.data.prepare as prepare
     from ctdiff.cli import main
 
     monkeypatch.setattr(prepare, "_prepare_into", _reach())
     out = tmp_path / f"o{next(_counter)}"
-    argv = ["prepare", "--src", str(tiny_cohort / "real"), "--out", str(out), "--crop-margin", _num(margin),
-            "--clip", *map(_num, clip)]
+    argv = [
+        "prepare",
+        "--src",
+        str(tiny_cohort / "real"),
+        "--out",
+        str(out),
+        "--crop-margin",
+        _num(margin),
+        "--clip",
+        *map(_num, clip),
+    ]
     if spacing is not None:
         argv += ["--spacing", *map(_num, spacing)]
     elif shape is not None:
@@ -272,8 +329,9 @@ class _FakeBundle:
 
 
 @FUZZ_CLI
-@given(n=INTS, steps=st.one_of(st.none(), INTS), seed=INTS, batch=INTS, device=DEVICES,
-       threads=st.one_of(st.none(), INTS))
+@given(
+    n=INTS, steps=st.one_of(st.none(), INTS), seed=INTS, batch=INTS, device=DEVICES, threads=st.one_of(st.none(), INTS)
+)
 def test_sample_options(tmp_path, monkeypatch, capsys, tiny_cohort, n, steps, seed, batch, device, threads):
     import ctdiff.diffusion.sample as sample_mod
     from ctdiff.cli import main
@@ -282,8 +340,20 @@ def test_sample_options(tmp_path, monkeypatch, capsys, tiny_cohort, n, steps, se
     monkeypatch.setattr(sample_mod, "sample", _reach())
     monkeypatch.setattr(sample_mod, "apply_threads", lambda args: None)  # never change the test process
     out = tmp_path / f"o{next(_counter)}"
-    argv = ["sample", "--checkpoint", str(tiny_cohort / "ckpt.pt"), "--out", str(out), "--n", str(n),
-            "--seed", str(seed), "--batch-size", str(batch), f"--device={device}"]
+    argv = [
+        "sample",
+        "--checkpoint",
+        str(tiny_cohort / "ckpt.pt"),
+        "--out",
+        str(out),
+        "--n",
+        str(n),
+        "--seed",
+        str(seed),
+        "--batch-size",
+        str(batch),
+        f"--device={device}",
+    ]
     if steps is not None:
         argv += ["--steps", str(steps)]
     if threads is not None:
@@ -295,22 +365,59 @@ def test_sample_options(tmp_path, monkeypatch, capsys, tiny_cohort, n, steps, se
         import torch
 
         name = device.strip()
-        assert name in ("auto", "cpu", "", "cpu:0") or (name in ("cuda", "cuda:0") and torch.cuda.is_available()) or (
-            name == "mps" and torch.backends.mps.is_available())
+        assert (
+            name in ("auto", "cpu", "", "cpu:0")
+            or (name in ("cuda", "cuda:0") and torch.cuda.is_available())
+            or (name == "mps" and torch.backends.mps.is_available())
+        )
     else:
         _one_line_error(rc, err)
     assert not out.exists()
 
 
-CONFIG_KEYS = ["train.lr", "train.epochs", "train.batch_size", "diffusion.timesteps", "data.hu_window",
-               "model.channels", "sample.steps", "sample.sampler", "data.val_fraction", "nonsense.key", "train"]
-YAML_VALUES = st.one_of(st.sampled_from(["nan", ".inf", "-1", "0", "1e400", "[1, 2]", "[]", "{}", "null", "abc",
-                                         "[-1000, 1000]", "[1000, -1000]", "2", "0.5", "ddim"]), JUNK)
+CONFIG_KEYS = [
+    "train.lr",
+    "train.epochs",
+    "train.batch_size",
+    "diffusion.timesteps",
+    "data.hu_window",
+    "model.channels",
+    "sample.steps",
+    "sample.sampler",
+    "data.val_fraction",
+    "nonsense.key",
+    "train",
+]
+YAML_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "nan",
+            ".inf",
+            "-1",
+            "0",
+            "1e400",
+            "[1, 2]",
+            "[]",
+            "{}",
+            "null",
+            "abc",
+            "[-1000, 1000]",
+            "[1000, -1000]",
+            "2",
+            "0.5",
+            "ddim",
+        ]
+    ),
+    JUNK,
+)
 
 
 @FUZZ_CLI
-@given(sets=st.lists(st.tuples(st.sampled_from(CONFIG_KEYS), YAML_VALUES), max_size=3), device=DEVICES,
-       threads=st.one_of(st.none(), INTS))
+@given(
+    sets=st.lists(st.tuples(st.sampled_from(CONFIG_KEYS), YAML_VALUES), max_size=3),
+    device=DEVICES,
+    threads=st.one_of(st.none(), INTS),
+)
 def test_train_options(tmp_path, monkeypatch, capsys, tiny_cohort, sets, device, threads):
     import ctdiff.training.train as train_mod
     from ctdiff.cli import main
@@ -319,8 +426,17 @@ def test_train_options(tmp_path, monkeypatch, capsys, tiny_cohort, sets, device,
     monkeypatch.setattr(train_mod, "apply_threads", lambda args: None)
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     out = tmp_path / f"o{next(_counter)}"
-    argv = ["train", "--config", "configs/demo.yaml", "--data", str(tiny_cohort / "real"), "--out", str(out),
-            f"--device={device}", "--no-progress"]
+    argv = [
+        "train",
+        "--config",
+        "configs/demo.yaml",
+        "--data",
+        str(tiny_cohort / "real"),
+        "--out",
+        str(out),
+        f"--device={device}",
+        "--no-progress",
+    ]
     for key, value in sets:
         argv += ["--set", f"{key}={value}"]
     if threads is not None:
@@ -335,8 +451,14 @@ METRIC_WORDS = st.sampled_from(["noise", "frd", "kid", "hu_wasserstein", "", " "
 
 
 @FUZZ_CLI
-@given(bootstrap=INTS, seed=INTS, metrics=st.one_of(st.none(), st.lists(METRIC_WORDS, max_size=3).map(",".join)),
-       workers=st.one_of(st.none(), INTS), device=DEVICES, same=st.booleans())
+@given(
+    bootstrap=INTS,
+    seed=INTS,
+    metrics=st.one_of(st.none(), st.lists(METRIC_WORDS, max_size=3).map(",".join)),
+    workers=st.one_of(st.none(), INTS),
+    device=DEVICES,
+    same=st.booleans(),
+)
 def test_report_options(tmp_path, monkeypatch, capsys, tiny_cohort, bootstrap, seed, metrics, workers, device, same):
     import eval.report.build as build
     from eval.cli import main
@@ -344,8 +466,20 @@ def test_report_options(tmp_path, monkeypatch, capsys, tiny_cohort, bootstrap, s
     monkeypatch.setattr(build, "read_cohort", _reach())
     out = tmp_path / f"o{next(_counter)}"
     gen = tiny_cohort / ("real" if same else "gen")
-    argv = ["report", "--real", str(tiny_cohort / "real"), "--generated", str(gen), "--out", str(out),
-            "--bootstrap", str(bootstrap), "--seed", str(seed), f"--device={device}"]
+    argv = [
+        "report",
+        "--real",
+        str(tiny_cohort / "real"),
+        "--generated",
+        str(gen),
+        "--out",
+        str(out),
+        "--bootstrap",
+        str(bootstrap),
+        "--seed",
+        str(seed),
+        f"--device={device}",
+    ]
     if metrics is not None:
         argv += [f"--metrics={metrics}"]
     if workers is not None:
@@ -364,8 +498,12 @@ def test_library_errors_are_ctdiff_errors_for_bad_keyword_values(tmp_path):
     """The library (not only the CLI) refuses bad values with one-line errors."""
     from ctdiff.data.prepare import prepare_dataset
 
-    for kwargs in ({"crop_margin_mm": float("nan")}, {"clip": (float("inf"), 0)}, {"spacing": (1, 1, float("nan"))},
-                   {"shape": (10**5, 10**5, 10**5)}):
+    for kwargs in (
+        {"crop_margin_mm": float("nan")},
+        {"clip": (float("inf"), 0)},
+        {"spacing": (1, 1, float("nan"))},
+        {"shape": (10**5, 10**5, 10**5)},
+    ):
         with pytest.raises(CTDiffError) as info:
             prepare_dataset(tmp_path / "missing", tmp_path / "o", progress=False, **kwargs)
         assert "\n" not in str(info.value)

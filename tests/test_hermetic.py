@@ -32,7 +32,9 @@ def _git_repo(path: Path) -> Path:
     subprocess.run(["git", "init", "-q", str(path)], check=True)
     (path / "tracked.txt").write_text("a\n")
     subprocess.run(["git", "-C", str(path), "add", "tracked.txt"], check=True)
-    subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], check=True)
+    subprocess.run(
+        ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], check=True
+    )
     return path
 
 
@@ -54,7 +56,11 @@ def test_checkout_differences_name_each_new_or_changed_path(tmp_path):
     (repo / "tracked.txt").write_text("b\n")
     (repo / "was-untracked.txt").write_text("after, longer\n")
     assert hermetic.differences(before, hermetic.checkout_state(repo)) == [
-        "new: .gitignore", "new: tracked.txt", "changed: was-untracked.txt", "new: workspace/"]
+        "new: .gitignore",
+        "new: tracked.txt",
+        "changed: was-untracked.txt",
+        "new: workspace/",
+    ]
 
 
 def test_home_differences(tmp_path):
@@ -66,10 +72,13 @@ def test_home_differences(tmp_path):
     (home / ".cache" / "ctdiff" / "features").mkdir()
     (home / ".streamlit").mkdir()
     assert hermetic.differences(before, hermetic.home_state(home)) == [
-        "changed: ~ (new: .streamlit; gone: -)", "changed: ~/.cache/ctdiff", "changed: ~/.streamlit"]
+        "changed: ~ (new: .streamlit; gone: -)",
+        "changed: ~/.cache/ctdiff",
+        "changed: ~/.streamlit",
+    ]
 
 
-INNER_TESTS = '''
+INNER_TESTS = """
 import os
 from pathlib import Path
 from tests import hermetic
@@ -85,14 +94,18 @@ def test_maybe_leaks():
     if os.environ.get("LEAK") == "home":
         (hermetic.REAL_HOME / ".cache" / "ctdiff").mkdir(parents=True, exist_ok=True)
         (hermetic.REAL_HOME / ".cache" / "ctdiff" / "leaked").write_text("bad")
-'''
+"""
 
 
 def _inner_run(repo: Path, leak: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "LEAK": leak}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.hermetic", "-p", "no:cacheprovider", "-q", "test_inner.py"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -180,7 +180,9 @@ class TrainDataset(torch.utils.data.Dataset):
         return pad_slices(t, self.depth, self.cfg.pad_mode)
 
 
-def epoch_batches(n: int, epoch: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[tuple[int, int]]]:
+def epoch_batches(
+    n: int, epoch: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1
+) -> list[list[tuple[int, int]]]:
     """This rank's batches of ``(epoch, index)`` keys for one epoch.
 
     The permutation depends on ``(seed, epoch)`` only; as in ``DistributedSampler`` it is padded by

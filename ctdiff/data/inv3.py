@@ -63,7 +63,9 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> b
         fh = tar.extractfile(member)
         data = fh.read() if fh is not None else b""
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise InputError(f"truncated or corrupt .inv3 archive: {member.name} cannot be read ({type(exc).__name__})", path) from None
+        raise InputError(
+            f"truncated or corrupt .inv3 archive: {member.name} cannot be read ({type(exc).__name__})", path
+        ) from None
     if len(data) != member.size:
         raise InputError(f"truncated .inv3 archive: {member.name} has {len(data)} of {member.size} bytes", path)
     return data
@@ -123,9 +125,7 @@ def read_inv3(path: str | Path, allow_non_ct: bool = False) -> Volume:
         raw = _read_member(tar, members[name], p)
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise InputError(
-            f"{name} has {len(raw)} bytes but shape {list(shape)} x {dtype.name} needs {expected}", p
-        )
+        raise InputError(f"{name} has {len(raw)} bytes but shape {list(shape)} x {dtype.name} needs {expected}", p)
     matrix = np.frombuffer(raw, dtype=dtype).reshape(shape)
     if not np.all(np.isfinite(matrix)):
         raise InputError(f"{name} contains NaN/inf voxels", p)

@@ -128,8 +128,11 @@ def _header_size(img, path: Path) -> tuple[int, int]:
     for n in shape:
         n_voxels *= n
     if n_voxels > MAX_VOXELS:
-        raise InputError(f"NIfTI header claims {shape} = {n_voxels:.3g} voxels, more than ctdiff reads "
-                         f"({MAX_VOXELS:.3g}); the header is corrupt or the image is not one CT volume", path)
+        raise InputError(
+            f"NIfTI header claims {shape} = {n_voxels:.3g} voxels, more than ctdiff reads "
+            f"({MAX_VOXELS:.3g}); the header is corrupt or the image is not one CT volume",
+            path,
+        )
     from ctdiff.errors import ConfigError
     from ctdiff.validate import fits_in_memory
 
@@ -189,14 +192,22 @@ def _read_nifti(path: Path) -> Volume:
         raise InputError(f"truncated or corrupt compressed NIfTI ({type(exc).__name__}: {exc})", path) from None
     except MemoryError:
         raise InputError("does not fit in memory (header claims a huge image?)", path) from None
-    except (nib.filebasedimages.ImageFileError, OSError, ValueError, TypeError, OverflowError,
-            nib.spatialimages.HeaderDataError) as exc:
+    except (
+        nib.filebasedimages.ImageFileError,
+        OSError,
+        ValueError,
+        TypeError,
+        OverflowError,
+        nib.spatialimages.HeaderDataError,
+    ) as exc:
         gzip_problem = _gzip_problem(path)
         if gzip_problem:
             raise InputError(f"truncated or corrupt compressed NIfTI ({gzip_problem})", path) from None
         if isinstance(exc, nib.filebasedimages.ImageFileError):
             raise InputError("not a readable NIfTI image (no valid NIfTI header)", path) from None
-        raise InputError(f"cannot read NIfTI ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})", path) from None
+        raise InputError(
+            f"cannot read NIfTI ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})", path
+        ) from None
     array = _check_array(array, path)
     affine = img.affine if img.affine is not None else np.eye(4)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
@@ -357,15 +368,13 @@ def _is_ct(ds: Any) -> bool:
 
 def _modality_check(modality: str, path: Path, allow_non_ct: bool) -> None:
     if modality.upper() != "CT" and not allow_non_ct:
-        raise InputError(
-            f"modality is {modality or 'missing'!r}, not CT; pass --allow-non-ct to read it anyway", path
-        )
+        raise InputError(f"modality is {modality or 'missing'!r}, not CT; pass --allow-non-ct to read it anyway", path)
 
 
 # how to read CT whose files carry no usable rescale (RescaleSlope/RescaleIntercept missing, slope 0):
 # only by an explicit choice, since a wrong guess shifts every voxel by ~1000 HU
 ASSUME_HU_CHOICES: dict[str, tuple[float, float]] = {
-    "identity": (1.0, 0.0),       # stored values are HU already
+    "identity": (1.0, 0.0),  # stored values are HU already
     "offset-1024": (1.0, -1024.0),  # stored values are HU + 1024 (unsigned storage)
 }
 
@@ -453,8 +462,9 @@ def _resample_slices(stack: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, f
     return out, step
 
 
-def _read_dicom_series(folder: Path, series_uid: str | None, allow_non_ct: bool, resample: bool,
-                       assume_hu: str | None = None) -> Volume:
+def _read_dicom_series(
+    folder: Path, series_uid: str | None, allow_non_ct: bool, resample: bool, assume_hu: str | None = None
+) -> Volume:
     if not any(folder.iterdir()):
         raise InputError("folder is empty", folder)
     series = list_dicom_series(folder)
@@ -468,9 +478,7 @@ def _read_dicom_series(folder: Path, series_uid: str | None, allow_non_ct: bool,
                 + ")"
                 for uid, s in sorted(series.items())
             )
-            raise InputError(
-                f"folder holds {len(series)} DICOM series; pick one with --series UID: {listing}", folder
-            )
+            raise InputError(f"folder holds {len(series)} DICOM series; pick one with --series UID: {listing}", folder)
         series_uid = next(iter(series))
     if series_uid not in series:
         raise InputError(f"no series with SeriesInstanceUID {series_uid} (found {sorted(series)})", folder)
@@ -592,9 +600,7 @@ def _read_dicom_file(path: Path, allow_non_ct: bool, resample: bool, assume_hu: 
         intercepts.append(i)
     positions = np.asarray(positions)
     order, dist, regular = _slice_steps(positions, normal, path, resample)
-    stack = np.stack(
-        [pixels[f].T * slopes[f] + intercepts[f] for f in order], axis=-1
-    )  # (columns, rows, frames)
+    stack = np.stack([pixels[f].T * slopes[f] + intercepts[f] for f in order], axis=-1)  # (columns, rows, frames)
     step_len = float(np.median(np.diff(dist)))
     if not regular:
         stack, step_len = _resample_slices(stack, dist)
@@ -695,7 +701,9 @@ def find_cases(root: str | os.PathLike) -> list[Path]:
     return sorted(cases)
 
 
-def read_volumes(paths: Iterable[str | os.PathLike], **kwargs) -> tuple[list[tuple[Path, Volume]], list[tuple[Path, str]]]:
+def read_volumes(
+    paths: Iterable[str | os.PathLike], **kwargs
+) -> tuple[list[tuple[Path, Volume]], list[tuple[Path, str]]]:
     """Read many volumes; return ``(good, bad)`` where ``bad`` lists ``(path, reason)`` for skipped files."""
     good, bad = [], []
     for p in paths:

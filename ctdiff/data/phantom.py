@@ -187,8 +187,10 @@ def _tube(points, radii) -> _Shape:
     """A tube along a polyline; ``radii`` per point (linearly interpolated along each segment)."""
     pts = np.asarray(points, dtype=float)
     rad = np.broadcast_to(np.asarray(radii, dtype=float), (len(pts),))
-    segments = [(pts[k].tolist(), (pts[k + 1] - pts[k]).tolist(), float(rad[k]), float(rad[k + 1] - rad[k]))
-                for k in range(len(pts) - 1)]
+    segments = [
+        (pts[k].tolist(), (pts[k + 1] - pts[k]).tolist(), float(rad[k]), float(rad[k + 1] - rad[k]))
+        for k in range(len(pts) - 1)
+    ]
 
     def sdf(X, Y, Z):
         out = None
@@ -227,8 +229,15 @@ def _halfspace(normal, point) -> _Shape:
     return _Shape(sdf, tuple(lo), tuple(hi))
 
 
-def _cylinder_xy(cx: float, cy: float, semi_x: Callable, semi_y: Callable, power: float = 2.0,
-                 z_range: tuple[float, float] = (-_FAR, _FAR), max_semi: tuple[float, float] | None = None) -> _Shape:
+def _cylinder_xy(
+    cx: float,
+    cy: float,
+    semi_x: Callable,
+    semi_y: Callable,
+    power: float = 2.0,
+    z_range: tuple[float, float] = (-_FAR, _FAR),
+    max_semi: tuple[float, float] | None = None,
+) -> _Shape:
     """Superelliptic cylinder along z whose semi-axes may depend on z (callables of Z).
 
     ``(|x|/a)^p + (|y|/b)^p <= 1``; the distance is the implicit function divided by its gradient
@@ -384,10 +393,19 @@ def draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
     params["seminal_vesicles"] = {"angle_deg": u(15, 40), "length_mm": u(14, 22)}
 
     # rectum: a tube from the anal canal up along the sacrum into the sigmoid
-    base = np.array([
-        [0, -26, -100], [0, -24, -68], [0, -34, -40], [0, -52, -10],
-        [0, -56, 18], [14, -46, 44], [34, -26, 64], [46, -8, 92],
-    ], dtype=float)
+    base = np.array(
+        [
+            [0, -26, -100],
+            [0, -24, -68],
+            [0, -34, -40],
+            [0, -52, -10],
+            [0, -56, 18],
+            [14, -46, 44],
+            [34, -26, 64],
+            [46, -8, 92],
+        ],
+        dtype=float,
+    )
     base[:, :2] *= s
     base[1:, 0] += rng.normal(0, 4, size=len(base) - 1)
     base[1:, 1] += rng.normal(0, 4, size=len(base) - 1)
@@ -401,7 +419,9 @@ def draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
         c = base[seg] + t * (base[seg + 1] - base[seg])
         rr = radii[seg] + t * (radii[seg + 1] - radii[seg])
         c = c + np.array([0.0, 0.45 * rr, 0.0])  # gas floats anteriorly in a supine patient
-        gas.append({"center_mm": [round(float(v), 2) for v in c], "radius_mm": round(float(rng.uniform(4, 0.8 * rr)), 2)})
+        gas.append(
+            {"center_mm": [round(float(v), 2) for v in c], "radius_mm": round(float(rng.uniform(4, 0.8 * rr)), 2)}
+        )
     params["rectum"] = {
         "path_mm": [[round(float(v), 2) for v in p] for p in base],
         "radii_mm": [round(float(r), 2) for r in radii],
@@ -421,13 +441,15 @@ def draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
             pts.append(p.copy())
         kind = str(rng.choice(["fluid", "faeces", "air-fluid"], p=[0.45, 0.3, 0.25]))
         radius = u(8, 15)
-        loops.append({
-            "path_mm": [[round(float(v), 2) for v in q] for q in pts],
-            "radius_mm": radius,
-            "content": kind,
-            "content_hu": u(-30, 30) if kind == "faeces" else u(0, 35),
-            "gas_level_mm": round(float(np.mean([q[1] for q in pts]) + rng.uniform(-0.3, 0.6) * radius), 2),
-        })
+        loops.append(
+            {
+                "path_mm": [[round(float(v), 2) for v in q] for q in pts],
+                "radius_mm": radius,
+                "content": kind,
+                "content_hu": u(-30, 30) if kind == "faeces" else u(0, 35),
+                "gas_level_mm": round(float(np.mean([q[1] for q in pts]) + rng.uniform(-0.3, 0.6) * radius), 2),
+            }
+        )
     params["bowel_loops"] = loops
     # drawn last so that adding them kept every earlier parameter of a seed unchanged
     params["fat_planes"] = {"depth_fraction": u(0.72, 0.85), "thickness_mm": u(1.5, 4.0)}
@@ -467,8 +489,11 @@ def _render(params: dict[str, Any], canvas: _Canvas, table: bool) -> None:
             surface = y_top - 3.0 + curve * X**2
             return np.maximum(np.abs(Y - surface) - 3.0, np.abs(X) - half_w) + 0 * Z
 
-        canvas.paint(_Shape(table_sdf, (-half_w, y_top - 8.0, -_FAR), (half_w, y_top + curve * half_w**2, _FAR)),
-                     hu["table"], "table")
+        canvas.paint(
+            _Shape(table_sdf, (-half_w, y_top - 8.0, -_FAR), (half_w, y_top + curve * half_w**2, _FAR)),
+            hu["table"],
+            "table",
+        )
 
     canvas.paint(body_shape, hu["skin"], "skin")
     canvas.paint(body_shape.inset(body["skin_mm"]), hu["subcutaneous_fat"], "subcutaneous_fat")
@@ -482,14 +507,19 @@ def _render(params: dict[str, Any], canvas: _Canvas, table: bool) -> None:
     shell = _Shape(lambda X, Y, Z, f=plane.sdf: np.abs(f(X, Y, Z)) - half_t, plane.lo, plane.hi)
     canvas.paint(shell & _halfspace([0, 1, 0], [0, -30 * s, 0]), hu["subcutaneous_fat"], "intermuscular_fat")
     for side in (-1, 1):
-        canvas.paint(shell & _halfspace([0, -1, 0], [0, 30 * s, 0]) & _halfspace([-side, 0, 0], [side * 60 * s, 0, 0]),
-                     hu["subcutaneous_fat"], "intermuscular_fat")
+        canvas.paint(
+            shell & _halfspace([0, -1, 0], [0, 30 * s, 0]) & _halfspace([-side, 0, 0], [side * 60 * s, 0, 0]),
+            hu["subcutaneous_fat"],
+            "intermuscular_fat",
+        )
 
     # fat spaces: true and false pelvis, ischiorectal fossae, femoral triangles
-    cavity = _union([
-        _ellipsoid([0, -10 * s, -30 * s], [58 * s, 55 * s, 52 * s]),
-        _ellipsoid([0, 8 * s, 50 * s], [82 * s, 62 * s, 52 * s]),
-    ])
+    cavity = _union(
+        [
+            _ellipsoid([0, -10 * s, -30 * s], [58 * s, 55 * s, 52 * s]),
+            _ellipsoid([0, 8 * s, 50 * s], [82 * s, 62 * s, 52 * s]),
+        ]
+    )
     fat_spaces = [cavity]
     for side in (-1, 1):
         fat_spaces.append(_ellipsoid([side * 30 * s, -42 * s, -80 * s], [20 * s, 28 * s, 26 * s]))
@@ -499,14 +529,42 @@ def _render(params: dict[str, Any], canvas: _Canvas, table: bool) -> None:
     # psoas and iliacus muscles and the iliac/femoral vessels run through the fat
     psoas, vessels = [], []
     for side in (-1, 1):
-        psoas.append(_tube([[side * 42 * s, -38 * s, 120], [side * 55 * s, -18 * s, 30 * s],
-                            [side * 66 * s, 10 * s, -20 * s], [side * 72 * s, 30 * s, -45 * s]],
-                           [22 * s, 20 * s, 17 * s, 15 * s]))
-        psoas.append(_ellipsoid([side * 86 * s, -10 * s, 55 * s], [14 * s, 40 * s, 40 * s], _rotation(z_deg=side * -35)))
-        vessels.append(_tube([[side * 30 * s, -20 * s, 120], [side * 48 * s, 0 * s, 20 * s],
-                              [side * 70 * s, 42 * s, -45 * s], [side * 76 * s, 46 * s, -130]], 4.5 * s))
-        vessels.append(_tube([[side * 22 * s, -28 * s, 120], [side * 44 * s, -10 * s, 20 * s],
-                              [side * 60 * s, 38 * s, -45 * s], [side * 66 * s, 44 * s, -130]], 6.0 * s))
+        psoas.append(
+            _tube(
+                [
+                    [side * 42 * s, -38 * s, 120],
+                    [side * 55 * s, -18 * s, 30 * s],
+                    [side * 66 * s, 10 * s, -20 * s],
+                    [side * 72 * s, 30 * s, -45 * s],
+                ],
+                [22 * s, 20 * s, 17 * s, 15 * s],
+            )
+        )
+        psoas.append(
+            _ellipsoid([side * 86 * s, -10 * s, 55 * s], [14 * s, 40 * s, 40 * s], _rotation(z_deg=side * -35))
+        )
+        vessels.append(
+            _tube(
+                [
+                    [side * 30 * s, -20 * s, 120],
+                    [side * 48 * s, 0 * s, 20 * s],
+                    [side * 70 * s, 42 * s, -45 * s],
+                    [side * 76 * s, 46 * s, -130],
+                ],
+                4.5 * s,
+            )
+        )
+        vessels.append(
+            _tube(
+                [
+                    [side * 22 * s, -28 * s, 120],
+                    [side * 44 * s, -10 * s, 20 * s],
+                    [side * 60 * s, 38 * s, -45 * s],
+                    [side * 66 * s, 44 * s, -130],
+                ],
+                6.0 * s,
+            )
+        )
     canvas.paint(_union(psoas), hu["muscle"], "muscle")
     canvas.paint(_union(vessels), hu["vessels"], "vessels")
 
@@ -520,36 +578,47 @@ def _render(params: dict[str, Any], canvas: _Canvas, table: bool) -> None:
     for side in (-1, 1):
         head_c = [side * 90 * s, -5 * s, -35 * s]
         troch = [side * 128 * s, -12 * s, -58 * s]
-        femur = _union([
-            _sphere(head_c, r_h),
-            _tube([head_c, troch], 0.62 * r_h),
-            _ellipsoid([side * 131 * s, -16 * s, -56 * s], [13 * s, 16 * s, 20 * s]),
-            _tube([troch, [side * 118 * s, -4 * s, -260]], 14 * s),
-        ])
+        femur = _union(
+            [
+                _sphere(head_c, r_h),
+                _tube([head_c, troch], 0.62 * r_h),
+                _ellipsoid([side * 131 * s, -16 * s, -56 * s], [13 * s, 16 * s, 20 * s]),
+                _tube([troch, [side * 118 * s, -4 * s, -260]], 14 * s),
+            ]
+        )
         # ilium: a shell of a z-widening elliptic cylinder (the pelvic bowl), cut to the wing
-        ilium = _cylinder_xy(0.0, -18 * s,
-                             lambda Z, s=s: s * (72 + 0.38 * (Z / s + 25)),
-                             lambda Z, s=s: s * (58 + 0.22 * (Z / s + 25)),
-                             2.0, z_range=(-_FAR, _FAR), max_semi=(140 * s, 110 * s))
+        ilium = _cylinder_xy(
+            0.0,
+            -18 * s,
+            lambda Z, s=s: s * (72 + 0.38 * (Z / s + 25)),
+            lambda Z, s=s: s * (58 + 0.22 * (Z / s + 25)),
+            2.0,
+            z_range=(-_FAR, _FAR),
+            max_semi=(140 * s, 110 * s),
+        )
         ilium_shell = _Shape(lambda X, Y, Z, f=ilium.sdf: np.abs(f(X, Y, Z)) - ht, ilium.lo, ilium.hi)
-        wing = (ilium_shell
-                & _halfspace([0, 0, 1], [0, 0, z_crest])
-                & _halfspace([0, 0, -1], [0, 0, -22 * s])
-                & _halfspace([0, 1, 0], [0, 26 * s, 0])
-                & _halfspace([-side, 0, 0], [side * 44 * s, 0, 0]))
+        wing = (
+            ilium_shell
+            & _halfspace([0, 0, 1], [0, 0, z_crest])
+            & _halfspace([0, 0, -1], [0, 0, -22 * s])
+            & _halfspace([0, 1, 0], [0, 26 * s, 0])
+            & _halfspace([-side, 0, 0], [side * 44 * s, 0, 0])
+        )
         opening = np.array([side * 1.0, 0.35, -0.6])
-        cup = (_sphere(head_c, r_h + js + 11 * s)
-               - _sphere(head_c, r_h + js)
-               & _halfspace(opening, np.asarray(head_c) + 0.15 * r_h * opening / np.linalg.norm(opening)))
-        hip_bone = _union([
-            wing,
-            cup,
-            _tube([[side * 80 * s, 12 * s, -28 * s], [side * 15 * s, 50 * s, -46 * s]], 9 * s),
-            _ellipsoid([side * 14 * s, 50 * s, -53 * s], [11 * s, 10 * s, 15 * s]),
-            _tube([[side * 14 * s, 46 * s, -64 * s], [side * 56 * s, -30 * s, -90 * s]], 7 * s),
-            _tube([[side * 84 * s, -22 * s, -42 * s], [side * 58 * s, -38 * s, -90 * s]], 11 * s),
-            _ellipsoid([side * 58 * s, -40 * s, -92 * s], [14 * s, 17 * s, 14 * s]),
-        ]) - _sphere(head_c, r_h + js)
+        cup = _sphere(head_c, r_h + js + 11 * s) - _sphere(head_c, r_h + js) & _halfspace(
+            opening, np.asarray(head_c) + 0.15 * r_h * opening / np.linalg.norm(opening)
+        )
+        hip_bone = _union(
+            [
+                wing,
+                cup,
+                _tube([[side * 80 * s, 12 * s, -28 * s], [side * 15 * s, 50 * s, -46 * s]], 9 * s),
+                _ellipsoid([side * 14 * s, 50 * s, -53 * s], [11 * s, 10 * s, 15 * s]),
+                _tube([[side * 14 * s, 46 * s, -64 * s], [side * 56 * s, -30 * s, -90 * s]], 7 * s),
+                _tube([[side * 84 * s, -22 * s, -42 * s], [side * 58 * s, -38 * s, -90 * s]], 11 * s),
+                _ellipsoid([side * 58 * s, -40 * s, -92 * s], [14 * s, 17 * s, 14 * s]),
+            ]
+        ) - _sphere(head_c, r_h + js)
         parts += [femur, hip_bone]
     sac_rot = _rotation(x_deg=-tilt)  # top of the sacrum tilted anteriorly
     parts += [
@@ -581,8 +650,11 @@ def _render(params: dict[str, Any], canvas: _Canvas, table: bool) -> None:
     pc, prad = pr["center_mm"], pr["radii_mm"]
     sv = params["seminal_vesicles"]
     vesicles = [
-        _ellipsoid([pc[0] + side * 0.9 * sv["length_mm"], pc[1] - 16 * s, pc[2] + prad[2] + 4],
-                   [sv["length_mm"], 5.5, 7.0], _rotation(z_deg=side * sv["angle_deg"]))
+        _ellipsoid(
+            [pc[0] + side * 0.9 * sv["length_mm"], pc[1] - 16 * s, pc[2] + prad[2] + 4],
+            [sv["length_mm"], 5.5, 7.0],
+            _rotation(z_deg=side * sv["angle_deg"]),
+        )
         for side in (-1, 1)
     ]
     canvas.paint(_union(vesicles), hu["seminal_vesicles"], "seminal_vesicles")
@@ -646,9 +718,15 @@ def correlated_noise(shape, spacing, sd_hu: float, rng: np.random.Generator, cut
     return np.real(np.fft.ifft2(spec, axes=(0, 1))).astype(np.float32)
 
 
-def simulated_fbp_noise(hu: np.ndarray, spacing, sd_hu: float, rng: np.random.Generator,
-                        n_angles: int | None = None, filter_name: str = "hann",
-                        ref_photons: float = 2.0e5) -> tuple[np.ndarray, float]:
+def simulated_fbp_noise(
+    hu: np.ndarray,
+    spacing,
+    sd_hu: float,
+    rng: np.random.Generator,
+    n_angles: int | None = None,
+    filter_name: str = "hann",
+    ref_photons: float = 2.0e5,
+) -> tuple[np.ndarray, float]:
     """Physically simulated noise: projections -> Poisson counts -> filtered back-projection.
 
     Each axial slice is turned into attenuation (mu = mu_water * (1 + HU/1000)), projected with
@@ -671,8 +749,9 @@ def simulated_fbp_noise(hu: np.ndarray, spacing, sd_hu: float, rng: np.random.Ge
         line_integrals = radon(mu, theta=theta, circle=False) * pix
         counts = rng.poisson(ref_photons * np.exp(-line_integrals))
         noisy = -np.log(np.maximum(counts, 0.5) / ref_photons)
-        recon = iradon((noisy - line_integrals) / pix, theta=theta, filter_name=filter_name,
-                       circle=False, output_size=n)
+        recon = iradon(
+            (noisy - line_integrals) / pix, theta=theta, filter_name=filter_name, circle=False, output_size=n
+        )
         noise[:, :, k] = 1000.0 * recon / MU_WATER_PER_MM
     noise = noise[:nx, :ny, :]
     inside = hu > -500.0
@@ -684,7 +763,9 @@ def simulated_fbp_noise(hu: np.ndarray, spacing, sd_hu: float, rng: np.random.Ge
 
 
 # ----------------------------------------------------------------------------------- public
-def geometry(shape=DEFAULT_SHAPE, fov_mm=DEFAULT_FOV_MM, center_mm=(0.0, 0.0, 0.0)) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+def geometry(
+    shape=DEFAULT_SHAPE, fov_mm=DEFAULT_FOV_MM, center_mm=(0.0, 0.0, 0.0)
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Voxel spacing (fov / shape) and the origin (centre of voxel 0) of a volume centred on ``center_mm``."""
     if len(shape) != 3 or any(int(n) < 2 for n in shape):
         raise ValueError(f"shape must be three integers >= 2, got {tuple(shape)}")
@@ -827,14 +908,16 @@ def _write_cohort_into(out: Path, n, shape, seed, noise_hu, progress, fov_mm, no
         volume, params = make_phantom(shape, cs, noise_hu, fov_mm, noise_method, table=table)
         name = f"case_{i:0{width}d}.nii.gz"
         write_nifti(volume, out / name, force=False)
-        cases.append({
-            "file": name,
-            "seed": cs,
-            "shape": list(volume.shape),
-            "spacing": [round(sp, 6) for sp in volume.spacing],
-            "anatomy": params["anatomy"],
-            **({"photons_per_ray": params["photons_per_ray"]} if "photons_per_ray" in params else {}),
-        })
+        cases.append(
+            {
+                "file": name,
+                "seed": cs,
+                "shape": list(volume.shape),
+                "spacing": [round(sp, 6) for sp in volume.spacing],
+                "anatomy": params["anatomy"],
+                **({"photons_per_ray": params["photons_per_ray"]} if "photons_per_ray" in params else {}),
+            }
+        )
         if bar is not None:
             bar.update(1)
         elif callable(progress):
@@ -873,15 +956,31 @@ EXAMPLES = """\
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
     parser.add_argument("--n", type=int, default=28, help="number of cases (default 28, like the thesis)")
-    parser.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
-                        help="voxels along x y z (default 128 128 32)")
-    parser.add_argument("--fov", type=float, nargs=3, default=list(DEFAULT_FOV_MM), metavar=("FX", "FY", "FZ"),
-                        help="field of view in mm (default 420 420 160); spacing = fov / shape")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=list(DEFAULT_SHAPE),
+        metavar=("X", "Y", "Z"),
+        help="voxels along x y z (default 128 128 32)",
+    )
+    parser.add_argument(
+        "--fov",
+        type=float,
+        nargs=3,
+        default=list(DEFAULT_FOV_MM),
+        metavar=("FX", "FY", "FZ"),
+        help="field of view in mm (default 420 420 160); spacing = fov / shape",
+    )
     parser.add_argument("--seed", type=int, default=0, help="cohort seed; case i uses SeedSequence([seed, i])")
     parser.add_argument("--noise-hu", type=float, default=20.0, help="noise SD in HU (default 20; 0 = no noise)")
-    parser.add_argument("--noise-method", choices=NOISE_METHODS, default="correlated",
-                        help="correlated: FBP-shaped noise spectrum (fast, default); fbp: simulated projections "
-                             "with Poisson noise reconstructed by FBP (slow); none: noise-free")
+    parser.add_argument(
+        "--noise-method",
+        choices=NOISE_METHODS,
+        default="correlated",
+        help="correlated: FBP-shaped noise spectrum (fast, default); fbp: simulated projections "
+        "with Poisson noise reconstructed by FBP (slow); none: noise-free",
+    )
     parser.add_argument("--no-table", action="store_true", help="leave out the scanner table")
     parser.add_argument("--force", action="store_true", help="empty and reuse a non-empty output folder")
 
@@ -899,8 +998,15 @@ def run(args) -> int:
     validate.fits_in_memory(64.0 * math.prod(shape), f"a {shape[0]}x{shape[1]}x{shape[2]} phantom", "--shape")
     check_output(args.out, command="phantom", force=args.force)
     manifest = write_cohort(
-        args.out, n=n, shape=shape, seed=args.seed, noise_hu=args.noise_hu,
-        force=args.force, progress=True, fov_mm=fov, noise_method=args.noise_method,
+        args.out,
+        n=n,
+        shape=shape,
+        seed=args.seed,
+        noise_hu=args.noise_hu,
+        force=args.force,
+        progress=True,
+        fov_mm=fov,
+        noise_method=args.noise_method,
         table=not args.no_table,
     )
     print(f"wrote {args.n} synthetic phantom case(s) and {manifest}")

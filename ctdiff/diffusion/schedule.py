@@ -71,7 +71,9 @@ class Diffusion:
         """MONAI's RFlowScheduler with integer timesteps in [0, T), uniform training-time sampling."""
         from monai.networks.schedulers import RFlowScheduler
 
-        return RFlowScheduler(num_train_timesteps=self.cfg.timesteps, use_discrete_timesteps=True, sample_method="uniform")
+        return RFlowScheduler(
+            num_train_timesteps=self.cfg.timesteps, use_discrete_timesteps=True, sample_method="uniform"
+        )
 
     def scheduler(self, sampler: str):
         """A fresh scheduler for ``sampler`` (a :data:`ctdiff.samplers.SAMPLERS` name) with this schedule."""
@@ -122,8 +124,15 @@ def _memory_format(model) -> torch.memory_format:
     return torch.channels_last_3d if channels_last else torch.contiguous_format
 
 
-def sample_with(name: str, model, x: torch.Tensor, diffusion: Diffusion, steps: int, generator=None,
-                callback: Callback | None = None) -> torch.Tensor:
+def sample_with(
+    name: str,
+    model,
+    x: torch.Tensor,
+    diffusion: Diffusion,
+    steps: int,
+    generator=None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
     """Run the registered sampler ``name`` from noise ``x`` (``generator``: one, or one per batch item)."""
     with torch.no_grad():
         return SAMPLERS[name].loop(model, x, diffusion.scheduler(name), steps, generator, callback)
@@ -151,5 +160,7 @@ def run_sampler(
         raise ValueError(f"steps must be >= 1, got {steps}")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     # the model's layout (channels-last 3D or not) carries through the sampler's elementwise updates
-    x = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(device, memory_format=_memory_format(model))
+    x = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(
+        device, memory_format=_memory_format(model)
+    )
     return sample_with(name, model, x, diffusion, steps, generator=gens, callback=callback)

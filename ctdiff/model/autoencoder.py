@@ -80,14 +80,24 @@ def autoencoder_config(values: dict[str, Any] | None, where: str | os.PathLike |
         bad(f"hu_window must be [low, high] with low < high, got {list(cfg.hu_window)}")
     if not cfg.channels or any(c < 1 or c % cfg.norm_groups for c in cfg.channels):
         bad(f"channels must be positive multiples of norm_groups ({cfg.norm_groups}), got {list(cfg.channels)}")
-    for key in ("latent_channels", "res_blocks", "batch_size", "steps", "disc_channels", "disc_layers", "checkpoint_every"):
+    for key in (
+        "latent_channels",
+        "res_blocks",
+        "batch_size",
+        "steps",
+        "disc_channels",
+        "disc_layers",
+        "checkpoint_every",
+    ):
         if getattr(cfg, key) < 1:
             bad(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if any(p < cfg.downsampling or p % cfg.downsampling for p in cfg.patch):
         bad(f"patch sizes must be multiples of the downsampling {cfg.downsampling}, got {list(cfg.patch)}")
     if min(cfg.patch) < 2 ** (cfg.disc_layers + 2):
-        bad(f"patch {list(cfg.patch)} is too small for disc_layers {cfg.disc_layers} (needs >= {2 ** (cfg.disc_layers + 2)} "
-            f"voxels per axis): lower disc_layers or enlarge the patch")
+        bad(
+            f"patch {list(cfg.patch)} is too small for disc_layers {cfg.disc_layers} (needs >= {2 ** (cfg.disc_layers + 2)} "
+            f"voxels per axis): lower disc_layers or enlarge the patch"
+        )
     for key in ("lr", "kl_weight", "adv_weight", "perceptual_weight"):
         v = getattr(cfg, key)
         if not (math.isfinite(v) and v >= 0) or (key == "lr" and v == 0):
@@ -105,9 +115,16 @@ def build_autoencoder(config: AutoencoderConfig | dict[str, Any]):
 
     cfg = config if isinstance(config, AutoencoderConfig) else autoencoder_config(config)
     ae = AutoencoderKL(
-        spatial_dims=3, in_channels=1, out_channels=1, channels=tuple(cfg.channels), latent_channels=cfg.latent_channels,
-        num_res_blocks=(cfg.res_blocks,) * len(cfg.channels), norm_num_groups=cfg.norm_groups,
-        attention_levels=(False,) * len(cfg.channels), with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=1,
+        channels=tuple(cfg.channels),
+        latent_channels=cfg.latent_channels,
+        num_res_blocks=(cfg.res_blocks,) * len(cfg.channels),
+        norm_num_groups=cfg.norm_groups,
+        attention_levels=(False,) * len(cfg.channels),
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
     )
     return ae, cfg
 
@@ -115,8 +132,14 @@ def build_autoencoder(config: AutoencoderConfig | dict[str, Any]):
 def build_discriminator(cfg: AutoencoderConfig):
     from monai.networks.nets import PatchDiscriminator
 
-    return PatchDiscriminator(spatial_dims=3, num_layers_d=cfg.disc_layers, channels=cfg.disc_channels, in_channels=1,
-                              out_channels=1, norm="INSTANCE")
+    return PatchDiscriminator(
+        spatial_dims=3,
+        num_layers_d=cfg.disc_layers,
+        channels=cfg.disc_channels,
+        in_channels=1,
+        out_channels=1,
+        norm="INSTANCE",
+    )
 
 
 # ---------------------------------------------------------------------------------- tiled coding
@@ -178,8 +201,13 @@ def autoencoder_record(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     p = p / AUTOENCODER_FILE if p.is_dir() else p
     ckpt = load_autoencoder_file(p)
-    return {"config": ckpt["config"], "state": ckpt["autoencoder"], "sha256": sha256_file(p), "path": str(p.resolve()),
-            "step": int(ckpt["step"])}
+    return {
+        "config": ckpt["config"],
+        "state": ckpt["autoencoder"],
+        "sha256": sha256_file(p),
+        "path": str(p.resolve()),
+        "step": int(ckpt["step"]),
+    }
 
 
 # -------------------------------------------------------------------------------------- judging
@@ -194,7 +222,9 @@ def noise_sd(hu: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(ae, cfg: AutoencoderConfig, volumes: Sequence[torch.Tensor], tile: Sequence[int] | None = None) -> dict[str, Any]:
+def evaluate(
+    ae, cfg: AutoencoderConfig, volumes: Sequence[torch.Tensor], tile: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Reconstruct each held-out ``(1, z, y, x)`` volume (model units) through the posterior mean.
 
     Per volume and as means: PSNR (dB) and SSIM (MONAI metrics, data range = the HU window),
@@ -216,11 +246,16 @@ def evaluate(ae, cfg: AutoencoderConfig, volumes: Sequence[torch.Tensor], tile: 
         hx, hy = to_hu(x), to_hu(y)
         mask = (_smooth(hx) >= SOFT_TISSUE_HU[0]) & (_smooth(hx) <= SOFT_TISSUE_HU[1])
         sd_x, sd_y = noise_sd(hx, mask), noise_sd(hy, mask)
-        cases.append({
-            "psnr_db": float(psnr_m(y, x).mean()), "ssim": float(ssim_m(y, x).mean()),
-            "noise_sd_hu": sd_x, "noise_sd_recon_hu": sd_y, "noise_sd_ratio": sd_y / sd_x if sd_x > 0 else float("nan"),
-            "l1_hu": float((hy - hx).abs().mean()),
-        })
+        cases.append(
+            {
+                "psnr_db": float(psnr_m(y, x).mean()),
+                "ssim": float(ssim_m(y, x).mean()),
+                "noise_sd_hu": sd_x,
+                "noise_sd_recon_hu": sd_y,
+                "noise_sd_ratio": sd_y / sd_x if sd_x > 0 else float("nan"),
+                "l1_hu": float((hy - hx).abs().mean()),
+            }
+        )
     keys = cases[0].keys() if cases else ()
     return {"n": len(cases), **{k: float(sum(c[k] for c in cases) / len(cases)) for k in keys}, "cases": cases}
 
@@ -232,13 +267,16 @@ def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(1).mean()
 
 
-def random_patches(volumes: Sequence[torch.Tensor], patch: Sequence[int], n: int, generator: torch.Generator,
-                   multiple: int) -> torch.Tensor:
+def random_patches(
+    volumes: Sequence[torch.Tensor], patch: Sequence[int], n: int, generator: torch.Generator, multiple: int
+) -> torch.Tensor:
     """``n`` random crops ``(n, 1, pz, py, px)`` (each axis clipped to the volume, kept a multiple)."""
     shape = volumes[0].shape[1:]
     size = [min(int(p), int(s) // multiple * multiple) for p, s in zip(patch, shape)]
     if min(size) < 1:
-        raise InputError(f"volumes of (z, y, x) {tuple(shape)} are smaller than the autoencoder's downsampling {multiple}")
+        raise InputError(
+            f"volumes of (z, y, x) {tuple(shape)} are smaller than the autoencoder's downsampling {multiple}"
+        )
     out = []
     for _ in range(n):
         i = int(torch.randint(len(volumes), (1,), generator=generator))
@@ -271,11 +309,19 @@ class AutoencoderTrainer:
             try:
                 import torchvision  # noqa: F401  (MONAI's ResNet-50 perceptual network)
             except ImportError:
-                raise ConfigError("perceptual_weights needs torchvision, which is not installed "
-                                  "(pip install the torchvision release matching torch)") from None
+                raise ConfigError(
+                    "perceptual_weights needs torchvision, which is not installed "
+                    "(pip install the torchvision release matching torch)"
+                ) from None
             # 2.5D ResNet-50 from a local file (MONAI would otherwise download weights)
-            self.perceptual = PerceptualLoss(spatial_dims=3, network_type="resnet50", is_fake_3d=True, fake_3d_ratio=0.25,
-                                             pretrained=True, pretrained_path=cfg.perceptual_weights).to(self.device)
+            self.perceptual = PerceptualLoss(
+                spatial_dims=3,
+                network_type="resnet50",
+                is_fake_3d=True,
+                fake_3d_ratio=0.25,
+                pretrained=True,
+                pretrained_path=cfg.perceptual_weights,
+            ).to(self.device)
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -299,22 +345,33 @@ class AutoencoderTrainer:
         self.opt_g.step()
         loss_d = torch.zeros(())
         if adversarial:
-            fake = self.adv(self.disc(recon.detach().contiguous().float())[-1], target_is_real=False, for_discriminator=True)
+            fake = self.adv(
+                self.disc(recon.detach().contiguous().float())[-1], target_is_real=False, for_discriminator=True
+            )
             real = self.adv(self.disc(x.contiguous().float())[-1], target_is_real=True, for_discriminator=True)
             loss_d = cfg.adv_weight * 0.5 * (fake + real)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
         self.step += 1
-        row = {"step": self.step, **{k: float(v.detach()) for k, v in (("l1", l1), ("kl", kl), ("gen_adv", gen_adv), ("disc", loss_d))}}
+        row = {
+            "step": self.step,
+            **{k: float(v.detach()) for k, v in (("l1", l1), ("kl", kl), ("gen_adv", gen_adv), ("disc", loss_d))},
+        }
         self.history.append(row)
         return row
 
     def state(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "config": _plain(dataclasses.asdict(self.cfg)), "autoencoder": self.ae.state_dict(),
-            "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "step": self.step, "history": list(self.history), "rng": torch.get_rng_state(),
+            "format": FORMAT,
+            "config": _plain(dataclasses.asdict(self.cfg)),
+            "autoencoder": self.ae.state_dict(),
+            "discriminator": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "history": list(self.history),
+            "rng": torch.get_rng_state(),
         }
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -414,16 +471,23 @@ def train_autoencoder(
                     save()
     except KeyboardInterrupt:
         save()
-        print(f"\ninterrupted at step {trainer.step}; resume with: python -m ctdiff train-autoencoder --out {out} --resume",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted at step {trainer.step}; resume with: python -m ctdiff train-autoencoder --out {out} --resume",
+            file=sys.stderr,
+        )
         raise
     finally:
         if bar is not None:
             bar.close()
     save()
     result = evaluate(trainer.ae, cfg, val_set, tile=(16, 32, 32))
-    result.update({"step": trainer.step, "train_seconds_this_call": round(time.perf_counter() - started, 1),
-                   "held_out": [str(p) for p in val_files]})
+    result.update(
+        {
+            "step": trainer.step,
+            "train_seconds_this_call": round(time.perf_counter() - started, 1),
+            "held_out": [str(p) for p in val_files],
+        }
+    )
     write_json(out / EVAL_FILE, result)
     return result
 
@@ -462,8 +526,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", help="prepared dataset folder (NIfTI volumes of one shape); not needed with --resume")
     parser.add_argument("--out", required=True, help="output folder (autoencoder.pt, history.csv, eval.json)")
     parser.add_argument("--config", help="YAML with autoencoder settings (keys of AutoencoderConfig)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set steps=4000 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set steps=4000 (repeatable)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from --out/autoencoder.pt")
     parser.add_argument("--force", action="store_true", help="start over in a non-empty --out (deletes it)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -486,8 +556,18 @@ def run(args) -> int:
         if not p.is_file():
             raise ConfigError("config file not found", p)
         values = yaml.safe_load(p.read_text()) or {}
-    result = train_autoencoder(args.data, args.out, args.overrides, values, resume=args.resume, force=args.force,
-                               device=args.device, progress=not args.no_progress)
-    summary = {k: result[k] for k in ("n", "psnr_db", "ssim", "noise_sd_hu", "noise_sd_recon_hu", "noise_sd_ratio", "step")}
+    result = train_autoencoder(
+        args.data,
+        args.out,
+        args.overrides,
+        values,
+        resume=args.resume,
+        force=args.force,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    summary = {
+        k: result[k] for k in ("n", "psnr_db", "ssim", "noise_sd_hu", "noise_sd_recon_hu", "noise_sd_ratio", "step")
+    }
     print(json.dumps(summary))
     return 0

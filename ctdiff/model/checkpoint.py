@@ -53,12 +53,17 @@ def require_keys(ckpt: dict[str, Any], keys, path: str | os.PathLike | None = No
         raise InputError(f"incomplete checkpoint: no {', '.join(missing)} entry", path)
 
 
-def require_finite_weights(module: torch.nn.Module, path: str | os.PathLike | None = None, which: str = "weights") -> None:
+def require_finite_weights(
+    module: torch.nn.Module, path: str | os.PathLike | None = None, which: str = "weights"
+) -> None:
     """InputError when a loaded module holds NaN/inf parameters (a diverged run): it would sample noise or zeros."""
     for name, tensor in module.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise InputError(f"checkpoint {which} hold non-finite values (NaN/inf), e.g. in {name}; "
-                             "the run diverged: use an earlier checkpoint", path)
+            raise InputError(
+                f"checkpoint {which} hold non-finite values (NaN/inf), e.g. in {name}; "
+                "the run diverged: use an earlier checkpoint",
+                path,
+            )
 
 
 def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike | None = None) -> Config:
@@ -91,7 +96,9 @@ def check_same_model(saved: Config, wanted: Config, path: str | os.PathLike | No
         )
 
 
-def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> None:
+def load_weights(
+    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | os.PathLike | None = None
+) -> None:
     """``load_state_dict`` (strict) with a one-line ConfigError naming the first mismatch."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -101,10 +108,14 @@ def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], p
         parts = []
         if shapes:
             k = shapes[0]
-            parts.append(f"{len(shapes)} weight shape(s) differ, e.g. {k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}")
+            parts.append(
+                f"{len(shapes)} weight shape(s) differ, e.g. {k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+            )
         if missing:
             parts.append(f"{len(missing)} weight(s) missing from the checkpoint, e.g. {missing[0]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected weight(s), e.g. {unexpected[0]}")
-        raise ConfigError("checkpoint does not fit this model (trained with another config?): " + "; ".join(parts), path)
+        raise ConfigError(
+            "checkpoint does not fit this model (trained with another config?): " + "; ".join(parts), path
+        )
     module.load_state_dict(state_dict)

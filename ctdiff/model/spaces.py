@@ -52,8 +52,10 @@ class Space:
             if int(size) % f:
                 fit = math.ceil(int(size) / f) * f
                 hint = " (set data.pad_slices_to)" if axis == "z" else " (prepare the data with --shape)"
-                raise ValueError(f"size {size} along {axis} is not divisible by {f}, the {self.kind} space's "
-                                 f"shrink along {axis}; pad or resize {axis} to {fit}{hint}")
+                raise ValueError(
+                    f"size {size} along {axis} is not divisible by {f}, the {self.kind} space's "
+                    f"shrink along {axis}; pad or resize {axis} to {fit}{hint}"
+                )
 
     def to(self, device: torch.device | str) -> Space:
         return self

@@ -132,10 +132,16 @@ class RunDir:
         w.writerow(HISTORY_COLUMNS)
         for row in rows:
             val = row["val_loss"]
-            w.writerow([
-                row["epoch"], row["step"], f"{row['train_loss']:.8g}",
-                "" if val is None or math.isnan(val) else f"{val:.8g}", f"{row['lr']:.6g}", f"{row['seconds']:.2f}",
-            ])
+            w.writerow(
+                [
+                    row["epoch"],
+                    row["step"],
+                    f"{row['train_loss']:.8g}",
+                    "" if val is None or math.isnan(val) else f"{val:.8g}",
+                    f"{row['lr']:.6g}",
+                    f"{row['seconds']:.2f}",
+                ]
+            )
         return write_text(self.history, buf.getvalue())
 
     def read_history(self) -> list[dict[str, Any]]:
@@ -161,7 +167,9 @@ class RunDir:
         try:
             split = {**obj, "seed": int(obj["seed"]), "train": list(obj["train"]), "val": list(obj["val"])}
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"not a valid split file: needs seed, train and val ({type(exc).__name__}: {exc})", p) from None
+            raise InputError(
+                f"not a valid split file: needs seed, train and val ({type(exc).__name__}: {exc})", p
+            ) from None
         return split
 
 

@@ -113,7 +113,9 @@ class TrainResult:
 def _cosine_with_warmup(optimizer, warmup: int, total: int):
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
-    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=max(total, warmup + 1))
+    return get_cosine_schedule_with_warmup(
+        optimizer, num_warmup_steps=warmup, num_training_steps=max(total, warmup + 1)
+    )
 
 
 # ------------------------------------------------------------------------------------- run files
@@ -143,7 +145,13 @@ def plot_losses(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> P
         if not ok.any():
             continue
         ax.plot(epochs[ok], y[ok], color=colour, alpha=0.35, lw=1, label=f"{label} (per epoch)")
-        ax.plot(epochs[ok], _trailing_mean(y, SMOOTH_EPOCHS)[ok], color=colour, lw=2, label=f"{label} ({SMOOTH_EPOCHS}-epoch mean)")
+        ax.plot(
+            epochs[ok],
+            _trailing_mean(y, SMOOTH_EPOCHS)[ok],
+            color=colour,
+            lw=2,
+            label=f"{label} ({SMOOTH_EPOCHS}-epoch mean)",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE loss")
@@ -230,7 +238,9 @@ class Trainer:
         self.memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
             torch.manual_seed(t.seed)
-            self.model = build_model(config.model, self.space.channels).to(self.device, memory_format=self.memory_format)
+            self.model = build_model(config.model, self.space.channels).to(
+                self.device, memory_format=self.memory_format
+            )
         shape = train_cases.shape
         self.depth = padded_depth(shape[2], config.data)
         spatial = (self.depth, shape[1], shape[0])
@@ -274,9 +284,12 @@ class Trainer:
     @torch.no_grad()
     def _cache_latents(self, fit_scale: bool) -> None:
         """Encode every (un-augmented, padded) case once; a new run fixes the latent scale from them."""
+
         def encode(tensors):
-            return [self.space.encode(pad_slices(v, self.depth, self.cfg.data.pad_mode)[None].to(self.device))[0].cpu()
-                    for v in tensors]
+            return [
+                self.space.encode(pad_slices(v, self.depth, self.cfg.data.pad_mode)[None].to(self.device))[0].cpu()
+                for v in tensors
+            ]
 
         if fit_scale:
             self.space.scale = None
@@ -377,8 +390,9 @@ class Trainer:
         from ctdiff.diffusion.sample import ModelBundle, sample
 
         t = self.cfg.train
-        bundle = ModelBundle(self.ema.module, self.cfg, self.diffusion, self.device, self.geometry, None, self.step, "ema",
-                             self.space)
+        bundle = ModelBundle(
+            self.ema.module, self.cfg, self.diffusion, self.device, self.geometry, None, self.step, "ema", self.space
+        )
         vol = sample(bundle, 1, sampler=t.preview_sampler, steps=t.preview_steps, seed=t.seed)[0]
         write_preview(vol, self.files.preview(epoch_number))
 
@@ -455,11 +469,15 @@ class Trainer:
         stopped_early = False
         try:
             while self.epoch < t.epochs and self.step < stop_at:
-                batches = epoch_batches(len(self.dataset), self.epoch, t.seed, t.batch_size, self.dist.rank, self.dist.world_size)
+                batches = epoch_batches(
+                    len(self.dataset), self.epoch, t.seed, t.batch_size, self.dist.rank, self.dist.world_size
+                )
                 groups = [batches[i : i + t.grad_accum] for i in range(0, len(batches), t.grad_accum)]
                 remaining = [b for g in groups[self.group :] for b in g]
                 loader = torch.utils.data.DataLoader(
-                    self.dataset, batch_sampler=remaining, num_workers=self.cfg.data.num_workers,
+                    self.dataset,
+                    batch_sampler=remaining,
+                    num_workers=self.cfg.data.num_workers,
                     pin_memory=self.device.type == "cuda",
                 )
                 it = iter(loader)
@@ -476,7 +494,9 @@ class Trainer:
                     smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(epoch=self.epoch + 1, loss=f"{smooth:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                        bar.set_postfix(
+                            epoch=self.epoch + 1, loss=f"{smooth:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}"
+                        )
                     if self.on_step is not None:
                         self.on_step(self.step, loss)
                 del it, loader
@@ -499,8 +519,16 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        return TrainResult(self.run_dir, self.step, self.epoch, self.best_val, list(self.history), stopped_early,
-                           self.model, self.ema.module)
+        return TrainResult(
+            self.run_dir,
+            self.step,
+            self.epoch,
+            self.best_val,
+            list(self.history),
+            stopped_early,
+            self.model,
+            self.ema.module,
+        )
 
 
 # ---------------------------------------------------------------------------------- entry point
@@ -568,12 +596,22 @@ def train(
             bar = tqdm(total=len(train_files) + len(val_files), desc="load data", unit="case", leave=False)
         tick = (lambda done, total: bar.update(1)) if bar is not None else None
         train_cases = load_cases(train_files, config.data, progress=tick)
-        val_cases = load_cases(val_files, config.data, expected_shape=train_cases.shape, progress=tick) if val_files else None
+        val_cases = (
+            load_cases(val_files, config.data, expected_shape=train_cases.shape, progress=tick) if val_files else None
+        )
         if bar is not None:
             bar.close()
 
-        trainer = Trainer(config, run_dir, train_cases, val_cases, info, progress=progress, on_step=on_step,
-                          space_state=None if ckpt is None else ckpt.get("space"))
+        trainer = Trainer(
+            config,
+            run_dir,
+            train_cases,
+            val_cases,
+            info,
+            progress=progress,
+            on_step=on_step,
+            space_state=None if ckpt is None else ckpt.get("space"),
+        )
         if ckpt is not None:
             trainer.load_state(ckpt, ckpt_path)
             del ckpt
@@ -611,12 +649,21 @@ EXAMPLES = """\
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="YAML config (configs/demo.yaml, configs/thesis-256.yaml, ...); "
-                        "optional with --resume (the run's own config is used)")
+    parser.add_argument(
+        "--config",
+        help="YAML config (configs/demo.yaml, configs/thesis-256.yaml, ...); "
+        "optional with --resume (the run's own config is used)",
+    )
     parser.add_argument("--data", help="prepared dataset folder (NIfTI volumes of one shape); not needed with --resume")
     parser.add_argument("--out", required=True, help="run dir to create (or to continue with --resume)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value, e.g. --set train.lr=2e-4 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=2e-4 (repeatable)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     parser.add_argument("--force", action="store_true", help="start over in a non-empty --out (deletes it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -637,8 +684,14 @@ def run(args) -> int:
     config = load_config(args.config) if args.config else None
     with sigterm_saves():
         result = train(
-            config, args.data, args.out, resume=args.resume, force=args.force, overrides=args.overrides,
-            device=args.device, progress=not args.no_progress,
+            config,
+            args.data,
+            args.out,
+            resume=args.resume,
+            force=args.force,
+            overrides=args.overrides,
+            device=args.device,
+            progress=not args.no_progress,
         )
     if int(os.environ.get("RANK", "0")) == 0:
         best = f"{result.best_val_loss:.5g}" if math.isfinite(result.best_val_loss) else "n/a"

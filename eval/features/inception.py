@@ -261,7 +261,11 @@ class InceptionSlices(FeatureExtractor):
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
             self._weights_id = h.hexdigest()[:16]
-        return {"weights_sha256": self._weights_id, "slices_per_plane": self.slices_per_plane, "window": list(SLICE_WINDOW)}
+        return {
+            "weights_sha256": self._weights_id,
+            "slices_per_plane": self.slices_per_plane,
+            "window": list(SLICE_WINDOW),
+        }
 
     def setup(self) -> None:
         if self._net is None:

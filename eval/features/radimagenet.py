@@ -46,8 +46,16 @@ def resnet50_2d() -> torch.nn.Module:
     from monai.networks.nets import ResNet
 
     return ResNet(
-        block="bottleneck", layers=[3, 4, 6, 3], block_inplanes=[64, 128, 256, 512], spatial_dims=2, n_input_channels=3,
-        conv1_t_size=7, conv1_t_stride=2, feed_forward=False, bias_downsample=False, num_classes=1000,
+        block="bottleneck",
+        layers=[3, 4, 6, 3],
+        block_inplanes=[64, 128, 256, 512],
+        spatial_dims=2,
+        n_input_channels=3,
+        conv1_t_size=7,
+        conv1_t_stride=2,
+        feed_forward=False,
+        bias_downsample=False,
+        num_classes=1000,
     )
 
 
@@ -72,15 +80,19 @@ def load_resnet50(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Modu
     for k, v in state.items():
         for p in PREFIXES:
             if k.startswith(p):
-                k = k[len(p):]
+                k = k[len(p) :]
         clean[k] = v
     wanted = net.state_dict()
     missing = [k for k in wanted if k not in clean and not k.endswith("num_batches_tracked")]
     if missing:
-        raise ValueError(f"{path}: not torchvision-format ResNet-50 weights ({len(missing)} parameters missing, e.g. {missing[0]})")
+        raise ValueError(
+            f"{path}: not torchvision-format ResNet-50 weights ({len(missing)} parameters missing, e.g. {missing[0]})"
+        )
     bad = [k for k in wanted if k in clean and tuple(clean[k].shape) != tuple(wanted[k].shape)]
     if bad:
-        raise ValueError(f"{path}: parameter {bad[0]} has shape {tuple(clean[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}")
+        raise ValueError(
+            f"{path}: parameter {bad[0]} has shape {tuple(clean[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}"
+        )
     net.load_state_dict({k: v for k, v in clean.items() if k in wanted}, strict=False)
     return net.eval().to(device)
 
@@ -100,8 +112,17 @@ def plane_slices(array: np.ndarray, slices_per_plane: int, window=SLICE_WINDOW) 
 
 def preprocess(slices: list[np.ndarray], image_size: int) -> torch.Tensor:
     """(N, 3, S, S) network input from [0, 1] grey slices (resize, 3 channels, mean subtracted)."""
-    x = torch.stack([F.interpolate(torch.from_numpy(np.ascontiguousarray(s))[None, None], size=(image_size, image_size),
-                                   mode="bilinear", align_corners=False)[0, 0] for s in slices])
+    x = torch.stack(
+        [
+            F.interpolate(
+                torch.from_numpy(np.ascontiguousarray(s))[None, None],
+                size=(image_size, image_size),
+                mode="bilinear",
+                align_corners=False,
+            )[0, 0]
+            for s in slices
+        ]
+    )
     x = x[:, None].expand(-1, 3, -1, -1)
     return x - torch.tensor(CHANNEL_MEAN, dtype=x.dtype)[None, :, None, None]
 
@@ -112,7 +133,13 @@ class RadImageNetSlices(FeatureExtractor):
     name = "radimagenet-resnet50-2d"  # its key in eval.features.registry
     input = "volume"
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu", slices_per_plane: int = 8, image_size: int = 224):
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: str = "cpu",
+        slices_per_plane: int = 8,
+        image_size: int = 224,
+    ):
         self.weights = find_weights(weights)
         self.explicit = weights
         self.device = device
@@ -140,8 +167,12 @@ class RadImageNetSlices(FeatureExtractor):
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
             self._weights_id = h.hexdigest()[:16]
-        return {"weights_sha256": self._weights_id, "slices_per_plane": self.slices_per_plane, "image_size": self.image_size,
-                "window": list(SLICE_WINDOW)}
+        return {
+            "weights_sha256": self._weights_id,
+            "slices_per_plane": self.slices_per_plane,
+            "image_size": self.image_size,
+            "window": list(SLICE_WINDOW),
+        }
 
     def setup(self) -> None:
         if self._net is None:

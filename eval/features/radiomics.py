@@ -78,7 +78,7 @@ class RadiomicsFRD(FeatureExtractor):
             if image_type == "LoG":
                 n += len((options or {}).get("sigma") or config.get("setting", {}).get("sigma") or [1])
             elif image_type == "Wavelet":
-                n += 2 ** self.image_dim  # one decomposition level: every low/high-pass combination of the axes
+                n += 2**self.image_dim  # one decomposition level: every low/high-pass combination of the axes
             else:
                 n += 1
         return n

@@ -24,7 +24,9 @@ def _frd():
     return frd
 
 
-def frd_v1_normalise(real: np.ndarray, generated: np.ndarray, reference: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frd_v1_normalise(
+    real: np.ndarray, generated: np.ndarray, reference: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """frd-score's v1 preprocessing of raw features, step for step.
 
     Mirrors ``frd_score.frd.calculate_feature_statistics`` for ``frd_version="v1"`` with the
@@ -128,7 +130,11 @@ def frd_v1(real: np.ndarray, generated: np.ndarray, exact: bool = True) -> float
     r, g, keep = frd_v1_normalise(real, generated, reference=exact)
     if r.shape[0] < 2 or g.shape[0] < 2 or not keep.any():
         return float("nan")
-    d2 = frechet_distance_squared(r, g) if exact else frechet_distance_squared_lowrank(r.astype(np.float64), g.astype(np.float64))
+    d2 = (
+        frechet_distance_squared(r, g)
+        if exact
+        else frechet_distance_squared_lowrank(r.astype(np.float64), g.astype(np.float64))
+    )
     return float(np.log(d2)) if d2 > 0 else float("-inf")
 
 
@@ -159,7 +165,9 @@ def _unbiased_mmd2(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> floa
     return float(sxx + syy - 2.0 * k_xy.mean())
 
 
-def kid_polynomial(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef: float = 1.0) -> float:
+def kid_polynomial(
+    x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef: float = 1.0
+) -> float:
     """Unbiased MMD^2 with k(a, b) = (gamma a.b + coef)^degree, gamma = 1/dim (KID, Binkowski 2018).
 
     Equals torchmetrics' ``poly_mmd`` for equal set sizes; also defined for unequal sizes.

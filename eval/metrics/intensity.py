@@ -65,7 +65,9 @@ def contrast_rms(array: np.ndarray, mask: np.ndarray) -> float:
     return float(vals.std())
 
 
-def tissue_masks(array: np.ndarray, body: np.ndarray, smooth_sigma: float = 1.0, erode: int = 1) -> dict[str, np.ndarray]:
+def tissue_masks(
+    array: np.ndarray, body: np.ndarray, smooth_sigma: float = 1.0, erode: int = 1
+) -> dict[str, np.ndarray]:
     """Masks of the tissue classes in :data:`TISSUE_RANGES`, inside the (eroded) body.
 
     Classification uses an in-plane Gaussian-smoothed copy (``smooth_sigma`` voxels), so that noise

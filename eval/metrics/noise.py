@@ -305,7 +305,10 @@ def measure_noise(
     sp = (float(spacing[0]), float(spacing[1]))
     sizes = roi_sizes(sp, preferred_mm, array.shape[:2])
     if not sizes:
-        return {}, f"field of view too small: {array.shape[0]}x{array.shape[1]} px in-plane, an ROI needs {MIN_ROI_PX} px"
+        return (
+            {},
+            f"field of view too small: {array.shape[0]}x{array.shape[1]} px in-plane, an ROI needs {MIN_ROI_PX} px",
+        )
     smooth = ndimage.gaussian_filter(np.asarray(array, dtype=np.float32), sigma=(STRUCTURE_SIGMA, STRUCTURE_SIGMA, 0))
     soft = body & (smooth >= SOFT_TISSUE_HU[0]) & (smooth <= SOFT_TISSUE_HU[1])
     if int(soft.sum()) < MIN_SOFT_TISSUE_VOXELS:
@@ -320,23 +323,33 @@ def measure_noise(
         freq, nps = nps_radial(detrended, sp)
         reason = None
         if len(rois) < MIN_ROIS:
-            reason = (f"{len(rois)} homogeneous soft-tissue ROIs of {r} px ({r * max(sp):.0f} mm), need {MIN_ROIS}: inside the body, "
-                      f"mean {SOFT_TISSUE_HU[0]:g}..{SOFT_TISSUE_HU[1]:g} HU, structure <= {max_structure_hu:g} HU")
+            reason = (
+                f"{len(rois)} homogeneous soft-tissue ROIs of {r} px ({r * max(sp):.0f} mm), need {MIN_ROIS}: inside the body, "
+                f"mean {SOFT_TISSUE_HU[0]:g}..{SOFT_TISSUE_HU[1]:g} HU, structure <= {max_structure_hu:g} HU"
+            )
         elif not (np.isfinite(cross_check) and cross_check > 0):
             reason = "no independent noise estimate (too little soft tissue for the local-SD cross-check)"
         elif not (1.0 / factor <= sd / cross_check <= factor):
-            reason = (f"ROI noise {sd:.1f} HU disagrees with the local-SD estimate {cross_check:.1f} HU "
-                      f"by more than {factor:g}x (ROIs not homogeneous?)")
+            reason = (
+                f"ROI noise {sd:.1f} HU disagrees with the local-SD estimate {cross_check:.1f} HU "
+                f"by more than {factor:g}x (ROIs not homogeneous?)"
+            )
         out[r] = NoiseMeasurement(
-            roi_px=r, n_rois=len(rois), sd=sd if reason is None else float("nan"), frequency=freq,
+            roi_px=r,
+            n_rois=len(rois),
+            sd=sd if reason is None else float("nan"),
+            frequency=freq,
             nps=nps if reason is None else np.full_like(nps, np.nan),
             peak_frequency=nps_peak_frequency(freq, nps) if reason is None else float("nan"),
-            mean_frequency=nps_mean_frequency(freq, nps) if reason is None else float("nan"), reason=reason,
+            mean_frequency=nps_mean_frequency(freq, nps) if reason is None else float("nan"),
+            reason=reason,
         )
     return out, None
 
 
-def choose_roi_size(cohorts: dict[str, list[dict[int, NoiseMeasurement]]], min_fraction: float = 0.5) -> tuple[int | None, dict]:
+def choose_roi_size(
+    cohorts: dict[str, list[dict[int, NoiseMeasurement]]], min_fraction: float = 0.5
+) -> tuple[int | None, dict]:
     """ONE ROI size for a comparison, so every cohort is measured alike.
 
     ``cohorts`` maps a cohort name to its scans' :func:`measure_noise` results. The largest size at

@@ -192,7 +192,9 @@ def ssim(a: np.ndarray, b: np.ndarray, window: tuple[float, float] = SSIM_WINDOW
     return float(similarity_matrix(t[:1], t[1:], scales=1)[0, 0])
 
 
-def ms_ssim(a: np.ndarray, b: np.ndarray, scales: int = 3, window: tuple[float, float] = SSIM_WINDOW_HU, dtype=torch.float64) -> float:
+def ms_ssim(
+    a: np.ndarray, b: np.ndarray, scales: int = 3, window: tuple[float, float] = SSIM_WINDOW_HU, dtype=torch.float64
+) -> float:
     """3D MS-SSIM of two HU volumes (``scales`` scales, see :func:`similarity_matrix`)."""
     t = to_unit([a, b], window, dtype=dtype)
     return float(similarity_matrix(t[:1], t[1:], scales=scales)[0, 0])

@@ -33,13 +33,20 @@ def glcm_features(
     from skimage.feature import graycomatrix, graycoprops
 
     lo, hi = window
-    q = np.floor((np.clip(np.asarray(array, dtype=np.float64), lo, hi - 1e-6) - lo) / (hi - lo) * levels).astype(np.int64) + 1
+    q = (
+        np.floor((np.clip(np.asarray(array, dtype=np.float64), lo, hi - 1e-6) - lo) / (hi - lo) * levels).astype(
+            np.int64
+        )
+        + 1
+    )
     q = np.where(mask, q, 0).astype(np.uint8)
     values: dict[str, list[float]] = {p: [] for p in GLCM_PROPERTIES}
     for z in range(0, q.shape[2], max(1, slice_step)):
         if mask[:, :, z].sum() < min_pairs:
             continue
-        glcm = graycomatrix(q[:, :, z], distances=list(distances), angles=list(angles), levels=levels + 1, symmetric=True)
+        glcm = graycomatrix(
+            q[:, :, z], distances=list(distances), angles=list(angles), levels=levels + 1, symmetric=True
+        )
         glcm = glcm[1:, 1:].astype(np.float64)  # drop pairs that touch the outside of the mask
         totals = glcm.sum(axis=(0, 1))
         if totals.min() < min_pairs:

@@ -141,7 +141,11 @@ def _make_reference(n_real: int, n_train: int, seed: int) -> _Reference | None:
         return None
     perm = np.random.default_rng(seed).permutation(n_real)
     half = n_real // 2
-    return _Reference("split of the real cohort into two random halves", ("real", np.sort(perm[:half])), ("real", np.sort(perm[half:])))
+    return _Reference(
+        "split of the real cohort into two random halves",
+        ("real", np.sort(perm[:half])),
+        ("real", np.sort(perm[half:])),
+    )
 
 
 def _finite_rows(a: np.ndarray) -> np.ndarray:
@@ -159,7 +163,9 @@ def _property_metric(name: str, values: dict[str, np.ndarray], ref: _Reference |
     real = np.asarray(values["real"], dtype=np.float64)
     n_gen = int(np.isfinite(gen).sum())
     if n_gen < 2:
-        return _entry(name, real=_nanmean(real), reason=f"fewer than 2 generated scans where it is measurable ({n_gen})")
+        return _entry(
+            name, real=_nanmean(real), reason=f"fewer than 2 generated scans where it is measurable ({n_gen})"
+        )
     ci = bootstrap_ci(lambda ig: _nanmean(gen[ig]), [len(gen)], cfg["n_bootstrap"], cfg["seed"])
     reference = None
     if ref is not None:
@@ -284,8 +290,13 @@ def build_report(
     stats: dict[str, list[CaseStats]] = {}
     if fams & {"intensity", "noise", "texture"}:
         todo = [c for k in ("real", "generated", "train") for c in cohorts[k]]
-        all_stats = all_case_stats(todo, cfg, workers=workers, progress=progress("measure scans"),
-                                   parts=fams & {"intensity", "noise", "texture"})
+        all_stats = all_case_stats(
+            todo,
+            cfg,
+            workers=workers,
+            progress=progress("measure scans"),
+            parts=fams & {"intensity", "noise", "texture"},
+        )
         pos = 0
         for k in ("real", "generated", "train"):
             stats[k] = all_stats[pos : pos + n[k]]
@@ -297,11 +308,13 @@ def build_report(
         from eval.report.executor import dask_client
 
         with dask_client(scheduler, workers) as client:
-            out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers,
-                                                       progress, notice, client)
+            out_r, stats_r, bad_r = _radiomics_metrics(
+                selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, notice, client
+            )
     elif "radiomics" in fams:
-        out_r, stats_r, bad_r = _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress,
-                                                   notice)
+        out_r, stats_r, bad_r = _radiomics_metrics(
+            selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, notice
+        )
     if "radiomics" in fams:
         metric_out.update(out_r)
         cache_stats["radiomics-frd-v1"] = stats_r
@@ -325,8 +338,15 @@ def build_report(
         from eval.report.cache import FeatureCache
         from eval.report.fid2d import fid2d_metrics
 
-        out_m, stats_m = fid2d_metrics(selected, cohorts, ref, cfg, FeatureCache(cache_dir or _default_cache()) if use_cache else None,
-                                       dev, progress)
+        out_m, stats_m = fid2d_metrics(
+            selected,
+            cohorts,
+            ref,
+            cfg,
+            FeatureCache(cache_dir or _default_cache()) if use_cache else None,
+            dev,
+            progress,
+        )
         metric_out.update(out_m)
         if stats_m:
             cache_stats[cfg["fid2d_extractor"]] = stats_m
@@ -365,8 +385,10 @@ def build_report(
             "frd_input": "original files (frd-score reads them itself; not resampled)",
         },
         # gap / status against the reference floor: one rule for every metric (eval.report.gap)
-        "metrics": annotate({m: metric_out.get(m, _entry(m, reason="not computed")) for m in selected},
-                            report_resolutions(selected, n["real"], n["generated"], curves, cfg["prdc_k"])),
+        "metrics": annotate(
+            {m: metric_out.get(m, _entry(m, reason="not computed")) for m in selected},
+            report_resolutions(selected, n["real"], n["generated"], curves, cfg["prdc_k"]),
+        ),
         "per_case": per_case,
         "curves": curves,
         "memorization_flagged": flagged,
@@ -396,7 +418,11 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
     def values(attr: str) -> dict[str, np.ndarray]:
         return {k: np.array([getattr(s, attr) for s in stats[k]], dtype=np.float64) for k in cohorts}
 
-    noise_details = _choose_noise_roi(stats, cohorts) if any(s.noise_by_size or s.volume_noise_reason for k in cohorts for s in stats[k]) else None
+    noise_details = (
+        _choose_noise_roi(stats, cohorts)
+        if any(s.noise_by_size or s.volume_noise_reason for k in cohorts for s in stats[k])
+        else None
+    )
     for name in ("contrast_rms", "cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency", "nps_mean_frequency"):
         if name in selected:
             out[name] = _property_metric(name, values(name), ref, cfg)
@@ -407,19 +433,30 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
                     out[name]["reason"] += f": {why}" if why else ""
 
     edges = intensity.hu_bin_edges(width=cfg["hist_bin_hu"])
-    hists = {k: np.stack([s.histogram for s in stats[k]]) if stats[k] else np.zeros((0, len(edges) - 1)) for k in cohorts}
+    hists = {
+        k: np.stack([s.histogram for s in stats[k]]) if stats[k] else np.zeros((0, len(edges) - 1)) for k in cohorts
+    }
     if "hu_wasserstein" in selected:
+
         def fn(a, b):  # noqa: E306
             a, b = _finite_rows(a), _finite_rows(b)
             if not len(a) or not len(b):
                 return {"hu_wasserstein": float("nan")}
-            return {"hu_wasserstein": intensity.wasserstein_histograms(intensity.pooled_histogram(a), intensity.pooled_histogram(b), edges)}
+            return {
+                "hu_wasserstein": intensity.wasserstein_histograms(
+                    intensity.pooled_histogram(a), intensity.pooled_histogram(b), edges
+                )
+            }
 
         out.update(_two_sample(["hu_wasserstein"], fn, hists, ref, cfg["n_bootstrap"], cfg["seed"], min_cases=1))
     if any(len(_finite_rows(h)) for h in hists.values()):
         curves["hu_histogram"] = {
             "bin_edges": edges.tolist(),
-            **{k: intensity.pooled_histogram(_finite_rows(h)).tolist() for k, h in hists.items() if len(_finite_rows(h))},
+            **{
+                k: intensity.pooled_histogram(_finite_rows(h)).tolist()
+                for k, h in hists.items()
+                if len(_finite_rows(h))
+            },
         }
 
     if "glcm_distance" in selected:
@@ -429,9 +466,14 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
     if not len(freq):  # noise not measured (only texture asked for) or measurable nowhere
         return out
     blank = np.full(len(freq), np.nan)
-    nps = {k: np.stack([s.nps if len(s.nps) == len(freq) else blank for s in stats[k]]) if stats[k] else np.zeros((0, len(freq)))
-           for k in cohorts}
+    nps = {
+        k: np.stack([s.nps if len(s.nps) == len(freq) else blank for s in stats[k]])
+        if stats[k]
+        else np.zeros((0, len(freq)))
+        for k in cohorts
+    }
     if "nps_distance" in selected:
+
         def fn(a, b):  # scans without a homogeneous ROI (all-NaN NPS) drop out
             a, b = _finite_rows(a), _finite_rows(b)
             if not len(a) or not len(b):
@@ -472,14 +514,21 @@ def _choose_noise_roi(stats: dict[str, list[CaseStats]], cohorts: list[str]) -> 
         "measurable": {k: sum(1 for s in stats[k] if np.isfinite(s.noise_sd)) for k in cohorts},
         "homogeneity": f"ROI mean {noise.SOFT_TISSUE_HU[0]:g}..{noise.SOFT_TISSUE_HU[1]:g} HU, structure <= {noise.MAX_STRUCTURE_HU:g} HU (absolute)",
         "cross_check": f"local-SD mode ({noise.LOCAL_SD_KERNEL} px windows in soft tissue), refused beyond {noise.CROSS_CHECK_FACTOR:g}x",
-        "why_not": {k: noise.why_not_measurable([(s.noise_by_size, s.volume_noise_reason) for s in stats[k]
-                                                 if not np.isfinite(s.noise_sd)], size) for k in cohorts},
+        "why_not": {
+            k: noise.why_not_measurable(
+                [(s.noise_by_size, s.volume_noise_reason) for s in stats[k] if not np.isfinite(s.noise_sd)], size
+            )
+            for k in cohorts
+        },
     }
 
 
 def _glcm(stats, cohorts, ref, cfg) -> dict[str, Any]:
     n_props = len(texture.GLCM_PROPERTIES)
-    feats = {k: np.array([[s.glcm[p] for p in texture.GLCM_PROPERTIES] for s in stats[k]]).reshape(-1, n_props) for k in cohorts}
+    feats = {
+        k: np.array([[s.glcm[p] for p in texture.GLCM_PROPERTIES] for s in stats[k]]).reshape(-1, n_props)
+        for k in cohorts
+    }
     fn = lambda a, b: {"glcm_distance": texture.standardised_mean_distance(a, b)}  # noqa: E731
     return _two_sample(["glcm_distance"], fn, feats, ref, cfg["n_bootstrap"], cfg["seed"])["glcm_distance"]
 
@@ -495,7 +544,9 @@ def radiomics_features(paths: list[Path], image_dim: int, cache, workers: int, p
     from eval.report.extract import extract_features
 
     extractor = create("radiomics-frd-v1", image_dim=image_dim, single_thread=workers > 1 or client is not None)
-    return extract_features(extractor, [(p, p) for p in paths], cache, workers=workers, progress=progress, client=client)
+    return extract_features(
+        extractor, [(p, p) for p in paths], cache, workers=workers, progress=progress, client=client
+    )
 
 
 def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, notice=None, client=None):
@@ -505,23 +556,34 @@ def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, worker
 
     names = [m for m in RADIOMICS_METRICS if m in selected]
     cache = FeatureCache(cache_dir or _default_cache()) if use_cache else None
-    image_dim = image_dim_of_shape(cohorts["real"][0].volume.meta.get("original_shape") or cohorts["real"][0].volume.shape)
+    image_dim = image_dim_of_shape(
+        cohorts["real"][0].volume.meta.get("original_shape") or cohorts["real"][0].volume.shape
+    )
     feats: dict[str, np.ndarray] = {}
     skipped, stats = [], {}
     columns = None
     timings = radiomics_eta.timings_path(cache.root) if cache is not None else None
     todo = radiomics_eta.scans_to_extract(cohorts, image_dim, cache) if notice is not None else []
     if todo:
-        notice(radiomics_eta.announce(len(todo), *radiomics_eta.estimate(todo, workers, timings),
-                                      radiomics_eta.FAST_FAMILIES))
+        notice(
+            radiomics_eta.announce(
+                len(todo), *radiomics_eta.estimate(todo, workers, timings), radiomics_eta.FAST_FAMILIES
+            )
+        )
     for k in ("real", "generated", "train"):
         if not cohorts[k]:
             continue
         start = radiomics_eta.clock()
-        ex = radiomics_features([c.path for c in cohorts[k]], image_dim, cache, workers, progress(f"radiomics features ({k})"), client)
+        ex = radiomics_features(
+            [c.path for c in cohorts[k]], image_dim, cache, workers, progress(f"radiomics features ({k})"), client
+        )
         if timings is not None:
-            radiomics_eta.record_run(timings, [radiomics_eta.voxels(cohorts[k][i]) for i in ex.seconds],
-                                     radiomics_eta.clock() - start, workers)
+            radiomics_eta.record_run(
+                timings,
+                [radiomics_eta.voxels(cohorts[k][i]) for i in ex.seconds],
+                radiomics_eta.clock() - start,
+                workers,
+            )
         skipped += [{"file": f, "reason": f"radiomics: {why}"} for f, why in ex.failed]
         stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted, "failed": len(ex.failed)}
         if columns is None:
@@ -534,8 +596,17 @@ def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, worker
         # the headline value uses frd-score's own Fréchet function (equal to its CLI); bootstrap
         # replicates and the reference use the exact low-rank identity (no 464x464 sqrtm each)
         fast = lambda a, b: {"frd": distribution.frd_v1(a, b, exact=False)}  # noqa: E731
-        out.update(_two_sample(["frd"], fast, feats, ref, cfg["n_bootstrap"], cfg["seed"],
-                               point=lambda a, b: {"frd": distribution.frd_v1(a, b, exact=True)}))
+        out.update(
+            _two_sample(
+                ["frd"],
+                fast,
+                feats,
+                ref,
+                cfg["n_bootstrap"],
+                cfg["seed"],
+                point=lambda a, b: {"frd": distribution.frd_v1(a, b, exact=True)},
+            )
+        )
     rest = [m for m in names if m != "frd"]
     if rest:
         k = cfg["prdc_k"]
@@ -597,21 +668,32 @@ def _similarity_metrics(selected, cohorts, ref, cfg, device, progress):
                 extra.setdefault(("real", i), {}).update(
                     {"ssim_nearest_real": float(-loo[i]), "nearest_real_file": str(R[loo_idx[i]].path)}
                 )
-            ci = bootstrap_ci(lambda ir, ig: float(s_gr[np.ix_(ig, ir)].max(axis=1).mean()), [len(R), len(G)], cfg["n_bootstrap"], cfg["seed"])
+            ci = bootstrap_ci(
+                lambda ir, ig: float(s_gr[np.ix_(ig, ir)].max(axis=1).mean()),
+                [len(R), len(G)],
+                cfg["n_bootstrap"],
+                cfg["seed"],
+            )
             reference = None
             if T and s_tt is not None and len(T) >= 2:
-                reference = abs(float(s_rt.max(axis=1).mean()) - float(-memorization.nearest(-s_tt, exclude_self=True)[1].mean()))
+                reference = abs(
+                    float(s_rt.max(axis=1).mean()) - float(-memorization.nearest(-s_tt, exclude_self=True)[1].mean())
+                )
             elif ref is not None:
                 a, b = ref.a[1], ref.b[1]
                 ba = float(s_rr[np.ix_(b, a)].max(axis=1).mean())
                 aa = float(-memorization.nearest(-s_rr[np.ix_(a, a)], exclude_self=True)[1].mean())
                 reference = abs(ba - aa)
             gen_v = float(-best.mean())
-            out["ssim_nearest_real"] = _entry("ssim_nearest_real", gen_v, ci, real=float(-loo.mean()), generated=gen_v, reference=reference)
+            out["ssim_nearest_real"] = _entry(
+                "ssim_nearest_real", gen_v, ci, real=float(-loo.mean()), generated=gen_v, reference=reference
+            )
 
     if "ms_ssim_diversity" in selected:
         if len(G) < 2 or len(R) < 2:
-            out["ms_ssim_diversity"] = _entry("ms_ssim_diversity", reason="needs at least 2 scans in each cohort (pairs)")
+            out["ms_ssim_diversity"] = _entry(
+                "ms_ssim_diversity", reason="needs at least 2 scans in each cohort (pairs)"
+            )
         else:
             scales = int(cfg["ms_ssim_scales"])
             m_gg = similarity.similarity_matrix(tg, scales=scales, progress=progress("MS-SSIM generated pairs"))
@@ -624,7 +706,9 @@ def _similarity_metrics(selected, cohorts, ref, cfg, device, progress):
                 reference = abs(real_v - similarity.mean_pairwise(m_tt))
             elif ref is not None:
                 reference = abs(similarity.mean_pairwise(m_rr, ref.b[1]) - similarity.mean_pairwise(m_rr, ref.a[1]))
-            out["ms_ssim_diversity"] = _entry("ms_ssim_diversity", gen_v, ci, real=real_v, generated=gen_v, reference=reference)
+            out["ms_ssim_diversity"] = _entry(
+                "ms_ssim_diversity", gen_v, ci, real=real_v, generated=gen_v, reference=reference
+            )
 
     if "memorization" in selected:
         q = float(cfg["memorization_quantile"])
@@ -635,7 +719,9 @@ def _similarity_metrics(selected, cohorts, ref, cfg, device, progress):
             train_cases, d_gen = R, 1.0 - s_gr
             null_idx, null_d = memorization.nearest(1.0 - s_rr, exclude_self=True)
         if len(null_d) < 2 or len(train_cases) < (1 if T else 2):
-            out["memorization"] = _entry("memorization", reason="needs at least 2 held-out real scans for the null distribution")
+            out["memorization"] = _entry(
+                "memorization", reason="needs at least 2 held-out real scans for the null distribution"
+            )
         else:
             thr = memorization.memorisation_threshold(null_d, q)
             g_idx, g_d = memorization.nearest(d_gen)
@@ -650,10 +736,19 @@ def _similarity_metrics(selected, cohorts, ref, cfg, device, progress):
                 )
                 if flags[i]:
                     flagged.append(
-                        {"generated": str(G[i].path), "nearest_train": str(train_cases[g_idx[i]].path), "distance": float(g_d[i]), "threshold": thr}
+                        {
+                            "generated": str(G[i].path),
+                            "nearest_train": str(train_cases[g_idx[i]].path),
+                            "distance": float(g_d[i]),
+                            "threshold": thr,
+                        }
                     )
             ci = bootstrap_ci(
-                lambda inull, ig: float(memorization.memorisation_flags(g_d[ig], memorization.memorisation_threshold(null_d[inull], q)).mean()),
+                lambda inull, ig: float(
+                    memorization.memorisation_flags(
+                        g_d[ig], memorization.memorisation_threshold(null_d[inull], q)
+                    ).mean()
+                ),
                 [len(null_d), len(G)],
                 cfg["n_bootstrap"],
                 cfg["seed"],
@@ -668,17 +763,29 @@ def _inception_metric(cohorts, ref, cfg, cache_dir, use_cache, device, weights, 
     from eval.report.cache import FeatureCache
     from eval.report.extract import extract_features
 
-    extractor = create("inception-v3-fid-2d", weights=weights, device=device, slices_per_plane=cfg["inception_slices_per_plane"])
+    extractor = create(
+        "inception-v3-fid-2d", weights=weights, device=device, slices_per_plane=cfg["inception_slices_per_plane"]
+    )
     reason = extractor.unavailable_reason()
     if reason:
         return {"fid_inception_2d": _entry("fid_inception_2d", reason=reason)}, {}
     cache = FeatureCache(cache_dir or _default_cache()) if use_cache else None
     feats, stats = {}, {}
-    grid = {"grid_shape": list(cohorts["real"][0].volume.shape), "grid_spacing": [round(s, 4) for s in cohorts["real"][0].volume.spacing]}
+    grid = {
+        "grid_shape": list(cohorts["real"][0].volume.shape),
+        "grid_spacing": [round(s, 4) for s in cohorts["real"][0].volume.spacing],
+    }
     for k in ("real", "generated", "train"):
         if not cohorts[k]:
             continue
-        ex = extract_features(extractor, [(c.path, c.volume) for c in cohorts[k]], cache, workers=1, progress=progress(f"inception features ({k})"), key_extra=grid)
+        ex = extract_features(
+            extractor,
+            [(c.path, c.volume) for c in cohorts[k]],
+            cache,
+            workers=1,
+            progress=progress(f"inception features ({k})"),
+            key_extra=grid,
+        )
         if ex.failed:
             return {"fid_inception_2d": _entry("fid_inception_2d", reason=f"InceptionV3 failed: {ex.failed[0][1]}")}, {}
         stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted}

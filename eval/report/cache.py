@@ -45,7 +45,9 @@ def content_hash(path: str | os.PathLike) -> str:
 
 
 def cache_key(content: str, extractor_name: str, settings: dict[str, Any]) -> str:
-    blob = json.dumps({"content": content, "extractor": extractor_name, "settings": settings}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"content": content, "extractor": extractor_name, "settings": settings}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

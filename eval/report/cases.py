@@ -36,7 +36,9 @@ class Case:
         return case_name(self.path)
 
 
-def read_cohort(root, cohort: str, progress: Callable[[int, int], None] | None = None) -> tuple[list[Case], list[dict[str, str]]]:
+def read_cohort(
+    root, cohort: str, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[Case], list[dict[str, str]]]:
     """All readable cases below ``root`` and the skipped ones as ``{"file", "reason"}``.
 
     Raises :class:`InputError` for a missing folder or one that holds no volume files.
@@ -73,8 +75,10 @@ def degenerate_reason(volume: Volume, path) -> None:
     if lo == hi:
         raise InputError(f"degenerate scan: every voxel is {lo:g} HU (constant); skipped for all metrics", path)
     if hi <= BODY_THRESHOLD_HU:
-        raise InputError(f"degenerate scan: no voxel above {BODY_THRESHOLD_HU:g} HU (all air, no body); "
-                         "skipped for all metrics", path)
+        raise InputError(
+            f"degenerate scan: no voxel above {BODY_THRESHOLD_HU:g} HU (all air, no body); skipped for all metrics",
+            path,
+        )
 
 
 def _grid_of(v: Volume) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -157,13 +161,17 @@ class CaseStats:
         if m is None:
             self.noise_sd, self.n_noise_rois, self.nps_peak_frequency, self.nps_mean_frequency = nan, 0, nan, nan
             self.nps_frequency, self.nps = np.zeros(0), np.zeros(0)
-            self.noise_reason = self.volume_noise_reason or ("no ROI size fits every cohort" if size is None else f"ROI size {size} px not tried")
+            self.noise_reason = self.volume_noise_reason or (
+                "no ROI size fits every cohort" if size is None else f"ROI size {size} px not tried"
+            )
         else:
             self.noise_sd, self.n_noise_rois = m.sd, m.n_rois
             self.nps_frequency, self.nps = m.frequency, m.nps
             self.nps_peak_frequency, self.nps_mean_frequency = m.peak_frequency, m.mean_frequency
             self.noise_reason = m.reason
-        self.cnr_soft_tissue_fat = intensity.contrast_to_noise(self.mean_hu_soft_tissue, self.mean_hu_fat, self.noise_sd)
+        self.cnr_soft_tissue_fat = intensity.contrast_to_noise(
+            self.mean_hu_soft_tissue, self.mean_hu_fat, self.noise_sd
+        )
 
     def row(self) -> dict[str, Any]:
         """The per-case values that go into report.json's ``per_case`` records."""
@@ -204,7 +212,9 @@ def case_stats(array: np.ndarray, spacing, settings: dict[str, Any], parts=ALL_P
     by_size, volume_reason, local = {}, None, nan
     if parts & {"intensity", "noise"}:
         local = noise.local_sd_noise(array, body) if body.any() else nan
-        by_size, volume_reason = noise.measure_noise(array, body, spacing, preferred_mm=settings["roi_mm"], cross_check=local)
+        by_size, volume_reason = noise.measure_noise(
+            array, body, spacing, preferred_mm=settings["roi_mm"], cross_check=local
+        )
     glcm = {p: nan for p in texture.GLCM_PROPERTIES}
     if "texture" in parts:
         glcm = texture.glcm_features(array, masks["soft_tissue"], levels=settings["glcm_levels"])
@@ -238,7 +248,9 @@ def _stats_job(args):
     return case_stats(array, spacing, settings, parts)
 
 
-def all_case_stats(cases: list[Case], settings: dict[str, Any], workers: int = 1, progress=None, parts=ALL_PARTS) -> list[CaseStats]:
+def all_case_stats(
+    cases: list[Case], settings: dict[str, Any], workers: int = 1, progress=None, parts=ALL_PARTS
+) -> list[CaseStats]:
     """:func:`case_stats` for every case, in ``workers`` processes, in input order."""
     jobs = [(c.volume.array, c.volume.spacing, settings, frozenset(parts)) for c in cases]
     out: list[CaseStats] = []

@@ -42,6 +42,10 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Any]
         with Client(scheduler) as client:
             yield client
     else:
-        with LocalCluster(n_workers=max(1, int(workers)), threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=max(1, int(workers)), threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client

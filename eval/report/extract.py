@@ -76,14 +76,21 @@ def _extract_with(extractor: FeatureExtractor, payload) -> tuple[str, Any, Any, 
         return "error", f"{type(exc).__name__}: {exc}", None, time.perf_counter() - start
 
 
-def missing_from_cache(extractor: FeatureExtractor, paths: Sequence[Path], cache: FeatureCache | None,
-                       key_extra: dict[str, Any] | None = None) -> list[int]:
+def missing_from_cache(
+    extractor: FeatureExtractor,
+    paths: Sequence[Path],
+    cache: FeatureCache | None,
+    key_extra: dict[str, Any] | None = None,
+) -> list[int]:
     """Indices of ``paths`` whose features are not cached yet (what :func:`extract_features` would extract)."""
     if cache is None:
         return list(range(len(paths)))
     settings = {**extractor.settings(), **(key_extra or {})}
-    return [i for i, p in enumerate(paths)
-            if not cache.path(extractor.name, cache_key(content_hash(p), extractor.name, settings)).is_file()]
+    return [
+        i
+        for i, p in enumerate(paths)
+        if not cache.path(extractor.name, cache_key(content_hash(p), extractor.name, settings)).is_file()
+    ]
 
 
 def _context():
@@ -160,6 +167,7 @@ def extract_features(
     stop = threading.Event()
     heartbeat = None
     if progress is not None:
+
         def beat() -> None:
             while not stop.wait(HEARTBEAT_S):
                 report()
@@ -173,7 +181,9 @@ def extract_features(
             from eval.report.executor import run_on_worker
 
             ex_key = cache_key("", extractor.name, settings)
-            futures = {client.submit(run_on_worker, ex_key, extractor, items[i][1], pure=False): (i, key) for i, key in todo}
+            futures = {
+                client.submit(run_on_worker, ex_key, extractor, items[i][1], pure=False): (i, key) for i, key in todo
+            }
             for fut in as_completed(list(futures)):
                 i, key = futures[fut]
                 accept(i, key, *fut.result())
@@ -184,7 +194,9 @@ def extract_features(
                 accept(i, key, *_extract_one(items[i][1]))
             return result
         with cf.ProcessPoolExecutor(
-            max_workers=min(workers, len(todo)), mp_context=_context(), initializer=_init_worker,
+            max_workers=min(workers, len(todo)),
+            mp_context=_context(),
+            initializer=_init_worker,
             initargs=(extractor, steps),
         ) as pool:
             futures = {pool.submit(_extract_one, items[i][1]): (i, key) for i, key in todo}

@@ -31,8 +31,11 @@ def multiplane_fid(a: np.ndarray, b: np.ndarray, planes: dict[str, np.ndarray]) 
         fb = b[:, idx].reshape(-1, b.shape[-1])
         out[PLANE_METRICS.get(plane, plane)] = distribution.frechet_distance_squared_lowrank(fa, fb)
     per_plane = [out[m] for m in PLANE_METRICS.values() if m in out]
-    out[MEAN_METRIC] = float(np.mean(per_plane)) if len(per_plane) == len(PLANE_METRICS) else (
-        distribution.frechet_distance_squared_lowrank(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])))
+    out[MEAN_METRIC] = (
+        float(np.mean(per_plane))
+        if len(per_plane) == len(PLANE_METRICS)
+        else (distribution.frechet_distance_squared_lowrank(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])))
+    )
     return out
 
 
@@ -52,13 +55,19 @@ def make_extractor(cfg: dict[str, Any], device: str):
     name = cfg["fid2d_extractor"]
     if name not in _REGISTRY:
         raise KeyError(name)
-    wanted = {"weights": cfg["fid2d_weights"], "device": device, "slices_per_plane": cfg["fid2d_slices_per_plane"],
-              "image_size": cfg["fid2d_image_size"]}
+    wanted = {
+        "weights": cfg["fid2d_weights"],
+        "device": device,
+        "slices_per_plane": cfg["fid2d_slices_per_plane"],
+        "image_size": cfg["fid2d_image_size"],
+    }
     params = inspect.signature(_REGISTRY[name].__init__).parameters
     return create(name, **{k: v for k, v in wanted.items() if k in params})
 
 
-def fid2d_metrics(selected, cohorts, ref, cfg, cache, device, progress) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def fid2d_metrics(
+    selected, cohorts, ref, cfg, cache, device, progress
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The selected multi-plane FID metrics (report entries) and the feature cache statistics."""
     from eval.report.build import _entry, _two_sample
     from eval.report.extract import extract_features
@@ -71,13 +80,22 @@ def fid2d_metrics(selected, cohorts, ref, cfg, cache, device, progress) -> tuple
     reason = extractor.unavailable_reason()
     if reason:
         return {m: _entry(m, reason=reason) for m in names}, {}
-    grid = {"grid_shape": list(cohorts["real"][0].volume.shape), "grid_spacing": [round(s, 4) for s in cohorts["real"][0].volume.spacing]}
+    grid = {
+        "grid_shape": list(cohorts["real"][0].volume.shape),
+        "grid_spacing": [round(s, 4) for s in cohorts["real"][0].volume.spacing],
+    }
     feats, stats, slice_names = {}, {}, None
     for k in ("real", "generated", "train"):
         if not cohorts[k]:
             continue
-        ex = extract_features(extractor, [(c.path, c.volume) for c in cohorts[k]], cache, workers=1,
-                              progress=progress(f"{extractor.name} features ({k})"), key_extra=grid)
+        ex = extract_features(
+            extractor,
+            [(c.path, c.volume) for c in cohorts[k]],
+            cache,
+            workers=1,
+            progress=progress(f"{extractor.name} features ({k})"),
+            key_extra=grid,
+        )
         if ex.failed:
             return {m: _entry(m, reason=f"{extractor.name} failed: {ex.failed[0][1]}") for m in names}, {}
         stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted}
@@ -88,5 +106,7 @@ def fid2d_metrics(selected, cohorts, ref, cfg, cache, device, progress) -> tuple
     if "all" in planes:
         for plane_metric in PLANE_METRICS.values():
             if plane_metric in out:
-                out[plane_metric] = _entry(plane_metric, reason=f"{extractor.name} does not name the plane of its slices")
+                out[plane_metric] = _entry(
+                    plane_metric, reason=f"{extractor.name} does not name the plane of its slices"
+                )
     return out, stats

@@ -89,7 +89,9 @@ def metric_resolution(
     return None
 
 
-def report_resolutions(names, n_real: int, n_generated: int, curves: Mapping[str, Any], prdc_k: int | None = None) -> dict[str, float | None]:
+def report_resolutions(
+    names, n_real: int, n_generated: int, curves: Mapping[str, Any], prdc_k: int | None = None
+) -> dict[str, float | None]:
     """:func:`metric_resolution` of every metric in ``names`` for a report (NPS bin from its curves)."""
     freq = ((curves or {}).get("nps") or {}).get("frequency_mm") or []
     nps_bin = float(freq[1]) - float(freq[0]) if len(freq) >= 2 else None
@@ -127,7 +129,11 @@ def floor_and_gap(metric: Mapping[str, Any], resolution: float | None = None) ->
             d, r = max(1.0 - value, 0.0), abs(1.0 - ref)
     else:
         return na
-    terms = {"reference": r, "bootstrap SE": bootstrap_se(metric.get("ci95"), log=log and better == "lower"), "resolution": resolution}
+    terms = {
+        "reference": r,
+        "bootstrap SE": bootstrap_se(metric.get("ci95"), log=log and better == "lower"),
+        "resolution": resolution,
+    }
     terms = {k: v for k, v in terms.items() if v is not None and math.isfinite(v) and v > 0}
     if not terms:
         return na
@@ -155,7 +161,9 @@ def status_of(g: float | None) -> str:
     return "far"
 
 
-def annotate(metrics: Mapping[str, dict[str, Any]], resolutions: Mapping[str, float | None] | None = None) -> dict[str, dict[str, Any]]:
+def annotate(
+    metrics: Mapping[str, dict[str, Any]], resolutions: Mapping[str, float | None] | None = None
+) -> dict[str, dict[str, Any]]:
     """Each entry with ``resolution``, ``floor``, ``floor_basis``, ``gap`` and ``status`` added."""
     out = {}
     for name, m in metrics.items():

@@ -105,12 +105,17 @@ def binding(report: Mapping[str, Any], current: Mapping[str, set[str]]) -> dict[
     for cohort, hashes in current.items():
         recorded = report_hashes(report, cohort)
         if recorded is None:
-            return {"status": "unknown", "message": "This report does not record which scans it measured "
-                    "(made before reports carried scan hashes); recompute it to be sure it is for these scans."}
+            return {
+                "status": "unknown",
+                "message": "This report does not record which scans it measured "
+                "(made before reports carried scan hashes); recompute it to be sure it is for these scans.",
+            }
         if set(hashes) != recorded:
             both = len(set(hashes) & recorded)
-            differ.append(f"{cohort}: {both} of the {len(hashes)} selected scans were measured "
-                          f"(the report measured {len(recorded)})")
+            differ.append(
+                f"{cohort}: {both} of the {len(hashes)} selected scans were measured "
+                f"(the report measured {len(recorded)})"
+            )
     if differ:
         return {"status": "other", "message": "This report is for other scans: " + "; ".join(differ) + "."}
     return {"status": "same", "message": "This report measured exactly the selected scans."}

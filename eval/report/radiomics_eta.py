@@ -79,8 +79,11 @@ def read_timings(path: str | os.PathLike | None) -> list[dict]:
         runs = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return []
-    return [r for r in runs if isinstance(r, dict) and r.get("modelled_s", 0) > 0 and r.get("wall_s", 0) > 0] \
-        if isinstance(runs, list) else []
+    return (
+        [r for r in runs if isinstance(r, dict) and r.get("modelled_s", 0) > 0 and r.get("wall_s", 0) > 0]
+        if isinstance(runs, list)
+        else []
+    )
 
 
 def record_run(path: str | os.PathLike, voxels: Sequence[int], wall_s: float, workers: int) -> None:
@@ -88,9 +91,16 @@ def record_run(path: str | os.PathLike, voxels: Sequence[int], wall_s: float, wo
     if not voxels or wall_s <= 0:
         return
     runs = read_timings(path)
-    runs.append({"scans": len(voxels), "voxels": int(sum(voxels)), "workers": int(workers),
-                 "cpus": os.cpu_count(), "wall_s": float(wall_s),
-                 "modelled_s": modelled_seconds(voxels, workers)})
+    runs.append(
+        {
+            "scans": len(voxels),
+            "voxels": int(sum(voxels)),
+            "workers": int(workers),
+            "cpus": os.cpu_count(),
+            "wall_s": float(wall_s),
+            "modelled_s": modelled_seconds(voxels, workers),
+        }
+    )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_json(path, runs[-KEEP:])
 
@@ -99,12 +109,15 @@ def estimate(voxels: Sequence[int], workers: int, timings: str | os.PathLike | N
     """(seconds, how it was estimated) for extracting scans of ``voxels`` voxels with ``workers``."""
     model = modelled_seconds(voxels, workers)
     runs = [r for r in read_timings(timings) if r.get("cpus") == os.cpu_count()]
-    basis = (f"{PER_VOXEL_S * 1e6:.0f} us per 2 mm voxel, {sum(voxels) / 1e6:.1f} M voxels, "
-             f"{parallel(workers, len(voxels))} scan(s) at a time")
+    basis = (
+        f"{PER_VOXEL_S * 1e6:.0f} us per 2 mm voxel, {sum(voxels) / 1e6:.1f} M voxels, "
+        f"{parallel(workers, len(voxels))} scan(s) at a time"
+    )
     if runs:
         scale = statistics.median(r["wall_s"] / r["modelled_s"] for r in runs)
-        return model * scale, (f"from {len(runs)} earlier radiomics run(s) timed on this machine, "
-                               f"scaling the model {basis} by {scale:.2f}")
+        return model * scale, (
+            f"from {len(runs)} earlier radiomics run(s) timed on this machine, scaling the model {basis} by {scale:.2f}"
+        )
     return model, f"model {basis}, measured on the 2-core reference machine; no run timed here yet"
 
 
@@ -112,5 +125,7 @@ def announce(n_scans: int, seconds: float, how: str, fast_families: Sequence[str
     """The one line printed before radiomics starts."""
     minutes = seconds / 60
     amount = "less than a minute" if minutes < 1 else f"about {minutes:.0f} min"
-    return (f"radiomics: {amount} for {n_scans} scan(s) on this machine ({how}); "
-            f"use --metrics {','.join(fast_families)} for the fast families")
+    return (
+        f"radiomics: {amount} for {n_scans} scan(s) on this machine ({how}); "
+        f"use --metrics {','.join(fast_families)} for the fast families"
+    )

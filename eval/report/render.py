@@ -75,8 +75,10 @@ def mosaic_png(cohorts: dict[str, list], plane: str, n_cases: int = MOSAIC_CASES
 # ----------------------------------------------------------------------------------- markdown
 def metric_table_lines(report: dict[str, Any]) -> list[str]:
     """The Markdown metric table (value, CI, real, generated, reference floor, ...) as lines."""
-    lines = ["| metric | value | 95% CI | real | generated | reference | floor | gap | status | better | unit | meaning / reason |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| metric | value | 95% CI | real | generated | reference | floor | gap | status | better | unit | meaning / reason |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in report["metrics"].items():
         note = m["reason"] or m["description"]
         lines.append(
@@ -94,7 +96,9 @@ def render_markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         f"- real: `{inp['real']}` ({inp['n_real']} scans)",
         f"- generated: `{inp['generated']}` ({inp['n_generated']} scans)",
-        f"- train: `{inp['train']}` ({inp['n_train']} scans)" if inp["train"] else "- train: none (memorisation uses leave-one-out inside real)",
+        f"- train: `{inp['train']}` ({inp['n_train']} scans)"
+        if inp["train"]
+        else "- train: none (memorisation uses leave-one-out inside real)",
         f"- reference floor: {report['settings'].get('reference') or 'none (too few real scans)'}",
     ]
     if inp.get("resampled_to"):
@@ -107,7 +111,10 @@ def render_markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
     lines += ["", "## Memorisation", ""]
     if report["memorization_flagged"]:
         lines += ["| generated | nearest training scan | distance (1 - SSIM) | threshold |", "|---|---|---|---|"]
-        lines += [f"| {f['generated']} | {f['nearest_train']} | {_fmt(f['distance'])} | {_fmt(f['threshold'])} |" for f in report["memorization_flagged"]]
+        lines += [
+            f"| {f['generated']} | {f['nearest_train']} | {_fmt(f['distance'])} | {_fmt(f['threshold'])} |"
+            for f in report["memorization_flagged"]
+        ]
     else:
         lines.append("No generated scan flagged." if "memorization" in report["metrics"] else "Not computed.")
     if inp["skipped"]:
@@ -121,9 +128,22 @@ def render_markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
 
 
 def _per_case_columns(report) -> list[str]:
-    preferred = ["cohort", "case", "noise_sd", "noise_sd_local", "noise_sd_wavelet", "noise_roi_px", "contrast_rms", "cnr_soft_tissue_fat",
-                 "nps_peak_frequency", "nps_mean_frequency",
-                 "ssim_nearest_real", "nearest_real_file", "train_distance", "memorized"]
+    preferred = [
+        "cohort",
+        "case",
+        "noise_sd",
+        "noise_sd_local",
+        "noise_sd_wavelet",
+        "noise_roi_px",
+        "contrast_rms",
+        "cnr_soft_tissue_fat",
+        "nps_peak_frequency",
+        "nps_mean_frequency",
+        "ssim_nearest_real",
+        "nearest_real_file",
+        "train_distance",
+        "memorized",
+    ]
     present = {k for row in report["per_case"] for k in row}
     return [c for c in preferred if c in present]
 
@@ -142,8 +162,13 @@ def _plots(report) -> list[str]:
         for k in ("real", "generated", "train"):
             if k in h:
                 fig.add_trace(go.Scatter(x=centres, y=h[k], mode="lines", name=k))
-        fig.update_layout(title="HU histogram of body voxels (pooled, each scan weighs the same)", xaxis_title="HU",
-                          yaxis_title="probability per bin", xaxis_range=[-1024, 1500], height=380)
+        fig.update_layout(
+            title="HU histogram of body voxels (pooled, each scan weighs the same)",
+            xaxis_title="HU",
+            yaxis_title="probability per bin",
+            xaxis_range=[-1024, 1500],
+            height=380,
+        )
         figs.append(fig)
     nps = report["curves"].get("nps")
     if nps:
@@ -151,8 +176,12 @@ def _plots(report) -> list[str]:
         for k in ("real", "generated", "train"):
             if k in nps:
                 fig.add_trace(go.Scatter(x=nps["frequency_mm"], y=nps[k], mode="lines+markers", name=k))
-        fig.update_layout(title="Noise power spectrum (radial, unit area)", xaxis_title="spatial frequency (mm⁻¹)",
-                          yaxis_title="normalised NPS (mm)", height=380)
+        fig.update_layout(
+            title="Noise power spectrum (radial, unit area)",
+            xaxis_title="spatial frequency (mm⁻¹)",
+            yaxis_title="normalised NPS (mm)",
+            height=380,
+        )
         figs.append(fig)
     out = []
     for i, fig in enumerate(figs):
@@ -170,8 +199,20 @@ def render_html(report: dict[str, Any], mosaics: dict[str, bytes]) -> str:
     e = html.escape
     inp = report["inputs"]
     metric_rows = [
-        [f"<b>{e(n)}</b>", _fmt(m["value"]), _ci(m["ci95"]), _fmt(m["real"]), _fmt(m["generated"]), _fmt(m["reference"]),
-         _fmt(m.get("floor")), _fmt(m.get("gap"), 3), e(m.get("status") or "n/a"), e(m["better"]), e(m["unit"]), e(m["description"]) + (f"<br><i>{e(m['reason'])}</i>" if m["reason"] else "")]
+        [
+            f"<b>{e(n)}</b>",
+            _fmt(m["value"]),
+            _ci(m["ci95"]),
+            _fmt(m["real"]),
+            _fmt(m["generated"]),
+            _fmt(m["reference"]),
+            _fmt(m.get("floor")),
+            _fmt(m.get("gap"), 3),
+            e(m.get("status") or "n/a"),
+            e(m["better"]),
+            e(m["unit"]),
+            e(m["description"]) + (f"<br><i>{e(m['reason'])}</i>" if m["reason"] else ""),
+        ]
         for n, m in report["metrics"].items()
     ]
     parts = [
@@ -187,29 +228,72 @@ def render_html(report: dict[str, Any], mosaics: dict[str, bytes]) -> str:
     ]
     if inp.get("resampled_to"):
         r = inp["resampled_to"]
-        parts.append(f"<p><b>Resampled</b> to shape {r['shape']}, spacing {r['spacing']} mm: {len(r['files'])} file(s).</p>")
-    parts += ["<h2>Metrics</h2>", _table(["metric", "value", "95% CI", "real", "generated", "reference", "floor", "gap", "status", "better", "unit", "meaning"], metric_rows)]
+        parts.append(
+            f"<p><b>Resampled</b> to shape {r['shape']}, spacing {r['spacing']} mm: {len(r['files'])} file(s).</p>"
+        )
+    parts += [
+        "<h2>Metrics</h2>",
+        _table(
+            [
+                "metric",
+                "value",
+                "95% CI",
+                "real",
+                "generated",
+                "reference",
+                "floor",
+                "gap",
+                "status",
+                "better",
+                "unit",
+                "meaning",
+            ],
+            metric_rows,
+        ),
+    ]
     parts += ["<h2>Curves</h2>"] + _plots(report)
     if mosaics:
-        parts.append("<h2>Slices</h2><p>Middle slice per plane, soft-tissue window (W400 L40); top row real, bottom row generated.</p>")
+        parts.append(
+            "<h2>Slices</h2><p>Middle slice per plane, soft-tissue window (W400 L40); top row real, bottom row generated.</p>"
+        )
         for plane, png in mosaics.items():
-            parts.append(f"<h3>{e(plane)}</h3><img alt='{e(plane)} mosaic' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+            parts.append(
+                f"<h3>{e(plane)}</h3><img alt='{e(plane)} mosaic' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+            )
     parts.append("<h2>Memorisation</h2>")
     if report["memorization_flagged"]:
-        parts.append(_table(["generated", "nearest training scan", "distance (1 - SSIM)", "threshold"],
-                            [[e(f["generated"]), e(f["nearest_train"]), _fmt(f["distance"]), _fmt(f["threshold"])] for f in report["memorization_flagged"]]))
+        parts.append(
+            _table(
+                ["generated", "nearest training scan", "distance (1 - SSIM)", "threshold"],
+                [
+                    [e(f["generated"]), e(f["nearest_train"]), _fmt(f["distance"]), _fmt(f["threshold"])]
+                    for f in report["memorization_flagged"]
+                ],
+            )
+        )
     else:
-        parts.append("<p>No generated scan flagged.</p>" if "memorization" in report["metrics"] else "<p>Not computed.</p>")
+        parts.append(
+            "<p>No generated scan flagged.</p>" if "memorization" in report["metrics"] else "<p>Not computed.</p>"
+        )
     if inp["skipped"]:
-        parts.append("<h2>Skipped files</h2><ul>" + "".join(f"<li><code>{e(s['file'])}</code>: {e(s['reason'])}</li>" for s in inp["skipped"]) + "</ul>")
+        parts.append(
+            "<h2>Skipped files</h2><ul>"
+            + "".join(f"<li><code>{e(s['file'])}</code>: {e(s['reason'])}</li>" for s in inp["skipped"])
+            + "</ul>"
+        )
     cols = _per_case_columns(report)
     parts += ["<h2>Per case</h2>", _table(cols, [[e(_fmt(r.get(c))) for c in cols] for r in report["per_case"]])]
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(report: dict[str, Any], out, cohorts: dict[str, list] | None = None, force: bool = False,
-                 inputs: dict[str, Any] | None = None) -> Path:
+def write_report(
+    report: dict[str, Any],
+    out,
+    cohorts: dict[str, list] | None = None,
+    force: bool = False,
+    inputs: dict[str, Any] | None = None,
+) -> Path:
     """Write everything into ``out`` (refuses a non-empty folder without ``force``, and with it one
     that is not a report, and an ``out`` overlapping ``inputs``). The folder appears complete in one
     rename, report.json last inside it, or not at all."""

@@ -109,8 +109,13 @@ def new_salt() -> str:
 def scrypt_code(code: str, salt: str) -> str:
     """Salted, memory-hard hash of a normalised code (``hashlib.scrypt``), hex."""
     return hashlib.scrypt(
-        normalise_code(code).encode("utf-8"), salt=bytes.fromhex(salt), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
-        maxmem=64 * 1024 * 1024, dklen=SCRYPT_LEN,
+        normalise_code(code).encode("utf-8"),
+        salt=bytes.fromhex(salt),
+        n=SCRYPT_N,
+        r=SCRYPT_R,
+        p=SCRYPT_P,
+        maxmem=64 * 1024 * 1024,
+        dklen=SCRYPT_LEN,
     ).hex()
 
 

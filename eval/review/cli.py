@@ -39,15 +39,23 @@ EXAMPLES = """\
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=None, help="SQLAlchemy database URL (default: $CTDIFF_REVIEW_DB or <workspace>/reviews.sqlite)")
+    parser.add_argument(
+        "--db", default=None, help="SQLAlchemy database URL (default: $CTDIFF_REVIEW_DB or <workspace>/reviews.sqlite)"
+    )
     sub = parser.add_subparsers(dest="review_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("create", help="create a session from a real and a generated folder")
     p.add_argument("--name", required=True)
     p.add_argument("--real", required=True, help="folder of real scans")
-    p.add_argument("--generated", required=True, nargs="+",
-                   help="folder of generated scans; several folders (e.g. two models) are compared against the same real scans")
-    p.add_argument("--n", type=int, default=None, help="cases per cohort (default: balanced, as many as the smaller folder has)")
+    p.add_argument(
+        "--generated",
+        required=True,
+        nargs="+",
+        help="folder of generated scans; several folders (e.g. two models) are compared against the same real scans",
+    )
+    p.add_argument(
+        "--n", type=int, default=None, help="cases per cohort (default: balanced, as many as the smaller folder has)"
+    )
     p.add_argument("--n-real", type=int, default=None, help="real cases (unbalanced design; overrides --n)")
     p.add_argument("--n-generated", type=int, default=None, help="generated cases (unbalanced design; overrides --n)")
     p.add_argument("--seed", type=int, default=0, help="seed of case selection and reading orders")
@@ -56,9 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--scroll", choices=store.SCROLL_MODES, default="all", help="all slices, or only the middle slice")
     p.add_argument("--allow-change", action="store_true", help="readers may change a rating after submitting it")
     p.add_argument("--instructions", default="", help="text shown to readers above the first case")
-    p.add_argument("--practice", type=int, default=0, help="practice cases per cohort: shown first with feedback, never scored")
-    p.add_argument("--design", choices=store.DESIGNS, default="single",
-                   help="single: one scan, real or synthetic + confidence; 2afc: a real and a synthetic side by side, which is real?")
+    p.add_argument(
+        "--practice", type=int, default=0, help="practice cases per cohort: shown first with feedback, never scored"
+    )
+    p.add_argument(
+        "--design",
+        choices=store.DESIGNS,
+        default="single",
+        help="single: one scan, real or synthetic + confidence; 2afc: a real and a synthetic side by side, which is real?",
+    )
     p.set_defaults(_review=run_create)
 
     p = sub.add_parser("add-reader", help="add a reader; prints their access code (shown once)")
@@ -83,20 +97,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true")
     p.set_defaults(_review=run_export)
 
-
     p = sub.add_parser("mrmc", help="MRMC analysis (Obuchowski-Rockette, Hillis df) of an answers CSV")
-    p.add_argument("--answers", required=True, help="CSV with reader, case, truth (0 real, 1 synthetic), rating[, condition, call]")
-    p.add_argument("--readers", choices=("random", "fixed"), default="random", help="readers random (default: results generalise to readers) or fixed")
+    p.add_argument(
+        "--answers", required=True, help="CSV with reader, case, truth (0 real, 1 synthetic), rating[, condition, call]"
+    )
+    p.add_argument(
+        "--readers",
+        choices=("random", "fixed"),
+        default="random",
+        help="readers random (default: results generalise to readers) or fixed",
+    )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(_review=run_mrmc)
 
     p = sub.add_parser("serve", help="serve the reader page alone (no other app page reachable) for a study")
     p.add_argument("--port", type=int, default=8502)
-    p.add_argument("--address", default=serving.DEFAULT_ADDRESS, help="interface to listen on (default: localhost only; 0.0.0.0 = all)")
+    p.add_argument(
+        "--address",
+        default=serving.DEFAULT_ADDRESS,
+        help="interface to listen on (default: localhost only; 0.0.0.0 = all)",
+    )
     p.add_argument("--ssl-cert", default=None, help="TLS certificate (PEM) for HTTPS (Streamlit server.sslCertFile)")
     p.add_argument("--ssl-key", default=None, help="TLS private key (PEM) for HTTPS (Streamlit server.sslKeyFile)")
-    p.add_argument("--page", default=None,
-                   help=f"the reader page (default: ${READER_PAGE_ENV} or {READER_PAGE} in the current folder)")
+    p.add_argument(
+        "--page",
+        default=None,
+        help=f"the reader page (default: ${READER_PAGE_ENV} or {READER_PAGE} in the current folder)",
+    )
     p.set_defaults(_review=run_serve)
 
 
@@ -116,15 +143,30 @@ def run_create(args: argparse.Namespace) -> int:
 
     try:
         sid = store.create_session(
-            db, args.name, args.real, args.generated, n_per_cohort=args.n, seed=args.seed, planes=args.planes,
-            windows=args.windows, scroll=args.scroll, allow_change=args.allow_change, instructions=args.instructions,
-            n_real=args.n_real, n_generated=args.n_generated, progress=progress, design=args.design, n_practice=args.practice,
+            db,
+            args.name,
+            args.real,
+            args.generated,
+            n_per_cohort=args.n,
+            seed=args.seed,
+            planes=args.planes,
+            windows=args.windows,
+            scroll=args.scroll,
+            allow_change=args.allow_change,
+            instructions=args.instructions,
+            n_real=args.n_real,
+            n_generated=args.n_generated,
+            progress=progress,
+            design=args.design,
+            n_practice=args.practice,
         )
     finally:
         if bar is not None:
             bar.close()
     info = store.session_info(db, sid)
-    print(f"session {sid} '{info.name}': {info.n_real} real + {info.n_synthetic} synthetic cases; display grid {info.grid.shape}")
+    print(
+        f"session {sid} '{info.name}': {info.n_real} real + {info.n_synthetic} synthetic cases; display grid {info.grid.shape}"
+    )
     if info.skipped:
         print(f"skipped {len(info.skipped)} unreadable file(s):")
         for path, reason in info.skipped:
@@ -145,7 +187,9 @@ def run_list(args: argparse.Namespace) -> int:
         print("no review sessions yet; create one with: python -m eval review create ...")
         return 0
     for s in sessions:
-        print(f"{s.id}\t{s.name}\t{s.created_at:%Y-%m-%d %H:%M} UTC\t{s.n_real} real + {s.n_synthetic} synthetic\t{s.n_readers} reader(s)")
+        print(
+            f"{s.id}\t{s.name}\t{s.created_at:%Y-%m-%d %H:%M} UTC\t{s.n_real} real + {s.n_synthetic} synthetic\t{s.n_readers} reader(s)"
+        )
         for p in store.session_progress(args.db, s.id):
             print(f"\t{p['reader']}: {p['answered']}/{p['total']}{' done' if p['done'] else ''}")
     return 0
@@ -190,10 +234,25 @@ def serve_command(port: int, address: str, page: str | os.PathLike = READER_PAGE
     """``streamlit run`` of the reader page alone: no page navigation (readers cannot reach the
     slice browser, which labels real and generated scans) and no error details in the browser."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(page),
-        "--server.port", str(port), "--server.address", address, "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--client.showSidebarNavigation", "false",
-        "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(page),
+        "--server.port",
+        str(port),
+        "--server.address",
+        address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.showSidebarNavigation",
+        "false",
+        "--client.showErrorDetails",
+        "none",
+        "--client.toolbarMode",
+        "minimal",
     ]
 
 
@@ -208,5 +267,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr)
     scheme = "https" if tls else "http"
-    print(f"reader page on {scheme}://{args.address}:{args.port} (database {env.get(DB_ENV) or default_db_url()}); Ctrl-C stops it")
+    print(
+        f"reader page on {scheme}://{args.address}:{args.port} (database {env.get(DB_ENV) or default_db_url()}); Ctrl-C stops it"
+    )
     return subprocess.call(serve_command(args.port, args.address, page) + tls, env=env)

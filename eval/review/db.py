@@ -104,33 +104,45 @@ class ReviewSession(Base):
     skipped: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [[path, reason], ...]
     # added in schema version 3
     design: Mapped[str] = mapped_column(String(16), nullable=False, default="single")  # "single", "2afc" or "rating"
-    conditions: Mapped[list] = mapped_column(JSON, nullable=False, default=list)  # [{"name", "dir"}] per generated folder
+    conditions: Mapped[list] = mapped_column(
+        JSON, nullable=False, default=list
+    )  # [{"name", "dir"}] per generated folder
 
 
 class Case(Base):
     __tablename__ = "review_cases"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False, index=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     code: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)  # opaque, what readers see
     path: Mapped[str] = mapped_column(Text, nullable=False)
     cohort: Mapped[str] = mapped_column(String(16), nullable=False)  # "real" or "synthetic"
     # added in schema version 3: practice cases come first, get feedback and are never scored
     practice: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    condition: Mapped[str] = mapped_column(String(200), nullable=False, default="")  # generated folder's name; "" for real
+    condition: Mapped[str] = mapped_column(
+        String(200), nullable=False, default=""
+    )  # generated folder's name; "" for real
 
 
 class Reader(Base):
     __tablename__ = "review_readers"
     __table_args__ = (UniqueConstraint("session_id", "name", name="uq_reader_session_name"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False, index=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # hex digest of the access code
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     # added in schema version 3: salted scrypt instead of plain sha256 (see eval.review.assign)
-    code_kdf: Mapped[str] = mapped_column(String(16), nullable=False, default="scrypt")  # "scrypt", or "sha256" (pre-v3)
+    code_kdf: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="scrypt"
+    )  # "scrypt", or "sha256" (pre-v3)
     code_salt: Mapped[str] = mapped_column(String(64), nullable=False, default="")
-    code_lookup: Mapped[str] = mapped_column(String(8), nullable=False, default="", index=True)  # first characters, to find candidates
+    code_lookup: Mapped[str] = mapped_column(
+        String(8), nullable=False, default="", index=True
+    )  # first characters, to find candidates
 
 
 class Pair(Base):
@@ -150,7 +162,9 @@ class PairAnswer(Base):
     __tablename__ = "review_pair_answers"
     __table_args__ = (UniqueConstraint("reader_id", "position", name="uq_pair_answer_reader_position"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    reader_id: Mapped[int] = mapped_column(
+        ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     chose_left: Mapped[bool] = mapped_column(Boolean, nullable=False)  # the left scan was called real
     confidence: Mapped[int] = mapped_column(Integer, nullable=False)  # 1..5
@@ -164,7 +178,9 @@ class RatingAnswer(Base):
     __tablename__ = "review_rating_answers"
     __table_args__ = (UniqueConstraint("reader_id", "case_id", name="uq_rating_answer_reader_case"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    reader_id: Mapped[int] = mapped_column(
+        ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True)
     realism: Mapped[int] = mapped_column(Integer, nullable=False)  # 1..5
     flags: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
@@ -179,7 +195,9 @@ class Mark(Base):
 
     __tablename__ = "review_marks"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    reader_id: Mapped[int] = mapped_column(
+        ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True)
     x: Mapped[int] = mapped_column(Integer, nullable=False)
     y: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -211,7 +229,9 @@ class Answer(Base):
     __tablename__ = "review_answers"
     __table_args__ = (UniqueConstraint("reader_id", "case_id", name="uq_answer_reader_case"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True)
+    reader_id: Mapped[int] = mapped_column(
+        ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True)
     said_synthetic: Mapped[bool] = mapped_column(Boolean, nullable=False)
     confidence: Mapped[int] = mapped_column(Integer, nullable=False)  # 1..5
@@ -246,67 +266,90 @@ def _append_only(conn: Connection) -> None:
     """Triggers that make review_events append-only (SQLite and PostgreSQL)."""
     if conn.dialect.name == "sqlite":
         for op in ("UPDATE", "DELETE"):
-            conn.execute(text(
-                f"CREATE TRIGGER IF NOT EXISTS review_events_no_{op.lower()} BEFORE {op} ON review_events "
-                "BEGIN SELECT RAISE(ABORT, 'review_events is append-only'); END"
-            ))
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER IF NOT EXISTS review_events_no_{op.lower()} BEFORE {op} ON review_events "
+                    "BEGIN SELECT RAISE(ABORT, 'review_events is append-only'); END"
+                )
+            )
     elif conn.dialect.name == "postgresql":
-        conn.execute(text(
-            "CREATE OR REPLACE FUNCTION review_events_append_only() RETURNS trigger AS $$ "
-            "BEGIN RAISE EXCEPTION 'review_events is append-only'; END; $$ LANGUAGE plpgsql"
-        ))
-        conn.execute(text(
-            "CREATE TRIGGER review_events_append_only BEFORE UPDATE OR DELETE ON review_events "
-            "FOR EACH ROW EXECUTE FUNCTION review_events_append_only()"
-        ))
+        conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION review_events_append_only() RETURNS trigger AS $$ "
+                "BEGIN RAISE EXCEPTION 'review_events is append-only'; END; $$ LANGUAGE plpgsql"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER review_events_append_only BEFORE UPDATE OR DELETE ON review_events "
+                "FOR EACH ROW EXECUTE FUNCTION review_events_append_only()"
+            )
+        )
 
 
 # -------------------------------------------------------------------------------------- migrations
 def schema_v1_metadata() -> MetaData:
     """The first released layout (no rating changes, no skipped-file list), kept to test migration."""
     md = MetaData()
-    Table("review_schema_version", md, Column("id", Integer, primary_key=True), Column("version", Integer, nullable=False))
     Table(
-        "review_sessions", md,
-        Column("id", Integer, primary_key=True), Column("uid", String(32), unique=True, nullable=False),
-        Column("name", String(200), nullable=False), Column("created_at", DateTime, nullable=False),
-        Column("seed", Integer, nullable=False), Column("real_dir", Text, nullable=False),
-        Column("generated_dir", Text, nullable=False), Column("planes", JSON, nullable=False),
-        Column("windows", JSON, nullable=False), Column("scroll", String(16), nullable=False),
-        Column("instructions", Text, nullable=False), Column("grid_shape", JSON, nullable=False),
+        "review_schema_version", md, Column("id", Integer, primary_key=True), Column("version", Integer, nullable=False)
+    )
+    Table(
+        "review_sessions",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("uid", String(32), unique=True, nullable=False),
+        Column("name", String(200), nullable=False),
+        Column("created_at", DateTime, nullable=False),
+        Column("seed", Integer, nullable=False),
+        Column("real_dir", Text, nullable=False),
+        Column("generated_dir", Text, nullable=False),
+        Column("planes", JSON, nullable=False),
+        Column("windows", JSON, nullable=False),
+        Column("scroll", String(16), nullable=False),
+        Column("instructions", Text, nullable=False),
+        Column("grid_shape", JSON, nullable=False),
         Column("grid_spacing", JSON, nullable=False),
     )
     Table(
-        "review_cases", md,
+        "review_cases",
+        md,
         Column("id", Integer, primary_key=True),
         Column("session_id", ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False, index=True),
-        Column("code", String(32), unique=True, nullable=False), Column("path", Text, nullable=False),
+        Column("code", String(32), unique=True, nullable=False),
+        Column("path", Text, nullable=False),
         Column("cohort", String(16), nullable=False),
     )
     Table(
-        "review_readers", md,
+        "review_readers",
+        md,
         Column("id", Integer, primary_key=True),
         Column("session_id", ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False, index=True),
-        Column("name", String(200), nullable=False), Column("code_hash", String(64), unique=True, nullable=False),
+        Column("name", String(200), nullable=False),
+        Column("code_hash", String(64), unique=True, nullable=False),
         Column("created_at", DateTime, nullable=False),
         UniqueConstraint("session_id", "name", name="uq_reader_session_name"),
     )
     Table(
-        "review_assignments", md,
+        "review_assignments",
+        md,
         Column("reader_id", ForeignKey("review_readers.id", ondelete="CASCADE"), primary_key=True),
         Column("position", Integer, primary_key=True),
         Column("case_id", ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False),
         UniqueConstraint("reader_id", "case_id", name="uq_assignment_reader_case"),
     )
     Table(
-        "review_answers", md,
+        "review_answers",
+        md,
         Column("id", Integer, primary_key=True),
         Column("reader_id", ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True),
         Column("case_id", ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True),
-        Column("said_synthetic", Boolean, nullable=False), Column("confidence", Integer, nullable=False),
+        Column("said_synthetic", Boolean, nullable=False),
+        Column("confidence", Integer, nullable=False),
         Column("realism", Integer, nullable=False),
         *(Column(f"flag_{f}", Boolean, nullable=False) for f in ("noise", "texture", "contrast", "anatomy", "edges")),
-        Column("comment", Text, nullable=False), Column("seconds", Float, nullable=False),
+        Column("comment", Text, nullable=False),
+        Column("seconds", Float, nullable=False),
         Column("submitted_at", DateTime, nullable=False),
         UniqueConstraint("reader_id", "case_id", name="uq_answer_reader_case"),
     )
@@ -317,7 +360,9 @@ def _migrate_1_to_2(conn: Connection) -> None:
     """v2: organisers may allow rating changes after submit; skipped input files are kept."""
     conn.execute(text("ALTER TABLE review_sessions ADD COLUMN allow_change BOOLEAN NOT NULL DEFAULT FALSE"))
     conn.execute(text("ALTER TABLE review_sessions ADD COLUMN skipped JSON NOT NULL DEFAULT '[]'"))
-    conn.execute(text("ALTER TABLE review_answers ADD COLUMN updated_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00'"))
+    conn.execute(
+        text("ALTER TABLE review_answers ADD COLUMN updated_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00'")
+    )
     conn.execute(text("UPDATE review_answers SET updated_at = submitted_at"))
     conn.execute(text("ALTER TABLE review_answers ADD COLUMN changes INTEGER NOT NULL DEFAULT 0"))
 
@@ -354,7 +399,9 @@ def ensure_schema(engine: Engine) -> int:
         if not insp.has_table(SchemaVersion.__tablename__):
             present = [t for t in Base.metadata.tables if insp.has_table(t)]
             if present:
-                raise ConfigError(f"holds review tables {present} but no schema version; not a ctdiff review database", _where(engine))
+                raise ConfigError(
+                    f"holds review tables {present} but no schema version; not a ctdiff review database", _where(engine)
+                )
             Base.metadata.create_all(conn)
             _append_only(conn)
             conn.execute(SchemaVersion.__table__.insert().values(id=1, version=SCHEMA_VERSION))
@@ -365,7 +412,8 @@ def ensure_schema(engine: Engine) -> int:
         if found > SCHEMA_VERSION:
             raise ConfigError(
                 f"review database has schema version {found}, newer than this ctdiff understands "
-                f"({SCHEMA_VERSION}); upgrade ctdiff", _where(engine)
+                f"({SCHEMA_VERSION}); upgrade ctdiff",
+                _where(engine),
             )
         for version in range(found + 1, SCHEMA_VERSION + 1):
             MIGRATIONS[version](conn)
@@ -435,12 +483,20 @@ def get_engine(db: str | Engine | None = None) -> Engine:
                 try:
                     url = make_url(db)
                 except Exception as exc:  # sqlalchemy raises ArgumentError for a malformed URL
-                    raise ConfigError(f"not a database URL ({exc}); set {DB_ENV} to e.g. sqlite:///reviews.sqlite") from None
-                engine = _sqlite_engine(url) if url.get_backend_name() == "sqlite" else create_engine(url, pool_pre_ping=True)
+                    raise ConfigError(
+                        f"not a database URL ({exc}); set {DB_ENV} to e.g. sqlite:///reviews.sqlite"
+                    ) from None
+                engine = (
+                    _sqlite_engine(url)
+                    if url.get_backend_name() == "sqlite"
+                    else create_engine(url, pool_pre_ping=True)
+                )
             try:
                 ensure_schema(engine)
             except DBAPIError as exc:
-                raise ConfigError(f"cannot open review database ({type(exc.orig).__name__}: {exc.orig})", _where(engine)) from None
+                raise ConfigError(
+                    f"cannot open review database ({type(exc.orig).__name__}: {exc.orig})", _where(engine)
+                ) from None
             _ENGINES[key] = engine
     return engine
 

@@ -47,20 +47,69 @@ from eval.review.store import (
 from eval.review.store import session_case_array as store_case_array
 
 ANSWER_COLUMNS = (
-    "session_id", "session", "reader", "position", "case_id", "case_name", "cohort", "condition", "said", "correct",
-    "confidence", "realism", *(f"flag_{f}" for f in stats.FLAGS), "comment", "seconds",
-    "submitted_utc", "updated_utc", "changes",
+    "session_id",
+    "session",
+    "reader",
+    "position",
+    "case_id",
+    "case_name",
+    "cohort",
+    "condition",
+    "said",
+    "correct",
+    "confidence",
+    "realism",
+    *(f"flag_{f}" for f in stats.FLAGS),
+    "comment",
+    "seconds",
+    "submitted_utc",
+    "updated_utc",
+    "changes",
 )
 AFC_COLUMNS = (
-    "session_id", "session", "reader", "position", "left_case_id", "left_name", "right_case_id", "right_name",
-    "real_side", "chose", "correct", "confidence", "seconds", "submitted_utc",
+    "session_id",
+    "session",
+    "reader",
+    "position",
+    "left_case_id",
+    "left_name",
+    "right_case_id",
+    "right_name",
+    "real_side",
+    "chose",
+    "correct",
+    "confidence",
+    "seconds",
+    "submitted_utc",
 )
 RATING_COLUMNS = (
-    "session_id", "session", "reader", "position", "case_id", "case_name", "cohort", "condition", "realism",
-    *(f"flag_{f}" for f in stats.FLAGS), "comment", "seconds", "submitted_utc",
+    "session_id",
+    "session",
+    "reader",
+    "position",
+    "case_id",
+    "case_name",
+    "cohort",
+    "condition",
+    "realism",
+    *(f"flag_{f}" for f in stats.FLAGS),
+    "comment",
+    "seconds",
+    "submitted_utc",
 )
 MRMC_COLUMNS = ("reader", "case", "truth", "rating", "condition", "call")
-REPORT_FILES = ("answers.csv", "answers.json", "mrmc.csv", "imrmc.csv", "events.json", "marks.json", "summary.json", "summary.md", "summary.html", "roc.png")
+REPORT_FILES = (
+    "answers.csv",
+    "answers.json",
+    "mrmc.csv",
+    "imrmc.csv",
+    "events.json",
+    "marks.json",
+    "summary.json",
+    "summary.md",
+    "summary.html",
+    "roc.png",
+)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -110,8 +159,11 @@ def imrmc_text(rows: list[dict]) -> str:
     conditions = sorted({r["condition"] for r in rows})
     lines = [
         "ctdiff reader study exported for iMRMC (synthetic = 1 is the positive class)",
-        f"N0:{sum(v == 0 for v in truth.values())}", f"N1:{sum(v == 1 for v in truth.values())}",
-        f"NR:{len(readers)}", f"NM:{len(conditions)}", "BEGIN DATA:",
+        f"N0:{sum(v == 0 for v in truth.values())}",
+        f"N1:{sum(v == 1 for v in truth.values())}",
+        f"NR:{len(readers)}",
+        f"NM:{len(conditions)}",
+        "BEGIN DATA:",
     ]
     lines += [f"-1,{csv_cell(case)},truth,{t}" for case, t in sorted(truth.items())]
     lines += [f"{csv_cell(r['reader'])},{csv_cell(r['case'])},{csv_cell(r['condition'])},{r['rating']}" for r in rows]
@@ -125,12 +177,17 @@ def mrmc_section(result: mrmc.MrmcResult | None, note: str) -> Section:
     rows = []
     for c in result.conditions:
         acc = c.accuracy
-        rows.append([
-            c.name, f"{c.n_real} + {c.n_synthetic}", f"{c.auc.value:.3f} [{c.auc.ci_low:.3f}, {c.auc.ci_high:.3f}]",
-            fmt_p(c.auc.p), "n/a" if acc is None else f"{acc.value:.3f} [{acc.ci_low:.3f}, {acc.ci_high:.3f}]",
-            "n/a" if acc is None else fmt_p(acc.p),
-            ", ".join(f"{r} {v:.3f}" for r, v in c.reader_auc.items()),
-        ])
+        rows.append(
+            [
+                c.name,
+                f"{c.n_real} + {c.n_synthetic}",
+                f"{c.auc.value:.3f} [{c.auc.ci_low:.3f}, {c.auc.ci_high:.3f}]",
+                fmt_p(c.auc.p),
+                "n/a" if acc is None else f"{acc.value:.3f} [{acc.ci_low:.3f}, {acc.ci_high:.3f}]",
+                "n/a" if acc is None else fmt_p(acc.p),
+                ", ".join(f"{r} {v:.3f}" for r, v in c.reader_auc.items()),
+            ]
+        )
     paras = [
         f"Obuchowski-Rockette analysis with Hillis' denominator degrees of freedom and jackknife covariances, "
         f"readers and cases random: the results speak for readers and cases like these, not only for the "
@@ -145,8 +202,22 @@ def mrmc_section(result: mrmc.MrmcResult | None, note: str) -> Section:
             f"(lower AUC = harder to tell from real)."
         )
     return Section(
-        "MRMC analysis (readers and cases random)", paras,
-        [Table(["condition", "real + synthetic cases", "AUC [95 % CI]", "p vs 0.5", "accuracy [95 % CI]", "p vs 0.5", "reader AUCs"], rows)],
+        "MRMC analysis (readers and cases random)",
+        paras,
+        [
+            Table(
+                [
+                    "condition",
+                    "real + synthetic cases",
+                    "AUC [95 % CI]",
+                    "p vs 0.5",
+                    "accuracy [95 % CI]",
+                    "p vs 0.5",
+                    "reader AUCs",
+                ],
+                rows,
+            )
+        ],
     )
 
 
@@ -158,9 +229,13 @@ def plain_words(result: mrmc.MrmcResult | None) -> Section:
     for c in result.conditions:
         a = c.auc
         if not math.isfinite(a.ci_low):
-            paras.append(f"{c.name}: the readers' AUC is {a.value:.2f}; its uncertainty cannot be estimated from these answers.")
+            paras.append(
+                f"{c.name}: the readers' AUC is {a.value:.2f}; its uncertainty cannot be estimated from these answers."
+            )
         elif a.ci_low > 0.5:
-            paras.append(f"{c.name}: readers told synthetic from real better than chance (AUC {a.value:.2f}, CI {a.ci_low:.2f}-{a.ci_high:.2f}).")
+            paras.append(
+                f"{c.name}: readers told synthetic from real better than chance (AUC {a.value:.2f}, CI {a.ci_low:.2f}-{a.ci_high:.2f})."
+            )
         else:
             paras.append(
                 f"{c.name}: readers did not tell synthetic from real better than chance (AUC {a.value:.2f}, CI "
@@ -221,13 +296,31 @@ def metrics_table(summary: dict) -> Table:
     groups = [(name, m) for name, m in summary["per_reader"].items()] + [("pooled", summary["pooled"])]
     for name, m in groups:
         rl = m["realism"]
-        rows.append([
-            name, str(m["n"]), fmt_prop(m["accuracy"]), fmt_prop(m["sensitivity"]), fmt_prop(m["specificity"]),
-            fmt_auc(m["auc"]), f"{fmt_num(rl['real']['mean'], 2)} / {fmt_num(rl['synthetic']['mean'], 2)}",
-            fmt_p(rl["p"]), fmt_num(m["mean_seconds"], 1),
-        ])
+        rows.append(
+            [
+                name,
+                str(m["n"]),
+                fmt_prop(m["accuracy"]),
+                fmt_prop(m["sensitivity"]),
+                fmt_prop(m["specificity"]),
+                fmt_auc(m["auc"]),
+                f"{fmt_num(rl['real']['mean'], 2)} / {fmt_num(rl['synthetic']['mean'], 2)}",
+                fmt_p(rl["p"]),
+                fmt_num(m["mean_seconds"], 1),
+            ]
+        )
     return Table(
-        ["reader", "answers", "accuracy", "sensitivity", "specificity", "ROC AUC", "realism real / synthetic", "Mann-Whitney p", "s per case"],
+        [
+            "reader",
+            "answers",
+            "accuracy",
+            "sensitivity",
+            "specificity",
+            "ROC AUC",
+            "realism real / synthetic",
+            "Mann-Whitney p",
+            "s per case",
+        ],
         rows,
     )
 
@@ -239,8 +332,11 @@ def report_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
         [
             f"Session **{info.name}** (id {info.id}), created {info.created_at:%Y-%m-%d %H:%M} UTC. "
             f"{info.n_real} real and {info.n_synthetic} synthetic cases"
-            + (f" from {len(info.conditions)} generated cohorts ({', '.join(n for n, _ in info.conditions)}), each read against the same real scans"
-               if len(info.conditions) > 1 else "")
+            + (
+                f" from {len(info.conditions)} generated cohorts ({', '.join(n for n, _ in info.conditions)}), each read against the same real scans"
+                if len(info.conditions) > 1
+                else ""
+            )
             + f", {info.n_readers} reader(s); "
             f"each reader saw every case once, in their own random order (seed {info.seed}).",
             f"Cases were shown under opaque IDs, all resampled to one display grid of "
@@ -274,25 +370,40 @@ def report_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
     fooled = Section(
         "Synthetic cases most often taken for real",
         [] if summary["fooled"] else ["No synthetic case has been answered yet."],
-        [Table(
-            ["case ID", "file", "taken for real", "mean realism"],
-            [[f["case_id"], f["case_name"], f"{f['taken_for_real']}/{f['n']} ({100 * f['fraction']:.0f} %)", fmt_num(f["mean_realism"], 2)] for f in summary["fooled"]],
-        )] if summary["fooled"] else [],
+        [
+            Table(
+                ["case ID", "file", "taken for real", "mean realism"],
+                [
+                    [
+                        f["case_id"],
+                        f["case_name"],
+                        f"{f['taken_for_real']}/{f['n']} ({100 * f['fraction']:.0f} %)",
+                        fmt_num(f["mean_realism"], 2),
+                    ]
+                    for f in summary["fooled"]
+                ],
+            )
+        ]
+        if summary["fooled"]
+        else [],
     )
     art = summary["artefacts"]
     artefacts = Section(
         "What looks wrong (checkbox frequencies)",
         ["Share of answers that ticked each box, per true cohort."],
-        [Table(
-            ["finding", f"real (n={art['real']['n']})", f"synthetic (n={art['synthetic']['n']})"],
-            [
-                [FLAG_LABELS[f]] + [
-                    f"{art[c][f]['count']} ({fmt_num(100 * art[c][f]['fraction'], 1)} %)" if art[c]["n"] else "n/a"
-                    for c in ("real", "synthetic")
-                ]
-                for f in stats.FLAGS
-            ],
-        )],
+        [
+            Table(
+                ["finding", f"real (n={art['real']['n']})", f"synthetic (n={art['synthetic']['n']})"],
+                [
+                    [FLAG_LABELS[f]]
+                    + [
+                        f"{art[c][f]['count']} ({fmt_num(100 * art[c][f]['fraction'], 1)} %)" if art[c]["n"] else "n/a"
+                        for c in ("real", "synthetic")
+                    ]
+                    for f in stats.FLAGS
+                ],
+            )
+        ],
     )
     return [design, results, agreement, fooled, artefacts]
 
@@ -333,14 +444,16 @@ def render_html(title: str, sections: list[Section], images: list[tuple[str, byt
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
     for caption, png in images:
         data = base64.b64encode(png).decode("ascii")
-        body.append(f"<figure><img alt=\"{html.escape(caption)}\" src=\"data:image/png;base64,{data}\"><figcaption>{html.escape(caption)}</figcaption></figure>")
+        body.append(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
     style = (
         "body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;line-height:1.45;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}"
         "th{background:#f0f0f0}"
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
@@ -363,15 +476,25 @@ def heatmap_images(db: str | Engine | None, session_id: int, marks: list[dict]) 
         mean = np.mean([arrays[c][:, :, arrays[c].shape[2] // 2].astype(np.float64) for c in syn_cases], axis=0)
         syn_marks = [m["voxel"] for m in marks if m["cohort"] == "synthetic"]
         heat = stats.mark_heatmap(syn_marks, mean.shape)
-        out["marks-synthetic.png"] = plots.png_of(plots.heatmap_figure(
-            apply_window(mean, ww, wl), heat, f"synthetic cohort: {len(syn_marks)} marks on {len(syn_cases)} case(s)"))
+        out["marks-synthetic.png"] = plots.png_of(
+            plots.heatmap_figure(
+                apply_window(mean, ww, wl),
+                heat,
+                f"synthetic cohort: {len(syn_marks)} marks on {len(syn_cases)} case(s)",
+            )
+        )
     for case, array in arrays.items():
         vox = [m["voxel"] for m in marks if m["case_id"] == case]
         z = int(np.median([v[2] for v in vox]))
         heat = stats.mark_heatmap(vox, array.shape[:2])
         cohort = next(m["cohort"] for m in marks if m["case_id"] == case)
-        out[f"marks-{case}.png"] = plots.png_of(plots.heatmap_figure(
-            apply_window(array[:, :, z].astype(np.float64), ww, wl), heat, f"case {case} ({cohort}): {len(vox)} marks, slice z={z + 1}"))
+        out[f"marks-{case}.png"] = plots.png_of(
+            plots.heatmap_figure(
+                apply_window(array[:, :, z].astype(np.float64), ww, wl),
+                heat,
+                f"case {case} ({cohort}): {len(vox)} marks, slice z={z + 1}",
+            )
+        )
     return out
 
 
@@ -382,7 +505,11 @@ def session_mrmc(records: list[dict]) -> tuple[list[dict], mrmc.MrmcResult | Non
     note = f"Based on the {n_cases} case(s) every reader has answered."
     readers = {r["reader"] for r in rows}
     if len(readers) < 2:
-        return rows, None, "The MRMC analysis needs at least two readers who answered the same real and synthetic cases."
+        return (
+            rows,
+            None,
+            "The MRMC analysis needs at least two readers who answered the same real and synthetic cases.",
+        )
     try:
         return rows, mrmc.analyse(mrmc.ratings_from_rows(rows)), note
     except ConfigError as exc:
@@ -401,24 +528,32 @@ def afc_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> list
         ],
         [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
     )
-    rows = [[name, str(m["n"]), fmt_prop(m), fmt_p(m["p"]), fmt_num(m["mean_seconds"], 1)]
-            for name, m in [*summary["per_reader"].items(), ("pooled", summary["pooled"])]]
+    rows = [
+        [name, str(m["n"]), fmt_prop(m), fmt_p(m["p"]), fmt_num(m["mean_seconds"], 1)]
+        for name, m in [*summary["per_reader"].items(), ("pooled", summary["pooled"])]
+    ]
     result = Section(
         "Which scan is real? (two-alternative forced choice)",
-        [f"Proportion of pairs where the reader picked the real scan, with the {summary['ci_method']}; p from a two-sided "
-         "exact binomial test against 50 % (guessing). 50 % means readers could not tell which scan is real."],
+        [
+            f"Proportion of pairs where the reader picked the real scan, with the {summary['ci_method']}; p from a two-sided "
+            "exact binomial test against 50 % (guessing). 50 % means readers could not tell which scan is real."
+        ],
         [Table(["reader", "pairs", "picked the real scan", "p vs 50 %", "s per pair"], rows)],
     )
     pooled = summary["pooled"]
     if not pooled["n"]:
         words = "No pair has been answered yet."
     elif pooled["ci_low"] > 0.5:
-        words = (f"Readers picked the real scan more often than chance ({100 * pooled['value']:.0f} %, CI "
-                 f"{100 * pooled['ci_low']:.0f}-{100 * pooled['ci_high']:.0f} %): the synthetic scans can be told apart.")
+        words = (
+            f"Readers picked the real scan more often than chance ({100 * pooled['value']:.0f} %, CI "
+            f"{100 * pooled['ci_low']:.0f}-{100 * pooled['ci_high']:.0f} %): the synthetic scans can be told apart."
+        )
     else:
-        words = (f"Readers did not pick the real scan more often than chance ({100 * pooled['value']:.0f} %, CI "
-                 f"{100 * pooled['ci_low']:.0f}-{100 * pooled['ci_high']:.0f} %). The pooled interval treats answers as "
-                 "independent; with several readers it is somewhat too narrow.")
+        words = (
+            f"Readers did not pick the real scan more often than chance ({100 * pooled['value']:.0f} %, CI "
+            f"{100 * pooled['ci_low']:.0f}-{100 * pooled['ci_high']:.0f} %). The pooled interval treats answers as "
+            "independent; with several readers it is somewhat too narrow."
+        )
     return [design, result, Section("What this study shows", [words])]
 
 
@@ -426,32 +561,47 @@ def rating_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
     """Report of a realism-only session: distributions per cohort and Mann-Whitney tests."""
     design = Section(
         "Study design",
-        [f"Session **{info.name}** (id {info.id}), created {info.created_at:%Y-%m-%d %H:%M} UTC: {DESIGN_LABELS['rating']}. "
-         f"{info.n_real} real and {info.n_synthetic} synthetic cases, {info.n_readers} reader(s), each case once per reader "
-         f"in their own random order (seed {info.seed}). 1 = clearly artificial, 3 = some doubts, 5 = indistinguishable "
-         "from a clinical scan."],
+        [
+            f"Session **{info.name}** (id {info.id}), created {info.created_at:%Y-%m-%d %H:%M} UTC: {DESIGN_LABELS['rating']}. "
+            f"{info.n_real} real and {info.n_synthetic} synthetic cases, {info.n_readers} reader(s), each case once per reader "
+            f"in their own random order (seed {info.seed}). 1 = clearly artificial, 3 = some doubts, 5 = indistinguishable "
+            "from a clinical scan."
+        ],
         [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
     )
 
     def row(name: str, d: dict, p: str) -> list[str]:
-        return [name, str(d["n"]), *(str(d["counts"][str(k)]) for k in range(1, 6)), fmt_num(d["mean"], 2), fmt_num(d["median"], 1), p]
+        return [
+            name,
+            str(d["n"]),
+            *(str(d["counts"][str(k)]) for k in range(1, 6)),
+            fmt_num(d["mean"], 2),
+            fmt_num(d["median"], 1),
+            p,
+        ]
 
     rows = [row("real", summary["real"], "")] + [row(n, g, fmt_p(g["p"])) for n, g in summary["groups"].items()]
     result = Section(
         "Realism ratings",
-        ["Number of ratings at each level, mean and median; p from a two-sided Mann-Whitney U test against the real "
-         "scans' ratings (answers pooled over readers, treated as independent)."],
+        [
+            "Number of ratings at each level, mean and median; p from a two-sided Mann-Whitney U test against the real "
+            "scans' ratings (answers pooled over readers, treated as independent)."
+        ],
         [Table(["cohort", "ratings", "1", "2", "3", "4", "5", "mean", "median", "Mann-Whitney p vs real"], rows)],
     )
     syn = summary["groups"].get("synthetic")
     if not syn or not syn["n"] or not summary["real"]["n"]:
         words = "Not enough ratings of both cohorts yet."
     elif syn["p"] < 0.05:
-        words = (f"Synthetic scans were rated {'less' if syn['mean'] < summary['real']['mean'] else 'more'} realistic than real ones "
-                 f"(mean {syn['mean']:.2f} vs {summary['real']['mean']:.2f}, p {fmt_p(syn['p'])}).")
+        words = (
+            f"Synthetic scans were rated {'less' if syn['mean'] < summary['real']['mean'] else 'more'} realistic than real ones "
+            f"(mean {syn['mean']:.2f} vs {summary['real']['mean']:.2f}, p {fmt_p(syn['p'])})."
+        )
     else:
-        words = (f"Realism ratings of synthetic and real scans did not differ detectably (mean {syn['mean']:.2f} vs "
-                 f"{summary['real']['mean']:.2f}, p {fmt_p(syn['p'])}); this bounds, but does not exclude, a difference.")
+        words = (
+            f"Realism ratings of synthetic and real scans did not differ detectably (mean {syn['mean']:.2f} vs "
+            f"{summary['real']['mean']:.2f}, p {fmt_p(syn['p'])}); this bounds, but does not exclude, a difference."
+        )
     return [design, result, Section("What this study shows", [words])]
 
 
@@ -467,7 +617,10 @@ def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | by
             "answers.csv": _csv(RATING_COLUMNS, records),
             "answers.json": answers_json(records),
             "events.json": json.dumps(plain_json(events(db, session_id)), indent=2) + "\n",
-            "summary.json": json.dumps(plain_json({"session": {"id": info.id, "name": info.name}, "design": "rating", **summary}), indent=2) + "\n",
+            "summary.json": json.dumps(
+                plain_json({"session": {"id": info.id, "name": info.name}, "design": "rating", **summary}), indent=2
+            )
+            + "\n",
             "summary.md": render_markdown(title, sections),
             "summary.html": render_html(title, sections),
         }
@@ -480,7 +633,10 @@ def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | by
             "answers.csv": _csv(AFC_COLUMNS, records),
             "answers.json": answers_json(records),
             "events.json": json.dumps(plain_json(events(db, session_id)), indent=2) + "\n",
-            "summary.json": json.dumps(plain_json({"session": {"id": info.id, "name": info.name}, "design": "2afc", **summary}), indent=2) + "\n",
+            "summary.json": json.dumps(
+                plain_json({"session": {"id": info.id, "name": info.name}, "design": "2afc", **summary}), indent=2
+            )
+            + "\n",
             "summary.md": render_markdown(title, sections),
             "summary.html": render_html(title, sections),
         }
@@ -491,11 +647,19 @@ def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | by
     heatmaps = heatmap_images(db, session_id, marks)
     sections = report_sections(info, summary, session_progress(db, session_id))
     sections.insert(2, mrmc_section(result, note))
-    sections.append(Section(
-        "Giveaway marks",
-        [f"{len(marks)} mark(s) where readers clicked what looked wrong"
-         + (f" ({sum(m['cohort'] == 'synthetic' for m in marks)} on synthetic cases); heat maps in marks-*.png." if marks else ".")],
-    ))
+    sections.append(
+        Section(
+            "Giveaway marks",
+            [
+                f"{len(marks)} mark(s) where readers clicked what looked wrong"
+                + (
+                    f" ({sum(m['cohort'] == 'synthetic' for m in marks)} on synthetic cases); heat maps in marks-*.png."
+                    if marks
+                    else "."
+                )
+            ],
+        )
+    )
     sections.append(plain_words(result))
     title = f"Reader study: {info.name}"
     roc_png = b""
@@ -508,13 +672,23 @@ def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | by
         "imrmc.csv": imrmc_text(rows),
         "events.json": json.dumps(plain_json(events(db, session_id)), indent=2) + "\n",
         "marks.json": json.dumps(marks, indent=2) + "\n",
-        "summary.json": json.dumps(plain_json({
-            "session": {"id": info.id, "name": info.name}, **summary, "mrmc": None if result is None else result.as_dict(),
-        }), indent=2) + "\n",
+        "summary.json": json.dumps(
+            plain_json(
+                {
+                    "session": {"id": info.id, "name": info.name},
+                    **summary,
+                    "mrmc": None if result is None else result.as_dict(),
+                }
+            ),
+            indent=2,
+        )
+        + "\n",
         "summary.md": render_markdown(title, sections) + ("\n![Per-reader ROC curves](roc.png)\n" if roc_png else ""),
         "summary.html": render_html(
-            title, sections,
-            images=([("Per-reader ROC curves", roc_png)] if roc_png else []) + [(f"Giveaway marks: {n}", b) for n, b in heatmaps.items()],
+            title,
+            sections,
+            images=([("Per-reader ROC curves", roc_png)] if roc_png else [])
+            + [(f"Giveaway marks: {n}", b) for n, b in heatmaps.items()],
         ),
     }
     if roc_png:
@@ -538,10 +712,20 @@ def write_private(path: Path, data: bytes) -> Path:
     return path
 
 
-def write_report(db: str | Engine | None, session_id: int, out_dir: str | os.PathLike, force: bool = False, only: tuple[str, ...] = REPORT_FILES) -> list[Path]:
+def write_report(
+    db: str | Engine | None,
+    session_id: int,
+    out_dir: str | os.PathLike,
+    force: bool = False,
+    only: tuple[str, ...] = REPORT_FILES,
+) -> list[Path]:
     """Write the exports into ``out_dir`` atomically and 0600; refuses to overwrite without ``force``."""
     out = Path(out_dir)
-    files = {k: v for k, v in build_report(db, session_id).items() if k in only or (k.startswith("marks-") and "marks.json" in only)}
+    files = {
+        k: v
+        for k, v in build_report(db, session_id).items()
+        if k in only or (k.startswith("marks-") and "marks.json" in only)
+    }
     existing = [out / n for n in files if (out / n).exists()]
     if existing and not force:
         raise OverwriteError("already exists; pass --force to overwrite", existing[0])

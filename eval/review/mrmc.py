@@ -163,7 +163,10 @@ def read_answers_csv(path: str | Path) -> StudyRatings:
             reader = csv.DictReader(fh)
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
             if missing:
-                raise ConfigError(f"missing column(s) {missing}; need {list(REQUIRED_COLUMNS)} (+ optional {list(OPTIONAL_COLUMNS)})", path)
+                raise ConfigError(
+                    f"missing column(s) {missing}; need {list(REQUIRED_COLUMNS)} (+ optional {list(OPTIONAL_COLUMNS)})",
+                    path,
+                )
             return ratings_from_rows(list(reader), source=str(path))
     except FileNotFoundError:
         raise ConfigError("no such file", path) from None
@@ -243,8 +246,12 @@ def jackknife_covariances(jack: np.ndarray) -> Covariances:
     per_var = tuple(mean(same_t & same_r & (ti[:, None] == t)) for t in range(t_n))
     per_cov2 = tuple(mean(same_t & ~same_r & (ti[:, None] == t)) for t in range(t_n))
     return Covariances(
-        var=mean(same_t & same_r), cov1=mean(~same_t & same_r), cov2=mean(same_t & ~same_r),
-        cov3=mean(~same_t & ~same_r), per_condition_var=per_var, per_condition_cov2=per_cov2,
+        var=mean(same_t & same_r),
+        cov1=mean(~same_t & same_r),
+        cov2=mean(same_t & ~same_r),
+        cov3=mean(~same_t & ~same_r),
+        per_condition_var=per_var,
+        per_condition_cov2=per_cov2,
     )
 
 
@@ -283,7 +290,9 @@ def _ratio_df(num: float, den: float) -> float:
     return math.inf if den == 0 else num**2 / den
 
 
-def single_condition(theta_t: np.ndarray, var: float, cov2: float, readers: Readers = "random", null: float = CHANCE) -> Estimate:
+def single_condition(
+    theta_t: np.ndarray, var: float, cov2: float, readers: Readers = "random", null: float = CHANCE
+) -> Estimate:
     """Reader-averaged figure of merit of one condition, CI and test against ``null``."""
     r = len(theta_t)
     mean = float(np.mean(theta_t))
@@ -340,22 +349,37 @@ class MrmcResult:
             "n_cases": self.n_cases,
             "conditions": [
                 {
-                    "name": c.name, "n_real": c.n_real, "n_synthetic": c.n_synthetic, "auc": c.auc.as_dict(),
+                    "name": c.name,
+                    "n_real": c.n_real,
+                    "n_synthetic": c.n_synthetic,
+                    "auc": c.auc.as_dict(),
                     "accuracy": None if c.accuracy is None else c.accuracy.as_dict(),
-                    "reader_auc": c.reader_auc, "reader_accuracy": c.reader_accuracy,
+                    "reader_auc": c.reader_auc,
+                    "reader_accuracy": c.reader_accuracy,
                 }
                 for c in self.conditions
             ],
-            "comparisons": [{"first": c.first, "second": c.second, "difference": c.difference.as_dict()} for c in self.comparisons],
-            "global_test": None if not math.isfinite(self.f_stat) else {
-                "F": self.f_stat, "ndf": self.f_ndf, "ddf": _finite_or_none(self.f_ddf), "p": self.f_p,
+            "comparisons": [
+                {"first": c.first, "second": c.second, "difference": c.difference.as_dict()} for c in self.comparisons
+            ],
+            "global_test": None
+            if not math.isfinite(self.f_stat)
+            else {
+                "F": self.f_stat,
+                "ndf": self.f_ndf,
+                "ddf": _finite_or_none(self.f_ddf),
+                "p": self.f_p,
             },
-            "covariances": None if cov is None else {k: _finite_or_none(v) if isinstance(v, float) else list(v) for k, v in cov.__dict__.items()},
+            "covariances": None
+            if cov is None
+            else {k: _finite_or_none(v) if isinstance(v, float) else list(v) for k, v in cov.__dict__.items()},
             "mean_squares": {k: _finite_or_none(v) for k, v in self.mean_squares.items()},
         }
 
 
-def or_analysis(theta: np.ndarray, jack: np.ndarray, readers: Readers = "random") -> tuple[list[Estimate], list[tuple[int, int, Estimate]], dict, Covariances]:
+def or_analysis(
+    theta: np.ndarray, jack: np.ndarray, readers: Readers = "random"
+) -> tuple[list[Estimate], list[tuple[int, int, Estimate]], dict, Covariances]:
     """OR analysis of figures of merit ``theta (t, r)`` with jackknife values ``(t, r, c)``.
 
     Returns per-condition estimates (vs chance), pairwise differences (vs 0), the global F test
@@ -365,7 +389,9 @@ def or_analysis(theta: np.ndarray, jack: np.ndarray, readers: Readers = "random"
         raise ConfigError(f"readers must be 'random' or 'fixed', got {readers!r}")
     t_n, r_n = theta.shape
     cov = jackknife_covariances(jack)
-    singles = [single_condition(theta[t], cov.per_condition_var[t], cov.per_condition_cov2[t], readers) for t in range(t_n)]
+    singles = [
+        single_condition(theta[t], cov.per_condition_var[t], cov.per_condition_cov2[t], readers) for t in range(t_n)
+    ]
     extra: dict = {"F": math.nan, "ndf": math.nan, "ddf": math.nan, "p": math.nan, "mean_squares": {}}
     pairs: list[tuple[int, int, Estimate]] = []
     if t_n < 2:
@@ -409,16 +435,30 @@ def analyse(data: StudyRatings, readers: Readers = "random") -> MrmcResult:
     conditions = []
     for t, name in enumerate(data.conditions):
         labels = data.truth[data.shown(t)]
-        conditions.append(ConditionResult(
-            name=name, auc=singles[t], accuracy=acc_singles[t],
-            reader_auc={r: float(theta[t, i]) for i, r in enumerate(data.readers)},
-            reader_accuracy=None if acc_theta is None else {r: float(acc_theta[t, i]) for i, r in enumerate(data.readers)},
-            n_real=int((labels == 0).sum()), n_synthetic=int((labels == 1).sum()),
-        ))
+        conditions.append(
+            ConditionResult(
+                name=name,
+                auc=singles[t],
+                accuracy=acc_singles[t],
+                reader_auc={r: float(theta[t, i]) for i, r in enumerate(data.readers)},
+                reader_accuracy=None
+                if acc_theta is None
+                else {r: float(acc_theta[t, i]) for i, r in enumerate(data.readers)},
+                n_real=int((labels == 0).sum()),
+                n_synthetic=int((labels == 1).sum()),
+            )
+        )
     return MrmcResult(
-        readers_mode=readers, readers=data.readers, n_cases=len(data.cases), conditions=conditions,
+        readers_mode=readers,
+        readers=data.readers,
+        n_cases=len(data.cases),
+        conditions=conditions,
         comparisons=[Comparison(data.conditions[a], data.conditions[b], est) for a, b, est in pairs],
-        f_stat=extra["F"], f_ndf=extra["ndf"], f_ddf=extra["ddf"], f_p=extra["p"], covariances=cov,
+        f_stat=extra["F"],
+        f_ndf=extra["ndf"],
+        f_ddf=extra["ddf"],
+        f_p=extra["p"],
+        covariances=cov,
         mean_squares=extra["mean_squares"],
     )
 
@@ -446,10 +486,12 @@ def _fmt_df(df: float) -> str:
 
 def format_result(result: MrmcResult) -> str:
     """Plain-text summary (what the CLI prints without --json)."""
-    lines = [(
-        f"MRMC analysis: Obuchowski-Rockette, Hillis df, readers {result.readers_mode}, cases random; "
-        f"{len(result.readers)} readers, {result.n_cases} cases"
-    )]
+    lines = [
+        (
+            f"MRMC analysis: Obuchowski-Rockette, Hillis df, readers {result.readers_mode}, cases random; "
+            f"{len(result.readers)} readers, {result.n_cases} cases"
+        )
+    ]
     for c in result.conditions:
         a = c.auc
         lines.append(
@@ -461,7 +503,9 @@ def format_result(result: MrmcResult) -> str:
             lines.append(f"  accuracy {b.value:.4f} [{b.ci_low:.4f}, {b.ci_high:.4f}], p vs 0.5 {_fmt_p(b.p)}")
         lines.append("  per reader AUC: " + ", ".join(f"{r} {v:.4f}" for r, v in c.reader_auc.items()))
     if result.comparisons:
-        lines.append(f"global test of equal AUCs: F({result.f_ndf:g}, {_fmt_df(result.f_ddf)}) = {result.f_stat:.4f}, p {_fmt_p(result.f_p)}")
+        lines.append(
+            f"global test of equal AUCs: F({result.f_ndf:g}, {_fmt_df(result.f_ddf)}) = {result.f_stat:.4f}, p {_fmt_p(result.f_p)}"
+        )
         for cmp in result.comparisons:
             d = cmp.difference
             lines.append(
@@ -483,8 +527,11 @@ def rows_for_mrmc(records: Sequence[Mapping]) -> list[dict]:
     for r in records:
         said_syn = r["said"] == "synthetic"
         row = {
-            "reader": r["reader"], "case": r["case_id"], "truth": int(r["cohort"] == "synthetic"),
-            "rating": int(r["confidence"]) * (1 if said_syn else -1), "call": int(said_syn),
+            "reader": r["reader"],
+            "case": r["case_id"],
+            "truth": int(r["cohort"] == "synthetic"),
+            "rating": int(r["confidence"]) * (1 if said_syn else -1),
+            "call": int(said_syn),
         }
         if r["cohort"] == "synthetic":
             out.append({**row, "condition": r.get("condition") or DEFAULT_CONDITION})

@@ -25,7 +25,9 @@ def roc_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], resu
     for ax, (cond, readers) in zip(axes, curves.items()):
         res = by_name[cond]
         for reader, (fpr, tpr) in readers.items():
-            ax.plot(fpr, tpr, drawstyle="default", marker=".", lw=1.2, label=f"{reader} (AUC {res.reader_auc[reader]:.3f})")
+            ax.plot(
+                fpr, tpr, drawstyle="default", marker=".", lw=1.2, label=f"{reader} (AUC {res.reader_auc[reader]:.3f})"
+            )
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="chance")
         a = res.auc
         ax.set_title(f"{cond}: AUC {a.value:.3f} [{a.ci_low:.3f}, {a.ci_high:.3f}]", fontsize=9)

@@ -143,7 +143,9 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def render_png(grid_array: np.ndarray, grid: DisplayGrid, plane: str, index: int, window: str, width: int = DISPLAY_WIDTH) -> bytes:
+def render_png(
+    grid_array: np.ndarray, grid: DisplayGrid, plane: str, index: int, window: str, width: int = DISPLAY_WIDTH
+) -> bytes:
     return png_bytes(render_slice(grid_array, grid, plane, index, window, width))
 
 

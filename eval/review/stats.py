@@ -65,7 +65,10 @@ def detection_metrics(truth_synthetic: Sequence[bool], said_synthetic: Sequence[
     fp = int(np.sum(~truth & said))
     return {
         "n": int(truth.size),
-        "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+        "tp": tp,
+        "fn": fn,
+        "tn": tn,
+        "fp": fp,
         "accuracy": _proportion(tp + tn, truth.size),
         "sensitivity": _proportion(tp, tp + fn),
         "specificity": _proportion(tn, tn + fp),
@@ -110,7 +113,11 @@ def realism_comparison(realism_real: Sequence[float], realism_synthetic: Sequenc
     s = np.asarray(realism_synthetic, dtype=np.float64)
 
     def describe(x: np.ndarray) -> dict:
-        return {"mean": float(x.mean()) if x.size else math.nan, "sd": float(x.std(ddof=1)) if x.size > 1 else math.nan, "n": int(x.size)}
+        return {
+            "mean": float(x.mean()) if x.size else math.nan,
+            "sd": float(x.std(ddof=1)) if x.size > 1 else math.nan,
+            "n": int(x.size),
+        }
 
     out = {"real": describe(r), "synthetic": describe(s), "u": math.nan, "p": math.nan}
     if r.size and s.size:
@@ -208,14 +215,16 @@ def fooled_cases(rows: Sequence[Mapping], top: int | None = None) -> list[dict]:
     out = []
     for case_id, answers in by_case.items():
         k = sum(a["said"] == "real" for a in answers)
-        out.append({
-            "case_id": case_id,
-            "case_name": answers[0].get("case_name", ""),
-            "taken_for_real": k,
-            "n": len(answers),
-            "fraction": k / len(answers),
-            "mean_realism": float(np.mean([a["realism"] for a in answers])),
-        })
+        out.append(
+            {
+                "case_id": case_id,
+                "case_name": answers[0].get("case_name", ""),
+                "taken_for_real": k,
+                "n": len(answers),
+                "fraction": k / len(answers),
+                "mean_realism": float(np.mean([a["realism"] for a in answers])),
+            }
+        )
     out.sort(key=lambda d: (-d["fraction"], -d["mean_realism"], d["case_id"]))
     return out[:top] if top else out
 
@@ -228,7 +237,13 @@ def artefact_frequencies(rows: Sequence[Mapping]) -> dict:
         n = len(sel)
         out[cohort] = {
             "n": n,
-            **{f: {"count": sum(bool(r[f"flag_{f}"]) for r in sel), "fraction": (sum(bool(r[f"flag_{f}"]) for r in sel) / n) if n else math.nan} for f in FLAGS},
+            **{
+                f: {
+                    "count": sum(bool(r[f"flag_{f}"]) for r in sel),
+                    "fraction": (sum(bool(r[f"flag_{f}"]) for r in sel) / n) if n else math.nan,
+                }
+                for f in FLAGS
+            },
         }
     return out
 
@@ -300,16 +315,28 @@ def rating_summary(rows: Iterable[Mapping]) -> dict:
 
     def distribution(values: list[int]) -> dict:
         return {
-            "n": len(values), "counts": {str(k): sum(v == k for v in values) for k in range(1, 6)},
-            "mean": float(np.mean(values)) if values else math.nan, "median": float(np.median(values)) if values else math.nan,
+            "n": len(values),
+            "counts": {str(k): sum(v == k for v in values) for k in range(1, 6)},
+            "mean": float(np.mean(values)) if values else math.nan,
+            "median": float(np.median(values)) if values else math.nan,
         }
 
     real = [int(r["realism"]) for r in rows if r["cohort"] == "real"]
     groups = {"synthetic": [int(r["realism"]) for r in rows if r["cohort"] == "synthetic"]}
     conditions = sorted({r.get("condition") or "" for r in rows if r["cohort"] == "synthetic"} - {""})
     if len(conditions) > 1:
-        groups.update({c: [int(r["realism"]) for r in rows if r["cohort"] == "synthetic" and r.get("condition") == c] for c in conditions})
-    out = {"n_answers": len(rows), "n_readers": len({r["reader"] for r in rows}), "real": distribution(real), "groups": {}}
+        groups.update(
+            {
+                c: [int(r["realism"]) for r in rows if r["cohort"] == "synthetic" and r.get("condition") == c]
+                for c in conditions
+            }
+        )
+    out = {
+        "n_answers": len(rows),
+        "n_readers": len({r["reader"] for r in rows}),
+        "real": distribution(real),
+        "groups": {},
+    }
     for name, values in groups.items():
         test = realism_comparison(real, values)
         out["groups"][name] = {**distribution(values), "u": test["u"], "p": test["p"]}

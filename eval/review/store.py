@@ -178,7 +178,9 @@ def _check_choice(values: Sequence[str], allowed: Sequence[str], what: str) -> t
     return tuple(dict.fromkeys(values))  # keep order, drop repeats
 
 
-def _pick_readable(paths: list[Path], n: int, skipped: list[tuple[str, str]], progress: Callable[[], None]) -> list[tuple[Path, tuple, tuple]]:
+def _pick_readable(
+    paths: list[Path], n: int, skipped: list[tuple[str, str]], progress: Callable[[], None]
+) -> list[tuple[Path, tuple, tuple]]:
     """The first ``n`` of ``paths`` that read as CT volumes, with shape and spacing; bad ones are skipped."""
     good = []
     for path in paths:
@@ -236,7 +238,9 @@ def create_session(
         raise ConfigError(f"practice cases per cohort must be an integer >= 0, got {n_practice!r}")
     n_practice = 0 if design == "2afc" else int(n_practice)  # 2AFC sessions have no practice cases yet
     real_dir = Path(real_dir)
-    gen_dirs = [Path(generated_dir)] if isinstance(generated_dir, (str, os.PathLike)) else [Path(g) for g in generated_dir]
+    gen_dirs = (
+        [Path(generated_dir)] if isinstance(generated_dir, (str, os.PathLike)) else [Path(g) for g in generated_dir]
+    )
     if not gen_dirs:
         raise ConfigError("a review session needs at least one generated folder")
     for folder in (real_dir, *gen_dirs):
@@ -256,14 +260,22 @@ def create_session(
     else:
         conditions = names if len(set(names)) == len(names) else [f"{i + 1}: {n}" for i, n in enumerate(names)]
     real_all, gens_all = find_cases(real_dir), [find_cases(g) for g in gen_dirs]
-    balanced = min(len(real_all), *(len(g) for g in gens_all)) - n_practice  # practice cases come out of the same folders
+    balanced = (
+        min(len(real_all), *(len(g) for g in gens_all)) - n_practice
+    )  # practice cases come out of the same folders
     want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else balanced
     want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else balanced
-    for want, have, folder in ((want_real, real_all, real_dir), *((want_gen, g, d) for g, d in zip(gens_all, gen_dirs))):
+    for want, have, folder in (
+        (want_real, real_all, real_dir),
+        *((want_gen, g, d) for g, d in zip(gens_all, gen_dirs)),
+    ):
         if want < 1:
             raise ConfigError(f"number of cases per cohort must be >= 1, got {want}")
         if want + n_practice > len(have):
-            raise InputError(f"holds {len(have)} case(s); {want} requested" + (f" + {n_practice} practice" if n_practice else ""), folder)
+            raise InputError(
+                f"holds {len(have)} case(s); {want} requested" + (f" + {n_practice} practice" if n_practice else ""),
+                folder,
+            )
 
     total_steps = 2 * (want_real + len(gen_dirs) * want_gen + (1 + len(gen_dirs)) * n_practice)
     done = [0]
@@ -275,22 +287,33 @@ def create_session(
 
     # pass 1: pick readable files and learn their geometry (volumes are not kept, to bound memory)
     skipped: list[tuple[str, str]] = []
-    real = _pick_readable(assign.candidate_order(real_all, seed, assign.STREAM_REAL), want_real + n_practice, skipped, tick)
+    real = _pick_readable(
+        assign.candidate_order(real_all, seed, assign.STREAM_REAL), want_real + n_practice, skipped, tick
+    )
     gens = [
         # the first folder keeps the one-folder stream, so single-model sessions draw as before
-        _pick_readable(assign.candidate_order(g, seed, assign.STREAM_GENERATED, i), want_gen + n_practice, skipped, tick)
+        _pick_readable(
+            assign.candidate_order(g, seed, assign.STREAM_GENERATED, i), want_gen + n_practice, skipped, tick
+        )
         for i, g in enumerate(gens_all)
     ]
-    for got, want, folder in ((real, want_real + n_practice, real_dir), *((g, want_gen + n_practice, d) for g, d in zip(gens, gen_dirs))):
+    for got, want, folder in (
+        (real, want_real + n_practice, real_dir),
+        *((g, want_gen + n_practice, d) for g, d in zip(gens, gen_dirs)),
+    ):
         if len(got) < want:
-            raise InputError(f"only {len(got)} of {want} requested case(s) are readable CT volumes ({len(skipped)} skipped)", folder)
+            raise InputError(
+                f"only {len(got)} of {want} requested case(s) are readable CT volumes ({len(skipped)} skipped)", folder
+            )
     gen_all_picked = [x for g in gens for x in g]
     grid = render.choose_grid([g[1] for g in real + gen_all_picked], [g[2] for g in real + gen_all_picked])
 
     # interleave the cohorts in a seeded order so not even internal row ids follow the cohorts
     # the last n_practice picks of each cohort are practice cases (the scored selection is unchanged)
     practice_paths = {p for p, _, _ in real[want_real:]} | {p for g in gens for p, _, _ in g[want_gen:]}
-    cases = [(p, "real", "") for p, _, _ in real] + [(p, "synthetic", cond) for g, cond in zip(gens, conditions) for p, _, _ in g]
+    cases = [(p, "real", "") for p, _, _ in real] + [
+        (p, "synthetic", cond) for g, cond in zip(gens, conditions) for p, _, _ in g
+    ]
     cases = [cases[i] for i in np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(len(cases))]
     codes = [assign.new_case_code() for _ in cases]
     uid = assign.new_case_code() + assign.new_case_code()
@@ -303,16 +326,34 @@ def create_session(
 
     with write_session(db) as session:
         s = ReviewSession(
-            uid=uid, name=name, seed=int(seed), real_dir=str(real_dir), generated_dir=str(gen_dirs[0]),
+            uid=uid,
+            name=name,
+            seed=int(seed),
+            real_dir=str(real_dir),
+            generated_dir=str(gen_dirs[0]),
             conditions=[{"name": c, "dir": str(d)} for c, d in zip(conditions, gen_dirs)],
-            planes=list(planes), windows=list(windows), scroll=scroll, allow_change=bool(allow_change),
-            instructions=instructions or "", grid_shape=list(grid.shape), grid_spacing=list(grid.spacing), design=design,
-            skipped=[list(x) for x in skipped], created_at=utcnow(),
+            planes=list(planes),
+            windows=list(windows),
+            scroll=scroll,
+            allow_change=bool(allow_change),
+            instructions=instructions or "",
+            grid_shape=list(grid.shape),
+            grid_spacing=list(grid.spacing),
+            design=design,
+            skipped=[list(x) for x in skipped],
+            created_at=utcnow(),
         )
         session.add(s)
         session.flush()
         session.add_all(
-            Case(session_id=s.id, code=code, path=str(path), cohort=cohort, condition=cond, practice=path in practice_paths)
+            Case(
+                session_id=s.id,
+                code=code,
+                path=str(path),
+                cohort=cohort,
+                condition=cond,
+                practice=path in practice_paths,
+            )
             for code, (path, cohort, cond) in zip(codes, cases)
         )
         _log(session, "organiser", "session_created", s.id, name=s.name, n_cases=len(cases), seed=s.seed)
@@ -323,10 +364,14 @@ def _reader_with_code(session, code: str) -> Reader | None:
     """The reader whose code this is: rows sharing the code's first characters are tried with
     salted scrypt (constant-time digest comparison); a pre-v3 row (unsalted sha256) that matches is
     re-hashed with scrypt on the spot, so old databases migrate reader by reader at sign-in."""
-    for reader in session.scalars(select(Reader).where(Reader.code_kdf == "scrypt", Reader.code_lookup == assign.code_lookup(code))):
+    for reader in session.scalars(
+        select(Reader).where(Reader.code_kdf == "scrypt", Reader.code_lookup == assign.code_lookup(code))
+    ):
         if assign.code_matches(code, "scrypt", reader.code_salt, reader.code_hash):
             return reader
-    legacy = session.scalar(select(Reader).where(Reader.code_kdf == "sha256", Reader.code_hash == assign.hash_code(code)))
+    legacy = session.scalar(
+        select(Reader).where(Reader.code_kdf == "sha256", Reader.code_hash == assign.hash_code(code))
+    )
     if legacy is not None:
         _set_code(legacy, code)
     return legacy
@@ -366,14 +411,36 @@ def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | 
             session.add(reader)
             session.flush()
             if s.design == "2afc":
-                by_cohort = {c: list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.cohort == c, Case.practice.is_(False)).order_by(Case.id))) for c in COHORTS}
+                by_cohort = {
+                    c: list(
+                        session.scalars(
+                            select(Case.id)
+                            .where(Case.session_id == s.id, Case.cohort == c, Case.practice.is_(False))
+                            .order_by(Case.id)
+                        )
+                    )
+                    for c in COHORTS
+                }
                 pairs = assign.afc_pairs(by_cohort["real"], by_cohort["synthetic"], s.seed, index)
-                session.add_all(Pair(reader_id=reader.id, position=i, left_case_id=a, right_case_id=b) for i, (a, b) in enumerate(pairs))
+                session.add_all(
+                    Pair(reader_id=reader.id, position=i, left_case_id=a, right_case_id=b)
+                    for i, (a, b) in enumerate(pairs)
+                )
             else:
-                case_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.practice.is_(False)).order_by(Case.id)))
-                practice_ids = list(session.scalars(select(Case.id).where(Case.session_id == s.id, Case.practice.is_(True)).order_by(Case.id)))
+                case_ids = list(
+                    session.scalars(
+                        select(Case.id).where(Case.session_id == s.id, Case.practice.is_(False)).order_by(Case.id)
+                    )
+                )
+                practice_ids = list(
+                    session.scalars(
+                        select(Case.id).where(Case.session_id == s.id, Case.practice.is_(True)).order_by(Case.id)
+                    )
+                )
                 # practice cases first (their own seeded order), then the scored ones
-                order = assign.reader_order(practice_ids, s.seed, index, assign.STREAM_PRACTICE) + assign.reader_order(case_ids, s.seed, index)
+                order = assign.reader_order(practice_ids, s.seed, index, assign.STREAM_PRACTICE) + assign.reader_order(
+                    case_ids, s.seed, index
+                )
                 session.add_all(Assignment(reader_id=reader.id, position=i, case_id=c) for i, c in enumerate(order))
             _log(session, "organiser", "reader_added", s.id, reader=name, reader_id=reader.id)
     except IntegrityError:
@@ -413,8 +480,14 @@ def events(db: str | Engine | None, session_id: int | None = None) -> list[dict]
         if session_id is not None:
             q = q.where(Event.session_id == int(session_id))
         return [
-            {"id": e.id, "at_utc": e.at.isoformat(timespec="seconds"), "session_id": e.session_id, "actor": e.actor,
-             "action": e.action, "detail": e.detail}
+            {
+                "id": e.id,
+                "at_utc": e.at.isoformat(timespec="seconds"),
+                "session_id": e.session_id,
+                "actor": e.actor,
+                "action": e.action,
+                "detail": e.detail,
+            }
             for e in session.scalars(q)
         ]
 
@@ -459,13 +532,32 @@ def record_signin(db: str | Engine | None, scope: str, client: str, ok: bool) ->
 
 
 def _session_info(session, s: ReviewSession) -> SessionInfo:
-    counts = dict(session.execute(select(Case.cohort, func.count()).where(Case.session_id == s.id, Case.practice.is_(False)).group_by(Case.cohort)).all())
+    counts = dict(
+        session.execute(
+            select(Case.cohort, func.count())
+            .where(Case.session_id == s.id, Case.practice.is_(False))
+            .group_by(Case.cohort)
+        ).all()
+    )
     n_readers = session.scalar(select(func.count(Reader.id)).where(Reader.session_id == s.id))
     return SessionInfo(
-        id=s.id, name=s.name, created_at=s.created_at, seed=s.seed, real_dir=s.real_dir, generated_dir=s.generated_dir,
-        n_real=int(counts.get("real", 0)), n_synthetic=int(counts.get("synthetic", 0)), n_readers=int(n_readers),
-        planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
-        instructions=s.instructions, grid=_grid(s), skipped=tuple(tuple(x) for x in (s.skipped or [])), design=s.design,
+        id=s.id,
+        name=s.name,
+        created_at=s.created_at,
+        seed=s.seed,
+        real_dir=s.real_dir,
+        generated_dir=s.generated_dir,
+        n_real=int(counts.get("real", 0)),
+        n_synthetic=int(counts.get("synthetic", 0)),
+        n_readers=int(n_readers),
+        planes=tuple(s.planes),
+        windows=tuple(s.windows),
+        scroll=s.scroll,
+        allow_change=bool(s.allow_change),
+        instructions=s.instructions,
+        grid=_grid(s),
+        skipped=tuple(tuple(x) for x in (s.skipped or [])),
+        design=s.design,
         conditions=tuple((c["name"], c["dir"]) for c in (s.conditions or [])) or (("", s.generated_dir),),
     )
 
@@ -487,7 +579,9 @@ def session_progress(db: str | Engine | None, session_id: int) -> list[dict]:
         if s.design == "2afc":
             return _pair_progress_rows(session, s)
         total = session.scalar(select(func.count(Case.id)).where(Case.session_id == s.id))
-        answer, stamp = (RatingAnswer, RatingAnswer.submitted_at) if s.design == "rating" else (Answer, Answer.updated_at)
+        answer, stamp = (
+            (RatingAnswer, RatingAnswer.submitted_at) if s.design == "rating" else (Answer, Answer.updated_at)
+        )
         rows = session.execute(
             select(Reader.name, func.count(answer.id), func.max(stamp))
             .outerjoin(answer, answer.reader_id == Reader.id)
@@ -507,7 +601,9 @@ def ensure_cache(db: str | Engine | None, session_id: int, progress: Progress | 
     with read_session(db) as session:
         s = _get_session(session, session_id)
         uid, grid = s.uid, _grid(s)
-        cases = list(session.execute(select(Case.code, Case.path).where(Case.session_id == s.id).order_by(Case.id)).all())
+        cases = list(
+            session.execute(select(Case.code, Case.path).where(Case.session_id == s.id).order_by(Case.id)).all()
+        )
     cache_dir = cache_root(db) / uid
     missing = set(render.missing_cases(cache_dir, [c for c, _ in cases]))
     todo = [(c, p) for c, p in cases if c in missing]
@@ -569,16 +665,29 @@ def find_reader(db: str | Engine | None, code: str) -> ReaderView | None:
         table = Pair if s.design == "2afc" else Assignment
         total = session.scalar(select(func.count()).select_from(table).where(table.reader_id == reader.id))
         return ReaderView(
-            reader_id=reader.id, reader_name=reader.name, session_id=s.id, session_name=s.name,
-            planes=tuple(s.planes), windows=tuple(s.windows), scroll=s.scroll, allow_change=bool(s.allow_change),
-            instructions=s.instructions, grid=_grid(s), total=int(total), design=s.design,
+            reader_id=reader.id,
+            reader_name=reader.name,
+            session_id=s.id,
+            session_name=s.name,
+            planes=tuple(s.planes),
+            windows=tuple(s.windows),
+            scroll=s.scroll,
+            allow_change=bool(s.allow_change),
+            instructions=s.instructions,
+            grid=_grid(s),
+            total=int(total),
+            design=s.design,
         )
 
 
 def _answer_view(a: Answer) -> AnswerView:
     return AnswerView(
-        said_synthetic=bool(a.said_synthetic), confidence=int(a.confidence), realism=int(a.realism),
-        flags=tuple(f for f in FLAGS if getattr(a, f"flag_{f}")), comment=a.comment, seconds=float(a.seconds),
+        said_synthetic=bool(a.said_synthetic),
+        confidence=int(a.confidence),
+        realism=int(a.realism),
+        flags=tuple(f for f in FLAGS if getattr(a, f"flag_{f}")),
+        comment=a.comment,
+        seconds=float(a.seconds),
         changes=int(a.changes),
     )
 
@@ -589,14 +698,21 @@ def reader_progress(db: str | Engine | None, reader_id: int) -> ReaderProgress:
         rows = session.execute(
             select(Assignment.position, func.coalesce(Answer.id, RatingAnswer.id))
             .outerjoin(Answer, (Answer.reader_id == Assignment.reader_id) & (Answer.case_id == Assignment.case_id))
-            .outerjoin(RatingAnswer, (RatingAnswer.reader_id == Assignment.reader_id) & (RatingAnswer.case_id == Assignment.case_id))
+            .outerjoin(
+                RatingAnswer,
+                (RatingAnswer.reader_id == Assignment.reader_id) & (RatingAnswer.case_id == Assignment.case_id),
+            )
             .where(Assignment.reader_id == int(reader_id))
             .order_by(Assignment.position)
         ).all()
     if not rows:
         raise ConfigError(f"no reader with id {reader_id} (or no cases assigned)")
     open_positions = [pos for pos, answer_id in rows if answer_id is None]
-    return ReaderProgress(answered=len(rows) - len(open_positions), total=len(rows), next_position=open_positions[0] if open_positions else None)
+    return ReaderProgress(
+        answered=len(rows) - len(open_positions),
+        total=len(rows),
+        next_position=open_positions[0] if open_positions else None,
+    )
 
 
 def reader_case(db: str | Engine | None, reader_id: int, position: int) -> ReaderCase:
@@ -613,8 +729,12 @@ def reader_case(db: str | Engine | None, reader_id: int, position: int) -> Reade
             raise ConfigError(f"reader {reader_id} has no case at position {position} (0..{int(total) - 1})")
         code, answer, practice, cohort = row
         return ReaderCase(
-            code=code, position=int(position), total=int(total), answer=None if answer is None else _answer_view(answer),
-            practice=bool(practice), practice_truth=cohort if practice else None,
+            code=code,
+            position=int(position),
+            total=int(total),
+            answer=None if answer is None else _answer_view(answer),
+            practice=bool(practice),
+            practice_truth=cohort if practice else None,
         )
 
 
@@ -622,8 +742,11 @@ def load_case_array(db: str | Engine | None, reader_id: int, case_code: str) -> 
     """The cached display-grid array of a case in this reader's order (rebuilt if missing)."""
     with read_session(db) as session:
         in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
-        in_pairs = select(Pair.left_case_id).where(Pair.reader_id == int(reader_id)).union(
-            select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
+        in_pairs = (
+            select(Pair.left_case_id)
+            .where(Pair.reader_id == int(reader_id))
+            .union(select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
+        )
         row = session.execute(
             select(ReviewSession.id, ReviewSession.uid, ReviewSession.grid_shape, ReviewSession.grid_spacing)
             .join(Case, Case.session_id == ReviewSession.id)
@@ -639,7 +762,9 @@ def load_case_array(db: str | Engine | None, reader_id: int, case_code: str) -> 
     return render.load_cached_case(cache_dir, case_code, grid), grid
 
 
-def _validate_answer(said_synthetic: bool, confidence: int, realism: int, flags: Iterable[str], seconds: float) -> tuple[str, ...]:
+def _validate_answer(
+    said_synthetic: bool, confidence: int, realism: int, flags: Iterable[str], seconds: float
+) -> tuple[str, ...]:
     if not isinstance(said_synthetic, (bool, np.bool_)):
         raise ConfigError(f"said_synthetic must be True or False, got {said_synthetic!r}")
     for label, value in (("confidence", confidence), ("realism", realism)):
@@ -649,7 +774,11 @@ def _validate_answer(said_synthetic: bool, confidence: int, realism: int, flags:
     bad = [f for f in flags if f not in FLAGS]
     if bad:
         raise ConfigError(f"unknown artefact flag(s) {bad}; choose from {list(FLAGS)}")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) or not (math.isfinite(seconds) and seconds >= 0):
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float, np.integer, np.floating))
+        or not (math.isfinite(seconds) and seconds >= 0)
+    ):
         raise ConfigError(f"seconds must be a finite number >= 0, got {seconds!r}")
     return flags
 
@@ -673,8 +802,11 @@ def submit_answer(
     """
     flags = _validate_answer(said_synthetic, confidence, realism, flags, seconds)
     values = {
-        "said_synthetic": bool(said_synthetic), "confidence": int(confidence), "realism": int(realism),
-        **{f"flag_{f}": f in flags for f in FLAGS}, "comment": (comment or "").strip(),
+        "said_synthetic": bool(said_synthetic),
+        "confidence": int(confidence),
+        "realism": int(realism),
+        **{f"flag_{f}": f in flags for f in FLAGS},
+        "comment": (comment or "").strip(),
     }
     for attempt in range(2):
         try:
@@ -689,21 +821,39 @@ def submit_answer(
                     raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
                 case_id, allow_change = row
                 now = utcnow()
-                answer = session.scalar(select(Answer).where(Answer.reader_id == int(reader_id), Answer.case_id == case_id))
+                answer = session.scalar(
+                    select(Answer).where(Answer.reader_id == int(reader_id), Answer.case_id == case_id)
+                )
                 if answer is None:
-                    answer = Answer(reader_id=int(reader_id), case_id=case_id, seconds=float(seconds), submitted_at=now, updated_at=now, changes=0, **values)
+                    answer = Answer(
+                        reader_id=int(reader_id),
+                        case_id=case_id,
+                        seconds=float(seconds),
+                        submitted_at=now,
+                        updated_at=now,
+                        changes=0,
+                        **values,
+                    )
                     session.add(answer)
                 else:
                     if not allow_change:
-                        raise AnswerLockedError(f"case {case_code} is already answered and this session does not allow changes")
+                        raise AnswerLockedError(
+                            f"case {case_code} is already answered and this session does not allow changes"
+                        )
                     for key, value in values.items():
                         setattr(answer, key, value)
                     answer.seconds = float(answer.seconds) + float(seconds)
                     answer.changes = int(answer.changes) + 1
                     answer.updated_at = now
                 session.flush()
-                _log(session, f"reader:{int(reader_id)}", "answer_changed" if answer.changes else "answer_submitted",
-                     session.scalar(select(Case.session_id).where(Case.id == case_id)), case=case_code, seconds=round(float(seconds), 3))
+                _log(
+                    session,
+                    f"reader:{int(reader_id)}",
+                    "answer_changed" if answer.changes else "answer_submitted",
+                    session.scalar(select(Case.session_id).where(Case.id == case_id)),
+                    case=case_code,
+                    seconds=round(float(seconds), 3),
+                )
                 return _answer_view(answer)
         except IntegrityError:
             # another connection inserted this (reader, case) between our read and our insert
@@ -728,7 +878,12 @@ class PairView:
 
 def _pair_progress_rows(session, s: ReviewSession) -> list[dict]:
     rows = session.execute(
-        select(Reader.name, func.count(func.distinct(Pair.position)), func.count(func.distinct(PairAnswer.id)), func.max(PairAnswer.submitted_at))
+        select(
+            Reader.name,
+            func.count(func.distinct(Pair.position)),
+            func.count(func.distinct(PairAnswer.id)),
+            func.max(PairAnswer.submitted_at),
+        )
         .outerjoin(Pair, Pair.reader_id == Reader.id)
         .outerjoin(PairAnswer, (PairAnswer.reader_id == Reader.id) & (PairAnswer.position == Pair.position))
         .where(Reader.session_id == s.id)
@@ -753,7 +908,11 @@ def reader_pair_progress(db: str | Engine | None, reader_id: int) -> ReaderProgr
     if not rows:
         raise ConfigError(f"no reader with id {reader_id} (or no pairs assigned)")
     open_positions = [pos for pos, answer_id in rows if answer_id is None]
-    return ReaderProgress(answered=len(rows) - len(open_positions), total=len(rows), next_position=open_positions[0] if open_positions else None)
+    return ReaderProgress(
+        answered=len(rows) - len(open_positions),
+        total=len(rows),
+        next_position=open_positions[0] if open_positions else None,
+    )
 
 
 def reader_pair(db: str | Engine | None, reader_id: int, position: int) -> PairView:
@@ -774,7 +933,9 @@ def reader_pair(db: str | Engine | None, reader_id: int, position: int) -> PairV
     return PairView(int(position), int(total), row[0], row[1], None if row[2] is None else bool(row[2]))
 
 
-def submit_pair_answer(db: str | Engine | None, reader_id: int, position: int, *, chose_left: bool, confidence: int, seconds: float = 0.0) -> None:
+def submit_pair_answer(
+    db: str | Engine | None, reader_id: int, position: int, *, chose_left: bool, confidence: int, seconds: float = 0.0
+) -> None:
     """Store which side a reader took for the real scan; committed before returning. A pair is
     answered once (2AFC answers are never changed)."""
     if not isinstance(chose_left, (bool, np.bool_)):
@@ -785,12 +946,34 @@ def submit_pair_answer(db: str | Engine | None, reader_id: int, position: int, *
             pair = session.get(Pair, (int(reader_id), int(position)))
             if pair is None:
                 raise ConfigError(f"reader {reader_id} has no pair at position {position}")
-            if session.scalar(select(PairAnswer.id).where(PairAnswer.reader_id == int(reader_id), PairAnswer.position == int(position))) is not None:
+            if (
+                session.scalar(
+                    select(PairAnswer.id).where(
+                        PairAnswer.reader_id == int(reader_id), PairAnswer.position == int(position)
+                    )
+                )
+                is not None
+            ):
                 raise AnswerLockedError(f"pair {int(position) + 1} is already answered")
-            session.add(PairAnswer(reader_id=int(reader_id), position=int(position), chose_left=bool(chose_left),
-                                   confidence=int(confidence), seconds=float(seconds), submitted_at=utcnow()))
+            session.add(
+                PairAnswer(
+                    reader_id=int(reader_id),
+                    position=int(position),
+                    chose_left=bool(chose_left),
+                    confidence=int(confidence),
+                    seconds=float(seconds),
+                    submitted_at=utcnow(),
+                )
+            )
             sid = session.scalar(select(Case.session_id).where(Case.id == pair.left_case_id))
-            _log(session, f"reader:{int(reader_id)}", "pair_answered", sid, position=int(position), seconds=round(float(seconds), 3))
+            _log(
+                session,
+                f"reader:{int(reader_id)}",
+                "pair_answered",
+                sid,
+                position=int(position),
+                seconds=round(float(seconds), 3),
+            )
     except IntegrityError:  # a concurrent submit of the same pair won
         raise AnswerLockedError(f"pair {int(position) + 1} is already answered") from None
 
@@ -801,8 +984,16 @@ def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
     with read_session(db) as session:
         s = _get_session(session, session_id)
         rows = session.execute(
-            select(Reader.name, Pair.position, left_case.c.code, left_case.c.cohort, left_case.c.path,
-                   right_case.c.code, right_case.c.path, PairAnswer)
+            select(
+                Reader.name,
+                Pair.position,
+                left_case.c.code,
+                left_case.c.cohort,
+                left_case.c.path,
+                right_case.c.code,
+                right_case.c.path,
+                PairAnswer,
+            )
             .select_from(PairAnswer)
             .join(Pair, (Pair.reader_id == PairAnswer.reader_id) & (Pair.position == PairAnswer.position))
             .join(Reader, Reader.id == PairAnswer.reader_id)
@@ -814,21 +1005,35 @@ def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
         out = []
         for name, pos, lcode, lcohort, lpath, rcode, rpath, a in rows:
             real_left = lcohort == "real"
-            out.append({
-                "session_id": s.id, "session": s.name, "reader": name, "position": int(pos) + 1,
-                "left_case_id": lcode, "left_name": case_name(lpath), "right_case_id": rcode, "right_name": case_name(rpath),
-                "real_side": "left" if real_left else "right", "chose": "left" if a.chose_left else "right",
-                "correct": bool(a.chose_left) == real_left, "confidence": int(a.confidence),
-                "seconds": round(float(a.seconds), 3), "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
-            })
+            out.append(
+                {
+                    "session_id": s.id,
+                    "session": s.name,
+                    "reader": name,
+                    "position": int(pos) + 1,
+                    "left_case_id": lcode,
+                    "left_name": case_name(lpath),
+                    "right_case_id": rcode,
+                    "right_name": case_name(rpath),
+                    "real_side": "left" if real_left else "right",
+                    "chose": "left" if a.chose_left else "right",
+                    "correct": bool(a.chose_left) == real_left,
+                    "confidence": int(a.confidence),
+                    "seconds": round(float(a.seconds), 3),
+                    "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+                }
+            )
         return out
 
 
 # ------------------------------------------------------------------------------ giveaway marks
 def _reader_case_row(session, reader_id: int, case_code: str):
     in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
-    in_pairs = select(Pair.left_case_id).where(Pair.reader_id == int(reader_id)).union(
-        select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
+    in_pairs = (
+        select(Pair.left_case_id)
+        .where(Pair.reader_id == int(reader_id))
+        .union(select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
+    )
     return session.execute(
         select(Case.id, Case.session_id, ReviewSession.grid_shape)
         .join(ReviewSession, ReviewSession.id == Case.session_id)
@@ -862,10 +1067,14 @@ def remove_last_mark(db: str | Engine | None, reader_id: int, case_code: str) ->
         row = _reader_case_row(session, reader_id, case_code)
         if row is None:
             raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
-        mark = session.scalar(select(Mark).where(Mark.reader_id == int(reader_id), Mark.case_id == row[0]).order_by(Mark.id.desc()))
+        mark = session.scalar(
+            select(Mark).where(Mark.reader_id == int(reader_id), Mark.case_id == row[0]).order_by(Mark.id.desc())
+        )
         if mark is None:
             return False
-        _log(session, f"reader:{int(reader_id)}", "mark_removed", row[1], case=case_code, voxel=[mark.x, mark.y, mark.z])
+        _log(
+            session, f"reader:{int(reader_id)}", "mark_removed", row[1], case=case_code, voxel=[mark.x, mark.y, mark.z]
+        )
         session.delete(mark)
         return True
 
@@ -874,8 +1083,10 @@ def reader_marks(db: str | Engine | None, reader_id: int, case_code: str) -> lis
     """This reader's own marks on one case (never another reader's)."""
     with read_session(db) as session:
         rows = session.execute(
-            select(Mark.x, Mark.y, Mark.z).join(Case, Case.id == Mark.case_id)
-            .where(Mark.reader_id == int(reader_id), Case.code == case_code).order_by(Mark.id)
+            select(Mark.x, Mark.y, Mark.z)
+            .join(Case, Case.id == Mark.case_id)
+            .where(Mark.reader_id == int(reader_id), Case.code == case_code)
+            .order_by(Mark.id)
         ).all()
     return [tuple(int(v) for v in r) for r in rows]
 
@@ -886,11 +1097,19 @@ def mark_records(db: str | Engine | None, session_id: int) -> list[dict]:
         s = _get_session(session, session_id)
         rows = session.execute(
             select(Reader.name, Case.code, Case.cohort, Mark.x, Mark.y, Mark.z, Mark.created_at)
-            .join(Case, Case.id == Mark.case_id).join(Reader, Reader.id == Mark.reader_id)
-            .where(Case.session_id == s.id).order_by(Mark.id)
+            .join(Case, Case.id == Mark.case_id)
+            .join(Reader, Reader.id == Mark.reader_id)
+            .where(Case.session_id == s.id)
+            .order_by(Mark.id)
         ).all()
     return [
-        {"reader": r, "case_id": c, "cohort": cohort, "voxel": [int(x), int(y), int(z)], "created_utc": at.isoformat(timespec="seconds")}
+        {
+            "reader": r,
+            "case_id": c,
+            "cohort": cohort,
+            "voxel": [int(x), int(y), int(z)],
+            "created_utc": at.isoformat(timespec="seconds"),
+        }
         for r, c, cohort, x, y, z, at in rows
     ]
 
@@ -910,24 +1129,55 @@ def session_case_array(db: str | Engine | None, session_id: int, case_code: str)
 
 # ------------------------------------------------------------------------ realism rating only
 def submit_rating(
-    db: str | Engine | None, reader_id: int, case_code: str, *, realism: int, flags: Iterable[str] = (), comment: str = "", seconds: float = 0.0,
+    db: str | Engine | None,
+    reader_id: int,
+    case_code: str,
+    *,
+    realism: int,
+    flags: Iterable[str] = (),
+    comment: str = "",
+    seconds: float = 0.0,
 ) -> None:
     """Store a realism-only rating (1-5) of one case; committed before returning, given once."""
     flags = _validate_answer(False, 3, realism, flags, seconds)
     try:
         with write_session(db) as session:
             row = session.execute(
-                select(Case.id, Case.session_id).join(Assignment, Assignment.case_id == Case.id)
+                select(Case.id, Case.session_id)
+                .join(Assignment, Assignment.case_id == Case.id)
                 .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
             ).first()
             if row is None:
                 raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
             case_id, sid = row
-            if session.scalar(select(RatingAnswer.id).where(RatingAnswer.reader_id == int(reader_id), RatingAnswer.case_id == case_id)) is not None:
+            if (
+                session.scalar(
+                    select(RatingAnswer.id).where(
+                        RatingAnswer.reader_id == int(reader_id), RatingAnswer.case_id == case_id
+                    )
+                )
+                is not None
+            ):
                 raise AnswerLockedError(f"case {case_code} is already rated")
-            session.add(RatingAnswer(reader_id=int(reader_id), case_id=case_id, realism=int(realism), flags=list(flags),
-                                     comment=(comment or "").strip(), seconds=float(seconds), submitted_at=utcnow()))
-            _log(session, f"reader:{int(reader_id)}", "rating_submitted", sid, case=case_code, seconds=round(float(seconds), 3))
+            session.add(
+                RatingAnswer(
+                    reader_id=int(reader_id),
+                    case_id=case_id,
+                    realism=int(realism),
+                    flags=list(flags),
+                    comment=(comment or "").strip(),
+                    seconds=float(seconds),
+                    submitted_at=utcnow(),
+                )
+            )
+            _log(
+                session,
+                f"reader:{int(reader_id)}",
+                "rating_submitted",
+                sid,
+                case=case_code,
+                seconds=round(float(seconds), 3),
+            )
     except IntegrityError:  # a concurrent submit of the same rating won
         raise AnswerLockedError(f"case {case_code} is already rated") from None
 
@@ -940,15 +1190,27 @@ def rating_records(db: str | Engine | None, session_id: int) -> list[dict]:
             select(RatingAnswer, Case, Reader.name, Assignment.position)
             .join(Case, RatingAnswer.case_id == Case.id)
             .join(Reader, RatingAnswer.reader_id == Reader.id)
-            .join(Assignment, (Assignment.reader_id == RatingAnswer.reader_id) & (Assignment.case_id == RatingAnswer.case_id))
+            .join(
+                Assignment,
+                (Assignment.reader_id == RatingAnswer.reader_id) & (Assignment.case_id == RatingAnswer.case_id),
+            )
             .where(Case.session_id == s.id, Case.practice.is_(False))
             .order_by(Reader.id, Assignment.position)
         ).all()
         return [
             {
-                "session_id": s.id, "session": s.name, "reader": name, "position": int(pos) + 1, "case_id": case.code,
-                "case_name": case_name(case.path), "cohort": case.cohort, "condition": case.condition, "realism": int(a.realism),
-                **{f"flag_{f}": f in (a.flags or []) for f in FLAGS}, "comment": a.comment, "seconds": round(float(a.seconds), 3),
+                "session_id": s.id,
+                "session": s.name,
+                "reader": name,
+                "position": int(pos) + 1,
+                "case_id": case.code,
+                "case_name": case_name(case.path),
+                "cohort": case.cohort,
+                "condition": case.condition,
+                "realism": int(a.realism),
+                **{f"flag_{f}": f in (a.flags or []) for f in FLAGS},
+                "comment": a.comment,
+                "seconds": round(float(a.seconds), 3),
                 "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
             }
             for a, case, name, pos in rows

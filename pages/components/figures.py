@@ -35,7 +35,11 @@ def typed_array(a: np.ndarray) -> dict[str, str]:
     if dtype is None or a.ndim != 2:
         raise ValueError(f"expected a 2D int16/uint8/float32 array, got {a.ndim}D {a.dtype}")
     data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    return {"dtype": dtype, "bdata": base64.b64encode(data.tobytes()).decode("ascii"), "shape": f"{a.shape[0]}, {a.shape[1]}"}
+    return {
+        "dtype": dtype,
+        "bdata": base64.b64encode(data.tobytes()).decode("ascii"),
+        "shape": f"{a.shape[0]}, {a.shape[1]}",
+    }
 
 
 def slice_figure(
@@ -69,8 +73,17 @@ def slice_figure(
             (bottom, 0.5, 0.0, "center", "bottom"),
         )
     ]
-    annotations.append({**label, "text": f"{plane} {index + 1}/{n}  W{width:g} L{level:g}", "x": 0.0, "y": 0.0,
-                        "xanchor": "left", "yanchor": "bottom", "font": {"color": LABEL_COLOUR, "size": 11}})
+    annotations.append(
+        {
+            **label,
+            "text": f"{plane} {index + 1}/{n}  W{width:g} L{level:g}",
+            "x": 0.0,
+            "y": 0.0,
+            "xanchor": "left",
+            "yanchor": "bottom",
+            "font": {"color": LABEL_COLOUR, "size": 11},
+        }
+    )
     heatmap = {
         "type": "heatmap",
         "z": typed_array(image_hu),
@@ -95,7 +108,12 @@ def slice_figure(
         "annotations": annotations,
         "xaxis": {"autorange": "reversed", "visible": False, "constrain": "domain"},
         # physical pixel height/width from the voxel spacing: correct anatomy in every plane
-        "yaxis": {"visible": False, "scaleanchor": "x", "scaleratio": pixel_aspect(spacing, plane), "constrain": "domain"},
+        "yaxis": {
+            "visible": False,
+            "scaleanchor": "x",
+            "scaleratio": pixel_aspect(spacing, plane),
+            "constrain": "domain",
+        },
     }
     return go.Figure({"data": [heatmap], "layout": layout})
 
@@ -109,14 +127,34 @@ def loss_figure(history: pd.DataFrame, means: Mapping[str, pd.DataFrame], every:
             continue
         d = history[["epoch", col]].dropna()
         label = "train" if col == "train_loss" else "validation"
-        fig.add_trace(go.Scatter(x=d["epoch"], y=d[col], mode="lines", name=f"{label} (raw)",
-                                 line={"color": colour, "width": 1}, opacity=0.35))
+        fig.add_trace(
+            go.Scatter(
+                x=d["epoch"],
+                y=d[col],
+                mode="lines",
+                name=f"{label} (raw)",
+                line={"color": colour, "width": 1},
+                opacity=0.35,
+            )
+        )
         m = means.get(col)
         if m is not None and not m.empty:
-            fig.add_trace(go.Scatter(x=m["epoch"], y=m[col], mode="lines+markers", name=f"{label} ({every}-epoch mean)",
-                                     line={"color": colour, "width": 3}))
-    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h", "y": -0.2},
-                      xaxis_title="epoch", yaxis_title="MSE loss" + (" (log)" if log_y else ""))
+            fig.add_trace(
+                go.Scatter(
+                    x=m["epoch"],
+                    y=m[col],
+                    mode="lines+markers",
+                    name=f"{label} ({every}-epoch mean)",
+                    line={"color": colour, "width": 3},
+                )
+            )
+    fig.update_layout(
+        height=420,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+        xaxis_title="epoch",
+        yaxis_title="MSE loss" + (" (log)" if log_y else ""),
+    )
     if log_y:
         fig.update_yaxes(type="log")
     return fig
@@ -125,7 +163,9 @@ def loss_figure(history: pd.DataFrame, means: Mapping[str, pd.DataFrame], every:
 def lr_figure(history: pd.DataFrame) -> go.Figure:
     d = history[["epoch", "lr"]].dropna()
     fig = go.Figure(go.Scatter(x=d["epoch"], y=d["lr"], mode="lines", name="learning rate", line={"color": "#805ad5"}))
-    fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="epoch", yaxis_title="learning rate")
+    fig.update_layout(
+        height=260, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="epoch", yaxis_title="learning rate"
+    )
     fig.update_yaxes(exponentformat="e")
     return fig
 
@@ -145,10 +185,23 @@ def histogram_figure(curve: Mapping[str, Any]) -> go.Figure:
             counts = np.asarray(curve[cohort], dtype=float)
             n = min(len(counts), len(used))  # a report with one count too few or many still draws
             used[:n] |= np.nan_to_num(counts[:n]) > 0
-            fig.add_trace(go.Scatter(x=centres, y=counts, mode="lines", name=cohort, line_shape="hvh",
-                                     line={"color": COHORT_COLOURS[cohort]}))
-    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="HU",
-                      yaxis_title="fraction of voxels", title="HU histogram")
+            fig.add_trace(
+                go.Scatter(
+                    x=centres,
+                    y=counts,
+                    mode="lines",
+                    name=cohort,
+                    line_shape="hvh",
+                    line={"color": COHORT_COLOURS[cohort]},
+                )
+            )
+    fig.update_layout(
+        height=340,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="HU",
+        yaxis_title="fraction of voxels",
+        title="HU histogram",
+    )
     if used.any():
         first, last = np.flatnonzero(used)[[0, -1]]
         fig.update_xaxes(range=[float(edges[max(first - 1, 0)]), float(edges[min(last + 2, len(edges) - 1)])])
@@ -169,10 +222,16 @@ def nps_figure(curve: Mapping[str, Any]) -> go.Figure:
         if curve.get(cohort) is not None:
             y = np.asarray(curve[cohort], dtype=float)[keep]
             positive.append(y[np.isfinite(y) & (y > 0)])
-            fig.add_trace(go.Scatter(x=freq[keep], y=y, mode="lines", name=cohort,
-                                     line={"color": COHORT_COLOURS[cohort]}))
-    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="spatial frequency (1/mm)",
-                      yaxis_title="NPS (HU² mm²)", title="Noise power spectrum")
+            fig.add_trace(
+                go.Scatter(x=freq[keep], y=y, mode="lines", name=cohort, line={"color": COHORT_COLOURS[cohort]})
+            )
+    fig.update_layout(
+        height=340,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="spatial frequency (1/mm)",
+        yaxis_title="NPS (HU² mm²)",
+        title="Noise power spectrum",
+    )
     fig.update_yaxes(type="log")
     values = np.concatenate(positive) if positive else np.array([])
     if values.size:
@@ -191,8 +250,16 @@ def scatter_figure(per_case: pd.DataFrame, x: str, y: str) -> go.Figure:
         if d.empty:
             continue
         labels = d["case"] if "case" in d.columns else d.get("file")
-        fig.add_trace(go.Scatter(x=d[x], y=d[y], mode="markers", name=str(cohort), text=labels,
-                                 marker={"color": COHORT_COLOURS.get(str(cohort)), "size": 9},
-                                 hovertemplate=f"%{{text}}<br>{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra>{cohort}</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=d[x],
+                y=d[y],
+                mode="markers",
+                name=str(cohort),
+                text=labels,
+                marker={"color": COHORT_COLOURS.get(str(cohort)), "size": 9},
+                hovertemplate=f"%{{text}}<br>{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra>{cohort}</extra>",
+            )
+        )
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title=x, yaxis_title=y)
     return fig

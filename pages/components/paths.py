@@ -34,8 +34,10 @@ def checked_path(text: str | None, what: str) -> Path:
         raise InputError(f"{what}: the path is {len(raw)} characters long; paths have at most {MAX_PATH}")
     long_names = [part for part in raw.split("/") if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME]
     if long_names:
-        raise InputError(f"{what}: a folder or file name in the path is {len(long_names[0])} characters long; "
-                         f"names have at most {MAX_NAME} bytes ({shorten(raw)!r})")
+        raise InputError(
+            f"{what}: a folder or file name in the path is {len(long_names[0])} characters long; "
+            f"names have at most {MAX_NAME} bytes ({shorten(raw)!r})"
+        )
     try:
         path = Path(raw).expanduser()
     except RuntimeError:  # ~user that does not exist

@@ -28,7 +28,11 @@ def load_selftest(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"no selftest.json at {p}"
     except (OSError, ValueError) as exc:
         return None, f"{p}: not readable JSON ({type(exc).__name__})"
-    if not isinstance(data, dict) or data.get("schema") != SELFTEST_SCHEMA or not isinstance(data.get("degradations"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("schema") != SELFTEST_SCHEMA
+        or not isinstance(data.get("degradations"), dict)
+    ):
         return None, f"{p}: not a {SELFTEST_SCHEMA} file"
     return data, None
 
@@ -38,7 +42,11 @@ def _cell(d: dict[str, Any]) -> str:
         return "—"
     arrow = {"up": "▲", "down": "▼"}.get(d.get("direction"), "=")
     z = d.get("z")
-    return f"{arrow} {z:+.1f}σ{' ✓' if d['detected'] else ''}" if isinstance(z, (int, float)) else f"{arrow}{' ✓' if d['detected'] else ''}"
+    return (
+        f"{arrow} {z:+.1f}σ{' ✓' if d['detected'] else ''}"
+        if isinstance(z, (int, float))
+        else f"{arrow}{' ✓' if d['detected'] else ''}"
+    )
 
 
 def sensitivity_table(result: dict[str, Any]) -> pd.DataFrame:
@@ -65,15 +73,21 @@ def default_selftest_dir(report_dir: str | None) -> str:
 
 def selftest_tab(report_dir: str | None) -> None:
     """The tab's content (call inside ``with tab:``)."""
-    folder = st.text_input("Self-test folder (python -m eval selftest --out)", value=default_selftest_dir(report_dir), key="selftest_dir")
+    folder = st.text_input(
+        "Self-test folder (python -m eval selftest --out)", value=default_selftest_dir(report_dir), key="selftest_dir"
+    )
     result, err = load_selftest(folder) if folder else (None, "no folder given")
     if result is None:
-        st.info(f"No self-test to show ({err}). Run `python -m eval selftest --real REAL --out {folder or 'DIR'}` "
-                "to see which metrics detect controlled degradations of your real scans.")
+        st.info(
+            f"No self-test to show ({err}). Run `python -m eval selftest --real REAL --out {folder or 'DIR'}` "
+            "to see which metrics detect controlled degradations of your real scans."
+        )
         return
     inp = result.get("inputs") or {}
-    st.caption(f"{inp.get('n_real', '?')} real scans: {inp.get('n_reference', '?')} as reference, {inp.get('n_degraded', '?')} degraded. "
-               "Cell: value up ▲ / down ▼, z = change of the distance from real in bootstrap SEs, ✓ detected (z > 1.96).")
+    st.caption(
+        f"{inp.get('n_real', '?')} real scans: {inp.get('n_reference', '?')} as reference, {inp.get('n_degraded', '?')} degraded. "
+        "Cell: value up ▲ / down ▼, z = change of the distance from real in bootstrap SEs, ✓ detected (z > 1.96)."
+    )
     st.dataframe(sensitivity_table(result), hide_index=True, width="stretch", key="selftest_table")
     missed = {n: d["missed"] for n, d in result["degradations"].items() if d.get("missed")}
     if missed:

@@ -36,33 +36,101 @@ def write_report(path: Path, real_files: list[str], gen_files: list[str]) -> dic
         "inputs": {"real": str(path.parent / "real"), "generated": str(path.parent / "generated")},
         "settings": {"seed": 0},
         "metrics": {
-            "frd": {"value": 30.0, "ci95": [25.0, 35.0], "real": None, "generated": None, "reference": 10.0,
-                    "better": "lower", "unit": "", "reason": None, "description": "Fréchet radiomics distance"},
-            "noise_sd": {"value": 1.0, "ci95": None, "real": 10.0, "generated": 11.0, "reference": 1.0,
-                         "better": "closer-to-real", "unit": "HU", "reason": None, "description": "noise SD in flat regions"},
-            "coverage": {"value": 0.8, "ci95": [0.7, 0.9], "real": None, "generated": None, "reference": 0.9,
-                         "better": "higher", "unit": "", "reason": None, "description": "coverage"},
-            "fid_2d": {"value": None, "ci95": None, "real": None, "generated": None, "reference": None,
-                       "better": "lower", "unit": "", "reason": "skipped: needs 2 volumes per cohort", "description": ""},
+            "frd": {
+                "value": 30.0,
+                "ci95": [25.0, 35.0],
+                "real": None,
+                "generated": None,
+                "reference": 10.0,
+                "better": "lower",
+                "unit": "",
+                "reason": None,
+                "description": "Fréchet radiomics distance",
+            },
+            "noise_sd": {
+                "value": 1.0,
+                "ci95": None,
+                "real": 10.0,
+                "generated": 11.0,
+                "reference": 1.0,
+                "better": "closer-to-real",
+                "unit": "HU",
+                "reason": None,
+                "description": "noise SD in flat regions",
+            },
+            "coverage": {
+                "value": 0.8,
+                "ci95": [0.7, 0.9],
+                "real": None,
+                "generated": None,
+                "reference": 0.9,
+                "better": "higher",
+                "unit": "",
+                "reason": None,
+                "description": "coverage",
+            },
+            "fid_2d": {
+                "value": None,
+                "ci95": None,
+                "real": None,
+                "generated": None,
+                "reference": None,
+                "better": "lower",
+                "unit": "",
+                "reason": "skipped: needs 2 volumes per cohort",
+                "description": "",
+            },
         },
         "per_case": [
-            *({"cohort": "real", "file": f, "case": Path(f).name.split(".")[0], "noise_sd": 10.0 + i,
-               "contrast_rms": 50.0 + i, "ssim_nearest_real": None, "nearest_real_file": None} for i, f in enumerate(real_files)),
-            *({"cohort": "generated", "file": f, "case": Path(f).name.split(".")[0], "noise_sd": 12.0 + i,
-               "contrast_rms": 40.0 + i, "ssim_nearest_real": 0.8 + 0.05 * i,
-               "nearest_real_file": real_files[(i + 1) % len(real_files)]} for i, f in enumerate(gen_files)),
+            *(
+                {
+                    "cohort": "real",
+                    "file": f,
+                    "case": Path(f).name.split(".")[0],
+                    "noise_sd": 10.0 + i,
+                    "contrast_rms": 50.0 + i,
+                    "ssim_nearest_real": None,
+                    "nearest_real_file": None,
+                }
+                for i, f in enumerate(real_files)
+            ),
+            *(
+                {
+                    "cohort": "generated",
+                    "file": f,
+                    "case": Path(f).name.split(".")[0],
+                    "noise_sd": 12.0 + i,
+                    "contrast_rms": 40.0 + i,
+                    "ssim_nearest_real": 0.8 + 0.05 * i,
+                    "nearest_real_file": real_files[(i + 1) % len(real_files)],
+                }
+                for i, f in enumerate(gen_files)
+            ),
         ],
         "curves": {
-            "hu_histogram": {"bin_edges": [-1000, -500, 0, 500, 1000], "real": [0.1, 0.2, 0.5, 0.2], "generated": [0.2, 0.2, 0.4, 0.2]},
-            "nps": {"frequency_mm": [0.05, 0.1, 0.2, 0.4], "real": [10.0, 8.0, 4.0, 1.0], "generated": [12.0, 9.0, 5.0, 2.0]},
+            "hu_histogram": {
+                "bin_edges": [-1000, -500, 0, 500, 1000],
+                "real": [0.1, 0.2, 0.5, 0.2],
+                "generated": [0.2, 0.2, 0.4, 0.2],
+            },
+            "nps": {
+                "frequency_mm": [0.05, 0.1, 0.2, 0.4],
+                "real": [10.0, 8.0, 4.0, 1.0],
+                "generated": [12.0, 9.0, 5.0, 2.0],
+            },
         },
         "memorization_flagged": [
             {"generated": gen_files[1], "nearest_train": real_files[0], "distance": 0.01, "threshold": 0.05},
         ],
     }
     # which scans it measured, as the report builder records it (content hashes)
-    add_provenance(report, {"real": [SimpleNamespace(path=Path(f)) for f in real_files],
-                            "generated": [SimpleNamespace(path=Path(f)) for f in gen_files]})
+    add_provenance(
+        report,
+        {
+            "real": [SimpleNamespace(path=Path(f)) for f in real_files],
+            "generated": [SimpleNamespace(path=Path(f)) for f in gen_files],
+        },
+    )
     path.mkdir(parents=True, exist_ok=True)
     (path / "report.json").write_text(json.dumps(report, indent=1))
     (path / "report.html").write_text("<html><body><h1>ctdiff report</h1></body></html>")
@@ -79,7 +147,9 @@ def write_run(run: Path, epochs: int = 30) -> None:
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run / "previews").mkdir(exist_ok=True)
     (run / "config.yaml").write_text("model:\n  channels: [8, 8, 8]\ntraining:\n  epochs: 30\n  lr: 0.0001\n")
-    (run / "split.json").write_text(json.dumps({"seed": 7, "train": ["real/case_a.nii.gz"], "val": ["real/case_b.nii.gz"]}))
+    (run / "split.json").write_text(
+        json.dumps({"seed": 7, "train": ["real/case_a.nii.gz"], "val": ["real/case_b.nii.gz"]})
+    )
     rows = ["epoch,step,train_loss,val_loss,lr,seconds"]
     for e in range(1, epochs + 1):
         val = f"{0.5 / e + 0.02:.6f}" if e % 5 == 0 else ""

@@ -30,30 +30,92 @@ def _write_report(ws: Path, real: list[Path], gen: list[Path]) -> None:
         "inputs": {"real": str(ws / "real"), "generated": str(ws / "generated"), "note": "browser-test fixture"},
         "settings": {"seed": 0},
         "metrics": {
-            "frd": {"value": 21.0, "ci95": [17.5, 26.0], "real": None, "generated": None, "reference": 9.0,
-                    "better": "lower", "unit": "", "reason": None, "description": "Fréchet radiomics distance"},
-            "noise_sd": {"value": 12.0, "ci95": [9.0, 15.0], "real": 20.0, "generated": 32.0, "reference": 4.0,
-                         "better": "closer-to-real", "unit": "HU", "reason": None, "description": "noise SD in flat soft tissue"},
-            "mean_hu_soft_tissue": {"value": 3.0, "ci95": [1.0, 5.0], "real": 41.0, "generated": 44.0, "reference": 3.0,
-                                    "better": "closer-to-real", "unit": "HU", "reason": None, "description": "mean HU in muscle"},
-            "coverage": {"value": 0.62, "ci95": [0.5, 0.75], "real": None, "generated": None, "reference": 0.9,
-                         "better": "higher", "unit": "", "reason": None, "description": "coverage of real features"},
+            "frd": {
+                "value": 21.0,
+                "ci95": [17.5, 26.0],
+                "real": None,
+                "generated": None,
+                "reference": 9.0,
+                "better": "lower",
+                "unit": "",
+                "reason": None,
+                "description": "Fréchet radiomics distance",
+            },
+            "noise_sd": {
+                "value": 12.0,
+                "ci95": [9.0, 15.0],
+                "real": 20.0,
+                "generated": 32.0,
+                "reference": 4.0,
+                "better": "closer-to-real",
+                "unit": "HU",
+                "reason": None,
+                "description": "noise SD in flat soft tissue",
+            },
+            "mean_hu_soft_tissue": {
+                "value": 3.0,
+                "ci95": [1.0, 5.0],
+                "real": 41.0,
+                "generated": 44.0,
+                "reference": 3.0,
+                "better": "closer-to-real",
+                "unit": "HU",
+                "reason": None,
+                "description": "mean HU in muscle",
+            },
+            "coverage": {
+                "value": 0.62,
+                "ci95": [0.5, 0.75],
+                "real": None,
+                "generated": None,
+                "reference": 0.9,
+                "better": "higher",
+                "unit": "",
+                "reason": None,
+                "description": "coverage of real features",
+            },
         },
         "per_case": [
-            *({"cohort": "real", "file": str(p), "case": p.name[:-7], "noise_sd": 19.0 + 2 * i, "contrast_rms": 180.0 + 5 * i,
-               "ssim_nearest_real": None, "nearest_real_file": None} for i, p in enumerate(real)),
-            *({"cohort": "generated", "file": str(p), "case": p.name[:-7], "noise_sd": 30.0 + 3 * i, "contrast_rms": 160.0 + 4 * i,
-               "ssim_nearest_real": 0.71 + 0.1 * i, "nearest_real_file": str(real[i % len(real)])} for i, p in enumerate(gen)),
+            *(
+                {
+                    "cohort": "real",
+                    "file": str(p),
+                    "case": p.name[:-7],
+                    "noise_sd": 19.0 + 2 * i,
+                    "contrast_rms": 180.0 + 5 * i,
+                    "ssim_nearest_real": None,
+                    "nearest_real_file": None,
+                }
+                for i, p in enumerate(real)
+            ),
+            *(
+                {
+                    "cohort": "generated",
+                    "file": str(p),
+                    "case": p.name[:-7],
+                    "noise_sd": 30.0 + 3 * i,
+                    "contrast_rms": 160.0 + 4 * i,
+                    "ssim_nearest_real": 0.71 + 0.1 * i,
+                    "nearest_real_file": str(real[i % len(real)]),
+                }
+                for i, p in enumerate(gen)
+            ),
         ],
         "curves": {
-            "hu_histogram": {"bin_edges": list(range(-1100, 1101, 100)),
-                             "real": list(np.exp(-((np.arange(-1050, 1050, 100) - 30) / 250.0) ** 2) / 8),
-                             "generated": list(np.exp(-((np.arange(-1050, 1050, 100) - 60) / 300.0) ** 2) / 9)},
-            "nps": {"frequency_mm": list(np.linspace(0.02, 0.6, 20)),
-                    "real": list(400 * np.linspace(0.02, 0.6, 20) * np.exp(-np.linspace(0.02, 0.6, 20) / 0.15)),
-                    "generated": list(700 * np.linspace(0.02, 0.6, 20) * np.exp(-np.linspace(0.02, 0.6, 20) / 0.18))},
+            "hu_histogram": {
+                "bin_edges": list(range(-1100, 1101, 100)),
+                "real": list(np.exp(-(((np.arange(-1050, 1050, 100) - 30) / 250.0) ** 2)) / 8),
+                "generated": list(np.exp(-(((np.arange(-1050, 1050, 100) - 60) / 300.0) ** 2)) / 9),
+            },
+            "nps": {
+                "frequency_mm": list(np.linspace(0.02, 0.6, 20)),
+                "real": list(400 * np.linspace(0.02, 0.6, 20) * np.exp(-np.linspace(0.02, 0.6, 20) / 0.15)),
+                "generated": list(700 * np.linspace(0.02, 0.6, 20) * np.exp(-np.linspace(0.02, 0.6, 20) / 0.18)),
+            },
         },
-        "memorization_flagged": [{"generated": str(gen[1]), "nearest_train": str(real[1]), "distance": 0.012, "threshold": 0.05}],
+        "memorization_flagged": [
+            {"generated": str(gen[1]), "nearest_train": str(real[1]), "distance": 0.012, "threshold": 0.05}
+        ],
     }
     (ws / "report").mkdir(parents=True)
     (ws / "report" / "report.json").write_text(json.dumps(report, indent=1))
@@ -69,9 +131,13 @@ def _write_run(run: Path) -> None:
     rng = np.random.default_rng(0)
     (run / "previews").mkdir(parents=True)
     (run / "checkpoints").mkdir()
-    (run / "config.yaml").write_text("data:\n  hu_window: [-1000, 1000]\nmodel:\n  channels: [32, 64, 64, 128]\n"
-                                     "training:\n  epochs: 60\n  lr: 0.0001\n  batch_size: 1\n")
-    (run / "split.json").write_text(json.dumps({"seed": 0, "train": ["case_000.nii.gz", "case_001.nii.gz"], "val": ["case_002.nii.gz"]}))
+    (run / "config.yaml").write_text(
+        "data:\n  hu_window: [-1000, 1000]\nmodel:\n  channels: [32, 64, 64, 128]\n"
+        "training:\n  epochs: 60\n  lr: 0.0001\n  batch_size: 1\n"
+    )
+    (run / "split.json").write_text(
+        json.dumps({"seed": 0, "train": ["case_000.nii.gz", "case_001.nii.gz"], "val": ["case_002.nii.gz"]})
+    )
     rows = ["epoch,step,train_loss,val_loss,lr,seconds"]
     for e in range(1, 61):
         train = 0.02 + 0.5 * np.exp(-e / 8) * (1 + 0.25 * rng.standard_normal())
@@ -80,19 +146,28 @@ def _write_run(run: Path) -> None:
     (run / "history.csv").write_text("\n".join(rows) + "\n")
     for epoch, noise in ((15, 400.0), (30, 150.0), (45, 60.0), (60, 30.0)):
         vol, _ = make_phantom(shape=(128, 128, 8), seed=50, noise_hu=noise)
-        mpimg.imsave(run / "previews" / f"epoch_{epoch:04d}.png", apply_window(plane_slice(vol.array, "axial", 4), 400, 40),
-                     cmap="gray", vmin=0, vmax=255)
+        mpimg.imsave(
+            run / "previews" / f"epoch_{epoch:04d}.png",
+            apply_window(plane_slice(vol.array, "axial", 4), 400, 40),
+            cmap="gray",
+            vmin=0,
+            vmax=255,
+        )
 
 
 @pytest.fixture
 def phantom_workspace(tmp_path) -> Path:
     ws = tmp_path / "phantom-ws"
     real = [write_nifti(make_phantom(shape=SHAPE, seed=s)[0], ws / "real" / f"case_{s:03d}.nii.gz") for s in (1, 2)]
-    gen = [write_nifti(make_phantom(shape=SHAPE, seed=s, noise_hu=32.0)[0], ws / "generated" / f"sample_{i:03d}.nii.gz")
-           for i, s in enumerate((11, 12))]
+    gen = [
+        write_nifti(make_phantom(shape=SHAPE, seed=s, noise_hu=32.0)[0], ws / "generated" / f"sample_{i:03d}.nii.gz")
+        for i, s in enumerate((11, 12))
+    ]
     _write_report(ws, real, gen)
     _write_run(ws / "run")
-    (ws / "workspace.json").write_text(json.dumps({"name": "browser-test", "note": "synthetic phantoms, not patient data"}))
+    (ws / "workspace.json").write_text(
+        json.dumps({"name": "browser-test", "note": "synthetic phantoms, not patient data"})
+    )
     return ws
 
 

@@ -26,7 +26,11 @@ def _md(at) -> str:
 def test_shows_what_is_loaded(home, app_env):
     at = home
     assert {m.label: m.value for m in at.metric} == {
-        "Real volumes": "2", "Generated volumes": "2", "metrics": "4", "epochs logged": "30"}
+        "Real volumes": "2",
+        "Generated volumes": "2",
+        "metrics": "4",
+        "epochs logged": "30",
+    }
     text = _md(at)
     # real: 16x12x8, pattern x + 30y + 1000z - 3000 (+100 for case_b): HU from -3000 to 15+330+7000-3000+100
     assert "shape 16×12×8  \nspacing 0.8 × 0.9 × 2.5 mm  \nHU -3000 … 4445" in text
@@ -104,8 +108,13 @@ def test_demo_workspace_is_built_on_first_start(monkeypatch, tmp_path, page, wor
 
     monkeypatch.delenv("CTDIFF_WORKSPACE", raising=False)
     monkeypatch.setattr(ctdiff_app.workspace, "DEFAULT_WORKSPACE", target)
-    monkeypatch.setitem(sys.modules, "ctdiff_app.demo", types.SimpleNamespace(
-        ensure_demo_workspace=ensure_demo_workspace, demo_state=lambda p: ("build", f"{p} does not exist yet")))
+    monkeypatch.setitem(
+        sys.modules,
+        "ctdiff_app.demo",
+        types.SimpleNamespace(
+            ensure_demo_workspace=ensure_demo_workspace, demo_state=lambda p: ("build", f"{p} does not exist yet")
+        ),
+    )
     (workspace / "workspace.json").write_text('{"name": "demo", "complete": true}')  # the completion mark
     at = page(HOME)
     at.run()
@@ -117,7 +126,9 @@ def test_demo_workspace_is_built_on_first_start(monkeypatch, tmp_path, page, wor
     assert calls == [target]  # built once
 
 
-def test_demo_folder_with_only_caches_is_rebuilt_and_one_with_user_files_is_kept(monkeypatch, tmp_path, page, workspace):
+def test_demo_folder_with_only_caches_is_rebuilt_and_one_with_user_files_is_kept(
+    monkeypatch, tmp_path, page, workspace
+):
     """`scripts/test` before `scripts/app` used to leave workspace/demo/review-cache/ and an empty Home."""
     import ctdiff_app.demo
     import ctdiff_app.workspace

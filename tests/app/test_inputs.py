@@ -17,8 +17,12 @@ ODD = {
     "unknown home": "~no_such_user_ctdiff/x",
     "odd characters": "é😀<>|*?",
 }
-FIELDS = {"input_real_dir": "Real scans folder", "input_generated_dir": "Generated scans folder, or a training run dir",
-          "input_report_dir": "Report folder", "input_run_dir": "Training run dir"}
+FIELDS = {
+    "input_real_dir": "Real scans folder",
+    "input_generated_dir": "Generated scans folder, or a training run dir",
+    "input_report_dir": "Report folder",
+    "input_run_dir": "Training run dir",
+}
 
 
 def test_checked_path_messages():
@@ -73,8 +77,11 @@ def test_dashboard_compute_fields_answer_odd_text_in_one_line(app_env, page):
 
 
 def test_monitor_and_browser_with_an_odd_selected_folder(app_env, page):
-    for script, key in (("pages/3_Training_monitor.py", "run_dir"), ("pages/1_Slice_browser.py", "real_dir"),
-                        ("pages/2_Metrics_dashboard.py", "report_dir")):
+    for script, key in (
+        ("pages/3_Training_monitor.py", "run_dir"),
+        ("pages/1_Slice_browser.py", "real_dir"),
+        ("pages/2_Metrics_dashboard.py", "report_dir"),
+    ):
         at = page(script)
         at.session_state[key] = "/" + "z" * 700
         at.run()

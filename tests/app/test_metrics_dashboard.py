@@ -12,7 +12,9 @@ DASHBOARD = "pages/2_Metrics_dashboard.py"
 def _by_title(at, charts) -> dict[str, dict]:
     out = {}
     for spec in charts(at):
-        title = (spec["layout"].get("title") or {}).get("text") or spec["layout"].get("xaxis", {}).get("title", {}).get("text")
+        title = (spec["layout"].get("title") or {}).get("text") or spec["layout"].get("xaxis", {}).get("title", {}).get(
+            "text"
+        )
         out[title] = spec
     return out
 
@@ -63,7 +65,9 @@ def test_charts_show_the_report_curves(dashboard, charts):
     scatter = shown["noise_sd"]
     assert scatter["layout"]["yaxis"]["title"]["text"] == "ssim_nearest_real"
     by_name = {t["name"]: t for t in scatter["data"]}
-    assert list(by_name["generated"]["x"]) == [12.0, 13.0] and list(by_name["generated"]["y"]) == pytest.approx([0.8, 0.85])
+    assert list(by_name["generated"]["x"]) == [12.0, 13.0] and list(by_name["generated"]["y"]) == pytest.approx(
+        [0.8, 0.85]
+    )
     assert "real" not in by_name  # real cases have no nearest-real SSIM
     at.selectbox(key="scatter_y").set_value("contrast_rms").run()
     scatter = _by_title(at, charts)["noise_sd"]
@@ -127,8 +131,12 @@ def test_compute_a_report_with_the_eval_builder(no_report, tmp_path):
     assert at.session_state["report_dir"] == str(out)
     written = json.loads((out / "report.json").read_text())
     table = at.dataframe[0].value.set_index("metric")
-    assert sorted(table.index) == sorted(written["metrics"]) == ["cnr_soft_tissue_fat", "contrast_rms", "hu_wasserstein"]
-    assert float(table.loc["hu_wasserstein", "value"]) == pytest.approx(written["metrics"]["hu_wasserstein"]["value"], rel=1e-3)
+    assert (
+        sorted(table.index) == sorted(written["metrics"]) == ["cnr_soft_tissue_fat", "contrast_rms", "hu_wasserstein"]
+    )
+    assert float(table.loc["hu_wasserstein", "value"]) == pytest.approx(
+        written["metrics"]["hu_wasserstein"]["value"], rel=1e-3
+    )
     # the report records which scans it measured, and they are the selected ones
     measured = {c: {r["sha256"] for r in rows} for c, rows in written["provenance"]["scans"].items() if rows}
     assert set(measured) == {"real", "generated"} and all(len(h) == 2 for h in measured.values())
@@ -187,8 +195,11 @@ def test_histogram_range_fits_the_data_and_nps_drops_the_zero_bin(app_env, page,
         if -1000 <= e < 700:
             counts[i] = 0.01
     report["curves"]["hu_histogram"] = {"bin_edges": edges, "real": counts, "generated": counts}
-    report["curves"]["nps"] = {"frequency_mm": [0.0, 0.1, 0.2, 0.4], "real": [1e-28, 8.0, 4.0, 1.0],
-                               "generated": [3e-29, 9.0, 5.0, 2.0]}
+    report["curves"]["nps"] = {
+        "frequency_mm": [0.0, 0.1, 0.2, 0.4],
+        "real": [1e-28, 8.0, 4.0, 1.0],
+        "generated": [3e-29, 9.0, 5.0, 2.0],
+    }
     path.write_text(json.dumps(report))
     at = page(DASHBOARD)
     at.run()
@@ -207,11 +218,24 @@ def test_selftest_tab_shows_the_sensitivity_table(app_env, page):
         "inputs": {"n_real": 8, "n_reference": 4, "n_degraded": 4},
         "settings": {"metrics": ["noise_sd", "contrast_rms"]},
         "degradations": {
-            "blur": {"expected": ["noise_sd"], "missed": [], "detected_by": ["noise_sd"],
-                     "metrics": {"noise_sd": {"direction": "down", "z": 4.2, "detected": True},
-                                 "contrast_rms": {"direction": "down", "z": 0.3, "detected": False}}},
-            "contrast": {"expected": ["contrast_rms"], "missed": ["contrast_rms"], "detected_by": [],
-                         "metrics": {"noise_sd": {"detected": None}, "contrast_rms": {"direction": "down", "z": 1.1, "detected": False}}},
+            "blur": {
+                "expected": ["noise_sd"],
+                "missed": [],
+                "detected_by": ["noise_sd"],
+                "metrics": {
+                    "noise_sd": {"direction": "down", "z": 4.2, "detected": True},
+                    "contrast_rms": {"direction": "down", "z": 0.3, "detected": False},
+                },
+            },
+            "contrast": {
+                "expected": ["contrast_rms"],
+                "missed": ["contrast_rms"],
+                "detected_by": [],
+                "metrics": {
+                    "noise_sd": {"detected": None},
+                    "contrast_rms": {"direction": "down", "z": 1.1, "detected": False},
+                },
+            },
         },
     }
     (app_env / "report" / "selftest").mkdir()

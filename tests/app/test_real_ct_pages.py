@@ -93,7 +93,9 @@ def test_home_offers_the_demo_real_ct_cohort_or_says_why_it_is_missing(app_env, 
     assert at.session_state["real_dir"] == str(ws / "real-ct")
     assert at.text_input(key="input_real_dir").value == str(ws / "real-ct")
 
-    (ws / "workspace.json").write_text(json.dumps({**info, "real_ct_cohort": {"missing": "cannot get the scans (offline)"}}))
+    (ws / "workspace.json").write_text(
+        json.dumps({**info, "real_ct_cohort": {"missing": "cannot get the scans (offline)"}})
+    )
     at = page("app.py")
     at.run()
     assert "Real CT cohort missing from the demo: cannot get the scans (offline)" in [c.value for c in at.caption]

@@ -46,9 +46,14 @@ def simulated_readers(url: str, sid: int, n: int, rng: np.random.Generator) -> N
             synthetic = store_cohort(url, code) == "synthetic"
             said = synthetic if rng.random() < 0.7 else not synthetic
             store.submit_answer(
-                url, reader.reader_id, code, said_synthetic=said, confidence=int(rng.integers(2, 6)),
+                url,
+                reader.reader_id,
+                code,
+                said_synthetic=said,
+                confidence=int(rng.integers(2, 6)),
                 realism=int(rng.integers(1, 4) if synthetic else rng.integers(3, 6)),
-                flags=[f for f in ("noise", "texture") if synthetic and rng.random() < 0.5], seconds=float(rng.uniform(5, 40)),
+                flags=[f for f in ("noise", "texture") if synthetic and rng.random() < 0.5],
+                seconds=float(rng.uniform(5, 40)),
             )
 
 
@@ -70,7 +75,12 @@ def study(tmp_path):
         write_nifti(pelvis((64, 64, 10), (6.0, 6.0, 12.0), 35.0, rng), gen / f"modelsample_{i:03d}.nii.gz")
     url = f"sqlite:///{tmp_path / 'reviews.sqlite'}"
     sid = store.create_session(
-        url, "Browser study", real, gen, seed=1, allow_change=False,
+        url,
+        "Browser study",
+        real,
+        gen,
+        seed=1,
+        allow_change=False,
         instructions="Decide for each scan whether it is a real CT or made by the model.",
     )
     # the browser reader is the first whose first two cases are one real and one synthetic
@@ -169,7 +179,9 @@ def test_reader_answers_two_cases_blinded(study, streamlit_server, browser_page,
 
 
 @pytest.mark.browser
-def test_reader_page_fits_1440x900_keyboard_answers_and_sizes_say_nothing(study, streamlit_server, browser_page, artifact_dir):
+def test_reader_page_fits_1440x900_keyboard_answers_and_sizes_say_nothing(
+    study, streamlit_server, browser_page, artifact_dir
+):
     """Image and answer form above the fold at 1440x900; R/S, 1-5 and Enter answer a case with a
     visible confirmation; every image the browser receives has the same byte size."""
     page = browser_page
@@ -237,7 +249,12 @@ def test_two_alternative_forced_choice_page(tmp_path, streamlit_server, browser_
     env = {"CTDIFF_WORKSPACE": str(tmp_path), "CTDIFF_REVIEW_DB": url, "CTDIFF_ORGANISER_CODE": ORG_CODE}
     page = browser_page
     sizes: dict[str, int] = {}
-    page.on("response", lambda r: sizes.__setitem__(r.url, len(r.body())) if urlparse(r.url).path.startswith("/media/") and r.ok else None)
+    page.on(
+        "response",
+        lambda r: (
+            sizes.__setitem__(r.url, len(r.body())) if urlparse(r.url).path.startswith("/media/") and r.ok else None
+        ),
+    )
     page.set_viewport_size({"width": 1440, "height": 900})
     base = streamlit_server("app.py", env=env)
     page.goto(base + "/Review_reader")
@@ -246,12 +263,18 @@ def test_two_alternative_forced_choice_page(tmp_path, streamlit_server, browser_
     page.get_by_text("Pair 1 of 2").wait_for()
     imgs = page.locator("[data-testid='stImage'] img")
     imgs.nth(1).wait_for()
-    page.wait_for_function("() => Array.from(document.querySelectorAll(\"[data-testid='stImage'] img\")).every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll(\"[data-testid='stImage'] img\")).every(i => i.complete && i.naturalWidth > 0)"
+    )
     dims = [tuple(imgs.nth(i).evaluate("i => [i.naturalWidth, i.naturalHeight]")) for i in range(2)]
     assert dims[0] == dims[1]
     check_no_leaks(page.content(), tmp_path)
     page.screenshot(path=str(artifact_dir / "review-2afc.png"))
-    for box in (imgs.nth(0).bounding_box(), imgs.nth(1).bounding_box(), page.get_by_role("button", name="Submit and next").bounding_box()):
+    for box in (
+        imgs.nth(0).bounding_box(),
+        imgs.nth(1).bounding_box(),
+        page.get_by_role("button", name="Submit and next").bounding_box(),
+    ):
         assert box["y"] + box["height"] <= 900, box  # both scans and the form above the fold at 1440x900
     imgs.first.click()
     for key in ("ArrowLeft" if real_side == "left" else "ArrowRight", "5", "Enter"):
@@ -281,7 +304,9 @@ def test_giveaway_mark_click_stores_the_clicked_voxel(study, streamlit_server, b
     canvas = frame.locator("#pane-0")
     box = canvas.bounding_box()
     canvas.click(position={"x": box["width"] * 0.4, "y": box["height"] * 0.55})
-    shown = frame.evaluate("() => Array.from(window.ctViewer.panes[0].nv.frac2vox(window.ctViewer.panes[0].nv.scene.crosshairPos))")
+    shown = frame.evaluate(
+        "() => Array.from(window.ctViewer.panes[0].nv.frac2vox(window.ctViewer.panes[0].nv.scene.crosshairPos))"
+    )
     page.get_by_text("Mark what gives it away (1 mark)").wait_for()
     page.screenshot(path=str(artifact_dir / "review-reader-marks.png"))
     reader = store.find_reader(study["url"], study["code"])

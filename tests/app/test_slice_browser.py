@@ -20,8 +20,14 @@ def figures(charts):
         out = []
         for spec in charts(at):
             trace = spec["data"][0]
-            out.append({"trace": trace, "z": np.asarray(trace["z"]), "layout": spec["layout"],
-                        "title": (spec["layout"].get("title") or {}).get("text", "")})
+            out.append(
+                {
+                    "trace": trace,
+                    "z": np.asarray(trace["z"]),
+                    "layout": spec["layout"],
+                    "title": (spec["layout"].get("title") or {}).get("text", ""),
+                }
+            )
         return out
 
     return get
@@ -188,8 +194,11 @@ def test_nearest_real_view_pairs_each_generated_case(browser, figures):
 
 def test_request_from_dashboard_opens_the_flagged_pair(app_env, page, figures):
     at = server_rendered(page(BROWSER))
-    at.session_state["browse_request"] = {"generated": str(app_env / "generated/sample_001.nii.gz"),
-                                          "real": str(app_env / "real/case_a.nii.gz"), "view": "nearest real"}
+    at.session_state["browse_request"] = {
+        "generated": str(app_env / "generated/sample_001.nii.gz"),
+        "real": str(app_env / "real/case_a.nii.gz"),
+        "view": "nearest real",
+    }
     at.run()
     assert not at.exception
     assert [f["title"] for f in figures(at)] == ["Generated: sample_001", "Real: case_a"]

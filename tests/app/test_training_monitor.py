@@ -20,8 +20,12 @@ def monitor(app_env, page):
 
 
 def _loss(at, charts):
-    return next(c for c in charts(at) if c["layout"].get("xaxis", {}).get("title", {}).get("text") == "epoch"
-                and "MSE" in c["layout"]["yaxis"]["title"]["text"])
+    return next(
+        c
+        for c in charts(at)
+        if c["layout"].get("xaxis", {}).get("title", {}).get("text") == "epoch"
+        and "MSE" in c["layout"]["yaxis"]["title"]["text"]
+    )
 
 
 def test_headline_and_loss_curves_with_10_epoch_means(monitor, charts):
@@ -39,8 +43,11 @@ def test_headline_and_loss_curves_with_10_epoch_means(monitor, charts):
     np.testing.assert_allclose(traces["train (10-epoch mean)"]["y"], train.reshape(3, 10).mean(axis=1), rtol=1e-5)
     assert list(traces["train (10-epoch mean)"]["x"]) == [10, 20, 30]
     val = {e: 0.5 / e + 0.02 for e in range(5, 31, 5)}
-    np.testing.assert_allclose(traces["validation (10-epoch mean)"]["y"],
-                               [(val[5] + val[10]) / 2, (val[15] + val[20]) / 2, (val[25] + val[30]) / 2], rtol=1e-5)
+    np.testing.assert_allclose(
+        traces["validation (10-epoch mean)"]["y"],
+        [(val[5] + val[10]) / 2, (val[15] + val[20]) / 2, (val[25] + val[30]) / 2],
+        rtol=1e-5,
+    )
     assert len(traces["validation (raw)"]["x"]) == 6
     assert any("Not running" in c.value for c in at.caption)
 
@@ -118,8 +125,10 @@ def test_preview_volumes_open_in_the_slice_browser(app_env, page):
     from ctdiff.data.volume import Volume
 
     for e in (5, 10):
-        write_nifti(Volume.from_spacing(np.full((8, 8, 4), 10.0 * e, dtype=np.float32), (1, 1, 2)),
-                    app_env / "run" / "previews" / f"epoch_{e:04d}.nii.gz")
+        write_nifti(
+            Volume.from_spacing(np.full((8, 8, 4), 10.0 * e, dtype=np.float32), (1, 1, 2)),
+            app_env / "run" / "previews" / f"epoch_{e:04d}.nii.gz",
+        )
     at = page("app.py")
     at.run()
     at.switch_page(MONITOR).run()
@@ -149,7 +158,9 @@ def test_generate_panel_samples_into_the_run_and_selects_the_result(monitor, app
         calls["sample"] = (bundle, n, sampler, steps, seed)
         for i in range(steps):
             callback(i + 1, steps)
-        return [Volume.from_spacing(np.full((8, 8, 4), 100.0 * seed + i, dtype=np.float32), (1, 1, 2)) for i in range(n)]
+        return [
+            Volume.from_spacing(np.full((8, 8, 4), 100.0 * seed + i, dtype=np.float32), (1, 1, 2)) for i in range(n)
+        ]
 
     def write_samples(volumes, out_dir, info, force=False):
         calls["write"] = (str(out_dir), dict(info), force)

@@ -106,7 +106,12 @@ def viewer_page(app_env, page):
 def test_browser_viewer_gets_both_volumes_once_in_true_hu(viewer_page, app_env):
     args, blobs = component(viewer_page)
     assert [v["label"] for v in args["volumes"]] == ["Real: case_a", "Generated: sample_000"]
-    assert (args["layout"], args["linked"], args["plane"], args["window"]) == ("side by side", True, "axial", [400.0, 40.0])
+    assert (args["layout"], args["linked"], args["plane"], args["window"]) == (
+        "side by side",
+        True,
+        "axial",
+        [400.0, 40.0],
+    )
     real = np.asarray(decode(blobs["volume_0"]).dataobj)
     gen = np.asarray(decode(blobs["volume_1"]).dataobj)
     np.testing.assert_array_equal(real, pattern((16, 12, 8)).astype(np.int16))
@@ -124,11 +129,18 @@ def test_browser_viewer_follows_sidebar_window_plane_layout_and_link(viewer_page
     at.checkbox(key="linked").uncheck().run()
     assert not at.exception
     args, _ = component(at)
-    assert (args["window"], args["plane"], args["layout"], args["linked"]) == ([1500.0, 300.0], "multiplanar", "A/B", False)
+    assert (args["window"], args["plane"], args["layout"], args["linked"]) == (
+        [1500.0, 300.0],
+        "multiplanar",
+        "A/B",
+        False,
+    )
     at.selectbox(key="real_case").set_value(at.selectbox(key="real_case").options[1]).run()
     args, blobs = component(at)
     assert args["volumes"][0]["label"] == "Real: case_b"
-    np.testing.assert_array_equal(np.asarray(decode(blobs["volume_0"]).dataobj), pattern((16, 12, 8), 100).astype(np.int16))
+    np.testing.assert_array_equal(
+        np.asarray(decode(blobs["volume_0"]).dataobj), pattern((16, 12, 8), 100).astype(np.int16)
+    )
     # a mosaic is still drawn on the server, in one plane
     at.radio(key="view").set_value("mosaic").run()
     assert not at.exception and [c for img in at.image for c in img.captions][0].startswith("Real case_b: axial slices")

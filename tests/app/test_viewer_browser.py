@@ -45,7 +45,9 @@ def open_viewer(page, url):
 
 
 @pytest.mark.browser
-def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(viewer_workspace, streamlit_server, browser_page, artifact_dir):
+def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(
+    viewer_workspace, streamlit_server, browser_page, artifact_dir
+):
     page = browser_page
     page.set_viewport_size({"width": 1440, "height": 900})
     url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
@@ -67,7 +69,9 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(viewer_workspace, s
     after_wheel = state()
     dz = after_wheel[0]["vox"][2] - 12
     assert abs(dz) == 1
-    assert after_wheel[1]["vox"][2] == 8 + dz and after_wheel[1]["mm"][2] == pytest.approx(after_wheel[0]["mm"][2], abs=0.01)
+    assert after_wheel[1]["vox"][2] == 8 + dz and after_wheel[1]["mm"][2] == pytest.approx(
+        after_wheel[0]["mm"][2], abs=0.01
+    )
     assert canvas.screenshot() != before  # the pixels changed, not only the numbers
 
     # keys: ArrowUp one slice up, PageDown ten down (clamped at the generated volume's first slice)

@@ -23,9 +23,32 @@ def test_bench_sampling_rows_match_eval(tmp_path):
     real = tmp_path / "real"
     write_cohort(real, n=3, shape=shape, seed=5, progress=False)
     out_json, plot, work = tmp_path / "s.json", tmp_path / "s.png", tmp_path / "work"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_sampling.py"), "--run", str(ASSETS / "model.pt"),
-           "--real", str(real), "--n", "2", "--grid", "dpmpp:2", "ddim:3", "--metrics", "noise_sd", "hu_wasserstein",
-           "--threads", "1", "--workers", "1", "--json", str(out_json), "--plot", str(plot), "--work", str(work)]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "bench_sampling.py"),
+        "--run",
+        str(ASSETS / "model.pt"),
+        "--real",
+        str(real),
+        "--n",
+        "2",
+        "--grid",
+        "dpmpp:2",
+        "ddim:3",
+        "--metrics",
+        "noise_sd",
+        "hu_wasserstein",
+        "--threads",
+        "1",
+        "--workers",
+        "1",
+        "--json",
+        str(out_json),
+        "--plot",
+        str(plot),
+        "--work",
+        str(work),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out_json.read_text())

@@ -125,10 +125,10 @@ def npy_huge_header(folder: Path) -> Path:
     np.save(p, np.zeros((4, 4, 4), dtype=np.float32))
     raw = p.read_bytes()
     header_len = int.from_bytes(raw[8:10], "little")
-    header = raw[10:10 + header_len].decode("latin1").replace("(4, 4, 4)", "(100000, 100000, 100000)")
+    header = raw[10 : 10 + header_len].decode("latin1").replace("(4, 4, 4)", "(100000, 100000, 100000)")
     header = header.rstrip("\n").rstrip(" ")
     header = header + " " * (header_len - len(header) - 1) + "\n"
-    p.write_bytes(raw[:10] + header.encode("latin1") + raw[10 + header_len:])
+    p.write_bytes(raw[:10] + header.encode("latin1") + raw[10 + header_len :])
     return p
 
 
@@ -141,8 +141,9 @@ def npz_singular_affine(folder: Path) -> Path:
 
 def npz_corrupt(folder: Path) -> Path:
     p = folder / "v.npz"
-    np.savez_compressed(p, array=np.random.default_rng(3).normal(size=(16, 16, 8)).astype(np.float32),
-                        spacing=np.array([1.0, 1.0, 1.0]))
+    np.savez_compressed(
+        p, array=np.random.default_rng(3).normal(size=(16, 16, 8)).astype(np.float32), spacing=np.array([1.0, 1.0, 1.0])
+    )
     data = bytearray(p.read_bytes())
     data[len(data) // 2] ^= 0xFF
     p.write_bytes(bytes(data))
@@ -232,52 +233,153 @@ READER_CORPUS: dict[str, tuple[Callable[[Path], Path], str]] = {
 # command lines: (argv template, exit code, words in the one-line error)
 CLI_CORPUS: dict[str, tuple[list[str], int, str]] = {
     # --force deleting inputs (data loss in issue 17)
-    "report_out_is_real": (["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{real}", "--force"],
-                           2, "is the input --real"),
-    "report_out_contains_generated": (["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{tmp}",
-                                       "--force"], 2, "contains the input --real"),
-    "sample_out_is_run": (["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{run}", "--force"], 2, "contains the input"),
-    "train_out_is_data": (["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out", "{real}",
-                           "--force"], 2, "is the input --data"),
-    "prepare_out_is_src": (["-m", "ctdiff", "prepare", "--src", "{real}", "--out", "{real}", "--force"], 2, "is the input --src"),
-    "force_on_foreign_folder": (["-m", "ctdiff", "phantom", "--out", "{foreign}", "--n", "1", "--shape", "8", "8", "4", "--force"],
-                                2, "not a phantom cohort"),
-    "train_force_on_foreign_folder": (["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out",
-                                       "{foreign}", "--force"], 2, "not a run dir"),
-    "sample_force_on_foreign_folder": (["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{foreign}", "--force"],
-                                       2, "not a samples folder"),
-    "report_force_on_foreign_folder": (["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out",
-                                        "{foreign}", "--force"], 2, "not a report folder"),
-    "report_force_on_other_commands_output": (["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out",
-                                               "{phantom_out}", "--force"], 2, "not a report folder"),
+    "report_out_is_real": (
+        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{real}", "--force"],
+        2,
+        "is the input --real",
+    ),
+    "report_out_contains_generated": (
+        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{tmp}", "--force"],
+        2,
+        "contains the input --real",
+    ),
+    "sample_out_is_run": (
+        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{run}", "--force"],
+        2,
+        "contains the input",
+    ),
+    "train_out_is_data": (
+        ["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out", "{real}", "--force"],
+        2,
+        "is the input --data",
+    ),
+    "prepare_out_is_src": (
+        ["-m", "ctdiff", "prepare", "--src", "{real}", "--out", "{real}", "--force"],
+        2,
+        "is the input --src",
+    ),
+    "force_on_foreign_folder": (
+        ["-m", "ctdiff", "phantom", "--out", "{foreign}", "--n", "1", "--shape", "8", "8", "4", "--force"],
+        2,
+        "not a phantom cohort",
+    ),
+    "train_force_on_foreign_folder": (
+        ["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out", "{foreign}", "--force"],
+        2,
+        "not a run dir",
+    ),
+    "sample_force_on_foreign_folder": (
+        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{foreign}", "--force"],
+        2,
+        "not a samples folder",
+    ),
+    "report_force_on_foreign_folder": (
+        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{foreign}", "--force"],
+        2,
+        "not a report folder",
+    ),
+    "report_force_on_other_commands_output": (
+        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{phantom_out}", "--force"],
+        2,
+        "not a report folder",
+    ),
     # bad values
-    "phantom_noise_nan": (["-m", "ctdiff", "phantom", "--out", "{new}", "--noise-hu", "nan"], 2, "--noise-hu must be a finite"),
-    "phantom_fov_nan": (["-m", "ctdiff", "phantom", "--out", "{new}", "--fov", "nan", "1", "1"], 2, "--fov must be a finite"),
-    "phantom_huge_shape": (["-m", "ctdiff", "phantom", "--out", "{new}", "--shape", "100000", "100000", "100000"], 2, "--shape"),
+    "phantom_noise_nan": (
+        ["-m", "ctdiff", "phantom", "--out", "{new}", "--noise-hu", "nan"],
+        2,
+        "--noise-hu must be a finite",
+    ),
+    "phantom_fov_nan": (
+        ["-m", "ctdiff", "phantom", "--out", "{new}", "--fov", "nan", "1", "1"],
+        2,
+        "--fov must be a finite",
+    ),
+    "phantom_huge_shape": (
+        ["-m", "ctdiff", "phantom", "--out", "{new}", "--shape", "100000", "100000", "100000"],
+        2,
+        "--shape",
+    ),
     "phantom_n_zero": (["-m", "ctdiff", "phantom", "--out", "{new}", "--n", "0"], 2, "--n must be >= 1"),
     "phantom_huge_seed": (["-m", "ctdiff", "phantom", "--out", "{new}", "--seed", str(2**70)], 2, "--seed must be <="),
-    "prepare_crop_margin_inf": (["-m", "ctdiff", "prepare", "--src", "{real}", "--out", "{new}", "--crop-margin", "inf"],
-                                2, "--crop-margin must be a finite"),
-    "sample_steps_zero": (["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--steps", "0"], 2, "--steps must be >= 1"),
-    "sample_steps_above_schedule": (["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--steps", "101"],
-                                    2, "--steps must be <= 100"),
-    "sample_unknown_device": (["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--device", "tpu9"], 2, "--device"),
-    "sample_missing_cuda_device": (["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--device", "cuda:99"],
-                                   2, "--device cuda:99"),
-    "sample_zero_byte_checkpoint": (["-m", "ctdiff", "sample", "--checkpoint", "{empty_ckpt}", "--out", "{new}"],
-                                    2, "not a readable checkpoint"),
-    "sample_incomplete_checkpoint": (["-m", "ctdiff", "sample", "--checkpoint", "{incomplete_ckpt}", "--out", "{new}"],
-                                     2, "incomplete checkpoint"),
-    "sample_nan_weights": (["-m", "ctdiff", "sample", "--checkpoint", "{nan_ckpt}", "--out", "{new}", "--n", "1"],
-                           2, "non-finite"),
-    "report_bootstrap_negative": (["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{new}",
-                                   "--bootstrap", "-1"], 2, "--bootstrap must be >= 0"),
-    "report_metrics_empty": (["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{new}",
-                              "--metrics", ""], 2, "--metrics is empty"),
-    "report_generated_is_real": (["-m", "eval", "report", "--real", "{real}", "--generated", "{real}", "--out", "{new}"],
-                                 2, "give two different folders"),
-    "report_inception_text_file": (["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{new}",
-                                    "--metrics", "fid_inception_2d", "--inception-weights", "{text_file}", "--bootstrap", "0"],
-                                   2, "not a readable InceptionV3 weights file"),
-    "out_parent_is_file": (["-m", "ctdiff", "phantom", "--out", "{text_file}/sub", "--n", "1"], 2, "parent path is a file"),
+    "prepare_crop_margin_inf": (
+        ["-m", "ctdiff", "prepare", "--src", "{real}", "--out", "{new}", "--crop-margin", "inf"],
+        2,
+        "--crop-margin must be a finite",
+    ),
+    "sample_steps_zero": (
+        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--steps", "0"],
+        2,
+        "--steps must be >= 1",
+    ),
+    "sample_steps_above_schedule": (
+        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--steps", "101"],
+        2,
+        "--steps must be <= 100",
+    ),
+    "sample_unknown_device": (
+        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--device", "tpu9"],
+        2,
+        "--device",
+    ),
+    "sample_missing_cuda_device": (
+        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--device", "cuda:99"],
+        2,
+        "--device cuda:99",
+    ),
+    "sample_zero_byte_checkpoint": (
+        ["-m", "ctdiff", "sample", "--checkpoint", "{empty_ckpt}", "--out", "{new}"],
+        2,
+        "not a readable checkpoint",
+    ),
+    "sample_incomplete_checkpoint": (
+        ["-m", "ctdiff", "sample", "--checkpoint", "{incomplete_ckpt}", "--out", "{new}"],
+        2,
+        "incomplete checkpoint",
+    ),
+    "sample_nan_weights": (
+        ["-m", "ctdiff", "sample", "--checkpoint", "{nan_ckpt}", "--out", "{new}", "--n", "1"],
+        2,
+        "non-finite",
+    ),
+    "report_bootstrap_negative": (
+        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{new}", "--bootstrap", "-1"],
+        2,
+        "--bootstrap must be >= 0",
+    ),
+    "report_metrics_empty": (
+        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{new}", "--metrics", ""],
+        2,
+        "--metrics is empty",
+    ),
+    "report_generated_is_real": (
+        ["-m", "eval", "report", "--real", "{real}", "--generated", "{real}", "--out", "{new}"],
+        2,
+        "give two different folders",
+    ),
+    "report_inception_text_file": (
+        [
+            "-m",
+            "eval",
+            "report",
+            "--real",
+            "{real}",
+            "--generated",
+            "{gen}",
+            "--out",
+            "{new}",
+            "--metrics",
+            "fid_inception_2d",
+            "--inception-weights",
+            "{text_file}",
+            "--bootstrap",
+            "0",
+        ],
+        2,
+        "not a readable InceptionV3 weights file",
+    ),
+    "out_parent_is_file": (
+        ["-m", "ctdiff", "phantom", "--out", "{text_file}/sub", "--n", "1"],
+        2,
+        "parent path is a file",
+    ),
 }

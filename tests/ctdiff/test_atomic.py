@@ -54,8 +54,14 @@ def test_plain_json_is_the_one_sanitiser(tmp_path):
 
     from ctdiff.atomic import plain_json, write_json
 
-    obj = {1: (np.float32(1.5), np.int64(3), np.bool_(True)), "a": np.array([1.0, np.nan]), "p": Path("x/y"),
-           "f": [math.inf, -math.inf, 2.0], "s": "t", "n": None}
+    obj = {
+        1: (np.float32(1.5), np.int64(3), np.bool_(True)),
+        "a": np.array([1.0, np.nan]),
+        "p": Path("x/y"),
+        "f": [math.inf, -math.inf, 2.0],
+        "s": "t",
+        "n": None,
+    }
     want = {"1": [1.5, 3, True], "a": [1.0, None], "p": "x/y", "f": [None, None, 2.0], "s": "t", "n": None}
     assert plain_json(obj) == want
     assert type(plain_json(np.int64(3))) is int and type(plain_json(np.bool_(False))) is bool

@@ -25,8 +25,18 @@ from ctdiff.model.autoencoder import (
     sha256_file,
 )
 
-TINY_AE = {"channels": [8, 8], "latent_channels": 2, "norm_groups": 4, "patch": [8, 16, 16], "batch_size": 2,
-           "disc_channels": 4, "disc_layers": 1, "steps": 4, "lr": 2e-3, "checkpoint_every": 2}
+TINY_AE = {
+    "channels": [8, 8],
+    "latent_channels": 2,
+    "norm_groups": 4,
+    "patch": [8, 16, 16],
+    "batch_size": 2,
+    "disc_channels": 4,
+    "disc_layers": 1,
+    "steps": 4,
+    "lr": 2e-3,
+    "checkpoint_every": 2,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +68,7 @@ def test_shapes_follow_the_config():
 def test_a_few_steps_lower_the_loss():
     cfg = autoencoder_config({**TINY_AE, "adv_weight": 0.05})
     vol, _ = make_phantom(shape=(16, 16, 8), seed=0, noise_hu=0.0)
-    x = ((torch.from_numpy(vol.array).permute(2, 1, 0)[None].float() + 1024) / 2524 * 2 - 1)
+    x = (torch.from_numpy(vol.array).permute(2, 1, 0)[None].float() + 1024) / 2524 * 2 - 1
     trainer = AutoencoderTrainer(cfg)
     g = torch.Generator().manual_seed(0)
     rows = [trainer.train_step(random_patches([x], cfg.patch, 2, g, cfg.downsampling)) for _ in range(30)]
@@ -97,7 +107,8 @@ def test_train_autoencoder_cli_resume_and_record(phantoms, tmp_path, capsys):
     assert summary["step"] == 4 and summary["n"] == 1 and 0 < summary["ssim"] <= 1 and summary["psnr_db"] > 5
     result = json.loads((out / "eval.json").read_text())
     assert result["noise_sd_hu"] > 0 and result["cases"][0]["noise_sd_ratio"] == pytest.approx(
-        result["noise_sd_recon_hu"] / result["noise_sd_hu"])
+        result["noise_sd_recon_hu"] / result["noise_sd_hu"]
+    )
     assert main(["train-autoencoder", "--data", str(phantoms), "--out", str(out), *sets]) == 2  # not empty
     assert main(["train-autoencoder", "--out", str(out), "--resume", "--set", "steps=6", "--no-progress"]) == 0
     rec = autoencoder_record(out / "autoencoder.pt")
@@ -116,8 +127,24 @@ def test_bad_settings_and_files(phantoms, tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"nope")
     demo_yaml = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    assert main(["train", "--config", str(demo_yaml), "--data", str(phantoms), "--out", str(tmp_path / "r"),
-                 "--set", "model.space=latent", "--set", f"model.autoencoder={junk}"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(demo_yaml),
+                "--data",
+                str(phantoms),
+                "--out",
+                str(tmp_path / "r"),
+                "--set",
+                "model.space=latent",
+                "--set",
+                f"model.autoencoder={junk}",
+            ]
+        )
+        == 2
+    )
     assert str(junk) in capsys.readouterr().err
 
 
@@ -132,4 +159,8 @@ def test_evaluate_reports_a_perfect_reconstruction_for_an_identity_coder():
     cfg = autoencoder_config({"channels": [8]})
     vol = torch.rand(1, 8, 16, 16) * 0.2 - 0.35  # soft tissue-ish HU
     res = evaluate(Identity(), cfg, [vol])
-    assert res["ssim"] == pytest.approx(1.0, abs=1e-6) and res["l1_hu"] == 0.0 and res["noise_sd_ratio"] == pytest.approx(1.0)
+    assert (
+        res["ssim"] == pytest.approx(1.0, abs=1e-6)
+        and res["l1_hu"] == 0.0
+        and res["noise_sd_ratio"] == pytest.approx(1.0)
+    )

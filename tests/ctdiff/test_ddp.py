@@ -18,11 +18,24 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = {
     "name": "ddp",
     "data": {"val_fraction": 0.2},
-    "model": {"channels": [4, 8], "block_kinds": ["2d", "3d"], "attention": [False, False], "norm_groups": 4,
-              "res_blocks": 1, "mid_attention": False},
+    "model": {
+        "channels": [4, 8],
+        "block_kinds": ["2d", "3d"],
+        "attention": [False, False],
+        "norm_groups": 4,
+        "res_blocks": 1,
+        "mid_attention": False,
+    },
     "diffusion": {"timesteps": 100},
-    "train": {"epochs": 2, "batch_size": 1, "lr": 2e-3, "warmup_steps": 1, "val_timesteps": 2, "preview_every": 2,
-              "preview_steps": 2},
+    "train": {
+        "epochs": 2,
+        "batch_size": 1,
+        "lr": 2e-3,
+        "warmup_steps": 1,
+        "val_timesteps": 2,
+        "preview_every": 2,
+        "preview_steps": 2,
+    },
 }
 WORKER = textwrap.dedent(
     """
@@ -53,8 +66,18 @@ def test_two_gloo_processes_stay_in_sync(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path), str(data), json.dumps(CONFIG)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path),
+        str(data),
+        json.dumps(CONFIG),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -69,8 +92,15 @@ def test_two_gloo_processes_stay_in_sync(tmp_path):
 
     run = tmp_path / "run"
     assert not (tmp_path / "run_rank1").exists()
-    for name in ("config.yaml", "split.json", "history.csv", "loss.png", "checkpoints/last.pt", "checkpoints/best.pt",
-                 "previews/epoch_0002.png"):
+    for name in (
+        "config.yaml",
+        "split.json",
+        "history.csv",
+        "loss.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "previews/epoch_0002.png",
+    ):
         assert (run / name).is_file(), name
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["world_size"] == 2 and ckpt["step"] == 4

@@ -47,7 +47,9 @@ def test_forward_process_and_target_match_the_formulas(schedule, prediction):
     a = abar[t].float().reshape(-1, 1, 1, 1, 1)
     torch.testing.assert_close(d.q_sample(x0, t, noise), a.sqrt() * x0 + (1 - a).sqrt() * noise, rtol=1e-5, atol=1e-5)
     expected = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
-    torch.testing.assert_close(d.target(x0, t, noise), expected, rtol=1e-5, atol=1e-5)  # diffusers computes abar in float32
+    torch.testing.assert_close(
+        d.target(x0, t, noise), expected, rtol=1e-5, atol=1e-5
+    )  # diffusers computes abar in float32
 
 
 def test_rflow_forward_process_and_velocity():

@@ -20,14 +20,26 @@ from ctdiff.errors import InputError
 SPACING = [0.5, 0.75, 2.0]  # (column, row, slice) as InVesalius stores it
 
 
-def make_inv3(path: Path, matrix: np.ndarray | None = None, plist: dict | None = None, members: dict | None = None,
-              gzip: bool = True, drop: tuple[str, ...] = ()) -> Path:
+def make_inv3(
+    path: Path,
+    matrix: np.ndarray | None = None,
+    plist: dict | None = None,
+    members: dict | None = None,
+    gzip: bool = True,
+    drop: tuple[str, ...] = (),
+) -> Path:
     """Write an .inv3 the way InVesalius does: a (gzipped) tar of one folder with main.plist and matrix.dat."""
     if matrix is None:
         matrix = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 60  # (slices, rows, columns)
     main = {
-        "format_version": 1, "modality": "CT", "name": "test", "orientation": 1, "spacing": SPACING,
-        "window_level": 40.0, "window_width": 400.0, "scalar_range": [int(matrix.min()), int(matrix.max())],
+        "format_version": 1,
+        "modality": "CT",
+        "name": "test",
+        "orientation": 1,
+        "spacing": SPACING,
+        "window_level": 40.0,
+        "window_width": 400.0,
+        "scalar_range": [int(matrix.min()), int(matrix.max())],
         "matrix": {"filename": "matrix.dat", "shape": list(matrix.shape), "dtype": str(matrix.dtype)},
     }
     main.update(plist or {})
@@ -73,19 +85,41 @@ def test_uncompressed_tar_and_float_matrix_are_read(tmp_path):
         (lambda p: make_inv3(p, members={"main.plist": b"<plist><dict><key>x"}), "not a readable property list"),
         (lambda p: make_inv3(p, plist={"matrix": {"filename": "matrix.dat"}}), "no matrix entry"),
         (lambda p: make_inv3(p, drop=("matrix.dat",)), "holds no matrix.dat"),
-        (lambda p: make_inv3(p, plist={"matrix": {"filename": "matrix.dat", "shape": [4, 5, 6], "dtype": "complex64"}}),
-         "dtype 'complex64' is not a CT number type"),
-        (lambda p: make_inv3(p, plist={"matrix": {"filename": "matrix.dat", "shape": [4, 5, 7], "dtype": "int16"}}),
-         "matrix.dat has 240 bytes but shape [4, 5, 7] x int16 needs 280"),
-        (lambda p: make_inv3(p, plist={"matrix": {"filename": "matrix.dat", "shape": [4, 5, 6], "dtype": "int32"}}),
-         "needs 480"),
-        (lambda p: make_inv3(p, plist={"matrix": {"filename": "matrix.dat", "shape": [20, 6], "dtype": "int16"}}),
-         "not three positive integers"),
+        (
+            lambda p: make_inv3(
+                p, plist={"matrix": {"filename": "matrix.dat", "shape": [4, 5, 6], "dtype": "complex64"}}
+            ),
+            "dtype 'complex64' is not a CT number type",
+        ),
+        (
+            lambda p: make_inv3(p, plist={"matrix": {"filename": "matrix.dat", "shape": [4, 5, 7], "dtype": "int16"}}),
+            "matrix.dat has 240 bytes but shape [4, 5, 7] x int16 needs 280",
+        ),
+        (
+            lambda p: make_inv3(p, plist={"matrix": {"filename": "matrix.dat", "shape": [4, 5, 6], "dtype": "int32"}}),
+            "needs 480",
+        ),
+        (
+            lambda p: make_inv3(p, plist={"matrix": {"filename": "matrix.dat", "shape": [20, 6], "dtype": "int16"}}),
+            "not three positive integers",
+        ),
         (lambda p: make_inv3(p, plist={"spacing": [0.5, 0.0, 2.0]}), "spacing [0.5, 0.0, 2.0] is not three positive"),
         (lambda p: make_inv3(p, plist={"modality": "MRI"}), "modality is MRI, not CT"),
     ],
-    ids=["truncated-gzip", "not-tar", "no-plist", "bad-plist", "no-matrix-entry", "no-matrix-file", "dtype",
-         "shape-vs-size", "dtype-vs-size", "2d-shape", "spacing", "non-ct"],
+    ids=[
+        "truncated-gzip",
+        "not-tar",
+        "no-plist",
+        "bad-plist",
+        "no-matrix-entry",
+        "no-matrix-file",
+        "dtype",
+        "shape-vs-size",
+        "dtype-vs-size",
+        "2d-shape",
+        "spacing",
+        "non-ct",
+    ],
 )
 def test_bad_archives_give_one_line_errors_naming_the_file(tmp_path, build, message):
     path = tmp_path / "bad.inv3"

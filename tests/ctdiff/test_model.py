@@ -91,12 +91,16 @@ def test_2d_levels_are_per_slice():
     y = x.clone()
     y[:, :, 2] += 1.0
     t = torch.tensor([3])
-    flat = _without_norms(_randomise(UNet3D((4, 8), ("2d", "2d"), (False, False), mid_attention=False, norm_groups=4, res_blocks=1)))
+    flat = _without_norms(
+        _randomise(UNet3D((4, 8), ("2d", "2d"), (False, False), mid_attention=False, norm_groups=4, res_blocks=1))
+    )
     diff = (flat(x, t) - flat(y, t)).abs().amax(dim=(0, 1, 3, 4))
     assert diff[2] > 1e-3
     assert torch.all(diff[[0, 1, 3, 4, 5]] == 0)
     # the same check on "3d" levels: 3x3x3 kernels do reach the neighbouring slices
-    full = _without_norms(_randomise(UNet3D((4, 8), ("3d", "3d"), (False, False), mid_attention=False, norm_groups=4, res_blocks=1)))
+    full = _without_norms(
+        _randomise(UNet3D((4, 8), ("3d", "3d"), (False, False), mid_attention=False, norm_groups=4, res_blocks=1))
+    )
     diff3 = (full(x, t) - full(y, t)).abs().amax(dim=(0, 1, 3, 4))
     assert diff3[1] > 1e-3 and diff3[3] > 1e-3
 
@@ -118,8 +122,17 @@ def test_thesis_preset_full_size_on_meta_device():
 def test_gradient_checkpointing_same_values_and_grads():
     torch.manual_seed(0)
     a = _randomise(UNet3D((4, 8), ("3d", "2d"), (False, True), norm_groups=4, head_channels=4, res_blocks=1))
-    b = _randomise(UNet3D((4, 8), ("3d", "2d"), (False, True), norm_groups=4, head_channels=4, res_blocks=1,
-                          gradient_checkpointing=True))
+    b = _randomise(
+        UNet3D(
+            (4, 8),
+            ("3d", "2d"),
+            (False, True),
+            norm_groups=4,
+            head_channels=4,
+            res_blocks=1,
+            gradient_checkpointing=True,
+        )
+    )
     x = torch.randn(2, 1, 4, 8, 8)
     t = torch.tensor([1, 900])
     ya, yb = a(x, t), b(x, t)

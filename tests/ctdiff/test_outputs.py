@@ -117,7 +117,11 @@ def test_phantom_killed_half_way_leaves_no_cohort(tmp_path, monkeypatch):
     manifest = json.loads(write_cohort(tmp_path / "c", n=3, shape=(8, 8, 4), progress=False).read_text())
     assert [c["file"] for c in manifest["cases"]] == ["case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz"]
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
-        "case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz", "manifest.json"]
+        "case_000.nii.gz",
+        "case_001.nii.gz",
+        "case_002.nii.gz",
+        "manifest.json",
+    ]
 
 
 def test_readers_refuse_an_unfinished_folder(tmp_path):

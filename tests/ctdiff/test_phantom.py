@@ -56,8 +56,14 @@ def pelvis_render():
     the whole default field of view (air, skin and fat layers)."""
     out = {}
     for seed in (0, 5):
-        out[seed, "zoom"] = make_phantom((128, 128, 32), seed=seed, noise_method="none", fov_mm=(160.0, 160.0, 40.0),
-                                         center_mm=(0.0, 10.0, -40.0), return_labels=True)
+        out[seed, "zoom"] = make_phantom(
+            (128, 128, 32),
+            seed=seed,
+            noise_method="none",
+            fov_mm=(160.0, 160.0, 40.0),
+            center_mm=(0.0, 10.0, -40.0),
+            return_labels=True,
+        )
         out[seed, "full"] = make_phantom((128, 128, 32), seed=seed, noise_method="none", return_labels=True)
     return out
 
@@ -87,8 +93,9 @@ def test_cortical_shell_and_trabecular_interior_of_femoral_head():
     a = params["anatomy"]
     s = a["pelvis_scale"]
     head = (90 * s + a["shift_mm"][0], -5 * s + a["shift_mm"][1], -35 * s)  # right femoral head
-    vol, params, labels = make_phantom((96, 96, 24), seed=3, noise_method="none", fov_mm=(48.0, 48.0, 12.0),
-                                       center_mm=head, return_labels=True)
+    vol, params, labels = make_phantom(
+        (96, 96, 24), seed=3, noise_method="none", fov_mm=(48.0, 48.0, 12.0), center_mm=head, return_labels=True
+    )
     hu = params["anatomy"]["hu"]
     cort = _core(labels, LABELS["cortical_bone"], vol.spacing)
     trab = _core(labels, LABELS["trabecular_bone"], vol.spacing)
@@ -125,8 +132,10 @@ def test_noise_does_not_change_anatomy_and_shape_only_changes_resolution():
     assert v_small.spacing == pytest.approx((420 / 32, 420 / 32, 160 / 8))
     assert v_big.spacing == pytest.approx((420 / 96, 420 / 96, 160 / 24))
     # the same anatomy: the body occupies the same world volume at both resolutions (within 5 %)
-    body_ml = [np.count_nonzero(lab > LABELS["table"]) * np.prod(v.spacing) / 1000 for lab, v in
-               ((l_small, v_small), (l_big, v_big))]
+    body_ml = [
+        np.count_nonzero(lab > LABELS["table"]) * np.prod(v.spacing) / 1000
+        for lab, v in ((l_small, v_small), (l_big, v_big))
+    ]
     assert body_ml[0] == pytest.approx(body_ml[1], rel=0.05)
 
 
@@ -143,8 +152,9 @@ def test_geometry_centres_the_field_of_view():
 def test_bladder_volume_matches_its_parameters():
     """Geometry check in mm: the rendered bladder (urine + wall) has the drawn volume."""
     for seed in (1, 4):
-        vol, params, labels = make_phantom((128, 128, 32), seed=seed, noise_method="none",
-                                           fov_mm=(200.0, 200.0, 160.0), return_labels=True)
+        vol, params, labels = make_phantom(
+            (128, 128, 32), seed=seed, noise_method="none", fov_mm=(200.0, 200.0, 160.0), return_labels=True
+        )
         ml = np.isin(labels, [LABELS["bladder"], LABELS["bladder_wall"]]).sum() * np.prod(vol.spacing) / 1000
         expected = params["anatomy"]["bladder"]["volume_ml"]
         # prostate and rectum painted later take a small bite out of the bladder
@@ -228,12 +238,17 @@ def test_case_seed_is_deterministic_and_distinct():
 def test_write_cohort_files_manifest_and_overwrite(tmp_path):
     out = tmp_path / "cohort"
     calls = []
-    manifest_path = phantom.write_cohort(out, n=3, shape=(24, 24, 6), seed=4, noise_hu=15.0,
-                                         progress=lambda done, total: calls.append((done, total)))
+    manifest_path = phantom.write_cohort(
+        out, n=3, shape=(24, 24, 6), seed=4, noise_hu=15.0, progress=lambda done, total: calls.append((done, total))
+    )
     assert calls == [(1, 3), (2, 3), (3, 3)]
     manifest = json.loads(manifest_path.read_text())
-    assert sorted(p.name for p in out.iterdir()) == ["case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz",
-                                                      "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "case_000.nii.gz",
+        "case_001.nii.gz",
+        "case_002.nii.gz",
+        "manifest.json",
+    ]
     assert manifest["synthetic"] is True and manifest["n"] == 3 and manifest["labels"] == LABELS
     for i, case in enumerate(manifest["cases"]):
         assert case["seed"] == phantom.case_seed(4, i)

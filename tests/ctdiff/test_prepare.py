@@ -87,8 +87,12 @@ def test_resize_writes_good_cases_and_lists_bad_ones(mixed, tmp_path):
     assert set(reasons) == set(BAD)
     for name, word in BAD.items():
         assert word.lower() in reasons[name].lower(), (name, reasons[name])
-    assert sorted(p.name for p in out.iterdir()) == ["case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz",
-                                                      "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "case_000.nii.gz",
+        "case_001.nii.gz",
+        "case_002.nii.gz",
+        "manifest.json",
+    ]
     src_spacing = (420 / SHAPE[0], 420 / SHAPE[1], 160 / SHAPE[2])
     for entry in manifest["cases"]:
         vol = read_volume(out / entry["file"])
@@ -117,12 +121,15 @@ def test_resize_preserves_bladder_hu(tmp_path):
         vol, _, labels = make_phantom((96, 96, 24), seed=seed, noise_hu=20.0, return_labels=True)
         write_nifti(vol, src_dir / f"s{seed}.nii.gz")
         truth, _ = make_phantom((96, 96, 24), seed=seed, noise_method="none")
-        manifest = prepare_dataset(src_dir / f"s{seed}.nii.gz", tmp_path / f"p{seed}", shape=(48, 48, 24),
-                                   progress=False)
+        manifest = prepare_dataset(
+            src_dir / f"s{seed}.nii.gz", tmp_path / f"p{seed}", shape=(48, 48, 24), progress=False
+        )
         res = read_volume(tmp_path / f"p{seed}" / manifest["cases"][0]["file"])
         src = read_volume(src_dir / f"s{seed}.nii.gz")
         # urine voxels farther than 1.5 output voxels from the bladder wall, found in world coordinates
-        core = ndimage.distance_transform_edt(labels == LABELS["bladder"], sampling=src.spacing) > 1.5 * max(res.spacing)
+        core = ndimage.distance_transform_edt(labels == LABELS["bladder"], sampling=src.spacing) > 1.5 * max(
+            res.spacing
+        )
         assert core.sum() > 50
         idx = np.rint(_to_index(res, _world(src, np.argwhere(core)))).astype(int)
         res_vals = res.array[tuple(idx.T)]
@@ -196,7 +203,9 @@ def test_same_case_name_in_two_folders_gets_unique_outputs(cohort, tmp_path):
         shutil.copy(cohort / "case_000.nii.gz", src / sub / "scan.nii.gz")
     manifest = prepare_dataset(src, tmp_path / "p", progress=False)
     assert [(c["file"], c["source"]) for c in manifest["cases"]] == [
-        ("scan.nii.gz", "a/scan.nii.gz"), ("scan_2.nii.gz", "b/scan.nii.gz")]
+        ("scan.nii.gz", "a/scan.nii.gz"),
+        ("scan_2.nii.gz", "b/scan.nii.gz"),
+    ]
     assert (tmp_path / "p" / "scan_2.nii.gz").exists()
 
 
@@ -284,8 +293,13 @@ def test_cli_exit_codes_strict_and_skipped_list(mixed, tmp_path, capsys):
 def test_done_when_commands_in_a_subprocess(tmp_path):
     """The issue's acceptance commands (with n=2 to keep it short)."""
     d, p = tmp_path / "d", tmp_path / "p"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ctdiff", *a], cwd=REPO,  # noqa: E731
-                                    capture_output=True, text=True, timeout=300)
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "ctdiff", *a],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     r = run("phantom", "--out", str(d), "--n", "2")
     assert r.returncode == 0, r.stderr
     assert sorted(f.name for f in d.iterdir()) == ["case_000.nii.gz", "case_001.nii.gz", "manifest.json"]
@@ -301,8 +315,19 @@ def test_help_lists_options_and_examples(capsys):
         main(["prepare", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--spacing", "--shape", "--crop-body", "--clip", "--series", "--allow-non-ct",
-                   "--resample-irregular", "--npy-spacing", "--strict", "--force", "examples:"):
+    for option in (
+        "--spacing",
+        "--shape",
+        "--crop-body",
+        "--clip",
+        "--series",
+        "--allow-non-ct",
+        "--resample-irregular",
+        "--npy-spacing",
+        "--strict",
+        "--force",
+        "examples:",
+    ):
         assert option in text
 
 
@@ -327,14 +352,18 @@ def test_resample_keeps_world_positions_of_an_oblique_volume():
     affine[:3, 3] = (10.0, -20.0, 30.0)
     vol = Volume(ndimage.gaussian_filter(array, 2.0), affine)
     point = _world(vol, np.array([[21.0, 14.0, 9.0]]))[0]
+
     def centroid(v: Volume) -> np.ndarray:  # sub-voxel position of the blob, in world mm
         w = v.array - v.array.min()
         idx = np.argwhere(w > 0.05 * w.max())
         return _world(v, (idx * w[tuple(idx.T)][:, None]).sum(axis=0)[None] / w[tuple(idx.T)].sum())[0]
 
     assert centroid(vol) == pytest.approx(point, abs=0.05)
-    for out in (resample_to_spacing(vol, (0.25, 0.25, 0.75)), resize_to_shape(vol, (80, 80, 40)),
-                resize_to_shape(vol, (20, 20, 10))):
+    for out in (
+        resample_to_spacing(vol, (0.25, 0.25, 0.75)),
+        resize_to_shape(vol, (80, 80, 40)),
+        resize_to_shape(vol, (20, 20, 10)),
+    ):
         assert centroid(out) == pytest.approx(point, abs=0.1)
 
 

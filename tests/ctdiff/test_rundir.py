@@ -49,7 +49,12 @@ def test_split_round_trip_and_errors(tmp_path):
     with pytest.raises(InputError, match="split file missing"):
         run.read_split()
     run.write_split(4, ["a.nii.gz"], ["b.nii.gz"], data_dir=tmp_path)
-    assert run.read_split() == {"seed": 4, "train": ["a.nii.gz"], "val": ["b.nii.gz"], "data_dir": str(tmp_path.resolve())}
+    assert run.read_split() == {
+        "seed": 4,
+        "train": ["a.nii.gz"],
+        "val": ["b.nii.gz"],
+        "data_dir": str(tmp_path.resolve()),
+    }
     run.split.write_text('{"seed": 1}')
     with pytest.raises(InputError, match="needs seed, train and val"):
         run.read_split()

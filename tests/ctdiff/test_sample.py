@@ -21,8 +21,14 @@ from ctdiff.training.train import train
 CONFIG = {
     "name": "tiny-sample",
     "data": {"pad_slices_to": 8, "hu_window": [-1000.0, 1000.0]},
-    "model": {"channels": [4, 8], "block_kinds": ["3d", "3d"], "attention": [False, True], "norm_groups": 4,
-              "head_channels": 4, "res_blocks": 1},
+    "model": {
+        "channels": [4, 8],
+        "block_kinds": ["3d", "3d"],
+        "attention": [False, True],
+        "norm_groups": 4,
+        "head_channels": 4,
+        "res_blocks": 1,
+    },
     "diffusion": {"timesteps": 100, "beta_schedule": "linear", "beta_end": 0.2, "prediction": "epsilon"},
     "train": {"epochs": 2, "batch_size": 2, "lr": 2e-3, "warmup_steps": 1, "val_timesteps": 2, "preview_every": 0},
 }
@@ -55,7 +61,9 @@ def test_samples_are_hu_with_training_geometry(run_dir):
     bundle = load_bundle(run, device="cpu")
     assert bundle.checkpoint.endswith("best.pt") and bundle.weights == "ema"
     calls = []
-    vols = sample(bundle, 3, sampler="dpmpp", steps=4, seed=10, batch_size=2, callback=lambda d, t: calls.append((d, t)))
+    vols = sample(
+        bundle, 3, sampler="dpmpp", steps=4, seed=10, batch_size=2, callback=lambda d, t: calls.append((d, t))
+    )
     assert calls == [(i, 8) for i in range(1, 9)]  # 2 batches x 4 network evaluations
     assert len(vols) == 3
     for i, v in enumerate(vols):
@@ -127,8 +135,21 @@ def test_run_dir_falls_back_to_last_and_bad_files(run_dir, tmp_path):
 
 def test_sample_cli(run_dir, tmp_path, capsys):
     out = tmp_path / "samples"
-    args = ["sample", "--run", str(run_dir[0]), "--n", "2", "--sampler", "dpmpp", "--steps", "3", "--out", str(out),
-            "--device", "cpu"]
+    args = [
+        "sample",
+        "--run",
+        str(run_dir[0]),
+        "--n",
+        "2",
+        "--sampler",
+        "dpmpp",
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == ["case_000.nii.gz", "case_001.nii.gz", "manifest.json"]
     assert read_volume(out / "case_000.nii.gz").shape == (16, 12, 6)

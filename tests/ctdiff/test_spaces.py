@@ -28,12 +28,28 @@ def tiny(space: str, kind: str, autoencoder: str | None = None, **model) -> dict
     return {
         "name": f"tiny-{space}-{kind}",
         "data": {"val_fraction": 0.25, "hu_window": [-1000.0, 1000.0]},
-        "model": {"channels": [8, 8], "block_kinds": ["3d", "3d"], "attention": [False, False], "mid_attention": False,
-                  "norm_groups": 4, "res_blocks": 1, "time_channels": 16, "space": space, "autoencoder": autoencoder,
-                  **model},
+        "model": {
+            "channels": [8, 8],
+            "block_kinds": ["3d", "3d"],
+            "attention": [False, False],
+            "mid_attention": False,
+            "norm_groups": 4,
+            "res_blocks": 1,
+            "time_channels": 16,
+            "space": space,
+            "autoencoder": autoencoder,
+            **model,
+        },
         "diffusion": {"kind": kind, "timesteps": 100, "beta_schedule": "cosine", "prediction": "v_prediction"},
-        "train": {"epochs": 2, "batch_size": 2, "lr": 2e-3, "warmup_steps": 1, "val_timesteps": 2, "preview_every": 0,
-                  "ema_decay": 0.9},
+        "train": {
+            "epochs": 2,
+            "batch_size": 2,
+            "lr": 2e-3,
+            "warmup_steps": 1,
+            "val_timesteps": 2,
+            "preview_every": 0,
+            "ema_decay": 0.9,
+        },
         "sample": {"steps": 2, "decode_tile": [2, 4, 4]},  # latent: the 4x8x8 latent decodes in 4 windows
     }
 
@@ -57,9 +73,20 @@ def data(tmp_path_factory):
         write_nifti(vol, root / f"case_{i}.nii.gz")
     ae = tmp_path_factory.mktemp("ae") / "ae"
     with torch.random.fork_rng():
-        train_autoencoder(root, ae, config={"channels": [8, 8], "latent_channels": 2, "norm_groups": 4,
-                                            "patch": [8, 16, 16], "disc_channels": 4, "disc_layers": 1, "steps": 2},
-                          progress=False)
+        train_autoencoder(
+            root,
+            ae,
+            config={
+                "channels": [8, 8],
+                "latent_channels": 2,
+                "norm_groups": 4,
+                "patch": [8, 16, 16],
+                "disc_channels": 4,
+                "disc_layers": 1,
+                "steps": 2,
+            },
+            progress=False,
+        )
     return root, ae / "autoencoder.pt"
 
 
@@ -99,7 +126,9 @@ def test_train_resume_sample_every_space_and_kind(data, tmp_path, space, kind, c
         assert np.abs(vols[0].array - vols[1].array).max() > 1.0
 
         out = tmp_path / "cli"
-        assert main(["sample", "--run", str(run), "--n", "1", "--steps", "2", "--out", str(out), "--device", "cpu"]) == 0
+        assert (
+            main(["sample", "--run", str(run), "--n", "1", "--steps", "2", "--out", str(out), "--device", "cpu"]) == 0
+        )
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["sampler"] == cfg.sample.sampler
         assert manifest["config"]["space"] == space and manifest["config"]["diffusion_kind"] == kind
@@ -107,15 +136,39 @@ def test_train_resume_sample_every_space_and_kind(data, tmp_path, space, kind, c
         assert written.shape == SHAPE
         np.testing.assert_allclose(written.affine, real.affine, atol=1e-4)
         wrong = "ddim" if kind == "rflow" else "euler"
-        assert main(["sample", "--run", str(run), "--n", "1", "--sampler", wrong, "--out", str(tmp_path / "w"),
-                     "--device", "cpu"]) == 2
+        assert (
+            main(
+                [
+                    "sample",
+                    "--run",
+                    str(run),
+                    "--n",
+                    "1",
+                    "--sampler",
+                    wrong,
+                    "--out",
+                    str(tmp_path / "w"),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 2
+        )
         assert "does not run" in capsys.readouterr().err
 
         from pages.components.sampling import generate, sampler_names
 
         assert sampler_names(run) == samplers_for(kind) and sampler_names() == SAMPLERS
-        folder = generate(run, run / "checkpoints" / "last.pt", n=1, sampler=cfg.sample.sampler, steps=2, seed=0,
-                          overwrite=False, device="cpu")
+        folder = generate(
+            run,
+            run / "checkpoints" / "last.pt",
+            n=1,
+            sampler=cfg.sample.sampler,
+            steps=2,
+            seed=0,
+            overwrite=False,
+            device="cpu",
+        )
         app_vol = read_volume(folder / "case_000.nii.gz")
         np.testing.assert_allclose(app_vol.affine, real.affine, atol=1e-4)
         with pytest.raises(ConfigError, match="does not run"):
@@ -144,12 +197,24 @@ def test_config_validation_of_spaces_and_kinds():
 
 def test_wavelet_shape_mismatch_is_one_line(data, tmp_path):
     root, _ = data
-    cfg = config_from_dict(tiny("wavelet", "ddpm", wavelet_levels=[2, 1, 1]))  # 8 slices / 4 = 2, then / 2 by the U-Net: ok
+    cfg = config_from_dict(
+        tiny("wavelet", "ddpm", wavelet_levels=[2, 1, 1])
+    )  # 8 slices / 4 = 2, then / 2 by the U-Net: ok
     with torch.random.fork_rng():
-        train(config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "max_steps": 1}}), root,
-              tmp_path / "ok", progress=False)
-    bad = tiny("wavelet", "ddpm", wavelet_levels=[2, 1, 1], channels=[8, 8, 8], block_kinds=["3d", "3d", "3d"],
-               attention=[False, False, False])  # 2 slices cannot halve twice more
+        train(
+            config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "max_steps": 1}}),
+            root,
+            tmp_path / "ok",
+            progress=False,
+        )
+    bad = tiny(
+        "wavelet",
+        "ddpm",
+        wavelet_levels=[2, 1, 1],
+        channels=[8, 8, 8],
+        block_kinds=["3d", "3d", "3d"],
+        attention=[False, False, False],
+    )  # 2 slices cannot halve twice more
     with pytest.raises(ConfigError, match="along z"):
         train(config_from_dict(bad), root, tmp_path / "bad", progress=False)
 

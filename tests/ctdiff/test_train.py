@@ -26,11 +26,25 @@ from ctdiff.training.train import train
 TINY = {
     "name": "tiny",
     "data": {"pad_slices_to": 8, "val_fraction": 0.2},
-    "model": {"channels": [4, 8], "block_kinds": ["2d", "3d"], "attention": [False, True], "norm_groups": 4,
-              "head_channels": 4, "res_blocks": 1},
+    "model": {
+        "channels": [4, 8],
+        "block_kinds": ["2d", "3d"],
+        "attention": [False, True],
+        "norm_groups": 4,
+        "head_channels": 4,
+        "res_blocks": 1,
+    },
     "diffusion": {"timesteps": 100, "beta_schedule": "cosine", "prediction": "v_prediction"},
-    "train": {"epochs": 3, "batch_size": 2, "lr": 2e-3, "warmup_steps": 2, "val_timesteps": 2,
-              "preview_every": 2, "preview_steps": 3, "ema_decay": 0.9},
+    "train": {
+        "epochs": 3,
+        "batch_size": 2,
+        "lr": 2e-3,
+        "warmup_steps": 2,
+        "val_timesteps": 2,
+        "preview_every": 2,
+        "preview_steps": 3,
+        "ema_decay": 0.9,
+    },
     "sample": {"sampler": "dpmpp", "steps": 3},
 }
 
@@ -85,8 +99,16 @@ def test_run_dir_layout_and_deterministic_validation(dataset, tmp_path):
     run = tmp_path / "run"
     result = train(tiny(), dataset, run, progress=False)
     assert (result.epoch, result.step) == (3, 6)
-    for name in ("config.yaml", "split.json", "history.csv", "loss.png", "checkpoints/last.pt", "checkpoints/best.pt",
-                 "previews/epoch_0002.png", "previews/epoch_0002.nii.gz"):
+    for name in (
+        "config.yaml",
+        "split.json",
+        "history.csv",
+        "loss.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "previews/epoch_0002.png",
+        "previews/epoch_0002.nii.gz",
+    ):
         assert (run / name).is_file(), name
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     split = json.loads((run / "split.json").read_text())
@@ -110,8 +132,14 @@ def test_run_dir_layout_and_deterministic_validation(dataset, tmp_path):
 
     cfg = tiny()
     last = load_checkpoint(run / "checkpoints" / "last.pt")
-    trainer = Trainer(cfg, tmp_path / "unused", load_cases(split["train"], cfg.data), load_cases(split["val"], cfg.data),
-                      DistInfo(), progress=False)
+    trainer = Trainer(
+        cfg,
+        tmp_path / "unused",
+        load_cases(split["train"], cfg.data),
+        load_cases(split["val"], cfg.data),
+        DistInfo(),
+        progress=False,
+    )
     trainer.load_state(last, run / "checkpoints" / "last.pt")
     v1, v2 = trainer.validation_loss(), trainer.validation_loss()
     assert v1 == v2 and v1 == pytest.approx(history[-1]["val_loss"], rel=1e-6)
@@ -148,8 +176,10 @@ def test_resume_after_ctrl_c_continues_exactly(dataset, tmp_path):
         assert (ra["epoch"], ra["step"]) == (rb["epoch"], rb["step"])
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-6)
-    assert json.loads((tmp_path / "a" / "split.json").read_text())["train"] == \
-        json.loads((tmp_path / "b" / "split.json").read_text())["train"]
+    assert (
+        json.loads((tmp_path / "a" / "split.json").read_text())["train"]
+        == json.loads((tmp_path / "b" / "split.json").read_text())["train"]
+    )
 
 
 def test_channels_last_changes_the_layout_not_the_training(dataset, tmp_path):
@@ -160,8 +190,13 @@ def test_channels_last_changes_the_layout_not_the_training(dataset, tmp_path):
     losses = {}
     for flag in (False, True):
         losses[flag] = []
-        train(tiny(channels_last=flag), dataset, tmp_path / str(flag), progress=False,
-              on_step=lambda s, loss, out=losses[flag]: out.append(loss))
+        train(
+            tiny(channels_last=flag),
+            dataset,
+            tmp_path / str(flag),
+            progress=False,
+            on_step=lambda s, loss, out=losses[flag]: out.append(loss),
+        )
     assert len(losses[True]) == 6
     # the same RNG draws and arithmetic; only the convolution kernels' summation order may differ
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
@@ -202,8 +237,22 @@ def test_cli_refuses_to_overwrite_a_run(dataset, tmp_path, capsys):
     assert main(["train", "--config", str(cfg), "--data", str(dataset), "--out", str(run)]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "--force" in err and str(run) in err
-    assert main(["train", "--config", str(cfg), "--data", str(dataset), "--out", str(tmp_path / "r2"),
-                 "--set", "model.chanels=[4, 8]"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--data",
+                str(dataset),
+                "--out",
+                str(tmp_path / "r2"),
+                "--set",
+                "model.chanels=[4, 8]",
+            ]
+        )
+        == 2
+    )
     assert "model.chanels" in capsys.readouterr().err
     with pytest.raises(OverwriteError):
         train(tiny(), dataset, run, progress=False)
@@ -224,9 +273,25 @@ def test_sigterm_saves_last_checkpoint_and_resume_hint(dataset, tmp_path):
     run = tmp_path / "run"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ctdiff", "train", "--config", str(tmp_path / "tiny.yaml"), "--data", str(dataset),
-         "--out", str(run), "--threads", "1", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "ctdiff",
+            "train",
+            "--config",
+            str(tmp_path / "tiny.yaml"),
+            "--data",
+            str(dataset),
+            "--out",
+            str(run),
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         deadline = time.time() + 120

@@ -122,18 +122,40 @@ def test_mosaic_indices_match_display_mosaic(small_volume):
 
 
 REPORT = {
-    "provenance": {"scans": {"real": [{"file": "/data/real/case_a.nii.gz", "sha256": "h-real-a"},
-                                      {"file": "real/case_b.nii.gz", "sha256": "h-real-b"}],
-                             "train": [{"file": "train/case_a.nii.gz", "sha256": "h-train-a"}]}},
+    "provenance": {
+        "scans": {
+            "real": [
+                {"file": "/data/real/case_a.nii.gz", "sha256": "h-real-a"},
+                {"file": "real/case_b.nii.gz", "sha256": "h-real-b"},
+            ],
+            "train": [{"file": "train/case_a.nii.gz", "sha256": "h-train-a"}],
+        }
+    },
     "per_case": [
         {"cohort": "real", "file": "/data/real/case_a.nii.gz", "sha256": "h-real-a", "ssim_nearest_real": None},
-        {"cohort": "generated", "file": "gen/sample_000.nii.gz", "sha256": "h-gen-0", "ssim_nearest_real": 0.71,
-         "nearest_real_file": "real/case_b.nii.gz", "nearest_real_sha256": "h-real-b"},
-        {"cohort": "generated", "file": "gen/sample_001.nii.gz", "sha256": "h-gen-1", "ssim_nearest_real": 0.93,
-         "nearest_real_file": "/data/real/case_a.nii.gz"},
+        {
+            "cohort": "generated",
+            "file": "gen/sample_000.nii.gz",
+            "sha256": "h-gen-0",
+            "ssim_nearest_real": 0.71,
+            "nearest_real_file": "real/case_b.nii.gz",
+            "nearest_real_sha256": "h-real-b",
+        },
+        {
+            "cohort": "generated",
+            "file": "gen/sample_001.nii.gz",
+            "sha256": "h-gen-1",
+            "ssim_nearest_real": 0.93,
+            "nearest_real_file": "/data/real/case_a.nii.gz",
+        },
     ],
     "memorization_flagged": [
-        {"generated": "gen/sample_001.nii.gz", "nearest_train": "train/case_a.nii.gz", "distance": 0.01, "threshold": 0.05}
+        {
+            "generated": "gen/sample_001.nii.gz",
+            "nearest_train": "train/case_a.nii.gz",
+            "distance": 0.01,
+            "threshold": 0.05,
+        }
     ],
 }
 
@@ -145,7 +167,11 @@ def test_nearest_real_and_memorisation_lookup_by_content_hash():
     # no nearest_real_sha256 in the row: the hash comes from the report's provenance list
     assert b["file"] == "/data/real/case_a.nii.gz" and b["sha256"] == "h-real-a" and b["memorised"] is True
     assert (b["nearest_train"], b["nearest_train_sha256"], b["distance"], b["threshold"]) == (
-        "train/case_a.nii.gz", "h-train-a", 0.01, 0.05)
+        "train/case_a.nii.gz",
+        "h-train-a",
+        0.01,
+        0.05,
+    )
     # a scan the report did not measure has no entry, whatever its file name
     assert nearest_real(REPORT, "h-new-case-000") is None
     assert nearest_real(REPORT, None) is None

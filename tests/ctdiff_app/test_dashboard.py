@@ -40,17 +40,29 @@ def test_gap_delegates_to_eval(metric, expected):
 
 
 def test_status_thresholds():
-    assert [status(g) for g in (None, 0.2, 1.25, 1.26, 2.0, 2.01, 1e9)] == ["n/a", "close", "close", "apart", "apart", "far", "far"]
+    assert [status(g) for g in (None, 0.2, 1.25, 1.26, 2.0, 2.01, 1e9)] == [
+        "n/a",
+        "close",
+        "close",
+        "apart",
+        "apart",
+        "far",
+        "far",
+    ]
     # no status without a finite gap to show next to it
     assert status(math.inf) == "n/a" and status(math.nan) == "n/a"
 
 
 def test_every_status_row_shows_a_finite_gap():
-    t = metric_table({"metrics": {
-        "kid": {"value": 0.02, "reference": 0.0, "better": "lower"},  # floor of 0: gap would be infinite
-        "coverage": {"value": 0.0, "reference": 0.9, "better": "higher"},
-        "frd": {"value": 30.0, "reference": 10.0, "better": "lower"},
-    }}).set_index("metric")
+    t = metric_table(
+        {
+            "metrics": {
+                "kid": {"value": 0.02, "reference": 0.0, "better": "lower"},  # floor of 0: gap would be infinite
+                "coverage": {"value": 0.0, "reference": 0.9, "better": "higher"},
+                "frd": {"value": 30.0, "reference": 10.0, "better": "lower"},
+            }
+        }
+    ).set_index("metric")
     assert t.loc["kid", "status"] == "n/a" and t.loc["coverage", "status"] == "n/a"
     assert t.loc["frd", "status"] == "far" and t.loc["frd", "gap"] == 3.0
     shown = t[t["status"] != "n/a"]
@@ -61,11 +73,22 @@ REPORT = {
     "schema": "ctdiff-eval-report/1",
     "metrics": {
         "frd": {"value": 30.0, "ci95": [25.0, 35.0], "reference": 10.0, "better": "lower", "unit": ""},
-        "noise_sd": {"value": 3.0, "ci95": None, "real": 10.0, "generated": 13.0, "reference": 2.0, "better": "closer-to-real", "unit": "HU",
-                     "description": "noise"},
+        "noise_sd": {
+            "value": 3.0,
+            "ci95": None,
+            "real": 10.0,
+            "generated": 13.0,
+            "reference": 2.0,
+            "better": "closer-to-real",
+            "unit": "HU",
+            "description": "noise",
+        },
         "fid": {"value": None, "reference": None, "better": "lower", "reason": "skipped: too few volumes"},
     },
-    "per_case": [{"cohort": "real", "file": "a", "noise_sd": 10.0, "note": "x"}, {"cohort": "generated", "file": "b", "noise_sd": 13.0, "note": "y"}],
+    "per_case": [
+        {"cohort": "real", "file": "a", "noise_sd": 10.0, "note": "x"},
+        {"cohort": "generated", "file": "b", "noise_sd": 13.0, "note": "y"},
+    ],
     "curves": {"nps": {"frequency_mm": [0.1], "real": [1.0], "generated": [2.0]}, "hu_histogram": {}},
 }
 

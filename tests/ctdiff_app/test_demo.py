@@ -150,7 +150,9 @@ def test_second_start_reuses_and_unfinished_build_is_redone(tmp_path, demo_ws):
     (other / "notes.txt").write_text("user data")
     (other / "review-cache").mkdir()
     assert demo_state(other)[0] == "refuse"
-    with pytest.raises(OverwriteError, match=r"not a demo workspace \(holds files that are not ctdiff's \(notes.txt\)\)"):
+    with pytest.raises(
+        OverwriteError, match=r"not a demo workspace \(holds files that are not ctdiff's \(notes.txt\)\)"
+    ):
         ensure_demo_workspace(other)
     assert (other / "notes.txt").read_text() == "user data"
 
@@ -161,10 +163,17 @@ def test_folder_with_only_ctdiff_caches_is_rebuilt_and_says_so(tmp_path):
     (ws / "review-cache" / "abc").mkdir(parents=True)
     (ws / "review-cache" / "abc" / "case.npy").write_bytes(b"x")
     (ws / ".cache").mkdir()
-    assert demo_state(ws) == ("rebuild", f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it")
+    assert demo_state(ws) == (
+        "rebuild",
+        f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it",
+    )
     calls = []
     ensure_demo_workspace(ws, report=False, progress=lambda *a: calls.append(a))
-    assert calls[0] == (0, 6, f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it")
+    assert calls[0] == (
+        0,
+        6,
+        f"{ws} holds only ctdiff caches (.cache/, review-cache/) and no finished demo; rebuilding it",
+    )
     assert is_complete(ws) and demo_state(ws)[0] == "reuse"
     assert not (ws / "review-cache" / "abc").exists() and len(find_cases(ws / "real")) == REAL_N
 

@@ -61,9 +61,18 @@ def test_block_mean_matches_numpy():
 
 
 def test_summarise_history():
-    df = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.9, 0.5, 0.4], "val_loss": [np.nan, 0.3, 0.35], "seconds": [1.0, 2.0, 3.5]})
-    assert summarise_history(df) == {"epochs": 3, "best_val_loss": 0.3, "best_epoch": 2, "last_train_loss": 0.4,
-                                     "seconds": 6.5, "seconds_per_epoch": 2.0, "slowest_epoch_seconds": 3.5}
+    df = pd.DataFrame(
+        {"epoch": [1, 2, 3], "train_loss": [0.9, 0.5, 0.4], "val_loss": [np.nan, 0.3, 0.35], "seconds": [1.0, 2.0, 3.5]}
+    )
+    assert summarise_history(df) == {
+        "epochs": 3,
+        "best_val_loss": 0.3,
+        "best_epoch": 2,
+        "last_train_loss": 0.4,
+        "seconds": 6.5,
+        "seconds_per_epoch": 2.0,
+        "slowest_epoch_seconds": 3.5,
+    }
 
 
 def test_training_time_is_the_sum_of_epoch_times_not_the_slowest_epoch():

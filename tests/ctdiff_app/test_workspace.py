@@ -44,8 +44,12 @@ def test_selection_from_a_full_and_a_partial_workspace(tmp_path):
     _vol(ws / "real" / "a.nii.gz")
     (ws / "run" / "samples" / "dpmpp-25-seed0").mkdir(parents=True)
     (ws / "run" / "history.csv").write_text("epoch,train_loss\n1,0.5\n")
-    assert selection_from_workspace(ws) == {"real_dir": str(ws / "real"), "generated_dir": None,
-                                            "report_dir": None, "run_dir": str(ws / "run")}
+    assert selection_from_workspace(ws) == {
+        "real_dir": str(ws / "real"),
+        "generated_dir": None,
+        "report_dir": None,
+        "run_dir": str(ws / "run"),
+    }
     # no generated/ folder: the newest samples folder of the run holding volumes stands in
     _vol(ws / "run" / "samples" / "dpmpp-25-seed0" / "s0.nii.gz")
     assert selection_from_workspace(ws)["generated_dir"] == str(ws / "run" / "samples" / "dpmpp-25-seed0")
@@ -116,7 +120,13 @@ def test_volume_facts_and_cohort_summary(tmp_path):
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"garbage")
     c = volume_facts(bad)
-    assert a == {"file": str(tmp_path / "a.nii.gz"), "shape": [6, 5, 4], "spacing": [1.0, 1.0, 2.0], "hu_min": -60.0, "hu_max": 40.0}
+    assert a == {
+        "file": str(tmp_path / "a.nii.gz"),
+        "shape": [6, 5, 4],
+        "spacing": [1.0, 1.0, 2.0],
+        "hu_min": -60.0,
+        "hu_max": 40.0,
+    }
     assert "error" in c and "bad.nii.gz" not in c["error"]  # the file is named by the caller
     s = cohort_summary([a, b, c])
     assert s["count"] == 2

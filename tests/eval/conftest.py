@@ -72,8 +72,12 @@ def phantom_cohorts(tmp_path_factory):
     }
     half = N_CASES // 2
     copies = [train[i] for i in range(half)] + fresh[half:]
-    folders["copies"] = write_folder(root / "copies", copies, [f"copy_of_train_{i:03d}.nii.gz" for i in range(half)]
-                                     + [f"fresh_{i:03d}.nii.gz" for i in range(half, N_CASES)])
+    folders["copies"] = write_folder(
+        root / "copies",
+        copies,
+        [f"copy_of_train_{i:03d}.nii.gz" for i in range(half)]
+        + [f"fresh_{i:03d}.nii.gz" for i in range(half, N_CASES)],
+    )
     folders["cache"] = root / "cache"
     return folders
 
@@ -84,6 +88,11 @@ def ph():
     import types
 
     return types.SimpleNamespace(
-        SMALL_SETTINGS=SMALL_SETTINGS, N_CASES=N_CASES, phantom_arrays=phantom_arrays, write_folder=write_folder,
-        add_noise=add_noise, lower_contrast=lower_contrast, blur=blur,
+        SMALL_SETTINGS=SMALL_SETTINGS,
+        N_CASES=N_CASES,
+        phantom_arrays=phantom_arrays,
+        write_folder=write_folder,
+        add_noise=add_noise,
+        lower_contrast=lower_contrast,
+        blur=blur,
     )

@@ -77,8 +77,15 @@ def frechet_scipy(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_multiplane_fid_equals_the_scipy_frechet_formula_on_the_same_features(cohorts, ph):
-    settings = {**ph.SMALL_SETTINGS, "fid2d_weights": str(cohorts["weights"]), "fid2d_slices_per_plane": 3, "fid2d_image_size": 64}
-    report = build_report(cohorts["real"], cohorts["gen"], metrics="radimagenet", device="cpu", use_cache=False, settings=settings)
+    settings = {
+        **ph.SMALL_SETTINGS,
+        "fid2d_weights": str(cohorts["weights"]),
+        "fid2d_slices_per_plane": 3,
+        "fid2d_image_size": 64,
+    }
+    report = build_report(
+        cohorts["real"], cohorts["gen"], metrics="radimagenet", device="cpu", use_cache=False, settings=settings
+    )
     m = report["metrics"]
     assert list(m) == list(METRIC_NAMES)
     for name in METRIC_NAMES:
@@ -100,14 +107,23 @@ def test_multiplane_fid_equals_the_scipy_frechet_formula_on_the_same_features(co
     # the direct function on the same arrays, and a same-set FID of ~0
     direct = multiplane_fid(feats["real"], feats["gen"], plane_indices(names))
     assert direct["fid_radimagenet_2d"] == pytest.approx(np.mean(per_plane), rel=1e-5)
-    assert multiplane_fid(feats["real"], feats["real"], plane_indices(names))["fid_radimagenet_2d"] == pytest.approx(0.0, abs=1e-6)
+    assert multiplane_fid(feats["real"], feats["real"], plane_indices(names))["fid_radimagenet_2d"] == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_not_computed_without_weights(cohorts, ph, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
-    report = build_report(cohorts["real"], cohorts["gen"], metrics="fid_radimagenet_2d", use_cache=False, settings=ph.SMALL_SETTINGS)
+    report = build_report(
+        cohorts["real"], cohorts["gen"], metrics="fid_radimagenet_2d", use_cache=False, settings=ph.SMALL_SETTINGS
+    )
     m = report["metrics"]["fid_radimagenet_2d"]
     assert m["value"] is None and "--fid2d-weights" in m["reason"] and "RadImageNet-ResNet50.pth" in m["reason"]
-    missing = build_report(cohorts["real"], cohorts["gen"], metrics="fid_radimagenet_2d", use_cache=False,
-                           settings={**ph.SMALL_SETTINGS, "fid2d_weights": str(tmp_path / "nope.pth")})
+    missing = build_report(
+        cohorts["real"],
+        cohorts["gen"],
+        metrics="fid_radimagenet_2d",
+        use_cache=False,
+        settings={**ph.SMALL_SETTINGS, "fid2d_weights": str(tmp_path / "nope.pth")},
+    )
     assert "no such file" in missing["metrics"]["fid_radimagenet_2d"]["reason"]

@@ -25,8 +25,15 @@ BIN = 1.0 / (27 * 1.5)  # one NPS frequency bin of a 27-px ROI at 1.5 mm: 0.0247
 
 def test_nps_peak_with_a_vanishing_reference_uses_one_frequency_bin():
     # the dashboard once showed gap 1.8e15 here: both halves of the real cohort had the same peak
-    m = {"better": "closer-to-real", "unit": "mm^-1", "real": 0.1, "generated": 0.1 + BIN, "reference": 3.5e-18,
-         "ci95": [0.118, 0.126], "value": 0.1 + BIN}
+    m = {
+        "better": "closer-to-real",
+        "unit": "mm^-1",
+        "real": 0.1,
+        "generated": 0.1 + BIN,
+        "reference": 3.5e-18,
+        "ci95": [0.118, 0.126],
+        "value": 0.1 + BIN,
+    }
     out = floor_and_gap(m, resolution=BIN)
     assert out["floor"] == pytest.approx(BIN) and out["floor_basis"] == "resolution"
     assert out["gap"] == pytest.approx(1.0) and out["status"] == "close"  # one bin apart = what it can resolve
@@ -56,7 +63,9 @@ def test_precision_gap_is_the_shortfall_from_one_against_the_real_shortfall():
     assert gap({"better": "higher", "value": 0.8, "reference": 0.8}) == pytest.approx(1.0)
     assert gap({"better": "higher", "value": 0.5, "reference": 0.9}) == pytest.approx(5.0)
     # real-vs-real precision 1 (zero shortfall) and generated 0: the floor is one scan of six
-    out = floor_and_gap({"better": "higher", "value": 0.0, "reference": 1.0}, resolution=metric_resolution("precision", 6, 6))
+    out = floor_and_gap(
+        {"better": "higher", "value": 0.0, "reference": 1.0}, resolution=metric_resolution("precision", 6, 6)
+    )
     assert out["floor"] == pytest.approx(1 / 6) and out["floor_basis"] == "resolution"
     assert out["gap"] == pytest.approx(6.0) and out["status"] == "far"
     # precision above the real one: no shortfall
@@ -93,13 +102,26 @@ def test_not_applicable(metric):
 
 def test_status_thresholds():
     assert (CLOSE, APART) == (1.25, 2.0)
-    assert [status_of(g) for g in (None, 0.0, 1.25, 1.2501, 2.0, 2.01, 1e9)] == ["n/a", "close", "close", "apart", "apart", "far", "far"]
+    assert [status_of(g) for g in (None, 0.0, 1.25, 1.2501, 2.0, 2.01, 1e9)] == [
+        "n/a",
+        "close",
+        "close",
+        "apart",
+        "apart",
+        "far",
+        "far",
+    ]
 
 
 def test_resolutions_of_a_report():
     curves = {"nps": {"frequency_mm": [0.0, 0.05, 0.1, 0.15]}}
-    res = report_resolutions(["nps_peak_frequency", "precision", "recall", "density", "memorization", "frd", "noise_sd"],
-                             n_real=10, n_generated=8, curves=curves, prdc_k=5)
+    res = report_resolutions(
+        ["nps_peak_frequency", "precision", "recall", "density", "memorization", "frd", "noise_sd"],
+        n_real=10,
+        n_generated=8,
+        curves=curves,
+        prdc_k=5,
+    )
     assert res["nps_peak_frequency"] == pytest.approx(0.05)
     assert res["precision"] == pytest.approx(1 / 8) and res["memorization"] == pytest.approx(1 / 8)
     assert res["recall"] == pytest.approx(1 / 10)
@@ -116,8 +138,11 @@ def test_every_status_but_na_has_a_finite_gap_and_annotate_adds_the_keys():
         scale = 10.0 ** rng.uniform(-20, 3)
         lo = rng.normal(0, scale)
         metrics[f"m{i}"] = {
-            "better": better, "unit": "log" if i % 7 == 0 else "",
-            "value": float(rng.normal(0, scale)), "real": float(rng.normal(0, scale)), "generated": float(rng.normal(0, scale)),
+            "better": better,
+            "unit": "log" if i % 7 == 0 else "",
+            "value": float(rng.normal(0, scale)),
+            "real": float(rng.normal(0, scale)),
+            "generated": float(rng.normal(0, scale)),
             "reference": float(rng.normal(0, scale)) if i % 5 else 0.0,
             "ci95": [lo, lo + abs(rng.normal(0, scale))] if i % 2 else None,
         }

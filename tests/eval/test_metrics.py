@@ -143,7 +143,11 @@ def test_ms_ssim_matches_torchmetrics(rng):
         assert float(cs) == pytest.approx(float(cs_ref), abs=1e-9)
         x, y = similarity._downsample(x, 5), similarity._downsample(y, 5)
     ours = similarity.similarity_matrix(t[:1], t[1:], scales=3, betas=betas, **kw)[0, 0]
-    ref = float(multiscale_structural_similarity_index_measure(t[:1], t[1:], data_range=1.0, kernel_size=5, sigma=0.5, betas=betas, normalize="relu"))
+    ref = float(
+        multiscale_structural_similarity_index_measure(
+            t[:1], t[1:], data_range=1.0, kernel_size=5, sigma=0.5, betas=betas, normalize="relu"
+        )
+    )
     # torchmetrics averages its last-scale SSIM over the reflect-padded border as well; we use the
     # valid region (as scikit-image): the products agree to ~1 %
     assert ours == pytest.approx(ref, rel=0.015)
@@ -204,7 +208,9 @@ def test_prdc_on_toy_sets_with_known_answers():
 
 def test_lowrank_frechet_equals_frd_score(rng):
     a, b = rng.normal(0, 1, (6, 50)), rng.normal(0.5, 2, (8, 50))
-    assert distribution.frechet_distance_squared_lowrank(a, b) == pytest.approx(distribution.frechet_distance_squared(a, b), rel=1e-6)
+    assert distribution.frechet_distance_squared_lowrank(a, b) == pytest.approx(
+        distribution.frechet_distance_squared(a, b), rel=1e-6
+    )
 
 
 def test_frd_v1_replays_frd_score_statistics(rng):
@@ -215,10 +221,17 @@ def test_frd_v1_replays_frd_score_statistics(rng):
     gen = rng.normal(6, 3, (6, 30))
     real[:, 3] = 1.0  # constant in real: v1 drops the column (inf after the d1 z-score)
     base = real.astype(np.float32)
-    normed = [frd.z_score_normalize(f.astype(np.float32), 0, 1, base_distribution=base, replace_nan=False, handle_std_zero=False) for f in (real, gen)]
+    normed = [
+        frd.z_score_normalize(
+            f.astype(np.float32), 0, 1, base_distribution=base, replace_nan=False, handle_std_zero=False
+        )
+        for f in (real, gen)
+    ]
     keep = ~np.any([np.isinf(n).any(0) | np.isnan(n).any(0) for n in normed], axis=0)
     normed = [n[:, keep] for n in normed]
-    d2 = frd.calculate_frechet_distance(normed[0].mean(0), np.cov(normed[0], rowvar=False), normed[1].mean(0), np.cov(normed[1], rowvar=False))
+    d2 = frd.calculate_frechet_distance(
+        normed[0].mean(0), np.cov(normed[0], rowvar=False), normed[1].mean(0), np.cov(normed[1], rowvar=False)
+    )
     assert keep.sum() == 29
     assert distribution.frd_v1(real, gen) == pytest.approx(np.log(d2), rel=1e-9)
     assert distribution.frd_v1(real, gen, exact=False) == pytest.approx(np.log(d2), rel=1e-6)
@@ -236,7 +249,9 @@ def test_vectorised_v1_normalisation_equals_frd_score_bit_for_bit(rng):
     real[:, 9] = np.inf  # inf in the base: mean NaN -> frd-score keeps the raw values, then drops it
     base = real.astype(np.float32)
     for f in (real, gen):
-        ref = frd.z_score_normalize(f.astype(np.float32), 0, 1, base_distribution=base, replace_nan=False, handle_std_zero=False)
+        ref = frd.z_score_normalize(
+            f.astype(np.float32), 0, 1, base_distribution=base, replace_nan=False, handle_std_zero=False
+        )
         ours = distribution._z_score_v1(f.astype(np.float32), base)
         assert ours.dtype == ref.dtype == np.float32
         np.testing.assert_array_equal(ours, ref)

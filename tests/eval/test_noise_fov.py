@@ -86,14 +86,18 @@ def test_disagreement_with_the_independent_estimate_is_refused(rng):
 
 def test_reasons_when_nothing_is_measurable(rng):
     tiny, body = _soft_block(rng, 10.0, shape=(6, 6, 4))
-    assert noise.measure_noise(tiny, body, (1.5, 1.5)) == ({}, "field of view too small: 6x6 px in-plane, an ROI needs 8 px")
+    assert noise.measure_noise(tiny, body, (1.5, 1.5)) == (
+        {},
+        "field of view too small: 6x6 px in-plane, an ROI needs 8 px",
+    )
     fat = np.full((40, 40, 4), -100.0) + rng.normal(0, 10, (40, 40, 4))
     assert noise.measure_noise(fat, np.ones(fat.shape, bool), (1.5, 1.5))[1] == "no soft tissue (0..100 HU) in the body"
 
 
 def _m(r, ok=True):
-    return noise.NoiseMeasurement(r, 3 if ok else 0, 10.0 if ok else np.nan, np.zeros(3), np.zeros(3), 0.1, 0.1,
-                                  None if ok else "no ROI")
+    return noise.NoiseMeasurement(
+        r, 3 if ok else 0, 10.0 if ok else np.nan, np.zeros(3), np.zeros(3), 0.1, 0.1, None if ok else "no ROI"
+    )
 
 
 def test_one_roi_size_for_every_cohort():
@@ -116,7 +120,13 @@ SMALL_FOV = dict(shape=(64, 64, 20), fov_mm=(96.0, 96.0, 30.0), center_mm=(0.0, 
 def _cohort(folder, seed, n=4, noise_hu=20.0, sigma=0.0):
     folder.mkdir()
     for i in range(n):
-        v, _ = make_phantom(SMALL_FOV["shape"], case_seed(seed, i), noise_hu, fov_mm=SMALL_FOV["fov_mm"], center_mm=SMALL_FOV["center_mm"])
+        v, _ = make_phantom(
+            SMALL_FOV["shape"],
+            case_seed(seed, i),
+            noise_hu,
+            fov_mm=SMALL_FOV["fov_mm"],
+            center_mm=SMALL_FOV["center_mm"],
+        )
         a = ndimage.gaussian_filter(v.array, (sigma, sigma, 0)) if sigma else v.array
         write_nifti(Volume.from_spacing(a.astype(np.float32), v.spacing), folder / f"c{i}.nii.gz")
     return folder
@@ -129,7 +139,9 @@ def small_fov_reports(tmp_path_factory):
     out = {}
     for name, kw in {"fresh": {}, "noisy": {"noise_hu": 35.0}, "blurred": {"sigma": 1.0}}.items():
         gen = _cohort(root / name, 12, **kw)
-        out[name] = build_report(real, gen, metrics="noise,cnr_soft_tissue_fat", workers=1, settings={"n_bootstrap": 30})
+        out[name] = build_report(
+            real, gen, metrics="noise,cnr_soft_tissue_fat", workers=1, settings={"n_bootstrap": 30}
+        )
     return out
 
 

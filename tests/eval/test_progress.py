@@ -47,8 +47,13 @@ def test_extraction_reports_sub_steps_and_a_heartbeat(tmp_path, monkeypatch, wor
         f.write_bytes(b"x" * (i + 1))
         files.append(f)
     seen = []
-    out = extract_features(SlowSteps(), [(f, f) for f in files], None, workers=workers,
-                           progress=lambda d, t: seen.append((d, t, time.monotonic())))
+    out = extract_features(
+        SlowSteps(),
+        [(f, f) for f in files],
+        None,
+        workers=workers,
+        progress=lambda d, t: seen.append((d, t, time.monotonic())),
+    )
     assert out.matrix([0, 1])[:, 0].tolist() == [1.0, 2.0]
     done = [d for d, _, _ in seen]
     assert {t for _, t, _ in seen} == {6}  # 2 items x 3 steps
@@ -86,12 +91,17 @@ def test_radiomics_hook_counts_shape_and_each_image_type():
     from eval.features import create
 
     ex = create("radiomics-frd-v1", image_dim=3)
-    fake = types.SimpleNamespace(computeShape=lambda *a, **k: {"s": 1}, computeFeatures=lambda img, m, name, **k: {name: 1})
+    fake = types.SimpleNamespace(
+        computeShape=lambda *a, **k: {"s": 1}, computeFeatures=lambda img, m, name, **k: {name: 1}
+    )
     counted = []
     ex.on_step = lambda: counted.append(1)
     ex._hook_steps(fake)
     assert fake.computeShape("i", "m", "bb") == {"s": 1}
-    assert [fake.computeFeatures("i", "m", n) for n in ("original", "wavelet-LLH")] == [{"original": 1}, {"wavelet-LLH": 1}]
+    assert [fake.computeFeatures("i", "m", n) for n in ("original", "wavelet-LLH")] == [
+        {"original": 1},
+        {"wavelet-LLH": 1},
+    ]
     assert len(counted) == 3
 
 
@@ -138,12 +148,25 @@ def test_report_prints_the_radiomics_line_before_extracting(tmp_path, monkeypatc
         def extract(self, item):
             return ["a", "b"], np.array([float(len(str(item))), 1.0])
 
-    monkeypatch.setattr(build, "radiomics_features", lambda paths, image_dim, cache, workers, progress=None: (
-        events.append(("extract", len(paths))) or extract_features(Fake(), [(p, p) for p in paths], cache, workers=1, progress=progress)))
+    monkeypatch.setattr(
+        build,
+        "radiomics_features",
+        lambda paths, image_dim, cache, workers, progress=None: (
+            events.append(("extract", len(paths)))
+            or extract_features(Fake(), [(p, p) for p in paths], cache, workers=1, progress=progress)
+        ),
+    )
     monkeypatch.setattr("eval.features.create", lambda name, **kw: Fake())
-    cohorts = {k: [types.SimpleNamespace(path=tmp_path / f"{k}{i}.nii.gz",
-                                         volume=Volume.from_spacing(np.zeros((10, 10, 4), np.float32), (2.0, 2.0, 2.0)))
-                   for i in range(3)] for k in ("real", "generated")}
+    cohorts = {
+        k: [
+            types.SimpleNamespace(
+                path=tmp_path / f"{k}{i}.nii.gz",
+                volume=Volume.from_spacing(np.zeros((10, 10, 4), np.float32), (2.0, 2.0, 2.0)),
+            )
+            for i in range(3)
+        ]
+        for k in ("real", "generated")
+    }
     cohorts["train"] = []
     for cases in cohorts.values():
         for c in cases:
@@ -152,16 +175,37 @@ def test_report_prints_the_radiomics_line_before_extracting(tmp_path, monkeypatc
 
     cache_dir = tmp_path / "cache"
     FeatureCache(cache_dir)
-    build._radiomics_metrics([], cohorts, None, {"n_bootstrap": 0, "seed": 0}, cache_dir, True, 1,
-                             lambda stage: None, notice=lambda line: events.append(("notice", line)))
+    build._radiomics_metrics(
+        [],
+        cohorts,
+        None,
+        {"n_bootstrap": 0, "seed": 0},
+        cache_dir,
+        True,
+        1,
+        lambda stage: None,
+        notice=lambda line: events.append(("notice", line)),
+    )
     assert events[0][0] == "notice" and events[1:] == [("extract", 3), ("extract", 3)]
-    assert re.match(r"radiomics: less than a minute for 6 scan\(s\) on this machine \(model 42 us per 2 mm voxel, 0.0 M voxels", events[0][1])
+    assert re.match(
+        r"radiomics: less than a minute for 6 scan\(s\) on this machine \(model 42 us per 2 mm voxel, 0.0 M voxels",
+        events[0][1],
+    )
     runs = json.loads(radiomics_eta.timings_path(cache_dir).read_text())
     assert [r["scans"] for r in runs] == [3, 3] and all(r["wall_s"] > 0 for r in runs)
     # everything cached now: no line, nothing extracted
     events.clear()
-    build._radiomics_metrics([], cohorts, None, {"n_bootstrap": 0, "seed": 0}, cache_dir, True, 1,
-                             lambda stage: None, notice=lambda line: events.append(("notice", line)))
+    build._radiomics_metrics(
+        [],
+        cohorts,
+        None,
+        {"n_bootstrap": 0, "seed": 0},
+        cache_dir,
+        True,
+        1,
+        lambda stage: None,
+        notice=lambda line: events.append(("notice", line)),
+    )
     assert events == [("extract", 3), ("extract", 3)]
 
 

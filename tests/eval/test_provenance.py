@@ -48,13 +48,25 @@ def test_add_provenance_and_binding(tmp_path):
     for name, content in (("r1", b"real-1"), ("r2", b"real-2"), ("g1", b"gen-1")):
         files[name] = tmp_path / f"{name}.nii"
         files[name].write_bytes(content)
-    report = {"per_case": [{"cohort": "generated", "file": str(files["g1"]), "nearest_real_file": str(files["r2"])},
-                           {"cohort": "real", "file": str(files["r1"])}]}
-    add_provenance(report, {"real": [SimpleNamespace(path=files["r1"]), SimpleNamespace(path=files["r2"])],
-                            "generated": [SimpleNamespace(path=files["g1"])], "train": []})
+    report = {
+        "per_case": [
+            {"cohort": "generated", "file": str(files["g1"]), "nearest_real_file": str(files["r2"])},
+            {"cohort": "real", "file": str(files["r1"])},
+        ]
+    }
+    add_provenance(
+        report,
+        {
+            "real": [SimpleNamespace(path=files["r1"]), SimpleNamespace(path=files["r2"])],
+            "generated": [SimpleNamespace(path=files["g1"])],
+            "train": [],
+        },
+    )
     h = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in files.items()}
-    assert report["provenance"]["scans"]["real"] == [{"file": str(files["r1"]), "sha256": h["r1"]},
-                                                     {"file": str(files["r2"]), "sha256": h["r2"]}]
+    assert report["provenance"]["scans"]["real"] == [
+        {"file": str(files["r1"]), "sha256": h["r1"]},
+        {"file": str(files["r2"]), "sha256": h["r2"]},
+    ]
     assert report["per_case"][0]["sha256"] == h["g1"] and report["per_case"][0]["nearest_real_sha256"] == h["r2"]
     assert report_hashes(report, "train") == set() and report_hashes({}, "real") is None
 
@@ -62,8 +74,9 @@ def test_add_provenance_and_binding(tmp_path):
     assert same["status"] == "same"
     other = binding(report, {"real": {h["r1"], h["r2"]}, "generated": {"a-new-case"}})
     assert other["status"] == "other"
-    assert other["message"] == ("This report is for other scans: generated: 0 of the 1 selected scans were measured "
-                                "(the report measured 1).")
+    assert other["message"] == (
+        "This report is for other scans: generated: 0 of the 1 selected scans were measured (the report measured 1)."
+    )
     subset = binding(report, {"real": {h["r1"]}})
     assert subset["status"] == "other" and "real: 1 of the 1 selected scans" in subset["message"]
     assert binding({"metrics": {}}, {"real": {h["r1"]}})["status"] == "unknown"

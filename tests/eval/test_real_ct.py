@@ -50,9 +50,16 @@ def _finite_metrics(report, families) -> dict:
 
 
 def test_intensity_noise_texture_similarity_are_finite_on_a_real_vs_real_split(small_chest, tmp_path):
-    _write_split(small_chest, tmp_path, 12, lambda a, k: a[:, :, k * BLOCK:(k + 1) * BLOCK])
-    report = build_report(tmp_path / "real", tmp_path / "generated", metrics=",".join(VOXEL_FAMILIES),
-                          cache_dir=tmp_path / "cache", workers=1, device="cpu", settings={"n_bootstrap": 20})
+    _write_split(small_chest, tmp_path, 12, lambda a, k: a[:, :, k * BLOCK : (k + 1) * BLOCK])
+    report = build_report(
+        tmp_path / "real",
+        tmp_path / "generated",
+        metrics=",".join(VOXEL_FAMILIES),
+        cache_dir=tmp_path / "cache",
+        workers=1,
+        device="cpu",
+        settings={"n_bootstrap": 20},
+    )
     metrics = _finite_metrics(report, VOXEL_FAMILIES)
     # two halves of one scan: close HU distributions and noise texture, similar soft-tissue texture
     assert metrics["hu_wasserstein"]["value"] < 30
@@ -66,9 +73,16 @@ def test_intensity_noise_texture_similarity_are_finite_on_a_real_vs_real_split(s
 @pytest.mark.slow
 def test_radiomics_family_is_finite_on_a_real_vs_real_split(small_chest, tmp_path):
     zs = np.linspace(10, 122, RADIOMICS_SLICES).round().astype(int)
-    _write_split(small_chest, tmp_path, RADIOMICS_SLICES, lambda a, k: a[:, :, zs[k]:zs[k] + 1])
-    report = build_report(tmp_path / "real", tmp_path / "generated", metrics="radiomics",
-                          cache_dir=tmp_path / "cache", workers=1, device="cpu", settings={"n_bootstrap": 20})
+    _write_split(small_chest, tmp_path, RADIOMICS_SLICES, lambda a, k: a[:, :, zs[k] : zs[k] + 1])
+    report = build_report(
+        tmp_path / "real",
+        tmp_path / "generated",
+        metrics="radiomics",
+        cache_dir=tmp_path / "cache",
+        workers=1,
+        device="cpu",
+        settings={"n_bootstrap": 20},
+    )
     metrics = _finite_metrics(report, ("radiomics",))
     assert 0 <= metrics["coverage"]["value"] <= 1 and 0 <= metrics["precision"]["value"] <= 1
     assert metrics["recall"]["value"] > 0  # slices of one scan overlap in feature space
@@ -97,7 +111,7 @@ def test_noise_sd_in_liver_and_muscle_rois_is_plausible_and_matches_the_wavelet_
     assert np.all(per_roi < 3 * sd)
     # the wavelet (MAD of the finest diagonal band) estimate on the same ROIs: lower than the ROI SD
     # because scanner noise is correlated (low-pass) — but of the same order
-    wavelet = np.median([estimate_sigma(array[x:x + roi, y:y + roi, z]) for x, y, z in rois])
+    wavelet = np.median([estimate_sigma(array[x : x + roi, y : y + roi, z]) for x, y, z in rois])
     assert 0.25 * sd < wavelet < 1.0 * sd
     # and the project's wrapper on the whole body agrees with the ROI-wise estimate within a factor 2
     body = ndimage.binary_fill_holes(vol.array > -300, structure=np.ones((3, 3, 1), bool))
@@ -107,7 +121,7 @@ def test_noise_sd_in_liver_and_muscle_rois_is_plausible_and_matches_the_wavelet_
 def _per_roi_nps_figures(detrended, spacing):
     peaks, means = [], []
     for k in range(detrended.shape[0]):
-        f, p = noise.nps_radial(detrended[k:k + 1], spacing[:2])
+        f, p = noise.nps_radial(detrended[k : k + 1], spacing[:2])
         peaks.append(noise.nps_peak_frequency(f, p))
         means.append(float(np.nansum(f[1:] * p[1:]) / np.nansum(p[1:])))
     return np.array(peaks), np.array(means)
@@ -132,8 +146,11 @@ def test_phantom_noise_is_calibrated_to_the_real_liver_noise(real_chest, monkeyp
     ph_detrended = noise.detrend_rois(noise.roi_stack(field, corners, roi))
     ph_sd = np.sqrt(ph_detrended.reshape(len(corners), -1).var(axis=1, ddof=1))
     ph_peak, ph_mean = _per_roi_nps_figures(ph_detrended, vol.spacing)
-    for name, real, ours in (("noise SD", real_sd, ph_sd), ("NPS peak", real_peak, ph_peak),
-                             ("NPS mean frequency", real_mean, ph_mean)):
+    for name, real, ours in (
+        ("noise SD", real_sd, ph_sd),
+        ("NPS peak", real_peak, ph_peak),
+        ("NPS mean frequency", real_mean, ph_mean),
+    ):
         lo, hi = np.percentile(real, [5, 95])
         assert lo <= np.median(ours) <= hi, (name, lo, np.median(ours), hi)
     # the uncalibrated full Hann window (power 1) puts too little power at high frequencies

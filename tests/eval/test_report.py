@@ -34,7 +34,9 @@ def tiny(tmp_path_factory, ph):
 def test_frd_equals_frd_score_command_line(tiny):
     proc = subprocess.run(
         [sys.executable, "-m", "frd_score", str(tiny["real"]), str(tiny["gen"]), "-w", "2"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     cli_value = float(re.search(r"FRD \(v1\): (\S+)", proc.stdout).group(1))
@@ -45,7 +47,9 @@ def test_second_report_reuses_cached_real_features(tiny, ph):
     first = tiny["report"]["settings"]["cache_stats"]["radiomics-frd-v1"]
     assert first["real"] == {"cached": 0, "extracted": N, "failed": 0}
     other = ph.write_folder(tiny["root"] / "gen2", ph.phantom_arrays(23, N))
-    second = build_report(tiny["real"], other, metrics="frd,kid", cache_dir=tiny["cache"], workers=2, settings=ph.SMALL_SETTINGS)
+    second = build_report(
+        tiny["real"], other, metrics="frd,kid", cache_dir=tiny["cache"], workers=2, settings=ph.SMALL_SETTINGS
+    )
     stats = second["settings"]["cache_stats"]["radiomics-frd-v1"]
     assert stats["real"] == {"cached": N, "extracted": 0, "failed": 0}
     assert stats["generated"]["extracted"] == N
@@ -54,7 +58,9 @@ def test_second_report_reuses_cached_real_features(tiny, ph):
     shutil.copytree(tiny["real"], copy)
     for f in copy.iterdir():
         f.rename(copy / ("renamed_" + f.name))
-    third = build_report(copy, tiny["gen"], metrics="frd", cache_dir=tiny["cache"], workers=1, settings=ph.SMALL_SETTINGS)
+    third = build_report(
+        copy, tiny["gen"], metrics="frd", cache_dir=tiny["cache"], workers=1, settings=ph.SMALL_SETTINGS
+    )
     assert third["settings"]["cache_stats"]["radiomics-frd-v1"]["real"]["extracted"] == 0
     assert third["metrics"]["frd"]["value"] == pytest.approx(tiny["report"]["metrics"]["frd"]["value"], rel=1e-12)
 
@@ -69,13 +75,31 @@ def test_report_json_contract(tiny):
     assert inp["skipped"] == [] and inp["resampled_to"] is None
     assert list(report["metrics"]) == list(METRICS)
     for name, m in report["metrics"].items():
-        assert set(m) - {"details"} == {"value", "ci95", "real", "generated", "reference", "better", "unit", "reason", "description",
-                                        "resolution", "floor", "floor_basis", "gap", "status"}
-        assert ("details" in m) == (name in ("cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency", "nps_mean_frequency")), name
+        assert set(m) - {"details"} == {
+            "value",
+            "ci95",
+            "real",
+            "generated",
+            "reference",
+            "better",
+            "unit",
+            "reason",
+            "description",
+            "resolution",
+            "floor",
+            "floor_basis",
+            "gap",
+            "status",
+        }
+        assert ("details" in m) == (
+            name in ("cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency", "nps_mean_frequency")
+        ), name
         assert m["status"] in ("close", "apart", "far", "n/a")
         assert (m["gap"] is None) == (m["status"] == "n/a"), name
         if m["gap"] is not None:  # the floor is never below the real-vs-real reference
-            assert m["floor"] >= abs(m["reference"]) * (1 - 1e-12) or m["unit"] == "log" or m["better"] == "higher", name
+            assert m["floor"] >= abs(m["reference"]) * (1 - 1e-12) or m["unit"] == "log" or m["better"] == "higher", (
+                name
+            )
         assert m["better"] in ("lower", "higher", "closer-to-real")
         assert (m["value"] is None) == (m["reason"] is not None), name
         if m["ci95"] is not None:
@@ -92,7 +116,15 @@ def test_report_json_contract(tiny):
     cohorts = [r["cohort"] for r in report["per_case"]]
     assert cohorts == ["real"] * N + ["generated"] * N
     gen_row = report["per_case"][N]
-    assert {"file", "case", "noise_sd", "contrast_rms", "cnr_soft_tissue_fat", "ssim_nearest_real", "nearest_real_file"} <= set(gen_row)
+    assert {
+        "file",
+        "case",
+        "noise_sd",
+        "contrast_rms",
+        "cnr_soft_tissue_fat",
+        "ssim_nearest_real",
+        "nearest_real_file",
+    } <= set(gen_row)
     assert gen_row["nearest_real_file"].startswith(str(tiny["real"]))
     h = report["curves"]["hu_histogram"]
     assert len(h["bin_edges"]) == len(h["real"]) + 1 == len(h["generated"]) + 1
@@ -118,14 +150,23 @@ def test_inception_fid_with_a_local_weights_file(tiny, tmp_path, monkeypatch, ph
     torch.save(FIDInceptionV3().state_dict(), weights)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     settings = {**ph.SMALL_SETTINGS, "inception_slices_per_plane": 1}
-    report = build_report(tiny["real"], tiny["gen"], metrics="fid_inception_2d", cache_dir=tiny["cache"],
-                          inception_weights=weights, device="cpu", settings=settings)
+    report = build_report(
+        tiny["real"],
+        tiny["gen"],
+        metrics="fid_inception_2d",
+        cache_dir=tiny["cache"],
+        inception_weights=weights,
+        device="cpu",
+        settings=settings,
+    )
     m = report["metrics"]["fid_inception_2d"]
     assert m["reason"] is None and m["value"] > 0
     # the hub cache is searched too
     (tmp_path / "torch-home" / "hub" / "checkpoints").mkdir(parents=True)
     shutil.copy(weights, tmp_path / "torch-home" / "hub" / "checkpoints" / weights.name)
-    again = build_report(tiny["real"], tiny["gen"], metrics="fid_inception_2d", cache_dir=tiny["cache"], device="cpu", settings=settings)
+    again = build_report(
+        tiny["real"], tiny["gen"], metrics="fid_inception_2d", cache_dir=tiny["cache"], device="cpu", settings=settings
+    )
     assert again["metrics"]["fid_inception_2d"]["value"] == pytest.approx(m["value"], rel=1e-9)
     assert again["settings"]["cache_stats"]["inception-v3-fid-2d"]["real"]["extracted"] == 0
 
@@ -145,8 +186,21 @@ def test_html_and_markdown_are_complete_and_offline(tiny):
 
 def test_cli_json_output_and_refusal_to_overwrite(tiny, capsys):
     out = tiny["root"] / "cli-out"
-    args = ["report", "--real", str(tiny["real"]), "--generated", str(tiny["gen"]), "--out", str(out),
-            "--metrics", "contrast_rms,noise_sd", "--json", "--no-cache", "--bootstrap", "20"]
+    args = [
+        "report",
+        "--real",
+        str(tiny["real"]),
+        "--generated",
+        str(tiny["gen"]),
+        "--out",
+        str(out),
+        "--metrics",
+        "contrast_rms,noise_sd",
+        "--json",
+        "--no-cache",
+        "--bootstrap",
+        "20",
+    ]
     assert eval_main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert list(printed["metrics"]) == ["contrast_rms", "noise_sd"]
@@ -159,10 +213,27 @@ def test_cli_json_output_and_refusal_to_overwrite(tiny, capsys):
 def test_clear_errors_for_empty_folder_and_unknown_metric(tiny, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert eval_main(["report", "--real", str(empty), "--generated", str(tiny["gen"]), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        eval_main(["report", "--real", str(empty), "--generated", str(tiny["gen"]), "--out", str(tmp_path / "o")]) == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "empty" in err and str(empty) in err
-    assert eval_main(["report", "--real", str(tiny["real"]), "--generated", str(tiny["gen"]), "--out", str(tmp_path / "o"), "--metrics", "fid,noise"]) == 2
+    assert (
+        eval_main(
+            [
+                "report",
+                "--real",
+                str(tiny["real"]),
+                "--generated",
+                str(tiny["gen"]),
+                "--out",
+                str(tmp_path / "o"),
+                "--metrics",
+                "fid,noise",
+            ]
+        )
+        == 2
+    )
     assert "unknown metric 'fid'" in capsys.readouterr().err
 
 
@@ -180,7 +251,9 @@ def test_fewer_than_two_cases_gives_null_with_reason(tiny, tmp_path, ph):
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(next(tiny["gen"].glob("*.nii.gz")), one)
-    report = build_report(tiny["real"], one, metrics="ms_ssim_diversity,noise_sd,glcm_distance", settings=ph.SMALL_SETTINGS)
+    report = build_report(
+        tiny["real"], one, metrics="ms_ssim_diversity,noise_sd,glcm_distance", settings=ph.SMALL_SETTINGS
+    )
     for name in ("ms_ssim_diversity", "noise_sd", "glcm_distance"):
         m = report["metrics"][name]
         assert m["value"] is None and "2" in m["reason"], (name, m)
@@ -196,5 +269,7 @@ def test_inputs_on_different_grids_are_resampled_and_reported(tiny, tmp_path, ph
     r = report["inputs"]["resampled_to"]
     assert r["shape"] == [48, 48, 16] and r["spacing"] == [2.0, 2.0, 2.0] and len(r["files"]) == N
     # decimated without anti-aliasing, then interpolated back: edges soften, contrast drops (60 vs 71 HU in 96 mm crops)
-    assert report["metrics"]["contrast_rms"]["generated"] == pytest.approx(tiny["report"]["metrics"]["contrast_rms"]["generated"], rel=0.2)
+    assert report["metrics"]["contrast_rms"]["generated"] == pytest.approx(
+        tiny["report"]["metrics"]["contrast_rms"]["generated"], rel=0.2
+    )
     assert np.isfinite(report["metrics"]["ssim_nearest_real"]["value"])

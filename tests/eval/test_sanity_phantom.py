@@ -104,8 +104,13 @@ def test_copies_of_training_scans_are_flagged(phantom_cohorts, ph):
 
 def test_reference_floor_with_a_training_set(phantom_cohorts, ph):
     f = phantom_cohorts
-    report = build_report(f["real"], f["fresh"], train=f["train"], metrics="similarity,contrast_rms,hu_wasserstein",
-                          settings=ph.SMALL_SETTINGS)
+    report = build_report(
+        f["real"],
+        f["fresh"],
+        train=f["train"],
+        metrics="similarity,contrast_rms,hu_wasserstein",
+        settings=ph.SMALL_SETTINGS,
+    )
     assert report["settings"]["reference"] == "held-out real vs training real"
     assert report["inputs"]["n_train"] == ph.N_CASES
     rows = {r["cohort"] for r in report["per_case"]}

@@ -71,8 +71,13 @@ def selftest(tmp_path_factory, ph):
     root = tmp_path_factory.mktemp("selftest")
     real = ph.write_folder(root / "real", ph.phantom_arrays(31, 8))
     out = root / "out"
-    result = run_selftest(real, out=out, metrics="noise_sd,nps_mean_frequency,contrast_rms,hu_wasserstein",
-                          degradations=["added_noise", "blur", "contrast", "hu_offset"], n_bootstrap=50)
+    result = run_selftest(
+        real,
+        out=out,
+        metrics="noise_sd,nps_mean_frequency,contrast_rms,hu_wasserstein",
+        degradations=["added_noise", "blur", "contrast", "hu_offset"],
+        n_bootstrap=50,
+    )
     return {"root": root, "real": real, "out": out, "result": result}
 
 
@@ -83,12 +88,23 @@ def test_selftest_detects_noise_blur_contrast_and_offset(selftest):
     base = r["baseline"]
     assert base["noise_sd"]["value"] is not None, base["noise_sd"]["reason"]
     deg = r["degradations"]
-    assert deg["added_noise"]["metrics"]["noise_sd"]["direction"] == "up" and "noise_sd" in deg["added_noise"]["detected_by"]
+    assert (
+        deg["added_noise"]["metrics"]["noise_sd"]["direction"] == "up"
+        and "noise_sd" in deg["added_noise"]["detected_by"]
+    )
     # the added noise has the cohort's own NPS, so its spectrum shape (f_avg) barely moves
-    assert deg["added_noise"]["metrics"]["nps_mean_frequency"]["value"] == pytest.approx(base["nps_mean_frequency"]["value"], rel=0.15)
-    assert deg["blur"]["metrics"]["nps_mean_frequency"]["direction"] == "down" and "nps_mean_frequency" in deg["blur"]["detected_by"]
+    assert deg["added_noise"]["metrics"]["nps_mean_frequency"]["value"] == pytest.approx(
+        base["nps_mean_frequency"]["value"], rel=0.15
+    )
+    assert (
+        deg["blur"]["metrics"]["nps_mean_frequency"]["direction"] == "down"
+        and "nps_mean_frequency" in deg["blur"]["detected_by"]
+    )
     assert deg["blur"]["metrics"]["noise_sd"]["direction"] == "down"
-    assert deg["contrast"]["metrics"]["contrast_rms"]["direction"] == "down" and "contrast_rms" in deg["contrast"]["detected_by"]
+    assert (
+        deg["contrast"]["metrics"]["contrast_rms"]["direction"] == "down"
+        and "contrast_rms" in deg["contrast"]["detected_by"]
+    )
     assert "hu_wasserstein" in deg["hu_offset"]["detected_by"] and deg["hu_offset"]["missed"] == []
     for d in deg.values():
         assert set(d["missed"]) == set(d["expected"]) - set(d["detected_by"])
@@ -101,8 +117,20 @@ def test_selftest_files_and_cli(selftest, capsys, tmp_path):
     md = (out / "selftest.md").read_text()
     assert "| degradation | hu_wasserstein | contrast_rms | noise_sd |" in md and "| blur |" in md and "✓" in md
     assert "<table>" in (out / "selftest.html").read_text()
-    args = ["selftest", "--real", str(selftest["real"]), "--out", str(tmp_path / "st"), "--metrics", "contrast_rms",
-            "--degradations", "contrast", "--bootstrap", "20", "--json"]
+    args = [
+        "selftest",
+        "--real",
+        str(selftest["real"]),
+        "--out",
+        str(tmp_path / "st"),
+        "--metrics",
+        "contrast_rms",
+        "--degradations",
+        "contrast",
+        "--bootstrap",
+        "20",
+        "--json",
+    ]
     assert eval_main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert list(printed["degradations"]) == ["contrast"]

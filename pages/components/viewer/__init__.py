@@ -174,8 +174,15 @@ def viewer_args(
     if not (width > 0 and np.isfinite(width) and np.isfinite(level)):
         raise ValueError(f"window width must be > 0 and both values finite, got W {width} L {level}")
     args: dict[str, Any] = {
-        "volumes": [{"id": v.content_id(align), "label": v.label, "shape": list(v.shape),
-                     "spacing": [float(s) for s in v.spacing]} for v in volumes],
+        "volumes": [
+            {
+                "id": v.content_id(align),
+                "label": v.label,
+                "shape": list(v.shape),
+                "spacing": [float(s) for s in v.spacing],
+            }
+            for v in volumes
+        ],
         "layout": layout,
         "linked": bool(linked),
         "window": [width, level],
@@ -194,7 +201,8 @@ def viewer_args(
             # stored once per content (the manager keys files by a hash of the bytes); the coordinates
             # tie the file to this element, so Streamlit frees it when the element goes away
             args["volumes"][i]["url"] = runtime.get_instance().media_file_mgr.add(
-                v.payload(align), "application/octet-stream", f"ct_viewer.{key or 'default'}.{i}")
+                v.payload(align), "application/octet-stream", f"ct_viewer.{key or 'default'}.{i}"
+            )
         else:
             args[f"volume_{i}"] = v.payload(align)
     return args
@@ -225,7 +233,18 @@ def ct_viewer(
 
         # CTDIFF_VIEWER_TRANSPORT=bytes forces the websocket (AppTest reads the bytes from the element)
         transport = os.environ.get("CTDIFF_VIEWER_TRANSPORT") or ("http" if runtime.exists() else "bytes")
-    args = viewer_args(volumes, layout=layout, linked=linked, window=window, plane=plane, height=height,
-                       align=align, presets=presets, return_clicks=return_clicks, forward_keys=forward_keys,
-                       transport=transport, key=key)
+    args = viewer_args(
+        volumes,
+        layout=layout,
+        linked=linked,
+        window=window,
+        plane=plane,
+        height=height,
+        align=align,
+        presets=presets,
+        return_clicks=return_clicks,
+        forward_keys=forward_keys,
+        transport=transport,
+        key=key,
+    )
     return _component_func()(**args, key=key, default=None)

@@ -88,8 +88,11 @@ def postgres_server():
     """
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
-        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are not installed; run scripts/test or apt-get install postgresql")
+        pytest.fail(
+            "PostgreSQL server binaries (initdb, pg_ctl) are not installed; run scripts/test or apt-get install postgresql"
+        )
     import pg8000  # noqa: F401  (test requirement: a missing driver must fail, not skip)
+
     root = Path(tempfile.mkdtemp(prefix="ctdiff-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:
@@ -102,8 +105,19 @@ def postgres_server():
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
     try:
         run(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        run(pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "start",
-            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
+        run(
+            pg_ctl,
+            "-D",
+            str(data),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+        )
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"could not start PostgreSQL: {exc.stderr}") from None

@@ -53,8 +53,14 @@ def test_afc_session_round_trip_statistics_and_report(db_url, cohorts, tmp_path)
             real_left = cohort[pair.left] == "real"
             # A is always right, B always wrong except on the first pair
             right_answer = reader.reader_name == "A" or pos == 0
-            store.submit_pair_answer(db_url, reader.reader_id, pos, chose_left=real_left if right_answer else not real_left,
-                                     confidence=3, seconds=2.5)
+            store.submit_pair_answer(
+                db_url,
+                reader.reader_id,
+                pos,
+                chose_left=real_left if right_answer else not real_left,
+                confidence=3,
+                seconds=2.5,
+            )
             # the display cache serves both cases of the pair to this reader
             assert store.load_case_array(db_url, reader.reader_id, pair.left)[0].shape == reader.grid.shape
         with pytest.raises(store.AnswerLockedError):

@@ -19,14 +19,47 @@ def _answer_all(db_url, sid, names=("A", "B")):
         reader = store.find_reader(db_url, store.add_reader(db_url, sid, name))
         for i in range(reader.total):
             code = store.reader_case(db_url, reader.reader_id, i).code
-            store.submit_answer(db_url, reader.reader_id, code, said_synthetic=i >= 2, confidence=4, realism=1 + i % 5,
-                                flags=["noise"] if i % 2 else [], seconds=2.0)
+            store.submit_answer(
+                db_url,
+                reader.reader_id,
+                code,
+                said_synthetic=i >= 2,
+                confidence=4,
+                realism=1 + i % 5,
+                flags=["noise"] if i % 2 else [],
+                seconds=2.0,
+            )
 
 
 def test_cli_create_add_reader_list_report_export(db_url, cohorts, tmp_path, capsys):
     real, gen = cohorts
-    assert main(["review", "--db", db_url, "create", "--name", "pilot", "--real", str(real), "--generated", str(gen),
-                 "--n", "2", "--planes", "axial", "--windows", "bone", "lung", "--scroll", "middle", "--allow-change"]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "--db",
+                db_url,
+                "create",
+                "--name",
+                "pilot",
+                "--real",
+                str(real),
+                "--generated",
+                str(gen),
+                "--n",
+                "2",
+                "--planes",
+                "axial",
+                "--windows",
+                "bone",
+                "lung",
+                "--scroll",
+                "middle",
+                "--allow-change",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "session 1 'pilot': 2 real + 2 synthetic" in out
     info = store.session_info(db_url, 1)
@@ -35,11 +68,19 @@ def test_cli_create_add_reader_list_report_export(db_url, cohorts, tmp_path, cap
     assert main(["review", "--db", db_url, "add-reader", "--session", "1", "--name", "Dr. A"]) == 0
     code = capsys.readouterr().out.strip().rsplit(" ", 1)[1]
     assert store.find_reader(db_url, code).reader_name == "Dr. A"
-    assert main(["review", "--db", db_url, "add-reader", "--session", "1", "--name", "demo", "--code", "DEMO1-CODE"]) == 0
+    assert (
+        main(["review", "--db", db_url, "add-reader", "--session", "1", "--name", "demo", "--code", "DEMO1-CODE"]) == 0
+    )
     capsys.readouterr()
     reader = store.find_reader(db_url, "demo1-code")
-    store.submit_answer(db_url, reader.reader_id, store.reader_case(db_url, reader.reader_id, 0).code,
-                        said_synthetic=True, confidence=5, realism=2)
+    store.submit_answer(
+        db_url,
+        reader.reader_id,
+        store.reader_case(db_url, reader.reader_id, 0).code,
+        said_synthetic=True,
+        confidence=5,
+        realism=2,
+    )
 
     assert main(["review", "--db", db_url, "list"]) == 0
     listing = capsys.readouterr().out
@@ -57,14 +98,33 @@ def test_cli_create_add_reader_list_report_export(db_url, cohorts, tmp_path, cap
     assert main(["review", "--db", db_url, "report", "--session", "1", "--out", str(out_dir)]) == 2  # no --force
     assert "--force" in capsys.readouterr().err
     assert main(["review", "--db", db_url, "report", "--session", "1", "--out", str(out_dir), "--force"]) == 0
-    assert main(["review", "--db", db_url, "export", "--session", "1", "--out", str(tmp_path / "csv"), "--format", "csv"]) == 0
+    assert (
+        main(["review", "--db", db_url, "export", "--session", "1", "--out", str(tmp_path / "csv"), "--format", "csv"])
+        == 0
+    )
     assert [p.name for p in (tmp_path / "csv").iterdir()] == ["answers.csv"]
     assert main(["review", "--db", db_url, "report", "--session", "9"]) == 2
     assert "no review session with id 9" in capsys.readouterr().err
 
 
 def test_cli_bad_folder_is_one_line_error(db_url, tmp_path, capsys):
-    assert main(["review", "--db", db_url, "create", "--name", "x", "--real", str(tmp_path / "nope"), "--generated", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "review",
+                "--db",
+                db_url,
+                "create",
+                "--name",
+                "x",
+                "--real",
+                str(tmp_path / "nope"),
+                "--generated",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope" in err and "\n" not in err
 
@@ -147,7 +207,7 @@ def test_exports_are_private_formula_safe_and_feed_mrmc_and_imrmc(db_url, cohort
     n_cases = len(data.cases)
     start = imrmc.index("BEGIN DATA:")
     assert "NR:3" in imrmc[:start] and "NM:1" in imrmc[:start]
-    assert all(line.startswith("-1,") and ",truth," in line for line in imrmc[start + 1:start + 1 + n_cases])
+    assert all(line.startswith("-1,") and ",truth," in line for line in imrmc[start + 1 : start + 1 + n_cases])
     assert len(imrmc) - start - 1 - n_cases == 3 * n_cases
     html_text = (tmp_path / "out" / "summary.html").read_text()
     assert "data:image/png;base64," in html_text and "http" not in html_text.replace("http://www.w3.org", "")
@@ -185,7 +245,14 @@ def test_serve_defaults_to_localhost_warns_without_tls_and_passes_tls(monkeypatc
     assert main(["review", "serve", "--ssl-cert", str(cert), "--ssl-key", str(tmp_path / "nokey.pem")]) == 2
     assert "TLS file not found" in capsys.readouterr().err
     assert len(calls) == 3
-    assert [serving.is_local(a) for a in ("127.0.0.1", "::1", "localhost", "10.1.2.3", "0.0.0.0", "myhost")] == [True, True, True, False, False, False]
+    assert [serving.is_local(a) for a in ("127.0.0.1", "::1", "localhost", "10.1.2.3", "0.0.0.0", "myhost")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_marks_export_and_heat_maps(db_url, cohorts, tmp_path):
@@ -205,7 +272,10 @@ def test_marks_export_and_heat_maps(db_url, cohorts, tmp_path):
     names = sorted(p.name for p in paths)
     assert {"marks.json", "marks-synthetic.png", f"marks-{syn[0]}.png", f"marks-{syn[1]}.png"} <= set(names)
     marks = json.loads((tmp_path / "out" / "marks.json").read_text())
-    assert [(m["case_id"], m["voxel"], m["cohort"]) for m in marks] == [(syn[0], [2, 3, 1], "synthetic"), (syn[1], [4, 4, 2], "synthetic")]
+    assert [(m["case_id"], m["voxel"], m["cohort"]) for m in marks] == [
+        (syn[0], [2, 3, 1], "synthetic"),
+        (syn[1], [4, 4, 2], "synthetic"),
+    ]
     img = Image.open(tmp_path / "out" / "marks-synthetic.png")
     assert img.format == "PNG" and img.size[0] > 200
     html_text = (tmp_path / "out" / "summary.html").read_text()
@@ -229,7 +299,11 @@ def test_two_generated_cohorts_are_compared_with_mrmc(db_url, tmp_path):
     assert (info.n_real, info.n_synthetic) == (6, 12)
     with read_session(db_url) as s:
         truth = {c.code: (c.cohort, c.condition) for c in s.scalars(select(Case))}
-    assert sorted(Counter(v for v in truth.values()).items()) == [(("real", ""), 6), (("synthetic", "modelA"), 6), (("synthetic", "modelB"), 6)]
+    assert sorted(Counter(v for v in truth.values()).items()) == [
+        (("real", ""), 6),
+        (("synthetic", "modelA"), 6),
+        (("synthetic", "modelB"), 6),
+    ]
     rng = __import__("numpy").random.default_rng(0)
     for name in ("A", "B", "C", "D", "E"):  # with 3 readers Hillis' ddf is ~3 and the CI too wide
         reader = store.find_reader(db_url, store.add_reader(db_url, sid, name))
@@ -237,8 +311,15 @@ def test_two_generated_cohorts_are_compared_with_mrmc(db_url, tmp_path):
             code = store.reader_case(db_url, reader.reader_id, pos).code
             cohort, cond = truth[code]
             # model B is always spotted, model A's scans pass for real as often as real ones
-            said = cohort == "synthetic" and cond == "modelB" or (cohort != "synthetic" or cond == "modelA") and rng.random() < 0.3
-            store.submit_answer(db_url, reader.reader_id, code, said_synthetic=bool(said), confidence=int(rng.integers(2, 6)), realism=3)
+            said = (
+                cohort == "synthetic"
+                and cond == "modelB"
+                or (cohort != "synthetic" or cond == "modelA")
+                and rng.random() < 0.3
+            )
+            store.submit_answer(
+                db_url, reader.reader_id, code, said_synthetic=bool(said), confidence=int(rng.integers(2, 6)), realism=3
+            )
     files = export.build_report(db_url, sid)
     rows = list(csv.DictReader(io.StringIO(files["mrmc.csv"])))
     assert len(rows) == 5 * (2 * 6 + 12)  # each real case once per condition

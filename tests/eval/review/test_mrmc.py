@@ -33,10 +33,12 @@ def vandyke():
 
 def test_vandyke_reader_aucs_match_published_table(vandyke):
     # "TREATMENT x READER AUC ESTIMATES" of the OR-DBM MRMC 2.5 output
-    published = np.array([
-        [0.91964573, 0.85877617, 0.90386473, 0.97310789, 0.82979066],
-        [0.94782609, 0.90531401, 0.92173913, 0.99935588, 0.92995169],
-    ])
+    published = np.array(
+        [
+            [0.91964573, 0.85877617, 0.90386473, 0.97310789, 0.82979066],
+            [0.94782609, 0.90531401, 0.92173913, 0.99935588, 0.92995169],
+        ]
+    )
     theta, _ = mrmc.fom_table(vandyke)
     np.testing.assert_allclose(theta, published, atol=5e-9)
     assert vandyke.ratings.shape == (2, 5, 114)
@@ -116,14 +118,19 @@ def reader_scores(rng: np.random.Generator, latent: np.ndarray, truth: np.ndarra
     return np.clip(np.round(score * 1.5 + 3), 1, 5)
 
 
-def simulate(rng: np.random.Generator, separation: float, n_readers: int = 5, n_per_class: int = 40) -> mrmc.StudyRatings:
+def simulate(
+    rng: np.random.Generator, separation: float, n_readers: int = 5, n_per_class: int = 40
+) -> mrmc.StudyRatings:
     """Binormal readers; ``separation`` is the mean shift of synthetic cases (0 = chance)."""
     truth = np.repeat([0, 1], n_per_class)
     latent = rng.normal(separation * truth, 1.0)
     rows = []
     for r in range(n_readers):
         rating = reader_scores(rng, latent, truth)
-        rows += [{"reader": f"r{r}", "case": f"c{c}", "truth": int(truth[c]), "rating": float(rating[c])} for c in range(truth.size)]
+        rows += [
+            {"reader": f"r{r}", "case": f"c{c}", "truth": int(truth[c]), "rating": float(rating[c])}
+            for c in range(truth.size)
+        ]
     return mrmc.ratings_from_rows(rows)
 
 
@@ -131,7 +138,11 @@ def population_auc(separation: float) -> float:
     """The reader-averaged AUC the simulation model has, from 200 readers x 20000 cases each."""
     rng = np.random.default_rng(99)
     truth = np.repeat([0, 1], 10000)
-    return float(np.mean([roc_auc_score(truth, reader_scores(rng, rng.normal(separation * truth, 1.0), truth)) for _ in range(200)]))
+    return float(
+        np.mean(
+            [roc_auc_score(truth, reader_scores(rng, rng.normal(separation * truth, 1.0), truth)) for _ in range(200)]
+        )
+    )
 
 
 def test_readers_at_chance_cover_half_and_strong_readers_exclude_it():
@@ -156,10 +167,20 @@ def test_accuracy_uses_calls_and_tests_against_chance():
         for r, reader in enumerate(data.readers):
             for c, case in enumerate(data.cases):
                 rating = data.ratings[t, r, c]
-                rows.append({"reader": reader, "case": case, "truth": int(data.truth[c]), "rating": rating, "call": int(rating >= 4)})
+                rows.append(
+                    {
+                        "reader": reader,
+                        "case": case,
+                        "truth": int(data.truth[c]),
+                        "rating": rating,
+                        "call": int(rating >= 4),
+                    }
+                )
     res = mrmc.analyse(mrmc.ratings_from_rows(rows))
     acc = res.conditions[0].accuracy
-    expected = np.mean([[(data.ratings[0, r, c] >= 4) == data.truth[c] for c in range(len(data.cases))] for r in range(4)])
+    expected = np.mean(
+        [[(data.ratings[0, r, c] >= 4) == data.truth[c] for c in range(len(data.cases))] for r in range(4)]
+    )
     assert acc.value == pytest.approx(expected)
     assert acc.ci_low > 0.5 and acc.p < 0.01
 
@@ -170,8 +191,16 @@ def test_two_conditions_detect_a_better_model():
     rows = []
     for name, d in (("model_a", a), ("model_b", b)):
         for r, reader in enumerate(d.readers):
-            rows += [{"reader": reader, "case": f"{name}-{case}", "truth": int(d.truth[c]), "rating": d.ratings[0, r, c], "condition": name}
-                     for c, case in enumerate(d.cases)]
+            rows += [
+                {
+                    "reader": reader,
+                    "case": f"{name}-{case}",
+                    "truth": int(d.truth[c]),
+                    "rating": d.ratings[0, r, c],
+                    "condition": name,
+                }
+                for c, case in enumerate(d.cases)
+            ]
     res = mrmc.analyse(mrmc.ratings_from_rows(rows))
     d = res.comparisons[0].difference
     assert d.value < -0.2 and d.ci_high < 0 and d.p < 0.01
@@ -184,11 +213,35 @@ def test_two_conditions_detect_a_better_model():
         ([{"reader": "a", "case": "1", "truth": "2", "rating": "3"}], "truth must be 0"),
         ([{"reader": "a", "case": "1", "truth": "0", "rating": "inf"}], "not finite"),
         ([{"reader": "a", "case": "1", "truth": "0", "rating": "x"}], "not a number"),
-        ([{"reader": "a", "case": "1", "truth": "0", "rating": "1"}, {"reader": "a", "case": "1", "truth": "0", "rating": "2"}], "twice"),
-        ([{"reader": "a", "case": "1", "truth": "0", "rating": "1"}, {"reader": "b", "case": "1", "truth": "1", "rating": "2"}], "has truth"),
-        ([{"reader": "a", "case": "1", "truth": "0", "rating": "1"}, {"reader": "a", "case": "2", "truth": "0", "rating": "2"}], "both real"),
-        ([{"reader": "a", "case": "1", "truth": "0", "rating": "1"}, {"reader": "a", "case": "2", "truth": "1", "rating": "2"},
-          {"reader": "b", "case": "1", "truth": "0", "rating": "1"}], "same cases"),
+        (
+            [
+                {"reader": "a", "case": "1", "truth": "0", "rating": "1"},
+                {"reader": "a", "case": "1", "truth": "0", "rating": "2"},
+            ],
+            "twice",
+        ),
+        (
+            [
+                {"reader": "a", "case": "1", "truth": "0", "rating": "1"},
+                {"reader": "b", "case": "1", "truth": "1", "rating": "2"},
+            ],
+            "has truth",
+        ),
+        (
+            [
+                {"reader": "a", "case": "1", "truth": "0", "rating": "1"},
+                {"reader": "a", "case": "2", "truth": "0", "rating": "2"},
+            ],
+            "both real",
+        ),
+        (
+            [
+                {"reader": "a", "case": "1", "truth": "0", "rating": "1"},
+                {"reader": "a", "case": "2", "truth": "1", "rating": "2"},
+                {"reader": "b", "case": "1", "truth": "0", "rating": "1"},
+            ],
+            "same cases",
+        ),
     ],
 )
 def test_bad_rows_are_refused_with_a_reason(rows, message):

@@ -170,8 +170,13 @@ def test_full_flow_create_two_readers_answer_results(env):
                 signatures.setdefault(truth[case][1], signature(at, case))
             cohort = truth[case][1]
             if name == "Dr. A":  # always right, sure, finds synthetic noisy
-                answer(at, "Synthetic" if cohort == "synthetic" else "Real", 5, 2 if cohort == "synthetic" else 4,
-                       flags=("noise",) if cohort == "synthetic" else ())
+                answer(
+                    at,
+                    "Synthetic" if cohort == "synthetic" else "Real",
+                    5,
+                    2 if cohort == "synthetic" else 4,
+                    flags=("noise",) if cohort == "synthetic" else (),
+                )
             else:  # calls everything synthetic, unsure
                 answer(at, "Synthetic", 2, 3, flags=("edges / artefacts",), comment="hm")
         assert "All cases are answered" in at.success[0].value
@@ -296,9 +301,14 @@ def test_organiser_attempt_limit_backs_off_and_sign_out_locks_again(env, monkeyp
 
 def test_reader_code_cannot_reach_organiser_data(env):
     sid, code = _session(env)
-    store.submit_answer(env["url"], store.find_reader(env["url"], code).reader_id,
-                        store.reader_case(env["url"], store.find_reader(env["url"], code).reader_id, 0).code,
-                        said_synthetic=True, confidence=3, realism=3)
+    store.submit_answer(
+        env["url"],
+        store.find_reader(env["url"], code).reader_id,
+        store.reader_case(env["url"], store.find_reader(env["url"], code).reader_id, 0).code,
+        said_synthetic=True,
+        confidence=3,
+        realism=3,
+    )
     at = AppTest.from_file(ORGANISER, default_timeout=60).run()
     at.text_input(key="review_org_code").input(code)
     button(at, "Open").click().run()
@@ -313,7 +323,10 @@ def test_reader_code_cannot_reach_organiser_data(env):
     for needle in LEAK_NEEDLES:
         assert needle not in text
     view = at.session_state["review_reader_view"]
-    assert not any(f in {f.name for f in __import__("dataclasses").fields(view)} for f in ("cohort", "path", "real_dir", "generated_dir"))
+    assert not any(
+        f in {f.name for f in __import__("dataclasses").fields(view)}
+        for f in ("cohort", "path", "real_dir", "generated_dir")
+    )
 
 
 def test_reader_attempt_limit(env, monkeypatch):

@@ -25,8 +25,10 @@ def test_rating_session_round_trip_distributions_and_mann_whitney(db_url, cohort
         assert reader.design == "rating"
         for pos in range(reader.total):
             code = store.reader_case(db_url, reader.reader_id, pos).code
-            value = (5 - shift if cohort[code] == "real" else 1 + shift + pos % 2)
-            store.submit_rating(db_url, reader.reader_id, code, realism=value, flags=["noise"] if pos == 0 else [], seconds=1.5)
+            value = 5 - shift if cohort[code] == "real" else 1 + shift + pos % 2
+            store.submit_rating(
+                db_url, reader.reader_id, code, realism=value, flags=["noise"] if pos == 0 else [], seconds=1.5
+            )
             given[cohort[code]].append(value)
         assert store.reader_progress(db_url, reader.reader_id).next_position is None
         with pytest.raises(store.AnswerLockedError):
@@ -39,7 +41,9 @@ def test_rating_session_round_trip_distributions_and_mann_whitney(db_url, cohort
     assert summary["real"]["counts"] == {str(k): given["real"].count(k) for k in range(1, 6)}
     syn = summary["groups"]["synthetic"]
     assert syn["mean"] == pytest.approx(sum(given["synthetic"]) / 6)
-    assert syn["p"] == pytest.approx(sps.mannwhitneyu(given["real"], given["synthetic"], alternative="two-sided").pvalue)
+    assert syn["p"] == pytest.approx(
+        sps.mannwhitneyu(given["real"], given["synthetic"], alternative="two-sided").pvalue
+    )
     assert [p["answered"] for p in store.session_progress(db_url, sid)] == [6, 6]
     files = export.build_report(db_url, sid)
     assert json.loads(files["summary.json"])["groups"]["synthetic"]["n"] == 6

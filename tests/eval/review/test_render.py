@@ -68,7 +68,10 @@ def test_to_grid_resamples_whole_field_of_view():
 def test_cached_arrays_of_a_session_are_alike(db_url, cohorts):
     sid = store.create_session(db_url, "s", *cohorts)
     reader = store.find_reader(db_url, store.add_reader(db_url, sid, "A"))
-    arrays = [store.load_case_array(db_url, reader.reader_id, store.reader_case(db_url, reader.reader_id, i).code)[0] for i in range(reader.total)]
+    arrays = [
+        store.load_case_array(db_url, reader.reader_id, store.reader_case(db_url, reader.reader_id, i).code)[0]
+        for i in range(reader.total)
+    ]
     assert {(a.shape, a.dtype.str, a.nbytes) for a in arrays} == {((16, 16, 8), "<i2", 16 * 16 * 8 * 2)}
     # a lost cache is rebuilt for every case alike
     for f in store.cache_root(db_url).rglob("*.npy"):
@@ -83,7 +86,9 @@ def test_png_byte_size_carries_no_information_about_content():
     rng = np.random.default_rng(0)
     h, w = 300, 512
     images = [
-        np.zeros((h, w), np.uint8), np.full((h, w), 255, np.uint8), rng.integers(0, 256, (h, w), dtype=np.uint8),
+        np.zeros((h, w), np.uint8),
+        np.full((h, w), 255, np.uint8),
+        rng.integers(0, 256, (h, w), dtype=np.uint8),
         np.tile(np.arange(w, dtype=np.uint8), (h, 1)),
     ]
     sizes = {len(render.png_bytes(im)) for im in images}

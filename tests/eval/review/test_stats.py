@@ -97,18 +97,20 @@ def test_cohen_kappa_hand_example_and_sklearn(rng):
 
 # Wikipedia "Fleiss' kappa" worked example: 10 subjects, 14 raters, 5 categories;
 # P_bar = 0.378, P_e = 0.213, kappa = 0.210
-WIKIPEDIA_FLEISS = np.array([
-    [0, 0, 0, 0, 14],
-    [0, 2, 6, 4, 2],
-    [0, 0, 3, 5, 6],
-    [0, 3, 9, 2, 0],
-    [2, 2, 8, 1, 1],
-    [7, 7, 0, 0, 0],
-    [3, 2, 6, 3, 0],
-    [2, 5, 3, 2, 2],
-    [6, 5, 2, 1, 0],
-    [0, 2, 2, 3, 7],
-])
+WIKIPEDIA_FLEISS = np.array(
+    [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
+)
 
 
 def test_fleiss_kappa_wikipedia_example():
@@ -139,17 +141,26 @@ def test_agreement_picks_cohen_for_two_and_fleiss_for_three_readers():
 
 def _row(reader, case, cohort, said, conf=3, realism=3, flags=(), seconds=10.0):
     return {
-        "reader": reader, "case_id": case, "case_name": f"file-{case}", "cohort": cohort, "said": said,
-        "confidence": conf, "realism": realism, "seconds": seconds,
+        "reader": reader,
+        "case_id": case,
+        "case_name": f"file-{case}",
+        "cohort": cohort,
+        "said": said,
+        "confidence": conf,
+        "realism": realism,
+        "seconds": seconds,
         **{f"flag_{f}": f in flags for f in stats.FLAGS},
     }
 
 
 def test_fooled_cases_and_artefact_frequencies():
     rows = [
-        _row("A", "s1", "synthetic", "real", realism=4), _row("B", "s1", "synthetic", "real", realism=5),
-        _row("A", "s2", "synthetic", "synthetic", flags=("noise", "texture")), _row("B", "s2", "synthetic", "real", flags=("noise",)),
-        _row("A", "r1", "real", "real"), _row("B", "r1", "real", "synthetic", flags=("edges",)),
+        _row("A", "s1", "synthetic", "real", realism=4),
+        _row("B", "s1", "synthetic", "real", realism=5),
+        _row("A", "s2", "synthetic", "synthetic", flags=("noise", "texture")),
+        _row("B", "s2", "synthetic", "real", flags=("noise",)),
+        _row("A", "r1", "real", "real"),
+        _row("B", "r1", "real", "synthetic", flags=("edges",)),
     ]
     fooled = stats.fooled_cases(rows)
     assert [f["case_id"] for f in fooled] == ["s1", "s2"]
@@ -165,10 +176,14 @@ def test_fooled_cases_and_artefact_frequencies():
 
 def test_session_summary_per_reader_and_pooled():
     rows = [
-        _row("A", "s1", "synthetic", "synthetic", conf=5), _row("A", "r1", "real", "real", conf=4),
-        _row("A", "s2", "synthetic", "real", conf=2), _row("A", "r2", "real", "real", conf=5),
-        _row("B", "s1", "synthetic", "synthetic", conf=3), _row("B", "r1", "real", "synthetic", conf=1),
-        _row("B", "s2", "synthetic", "synthetic", conf=4), _row("B", "r2", "real", "real", conf=2),
+        _row("A", "s1", "synthetic", "synthetic", conf=5),
+        _row("A", "r1", "real", "real", conf=4),
+        _row("A", "s2", "synthetic", "real", conf=2),
+        _row("A", "r2", "real", "real", conf=5),
+        _row("B", "s1", "synthetic", "synthetic", conf=3),
+        _row("B", "r1", "real", "synthetic", conf=1),
+        _row("B", "s2", "synthetic", "synthetic", conf=4),
+        _row("B", "r2", "real", "real", conf=2),
     ]
     s = stats.session_summary(rows)
     assert (s["n_answers"], s["n_readers"], s["n_cases"]) == (8, 2, 4)

@@ -59,15 +59,54 @@ def test_migration_from_schema_v1_keeps_data_and_matches_a_fresh_schema(tmp_path
     now = review_db.utcnow()
     with old.begin() as conn:
         conn.execute(t["review_schema_version"].insert().values(id=1, version=1))
-        conn.execute(t["review_sessions"].insert().values(
-            id=1, uid="u1", name="old", created_at=now, seed=0, real_dir="r", generated_dir="g", planes=["axial"],
-            windows=["bone"], scroll="all", instructions="", grid_shape=[16, 16, 8], grid_spacing=[2.0, 2.0, 3.0]))
-        conn.execute(t["review_cases"].insert().values(id=1, session_id=1, code="abcd1234", path="x.nii.gz", cohort="real"))
-        conn.execute(t["review_readers"].insert().values(id=1, session_id=1, name="R", code_hash=assign.hash_code("OLDCODE"), created_at=now))
+        conn.execute(
+            t["review_sessions"]
+            .insert()
+            .values(
+                id=1,
+                uid="u1",
+                name="old",
+                created_at=now,
+                seed=0,
+                real_dir="r",
+                generated_dir="g",
+                planes=["axial"],
+                windows=["bone"],
+                scroll="all",
+                instructions="",
+                grid_shape=[16, 16, 8],
+                grid_spacing=[2.0, 2.0, 3.0],
+            )
+        )
+        conn.execute(
+            t["review_cases"].insert().values(id=1, session_id=1, code="abcd1234", path="x.nii.gz", cohort="real")
+        )
+        conn.execute(
+            t["review_readers"]
+            .insert()
+            .values(id=1, session_id=1, name="R", code_hash=assign.hash_code("OLDCODE"), created_at=now)
+        )
         conn.execute(t["review_assignments"].insert().values(reader_id=1, position=0, case_id=1))
-        conn.execute(t["review_answers"].insert().values(
-            id=1, reader_id=1, case_id=1, said_synthetic=True, confidence=4, realism=2, flag_noise=True, flag_texture=False,
-            flag_contrast=False, flag_anatomy=False, flag_edges=False, comment="grainy", seconds=12.5, submitted_at=now))
+        conn.execute(
+            t["review_answers"]
+            .insert()
+            .values(
+                id=1,
+                reader_id=1,
+                case_id=1,
+                said_synthetic=True,
+                confidence=4,
+                realism=2,
+                flag_noise=True,
+                flag_texture=False,
+                flag_contrast=False,
+                flag_anatomy=False,
+                flag_edges=False,
+                comment="grainy",
+                seconds=12.5,
+                submitted_at=now,
+            )
+        )
     old.dispose()
 
     engine = get_engine(url)  # migrates on open
@@ -79,7 +118,13 @@ def test_migration_from_schema_v1_keeps_data_and_matches_a_fresh_schema(tmp_path
             cols_new = {c["name"] for c in inspect(fresh).get_columns(table)}
             assert cols_old == cols_new, table
         (rec,) = store.answer_records(url, 1)
-        assert (rec["said"], rec["confidence"], rec["realism"], rec["flag_noise"], rec["comment"]) == ("synthetic", 4, 2, True, "grainy")
+        assert (rec["said"], rec["confidence"], rec["realism"], rec["flag_noise"], rec["comment"]) == (
+            "synthetic",
+            4,
+            2,
+            True,
+            "grainy",
+        )
         assert rec["changes"] == 0 and rec["updated_utc"] == rec["submitted_utc"]
         info = store.session_info(url, 1)
         assert info.allow_change is False and info.skipped == ()
@@ -217,7 +262,9 @@ def test_resume_position_is_first_unanswered_case(db_url, cohorts):
     progress = store.reader_progress(db_url, again.reader_id)
     assert (progress.answered, progress.total, progress.next_position) == (2, 6, 2)
     case = store.reader_case(db_url, again.reader_id, 1)
-    assert case.answer.flags == ("noise", "edges") and case.answer.comment == "ok" and case.answer.said_synthetic is False
+    assert (
+        case.answer.flags == ("noise", "edges") and case.answer.comment == "ok" and case.answer.said_synthetic is False
+    )
     assert store.reader_case(db_url, again.reader_id, progress.next_position).code == first[2]
     last = store.reader_case(db_url, again.reader_id, 5).code
     _answer(db_url, again.reader_id, last)  # answering out of order leaves the resume point alone
@@ -241,7 +288,13 @@ def test_change_after_submit_allowed_updates_and_counts(db_url, cohorts):
     code = store.reader_case(db_url, reader.reader_id, 0).code
     _answer(db_url, reader.reader_id, code, said_synthetic=True, realism=2, seconds=4.0)
     view = _answer(db_url, reader.reader_id, code, said_synthetic=False, realism=5, flags=["texture"], seconds=1.5)
-    assert (view.said_synthetic, view.realism, view.flags, view.changes, view.seconds) == (False, 5, ("texture",), 1, 5.5)
+    assert (view.said_synthetic, view.realism, view.flags, view.changes, view.seconds) == (
+        False,
+        5,
+        ("texture",),
+        1,
+        5.5,
+    )
     (rec,) = store.answer_records(db_url, sid)
     assert (rec["said"], rec["realism"], rec["flag_texture"], rec["changes"]) == ("real", 5, True, 1)
 
@@ -250,7 +303,14 @@ def test_invalid_answers_and_foreign_cases_are_refused(db_url, cohorts):
     sid = store.create_session(db_url, "s", *cohorts)
     a = store.find_reader(db_url, store.add_reader(db_url, sid, "A"))
     code = store.reader_case(db_url, a.reader_id, 0).code
-    for bad in ({"confidence": 0}, {"realism": 6}, {"confidence": 2.5}, {"flags": ["blur"]}, {"seconds": -1}, {"said_synthetic": "yes"}):
+    for bad in (
+        {"confidence": 0},
+        {"realism": 6},
+        {"confidence": 2.5},
+        {"flags": ["blur"]},
+        {"seconds": -1},
+        {"said_synthetic": "yes"},
+    ):
         with pytest.raises(ConfigError):
             _answer(db_url, a.reader_id, code, **bad)
     other = store.create_session(db_url, "other", *cohorts)
@@ -264,7 +324,9 @@ def test_invalid_answers_and_foreign_cases_are_refused(db_url, cohorts):
 def _count_answers(db_url) -> tuple[int, int]:
     with read_session(db_url) as s:
         total = s.scalar(select(func.count(Answer.id)))
-        distinct = s.scalar(select(func.count()).select_from(select(Answer.reader_id, Answer.case_id).distinct().subquery()))
+        distinct = s.scalar(
+            select(func.count()).select_from(select(Answer.reader_id, Answer.case_id).distinct().subquery())
+        )
     return int(total), int(distinct)
 
 
@@ -330,7 +392,11 @@ def test_concurrent_submits_from_processes_lose_and_duplicate_nothing(db_url, co
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, db_url, str(r.reader_id), str(go), contested, *codes[r.reader_id]],
-            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for r in readers[:3]
     ]
@@ -419,8 +485,12 @@ def test_audit_trail_records_who_did_what_and_is_append_only(db_url, cohorts, tm
     export.write_report(db_url, sid, tmp_path / "out", only=("answers.csv",))
     log = store.events(db_url)
     assert [(e["actor"], e["action"]) for e in log] == [
-        ("organiser", "session_created"), ("organiser", "reader_added"), ("client:10.0.0.9", "reader_signin_failed"),
-        (f"reader:{reader.reader_id}", "answer_submitted"), ("organiser", "code_reissued"), ("organiser", "exported"),
+        ("organiser", "session_created"),
+        ("organiser", "reader_added"),
+        ("client:10.0.0.9", "reader_signin_failed"),
+        (f"reader:{reader.reader_id}", "answer_submitted"),
+        ("organiser", "code_reissued"),
+        ("organiser", "exported"),
     ]
     assert log[3]["detail"] == {"case": first, "seconds": 4.5} and log[3]["session_id"] == sid
     assert [e["action"] for e in store.events(db_url, sid)] == [e["action"] for e in log if e["session_id"] == sid]
@@ -450,9 +520,15 @@ def test_marks_round_trip_to_voxel_coordinates_and_stay_private(db_url, cohorts)
         with pytest.raises(ConfigError):
             store.add_mark(db_url, a.reader_id, code, bad)
     recs = store.mark_records(db_url, sid)
-    assert [(r["reader"], r["case_id"], r["voxel"]) for r in recs] == [("A", code, [3, 4, 1]), ("A", code, list(corner)), ("B", code, [5, 5, 0])]
+    assert [(r["reader"], r["case_id"], r["voxel"]) for r in recs] == [
+        ("A", code, [3, 4, 1]),
+        ("A", code, list(corner)),
+        ("B", code, [5, 5, 0]),
+    ]
     assert recs[0]["cohort"] in ("real", "synthetic")
-    assert store.remove_last_mark(db_url, a.reader_id, code) and store.reader_marks(db_url, a.reader_id, code) == [(3, 4, 1)]
+    assert store.remove_last_mark(db_url, a.reader_id, code) and store.reader_marks(db_url, a.reader_id, code) == [
+        (3, 4, 1)
+    ]
     heat = stats.mark_heatmap([m["voxel"] for m in store.mark_records(db_url, sid)], shape[:2], sigma=0)
     assert heat[3, 4] == 1 and heat[5, 5] == 1 and heat.sum() == 2
     smooth = stats.mark_heatmap([(3, 4, 1)], shape[:2], sigma=1.5)

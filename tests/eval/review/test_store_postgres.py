@@ -22,14 +22,23 @@ def test_postgres_schema_and_full_round_trip(pg_url, cohorts):
     assert info.planes == ("axial", "coronal") and info.grid.shape == (16, 16, 8)
     reader = store.find_reader(pg_url, store.add_reader(pg_url, sid, "A", code="pg-code-1"))
     code = store.reader_case(pg_url, reader.reader_id, 0).code
-    store.submit_answer(pg_url, reader.reader_id, code, said_synthetic=True, confidence=5, realism=1, flags=["noise"], seconds=2.0)
-    view = store.submit_answer(pg_url, reader.reader_id, code, said_synthetic=False, confidence=2, realism=4, seconds=1.0)
+    store.submit_answer(
+        pg_url, reader.reader_id, code, said_synthetic=True, confidence=5, realism=1, flags=["noise"], seconds=2.0
+    )
+    view = store.submit_answer(
+        pg_url, reader.reader_id, code, said_synthetic=False, confidence=2, realism=4, seconds=1.0
+    )
     assert (view.said_synthetic, view.changes, view.seconds) == (False, 1, 3.0)
     assert store.reader_progress(pg_url, reader.reader_id).next_position == 1
     (rec,) = store.answer_records(pg_url, sid)
     assert (rec["said"], rec["realism"], rec["flag_noise"]) == ("real", 4, False)
     # audit trail: append-only on PostgreSQL too (a trigger refuses UPDATE and DELETE)
-    assert [e["action"] for e in store.events(pg_url, sid)] == ["session_created", "reader_added", "answer_submitted", "answer_changed"]
+    assert [e["action"] for e in store.events(pg_url, sid)] == [
+        "session_created",
+        "reader_added",
+        "answer_submitted",
+        "answer_changed",
+    ]
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
@@ -47,22 +56,66 @@ def test_postgres_migration_from_v1(pg_url):
     with old.begin() as conn:
         t = md.tables
         conn.execute(t["review_schema_version"].insert().values(id=1, version=1))
-        conn.execute(t["review_sessions"].insert().values(
-            id=1, uid="u1", name="old", created_at=now, seed=0, real_dir="r", generated_dir="g", planes=["axial"],
-            windows=["bone"], scroll="all", instructions="", grid_shape=[16, 16, 8], grid_spacing=[2.0, 2.0, 3.0]))
-        conn.execute(t["review_cases"].insert().values(id=1, session_id=1, code="abcd1234", path="x.nii.gz", cohort="synthetic"))
-        conn.execute(t["review_readers"].insert().values(id=1, session_id=1, name="R", code_hash=assign.hash_code("OLDCODE"), created_at=now))
+        conn.execute(
+            t["review_sessions"]
+            .insert()
+            .values(
+                id=1,
+                uid="u1",
+                name="old",
+                created_at=now,
+                seed=0,
+                real_dir="r",
+                generated_dir="g",
+                planes=["axial"],
+                windows=["bone"],
+                scroll="all",
+                instructions="",
+                grid_shape=[16, 16, 8],
+                grid_spacing=[2.0, 2.0, 3.0],
+            )
+        )
+        conn.execute(
+            t["review_cases"].insert().values(id=1, session_id=1, code="abcd1234", path="x.nii.gz", cohort="synthetic")
+        )
+        conn.execute(
+            t["review_readers"]
+            .insert()
+            .values(id=1, session_id=1, name="R", code_hash=assign.hash_code("OLDCODE"), created_at=now)
+        )
         conn.execute(t["review_assignments"].insert().values(reader_id=1, position=0, case_id=1))
-        conn.execute(t["review_answers"].insert().values(
-            id=1, reader_id=1, case_id=1, said_synthetic=False, confidence=4, realism=5, flag_noise=False, flag_texture=True,
-            flag_contrast=False, flag_anatomy=False, flag_edges=False, comment="", seconds=3.0, submitted_at=now))
+        conn.execute(
+            t["review_answers"]
+            .insert()
+            .values(
+                id=1,
+                reader_id=1,
+                case_id=1,
+                said_synthetic=False,
+                confidence=4,
+                realism=5,
+                flag_noise=False,
+                flag_texture=True,
+                flag_contrast=False,
+                flag_anatomy=False,
+                flag_edges=False,
+                comment="",
+                seconds=3.0,
+                submitted_at=now,
+            )
+        )
     old.dispose()
     engine = get_engine(pg_url)
     assert review_db.schema_version(engine) == 3
     cols = {c["name"] for c in inspect(engine).get_columns("review_answers")}
     assert {"updated_at", "changes"} <= cols
     (rec,) = store.answer_records(pg_url, 1)
-    assert (rec["said"], rec["flag_texture"], rec["changes"], rec["updated_utc"]) == ("real", True, 0, rec["submitted_utc"])
+    assert (rec["said"], rec["flag_texture"], rec["changes"], rec["updated_utc"]) == (
+        "real",
+        True,
+        0,
+        rec["submitted_utc"],
+    )
     assert store.session_info(pg_url, 1).allow_change is False
 
 
@@ -97,7 +150,9 @@ def test_postgres_concurrent_submits_lose_and_duplicate_nothing(pg_url, cohorts)
     assert sorted(outcome) == ["done"] * 3 + ["locked"] * 5 + ["won"]
     with read_session(pg_url) as s:
         total = s.scalar(select(func.count(Answer.id)))
-        pairs = s.scalar(select(func.count()).select_from(select(Answer.reader_id, Answer.case_id).distinct().subquery()))
+        pairs = s.scalar(
+            select(func.count()).select_from(select(Answer.reader_id, Answer.case_id).distinct().subquery())
+        )
     assert total == pairs == 3 * 6 + 1
 
 
@@ -113,8 +168,11 @@ def test_postgres_insert_race_is_retried_as_a_refusal(pg_url, cohorts):
         if raced or not any(isinstance(o, Answer) for o in session.new):
             return
         raced.append(True)  # our insert is about to be sent: a competing submit lands first
-        t = threading.Thread(target=store.submit_answer, args=(pg_url, reader.reader_id, code),
-                             kwargs=dict(said_synthetic=True, confidence=5, realism=5))
+        t = threading.Thread(
+            target=store.submit_answer,
+            args=(pg_url, reader.reader_id, code),
+            kwargs=dict(said_synthetic=True, confidence=5, realism=5),
+        )
         t.start()
         t.join(timeout=60)
 
