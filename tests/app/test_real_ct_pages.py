@@ -31,6 +31,7 @@ def test_slice_browser_opens_the_full_resolution_scan(real_ct, real_chest, tmp_p
     monkeypatch.setenv("CTDIFF_WORKSPACE", str(ws))
     monkeypatch.chdir(REPO)
     at = page(BROWSER)
+    at.session_state["renderer"] = "server"  # AppTest runs no JavaScript: check the server-rendered images
     at.run(timeout=180)
     assert not at.exception, at.exception
     text = "\n".join(c.value for c in at.caption)
