@@ -237,6 +237,11 @@ def create_session(
     if isinstance(n_practice, bool) or int(n_practice) != n_practice or n_practice < 0:
         raise ConfigError(f"practice cases per cohort must be an integer >= 0, got {n_practice!r}")
     n_practice = int(n_practice)
+    for label, value in (("cases per cohort", n_per_cohort), ("real cases", n_real), ("generated cases", n_generated)):
+        # None means "balanced"; 0 is refused, not read as "take every case"
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ConfigError(f"number of {label} must be an integer >= 1, got {value!r}")
+    get_engine(db)  # a bad database URL fails before any case is read
     real_dir = Path(real_dir)
     gen_dirs = (
         [Path(generated_dir)] if isinstance(generated_dir, (str, os.PathLike)) else [Path(g) for g in generated_dir]
@@ -263,8 +268,8 @@ def create_session(
     balanced = (
         min(len(real_all), *(len(g) for g in gens_all)) - n_practice
     )  # practice cases come out of the same folders
-    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else balanced
-    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else balanced
+    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort is not None else balanced
+    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort is not None else balanced
     for want, have, folder in (
         (want_real, real_all, real_dir),
         *((want_gen, g, d) for g, d in zip(gens_all, gen_dirs)),
