@@ -388,12 +388,19 @@ def reading_2afc(db: str, reader: store.ReaderView) -> None:
         st.success("All pairs are answered. Thank you!")
         return
     pair = store.reader_pair(db, reader.reader_id, progress.next_position)
+    feedback = ss.pop("review_reader_feedback", None)
+    if feedback:
+        st.info(feedback)
     key = f"pair-{pair.position}"
     if ss.get("review_reader_t0_case") != key:
         ss.review_reader_t0_case = key
         ss.review_reader_t0 = time.monotonic()
     components.html(HOTKEYS_JS % json.dumps(key), height=0)
-    st.markdown(f"**Pair {pair.position + 1} of {pair.total}** · one of these two scans is real, the other synthetic")
+    st.markdown(
+        f"**Pair {pair.position + 1} of {pair.total}**"
+        + (" · practice" if pair.practice else "")
+        + " · one of these two scans is real, the other synthetic"
+    )
     plane, index, window = pair_controls(reader, pair)
     left_col, right_col, form_col = st.columns([2, 2, 1.3])  # images and form side by side: all above the fold
     try:
@@ -424,6 +431,11 @@ def reading_2afc(db: str, reader: store.ReaderView) -> None:
         return
     ss.review_reader_t0_case = None
     ss.review_reader_flash = f"Answer to pair {pair.position + 1} saved."
+    if pair.practice:  # feedback on practice pairs only; they are never scored
+        ss.review_reader_feedback = (
+            f"Practice pair {pair.position + 1}: the **{pair.practice_real_side}** scan was real; you said "
+            f"{choice.lower()}. Practice answers are not scored."
+        )
     st.rerun()
 
 

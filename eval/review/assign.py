@@ -25,6 +25,7 @@ STREAM_GENERATED = 1
 STREAM_READER = 2
 STREAM_PAIRS = 4  # (3 orders the cases of a new session)
 STREAM_PRACTICE = 5
+STREAM_PRACTICE_PAIRS = 6  # the practice pairs of a 2AFC session
 
 # access codes avoid look-alike characters (0/O, 1/I/L) so they can be read out or typed from paper
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -60,14 +61,17 @@ def reader_order(case_ids: Sequence[T], seed: int, reader_index: int, stream: in
     return [case_ids[i] for i in perm]
 
 
-def afc_pairs(real_ids: Sequence[T], synthetic_ids: Sequence[T], seed: int, reader_index: int) -> list[tuple[T, T]]:
+def afc_pairs(
+    real_ids: Sequence[T], synthetic_ids: Sequence[T], seed: int, reader_index: int, stream: int = STREAM_PAIRS
+) -> list[tuple[T, T]]:
     """One reader's two-alternative forced-choice pairs, as (left, right).
 
     Every pair holds one real and one synthetic case (never two of one cohort); each case appears
     at most once per reader (``min(n_real, n_synthetic)`` pairs); which side is real is a fair coin
-    per pair. Seeded by (session seed, reader), like :func:`reader_order`.
+    per pair. Seeded by (session seed, reader), like :func:`reader_order`; practice pairs use their
+    own ``stream``.
     """
-    rng = _rng(seed, STREAM_PAIRS, reader_index)
+    rng = _rng(seed, stream, reader_index)
     n = min(len(real_ids), len(synthetic_ids))
     real = [real_ids[i] for i in rng.permutation(len(real_ids))[:n]]
     syn = [synthetic_ids[i] for i in rng.permutation(len(synthetic_ids))[:n]]

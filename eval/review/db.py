@@ -46,7 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ctdiff.errors import ConfigError
@@ -63,9 +63,13 @@ def workspace_dir() -> Path:
     return workspace_path()[0]
 
 
+def _workspace_db_url() -> str:
+    return f"sqlite:///{workspace_dir() / 'reviews.sqlite'}"
+
+
 def default_db_url() -> str:
     """``$CTDIFF_REVIEW_DB`` if set, else the SQLite file ``<workspace>/reviews.sqlite``."""
-    return os.environ.get(DB_ENV) or f"sqlite:///{workspace_dir() / 'reviews.sqlite'}"
+    return os.environ.get(DB_ENV) or _workspace_db_url()
 
 
 def utcnow() -> dt.datetime:
@@ -431,10 +435,25 @@ def _where(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _sqlite_engine(url) -> Engine:
+def _url_text(url) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _sqlite_engine(url, create_folders: bool = False) -> Engine:
+    """``create_folders``: make every missing folder above the file (the workspace's default
+    database); otherwise at most the file's own folder is made, so a mistyped path fails here."""
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).parent
+        if not create_folders and not folder.is_dir() and not folder.parent.is_dir():
+            raise ConfigError(
+                f"the folder of the SQLite database does not exist ({folder.parent} is missing)",
+                _url_text(url),
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the database folder {folder} ({exc.strerror})", _url_text(url)) from None
         # the database holds who answered what (and code hashes): owner-only, like an SSH key.
         # SQLite gives its -wal and -shm files the database file's mode.
         fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
@@ -486,11 +505,18 @@ def get_engine(db: str | Engine | None = None) -> Engine:
                     raise ConfigError(
                         f"not a database URL ({exc}); set {DB_ENV} to e.g. sqlite:///reviews.sqlite"
                     ) from None
-                engine = (
-                    _sqlite_engine(url)
-                    if url.get_backend_name() == "sqlite"
-                    else create_engine(url, pool_pre_ping=True)
-                )
+                try:
+                    engine = (
+                        _sqlite_engine(url, create_folders=str(db) == _workspace_db_url())
+                        if url.get_backend_name() == "sqlite"
+                        else create_engine(url, pool_pre_ping=True)
+                    )
+                except (ArgumentError, ImportError) as exc:  # unknown backend (NoSuchModuleError), no driver
+                    raise ConfigError(
+                        f"cannot use this database URL ({type(exc).__name__}: {exc}); "
+                        f"e.g. sqlite:///reviews.sqlite or postgresql+psycopg://user@host/db",
+                        _url_text(url),
+                    ) from None
             try:
                 ensure_schema(engine)
             except DBAPIError as exc:

@@ -236,7 +236,12 @@ def create_session(
         raise ConfigError(f"design must be one of {DESIGNS}, got {design!r}")
     if isinstance(n_practice, bool) or int(n_practice) != n_practice or n_practice < 0:
         raise ConfigError(f"practice cases per cohort must be an integer >= 0, got {n_practice!r}")
-    n_practice = 0 if design == "2afc" else int(n_practice)  # 2AFC sessions have no practice cases yet
+    n_practice = int(n_practice)
+    for label, value in (("cases per cohort", n_per_cohort), ("real cases", n_real), ("generated cases", n_generated)):
+        # None means "balanced"; 0 is refused, not read as "take every case"
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ConfigError(f"number of {label} must be an integer >= 1, got {value!r}")
+    get_engine(db)  # a bad database URL fails before any case is read
     real_dir = Path(real_dir)
     gen_dirs = (
         [Path(generated_dir)] if isinstance(generated_dir, (str, os.PathLike)) else [Path(g) for g in generated_dir]
@@ -263,8 +268,8 @@ def create_session(
     balanced = (
         min(len(real_all), *(len(g) for g in gens_all)) - n_practice
     )  # practice cases come out of the same folders
-    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort else balanced
-    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort else balanced
+    want_real = n_real if n_real is not None else n_per_cohort if n_per_cohort is not None else balanced
+    want_gen = n_generated if n_generated is not None else n_per_cohort if n_per_cohort is not None else balanced
     for want, have, folder in (
         (want_real, real_all, real_dir),
         *((want_gen, g, d) for g, d in zip(gens_all, gen_dirs)),
@@ -412,16 +417,21 @@ def add_reader(db: str | Engine | None, session_id: int, name: str, code: str | 
             session.flush()
             if s.design == "2afc":
                 by_cohort = {
-                    c: list(
+                    (c, practice): list(
                         session.scalars(
                             select(Case.id)
-                            .where(Case.session_id == s.id, Case.cohort == c, Case.practice.is_(False))
+                            .where(Case.session_id == s.id, Case.cohort == c, Case.practice.is_(practice))
                             .order_by(Case.id)
                         )
                     )
                     for c in COHORTS
+                    for practice in (True, False)
                 }
-                pairs = assign.afc_pairs(by_cohort["real"], by_cohort["synthetic"], s.seed, index)
+                # practice pairs first (their own seeded pairing), then the scored ones; a pair never
+                # mixes a practice and a scored case
+                pairs = assign.afc_pairs(
+                    by_cohort["real", True], by_cohort["synthetic", True], s.seed, index, assign.STREAM_PRACTICE_PAIRS
+                ) + assign.afc_pairs(by_cohort["real", False], by_cohort["synthetic", False], s.seed, index)
                 session.add_all(
                     Pair(reader_id=reader.id, position=i, left_case_id=a, right_case_id=b)
                     for i, (a, b) in enumerate(pairs)
@@ -874,6 +884,8 @@ class PairView:
     left: str
     right: str
     chose_left: bool | None  # None = not answered yet
+    practice: bool = False  # a practice pair: shown first, never scored
+    practice_real_side: str | None = None  # "left" or "right", told only for a practice pair (its feedback)
 
 
 def _pair_progress_rows(session, s: ReviewSession) -> list[dict]:
@@ -921,7 +933,13 @@ def reader_pair(db: str | Engine | None, reader_id: int, position: int) -> PairV
     with read_session(db) as session:
         total = session.scalar(select(func.count()).select_from(Pair).where(Pair.reader_id == int(reader_id)))
         row = session.execute(
-            select(left_case.c.code, right_case.c.code, PairAnswer.chose_left)
+            select(
+                left_case.c.code,
+                right_case.c.code,
+                PairAnswer.chose_left,
+                left_case.c.practice,
+                left_case.c.cohort,
+            )
             .select_from(Pair)
             .join(left_case, left_case.c.id == Pair.left_case_id)
             .join(right_case, right_case.c.id == Pair.right_case_id)
@@ -930,7 +948,16 @@ def reader_pair(db: str | Engine | None, reader_id: int, position: int) -> PairV
         ).first()
     if row is None:
         raise ConfigError(f"reader {reader_id} has no pair at position {position}")
-    return PairView(int(position), int(total), row[0], row[1], None if row[2] is None else bool(row[2]))
+    practice = bool(row[3])
+    return PairView(
+        int(position),
+        int(total),
+        row[0],
+        row[1],
+        None if row[2] is None else bool(row[2]),
+        practice=practice,
+        practice_real_side=("left" if row[4] == "real" else "right") if practice else None,
+    )
 
 
 def submit_pair_answer(
@@ -979,7 +1006,7 @@ def submit_pair_answer(
 
 
 def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
-    """Every 2AFC answer of a session, unblinded (for statistics and export)."""
+    """Every scored 2AFC answer of a session, unblinded (for statistics and export); practice pairs left out."""
     left_case, right_case = Case.__table__.alias("l"), Case.__table__.alias("r")
     with read_session(db) as session:
         s = _get_session(session, session_id)
@@ -999,7 +1026,8 @@ def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
             .join(Reader, Reader.id == PairAnswer.reader_id)
             .join(left_case, left_case.c.id == Pair.left_case_id)
             .join(right_case, right_case.c.id == Pair.right_case_id)
-            .where(Reader.session_id == s.id)
+            # practice pairs are never scored
+            .where(Reader.session_id == s.id, left_case.c.practice.is_(False), right_case.c.practice.is_(False))
             .order_by(Reader.id, Pair.position)
         ).all()
         out = []

@@ -106,3 +106,67 @@ def test_afc_reader_page_shows_two_scans_and_stores_the_choice(db_url, cohorts, 
     (rec,) = store.pair_records(db_url, sid)
     assert (rec["chose"], rec["confidence"], rec["position"]) == ("right", 4, 1)
     dispose_engines()
+
+
+def test_afc_practice_pairs_come_first_get_feedback_and_are_not_scored(db_url, make_cohorts, monkeypatch, tmp_path):
+    real, gen = make_cohorts(n_real=5, n_gen=5, name="practice")
+    sid = store.create_session(db_url, "afc-practice", real, gen, design="2afc", n_practice=2, seed=3)
+    info = store.session_info(db_url, sid)
+    assert (info.n_real, info.n_synthetic) == (3, 3)  # balanced: 5 per folder, 2 of each kept for practice
+    cohort = cohort_by_code(db_url)
+    with read_session(db_url) as s:
+        practice = {c.code: bool(c.practice) for c in s.scalars(select(Case))}
+    codes = [store.add_reader(db_url, sid, name) for name in ("A", "B")]
+    for code in codes:
+        reader = store.find_reader(db_url, code)
+        assert reader.total == 5
+        pairs = [store.reader_pair(db_url, reader.reader_id, pos) for pos in range(reader.total)]
+        assert [p.practice for p in pairs] == [True, True, False, False, False]  # practice pairs first
+        for p in pairs:
+            # never two scans of one cohort, never a practice case beside a scored one
+            assert {cohort[p.left], cohort[p.right]} == {"real", "synthetic"}
+            assert practice[p.left] == practice[p.right] == p.practice
+        assert [p.practice_real_side for p in pairs[:2]] == [
+            "left" if cohort[p.left] == "real" else "right" for p in pairs[:2]
+        ]
+        assert all(p.practice_real_side is None for p in pairs[2:])  # scored pairs stay blinded
+        flat = [c for p in pairs for c in (p.left, p.right)]
+        assert len(flat) == len(set(flat))
+    # reader A answers both practice pairs wrongly and every scored pair right
+    reader = store.find_reader(db_url, codes[0])
+    for pos in range(reader.total):
+        pair = store.reader_pair(db_url, reader.reader_id, pos)
+        real_left = cohort[pair.left] == "real"
+        store.submit_pair_answer(
+            db_url, reader.reader_id, pos, chose_left=real_left != pair.practice, confidence=3, seconds=1.0
+        )
+    records = store.pair_records(db_url, sid)
+    assert [r["position"] for r in records] == [3, 4, 5] and all(r["correct"] for r in records)
+    pooled = stats.afc_summary(records)["pooled"]
+    assert (pooled["k"], pooled["n"]) == (3, 3)  # the two wrong practice answers are not scored
+    files = export.build_report(db_url, sid)
+    assert len(files["answers.csv"].splitlines()) == 1 + 3
+    assert json.loads(files["summary.json"])["pooled"]["n"] == 3
+    assert store.session_progress(db_url, sid)[0]["answered"] == 5  # progress counts practice pairs
+
+    # the reader page: feedback after a practice pair (which scan was real), none after a scored one
+    monkeypatch.setenv("CTDIFF_REVIEW_DB", db_url)
+    monkeypatch.setenv("CTDIFF_WORKSPACE", str(tmp_path))
+    reader_b = store.find_reader(db_url, codes[1])
+    first = store.reader_pair(db_url, reader_b.reader_id, 0)
+    at = AppTest.from_file(READER, default_timeout=60).run()
+    at.text_input(key="review_code_input").input(codes[1])
+    button(at, "Start reading").click().run()
+    assert any(m.value.startswith("**Pair 1 of 5** · practice") for m in at.markdown)
+    for _ in range(3):
+        radio(at, "Which scan is real?").set_value("Left")
+        radio(at, "Confidence in that call").set_value(2)
+        button(at, "Submit and next").click().run()
+        if _ == 0:
+            (fb,) = [i.value for i in at.info if i.value.startswith("Practice pair 1")]
+            assert f"the **{first.practice_real_side}** scan was real; you said left" in fb
+    assert any(m.value.startswith("**Pair 4 of 5**") and "practice" not in m.value for m in at.markdown)
+    assert not [i for i in at.info if i.value.startswith("Practice pair")]  # no feedback on scored pairs
+    (rec,) = [r for r in store.pair_records(db_url, sid) if r["reader"] == "B"]  # only the scored pair 3
+    assert rec["position"] == 3
+    dispose_engines()

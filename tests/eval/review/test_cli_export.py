@@ -333,3 +333,43 @@ def test_two_generated_cohorts_are_compared_with_mrmc(db_url, tmp_path):
     assert cmp["difference"]["value"] == pytest.approx(direct.comparisons[0].difference.value)
     assert "from 2 generated cohorts (modelA, modelB)" in files["summary.md"]
     assert "AUC modelA - modelB" in files["summary.md"]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize(
+    "counts, needle",
+    [
+        (["--n", "0"], "cases per cohort"),
+        (["--n", "-2"], "cases per cohort"),
+        (["--n-real", "0"], "real cases"),
+        (["--n-generated", "0"], "generated cases"),
+        (["--n", "3", "--n-generated", "-1"], "generated cases"),
+    ],
+)
+def test_cli_zero_or_negative_case_counts_are_one_line_errors(db_url, cohorts, capsys, counts, needle):
+    real, gen = cohorts
+    argv = ["review", "--db", db_url, "create", "--name", "x", "--real", str(real), "--generated", str(gen), *counts]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert needle in err and ">= 1" in err
+    assert store.list_sessions(db_url) == []  # nothing created ("0" is not "take every case")
+
+
+def test_cli_bad_database_url_is_one_line_error(tmp_path, cohorts, capsys):
+    missing = tmp_path / "no" / "such" / "dir" / "x.sqlite"
+    for url, needle in (
+        ("nonsense://x", "nonsense://x: cannot use this database URL"),
+        (f"sqlite:///{missing}", "folder of the SQLite database does not exist"),
+        ("not a url", "not a database URL"),
+    ):
+        assert main(["review", "--db", url, "list"]) == 2
+        assert needle in _one_line_error(capsys)
+        real, gen = cohorts  # create fails on the URL too, before reading any case
+        assert main(["review", "--db", url, "create", "--name", "x", "--real", str(real), "--generated", str(gen)]) == 2
+        assert needle in _one_line_error(capsys)
+    assert not (tmp_path / "no").exists()  # a mistyped path makes no folders
