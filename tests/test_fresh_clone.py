@@ -119,6 +119,9 @@ def test_fresh_clone_test_then_app_shows_the_demo(tmp_path, streamlit_server, br
     page.screenshot(path=str(artifact_dir / "fresh-clone-home.png"), full_page=True)
 
     page.goto(url + "/Slice_browser")
-    page.get_by_text(re.compile(r"Generated: case_\d{3} · axial slice \d+/32")).first.wait_for()
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .heatmaplayer image').length >= 2")
+    page.get_by_text(re.compile(r"Generated: case_\d{3} · shape 64×64×32")).first.wait_for()
+    page.wait_for_selector("iframe[src*='ct_viewer']")
+    viewer = next(f for f in page.frames if "ct_viewer" in f.url)  # the NiiVue viewer, both volumes drawn
+    viewer.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=120_000)
+    assert "axial 16/32" in viewer.locator(".status").nth(1).inner_text()
     page.screenshot(path=str(artifact_dir / "fresh-clone-slice-browser.png"), full_page=True)

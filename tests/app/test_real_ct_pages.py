@@ -63,7 +63,7 @@ def test_reader_page_shows_the_full_resolution_scan(real_ct, tmp_path, monkeypat
         at.text_input(key="review_code_input").input("real-ct-reader")
         [b for b in at.button if b.label == "Start reading"][0].click().run(timeout=180)
         assert not at.exception and not at.error, [e.value for e in at.error]
-        assert [h.value for h in at.subheader] == ["Case 1 of 2"]
+        assert [m.value.replace("*", "") for m in at.markdown if m.value.startswith("**Case ")] == ["Case 1 of 2"]
         (code,) = [c.value.removeprefix("case ID ") for c in at.caption if c.value.startswith("case ID ")]
         (image,) = at.get("image")
         assert image.proto.imgs[0].url.endswith(".png")
