@@ -39,10 +39,10 @@ from ctdiff.errors import ConfigError, InputError, OverwriteError
 from eval.report.build import build_report
 from eval.report.cases import common_grid, put_on_grid, read_cohort
 from eval.report.gap import Z95, bootstrap_se
-from eval.report.metrics_table import METRICS, parse_metric_names
+from eval.report.registry import FAST_FAMILIES, METRICS, parse_metric_names
 
 SCHEMA = "ctdiff-eval-selftest/1"
-FAST_METRICS = "intensity,noise,texture,similarity"
+FAST_METRICS = ",".join(FAST_FAMILIES)  # intensity,noise,texture,similarity
 BODY_HU = -500.0  # voxels above this are the patient (air stays air under contrast changes)
 
 

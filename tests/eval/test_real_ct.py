@@ -14,7 +14,7 @@ from ctdiff.data.prepare import process_volume
 from ctdiff.data.realct import LABELS
 from eval.metrics import noise
 from eval.report import build_report
-from eval.report.metrics_table import FAMILIES
+from eval.report.registry import FAMILIES
 
 VOXEL_FAMILIES = ("intensity", "noise", "texture", "similarity")
 BLOCK = 11  # slices per case: 12 blocks of the 133 slices
