@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ctdiff.atomic import prepare_output_dir, write_json, write_text
+from ctdiff.atomic import plain_json, prepare_output_dir, write_json, write_text
 from ctdiff.data.io import write_nifti
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from eval.report.build import build_report
@@ -348,9 +348,7 @@ def run_selftest(
             }
         if progress:
             progress("done", steps, steps)
-    from eval.report.build import clean_json
-
-    result = clean_json(result)
+    result = plain_json(result)
     if out is not None:
         o = prepare_output_dir(out, force)
         write_json(o / "selftest.json", result)
