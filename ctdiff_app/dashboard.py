@@ -23,8 +23,8 @@ import pandas as pd
 
 from ctdiff.errors import InputError
 from eval.report import gap as _gap
+from eval.report.registry import SCHEMA
 
-SCHEMA = "ctdiff-eval-report/1"
 CLOSE, APART = _gap.CLOSE, _gap.APART
 STATUS_COLOURS = {"close": "#1b7f3b", "apart": "#b7791f", "far": "#c53030", "n/a": "#718096"}
 

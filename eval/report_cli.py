@@ -9,7 +9,7 @@ import json
 import sys
 
 from eval.report.build import DEFAULTS, build_report
-from eval.report.metrics_table import FAMILIES, METRICS
+from eval.report.registry import FAMILIES, METRICS
 
 EXAMPLES = """\
   python -m eval report --real data/real --generated runs/r1/samples --out reports/r1

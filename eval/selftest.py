@@ -33,16 +33,16 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ctdiff.atomic import prepare_output_dir, write_json, write_text
+from ctdiff.atomic import plain_json, prepare_output_dir, write_json, write_text
 from ctdiff.data.io import write_nifti
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from eval.report.build import build_report
 from eval.report.cases import common_grid, put_on_grid, read_cohort
 from eval.report.gap import Z95, bootstrap_se
-from eval.report.metrics_table import METRICS, parse_metric_names
+from eval.report.registry import FAST_FAMILIES, METRICS, parse_metric_names
 
 SCHEMA = "ctdiff-eval-selftest/1"
-FAST_METRICS = "intensity,noise,texture,similarity"
+FAST_METRICS = ",".join(FAST_FAMILIES)  # intensity,noise,texture,similarity
 BODY_HU = -500.0  # voxels above this are the patient (air stays air under contrast changes)
 
 
@@ -348,9 +348,7 @@ def run_selftest(
             }
         if progress:
             progress("done", steps, steps)
-    from eval.report.build import clean_json
-
-    result = clean_json(result)
+    result = plain_json(result)
     if out is not None:
         o = prepare_output_dir(out, force)
         write_json(o / "selftest.json", result)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from eval.report.metrics_table import FAMILIES
+from eval.report.registry import FAMILIES
 from eval.selftest import DEGRADATIONS, FAST_METRICS, run_selftest
 
 EXAMPLES = """\

@@ -235,7 +235,7 @@ def _one_line_error(rc, err):
     seed=INTS,
 )
 def test_phantom_options(tmp_path, monkeypatch, capsys, n, shape, fov, noise, seed):
-    import ctdiff.data.phantom as phantom
+    import ctdiff.data.phantom.cli as phantom  # the command calls write_cohort there
     from ctdiff.cli import main
 
     monkeypatch.setattr(phantom, "write_cohort", _reach())

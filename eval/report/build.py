@@ -32,10 +32,19 @@ from ctdiff.errors import ConfigError, InputError
 from ctdiff.outputs import check_distinct_inputs, check_output
 from eval.metrics import distribution, intensity, memorization, noise, similarity, texture
 from eval.report.cases import Case, CaseStats, all_case_stats, common_grid, put_on_grid, read_cohort
+from eval.report.entries import (
+    _entry,
+    _finite,
+    _finite_rows,
+    _make_reference,
+    _property_metric,
+    _Reference,
+    _two_sample,
+)
 from eval.report.gap import annotate, report_resolutions
-from eval.report.metrics_table import METRICS, SCHEMA, parse_metric_names
 from eval.report.provenance import add_provenance
-from eval.stats import bootstrap_ci, bootstrap_cis
+from eval.report.registry import FAMILIES, METRICS, SCHEMA, names_for, parse_metric_names
+from eval.stats import bootstrap_ci
 
 # One defaults dict for the API and the CLI (torch-fidelity style).
 DEFAULTS: dict[str, Any] = {
@@ -89,117 +98,6 @@ def check_report_options(cfg: dict[str, Any], inputs: dict[str, Any], inception_
             raise InputError("--inception-weights: no such file", w)
         if not os.access(w, os.R_OK):
             raise InputError("--inception-weights: not readable (permission denied)", w)
-
-
-def _finite(x) -> float | None:
-    if x is None:
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _nanmean(x) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else float("nan")
-
-
-def _entry(name: str, value=None, ci=None, real=None, generated=None, reference=None, reason=None) -> dict[str, Any]:
-    spec = METRICS[name]
-    v = _finite(value)
-    if v is None and reason is None:
-        reason = "not computable (result is not a finite number)"
-    return {
-        "value": v,
-        "ci95": ci if v is not None else None,
-        "real": _finite(real),
-        "generated": _finite(generated),
-        "reference": _finite(reference),
-        "better": spec.better,
-        "unit": spec.unit,
-        "reason": reason,
-        "description": spec.description,
-    }
-
-
-@dataclasses.dataclass
-class _Reference:
-    """The two real sets the reference floor compares: a (plays 'real') and b (plays 'generated')."""
-
-    kind: str
-    a: tuple[str, np.ndarray]  # (cohort, indices)
-    b: tuple[str, np.ndarray]
-
-
-def _make_reference(n_real: int, n_train: int, seed: int) -> _Reference | None:
-    if n_train:
-        return _Reference("held-out real vs training real", ("train", np.arange(n_train)), ("real", np.arange(n_real)))
-    if n_real < 4:
-        return None
-    perm = np.random.default_rng(seed).permutation(n_real)
-    half = n_real // 2
-    return _Reference(
-        "split of the real cohort into two random halves",
-        ("real", np.sort(perm[:half])),
-        ("real", np.sort(perm[half:])),
-    )
-
-
-def _finite_rows(a: np.ndarray) -> np.ndarray:
-    return a[np.isfinite(a).all(axis=1)] if a.ndim == 2 else a[np.isfinite(a)]
-
-
-def _rows(data: dict[str, np.ndarray], side: tuple[str, np.ndarray]) -> np.ndarray:
-    return data[side[0]][side[1]]
-
-
-# ------------------------------------------------------------------------------ metric helpers
-def _property_metric(name: str, values: dict[str, np.ndarray], ref: _Reference | None, cfg: dict) -> dict[str, Any]:
-    """A per-scan property: value = generated mean, real = real mean, CI over generated scans."""
-    gen = np.asarray(values["generated"], dtype=np.float64)
-    real = np.asarray(values["real"], dtype=np.float64)
-    n_gen = int(np.isfinite(gen).sum())
-    if n_gen < 2:
-        return _entry(
-            name, real=_nanmean(real), reason=f"fewer than 2 generated scans where it is measurable ({n_gen})"
-        )
-    ci = bootstrap_ci(lambda ig: _nanmean(gen[ig]), [len(gen)], cfg["n_bootstrap"], cfg["seed"])
-    reference = None
-    if ref is not None:
-        a, b = _rows(values, ref.a), _rows(values, ref.b)
-        reference = abs(_nanmean(b) - _nanmean(a))
-    return _entry(name, _nanmean(gen), ci, real=_nanmean(real), generated=_nanmean(gen), reference=reference)
-
-
-def _two_sample(
-    names: Sequence[str],
-    fn: Callable[[np.ndarray, np.ndarray], dict[str, float]],
-    data: dict[str, np.ndarray],
-    ref: _Reference | None,
-    n_boot: int,
-    seed: int,
-    min_cases: int = 2,
-    point: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Distances between the real and generated sets (rows = scans); CI resamples both cohorts.
-
-    ``point`` (default ``fn``) computes the headline value; ``fn`` the replicates and reference.
-    """
-    real, gen = data["real"], data["generated"]
-    if len(real) < min_cases or len(gen) < min_cases:
-        reason = f"needs at least {min_cases} real and {min_cases} generated scans (have {len(real)} and {len(gen)})"
-        return {n: _entry(n, reason=reason) for n in names}
-    values = (point or fn)(real, gen)
-    cis = bootstrap_cis(lambda ir, ig: fn(real[ir], gen[ig]), [len(real), len(gen)], n_boot, seed)
-    refs: dict[str, float] = {}
-    if ref is not None:
-        a, b = _rows(data, ref.a), _rows(data, ref.b)
-        if len(a) >= min_cases and len(b) >= min_cases:
-            refs = fn(a, b)
-    return {n: _entry(n, values.get(n), cis.get(n), reference=refs.get(n)) for n in names}
 
 
 # ------------------------------------------------------------------------------- the builder
@@ -278,87 +176,38 @@ def build_report(
     resampled_to = {"shape": list(shape), "spacing": list(spacing), "files": moved} if moved else None
     n = {k: len(v) for k, v in cohorts.items()}
     ref = _make_reference(n["real"], n["train"], cfg["seed"])
-    metric_out: dict[str, dict[str, Any]] = {}
-    per_case_extra: dict[tuple[str, int], dict[str, Any]] = {}
-    curves: dict[str, Any] = {}
-    flagged: list[dict[str, Any]] = []
-    cache_stats: dict[str, Any] = {}
+    run = _Run(
+        cohorts=cohorts,
+        ref=ref,
+        cfg=cfg,
+        device=dev,
+        workers=workers,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        inception_weights=inception_weights,
+        executor=executor,
+        scheduler=scheduler,
+        progress=progress,
+        notice=notice,
+        skipped=skipped,
+    )
     need_train = n["train"] > 0
 
-    # ---- per-case measurements (intensity, noise, texture)
-    fams = {METRICS[m].family for m in selected}
-    stats: dict[str, list[CaseStats]] = {}
-    if fams & {"intensity", "noise", "texture"}:
-        todo = [c for k in ("real", "generated", "train") for c in cohorts[k]]
-        all_stats = all_case_stats(
-            todo,
-            cfg,
-            workers=workers,
-            progress=progress("measure scans"),
-            parts=fams & {"intensity", "noise", "texture"},
-        )
-        pos = 0
-        for k in ("real", "generated", "train"):
-            stats[k] = all_stats[pos : pos + n[k]]
-            pos += n[k]
-        metric_out.update(_case_metrics(selected, stats, ref, cfg, curves))
-
-    # ---- radiomics feature space: frd, kid, mmd_rbf, precision/recall/density/coverage
-    if "radiomics" in fams and executor == "dask":
-        from eval.report.executor import dask_client
-
-        with dask_client(scheduler, workers) as client:
-            out_r, stats_r, bad_r = _radiomics_metrics(
-                selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, notice, client
-            )
-    elif "radiomics" in fams:
-        out_r, stats_r, bad_r = _radiomics_metrics(
-            selected, cohorts, ref, cfg, cache_dir, use_cache, workers, progress, notice
-        )
-    if "radiomics" in fams:
-        metric_out.update(out_r)
-        cache_stats["radiomics-frd-v1"] = stats_r
-        skipped += bad_r
-
-    # ---- SSIM family and memorisation
-    if {"ssim_nearest_real", "ms_ssim_diversity", "memorization"} & set(selected):
-        out_s, extra, flagged = _similarity_metrics(selected, cohorts, ref, cfg, dev, progress)
-        metric_out.update(out_s)
-        per_case_extra.update(extra)
-
-    # ---- InceptionV3 FID on slices
-    if "fid_inception_2d" in selected:
-        out_f, stats_f = _inception_metric(cohorts, ref, cfg, cache_dir, use_cache, dev, inception_weights, progress)
-        metric_out.update(out_f)
-        if stats_f:
-            cache_stats["inception-v3-fid-2d"] = stats_f
-
-    # ---- multi-plane 2D FID (RadImageNet ResNet-50 by default)
-    if "radimagenet" in fams:
-        from eval.report.cache import FeatureCache
-        from eval.report.fid2d import fid2d_metrics
-
-        out_m, stats_m = fid2d_metrics(
-            selected,
-            cohorts,
-            ref,
-            cfg,
-            FeatureCache(cache_dir or _default_cache()) if use_cache else None,
-            dev,
-            progress,
-        )
-        metric_out.update(out_m)
-        if stats_m:
-            cache_stats[cfg["fid2d_extractor"]] = stats_m
+    # ---- the metrics: each family runner computes its selected metrics (registry order of runners)
+    for runner, compute in RUNNERS.items():
+        names = names_for(runner, selected)
+        if names:
+            compute(names, run)
+    metric_out, curves = run.metric_out, run.curves
 
     # ---- assemble
     per_case = []
     for k in ("real", "generated", "train"):
         for i, c in enumerate(cohorts[k]):
             row: dict[str, Any] = {"cohort": k, "file": str(c.path), "case": c.name}
-            if k in stats:
-                row.update(stats[k][i].row())
-            row.update(per_case_extra.get((k, i), {}))
+            if k in run.stats:
+                row.update(run.stats[k][i].row())
+            row.update(run.per_case_extra.get((k, i), {}))
             per_case.append({key: (_finite(v) if isinstance(v, (float, np.floating)) else v) for key, v in row.items()})
     report = {
         "schema": SCHEMA,
@@ -369,7 +218,7 @@ def build_report(
             "n_real": n["real"],
             "n_generated": n["generated"],
             "n_train": n["train"],
-            "skipped": skipped,
+            "skipped": run.skipped,
             "resampled_to": resampled_to,
         },
         "settings": {
@@ -381,7 +230,7 @@ def build_report(
             "grid": {"shape": list(shape), "spacing": list(spacing)},
             "reference": ref.kind if ref is not None else None,
             "cache_dir": None if not use_cache else str(cache_dir or _default_cache()),
-            "cache_stats": cache_stats,
+            "cache_stats": run.cache_stats,
             "frd_input": "original files (frd-score reads them itself; not resampled)",
         },
         # gap / status against the reference floor: one rule for every metric (eval.report.gap)
@@ -391,7 +240,7 @@ def build_report(
         ),
         "per_case": per_case,
         "curves": curves,
-        "memorization_flagged": flagged,
+        "memorization_flagged": run.flagged,
     }
     add_provenance(report, cohorts)  # which scans these facts are about (eval/report/provenance.py)
     if not need_train:
@@ -408,6 +257,108 @@ def _default_cache():
     from eval.report.cache import default_cache_dir
 
     return default_cache_dir()
+
+
+# ------------------------------------------------------------------------------ family runners
+@dataclasses.dataclass
+class _Run:
+    """What the family runners read (cohorts, reference, settings) and fill (entries, curves, ...)."""
+
+    cohorts: dict[str, list[Case]]
+    ref: _Reference | None
+    cfg: dict[str, Any]
+    device: str
+    workers: int
+    cache_dir: str | os.PathLike | None
+    use_cache: bool
+    inception_weights: str | os.PathLike | None
+    executor: str
+    scheduler: str | None
+    progress: Callable[[str], Callable[[int, int], None] | None]
+    notice: Callable[[str], None] | None
+    skipped: list[dict[str, str]]
+    metric_out: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    stats: dict[str, list[CaseStats]] = dataclasses.field(default_factory=dict)  # per-case measurements
+    per_case_extra: dict[tuple[str, int], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    curves: dict[str, Any] = dataclasses.field(default_factory=dict)
+    flagged: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    cache_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def feature_cache(self):
+        from eval.report.cache import FeatureCache
+
+        return FeatureCache(self.cache_dir or _default_cache()) if self.use_cache else None
+
+
+def _run_case_stats(names: list[str], run: _Run) -> None:
+    """intensity, noise, texture: one pass measuring every case, then the per-case based metrics."""
+    cohorts, n = run.cohorts, {k: len(v) for k, v in run.cohorts.items()}
+    todo = [c for k in ("real", "generated", "train") for c in cohorts[k]]
+    all_stats = all_case_stats(
+        todo,
+        run.cfg,
+        workers=run.workers,
+        progress=run.progress("measure scans"),
+        parts={METRICS[m].family for m in names},
+    )
+    pos = 0
+    for k in ("real", "generated", "train"):
+        run.stats[k] = all_stats[pos : pos + n[k]]
+        pos += n[k]
+    run.metric_out.update(_case_metrics(names, run.stats, run.ref, run.cfg, run.curves))
+
+
+def _run_radiomics(names: list[str], run: _Run) -> None:
+    """frd, kid, mmd_rbf, precision/recall/density/coverage in the radiomics feature space."""
+    args = (names, run.cohorts, run.ref, run.cfg, run.cache_dir, run.use_cache, run.workers, run.progress, run.notice)
+    if run.executor == "dask":
+        from eval.report.executor import dask_client
+
+        with dask_client(run.scheduler, run.workers) as client:
+            out_r, stats_r, bad_r = _radiomics_metrics(*args, client)
+    else:
+        out_r, stats_r, bad_r = _radiomics_metrics(*args)
+    run.metric_out.update(out_r)
+    run.cache_stats["radiomics-frd-v1"] = stats_r
+    run.skipped += bad_r
+
+
+def _run_similarity(names: list[str], run: _Run) -> None:
+    """SSIM family and memorisation (they share the SSIM matrices)."""
+    out_s, extra, run.flagged = _similarity_metrics(names, run.cohorts, run.ref, run.cfg, run.device, run.progress)
+    run.metric_out.update(out_s)
+    run.per_case_extra.update(extra)
+
+
+def _run_inception(names: list[str], run: _Run) -> None:
+    """InceptionV3 FID on slices."""
+    out_f, stats_f = _inception_metric(
+        run.cohorts, run.ref, run.cfg, run.cache_dir, run.use_cache, run.device, run.inception_weights, run.progress
+    )
+    run.metric_out.update(out_f)
+    if stats_f:
+        run.cache_stats["inception-v3-fid-2d"] = stats_f
+
+
+def _run_fid2d(names: list[str], run: _Run) -> None:
+    """Multi-plane 2D FID (RadImageNet ResNet-50 by default; eval.report.fid2d)."""
+    from eval.report.fid2d import fid2d_metrics
+
+    out_m, stats_m = fid2d_metrics(names, run.cohorts, run.ref, run.cfg, run.feature_cache(), run.device, run.progress)
+    run.metric_out.update(out_m)
+    if stats_m:
+        run.cache_stats[run.cfg["fid2d_extractor"]] = stats_m
+
+
+# The family runners, in the order they run; every MetricSpec.runner names one of them
+# (tests/eval/test_report.py checks it). A runner gets the selected metrics it computes.
+RUNNERS: dict[str, Callable[[list[str], _Run], None]] = {
+    "case_stats": _run_case_stats,
+    "radiomics": _run_radiomics,
+    "similarity": _run_similarity,
+    "inception": _run_inception,
+    "fid2d": _run_fid2d,
+}
 
 
 # ------------------------------------------------------------------- per-case based metrics
@@ -534,9 +485,6 @@ def _glcm(stats, cohorts, ref, cfg) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- radiomics family
-RADIOMICS_METRICS = ("frd", "kid", "mmd_rbf", "precision", "recall", "density", "coverage")
-
-
 def radiomics_features(paths: list[Path], image_dim: int, cache, workers: int, progress=None, client=None):
     """frd-score v1 features of ``paths`` via the cache and worker processes or a Dask ``client``
     (see eval.report.extract and eval.report.executor)."""
@@ -554,7 +502,7 @@ def _radiomics_metrics(selected, cohorts, ref, cfg, cache_dir, use_cache, worker
     from eval.report import radiomics_eta
     from eval.report.cache import FeatureCache
 
-    names = [m for m in RADIOMICS_METRICS if m in selected]
+    names = [m for m in FAMILIES["radiomics"] if m in selected]
     cache = FeatureCache(cache_dir or _default_cache()) if use_cache else None
     image_dim = image_dim_of_shape(
         cohorts["real"][0].volume.meta.get("original_shape") or cohorts["real"][0].volume.shape

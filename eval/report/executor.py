@@ -3,7 +3,7 @@
 ``local`` keeps :func:`eval.report.extract.extract_features`'s own process pool. ``dask`` sends
 one task per case to a ``dask.distributed`` scheduler (``--scheduler tcp://host:8786``, or an
 in-process ``LocalCluster`` with ``workers`` workers when no address is given); workers build
-the extractor once each (:func:`run_on_worker` keeps it per worker), and results come back to
+the extractor once each (:func:`eval.report.extract.run_on_worker` keeps it per worker), and results come back to
 the caller, which alone writes the content-addressed cache, so a local run and a cluster run give
 identical features and share the cache.
 """
@@ -15,20 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 EXECUTORS = ("local", "dask")
-
-_EXTRACTORS: dict[str, Any] = {}  # per worker process: extractor key -> set-up extractor
-
-
-def run_on_worker(key: str, extractor, payload) -> tuple[str, Any, Any, float]:
-    """One extraction on a Dask worker; the extractor is set up once per worker and key."""
-    from eval.report.extract import _extract_with
-
-    ex = _EXTRACTORS.get(key)
-    if ex is None:
-        ex = extractor
-        ex.setup()
-        _EXTRACTORS[key] = ex
-    return _extract_with(ex, payload)
 
 
 @contextlib.contextmanager

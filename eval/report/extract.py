@@ -76,6 +76,20 @@ def _extract_with(extractor: FeatureExtractor, payload) -> tuple[str, Any, Any, 
         return "error", f"{type(exc).__name__}: {exc}", None, time.perf_counter() - start
 
 
+# per Dask worker process: extractor key -> set-up extractor (eval.report.executor)
+_EXTRACTORS: dict[str, Any] = {}  # per worker process: extractor key -> set-up extractor
+
+
+def run_on_worker(key: str, extractor, payload) -> tuple[str, Any, Any, float]:
+    """One extraction on a Dask worker; the extractor is set up once per worker and key."""
+    ex = _EXTRACTORS.get(key)
+    if ex is None:
+        ex = extractor
+        ex.setup()
+        _EXTRACTORS[key] = ex
+    return _extract_with(ex, payload)
+
+
 def missing_from_cache(
     extractor: FeatureExtractor,
     paths: Sequence[Path],
@@ -177,8 +191,6 @@ def extract_features(
     try:
         if client is not None:
             from distributed import as_completed
-
-            from eval.report.executor import run_on_worker
 
             ex_key = cache_key("", extractor.name, settings)
             futures = {

@@ -17,6 +17,7 @@ import numpy as np
 
 from ctdiff.data.display import PLANES
 from eval.metrics import distribution
+from eval.report.entries import _entry, _two_sample
 
 PLANE_METRICS = {plane: f"fid_radimagenet_{plane}" for plane in PLANES}
 MEAN_METRIC = "fid_radimagenet_2d"
@@ -69,7 +70,6 @@ def fid2d_metrics(
     selected, cohorts, ref, cfg, cache, device, progress
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The selected multi-plane FID metrics (report entries) and the feature cache statistics."""
-    from eval.report.build import _entry, _two_sample
     from eval.report.extract import extract_features
 
     names = [m for m in METRIC_NAMES if m in selected]

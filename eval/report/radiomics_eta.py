@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ctdiff.atomic import write_json
-from eval.report.metrics_table import FAMILIES
+from eval.report.registry import FAST_FAMILIES as FAST_FAMILIES  # re-exported: the families announce() suggests
 
 # measured on the 2-core reference machine (pyradiomics-bhklab 3.1.4, frd-score 1.0.1; docs/benchmarks.md,
 # "Evaluation"): idle, ~150 s per 256 x 256 x 26 phantom per core, whose 420 x 420 x 160 mm field of view
@@ -34,7 +34,6 @@ PER_VOXEL_S = 4.2e-5
 RESAMPLED_MM = 2.0  # frd-score v1 resamples to 2 mm (in-plane only for single-slice images)
 TIMINGS = "timings.json"
 KEEP = 20  # most recent runs kept
-FAST_FAMILIES = tuple(f for f in FAMILIES if f not in ("radiomics", "inception"))
 clock = time.perf_counter
 
 

@@ -16,7 +16,8 @@ def test_values_and_window_range():
 
 
 def test_every_user_takes_the_one_definition():
-    from ctdiff.data import display, phantom, prepare
+    from ctdiff.data import display, prepare
+    from ctdiff.data.phantom import anatomy as phantom  # the phantom module that paints air
     from eval.features import inception
     from eval.metrics import intensity, noise, texture
     from eval.report import cases

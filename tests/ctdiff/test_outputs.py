@@ -98,7 +98,7 @@ def test_staged_output_is_all_or_nothing(tmp_path):
 
 
 def test_phantom_killed_half_way_leaves_no_cohort(tmp_path, monkeypatch):
-    import ctdiff.data.phantom as phantom
+    import ctdiff.data.phantom.cohort as phantom  # write_cohort calls make_phantom there
 
     real = phantom.make_phantom
     calls = []

@@ -151,7 +151,7 @@ def test_report_prints_the_radiomics_line_before_extracting(tmp_path, monkeypatc
     monkeypatch.setattr(
         build,
         "radiomics_features",
-        lambda paths, image_dim, cache, workers, progress=None: (
+        lambda paths, image_dim, cache, workers, progress=None, client=None: (
             events.append(("extract", len(paths)))
             or extract_features(Fake(), [(p, p) for p in paths], cache, workers=1, progress=progress)
         ),

@@ -14,7 +14,7 @@ from ctdiff.data.prepare import process_volume
 from ctdiff.data.realct import LABELS
 from eval.metrics import noise
 from eval.report import build_report
-from eval.report.metrics_table import FAMILIES
+from eval.report.registry import FAMILIES
 
 VOXEL_FAMILIES = ("intensity", "noise", "texture", "similarity")
 BLOCK = 11  # slices per case: 12 blocks of the 133 slices
@@ -137,7 +137,7 @@ def _per_roi_nps_figures(detrended, spacing):
 def test_phantom_noise_is_calibrated_to_the_real_liver_noise(real_chest, monkeypatch):
     """The phantom's noise at the real spacing (REAL_CT_NOISE_HU_AT_0703MM, NOISE_WINDOW_POWER): its
     ROI noise SD and NPS peak / mean frequency lie inside the real liver ROIs' 5th-95th percentiles."""
-    from ctdiff.data import phantom
+    import ctdiff.data.phantom.noise as phantom_noise  # fbp_noise_filter reads NOISE_WINDOW_POWER there
     from ctdiff.data.phantom import REAL_CT_NOISE_HU_AT_0703MM, correlated_noise
 
     vol, labels = real_chest
@@ -161,7 +161,7 @@ def test_phantom_noise_is_calibrated_to_the_real_liver_noise(real_chest, monkeyp
         lo, hi = np.percentile(real, [5, 95])
         assert lo <= np.median(ours) <= hi, (name, lo, np.median(ours), hi)
     # the uncalibrated full Hann window (power 1) puts too little power at high frequencies
-    monkeypatch.setattr(phantom, "NOISE_WINDOW_POWER", 1.0)
+    monkeypatch.setattr(phantom_noise, "NOISE_WINDOW_POWER", 1.0)
     hann = correlated_noise((256, 256, 4), vol.spacing, REAL_CT_NOISE_HU_AT_0703MM, np.random.default_rng(0))
     _, hann_mean = _per_roi_nps_figures(noise.detrend_rois(noise.roi_stack(hann, corners, roi)), vol.spacing)
     assert np.median(hann_mean) < np.percentile(real_mean, 5)

@@ -1,0 +1,130 @@
+"""A report metric's entry (value, ci95, real, generated, reference, better, unit, reason,
+description) and the two ways most metrics fill it: a per-scan property (:func:`_property_metric`)
+and a two-sample distance with case-bootstrap CI and reference floor (:func:`_two_sample`).
+
+Shared by the family runners in :mod:`eval.report.build` and :mod:`eval.report.fid2d`; ``better``,
+``unit`` and ``description`` come from the metric registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from eval.report.registry import METRICS
+from eval.stats import bootstrap_ci, bootstrap_cis
+
+
+def _finite(x) -> float | None:
+    if x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _nanmean(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _entry(name: str, value=None, ci=None, real=None, generated=None, reference=None, reason=None) -> dict[str, Any]:
+    spec = METRICS[name]
+    v = _finite(value)
+    if v is None and reason is None:
+        reason = "not computable (result is not a finite number)"
+    return {
+        "value": v,
+        "ci95": ci if v is not None else None,
+        "real": _finite(real),
+        "generated": _finite(generated),
+        "reference": _finite(reference),
+        "better": spec.better,
+        "unit": spec.unit,
+        "reason": reason,
+        "description": spec.description,
+    }
+
+
+@dataclasses.dataclass
+class _Reference:
+    """The two real sets the reference floor compares: a (plays 'real') and b (plays 'generated')."""
+
+    kind: str
+    a: tuple[str, np.ndarray]  # (cohort, indices)
+    b: tuple[str, np.ndarray]
+
+
+def _make_reference(n_real: int, n_train: int, seed: int) -> _Reference | None:
+    if n_train:
+        return _Reference("held-out real vs training real", ("train", np.arange(n_train)), ("real", np.arange(n_real)))
+    if n_real < 4:
+        return None
+    perm = np.random.default_rng(seed).permutation(n_real)
+    half = n_real // 2
+    return _Reference(
+        "split of the real cohort into two random halves",
+        ("real", np.sort(perm[:half])),
+        ("real", np.sort(perm[half:])),
+    )
+
+
+def _finite_rows(a: np.ndarray) -> np.ndarray:
+    return a[np.isfinite(a).all(axis=1)] if a.ndim == 2 else a[np.isfinite(a)]
+
+
+def _rows(data: dict[str, np.ndarray], side: tuple[str, np.ndarray]) -> np.ndarray:
+    return data[side[0]][side[1]]
+
+
+# ------------------------------------------------------------------------------ metric helpers
+def _property_metric(name: str, values: dict[str, np.ndarray], ref: _Reference | None, cfg: dict) -> dict[str, Any]:
+    """A per-scan property: value = generated mean, real = real mean, CI over generated scans."""
+    gen = np.asarray(values["generated"], dtype=np.float64)
+    real = np.asarray(values["real"], dtype=np.float64)
+    n_gen = int(np.isfinite(gen).sum())
+    if n_gen < 2:
+        return _entry(
+            name, real=_nanmean(real), reason=f"fewer than 2 generated scans where it is measurable ({n_gen})"
+        )
+    ci = bootstrap_ci(lambda ig: _nanmean(gen[ig]), [len(gen)], cfg["n_bootstrap"], cfg["seed"])
+    reference = None
+    if ref is not None:
+        a, b = _rows(values, ref.a), _rows(values, ref.b)
+        reference = abs(_nanmean(b) - _nanmean(a))
+    return _entry(name, _nanmean(gen), ci, real=_nanmean(real), generated=_nanmean(gen), reference=reference)
+
+
+def _two_sample(
+    names: Sequence[str],
+    fn: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    data: dict[str, np.ndarray],
+    ref: _Reference | None,
+    n_boot: int,
+    seed: int,
+    min_cases: int = 2,
+    point: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Distances between the real and generated sets (rows = scans); CI resamples both cohorts.
+
+    ``point`` (default ``fn``) computes the headline value; ``fn`` the replicates and reference.
+    """
+    real, gen = data["real"], data["generated"]
+    if len(real) < min_cases or len(gen) < min_cases:
+        reason = f"needs at least {min_cases} real and {min_cases} generated scans (have {len(real)} and {len(gen)})"
+        return {n: _entry(n, reason=reason) for n in names}
+    values = (point or fn)(real, gen)
+    cis = bootstrap_cis(lambda ir, ig: fn(real[ir], gen[ig]), [len(real), len(gen)], n_boot, seed)
+    refs: dict[str, float] = {}
+    if ref is not None:
+        a, b = _rows(data, ref.a), _rows(data, ref.b)
+        if len(a) >= min_cases and len(b) >= min_cases:
+            refs = fn(a, b)
+    return {n: _entry(n, values.get(n), cis.get(n), reference=refs.get(n)) for n in names}
