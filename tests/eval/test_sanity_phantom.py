@@ -73,10 +73,13 @@ def test_fresh_draw_beats_each_degraded_cohort_on_the_distances(reports, degrade
         # in these 96 mm crops of the pelvis (true 2 mm voxels since issue 22) the anatomy inside
         # the field of view varies so much between 6 scans that the kernel MMDs of a fresh draw
         # (KID 1.25, MMD 0.086) exceed those of the contrast-compressed one (0.15, 0.024) and
-        # precision ties (0.83 both); FRD and GLCM still separate them (contrast_rms and the HU W1:
-        # test_lower_contrast_lowers_contrast_rms and hu_wasserstein above)
+        # precision ties (0.83 both); since the phantom's calibration to real CT (issue 18: stronger
+        # muscle texture) FRD ties too (7.6999 vs 7.6961 for the fresh draw). GLCM still separates
+        # them, and so do contrast_rms and the HU W1 (test_lower_contrast_lowers_contrast_rms and
+        # hu_wasserstein above)
         metrics.remove("kid")
         metrics.remove("mmd_rbf")
+        metrics.remove("frd")
     for m in metrics:
         assert _v(fresh, m) < _v(bad, m), m
     for m in ("precision", "coverage") if degraded != "low_contrast" else ():
