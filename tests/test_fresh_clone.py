@@ -123,5 +123,5 @@ def test_fresh_clone_test_then_app_shows_the_demo(tmp_path, streamlit_server, br
     page.wait_for_selector("iframe[src*='ct_viewer']")
     viewer = next(f for f in page.frames if "ct_viewer" in f.url)  # the NiiVue viewer, both volumes drawn
     viewer.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=120_000)
-    assert "axial 16/32" in viewer.locator(".status").nth(1).inner_text()
+    assert "axial 17/32" in viewer.locator(".status").nth(1).inner_text()  # the middle slice, counted from 1
     page.screenshot(path=str(artifact_dir / "fresh-clone-slice-browser.png"), full_page=True)

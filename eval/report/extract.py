@@ -11,6 +11,7 @@ elapsed time and ETA keep moving between steps.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import dataclasses
 import multiprocessing as mp
 import sys
@@ -77,16 +78,27 @@ def _extract_with(extractor: FeatureExtractor, payload) -> tuple[str, Any, Any, 
 
 
 # per Dask worker process: extractor key -> set-up extractor (eval.report.executor)
-_EXTRACTORS: dict[str, Any] = {}  # per worker process: extractor key -> set-up extractor
+_EXTRACTORS: dict[tuple[str, int], Any] = {}  # per worker: (extractor key, thread) -> set-up extractor
+
+
+_SETUP_LOCK = threading.Lock()
 
 
 def run_on_worker(key: str, extractor, payload) -> tuple[str, Any, Any, float]:
-    """One extraction on a Dask worker; the extractor is set up once per worker and key."""
-    ex = _EXTRACTORS.get(key)
+    """One extraction on a Dask worker; the extractor is set up once per worker thread and key.
+
+    A threaded worker (``LocalCluster(processes=False)``, ``threads_per_worker > 1``) runs tasks side
+    by side in one process: each thread gets its own copy, and set-up is serialised, because
+    pyradiomics parses its YAML parameter files with a parser that is not thread-safe (two threads
+    setting up at once failed with ruamel.yaml ComposerError/ParserError).
+    """
+    slot = (key, threading.get_ident())
+    ex = _EXTRACTORS.get(slot)
     if ex is None:
-        ex = extractor
-        ex.setup()
-        _EXTRACTORS[key] = ex
+        with _SETUP_LOCK:
+            ex = copy.deepcopy(extractor)
+            ex.setup()
+        _EXTRACTORS[slot] = ex
     return _extract_with(ex, payload)
 
 
