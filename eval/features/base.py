@@ -6,6 +6,8 @@ its extractors never import each other.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -46,3 +48,13 @@ class FeatureExtractor:
 
     def extract(self, item) -> tuple[list[str], np.ndarray]:
         raise NotImplementedError
+
+
+def weights_id(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of a weights file's SHA-256: part of a slice extractor's cache key, so
+    features computed with other weights are never reused."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

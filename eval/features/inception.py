@@ -16,7 +16,6 @@ bilinear resize to 299x299, scaled to [-1, 1] (pytorch-fid's input convention).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 
 from ctdiff.data.hu import WINDOW_PRESETS
 from ctdiff.errors import InputError
-from eval.features.base import FeatureExtractor
+from eval.features.base import FeatureExtractor, weights_id
 
 WEIGHT_FILES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
 MISSING_REASON = (
@@ -256,11 +255,7 @@ class InceptionSlices(FeatureExtractor):
 
     def settings(self) -> dict[str, Any]:
         if self._weights_id is None and self.weights is not None:
-            h = hashlib.sha256()
-            with open(self.weights, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            self._weights_id = h.hexdigest()[:16]
+            self._weights_id = weights_id(self.weights)
         return {
             "weights_sha256": self._weights_id,
             "slices_per_plane": self.slices_per_plane,

@@ -20,7 +20,6 @@ computed per plane.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval.features.base import FeatureExtractor
+from eval.features.base import FeatureExtractor, weights_id
 from eval.features.inception import SLICE_WINDOW
 
 WEIGHT_FILES = ("RadImageNet-ResNet50.pth", "radimagenet_resnet50.pth", "RadImageNet-ResNet50_notop.pth")
@@ -162,11 +161,7 @@ class RadImageNetSlices(FeatureExtractor):
 
     def settings(self) -> dict[str, Any]:
         if self._weights_id is None and self.weights is not None:
-            h = hashlib.sha256()
-            with open(self.weights, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            self._weights_id = h.hexdigest()[:16]
+            self._weights_id = weights_id(self.weights)
         return {
             "weights_sha256": self._weights_id,
             "slices_per_plane": self.slices_per_plane,

@@ -127,3 +127,20 @@ def test_not_computed_without_weights(cohorts, ph, tmp_path, monkeypatch):
         settings={**ph.SMALL_SETTINGS, "fid2d_weights": str(tmp_path / "nope.pth")},
     )
     assert "no such file" in missing["metrics"]["fid_radimagenet_2d"]["reason"]
+
+
+def test_slice_extractors_key_their_cache_by_the_weights_file(tmp_path):
+    """Both 2D FID extractors put the weights file's SHA-256 (first 16 hex digits) into their settings,
+    so features from other weights are never read back from the cache."""
+    import hashlib
+
+    from eval.features.inception import InceptionSlices
+    from eval.features.radimagenet import RadImageNetSlices
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not really weights" * 100_000)
+    expected = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    for cls in (InceptionSlices, RadImageNetSlices):
+        assert cls(weights=weights).settings()["weights_sha256"] == expected
+    weights.write_bytes(b"other")
+    assert RadImageNetSlices(weights=weights).settings()["weights_sha256"] != expected
