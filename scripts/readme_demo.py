@@ -13,6 +13,7 @@ a freshly built demo workspace and go to ``docs/screenshots/demo-*.png``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -77,11 +78,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def screenshots(workspace: Path) -> list[Path]:
-    from playwright.sync_api import sync_playwright
-
+@contextlib.contextmanager
+def app_server(env: dict[str, str]):
+    """``streamlit run app.py`` headless on a free port with ``env`` added; yields its URL once healthy."""
     port = _free_port()
-    env = {**os.environ, "CTDIFF_WORKSPACE": str(workspace), "CTDIFF_ORGANISER_CODE": "demo-organiser"}
     server = subprocess.Popen(
         [
             sys.executable,
@@ -99,12 +99,11 @@ def screenshots(workspace: Path) -> list[Path]:
             "none",
         ],
         cwd=REPO,
-        env=env,
+        env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    out: list[Path] = []
     try:
         for _ in range(300):
             try:
@@ -112,6 +111,18 @@ def screenshots(workspace: Path) -> list[Path]:
                 break
             except OSError:
                 time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def screenshots(workspace: Path) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out: list[Path] = []
+    env = {"CTDIFF_WORKSPACE": str(workspace), "CTDIFF_ORGANISER_CODE": "demo-organiser"}
+    with app_server(env) as url:
         SHOTS.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -154,9 +165,6 @@ def screenshots(workspace: Path) -> list[Path]:
             idle()
             shot("review-organiser")
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     return out
 
 

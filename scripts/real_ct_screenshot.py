@@ -13,32 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from readme_demo import CHROMIUM_ARGS, app_server  # scripts/ is on sys.path: this script's folder
+
 from ctdiff.data.realct import install_cohort
 from ctdiff_app.demo import ASSETS
 
 OUT = REPO / "docs" / "screenshots" / "real-ct-slice-browser.png"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def main(argv=None) -> int:
@@ -54,42 +42,14 @@ def main(argv=None) -> int:
             raise SystemExit(got["missing"])
         shutil.copytree(ASSETS / "samples", ws / "generated")
         (ws / "workspace.json").write_text(json.dumps({"name": "real CT"}))
-        port = _free_port()
-        env = {**os.environ, "CTDIFF_WORKSPACE": str(ws)}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.3)
+        with app_server({"CTDIFF_WORKSPACE": str(ws)}) as url:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(180_000)
                 page.goto(f"{url}/Slice_browser")
+                # the server-rendered viewer: one full-resolution image per pane, no WebGL textures to build
+                page.get_by_text("server-rendered").first.click()
                 page.locator(".js-plotly-plot .heatmaplayer image").first.wait_for()
                 page.get_by_text("chest_abdomen").first.wait_for()
                 page.wait_for_timeout(1500)
@@ -98,19 +58,8 @@ def main(argv=None) -> int:
                 OUT.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(OUT), full_page=True)
                 browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
     print(f"wrote {OUT}")
     return 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":
