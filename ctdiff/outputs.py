@@ -29,9 +29,11 @@ from pathlib import Path
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 
 INCOMPLETE = ".ctdiff-incomplete"
-# the demo workspace's own "started, not finished" marker (ctdiff_app.demo.BUILDING)
+# the "started, not finished" marker of demo workspaces built in place (before they were staged)
 UNFINISHED_MARKERS = (INCOMPLETE, ".building")
 PARTIAL_TAG = ".partial-"
+# folders ctdiff writes into a demo workspace as caches (rebuildable, never a user's data)
+DEMO_CACHES = ("review-cache", ".cache")
 
 
 def _read_json(path: Path) -> dict:
@@ -59,7 +61,14 @@ def _is_run_dir(folder: Path) -> bool:
 
 
 def _is_demo_workspace(folder: Path) -> bool:
-    return (folder / "workspace.json").is_file() or (folder / ".building").is_file()
+    # a (finished or unfinished) demo build, or a folder that holds nothing but ctdiff's caches
+    if (folder / "workspace.json").is_file() or (folder / ".building").is_file():
+        return True
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return False
+    return bool(names) and all(n in DEMO_CACHES for n in names)
 
 
 # command -> "this folder is a finished (or our own unfinished) output of the command"

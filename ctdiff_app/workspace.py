@@ -43,6 +43,14 @@ def read_workspace_info(workspace: str | os.PathLike) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def real_ct_folder(workspace: str | os.PathLike, info: Mapping[str, Any]) -> Path | None:
+    """The real-CT folder a workspace's ``workspace.json`` (``info``) names, or None. Its path is
+    relative to the workspace; an absolute one (workspaces built before paths were stored relative) is kept."""
+    cohort = info.get("real_ct_cohort")
+    folder = cohort.get("folder") if isinstance(cohort, Mapping) else None
+    return Path(workspace) / str(folder) if folder else None
+
+
 def is_run_dir(path: str | os.PathLike) -> bool:
     p = Path(path)
     return RunDir(p).is_run_dir()

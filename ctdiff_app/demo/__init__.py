@@ -15,11 +15,17 @@ start needs no sampling. :func:`ensure_demo_workspace` writes ``workspace/demo/`
   cached; otherwise ``workspace.json`` says why they are missing and the demo works without them,
 - ``workspace.json``: what was built, from what, and the demo reader code.
 
-``workspace.json`` (with ``"complete": true``) is written last and atomically: it is the completion
-mark. A ``.building`` marker lives in the folder while it is built. :func:`demo_state` decides what a
-start does: a finished workspace is reused; a missing or empty folder, an interrupted build, or a
-folder that holds only ctdiff's own caches (``review-cache/``, ``.cache/``) is (re)built, and the
-caller is told why; a folder with anything else in it (a user's files) is never deleted.
+The whole workspace is written into a hidden temporary sibling folder (``.demo.partial-XXXX``,
+:func:`ctdiff.outputs.staged_output`, as every batch command) and renamed onto its name at the end;
+``workspace.json`` (with ``"complete": true``) is written last inside it and is the completion mark.
+A build that fails, is interrupted or killed leaves no visible workspace (or the previous one, on
+``--force``). Everything the workspace stores is location-independent: the report, the review
+database and ``workspace.json`` name the workspace's files by paths relative to the file that holds
+them, so the finished folder can be renamed into place (and moved later). :func:`demo_state`
+decides what a start does: a finished workspace is reused; a missing or empty folder, an unfinished
+build (a ``.building`` marker left by builds made in place before builds were staged), or a folder
+that holds only ctdiff's own caches (``review-cache/``, ``.cache/``) is (re)built, and the caller is
+told why; a folder with anything else in it (a user's files) is never deleted, not even with ``--force``.
 """
 
 from __future__ import annotations
@@ -37,18 +43,19 @@ from ctdiff.config import config_from_dict
 from ctdiff.errors import InputError, OverwriteError
 from ctdiff.locations import DEFAULT_WORKSPACE as LOCATIONS_DEFAULT_WORKSPACE
 from ctdiff.model.checkpoint import BEST
+from ctdiff.outputs import DEMO_CACHES
 from ctdiff.training.rundir import RunDir
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_WORKSPACE = LOCATIONS_DEFAULT_WORKSPACE  # workspace/demo in the current folder
 WORKSPACE_JSON = "workspace.json"
-BUILDING = ".building"
+BUILDING = ".building"  # the unfinished-build marker of in-place builds (older versions); still recognised
 DEMO_READER_CODE = "demo-reader"
 REAL_SEED = 1  # held-out scans: another seed than the training cohort's
 REAL_N = 12
 REVIEW_PER_COHORT = 6
 # folders ctdiff writes into a workspace as caches (rebuildable, never a user's data)
-CACHE_ENTRIES = ("review-cache", ".cache")
+CACHE_ENTRIES = DEMO_CACHES
 REAL_CT_ENV = "CTDIFF_DEMO_REAL_CT"  # "0": build the demo without fetching the real CT scans
 
 Progress = Callable[..., None]
@@ -115,7 +122,8 @@ def ensure_demo_workspace(
     action, why = demo_state(ws)
     if action == "reuse" and not force:
         return ws
-    from ctdiff.outputs import check_no_overlap
+    from ctdiff.outputs import check_no_overlap, staged_output
+    from eval.review.db import dispose_engine
 
     check_no_overlap(ws, {"demo assets": ASSETS})
     if action == "refuse":
@@ -130,12 +138,6 @@ def ensure_demo_workspace(
     stages = 7 if report else 6
     if action == "rebuild" and progress is not None:
         progress(0, stages, why)
-    if ws.is_dir():
-        shutil.rmtree(ws)  # an unfinished earlier build, ctdiff's own caches, or --force
-    elif ws.exists():
-        ws.unlink()  # --force on a file
-    ws.mkdir(parents=True)
-    (ws / BUILDING).write_text("a demo build started here and has not finished; the next start rebuilds it\n")
     done = 0
 
     def tick(message: str) -> None:
@@ -144,14 +146,34 @@ def ensure_demo_workspace(
             progress(done, stages, message)
         done += 1
 
-    _build(ws, info, tick, report)
-    (ws / BUILDING).unlink()
+    try:
+        # force: demo_state has refused a user's folder above; staged_output checks again, with
+        # outputs.WRITTEN_BY["demo"] (a demo build, finished or not, or only ctdiff's caches), just
+        # before it renames the finished folder onto ``ws``
+        with staged_output(ws, command="demo", force=True, inputs={"demo assets": ASSETS}) as tmp:
+            try:
+                _build(tmp, info, tick, report)
+            finally:
+                # SQLite finds its -wal/-shm files by the database's name: close our connections
+                # before the folder is renamed (or removed)
+                dispose_engine(f"sqlite:///{tmp / REVIEW_DB}")
+                dispose_engine(f"sqlite:///{ws / REVIEW_DB}")
+            if not force and is_complete(ws):
+                raise _BuiltMeanwhile
+    except _BuiltMeanwhile:
+        pass  # another start (a second app session) finished the same workspace first: keep it
     if progress is not None:
         progress(stages, stages, "demo workspace ready")
     return ws
 
 
+class _BuiltMeanwhile(Exception):
+    """Another process finished the workspace while this one built it (this build is dropped)."""
+
+
 def _build(ws: Path, info: dict[str, Any], tick: Callable[[str], None], report: bool | str) -> None:
+    """Write every part into ``ws`` (the staging folder), ``workspace.json`` last. Nothing written
+    names ``ws`` itself: paths are relative (the folder is renamed when finished)."""
     from ctdiff.data.phantom import write_cohort
 
     cohort = info["train_cohort"]
@@ -172,14 +194,16 @@ def _build(ws: Path, info: dict[str, Any], tick: Callable[[str], None], report: 
     shutil.copy2(ASSETS / "model.pt", run.checkpoint(BEST))
     if report == "recompute" or (report and not (ASSETS / "report").is_dir()):
         tick("eval report (real vs generated, with the training cohort)")
-        _compute_report(ws)
+        report_dir = _compute_report(ws)
+        for prefix in dict.fromkeys((str(ws.resolve()), str(ws))):  # eval report keeps paths as given
+            _swap_paths(report_dir, prefix, RELATIVE_ROOT)
     elif report:
         tick("eval report (shipped with the demo assets)")
-        _install_report(ASSETS / "report", ws / "report", ws)
+        _install_report(ASSETS / "report", ws / "report")
     tick("review session")
     from eval.review.store import add_reader, create_session
 
-    db = f"sqlite:///{ws / 'reviews.sqlite'}"
+    db = f"sqlite:///{ws / REVIEW_DB}"  # the store keeps the case paths relative to the database's folder
     sid = create_session(
         db,
         "Demo reader study",
@@ -193,12 +217,15 @@ def _build(ws: Path, info: dict[str, Any], tick: Callable[[str], None], report: 
     tick("real CT scans (fetched once into the real-CT cache; see python -m ctdiff real-ct)")
     from ctdiff.data.realct import install_cohort
 
-    real_ct = install_cohort(ws / "real-ct", network=os.environ.get(REAL_CT_ENV, "1") != "0")
+    real_ct = install_cohort(ws / REAL_CT, network=os.environ.get(REAL_CT_ENV, "1") != "0")
+    if "folder" in real_ct:
+        real_ct["folder"] = REAL_CT  # relative to the workspace (ctdiff_app.workspace.real_ct_folder)
     write_json(
         ws / WORKSPACE_JSON,
         {
             "name": "demo",
             "complete": True,
+            "paths": "relative to this folder (report/report.json: relative to report/)",
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "synthetic_data": (
                 "train/, real/ and generated/ hold ctdiff phantoms or scans generated from them, no patient; "
@@ -215,6 +242,10 @@ def _build(ws: Path, info: dict[str, Any], tick: Callable[[str], None], report: 
 
 
 PLACEHOLDER = "@CTDIFF_DEMO_WORKSPACE@"
+# what the workspace root becomes in the workspace's report: its paths are relative to report/
+RELATIVE_ROOT = ".."
+REVIEW_DB = "reviews.sqlite"
+REAL_CT = "real-ct"
 REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
@@ -247,14 +278,16 @@ def _swap_paths(folder: Path, old: str, new: str) -> None:
         f.write_text(text, encoding="utf-8")
 
 
-def _install_report(src: Path, dst: Path, ws: Path) -> None:
-    """Copy the shipped report into the workspace with the placeholder set to the workspace path.
+def _install_report(src: Path, dst: Path) -> None:
+    """Copy the shipped report into the workspace with its paths relative to the report folder
+    (``../real/case_000.nii.gz``), so the workspace can be renamed into place and moved.
 
     The report was computed by :func:`export_assets` on exactly these inputs (seeded phantom
     cohorts, the shipped samples, a seeded bootstrap); ``--recompute-report`` computes it again.
+    The app matches a report's scans by content hash, never by path.
     """
     shutil.copytree(src, dst)
-    _swap_paths(dst, PLACEHOLDER, str(ws.resolve()))
+    _swap_paths(dst, PLACEHOLDER, RELATIVE_ROOT)
 
 
 # ------------------------------------------------------------------------------------ assets

@@ -527,6 +527,15 @@ def get_engine(db: str | Engine | None = None) -> Engine:
     return engine
 
 
+def dispose_engine(db: str) -> None:
+    """Close this process's pooled connections to one database URL and forget its engine: before the
+    database file is moved or renamed (SQLite finds its -wal/-shm files by the database's name)."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.pop((os.getpid(), str(db)), None)
+    if engine is not None:
+        engine.dispose()
+
+
 def dispose_engines() -> None:
     """Close every pooled connection (tests; before a process forks)."""
     with _ENGINES_LOCK:

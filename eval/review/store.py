@@ -157,6 +157,34 @@ def cache_root(db: str | Engine | None) -> Path:
     return user_cache_dir() / CACHE_FOLDER
 
 
+def _path_base(db: str | Engine | None) -> Path | None:
+    """The folder a SQLite database file lies in (stored paths below it are kept relative to it), else None."""
+    engine = get_engine(db)
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        if not engine.url.database.startswith("file:"):
+            return Path(engine.url.database).resolve().parent
+    return None
+
+
+def _to_stored(base: Path | None, path: str | os.PathLike) -> str:
+    """``path`` as the database keeps it: relative to ``base`` when it lies below it, so a folder that
+    holds the database and its scans (the demo workspace) can be moved or renamed whole; else absolute."""
+    p = Path(path)
+    if base is not None:
+        try:
+            return p.resolve().relative_to(base).as_posix()
+        except ValueError:
+            pass
+    return str(p)
+
+
+def _from_stored(base: Path | None, stored: str) -> str:
+    """A stored path made usable again: a relative one is resolved against the database's folder
+    (absolute paths, e.g. from databases written before paths were stored relative, are kept)."""
+    p = Path(stored)
+    return str(base / p) if base is not None and not p.is_absolute() else stored
+
+
 def _grid(s: ReviewSession) -> render.DisplayGrid:
     return render.DisplayGrid(tuple(int(v) for v in s.grid_shape), tuple(float(v) for v in s.grid_spacing))
 
@@ -329,14 +357,15 @@ def create_session(
         render.write_cached_case(cache_dir, code, render.to_grid(read_volume(path), grid))
         tick()
 
+    base = _path_base(db)
     with write_session(db) as session:
         s = ReviewSession(
             uid=uid,
             name=name,
             seed=int(seed),
-            real_dir=str(real_dir),
-            generated_dir=str(gen_dirs[0]),
-            conditions=[{"name": c, "dir": str(d)} for c, d in zip(conditions, gen_dirs)],
+            real_dir=_to_stored(base, real_dir),
+            generated_dir=_to_stored(base, gen_dirs[0]),
+            conditions=[{"name": c, "dir": _to_stored(base, d)} for c, d in zip(conditions, gen_dirs)],
             planes=list(planes),
             windows=list(windows),
             scroll=scroll,
@@ -354,7 +383,7 @@ def create_session(
             Case(
                 session_id=s.id,
                 code=code,
-                path=str(path),
+                path=_to_stored(base, path),
                 cohort=cohort,
                 condition=cond,
                 practice=path in practice_paths,
@@ -541,7 +570,8 @@ def record_signin(db: str | Engine | None, scope: str, client: str, ok: bool) ->
             row.last_failure = utcnow()
 
 
-def _session_info(session, s: ReviewSession) -> SessionInfo:
+def _session_info(session, s: ReviewSession, base: Path | None = None) -> SessionInfo:
+    """``base``: the database's folder, against which relative stored folders are resolved."""
     counts = dict(
         session.execute(
             select(Case.cohort, func.count())
@@ -555,8 +585,8 @@ def _session_info(session, s: ReviewSession) -> SessionInfo:
         name=s.name,
         created_at=s.created_at,
         seed=s.seed,
-        real_dir=s.real_dir,
-        generated_dir=s.generated_dir,
+        real_dir=_from_stored(base, s.real_dir),
+        generated_dir=_from_stored(base, s.generated_dir),
         n_real=int(counts.get("real", 0)),
         n_synthetic=int(counts.get("synthetic", 0)),
         n_readers=int(n_readers),
@@ -568,18 +598,23 @@ def _session_info(session, s: ReviewSession) -> SessionInfo:
         grid=_grid(s),
         skipped=tuple(tuple(x) for x in (s.skipped or [])),
         design=s.design,
-        conditions=tuple((c["name"], c["dir"]) for c in (s.conditions or [])) or (("", s.generated_dir),),
+        conditions=tuple((c["name"], _from_stored(base, c["dir"])) for c in (s.conditions or []))
+        or (("", _from_stored(base, s.generated_dir)),),
     )
 
 
 def session_info(db: str | Engine | None, session_id: int) -> SessionInfo:
+    base = _path_base(db)
     with read_session(db) as session:
-        return _session_info(session, _get_session(session, session_id))
+        return _session_info(session, _get_session(session, session_id), base)
 
 
 def list_sessions(db: str | Engine | None) -> list[SessionInfo]:
+    base = _path_base(db)
     with read_session(db) as session:
-        return [_session_info(session, s) for s in session.scalars(select(ReviewSession).order_by(ReviewSession.id))]
+        return [
+            _session_info(session, s, base) for s in session.scalars(select(ReviewSession).order_by(ReviewSession.id))
+        ]
 
 
 def session_progress(db: str | Engine | None, session_id: int) -> list[dict]:
@@ -616,7 +651,8 @@ def ensure_cache(db: str | Engine | None, session_id: int, progress: Progress | 
         )
     cache_dir = cache_root(db) / uid
     missing = set(render.missing_cases(cache_dir, [c for c, _ in cases]))
-    todo = [(c, p) for c, p in cases if c in missing]
+    base = _path_base(db)
+    todo = [(c, _from_stored(base, p)) for c, p in cases if c in missing]
     for i, (code, path) in enumerate(todo):
         render.write_cached_case(cache_dir, code, render.to_grid(read_volume(path), grid))
         if progress:

@@ -83,7 +83,8 @@ def test_home_offers_the_demo_real_ct_cohort_or_says_why_it_is_missing(app_env, 
     ws = app_env
     shutil.copytree(ws / "real", ws / "real-ct")  # stands in for the two scans
     info = json.loads((ws / "workspace.json").read_text())
-    (ws / "workspace.json").write_text(json.dumps({**info, "real_ct_cohort": {"folder": str(ws / "real-ct")}}))
+    # relative to the workspace, as the demo writes it (an absolute path, as older workspaces hold, works alike)
+    (ws / "workspace.json").write_text(json.dumps({**info, "real_ct_cohort": {"folder": "real-ct"}}))
     at = page("app.py")
     at.run()
     assert not at.exception

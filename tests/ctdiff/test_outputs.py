@@ -64,6 +64,24 @@ def test_force_replaces_only_the_commands_own_output(tmp_path):
     assert check_output(tmp_path / "empty", command="report", force=False).name == "empty"
 
 
+def test_force_replaces_a_demo_workspace_or_only_ctdiff_caches_never_a_users_files(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "review-cache" / "abc").mkdir(parents=True)
+    (ws / ".cache").mkdir()
+    assert check_output(ws, command="demo", force=True) == ws  # nothing but ctdiff's caches
+    (ws / "notes.txt").write_text("mine")
+    with pytest.raises(OverwriteError, match="not a demo workspace"):
+        check_output(ws, command="demo", force=True)
+    (ws / ".building").write_text("")  # an in-place build of an older version that did not finish
+    assert check_output(ws, command="demo", force=True) == ws
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "workspace.json").write_text('{"complete": true}')
+    assert check_output(done, command="demo", force=True) == done
+    with pytest.raises(OverwriteError, match="pass --force"):
+        check_output(done, command="demo", force=False)
+
+
 def test_unwritable_parent_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="parent path is a file"):

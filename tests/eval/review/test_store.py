@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -169,6 +170,33 @@ def test_create_session_balanced_by_default_with_opaque_ids(db_url, make_cohorts
     # every case is cached on the display grid before create_session returns
     cache = store.cache_root(db_url)
     assert sorted(p.stem for p in cache.rglob("*.npy")) == sorted(cases)
+
+
+def test_case_paths_are_stored_relative_to_a_sqlite_file_that_holds_them(tmp_path, make_cohorts):
+    """Scans below the database's folder are stored relative to it (the folder can be moved whole, as the
+    demo workspace is renamed into place); scans elsewhere keep absolute paths; both are read back whole."""
+    real, gen = make_cohorts(n_real=2, n_gen=2, name="ws")
+    inside = f"sqlite:///{tmp_path / 'ws' / 'reviews.sqlite'}"
+    outside = f"sqlite:///{tmp_path / 'elsewhere' / 'reviews.sqlite'}"
+    try:
+        sid_in = store.create_session(inside, "in", real, gen)
+        sid_out = store.create_session(outside, "out", real, gen)
+        stored_in = sorted(p for p, _ in _cohort_of(inside).values())
+        assert stored_in == sorted(f"{f.parent.name}/{f.name}" for f in find_cases(real)[:2] + find_cases(gen)[:2])
+        assert all(Path(p).is_absolute() and Path(p).is_file() for p, _ in _cohort_of(outside).values())
+        for db, sid in ((inside, sid_in), (outside, sid_out)):
+            info = store.session_info(db, sid)
+            assert (info.real_dir, info.conditions[0][1]) == (str(real), str(gen))
+        review_db.dispose_engines()
+        moved = tmp_path / "moved"
+        (tmp_path / "ws").rename(moved)
+        db = f"sqlite:///{moved / 'reviews.sqlite'}"
+        info = store.session_info(db, sid_in)
+        assert info.real_dir == str(moved / real.name)
+        shutil.rmtree(store.cache_root(db))
+        assert store.ensure_cache(db, sid_in) == 4  # every case re-read from its stored relative path
+    finally:
+        review_db.dispose_engines()
 
 
 def test_create_session_sizes_seed_and_bad_input(db_url, make_cohorts):
