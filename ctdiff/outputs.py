@@ -172,9 +172,11 @@ def check_output(
         except OSError as exc:
             raise ConfigError(f"cannot list the output folder ({type(exc).__name__})", out_path) from None
         if non_empty:
-            if not force:
+            ours = WRITTEN_BY[command](out_path)
+            if not force and ours:
                 raise OverwriteError("output folder exists and is not empty; pass --force to replace it", out_path)
-            if not WRITTEN_BY[command](out_path):
+            if not ours:
+                # with or without --force: do not suggest a --force that would be refused
                 raise OverwriteError(
                     f"exists and is not {WHAT[command]} (no completion mark such as its manifest); --force "
                     "replaces only that, so choose another --out or empty the folder yourself",

@@ -93,7 +93,12 @@ def places(tmp_path_factory):
     (tmp / "weights.txt").write_text("these are not weights\n")
     (tmp / "foreign").mkdir()
     (tmp / "foreign" / "notes.txt").write_text("someone else's files\n")
+    # a run dir as train leaves it when stopped before its first checkpoint
+    (tmp / "early").mkdir()
+    (tmp / "early" / "config.yaml").write_text("name: tiny-corpus\n")
+    (tmp / "early" / "split.json").write_text('{"seed": 0, "train": [], "val": []}\n')
     return {
+        "early_run": str(tmp / "early"),
         "tmp": str(tmp),
         "real": str(tmp / "real"),
         "gen": str(tmp / "gen"),

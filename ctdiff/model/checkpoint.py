@@ -80,7 +80,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             candidate = p / CHECKPOINT_DIR / name
             if candidate.is_file():
                 return candidate
-        raise InputError(f"run dir holds no {CHECKPOINT_DIR}/{BEST} or {CHECKPOINT_DIR}/{LAST}", p)
+        raise InputError(
+            f"run dir holds no {CHECKPOINT_DIR}/{BEST} or {CHECKPOINT_DIR}/{LAST} yet: training saves the first at "
+            "the end of its first epoch (a run stopped before that has none)",
+            p,
+        )
     if not p.exists():
         raise InputError("no such checkpoint file or run dir", p)
     return p

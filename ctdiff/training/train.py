@@ -534,8 +534,10 @@ class Trainer:
 # ---------------------------------------------------------------------------------- entry point
 def _check_run_dir(run_dir: Path, force: bool, inputs: dict | None = None) -> None:
     """Refuse a run dir that is, holds or lies inside an input (--force would delete the dataset), a
-    non-empty one without --force, and with --force anything that is not a run dir."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not force:
+    non-empty run dir without --force, and any other non-empty folder (with or without --force)."""
+    from ctdiff.outputs import WRITTEN_BY
+
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not force and WRITTEN_BY["train"](run_dir):
         from ctdiff.outputs import check_no_overlap
 
         check_no_overlap(run_dir, inputs or {})
@@ -543,6 +545,23 @@ def _check_run_dir(run_dir: Path, force: bool, inputs: dict | None = None) -> No
             "run dir exists and is not empty; pass --resume to continue it or --force to start over", run_dir
         )
     check_output(run_dir, command="train", force=force, inputs=inputs)
+
+
+def _resume_checkpoint(run_dir: Path) -> Path:
+    """``checkpoints/last.pt`` of the run to resume, or a one-line InputError saying why there is none."""
+    files = RunDir(run_dir)
+    path = files.checkpoint(LAST)
+    if path.is_file():
+        return path
+    if not files.is_run_dir():
+        raise InputError(
+            "is not a run dir, so there is nothing to resume; start a run with --config and --data", run_dir
+        )
+    raise InputError(
+        f"has no {files.CHECKPOINTS}/{LAST} to resume from: the run stopped before it saved one (train.checkpoint_every "
+        "epochs, the end, Ctrl-C and SIGTERM save it); start it again with --force",
+        run_dir,
+    )
 
 
 def train(
@@ -568,7 +587,7 @@ def train(
     try:
         ckpt = ckpt_path = None
         if resume:
-            ckpt_path = RunDir(run_dir).checkpoint(LAST)
+            ckpt_path = _resume_checkpoint(run_dir)
             ckpt = load_checkpoint(ckpt_path)
             saved = checkpoint_config(ckpt, ckpt_path)
             base = config if config is not None else saved

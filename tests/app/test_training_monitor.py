@@ -212,3 +212,26 @@ def test_sampling_defaults_survive_a_broken_config(tmp_path):
     assert sampling_defaults(tmp_path) == ("ddpm", 50)
     (tmp_path / "config.yaml").write_text("sample:\n  sampler: ddim\n  steps: 0\n")
     assert sampling_defaults(tmp_path) == ("ddim", 50)
+
+
+def test_run_without_history_or_checkpoint_yet(app_env, page):
+    """A run dir as `train` leaves it before its first epoch ends: config.yaml and split.json only."""
+    import shutil
+
+    early = app_env / "early"
+    early.mkdir()
+    shutil.copy(app_env / "run" / "config.yaml", early / "config.yaml")
+    shutil.copy(app_env / "run" / "split.json", early / "split.json")
+    for script in (MONITOR, "app.py"):
+        at = page(script)
+        at.session_state["run_dir"] = str(early)
+        at.session_state["selection_source"] = "test"
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        if script == MONITOR:
+            infos = [i.value for i in at.info]
+            assert "No history.csv yet: training has not finished its first epoch." in infos
+            assert any(i.startswith("No checkpoint yet") for i in infos)
+            assert not at.button  # no Generate form without a checkpoint
+        else:
+            assert "checkpoint: none yet" in [m.value for m in at.markdown]

@@ -268,6 +268,22 @@ CLI_CORPUS: dict[str, tuple[list[str], int, str]] = {
         2,
         "not a run dir",
     ),
+    "train_out_foreign_without_force": (  # refused without suggesting a --force that would be refused too
+        ["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out", "{foreign}"],
+        2,
+        "is not a run dir",
+    ),
+    # a run stopped before its first checkpoint
+    "sample_run_without_checkpoint": (
+        ["-m", "ctdiff", "sample", "--run", "{early_run}", "--out", "{new}"],
+        2,
+        "holds no checkpoints/best.pt or checkpoints/last.pt yet",
+    ),
+    "train_resume_without_checkpoint": (
+        ["-m", "ctdiff", "train", "--out", "{early_run}", "--resume"],
+        2,
+        "has no checkpoints/last.pt to resume from",
+    ),
     "sample_force_on_foreign_folder": (
         ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{foreign}", "--force"],
         2,

@@ -258,6 +258,46 @@ def test_cli_refuses_to_overwrite_a_run(dataset, tmp_path, capsys):
         train(tiny(), dataset, run, progress=False)
 
 
+def test_force_replaces_only_a_run_dir_and_a_run_without_checkpoint_gives_one_line(dataset, tmp_path, capsys):
+    """--out on someone else's folder is refused with or without --force (and --force is not suggested); a
+    run stopped before its first checkpoint (config.yaml and split.json only) is refused by sample --run and
+    train --resume in one line each, and replaced by train --force."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(tiny(epochs=1, preview_every=0).to_yaml())
+    start = ["train", "--config", str(cfg), "--data", str(dataset), "--no-progress", "--out"]
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_text("years of work")
+    for extra in ([], ["--force"]):
+        capsys.readouterr()
+        assert main([*start, str(foreign), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is not a run dir" in err and "pass --force" not in err and err.count("\n") == 1, err
+    assert [p.name for p in foreign.iterdir()] == ["thesis.docx"] and (foreign / "thesis.docx").read_text()
+
+    early = tmp_path / "early"
+
+    def stop(step, loss):  # a crash (or kill -9) before the first epoch ends: no checkpoint is saved
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(tiny(epochs=1, preview_every=0), dataset, early, progress=False, on_step=stop)
+    assert sorted(p.name for p in early.iterdir()) == ["config.yaml", "split.json"]
+    capsys.readouterr()
+    assert main(["sample", "--run", str(early), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no checkpoints/best.pt or checkpoints/last.pt yet" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()
+    assert main(["train", "--out", str(early), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "has no checkpoints/last.pt to resume from" in err and "--force" in err and err.count("\n") == 1, err
+    assert main([*start, str(early)]) == 2
+    assert "pass --resume to continue it or --force" in capsys.readouterr().err
+    assert main([*start, str(early), "--force"]) == 0  # a run dir ctdiff wrote: replaced
+    assert load_checkpoint(early / "checkpoints" / "last.pt")["step"] == 2
+    assert [r["epoch"] for r in read_history(early / "history.csv")] == [1]
+
+
 def test_sigterm_saves_last_checkpoint_and_resume_hint(dataset, tmp_path):
     """`kill PID` on a running `python -m ctdiff train` saves last.pt like Ctrl-C and exits 130."""
     import signal
