@@ -155,3 +155,33 @@ def test_non_finite_sampler_output_is_an_error_not_a_volume(tmp_path, monkeypatc
     )
     with pytest.raises(InputError, match="non-finite values"):
         sample_mod.sample(bundle, 2, steps=3)
+
+
+class _Payload:
+    """A pickled object that, when unpickled by a plain ``pickle``/``torch.load``, creates a file."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+def test_a_checkpoint_with_pickled_code_never_runs_it(tmp_path, capsys):
+    """What held in issue 17 (7 attempts) stays held: checkpoints load with weights_only=True."""
+    from ctdiff.cli import main as ctdiff_main
+    from ctdiff.model.checkpoint import load_checkpoint
+
+    target = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"config": {}, "model": _Payload(str(target))}, evil)
+    # the file is a real attack: an unrestricted load runs the payload
+    torch.load(evil, weights_only=False)
+    assert target.exists()
+    target.unlink()
+    with pytest.raises(InputError) as info:
+        load_checkpoint(evil)
+    assert "\n" not in str(info.value) and str(evil) in str(info.value)
+    assert ctdiff_main(["sample", "--checkpoint", str(evil), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not target.exists() and not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ from ctdiff.data.phantom import write_cohort
 from ctdiff.data.volume import Volume
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from ctdiff.outputs import INCOMPLETE, check_distinct_inputs, check_no_overlap, check_output, staged_output
-from tests.corpus.bad_inputs import _dicom, gz_crc_flipped
+from tests.corpus.bad_inputs import _dicom, gz_crc_flipped, gz_data_byte_flipped
 
 
 # ------------------------------------------------------------------------------ overlap
@@ -225,6 +225,24 @@ def test_gzip_crc_error_is_an_error_not_data(tmp_path):
         gzip.decompress(bad.read_bytes())
     with pytest.raises(InputError, match="CRC check failed"):
         read_volume(bad)
+
+
+def test_prepare_skips_and_lists_a_gzip_with_one_flipped_byte(tmp_path, capsys):
+    """Issue 17 case 2: one flipped byte inside a .nii.gz made prepare exit 0 with 37 wrong voxels."""
+    from ctdiff.cli import main
+
+    src = tmp_path / "src"
+    write_cohort(src, n=2, shape=(16, 16, 6), seed=0, progress=False)
+    (tmp_path / "bad").mkdir()
+    gz_data_byte_flipped(tmp_path / "bad").rename(src / "flipped.nii.gz")
+    out = tmp_path / "out"
+    assert main(["prepare", "--src", str(src), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n_cases"] == 2 and [s["source"] for s in manifest["skipped"]] == ["flipped.nii.gz"]
+    assert "CRC check failed" in manifest["skipped"][0]["reason"]
+    assert "flipped.nii.gz" in err and "skipped 1 case" in err
+    assert sorted(p.name for p in out.iterdir()) == ["case_000.nii.gz", "case_001.nii.gz", "manifest.json"]
 
 
 def test_dicom_rescale_needs_tags_or_an_explicit_assumption(tmp_path):

@@ -199,6 +199,22 @@ def test_case_paths_are_stored_relative_to_a_sqlite_file_that_holds_them(tmp_pat
         review_db.dispose_engines()
 
 
+def test_sql_in_names_codes_and_comments_is_stored_as_text(db_url, make_cohorts):
+    """What held in issue 17 stays held: every value reaches the database as a bound parameter."""
+    real, gen = make_cohorts(n_real=2, n_gen=2)
+    evil = "x'); DROP TABLE review_answers; --"
+    sid = store.create_session(db_url, evil, real, gen)
+    code = store.add_reader(db_url, sid, evil, code="code' OR '1'='1")
+    assert store.find_reader(db_url, "' OR '1'='1") is None  # no injected match
+    reader = store.find_reader(db_url, code)
+    assert reader is not None and reader.reader_name == evil and reader.session_name == evil
+    first = store.reader_case(db_url, reader.reader_id, 0).code
+    _answer(db_url, reader.reader_id, first, comment=evil)
+    (record,) = store.answer_records(db_url, sid)
+    assert record["comment"] == evil and record["session"] == evil
+    assert {"review_answers", "review_sessions"} <= set(inspect(get_engine(db_url)).get_table_names())
+
+
 def test_create_session_sizes_seed_and_bad_input(db_url, make_cohorts):
     real, gen = make_cohorts(n_real=4, n_gen=3)
     a = store.create_session(db_url, "a", real, gen, n_real=3, n_generated=1, seed=5)
