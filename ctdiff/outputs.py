@@ -92,6 +92,13 @@ WHAT = {
 }
 
 
+def register_output(command: str, what: str, written_by: Callable[[Path], bool]) -> None:
+    """Add a command whose module owns its output's file names (``train-autoencoder``, ``real-ct``,
+    eval's ``selftest``): ``written_by(folder)`` recognises its completion mark, ``what`` names it."""
+    WRITTEN_BY[command] = written_by
+    WHAT[command] = what
+
+
 def resolved(path: str | os.PathLike, what: str = "path") -> Path:
     """``Path.resolve`` with a one-line error for a symlink loop (RuntimeError before Python 3.13)."""
     try:

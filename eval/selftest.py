@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import html as _html
+import json
 import math
 import os
 import tempfile
@@ -33,15 +34,28 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ctdiff.atomic import plain_json, prepare_output_dir, write_json, write_text
+from ctdiff.atomic import plain_json, write_json, write_text
 from ctdiff.data.io import write_nifti
-from ctdiff.errors import ConfigError, InputError, OverwriteError
+from ctdiff.errors import ConfigError, InputError
+from ctdiff.outputs import check_output, register_output, staged_output
 from eval.report.build import build_report
 from eval.report.cases import common_grid, put_on_grid, read_cohort
 from eval.report.gap import Z95, bootstrap_se
 from eval.report.registry import FAST_FAMILIES, METRICS, parse_metric_names
 
 SCHEMA = "ctdiff-eval-selftest/1"
+SELFTEST_JSON = "selftest.json"
+
+
+def _is_selftest_folder(folder: Path) -> bool:
+    try:
+        info = json.loads((folder / SELFTEST_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("schema") == SCHEMA
+
+
+register_output("selftest", "a selftest folder", _is_selftest_folder)
 FAST_METRICS = ",".join(FAST_FAMILIES)  # intensity,noise,texture,similarity
 BODY_HU = -500.0  # voxels above this are the patient (air stays air under contrast changes)
 
@@ -247,10 +261,11 @@ def run_selftest(
         raise ConfigError(str(exc)) from None
     if n_bootstrap < 2:
         raise ConfigError(f"--bootstrap must be at least 2 for the detection test (got {n_bootstrap})")
+    out_inputs = {"--real": real, "--train": train, "--cache-dir": cache_dir}
     if out is not None:
-        o = Path(out)
-        if o.exists() and (not o.is_dir() or any(o.iterdir())) and not force:
-            raise OverwriteError("output folder exists and is not empty; pass --force to overwrite", o)
+        # before minutes of work and before anything is deleted: --out must not overlap an input, and
+        # --force replaces only a selftest folder
+        check_output(out, command="selftest", force=force, inputs=out_inputs)
     cases, skipped = read_cohort(real, "real")
     if len(cases) < 4:
         raise InputError(
@@ -350,10 +365,10 @@ def run_selftest(
             progress("done", steps, steps)
     result = plain_json(result)
     if out is not None:
-        o = prepare_output_dir(out, force)
-        write_json(o / "selftest.json", result)
-        write_text(o / "selftest.md", render_markdown(result))
-        write_text(o / "selftest.html", render_html(result))
+        with staged_output(out, command="selftest", force=force, inputs=out_inputs) as o:
+            write_text(o / "selftest.md", render_markdown(result))
+            write_text(o / "selftest.html", render_html(result))
+            write_json(o / SELFTEST_JSON, result)  # the completion mark, last
     return result
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import lzma
 import os
 import shutil
@@ -37,10 +38,22 @@ from pathlib import Path
 
 from ctdiff.atomic import atomic_path, write_json
 from ctdiff.errors import InputError, OverwriteError
+from ctdiff.outputs import register_output
 
 CACHE_ENV = "CTDIFF_REAL_CT_CACHE"
 DEFAULT_CACHE = Path("~/.cache/ctdiff/real-ct")
 MANIFEST = "manifest.json"
+
+
+def _is_real_ct_folder(folder: Path) -> bool:
+    try:
+        info = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("real_ct") is True
+
+
+register_output("real-ct", "a real-CT folder", _is_real_ct_folder)
 CHEST, CHEST_LABELS, HEAD = "chest_abdomen.nii.gz", "chest_abdomen_labels.nii.gz", "head.nii.gz"
 # Seconds one registry request may take: offline, pip and apt-get fail at once on DNS; a registry
 # that accepts the connection and then stalls must not hang the command (or the demo) for long.
@@ -457,16 +470,19 @@ def write_real_ct(
 
     from ctdiff.data.inv3 import read_inv3
     from ctdiff.data.io import write_nifti
+    from ctdiff.outputs import check_output
 
     out = Path(out).expanduser()
     root = cache_dir(cache)
     if out.exists():
         if not out.is_dir():
             raise OverwriteError("exists and is not a folder", out)
-        if any(out.iterdir()) and not force:
+        if any(out.iterdir()) and not force and _is_real_ct_folder(out):
             raise OverwriteError("output folder exists and is not empty; pass --force to overwrite", out)
         if root.resolve() == out.resolve() or root.resolve().is_relative_to(out.resolve()):
             raise InputError(f"is (or holds) the cache {root}; --force would delete the cache", out)
+    # --force replaces only a folder this command wrote (its manifest.json), never someone else's files
+    check_output(out, command="real-ct", force=force)
     bar = tqdm(total=5, desc="real CT", unit="step", disable=not progress)
 
     def say(message: str) -> None:

@@ -34,9 +34,18 @@ import torch.nn.functional as F
 from ctdiff.atomic import atomic_path, write_json, write_text
 from ctdiff.config import DataConfig, _build
 from ctdiff.errors import ConfigError, InputError, OverwriteError
+from ctdiff.outputs import check_no_overlap, check_output, register_output
 
 FORMAT = "ctdiff-autoencoder-1"
 AUTOENCODER_FILE, HISTORY_FILE, EVAL_FILE = "autoencoder.pt", "history.csv", "eval.json"
+
+
+def _is_autoencoder_dir(folder: Path) -> bool:
+    # train-autoencoder saves autoencoder.pt every checkpoint_every steps and eval.json at the end
+    return (folder / AUTOENCODER_FILE).is_file() or (folder / EVAL_FILE).is_file()
+
+
+register_output("train-autoencoder", "an autoencoder folder", _is_autoencoder_dir)
 SOFT_TISSUE_HU = (-150.0, 150.0)  # where the noise SD is measured
 
 
@@ -428,8 +437,11 @@ def train_autoencoder(
     else:
         if data_dir is None:
             raise ConfigError("a dataset is needed to train an autoencoder (--data DIR)")
-        if out.exists() and any(out.iterdir()) and not force:
+        # before anything is deleted: --out must not overlap --data, and --force replaces only our own folder
+        check_no_overlap(out, {"--data": data_dir})
+        if out.is_dir() and any(out.iterdir()) and not force and _is_autoencoder_dir(out):
             raise OverwriteError("output folder exists and is not empty; pass --resume to continue or --force", out)
+        check_output(out, command="train-autoencoder", force=force, inputs={"--data": data_dir})
         cfg = autoencoder_config(_apply(config or {}, overrides))
         train_files, val_files = make_split(dataset_files(data_dir), cfg.val_fraction, cfg.seed)
         if not val_files and len(train_files) > 1:  # small cohorts: hold out one volume at least
@@ -550,6 +562,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.resume and args.force:
         raise ConfigError("--resume and --force contradict each other")
+    # --force deletes --out: it must not hold the dataset or the config file
+    check_no_overlap(args.out, {"--data": args.data, **({"--config": args.config} if args.force else {})})
     values = None
     if args.config:
         p = Path(args.config)

@@ -284,6 +284,32 @@ CLI_CORPUS: dict[str, tuple[list[str], int, str]] = {
         2,
         "has no checkpoints/last.pt to resume from",
     ),
+    # commands outside the list that also take --out and --force
+    "autoencoder_out_is_data": (
+        ["-m", "ctdiff", "train-autoencoder", "--data", "{real}", "--out", "{real}", "--force"],
+        2,
+        "is the input --data",
+    ),
+    "autoencoder_force_on_foreign_folder": (
+        ["-m", "ctdiff", "train-autoencoder", "--data", "{real}", "--out", "{foreign}", "--force"],
+        2,
+        "not an autoencoder folder",
+    ),
+    "realct_force_on_foreign_folder": (
+        ["-m", "ctdiff", "real-ct", "--out", "{foreign}", "--force", "--offline"],
+        2,
+        "not a real-CT folder",
+    ),
+    "selftest_out_is_real": (
+        ["-m", "eval", "selftest", "--real", "{real}", "--out", "{real}", "--force"],
+        2,
+        "is the input --real",
+    ),
+    "selftest_force_on_foreign_folder": (
+        ["-m", "eval", "selftest", "--real", "{real}", "--out", "{foreign}", "--force"],
+        2,
+        "not a selftest folder",
+    ),
     "sample_force_on_foreign_folder": (
         ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{foreign}", "--force"],
         2,

@@ -135,6 +135,10 @@ def test_selftest_files_and_cli(selftest, capsys, tmp_path):
     printed = json.loads(capsys.readouterr().out)
     assert list(printed["degradations"]) == ["contrast"]
     assert eval_main(args) == 2 and "--force" in capsys.readouterr().err
+    assert eval_main(args + ["--force"]) == 0  # its own folder: replaced whole, through a staged sibling
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["selftest.html", "selftest.json", "selftest.md"]
+    assert [p.name for p in tmp_path.iterdir()] == ["st"]
+    capsys.readouterr()
     assert eval_main(args[:-1] + ["--force", "--degradations", "melt"]) == 2
     assert "unknown degradation" in capsys.readouterr().err
     few = tmp_path / "few"
