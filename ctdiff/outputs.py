@@ -19,9 +19,12 @@ Every command with ``--out`` goes through this module (one owner for the rules):
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -213,13 +216,16 @@ def staged_output(
     final = check_output(out, command=command, force=force, inputs=inputs)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{PARTIAL_TAG}", dir=final.parent))
     except OSError as exc:
         raise ConfigError(
             f"cannot create the output folder ({type(exc).__name__}: {exc.strerror or exc})", final
         ) from None
     try:
-        (tmp / INCOMPLETE).write_text(f"'{command}' started writing this folder and did not finish; delete it\n")
+        (tmp / INCOMPLETE).write_text(
+            f"'{command}' started writing this folder and did not finish; delete it\n{_OWNER_FORMAT.format(*_owner())}\n"
+        )
         yield tmp
         (tmp / INCOMPLETE).unlink()
         _public_mode(tmp)
@@ -227,6 +233,45 @@ def staged_output(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_OWNER_FORMAT = "pid={} host={}"
+_OWNER_RE = re.compile(r"^pid=(\d+) host=(\S+)$", re.MULTILINE)
+
+
+def _owner() -> tuple[int, str]:
+    return os.getpid(), socket.gethostname()
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) is not a harmless probe on Windows: never call a folder stale there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(final: str | os.PathLike) -> list[Path]:
+    """Delete the temporary folders of earlier runs for ``final`` whose process is gone (a hard kill,
+    a power loss); return them. Only a folder that holds our marker naming a process of this machine
+    that no longer exists is removed: a live run's folder, or one from another machine, stays."""
+    final = Path(final)
+    removed = []
+    host = socket.gethostname()
+    for folder in final.parent.glob(f".{glob.escape(final.name)}{PARTIAL_TAG}*"):
+        try:
+            found = _OWNER_RE.search((folder / INCOMPLETE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue
+        if found is None or found.group(2) != host or _process_alive(int(found.group(1))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def _commit(tmp: Path, final: Path, command: str, force: bool) -> None:

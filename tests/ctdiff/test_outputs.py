@@ -115,6 +115,38 @@ def test_staged_output_is_all_or_nothing(tmp_path):
     assert not (out / INCOMPLETE).exists()
 
 
+def test_stale_temporary_folders_of_dead_processes_are_removed_live_ones_kept(tmp_path):
+    """What a `kill -9` leaves (a hidden .NAME.partial-XXXX) is removed by the next run for the same
+    output, but only when the process that wrote it is gone and ran on this machine."""
+    import socket
+    import subprocess
+    import sys
+
+    from ctdiff.outputs import remove_stale_partials
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid, host = int(done.stdout), socket.gethostname()
+    owners = {
+        "dead": f"pid={dead_pid} host={host}",
+        "live": f"pid={os.getpid()} host={host}",
+        "other-host": f"pid={dead_pid} host=not-{host}",
+        "no-owner": "",
+    }
+    for name, owner in owners.items():
+        (tmp_path / f".out.partial-{name}").mkdir()
+        (tmp_path / f".out.partial-{name}" / INCOMPLETE).write_text(f"'phantom' started writing this folder\n{owner}\n")
+    (tmp_path / ".other.partial-dead").mkdir()  # another output's folder
+    (tmp_path / ".other.partial-dead" / INCOMPLETE).write_text(owners["dead"])
+    assert remove_stale_partials(tmp_path / "out") == [tmp_path / ".out.partial-dead"]
+    kept = [".other.partial-dead", ".out.partial-live", ".out.partial-no-owner", ".out.partial-other-host"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    # staged_output does it before it starts, and its own marker names its process
+    with staged_output(tmp_path / "out", command="phantom", force=False) as tmp:
+        assert f"pid={os.getpid()} host={host}" in (tmp / INCOMPLETE).read_text()
+        (tmp / "manifest.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "out"])
+
+
 def test_phantom_killed_half_way_leaves_no_cohort(tmp_path, monkeypatch):
     import ctdiff.data.phantom.cohort as phantom  # write_cohort calls make_phantom there
 

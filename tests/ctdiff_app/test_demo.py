@@ -256,7 +256,7 @@ def test_build_that_fails_half_way_leaves_no_workspace_and_keeps_the_previous_on
     assert demo_state(ws)[0] == "reuse"
 
 
-def test_killed_build_leaves_the_previous_workspace_and_only_a_hidden_partial_folder(tmp_path, demo_ws):
+def test_killed_build_leaves_the_previous_workspace_and_only_a_hidden_partial_folder(tmp_path, demo_ws, no_real_ct):
     """A SIGKILL (no Python clean-up runs) during a --force rebuild: the old workspace is still the one in
     place, and what the killed build wrote is a hidden sibling that every reader refuses."""
     import os
@@ -291,6 +291,9 @@ def test_killed_build_leaves_the_previous_workspace_and_only_a_hidden_partial_fo
     # the next start reuses the finished workspace as it is
     calls = []
     assert ensure_demo_workspace(ws, progress=lambda *a: calls.append(a)) == ws and calls == []
+    # the next build removes the killed build's leftover (its process is gone) and leaves nothing else
+    ensure_demo_workspace(ws, report=False, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["ws"] and is_complete(ws)
 
 
 def test_moved_workspace_still_opens(tmp_path, no_real_ct):
