@@ -41,7 +41,10 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the bootstrap and the degradations")
     parser.add_argument(
-        "--max-train", type=int, default=8, help="use at most this many training scans (SSIM pairs grow quadratically)"
+        "--max-train",
+        type=int,
+        default=8,
+        help="use at most this many training scans (SSIM pairs grow quadratically; 0: all)",
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes for per-scan measurements")
     parser.add_argument("--cache-dir", default=None, help="feature cache folder for radiomics (default: no cache)")
@@ -49,8 +52,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
 
 
+def check_args(args) -> None:
+    """Every option checked here, before any scan is read (ConfigError, one line)."""
+    from ctdiff import validate
+    from ctdiff.errors import ConfigError
+
+    validate.integer(args.bootstrap, "--bootstrap", low=2, high=1_000_000)
+    validate.seed(args.seed, count=2)  # the training subset is drawn with seed + 1
+    validate.metric_list(args.metrics)
+    if args.degradations is not None and not any(d.strip() for d in args.degradations.split(",")):
+        raise ConfigError("--degradations is empty; leave it out to run every degradation")
+    validate.integer(args.max_train, "--max-train", low=0, high=100_000)
+    validate.integer(args.workers, "--workers", low=1, high=1024)
+
+
 def run(args) -> int:
     from tqdm import tqdm
+
+    check_args(args)
 
     bar = tqdm(total=None, desc="selftest", unit="report", file=sys.stderr)
 

@@ -494,6 +494,81 @@ def test_report_options(tmp_path, monkeypatch, capsys, tiny_cohort, bootstrap, s
     assert json.dumps(sorted(p.name for p in tiny_cohort.iterdir())) == json.dumps(["ckpt.pt", "gen", "real"])
 
 
+DEGRADATION_WORDS = st.sampled_from(["blur", "added_noise", "", " ", "melt", ",", "contrast"])
+
+
+@FUZZ_CLI
+@given(
+    bootstrap=INTS,
+    seed=INTS,
+    max_train=INTS,
+    workers=INTS,
+    metrics=st.one_of(st.none(), st.lists(METRIC_WORDS, max_size=3).map(",".join)),
+    degradations=st.one_of(st.none(), st.lists(DEGRADATION_WORDS, max_size=3).map(",".join)),
+    same=st.booleans(),
+)
+def test_selftest_options(
+    tmp_path, monkeypatch, capsys, tiny_cohort, bootstrap, seed, max_train, workers, metrics, degradations, same
+):
+    import eval.selftest as selftest
+    from eval.cli import main
+
+    monkeypatch.setattr(selftest, "read_cohort", _reach())
+    out = tiny_cohort / "real" if same else tmp_path / f"o{next(_counter)}"
+    argv = ["selftest", "--real", str(tiny_cohort / "real"), "--out", str(out), "--force"]
+    argv += ["--bootstrap", str(bootstrap), "--seed", str(seed), "--max-train", str(max_train)]
+    argv += ["--workers", str(workers)]
+    if metrics is not None:
+        argv += [f"--metrics={metrics}"]
+    if degradations is not None:
+        argv += [f"--degradations={degradations}"]
+    rc, err, reached = _run_cli(main, argv, capsys)
+    if reached:
+        assert not same and 2 <= bootstrap and 0 <= seed < 2**32 - 1 and 0 <= max_train and 1 <= workers
+        assert metrics is None or all(m.strip() for m in metrics.split(","))
+        assert degradations is None or any(d.strip() for d in degradations.split(","))
+    else:
+        _one_line_error(rc, err)
+    if not same:
+        assert not out.exists()
+    assert json.dumps(sorted(p.name for p in tiny_cohort.iterdir())) == json.dumps(["ckpt.pt", "gen", "real"])
+
+
+AE_KEYS = st.sampled_from(["steps", "batch_size", "lr", "seed", "patch", "kl_weight", "val_fraction", "nonsense"])
+
+
+@FUZZ_CLI
+@given(
+    sets=st.lists(st.tuples(AE_KEYS, YAML_VALUES), max_size=3),
+    device=DEVICES,
+    threads=st.one_of(st.none(), INTS),
+    same=st.booleans(),
+)
+def test_train_autoencoder_options(tmp_path, monkeypatch, capsys, tiny_cohort, sets, device, threads, same):
+    import ctdiff.data.dataset as dataset  # train_autoencoder loads the cases from there
+    import ctdiff.model.autoencoder as ae
+    from ctdiff.cli import main
+
+    monkeypatch.setattr(dataset, "load_cases", _reach())
+    monkeypatch.setattr(ae.torch, "set_num_threads", lambda n: None)
+    out = tiny_cohort / "real" if same else tmp_path / f"o{next(_counter)}"
+    argv = ["train-autoencoder", "--data", str(tiny_cohort / "real"), "--out", str(out), "--force"]
+    argv += [f"--device={device}", "--no-progress"]
+    for key, value in sets:
+        argv += ["--set", f"{key}={value}"]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    rc, err, reached = _run_cli(main, argv, capsys)
+    if reached:
+        assert not same and (threads is None or threads >= 1)
+    else:
+        _one_line_error(rc, err)
+    if not same:
+        assert not out.exists() or not any(out.iterdir())
+    assert json.dumps(sorted(p.name for p in tiny_cohort.iterdir())) == json.dumps(["ckpt.pt", "gen", "real"])
+    assert len(list((tiny_cohort / "real").iterdir())) == 3  # 2 scans and the manifest: nothing deleted
+
+
 def test_library_errors_are_ctdiff_errors_for_bad_keyword_values(tmp_path):
     """The library (not only the CLI) refuses bad values with one-line errors."""
     from ctdiff.data.prepare import prepare_dataset

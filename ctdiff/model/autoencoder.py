@@ -35,6 +35,7 @@ from ctdiff.atomic import atomic_path, write_json, write_text
 from ctdiff.config import DataConfig, _build
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from ctdiff.outputs import check_no_overlap, check_output, register_output
+from ctdiff.validate import MAX_SEED
 
 FORMAT = "ctdiff-autoencoder-1"
 AUTOENCODER_FILE, HISTORY_FILE, EVAL_FILE = "autoencoder.pt", "history.csv", "eval.json"
@@ -115,6 +116,8 @@ def autoencoder_config(values: dict[str, Any] | None, where: str | os.PathLike |
         bad(f"val_fraction must be in (0, 1): the autoencoder is judged on held-out volumes, got {cfg.val_fraction}")
     if cfg.adv_start < 0:
         bad("adv_start must be >= 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        bad(f"seed must be in [0, {MAX_SEED}], got {cfg.seed}")
     return cfg
 
 
@@ -548,7 +551,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from --out/autoencoder.pt")
     parser.add_argument("--force", action="store_true", help="start over in a non-empty --out (deletes it)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto (cuda if present)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -558,8 +561,12 @@ def run(args) -> int:
 
     import yaml
 
-    if args.threads:
+    from ctdiff import validate
+    from ctdiff.distributed import resolve_device
+
+    if validate.threads(args.threads):
         torch.set_num_threads(args.threads)
+    device = str(resolve_device(validate.device(args.device)))  # auto: cuda if present, else cpu
     if args.resume and args.force:
         raise ConfigError("--resume and --force contradict each other")
     # --force deletes --out: it must not hold the dataset or the config file
@@ -577,7 +584,7 @@ def run(args) -> int:
         values,
         resume=args.resume,
         force=args.force,
-        device=args.device,
+        device=device,
         progress=not args.no_progress,
     )
     summary = {

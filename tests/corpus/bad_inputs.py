@@ -310,6 +310,36 @@ CLI_CORPUS: dict[str, tuple[list[str], int, str]] = {
         2,
         "not a selftest folder",
     ),
+    "autoencoder_threads_negative": (
+        ["-m", "ctdiff", "train-autoencoder", "--data", "{real}", "--out", "{new}", "--threads", "-2"],
+        2,
+        "--threads must be >= 1",
+    ),
+    "autoencoder_seed_negative": (
+        ["-m", "ctdiff", "train-autoencoder", "--data", "{real}", "--out", "{new}", "--set", "seed=-1"],
+        2,
+        "seed must be in [0, 4294967295]",
+    ),
+    "autoencoder_unknown_device": (
+        ["-m", "ctdiff", "train-autoencoder", "--data", "{real}", "--out", "{new}", "--device", "tpu9"],
+        2,
+        "--device",
+    ),
+    "selftest_seed_negative": (
+        ["-m", "eval", "selftest", "--real", "{real}", "--out", "{new}", "--seed", "-1"],
+        2,
+        "--seed must be >= 0",
+    ),
+    "selftest_metrics_empty": (
+        ["-m", "eval", "selftest", "--real", "{real}", "--out", "{new}", "--metrics", ""],
+        2,
+        "--metrics is empty",
+    ),
+    "selftest_degradations_empty": (  # was read as "every degradation"
+        ["-m", "eval", "selftest", "--real", "{real}", "--out", "{new}", "--degradations", ","],
+        2,
+        "--degradations is empty",
+    ),
     "sample_force_on_foreign_folder": (
         ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{foreign}", "--force"],
         2,
