@@ -128,6 +128,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ctdiff import validate
+
+    # ids and seeds checked at the edge: a database integer is at most 2^63 - 1, a seed at most 2^32 - 1
+    if getattr(args, "session", None) is not None:
+        validate.integer(args.session, "--session", low=1, high=2**63 - 1)
+    if getattr(args, "seed", None) is not None:
+        validate.seed(args.seed)
     return args._review(args)
 
 

@@ -190,6 +190,8 @@ def _grid(s: ReviewSession) -> render.DisplayGrid:
 
 
 def _get_session(session, session_id: int) -> ReviewSession:
+    if not 0 < int(session_id) < 2**63:  # beyond a database integer: no such session (not an OverflowError)
+        raise ConfigError(f"no review session with id {session_id}")
     s = session.get(ReviewSession, int(session_id))
     if s is None:
         raise ConfigError(f"no review session with id {session_id}")
@@ -262,8 +264,10 @@ def create_session(
         raise ConfigError(f"scroll must be one of {SCROLL_MODES}, got {scroll!r}")
     if design not in DESIGNS:
         raise ConfigError(f"design must be one of {DESIGNS}, got {design!r}")
-    if isinstance(n_practice, bool) or int(n_practice) != n_practice or n_practice < 0:
-        raise ConfigError(f"practice cases per cohort must be an integer >= 0, got {n_practice!r}")
+    if isinstance(n_practice, bool) or int(n_practice) != n_practice or not 0 <= n_practice <= 100_000:
+        raise ConfigError(f"practice cases per cohort must be an integer in 0..100000, got {n_practice!r}")
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed <= 2**32 - 1:
+        raise ConfigError(f"seed must be an integer in [0, 4294967295], got {seed!r}")
     n_practice = int(n_practice)
     for label, value in (("cases per cohort", n_per_cohort), ("real cases", n_real), ("generated cases", n_generated)):
         # None means "balanced"; 0 is refused, not read as "take every case"

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from ctdiff.errors import ConfigError
 from eval.cli import main
 from eval.review import export, stats, store
 
@@ -373,3 +374,22 @@ def test_cli_bad_database_url_is_one_line_error(tmp_path, cohorts, capsys):
         assert main(["review", "--db", url, "create", "--name", "x", "--real", str(real), "--generated", str(gen)]) == 2
         assert needle in _one_line_error(capsys)
     assert not (tmp_path / "no").exists()  # a mistyped path makes no folders
+
+
+def test_cli_seeds_and_session_ids_out_of_range_are_one_line_errors(db_url, cohorts, capsys):
+    """Were tracebacks (numpy's seed check, SQLite's integer overflow) after every case had been read."""
+    real, gen = cohorts
+    create = ["review", "--db", db_url, "create", "--name", "x", "--real", str(real), "--generated", str(gen)]
+    for seed, needle in (("-1", "--seed must be >= 0"), (str(2**70), "--seed must be <= 4294967295")):
+        assert main([*create, "--seed", seed]) == 2
+        assert needle in _one_line_error(capsys)
+    assert main([*create, "--practice", str(10**30)]) == 2
+    assert "practice cases per cohort must be an integer in 0..100000" in _one_line_error(capsys)
+    assert store.list_sessions(db_url) == [] and not (store.cache_root(db_url)).exists()  # nothing read or cached
+    for argv in (["report", "--session", str(10**30)], ["add-reader", "--session", str(2**63), "--name", "r"]):
+        assert main(["review", "--db", db_url, *argv]) == 2
+        assert "--session must be <= 9223372036854775807" in _one_line_error(capsys)
+    with pytest.raises(ConfigError, match="no review session with id"):
+        store.session_info(db_url, 10**30)  # the library too
+    with pytest.raises(ConfigError, match="seed must be an integer in"):
+        store.create_session(db_url, "x", real, gen, seed=-1)
