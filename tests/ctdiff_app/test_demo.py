@@ -348,3 +348,29 @@ def test_moved_workspace_still_opens(tmp_path, no_real_ct):
         assert array.shape == tuple(grid.shape) and array.min() < -900
     finally:
         dispose_engines()
+
+
+def test_recomputed_report_names_the_scans_relative_to_the_report(tmp_path, monkeypatch, no_real_ct):
+    """--recompute-report runs eval report inside the staging folder: its paths (absolute there) are
+    rewritten relative to report/, so none names the temporary folder after the rename."""
+    import eval.report
+
+    seen = {}
+
+    def fake_build_report(real, generated, *, train, out, cache_dir, force):  # what eval report writes
+        seen["real"] = real
+        files = [str(Path(real).resolve() / "case_000.nii.gz"), str(Path(generated) / "case_000.nii.gz")]
+        Path(out).mkdir()
+        report = {"inputs": {"real": str(real), "generated": str(generated), "train": str(train)}, "metrics": {}}
+        report["per_case"] = [{"file": f} for f in files]
+        (Path(out) / "report.json").write_text(json.dumps(report))
+        (Path(out) / "report.md").write_text(f"- real: `{real}`\n")
+
+    monkeypatch.setattr(eval.report, "build_report", fake_build_report)
+    ws = tmp_path / "ws"
+    ensure_demo_workspace(ws, report="recompute")
+    assert ".partial-" in str(seen["real"])  # computed in the staging folder
+    report = json.loads((ws / "report" / "report.json").read_text())
+    assert report["inputs"] == {"real": "../real", "generated": "../generated", "train": "../train"}
+    assert [r["file"] for r in report["per_case"]] == ["../real/case_000.nii.gz", "../generated/case_000.nii.gz"]
+    assert (ws / "report" / "report.md").read_text() == "- real: `../real`\n"
