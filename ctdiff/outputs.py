@@ -63,9 +63,17 @@ def _is_run_dir(folder: Path) -> bool:
     )
 
 
+def is_demo_build(folder: str | os.PathLike) -> bool:
+    """A demo build, finished or not: the demo's own ``workspace.json`` (name "demo", with its reader
+    code; a user's free-form workspace.json is not), or the ``.building`` marker of an in-place build."""
+    folder = Path(folder)
+    info = _read_json(folder / "workspace.json")
+    return (info.get("name") == "demo" and "demo_reader_code" in info) or (folder / ".building").is_file()
+
+
 def _is_demo_workspace(folder: Path) -> bool:
     # a (finished or unfinished) demo build, or a folder that holds nothing but ctdiff's caches
-    if (folder / "workspace.json").is_file() or (folder / ".building").is_file():
+    if is_demo_build(folder):
         return True
     try:
         names = [p.name for p in folder.iterdir()]

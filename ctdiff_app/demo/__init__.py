@@ -43,7 +43,7 @@ from ctdiff.config import config_from_dict
 from ctdiff.errors import InputError, OverwriteError
 from ctdiff.locations import DEFAULT_WORKSPACE as LOCATIONS_DEFAULT_WORKSPACE
 from ctdiff.model.checkpoint import BEST
-from ctdiff.outputs import DEMO_CACHES
+from ctdiff.outputs import DEMO_CACHES, is_demo_build
 from ctdiff.training.rundir import RunDir
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -83,7 +83,8 @@ def demo_state(workspace: str | os.PathLike) -> tuple[str, str]:
     - ``"reuse"``: a finished demo build (its ``workspace.json`` says ``complete``);
     - ``"build"``: the folder is missing or empty;
     - ``"rebuild"``: an unfinished demo build, or a folder that holds only ctdiff's caches;
-    - ``"refuse"``: the folder holds other files (``--force`` replaces it).
+    - ``"refuse"``: the folder holds other files, e.g. a user's own workspace with its free-form
+      ``workspace.json`` (never deleted, not even with ``--force``).
     """
     ws = Path(workspace)
     if is_complete(ws):
@@ -95,7 +96,7 @@ def demo_state(workspace: str | os.PathLike) -> tuple[str, str]:
     names = sorted(p.name for p in ws.iterdir())
     if not names:
         return "build", f"{ws} is empty"
-    if (ws / BUILDING).exists() or (ws / WORKSPACE_JSON).exists():
+    if is_demo_build(ws):  # the demo's own workspace.json or .building, not a user's workspace.json
         return "rebuild", f"{ws} holds an unfinished demo build (interrupted earlier); rebuilding it"
     if all(n in CACHE_ENTRIES for n in names):
         return "rebuild", (

@@ -76,10 +76,13 @@ def test_force_replaces_a_demo_workspace_or_only_ctdiff_caches_never_a_users_fil
     assert check_output(ws, command="demo", force=True) == ws
     done = tmp_path / "done"
     done.mkdir()
-    (done / "workspace.json").write_text('{"complete": true}')
+    (done / "workspace.json").write_text('{"name": "demo", "complete": true, "demo_reader_code": "demo-reader"}')
     assert check_output(done, command="demo", force=True) == done
     with pytest.raises(OverwriteError, match="pass --force"):
         check_output(done, command="demo", force=False)
+    (done / "workspace.json").write_text('{"name": "prostate-2023", "complete": true}')  # a user's workspace
+    with pytest.raises(OverwriteError, match="not a demo workspace"):
+        check_output(done, command="demo", force=True)
 
 
 def test_unwritable_parent_is_one_line(tmp_path, monkeypatch):

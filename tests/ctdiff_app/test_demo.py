@@ -374,3 +374,24 @@ def test_recomputed_report_names_the_scans_relative_to_the_report(tmp_path, monk
     assert report["inputs"] == {"real": "../real", "generated": "../generated", "train": "../train"}
     assert [r["file"] for r in report["per_case"]] == ["../real/case_000.nii.gz", "../generated/case_000.nii.gz"]
     assert (ws / "report" / "report.md").read_text() == "- real: `../real`\n"
+
+
+def test_a_users_workspace_with_its_own_workspace_json_is_never_rebuilt(tmp_path):
+    """docs/app.md: a workspace may hold a free-form workspace.json. At the demo's place it is refused,
+    not taken for an unfinished demo build and deleted (with or without --force)."""
+    from ctdiff.data.phantom import write_cohort
+
+    ws = tmp_path / "demo"
+    write_cohort(ws / "real", n=1, shape=(8, 8, 4), progress=False)
+    (ws / "workspace.json").write_text('{"name": "prostate-2023"}')
+    action, why = demo_state(ws)
+    assert action == "refuse" and "real, workspace.json" in why
+    for force in (False, True):
+        with pytest.raises(OverwriteError, match="not a demo workspace"):
+            ensure_demo_workspace(ws, force=force)
+    assert sorted(p.name for p in ws.iterdir()) == ["real", "workspace.json"]
+    assert len(find_cases(ws / "real")) == 1
+    # the demo's own workspace.json without "complete" (a build that died writing it) is rebuilt
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "workspace.json").write_text(json.dumps({"name": "demo", "demo_reader_code": "x"}))
+    assert demo_state(tmp_path / "half")[0] == "rebuild"
