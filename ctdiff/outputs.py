@@ -57,9 +57,13 @@ def _is_report(folder: Path) -> bool:
 
 
 def _is_run_dir(folder: Path) -> bool:
-    # train writes config.yaml and split.json before the first step, checkpoints/ during training
-    return (folder / "config.yaml").is_file() and (
-        (folder / "split.json").is_file() or (folder / "checkpoints").is_dir()
+    # train writes config.yaml and split.json ({"seed", "train": [...], "val": [...], ...}) before its
+    # first step; a config.yaml and a checkpoints/ folder alone may be another project's run
+    split = _read_json(folder / "split.json")
+    return (
+        (folder / "config.yaml").is_file()
+        and isinstance(split.get("train"), list)
+        and isinstance(split.get("val"), list)
     )
 
 

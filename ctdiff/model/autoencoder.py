@@ -41,9 +41,18 @@ FORMAT = "ctdiff-autoencoder-1"
 AUTOENCODER_FILE, HISTORY_FILE, EVAL_FILE = "autoencoder.pt", "history.csv", "eval.json"
 
 
+HISTORY_HEADER = ("step", "l1", "kl", "gen_adv", "disc")
+
+
 def _is_autoencoder_dir(folder: Path) -> bool:
-    # train-autoencoder saves autoencoder.pt every checkpoint_every steps and eval.json at the end
-    return (folder / AUTOENCODER_FILE).is_file() or (folder / EVAL_FILE).is_file()
+    # train-autoencoder saves autoencoder.pt with history.csv every checkpoint_every steps (eval.json
+    # at the end); a lone autoencoder.pt or eval.json may be someone else's
+    try:
+        with open(folder / HISTORY_FILE, encoding="utf-8") as fh:
+            header = fh.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return (folder / AUTOENCODER_FILE).is_file() and header == ",".join(HISTORY_HEADER)
 
 
 register_output("train-autoencoder", "an autoencoder folder", _is_autoencoder_dir)
@@ -410,7 +419,7 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 def _write_history(out: Path, history: Sequence[dict[str, float]]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(("step", "l1", "kl", "gen_adv", "disc"))
+    w.writerow(HISTORY_HEADER)
     for r in history:
         w.writerow([r["step"], *(f"{r[k]:.6g}" for k in ("l1", "kl", "gen_adv", "disc"))])
     write_text(out / HISTORY_FILE, buf.getvalue())

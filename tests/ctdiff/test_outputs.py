@@ -85,6 +85,29 @@ def test_force_replaces_a_demo_workspace_or_only_ctdiff_caches_never_a_users_fil
         check_output(done, command="demo", force=True)
 
 
+def test_force_does_not_take_another_projects_run_for_ours(tmp_path):
+    """A config.yaml with checkpoints/ (another trainer's run), or a lone autoencoder.pt, is not ours."""
+    import ctdiff.model.autoencoder  # noqa: F401  (registers train-autoencoder's completion mark)
+
+    other = tmp_path / "lightning-run"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "config.yaml").write_text("trainer: {max_epochs: 10}\n")
+    (other / "checkpoints" / "last.pt").write_bytes(b"their weights")
+    with pytest.raises(OverwriteError, match="not a run dir"):
+        check_output(other, command="train", force=True)
+    (other / "split.json").write_text('{"seed": 0, "train": ["a.nii.gz"], "val": []}')  # as train writes it
+    assert check_output(other, command="train", force=True) == other
+
+    ae = tmp_path / "ae"
+    ae.mkdir()
+    (ae / "autoencoder.pt").write_bytes(b"someone's model")
+    (ae / "eval.json").write_text("{}")
+    with pytest.raises(OverwriteError, match="not an autoencoder folder"):
+        check_output(ae, command="train-autoencoder", force=True)
+    (ae / "history.csv").write_text("step,l1,kl,gen_adv,disc\n1,0.1,0.2,0,0\n")  # as train-autoencoder writes it
+    assert check_output(ae, command="train-autoencoder", force=True) == ae
+
+
 def test_unwritable_parent_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="parent path is a file"):
