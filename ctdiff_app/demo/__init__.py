@@ -43,7 +43,7 @@ from ctdiff.config import config_from_dict
 from ctdiff.errors import InputError, OverwriteError
 from ctdiff.locations import DEFAULT_WORKSPACE as LOCATIONS_DEFAULT_WORKSPACE
 from ctdiff.model.checkpoint import BEST
-from ctdiff.outputs import DEMO_CACHES, is_demo_build
+from ctdiff.outputs import DEMO_CACHES, is_demo_build, register_output
 from ctdiff.training.rundir import RunDir
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -59,6 +59,9 @@ CACHE_ENTRIES = DEMO_CACHES
 REAL_CT_ENV = "CTDIFF_DEMO_REAL_CT"  # "0": build the demo without fetching the real CT scans
 
 Progress = Callable[..., None]
+
+
+register_output("demo-assets", "a demo assets folder", lambda folder: (folder / "assets.json").is_file())
 
 
 def _assets_info() -> dict[str, Any]:
@@ -366,10 +369,11 @@ def export_assets(
     from ctdiff.atomic import atomic_path, prepare_output_dir
     from ctdiff.diffusion.sample import load_bundle, sample, write_samples
     from ctdiff.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+    from ctdiff.outputs import check_output
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OverwriteError("demo assets exist; pass --force to replace them", out)
+    # --force replaces only demo assets (assets.json), never the run it exports from or other files
+    check_output(out, command="demo-assets", force=force, inputs={"--run": run_dir})
     prepare_output_dir(out, force=True)
     src = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(src)

@@ -395,3 +395,18 @@ def test_a_users_workspace_with_its_own_workspace_json_is_never_rebuilt(tmp_path
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "workspace.json").write_text(json.dumps({"name": "demo", "demo_reader_code": "x"}))
     assert demo_state(tmp_path / "half")[0] == "rebuild"
+
+
+def test_export_assets_force_replaces_only_demo_assets(tmp_path):
+    """scripts/make_demo_assets.py --out X --force emptied any folder X (and one inside --run)."""
+    from ctdiff.errors import ConfigError
+    from ctdiff_app.demo import export_assets
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(OverwriteError, match="not a demo assets folder"):
+        export_assets(tmp_path / "run", {}, out=mine, force=True)
+    with pytest.raises(ConfigError, match="is inside the input --run"):
+        export_assets(mine, {}, out=mine / "assets", force=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
