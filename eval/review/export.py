@@ -314,6 +314,11 @@ def metrics_table(summary: dict) -> Table:
     )
 
 
+def progress_table(progress: list[dict]) -> Table:
+    """Every design's "answered of" table, from :func:`eval.review.store.session_progress`."""
+    return Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])
+
+
 def report_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> list[Section]:
     grid = info.grid
     design = Section(
@@ -335,7 +340,7 @@ def report_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
             f"{', '.join(info.windows)}; slices: {'all' if info.scroll == 'all' else 'middle slice only'}; "
             f"changing a rating after submit {'allowed' if info.allow_change else 'not allowed'}.",
         ],
-        [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
+        [progress_table(progress)],
     )
     results = Section(
         "Detection of synthetic scans",
@@ -515,7 +520,7 @@ def afc_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> list
             f"Each pair shows one real and one synthetic scan side by side (never two of one cohort), which side is real "
             f"decided by a fair coin per pair, each case at most once per reader, pairs in each reader's own random order (seed {info.seed}).",
         ],
-        [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
+        [progress_table(progress)],
     )
     rows = [
         [name, str(m["n"]), fmt_prop(m), fmt_p(m["p"]), fmt_num(m["mean_seconds"], 1)]
@@ -556,7 +561,7 @@ def rating_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
             f"in their own random order (seed {info.seed}). 1 = clearly artificial, 3 = some doubts, 5 = indistinguishable "
             "from a clinical scan."
         ],
-        [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
+        [progress_table(progress)],
     )
 
     def row(name: str, d: dict, p: str) -> list[str]:
