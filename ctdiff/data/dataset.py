@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import Compose, RandFlip, RandZoom, SpatialCrop, SpatialPad
+from monai.transforms import Compose, RandFlip, RandZoom, SpatialPad, pad_nd
 from monai.utils import convert_to_tensor
 
 from ctdiff.config import DataConfig
@@ -113,20 +113,26 @@ def pad_before(n: int, size: int) -> int:
     return (size - n) // 2
 
 
-def fit_centred(t, spatial_size: Sequence[int], mode: str = "constant", value: float = 0.0) -> torch.Tensor:
-    """A ``(C, *spatial)`` array or tensor padded and/or cropped to ``spatial_size`` (-1 keeps an axis),
-    centred; padding repeats the edge (``mode="edge"``) or adds ``value`` (``"constant"``).
+def fit_centred(t, spatial_size: Sequence[int], mode: str = "constant", value: float = 0.0):
+    """A ``(C, *spatial)`` array or tensor (returned as the same type) padded and/or cropped to
+    ``spatial_size`` (-1 keeps an axis), centred; padding repeats the edge (``mode="edge"``) or adds
+    ``value`` (``"constant"``).
 
-    Padding is MONAI's ``SpatialPad(method="symmetric")`` and cropping MONAI's ``SpatialCrop`` at the
-    same :func:`pad_before` offset, so cropping undoes padding. Not ``CenterSpatialCrop`` (nor
+    The pad widths are MONAI ``SpatialPad(method="symmetric")``'s (``compute_pad_width``: the smaller
+    half before) and the padding is MONAI's ``pad_nd``, the function that ``SpatialPad`` runs; calling
+    the transform itself gives the same values (tested) but wraps the data in a MetaTensor and
+    records the operation, which made padding a training item ~30x slower than ``F.pad``, against
+    ~2.6x this way (``benchmarks/bench_padding.py``, docs/benchmarks.md). The crop slices at the same
+    :func:`pad_before` offset, so cropping undoes padding. Not MONAI's ``CenterSpatialCrop`` (nor
     ``ResizeWithPadOrCrop``, which uses it): it starts at ``size // 2 - n // 2``, one voxel after the
     pad's offset when ``size`` is even and ``n`` odd (``test_centre_spatial_crop_does_not_undo_symmetric_pad``).
     """
     size = [int(n) if int(s) == -1 else int(s) for s, n in zip(spatial_size, t.shape[1:])]
-    kwargs = {"value": float(value)} if mode == "constant" else {}
-    padded = SpatialPad(size, method="symmetric", mode=mode, **kwargs)(t)
-    box = [slice(pad_before(s, n), pad_before(s, n) + s) for s, n in zip(size, padded.shape[1:])]
-    return convert_to_tensor(SpatialCrop(roi_slices=box)(padded), track_meta=False)
+    widths = SpatialPad(size, method="symmetric").compute_pad_width(t.shape[1:])
+    if any(before or after for before, after in widths):
+        t = pad_nd(t, list(widths), mode, **({"value": float(value)} if mode == "constant" else {}))
+    box = tuple(slice(pad_before(s, n), pad_before(s, n) + s) for s, n in zip(size, t.shape[1:]))
+    return t[(slice(None), *box)]
 
 
 def pad_slices(t: torch.Tensor, depth: int, mode: str = "edge") -> torch.Tensor:

@@ -99,7 +99,7 @@ def resample_to(volume: Volume, shape, spacing) -> Volume:
     from ctdiff.data.dataset import fit_centred
 
     arr = resample_to_spacing(volume, spacing).array
-    out = fit_centred(arr[None], shape, "constant", AIR_HU)[0].numpy()
+    out = np.ascontiguousarray(fit_centred(arr[None], shape, "constant", AIR_HU)[0])
     centre = volume.affine[:3, :3] @ ((np.asarray(volume.shape) - 1) / 2.0) + volume.affine[:3, 3]
     affine = np.diag([*map(float, spacing), 1.0])
     affine[:3, 3] = centre - np.asarray(spacing) * (np.asarray(shape) - 1) / 2.0

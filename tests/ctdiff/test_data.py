@@ -104,7 +104,7 @@ def test_centre_spatial_crop_does_not_undo_symmetric_pad():
     monai_crop = CenterSpatialCrop((25, -1, -1))(padded)
     assert monai_crop[0, 0, 0, 0].item() == 1.0  # one slice late: slice 0 is lost
     torch.testing.assert_close(crop_slices(padded.as_tensor(), 25), t, rtol=0, atol=0)
-    torch.testing.assert_close(fit_centred(padded, (25, -1, -1)), t, rtol=0, atol=0)
+    torch.testing.assert_close(fit_centred(padded.as_tensor(), (25, -1, -1)), t, rtol=0, atol=0)
 
 
 def formula_fit(arr, shape, value):
@@ -124,12 +124,20 @@ def formula_fit(arr, shape, value):
     return out
 
 
-def test_fit_centred_matches_the_crop_pad_loop(rng):
+def test_fit_centred_matches_the_crop_pad_loop_and_monai_spatial_pad(rng):
+    from monai.transforms import SpatialPad
+
     for _ in range(20):
         arr = rng.normal(size=tuple(int(n) for n in rng.integers(1, 12, 3))).astype(np.float32)
         shape = tuple(int(n) for n in rng.integers(1, 12, 3))
-        got = fit_centred(arr[None], shape, "constant", -1000.0)[0].numpy()
-        np.testing.assert_array_equal(got, formula_fit(arr, shape, -1000.0), err_msg=f"{arr.shape} -> {shape}")
+        got = fit_centred(arr[None], shape, "constant", -1000.0)
+        assert type(got) is np.ndarray and got.dtype == np.float32  # numpy in, numpy out
+        np.testing.assert_array_equal(got[0], formula_fit(arr, shape, -1000.0), err_msg=f"{arr.shape} -> {shape}")
+        # padding only: the same values as the MONAI transform whose widths and pad function it uses
+        grown = tuple(max(a, b) for a, b in zip(arr.shape, shape))
+        for mode, kw in (("constant", {"value": -1000.0}), ("edge", {})):
+            monai = SpatialPad(grown, method="symmetric", mode=mode, **kw)(arr[None])
+            np.testing.assert_array_equal(fit_centred(arr[None], grown, mode, -1000.0), monai.numpy())
 
 
 def test_augmentation_flip_axis_and_seeding():
