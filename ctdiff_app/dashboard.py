@@ -50,16 +50,6 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     return report
 
 
-def _number(x: Any) -> float | None:
-    if isinstance(x, bool) or x is None:
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def gap(metric: Mapping[str, Any]) -> float | None:
     """How far generated is from real relative to its floor (eval.report.gap); None if unknown."""
     return _gap.gap(metric)
@@ -83,13 +73,13 @@ def metric_table(report: Mapping[str, Any]) -> pd.DataFrame:
         rows.append(
             {
                 "metric": name,
-                "value": _number(m.get("value")),
+                "value": _gap.finite_number(m.get("value")),
                 "ci95": f"{ci[0]:.4g} .. {ci[1]:.4g}"
                 if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci
                 else "",
-                "real": _number(m.get("real")),
-                "generated": _number(m.get("generated")),
-                "reference": _number(m.get("reference")),
+                "real": _gap.finite_number(m.get("real")),
+                "generated": _gap.finite_number(m.get("generated")),
+                "reference": _gap.finite_number(m.get("reference")),
                 "better": m.get("better") or "",
                 "unit": m.get("unit") or "",
                 "gap": None if g is None or math.isinf(g) else round(g, 3),

@@ -40,13 +40,14 @@ def body_mask(array: np.ndarray, threshold: float = BODY_THRESHOLD_HU, open_radi
 
 
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """Slices of the smallest box holding every True voxel, grown by ``margin`` voxels in-plane."""
+    """Slices of the smallest box holding every True voxel, grown by ``margin`` voxels in-plane
+    (clipped to the volume): MONAI's ``generate_spatial_bounding_box`` (``allow_smaller=True``, the
+    box stops at the volume's edge). An empty mask gives the whole volume (MONAI: an empty box)."""
+    # imported here: this module stays free of torch/MONAI (the metrics import it); ~3 s on 2 cores
+    from monai.transforms.utils import generate_spatial_bounding_box
+
     if not mask.any():
         return tuple(slice(0, s) for s in mask.shape)
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        m = margin if axis < 2 else 0
-        box.append(slice(max(int(idx[0]) - m, 0), min(int(idx[-1]) + 1 + m, mask.shape[axis])))
-    return tuple(box)
+    margins = [margin if axis < 2 else 0 for axis in range(mask.ndim)]
+    start, end = generate_spatial_bounding_box(mask[None], margin=margins, allow_smaller=True)
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, end))

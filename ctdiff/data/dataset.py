@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from monai.transforms import Compose, RandFlip, RandZoom
+from monai.transforms import Compose, RandFlip, RandZoom, SpatialPad, pad_nd
 from monai.utils import convert_to_tensor
 
 from ctdiff.config import DataConfig
@@ -108,27 +107,48 @@ def padded_depth(n_slices: int, cfg: DataConfig) -> int:
     return cfg.pad_slices_to
 
 
-def pad_before(n_slices: int, depth: int) -> int:
-    """Slices added below the volume (the rest goes above): centred padding."""
-    return (depth - n_slices) // 2
+def pad_before(n: int, size: int) -> int:
+    """Where ``n`` centred voxels start in ``size`` (floor): the voxels a centred pad from ``n`` to
+    ``size`` adds before (the rest goes after), and where a centred crop from ``size`` to ``n`` starts."""
+    return (size - n) // 2
+
+
+def fit_centred(t, spatial_size: Sequence[int], mode: str = "constant", value: float = 0.0):
+    """A ``(C, *spatial)`` array or tensor (returned as the same type) padded and/or cropped to
+    ``spatial_size`` (-1 keeps an axis), centred; padding repeats the edge (``mode="edge"``) or adds
+    ``value`` (``"constant"``).
+
+    The pad widths are MONAI ``SpatialPad(method="symmetric")``'s (``compute_pad_width``: the smaller
+    half before) and the padding is MONAI's ``pad_nd``, the function that ``SpatialPad`` runs; calling
+    the transform itself gives the same values (tested) but wraps the data in a MetaTensor and
+    records the operation, which made padding a training item ~30x slower than ``F.pad``, against
+    ~2.6x this way (``benchmarks/bench_padding.py``, docs/benchmarks.md). The crop slices at the same
+    :func:`pad_before` offset, so cropping undoes padding. Not MONAI's ``CenterSpatialCrop`` (nor
+    ``ResizeWithPadOrCrop``, which uses it): it starts at ``size // 2 - n // 2``, one voxel after the
+    pad's offset when ``size`` is even and ``n`` odd (``test_centre_spatial_crop_does_not_undo_symmetric_pad``).
+    """
+    size = [int(n) if int(s) == -1 else int(s) for s, n in zip(spatial_size, t.shape[1:])]
+    widths = SpatialPad(size, method="symmetric").compute_pad_width(t.shape[1:])
+    if any(before or after for before, after in widths):
+        t = pad_nd(t, list(widths), mode, **({"value": float(value)} if mode == "constant" else {}))
+    box = tuple(slice(pad_before(s, n), pad_before(s, n) + s) for s, n in zip(size, t.shape[1:]))
+    return t[(slice(None), *box)]
 
 
 def pad_slices(t: torch.Tensor, depth: int, mode: str = "edge") -> torch.Tensor:
     """Pad a (C, D, H, W) tensor along D to ``depth``: "edge" repeats end slices, "constant" adds -1 (air)."""
-    d = t.shape[1]
-    if depth == d:
+    if depth == t.shape[1]:
         return t
-    before = pad_before(d, depth)
-    pad = (0, 0, 0, 0, before, depth - d - before)
-    if mode == "edge":
-        return F.pad(t[None], pad, mode="replicate")[0]
-    return F.pad(t, pad, mode="constant", value=-1.0)
+    return fit_centred(t, (depth, -1, -1), mode, value=-1.0)
 
 
 def crop_slices(t: torch.Tensor, n_slices: int) -> torch.Tensor:
-    """Undo :func:`pad_slices` on a (..., D, H, W) tensor."""
-    d = t.shape[-3]
-    before = pad_before(n_slices, d)
+    """Undo :func:`pad_slices` on a (..., D, H, W) tensor.
+
+    Plain slicing, not :func:`fit_centred`: sampling crops whole ``(N, C, D, H, W)`` batches and MONAI's
+    transforms take one channel-first item; the offset is the same :func:`pad_before`.
+    """
+    before = pad_before(n_slices, t.shape[-3])
     return t[..., before : before + n_slices, :, :]
 
 

@@ -77,6 +77,10 @@ def window_bounds(width: float, level: float) -> tuple[float, float]:
 
 def apply_window(image_hu: np.ndarray, width: float, level: float) -> np.ndarray:
     """Map HU to uint8 grey levels with a linear CT window (values outside are clipped)."""
+    # Numpy on purpose, not MONAI's ScaleIntensityRange (ctdiff.data.tensors.scale_range): the values
+    # are the same bit for bit, but this module is torch-free and the app's viewers and the reader
+    # study import it; MONAI would add torch + monai (~6 s on 2 cores) to their import
+    # (tests/ctdiff/test_tensors_display_body.py::test_apply_window_equals_monai_and_stays_torch_free).
     lo, hi = window_bounds(width, level)
     scaled = (np.asarray(image_hu, dtype=np.float32) - lo) / (hi - lo)
     return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)

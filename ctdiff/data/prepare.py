@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ctdiff.data.resample import crop_volume, resample_to_spacing, resize_to_sha
 from ctdiff.data.volume import Volume
 from ctdiff.errors import ConfigError, CTDiffError, InputError
 from ctdiff.outputs import check_output, staged_output
+from ctdiff.progress import Progress, counted
 
 # int16 CT convention: -1024 is the scanner's air floor, 3071 the 12-bit top (dense bone/metal).
 DEFAULT_CLIP = (-1024.0, 3071.0)
@@ -136,7 +137,7 @@ def prepare_dataset(
     npy_spacing: Sequence[float] | None = None,
     assume_hu: str | None = None,
     force: bool = False,
-    progress: bool | Callable[[int, int], None] = True,
+    progress: Progress = True,
 ) -> dict[str, Any]:
     """Prepare every case below ``src`` into ``out``; return the manifest (also written to disk).
 
@@ -169,23 +170,17 @@ def prepare_dataset(
     cases = find_cases(src)
     if not cases:
         raise InputError("holds no NIfTI, .npy/.npz or DICOM volumes", src)
+    # the validated options, once: how each case is read (read_volume's keywords) and processed
+    read = dict(
+        series=series,
+        allow_non_ct=allow_non_ct,
+        resample_irregular=resample_irregular,
+        spacing=npy_spacing,
+        assume_hu=assume_hu,
+    )
+    process = dict(spacing=spacing, shape=shape, crop_body=crop_body, crop_margin_mm=crop_margin_mm, clip=clip)
     with staged_output(out, command="prepare", force=force, inputs={"--src": src}) as tmp:
-        manifest = _prepare_into(
-            tmp,
-            src,
-            cases,
-            spacing=spacing,
-            shape=shape,
-            crop_body=crop_body,
-            crop_margin_mm=crop_margin_mm,
-            clip=clip,
-            series=series,
-            allow_non_ct=allow_non_ct,
-            resample_irregular=resample_irregular,
-            npy_spacing=npy_spacing,
-            assume_hu=assume_hu,
-            progress=progress,
-        )
+        manifest = _prepare_into(tmp, src, cases, read, process, progress)
     if not manifest["cases"]:
         skipped = manifest["skipped"]
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:5])
@@ -194,45 +189,16 @@ def prepare_dataset(
 
 
 def _prepare_into(
-    out: Path,
-    src: Path,
-    cases: list[Path],
-    *,
-    spacing,
-    shape,
-    crop_body,
-    crop_margin_mm,
-    clip,
-    series,
-    allow_non_ct,
-    resample_irregular,
-    npy_spacing,
-    assume_hu,
-    progress,
+    out: Path, src: Path, cases: list[Path], read: dict[str, Any], process: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    names = _unique_names(cases)
-
+    """Read every case with ``read_volume(**read)``, ``process_volume(**process)`` it, write it and the manifest."""
     entries: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    bar = None
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(cases), desc="prepare", unit="case")
-    for i, (path, name) in enumerate(zip(cases, names)):
+    for path, name in counted(list(zip(cases, _unique_names(cases))), progress, "prepare", "case"):
         source = _relative(path, src)
         try:
-            volume = read_volume(
-                path,
-                series=series,
-                allow_non_ct=allow_non_ct,
-                resample_irregular=resample_irregular,
-                spacing=npy_spacing,
-                assume_hu=assume_hu,
-            )
-            result, info = process_volume(
-                volume, spacing=spacing, shape=shape, crop_body=crop_body, crop_margin_mm=crop_margin_mm, clip=clip
-            )
+            volume = read_volume(path, **read)
+            result, info = process_volume(volume, **process)
             file = f"{name}.nii.gz"
             write_nifti(result, out / file, force=False)
             p = np.percentile(result.array, PERCENTILES)
@@ -252,7 +218,7 @@ def _prepare_into(
                     "final_shape": list(result.shape),
                     "final_spacing": [round(s, 6) for s in result.spacing],
                     "hu_percentiles": {f"p{q}": round(float(v), 2) for q, v in zip(PERCENTILES, p)},
-                    "hu_clipped_fraction": round(float(np.mean(np.isin(result.array, clip))), 6),
+                    "hu_clipped_fraction": round(float(np.mean(np.isin(result.array, process["clip"]))), 6),
                     **({"resampled_slices": True} if volume.meta.get("resampled_slices") else {}),
                 }
             )
@@ -264,12 +230,6 @@ def _prepare_into(
             skipped.append(
                 {"source": source, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
             )
-        if bar is not None:
-            bar.update(1)
-        elif callable(progress):
-            progress(i + 1, len(cases))
-    if bar is not None:
-        bar.close()
 
     manifest: dict[str, Any] = {
         "kind": "ctdiff prepared dataset",
@@ -277,16 +237,16 @@ def _prepare_into(
         "n_cases": len(entries),
         "n_skipped": len(skipped),
         "options": {
-            "spacing": list(spacing) if spacing else None,
-            "shape": list(shape) if shape else None,
-            "crop_body": bool(crop_body),
-            "crop_margin_mm": float(crop_margin_mm),
-            "clip": list(clip),
-            "series_selected": series is not None,  # the UID itself is an identifier: not stored
-            "allow_non_ct": bool(allow_non_ct),
-            "resample_irregular": bool(resample_irregular),
-            "npy_spacing": list(npy_spacing) if npy_spacing else None,
-            **({"assume_hu": assume_hu} if assume_hu else {}),
+            "spacing": list(process["spacing"]) if process["spacing"] else None,
+            "shape": list(process["shape"]) if process["shape"] else None,
+            "crop_body": bool(process["crop_body"]),
+            "crop_margin_mm": float(process["crop_margin_mm"]),
+            "clip": list(process["clip"]),
+            "series_selected": read["series"] is not None,  # the UID itself is an identifier: not stored
+            "allow_non_ct": bool(read["allow_non_ct"]),
+            "resample_irregular": bool(read["resample_irregular"]),
+            "npy_spacing": list(read["spacing"]) if read["spacing"] else None,
+            **({"assume_hu": read["assume_hu"]} if read["assume_hu"] else {}),
         },
         "cases": entries,
         "skipped": skipped,

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.transforms import ScaleIntensityRange
+from monai.utils import convert_to_tensor
 
 
 def array_to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -32,17 +34,39 @@ def tensor_to_array(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.numpy().transpose(2, 1, 0))
 
 
-def hu_to_model(x, window: Sequence[float]):
-    """Map HU in ``window = (lo, hi)`` linearly to [-1, 1], clipping outside values."""
+def scale_range(x, a: tuple[float, float], b: tuple[float, float]):
+    """Map ``a = (a_lo, a_hi)`` linearly to ``b`` and clip to ``b``: MONAI ``ScaleIntensityRange``,
+    returned as ``x``'s type (numpy array or plain tensor, not a MetaTensor).
+
+    ``dtype=None`` keeps float64 input float64 (MONAI's default casts to float32). Integer input is
+    made float32 first: with ``dtype=None`` MONAI would cast the result back to the integer type and
+    truncate [-1, 1] to {-1, 0, 1} (``test_scale_intensity_range_truncates_integers``).
+    """
+    is_tensor = isinstance(x, torch.Tensor)
+    t = x if is_tensor else torch.from_numpy(np.asarray(x))
+    if not (t.is_floating_point() or t.is_complex()):
+        t = t.to(torch.float32)
+    out = ScaleIntensityRange(a[0], a[1], b[0], b[1], clip=True, dtype=None)(t)
+    out = convert_to_tensor(out, track_meta=False)
+    return out if is_tensor else out.numpy()
+
+
+def _window(window: Sequence[float]) -> tuple[float, float]:
     lo, hi = float(window[0]), float(window[1])
     if not hi > lo:
         raise ValueError(f"HU window must have lo < hi, got {tuple(window)}")
-    scaled = (x - lo) / (hi - lo) * 2.0 - 1.0
-    return scaled.clamp(-1.0, 1.0) if isinstance(scaled, torch.Tensor) else np.clip(scaled, -1.0, 1.0)
+    return lo, hi
+
+
+def hu_to_model(x, window: Sequence[float]):
+    """Map HU in ``window = (lo, hi)`` linearly to [-1, 1], clipping outside values.
+
+    MONAI computes ``(x - lo) / (hi - lo) * 2 + (-1)``, the same float operations as the formula this
+    replaced, so results are bitwise equal (``test_hu_scaling_matches_the_formula_bitwise``).
+    """
+    return scale_range(x, _window(window), (-1.0, 1.0))
 
 
 def model_to_hu(x, window: Sequence[float]):
-    """Inverse of :func:`hu_to_model` (values are clipped to [-1, 1] first)."""
-    lo, hi = float(window[0]), float(window[1])
-    x = x.clamp(-1.0, 1.0) if isinstance(x, torch.Tensor) else np.clip(x, -1.0, 1.0)
-    return (x + 1.0) / 2.0 * (hi - lo) + lo
+    """Inverse of :func:`hu_to_model`; the result is clipped to the window (= input clipped to [-1, 1])."""
+    return scale_range(x, (-1.0, 1.0), _window(window))

@@ -254,7 +254,8 @@ def evaluate(
     """
     from monai.metrics import PSNRMetric, SSIMMetric
 
-    lo, hi = cfg.hu_window
+    from ctdiff.data.tensors import model_to_hu
+
     psnr_m, ssim_m = PSNRMetric(max_val=2.0), SSIMMetric(spatial_dims=3, data_range=2.0, win_size=5)
     ae.eval()
     cases = []
@@ -263,8 +264,7 @@ def evaluate(
         roi = None if tile is None else tuple(t * cfg.downsampling for t in tile)
         z = encode_mean(ae, x, roi)
         y = decode(ae, z, tile).clamp(-1.0, 1.0)
-        to_hu = lambda t: (t + 1.0) * 0.5 * (hi - lo) + lo  # noqa: E731
-        hx, hy = to_hu(x), to_hu(y)
+        hx, hy = model_to_hu(x, cfg.hu_window), model_to_hu(y, cfg.hu_window)
         mask = (_smooth(hx) >= SOFT_TISSUE_HU[0]) & (_smooth(hx) <= SOFT_TISSUE_HU[1])
         sd_x, sd_y = noise_sd(hx, mask), noise_sd(hy, mask)
         cases.append(
@@ -291,7 +291,12 @@ def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 def random_patches(
     volumes: Sequence[torch.Tensor], patch: Sequence[int], n: int, generator: torch.Generator, multiple: int
 ) -> torch.Tensor:
-    """``n`` random crops ``(n, 1, pz, py, px)`` (each axis clipped to the volume, kept a multiple)."""
+    """``n`` random crops ``(n, 1, pz, py, px)`` (each axis clipped to the volume, kept a multiple).
+
+    Not MONAI's ``RandSpatialCrop``: it draws its offsets from its own numpy ``RandomState``, so the
+    patches of every autoencoder run (drawn here from a ``torch.Generator`` seeded per step) would
+    change, and a run resumed across the change would switch patch streams half-way.
+    """
     shape = volumes[0].shape[1:]
     size = [min(int(p), int(s) // multiple * multiple) for p, s in zip(patch, shape)]
     if min(size) < 1:

@@ -34,14 +34,13 @@ from eval.metrics import distribution, intensity, memorization, noise, similarit
 from eval.report.cases import Case, CaseStats, all_case_stats, common_grid, put_on_grid, read_cohort
 from eval.report.entries import (
     _entry,
-    _finite,
     _finite_rows,
     _make_reference,
     _property_metric,
     _Reference,
     _two_sample,
 )
-from eval.report.gap import annotate, report_resolutions
+from eval.report.gap import annotate, finite_number, report_resolutions
 from eval.report.provenance import add_provenance
 from eval.report.registry import FAMILIES, METRICS, SCHEMA, names_for, parse_metric_names
 from eval.stats import bootstrap_ci
@@ -208,7 +207,9 @@ def build_report(
             if k in run.stats:
                 row.update(run.stats[k][i].row())
             row.update(run.per_case_extra.get((k, i), {}))
-            per_case.append({key: (_finite(v) if isinstance(v, (float, np.floating)) else v) for key, v in row.items()})
+            per_case.append(
+                {key: (finite_number(v) if isinstance(v, (float, np.floating)) else v) for key, v in row.items()}
+            )
     report = {
         "schema": SCHEMA,
         "inputs": {
@@ -709,7 +710,7 @@ def _similarity_metrics(selected, cohorts, ref, cfg, device, progress):
 def _inception_metric(cohorts, ref, cfg, cache_dir, use_cache, device, weights, progress):
     from eval.features import create
     from eval.report.cache import FeatureCache
-    from eval.report.extract import extract_features
+    from eval.report.fid2d import cohort_slice_features
 
     extractor = create(
         "inception-v3-fid-2d", weights=weights, device=device, slices_per_plane=cfg["inception_slices_per_plane"]
@@ -718,26 +719,9 @@ def _inception_metric(cohorts, ref, cfg, cache_dir, use_cache, device, weights, 
     if reason:
         return {"fid_inception_2d": _entry("fid_inception_2d", reason=reason)}, {}
     cache = FeatureCache(cache_dir or _default_cache()) if use_cache else None
-    feats, stats = {}, {}
-    grid = {
-        "grid_shape": list(cohorts["real"][0].volume.shape),
-        "grid_spacing": [round(s, 4) for s in cohorts["real"][0].volume.spacing],
-    }
-    for k in ("real", "generated", "train"):
-        if not cohorts[k]:
-            continue
-        ex = extract_features(
-            extractor,
-            [(c.path, c.volume) for c in cohorts[k]],
-            cache,
-            workers=1,
-            progress=progress(f"inception features ({k})"),
-            key_extra=grid,
-        )
-        if ex.failed:
-            return {"fid_inception_2d": _entry("fid_inception_2d", reason=f"InceptionV3 failed: {ex.failed[0][1]}")}, {}
-        stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted}
-        feats[k] = ex.matrix(sorted(ex.vectors)).reshape(len(cohorts[k]), -1, 2048)
+    feats, stats, _, failure = cohort_slice_features(extractor, cohorts, cache, progress, "inception")
+    if failure:
+        return {"fid_inception_2d": _entry("fid_inception_2d", reason=f"InceptionV3 failed: {failure}")}, {}
 
     def fid(a, b):
         fa, fb = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])

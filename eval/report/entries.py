@@ -9,24 +9,14 @@ Shared by the family runners in :mod:`eval.report.build` and :mod:`eval.report.f
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from eval.report.gap import finite_number
 from eval.report.registry import METRICS
 from eval.stats import bootstrap_ci, bootstrap_cis
-
-
-def _finite(x) -> float | None:
-    if x is None:
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _nanmean(x) -> float:
@@ -37,15 +27,15 @@ def _nanmean(x) -> float:
 
 def _entry(name: str, value=None, ci=None, real=None, generated=None, reference=None, reason=None) -> dict[str, Any]:
     spec = METRICS[name]
-    v = _finite(value)
+    v = finite_number(value)
     if v is None and reason is None:
         reason = "not computable (result is not a finite number)"
     return {
         "value": v,
         "ci95": ci if v is not None else None,
-        "real": _finite(real),
-        "generated": _finite(generated),
-        "reference": _finite(reference),
+        "real": finite_number(real),
+        "generated": finite_number(generated),
+        "reference": finite_number(reference),
         "better": spec.better,
         "unit": spec.unit,
         "reason": reason,

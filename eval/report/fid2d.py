@@ -66,20 +66,18 @@ def make_extractor(cfg: dict[str, Any], device: str):
     return create(name, **{k: v for k, v in wanted.items() if k in params})
 
 
-def fid2d_metrics(
-    selected, cohorts, ref, cfg, cache, device, progress
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """The selected multi-plane FID metrics (report entries) and the feature cache statistics."""
+def cohort_slice_features(
+    extractor, cohorts, cache, progress, label: str
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]], list[str] | None, str | None]:
+    """Slice features of every cohort present (real, generated, train) with a 2D slice extractor.
+
+    Returns ``(features, cache statistics, slice names, failure)``: per cohort a (scans, slices,
+    features) array, cached under the real cohort's display grid (so the same scan on another grid
+    is a cache miss), or, as ``failure``, the first failed scan's reason (the arrays are then
+    incomplete). ``label`` names the extractor in the progress stages.
+    """
     from eval.report.extract import extract_features
 
-    names = [m for m in METRIC_NAMES if m in selected]
-    try:
-        extractor = make_extractor(cfg, device)
-    except KeyError:
-        return {m: _entry(m, reason=f"unknown feature extractor {cfg['fid2d_extractor']!r}") for m in names}, {}
-    reason = extractor.unavailable_reason()
-    if reason:
-        return {m: _entry(m, reason=reason) for m in names}, {}
     grid = {
         "grid_shape": list(cohorts["real"][0].volume.shape),
         "grid_spacing": [round(s, 4) for s in cohorts["real"][0].volume.spacing],
@@ -93,14 +91,32 @@ def fid2d_metrics(
             [(c.path, c.volume) for c in cohorts[k]],
             cache,
             workers=1,
-            progress=progress(f"{extractor.name} features ({k})"),
+            progress=progress(f"{label} features ({k})"),
             key_extra=grid,
         )
         if ex.failed:
-            return {m: _entry(m, reason=f"{extractor.name} failed: {ex.failed[0][1]}") for m in names}, {}
+            return feats, stats, slice_names, ex.failed[0][1]
         stats[k] = {"cached": ex.n_cached, "extracted": ex.n_extracted}
         slice_names = slice_names or ex.names
         feats[k] = ex.matrix(sorted(ex.vectors)).reshape(len(cohorts[k]), len(ex.names), -1)
+    return feats, stats, slice_names, None
+
+
+def fid2d_metrics(
+    selected, cohorts, ref, cfg, cache, device, progress
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The selected multi-plane FID metrics (report entries) and the feature cache statistics."""
+    names = [m for m in METRIC_NAMES if m in selected]
+    try:
+        extractor = make_extractor(cfg, device)
+    except KeyError:
+        return {m: _entry(m, reason=f"unknown feature extractor {cfg['fid2d_extractor']!r}") for m in names}, {}
+    reason = extractor.unavailable_reason()
+    if reason:
+        return {m: _entry(m, reason=reason) for m in names}, {}
+    feats, stats, slice_names, failure = cohort_slice_features(extractor, cohorts, cache, progress, extractor.name)
+    if failure:
+        return {m: _entry(m, reason=f"{extractor.name} failed: {failure}") for m in names}, {}
     planes = plane_indices(slice_names)
     out = _two_sample(names, lambda a, b: multiplane_fid(a, b, planes), feats, ref, cfg["n_bootstrap"], cfg["seed"])
     if "all" in planes:

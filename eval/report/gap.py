@@ -44,7 +44,9 @@ Z95 = 1.959963984540054  # two-sided 95 % normal quantile: CI width = 2 * Z95 * 
 LOG_CAP = 700.0  # exp() of more overflows a float: larger log-gaps are capped (still "far")
 
 
-def _number(x: Any) -> float | None:
+def finite_number(x: Any) -> float | None:
+    """``x`` as a finite float, or None (missing, non-numeric, bool, NaN or inf): how a report's
+    numbers are read here, by the app's dashboard, and written by :mod:`eval.report.entries`."""
     if isinstance(x, bool) or x is None:
         return None
     try:
@@ -62,7 +64,7 @@ def bootstrap_se(ci95: Any, log: bool = False) -> float | None:
     """SE from a 95 % percentile interval ``[lo, hi]`` (``log``: the interval is of a log value)."""
     if not isinstance(ci95, (list, tuple)) or len(ci95) != 2:
         return None
-    lo, hi = _number(ci95[0]), _number(ci95[1])
+    lo, hi = finite_number(ci95[0]), finite_number(ci95[1])
     if lo is None or hi is None:
         return None
     if log:
@@ -110,11 +112,11 @@ def floor_and_gap(metric: Mapping[str, Any], resolution: float | None = None) ->
     better = metric.get("better")
     log = metric.get("unit") == "log"
     if resolution is None:
-        resolution = _number(metric.get("resolution"))
-    ref = _number(metric.get("reference"))
-    value = _number(metric.get("value"))
+        resolution = finite_number(metric.get("resolution"))
+    ref = finite_number(metric.get("reference"))
+    value = finite_number(metric.get("value"))
     if better == "closer-to-real":
-        real, gen = _number(metric.get("real")), _number(metric.get("generated"))
+        real, gen = finite_number(metric.get("real")), finite_number(metric.get("generated"))
         if real is None or gen is None or ref is None:
             return na
         d, r = abs(gen - real), abs(ref)

@@ -32,8 +32,11 @@ from ctdiff.atomic import plain_json
 from ctdiff.errors import ConfigError, OverwriteError
 from eval.review import mrmc, plots, stats
 from eval.review.store import (
+    CASE_COLUMNS,
     DESIGN_LABELS,
     FLAG_LABELS,
+    HEAD_COLUMNS,
+    TIME_COLUMNS,
     SessionInfo,
     answer_records,
     events,
@@ -47,30 +50,20 @@ from eval.review.store import (
 from eval.review.store import session_case_array as store_case_array
 
 ANSWER_COLUMNS = (
-    "session_id",
-    "session",
-    "reader",
-    "position",
-    "case_id",
-    "case_name",
-    "cohort",
-    "condition",
+    *HEAD_COLUMNS,
+    *CASE_COLUMNS,
     "said",
     "correct",
     "confidence",
     "realism",
     *(f"flag_{f}" for f in stats.FLAGS),
     "comment",
-    "seconds",
-    "submitted_utc",
+    *TIME_COLUMNS,
     "updated_utc",
     "changes",
 )
 AFC_COLUMNS = (
-    "session_id",
-    "session",
-    "reader",
-    "position",
+    *HEAD_COLUMNS,
     "left_case_id",
     "left_name",
     "right_case_id",
@@ -79,23 +72,15 @@ AFC_COLUMNS = (
     "chose",
     "correct",
     "confidence",
-    "seconds",
-    "submitted_utc",
+    *TIME_COLUMNS,
 )
 RATING_COLUMNS = (
-    "session_id",
-    "session",
-    "reader",
-    "position",
-    "case_id",
-    "case_name",
-    "cohort",
-    "condition",
+    *HEAD_COLUMNS,
+    *CASE_COLUMNS,
     "realism",
     *(f"flag_{f}" for f in stats.FLAGS),
     "comment",
-    "seconds",
-    "submitted_utc",
+    *TIME_COLUMNS,
 )
 MRMC_COLUMNS = ("reader", "case", "truth", "rating", "condition", "call")
 REPORT_FILES = (
@@ -249,8 +234,12 @@ def plain_words(result: mrmc.MrmcResult | None) -> Section:
     return Section("What this study shows", paras)
 
 
+def _json_text(obj) -> str:
+    return json.dumps(plain_json(obj), indent=2) + "\n"
+
+
 def answers_json(records: list[dict]) -> str:
-    return json.dumps(plain_json(records), indent=2) + "\n"
+    return _json_text(records)
 
 
 # ------------------------------------------------------------------------------ report sections
@@ -325,6 +314,11 @@ def metrics_table(summary: dict) -> Table:
     )
 
 
+def progress_table(progress: list[dict]) -> Table:
+    """Every design's "answered of" table, from :func:`eval.review.store.session_progress`."""
+    return Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])
+
+
 def report_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> list[Section]:
     grid = info.grid
     design = Section(
@@ -346,7 +340,7 @@ def report_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
             f"{', '.join(info.windows)}; slices: {'all' if info.scroll == 'all' else 'middle slice only'}; "
             f"changing a rating after submit {'allowed' if info.allow_change else 'not allowed'}.",
         ],
-        [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
+        [progress_table(progress)],
     )
     results = Section(
         "Detection of synthetic scans",
@@ -526,7 +520,7 @@ def afc_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> list
             f"Each pair shows one real and one synthetic scan side by side (never two of one cohort), which side is real "
             f"decided by a fair coin per pair, each case at most once per reader, pairs in each reader's own random order (seed {info.seed}).",
         ],
-        [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
+        [progress_table(progress)],
     )
     rows = [
         [name, str(m["n"]), fmt_prop(m), fmt_p(m["p"]), fmt_num(m["mean_seconds"], 1)]
@@ -567,7 +561,7 @@ def rating_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
             f"in their own random order (seed {info.seed}). 1 = clearly artificial, 3 = some doubts, 5 = indistinguishable "
             "from a clinical scan."
         ],
-        [Table(["reader", "answered", "of"], [[p["reader"], str(p["answered"]), str(p["total"])] for p in progress])],
+        [progress_table(progress)],
     )
 
     def row(name: str, d: dict, p: str) -> list[str]:
@@ -606,95 +600,67 @@ def rating_sections(info: SessionInfo, summary: dict, progress: list[dict]) -> l
 
 
 def build_report(db: str | Engine | None, session_id: int) -> dict[str, str | bytes]:
-    """File name -> text (bytes for the ROC plot) of every export of a session (:data:`REPORT_FILES`)."""
+    """File name -> text (bytes for PNGs) of every export of a session, in :data:`REPORT_FILES` order,
+    then the per-case heat maps. Every design writes the answers (CSV, JSON), the audit trail and the
+    summary (JSON, Markdown, HTML); the one-case design adds MRMC tables, marks and the ROC plot."""
     info = session_info(db, session_id)
+    progress = session_progress(db, session_id)
+    files: dict[str, str | bytes] = {"events.json": _json_text(events(db, session_id))}
+    heatmaps: dict[str, bytes] = {}
+    images: list[tuple[str, bytes]] = []
+    md_tail = ""
     if info.design == "rating":
         records = rating_records(db, session_id)
         summary = stats.rating_summary(records)
-        sections = rating_sections(info, summary, session_progress(db, session_id))
-        title = f"Reader study: {info.name}"
-        return {
-            "answers.csv": _csv(RATING_COLUMNS, records),
-            "answers.json": answers_json(records),
-            "events.json": json.dumps(plain_json(events(db, session_id)), indent=2) + "\n",
-            "summary.json": json.dumps(
-                plain_json({"session": {"id": info.id, "name": info.name}, "design": "rating", **summary}), indent=2
-            )
-            + "\n",
-            "summary.md": render_markdown(title, sections),
-            "summary.html": render_html(title, sections),
-        }
-    if info.design == "2afc":
+        sections = rating_sections(info, summary, progress)
+        files["answers.csv"] = _csv(RATING_COLUMNS, records)
+        summary_json = {"design": "rating", **summary}
+    elif info.design == "2afc":
         records = pair_records(db, session_id)
         summary = stats.afc_summary(records)
-        sections = afc_sections(info, summary, session_progress(db, session_id))
-        title = f"Reader study: {info.name}"
-        return {
-            "answers.csv": _csv(AFC_COLUMNS, records),
-            "answers.json": answers_json(records),
-            "events.json": json.dumps(plain_json(events(db, session_id)), indent=2) + "\n",
-            "summary.json": json.dumps(
-                plain_json({"session": {"id": info.id, "name": info.name}, "design": "2afc", **summary}), indent=2
+        sections = afc_sections(info, summary, progress)
+        files["answers.csv"] = _csv(AFC_COLUMNS, records)
+        summary_json = {"design": "2afc", **summary}
+    else:
+        records = answer_records(db, session_id)
+        summary = stats.session_summary(records)
+        rows, result, note = session_mrmc(records)
+        marks = mark_records(db, session_id)
+        heatmaps = heatmap_images(db, session_id, marks)
+        sections = report_sections(info, summary, progress)
+        sections.insert(2, mrmc_section(result, note))
+        sections.append(
+            Section(
+                "Giveaway marks",
+                [
+                    f"{len(marks)} mark(s) where readers clicked what looked wrong"
+                    + (
+                        f" ({sum(m['cohort'] == 'synthetic' for m in marks)} on synthetic cases); heat maps in marks-*.png."
+                        if marks
+                        else "."
+                    )
+                ],
             )
-            + "\n",
-            "summary.md": render_markdown(title, sections),
-            "summary.html": render_html(title, sections),
-        }
-    records = answer_records(db, session_id)
-    summary = stats.session_summary(records)
-    rows, result, note = session_mrmc(records)
-    marks = mark_records(db, session_id)
-    heatmaps = heatmap_images(db, session_id, marks)
-    sections = report_sections(info, summary, session_progress(db, session_id))
-    sections.insert(2, mrmc_section(result, note))
-    sections.append(
-        Section(
-            "Giveaway marks",
-            [
-                f"{len(marks)} mark(s) where readers clicked what looked wrong"
-                + (
-                    f" ({sum(m['cohort'] == 'synthetic' for m in marks)} on synthetic cases); heat maps in marks-*.png."
-                    if marks
-                    else "."
-                )
-            ],
         )
-    )
-    sections.append(plain_words(result))
+        sections.append(plain_words(result))
+        files["answers.csv"] = answers_csv(records)
+        files["mrmc.csv"] = mrmc_csv(rows)
+        files["imrmc.csv"] = imrmc_text(rows)
+        files["marks.json"] = json.dumps(marks, indent=2) + "\n"
+        summary_json = {**summary, "mrmc": None if result is None else result.as_dict()}
+        if result is not None:
+            roc_png = plots.png_of(plots.roc_figure(mrmc.reader_roc_curves(mrmc.ratings_from_rows(rows)), result))
+            if roc_png:
+                files["roc.png"] = roc_png
+                md_tail = "\n![Per-reader ROC curves](roc.png)\n"
+                images.append(("Per-reader ROC curves", roc_png))
+        images += [(f"Giveaway marks: {n}", b) for n, b in heatmaps.items()]
     title = f"Reader study: {info.name}"
-    roc_png = b""
-    if result is not None:
-        roc_png = plots.png_of(plots.roc_figure(mrmc.reader_roc_curves(mrmc.ratings_from_rows(rows)), result))
-    files: dict[str, str | bytes] = {
-        "answers.csv": answers_csv(records),
-        "answers.json": answers_json(records),
-        "mrmc.csv": mrmc_csv(rows),
-        "imrmc.csv": imrmc_text(rows),
-        "events.json": json.dumps(plain_json(events(db, session_id)), indent=2) + "\n",
-        "marks.json": json.dumps(marks, indent=2) + "\n",
-        "summary.json": json.dumps(
-            plain_json(
-                {
-                    "session": {"id": info.id, "name": info.name},
-                    **summary,
-                    "mrmc": None if result is None else result.as_dict(),
-                }
-            ),
-            indent=2,
-        )
-        + "\n",
-        "summary.md": render_markdown(title, sections) + ("\n![Per-reader ROC curves](roc.png)\n" if roc_png else ""),
-        "summary.html": render_html(
-            title,
-            sections,
-            images=([("Per-reader ROC curves", roc_png)] if roc_png else [])
-            + [(f"Giveaway marks: {n}", b) for n, b in heatmaps.items()],
-        ),
-    }
-    if roc_png:
-        files["roc.png"] = roc_png
-    files.update(heatmaps)
-    return files
+    files["answers.json"] = answers_json(records)
+    files["summary.json"] = _json_text({"session": {"id": info.id, "name": info.name}, **summary_json})
+    files["summary.md"] = render_markdown(title, sections) + md_tail
+    files["summary.html"] = render_html(title, sections, images=images)
+    return {**{name: files[name] for name in REPORT_FILES if name in files}, **heatmaps}
 
 
 def write_private(path: Path, data: bytes) -> Path:

@@ -66,6 +66,11 @@ DESIGN_LABELS = {
 SCROLL_MODES = ("all", "middle")  # scroll through every slice, or see only the middle slice
 LIKERT = range(1, 6)
 CACHE_FOLDER = "review-cache"
+# columns of the exported records: every design's record starts with HEAD_COLUMNS and ends its
+# answer with TIME_COLUMNS; one-case designs (single, rating) add CASE_COLUMNS after the head
+HEAD_COLUMNS = ("session_id", "session", "reader", "position")
+CASE_COLUMNS = ("case_id", "case_name", "cohort", "condition")
+TIME_COLUMNS = ("seconds", "submitted_utc")
 
 Progress = Callable[[int, int], None]
 
@@ -187,6 +192,43 @@ def _from_stored(base: Path | None, stored: str) -> str:
 
 def _grid(s: ReviewSession) -> render.DisplayGrid:
     return render.DisplayGrid(tuple(int(v) for v in s.grid_shape), tuple(float(v) for v in s.grid_spacing))
+
+
+def _cached_case(db: str | Engine | None, s_id: int, uid: str, grid: render.DisplayGrid, case_code: str) -> np.ndarray:
+    """A case's cached display-grid array; every missing case of the session is rebuilt first."""
+    cache_dir = cache_root(db) / uid
+    if render.missing_cases(cache_dir, [case_code]):
+        ensure_cache(db, s_id)  # rebuilds all missing cases alike, never just this one
+    return render.load_cached_case(cache_dir, case_code, grid)
+
+
+def _readers_case(reader_id: int, case_code: str):
+    """SQL condition: ``case_code`` is in the reader's order (a single/rating assignment or a 2AFC pair)."""
+    in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
+    in_pairs = (
+        select(Pair.left_case_id)
+        .where(Pair.reader_id == int(reader_id))
+        .union(select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
+    )
+    return (Case.code == case_code) & (Case.id.in_(in_order) | Case.id.in_(in_pairs))
+
+
+def _assigned_case(session, reader_id: int, case_code: str) -> tuple[int, int, bool]:
+    """(case id, session id, allow_change) of a case in the reader's own order (single/rating designs)."""
+    row = session.execute(
+        select(Case.id, Case.session_id, ReviewSession.allow_change)
+        .join(Assignment, Assignment.case_id == Case.id)
+        .join(ReviewSession, ReviewSession.id == Case.session_id)
+        .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
+    ).first()
+    if row is None:
+        raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+    return row
+
+
+def _reader_actor(reader_id: int) -> str:
+    """The audit-trail actor of a reader's own actions."""
+    return f"reader:{int(reader_id)}"
 
 
 def _get_session(session, session_id: int) -> ReviewSession:
@@ -621,6 +663,24 @@ def list_sessions(db: str | Engine | None) -> list[SessionInfo]:
         ]
 
 
+def _progress_row(name: str, total: int, answered: int, last) -> dict:
+    """One reader's line of :func:`session_progress`."""
+    total, answered = int(total), int(answered)
+    return {"reader": name, "answered": answered, "total": total, "done": answered == total, "last_answer_utc": last}
+
+
+def _reader_progress(rows: Sequence[tuple[int, int | None]], reader_id: int, items: str) -> ReaderProgress:
+    """From a reader's ``(position, answer id or None)`` rows in order: how far they are."""
+    if not rows:
+        raise ConfigError(f"no reader with id {reader_id} (or no {items} assigned)")
+    open_positions = [pos for pos, answer_id in rows if answer_id is None]
+    return ReaderProgress(
+        answered=len(rows) - len(open_positions),
+        total=len(rows),
+        next_position=open_positions[0] if open_positions else None,
+    )
+
+
 def session_progress(db: str | Engine | None, session_id: int) -> list[dict]:
     """Per reader: name, answered, total, done, last answer time (UTC)."""
     with read_session(db) as session:
@@ -638,10 +698,7 @@ def session_progress(db: str | Engine | None, session_id: int) -> list[dict]:
             .group_by(Reader.id, Reader.name)
             .order_by(Reader.id)
         ).all()
-    return [
-        {"reader": name, "answered": int(n), "total": int(total), "done": int(n) == int(total), "last_answer_utc": last}
-        for name, n, last in rows
-    ]
+    return [_progress_row(name, total, n, last) for name, n, last in rows]
 
 
 def ensure_cache(db: str | Engine | None, session_id: int, progress: Progress | None = None) -> int:
@@ -664,6 +721,19 @@ def ensure_cache(db: str | Engine | None, session_id: int, progress: Progress | 
     return len(todo)
 
 
+def _record_head(s: ReviewSession, reader: str, position: int, case: Case | None = None) -> dict:
+    """:data:`HEAD_COLUMNS` of a record (then :data:`CASE_COLUMNS`, the unblinded case, for one-case designs)."""
+    values = (s.id, s.name, reader, int(position) + 1)
+    if case is not None:
+        values += (case.code, case_name(case.path), case.cohort, case.condition)
+    return dict(zip(HEAD_COLUMNS + CASE_COLUMNS, values))
+
+
+def _record_time(a) -> dict:
+    """:data:`TIME_COLUMNS` of an answer row: seconds spent and submission time."""
+    return dict(zip(TIME_COLUMNS, (round(float(a.seconds), 3), a.submitted_at.isoformat(timespec="seconds"))))
+
+
 def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
     """Every answer of a session, unblinded, one dict per answer (for statistics and export)."""
     with read_session(db) as session:
@@ -678,22 +748,14 @@ def answer_records(db: str | Engine | None, session_id: int) -> list[dict]:
         ).all()
         return [
             {
-                "session_id": s.id,
-                "session": s.name,
-                "reader": reader_name,
-                "position": int(position) + 1,
-                "case_id": case.code,
-                "case_name": case_name(case.path),
-                "cohort": case.cohort,
-                "condition": case.condition,
+                **_record_head(s, reader_name, position, case),
                 "said": "synthetic" if a.said_synthetic else "real",
                 "correct": bool(a.said_synthetic) == (case.cohort == "synthetic"),
                 "confidence": int(a.confidence),
                 "realism": int(a.realism),
                 **{f"flag_{f}": bool(getattr(a, f"flag_{f}")) for f in FLAGS},
                 "comment": a.comment,
-                "seconds": round(float(a.seconds), 3),
-                "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+                **_record_time(a),
                 "updated_utc": a.updated_at.isoformat(timespec="seconds"),
                 "changes": int(a.changes),
             }
@@ -755,14 +817,7 @@ def reader_progress(db: str | Engine | None, reader_id: int) -> ReaderProgress:
             .where(Assignment.reader_id == int(reader_id))
             .order_by(Assignment.position)
         ).all()
-    if not rows:
-        raise ConfigError(f"no reader with id {reader_id} (or no cases assigned)")
-    open_positions = [pos for pos, answer_id in rows if answer_id is None]
-    return ReaderProgress(
-        answered=len(rows) - len(open_positions),
-        total=len(rows),
-        next_position=open_positions[0] if open_positions else None,
-    )
+    return _reader_progress(rows, reader_id, "cases")
 
 
 def reader_case(db: str | Engine | None, reader_id: int, position: int) -> ReaderCase:
@@ -791,25 +846,15 @@ def reader_case(db: str | Engine | None, reader_id: int, position: int) -> Reade
 def load_case_array(db: str | Engine | None, reader_id: int, case_code: str) -> tuple[np.ndarray, render.DisplayGrid]:
     """The cached display-grid array of a case in this reader's order (rebuilt if missing)."""
     with read_session(db) as session:
-        in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
-        in_pairs = (
-            select(Pair.left_case_id)
-            .where(Pair.reader_id == int(reader_id))
-            .union(select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
-        )
-        row = session.execute(
-            select(ReviewSession.id, ReviewSession.uid, ReviewSession.grid_shape, ReviewSession.grid_spacing)
+        s = session.scalar(
+            select(ReviewSession)
             .join(Case, Case.session_id == ReviewSession.id)
-            .where(Case.code == case_code, Case.id.in_(in_order) | Case.id.in_(in_pairs))
-        ).first()
-    if row is None:
-        raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
-    session_id, uid, shape, spacing = row
-    grid = render.DisplayGrid(tuple(int(v) for v in shape), tuple(float(v) for v in spacing))
-    cache_dir = cache_root(db) / uid
-    if render.missing_cases(cache_dir, [case_code]):
-        ensure_cache(db, session_id)  # rebuilds all missing cases alike, never just this one
-    return render.load_cached_case(cache_dir, case_code, grid), grid
+            .where(_readers_case(reader_id, case_code))
+        )
+        if s is None:
+            raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
+        session_id, uid, grid = s.id, s.uid, _grid(s)
+    return _cached_case(db, session_id, uid, grid, case_code), grid
 
 
 def _validate_answer(
@@ -861,15 +906,7 @@ def submit_answer(
     for attempt in range(2):
         try:
             with write_session(db) as session:
-                row = session.execute(
-                    select(Case.id, ReviewSession.allow_change)
-                    .join(Assignment, Assignment.case_id == Case.id)
-                    .join(ReviewSession, ReviewSession.id == Case.session_id)
-                    .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
-                ).first()
-                if row is None:
-                    raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
-                case_id, allow_change = row
+                case_id, sid, allow_change = _assigned_case(session, reader_id, case_code)
                 now = utcnow()
                 answer = session.scalar(
                     select(Answer).where(Answer.reader_id == int(reader_id), Answer.case_id == case_id)
@@ -898,9 +935,9 @@ def submit_answer(
                 session.flush()
                 _log(
                     session,
-                    f"reader:{int(reader_id)}",
+                    _reader_actor(reader_id),
                     "answer_changed" if answer.changes else "answer_submitted",
-                    session.scalar(select(Case.session_id).where(Case.id == case_id)),
+                    sid,
                     case=case_code,
                     seconds=round(float(seconds), 3),
                 )
@@ -942,10 +979,7 @@ def _pair_progress_rows(session, s: ReviewSession) -> list[dict]:
         .group_by(Reader.id, Reader.name)
         .order_by(Reader.id)
     ).all()
-    return [
-        {"reader": name, "answered": int(n), "total": int(total), "done": int(n) == int(total), "last_answer_utc": last}
-        for name, total, n, last in rows
-    ]
+    return [_progress_row(name, total, n, last) for name, total, n, last in rows]
 
 
 def reader_pair_progress(db: str | Engine | None, reader_id: int) -> ReaderProgress:
@@ -957,14 +991,7 @@ def reader_pair_progress(db: str | Engine | None, reader_id: int) -> ReaderProgr
             .where(Pair.reader_id == int(reader_id))
             .order_by(Pair.position)
         ).all()
-    if not rows:
-        raise ConfigError(f"no reader with id {reader_id} (or no pairs assigned)")
-    open_positions = [pos for pos, answer_id in rows if answer_id is None]
-    return ReaderProgress(
-        answered=len(rows) - len(open_positions),
-        total=len(rows),
-        next_position=open_positions[0] if open_positions else None,
-    )
+    return _reader_progress(rows, reader_id, "pairs")
 
 
 def reader_pair(db: str | Engine | None, reader_id: int, position: int) -> PairView:
@@ -1035,7 +1062,7 @@ def submit_pair_answer(
             sid = session.scalar(select(Case.session_id).where(Case.id == pair.left_case_id))
             _log(
                 session,
-                f"reader:{int(reader_id)}",
+                _reader_actor(reader_id),
                 "pair_answered",
                 sid,
                 position=int(position),
@@ -1075,10 +1102,7 @@ def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
             real_left = lcohort == "real"
             out.append(
                 {
-                    "session_id": s.id,
-                    "session": s.name,
-                    "reader": name,
-                    "position": int(pos) + 1,
+                    **_record_head(s, name, pos),
                     "left_case_id": lcode,
                     "left_name": case_name(lpath),
                     "right_case_id": rcode,
@@ -1087,8 +1111,7 @@ def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
                     "chose": "left" if a.chose_left else "right",
                     "correct": bool(a.chose_left) == real_left,
                     "confidence": int(a.confidence),
-                    "seconds": round(float(a.seconds), 3),
-                    "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+                    **_record_time(a),
                 }
             )
         return out
@@ -1096,16 +1119,10 @@ def pair_records(db: str | Engine | None, session_id: int) -> list[dict]:
 
 # ------------------------------------------------------------------------------ giveaway marks
 def _reader_case_row(session, reader_id: int, case_code: str):
-    in_order = select(Assignment.case_id).where(Assignment.reader_id == int(reader_id))
-    in_pairs = (
-        select(Pair.left_case_id)
-        .where(Pair.reader_id == int(reader_id))
-        .union(select(Pair.right_case_id).where(Pair.reader_id == int(reader_id)))
-    )
     return session.execute(
         select(Case.id, Case.session_id, ReviewSession.grid_shape)
         .join(ReviewSession, ReviewSession.id == Case.session_id)
-        .where(Case.code == case_code, Case.id.in_(in_order) | Case.id.in_(in_pairs))
+        .where(_readers_case(reader_id, case_code))
     ).first()
 
 
@@ -1125,7 +1142,7 @@ def add_mark(db: str | Engine | None, reader_id: int, case_code: str, voxel: Seq
         if not all(0 <= v < int(n) for v, n in zip(xyz, shape)):
             raise ConfigError(f"mark {xyz} is outside the display grid {tuple(shape)}")
         session.add(Mark(reader_id=int(reader_id), case_id=case_id, x=xyz[0], y=xyz[1], z=xyz[2], created_at=utcnow()))
-        _log(session, f"reader:{int(reader_id)}", "mark_added", sid, case=case_code, voxel=list(xyz))
+        _log(session, _reader_actor(reader_id), "mark_added", sid, case=case_code, voxel=list(xyz))
     return xyz
 
 
@@ -1140,9 +1157,7 @@ def remove_last_mark(db: str | Engine | None, reader_id: int, case_code: str) ->
         )
         if mark is None:
             return False
-        _log(
-            session, f"reader:{int(reader_id)}", "mark_removed", row[1], case=case_code, voxel=[mark.x, mark.y, mark.z]
-        )
+        _log(session, _reader_actor(reader_id), "mark_removed", row[1], case=case_code, voxel=[mark.x, mark.y, mark.z])
         session.delete(mark)
         return True
 
@@ -1189,10 +1204,7 @@ def session_case_array(db: str | Engine | None, session_id: int, case_code: str)
         if session.scalar(select(Case.id).where(Case.session_id == s.id, Case.code == case_code)) is None:
             raise ConfigError(f"session {session_id} has no case {case_code}")
         uid, grid = s.uid, _grid(s)
-    cache_dir = cache_root(db) / uid
-    if render.missing_cases(cache_dir, [case_code]):
-        ensure_cache(db, session_id)
-    return render.load_cached_case(cache_dir, case_code, grid)
+    return _cached_case(db, session_id, uid, grid, case_code)
 
 
 # ------------------------------------------------------------------------ realism rating only
@@ -1210,14 +1222,7 @@ def submit_rating(
     flags = _validate_answer(False, 3, realism, flags, seconds)
     try:
         with write_session(db) as session:
-            row = session.execute(
-                select(Case.id, Case.session_id)
-                .join(Assignment, Assignment.case_id == Case.id)
-                .where(Assignment.reader_id == int(reader_id), Case.code == case_code)
-            ).first()
-            if row is None:
-                raise ConfigError(f"case {case_code} is not in reader {reader_id}'s order")
-            case_id, sid = row
+            case_id, sid, _ = _assigned_case(session, reader_id, case_code)
             if (
                 session.scalar(
                     select(RatingAnswer.id).where(
@@ -1240,7 +1245,7 @@ def submit_rating(
             )
             _log(
                 session,
-                f"reader:{int(reader_id)}",
+                _reader_actor(reader_id),
                 "rating_submitted",
                 sid,
                 case=case_code,
@@ -1267,19 +1272,11 @@ def rating_records(db: str | Engine | None, session_id: int) -> list[dict]:
         ).all()
         return [
             {
-                "session_id": s.id,
-                "session": s.name,
-                "reader": name,
-                "position": int(pos) + 1,
-                "case_id": case.code,
-                "case_name": case_name(case.path),
-                "cohort": case.cohort,
-                "condition": case.condition,
+                **_record_head(s, name, pos, case),
                 "realism": int(a.realism),
                 **{f"flag_{f}": f in (a.flags or []) for f in FLAGS},
                 "comment": a.comment,
-                "seconds": round(float(a.seconds), 3),
-                "submitted_utc": a.submitted_at.isoformat(timespec="seconds"),
+                **_record_time(a),
             }
             for a, case, name, pos in rows
         ]

@@ -30,22 +30,29 @@ def _nifti(folder: Path, name: str = "v.nii.gz", array=None, affine=None) -> Pat
     return path
 
 
-def gz_crc_flipped(folder: Path) -> Path:
-    """A .nii.gz whose CRC-32 trailer is wrong: nibabel alone would read it as data."""
-    p = _nifti(folder)
+def _flip(p: Path, index: Callable[[int], int], bits: int) -> Path:
+    """XOR ``bits`` into the byte at ``index(file size)`` of ``p``, in place."""
     data = bytearray(p.read_bytes())
-    data[-8] ^= 0xFF
+    data[index(len(data))] ^= bits
     p.write_bytes(bytes(data))
     return p
+
+
+def _truncate(p: Path, keep: Callable[[int], int]) -> Path:
+    """Keep the first ``keep(file size)`` bytes of ``p``."""
+    data = p.read_bytes()
+    p.write_bytes(data[: keep(len(data))])
+    return p
+
+
+def gz_crc_flipped(folder: Path) -> Path:
+    """A .nii.gz whose CRC-32 trailer is wrong: nibabel alone would read it as data."""
+    return _flip(_nifti(folder), lambda n: n - 8, 0xFF)
 
 
 def gz_length_wrong(folder: Path) -> Path:
     """A .nii.gz whose ISIZE (uncompressed length) trailer is wrong."""
-    p = _nifti(folder)
-    data = bytearray(p.read_bytes())
-    data[-1] ^= 0x01
-    p.write_bytes(bytes(data))
-    return p
+    return _flip(_nifti(folder), lambda n: n - 1, 0x01)
 
 
 def gz_data_byte_flipped(folder: Path) -> Path:
@@ -61,17 +68,11 @@ def gz_data_byte_flipped(folder: Path) -> Path:
 
 
 def gz_truncated(folder: Path) -> Path:
-    p = _nifti(folder)
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
-    return p
+    return _truncate(_nifti(folder), lambda n: n // 2)
 
 
 def nii_truncated(folder: Path) -> Path:
-    p = _nifti(folder, "v.nii")
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) - 100])
-    return p
+    return _truncate(_nifti(folder, "v.nii"), lambda n: n - 100)
 
 
 def nii_huge_header(folder: Path) -> Path:
@@ -144,10 +145,7 @@ def npz_corrupt(folder: Path) -> Path:
     np.savez_compressed(
         p, array=np.random.default_rng(3).normal(size=(16, 16, 8)).astype(np.float32), spacing=np.array([1.0, 1.0, 1.0])
     )
-    data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    p.write_bytes(bytes(data))
-    return p
+    return _flip(p, lambda n: n // 2, 0xFF)
 
 
 def _dicom(folder: Path, slope=None, intercept=None) -> Path:
@@ -230,44 +228,46 @@ READER_CORPUS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "unfinished_cohort": (unfinished_cohort, "did not finish"),
 }
 
+
+# ----------------------------------------------------------------------------- commands
+# one argv builder per command (its fixture inputs filled in); entries add the option under test
+def _report(out: str, *extra: str, generated: str = "{gen}") -> list[str]:
+    return ["-m", "eval", "report", "--real", "{real}", "--generated", generated, "--out", out, *extra]
+
+
+def _sample(out: str, *extra: str, source: tuple[str, str] = ("--run", "{run}")) -> list[str]:
+    return ["-m", "ctdiff", "sample", *source, "--out", out, *extra]
+
+
+def _train(out: str, *extra: str) -> list[str]:
+    return ["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out", out, *extra]
+
+
+def _prepare(out: str, *extra: str) -> list[str]:
+    return ["-m", "ctdiff", "prepare", "--src", "{real}", "--out", out, *extra]
+
+
+def _phantom(out: str, *extra: str) -> list[str]:
+    return ["-m", "ctdiff", "phantom", "--out", out, *extra]
+
+
 # command lines: (argv template, exit code, words in the one-line error)
 CLI_CORPUS: dict[str, tuple[list[str], int, str]] = {
     # --force deleting inputs (data loss in issue 17)
-    "report_out_is_real": (
-        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{real}", "--force"],
-        2,
-        "is the input --real",
-    ),
-    "report_out_contains_generated": (
-        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{tmp}", "--force"],
-        2,
-        "contains the input --real",
-    ),
-    "sample_out_is_run": (
-        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{run}", "--force"],
-        2,
-        "contains the input",
-    ),
-    "train_out_is_data": (
-        ["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out", "{real}", "--force"],
-        2,
-        "is the input --data",
-    ),
-    "prepare_out_is_src": (
-        ["-m", "ctdiff", "prepare", "--src", "{real}", "--out", "{real}", "--force"],
-        2,
-        "is the input --src",
-    ),
+    "report_out_is_real": (_report("{real}", "--force"), 2, "is the input --real"),
+    "report_out_contains_generated": (_report("{tmp}", "--force"), 2, "contains the input --real"),
+    "sample_out_is_run": (_sample("{run}", "--force"), 2, "contains the input"),
+    "train_out_is_data": (_train("{real}", "--force"), 2, "is the input --data"),
+    "prepare_out_is_src": (_prepare("{real}", "--force"), 2, "is the input --src"),
     "force_on_foreign_folder": (
-        ["-m", "ctdiff", "phantom", "--out", "{foreign}", "--n", "1", "--shape", "8", "8", "4", "--force"],
+        _phantom("{foreign}", "--n", "1", "--shape", "8", "8", "4", "--force"),
         2,
         "not a phantom cohort",
     ),
-    "train_force_on_foreign_folder": (
-        ["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out", "{foreign}", "--force"],
-        2,
-        "not a run dir",
-    ),
+    "train_force_on_foreign_folder": (_train("{foreign}", "--force"), 2, "not a run dir"),
+    "sample_force_on_foreign_folder": (_sample("{foreign}", "--force"), 2, "not a samples folder"),
+    "report_force_on_foreign_folder": (_report("{foreign}", "--force"), 2, "not a report folder"),
+    "report_force_on_other_commands_output": (_report("{phantom_out}", "--force"), 2, "not a report folder"),
     "train_out_foreign_without_force": (  # refused without suggesting a --force that would be refused too
         ["-m", "ctdiff", "train", "--config", "configs/demo.yaml", "--data", "{real}", "--out", "{foreign}"],
         2,
@@ -340,118 +340,35 @@ CLI_CORPUS: dict[str, tuple[list[str], int, str]] = {
         2,
         "--degradations is empty",
     ),
-    "sample_force_on_foreign_folder": (
-        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{foreign}", "--force"],
-        2,
-        "not a samples folder",
-    ),
-    "report_force_on_foreign_folder": (
-        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{foreign}", "--force"],
-        2,
-        "not a report folder",
-    ),
-    "report_force_on_other_commands_output": (
-        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{phantom_out}", "--force"],
-        2,
-        "not a report folder",
-    ),
     # bad values
-    "phantom_noise_nan": (
-        ["-m", "ctdiff", "phantom", "--out", "{new}", "--noise-hu", "nan"],
-        2,
-        "--noise-hu must be a finite",
-    ),
-    "phantom_fov_nan": (
-        ["-m", "ctdiff", "phantom", "--out", "{new}", "--fov", "nan", "1", "1"],
-        2,
-        "--fov must be a finite",
-    ),
-    "phantom_huge_shape": (
-        ["-m", "ctdiff", "phantom", "--out", "{new}", "--shape", "100000", "100000", "100000"],
-        2,
-        "--shape",
-    ),
-    "phantom_n_zero": (["-m", "ctdiff", "phantom", "--out", "{new}", "--n", "0"], 2, "--n must be >= 1"),
-    "phantom_huge_seed": (["-m", "ctdiff", "phantom", "--out", "{new}", "--seed", str(2**70)], 2, "--seed must be <="),
-    "prepare_crop_margin_inf": (
-        ["-m", "ctdiff", "prepare", "--src", "{real}", "--out", "{new}", "--crop-margin", "inf"],
-        2,
-        "--crop-margin must be a finite",
-    ),
-    "sample_steps_zero": (
-        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--steps", "0"],
-        2,
-        "--steps must be >= 1",
-    ),
-    "sample_steps_above_schedule": (
-        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--steps", "101"],
-        2,
-        "--steps must be <= 100",
-    ),
-    "sample_unknown_device": (
-        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--device", "tpu9"],
-        2,
-        "--device",
-    ),
-    "sample_missing_cuda_device": (
-        ["-m", "ctdiff", "sample", "--run", "{run}", "--out", "{new}", "--device", "cuda:99"],
-        2,
-        "--device cuda:99",
-    ),
+    "phantom_noise_nan": (_phantom("{new}", "--noise-hu", "nan"), 2, "--noise-hu must be a finite"),
+    "phantom_fov_nan": (_phantom("{new}", "--fov", "nan", "1", "1"), 2, "--fov must be a finite"),
+    "phantom_huge_shape": (_phantom("{new}", "--shape", "100000", "100000", "100000"), 2, "--shape"),
+    "phantom_n_zero": (_phantom("{new}", "--n", "0"), 2, "--n must be >= 1"),
+    "phantom_huge_seed": (_phantom("{new}", "--seed", str(2**70)), 2, "--seed must be <="),
+    "prepare_crop_margin_inf": (_prepare("{new}", "--crop-margin", "inf"), 2, "--crop-margin must be a finite"),
+    "sample_steps_zero": (_sample("{new}", "--steps", "0"), 2, "--steps must be >= 1"),
+    "sample_steps_above_schedule": (_sample("{new}", "--steps", "101"), 2, "--steps must be <= 100"),
+    "sample_unknown_device": (_sample("{new}", "--device", "tpu9"), 2, "--device"),
+    "sample_missing_cuda_device": (_sample("{new}", "--device", "cuda:99"), 2, "--device cuda:99"),
     "sample_zero_byte_checkpoint": (
-        ["-m", "ctdiff", "sample", "--checkpoint", "{empty_ckpt}", "--out", "{new}"],
+        _sample("{new}", source=("--checkpoint", "{empty_ckpt}")),
         2,
         "not a readable checkpoint",
     ),
     "sample_incomplete_checkpoint": (
-        ["-m", "ctdiff", "sample", "--checkpoint", "{incomplete_ckpt}", "--out", "{new}"],
+        _sample("{new}", source=("--checkpoint", "{incomplete_ckpt}")),
         2,
         "incomplete checkpoint",
     ),
-    "sample_nan_weights": (
-        ["-m", "ctdiff", "sample", "--checkpoint", "{nan_ckpt}", "--out", "{new}", "--n", "1"],
-        2,
-        "non-finite",
-    ),
-    "report_bootstrap_negative": (
-        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{new}", "--bootstrap", "-1"],
-        2,
-        "--bootstrap must be >= 0",
-    ),
-    "report_metrics_empty": (
-        ["-m", "eval", "report", "--real", "{real}", "--generated", "{gen}", "--out", "{new}", "--metrics", ""],
-        2,
-        "--metrics is empty",
-    ),
-    "report_generated_is_real": (
-        ["-m", "eval", "report", "--real", "{real}", "--generated", "{real}", "--out", "{new}"],
-        2,
-        "give two different folders",
-    ),
+    "sample_nan_weights": (_sample("{new}", "--n", "1", source=("--checkpoint", "{nan_ckpt}")), 2, "non-finite"),
+    "report_bootstrap_negative": (_report("{new}", "--bootstrap", "-1"), 2, "--bootstrap must be >= 0"),
+    "report_metrics_empty": (_report("{new}", "--metrics", ""), 2, "--metrics is empty"),
+    "report_generated_is_real": (_report("{new}", generated="{real}"), 2, "give two different folders"),
     "report_inception_text_file": (
-        [
-            "-m",
-            "eval",
-            "report",
-            "--real",
-            "{real}",
-            "--generated",
-            "{gen}",
-            "--out",
-            "{new}",
-            "--metrics",
-            "fid_inception_2d",
-            "--inception-weights",
-            "{text_file}",
-            "--bootstrap",
-            "0",
-        ],
+        _report("{new}", "--metrics", "fid_inception_2d", "--inception-weights", "{text_file}", "--bootstrap", "0"),
         2,
         "not a readable InceptionV3 weights file",
     ),
-    "out_parent_is_file": (
-        ["-m", "ctdiff", "phantom", "--out", "{text_file}/sub", "--n", "1"],
-        2,
-        "parent path is a file",
-    ),
+    "out_parent_is_file": (_phantom("{text_file}/sub", "--n", "1"), 2, "parent path is a file"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ctdiff.config import DataConfig
 from ctdiff.data.dataset import (
@@ -12,6 +13,7 @@ from ctdiff.data.dataset import (
     TrainDataset,
     crop_slices,
     epoch_batches,
+    fit_centred,
     load_cases,
     make_split,
     pad_slices,
@@ -77,6 +79,65 @@ def test_pad_and_crop_round_trip(mode):
     else:
         assert torch.all(p[:, :3] == -1.0) and torch.all(p[:, -3:] == -1.0)
         assert model_to_hu(p[:, 0], (-1024, 1500)).max().item() == -1024.0
+
+
+@pytest.mark.parametrize("mode", ["edge", "constant"])
+@pytest.mark.parametrize(("n", "depth"), [(26, 32), (25, 32), (5, 8), (6, 9), (7, 7)])
+def test_pad_slices_matches_torch_pad_bitwise(mode, n, depth):
+    # the torch.nn.functional.pad lines that MONAI's SpatialPad replaced are the reference
+    t = torch.rand((1, n, 3, 4), generator=torch.Generator().manual_seed(n)) * 2 - 1
+    before = (depth - n) // 2
+    pad = (0, 0, 0, 0, before, depth - n - before)
+    ref = F.pad(t[None], pad, mode="replicate")[0] if mode == "edge" else F.pad(t, pad, value=-1.0)
+    got = pad_slices(t, depth, mode)
+    assert type(got) is torch.Tensor and got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    torch.testing.assert_close(crop_slices(got[None].expand(2, -1, -1, -1, -1), n)[1], t, rtol=0, atol=0)
+
+
+def test_centre_spatial_crop_does_not_undo_symmetric_pad():
+    # why fit_centred/crop_slices crop at pad_before's offset instead of MONAI's CenterSpatialCrop
+    from monai.transforms import CenterSpatialCrop, SpatialPad
+
+    t = torch.arange(25, dtype=torch.float32).reshape(1, 25, 1, 1)
+    padded = SpatialPad((32, -1, -1), method="symmetric", mode="edge")(t)
+    monai_crop = CenterSpatialCrop((25, -1, -1))(padded)
+    assert monai_crop[0, 0, 0, 0].item() == 1.0  # one slice late: slice 0 is lost
+    torch.testing.assert_close(crop_slices(padded.as_tensor(), 25), t, rtol=0, atol=0)
+    torch.testing.assert_close(fit_centred(padded.as_tensor(), (25, -1, -1)), t, rtol=0, atol=0)
+
+
+def formula_fit(arr, shape, value):
+    """The hand-written centre crop/pad loop of eval/report/cases.py that fit_centred replaced."""
+    out = np.full(tuple(shape), value, dtype=np.float32)
+    src, dst = [], []
+    for n_in, n_out in zip(arr.shape, shape):
+        if n_in >= n_out:
+            a = (n_in - n_out) // 2
+            src.append(slice(a, a + n_out))
+            dst.append(slice(0, n_out))
+        else:
+            a = (n_out - n_in) // 2
+            src.append(slice(0, n_in))
+            dst.append(slice(a, a + n_in))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+def test_fit_centred_matches_the_crop_pad_loop_and_monai_spatial_pad(rng):
+    from monai.transforms import SpatialPad
+
+    for _ in range(20):
+        arr = rng.normal(size=tuple(int(n) for n in rng.integers(1, 12, 3))).astype(np.float32)
+        shape = tuple(int(n) for n in rng.integers(1, 12, 3))
+        got = fit_centred(arr[None], shape, "constant", -1000.0)
+        assert type(got) is np.ndarray and got.dtype == np.float32  # numpy in, numpy out
+        np.testing.assert_array_equal(got[0], formula_fit(arr, shape, -1000.0), err_msg=f"{arr.shape} -> {shape}")
+        # padding only: the same values as the MONAI transform whose widths and pad function it uses
+        grown = tuple(max(a, b) for a, b in zip(arr.shape, shape))
+        for mode, kw in (("constant", {"value": -1000.0}), ("edge", {})):
+            monai = SpatialPad(grown, method="symmetric", mode=mode, **kw)(arr[None])
+            np.testing.assert_array_equal(fit_centred(arr[None], grown, mode, -1000.0), monai.numpy())
 
 
 def test_augmentation_flip_axis_and_seeding():

@@ -159,7 +159,18 @@ def test_clip_range_is_applied(cohort, tmp_path):
         vol = read_volume(tmp_path / "p" / entry["file"])
         assert vol.array.min() == -200 and vol.array.max() == 300
         assert entry["hu_clipped_fraction"] > 0.3  # all the air
-    assert manifest["options"]["clip"] == [-200.0, 300.0]
+    # every option is recorded once, in this order (what manifest.json readers see)
+    assert list(manifest["options"].items()) == [
+        ("spacing", None),
+        ("shape", None),
+        ("crop_body", False),
+        ("crop_margin_mm", 10.0),
+        ("clip", [-200.0, 300.0]),
+        ("series_selected", False),
+        ("allow_non_ct", False),
+        ("resample_irregular", False),
+        ("npy_spacing", None),
+    ]
 
 
 def test_crop_body_shrinks_extent_keeps_body_and_removes_table(cohort, tmp_path):

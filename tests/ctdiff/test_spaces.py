@@ -14,6 +14,7 @@ from ctdiff.cli import main
 from ctdiff.config import SAMPLERS, config_from_dict
 from ctdiff.data.io import read_volume, write_nifti
 from ctdiff.data.phantom import make_phantom
+from ctdiff.data.tensors import model_to_hu
 from ctdiff.diffusion.sample import load_bundle, sample
 from ctdiff.errors import ConfigError
 from ctdiff.model.checkpoint import load_checkpoint
@@ -227,3 +228,9 @@ def test_demo_model_is_pixel_space_and_loads(tmp_path):
     bundle = load_bundle(ASSETS / "model.pt", device="cpu")
     assert isinstance(bundle.space, PixelSpace) and bundle.diffusion.kind == "ddpm" and bundle.diffusion.clip_sample
     assert bundle.config.sample.sampler in samplers_for("ddpm")
+    # sampling maps [-1, 1] back to HU with MONAI's ScaleIntensityRange now: in this checkpoint's
+    # window it gives the HU the formula it was trained and shipped with gave, bit for bit
+    window = bundle.config.data.hu_window
+    x = torch.rand(4096, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2
+    lo, hi = window
+    torch.testing.assert_close(model_to_hu(x, window), (x.clamp(-1, 1) + 1.0) / 2.0 * (hi - lo) + lo, rtol=0, atol=0)

@@ -123,6 +123,19 @@ def test_ssim_3d_equals_skimage(rng):
     assert similarity.ssim(a, a) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_to_unit_equals_monai_scaling(rng, dtype):
+    from ctdiff.data.tensors import scale_range
+
+    vols = [rng.uniform(-1600, 1600, (6, 5, 4)).astype(np.float32) for _ in range(3)]
+    for window in (similarity.SSIM_WINDOW_HU, (-160.0, 240.0), (-57.5, 12.25)):
+        got = similarity.to_unit(vols, window, dtype=dtype)
+        want = scale_range(torch.stack([torch.as_tensor(v, dtype=dtype) for v in vols]), window, (0.0, 1.0))
+        assert got.shape == (3, 1, 6, 5, 4) and got.dtype == dtype
+        torch.testing.assert_close(got[:, 0], want, rtol=0, atol=0)
+        assert got.min() == 0.0 and got.max() == 1.0
+
+
 def test_ms_ssim_matches_torchmetrics(rng):
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
     from torchmetrics.functional.image.ssim import _get_normalized_sim_and_cs

@@ -153,15 +153,11 @@ def write_cohort(
 def _write_cohort_into(out: Path, n, shape, seed, noise_hu, progress, fov_mm, noise_method, table) -> Path:
     from ctdiff.atomic import write_json
     from ctdiff.data.io import write_nifti
+    from ctdiff.progress import counted
 
     width = max(3, len(str(int(n) - 1)))
     cases = []
-    bar = None
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(total=int(n), desc="phantoms", unit="case")
-    for i in range(int(n)):
+    for i in counted(range(int(n)), progress, "phantoms", "case"):
         cs = case_seed(seed, i)
         volume, params = make_phantom(shape, cs, noise_hu, fov_mm, noise_method, table=table)
         name = f"case_{i:0{width}d}.nii.gz"
@@ -176,12 +172,6 @@ def _write_cohort_into(out: Path, n, shape, seed, noise_hu, progress, fov_mm, no
                 **({"photons_per_ray": params["photons_per_ray"]} if "photons_per_ray" in params else {}),
             }
         )
-        if bar is not None:
-            bar.update(1)
-        elif callable(progress):
-            progress(i + 1, int(n))
-    if bar is not None:
-        bar.close()
     spacing, _ = geometry(shape, fov_mm)
     manifest = {
         "kind": "ctdiff phantom cohort",

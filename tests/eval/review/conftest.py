@@ -78,7 +78,7 @@ def _pg_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server on a free port in a temporary folder (stopped and removed afterwards).
 
@@ -139,3 +139,13 @@ def pg_url(postgres_server):
     admin.dispose()
     yield f"{postgres_server}/{name}"
     review_db.dispose_engines()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path):
+    """A fresh review database on each backend in turn: one test body serves SQLite and PostgreSQL."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_url")
+    else:
+        yield f"sqlite:///{tmp_path / 'reviews.sqlite'}"
+        review_db.dispose_engines()

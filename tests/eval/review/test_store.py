@@ -50,8 +50,8 @@ def test_new_database_is_current_schema_in_wal_mode(db_url):
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_migration_from_schema_v1_keeps_data_and_matches_a_fresh_schema(tmp_path, cohorts):
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+def test_migration_from_schema_v1_keeps_data_and_matches_a_fresh_schema(any_db, tmp_path):
+    url = any_db  # SQLite and PostgreSQL: the same migration code runs on both
     # build a version-1 database the way ctdiff's first schema wrote it
     old = create_engine(url)
     md = review_db.schema_v1_metadata()
@@ -374,7 +374,9 @@ def _count_answers(db_url) -> tuple[int, int]:
     return int(total), int(distinct)
 
 
-def test_concurrent_submits_from_threads_lose_and_duplicate_nothing(db_url, cohorts):
+def test_concurrent_submits_from_threads_lose_and_duplicate_nothing(any_db, cohorts):
+    # SQLite serialises writers (BEGIN IMMEDIATE); PostgreSQL races on the (reader, case) unique constraint
+    db_url = any_db
     sid = store.create_session(db_url, "s", *cohorts)  # changes not allowed
     readers = [store.find_reader(db_url, store.add_reader(db_url, sid, f"R{i}")) for i in range(4)]
     codes = {r.reader_id: [store.reader_case(db_url, r.reader_id, i).code for i in range(r.total)] for r in readers}

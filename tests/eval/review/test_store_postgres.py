@@ -1,17 +1,20 @@
-"""The review store on PostgreSQL (what CTDIFF_REVIEW_DB=postgresql://... gives a site): schema,
-migration from version 1, and concurrent submits racing on the (reader, case) unique constraint."""
+"""The review store on PostgreSQL (what CTDIFF_REVIEW_DB=postgresql://... gives a site): schema, the
+append-only trigger, and an insert race on the (reader, case) unique constraint.
+
+The migration from version 1 and concurrent submits from threads run on both backends in
+test_store.py (the ``any_db`` fixture)."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from eval.review import assign, store
 from eval.review import db as review_db
-from eval.review.db import Answer, get_engine, read_session
+from eval.review import store
+from eval.review.db import Answer, get_engine
 
 
 def test_postgres_schema_and_full_round_trip(pg_url, cohorts):
@@ -46,114 +49,6 @@ def test_postgres_schema_and_full_round_trip(pg_url, cohorts):
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM review_events"))
     assert len(store.events(pg_url, sid)) == 4
-
-
-def test_postgres_migration_from_v1(pg_url):
-    old = create_engine(pg_url)
-    md = review_db.schema_v1_metadata()
-    md.create_all(old)
-    now = review_db.utcnow()
-    with old.begin() as conn:
-        t = md.tables
-        conn.execute(t["review_schema_version"].insert().values(id=1, version=1))
-        conn.execute(
-            t["review_sessions"]
-            .insert()
-            .values(
-                id=1,
-                uid="u1",
-                name="old",
-                created_at=now,
-                seed=0,
-                real_dir="r",
-                generated_dir="g",
-                planes=["axial"],
-                windows=["bone"],
-                scroll="all",
-                instructions="",
-                grid_shape=[16, 16, 8],
-                grid_spacing=[2.0, 2.0, 3.0],
-            )
-        )
-        conn.execute(
-            t["review_cases"].insert().values(id=1, session_id=1, code="abcd1234", path="x.nii.gz", cohort="synthetic")
-        )
-        conn.execute(
-            t["review_readers"]
-            .insert()
-            .values(id=1, session_id=1, name="R", code_hash=assign.hash_code("OLDCODE"), created_at=now)
-        )
-        conn.execute(t["review_assignments"].insert().values(reader_id=1, position=0, case_id=1))
-        conn.execute(
-            t["review_answers"]
-            .insert()
-            .values(
-                id=1,
-                reader_id=1,
-                case_id=1,
-                said_synthetic=False,
-                confidence=4,
-                realism=5,
-                flag_noise=False,
-                flag_texture=True,
-                flag_contrast=False,
-                flag_anatomy=False,
-                flag_edges=False,
-                comment="",
-                seconds=3.0,
-                submitted_at=now,
-            )
-        )
-    old.dispose()
-    engine = get_engine(pg_url)
-    assert review_db.schema_version(engine) == 3
-    cols = {c["name"] for c in inspect(engine).get_columns("review_answers")}
-    assert {"updated_at", "changes"} <= cols
-    (rec,) = store.answer_records(pg_url, 1)
-    assert (rec["said"], rec["flag_texture"], rec["changes"], rec["updated_utc"]) == (
-        "real",
-        True,
-        0,
-        rec["submitted_utc"],
-    )
-    assert store.session_info(pg_url, 1).allow_change is False
-
-
-def test_postgres_concurrent_submits_lose_and_duplicate_nothing(pg_url, cohorts):
-    sid = store.create_session(pg_url, "s", *cohorts)
-    readers = [store.find_reader(pg_url, store.add_reader(pg_url, sid, f"R{i}")) for i in range(4)]
-    codes = {r.reader_id: [store.reader_case(pg_url, r.reader_id, i).code for i in range(r.total)] for r in readers}
-    contested = (readers[0].reader_id, codes[readers[0].reader_id][0])
-    barrier = threading.Barrier(9)
-    outcome: list[str] = []
-
-    def work(reader_id):
-        barrier.wait()
-        for c in codes[reader_id]:
-            store.submit_answer(pg_url, reader_id, c, said_synthetic=True, confidence=3, realism=3)
-        outcome.append("done")
-
-    def contest():
-        barrier.wait()
-        try:
-            store.submit_answer(pg_url, *contested, said_synthetic=False, confidence=1, realism=1)
-            outcome.append("won")
-        except store.AnswerLockedError:
-            outcome.append("locked")
-
-    threads = [threading.Thread(target=work, args=(r.reader_id,)) for r in readers[1:]]
-    threads += [threading.Thread(target=contest) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert sorted(outcome) == ["done"] * 3 + ["locked"] * 5 + ["won"]
-    with read_session(pg_url) as s:
-        total = s.scalar(select(func.count(Answer.id)))
-        pairs = s.scalar(
-            select(func.count()).select_from(select(Answer.reader_id, Answer.case_id).distinct().subquery())
-        )
-    assert total == pairs == 3 * 6 + 1
 
 
 def test_postgres_insert_race_is_retried_as_a_refusal(pg_url, cohorts):
