@@ -8,7 +8,12 @@
 // Protocol with Streamlit is written by hand (postMessage, as streamlit-component-lib does) so the
 // bundle does not carry React and Apache Arrow. Volumes arrive once as bytes (uncompressed NIfTI-1,
 // int16 HU); every later render with the same volume ids only updates the controls.
-import { Niivue, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
+//
+// First display (benchmarks/bench_app.py): both volumes are fetched at once, each pane draws as soon
+// as its own volume is in, the window is given to NiiVue with the volume so its texture is built
+// once (not once for NiiVue's automatic range and again for our window), and the NiiVue build skips
+// the volume-rendering gradient we never use (build.mjs).
+import { Niivue, NVImageFromUrlOptions, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
 
 const PLANES = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multiplanar: SLICE_TYPE.MULTIPLANAR };
 const PLANE_NAMES = ["axial", "coronal", "sagittal"];
@@ -49,6 +54,7 @@ const S = {
   // timing hooks for tests and benchmarks (ctdiff/benchmarks/bench_app.py)
   lastStep: null,
   timings: {}, // per pane: start, fetched, attached, loaded, drawn (performance.now() ms)
+  renderAt: null, // performance.now() when the first render message with volumes arrived
 };
 window.ctViewer = S;
 
@@ -133,32 +139,49 @@ function newPane(index, meta) {
       centerButton: DRAG_MODE.pan,
     },
   });
-  return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false };
+  // our build of NiiVue skips the 3D gradient texture when this is set (see build.mjs): slices only
+  nv.skipGradient = true;
+  return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false, bytes: meta.bytes };
 }
 
 const STREAMLIT_URL = new URLSearchParams(window.location.search).get("streamlitUrl") || window.location.origin + "/";
 
-async function fetchVolume(url) {
-  // a media URL of the Streamlit server ("/media/<hash>.bin"), relative to the app's base path
-  const response = await fetch(new URL(url.replace(/^\//, ""), STREAMLIT_URL));
+async function fetchVolume(url, expected) {
+  // A media URL of the Streamlit server ("/media/<hash>.bin"), relative to the app's base path.
+  // Asked for as a byte range: Streamlit gzips whole media responses (level 9, on every request),
+  // which took longer than the transfer itself and made the bytes on the wire depend on the voxels;
+  // a range answer (206) is never compressed. A server without range support answers 200 in full.
+  const response = await fetch(new URL(url.replace(/^\//, ""), STREAMLIT_URL), { headers: { Range: "bytes=0-" } });
   if (!response.ok) throw new Error(`volume download failed (HTTP ${response.status})`);
-  return response.arrayBuffer();
+  const buf = await response.arrayBuffer();
+  if (expected && buf.byteLength !== expected) throw new Error(`volume download incomplete (${buf.byteLength} of ${expected} bytes)`);
+  return buf;
 }
 
 async function loadPane(p, bytes, url) {
   const t = (S.timings[p.index] = { start: performance.now() });
-  const download = url ? fetchVolume(url).then((b) => { t.fetched = performance.now(); return b; }) : null;
+  const download = url ? fetchVolume(url, p.bytes).then((b) => { t.fetched = performance.now(); return b; }) : null;
   await p.nv.attachToCanvas(p.canvas);
   t.attached = performance.now();
+  p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
+  p.nv.setSliceType(PLANES[S.plane]);
   // bytes argument: copy out of the message's buffer, NiiVue keeps the ArrayBuffer
   const buf = url ? await download : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  await p.nv.loadFromArrayBuffer(buf, `${p.id}.nii`);
+  if (!url) t.fetched = performance.now();
+  // as Niivue.loadFromArrayBuffer, plus the window: NiiVue builds the texture once, in our window
+  const name = `${p.id}.nii`;
+  const options = NVImageFromUrlOptions(name);
+  Object.assign(options, { buffer: buf, name, cal_min: S.wl[1] - S.wl[0] / 2, cal_max: S.wl[1] + S.wl[0] / 2 });
+  await p.nv.addVolumeFromUrl(options);
   t.loaded = performance.now();
   p.loaded = true;
-  p.nv.setSliceType(PLANES[S.plane]);
-  p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
-  applyWindow(p);
+  applyWindow(p); // the window may have changed while the volume travelled (no texture rebuild otherwise)
   attachEvents(p);
+  if (S.linked) syncTo(p);
+  p.nv.drawScene();
+  updateStatus(p);
+  t.queued = performance.now(); // WebGL work is asynchronous: reading one pixel waits until it is done
+  p.nv.gl.readPixels(0, 0, 1, 1, p.nv.gl.RGBA, p.nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
   t.drawn = performance.now();
 }
 
@@ -270,6 +293,15 @@ function syncFrom(i) {
   }
 }
 
+// a pane that has just loaded joins the others: position in mm and zoom/pan of the first pane shown
+function syncTo(p) {
+  const src = S.panes.find((q) => q !== p && q.loaded);
+  if (!src) return;
+  const frac = p.nv.mm2frac(src.nv.frac2mm(src.nv.scene.crosshairPos));
+  p.nv.scene.crosshairPos = [0, 1, 2].map((a) => Math.min(Math.max(frac[a], 0), 1));
+  p.nv.scene.pan2Dxyzmm = [...src.nv.scene.pan2Dxyzmm];
+}
+
 const isVisible = (p) => p.wrap.style.display !== "none";
 
 function step(delta) {
@@ -295,9 +327,13 @@ function resetView() {
 function applyWindow(p) {
   const v = p.nv.volumes[0];
   if (!v) return;
-  v.cal_min = S.wl[1] - S.wl[0] / 2;
-  v.cal_max = S.wl[1] + S.wl[0] / 2;
-  p.nv.updateGLVolume();
+  const lo = S.wl[1] - S.wl[0] / 2, hi = S.wl[1] + S.wl[0] / 2;
+  if (v.cal_min !== lo || v.cal_max !== hi) {
+    // a window change rebuilds the volume's texture in NiiVue: only when it really changed
+    v.cal_min = lo;
+    v.cal_max = hi;
+    p.nv.updateGLVolume();
+  }
   updateStatus(p);
 }
 
@@ -423,8 +459,8 @@ async function render(args) {
     for (const p of old) p.nv.gl?.getExtension("WEBGL_lose_context")?.loseContext();
     showPanes();
     const t0 = performance.now();
+    S.renderAt = S.renderAt ?? t0;
     await Promise.all(S.panes.map((p, i) => loadPane(p, args[`volume_${i}`], metas[i].url)));
-    syncFrom(0);
     S.firstDisplayMs = performance.now() - t0;
     S.ready = true;
   } else {
