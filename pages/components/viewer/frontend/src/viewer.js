@@ -180,9 +180,24 @@ async function loadPane(p, bytes, url) {
   if (S.linked) syncTo(p);
   p.nv.drawScene();
   updateStatus(p);
-  t.queued = performance.now(); // WebGL work is asynchronous: reading one pixel waits until it is done
-  p.nv.gl.readPixels(0, 0, 1, 1, p.nv.gl.RGBA, p.nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
+  t.queued = performance.now();
+  await gpuDone(p.nv.gl); // WebGL work is asynchronous: "drawn" is when the GPU (or SwiftShader) finished it
   t.drawn = performance.now();
+}
+
+// resolves when every WebGL command issued so far has run; polls a fence without blocking the page
+function gpuDone(gl) {
+  const sync = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
+  gl.flush();
+  return new Promise((resolve) => {
+    const poll = () => {
+      if (!sync || gl.isContextLost() || gl.getSyncParameter(sync, gl.SYNC_STATUS) === gl.SIGNALED) {
+        if (sync) gl.deleteSync(sync);
+        resolve();
+      } else setTimeout(poll, 4);
+    };
+    setTimeout(poll, 0);
+  });
 }
 
 function attachEvents(p) {
