@@ -685,8 +685,8 @@ def _read_nifti_int16(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored int16 voxels of an unscaled int16 NIfTI in RAS+ order; None for any other file."""
     try:
         img = nib.load(str(path))
-        # the scaling nibabel applies when reading (what read_volume sees), not the header's own words:
-        # a NaN scl_slope with scl_inter -1024 still reads as stored - 1024
+        # the scaling nibabel applies when reading, as read_volume sees it (the image's header no
+        # longer shows it: nibabel moves it into the proxy); e.g. the real chest CT: stored - 1024
         slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
         ok = (
             img.header.get_data_dtype() == np.dtype("<i2")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
+import numpy as np
 import pytest
 
-from ctdiff.data.io import write_nifti
+from ctdiff.data.io import read_volume, to_int16_hu, write_nifti
 from ctdiff.data.phantom import make_phantom
+from pages.components.viewer import NIFTI_HEADER_BYTES
 
 STATE_JS = """() => window.ctViewer.panes.map(p => ({
     vox: Array.from(p.nv.frac2vox(p.nv.scene.crosshairPos)),
@@ -50,9 +53,23 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(
 ):
     page = browser_page
     page.set_viewport_size({"width": 1440, "height": 900})
+    volumes = []  # every volume download: (response, body)
+    page.on("response", lambda r: r.url.endswith(".bin") and volumes.append((r, r.body())))
     url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
     frame = open_viewer(page, url)
     state = lambda: frame.evaluate(STATE_JS)  # noqa: E731
+
+    # each volume came once, as an uncompressed byte range (a gzipped answer would be slower and its
+    # size would depend on the voxels), and holds the file's HU
+    assert sorted(len(b) for _, b in volumes) == [NIFTI_HEADER_BYTES + 2 * 96 * 96 * n for n in (16, 24)]
+    for response, _ in volumes:
+        assert response.status == 206 and response.headers.get("content-encoding") is None, response.headers
+        assert response.request.sizes()["responseBodySize"] == len(response.body())
+    real_bytes = next(b for _, b in volumes if len(b) == NIFTI_HEADER_BYTES + 2 * 96 * 96 * 24)
+    np.testing.assert_array_equal(
+        np.asarray(nib.Nifti1Image.from_bytes(real_bytes).dataobj),
+        to_int16_hu(read_volume(viewer_workspace / "real" / "case_001.nii.gz").array),
+    )
 
     start = state()
     assert [s["vox"][2] for s in start] == [12, 8]  # middle slices of 24 and 16, the same place in mm
@@ -115,6 +132,7 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(
     # three planes with a crosshair: one pane draws three tiles
     frame.locator("[data-plane='multiplanar']").click()
     assert frame.evaluate("() => window.ctViewer.panes[0].nv.screenSlices.length") >= 3
+    assert len(volumes) == 2  # nothing above fetched a volume again
 
 
 @pytest.mark.browser
