@@ -179,7 +179,7 @@ STAGES_JS = """() => {
   return {
     iframe: o,
     args: abs(S.renderAt ?? Math.min(...t.map((p) => p.start))),
-    panes: t.map((p) => ({ fetched: abs(p.fetched), loaded: abs(p.loaded), drawn: abs(p.drawn) })),
+    panes: t.map((p) => ({ fetched: abs(p.fetched), preview: abs(p.preview), loaded: abs(p.loaded), drawn: abs(p.drawn) })),
     urls: (S.args.volumes || []).map((v) => v.url),
   };
 }"""
@@ -197,12 +197,15 @@ def open_viewer(page, url: str) -> tuple[object, dict]:
     wall = time.time() - t0
     raw = frame.evaluate(STAGES_JS)
     rel = lambda v: None if v is None else round(v / 1000 - t0, 3)  # noqa: E731
+    panes = [{k: rel(v) for k, v in p.items()} for p in raw["panes"]]
     out = {
+        # both panes show their slice: the preview (new viewer) or NiiVue's drawing, whichever came first
+        "first_image_s": max(min(x for x in (p.get("preview"), p.get("drawn")) if x is not None) for p in panes),
         "first_display_s": round(wall, 3),
         "heading_s": round(heading, 3),
         "iframe_s": rel(raw["iframe"]),
         "volume_urls_s": rel(raw["args"]),
-        "panes": [{k: rel(v) for k, v in p.items()} for p in raw["panes"]],
+        "panes": panes,
         "urls": raw["urls"],
     }
     return frame, out

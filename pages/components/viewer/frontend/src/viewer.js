@@ -158,16 +158,37 @@ async function fetchVolume(url, expected) {
   return buf;
 }
 
-async function loadPane(p, bytes, url) {
+// The volume's bytes: fetched (url) or copied out of the message's buffer (NiiVue keeps the ArrayBuffer).
+// As soon as they are in, the pane shows a preview of its first slice (drawPreview).
+function download(p, bytes, url) {
   const t = (S.timings[p.index] = { start: performance.now() });
-  const download = url ? fetchVolume(url, p.bytes).then((b) => { t.fetched = performance.now(); return b; }) : null;
+  const got = url ? fetchVolume(url, p.bytes) : Promise.resolve(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  return got.then(async (buf) => {
+    t.fetched = performance.now();
+    let shown = false;
+    try {
+      shown = drawPreview(p, buf);
+    } catch (err) { /* no preview: NiiVue draws the pane when it is ready */ }
+    if (shown) {
+      // two animation frames: the frame holding the preview has been committed to the screen
+      await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+      t.preview = performance.now();
+    }
+    return buf;
+  });
+}
+
+async function loadPane(p, got, before) {
+  const t = S.timings[p.index];
   await p.nv.attachToCanvas(p.canvas);
   t.attached = performance.now();
   p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
   p.nv.setSliceType(PLANES[S.plane]);
-  // bytes argument: copy out of the message's buffer, NiiVue keeps the ArrayBuffer
-  const buf = url ? await download : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  if (!url) t.fetched = performance.now();
+  const buf = await got;
+  // NiiVue's texture upload holds the page until the GPU has the volume: every pane's download (and
+  // preview) first, so a slow texture does not delay another pane's picture; then one pane after the
+  // other, so the first becomes interactive as early as it can (two at once finish both late)
+  await before;
   // as Niivue.loadFromArrayBuffer, plus the window: NiiVue builds the texture once, in our window
   const name = `${p.id}.nii`;
   const options = NVImageFromUrlOptions(name);
@@ -183,6 +204,46 @@ async function loadPane(p, bytes, url) {
   t.queued = performance.now();
   await gpuDone(p.nv.gl); // WebGL work is asynchronous: "drawn" is when the GPU (or SwiftShader) finished it
   t.drawn = performance.now();
+  p.preview?.remove();
+  p.preview = null;
+}
+
+// The middle axial slice, windowed, drawn from the bytes on a 2D canvas over the pane while NiiVue
+// builds its texture (seconds on a software GPU). Same geometry as NiiVue's first view: radiological
+// convention (patient right on the image left), anterior up, pixel aspect from the spacing, fitted and
+// centred, nearest neighbour (no invented HU). Other planes wait for NiiVue.
+function drawPreview(p, buf) {
+  if (S.plane !== "axial" || buf.byteLength < 352) return false;
+  const h = new DataView(buf);
+  const [nx, ny, nz] = [42, 44, 46].map((o) => h.getInt16(o, true));
+  const [sx, sy] = [80, 84].map((o) => h.getFloat32(o, true));
+  const offset = h.getFloat32(108, true);
+  if (h.getInt16(70, true) !== 4 || !(nx > 0 && ny > 0 && nz > 0 && sx > 0 && sy > 0)) return false; // int16 only
+  const z = Math.round(0.5 * nz - 0.5); // NiiVue's first crosshair: the middle of the volume
+  const vox = new Int16Array(buf, offset + 2 * nx * ny * z, nx * ny);
+  const img = new ImageData(nx, ny);
+  const lo = S.wl[1] - S.wl[0] / 2, scale = 255 / S.wl[0];
+  for (let y = 0; y < ny; y++) {
+    const row = (ny - 1 - y) * nx;
+    for (let x = 0; x < nx; x++) {
+      const g = Math.min(255, Math.max(0, (vox[y * nx + x] - lo) * scale));
+      const i = 4 * (row + nx - 1 - x);
+      img.data[i] = img.data[i + 1] = img.data[i + 2] = g;
+      img.data[i + 3] = 255;
+    }
+  }
+  const box = p.canvas.parentElement;
+  const fit = Math.min(box.clientWidth / (nx * sx), box.clientHeight / (ny * sy));
+  const c = el("canvas", {
+    class: "preview", width: String(nx), height: String(ny), title: "preview: the viewer is loading",
+    style: `position:absolute;left:50%;top:50%;transform:translate(-50%,-50%);width:${nx * sx * fit}px;height:${ny * sy * fit}px;image-rendering:pixelated;pointer-events:none`,
+  });
+  c.getContext("2d").putImageData(img, 0, 0);
+  p.preview?.remove();
+  p.preview = p.previewCanvas = c; // previewCanvas stays for tests (tests/app/test_viewer_browser.py)
+  box.append(c);
+  p.status.innerHTML = `<span>axial ${z + 1}/${nz} · W ${round(S.wl[0])} L ${round(S.wl[1])} · preview, loading the viewer…</span>`;
+  return true;
 }
 
 // resolves when every WebGL command issued so far has run; polls a fence without blocking the page
@@ -475,7 +536,16 @@ async function render(args) {
     showPanes();
     const t0 = performance.now();
     S.renderAt = S.renderAt ?? t0;
-    await Promise.all(S.panes.map((p, i) => loadPane(p, args[`volume_${i}`], metas[i].url)));
+    const got = S.panes.map((p, i) => download(p, args[`volume_${i}`], metas[i].url));
+    const allIn = Promise.allSettled(got);
+    allIn.then(() => { S.previewMs = performance.now() - t0; });
+    let before = allIn;
+    const loads = S.panes.map((p, i) => {
+      const done = loadPane(p, got[i], before);
+      before = done.catch(() => {});
+      return done;
+    });
+    await Promise.all(loads);
     S.firstDisplayMs = performance.now() - t0;
     S.ready = true;
   } else {
