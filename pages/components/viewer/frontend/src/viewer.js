@@ -9,10 +9,10 @@
 // bundle does not carry React and Apache Arrow. Volumes arrive once as bytes (uncompressed NIfTI-1,
 // int16 HU); every later render with the same volume ids only updates the controls.
 //
-// First display (benchmarks/bench_app.py): both volumes are fetched at once, each pane draws as soon
-// as its own volume is in, the window is given to NiiVue with the volume so its texture is built
-// once (not once for NiiVue's automatic range and again for our window), and the NiiVue build skips
-// the volume-rendering gradient we never use (build.mjs).
+// First display (benchmarks/bench_app.py): both volumes are fetched at once (as byte ranges: never
+// gzipped by the server); each pane shows a preview of its slice as soon as its bytes are in; then
+// NiiVue builds one pane's texture after the other, once each, in our window (not once for NiiVue's
+// automatic range and again for ours), without the volume-rendering gradient we never use (build.mjs).
 import { Niivue, NVImageFromUrlOptions, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
 
 const PLANES = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multiplanar: SLICE_TYPE.MULTIPLANAR };
