@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ctdiff.data.display import PLANE_AXIS, WINDOW_PRESETS, display_to_voxel, n_slices, plane_slice
+from ctdiff.data.io import to_int16_hu
 
 CUSTOM_WINDOW = "custom"
 AXIS_NAMES = ("x", "y", "z")
@@ -102,9 +103,7 @@ def display_volume(array: np.ndarray) -> np.ndarray:
     the browser carries HU, not grey levels; the CT window is applied by the colour scale, so the
     hover readout is the true HU while the picture is windowed.
     """
-    out = np.rint(array)
-    np.clip(out, -32768, 32767, out=out)
-    return out.astype(np.int16)
+    return to_int16_hu(array)
 
 
 def display_slice_hu(array: np.ndarray, plane: str, index: int) -> np.ndarray:

@@ -239,16 +239,21 @@ def controls(side: str, where) -> dict | None:
             format_func=case_name,
             disabled=(side == "real" and locked_real),
         )
+        if in_browser:
+            # the viewer's int16 bytes only (read once per file version): no float copy of the volume
+            viewer_vol, err = load_viewer_volume(case, f"{label}: {case_name(case)}")
+            if err:
+                st.error(err)
+                return None
+            st.caption(
+                f"{label}: **{case_name(case)}** · shape {'×'.join(map(str, viewer_vol.shape))} · "
+                f"spacing {' × '.join(f'{s:.3g}' for s in viewer_vol.spacing)} mm"
+            )
+            return {"side": side, "label": label, "case": case, "viewer": viewer_vol, "index": None, "n": None}
         vol, err = load_volume(case)
         if err:
             st.error(err)
             return None
-        if in_browser:
-            st.caption(
-                f"{label}: **{case_name(case)}** · shape {'×'.join(map(str, vol.shape))} · "
-                f"spacing {' × '.join(f'{s:.3g}' for s in vol.spacing)} mm"
-            )
-            return {"side": side, "label": label, "case": case, "volume": vol, "index": None, "n": None}
         n = n_slices(vol.shape, plane)
         ss[f"_n_{side}"] = n
         skey = f"{side}_slice"
@@ -300,9 +305,8 @@ def browser_viewer(panes: dict) -> None:
     shown = [panes[s] for s in order if panes.get(s)]
     if not shown:
         return
-    vols = [load_viewer_volume(p["case"], f"{p['label']}: {case_name(p['case'])}") for p in shown]
     ct_viewer(
-        vols,
+        [p["viewer"] for p in shown],
         layout="A/B" if layout == LAYOUTS[1] else "side by side",
         linked=bool(ss.get("linked")),
         window=(width, level),

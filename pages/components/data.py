@@ -9,13 +9,15 @@ raising, so pages can show the message.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
-from ctdiff.data.io import find_cases, read_volume
+from ctdiff.data.io import find_cases, read_volume, read_volume_int16
 from ctdiff.data.volume import Volume
 from ctdiff.errors import CTDiffError
 from ctdiff_app.browse import display_volume
@@ -184,16 +186,47 @@ def content_hashes(paths: list[str]) -> dict[str, str]:
     return out
 
 
-@st.cache_resource(max_entries=8, show_spinner="Preparing the volume for the viewer…")
-def _viewer_volume(path: str, mtime: int, label: str):
-    from pages.components.viewer import ViewerVolume
+def file_signature(path: str | os.PathLike) -> tuple[int, ...]:
+    """What tells a rewritten file from the cached one: modification time, size and inode.
 
-    vol = _volume(path, mtime)
-    v = ViewerVolume(_display(path, mtime), vol.spacing, label, origin=tuple(vol.affine[:3, 3]))
-    v.content_id("centre")  # bytes and id built once here: the cached object then only hands out its bytes
+    The inode catches an atomic rewrite (temp file + rename, as ctdiff writes) that lands within the
+    file system's timestamp granularity. A folder (DICOM series) is its newest entry's time.
+    """
+    p = Path(path)
+    try:
+        st_ = p.stat()
+        if p.is_dir():
+            return (mtime_ns(p),)
+        return (st_.st_mtime_ns, st_.st_size, st_.st_ino)
+    except (OSError, ValueError):
+        return (-1,)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Preparing the volume for the viewer…")
+def _viewer_volume(path: str, signature: tuple[int, ...]):
+    """The viewer's bytes of one file, built once per file version and shared by every session."""
+    from pages.components.viewer import NIFTI_HEADER_BYTES, ViewerVolume
+
+    array, affine = read_volume_int16(path)  # int16 straight from an int16 NIfTI: no float copy
+    spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
+    v = ViewerVolume(array, spacing, label="", origin=tuple(affine[:3, 3]))
+    payload = v.payload("centre")
+    v.content_id("centre")
+    # keep the voxels once: the array becomes a read-only view into the bytes sent
+    v.array = np.frombuffer(payload, np.int16, offset=NIFTI_HEADER_BYTES).reshape(v.shape, order="F")
     return v
 
 
 def load_viewer_volume(path: str, label: str):
-    """A :class:`pages.components.viewer.ViewerVolume` of a file (int16 HU bytes built once per mtime)."""
-    return _viewer_volume(str(path), mtime_ns(path), label)
+    """``(ViewerVolume, None)`` or ``(None, error)``: a file as the viewer's int16 HU bytes.
+
+    Read and prepared once per file version (:func:`file_signature`) for every session and label;
+    a rerun, another pane or another browser showing the same file re-reads nothing.
+    """
+    try:
+        v = _viewer_volume(str(path), file_signature(path))
+    except CTDiffError as exc:
+        return None, str(exc)
+    except (OSError, ValueError) as exc:
+        return None, _os_message(path, exc)
+    return dataclasses.replace(v, label=label), None

@@ -186,10 +186,12 @@ def test_reader_page_fits_1440x900_keyboard_answers_and_sizes_say_nothing(
     visible confirmation; every image the browser receives has the same byte size."""
     page = browser_page
     sizes: dict[str, int] = {}
+    wire: dict[str, int] = {}  # bytes on the wire: a compressed answer would have its own, content-dependent size
 
     def on_response(response) -> None:
         if urlparse(response.url).path.startswith("/media/") and response.ok:  # case images, not /static/ fonts
             sizes[response.url] = len(response.body())
+            wire[response.url] = response.request.sizes()["responseBodySize"]
 
     page.on("response", on_response)
     page.set_viewport_size({"width": 1440, "height": 900})
@@ -233,6 +235,7 @@ def test_reader_page_fits_1440x900_keyboard_answers_and_sizes_say_nothing(
     for url, size in sizes.items():
         by_kind.setdefault(urlparse(url).path.rsplit(".", 1)[-1], set()).add(size)
     assert len(sizes) >= 6 and "png" in by_kind and all(len(s) == 1 for s in by_kind.values()), sizes
+    assert wire == sizes  # nothing was compressed on the way (the volume comes as an uncompressed range)
 
 
 @pytest.mark.browser

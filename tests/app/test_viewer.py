@@ -78,6 +78,79 @@ def test_viewer_args_are_checked():
     assert args["volume_0"] == args["volume_1"] and args["volumes"][0]["id"] == args["volumes"][1]["id"]
 
 
+def test_same_shape_volumes_that_differ_only_outside_streamlits_samples_get_two_urls():
+    """Streamlit's media id of a file over 1 MiB hashes only its length and 64 KiB at the start, middle
+    and end; the viewer names each file by the hash of all its bytes, so two such scans keep two URLs."""
+    from streamlit.runtime.memory_media_file_storage import _calculate_file_id
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        import numpy as np
+        import streamlit as st
+
+        from pages.components.viewer import ViewerVolume, viewer_args
+
+        a = np.full((256, 256, 24), -1000.0, np.float32)
+        b = a.copy()
+        b[:, :, 3] = 40.0  # slice 3: past the first 64 KiB, far from the middle and the end
+        vols = [ViewerVolume(x, (1.0, 1.0, 2.0), n) for x, n in ((a, "a"), (b, "b"))]
+        args = viewer_args(vols, transport="http", key="v")
+        st.session_state["urls"] = [v["url"] for v in args["volumes"]]
+        st.session_state["payloads"] = [v.payload() for v in vols]
+
+    at = AppTest.from_function(script, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    pa, pb = at.session_state["payloads"]
+    assert pa != pb and len(pa) == len(pb) > 1 << 20
+    mime = "application/octet-stream"
+    assert _calculate_file_id(pa, mime) == _calculate_file_id(pb, mime)  # what Streamlit alone would do
+    ua, ub = at.session_state["urls"]
+    assert ua != ub and ua.endswith(".bin") and ub.endswith(".bin")
+
+
+# ------------------------------------------------------------------------ the server's cache
+def test_viewer_bytes_are_read_once_per_file_version_and_hold_the_files_hu(tmp_path, monkeypatch):
+    """One read per file version for every label (a rerun or another pane re-reads nothing); a rewrite
+    gives new bytes even when it keeps the modification time (ctdiff writes atomically: a new inode);
+    the bytes decode to the file's HU (rounded), in RAS+ order, centred on 0 mm."""
+    import os
+
+    from ctdiff.data.io import read_volume, to_int16_hu
+    from pages.components import data
+
+    reads = []
+    real_reader = data.read_volume_int16
+    monkeypatch.setattr(data, "read_volume_int16", lambda p: reads.append(p) or real_reader(p))
+    rng = np.random.default_rng(3)
+    las = np.array([[-0.8, 0, 0, 30.0], [0, 0.9, 0, -5.0], [0, 0, 2.5, 12.0], [0, 0, 0, 1]])  # x runs to the left
+    path = tmp_path / "scan.nii.gz"
+    first = rng.normal(0, 300, (18, 14, 6)).astype(np.float32)
+    write_nifti(Volume(first, las), path)
+
+    v1, err = data.load_viewer_volume(str(path), "Real: scan")
+    v2, _ = data.load_viewer_volume(str(path), "Nearest real: scan")
+    assert err is None and len(reads) == 1
+    assert v2.payload() is v1.payload() and (v1.label, v2.label) == ("Real: scan", "Nearest real: scan")
+    img = decode(v1.payload())
+    expected = to_int16_hu(read_volume(path).array)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), expected)
+    np.testing.assert_array_equal(expected, np.rint(first[::-1]).astype(np.int16))  # LAS on disk, RAS sent
+    np.testing.assert_allclose(img.header.get_zooms(), (0.8, 0.9, 2.5), rtol=1e-6)
+    np.testing.assert_allclose(img.affine @ [8.5, 6.5, 2.5, 1.0], [0, 0, 0, 1], atol=1e-6)
+
+    stamp = path.stat().st_mtime_ns
+    second = first + 100.0
+    write_nifti(Volume(second, las), path)
+    os.utime(path, ns=(stamp, stamp))  # same modification time as the cached version
+    v3, _ = data.load_viewer_volume(str(path), "Real: scan")
+    assert len(reads) == 2 and v3.payload() != v1.payload() and v3.content_id() != v1.content_id()
+    np.testing.assert_array_equal(np.asarray(decode(v3.payload()).dataobj), np.rint(second[::-1]).astype(np.int16))
+
+    bad, err = data.load_viewer_volume(str(tmp_path / "missing.nii.gz"), "Real: missing")
+    assert bad is None and "missing.nii.gz" in err and "no such file" in err
+
+
 # ------------------------------------------------------------------------------ slice browser
 @pytest.fixture(autouse=True)
 def bytes_transport(monkeypatch):

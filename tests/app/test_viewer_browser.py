@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
+import numpy as np
 import pytest
 
-from ctdiff.data.io import write_nifti
+from ctdiff.data.io import read_volume, to_int16_hu, write_nifti
 from ctdiff.data.phantom import make_phantom
+from pages.components.viewer import NIFTI_HEADER_BYTES
 
 STATE_JS = """() => window.ctViewer.panes.map(p => ({
     vox: Array.from(p.nv.frac2vox(p.nv.scene.crosshairPos)),
@@ -50,9 +53,36 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(
 ):
     page = browser_page
     page.set_viewport_size({"width": 1440, "height": 900})
+    volumes = []  # every volume download: (response, body)
+    page.on("response", lambda r: r.url.endswith(".bin") and volumes.append((r, r.body())))
     url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
     frame = open_viewer(page, url)
     state = lambda: frame.evaluate(STATE_JS)  # noqa: E731
+
+    # each volume came once, as an uncompressed byte range (a gzipped answer would be slower and its
+    # size would depend on the voxels), and holds the file's HU
+    assert sorted(len(b) for _, b in volumes) == [NIFTI_HEADER_BYTES + 2 * 96 * 96 * n for n in (16, 24)]
+    for response, _ in volumes:
+        assert response.status == 206 and response.headers.get("content-encoding") is None, response.headers
+        assert response.request.sizes()["responseBodySize"] == len(response.body())
+    real_bytes = next(b for _, b in volumes if len(b) == NIFTI_HEADER_BYTES + 2 * 96 * 96 * 24)
+    real_hu = to_int16_hu(read_volume(viewer_workspace / "real" / "case_001.nii.gz").array)
+    np.testing.assert_array_equal(np.asarray(nib.Nifti1Image.from_bytes(real_bytes).dataobj), real_hu)
+
+    # the preview shown while NiiVue builds its texture: the middle axial slice in the W400/L40 window,
+    # patient right on the image left, anterior up, the canvas shaped by the voxel spacing
+    preview = frame.evaluate(
+        """() => { const c = window.ctViewer.panes[0].previewCanvas;
+        return { w: c.width, h: c.height, css: [parseFloat(c.style.width), parseFloat(c.style.height)],
+                 px: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data) }; }"""
+    )
+    assert (preview["w"], preview["h"]) == (96, 96)
+    grey = np.array(preview["px"], np.float64).reshape(96, 96, 4)[..., 0]
+    expected = np.clip((real_hu[:, :, 12].astype(np.float64) + 160.0) * 255.0 / 400.0, 0, 255)  # slice 13 of 24
+    np.testing.assert_allclose(grey, expected.T[::-1, ::-1], atol=1.0)  # rows: y reversed; columns: x reversed
+    assert len(np.unique(grey)) > 10  # a picture, not a flat field
+    sx, sy = make_phantom(shape=(96, 96, 24), seed=1)[0].spacing[:2]
+    assert preview["css"][0] / preview["css"][1] == pytest.approx(sx / sy, rel=0.02)
 
     start = state()
     assert [s["vox"][2] for s in start] == [12, 8]  # middle slices of 24 and 16, the same place in mm
@@ -115,6 +145,7 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(
     # three planes with a crosshair: one pane draws three tiles
     frame.locator("[data-plane='multiplanar']").click()
     assert frame.evaluate("() => window.ctViewer.panes[0].nv.screenSlices.length") >= 3
+    assert len(volumes) == 2  # nothing above fetched a volume again
 
 
 @pytest.mark.browser

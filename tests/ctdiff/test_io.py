@@ -405,3 +405,67 @@ def test_find_cases_and_batch_read_skip_and_list_bad(tmp_path, small_volume, hu_
     assert [p.name for p, _ in good] == ["a.nii.gz", "ct"]
     assert [p.name for p, _ in bad] == ["broken.nii.gz"]
     assert bad[0][1].startswith("truncated or corrupt compressed NIfTI")
+
+
+# ------------------------------------------------------------------- int16 reading for the viewer
+def _nifti(path, data, affine, slope=None, inter=None):
+    """A NIfTI of ``data`` as stored, with scl_slope/scl_inter written into the header bytes as given
+    (nibabel's writer would choose its own scaling)."""
+    raw = bytearray(nib.Nifti1Image(data, affine).to_bytes())
+    if slope is not None:
+        raw[112:120] = np.array([slope, inter], "<f4").tobytes()  # scl_slope, scl_inter (NIfTI-1 offsets)
+    path.write_bytes(gzip.compress(bytes(raw)) if path.name.endswith(".gz") else bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["ras int16", "las int16, intercept -1024", "float32", "int16 slope 2", "plain .nii, axes swapped"],
+)
+def test_read_volume_int16_gives_read_volumes_values_rounded(tmp_path, rng, case):
+    """Every path of read_volume_int16 (stored int16 used as is, or read_volume then rounding) gives
+    exactly rint(read_volume) and its affine; the stored path keeps NIfTI's Fortran order."""
+    from ctdiff.data.io import read_volume_int16, to_int16_hu
+
+    stored = rng.integers(-1024, 3000, size=(12, 10, 7)).astype(np.int16)
+    aff = np.diag([0.7, 0.8, 2.5, 1.0])
+    aff[:3, 3] = (-40.0, 20.0, 5.0)
+    las = aff @ np.array([[-1, 0, 0, 11], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)  # x runs to the left
+    swapped = np.array([[0, 0.8, 0, 0], [0.7, 0, 0, 0], [0, 0, 2.5, 0], [0, 0, 0, 1]])  # file axes (A, R, S)
+    path, fast = {
+        "ras int16": (_nifti(tmp_path / "a.nii.gz", stored, aff, 1.0, 0.0), True),
+        # as the real chest CT: stored + scl_inter -1024, x running to the left
+        "las int16, intercept -1024": (_nifti(tmp_path / "b.nii.gz", stored, las, 1.0, -1024.0), True),
+        "float32": (_nifti(tmp_path / "c.nii.gz", stored.astype(np.float32) + 0.4, aff), False),
+        "int16 slope 2": (_nifti(tmp_path / "d.nii.gz", stored, aff, 2.0, 1.0), False),
+        "plain .nii, axes swapped": (_nifti(tmp_path / "e.nii", stored, swapped, 1.0, 0.0), True),
+    }[case]
+    array, affine = read_volume_int16(path)
+    ref = read_volume(path)
+    assert array.dtype == np.int16 and array.shape == ref.shape
+    np.testing.assert_array_equal(array, to_int16_hu(ref.array))
+    np.testing.assert_allclose(affine, ref.affine)
+    if fast:
+        assert array.flags.f_contiguous  # the stored bytes' order: the viewer sends them without a transpose
+    if case.startswith("las"):
+        assert array.min() == stored.min() - 1024 and array[0, 0, 0] == stored[-1, 0, 0] - 1024
+
+
+def test_read_volume_int16_errors_are_read_volumes(tmp_path, rng):
+    """A .nii.gz whose CRC does not match and a truncated one fail as read_volume fails (same line)."""
+    from ctdiff.data.io import read_volume_int16
+
+    path = _nifti(tmp_path / "a.nii.gz", rng.integers(-1000, 1000, (40, 40, 20)).astype(np.int16), np.eye(4), 1.0, 0.0)
+    raw = gzip.decompress(path.read_bytes())
+    bad = bytearray(gzip.compress(raw, mtime=0))
+    bad[-8] ^= 0xFF  # the CRC-32 trailer no longer matches the voxels
+    flipped = tmp_path / "crc.nii.gz"
+    flipped.write_bytes(bytes(bad))
+    short = tmp_path / "short.nii.gz"
+    short.write_bytes(gzip.compress(bytes(raw[:-5000])))
+    for p in (flipped, short):
+        with pytest.raises(InputError) as fast:
+            read_volume_int16(p)
+        with pytest.raises(InputError) as ref:
+            read_volume(p)
+        assert str(fast.value) == str(ref.value) and p.name in str(fast.value)

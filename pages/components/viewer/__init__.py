@@ -17,9 +17,11 @@ bytes: its size depends only on the shape, never on the voxel values, so the pay
 about which cohort a volume comes from (the reader page relies on this; a PNG or gzip payload
 would). With ``transport="http"`` (the default inside a Streamlit server) the bytes are handed to
 Streamlit's media file manager and the browser fetches them over HTTP (``/media/<hash>.bin``); the
-component's arguments carry only the URL. A 512x512x133 pair (140 MB) sent as component arguments
-instead never arrived within 5 minutes on the 2-core test machine (protobuf encoding, websocket and
-a structured clone into the iframe), while HTTP serves it in seconds. ``transport="bytes"`` sends
+component's arguments carry only the URL. The browser asks for them as a byte range: Streamlit
+gzips a whole media response on every request (level 9: slower than the transfer on localhost, and
+the compressed size would tell the cohort), and never a range response. A 512x512x133 pair (140 MB)
+sent as component arguments instead never arrived within 5 minutes on the 2-core test machine
+(protobuf encoding, websocket and a structured clone into the iframe). ``transport="bytes"`` sends
 the file as a bytes argument over the websocket (no server needed beyond the component; fine for
 small volumes). Either way a volume travels once: the browser reloads a pane only when its volume
 ``id`` changes, and reruns with the same volumes re-send nothing but the small JSON arguments.
@@ -52,6 +54,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ctdiff.data.display import WINDOW_PRESETS
+from ctdiff.data.hu import AIR_HU
+from ctdiff.data.io import to_int16_hu
 
 BUILD_DIR = Path(__file__).resolve().parent / "frontend" / "build"
 LAYOUTS = ("side by side", "A/B")
@@ -71,30 +75,48 @@ def _component_func():
     return _component
 
 
-def nifti_bytes(array: np.ndarray, spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0)) -> bytes:
-    """An uncompressed single-file NIfTI-1 of ``array`` rounded to int16 HU, axis-aligned RAS+.
-
-    Its length is ``352 + 2 * array.size``, whatever the values (see the module doc).
-    """
+def nifti_header(shape: Sequence[int], spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0)) -> bytes:
+    """The 352 bytes before the voxels of :func:`nifti_bytes`: int16, axis-aligned RAS+ affine, mm."""
     import nibabel as nib
 
-    a = np.asarray(array)
-    if a.ndim != 3:
-        raise ValueError(f"the viewer shows 3D volumes, got an array of shape {a.shape}")
-    if a.dtype != np.int16:
-        a = np.rint(np.nan_to_num(a, nan=-1024.0))
-        np.clip(a, -32768, 32767, out=a)
-        a = a.astype(np.int16)
     spacing = [float(s) for s in spacing]
     if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise ValueError(f"spacing must be three positive numbers in mm, got {spacing}")
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = [float(o) for o in origin]
-    img = nib.Nifti1Image(a, affine)
-    img.header.set_xyzt_units("mm")
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
-    out = img.to_bytes()
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(tuple(int(n) for n in shape))
+    hdr.set_data_dtype(np.int16)
+    hdr.set_xyzt_units("mm")
+    hdr.set_qform(affine, code=1)
+    hdr.set_sform(affine, code=1)
+    hdr.set_slope_inter(1.0, 0.0)
+    hdr["vox_offset"] = NIFTI_HEADER_BYTES
+    out = hdr.binaryblock + b"\0\0\0\0"  # no extensions
+    assert len(out) == NIFTI_HEADER_BYTES
+    return out
+
+
+def int16_voxels(array: np.ndarray) -> np.ndarray:
+    """``array`` as int16 HU (rounded, clipped; NaN shown as air), Fortran-ordered like NIfTI voxels."""
+    a = np.asarray(array)
+    if a.ndim != 3:
+        raise ValueError(f"the viewer shows 3D volumes, got an array of shape {a.shape}")
+    if a.dtype != np.int16:
+        a = to_int16_hu(np.nan_to_num(a, nan=AIR_HU))
+    return np.asfortranarray(a)
+
+
+def nifti_bytes(array: np.ndarray, spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0)) -> bytes:
+    """An uncompressed single-file NIfTI-1 of ``array`` rounded to int16 HU, axis-aligned RAS+.
+
+    Its length is ``352 + 2 * array.size``, whatever the values (see the module doc). An int16
+    Fortran-ordered array (what :func:`ctdiff.data.io.read_volume_int16` gives) is copied once, into
+    the result; nothing is converted.
+    """
+    a = int16_voxels(array)
+    # a.T of a Fortran-ordered array is C-contiguous: its buffer is the voxels in NIfTI order (x fastest)
+    out = b"".join([nifti_header(a.shape, spacing, origin), memoryview(a.T).cast("B")])
     assert len(out) == NIFTI_HEADER_BYTES + 2 * a.size  # fixed-size transport (module doc)
     return out
 
@@ -180,6 +202,7 @@ def viewer_args(
                 "label": v.label,
                 "shape": list(v.shape),
                 "spacing": [float(s) for s in v.spacing],
+                "bytes": NIFTI_HEADER_BYTES + 2 * int(np.prod(v.shape)),
             }
             for v in volumes
         ],
@@ -198,10 +221,15 @@ def viewer_args(
         if transport == "http":
             from streamlit import runtime
 
-            # stored once per content (the manager keys files by a hash of the bytes); the coordinates
-            # tie the file to this element, so Streamlit frees it when the element goes away
+            # Stored once per content. The coordinates tie the file to this element, so Streamlit
+            # frees it when the element goes away. The file name is our hash of all the bytes: the
+            # manager's own id hashes only the length and 64 KiB at the start, middle and end of files
+            # over 1 MiB, so two scans of one shape that differ elsewhere would get one URL.
             args["volumes"][i]["url"] = runtime.get_instance().media_file_mgr.add(
-                v.payload(align), "application/octet-stream", f"ct_viewer.{key or 'default'}.{i}"
+                v.payload(align),
+                "application/octet-stream",
+                f"ct_viewer.{key or 'default'}.{i}",
+                file_name=f"{args['volumes'][i]['id']}.nii",
             )
         else:
             args[f"volume_{i}"] = v.payload(align)

@@ -8,7 +8,12 @@
 // Protocol with Streamlit is written by hand (postMessage, as streamlit-component-lib does) so the
 // bundle does not carry React and Apache Arrow. Volumes arrive once as bytes (uncompressed NIfTI-1,
 // int16 HU); every later render with the same volume ids only updates the controls.
-import { Niivue, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
+//
+// First display (benchmarks/bench_app.py): both volumes are fetched at once (as byte ranges: never
+// gzipped by the server); each pane shows a preview of its slice as soon as its bytes are in; then
+// NiiVue builds one pane's texture after the other, once each, in our window (not once for NiiVue's
+// automatic range and again for ours), without the volume-rendering gradient we never use (build.mjs).
+import { Niivue, NVImageFromUrlOptions, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
 
 const PLANES = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multiplanar: SLICE_TYPE.MULTIPLANAR };
 const PLANE_NAMES = ["axial", "coronal", "sagittal"];
@@ -49,6 +54,7 @@ const S = {
   // timing hooks for tests and benchmarks (ctdiff/benchmarks/bench_app.py)
   lastStep: null,
   timings: {}, // per pane: start, fetched, attached, loaded, drawn (performance.now() ms)
+  renderAt: null, // performance.now() when the first render message with volumes arrived
 };
 window.ctViewer = S;
 
@@ -133,33 +139,126 @@ function newPane(index, meta) {
       centerButton: DRAG_MODE.pan,
     },
   });
-  return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false };
+  // our build of NiiVue skips the 3D gradient texture when this is set (see build.mjs): slices only
+  nv.skipGradient = true;
+  return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false, bytes: meta.bytes };
 }
 
 const STREAMLIT_URL = new URLSearchParams(window.location.search).get("streamlitUrl") || window.location.origin + "/";
 
-async function fetchVolume(url) {
-  // a media URL of the Streamlit server ("/media/<hash>.bin"), relative to the app's base path
-  const response = await fetch(new URL(url.replace(/^\//, ""), STREAMLIT_URL));
+async function fetchVolume(url, expected) {
+  // A media URL of the Streamlit server ("/media/<hash>.bin"), relative to the app's base path.
+  // Asked for as a byte range: Streamlit gzips whole media responses (level 9, on every request),
+  // which took longer than the transfer itself and made the bytes on the wire depend on the voxels;
+  // a range answer (206) is never compressed. A server without range support answers 200 in full.
+  const response = await fetch(new URL(url.replace(/^\//, ""), STREAMLIT_URL), { headers: { Range: "bytes=0-" } });
   if (!response.ok) throw new Error(`volume download failed (HTTP ${response.status})`);
-  return response.arrayBuffer();
+  const buf = await response.arrayBuffer();
+  if (expected && buf.byteLength !== expected) throw new Error(`volume download incomplete (${buf.byteLength} of ${expected} bytes)`);
+  return buf;
 }
 
-async function loadPane(p, bytes, url) {
+// The volume's bytes: fetched (url) or copied out of the message's buffer (NiiVue keeps the ArrayBuffer).
+// As soon as they are in, the pane shows a preview of its first slice (drawPreview).
+function download(p, bytes, url) {
   const t = (S.timings[p.index] = { start: performance.now() });
-  const download = url ? fetchVolume(url).then((b) => { t.fetched = performance.now(); return b; }) : null;
+  const got = url ? fetchVolume(url, p.bytes) : Promise.resolve(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  return got.then(async (buf) => {
+    t.fetched = performance.now();
+    let shown = false;
+    try {
+      shown = drawPreview(p, buf);
+    } catch (err) { /* no preview: NiiVue draws the pane when it is ready */ }
+    if (shown) {
+      // two animation frames: the frame holding the preview has been committed to the screen
+      await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+      t.preview = performance.now();
+    }
+    return buf;
+  });
+}
+
+async function loadPane(p, got, before) {
+  const t = S.timings[p.index];
   await p.nv.attachToCanvas(p.canvas);
   t.attached = performance.now();
-  // bytes argument: copy out of the message's buffer, NiiVue keeps the ArrayBuffer
-  const buf = url ? await download : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  await p.nv.loadFromArrayBuffer(buf, `${p.id}.nii`);
+  p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
+  p.nv.setSliceType(PLANES[S.plane]);
+  const buf = await got;
+  // NiiVue's texture upload holds the page until the GPU has the volume: every pane's download (and
+  // preview) first, so a slow texture does not delay another pane's picture; then one pane after the
+  // other, so the first becomes interactive as early as it can (two at once finish both late)
+  await before;
+  // as Niivue.loadFromArrayBuffer, plus the window: NiiVue builds the texture once, in our window
+  const name = `${p.id}.nii`;
+  const options = NVImageFromUrlOptions(name);
+  Object.assign(options, { buffer: buf, name, cal_min: S.wl[1] - S.wl[0] / 2, cal_max: S.wl[1] + S.wl[0] / 2 });
+  await p.nv.addVolumeFromUrl(options);
   t.loaded = performance.now();
   p.loaded = true;
-  p.nv.setSliceType(PLANES[S.plane]);
-  p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
-  applyWindow(p);
+  applyWindow(p); // the window may have changed while the volume travelled (no texture rebuild otherwise)
   attachEvents(p);
+  if (S.linked) syncTo(p);
+  p.nv.drawScene();
+  updateStatus(p);
+  t.queued = performance.now();
+  await gpuDone(p.nv.gl); // WebGL work is asynchronous: "drawn" is when the GPU (or SwiftShader) finished it
   t.drawn = performance.now();
+  p.preview?.remove();
+  p.preview = null;
+}
+
+// The middle axial slice, windowed, drawn from the bytes on a 2D canvas over the pane while NiiVue
+// builds its texture (seconds on a software GPU). Same geometry as NiiVue's first view: radiological
+// convention (patient right on the image left), anterior up, pixel aspect from the spacing, fitted and
+// centred, nearest neighbour (no invented HU). Other planes wait for NiiVue.
+function drawPreview(p, buf) {
+  if (S.plane !== "axial" || buf.byteLength < 352) return false;
+  const h = new DataView(buf);
+  const [nx, ny, nz] = [42, 44, 46].map((o) => h.getInt16(o, true));
+  const [sx, sy] = [80, 84].map((o) => h.getFloat32(o, true));
+  const offset = h.getFloat32(108, true);
+  if (h.getInt16(70, true) !== 4 || !(nx > 0 && ny > 0 && nz > 0 && sx > 0 && sy > 0)) return false; // int16 only
+  const z = Math.round(0.5 * nz - 0.5); // NiiVue's first crosshair: the middle of the volume
+  const vox = new Int16Array(buf, offset + 2 * nx * ny * z, nx * ny);
+  const img = new ImageData(nx, ny);
+  const lo = S.wl[1] - S.wl[0] / 2, scale = 255 / S.wl[0];
+  for (let y = 0; y < ny; y++) {
+    const row = (ny - 1 - y) * nx;
+    for (let x = 0; x < nx; x++) {
+      const g = Math.min(255, Math.max(0, (vox[y * nx + x] - lo) * scale));
+      const i = 4 * (row + nx - 1 - x);
+      img.data[i] = img.data[i + 1] = img.data[i + 2] = g;
+      img.data[i + 3] = 255;
+    }
+  }
+  const box = p.canvas.parentElement;
+  const fit = Math.min(box.clientWidth / (nx * sx), box.clientHeight / (ny * sy));
+  const c = el("canvas", {
+    class: "preview", width: String(nx), height: String(ny), title: "preview: the viewer is loading",
+    style: `position:absolute;left:50%;top:50%;transform:translate(-50%,-50%);width:${nx * sx * fit}px;height:${ny * sy * fit}px;image-rendering:pixelated;pointer-events:none`,
+  });
+  c.getContext("2d").putImageData(img, 0, 0);
+  p.preview?.remove();
+  p.preview = p.previewCanvas = c; // previewCanvas stays for tests (tests/app/test_viewer_browser.py)
+  box.append(c);
+  p.status.innerHTML = `<span>axial ${z + 1}/${nz} · W ${round(S.wl[0])} L ${round(S.wl[1])} · preview, loading the viewer…</span>`;
+  return true;
+}
+
+// resolves when every WebGL command issued so far has run; polls a fence without blocking the page
+function gpuDone(gl) {
+  const sync = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
+  gl.flush();
+  return new Promise((resolve) => {
+    const poll = () => {
+      if (!sync || gl.isContextLost() || gl.getSyncParameter(sync, gl.SYNC_STATUS) === gl.SIGNALED) {
+        if (sync) gl.deleteSync(sync);
+        resolve();
+      } else setTimeout(poll, 4);
+    };
+    setTimeout(poll, 0);
+  });
 }
 
 function attachEvents(p) {
@@ -270,6 +369,15 @@ function syncFrom(i) {
   }
 }
 
+// a pane that has just loaded joins the others: position in mm and zoom/pan of the first pane shown
+function syncTo(p) {
+  const src = S.panes.find((q) => q !== p && q.loaded);
+  if (!src) return;
+  const frac = p.nv.mm2frac(src.nv.frac2mm(src.nv.scene.crosshairPos));
+  p.nv.scene.crosshairPos = [0, 1, 2].map((a) => Math.min(Math.max(frac[a], 0), 1));
+  p.nv.scene.pan2Dxyzmm = [...src.nv.scene.pan2Dxyzmm];
+}
+
 const isVisible = (p) => p.wrap.style.display !== "none";
 
 function step(delta) {
@@ -295,9 +403,13 @@ function resetView() {
 function applyWindow(p) {
   const v = p.nv.volumes[0];
   if (!v) return;
-  v.cal_min = S.wl[1] - S.wl[0] / 2;
-  v.cal_max = S.wl[1] + S.wl[0] / 2;
-  p.nv.updateGLVolume();
+  const lo = S.wl[1] - S.wl[0] / 2, hi = S.wl[1] + S.wl[0] / 2;
+  if (v.cal_min !== lo || v.cal_max !== hi) {
+    // a window change rebuilds the volume's texture in NiiVue: only when it really changed
+    v.cal_min = lo;
+    v.cal_max = hi;
+    p.nv.updateGLVolume();
+  }
   updateStatus(p);
 }
 
@@ -423,8 +535,17 @@ async function render(args) {
     for (const p of old) p.nv.gl?.getExtension("WEBGL_lose_context")?.loseContext();
     showPanes();
     const t0 = performance.now();
-    await Promise.all(S.panes.map((p, i) => loadPane(p, args[`volume_${i}`], metas[i].url)));
-    syncFrom(0);
+    S.renderAt = S.renderAt ?? t0;
+    const got = S.panes.map((p, i) => download(p, args[`volume_${i}`], metas[i].url));
+    const allIn = Promise.allSettled(got);
+    allIn.then(() => { S.previewMs = performance.now() - t0; });
+    let before = allIn;
+    const loads = S.panes.map((p, i) => {
+      const done = loadPane(p, got[i], before);
+      before = done.catch(() => {});
+      return done;
+    });
+    await Promise.all(loads);
     S.firstDisplayMs = performance.now() - t0;
     S.ready = true;
   } else {
