@@ -15,7 +15,10 @@ Then the ordinary commands run, each recorded with its wall clock and the machin
 3. ``sample``: ``python -m ctdiff sample --run OUT/run --n N_EVAL`` (the run's best checkpoint);
 4. ``report``: ``python -m eval report --real held_out --generated samples --train crops/train``:
    generated vs held-out-block crops, with the training-block crops as the reference floor and the
-   memorisation set.
+   memorisation set;
+5. ``floor`` (a check of the floor): the same report with ``--train`` a random ``--n-eval`` of the
+   training crops, so that the floor compares as many crops as the generated-vs-held-out distance
+   (pooled distances fall with the number of crops; memorisation there checks only that subset).
 
 ``OUT/bench.json`` collects the stages (commands, seconds, load averages), and
 ``--results FILE`` writes it together with the report.json subset of the chosen metrics.
@@ -38,10 +41,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-STAGES = ("crops", "train", "sample", "report")
+STAGES = ("crops", "train", "sample", "report", "floor")
 # The texture and intensity families of the eval report; radiomics (FRD) is left out by default:
 # 3D radiomics of a few dozen crops costs tens of minutes on the shared 2-core machine.
 METRICS = (
@@ -204,10 +209,10 @@ def stage_sample(args) -> dict:
     }
 
 
-def stage_report(args) -> dict:
+def _report(args, train: Path, out: Path) -> dict:
     crops = args.out / "crops"
     cmd = _py("-m", "eval", "report", "--real", str(crops / "held_out"), "--generated", str(args.out / "samples"))
-    cmd += ["--train", str(crops / "train"), "--out", str(args.out / "report"), "--metrics", args.metrics]
+    cmd += ["--train", str(train), "--out", str(out), "--metrics", args.metrics]
     cmd += ["--workers", str(args.threads or 1), "--device", "cpu", "--seed", str(args.seed), "--force"]
     cmd += ["--cache-dir", str(args.out / "feature-cache")]
     if args.bootstrap is not None:
@@ -222,6 +227,26 @@ def stage_report(args) -> dict:
         "load_avg_1_5_15_start": load0,
         "load_avg_1_5_15_end": _load(),
     }
+
+
+def stage_report(args) -> dict:
+    return _report(args, args.out / "crops" / "train", args.out / "report")
+
+
+def stage_floor(args) -> dict:
+    import shutil
+
+    files = sorted((args.out / "crops" / "train").glob("*.nii.gz"))
+    subset = args.out / "crops" / "train_subset"
+    if subset.exists() and not args.force:
+        raise SystemExit(f"{subset} exists; pass --force to draw it again")
+    shutil.rmtree(subset, ignore_errors=True)
+    subset.mkdir(parents=True)
+    pick = np.random.default_rng(args.seed + 2).choice(len(files), size=min(args.n_eval, len(files)), replace=False)
+    for k in sorted(pick):
+        shutil.copy2(files[k], subset / files[k].name)
+    entry = _report(args, subset, args.out / "report-floor-equal-n")
+    return {**entry, "train_subset": [files[k].name for k in sorted(pick)]}
 
 
 KEEP = (
@@ -250,7 +275,15 @@ def results(out: Path) -> dict:
     crops = json.loads((out / "crops" / "crops.json").read_text())
     for block in ("train_block", "held_out_block"):
         crops[block] = {k: v for k, v in crops[block].items() if k != "crops"}
-    return {**bench, "crops": crops, "report_settings": settings, "metrics": metrics}
+    result = {**bench, "crops": crops, "report_settings": settings, "metrics": metrics}
+    equal_n = out / "report-floor-equal-n" / "report.json"
+    if equal_n.exists():
+        floor_report = json.loads(equal_n.read_text())
+        result["floor_with_equal_n"] = {
+            "n_train": floor_report["inputs"]["n_train"],
+            "metrics": {name: {k: m.get(k) for k in KEEP} for name, m in floor_report["metrics"].items()},
+        }
+    return result
 
 
 def main(argv=None) -> int:
@@ -285,7 +318,9 @@ def main(argv=None) -> int:
             p.error(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
     for s in stages:
         print(f"[{time.strftime('%H:%M:%S')}] {s} ...", flush=True)
-        entry = {"crops": stage_crops, "train": stage_train, "sample": stage_sample, "report": stage_report}[s](args)
+        run = {"crops": stage_crops, "train": stage_train, "sample": stage_sample, "report": stage_report}
+        run["floor"] = stage_floor
+        entry = run[s](args)
         _record(args.out, s, entry)
         print(json.dumps(entry, indent=2), flush=True)
     if args.results:
