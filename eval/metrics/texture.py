@@ -60,11 +60,15 @@ def glcm_features(
 def standardised_mean_distance(real: np.ndarray, generated: np.ndarray) -> float:
     """RMS over features of (mean_generated - mean_real) / SD_real, for (cases, features) arrays.
 
-    Features whose real SD is 0 use the pooled SD; features that stay constant or are not finite
-    in either cohort are ignored. NaN if no feature is left or a cohort has fewer than 2 cases.
+    Cases with no finite feature (GLCM of a scan without soft tissue, e.g. a lung crop) are left
+    out: otherwise one such case would remove every feature. Features whose real SD is 0 use the
+    pooled SD; features that stay constant or are not finite in either cohort are ignored. NaN if
+    no feature is left or the real cohort has fewer than 2 measurable cases (generated: 1).
     """
     real = np.asarray(real, dtype=np.float64)
     generated = np.asarray(generated, dtype=np.float64)
+    real = real[np.isfinite(real).any(axis=1)]
+    generated = generated[np.isfinite(generated).any(axis=1)]
     if real.shape[0] < 2 or generated.shape[0] < 1:
         return float("nan")
     keep = np.isfinite(real).all(axis=0) & np.isfinite(generated).all(axis=0)

@@ -108,6 +108,13 @@ def test_glcm_features_see_texture_and_standardised_distance(rng):
     assert texture.standardised_mean_distance(real, real) == 0.0
     shifted = real + np.array([2.0, 0.0, 0.0]) * real.std(axis=0, ddof=1)
     assert texture.standardised_mean_distance(real, shifted) == pytest.approx(2.0 / np.sqrt(3))
+    # a case without soft tissue (all-NaN GLCM row) is left out, on either side, instead of
+    # removing every feature (which made the distance NaN on real-CT crops with a lung crop)
+    nan_row = np.full((1, 3), np.nan)
+    expected = texture.standardised_mean_distance(real, shifted)
+    assert texture.standardised_mean_distance(np.vstack([real, nan_row]), shifted) == pytest.approx(expected)
+    assert texture.standardised_mean_distance(real, np.vstack([nan_row, shifted])) == pytest.approx(expected)
+    assert np.isnan(texture.standardised_mean_distance(np.vstack([real[:1], nan_row, nan_row]), shifted))
 
 
 # ------------------------------------------------------------------------------------ SSIM
