@@ -227,18 +227,23 @@ def progress_panel(db: str, info: store.SessionInfo) -> None:
     )
 
 
+def show_sections(sections) -> None:
+    """The export's report sections (title, paragraphs, tables) on the page."""
+    for section in sections:
+        st.subheader(section.title)
+        for p in section.paragraphs:
+            st.markdown(p)
+        for t in section.tables:
+            table(t)
+
+
 def results_panel(db: str, info: store.SessionInfo) -> None:
     if info.design == "rating":
         records = store.rating_records(db, info.id)
         if not records:
             st.info("No answers yet.")
             return
-        for section in export.rating_sections(info, stats_rating(records), store.session_progress(db, info.id))[1:]:
-            st.subheader(section.title)
-            for p in section.paragraphs:
-                st.markdown(p)
-            for t in section.tables:
-                table(t)
+        show_sections(export.rating_sections(info, stats_rating(records), store.session_progress(db, info.id))[1:])
         marks_panel(db, info)
         return
     if info.design == "2afc":
@@ -246,12 +251,7 @@ def results_panel(db: str, info: store.SessionInfo) -> None:
         if not records:
             st.info("No answers yet.")
             return
-        for section in export.afc_sections(info, stats_afc(records), store.session_progress(db, info.id))[1:]:
-            st.subheader(section.title)
-            for p in section.paragraphs:
-                st.markdown(p)
-            for t in section.tables:
-                table(t)
+        show_sections(export.afc_sections(info, stats_afc(records), store.session_progress(db, info.id))[1:])
         return
     records = store.answer_records(db, info.id)
     if not records:
@@ -264,12 +264,7 @@ def results_panel(db: str, info: store.SessionInfo) -> None:
     c[1].metric("Sensitivity", export.fmt_num(100 * pooled["sensitivity"]["value"], 1) + " %")
     c[2].metric("Specificity", export.fmt_num(100 * pooled["specificity"]["value"], 1) + " %")
     c[3].metric("ROC AUC", export.fmt_num(pooled["auc"]["value"]))
-    for section in export.report_sections(info, summary, store.session_progress(db, info.id))[1:]:
-        st.subheader(section.title)
-        for p in section.paragraphs:
-            st.markdown(p)
-        for t in section.tables:
-            table(t)
+    show_sections(export.report_sections(info, summary, store.session_progress(db, info.id))[1:])
     marks_panel(db, info)
 
 

@@ -143,9 +143,8 @@ def sign_in(db: str) -> None:
     st.rerun()
 
 
-def viewer(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
-    grid = reader.grid
-    plane_col, window_col = st.columns(2)
+def plane_and_window(reader: store.ReaderView, plane_col, window_col) -> tuple[str, str]:
+    """The session's plane and window, with a choice where the organiser allowed more than one."""
     plane = reader.planes[0]
     if len(reader.planes) > 1:
         plane = plane_col.selectbox("Plane", reader.planes, key="review_reader_plane")
@@ -157,6 +156,13 @@ def viewer(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
             key="review_reader_window",
             format_func=lambda w: f"{w} (W{WINDOW_PRESETS[w][0]:.0f} L{WINDOW_PRESETS[w][1]:.0f})",
         )
+    return plane, window
+
+
+def viewer(db: str, reader: store.ReaderView, case: store.ReaderCase) -> None:
+    grid = reader.grid
+    plane_col, window_col = st.columns(2)
+    plane, window = plane_and_window(reader, plane_col, window_col)
     n = grid.n_slices(plane)
     index = grid.middle(plane)
     if reader.scroll == "all" and n > 1:
@@ -359,17 +365,7 @@ def pair_controls(reader: store.ReaderView, pair: store.PairView) -> tuple[str, 
     """Plane, slice and window, shared by both scans of a pair (same place in both)."""
     grid = reader.grid
     plane_col, window_col, slice_col = st.columns([1, 1, 2])
-    plane = reader.planes[0]
-    if len(reader.planes) > 1:
-        plane = plane_col.selectbox("Plane", reader.planes, key="review_reader_plane")
-    window = reader.windows[0]
-    if len(reader.windows) > 1:
-        window = window_col.selectbox(
-            "Window",
-            reader.windows,
-            key="review_reader_window",
-            format_func=lambda w: f"{w} (W{WINDOW_PRESETS[w][0]:.0f} L{WINDOW_PRESETS[w][1]:.0f})",
-        )
+    plane, window = plane_and_window(reader, plane_col, window_col)
     n = grid.n_slices(plane)
     index = grid.middle(plane)
     if reader.scroll == "all" and n > 1:
