@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 from ctdiff.data.hu import WINDOW_PRESETS
 from ctdiff.errors import InputError
-from eval.features.base import FeatureExtractor, weights_id
+from eval.features.base import WeightsSliceExtractor
 
 WEIGHT_FILES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
 MISSING_REASON = (
@@ -214,63 +213,27 @@ def load_inception(path: str | os.PathLike, device="cpu") -> FIDInceptionV3:
     return net.eval().to(device)
 
 
-def volume_slices(array: np.ndarray, slices_per_plane: int, window=SLICE_WINDOW) -> np.ndarray:
-    """(K, H, W)-like list of windowed [0, 1] slices: ``slices_per_plane`` per plane, 3 planes."""
-    from ctdiff.data.display import PLANES, apply_window, n_slices, plane_slice
-
-    out = []
-    for plane in PLANES:
-        n = n_slices(array.shape, plane)
-        lo, hi = int(0.1 * n), max(int(0.9 * n), int(0.1 * n) + 1)
-        for i in np.unique(np.linspace(lo, hi - 1, slices_per_plane).round().astype(int)):
-            out.append(apply_window(plane_slice(array, plane, int(i)), *window).astype(np.float32) / 255.0)
-    return out
-
-
-class InceptionSlices(FeatureExtractor):
+class InceptionSlices(WeightsSliceExtractor):
     """Per volume: (3 * slices_per_plane, 2048) features, flattened to one row for the cache."""
 
     name = "inception-v3-fid-2d"  # its key in eval.features.registry
-    input = "volume"
+    weights_option = "--inception-weights"
+    window = SLICE_WINDOW
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu", slices_per_plane: int = 8):
-        self.weights = find_weights(weights)
-        self.explicit = weights
-        self.device = device
-        self.slices_per_plane = int(slices_per_plane)
-        self._net = None
-        self._weights_id = None
+    def find_weights(self, explicit: str | os.PathLike | None) -> Path | None:
+        return find_weights(explicit)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_net"] = None
-        return state
+    def missing_reason(self) -> str:
+        return MISSING_REASON.format(hub=torch.hub.get_dir())
 
-    def unavailable_reason(self) -> str | None:
-        if self.weights is None:
-            if self.explicit:
-                return f"--inception-weights {self.explicit}: no such file"
-            return MISSING_REASON.format(hub=torch.hub.get_dir())
-        return None
-
-    def settings(self) -> dict[str, Any]:
-        if self._weights_id is None and self.weights is not None:
-            self._weights_id = weights_id(self.weights)
-        return {
-            "weights_sha256": self._weights_id,
-            "slices_per_plane": self.slices_per_plane,
-            "window": list(SLICE_WINDOW),
-        }
-
-    def setup(self) -> None:
-        if self._net is None:
-            self._net = load_inception(self.weights, self.device)
+    def load(self):
+        return load_inception(self.weights, self.device)
 
     @torch.no_grad()
     def extract(self, item) -> tuple[list[str], np.ndarray]:
         self.setup()
         feats = []
-        for img in volume_slices(item.array, self.slices_per_plane):
+        for img in (s for plane in self.slices(item.array).values() for s in plane):
             x = torch.from_numpy(img)[None, None].expand(1, 3, *img.shape).to(self.device)
             feats.append(self._net(x).double().cpu().numpy()[0])
         arr = np.stack(feats)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval.features.base import FeatureExtractor, weights_id
+from eval.features.base import WeightsSliceExtractor
 from eval.features.inception import SLICE_WINDOW
 
 WEIGHT_FILES = ("RadImageNet-ResNet50.pth", "radimagenet_resnet50.pth", "RadImageNet-ResNet50_notop.pth")
@@ -96,19 +96,6 @@ def load_resnet50(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Modu
     return net.eval().to(device)
 
 
-def plane_slices(array: np.ndarray, slices_per_plane: int, window=SLICE_WINDOW) -> dict[str, list[np.ndarray]]:
-    """``{plane: [windowed [0, 1] slices]}``: ``slices_per_plane`` evenly spaced in the central 80 %."""
-    from ctdiff.data.display import PLANES, apply_window, n_slices, plane_slice
-
-    out: dict[str, list[np.ndarray]] = {}
-    for plane in PLANES:
-        n = n_slices(array.shape, plane)
-        lo, hi = int(0.1 * n), max(int(0.9 * n), int(0.1 * n) + 1)
-        idx = np.unique(np.linspace(lo, hi - 1, slices_per_plane).round().astype(int))
-        out[plane] = [apply_window(plane_slice(array, plane, int(i)), *window).astype(np.float32) / 255.0 for i in idx]
-    return out
-
-
 def preprocess(slices: list[np.ndarray], image_size: int) -> torch.Tensor:
     """(N, 3, S, S) network input from [0, 1] grey slices (resize, 3 channels, mean subtracted)."""
     x = torch.stack(
@@ -126,11 +113,12 @@ def preprocess(slices: list[np.ndarray], image_size: int) -> torch.Tensor:
     return x - torch.tensor(CHANNEL_MEAN, dtype=x.dtype)[None, :, None, None]
 
 
-class RadImageNetSlices(FeatureExtractor):
+class RadImageNetSlices(WeightsSliceExtractor):
     """Per volume: (3 planes x slices_per_plane, 2048) features, flattened; names ``<plane><i>``."""
 
     name = "radimagenet-resnet50-2d"  # its key in eval.features.registry
-    input = "volume"
+    weights_option = "--fid2d-weights"
+    window = SLICE_WINDOW
 
     def __init__(
         self,
@@ -139,45 +127,26 @@ class RadImageNetSlices(FeatureExtractor):
         slices_per_plane: int = 8,
         image_size: int = 224,
     ):
-        self.weights = find_weights(weights)
-        self.explicit = weights
-        self.device = device
-        self.slices_per_plane = int(slices_per_plane)
+        super().__init__(weights, device, slices_per_plane)
         self.image_size = int(image_size)
-        self._net = None
-        self._weights_id = None
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_net"] = None
-        return state
+    def find_weights(self, explicit: str | os.PathLike | None) -> Path | None:
+        return find_weights(explicit)
 
-    def unavailable_reason(self) -> str | None:
-        if self.weights is None:
-            if self.explicit:
-                return f"--fid2d-weights {self.explicit}: no such file"
-            return MISSING_REASON.format(names=" or ".join(WEIGHT_FILES), hub=torch.hub.get_dir())
-        return None
+    def missing_reason(self) -> str:
+        return MISSING_REASON.format(names=" or ".join(WEIGHT_FILES), hub=torch.hub.get_dir())
+
+    def load(self):
+        return load_resnet50(self.weights, self.device)
 
     def settings(self) -> dict[str, Any]:
-        if self._weights_id is None and self.weights is not None:
-            self._weights_id = weights_id(self.weights)
-        return {
-            "weights_sha256": self._weights_id,
-            "slices_per_plane": self.slices_per_plane,
-            "image_size": self.image_size,
-            "window": list(SLICE_WINDOW),
-        }
-
-    def setup(self) -> None:
-        if self._net is None:
-            self._net = load_resnet50(self.weights, self.device)
+        return {**super().settings(), "image_size": self.image_size}
 
     @torch.no_grad()
     def extract(self, item) -> tuple[list[str], np.ndarray]:
         self.setup()
         names, feats = [], []
-        for plane, slices in plane_slices(item.array, self.slices_per_plane).items():
+        for plane, slices in self.slices(item.array).items():
             x = preprocess(slices, self.image_size).to(self.device)
             feats.append(self._net(x).double().cpu().numpy())
             names += [f"{plane}{i}" for i in range(len(slices))]
