@@ -30,6 +30,7 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 SAMPLERS = SAMPLER_NAMES  # every registered sampler (ctdiff.samplers); which fit a model depends on diffusion.kind
 SPACES = ("pixel", "wavelet", "latent")
 MAX_WAVELET_LEVELS = 2
+WAVELET_SCALES = ("lowpass", "band")
 PAD_MODES = ("edge", "constant")
 FLIP_AXES = ("x", "y")
 
@@ -80,6 +81,11 @@ class ModelConfig:
     space: str = "pixel"
     # Haar levels along (z, y, x), each 0-2; thin slabs can skip z, e.g. [0, 1, 1]
     wavelet_levels: tuple[int, int, int] = (1, 1, 1)
+    # how the wavelet sub-bands are scaled for the U-Net: "lowpass" = all by 2^(-levels/2), so the
+    # low-pass band stays in [-1, 1] (detail bands then carry a few hundredths: fine texture is a tiny
+    # signal under the diffusion noise); "band" = each band by 1 / its SD over the training set (as
+    # the latent scale factor), so every band has unit variance; the samplers then do not clip
+    wavelet_scale: str = "lowpass"
     # the autoencoder.pt of `train-autoencoder` (space: latent); its weights are copied into the
     # diffusion checkpoints together with the file's sha256
     autoencoder: str | None = None
@@ -371,6 +377,8 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"model.space must be one of {SPACES}, got {m.space!r}")
     if any(not 0 <= k <= MAX_WAVELET_LEVELS for k in m.wavelet_levels):
         bad(f"model.wavelet_levels entries must be 0-{MAX_WAVELET_LEVELS}, got {list(m.wavelet_levels)}")
+    if m.wavelet_scale not in WAVELET_SCALES:
+        bad(f"model.wavelet_scale must be one of {WAVELET_SCALES}, got {m.wavelet_scale!r}")
     if m.space == "wavelet" and not any(m.wavelet_levels):
         bad("model.wavelet_levels needs at least one level for model.space wavelet")
     if m.space == "latent" and not m.autoencoder:

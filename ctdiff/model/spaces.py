@@ -7,6 +7,9 @@ A :class:`Space` maps a batch of padded volumes in model units (``(N, 1, D, H, W
 - ``wavelet``: the orthonormal 3D Haar transform of :mod:`ctdiff.model.wavelet`, divided by
   ``2**(k/2)`` (k = number of axis-levels) so the low-pass band stays in [-1, 1]; every detail
   band is then within [-1, 1] too, so the samplers' x_0 clipping to [-1, 1] stays valid. Lossless.
+  With ``model.wavelet_scale: band`` each band is instead divided by its SD over the training set
+  (stored in the checkpoint), so the small detail bands are not drowned by the diffusion noise;
+  the samplers then do not clip.
 - ``latent``: a MONAI ``AutoencoderKL`` (:mod:`ctdiff.model.autoencoder`), posterior mean times a scale
   factor (1 / SD of the training latents, as MAISI and Stable Diffusion do). Encoding and decoding
   of volumes larger than ``decode_tile`` go through MONAI's ``SlidingWindowInferer``. The samplers
@@ -71,21 +74,52 @@ class PixelSpace(Space):
 class WaveletSpace(Space):
     kind = "wavelet"
 
-    def __init__(self, levels: Sequence[int]):
+    def __init__(self, levels: Sequence[int], scale: str = "lowpass", band_scale: Sequence[float] | None = None):
         self.levels = tuple(int(k) for k in levels)
         self.channels = wavelet.bands(self.levels)
         self.factor = wavelet.factor(self.levels)
-        # orthonormal Haar scales the low-pass band by sqrt(2) per axis-level; undo that
-        self.scale = 2.0 ** (-sum(self.levels) / 2.0)
+        self.mode = scale
+        if scale == "lowpass":
+            # orthonormal Haar scales the low-pass band by sqrt(2) per axis-level; undo that
+            self.scale: float | torch.Tensor = 2.0 ** (-sum(self.levels) / 2.0)
+        else:  # "band": 1 / SD per band, fitted on the training set (fit_band_scale) or restored
+            self.scale = None if band_scale is None else _band_tensor(band_scale)
+        self.clip_sample = scale == "lowpass"  # unit-variance bands are not bounded by [-1, 1]
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.scale is None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return wavelet.dwt(x, self.levels) * self.scale
+        return wavelet.dwt(x, self.levels) * self._scale(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return wavelet.idwt(z / self.scale, self.levels)
+        return wavelet.idwt(z / self._scale(z), self.levels)
+
+    def _scale(self, like: torch.Tensor) -> float | torch.Tensor:
+        if self.scale is None:
+            raise ValueError("the wavelet space's band scales are not fitted yet (set from the training set)")
+        if isinstance(self.scale, float):
+            return self.scale
+        return self.scale.to(like.device, like.dtype)
+
+    def fit_band_scale(self, volumes: Sequence[torch.Tensor]) -> list[float]:
+        """1 / SD of each sub-band over ``volumes`` (``(1, D, H, W)`` padded, model units), so every
+        band the U-Net sees has unit variance (detail bands of CT are ~100x smaller than the low-pass)."""
+        bands = torch.cat([wavelet.dwt(v[None].double(), self.levels)[0].flatten(1) for v in volumes], dim=1)
+        sd = bands.std(dim=1).clamp_min(1e-8)
+        self.scale = _band_tensor((1.0 / sd).tolist())
+        return self.scale.flatten().tolist()
 
     def state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "levels": list(self.levels)}
+        if self.mode == "lowpass":
+            return {"kind": self.kind, "levels": list(self.levels)}  # as checkpoints before wavelet_scale
+        scale = None if self.scale is None else self.scale.flatten().tolist()
+        return {"kind": self.kind, "levels": list(self.levels), "scale_mode": self.mode, "band_scale": scale}
+
+
+def _band_tensor(values: Sequence[float]) -> torch.Tensor:
+    return torch.tensor([float(v) for v in values], dtype=torch.float32).view(1, -1, 1, 1, 1)
 
 
 class LatentSpace(Space):
@@ -140,7 +174,8 @@ def build_space(config: Config, saved: dict[str, Any] | None = None) -> Space:
     if m.space == "pixel":
         return PixelSpace()
     if m.space == "wavelet":
-        return WaveletSpace(m.wavelet_levels)
+        band = saved.get("band_scale") if saved is not None and saved.get("kind") == "wavelet" else None
+        return WaveletSpace(m.wavelet_levels, m.wavelet_scale, band)
     if saved is not None and saved.get("kind") == "latent":
         return LatentSpace(saved["autoencoder"], saved.get("scale"), config.sample.decode_tile)
     from ctdiff.model.autoencoder import autoencoder_record

@@ -256,6 +256,8 @@ class Trainer:
         self.val_encoded: list[torch.Tensor] | None = None
         if self.space.cache:
             self._cache_latents(space_state is None)
+        if getattr(self.space, "needs_fit", False):  # wavelet_scale band, new run: SD of each band
+            self.space.fit_band_scale([pad_slices(v, self.depth, config.data.pad_mode) for v in train_cases.tensors])
         self.n_batches = len(epoch_batches(len(self.dataset), 0, t.seed, t.batch_size, dist.rank, dist.world_size))
         self.steps_per_epoch = -(-self.n_batches // t.grad_accum)
         self.total_steps = t.epochs * self.steps_per_epoch

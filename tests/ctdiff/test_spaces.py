@@ -179,6 +179,50 @@ def test_train_resume_sample_every_space_and_kind(data, tmp_path, space, kind, c
             ae.with_suffix(".moved").rename(ae)
 
 
+def test_band_scaled_wavelet_space_is_lossless_unit_variance_and_travels_in_the_checkpoint(data, tmp_path):
+    """wavelet_scale band: each sub-band divided by its training-set SD (the detail bands of CT are
+    ~100x smaller than the low-pass); exact round trip; the scales are fitted once by a new run,
+    kept by resume, carried by the checkpoint and used by sampling, which must not clip."""
+    root, _ = data
+    rng = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(-1, 1, 16).view(1, 1, 1, 16)  # smooth content + fine noise, as CT
+    vols = [(ramp * (i + 1) / 3 + 0.05 * torch.randn((1, 8, 16, 16), generator=rng)).clamp(-1, 1) for i in range(3)]
+    space = WaveletSpace((1, 1, 1), "band")
+    assert space.needs_fit and not space.clip_sample
+    with pytest.raises(ValueError, match="not fitted"):
+        space.encode(vols[0][None])
+    scale = space.fit_band_scale(vols)
+    z = torch.cat([space.encode(v[None].double()) for v in vols])
+    torch.testing.assert_close(z.transpose(0, 1).flatten(1).std(dim=1), torch.ones(8, dtype=torch.float64))
+    torch.testing.assert_close(space.decode(z), torch.stack(vols).double(), rtol=0, atol=1e-6)
+    assert len(scale) == 8 and max(scale) > 5 * min(scale)  # the low-pass band is the big one
+
+    cfg = config_from_dict(tiny("wavelet", "ddpm", wavelet_scale="band"))
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.pt"
+    with torch.random.fork_rng():
+        train(cfg, root, run, overrides=["train.max_steps=2"], progress=False)
+        ckpt = load_checkpoint(last)
+        assert ckpt["space"]["scale_mode"] == "band" and len(ckpt["space"]["band_scale"]) == 8
+        # mark the stored scales: resume must restore them from the checkpoint, never refit
+        fitted = [2.0 * v for v in ckpt["space"]["band_scale"]]
+        ckpt["space"]["band_scale"] = fitted
+        torch.save(ckpt, last)
+        train(None, None, run, resume=True, overrides=["train.max_steps=null"], progress=False)
+    ckpt = load_checkpoint(last)
+    assert ckpt["step"] == 4 and ckpt["space"]["band_scale"] == pytest.approx(fitted)
+    bundle = load_bundle(last, device="cpu")
+    assert bundle.space.scale.flatten().tolist() == pytest.approx(fitted) and not bundle.diffusion.clip_sample
+    vols = sample(bundle, 1, steps=2, sampler="ddpm", seed=1)
+    assert vols[0].shape == SHAPE and np.isfinite(vols[0].array).all()
+
+    lowpass = config_from_dict(tiny("wavelet", "ddpm"))  # the default: checkpoints as before
+    assert lowpass.model.wavelet_scale == "lowpass"
+    assert WaveletSpace((1, 1, 1)).state() == {"kind": "wavelet", "levels": [1, 1, 1]}
+    with pytest.raises(ConfigError, match="wavelet_scale"):
+        config_from_dict(tiny("wavelet", "ddpm", wavelet_scale="per-band"))
+
+
 def test_config_validation_of_spaces_and_kinds():
     base = tiny("pixel", "ddpm")
     with pytest.raises(ConfigError, match="model.space must be one of"):
