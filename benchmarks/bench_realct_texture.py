@@ -190,6 +190,20 @@ def stage_train(args) -> dict:
     }
 
 
+def _run_stage(cmd: list[str], args, log_name: str, what: str) -> dict:
+    """Run one stage's command; stop the benchmark on failure; its command, wall time and load."""
+    load0 = _load()
+    rc, seconds, _ = _run(cmd, args.nice, args.out / log_name)
+    if rc != 0:
+        raise SystemExit(f"{what} failed (exit {rc}); see {args.out / log_name}")
+    return {
+        "command": _shown(cmd, args.nice),
+        "wall_seconds": round(seconds, 1),
+        "load_avg_1_5_15_start": load0,
+        "load_avg_1_5_15_end": _load(),
+    }
+
+
 def stage_sample(args) -> dict:
     cmd = _py("-m", "ctdiff", "sample", "--run", str(args.out / "run"), "--n", str(args.n_eval))
     cmd += ["--out", str(args.out / "samples"), "--seed", str(args.seed), "--force"]
@@ -197,16 +211,7 @@ def stage_sample(args) -> dict:
         cmd += ["--steps", str(args.steps)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    load0 = _load()
-    rc, seconds, _ = _run(cmd, args.nice, args.out / "sample.log")
-    if rc != 0:
-        raise SystemExit(f"sampling failed (exit {rc}); see {args.out / 'sample.log'}")
-    return {
-        "command": _shown(cmd, args.nice),
-        "wall_seconds": round(seconds, 1),
-        "load_avg_1_5_15_start": load0,
-        "load_avg_1_5_15_end": _load(),
-    }
+    return _run_stage(cmd, args, "sample.log", "sampling")
 
 
 def _report(args, train: Path, out: Path) -> dict:
@@ -217,16 +222,7 @@ def _report(args, train: Path, out: Path) -> dict:
     cmd += ["--cache-dir", str(args.out / "feature-cache")]
     if args.bootstrap is not None:
         cmd += ["--bootstrap", str(args.bootstrap)]
-    load0 = _load()
-    rc, seconds, _ = _run(cmd, args.nice, args.out / "report.log")
-    if rc != 0:
-        raise SystemExit(f"eval report failed (exit {rc}); see {args.out / 'report.log'}")
-    return {
-        "command": _shown(cmd, args.nice),
-        "wall_seconds": round(seconds, 1),
-        "load_avg_1_5_15_start": load0,
-        "load_avg_1_5_15_end": _load(),
-    }
+    return _run_stage(cmd, args, "report.log", "eval report")
 
 
 def stage_report(args) -> dict:
