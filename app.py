@@ -27,7 +27,7 @@ from ctdiff_app.workspace import (
     selection_from_workspace,
     workspace_path,
 )
-from pages.components.data import facts_with_progress, list_cases, load_report_cached
+from pages.components.data import facts_with_progress, list_cases, load_report_cached, prefetch_viewer_volume
 from pages.components.paths import checked_path, os_problem, shorten
 from pages.components.state import SOURCE_KEY, ensure_selection, nav_link, page_setup, set_widget, short_path
 
@@ -165,6 +165,8 @@ def cohort_block(key: str, label: str, where) -> None:
             st.error(err)
             return
         summary = cohort_summary(facts_with_progress(cases, label.lower()))
+        if cases:
+            prefetch_viewer_volume(cases[0])  # the slice browser opens with the first case of each cohort
         st.metric(f"{label} volumes", summary["count"])
         if summary["count"]:
             st.markdown(

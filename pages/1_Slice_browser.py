@@ -38,7 +38,7 @@ from pages.components.data import (
     list_cases,
     load_display_array,
     load_report_cached,
-    load_viewer_volume,
+    load_viewer_volumes,
     load_volume,
 )
 from pages.components.figures import slice_figure
@@ -240,16 +240,8 @@ def controls(side: str, where) -> dict | None:
             disabled=(side == "real" and locked_real),
         )
         if in_browser:
-            # the viewer's int16 bytes only (read once per file version): no float copy of the volume
-            viewer_vol, err = load_viewer_volume(case, f"{label}: {case_name(case)}")
-            if err:
-                st.error(err)
-                return None
-            st.caption(
-                f"{label}: **{case_name(case)}** · shape {'×'.join(map(str, viewer_vol.shape))} · "
-                f"spacing {' × '.join(f'{s:.3g}' for s in viewer_vol.spacing)} mm"
-            )
-            return {"side": side, "label": label, "case": case, "viewer": viewer_vol, "index": None, "n": None}
+            # the viewer's bytes are read later, every side's at once (viewer_files)
+            return {"side": side, "label": label, "case": case, "viewer": None, "index": None, "n": None}
         vol, err = load_volume(case)
         if err:
             st.error(err)
@@ -300,6 +292,26 @@ def draw(pane: dict, where, height: int) -> None:
         st.plotly_chart(fig, key=f"fig_{pane['side']}", config={"scrollZoom": True, "displaylogo": False})
 
 
+def viewer_files(panes: dict, cols: dict) -> dict:
+    """Each chosen side's viewer bytes, the files read in parallel (int16 only, no float copy)."""
+    chosen = [s for s in order if panes.get(s)]
+    loaded = load_viewer_volumes(
+        [(panes[s]["case"], f"{panes[s]['label']}: {case_name(panes[s]['case'])}") for s in chosen]
+    )
+    out = {}
+    for side, (viewer_vol, err) in zip(chosen, loaded):
+        with cols[side]:
+            if err:
+                st.error(err)
+                continue
+            st.caption(
+                f"{panes[side]['label']}: **{case_name(panes[side]['case'])}** · shape "
+                f"{'×'.join(map(str, viewer_vol.shape))} · spacing {' × '.join(f'{s:.3g}' for s in viewer_vol.spacing)} mm"
+            )
+        out[side] = {**panes[side], "viewer": viewer_vol}
+    return out
+
+
 def browser_viewer(panes: dict) -> None:
     """All panes in one NiiVue component: the volumes travel once, then scrolling stays in the browser."""
     shown = [panes[s] for s in order if panes.get(s)]
@@ -319,7 +331,7 @@ def browser_viewer(panes: dict) -> None:
 order = ("gen", "real") if view == "nearest real" else ("real", "gen")
 if in_browser:
     cols = dict(zip(order, st.columns(2)))
-    panes = {side: controls(side, cols[side]) for side in order}
+    panes = viewer_files({side: controls(side, cols[side]) for side in order}, cols)
     browser_viewer(panes)
 elif layout == "side by side":
     cols = dict(zip(order, st.columns(2)))

@@ -178,3 +178,27 @@ def test_demo_builder_missing_gives_a_message(monkeypatch, tmp_path, page):
     at.run()
     assert not at.exception
     assert "demo builder is not available" in at.warning[0].value
+
+
+def test_home_prepares_the_pair_the_slice_browser_opens_with(app_env, page, monkeypatch):
+    """Home starts reading the first real and first generated case for the viewer in the background,
+    so the slice browser's first visit finds them prepared (no read of its own)."""
+    import threading
+
+    from pages.components import data
+
+    data._viewer_volume.clear()
+    reads = []
+    real_reader = data.read_volume_int16
+    monkeypatch.setattr(data, "read_volume_int16", lambda p: reads.append(p) or real_reader(p))
+    at = page(HOME)
+    at.run()
+    assert not at.exception, at.exception
+    for t in threading.enumerate():
+        if t.name == "ctdiff-viewer-prefetch":
+            t.join(timeout=30)
+    first_real, first_gen = sorted((app_env / "real").iterdir())[0], sorted((app_env / "generated").iterdir())[0]
+    assert sorted(reads) == sorted([str(first_real), str(first_gen)])
+    loaded = data.load_viewer_volumes([(str(first_real), "Real"), (str(first_gen), "Generated")])
+    assert [err for _, err in loaded] == [None, None] and len(reads) == 2  # served from what Home prepared
+    assert [v.shape for v, _ in loaded] == [(16, 12, 8), (16, 12, 6)]

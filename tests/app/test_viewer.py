@@ -151,6 +151,40 @@ def test_viewer_bytes_are_read_once_per_file_version_and_hold_the_files_hu(tmp_p
     assert bad is None and "missing.nii.gz" in err and "no such file" in err
 
 
+def test_viewer_files_of_a_pair_are_read_at_the_same_time(tmp_path, monkeypatch):
+    """A cold visit reads both panes' files in parallel (each waits at a barrier the other must reach:
+    read one after the other, the first read would time out); results keep the order asked for, and a
+    bad file gives its own one-line error without stopping the other."""
+    import threading
+
+    from pages.components import data
+
+    data._viewer_volume.clear()
+    barrier = threading.Barrier(2, timeout=20)
+    real_reader = data.read_volume_int16
+
+    def reader(p):
+        barrier.wait()
+        return real_reader(p)
+
+    monkeypatch.setattr(data, "read_volume_int16", reader)
+    paths = []
+    for i, shift in enumerate((0.0, 500.0)):
+        path = tmp_path / f"scan{i}.nii.gz"
+        write_nifti(Volume(np.full((6, 5, 4), shift, np.float32), np.diag([1.0, 1.0, 2.0, 1.0])), path)
+        paths.append(str(path))
+    (a, err_a), (b, err_b) = data.load_viewer_volumes([(paths[0], "Real: 0"), (paths[1], "Generated: 1")])
+    assert err_a is None and err_b is None and (a.label, b.label) == ("Real: 0", "Generated: 1")
+    assert decode(a.payload()).get_fdata().max() == 0 and decode(b.payload()).get_fdata().min() == 500
+
+    barrier.reset()
+    missing = str(tmp_path / "missing.nii.gz")
+    data._viewer_volume.clear()
+    (ok, err_ok), (bad, err_bad) = data.load_viewer_volumes([(paths[0], "Real: 0"), (missing, "Generated: missing")])
+    assert err_ok is None and ok.shape == (6, 5, 4)
+    assert bad is None and "missing.nii.gz" in err_bad and "\n" not in err_bad
+
+
 # ------------------------------------------------------------------------------ slice browser
 @pytest.fixture(autouse=True)
 def bytes_transport(monkeypatch):
