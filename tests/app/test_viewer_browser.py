@@ -148,6 +148,60 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(
     assert len(volumes) == 2  # nothing above fetched a volume again
 
 
+CAPTURE_JS = """() => window.ctViewer.panes.map(p => {
+    p.nv.drawScene();  // drawn and read back in one task: the drawing buffer is not kept between frames
+    const gl = p.nv.gl, w = gl.drawingBufferWidth, h = gl.drawingBufferHeight, b = new Uint8Array(w * h * 4);
+    gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, b);
+    return { vox: Array.from(p.nv.frac2vox(p.nv.scene.crosshairPos)), slice2D: p.nv.opts.is2DSliceShader,
+             px: Array.from(b.filter((_, i) => i % 4 === 0)) };
+})"""
+
+
+@pytest.mark.browser
+def test_axial_view_opens_on_the_slice_path_and_draws_what_the_3d_texture_draws(
+    viewer_workspace, streamlit_server, browser_page
+):
+    """A pane opened in the axial plane skips NiiVue's 3D texture (NiiVue's per-slice 2D path: seconds
+    faster on a software GPU); after wheel, key and linked moves its pixels equal those drawn from the
+    3D texture that another plane builds, at the same voxel, in both panes (a linked pane whose slice
+    texture was not redrawn would show its old slice)."""
+    page = browser_page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
+    frame = open_viewer(page, url)
+    canvas = frame.locator("#pane-0")
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -100)
+    page.wait_for_timeout(200)
+    canvas.click()
+    frame.evaluate("() => { window._tex = window.ctViewer.panes.map(p => p.nv.sliceTex2D); }")
+    for key in ("ArrowUp", "ArrowUp", "ArrowUp"):
+        page.keyboard.press(key)
+    # each slice's texture replaced the one before (NiiVue alone keeps every one: a leak per step)
+    assert frame.evaluate(
+        "() => window.ctViewer.panes.map((p, i) => [!!p.nv.sliceTex2D, p.nv.gl.isTexture(window._tex[i])])"
+    ) == [[True, False], [True, False]]
+    moved = frame.evaluate(STATE_JS)
+    fast = frame.evaluate(CAPTURE_JS)
+    assert [p["slice2D"] for p in fast] == [True, True]
+    # wheel up one slice down, three keys up (12 - 1 + 3); the generated pane (16 thicker slices) follows in mm
+    assert fast[0]["vox"][2] == 14 and fast[1]["vox"][2] != 8
+    assert moved[1]["mm"][2] == pytest.approx(moved[0]["mm"][2], abs=0.01)
+
+    frame.locator("[data-plane='coronal']").click()
+    frame.wait_for_function("() => window.ctViewer.panes.every(p => !p.nv.opts.is2DSliceShader)")
+    frame.locator("[data-plane='axial']").click()
+    page.wait_for_timeout(200)
+    full = frame.evaluate(CAPTURE_JS)
+    assert [p["slice2D"] for p in full] == [False, False]
+    for a, b in zip(fast, full):
+        assert a["vox"] == b["vox"]
+        fa, fb = np.array(a["px"], np.int16), np.array(b["px"], np.int16)
+        assert fa.shape == fb.shape and len(np.unique(fa)) > 10
+        assert np.mean(np.abs(fa - fb) > 2) < 0.002, np.mean(np.abs(fa - fb) > 2)  # linear filtering: 22 %
+
+
 @pytest.mark.browser
 def test_long_path_on_home_gives_one_line_not_a_traceback(viewer_workspace, streamlit_server, browser_page):
     from tests.app.conftest import REPO

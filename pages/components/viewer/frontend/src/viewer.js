@@ -10,10 +10,10 @@
 // int16 HU); every later render with the same volume ids only updates the controls.
 //
 // First display (benchmarks/bench_app.py): both volumes are fetched at once (as byte ranges: never
-// gzipped by the server); each pane shows a preview of its slice as soon as its bytes are in; then
-// NiiVue builds one pane's texture after the other, once each, in our window (not once for NiiVue's
+// gzipped by the server); each pane shows a preview of its slice as soon as its bytes are in; NiiVue
+// parses each volume as soon as it arrives, then builds one pane's texture after the other, once each, in our window (not once for NiiVue's
 // automatic range and again for ours), without the volume-rendering gradient we never use (build.mjs).
-import { Niivue, NVImageFromUrlOptions, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
+import { Niivue, NVImage, NVImageFromUrlOptions, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
 
 const PLANES = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multiplanar: SLICE_TYPE.MULTIPLANAR };
 const PLANE_NAMES = ["axial", "coronal", "sagittal"];
@@ -141,6 +141,18 @@ function newPane(index, meta) {
   });
   // our build of NiiVue skips the 3D gradient texture when this is set (see build.mjs): slices only
   nv.skipGradient = true;
+  // NiiVue's per-slice 2D path (slice2D below) makes a new 2D texture on every slice or window change
+  // with linear filtering and never deletes the last one (it is not kept as its volume texture): here
+  // each replaces the one before, and it is sampled nearest like the 3D texture
+  const makeTex2D = nv.rgbaTex2D.bind(nv);
+  nv.rgbaTex2D = (texID, activeID, ...rest) => {
+    if (activeID !== nv.gl.TEXTURE0) return makeTex2D(texID, activeID, ...rest);
+    const tex = makeTex2D(nv.sliceTex2D ?? texID, activeID, ...rest); // deletes the one it is given
+    nv.sliceTex2D = tex;
+    nv.gl.texParameteri(nv.gl.TEXTURE_2D, nv.gl.TEXTURE_MIN_FILTER, nv.gl.NEAREST);
+    nv.gl.texParameteri(nv.gl.TEXTURE_2D, nv.gl.TEXTURE_MAG_FILTER, nv.gl.NEAREST);
+    return tex;
+  };
   return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false, bytes: meta.bytes };
 }
 
@@ -185,15 +197,21 @@ async function loadPane(p, got, before) {
   p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
   p.nv.setSliceType(PLANES[S.plane]);
   const buf = await got;
-  // NiiVue's texture upload holds the page until the GPU has the volume: every pane's download (and
-  // preview) first, so a slow texture does not delay another pane's picture; then one pane after the
-  // other, so the first becomes interactive as early as it can (two at once finish both late)
-  await before;
-  // as Niivue.loadFromArrayBuffer, plus the window: NiiVue builds the texture once, in our window
+  // as Niivue.addVolumeFromUrl with the bytes, plus the window: NiiVue builds the texture once, in our
+  // window. The parse (header, RAS, NiiVue's robust range: JavaScript, 0.2-0.7 s for 512x512x133)
+  // runs as soon as the bytes are in, so it overlaps an earlier pane's texture build
   const name = `${p.id}.nii`;
   const options = NVImageFromUrlOptions(name);
   Object.assign(options, { buffer: buf, name, cal_min: S.wl[1] - S.wl[0] / 2, cal_max: S.wl[1] + S.wl[0] / 2 });
-  await p.nv.addVolumeFromUrl(options);
+  const volume = await NVImage.loadFromUrl(options);
+  t.parsed = performance.now();
+  // NiiVue's texture build holds the page until the GPU has the volume (on SwiftShader the page's main
+  // thread measured blocked for the whole build, so a preview cannot scroll meanwhile): every pane's
+  // download (and preview) first, so a slow texture does not delay another pane's picture; then one
+  // pane after the other, so the first becomes interactive as early as it can
+  await before;
+  if (S.plane === "axial") slice2D(p, true);
+  p.nv.addVolume(volume);
   t.loaded = performance.now();
   p.loaded = true;
   applyWindow(p); // the window may have changed while the volume travelled (no texture rebuild otherwise)
@@ -355,11 +373,10 @@ function syncFrom(i) {
   const mm = src.nv.frac2mm(src.nv.scene.crosshairPos);
   for (const p of S.panes) {
     if (p === src || !p.loaded) continue;
-    const frac = p.nv.mm2frac(mm);
-    p.nv.scene.crosshairPos = [0, 1, 2].map((a) => Math.min(Math.max(frac[a], 0), 1));
+    const moved = setCrosshair(p, p.nv.mm2frac(mm));
     p.nv.scene.pan2Dxyzmm = [...src.nv.scene.pan2Dxyzmm];
     const vs = src.nv.volumes[0], vo = p.nv.volumes[0];
-    if (vo.cal_min !== vs.cal_min || vo.cal_max !== vs.cal_max) {
+    if (vo.cal_min !== vs.cal_min || vo.cal_max !== vs.cal_max || (moved && p.slice2D)) {
       vo.cal_min = vs.cal_min;
       vo.cal_max = vs.cal_max;
       p.nv.updateGLVolume();
@@ -373,9 +390,37 @@ function syncFrom(i) {
 function syncTo(p) {
   const src = S.panes.find((q) => q !== p && q.loaded);
   if (!src) return;
-  const frac = p.nv.mm2frac(src.nv.frac2mm(src.nv.scene.crosshairPos));
-  p.nv.scene.crosshairPos = [0, 1, 2].map((a) => Math.min(Math.max(frac[a], 0), 1));
+  if (setCrosshair(p, p.nv.mm2frac(src.nv.frac2mm(src.nv.scene.crosshairPos))) && p.slice2D) p.nv.updateGLVolume();
   p.nv.scene.pan2Dxyzmm = [...src.nv.scene.pan2Dxyzmm];
+}
+
+// sets a pane's crosshair (fractions, clamped); true when its axial slice changed
+function setCrosshair(p, frac) {
+  const z0 = p.nv.frac2vox(p.nv.scene.crosshairPos)[2];
+  p.nv.scene.crosshairPos = [0, 1, 2].map((a) => Math.min(Math.max(frac[a], 0), 1));
+  return p.nv.frac2vox(p.nv.scene.crosshairPos)[2] !== z0;
+}
+
+// Axial first. NiiVue's 3D texture of a 512x512x133 volume (one shader pass over every voxel) took
+// 1.5-1.7 s per pane on Chromium's software WebGL, with the page's main thread blocked meanwhile, and
+// panes are built one after the other: 6.2-6.6 s to a drawn pair on an idle 2-core machine
+// (docs/benchmarks.md). NiiVue has a second path, meant for volumes larger than the GPU's 3D texture
+// limit: it colours only the current axial slice in JavaScript into a 2D texture and redraws it when
+// the slice or the window changes (its moveCrosshairInVox and updateGLVolume do this). An axial view
+// needs nothing more, so a pane opened in the axial plane takes that path (by lowering the limit NiiVue
+// compares with), and the 3D texture is built when another plane is first asked for (setPlane).
+function slice2D(p, on) {
+  if (on) {
+    p.max3D = p.max3D ?? p.nv.uiData.max3D;
+    p.nv.uiData.max3D = 1;
+    p.slice2D = true;
+  } else if (p.slice2D) {
+    p.nv.uiData.max3D = p.max3D;
+    p.slice2D = false;
+    p.nv.updateGLVolume();
+    if (p.nv.sliceTex2D) p.nv.gl.deleteTexture(p.nv.sliceTex2D);
+    p.nv.sliceTex2D = null;
+  }
 }
 
 const isVisible = (p) => p.wrap.style.display !== "none";
@@ -429,6 +474,7 @@ function setPlane(name) {
   S.plane = name;
   for (const p of S.panes) {
     if (!p.loaded) continue;
+    if (name !== "axial") slice2D(p, false); // the 3D texture, once (seconds on a software GPU)
     p.nv.opts.crosshairWidth = name === "multiplanar" ? 1 : 0;
     p.nv.setSliceType(PLANES[name]);
     updateStatus(p);
