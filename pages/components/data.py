@@ -235,11 +235,11 @@ def load_viewer_volume(path: str, label: str):
 
 
 _prefetch_lock = threading.Lock()
-_prefetching: set[tuple[str, tuple[int, ...]]] = set()
+_prefetched: set[tuple[str, tuple[int, ...]]] = set()  # started once per file version and server process
 
 
 def prefetch_viewer_volume(path: str | os.PathLike) -> threading.Thread | None:
-    """Prepare one file's viewer bytes in a background thread (None when it is already under way).
+    """Prepare one file's viewer bytes in a background thread, once per file version (None: done before).
 
     Home calls it for the first case of each cohort, the pair the slice browser opens with: reading a
     512x512x133 ``.nii.gz`` and preparing its bytes took 0.6 s per file, which a first visit of the
@@ -250,18 +250,15 @@ def prefetch_viewer_volume(path: str | os.PathLike) -> threading.Thread | None:
 
     key = (str(path), file_signature(path))
     with _prefetch_lock:
-        if key in _prefetching:
+        if key in _prefetched:  # Home reruns on every interaction: no thread for what is under way or done
             return None
-        _prefetching.add(key)
+        _prefetched.add(key)
 
     def run() -> None:
         try:
             _viewer_volume(*key)
         except Exception:  # noqa: BLE001 - shown by the slice browser when it reads the file itself
             pass
-        finally:
-            with _prefetch_lock:
-                _prefetching.discard(key)
 
     thread = threading.Thread(target=run, name="ctdiff-viewer-prefetch", daemon=True)
     add_script_run_ctx(thread, get_script_run_ctx())

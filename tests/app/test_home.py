@@ -188,6 +188,7 @@ def test_home_prepares_the_pair_the_slice_browser_opens_with(app_env, page, monk
     from pages.components import data
 
     data._viewer_volume.clear()
+    data._prefetched.clear()
     reads = []
     real_reader = data.read_volume_int16
     monkeypatch.setattr(data, "read_volume_int16", lambda p: reads.append(p) or real_reader(p))
@@ -199,6 +200,8 @@ def test_home_prepares_the_pair_the_slice_browser_opens_with(app_env, page, monk
             t.join(timeout=30)
     first_real, first_gen = sorted((app_env / "real").iterdir())[0], sorted((app_env / "generated").iterdir())[0]
     assert sorted(reads) == sorted([str(first_real), str(first_gen)])
+    at.run()  # a rerun (any widget change) starts nothing again
+    assert not any(t.name == "ctdiff-viewer-prefetch" for t in threading.enumerate()) and len(reads) == 2
     loaded = data.load_viewer_volumes([(str(first_real), "Real"), (str(first_gen), "Generated")])
     assert [err for _, err in loaded] == [None, None] and len(reads) == 2  # served from what Home prepared
     assert [v.shape for v, _ in loaded] == [(16, 12, 8), (16, 12, 6)]
