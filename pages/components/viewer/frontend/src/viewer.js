@@ -11,8 +11,10 @@
 //
 // First display (benchmarks/bench_app.py): both volumes are fetched at once (as byte ranges: never
 // gzipped by the server); each pane shows a preview of its slice as soon as its bytes are in; NiiVue
-// parses each volume as soon as it arrives, then builds one pane's texture after the other, once each, in our window (not once for NiiVue's
-// automatic range and again for ours), without the volume-rendering gradient we never use (build.mjs).
+// parses each volume as soon as it arrives, then takes one pane after the other. An axial pane gets
+// no 3D texture until another plane is asked for (slice2D); otherwise NiiVue builds it once, in our
+// window (not once for NiiVue's automatic range and again for ours), without the volume-rendering
+// gradient we never use (build.mjs).
 import { Niivue, NVImage, NVImageFromUrlOptions, DRAG_MODE, SLICE_TYPE, SHOW_RENDER } from "@niivue/niivue";
 
 const PLANES = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multiplanar: SLICE_TYPE.MULTIPLANAR };
