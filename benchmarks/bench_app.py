@@ -166,10 +166,10 @@ def warm_up(browser, url: str) -> None:
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     page.goto(url)
     page.get_by_role("heading").first.wait_for(timeout=600_000)
+    # the end of Home's run: its last cohort summary (a "running" indicator check passed before Home had
+    # reached the generated cohort, so its background read of that pane never started)
+    page.get_by_text("Generated volumes").wait_for(timeout=600_000)
     page.wait_for_timeout(2000)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", polling=200, timeout=600_000
-    )
     page.close()
 
 
@@ -179,7 +179,7 @@ STAGES_JS = """() => {
   return {
     iframe: o,
     args: abs(S.renderAt ?? Math.min(...t.map((p) => p.start))),
-    panes: t.map((p) => ({ fetched: abs(p.fetched), preview: abs(p.preview), parsed: abs(p.parsed), loaded: abs(p.loaded), drawn: abs(p.drawn) })),
+    panes: t.map((p) => ({ slice: abs(p.slice), fetched: abs(p.fetched), preview: abs(p.preview), parsed: abs(p.parsed), loaded: abs(p.loaded), drawn: abs(p.drawn) })),
     urls: (S.args.volumes || []).map((v) => v.url),
   };
 }"""
@@ -306,7 +306,28 @@ def server_prep(repo: Path, files: list[Path]) -> list[dict]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def measure_pair(name: str, make, n_steps: int, repeats: int, repos: dict[str, Path]) -> dict:
+def cold_visit(ws: Path, repo: Path) -> dict:
+    """One more cold visit: a fresh server and browser, Home once (as ``warm_up``), then the slice browser."""
+    from playwright.sync_api import sync_playwright
+
+    server = Server(ws, repo)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            warm_up(browser, server.url)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            load = os.getloadavg()[0]
+            _, visit = open_viewer(page, server.url)
+            visit.update(visit="cold", load=round(load, 1))
+            browser.close()
+            return visit
+    finally:
+        server.close()
+
+
+def measure_pair(
+    name: str, make, n_steps: int, repeats: int, repos: dict[str, Path], cold_visits: int = 0, first_pass: bool = True
+) -> dict:
     from playwright.sync_api import sync_playwright
 
     out: dict = {}
@@ -318,6 +339,9 @@ def measure_pair(name: str, make, n_steps: int, repeats: int, repos: dict[str, P
         (ws / "workspace.json").write_text(json.dumps({"name": f"bench-{name}"}))
         files = sorted(ws.glob("real/*")) + sorted(ws.glob("generated/*"))
         for version, repo in repos.items():
+            if not first_pass:
+                out[version] = {"visits": []}
+                continue
             res: dict = {"server_prep": server_prep(repo, files), "visits": []}
             print(f"[{name}/{version}] server read + prepare (cold, per file): {res['server_prep']}", flush=True)
             server = Server(ws, repo)
@@ -360,6 +384,12 @@ def measure_pair(name: str, make, n_steps: int, repeats: int, repos: dict[str, P
             finally:
                 server.close()
             out[version] = res
+        # more cold visits (one per fresh server), the versions taking turns so both see the same machine
+        for _ in range(cold_visits):
+            for version, repo in repos.items():
+                visit = cold_visit(ws, repo)
+                out[version]["visits"].append(visit)
+                print(f"[{name}/{version}] {visit}", flush=True)
     return out
 
 
@@ -498,23 +528,24 @@ def report_lines(
     big = next((r for k, r in results.items() if k.startswith("512")), None)
     if big:
         visits = big["new"]["visits"]
-        best = min(v["first_display_s"] for v in visits)
-        image = min(v["first_image_s"] for v in visits)
-        by_kind = {kind: [v["first_display_s"] for v in visits if v["visit"] == kind] for kind in ("cold", "warm")}
         st = big["new"].get("step")
+
+        def by_visit(key: str) -> str:
+            parts = []
+            for kind in ("cold", "warm"):
+                times = [v[key] for v in visits if v["visit"] == kind]
+                if times:
+                    verdict = "met" if max(times) <= FIRST_DISPLAY_S else "not met"
+                    parts.append(f"{kind} {', '.join(f'{t:.2f}' for t in times)} s ({verdict})")
+            return "; ".join(parts)
+
         lines += [
             "",
             f"Targets: step median <= {STEP_MEDIAN_MS:.0f} ms, p95 <= {STEP_P95_MS:.0f} ms, first display <= "
-            f"{FIRST_DISPLAY_S:.0f} s (512x512x133): step "
+            f"{FIRST_DISPLAY_S:.0f} s (512x512x133). Step: "
             + ("met" if st and st["median"] <= STEP_MEDIAN_MS and st["p95"] <= STEP_P95_MS else "not met")
-            + f", first display {'met' if best <= FIRST_DISPLAY_S else 'not met'} (best visit {best:.2f} s; first"
-            f" image {image:.2f} s) on this machine; by visit: "
-            + "; ".join(
-                f"{kind} {', '.join(f'{t:.2f}' for t in times)} s ({'met' if max(times) <= FIRST_DISPLAY_S else 'not met'})"
-                for kind, times in by_kind.items()
-                if times
-            )
-            + ".",
+            + f". First image (both panes show their opening slice): {by_visit('first_image_s')}. "
+            f"Viewer drawn by NiiVue and interactive: {by_visit('first_display_s')}.",
         ]
     lines += ["", "Reproduce: `.venv/bin/python benchmarks/bench_app.py --baseline DIR --server`", ""]
     return lines
@@ -527,6 +558,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="first-display visits per pair (the first is cold)")
     ap.add_argument("--baseline", type=Path, help="another checkout of the app, measured the same way (old)")
     ap.add_argument("--baseline-repeats", type=int, default=2)
+    ap.add_argument(
+        "--cold-visits",
+        type=int,
+        default=0,
+        help="512x512 pairs: this many more cold visits per version, each on a fresh server, versions alternating",
+    )
     ap.add_argument("--server", action="store_true", help="also time the old server-rendered viewer (AppTest)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks-app.md")
     ap.add_argument("--json", type=Path, default=RESULTS)
@@ -550,6 +587,19 @@ def main(argv=None) -> int:
         if args.baseline:
             old = measure_pair(label, make, args.steps, args.baseline_repeats, {"old": args.baseline.resolve()})
             res["old"] = old["old"]
+        if args.cold_visits and label.startswith("512"):
+            more = measure_pair(
+                label,
+                make,
+                0,
+                0,
+                {"new": REPO, **({"old": args.baseline.resolve()} if args.baseline else {})},
+                cold_visits=args.cold_visits,
+                first_pass=False,
+            )
+            for version, extra in more.items():
+                if version in ("new", "old") and version in res:
+                    res[version]["visits"] += extra["visits"]
         results[label] = res
     old = server_moves() if args.server else None
     load1 = os.getloadavg()[0]

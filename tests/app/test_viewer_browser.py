@@ -53,8 +53,14 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(
 ):
     page = browser_page
     page.set_viewport_size({"width": 1440, "height": 900})
-    volumes = []  # every volume download: (response, body)
-    page.on("response", lambda r: r.url.endswith(".bin") and volumes.append((r, r.body())))
+    volumes, slices = [], []  # every volume download and every opening-slice range: (response, body)
+    page.on(
+        "response",
+        lambda r: (
+            r.url.endswith(".bin")
+            and (volumes if r.request.headers.get("range") == "bytes=0-" else slices).append((r, r.body()))
+        ),
+    )
     url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
     frame = open_viewer(page, url)
     state = lambda: frame.evaluate(STATE_JS)  # noqa: E731
@@ -68,6 +74,20 @@ def test_wheel_and_keys_scroll_and_linked_panes_stay_in_sync(
     real_bytes = next(b for _, b in volumes if len(b) == NIFTI_HEADER_BYTES + 2 * 96 * 96 * 24)
     real_hu = to_int16_hu(read_volume(viewer_workspace / "real" / "case_001.nii.gz").array)
     np.testing.assert_array_equal(np.asarray(nib.Nifti1Image.from_bytes(real_bytes).dataobj), real_hu)
+    # before the volumes, each pane asked for its opening (middle) axial slice alone, for the preview:
+    # the bytes of that slice of the same file (x fastest), the size set by the shape alone
+    slice_bytes = 2 * 96 * 96
+    assert sorted(r.request.headers["range"] for r, _ in slices) == sorted(
+        f"bytes={NIFTI_HEADER_BYTES + slice_bytes * z}-{NIFTI_HEADER_BYTES + slice_bytes * (z + 1) - 1}"
+        for z in (12, 8)
+    )
+    for response, body in slices:
+        assert response.status == 206 and len(body) == slice_bytes and response.headers.get("content-encoding") is None
+    real_slice = next(b for r, b in slices if r.url == next(rv.url for rv, bv in volumes if bv == real_bytes))
+    np.testing.assert_array_equal(np.frombuffer(real_slice, "<i2").reshape(96, 96), real_hu[:, :, 12].T)
+    timings = frame.evaluate("() => Object.values(window.ctViewer.timings)")
+    # the preview was on screen before the volume was in (drawn from the whole volume it would come after)
+    assert all(t["slice"] < t["preview"] < t["fetched"] for t in timings), timings
 
     # the preview shown while NiiVue builds its texture: the middle axial slice in the W400/L40 window,
     # patient right on the image left, anterior up, the canvas shaped by the voxel spacing

@@ -155,45 +155,88 @@ function newPane(index, meta) {
     nv.gl.texParameteri(nv.gl.TEXTURE_2D, nv.gl.TEXTURE_MAG_FILTER, nv.gl.NEAREST);
     return tex;
   };
-  return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false, bytes: meta.bytes };
+  return { index, id: meta.id, label: meta.label, sub: meta.sub || "", nv, canvas, wrap, status, hover: "", loaded: false, bytes: meta.bytes, shape: meta.shape, spacing: meta.spacing };
 }
 
 const STREAMLIT_URL = new URLSearchParams(window.location.search).get("streamlitUrl") || window.location.origin + "/";
 
-async function fetchVolume(url, expected) {
+const NIFTI_HEADER_BYTES = 352; // our payload: NIfTI-1 header + 4 bytes, then int16 voxels (viewer/__init__.py)
+const middleSlice = (nz) => Math.round(0.5 * nz - 0.5); // NiiVue's first crosshair: the middle of the volume
+
+async function fetchVolume(url, expected, range = null) {
   // A media URL of the Streamlit server ("/media/<hash>.bin"), relative to the app's base path.
   // Asked for as a byte range: Streamlit gzips whole media responses (level 9, on every request),
   // which took longer than the transfer itself and made the bytes on the wire depend on the voxels;
-  // a range answer (206) is never compressed. A server without range support answers 200 in full.
-  const response = await fetch(new URL(url.replace(/^\//, ""), STREAMLIT_URL), { headers: { Range: "bytes=0-" } });
-  if (!response.ok) throw new Error(`volume download failed (HTTP ${response.status})`);
+  // a range answer (206) is never compressed. A server without range support answers 200 in full
+  // (for a part, ``range``, that is an error: the caller falls back to the whole volume).
+  const bytes = range ? `bytes=${range[0]}-${range[1]}` : "bytes=0-";
+  const response = await fetch(new URL(url.replace(/^\//, ""), STREAMLIT_URL), { headers: { Range: bytes } });
+  if (!response.ok || (range && response.status !== 206)) throw new Error(`volume download failed (HTTP ${response.status})`);
   const buf = await response.arrayBuffer();
   if (expected && buf.byteLength !== expected) throw new Error(`volume download incomplete (${buf.byteLength} of ${expected} bytes)`);
   return buf;
 }
 
+function sliceRange(p, url) {
+  const [nx, ny, nz] = p.shape || [0, 0, 0];
+  if (!url || S.plane !== "axial" || !(nx > 0 && ny > 0 && nz > 0)) return null;
+  const z = middleSlice(nz), size = 2 * nx * ny;
+  return { z, size, start: NIFTI_HEADER_BYTES + size * z };
+}
+
+// The opening slice of each pane (its byte range), asked for before any whole volume: with two 70 MB
+// responses in flight a 512 KiB one took 0.5 s instead of a few ms (benchmarks/bench_app.py);
+// resolves when every pane's slice is in (or failed: then the preview waits for the whole volume).
+function fetchSlices(panes, metas) {
+  return Promise.allSettled(panes.map((p, i) => {
+    const t = (S.timings[p.index] = { start: performance.now() });
+    const r = sliceRange(p, metas[i].url);
+    if (!r) return Promise.resolve();
+    return fetchVolume(metas[i].url, r.size, [r.start, r.start + r.size - 1]).then((buf) => {
+      t.slice = performance.now();
+      p.slice = { vox: new Int16Array(buf), z: r.z };
+    });
+  }));
+}
+
+// A preview of the pane's opening slice, as soon as that slice is in: with a URL the slice came
+// first as its own byte range (fetchSlices: 512 KiB of a 70 MB 512x512x133 volume; its size depends
+// only on the shape, like the volume's), so the picture does not wait for the whole volume; without
+// one (or if that range failed) it is drawn from the whole volume once that is in (drawPreview).
+// Resolves when the frame holding it has been committed to the screen (two animation frames).
+async function showPreview(p, draw) {
+  let shown = false;
+  try {
+    shown = draw();
+  } catch (err) { /* no preview: NiiVue draws the pane when it is ready */ }
+  if (!shown) return false;
+  p.painted = true;
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const t = S.timings[p.index];
+  t.preview = t.preview ?? performance.now();
+  return true;
+}
+const slicePreview = (p) => {
+  if (!p.slice) return Promise.resolve(false);
+  const { vox, z } = p.slice;
+  p.slice = null;
+  return showPreview(p, () => paintPreview(p, vox, ...p.shape, p.spacing[0], p.spacing[1], z));
+};
+
 // The volume's bytes: fetched (url) or copied out of the message's buffer (NiiVue keeps the ArrayBuffer).
-// As soon as they are in, the pane shows a preview of its first slice (drawPreview).
 function download(p, bytes, url) {
-  const t = (S.timings[p.index] = { start: performance.now() });
+  const t = S.timings[p.index];
   const got = url ? fetchVolume(url, p.bytes) : Promise.resolve(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
   return got.then(async (buf) => {
     t.fetched = performance.now();
-    let shown = false;
-    try {
-      shown = drawPreview(p, buf);
-    } catch (err) { /* no preview: NiiVue draws the pane when it is ready */ }
-    if (shown) {
-      // two animation frames: the frame holding the preview has been committed to the screen
-      await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
-      t.preview = performance.now();
-    }
+    if (!p.painted) await showPreview(p, () => drawPreview(p, buf));
     return buf;
   });
 }
 
 async function loadPane(p, got, before) {
   const t = S.timings[p.index];
+  await p.previewed;
   await p.nv.attachToCanvas(p.canvas);
   t.attached = performance.now();
   p.nv.opts.crosshairWidth = S.plane === "multiplanar" ? 1 : 0;
@@ -239,8 +282,13 @@ function drawPreview(p, buf) {
   const [sx, sy] = [80, 84].map((o) => h.getFloat32(o, true));
   const offset = h.getFloat32(108, true);
   if (h.getInt16(70, true) !== 4 || !(nx > 0 && ny > 0 && nz > 0 && sx > 0 && sy > 0)) return false; // int16 only
-  const z = Math.round(0.5 * nz - 0.5); // NiiVue's first crosshair: the middle of the volume
-  const vox = new Int16Array(buf, offset + 2 * nx * ny * z, nx * ny);
+  const z = middleSlice(nz);
+  return paintPreview(p, new Int16Array(buf, offset + 2 * nx * ny * z, nx * ny), nx, ny, nz, sx, sy, z);
+}
+
+// one axial slice ``vox`` (x fastest) of a (nx, ny, nz) volume of spacing (sx, sy), slice index z
+function paintPreview(p, vox, nx, ny, nz, sx, sy, z) {
+  if (S.plane !== "axial" || p.loaded || !(sx > 0 && sy > 0) || vox.length !== nx * ny) return false;
   const img = new ImageData(nx, ny);
   const lo = S.wl[1] - S.wl[0] / 2, scale = 255 / S.wl[0];
   for (let y = 0; y < ny; y++) {
@@ -584,6 +632,10 @@ async function render(args) {
     showPanes();
     const t0 = performance.now();
     S.renderAt = S.renderAt ?? t0;
+    // first every pane's opening slice, painted; then the whole volumes, all asked for at once; NiiVue's
+    // WebGL set-up (shader compiles hold the page) waits until the previews are on screen (loadPane)
+    await fetchSlices(S.panes, metas);
+    for (const p of S.panes) p.previewed = slicePreview(p); // paints now, resolves once on screen
     const got = S.panes.map((p, i) => download(p, args[`volume_${i}`], metas[i].url));
     const allIn = Promise.allSettled(got);
     allIn.then(() => { S.previewMs = performance.now() - t0; });
