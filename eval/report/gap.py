@@ -15,6 +15,12 @@ resolve:
 ``closer-to-real``          ``|generated - real|``                 ``|reference|`` (real-vs-real diff.)
 ==========================  ====================================  ==================================
 
+For a ``lower``/``higher`` metric whose reference is a split of the real cohort into two halves,
+the distance is read from ``matched_value`` when the entry has one: half A of the real cohort against
+random generated subsets of half B's size (:func:`eval.report.entries._matched_to_reference`), so
+that value and reference compare sets of the same sizes with the same first set (a 6-vs-6 FRD
+reference is not comparable with a 12-vs-12 value). ``value`` stays the headline number.
+
 ``floor = max(r, SE, resolution)`` where
 
 - ``SE`` is the bootstrap standard error of the metric's value, read from its 95 % percentile
@@ -115,6 +121,9 @@ def floor_and_gap(metric: Mapping[str, Any], resolution: float | None = None) ->
         resolution = finite_number(metric.get("resolution"))
     ref = finite_number(metric.get("reference"))
     value = finite_number(metric.get("value"))
+    matched = finite_number(metric.get("matched_value"))
+    if matched is not None and value is not None and better in ("lower", "higher"):
+        value = matched  # compared at the reference's set sizes (see the module doc)
     if better == "closer-to-real":
         real, gen = finite_number(metric.get("real")), finite_number(metric.get("generated"))
         if real is None or gen is None or ref is None:

@@ -158,3 +158,48 @@ def test_every_status_but_na_has_a_finite_gap_and_annotate_adds_the_keys():
             assert math.isfinite(m["gap"]) and m["gap"] >= 0 and m["floor"] > 0
             assert m["status"] == status_of(m["gap"])
     assert seen == {"close", "apart", "far", "n/a"}
+
+
+def test_a_split_half_reference_is_compared_with_the_generated_set_at_its_own_sizes():
+    # FRD 13.3 (12 vs 12) against a 6-vs-6 real reference of 21.1 read "close"; compared at 6 vs 6
+    # (matched_value) the generated set is far
+    m = {"better": "lower", "unit": "log", "value": 13.3, "reference": 21.1}
+    assert floor_and_gap(m)["status"] == "close"
+    out = floor_and_gap({**m, "matched_value": 25.0})
+    assert out["gap"] == pytest.approx(math.exp(25.0 - 21.1)) and out["status"] == "far"
+    # precision: the shortfall of the matched value
+    assert gap({"better": "higher", "value": 0.9, "matched_value": 0.5, "reference": 0.9}) == pytest.approx(5.0)
+    # properties have no matched value to use
+    p = {"better": "closer-to-real", "real": 1.0, "generated": 2.0, "reference": 1.0, "matched_value": 9.0}
+    assert gap(p) == pytest.approx(1.0)
+
+
+def test_two_sample_metrics_with_a_split_half_reference_carry_the_matched_comparison():
+    from eval.metrics import distribution
+    from eval.report.entries import MATCHED_DRAWS, _make_reference, _two_sample
+
+    rng = np.random.default_rng(0)
+    data = {"real": rng.normal(size=(12, 5)), "generated": rng.normal(2.0, 1.0, size=(12, 5))}
+    ref = _make_reference(12, 0, seed=3)
+    seen = []
+
+    def fn(a, b):
+        seen.append((a.copy(), b.copy()))
+        return {"kid": float(b.mean()), "frd": float(len(a) * 100 + len(b))}
+
+    out = _two_sample(["kid", "frd"], fn, data, ref, n_boot=5, seed=1)
+    half_a = data["real"][ref.a[1]]
+    draws = seen[-MATCHED_DRAWS:]  # after the headline, the replicates and the reference
+    assert all(np.array_equal(a, half_a) for a, _ in draws)  # always real half A first, as the reference
+    assert all(len(b) == 6 and all(any(np.array_equal(r, g) for g in data["generated"]) for r in b) for _, b in draws)
+    assert len({b.tobytes() for _, b in draws}) > 1  # different subsets
+    assert out["frd"]["matched_value"] == 6 * 100 + 6  # the reference's sizes, not 12 vs 12
+    assert out["kid"]["matched_value"] == pytest.approx(np.mean([b.mean() for _, b in draws]))
+    # a held-out-vs-train reference has no matched value (its sets are another cohort)
+    data["train"] = rng.normal(size=(20, 5))
+    out = _two_sample(["kid"], fn, data, _make_reference(12, 20, seed=3), n_boot=5, seed=1)
+    assert "matched_value" not in out["kid"]
+    # the real FRD function runs through it
+    f = lambda a, b: {"frd": distribution.frd_v1(a, b, exact=False)}  # noqa: E731
+    res = _two_sample(["frd"], f, {k: v for k, v in data.items() if k != "train"}, ref, n_boot=5, seed=1)
+    assert math.isfinite(res["frd"]["matched_value"]) and res["frd"]["matched_value"] != res["frd"]["value"]

@@ -75,7 +75,7 @@ def test_report_json_contract(tiny):
     assert inp["skipped"] == [] and inp["resampled_to"] is None
     assert list(report["metrics"]) == list(METRICS)
     for name, m in report["metrics"].items():
-        assert set(m) - {"details"} == {
+        assert set(m) - {"details", "matched_value"} == {
             "value",
             "ci95",
             "real",
@@ -101,6 +101,10 @@ def test_report_json_contract(tiny):
                 name
             )
         assert m["better"] in ("lower", "higher", "closer-to-real")
+        # no --train: the floor is a split of the real cohort, so two-sample distances are also given at
+        # the split's sizes (eval.report.gap reads them); per-scan properties have none
+        two_sample = m["better"] in ("lower", "higher") and m["reference"] is not None
+        assert ("matched_value" in m) == (two_sample and m["value"] is not None and name != "memorization"), name
         assert (m["value"] is None) == (m["reason"] is not None), name
         if m["ci95"] is not None:
             assert len(m["ci95"]) == 2 and m["ci95"][0] <= m["ci95"][1]
