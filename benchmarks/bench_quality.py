@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Quality at equal cost (issue 20, benchmark a): pixel vs wavelet vs latent, then DDPM vs rflow.
+
+Every arm trains ``configs/demo-128.yaml``'s U-Net with ``python -m ctdiff`` on the same 128x128x32
+phantom cohort, within the same wall-clock budget on this machine, then samples 12 volumes with 25
+network evaluations and is reported by ``python -m eval report`` against 12 held-out phantoms (the
+floor: held-out vs the training cohort). The arms:
+
+- ``pixel``: ``model.space=pixel``;
+- ``wavelet``: ``model.space=wavelet`` (one Haar level per axis) with ``model.wavelet_scale=band``;
+- ``latent``: ``python -m ctdiff train-autoencoder`` first (its wall clock counts against the
+  budget: ``--ae-share`` of it), then diffusion on its cached latents;
+- ``<best>-rflow``: the best of the three (lowest median gap over the report's metrics) again with
+  ``diffusion.kind=rflow`` and the Euler sampler.
+
+How the budget is kept: it counts the training commands' CPU seconds divided by the threads they
+use (2), i.e. the wall clock they would take alone on 2 idle cores; the wall clock is recorded too.
+(Counted so, a pause of the benchmark, SIGSTOP, or another job on the machine does not eat an arm's
+budget.) A probe of 2 epochs (24 steps; within the 100 warm-up steps, so the cosine
+schedule has not started) measures the seconds per step, the run is then resumed with as many epochs
+as fit the rest of the budget, so its learning-rate schedule ends when the budget does. Start-up is
+counted; sampling and evaluation are not.
+The autoencoder's share is handled the same way (a 30-step probe, then ``--resume --set steps=N``).
+
+Every stage is skipped when its output is complete, so the benchmark resumes after an interruption
+(run the same command again); training stages resume their run dir.
+
+    python benchmarks/bench_quality.py --train-data data/ph128-train --held-out data/ph128-held \\
+        --work runs/quality --budget-min 20 --json benchmarks/results/quality-equal-cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "demo-128.yaml"
+FAST = "intensity,noise,texture,similarity,memorization"
+PROBE_EPOCHS = 2
+
+
+def _cmd(text: str) -> list[str]:
+    """``python <text>`` as an argument list (paths here have no spaces: checked in main)."""
+    return [sys.executable, *text.split()]
+
+
+def _run(cmd: list[str], log: Path, threads: int = 2) -> tuple[float, float]:
+    """Run ``cmd`` (from the repo root), appending its output to ``log``.
+
+    Returns (wall seconds, CPU seconds / ``threads``): the second is what the budget counts, the
+    wall clock the command would take alone on ``threads`` idle cores; unlike the wall clock here it
+    does not grow while the benchmark is paused (SIGSTOP) or shares the cores with other jobs.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    with log.open("a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        rc = subprocess.call(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if rc != 0:
+        raise SystemExit(f"bench_quality: command failed (rc {rc}), see {log}: {' '.join(cmd)}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu / threads
+
+
+def _history(run: Path) -> list[dict]:
+    with (run / "history.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+class Arm:
+    def __init__(self, name: str, sets: list[str], work: Path, args) -> None:
+        self.name, self.sets, self.args = name, sets, args
+        self.dir = work / name
+        self.run = self.dir / "run"
+        self.gen = self.dir / "generated"
+        self.report = self.dir / "report"
+        self.state_file = self.dir / "state.json"
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"train_cost": []}
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(self.state, indent=1))
+
+    def timed(self, key: str, cmd: list[str]) -> None:
+        wall, cost = _run(cmd, self.dir / "log.txt", self.args.threads)
+        self.state["train_cost"].append([key, round(wall, 1), round(cost, 1)])
+        self.state.setdefault("commands", []).append(" ".join(cmd))
+        self.save()
+
+    @property
+    def spent(self) -> float:
+        """Budget used so far: CPU seconds / threads of every training command (see _run)."""
+        return sum(c for _, _, c in self.state["train_cost"])
+
+    # ------------------------------------------------------------------ autoencoder (latent only)
+    def autoencoder(self, budget_s: float) -> str:
+        ae = self.dir / "ae"
+        a = self.args
+        common = f"--threads {a.threads} --no-progress"
+        if "ae_done" not in self.state:
+            if "ae_probe" not in self.state:
+                self.timed(
+                    "ae probe",
+                    _cmd(
+                        f"-m ctdiff train-autoencoder --data {a.train_data} --out {ae} --set steps=30 {common} --force"
+                    ),
+                )
+                self.state["ae_probe"] = json.loads((ae / "eval.json").read_text())["train_seconds_this_call"] / 30
+                self.save()
+            per_step = self.state["ae_probe"]
+            steps = max(30, int((budget_s * a.ae_share - self.spent) / per_step))
+            self.timed(
+                "ae",
+                _cmd(f"-m ctdiff train-autoencoder --out {ae} --resume --set steps={steps} {common}"),
+            )
+            self.state["ae_done"] = json.loads((ae / "eval.json").read_text())
+            self.save()
+        return f"--set model.autoencoder={ae / 'autoencoder.pt'}"
+
+    # ------------------------------------------------------------------ diffusion training
+    def train(self, budget_s: float) -> None:
+        a = self.args
+        common = f"--threads {a.threads} --no-progress"
+        sets = " ".join(f"--set {s}" for s in self.sets)
+        if self.name.startswith("latent"):
+            sets += " " + self.autoencoder(budget_s)
+        if "probe_s_per_step" not in self.state:
+            self.timed(
+                "probe",
+                _cmd(
+                    f"-m ctdiff train --config {CONFIG} --data {a.train_data} --out {self.run} {sets} "
+                    f"--set train.epochs={PROBE_EPOCHS} --set train.preview_every=0 {common} --force"
+                ),
+            )
+            rows = _history(self.run)
+            steps = int(rows[-1]["step"])
+            self.state["probe_s_per_step"] = sum(float(r["seconds"]) for r in rows) / steps
+            self.state["steps_per_epoch"] = steps // len(rows)
+            self.save()
+        if "trained" not in self.state:
+            epochs = plan_epochs(budget_s, self.spent, self.state["probe_s_per_step"], self.state["steps_per_epoch"])
+            self.state["planned_epochs"] = epochs
+            self.save()
+            self.timed(
+                "train",
+                _cmd(
+                    f"-m ctdiff train --out {self.run} --resume --set train.epochs={epochs} --set train.preview_every=0 {common}"
+                ),
+            )
+            rows = _history(self.run)
+            self.state["trained"] = {
+                "steps": int(rows[-1]["step"]),
+                "epochs": len(rows),
+                "best_val": min((float(r["val_loss"]) for r in rows if r["val_loss"]), default=None),
+                "step_seconds_sum": round(sum(float(r["seconds"]) for r in rows), 1),
+                "train_cost_s": round(self.spent, 1),
+                "train_wall_s": round(sum(w for _, w, _ in self.state["train_cost"]), 1),
+            }
+            self.save()
+
+    # ------------------------------------------------------------------ sampling and report
+    def sample_and_report(self) -> None:
+        a = self.args
+        if "sample_wall_s" not in self.state:
+            # the sampler is the config's: ancestral DDPM, or Euler for diffusion.kind=rflow
+            wall, _ = _run(
+                _cmd(
+                    f"-m ctdiff sample --run {self.run} --n 12 --steps 25 --seed 1000 --batch-size 4 "
+                    f"--threads {a.threads} --out {self.gen} --force"
+                ),
+                self.dir / "log.txt",
+            )
+            self.state["sample_wall_s"] = round(wall, 1)
+            self.save()
+        if "report" not in self.state:
+            _run(
+                _cmd(
+                    f"-m eval report --real {a.held_out} --generated {self.gen} --train {a.train_data} "
+                    f"--out {self.report} --metrics {FAST} --workers {a.threads} --force"
+                ),
+                self.dir / "log.txt",
+            )
+            self.state["report"] = _metrics(self.report / "report.json")
+            self.save()
+
+
+def _metrics(path: Path) -> dict:
+    out = json.loads(path.read_text())["metrics"]
+    keep = ("value", "ci95", "real", "generated", "floor", "floor_basis", "gap", "status", "unit")
+    return {k: {f: v.get(f) for f in keep} for k, v in out.items() if isinstance(v, dict)}
+
+
+def plan_epochs(budget_s: float, spent_s: float, s_per_step: float, steps_per_epoch: int) -> int:
+    """Total epochs for the run after its probe: the probe's epochs plus as many as the rest of the
+    budget pays for at the probe's pace (at least one more). The run's own start-up (imports, data,
+    model: seconds) is counted when it happens, not planned for."""
+    per_epoch = s_per_step * steps_per_epoch
+    if not (per_epoch > 0 and math.isfinite(per_epoch)):
+        raise ValueError(f"the probe's pace must be a positive number, got {s_per_step} s/step")
+    return PROBE_EPOCHS + max(1, int((budget_s - spent_s) / per_epoch))
+
+
+def median_gap(metrics: dict) -> float:
+    gaps = [m["gap"] for m in metrics.values() if isinstance(m.get("gap"), (int, float)) and math.isfinite(m["gap"])]
+    return statistics.median(gaps) if gaps else math.inf
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-data", type=Path, required=True)
+    p.add_argument("--held-out", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True, help="run dirs, samples, reports (resumable)")
+    p.add_argument("--budget-min", type=float, default=20.0, help="training wall clock per arm, minutes")
+    p.add_argument("--ae-share", type=float, default=0.4, help="latent arm: the autoencoder's share of the budget")
+    p.add_argument("--arms", default="pixel,wavelet,latent")
+    p.add_argument("--no-rflow", action="store_true", help="skip the DDPM-vs-rflow arm on the best space")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    if not (args.budget_min > 0 and 0 < args.ae_share < 1):
+        p.error("--budget-min must be > 0 and --ae-share in (0, 1)")
+    if any(" " in str(x) for x in (args.train_data, args.held_out, args.work.resolve(), REPO, sys.executable)):
+        p.error("paths with spaces are not supported by this benchmark script")
+    budget_s = args.budget_min * 60
+    spaces = {
+        "pixel": ["model.space=pixel"],
+        "wavelet": ["model.space=wavelet", "model.wavelet_scale=band"],
+        "latent": ["model.space=latent"],
+    }
+    arms = {}
+    for name in args.arms.split(","):
+        arm = Arm(name, spaces[name], args.work, args)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: train", flush=True)
+        arm.train(budget_s)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: sample + report", flush=True)
+        arm.sample_and_report()
+        arms[name] = arm
+    best = min(arms, key=lambda n: median_gap(arms[n].state["report"]))
+    if not args.no_rflow:
+        name = f"{best}-rflow"
+        arm = Arm(name, [*spaces[best], "diffusion.kind=rflow"], args.work, args)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: train", flush=True)
+        arm.train(budget_s)
+        arm.sample_and_report()
+        arms[name] = arm
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "budget_min": args.budget_min,
+        "config": str(CONFIG.relative_to(REPO)),
+        "train_data": str(args.train_data),
+        "held_out": str(args.held_out),
+        "best_space": best,
+        "arms": {n: {**a.state, "median_gap": median_gap(a.state["report"])} for n, a in arms.items()},
+    }
+    text = json.dumps(result, indent=1)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

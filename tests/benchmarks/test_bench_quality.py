@@ -1,0 +1,55 @@
+"""benchmarks/bench_quality.py: how the equal-cost budget is planned and counted, and how arms are ranked."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return runpy.run_path(str(REPO / "benchmarks" / "bench_quality.py"), run_name="bench_quality")
+
+
+def test_epochs_fill_the_rest_of_the_budget_at_the_probe_pace(bench):
+    plan = bench["plan_epochs"]
+    # 20 min, 100 s already spent (probe + autoencoder), 0.5 s/step, 12 steps/epoch: 1100 / 6 = 183 more
+    assert plan(1200.0, 100.0, 0.5, 12) == bench["PROBE_EPOCHS"] + 183
+    assert plan(1200.0, 1300.0, 0.5, 12) == bench["PROBE_EPOCHS"] + 1  # over budget already: one more epoch
+    with pytest.raises(ValueError):
+        plan(1200.0, 0.0, float("nan"), 12)
+
+
+def test_the_budget_counts_cpu_seconds_per_thread_not_the_wall_clock(bench, tmp_path):
+    # a command that sleeps 0.6 s and burns ~0.3 s of CPU: the wall clock would count the sleep too
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(0.6)"
+    wall, cost = bench["_run"]([sys.executable, "-c", code], tmp_path / "log.txt", threads=1)
+    assert wall >= 0.9 and 0.25 <= cost <= 0.6
+    _, half = bench["_run"]([sys.executable, "-c", code], tmp_path / "log.txt", threads=2)
+    assert half == pytest.approx(cost / 2, abs=0.15)
+    assert (tmp_path / "log.txt").read_text().count("$ ") == 2  # every command is logged
+    with pytest.raises(SystemExit, match="command failed"):
+        bench["_run"]([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "log.txt")
+
+
+def test_arms_are_ranked_by_the_median_gap_of_their_report(bench, tmp_path):
+    report = {
+        "metrics": {
+            "noise_sd": {"value": 40.0, "gap": 6.0, "status": "far", "extra": 1},
+            "hu_wasserstein": {"value": 30.0, "gap": 3.0, "status": "far"},
+            "glcm_distance": {"value": 1.0, "gap": None, "status": "n/a"},
+            "kid": {"value": 1.0, "gap": float("inf"), "status": "far"},
+        }
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    metrics = bench["_metrics"](tmp_path / "report.json")
+    assert "extra" not in metrics["noise_sd"] and metrics["noise_sd"]["gap"] == 6.0
+    assert bench["median_gap"](metrics) == pytest.approx(4.5)  # the missing and infinite gaps are left out
+    assert math.isinf(bench["median_gap"]({}))
