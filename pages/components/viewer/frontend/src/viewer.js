@@ -149,8 +149,14 @@ function newPane(index, meta) {
   const makeTex2D = nv.rgbaTex2D.bind(nv);
   nv.rgbaTex2D = (texID, activeID, ...rest) => {
     if (activeID !== nv.gl.TEXTURE0) return makeTex2D(texID, activeID, ...rest);
-    const tex = makeTex2D(nv.sliceTex2D ?? texID, activeID, ...rest); // deletes the one it is given
-    nv.sliceTex2D = tex;
+    // NiiVue passes its volumeTexture, which its rgbaTex2D deletes, keeps the new texture only in a
+    // local variable, and then binds volumeTexture again to draw: a deleted handle (Chromium: "attempt
+    // to use a deleted object"), or a 3D texture on the 2D target ("textures can not be used with
+    // multiple targets"); the picture was right only because the failed bind left the new texture
+    // bound. Here the new slice texture becomes the volume texture, and the one before is deleted.
+    if (texID && texID !== nv.sliceTex2D) nv.gl.deleteTexture(texID);
+    const tex = makeTex2D(nv.sliceTex2D ?? null, activeID, ...rest);
+    nv.sliceTex2D = nv.volumeTexture = tex;
     nv.gl.texParameteri(nv.gl.TEXTURE_2D, nv.gl.TEXTURE_MIN_FILTER, nv.gl.NEAREST);
     nv.gl.texParameteri(nv.gl.TEXTURE_2D, nv.gl.TEXTURE_MAG_FILTER, nv.gl.NEAREST);
     return tex;
@@ -204,13 +210,14 @@ function fetchSlices(panes, metas) {
 // only on the shape, like the volume's), so the picture does not wait for the whole volume; without
 // one (or if that range failed) it is drawn from the whole volume once that is in (drawPreview).
 // Resolves when the frame holding it has been committed to the screen (two animation frames).
-async function showPreview(p, draw) {
+async function showPreview(p, draw, source) {
   let shown = false;
   try {
     shown = draw();
   } catch (err) { /* no preview: NiiVue draws the pane when it is ready */ }
   if (!shown) return false;
   p.painted = true;
+  S.timings[p.index].previewFrom = source; // "slice" or "volume" (tests)
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
   const t = S.timings[p.index];
   t.preview = t.preview ?? performance.now();
@@ -220,7 +227,7 @@ const slicePreview = (p) => {
   if (!p.slice) return Promise.resolve(false);
   const { vox, z } = p.slice;
   p.slice = null;
-  return showPreview(p, () => paintPreview(p, vox, ...p.shape, p.spacing[0], p.spacing[1], z));
+  return showPreview(p, () => paintPreview(p, vox, ...p.shape, p.spacing[0], p.spacing[1], z), "slice");
 };
 
 // The volume's bytes: fetched (url) or copied out of the message's buffer (NiiVue keeps the ArrayBuffer).
@@ -229,7 +236,7 @@ function download(p, bytes, url) {
   const got = url ? fetchVolume(url, p.bytes) : Promise.resolve(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
   return got.then(async (buf) => {
     t.fetched = performance.now();
-    if (!p.painted) await showPreview(p, () => drawPreview(p, buf));
+    if (!p.painted) await showPreview(p, () => drawPreview(p, buf), "volume");
     return buf;
   });
 }
