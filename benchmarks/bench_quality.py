@@ -220,18 +220,73 @@ def median_gap(metrics: dict) -> float:
     return statistics.median(gaps) if gaps else math.inf
 
 
+TABLE_METRICS = (
+    "noise_sd",
+    "cnr_soft_tissue_fat",
+    "hu_wasserstein",
+    "nps_distance",
+    "glcm_distance",
+    "ssim_nearest_real",
+    "ms_ssim_diversity",
+    "memorization",
+)
+
+
+def table(result: dict) -> str:
+    """Markdown: one row per arm (cost, steps) and one per metric (value [CI], gap, status) per arm."""
+
+    def num(x, fmt="{:.3g}"):
+        return "—" if x is None else fmt.format(x)
+
+    arms = result["arms"]
+    lines = [
+        "| arm | training cost (2-core min) | wall (min) | steps | best val loss | sampling 12 (s) | median gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, a in arms.items():
+        t = a.get("trained", {})
+        lines.append(
+            f"| {name} | {num(t.get('train_cost_s', 0) / 60, '{:.1f}')} | {num(t.get('train_wall_s', 0) / 60, '{:.1f}')} "
+            f"| {t.get('steps', '—')} | {num(t.get('best_val'))} | {num(a.get('sample_wall_s'), '{:.0f}')} "
+            f"| {num(a.get('median_gap'), '{:.1f}')} |"
+        )
+    lines += ["", "| metric | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for m in TABLE_METRICS:
+        cells = []
+        for a in arms.values():
+            e = a.get("report", {}).get(m)
+            if not e:
+                cells.append("—")
+                continue
+            ci = e.get("ci95") or [None, None]
+            cells.append(
+                f"{num(e.get('value'))} [{num(ci[0])}, {num(ci[1])}] gap {num(e.get('gap'), '{:.1f}')} {e.get('status')}"
+            )
+        real = next((a["report"][m].get("real") for a in arms.values() if a.get("report", {}).get(m)), None)
+        lines.append(f"| {m}{'' if real is None else f' (real {real:.3g})'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-data", type=Path, required=True)
-    p.add_argument("--held-out", type=Path, required=True)
-    p.add_argument("--work", type=Path, required=True, help="run dirs, samples, reports (resumable)")
+    p.add_argument("--train-data", type=Path)
+    p.add_argument("--held-out", type=Path)
+    p.add_argument("--work", type=Path, help="run dirs, samples, reports (resumable)")
     p.add_argument("--budget-min", type=float, default=20.0, help="training wall clock per arm, minutes")
     p.add_argument("--ae-share", type=float, default=0.4, help="latent arm: the autoencoder's share of the budget")
     p.add_argument("--arms", default="pixel,wavelet,latent")
     p.add_argument("--no-rflow", action="store_true", help="skip the DDPM-vs-rflow arm on the best space")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--table", action="store_true", help="print the markdown table of --json and stop")
     args = p.parse_args()
+    if args.table:
+        if args.json is None:
+            p.error("--table needs --json")
+        print(table(json.loads(args.json.read_text())))
+        return 0
+    if args.train_data is None or args.held_out is None or args.work is None:
+        p.error("--train-data, --held-out and --work are needed")
     if not (args.budget_min > 0 and 0 < args.ae_share < 1):
         p.error("--budget-min must be > 0 and --ae-share in (0, 1)")
     if any(" " in str(x) for x in (args.train_data, args.held_out, args.work.resolve(), REPO, sys.executable)):
@@ -271,7 +326,7 @@ def main() -> int:
     text = json.dumps(result, indent=1)
     if args.json:
         args.json.write_text(text + "\n")
-    print(text[:4000])
+    print(table(result))
     return 0
 
 

@@ -53,3 +53,34 @@ def test_arms_are_ranked_by_the_median_gap_of_their_report(bench, tmp_path):
     assert "extra" not in metrics["noise_sd"] and metrics["noise_sd"]["gap"] == 6.0
     assert bench["median_gap"](metrics) == pytest.approx(4.5)  # the missing and infinite gaps are left out
     assert math.isinf(bench["median_gap"]({}))
+
+
+def test_the_table_has_a_row_per_arm_and_a_cell_per_metric_and_arm(bench):
+    entry = {"value": 41.2, "ci95": [39.4, 43.3], "real": 23.9, "gap": 6.2, "status": "far"}
+    result = {
+        "arms": {
+            "pixel": {
+                "trained": {"train_cost_s": 1200, "train_wall_s": 1500, "steps": 240, "best_val": 0.5},
+                "sample_wall_s": 90,
+                "median_gap": 7.5,
+                "report": {"noise_sd": entry},
+            },
+            "wavelet": {
+                "trained": {"train_cost_s": 1190, "train_wall_s": 1300, "steps": 1100, "best_val": 0.4},
+                "sample_wall_s": 40,
+                "median_gap": 4.0,
+                "report": {},
+            },
+        }
+    }
+    text = bench["table"](result)
+    assert "| pixel | 20.0 | 25.0 | 240 | 0.5 | 90 | 7.5 |" in text
+    assert "| noise_sd (real 23.9) | 41.2 [39.4, 43.3] gap 6.2 far | — |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| arm")]
+    assert [r.split(" | ")[0][2:].split(" (")[0] for r in rows] == [
+        "pixel",
+        "wavelet",
+        "metric",
+        *bench["TABLE_METRICS"],
+    ]
+    assert all(r.count(" | ") == 2 for r in rows[3:])  # one cell per arm
