@@ -30,6 +30,7 @@ from ctdiff_app.workspace import (
 from pages.components.data import facts_with_progress, list_cases, load_report_cached, prefetch_viewer_volume
 from pages.components.paths import checked_path, os_problem, shorten
 from pages.components.state import SOURCE_KEY, ensure_selection, nav_link, page_setup, set_widget, short_path
+from pages.components.viewer import warm_up_viewer
 
 page_setup("Home")
 st.title("ctdiff: synthetic CT, side by side with real")
@@ -267,3 +268,7 @@ st.subheader("Pages")
 nav_link("pages/1_Slice_browser.py", "Slice browser: real vs generated, like a DICOM viewer", ":material/radiology:")
 nav_link("pages/2_Metrics_dashboard.py", "Metrics dashboard: the eval report", ":material/query_stats:")
 nav_link("pages/3_Training_monitor.py", "Training monitor: loss curves, previews, generate", ":material/monitoring:")
+
+# last on the page (its frame has no height): the slice browser's viewer, started once in the browser
+# while Home is read, so that its first visit finds the code compiled and WebGL started
+warm_up_viewer()

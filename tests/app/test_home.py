@@ -205,3 +205,26 @@ def test_home_prepares_the_pair_the_slice_browser_opens_with(app_env, page, monk
     loaded = data.load_viewer_volumes([(str(first_real), "Real"), (str(first_gen), "Generated")])
     assert [err for _, err in loaded] == [None, None] and len(reads) == 2  # served from what Home prepared
     assert [v.shape for v, _ in loaded] == [(16, 12, 8), (16, 12, 6)]
+
+
+def test_home_starts_the_viewer_once_invisibly_on_a_tiny_volume(app_env, page):
+    """Home carries the viewer in warm-up mode (the browser compiles it and starts WebGL before the
+    slice browser opens): one component, an 8x8x8 air volume as bytes, nothing else sent."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    at = page(HOME)
+    at.run()
+    assert not at.exception, at.exception
+    found = [e.proto for e in at.main if getattr(e, "type", None) == "component_instance"]
+    assert len(found) == 1 and found[0].component_name.endswith("viewer.ct_viewer")
+    args = json.loads(found[0].json_args)
+    assert args["warmup"] is True and [v["shape"] for v in args["volumes"]] == [[8, 8, 8]]
+    assert "url" not in args["volumes"][0]  # no media file: the bytes travel with the arguments
+    (payload,) = [a.bytes for a in found[0].special_args]
+    vol = np.asarray(nib.Nifti1Image.from_bytes(payload).dataobj)
+    from ctdiff.data.hu import AIR_HU
+
+    assert vol.shape == (8, 8, 8) and np.all(vol == AIR_HU)

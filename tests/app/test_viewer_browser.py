@@ -247,3 +247,25 @@ def test_long_path_on_home_gives_one_line_not_a_traceback(viewer_workspace, stre
     body = page.locator("body").inner_text()
     assert "Traceback" not in body and "OSError" not in body and str(REPO) not in body
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+@pytest.mark.browser
+def test_home_warms_the_viewer_up_invisibly(viewer_workspace, streamlit_server, browser_page):
+    """On Home the viewer starts once in a frame of height 0: NiiVue drew its tiny volume, nothing shows."""
+    page = browser_page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    webgl_errors = []
+    page.on("console", lambda m: "INVALID" in m.text and webgl_errors.append(m.text))
+    url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
+    page.goto(url)
+    page.wait_for_selector("iframe[src*='ct_viewer']", state="attached", timeout=60_000)
+    frame = next(f for f in page.frames if "ct_viewer" in f.url)
+    frame.wait_for_function("() => window.ctViewer && window.ctViewer.warmedUp === true", timeout=60_000)
+    box = page.locator("iframe[src*='ct_viewer']").bounding_box()
+    assert box is None or box["height"] <= 2, box  # the frame asked for height 0 (Streamlit keeps 2 px)
+    # its pane was removed and the frame shows nothing
+    assert frame.evaluate("() => [document.querySelectorAll('canvas').length, document.body.innerText.trim()]") == [
+        0,
+        "",
+    ]
+    assert webgl_errors == [], webgl_errors[:3]

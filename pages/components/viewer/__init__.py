@@ -276,3 +276,15 @@ def ct_viewer(
         key=key,
     )
     return _component_func()(**args, key=key, default=None)
+
+
+def warm_up_viewer(key: str = "ct_viewer_warmup") -> None:
+    """Start the viewer once, invisibly, on a page shown before it (Home does).
+
+    The browser then has the viewer's code compiled, WebGL started (on a software GPU, SwiftShader)
+    and NiiVue's shaders compiled when the slice browser opens: an 8x8x8 air volume sent as bytes,
+    one axial slice drawn, in a frame of height 0 (``frontend/src/viewer.js``, ``warmUp``).
+    """
+    v = ViewerVolume(np.full((8, 8, 8), AIR_HU, dtype=np.int16), (1.0, 1.0, 1.0), "warm-up", id="warm-up")
+    args = viewer_args([v], transport="bytes", key=key)
+    _component_func()(**args, warmup=True, key=key, default=None)

@@ -611,8 +611,37 @@ function pixelSums() {
 // capture: before NiiVue's own canvas key handler (which moves the crosshair in its own convention)
 window.addEventListener("keydown", onKey, { capture: true });
 
+// ------------------------------------------------------------------ warm-up
+// On a page shown before the viewer (Home, warm_up_viewer in __init__.py): NiiVue starts once, in an
+// invisible frame, on a tiny volume and draws one axial slice, so that the browser has the viewer's
+// code compiled, its WebGL (on a software GPU: SwiftShader) started and NiiVue's shaders compiled when
+// the slice browser opens. A first visit of the slice browser spent ~0.5 s more after the volume URLs
+// than a later one (benchmarks/bench_app.py), with the server's side the same for both.
+async function warmUp(args) {
+  send("streamlit:setFrameHeight", { height: 0 });
+  const p = newPane(0, args.volumes[0]);
+  p.wrap.style.cssText = "position:fixed;left:0;top:0;width:64px;height:64px;opacity:0;pointer-events:none";
+  document.body.append(p.wrap);
+  await p.nv.attachToCanvas(p.canvas);
+  const b = args.volume_0;
+  const options = NVImageFromUrlOptions("warm-up.nii");
+  Object.assign(options, { buffer: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength), name: "warm-up.nii", cal_min: -160, cal_max: 240 });
+  const volume = await NVImage.loadFromUrl(options);
+  slice2D(p, true);
+  p.nv.addVolume(volume);
+  p.nv.drawScene();
+  await gpuDone(p.nv.gl);
+  p.nv.gl.getExtension("WEBGL_lose_context")?.loseContext();
+  p.wrap.remove();
+  S.warmedUp = true; // tests
+}
+
 // ------------------------------------------------------------------ render
 async function render(args) {
+  if (args.warmup) {
+    if (!S.warmingUp) S.warmingUp = warmUp(args);
+    return;
+  }
   const metas = args.volumes || [];
   const ids = metas.map((m) => m.id).join("|");
   const prev = S.args;
