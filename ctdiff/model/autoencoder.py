@@ -242,6 +242,27 @@ def noise_sd(hu: torch.Tensor, mask: torch.Tensor) -> float:
     return float(residual[mask].std()) if int(mask.sum()) > 1 else float("nan")
 
 
+def residual_nps(hu: torch.Tensor, mask: torch.Tensor, n_bins: int = 16) -> torch.Tensor:
+    """Radial power spectrum of the noise residual ``x - mean3x3x3(x)`` inside ``mask``, per axial slice,
+    averaged, as ``n_bins`` rings from 0 to the in-plane Nyquist frequency, scaled to unit sum.
+
+    Compares an original with its reconstruction on the same mask (is the noise texture kept?). Not
+    the calibrated ROI NPS of ``eval.metrics.noise``: ctdiff may not import eval (the package layers in
+    pyproject.toml), and the relative check needs no ROI search; the residual is zero outside the mask,
+    so both spectra carry the same window.
+    """
+    r = ((hu - _smooth(hu)) * mask).double()[0, 0]  # (z, y, x)
+    power = torch.fft.fft2(r).abs().pow(2).mean(0)  # over slices
+    ny, nx = power.shape
+    fy, fx = torch.fft.fftfreq(ny).abs(), torch.fft.fftfreq(nx).abs()
+    radius = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2) / 0.5  # 1 = Nyquist
+    ring = torch.clamp((radius * n_bins).long(), max=n_bins - 1)
+    curve = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, ring.flatten(), power.flatten())
+    curve[0] = 0.0  # the mean level of the masked residual, not noise
+    total = curve.sum()
+    return curve / total if total > 0 else torch.full_like(curve, float("nan"))
+
+
 @torch.no_grad()
 def evaluate(
     ae, cfg: AutoencoderConfig, volumes: Sequence[torch.Tensor], tile: Sequence[int] | None = None
@@ -250,7 +271,10 @@ def evaluate(
 
     Per volume and as means: PSNR (dB) and SSIM (MONAI metrics, data range = the HU window),
     noise SD (HU) of the original and the reconstruction in soft tissue (smoothed HU in -150..150)
-    and their ratio (1 = the noise texture is kept; autoencoders tend to smooth it away).
+    and their ratio (1 = the noise texture is kept; autoencoders tend to smooth it away), and the
+    noise power spectrum kept: ``nps_distance`` (L1 between the two unit-sum radial spectra of
+    :func:`residual_nps`, 0 = same shape, at most 2) and ``nps_mean_frequency_ratio`` (the
+    reconstruction's mean frequency over the original's: below 1 = blurred noise).
     """
     from monai.metrics import PSNRMetric, SSIMMetric
 
@@ -267,6 +291,9 @@ def evaluate(
         hx, hy = model_to_hu(x, cfg.hu_window), model_to_hu(y, cfg.hu_window)
         mask = (_smooth(hx) >= SOFT_TISSUE_HU[0]) & (_smooth(hx) <= SOFT_TISSUE_HU[1])
         sd_x, sd_y = noise_sd(hx, mask), noise_sd(hy, mask)
+        nps_x, nps_y = residual_nps(hx, mask), residual_nps(hy, mask)
+        rings = torch.arange(len(nps_x), dtype=torch.float64)
+        f_x, f_y = float((rings * nps_x).sum()), float((rings * nps_y).sum())
         cases.append(
             {
                 "psnr_db": float(psnr_m(y, x).mean()),
@@ -274,6 +301,8 @@ def evaluate(
                 "noise_sd_hu": sd_x,
                 "noise_sd_recon_hu": sd_y,
                 "noise_sd_ratio": sd_y / sd_x if sd_x > 0 else float("nan"),
+                "nps_distance": float((nps_x - nps_y).abs().sum()),
+                "nps_mean_frequency_ratio": f_y / f_x if f_x > 0 else float("nan"),
                 "l1_hu": float((hy - hx).abs().mean()),
             }
         )

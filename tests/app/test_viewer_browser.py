@@ -234,6 +234,8 @@ def test_long_path_on_home_gives_one_line_not_a_traceback(viewer_workspace, stre
     url = streamlit_server("app.py", env={"CTDIFF_WORKSPACE": str(viewer_workspace)})
     page.goto(url)
     page.get_by_role("heading", name="ctdiff: synthetic CT, side by side with real").wait_for()
+    # the end of Home's first run (its last link), so that no rerun in flight swallows the click below
+    page.get_by_text("Training monitor: loss curves, previews, generate").wait_for()
     field = page.get_by_role("textbox", name="Real scans folder")
     if not field.is_visible():
         page.get_by_text("Choose other data: type folders").click()
