@@ -1,7 +1,18 @@
 #!/usr/bin/env python3
 """Write ctdiff_app/demo/assets/ from a demo training run: fp16 EMA checkpoint, run files, samples.
 
-The demo model is trained with (64 x 64 x 32 phantom cohort, seed 0, 28 cases):
+The shipped demo model (issue 20: 128 x 128 x 32, latent space, rectified flow) is the latent-rflow arm
+of the quality benchmark, trained with ``python -m ctdiff`` on the 28-phantom cohort (seed 0):
+
+    python -m ctdiff phantom --out data/ph128-train --n 28 --shape 128 128 32 --seed 0
+    python -m ctdiff phantom --out data/ph128-held --n 12 --shape 128 128 32 --seed 1
+    python benchmarks/bench_quality.py --train-data data/ph128-train --held-out data/ph128-held \
+        --work runs/q75 --budget-min 75 --arms latent-rflow --no-rflow --radiomics
+    scripts/make_demo_assets.py --run runs/q75/latent-rflow/run --bench-state runs/q75/latent-rflow/state.json \
+        --sampler euler --steps 25 --force
+
+(every command the benchmark ran is recorded in assets.json). The earlier 64 x 64 x 32 pixel-space demo
+model (now tests/data/pixel-demo-64-before-spaces.pt) was trained with:
 
     python -m ctdiff phantom --out data/demo-train --n 28 --shape 64 64 32 --seed 0
     python -m ctdiff train --config configs/demo.yaml --data data/demo-train --out runs/demo \\
@@ -24,6 +35,32 @@ sys.path.insert(0, str(REPO))
 
 from ctdiff.config import load_config  # noqa: E402
 from ctdiff_app.demo import ASSETS, export_assets, export_report  # noqa: E402
+
+
+def command_from_bench(state_file: Path, cohort: dict, data: Path, run: Path) -> str:
+    """The commands a bench_quality.py arm ran (its state.json), as one line a user can run: this machine's
+    python, repo, data, autoencoder and run paths become ``python``, relative paths, DATA, AE and RUN."""
+    state = json.loads(Path(state_file).read_text())
+    ae = Path(state_file).resolve().parent / "ae"
+    swaps = [
+        (f"{sys.executable} ", "python "),
+        (f"{REPO}/", ""),
+        (str(ae.resolve()), "AE"),
+        (str(Path(run).resolve()), "RUN"),
+        (str(Path(data).resolve()), "DATA"),
+        (str(data), "DATA"),
+        (" --no-progress", ""),
+    ]
+    steps = []
+    for cmd in state["commands"]:
+        for old, new in swaps:
+            cmd = cmd.replace(old, new)
+        steps.append(cmd)
+    phantom = (
+        f"python -m ctdiff phantom --out DATA --n {cohort['n']} --shape {' '.join(map(str, cohort['shape']))} "
+        f"--seed {cohort['seed']}"
+    )
+    return " && ".join([phantom, *steps])
 
 
 def main() -> int:
@@ -56,6 +93,12 @@ def main() -> int:
         "(recorded in the command in assets.json)",
     )
     parser.add_argument("--resume-threads", type=int, default=2, help="--threads of that resumed run (default 2)")
+    parser.add_argument(
+        "--bench-state",
+        type=Path,
+        help="the run was trained by benchmarks/bench_quality.py: record the commands in this arm's state.json "
+        "(paths written as DATA, AE, RUN)",
+    )
     parser.add_argument(
         "--command",
         help="record this training command in assets.json instead of the one built from "
@@ -93,6 +136,8 @@ def main() -> int:
             f", then python -m ctdiff train --out RUN --resume --threads {args.resume_threads} "
             f"--set train.epochs={args.resumed_to}"
         )
+    if args.bench_state:
+        command = command_from_bench(args.bench_state, cohort, data, run)
     if args.command:
         command = args.command
     from tqdm import tqdm

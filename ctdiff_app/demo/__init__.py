@@ -388,16 +388,22 @@ def export_assets(
     }
     # a sampling-only checkpoint: EMA weights in fp16, no optimizer or training state
     slim["model"] = slim["ema"]
+    if (slim.get("space") or {}).get("autoencoder"):
+        # latent: the carried autoencoder (fp32: it decodes every sample) is named by its file name and
+        # sha256, not by this machine's path; the config names it the same way
+        record = {**slim["space"]["autoencoder"], "path": Path(slim["space"]["autoencoder"]["path"]).name}
+        slim["space"] = {**slim["space"], "autoencoder": record}
+        slim["config"] = {**slim["config"], "model": {**slim["config"]["model"], "autoencoder": record["path"]}}
     # the sampler the demo samples use becomes the model's default (`ctdiff sample`, the app's Generate)
     slim["config"] = set_sampling(slim["config"], sampler, steps)
     save_checkpoint(out / "model.pt", slim)
-    src, shipped = RunDir(run_dir), RunDir(out / "run")
+    source, shipped = RunDir(run_dir), RunDir(out / "run")
     shipped.path.mkdir()
     for name in (RunDir.HISTORY, RunDir.LOSS_PLOT):
-        if (src.path / name).exists():
-            shutil.copy2(src.path / name, shipped.path / name)
+        if (source.path / name).exists():
+            shutil.copy2(source.path / name, shipped.path / name)
     write_text(shipped.config, config_from_dict(slim["config"]).to_yaml())  # as train writes it
-    split = src.read_split()
+    split = source.read_split()
     # ship file names, not this machine's paths
     shipped.write_split(split["seed"], [Path(f).name for f in split["train"]], [Path(f).name for f in split["val"]])
     bundle = load_bundle(out / "model.pt", device="cpu")

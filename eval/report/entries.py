@@ -26,7 +26,15 @@ def _nanmean(x) -> float:
 
 
 def _entry(
-    name: str, value=None, ci=None, real=None, generated=None, reference=None, reason=None, matched=None
+    name: str,
+    value=None,
+    ci=None,
+    real=None,
+    generated=None,
+    reference=None,
+    reason=None,
+    matched=None,
+    real_ci=None,
 ) -> dict[str, Any]:
     spec = METRICS[name]
     v = finite_number(value)
@@ -43,6 +51,8 @@ def _entry(
         "reason": reason,
         "description": spec.description,
     }
+    if real_ci is not None and all(finite_number(c) is not None for c in real_ci):
+        out["real_ci95"] = [float(c) for c in real_ci]  # the real cohort's own mean, bootstrapped over its scans
     if finite_number(matched) is not None:
         out["matched_value"] = finite_number(matched)  # see _two_sample; the gap reads it (eval.report.gap)
     return out
@@ -81,7 +91,8 @@ def _rows(data: dict[str, np.ndarray], side: tuple[str, np.ndarray]) -> np.ndarr
 
 # ------------------------------------------------------------------------------ metric helpers
 def _property_metric(name: str, values: dict[str, np.ndarray], ref: _Reference | None, cfg: dict) -> dict[str, Any]:
-    """A per-scan property: value = generated mean, real = real mean, CI over generated scans."""
+    """A per-scan property: value = generated mean, real = real mean, CI over generated scans; the real
+    mean's own 95 % CI (bootstrap over real scans) is ``real_ci95``: is the generated mean inside it?"""
     gen = np.asarray(values["generated"], dtype=np.float64)
     real = np.asarray(values["real"], dtype=np.float64)
     n_gen = int(np.isfinite(gen).sum())
@@ -90,11 +101,16 @@ def _property_metric(name: str, values: dict[str, np.ndarray], ref: _Reference |
             name, real=_nanmean(real), reason=f"fewer than 2 generated scans where it is measurable ({n_gen})"
         )
     ci = bootstrap_ci(lambda ig: _nanmean(gen[ig]), [len(gen)], cfg["n_bootstrap"], cfg["seed"])
+    real_ci = None
+    if int(np.isfinite(real).sum()) >= 2:
+        real_ci = bootstrap_ci(lambda ir: _nanmean(real[ir]), [len(real)], cfg["n_bootstrap"], cfg["seed"] + 1)
     reference = None
     if ref is not None:
         a, b = _rows(values, ref.a), _rows(values, ref.b)
         reference = abs(_nanmean(b) - _nanmean(a))
-    return _entry(name, _nanmean(gen), ci, real=_nanmean(real), generated=_nanmean(gen), reference=reference)
+    return _entry(
+        name, _nanmean(gen), ci, real=_nanmean(real), generated=_nanmean(gen), reference=reference, real_ci=real_ci
+    )
 
 
 def _two_sample(

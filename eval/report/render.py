@@ -73,6 +73,11 @@ def mosaic_png(cohorts: dict[str, list], plane: str, n_cases: int = MOSAIC_CASES
 
 
 # ----------------------------------------------------------------------------------- markdown
+def _real(m: dict[str, Any]) -> str:
+    """The real cohort's value, with its own 95 % CI where the metric has one (per-scan properties)."""
+    return _fmt(m["real"]) + (f" {_ci(m['real_ci95'])}" if m.get("real_ci95") else "")
+
+
 def metric_table_lines(report: dict[str, Any]) -> list[str]:
     """The Markdown metric table (value, CI, real, generated, reference floor, ...) as lines."""
     lines = [
@@ -82,7 +87,7 @@ def metric_table_lines(report: dict[str, Any]) -> list[str]:
     for name, m in report["metrics"].items():
         note = m["reason"] or m["description"]
         lines.append(
-            f"| {name} | {_fmt(m['value'])} | {_ci(m['ci95'])} | {_fmt(m['real'])} | {_fmt(m['generated'])} | "
+            f"| {name} | {_fmt(m['value'])} | {_ci(m['ci95'])} | {_real(m)} | {_fmt(m['generated'])} | "
             f"{_fmt(m['reference'])} | {_fmt(m.get('floor'))} | {_fmt(m.get('gap'), 3)} | {m.get('status') or 'n/a'} | "
             f"{m['better']} | {m['unit']} | {note} |"
         )
@@ -203,7 +208,7 @@ def render_html(report: dict[str, Any], mosaics: dict[str, bytes]) -> str:
             f"<b>{e(n)}</b>",
             _fmt(m["value"]),
             _ci(m["ci95"]),
-            _fmt(m["real"]),
+            _real(m),
             _fmt(m["generated"]),
             _fmt(m["reference"]),
             _fmt(m.get("floor")),

@@ -84,3 +84,35 @@ def test_the_table_has_a_row_per_arm_and_a_cell_per_metric_and_arm(bench):
         *bench["TABLE_METRICS"],
     ]
     assert all(r.count(" | ") == 2 for r in rows[3:])  # one cell per arm
+
+
+def test_an_arm_is_reported_again_when_radiomics_are_asked_for_later(bench, tmp_path):
+    from types import SimpleNamespace
+
+    calls = []
+
+    def fake_run(cmd, log, threads=2):
+        calls.append(cmd)
+        if "report" in cmd:
+            out = Path(cmd[cmd.index("--out") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "report.json").write_text(json.dumps({"metrics": {"noise_sd": {"value": 1.0, "gap": 2.0}}}))
+        return 1.0, 1.0
+
+    args = SimpleNamespace(
+        threads=2, held_out=tmp_path / "held", train_data=tmp_path / "train", radiomics=False, cache_dir=None
+    )
+    arm = bench["Arm"]("latent", ["model.space=latent"], tmp_path, args)
+    arm.sample_and_report.__globals__["_run"] = fake_run
+    try:
+        arm.sample_and_report()
+        assert len(calls) == 2 and "radiomics" not in calls[1][calls[1].index("--metrics") + 1]
+        arm.sample_and_report()  # complete: nothing runs again
+        assert len(calls) == 2
+        args.radiomics, args.cache_dir = True, tmp_path / "cache"
+        arm.sample_and_report()  # the samples are kept, the report is made again with radiomics
+        assert len(calls) == 3 and calls[2][calls[2].index("--metrics") + 1].endswith(",radiomics")
+        assert calls[2][calls[2].index("--cache-dir") + 1] == str(tmp_path / "cache")
+        assert json.loads(arm.state_file.read_text())["report_metrics"].endswith(",radiomics")
+    finally:
+        arm.sample_and_report.__globals__["_run"] = bench["_run"]

@@ -5,6 +5,7 @@ checkpoints from before spaces (the shipped demo model) still load as pixel spac
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,12 +265,14 @@ def test_wavelet_shape_mismatch_is_one_line(data, tmp_path):
         train(config_from_dict(bad), root, tmp_path / "bad", progress=False)
 
 
-def test_demo_model_is_pixel_space_and_loads(tmp_path):
-    from ctdiff_app.demo import ASSETS  # the shipped assets folder
+LEGACY = Path(__file__).resolve().parents[1] / "data" / "pixel-demo-64-before-spaces.pt"
 
-    ckpt = load_checkpoint(ASSETS / "model.pt")
+
+def test_old_pixel_checkpoint_is_pixel_space_and_loads(tmp_path):
+    # the 64x64x32 demo model shipped before spaces existed (tests/data/README.md)
+    ckpt = load_checkpoint(LEGACY)
     assert "space" not in ckpt and "space" not in ckpt["config"]["model"]  # written before spaces existed
-    bundle = load_bundle(ASSETS / "model.pt", device="cpu")
+    bundle = load_bundle(LEGACY, device="cpu")
     assert isinstance(bundle.space, PixelSpace) and bundle.diffusion.kind == "ddpm" and bundle.diffusion.clip_sample
     assert bundle.config.sample.sampler in samplers_for("ddpm")
     # sampling maps [-1, 1] back to HU with MONAI's ScaleIntensityRange now: in this checkpoint's
@@ -278,3 +281,34 @@ def test_demo_model_is_pixel_space_and_loads(tmp_path):
     x = torch.rand(4096, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2
     lo, hi = window
     torch.testing.assert_close(model_to_hu(x, window), (x.clamp(-1, 1) + 1.0) / 2.0 * (hi - lo) + lo, rtol=0, atol=0)
+
+
+def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, tmp_path):
+    """The demo model may be latent: export_assets ships the carried autoencoder named by its file name
+    and sha256 (not this machine's path), EMA weights in fp16, and the Euler sampler as the default."""
+    from ctdiff_app.demo import export_assets
+
+    root, ae = data
+    run = tmp_path / "run"
+    with torch.random.fork_rng():
+        train(config_from_dict(tiny("latent", "rflow", str(ae))), root, run, progress=False)
+    out = export_assets(
+        run,
+        {"n": 4, "seed": 0, "shape": list(SHAPE), "noise_hu": 10.0},
+        out=tmp_path / "assets",
+        n_samples=1,
+        sampler="euler",
+        steps=2,
+        with_report=False,
+    )
+    ckpt = load_checkpoint(out / "model.pt")
+    record = ckpt["space"]["autoencoder"]
+    assert record["path"] == "autoencoder.pt" == ckpt["config"]["model"]["autoencoder"]
+    assert str(tmp_path) not in json.dumps(ckpt["config"]) + (out / "run" / "config.yaml").read_text()
+    assert all(v.dtype == torch.float16 for v in ckpt["ema"].values() if v.is_floating_point())
+    assert all(v.dtype == torch.float32 for v in record["state"].values() if v.is_floating_point())
+    bundle = load_bundle(out / "model.pt", device="cpu")  # the autoencoder file is not needed
+    assert isinstance(bundle.space, LatentSpace) and bundle.config.sample.sampler == "euler"
+    assert bundle.config.sample.steps == 2
+    written = read_volume(out / "samples" / "case_000.nii.gz")
+    assert written.shape == SHAPE and np.isfinite(written.array).all() and written.array.std() > 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -38,8 +39,10 @@ def test_assets_are_small_and_describe_their_provenance():
     info = json.loads((ASSETS / "assets.json").read_text())
     model = info["model"]
     assert model["weights"] == "EMA, fp16" and model["trained_steps"] > 0
-    assert "python -m ctdiff train --config configs/demo.yaml" in model["command"]
-    assert (ASSETS / "model.pt").stat().st_size < 10_000_000
+    assert "python -m ctdiff train --config configs/" in model["command"]
+    # issue 20: the demo model's files in the repo stay at 20 MB or less
+    files = [ASSETS / "model.pt", *(ASSETS / "run").iterdir()]
+    assert sum(f.stat().st_size for f in files) <= 20_000_000
     cohort = info["train_cohort"]
     assert cohort["shape"][2] >= 32 and min(cohort["shape"][:2]) >= 64  # the issue's 64x64x32 or larger
     manifest = json.loads((ASSETS / "samples" / "manifest.json").read_text())
@@ -50,13 +53,18 @@ def test_recorded_command_reproduces_the_shipped_config():
     """The training command in assets.json, applied to today's configs/demo.yaml, gives the shipped run's
     data, model, diffusion and optimiser settings (the preset may move on; the command must say how)."""
     command = json.loads((ASSETS / "assets.json").read_text())["model"]["command"]
-    train = command.split(" && ")[1].split(" (")[0].split(", then")[0]
-    words = shlex.split(train)
+    train = next(p for p in command.split(" && ") if p.startswith("python -m ctdiff train --config"))
+    words = shlex.split(train.split(" (")[0].split(", then")[0])
     assert words[:5] == ["python", "-m", "ctdiff", "train", "--config"]
     overrides = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
     assert any(o.startswith("train.epochs=") for o in overrides)
     rebuilt = load_config(Path(__file__).resolve().parents[2] / words[5], overrides)
     shipped = load_config(ASSETS / "run" / "config.yaml")
+    if rebuilt.model.autoencoder is not None:  # latent: the shipped config names the autoencoder file alone
+        assert Path(rebuilt.model.autoencoder).name == shipped.model.autoencoder
+        rebuilt = dataclasses.replace(
+            rebuilt, model=dataclasses.replace(rebuilt.model, autoencoder=shipped.model.autoencoder)
+        )
     assert (rebuilt.data, rebuilt.model, rebuilt.diffusion) == (shipped.data, shipped.model, shipped.diffusion)
     for key in ("lr", "batch_size", "grad_accum", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "seed"):
         assert getattr(rebuilt.train, key) == getattr(shipped.train, key), key
@@ -121,7 +129,7 @@ def test_demo_model_loads_and_samples_in_hu(demo_ws):
     # the shipped model's default sampling is what its demo samples were made with
     shipped = json.loads((ASSETS / "assets.json").read_text())["samples"]
     assert (bundle.config.sample.sampler, bundle.config.sample.steps) == (shipped["sampler"], shipped["steps"])
-    vol = sample(bundle, 1, sampler="dpmpp", steps=2, seed=0)[0]
+    vol = sample(bundle, 1, sampler=bundle.config.sample.sampler, steps=2, seed=0)[0]
     assert vol.shape == bundle.shape
     assert -1100 <= vol.array.min() and vol.array.max() <= 1600  # the HU window of the demo config
 
@@ -209,7 +217,10 @@ def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
     from ctdiff.model.checkpoint import load_checkpoint
     from ctdiff_app.demo import set_sampling
 
-    original = load_checkpoint(ASSETS / "model.pt")["config"]
+    # a DDPM model's config (the demo model before issue 20: ddim runs on it)
+    original = load_checkpoint(Path(__file__).resolve().parents[1] / "data" / "pixel-demo-64-before-spaces.pt")[
+        "config"
+    ]
     changed = set_sampling(original, "ddim", 40)
     assert changed["sample"] == {**original["sample"], "sampler": "ddim", "steps": 40}
     assert original["sample"] != changed["sample"]  # a copy: the checkpoint's dict is untouched
@@ -410,3 +421,32 @@ def test_export_assets_force_replaces_only_demo_assets(tmp_path):
     with pytest.raises(ConfigError, match="is inside the input --run"):
         export_assets(mine, {}, out=mine / "assets", force=True)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_make_demo_assets_records_a_bench_arms_commands_without_machine_paths(tmp_path):
+    """--bench-state: the commands bench_quality.py ran, with this machine's paths as DATA / AE / RUN."""
+    import runpy
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    script = runpy.run_path(str(repo / "scripts" / "make_demo_assets.py"), run_name="make_demo_assets")
+    arm, data = tmp_path / "work" / "latent-rflow", tmp_path / "ph128-train"
+    py = sys.executable
+    state = {
+        "commands": [
+            f"{py} -m ctdiff train-autoencoder --data {data} --out {arm}/ae --set steps=30 --threads 2 --no-progress",
+            f"{py} -m ctdiff train --config {repo}/configs/demo-128.yaml --data {data} --out {arm}/run "
+            f"--set model.autoencoder={arm}/ae/autoencoder.pt --set train.epochs=2 --threads 2 --no-progress",
+        ]
+    }
+    arm.mkdir(parents=True)
+    (arm / "state.json").write_text(json.dumps(state))
+    cohort = {"n": 28, "shape": [128, 128, 32], "seed": 0}
+    line = script["command_from_bench"](arm / "state.json", cohort, data, arm / "run")
+    assert line == (
+        "python -m ctdiff phantom --out DATA --n 28 --shape 128 128 32 --seed 0"
+        " && python -m ctdiff train-autoencoder --data DATA --out AE --set steps=30 --threads 2"
+        " && python -m ctdiff train --config configs/demo-128.yaml --data DATA --out RUN"
+        " --set model.autoencoder=AE/autoencoder.pt --set train.epochs=2 --threads 2"
+    )
+    assert str(tmp_path) not in line and py not in line

@@ -203,3 +203,25 @@ def test_two_sample_metrics_with_a_split_half_reference_carry_the_matched_compar
     f = lambda a, b: {"frd": distribution.frd_v1(a, b, exact=False)}  # noqa: E731
     res = _two_sample(["frd"], f, {k: v for k, v in data.items() if k != "train"}, ref, n_boot=5, seed=1)
     assert math.isfinite(res["frd"]["matched_value"]) and res["frd"]["matched_value"] != res["frd"]["value"]
+
+
+def test_property_metrics_carry_the_real_cohorts_own_ci_like_scipys_bootstrap():
+    """Issue 20's target "noise SD and CNR inside the real cohort's 95 % CI" needs that CI: the real mean's
+    percentile bootstrap over real scans, cross-checked against scipy.stats.bootstrap."""
+    from scipy.stats import bootstrap
+
+    from eval.report.entries import _property_metric
+
+    rng = np.random.default_rng(3)
+    real = rng.normal(22.0, 3.0, 12)
+    gen = rng.normal(30.0, 3.0, 12)
+    out = _property_metric("noise_sd", {"real": real, "generated": gen}, None, {"n_bootstrap": 4000, "seed": 0})
+    lo, hi = out["real_ci95"]
+    ref = bootstrap((real,), np.mean, n_resamples=20000, method="percentile", random_state=1).confidence_interval
+    assert lo == pytest.approx(ref.low, abs=0.15) and hi == pytest.approx(ref.high, abs=0.15)
+    assert lo < out["real"] < hi and not lo <= out["value"] <= hi  # the generated mean (30) lies outside
+    # a NaN real scan is left out; with fewer than 2 measurable real scans there is no interval
+    out = _property_metric(
+        "noise_sd", {"real": np.array([22.0, np.nan]), "generated": gen}, None, {"n_bootstrap": 100, "seed": 0}
+    )
+    assert "real_ci95" not in out and out["real"] == 22.0

@@ -75,7 +75,11 @@ def test_report_json_contract(tiny):
     assert inp["skipped"] == [] and inp["resampled_to"] is None
     assert list(report["metrics"]) == list(METRICS)
     for name, m in report["metrics"].items():
-        assert set(m) - {"details", "matched_value"} == {
+        if "real_ci95" in m:  # per-scan properties: the real cohort's own CI holds its mean
+            assert m["real_ci95"][0] <= m["real"] <= m["real_ci95"][1], name
+        if name in ("noise_sd", "cnr_soft_tissue_fat", "contrast_rms") and m["real"] is not None:
+            assert "real_ci95" in m, name
+        assert set(m) - {"details", "matched_value", "real_ci95"} == {
             "value",
             "ci95",
             "real",
