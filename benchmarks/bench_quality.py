@@ -214,7 +214,7 @@ def report_metrics(radiomics: bool) -> str:
 
 def _metrics(path: Path) -> dict:
     out = json.loads(path.read_text())["metrics"]
-    keep = ("value", "ci95", "real", "generated", "floor", "floor_basis", "gap", "status", "unit")
+    keep = ("value", "ci95", "real", "real_ci95", "generated", "floor", "floor_basis", "gap", "status", "unit")
     return {k: {f: v.get(f) for f in keep} for k, v in out.items() if isinstance(v, dict)}
 
 
@@ -241,6 +241,12 @@ TABLE_METRICS = (
     "glcm_distance",
     "ssim_nearest_real",
     "ms_ssim_diversity",
+    "frd",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
     "memorization",
 )
 
@@ -272,9 +278,16 @@ def table(result: dict) -> str:
                 cells.append("—")
                 continue
             ci = e.get("ci95") or [None, None]
+            inside = ""
+            if e.get("real_ci95") and e.get("value") is not None:  # issue 20: inside the real cohort's 95 % CI?
+                lo, hi = e["real_ci95"]
+                inside = f"; {'inside' if lo <= e['value'] <= hi else 'outside'} real CI [{num(lo)}, {num(hi)}]"
             cells.append(
-                f"{num(e.get('value'))} [{num(ci[0])}, {num(ci[1])}] gap {num(e.get('gap'), '{:.1f}')} {e.get('status')}"
+                f"{num(e.get('value'))} [{num(ci[0])}, {num(ci[1])}] gap {num(e.get('gap'), '{:.1f}')} "
+                f"{e.get('status')}{inside}"
             )
+        if all(c == "—" for c in cells):
+            continue  # e.g. radiomics metrics in a table of arms reported without --radiomics
         real = next((a["report"][m].get("real") for a in arms.values() if a.get("report", {}).get(m)), None)
         lines.append(f"| {m}{'' if real is None else f' (real {real:.3g})'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

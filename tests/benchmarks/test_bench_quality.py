@@ -56,7 +56,8 @@ def test_arms_are_ranked_by_the_median_gap_of_their_report(bench, tmp_path):
 
 
 def test_the_table_has_a_row_per_arm_and_a_cell_per_metric_and_arm(bench):
-    entry = {"value": 41.2, "ci95": [39.4, 43.3], "real": 23.9, "gap": 6.2, "status": "far"}
+    entry = {"value": 41.2, "ci95": [39.4, 43.3], "real": 23.9, "real_ci95": [21.0, 26.5], "gap": 6.2, "status": "far"}
+    frd = {"value": 9.0, "ci95": [8.0, 10.0], "real": None, "gap": 1.2, "status": "close"}
     result = {
         "arms": {
             "pixel": {
@@ -69,20 +70,20 @@ def test_the_table_has_a_row_per_arm_and_a_cell_per_metric_and_arm(bench):
                 "trained": {"train_cost_s": 1190, "train_wall_s": 1300, "steps": 1100, "best_val": 0.4},
                 "sample_wall_s": 40,
                 "median_gap": 4.0,
-                "report": {},
+                "report": {"noise_sd": {**entry, "value": 25.0}, "frd": frd},
             },
         }
     }
     text = bench["table"](result)
     assert "| pixel | 20.0 | 25.0 | 240 | 0.5 | 90 | 7.5 |" in text
-    assert "| noise_sd (real 23.9) | 41.2 [39.4, 43.3] gap 6.2 far | — |" in text
+    assert (
+        "| noise_sd (real 23.9) | 41.2 [39.4, 43.3] gap 6.2 far; outside real CI [21, 26.5] "
+        "| 25 [39.4, 43.3] gap 6.2 far; inside real CI [21, 26.5] |" in text
+    )
+    assert "| frd | — | 9 [8, 10] gap 1.2 close |" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| arm")]
-    assert [r.split(" | ")[0][2:].split(" (")[0] for r in rows] == [
-        "pixel",
-        "wavelet",
-        "metric",
-        *bench["TABLE_METRICS"],
-    ]
+    # a row per metric that some arm has, in TABLE_METRICS order
+    assert [r.split(" | ")[0][2:].split(" (")[0] for r in rows] == ["pixel", "wavelet", "metric", "noise_sd", "frd"]
     assert all(r.count(" | ") == 2 for r in rows[3:])  # one cell per arm
 
 
