@@ -6,9 +6,9 @@ of the quality benchmark, trained with ``python -m ctdiff`` on the 28-phantom co
 
     python -m ctdiff phantom --out data/ph128-train --n 28 --shape 128 128 32 --seed 0
     python -m ctdiff phantom --out data/ph128-held --n 12 --shape 128 128 32 --seed 1
-    python benchmarks/bench_quality.py --train-data data/ph128-train --held-out data/ph128-held \
+    python benchmarks/bench_quality.py --train-data data/ph128-train --held-out data/ph128-held \\
         --work runs/q75 --budget-min 75 --arms latent-rflow --no-rflow --radiomics
-    scripts/make_demo_assets.py --run runs/q75/latent-rflow/run --bench-state runs/q75/latent-rflow/state.json \
+    scripts/make_demo_assets.py --run runs/q75/latent-rflow/run --bench-state runs/q75/latent-rflow/state.json \\
         --sampler euler --steps 25 --force
 
 (every command the benchmark ran is recorded in assets.json). The earlier 64 x 64 x 32 pixel-space demo
@@ -42,13 +42,13 @@ def command_from_bench(state_file: Path, cohort: dict, data: Path, run: Path) ->
     python, repo, data, autoencoder and run paths become ``python``, relative paths, DATA, AE and RUN."""
     state = json.loads(Path(state_file).read_text())
     ae = Path(state_file).resolve().parent / "ae"
-    swaps = [
+    swaps = [  # the longest paths first: the work dir may lie inside the repo
         (f"{sys.executable} ", "python "),
-        (f"{REPO}/", ""),
         (str(ae.resolve()), "AE"),
         (str(Path(run).resolve()), "RUN"),
         (str(Path(data).resolve()), "DATA"),
         (str(data), "DATA"),
+        (f"{REPO}/", ""),
         (" --no-progress", ""),
     ]
     steps = []
