@@ -225,3 +225,21 @@ def test_property_metrics_carry_the_real_cohorts_own_ci_like_scipys_bootstrap():
         "noise_sd", {"real": np.array([22.0, np.nan]), "generated": gen}, None, {"n_bootstrap": 100, "seed": 0}
     )
     assert "real_ci95" not in out and out["real"] == 22.0
+
+
+def test_a_skewed_frd_interval_does_not_make_a_far_frd_close():
+    """The 128x128x32 demo's FRD: 18.8 [18.3, 24.9] against a real-vs-real 6.74. Exponentiated, the
+    interval's upper tail (resamples repeating scans) gave an SE of 1.6e10 for a distance of 1.4e8 and
+    the status "close"; the floor now reads the interval's lower half."""
+    from eval.report.gap import log_lower_se
+
+    m = {"better": "lower", "unit": "log", "value": 18.7678, "reference": 6.7422, "ci95": [18.2553, 24.8521]}
+    assert bootstrap_se(m["ci95"], log=True) > math.exp(m["value"]) * 100  # the whole interval: no floor at all
+    se = log_lower_se(m["value"], m["ci95"])
+    assert se == pytest.approx((math.exp(18.7678) - math.exp(18.2553)) / Z95)
+    out = floor_and_gap(m)
+    assert out["floor_basis"] == "bootstrap SE" and out["floor"] == pytest.approx(se)
+    assert out["gap"] == pytest.approx(math.exp(18.7678) / se) and out["status"] == "far"
+    # a value at or below its interval's lower end has no lower half: the reference sets the floor
+    assert log_lower_se(18.0, [18.2, 24.0]) is None
+    assert floor_and_gap({**m, "ci95": [18.9, 24.8]})["floor_basis"] == "reference"
