@@ -292,3 +292,37 @@ def test_tiny_and_odd_shapes_render(shape):
     if min(shape[:2]) >= 7:
         body = float(np.mean(vol.array > -500))
         assert 0.2 < body < 0.9
+
+
+def _one_ulp_off(x, p):
+    """``x ** p`` off by one ULP in alternating directions: what another CPU's power routine gives."""
+    exact = np.power(x, p)
+    off = np.where(np.arange(exact.size).reshape(exact.shape) % 2 == 0, np.inf, -np.inf).astype(exact.dtype)
+    return np.nextafter(exact, off)
+
+
+def test_phantom_does_not_depend_on_the_last_bit_of_power(monkeypatch):
+    """NumPy's float32 power differs in the last bit between CPUs (SVML on AVX-512); the phantom's
+    superelliptic outlines used it, and the same seed drew different voxels on different machines
+    (the demo's shipped report is bound to the phantoms' bytes). ``_pow`` works in float64: an ULP off
+    there leaves every int16 voxel and label as it was, where an ULP off in float32 changes some."""
+    from ctdiff.data.io import to_int16_hu
+    from ctdiff.data.phantom import anatomy
+
+    def draw():
+        out = []
+        for seed in (1, 2):
+            vol, _, labels = make_phantom((64, 64, 32), seed=seed, return_labels=True)
+            out.append((to_int16_hu(vol.array), labels))
+        return out
+
+    reference = draw()
+    with monkeypatch.context() as m:
+        m.setattr(anatomy, "_power64", _one_ulp_off)  # float64 power off by an ULP
+        for (hu, labels), (hu_ref, labels_ref) in zip(draw(), reference):
+            np.testing.assert_array_equal(hu, hu_ref)
+            np.testing.assert_array_equal(labels, labels_ref)
+    with monkeypatch.context() as m:  # the same perturbation in float32, as the code was before
+        m.setattr(anatomy, "_pow", lambda x, p: _one_ulp_off(np.asarray(x), p))
+        changed = sum(int((hu != hu_ref).sum()) for (hu, _), (hu_ref, _) in zip(draw(), reference))
+        assert changed > 0

@@ -193,6 +193,24 @@ def _halfspace(normal, point) -> _Shape:
     return _Shape(sdf, tuple(lo), tuple(hi))
 
 
+# np.power itself; the determinism test swaps in a version that is off by an ULP
+_power64 = np.power
+
+
+def _pow(x: np.ndarray, p: float) -> np.ndarray:
+    """``x ** p`` evaluated in float64 and rounded back to ``x``'s dtype.
+
+    Why not ``x ** p`` on the float32 grids: NumPy dispatches float32 ``power`` by CPU (Intel's SVML
+    on AVX-512 machines, the C library elsewhere), and the two differ in the last bit now and then.
+    The superelliptic body and muscle outlines carry that bit into partial-volume edges and label
+    masks, so the same seed drew phantoms that differed by a few voxels from machine to machine, and
+    the demo's shipped report (bound to its scans' bytes) did not match a workspace built on another
+    CPU. In float64 the libraries agree to an ULP or two, which rounds to the same float32 except with
+    probability ~1e-8 per voxel.
+    """
+    return _power64(np.asarray(x, dtype=np.float64), p).astype(np.asarray(x).dtype, copy=False)
+
+
 def _cylinder_xy(
     cx: float,
     cy: float,
@@ -213,8 +231,8 @@ def _cylinder_xy(
         a, b = semi_x(Z), semi_y(Z)
         u = np.maximum(np.abs(X - cx) / a, 1e-6)
         v = np.maximum(np.abs(Y - cy) / b, 1e-6)
-        r = (u**p + v**p) ** (1.0 / p)
-        grad = r ** (1.0 - p) * np.sqrt((u ** (p - 1) / a) ** 2 + (v ** (p - 1) / b) ** 2)
+        r = _pow(_pow(u, p) + _pow(v, p), 1.0 / p)
+        grad = _pow(r, 1.0 - p) * np.sqrt((_pow(u, p - 1) / a) ** 2 + (_pow(v, p - 1) / b) ** 2)
         return (r - 1.0) / np.maximum(grad, 1e-9)
 
     mx, my = max_semi if max_semi is not None else (_FAR, _FAR)
