@@ -119,9 +119,11 @@ def test_fresh_clone_test_then_app_shows_the_demo(tmp_path, streamlit_server, br
     page.screenshot(path=str(artifact_dir / "fresh-clone-home.png"), full_page=True)
 
     page.goto(url + "/Slice_browser")
-    page.get_by_text(re.compile(r"Generated: case_\d{3} · shape 64×64×32")).first.wait_for()
+    shape = json.loads((clone / "ctdiff_app" / "demo" / "assets" / "assets.json").read_text())["train_cohort"]["shape"]
+    x, y, z = shape  # the demo model's volumes (128x128x32 since issue 20)
+    page.get_by_text(re.compile(rf"Generated: case_\d{{3}} · shape {x}×{y}×{z}")).first.wait_for()
     page.wait_for_selector("iframe[src*='ct_viewer']")
     viewer = next(f for f in page.frames if "ct_viewer" in f.url)  # the NiiVue viewer, both volumes drawn
     viewer.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=120_000)
-    assert "axial 17/32" in viewer.locator(".status").nth(1).inner_text()  # the middle slice, counted from 1
+    assert f"axial {z // 2 + 1}/{z}" in viewer.locator(".status").nth(1).inner_text()  # the middle slice, from 1
     page.screenshot(path=str(artifact_dir / "fresh-clone-slice-browser.png"), full_page=True)
