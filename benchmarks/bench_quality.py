@@ -6,7 +6,8 @@ phantom cohort, within the same wall-clock budget on this machine, then samples 
 network evaluations and is reported by ``python -m eval report`` against 12 held-out phantoms (the
 floor: held-out vs the training cohort). The arms:
 
-- ``pixel``: ``model.space=pixel``;
+- ``pixel``: ``model.space=pixel`` (every arm but ``-rflow`` sets ``diffusion.kind=ddpm``: the
+  preset's own kind is rflow since it became the demo's recipe);
 - ``wavelet``: ``model.space=wavelet`` (one Haar level per axis) with ``model.wavelet_scale=band``;
 - ``latent``: ``python -m ctdiff train-autoencoder`` first (its wall clock counts against the
   budget: ``--ae-share`` of it), then diffusion on its cached latents;
@@ -334,7 +335,7 @@ def main() -> int:
         base, _, objective = name.partition("-")  # "latent-rflow": that space with rectified flow
         if base not in spaces or objective not in ("", "rflow"):
             p.error(f"--arms: unknown arm {name!r} (pixel, wavelet, latent, optionally with -rflow)")
-        arm = Arm(name, [*spaces[base], *(["diffusion.kind=rflow"] if objective else [])], args.work, args)
+        arm = Arm(name, [*spaces[base], f"diffusion.kind={objective or 'ddpm'}"], args.work, args)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: train", flush=True)
         arm.train(budget_s)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: sample + report", flush=True)

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ctdiff.errors import ConfigError
-from ctdiff.samplers import DEFAULT_SAMPLER, DIFFUSION_KINDS, SAMPLER_NAMES, sampler_error
+from ctdiff.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, DIFFUSION_KINDS, SAMPLER_NAMES, sampler_error
 
 BLOCK_KINDS = ("2d", "3d")
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -77,8 +77,10 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     # What the U-Net diffuses (ctdiff.model.spaces): "pixel" = the HU volume; "wavelet" = its 3D Haar
     # sub-bands (lossless, channels x 2^levels, every axis-level halves that axis); "latent" = a KL
-    # autoencoder's latent (trained by `python -m ctdiff train-autoencoder`, carried in checkpoints).
-    space: str = "pixel"
+    # autoencoder's latent (carried in checkpoints). The default is latent, the equal-cost benchmark's
+    # pick (docs/benchmarks.md, issue 20 benchmark a). Checkpoints saved before this key existed are
+    # pixel (SAVED_BEFORE_KEYS).
+    space: str = "latent"
     # Haar levels along (z, y, x), each 0-2; thin slabs can skip z, e.g. [0, 1, 1]
     wavelet_levels: tuple[int, int, int] = (1, 1, 1)
     # how the wavelet sub-bands are scaled for the U-Net: "lowpass" = all by 2^(-levels/2), so the
@@ -87,15 +89,17 @@ class ModelConfig:
     # the latent scale factor), so every band has unit variance; the samplers then do not clip
     wavelet_scale: str = "lowpass"
     # the autoencoder.pt of `train-autoencoder` (space: latent); its weights are copied into the
-    # diffusion checkpoints together with the file's sha256
+    # diffusion checkpoints together with the file's sha256. null with space latent: `train` first
+    # trains one in the run dir (<run>/autoencoder/, train.autoencoder_steps steps, the run's split)
     autoencoder: str | None = None
 
 
 @dataclasses.dataclass
 class DiffusionConfig:
     # "ddpm": the variance-preserving DDPM process (prediction: epsilon or v_prediction);
-    # "rflow": rectified flow (MONAI RFlowScheduler), the network predicts the velocity x_0 - noise
-    kind: str = "ddpm"
+    # "rflow": rectified flow (MONAI RFlowScheduler), the network predicts the velocity x_0 - noise.
+    # The default is rflow, the benchmark's pick; checkpoints saved before this key existed are ddpm.
+    kind: str = "rflow"
     timesteps: int = 1000
     beta_schedule: str = "linear"
     beta_start: float = 1e-4
@@ -126,12 +130,16 @@ class TrainConfig:
     preview_sampler: str = "ddpm"
     preview_steps: int = 25
     checkpoint_every: int = 1  # epochs between writes of last.pt
+    # model.space latent with model.autoencoder null: steps of the autoencoder `train` trains first
+    # (python -m ctdiff train-autoencoder's defaults otherwise; its settings: ctdiff/model/autoencoder.py)
+    autoencoder_steps: int = 2000
 
 
 @dataclasses.dataclass
 class SampleConfig:
-    # ancestral DDPM with 50 of the 1000 training timesteps: as good as DDPM-1000 on the demo model,
-    # where the deterministic DPM-Solver++/DDIM are not (docs/benchmarks.md, "Sampling")
+    # Unset, both follow diffusion.kind (DEFAULT_SAMPLER, DEFAULT_STEPS): rflow -> Euler, 25 steps
+    # (the demo model's); ddpm -> ancestral DDPM with 50 of the 1000 training timesteps, as good as
+    # DDPM-1000 on the old pixel demo model, where DPM-Solver++/DDIM were not (docs/benchmarks.md, "Sampling")
     sampler: str = "ddpm"
     steps: int = 50
     # latent space: the autoencoder decodes tiles of this many latent voxels (z, y, x) with MONAI's
@@ -251,6 +259,30 @@ def _build(cls: type, values: Any, prefix: str, where: str | None) -> Any:
     return cls(**kwargs)
 
 
+# Keys whose library default changed after configs were saved with it left out: a checkpoint (or a
+# run's config.yaml) written before the key existed meant this value, not today's default.
+SAVED_BEFORE_KEYS = {("model", "space"): "pixel", ("diffusion", "kind"): "ddpm"}
+
+
+def saved_config_values(values: Any) -> Any:
+    """A saved config dict (checkpoint, run config.yaml) with the keys it predates filled as it meant them.
+
+    ``model.space`` and ``diffusion.kind`` did not exist before the 2026-11 spaces; their defaults
+    have since become latent / rflow, so a checkpoint without them is pixel / DDPM (the old demo model
+    ``tests/data/pixel-demo-64-before-spaces.pt``). Anything that is not a dict is returned as is.
+    """
+    if not isinstance(values, dict):
+        return values
+    out = dict(values)
+    for (section, key), meant in SAVED_BEFORE_KEYS.items():
+        part = out.get(section)
+        if part is None:
+            part = {}
+        if isinstance(part, dict) and key not in part:
+            out[section] = {**part, key: meant}
+    return out
+
+
 def config_from_dict(values: dict[str, Any], where: str | os.PathLike | None = None) -> Config:
     """A validated :class:`Config` from a (possibly partial) nested dict; missing keys get defaults."""
     where = None if where is None else os.fspath(where)
@@ -278,6 +310,9 @@ def _default_samplers(config: Config, values: dict[str, Any]) -> None:
         value = getattr(obj, key)
         if key not in given or (value == library_default and sampler_error(value, config.diffusion.kind)):
             setattr(obj, key, default)
+    given = values.get("sample") if isinstance(values.get("sample"), dict) else {}
+    if "steps" not in given:
+        config.sample.steps = DEFAULT_STEPS[config.diffusion.kind]
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
@@ -381,8 +416,6 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"model.wavelet_scale must be one of {WAVELET_SCALES}, got {m.wavelet_scale!r}")
     if m.space == "wavelet" and not any(m.wavelet_levels):
         bad("model.wavelet_levels needs at least one level for model.space wavelet")
-    if m.space == "latent" and not m.autoencoder:
-        bad("model.space latent needs model.autoencoder (an autoencoder.pt from 'python -m ctdiff train-autoencoder')")
 
     if f.kind not in DIFFUSION_KINDS:
         bad(f"diffusion.kind must be one of {DIFFUSION_KINDS}, got {f.kind!r}")
@@ -403,6 +436,7 @@ def validate(config: Config, where: str | None = None) -> None:
         "val_timesteps",
         "preview_steps",
         "checkpoint_every",
+        "autoencoder_steps",
     ):
         if getattr(t, key) < 1:
             bad(f"train.{key} must be >= 1, got {getattr(t, key)}")

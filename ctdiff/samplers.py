@@ -122,6 +122,9 @@ SAMPLERS: dict[str, Sampler] = {
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 # the sampler a config gets for each diffusion kind when it names none
 DEFAULT_SAMPLER = {"ddpm": "ddpm", "rflow": "euler"}
+# steps when a config leaves sample.steps out: the rflow demo model samples with 25 Euler steps (issue
+# 20's target: 25 network evaluations or fewer); DDPM with 50 (docs/benchmarks.md, "Sampling")
+DEFAULT_STEPS = {"ddpm": 50, "rflow": 25}
 
 
 def samplers_for(kind: str | None = None) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ TINY_CONFIG = {
     "name": "tiny-corpus",
     "data": {"pad_slices_to": 8, "hu_window": [-1000.0, 1000.0]},
     "model": {
+        "space": "pixel",  # the library default is latent; these tests are about the voxel path
         "channels": [4, 8],
         "block_kinds": ["3d", "3d"],
         "attention": [False, False],
@@ -27,7 +28,13 @@ TINY_CONFIG = {
         "head_channels": 4,
         "res_blocks": 1,
     },
-    "diffusion": {"timesteps": 100, "beta_schedule": "linear", "beta_end": 0.2, "prediction": "epsilon"},
+    "diffusion": {
+        "kind": "ddpm",
+        "timesteps": 100,
+        "beta_schedule": "linear",
+        "beta_end": 0.2,
+        "prediction": "epsilon",
+    },
 }
 
 

@@ -240,7 +240,11 @@ def add_arguments(parser) -> None:
         choices=SAMPLER_NAMES,
         help=f"default: the config's (ddpm for diffusion.kind ddpm, euler for rflow). {help_text()}",
     )
-    parser.add_argument("--steps", type=int, help="sampler steps (default: the config's; the library default is 50)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="sampler steps (default: the config's; the library default is 25 for rflow, 50 for ddpm)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="case i uses seed + i (default 0)")
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")

@@ -469,8 +469,16 @@ def train_autoencoder(
     force: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    files: tuple[Sequence[str], Sequence[str]] | None = None,
+    resume_hint: str | None = None,
+    fit_discriminator: bool = False,
 ) -> dict[str, Any]:
-    """Train (or continue) an autoencoder in ``out``; returns the held-out evaluation (eval.json)."""
+    """Train (or continue) an autoencoder in ``out``; returns the held-out evaluation (eval.json).
+
+    ``files`` = (train, held-out) volumes instead of a split of ``data_dir`` (a diffusion run's own
+    autoencoder trains on that run's split); ``resume_hint`` replaces the command printed on Ctrl-C;
+    ``fit_discriminator`` lowers ``disc_layers`` to what the volumes' patches allow (instead of an error).
+    """
     from ctdiff.data.dataset import dataset_files, load_cases, make_split
     from ctdiff.interrupt import sigterm_saves
 
@@ -481,15 +489,19 @@ def train_autoencoder(
         cfg = autoencoder_config(_apply(ckpt["config"], overrides), out / AUTOENCODER_FILE)
         train_files, val_files = list(ckpt["split"]["train"]), list(ckpt["split"]["val"])
     else:
-        if data_dir is None:
+        if data_dir is None and files is None:
             raise ConfigError("a dataset is needed to train an autoencoder (--data DIR)")
         # before anything is deleted: --out must not overlap --data, and --force replaces only our own folder
-        check_no_overlap(out, {"--data": data_dir})
+        inputs = {"--data": data_dir} if data_dir is not None else {}
+        check_no_overlap(out, inputs)
         if out.is_dir() and any(out.iterdir()) and not force and _is_autoencoder_dir(out):
             raise OverwriteError("output folder exists and is not empty; pass --resume to continue or --force", out)
-        check_output(out, command="train-autoencoder", force=force, inputs={"--data": data_dir})
+        check_output(out, command="train-autoencoder", force=force, inputs=inputs)
         cfg = autoencoder_config(_apply(config or {}, overrides))
-        train_files, val_files = make_split(dataset_files(data_dir), cfg.val_fraction, cfg.seed)
+        if files is not None:
+            train_files, val_files = [str(f) for f in files[0]], [str(f) for f in files[1]]
+        else:
+            train_files, val_files = make_split(dataset_files(data_dir), cfg.val_fraction, cfg.seed)
         if not val_files and len(train_files) > 1:  # small cohorts: hold out one volume at least
             val_files = [train_files.pop()]
         if not val_files:
@@ -502,6 +514,8 @@ def train_autoencoder(
     data_cfg = DataConfig(hu_window=cfg.hu_window)
     train_set = load_cases(train_files, data_cfg).tensors
     val_set = load_cases(val_files, data_cfg).tensors
+    where = data_dir if data_dir is not None else train_files[0]
+    cfg = _discriminator_fits(cfg, tuple(train_set[0].shape[1:]), fit_discriminator and ckpt is None, where)
     trainer = AutoencoderTrainer(cfg, device)
     if ckpt is not None:
         trainer.load_state(ckpt)
@@ -521,7 +535,11 @@ def train_autoencoder(
             while trainer.step < cfg.steps:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + trainer.step)  # patches: pure function of step
                 x = random_patches(train_set, cfg.patch, cfg.batch_size, g, cfg.downsampling)
-                row = trainer.train_step(x)
+                # the reparameterisation noise (drawn by MONAI from the global RNG) too, so that a
+                # resumed run is exact and a run repeats itself
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(cfg.seed * 1_000_003 + trainer.step + 500_000)
+                    row = trainer.train_step(x)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(l1=f"{row['l1']:.4f}", disc=f"{row['disc']:.3f}")
@@ -529,10 +547,8 @@ def train_autoencoder(
                     save()
     except KeyboardInterrupt:
         save()
-        print(
-            f"\ninterrupted at step {trainer.step}; resume with: python -m ctdiff train-autoencoder --out {out} --resume",
-            file=sys.stderr,
-        )
+        hint = resume_hint or f"python -m ctdiff train-autoencoder --out {out} --resume"
+        print(f"\ninterrupted at step {trainer.step}; resume with: {hint}", file=sys.stderr)
         raise
     finally:
         if bar is not None:
@@ -548,6 +564,30 @@ def train_autoencoder(
     )
     write_json(out / EVAL_FILE, result)
     return result
+
+
+def _discriminator_fits(
+    cfg: AutoencoderConfig, shape: tuple[int, ...], fit: bool, where: str | os.PathLike | None
+) -> AutoencoderConfig:
+    """``cfg`` if its discriminator fits the patches cut from volumes of (z, y, x) ``shape`` (the patch is
+    clipped to the volume, see :func:`random_patches`), else ``disc_layers`` lowered to fit (``fit``) or
+    a one-line ConfigError. Every layer halves the patch, so a side of n voxels allows log2(n) - 2."""
+    side = min(min(int(p), int(s) // cfg.downsampling * cfg.downsampling) for p, s in zip(cfg.patch, shape))
+    allowed = int(math.floor(math.log2(side))) - 2 if side > 0 else 0
+    if cfg.disc_layers <= allowed:
+        return cfg
+    if fit and allowed >= 1:
+        print(
+            f"train-autoencoder: volumes of (z, y, x) {shape}: disc_layers {cfg.disc_layers} -> {allowed}",
+            file=sys.stderr,
+        )
+        return dataclasses.replace(cfg, disc_layers=allowed)
+    fix = f"pass --set disc_layers={allowed}" if allowed >= 1 else "the volumes are too small for the discriminator"
+    raise ConfigError(
+        f"volumes of (z, y, x) {shape} give {side}-voxel patches, too small for disc_layers {cfg.disc_layers} "
+        f"(needs >= {2 ** (cfg.disc_layers + 2)} voxels per axis): {fix}",
+        where,
+    )
 
 
 def _apply(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ctdiff.atomic import atomic_path
-from ctdiff.config import Config, config_from_dict, diff_sections
+from ctdiff.config import Config, config_from_dict, diff_sections, saved_config_values
 from ctdiff.errors import ConfigError, InputError
 
 FORMAT = "ctdiff-checkpoint-1"
@@ -69,7 +69,7 @@ def require_finite_weights(
 def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike | None = None) -> Config:
     if not isinstance(ckpt.get("config"), dict):
         raise InputError("incomplete checkpoint: no config entry", path)
-    return config_from_dict(ckpt["config"], where=path)
+    return config_from_dict(saved_config_values(ckpt["config"]), where=path)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

@@ -534,6 +534,87 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------- entry point
+OWN_AUTOENCODER_DIR = "autoencoder"  # <run>/autoencoder/: the autoencoder a latent run trains first
+
+
+def _needs_own_autoencoder(config: Config) -> bool:
+    return config.model.space == "latent" and not config.model.autoencoder
+
+
+def _one_process_for_own_autoencoder(info: DistInfo) -> None:
+    if info.world_size > 1:
+        raise ConfigError(
+            "model.space latent with model.autoencoder null trains the run's autoencoder first, in one process: "
+            "train it with 'python -m ctdiff train-autoencoder' and pass --set model.autoencoder=AE/autoencoder.pt"
+        )
+
+
+def _train_own_autoencoder(
+    config: Config,
+    run_dir: Path,
+    train_files: Sequence[str],
+    val_files: Sequence[str],
+    info: DistInfo,
+    progress: bool,
+) -> Config:
+    """Train, continue or (when finished) reuse the run's own autoencoder in ``<run>/autoencoder``.
+
+    It trains on the run's own training cases for ``train.autoencoder_steps`` steps with
+    ``train-autoencoder``'s other defaults, the run's HU window and seed, and is judged on the run's
+    validation cases (eval.json). Returns ``config`` with ``model.autoencoder`` naming its file.
+    """
+    from ctdiff.model.autoencoder import AUTOENCODER_FILE, EVAL_FILE, load_autoencoder_file, train_autoencoder
+
+    _one_process_for_own_autoencoder(info)
+    out = run_dir / OWN_AUTOENCODER_DIR
+    file = out / AUTOENCODER_FILE
+    steps = config.train.autoencoder_steps
+    done = False
+    if file.is_file() and (out / EVAL_FILE).is_file():
+        done = int(load_autoencoder_file(file)["step"]) >= steps
+    if not done:
+        print(
+            f"model.space latent, model.autoencoder null: training the run's autoencoder first ({steps} steps, {out})",
+            file=sys.stderr,
+        )
+        held_out = list(val_files) or list(train_files[-1:])  # judged on one volume at least
+        fit_on = list(train_files) if val_files else list(train_files[:-1])
+        train_autoencoder(
+            None,
+            out,
+            overrides=[f"steps={steps}"],
+            config={"hu_window": list(config.data.hu_window), "seed": config.train.seed},
+            resume=file.is_file(),
+            force=out.is_dir() and not file.is_file(),  # an empty or unfinished first 100 steps: ours to restart
+            device=str(info.device),
+            progress=progress,
+            files=(fit_on, held_out),
+            resume_hint=f"python -m ctdiff train --out {run_dir} --resume",
+            fit_discriminator=True,
+        )
+    return _with_autoencoder(config, file)
+
+
+def _with_autoencoder(config: Config, path: str | os.PathLike) -> Config:
+    """``config`` with ``model.autoencoder`` set to ``path`` (a new object; set directly, not as YAML)."""
+    values = config.to_dict()
+    values["model"]["autoencoder"] = str(path)
+    return config_from_dict(values)
+
+
+def _start_run_dir(
+    run_dir: Path, force: bool, config: Config, split_seed: int, train_files, val_files, data_dir
+) -> None:
+    """Create (with --force: empty) the run dir and write its split.json and config.yaml."""
+    if run_dir.exists() and force:
+        from ctdiff.atomic import prepare_output_dir
+
+        prepare_output_dir(run_dir, force=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    RunDir(run_dir).write_split(split_seed, train_files, val_files, data_dir)
+    write_text(RunDir(run_dir).config, config.to_yaml())
+
+
 def _check_run_dir(run_dir: Path, force: bool, inputs: dict | None = None) -> None:
     """Refuse a run dir that is, holds or lies inside an input (--force would delete the dataset), a
     non-empty run dir without --force, and any other non-empty folder (with or without --force)."""
@@ -588,14 +669,30 @@ def train(
     info = init_distributed(device)
     try:
         ckpt = ckpt_path = None
-        if resume:
+        started = False  # the run dir already set up (a latent run's own autoencoder comes first)
+        files = RunDir(run_dir)
+        if resume and not files.checkpoint(LAST).is_file() and (run_dir / OWN_AUTOENCODER_DIR).is_dir():
+            # stopped while (or right after) training its own autoencoder: finish it, then start the diffusion
+            saved = load_config(files.config)
+            base = config if config is not None else saved
+            config = config_from_dict(apply_overrides(base.to_dict(), overrides))
+            check_same_model(saved, config, files.config)
+            split = files.read_split()
+            split_seed, train_files, val_files = split["seed"], split["train"], split["val"]
+            resume = False
+            started = True
+            config = _train_own_autoencoder(config, run_dir, train_files, val_files, info, progress)
+        elif resume:
             ckpt_path = _resume_checkpoint(run_dir)
             ckpt = load_checkpoint(ckpt_path)
             saved = checkpoint_config(ckpt, ckpt_path)
+            if config is not None and _needs_own_autoencoder(config) and saved.model.autoencoder:
+                # the run's config file again: its autoencoder is the one the checkpoints carry
+                config = _with_autoencoder(config, saved.model.autoencoder)
             base = config if config is not None else saved
             config = config_from_dict(apply_overrides(base.to_dict(), overrides))
             check_same_model(saved, config, ckpt_path)
-            split = RunDir(run_dir).read_split()
+            split = files.read_split()
             split_seed, train_files, val_files = split["seed"], split["train"], split["val"]
         else:
             if config is None:
@@ -606,6 +703,12 @@ def train(
             _check_run_dir(run_dir, force, {"--data": data_dir})
             split_seed = config.data.split_seed
             train_files, val_files = make_split(dataset_files(data_dir), config.data.val_fraction, split_seed)
+            if _needs_own_autoencoder(config):
+                _one_process_for_own_autoencoder(info)
+                # the run dir is set up before the autoencoder trains, so that --resume continues it
+                _start_run_dir(run_dir, force, config, split_seed, train_files, val_files, data_dir)
+                started = True
+                config = _train_own_autoencoder(config, run_dir, train_files, val_files, info, progress)
         missing = [f for f in train_files + val_files if not Path(f).exists()]
         if missing:
             raise InputError(f"case listed in split.json is missing ({len(missing)} in all)", missing[0])
@@ -637,13 +740,8 @@ def train(
             trainer.load_state(ckpt, ckpt_path)
             del ckpt
         if info.is_main:
-            if not resume:
-                if run_dir.exists() and force:
-                    from ctdiff.atomic import prepare_output_dir
-
-                    prepare_output_dir(run_dir, force=True)
-                run_dir.mkdir(parents=True, exist_ok=True)
-                RunDir(run_dir).write_split(split_seed, train_files, val_files, data_dir)
+            if not resume and not started:
+                _start_run_dir(run_dir, force, config, split_seed, train_files, val_files, data_dir)
             write_text(RunDir(run_dir).config, config.to_yaml())
             n_params = count_parameters(trainer.model)
             print(
@@ -702,7 +800,9 @@ def run(args) -> int:
     # --force deletes --out: it must not hold the config file either (a resumed run may read its own)
     check_no_overlap(args.out, {"--data": args.data, **({"--config": args.config} if args.force else {})})
     apply_threads(args)
-    config = load_config(args.config) if args.config else None
+    # the overrides also go in here, so that keys the file leaves out follow them (e.g. the sampler
+    # follows --set diffusion.kind); train() applies them again on top (the same values)
+    config = load_config(args.config, args.overrides) if args.config else None
     with sigterm_saves():
         result = train(
             config,

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ctdiff.atomic import write_json, write_text
-from ctdiff.config import config_from_dict
+from ctdiff.config import config_from_dict, saved_config_values
 from ctdiff.errors import InputError, OverwriteError
 from ctdiff.locations import DEFAULT_WORKSPACE as LOCATIONS_DEFAULT_WORKSPACE
 from ctdiff.model.checkpoint import BEST
@@ -402,7 +402,7 @@ def export_assets(
     for name in (RunDir.HISTORY, RunDir.LOSS_PLOT):
         if (source.path / name).exists():
             shutil.copy2(source.path / name, shipped.path / name)
-    write_text(shipped.config, config_from_dict(slim["config"]).to_yaml())  # as train writes it
+    write_text(shipped.config, config_from_dict(saved_config_values(slim["config"])).to_yaml())  # as train writes it
     split = source.read_split()
     # ship file names, not this machine's paths
     shipped.write_split(split["seed"], [Path(f).name for f in split["train"]], [Path(f).name for f in split["val"]])

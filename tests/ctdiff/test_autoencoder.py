@@ -23,6 +23,7 @@ from ctdiff.model.autoencoder import (
     evaluate,
     random_patches,
     sha256_file,
+    train_autoencoder,
 )
 
 TINY_AE = {
@@ -122,6 +123,10 @@ def test_bad_settings_and_files(phantoms, tmp_path, capsys):
         autoencoder_config({"patch": [6, 16, 16]})
     with pytest.raises(ConfigError, match="unknown config key 'chanels'"):
         autoencoder_config({"chanels": [8]})
+    # the default 16-slice patch is clipped to these 8-slice volumes: too small for 2 discriminator layers
+    small = {k: v for k, v in TINY_AE.items() if k not in ("patch", "disc_layers")}
+    with pytest.raises(ConfigError, match=r"8-voxel patches, too small for disc_layers 2 .*--set disc_layers=1"):
+        train_autoencoder(phantoms, tmp_path / "small", config=small, progress=False)
     with pytest.raises(InputError, match="perceptual_weights file not found"):
         AutoencoderTrainer(autoencoder_config({**TINY_AE, "perceptual_weights": str(tmp_path / "none.pt")}))
     junk = tmp_path / "junk.pt"

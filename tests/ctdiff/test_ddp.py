@@ -19,6 +19,7 @@ CONFIG = {
     "name": "ddp",
     "data": {"val_fraction": 0.2},
     "model": {
+        "space": "pixel",  # the library default is latent; these tests are about the voxel path
         "channels": [4, 8],
         "block_kinds": ["2d", "3d"],
         "attention": [False, False],
@@ -26,7 +27,7 @@ CONFIG = {
         "res_blocks": 1,
         "mid_attention": False,
     },
-    "diffusion": {"timesteps": 100},
+    "diffusion": {"kind": "ddpm", "timesteps": 100},
     "train": {
         "epochs": 2,
         "batch_size": 1,

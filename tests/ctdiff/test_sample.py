@@ -22,6 +22,7 @@ CONFIG = {
     "name": "tiny-sample",
     "data": {"pad_slices_to": 8, "hu_window": [-1000.0, 1000.0]},
     "model": {
+        "space": "pixel",  # the library default is latent; these tests are about the voxel path
         "channels": [4, 8],
         "block_kinds": ["3d", "3d"],
         "attention": [False, True],
@@ -29,7 +30,13 @@ CONFIG = {
         "head_channels": 4,
         "res_blocks": 1,
     },
-    "diffusion": {"timesteps": 100, "beta_schedule": "linear", "beta_end": 0.2, "prediction": "epsilon"},
+    "diffusion": {
+        "kind": "ddpm",
+        "timesteps": 100,
+        "beta_schedule": "linear",
+        "beta_end": 0.2,
+        "prediction": "epsilon",
+    },
     "train": {"epochs": 2, "batch_size": 2, "lr": 2e-3, "warmup_steps": 1, "val_timesteps": 2, "preview_every": 0},
 }
 

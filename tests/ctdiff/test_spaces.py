@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ctdiff.cli import main
-from ctdiff.config import SAMPLERS, config_from_dict
+from ctdiff.config import SAMPLERS, config_from_dict, load_config, saved_config_values
 from ctdiff.data.io import read_volume, write_nifti
 from ctdiff.data.phantom import make_phantom
 from ctdiff.data.tensors import model_to_hu
@@ -230,8 +230,6 @@ def test_config_validation_of_spaces_and_kinds():
         config_from_dict({**base, "model": {**base["model"], "space": "voxel"}})
     with pytest.raises(ConfigError, match="wavelet_levels entries must be 0-2"):
         config_from_dict({**base, "model": {**base["model"], "space": "wavelet", "wavelet_levels": [3, 1, 1]}})
-    with pytest.raises(ConfigError, match="needs model.autoencoder"):
-        config_from_dict({**base, "model": {**base["model"], "space": "latent"}})
     with pytest.raises(ConfigError, match="diffusion.kind must be one of"):
         config_from_dict({**base, "diffusion": {"kind": "sde"}})
     with pytest.raises(ConfigError, match="sample.sampler: sampler 'ddim' does not run diffusion.kind=rflow"):
@@ -239,6 +237,86 @@ def test_config_validation_of_spaces_and_kinds():
     # a saved ddpm config switched to rflow by --set gets rflow's default sampler
     cfg = config_from_dict(config_from_dict(base).to_dict() | {"diffusion": {"kind": "rflow"}})
     assert (cfg.sample.sampler, cfg.train.preview_sampler) == ("euler", "euler")
+
+
+def test_defaults_are_the_benchmarks_pick_and_saved_configs_keep_what_they_meant():
+    """Latent + rflow with Euler, 25 steps, is what a config that leaves them out gets (docs/benchmarks.md,
+    benchmark a); a checkpoint saved before model.space / diffusion.kind existed is pixel + DDPM."""
+    cfg = config_from_dict({})
+    assert (cfg.model.space, cfg.diffusion.kind) == ("latent", "rflow")
+    assert (cfg.sample.sampler, cfg.sample.steps, cfg.train.preview_sampler) == ("euler", 25, "euler")
+    ddpm = config_from_dict({"diffusion": {"kind": "ddpm"}})
+    assert (ddpm.sample.sampler, ddpm.sample.steps) == ("ddpm", 50)
+    assert config_from_dict({"sample": {"steps": 7}}).sample.steps == 7  # a given value stays
+    old = config_from_dict(saved_config_values({"model": {"res_blocks": 3}, "diffusion": {"timesteps": 10}}))
+    assert (old.model.space, old.diffusion.kind, old.sample.sampler) == ("pixel", "ddpm", "ddpm")
+    assert (old.model.res_blocks, old.diffusion.timesteps) == (3, 10)
+    assert saved_config_values({})["model"] == {"space": "pixel"}
+    kept = saved_config_values({"model": {"space": "wavelet"}, "diffusion": {"kind": "rflow"}})
+    assert (kept["model"]["space"], kept["diffusion"]["kind"]) == ("wavelet", "rflow")
+
+
+def test_a_latent_run_without_an_autoencoder_trains_its_own_first_and_resumes_in_either_stage(
+    data, tmp_path, monkeypatch, capsys
+):
+    """model.autoencoder null: train trains one in RUN/autoencoder on the run's own split, then the
+    diffusion; Ctrl-C in the autoencoder stage saves it and --resume finishes it exactly, then trains
+    the diffusion; the checkpoints carry that autoencoder, and resuming with the config file again works."""
+    from ctdiff.model import autoencoder as ae_module
+    from ctdiff.model.autoencoder import load_autoencoder_file, sha256_file
+
+    root, _ = data
+    values = tiny("latent", "rflow", None)
+    values["train"]["autoencoder_steps"] = 3
+    cfg = config_from_dict(values)
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    real_step = ae_module.AutoencoderTrainer.train_step
+
+    def stop_at_two(self, x):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return real_step(self, x)
+
+    monkeypatch.setattr(ae_module.AutoencoderTrainer, "train_step", stop_at_two)
+    with torch.random.fork_rng(), pytest.raises(KeyboardInterrupt):
+        train(cfg, root, run, progress=False)
+    assert f"resume with: python -m ctdiff train --out {run} --resume" in capsys.readouterr().err
+    own = run / "autoencoder" / "autoencoder.pt"
+    assert load_autoencoder_file(own)["step"] == 2 and not (run / "checkpoints" / "last.pt").exists()
+    monkeypatch.setattr(ae_module.AutoencoderTrainer, "train_step", real_step)
+    with torch.random.fork_rng():
+        resumed = train(None, None, run, resume=True, overrides=["train.max_steps=2"], progress=False)
+    assert resumed.step == 2
+    with torch.random.fork_rng():
+        train(cfg, root, straight, progress=False)  # the same, never interrupted
+    a, b = load_autoencoder_file(own), load_autoencoder_file(straight / "autoencoder" / "autoencoder.pt")
+    assert a["step"] == b["step"] == 3
+    for k, v in a["autoencoder"].items():  # the autoencoder's resume is exact
+        torch.testing.assert_close(v, b["autoencoder"][k], rtol=0, atol=1e-6, msg=k)
+    # the default discriminator does not fit 8-slice patches: the run's own lowers it (a one-line note)
+    assert a["config"]["disc_layers"] == 1 and a["config"]["hu_window"] == [-1000.0, 1000.0]
+    split = json.loads((run / "split.json").read_text())
+    assert (a["split"]["train"], a["split"]["val"]) == (split["train"], split["val"])  # the run's own split
+    assert json.loads((run / "autoencoder" / "eval.json").read_text())["step"] == 3
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["space"]["autoencoder"]["sha256"] == sha256_file(own)
+    assert ckpt["config"]["model"]["autoencoder"] == str(own)
+    assert load_config(run / "config.yaml").model.autoencoder == str(own)
+    # resuming the diffusion with the run's config file again (autoencoder: null) continues it
+    with torch.random.fork_rng():
+        more = train(cfg, None, run, resume=True, overrides=["train.max_steps=null"], progress=False)
+    assert more.step == 4 and load_autoencoder_file(own)["step"] == 3  # the autoencoder was not retrained
+    assert isinstance(load_bundle(run, device="cpu").space, LatentSpace)
+
+
+def test_a_multi_process_latent_run_needs_its_autoencoder_named(data, tmp_path):
+    from ctdiff.distributed import DistInfo
+    from ctdiff.training.train import _train_own_autoencoder
+
+    info = DistInfo(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match="train it with 'python -m ctdiff train-autoencoder'"):
+        _train_own_autoencoder(config_from_dict({}), tmp_path / "run", ["a"], [], info, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_wavelet_shape_mismatch_is_one_line(data, tmp_path):

@@ -27,6 +27,7 @@ TINY = {
     "name": "tiny",
     "data": {"pad_slices_to": 8, "val_fraction": 0.2},
     "model": {
+        "space": "pixel",  # the library default is latent; these tests are about the voxel path
         "channels": [4, 8],
         "block_kinds": ["2d", "3d"],
         "attention": [False, True],
@@ -34,7 +35,7 @@ TINY = {
         "head_channels": 4,
         "res_blocks": 1,
     },
-    "diffusion": {"timesteps": 100, "beta_schedule": "cosine", "prediction": "v_prediction"},
+    "diffusion": {"kind": "ddpm", "timesteps": 100, "beta_schedule": "cosine", "prediction": "v_prediction"},
     "train": {
         "epochs": 3,
         "batch_size": 2,

@@ -213,7 +213,7 @@ def test_demo_cli_reuses_rebuilds_and_refuses(tmp_path, capsys):
 
 def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
     from ctdiff.atomic import write_text
-    from ctdiff.config import config_from_dict, load_config
+    from ctdiff.config import config_from_dict, load_config, saved_config_values
     from ctdiff.model.checkpoint import load_checkpoint
     from ctdiff_app.demo import set_sampling
 
@@ -224,10 +224,12 @@ def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
     changed = set_sampling(original, "ddim", 40)
     assert changed["sample"] == {**original["sample"], "sampler": "ddim", "steps": 40}
     assert original["sample"] != changed["sample"]  # a copy: the checkpoint's dict is untouched
-    write_text(tmp_path / "config.yaml", config_from_dict(changed).to_yaml())  # what export_assets writes
+    # what export_assets writes (a checkpoint from before model.space / diffusion.kind: pixel + DDPM)
+    write_text(tmp_path / "config.yaml", config_from_dict(saved_config_values(changed)).to_yaml())
     cfg = load_config(tmp_path / "config.yaml")
     assert (cfg.sample.sampler, cfg.sample.steps) == ("ddim", 40)
     assert list(cfg.model.channels) == list(original["model"]["channels"])
+    assert (cfg.model.space, cfg.diffusion.kind) == ("pixel", "ddpm")
 
 
 # ------------------------------------------------------------------ staged build, location independence
