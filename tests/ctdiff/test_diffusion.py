@@ -11,7 +11,7 @@ from ctdiff.diffusion.schedule import Diffusion, run_sampler
 
 
 def test_linear_schedule_known_answer():
-    d = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02))
+    d = Diffusion(DiffusionConfig(kind="ddpm", timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02))
     betas = np.linspace(1e-4, 0.02, 1000)
     abar = np.cumprod(1.0 - betas)
     np.testing.assert_allclose(d.alphas_cumprod.numpy(), abar, rtol=1e-5)
@@ -37,7 +37,7 @@ def _independent_alphas_cumprod(schedule: str, cfg: DiffusionConfig) -> np.ndarr
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_forward_process_and_target_match_the_formulas(schedule, prediction):
     # q_sample / target use diffusers' add_noise / get_velocity; checked against the written-out formulas
-    cfg = DiffusionConfig(timesteps=1000, beta_schedule=schedule, prediction=prediction)
+    cfg = DiffusionConfig(kind="ddpm", timesteps=1000, beta_schedule=schedule, prediction=prediction)
     d = Diffusion(cfg)
     abar = torch.from_numpy(_independent_alphas_cumprod(schedule, cfg))
     g = torch.Generator().manual_seed(0)
@@ -67,7 +67,7 @@ def test_rflow_forward_process_and_velocity():
 
 
 def test_loss_is_mse_of_model_output_vs_target():
-    d = Diffusion(DiffusionConfig(prediction="v_prediction"))
+    d = Diffusion(DiffusionConfig(kind="ddpm", prediction="v_prediction"))
     x0 = torch.full((2, 1, 2, 2, 2), 0.5)
     noise = torch.ones_like(x0)
     t = torch.tensor([10, 900])
@@ -76,7 +76,7 @@ def test_loss_is_mse_of_model_output_vs_target():
 
 
 def test_fixed_validation_timesteps():
-    d = Diffusion(DiffusionConfig(timesteps=1000))
+    d = Diffusion(DiffusionConfig(kind="ddpm", timesteps=1000))
     assert d.fixed_timesteps(4).tolist() == [125, 375, 625, 875]
     assert d.fixed_timesteps(1).tolist() == [500]
 
@@ -98,7 +98,7 @@ class DummyModel(torch.nn.Module):
     [("dpmpp", 5, [999, 799, 599, 399, 199]), ("ddim", 4, [999, 749, 499, 249]), ("ddpm", 4, [750, 500, 250, 0])],
 )
 def test_sampler_timesteps_and_callback(sampler, steps, timesteps):
-    d = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule="linear"))
+    d = Diffusion(DiffusionConfig(kind="ddpm", timesteps=1000, beta_schedule="linear"))
     model = DummyModel()
     seen = []
     out = run_sampler(sampler, model, (1, 2, 4, 4), d, steps, seeds=[0], callback=lambda i, n: seen.append((i, n)))
@@ -109,7 +109,7 @@ def test_sampler_timesteps_and_callback(sampler, steps, timesteps):
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
 def test_sampler_determinism_and_batch_independence(sampler):
-    d = Diffusion(DiffusionConfig(timesteps=100, beta_schedule="cosine", prediction="v_prediction"))
+    d = Diffusion(DiffusionConfig(kind="ddpm", timesteps=100, beta_schedule="cosine", prediction="v_prediction"))
     model = DummyModel()
     a = run_sampler(sampler, model, (1, 2, 4, 4), d, 6, seeds=[3, 4])
     b = run_sampler(sampler, model, (1, 2, 4, 4), d, 6, seeds=[3, 4])
@@ -124,7 +124,7 @@ def test_sampler_determinism_and_batch_independence(sampler):
 def test_samplers_recover_the_data_point_with_an_oracle_model(sampler, schedule, prediction):
     # an oracle that knows the single data point x0 predicts the exact epsilon (or v); every sampler
     # must then land on x0 -- a wrong prediction type or schedule in the scheduler would not
-    d = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule=schedule, prediction=prediction))
+    d = Diffusion(DiffusionConfig(kind="ddpm", timesteps=1000, beta_schedule=schedule, prediction=prediction))
     x0 = torch.linspace(-0.8, 0.8, 32).reshape(1, 1, 2, 4, 4)
     abar = d.alphas_cumprod.float()
 
@@ -160,4 +160,4 @@ def test_samplers_refuse_the_other_diffusion_kind():
     with pytest.raises(ValueError, match="euler"):
         run_sampler("ddpm", DummyModel(), (1, 2, 4, 4), rflow, 3, seeds=[0])
     with pytest.raises(ValueError, match="ddpm, ddim, dpmpp"):
-        run_sampler("euler", DummyModel(), (1, 2, 4, 4), Diffusion(DiffusionConfig()), 3, seeds=[0])
+        run_sampler("euler", DummyModel(), (1, 2, 4, 4), Diffusion(DiffusionConfig(kind="ddpm")), 3, seeds=[0])

@@ -78,7 +78,7 @@ def tiny(**train) -> Config:  # noqa: F821
 def test_tiny_model_overfits_one_volume():
     vol, _ = make_phantom(shape=(16, 16, 8), seed=3, noise_hu=10.0)
     x0 = hu_to_model(array_to_tensor(vol.array), (-1024.0, 1500.0))[None].expand(2, -1, -1, -1, -1)
-    diffusion = Diffusion(DiffusionConfig(timesteps=1000, beta_schedule="linear", prediction="epsilon"))
+    diffusion = Diffusion(DiffusionConfig(kind="ddpm", timesteps=1000, beta_schedule="linear", prediction="epsilon"))
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = UNet3D((8, 16), ("3d", "3d"), (False, False), mid_attention=False, norm_groups=4, res_blocks=1)
