@@ -547,6 +547,9 @@ def train_autoencoder(
                     save()
     except KeyboardInterrupt:
         save()
+        if bar is not None:  # the bar's last line before the message, not after it
+            bar.close()
+            bar = None
         hint = resume_hint or f"python -m ctdiff train-autoencoder --out {out} --resume"
         print(f"\ninterrupted at step {trainer.step}; resume with: {hint}", file=sys.stderr)
         raise
