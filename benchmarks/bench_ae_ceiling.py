@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""The latent space's ceiling (issue 20): how close can a latent model's samples get, at best?
+
+A latent diffusion model's samples are decoded by its autoencoder, so they can be no closer to the
+real scans than the autoencoder's own *reconstructions* of real scans are. This benchmark measures
+that ceiling: each autoencoder (``train-autoencoder``'s ``autoencoder.pt``, or a latent checkpoint,
+which carries its autoencoder) encodes and decodes every held-out scan (posterior mean, tiled as
+``ctdiff sample`` decodes), the reconstructions are written as HU NIfTI with the scans' affines, and
+``python -m eval report`` compares them with the held-out scans themselves, with the same floor as
+benchmark (a) (held-out vs the training cohort). A metric that is "far" here is far for every
+sample the autoencoder can decode.
+
+    python benchmarks/bench_ae_ceiling.py --held-out data/ph128-held --train-data data/ph128-train \\
+        --autoencoder demo=ctdiff_app/demo/assets/model.pt --autoencoder lc8=runs/ae-lc8/autoencoder.pt \\
+        --work runs/ae-ceiling --radiomics --json benchmarks/results/ae-ceiling.json
+
+Every stage is skipped when its output is complete, so the command resumes after an interruption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import runpy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+_quality = runpy.run_path(str(REPO / "benchmarks" / "bench_quality.py"), run_name="bench_quality")
+_run, _metrics, median_gap, report_metrics = (
+    _quality["_run"],
+    _quality["_metrics"],
+    _quality["median_gap"],
+    _quality["report_metrics"],
+)
+
+
+def load_record(path: Path) -> tuple[dict, dict]:
+    """(autoencoder record, facts) from an ``autoencoder.pt`` or a latent checkpoint that carries one."""
+    from ctdiff.errors import InputError
+    from ctdiff.model.autoencoder import autoencoder_record
+    from ctdiff.model.checkpoint import load_checkpoint
+
+    try:
+        record = autoencoder_record(path)
+        return record, {"source": "autoencoder file", "steps": record.get("step")}
+    except InputError:
+        pass
+    ckpt = load_checkpoint(path)
+    space = ckpt.get("space") or {}
+    if space.get("kind") != "latent":
+        raise SystemExit(f"bench_ae_ceiling: {path}: neither an autoencoder file nor a latent checkpoint")
+    return space["autoencoder"], {"source": "carried by a latent checkpoint", "checkpoint_step": ckpt.get("step")}
+
+
+@torch.no_grad()
+def reconstruct(record: dict, scans: list[Path], out: Path, tile=(16, 32, 32)) -> list[str]:
+    """Write ``decode(encode_mean(scan))`` for every scan into ``out`` (same names, same affines)."""
+    from ctdiff.data.io import case_name, read_volume, write_nifti
+    from ctdiff.data.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
+    from ctdiff.data.volume import Volume
+    from ctdiff.model.spaces import LatentSpace
+
+    space = LatentSpace(record, 1.0, tile)  # scale 1: encode then decode, no diffusion in between
+    window = space.ae_config.hu_window
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for path in scans:
+        vol = read_volume(path)
+        x = hu_to_model(array_to_tensor(vol.array), window)[None]
+        space.check_shape(x.shape[2:])
+        y = space.decode(space.encode(x))[0].clamp(-1.0, 1.0)
+        name = f"{case_name(path)}.nii.gz"
+        write_nifti(Volume(tensor_to_array(model_to_hu(y, window)), vol.affine), out / name, force=True)
+        names.append(name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--held-out", type=Path, required=True, help="real scans to reconstruct and compare with")
+    p.add_argument("--train-data", type=Path, required=True, help="the training cohort (the report's floor)")
+    p.add_argument(
+        "--autoencoder",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="an autoencoder.pt or a latent checkpoint (repeatable)",
+    )
+    p.add_argument("--work", type=Path, required=True, help="reconstructions and reports (resumable)")
+    p.add_argument("--radiomics", action="store_true", help="report FRD, KID, PRDC too (minutes per dozen scans)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="eval's feature cache (default: eval's)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from ctdiff.data.io import is_nifti
+
+    scans = sorted(f for f in args.held_out.iterdir() if is_nifti(f))
+    if not scans:
+        p.error(f"--held-out {args.held_out}: no NIfTI scans")
+    metrics = report_metrics(args.radiomics)
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "held_out": str(args.held_out),
+        "train_data": str(args.train_data),
+        "report_metrics": metrics,
+        "autoencoders": {},
+    }
+    for item in args.autoencoder:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--autoencoder wants NAME=PATH, got {item!r}")
+        record, facts = load_record(Path(path))
+        work = args.work / name
+        state_file = work / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        if state.get("sha256") != record.get("sha256"):
+            state = {"sha256": record.get("sha256")}  # another autoencoder under this name: start over
+        if "reconstructed" not in state:
+            t0 = time.perf_counter()
+            state["reconstructed"] = reconstruct(record, scans, work / "reconstructions")
+            state["reconstruct_s"] = round(time.perf_counter() - t0, 1)
+        if state.get("report_metrics") != metrics:
+            cache = f" --cache-dir {args.cache_dir}" if args.cache_dir else ""
+            cmd = (
+                f"-m eval report --real {args.held_out} --generated {work / 'reconstructions'} "
+                f"--train {args.train_data} --out {work / 'report'} --metrics {metrics} "
+                f"--workers {args.threads}{cache} --force"
+            )
+            _run([sys.executable, *cmd.split()], work / "log.txt", args.threads)
+            state["report"] = _metrics(work / "report" / "report.json")
+            state["report_metrics"] = metrics
+        work.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(state, indent=1))
+        config = record.get("config", {})
+        result["autoencoders"][name] = {
+            "path": path,
+            **facts,
+            "latent_channels": config.get("latent_channels"),
+            "channels": config.get("channels"),
+            **state,
+            "median_gap": median_gap(state["report"]),
+            # the median leaves these out: a coder whose noise cannot be measured scores a *lower* median
+            "not_measured": sorted(k for k, m in state["report"].items() if m.get("status") == "n/a"),
+        }
+        entry = result["autoencoders"][name]
+        missing = f" (not measured: {', '.join(entry['not_measured'])})" if entry["not_measured"] else ""
+        print(f"{name}: median gap {entry['median_gap']:.3g}{missing}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

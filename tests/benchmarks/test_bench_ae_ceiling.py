@@ -1,0 +1,101 @@
+"""benchmarks/bench_ae_ceiling.py: the reconstructions are the autoencoder's, on the scans' grid, and the
+report step resumes."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from ctdiff.data.io import read_volume, write_nifti
+from ctdiff.data.phantom import make_phantom
+from ctdiff.data.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
+from ctdiff.model.autoencoder import AutoencoderTrainer, autoencoder_config, decode, encode_mean, sha256_file
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_AE = {"channels": [8, 8], "latent_channels": 2, "norm_groups": 4, "patch": [8, 16, 16], "disc_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return runpy.run_path(str(REPO / "benchmarks" / "bench_ae_ceiling.py"), run_name="bench_ae_ceiling")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ceiling")
+    (root / "held").mkdir()
+    for i in range(2):
+        vol, _ = make_phantom(shape=(16, 16, 8), seed=i, noise_hu=10.0)
+        vol.affine[:3, 3] = [10.0 * i, -5.0, 3.0]  # every scan its own grid
+        write_nifti(vol, root / "held" / f"case_{i}.nii.gz")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        trainer = AutoencoderTrainer(autoencoder_config(TINY_AE))
+    torch.save(trainer.state(), root / "autoencoder.pt")
+    return root, trainer.ae.eval()
+
+
+def test_reconstructions_are_decode_of_encode_on_each_scans_grid(bench, setup, tmp_path):
+    root, ae = setup
+    record, facts = bench["load_record"](root / "autoencoder.pt")
+    assert facts["source"] == "autoencoder file" and record["sha256"] == sha256_file(root / "autoencoder.pt")
+    scans = sorted((root / "held").iterdir())
+    names = bench["reconstruct"](record, scans, tmp_path / "rec")
+    assert names == ["case_0.nii.gz", "case_1.nii.gz"]
+    for scan in scans:
+        vol = read_volume(scan)
+        x = hu_to_model(array_to_tensor(vol.array), (-1024.0, 1500.0))[None]
+        with torch.no_grad():
+            want = tensor_to_array(model_to_hu(decode(ae, encode_mean(ae, x))[0].clamp(-1, 1), (-1024.0, 1500.0)))
+        got = nib.load(tmp_path / "rec" / scan.name)
+        np.testing.assert_allclose(got.affine, vol.affine)
+        np.testing.assert_allclose(np.asarray(got.dataobj, dtype=np.float32), want, atol=0.51)  # int16 HU
+        assert np.abs(want - vol.array).mean() > 1.0  # an untrained coder: not the scan itself
+
+
+def test_a_checkpoint_without_an_autoencoder_is_refused(bench):
+    with pytest.raises(SystemExit, match="neither an autoencoder file nor a latent checkpoint"):
+        bench["load_record"](REPO / "tests" / "data" / "pixel-demo-64-before-spaces.pt")
+
+
+def test_the_report_is_made_once_and_again_with_radiomics(bench, setup, tmp_path):
+    root, _ = setup
+    calls = []
+
+    def fake_run(cmd, log, threads=2):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        gap = 3.0 if "radiomics" in cmd[cmd.index("--metrics") + 1] else 2.0
+        metrics = {
+            "noise_sd": {"value": 1.0, "gap": gap},
+            "nps_distance": {"value": None, "gap": None, "status": "n/a"},
+        }
+        (out / "report.json").write_text(json.dumps({"metrics": metrics}))
+        return 1.0, 1.0
+
+    main = bench["main"]
+    main.__globals__["_run"] = fake_run
+    try:
+        argv = ["--held-out", str(root / "held"), "--train-data", str(root / "held"), "--threads", "1"]
+        argv += ["--autoencoder", f"tiny={root / 'autoencoder.pt'}", "--work", str(tmp_path), "--json"]
+        assert main([*argv, str(tmp_path / "a.json")]) == 0
+        first = json.loads((tmp_path / "a.json").read_text())["autoencoders"]["tiny"]
+        assert len(calls) == 1 and first["median_gap"] == 2.0 and first["latent_channels"] == 2
+        assert first["not_measured"] == ["nps_distance"]
+        assert first["reconstructed"] == ["case_0.nii.gz", "case_1.nii.gz"]
+        assert main([*argv, str(tmp_path / "b.json")]) == 0  # complete: nothing runs again
+        assert len(calls) == 1
+        assert main([*argv, str(tmp_path / "c.json"), "--radiomics"]) == 0
+        again = json.loads((tmp_path / "c.json").read_text())["autoencoders"]["tiny"]
+        assert len(calls) == 2 and again["median_gap"] == 3.0
+        with pytest.raises(SystemExit):
+            main([*argv, str(tmp_path / "d.json"), "--autoencoder", "no-equals-sign"])
+    finally:
+        main.__globals__["_run"] = bench["_run"]
