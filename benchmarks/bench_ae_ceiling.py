@@ -61,8 +61,9 @@ def load_record(path: Path) -> tuple[dict, dict]:
 
 
 @torch.no_grad()
-def reconstruct(record: dict, scans: list[Path], out: Path, tile=(16, 32, 32)) -> list[str]:
-    """Write ``decode(encode_mean(scan))`` for every scan into ``out`` (same names, same affines)."""
+def reconstruct(record: dict, scans: list[Path], out: Path, tile=(16, 32, 32), noise: bool = True) -> list[str]:
+    """Write ``decode(encode_mean(scan))`` for every scan into ``out`` (same names, same affines), plus
+    the autoencoder's re-synthesised noise (scan i: noise seed i) when it has a noise model and ``noise``."""
     from ctdiff.data.io import case_name, read_volume, write_nifti
     from ctdiff.data.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
     from ctdiff.data.volume import Volume
@@ -72,11 +73,11 @@ def reconstruct(record: dict, scans: list[Path], out: Path, tile=(16, 32, 32)) -
     window = space.ae_config.hu_window
     out.mkdir(parents=True, exist_ok=True)
     names = []
-    for path in scans:
+    for i, path in enumerate(scans):
         vol = read_volume(path)
         x = hu_to_model(array_to_tensor(vol.array), window)[None]
         space.check_shape(x.shape[2:])
-        y = space.decode(space.encode(x))[0].clamp(-1.0, 1.0)
+        y = space.decode(space.encode(x), noise_seeds=[i] if noise else None)[0].clamp(-1.0, 1.0)
         name = f"{case_name(path)}.nii.gz"
         write_nifti(Volume(tensor_to_array(model_to_hu(y, window)), vol.affine), out / name, force=True)
         names.append(name)
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--radiomics", action="store_true", help="report FRD, KID, PRDC too (minutes per dozen scans)")
     p.add_argument("--cache-dir", type=Path, default=None, help="eval's feature cache (default: eval's)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--no-noise",
+        action="store_true",
+        help="leave out the noise re-synthesis of autoencoders that have a noise model",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -123,11 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work / name
         state_file = work / "state.json"
         state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        if state.get("sha256") != record.get("sha256"):
-            state = {"sha256": record.get("sha256")}  # another autoencoder under this name: start over
+        noise_model = None if args.no_noise else record.get("noise_model")
+        noise = None if noise_model is None else {k: noise_model.get(k) for k in ("sd_hu", "rois", "z_correlation")}
+        if state.get("sha256") != record.get("sha256") or state.get("noise_resynthesis") != noise:
+            # another autoencoder (or noise model) under this name: start over
+            state = {"sha256": record.get("sha256"), "noise_resynthesis": noise}
         if "reconstructed" not in state:
             t0 = time.perf_counter()
-            state["reconstructed"] = reconstruct(record, scans, work / "reconstructions")
+            state["reconstructed"] = reconstruct(record, scans, work / "reconstructions", noise=not args.no_noise)
             state["reconstruct_s"] = round(time.perf_counter() - t0, 1)
         if state.get("report_metrics") != metrics:
             cache = f" --cache-dir {args.cache_dir}" if args.cache_dir else ""

@@ -114,8 +114,12 @@ def sample(
     seed: int = 0,
     batch_size: int = 1,
     callback: Callable[[int, int], None] | None = None,
+    noise: bool = True,
 ) -> list[Volume]:
-    """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations."""
+    """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
+
+    ``noise``: a latent space whose autoencoder carries a noise model adds the noise the autoencoder
+    drops after decoding (seeded per volume; :mod:`ctdiff.model.noise_resynthesis`)."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -137,7 +141,8 @@ def sample(
             started = time.perf_counter()
             shape = bundle.space.encoded_shape((depth, y, x))
             out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
-            out = bundle.space.decode(out)
+            resynthesised = noise and bundle.space.noise_model is not None
+            out = bundle.space.decode(out, noise_seeds=seeds if resynthesised else None)
             seconds = (time.perf_counter() - started) / len(seeds)
             out = crop_slices(out, z)
             if not torch.isfinite(out).all():
@@ -160,6 +165,7 @@ def sample(
                     "checkpoint": bundle.checkpoint,
                     "checkpoint_step": bundle.step,
                     "weights": bundle.weights,
+                    "noise_resynthesis": resynthesised,
                     "config": bundle.config.summary(),
                 }
                 volumes.append(Volume(array, bundle.affine, meta))
@@ -212,6 +218,7 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
         "sampler": first.get("sampler"),
         "steps": first.get("steps"),
         "weights": first.get("weights"),
+        "noise_resynthesis": first.get("noise_resynthesis", False),
         "config": first.get("config"),
         **(info or {}),
         "cases": cases,
@@ -248,6 +255,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="case i uses seed + i (default 0)")
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    parser.add_argument(
+        "--no-noise",
+        action="store_true",
+        help="latent space: do not add back the noise the autoencoder drops (its noise model, when it has one)",
+    )
     parser.add_argument("--force", action="store_true", help="empty and reuse a non-empty output folder")
     add_device_arguments(parser)
 
@@ -282,7 +294,14 @@ def run(args) -> int:
 
     try:
         volumes = sample(
-            bundle, n, sampler=sampler, steps=steps, seed=args.seed, batch_size=batch_size, callback=progress
+            bundle,
+            n,
+            sampler=sampler,
+            steps=steps,
+            seed=args.seed,
+            batch_size=batch_size,
+            callback=progress,
+            noise=not args.no_noise,
         )
     finally:
         bar.close()

@@ -81,6 +81,8 @@ class AutoencoderConfig:
     val_fraction: float = 0.2
     seed: int = 0
     checkpoint_every: int = 100
+    # fit the noise the autoencoder drops, re-added after decoding (ctdiff.model.noise_resynthesis)
+    noise_resynthesis: bool = True
 
     @property
     def downsampling(self) -> int:
@@ -228,6 +230,7 @@ def autoencoder_record(path: str | os.PathLike) -> dict[str, Any]:
         "sha256": sha256_file(p),
         "path": str(p.resolve()),
         "step": int(ckpt["step"]),
+        "noise_model": ckpt.get("noise_model"),
     }
 
 
@@ -263,11 +266,53 @@ def residual_nps(hu: torch.Tensor, mask: torch.Tensor, n_bins: int = 16) -> torc
     return curve / total if total > 0 else torch.full_like(curve, float("nan"))
 
 
-@torch.no_grad()
-def evaluate(
+def add_noise(
+    y: torch.Tensor, noise_model: dict[str, Any], hu_window: Sequence[float], seeds: Sequence[int]
+) -> torch.Tensor:
+    """``y`` (``(N, 1, D, H, W)`` model units) plus the noise model's noise, volume i drawn from seed ``seeds[i]``."""
+    from ctdiff.model import noise_resynthesis
+
+    per_hu = 2.0 / (float(hu_window[1]) - float(hu_window[0]))  # model units per HU
+    noise = torch.stack(
+        [noise_resynthesis.synthesize(noise_model, y.shape[2:], noise_resynthesis.noise_generator(s)) for s in seeds]
+    )[:, None]
+    return y + (noise * per_hu).to(y.device, y.dtype)
+
+
+def reconstruct(ae, x: torch.Tensor, downsampling: int, tile: Sequence[int] | None = None) -> torch.Tensor:
+    """Encode (posterior mean) and decode ``(N, 1, D, H, W)``, in tiles of ``tile`` latent voxels when larger."""
+    roi = None if tile is None else tuple(t * downsampling for t in tile)
+    return decode(ae, encode_mean(ae, x, roi), tile)
+
+
+def fit_noise_model(
     ae, cfg: AutoencoderConfig, volumes: Sequence[torch.Tensor], tile: Sequence[int] | None = None
 ) -> dict[str, Any]:
-    """Reconstruct each held-out ``(1, z, y, x)`` volume (model units) through the posterior mean.
+    """The noise model (:func:`ctdiff.model.noise_resynthesis.fit`) of ``ae`` on up to
+    ``noise_resynthesis.MAX_VOLUMES`` of ``volumes`` (``(1, z, y, x)``, model units)."""
+    from ctdiff.data.tensors import model_to_hu
+    from ctdiff.model import noise_resynthesis
+
+    ae.eval()
+    pairs = []
+    with torch.no_grad():
+        for vol in volumes[: noise_resynthesis.MAX_VOLUMES]:
+            x = vol[None].float()
+            y = reconstruct(ae, x, cfg.downsampling, tile).clamp(-1.0, 1.0)
+            pairs.append(tuple(model_to_hu(t, cfg.hu_window)[0, 0].numpy() for t in (x, y)))
+    return noise_resynthesis.fit(pairs)
+
+
+@torch.no_grad()
+def evaluate(
+    ae,
+    cfg: AutoencoderConfig,
+    volumes: Sequence[torch.Tensor],
+    tile: Sequence[int] | None = None,
+    noise_model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Reconstruct each held-out ``(1, z, y, x)`` volume (model units) through the posterior mean
+    (plus the noise of ``noise_model``, volume i from seed i, when given).
 
     Per volume and as means: PSNR (dB) and SSIM (MONAI metrics, data range = the HU window),
     noise SD (HU) of the original and the reconstruction in soft tissue (smoothed HU in -150..150)
@@ -283,11 +328,12 @@ def evaluate(
     psnr_m, ssim_m = PSNRMetric(max_val=2.0), SSIMMetric(spatial_dims=3, data_range=2.0, win_size=5)
     ae.eval()
     cases = []
-    for vol in volumes:
+    for i, vol in enumerate(volumes):
         x = vol[None].float()
-        roi = None if tile is None else tuple(t * cfg.downsampling for t in tile)
-        z = encode_mean(ae, x, roi)
-        y = decode(ae, z, tile).clamp(-1.0, 1.0)
+        y = reconstruct(ae, x, cfg.downsampling, tile)
+        if noise_model is not None:
+            y = add_noise(y, noise_model, cfg.hu_window, [i])
+        y = y.clamp(-1.0, 1.0)
         hx, hy = model_to_hu(x, cfg.hu_window), model_to_hu(y, cfg.hu_window)
         mask = (_smooth(hx) >= SOFT_TISSUE_HU[0]) & (_smooth(hx) <= SOFT_TISSUE_HU[1])
         sd_x, sd_y = noise_sd(hx, mask), noise_sd(hy, mask)
@@ -520,8 +566,13 @@ def train_autoencoder(
     if ckpt is not None:
         trainer.load_state(ckpt)
 
+    noise_model = ckpt.get("noise_model") if ckpt is not None else None
+
     def save() -> None:
-        _save(out / AUTOENCODER_FILE, {**trainer.state(), "split": {"train": train_files, "val": val_files}})
+        state = {**trainer.state(), "split": {"train": train_files, "val": val_files}}
+        if noise_model is not None and noise_model.get("step") == trainer.step:
+            state["noise_model"] = noise_model  # fitted to these weights
+        _save(out / AUTOENCODER_FILE, state)
         _write_history(out, trainer.history)
 
     bar = None
@@ -556,8 +607,21 @@ def train_autoencoder(
     finally:
         if bar is not None:
             bar.close()
+    tile = (16, 32, 32)
+    if cfg.noise_resynthesis and (noise_model is None or noise_model.get("step") != trainer.step):
+        try:
+            noise_model = {**fit_noise_model(trainer.ae, cfg, train_set, tile), "step": trainer.step}
+        except ValueError as exc:  # no homogeneous soft tissue in the training volumes
+            print(f"train-autoencoder: no noise re-synthesis: {exc}", file=sys.stderr)
+            noise_model = None
+    if not cfg.noise_resynthesis:
+        noise_model = None
     save()
-    result = evaluate(trainer.ae, cfg, val_set, tile=(16, 32, 32))
+    result = evaluate(trainer.ae, cfg, val_set, tile=tile)
+    if noise_model is not None:
+        with_noise = evaluate(trainer.ae, cfg, val_set, tile=tile, noise_model=noise_model)
+        result["with_noise_resynthesis"] = {k: v for k, v in with_noise.items() if k != "cases"}
+        result["noise_model"] = {k: v for k, v in noise_model.items() if k != "nps_xy_hu2"}
     result.update(
         {
             "step": trainer.step,

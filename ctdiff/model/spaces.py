@@ -13,7 +13,8 @@ A :class:`Space` maps a batch of padded volumes in model units (``(N, 1, D, H, W
 - ``latent``: a MONAI ``AutoencoderKL`` (:mod:`ctdiff.model.autoencoder`), posterior mean times a scale
   factor (1 / SD of the training latents, as MAISI and Stable Diffusion do). Encoding and decoding
   of volumes larger than ``decode_tile`` go through MONAI's ``SlidingWindowInferer``. The samplers
-  do not clip (latents are unbounded).
+  do not clip (latents are unbounded). An autoencoder that carries a noise model adds the noise it
+  drops back after decoding when asked to (``decode(z, noise_seeds)``; :mod:`ctdiff.model.noise_resynthesis`).
 
 The checkpoint stores :meth:`Space.state` (``ckpt["space"]``); a checkpoint without it is pixel space.
 """
@@ -42,8 +43,14 @@ class Space:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Volumes in model units. ``noise_seeds`` (one per volume) asks a latent space with a noise
+        model to add its re-synthesised noise (:mod:`ctdiff.model.noise_resynthesis`); others ignore it."""
         return z
+
+    @property
+    def noise_model(self) -> dict[str, Any] | None:
+        return None
 
     def encoded_shape(self, spatial: Sequence[int]) -> tuple[int, int, int, int]:
         """(C, d, h, w) of the network tensor for a padded volume of (D, H, W) ``spatial``."""
@@ -93,7 +100,7 @@ class WaveletSpace(Space):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return wavelet.dwt(x, self.levels) * self._scale(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
         return wavelet.idwt(z / self._scale(z), self.levels)
 
     def _scale(self, like: torch.Tensor) -> float | torch.Tensor:
@@ -150,12 +157,21 @@ class LatentSpace(Space):
         z = encode_mean(self.ae, x.contiguous(), tuple(t * f for t, f in zip(self.tile, self.factor)))
         return z if self.scale is None else z * self.scale
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        from ctdiff.model.autoencoder import decode
+    @property
+    def noise_model(self) -> dict[str, Any] | None:
+        return self.record.get("noise_model")
+
+    def decode(self, z: torch.Tensor, noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        from ctdiff.model.autoencoder import add_noise, decode
 
         if self.scale is None:
             raise ValueError("the latent space has no scale factor yet (set from the training latents)")
-        return decode(self.ae, z.float().contiguous() / self.scale, self.tile)
+        y = decode(self.ae, z.float().contiguous() / self.scale, self.tile)
+        if noise_seeds is not None and self.noise_model is not None:
+            if len(noise_seeds) != y.shape[0]:
+                raise ValueError(f"{len(noise_seeds)} noise seeds for {y.shape[0]} volumes")
+            y = add_noise(y, self.noise_model, self.ae_config.hu_window, noise_seeds)
+        return y
 
     def fit_scale(self, latents: Sequence[torch.Tensor]) -> float:
         """1 / SD of unscaled training latents, so the diffused latents have unit variance."""

@@ -300,6 +300,31 @@ CLI_CORPUS: dict[str, tuple[list[str], int, str]] = {
         2,
         "not a real-CT folder",
     ),
+    "fit_noise_zero_byte_model": (
+        ["-m", "ctdiff", "fit-noise", "--model", "{empty_ckpt}", "--data", "{real}", "--out", "{new}"],
+        2,
+        "not a readable model file",
+    ),
+    "fit_noise_text_model": (
+        ["-m", "ctdiff", "fit-noise", "--model", "{text_file}", "--data", "{real}", "--out", "{new}"],
+        2,
+        "not a readable model file",
+    ),
+    "fit_noise_pixel_checkpoint": (
+        ["-m", "ctdiff", "fit-noise", "--model", "{run}/checkpoints/best.pt", "--data", "{real}", "--out", "{new}"],
+        2,
+        "pixel-space checkpoint has no autoencoder",
+    ),
+    "fit_noise_out_is_model": (
+        ["-m", "ctdiff", "fit-noise", "--model", "{nan_ckpt}", "--data", "{real}", "--out", "{nan_ckpt}", "--force"],
+        2,
+        "is the input --model",
+    ),
+    "fit_noise_threads_negative": (
+        ["-m", "ctdiff", "fit-noise", "--model", "{nan_ckpt}", "--data", "{real}", "--out", "{new}", "--threads", "-2"],
+        2,
+        "--threads must be >= 1",
+    ),
     "selftest_out_is_real": (
         ["-m", "eval", "selftest", "--real", "{real}", "--out", "{real}", "--force"],
         2,

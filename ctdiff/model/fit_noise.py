@@ -1,0 +1,122 @@
+"""Fit the noise an autoencoder drops and write a copy of it (or of a latent checkpoint) that adds it back.
+
+``train-autoencoder`` fits the noise model itself when it finishes (``noise_resynthesis: true``, the
+default). This command gives one to an autoencoder or a latent diffusion checkpoint made before
+that, or refits it on other volumes: it reconstructs up to 8 of ``--data``'s volumes through the
+autoencoder, fits :func:`ctdiff.model.noise_resynthesis.fit`, and writes ``--out``: the same file
+with the noise model added (weights unchanged). ``ctdiff sample`` and the app's Generate form then
+add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). The input is never
+changed; ``--out`` must be a new file unless ``--force``, which replaces only a ctdiff autoencoder
+or checkpoint file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctdiff.errors import ConfigError, InputError, OverwriteError
+
+EXAMPLES = """\
+  python -m ctdiff fit-noise --model runs/ae-128/autoencoder.pt --data data/phantom-128 --out runs/ae-128/autoencoder-noise.pt
+  python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --out runs/latent/best-noise.pt
+  python -m ctdiff sample --checkpoint runs/latent/best-noise.pt --n 4 --out samples/latent-noise
+"""
+
+
+def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """("autoencoder" | "checkpoint", the file's dict, the autoencoder record inside it)."""
+    from ctdiff.model.autoencoder import FORMAT as AE_FORMAT
+    from ctdiff.model.autoencoder import load_autoencoder_file
+    from ctdiff.model.checkpoint import FORMAT as CKPT_FORMAT
+    from ctdiff.model.checkpoint import load_checkpoint
+
+    if not path.is_file():
+        raise InputError("model file not found (an autoencoder.pt or a latent diffusion checkpoint)", path)
+    try:
+        head = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/foreign files
+        raise InputError(f"not a readable model file ({type(exc).__name__})", path) from None
+    fmt = head.get("format") if isinstance(head, dict) else None
+    if fmt == AE_FORMAT:
+        ckpt = load_autoencoder_file(path)
+        return "autoencoder", ckpt, {"config": ckpt["config"], "state": ckpt["autoencoder"]}
+    if fmt == CKPT_FORMAT:
+        ckpt = load_checkpoint(path)
+        space = ckpt.get("space") or {}
+        if space.get("kind") != "latent":
+            raise InputError(
+                f"a {space.get('kind', 'pixel')}-space checkpoint has no autoencoder to fit noise for", path
+            )
+        return "checkpoint", ckpt, space["autoencoder"]
+    raise InputError("not a ctdiff autoencoder or diffusion checkpoint", path)
+
+
+def fit_noise(
+    model: str | Path, data: str | Path, out: str | Path, force: bool = False, threads: int | None = None
+) -> dict[str, Any]:
+    """Write ``out``: ``model`` with a noise model fitted on ``data``'s volumes; returns the model's summary."""
+    from ctdiff.atomic import atomic_path
+    from ctdiff.config import DataConfig
+    from ctdiff.data.dataset import dataset_files, load_cases
+    from ctdiff.model import noise_resynthesis
+    from ctdiff.model.autoencoder import build_autoencoder, fit_noise_model
+    from ctdiff.outputs import resolved
+
+    model, out = Path(model), Path(out)
+    if resolved(out, "--out") == resolved(model, "--model"):
+        raise ConfigError(f"--out {out} is the input --model; write a new file (--force never replaces an input)")
+    if out.is_dir():
+        raise InputError("is a folder; --out names the new model file", out)
+    if out.exists() and not force:
+        raise OverwriteError("already exists; pass --force to overwrite", out)
+    if out.exists():
+        try:
+            _load(out)
+        except InputError:
+            raise OverwriteError(
+                "exists and is not a ctdiff autoencoder or checkpoint; --force replaces only that", out
+            ) from None
+    kind, ckpt, record = _load(model)
+    ae, cfg = build_autoencoder(record["config"])
+    ae.load_state_dict(record["state"])
+    files = dataset_files(data)
+    volumes = load_cases(files[: noise_resynthesis.MAX_VOLUMES], DataConfig(hu_window=cfg.hu_window)).tensors
+    try:
+        noise_model = fit_noise_model(ae, cfg, volumes, tile=(16, 32, 32))
+    except ValueError as exc:
+        raise InputError(str(exc), data) from None
+    noise_model["fitted_on"] = [str(Path(f)) for f in files[: noise_resynthesis.MAX_VOLUMES]]
+    if kind == "autoencoder":
+        noise_model["step"] = int(ckpt["step"])
+        ckpt = {**ckpt, "noise_model": noise_model}
+    else:
+        space = dict(ckpt["space"])
+        space["autoencoder"] = {**space["autoencoder"], "noise_model": noise_model}
+        ckpt = {**ckpt, "space": space}
+    with atomic_path(out, force=True) as tmp:
+        torch.save(ckpt, tmp)
+    return {k: v for k, v in noise_model.items() if k not in ("nps_xy_hu2", "fitted_on")}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="an autoencoder.pt or a latent diffusion checkpoint file")
+    parser.add_argument("--data", required=True, help="volumes to fit on (the autoencoder's training data)")
+    parser.add_argument("--out", required=True, help="the new file (the input is never changed)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out (never the input)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def run(args) -> int:
+    from ctdiff import validate
+
+    if validate.threads(args.threads):
+        torch.set_num_threads(args.threads)
+    summary = fit_noise(args.model, args.data, args.out, force=args.force)
+    print(json.dumps(summary))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0

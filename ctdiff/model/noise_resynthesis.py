@@ -1,0 +1,192 @@
+"""Noise re-synthesis: give a latent space's decoded volumes back the CT noise the autoencoder drops.
+
+A KL autoencoder with a 4x downsampled latent keeps only a few numbers per 64 voxels, and CT noise
+(FBP noise: stationary, most of its power at mid and high frequencies) is incompressible, so every
+autoencoder ctdiff trained decodes smooth volumes: noise SD 16-18 HU against the phantoms' 24, and
+the latent diffusion samples are as smooth (docs/benchmarks.md, "The latent space's ceiling").
+
+The noise the autoencoder drops is measured once, on training volumes, where CT physicists measure
+noise: in homogeneous soft-tissue ROIs (16 x 16 voxels, every axial slice, quadratic trend removed).
+In-plane it is the radial noise power spectrum (NPS) of the originals minus that of their
+reconstructions in the same ROIs, ring by ring, clipped at 0; along z, the correlation of the
+originals' noise between neighbouring slices (lags 1 and 2). After decoding,
+stationary Gaussian noise with that NPS (white noise shaped in Fourier space: the rings
+interpolated to the volume's in-plane grid, times the z spectrum of the slice correlations) is
+added. The noise is drawn from a generator seeded per volume, so a sample repeats itself. The
+model travels in the autoencoder file (``noise_model``) and with it in every latent diffusion
+checkpoint that carries the autoencoder.
+
+The spectrum is per voxel (cycles per voxel), so the model belongs to the voxel grid the
+autoencoder was trained on, as the autoencoder does.
+
+Written here because neither MONAI nor scipy has an NPS estimator or a noise synthesiser for a
+given spectrum; the FFTs are torch's and numpy's. Assumes the noise is stationary and the same
+everywhere (it is also added to air, then clipped to the HU window), true of the phantoms and a
+first-order model of real CT, whose noise is stronger in the body centre.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "radial-nps-1"
+ROI = 16  # in-plane side (voxels) of the square ROIs the NPS is measured in
+# An ROI counts when the original, smoothed in-plane (Gaussian, sigma STRUCTURE_SIGMA voxels), stays in
+# soft tissue and varies by at most MAX_STRUCTURE_HU inside it: anatomy, not noise, makes it vary
+# more. The same absolute rule as the eval report's noise ROIs (eval.metrics.noise; ctdiff may not
+# import eval, see the layers in pyproject.toml).
+SOFT_TISSUE_HU = (-150.0, 150.0)
+MAX_STRUCTURE_HU = 10.0
+STRUCTURE_SIGMA = 3.0
+Z_LAGS = 2  # slice-to-slice correlations of the dropped noise kept (lags 1 and 2)
+MAX_VOLUMES = 8  # ROIs from at most this many training volumes (hundreds of ROIs)
+
+
+def _detrend(stack: np.ndarray) -> np.ndarray:
+    """Subtract each ROI's least-squares quadratic surface (slow anatomy), as the AAPM NPS procedure does."""
+    k, r, _ = stack.shape
+    u, v = np.meshgrid(np.linspace(-1, 1, r), np.linspace(-1, 1, r), indexing="ij")
+    design = np.stack([(u**i * v**j).ravel() for i in range(3) for j in range(3 - i)], axis=1)
+    values = stack.reshape(k, -1).T
+    coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+    return (values - design @ coef).T.reshape(stack.shape)
+
+
+def _radial_bins(shape_yx: Sequence[int], n_bins: int, bin_width: float) -> np.ndarray:
+    fy = np.fft.fftfreq(int(shape_yx[0]))[:, None]
+    fx = np.fft.fftfreq(int(shape_yx[1]))[None, :]
+    return np.minimum((np.sqrt(fy**2 + fx**2) / bin_width + 0.5).astype(int), n_bins - 1)
+
+
+def homogeneous_rois(hu: np.ndarray, roi: int = ROI) -> list[tuple[int, int, int]]:
+    """Corners ``(z, y0, x0)`` of the homogeneous soft-tissue ROIs of a ``(z, y, x)`` HU volume
+    (a half-overlapping grid in every slice)."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(hu.astype(np.float64), (0.0, STRUCTURE_SIGMA, STRUCTURE_SIGMA))
+    out = []
+    step = max(roi // 2, 1)
+    for z in range(hu.shape[0]):
+        for y0 in range(0, hu.shape[1] - roi + 1, step):
+            for x0 in range(0, hu.shape[2] - roi + 1, step):
+                s = smooth[z, y0 : y0 + roi, x0 : x0 + roi]
+                if s.min() >= SOFT_TISSUE_HU[0] and s.max() <= SOFT_TISSUE_HU[1] and s.std() <= MAX_STRUCTURE_HU:
+                    out.append((z, y0, x0))
+    return out
+
+
+def fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]], roi: int = ROI) -> dict[str, Any]:
+    """The noise model from ``(original, reconstruction)`` pairs of ``(z, y, x)`` HU arrays.
+
+    In-plane: the radial NPS of the quadratic-detrended original ROIs minus that of the same
+    ROIs of the reconstruction, ring by ring, clipped at 0 (HU^2, periodogram scaling: the mean
+    over frequencies is the variance). Along z: the correlation of the original's detrended noise
+    between an ROI and the same square ``lag`` slices away (when that one is homogeneous too), which
+    the dropped part is given. ValueError when no ROI qualifies.
+    """
+    roi = int(min(roi, *(min(o.shape[1:]) for o, _ in pairs)))
+    bins = _radial_bins((roi, roi), roi, 1.0 / roi)  # ring k: |f| within half a ring of k / roi
+    n_bins = int(bins.max()) + 1
+    counts = np.bincount(bins.ravel(), minlength=n_bins).astype(np.float64)
+    sum_x = np.zeros(n_bins)
+    sum_y = np.zeros(n_bins)
+    # per lag: sums over ROI pairs (same square, lag slices apart, both homogeneous) of x_a * x_b,
+    # y_a * y_b, (x_a^2 + x_b^2) / 2 and (y_a^2 + y_b^2) / 2 (x: original, y: reconstruction; detrended)
+    lag_sums = np.zeros((Z_LAGS, 4))
+    n = 0
+    for orig, recon in pairs:
+        corners = homogeneous_rois(orig, roi)
+        if not corners:
+            continue
+        dx, dy = (
+            _detrend(np.stack([a[z, y : y + roi, x : x + roi] for z, y, x in corners]).astype(np.float64))
+            for a in (orig, recon)
+        )
+        for d, acc in ((dx, sum_x), (dy, sum_y)):
+            power = np.abs(np.fft.fft2(d)) ** 2 / (roi * roi)
+            acc += np.stack([np.bincount(bins.ravel(), p.ravel(), n_bins) for p in power]).sum(0) / counts
+        n += len(corners)
+        index = {c: i for i, c in enumerate(corners)}
+        for (z, y, x), i in index.items():
+            for lag in range(1, Z_LAGS + 1):
+                j = index.get((z + lag, y, x))
+                if j is not None:
+                    lag_sums[lag - 1] += (
+                        (dx[i] * dx[j]).sum(),
+                        (dy[i] * dy[j]).sum(),
+                        ((dx[i] ** 2).sum() + (dx[j] ** 2).sum()) / 2,
+                        ((dy[i] ** 2).sum() + (dy[j] ** 2).sum()) / 2,
+                    )
+    if n == 0:
+        raise ValueError(
+            f"no homogeneous {roi}x{roi} soft-tissue ROI ({SOFT_TISSUE_HU[0]:g}..{SOFT_TISSUE_HU[1]:g} HU, "
+            f"structure <= {MAX_STRUCTURE_HU:g} HU) to measure the noise in"
+        )
+    nps_x, nps_y = sum_x / n, sum_y / n
+    nps = np.clip(nps_x - nps_y, 0.0, None)
+    # the slice correlation of the originals' noise, given to the dropped part of it. (The difference
+    # of covariances over the difference of variances, as for the spectrum, divides two small
+    # differences: on the phantoms it swung from -0.5 to +0.2 with the ROI size.)
+    corr = [float(np.clip(a / c, -1.0, 1.0)) if c > 0 else 0.0 for a, _, c, _ in lag_sums]
+    model = {
+        "format": FORMAT,
+        "roi": roi,
+        "bin_width": 1.0 / roi,  # cycles per voxel
+        "nps_xy_hu2": nps.tolist(),
+        "z_correlation": corr,
+        "rois": n,
+        "volumes": len(pairs),
+        "original_sd_hu": float(np.sqrt((nps_x * counts).sum() / counts.sum())),
+        "reconstruction_sd_hu": float(np.sqrt((nps_y * counts).sum() / counts.sum())),
+    }
+    model["sd_hu"] = float(synthesize(model, (16, 64, 64), noise_generator(0)).std())
+    return model
+
+
+def check(model: dict[str, Any]) -> None:
+    """ValueError unless ``model`` is a noise model this version can use."""
+    if not isinstance(model, dict) or model.get("format") != FORMAT:
+        raise ValueError(f"not a noise model of format {FORMAT}")
+    nps = np.asarray(model.get("nps_xy_hu2"), dtype=np.float64)
+    corr = np.asarray(model.get("z_correlation"), dtype=np.float64)
+    if nps.ndim != 1 or nps.size < 2 or not np.isfinite(nps).all() or (nps < 0).any():
+        raise ValueError("noise model: the in-plane spectrum must be finite, non-negative numbers")
+    if corr.ndim != 1 or not np.isfinite(corr).all() or (np.abs(corr) > 1).any():
+        raise ValueError("noise model: the slice correlations must lie in [-1, 1]")
+    if not (np.isfinite(model.get("bin_width", np.nan)) and model["bin_width"] > 0):
+        raise ValueError("noise model: bin_width must be > 0")
+
+
+def spectrum(model: dict[str, Any], shape: Sequence[int]) -> torch.Tensor:
+    """The model's NPS (HU^2) on the FFT grid of a ``(z, y, x)`` volume of ``shape``: the radial
+    in-plane spectrum (linear between rings) times the z spectrum of the slice correlations."""
+    nz, ny, nx = (int(s) for s in shape)
+    nps = np.asarray(model["nps_xy_hu2"], dtype=np.float64)
+    fy = np.fft.fftfreq(ny)[:, None]
+    fx = np.fft.fftfreq(nx)[None, :]
+    ring = np.sqrt(fy**2 + fx**2) / float(model["bin_width"])
+    sxy = np.interp(ring, np.arange(nps.size), nps)
+    fz = np.fft.fftfreq(nz)
+    sz = np.ones(nz)
+    for lag, c in enumerate(model["z_correlation"], start=1):
+        if lag < nz:
+            sz = sz + 2.0 * float(c) * np.cos(2.0 * np.pi * lag * fz)
+    sz = np.clip(sz, 0.0, None)
+    sz = sz / sz.mean() if sz.mean() > 0 else np.ones(nz)
+    return torch.from_numpy(sz[:, None, None] * sxy[None])
+
+
+def synthesize(model: dict[str, Any], shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """Stationary Gaussian noise (HU, float32, ``(z, y, x)`` ``shape``) with the model's NPS."""
+    s = spectrum(model, shape)
+    white = torch.randn(tuple(int(v) for v in shape), generator=generator, dtype=torch.float64)
+    return torch.fft.ifftn(torch.fft.fftn(white) * s.sqrt()).real.float()
+
+
+def noise_generator(seed: int) -> torch.Generator:
+    """The generator of the noise added to the volume of sampling seed ``seed`` (its own stream)."""
+    return torch.Generator().manual_seed(int(seed) * 2 + 1_000_000_007)
