@@ -5,7 +5,11 @@ default). This command gives one to an autoencoder or a latent diffusion checkpo
 that, or refits it on other volumes: it reconstructs up to 8 of ``--data``'s volumes through the
 autoencoder, fits :func:`ctdiff.model.noise_resynthesis.fit`, and writes ``--out``: the same file
 with the noise model added (weights unchanged). ``ctdiff sample`` and the app's Generate form then
-add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). The input is never
+add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). With ``--samples N``
+(latent checkpoints) the model is fitted instead against N of the checkpoint's own samples, decoded
+without noise: the noise the samples lack against the training volumes, each measured in its own
+homogeneous ROIs (a diffusion model's samples can be smoother than its autoencoder's
+reconstructions). The input is never
 changed; ``--out`` must be a new file unless ``--force``, which replaces only a ctdiff autoencoder
 or checkpoint file.
 """
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ctdiff.errors import ConfigError, InputError, OverwriteError
@@ -24,6 +29,7 @@ from ctdiff.errors import ConfigError, InputError, OverwriteError
 EXAMPLES = """\
   python -m ctdiff fit-noise --model runs/ae-128/autoencoder.pt --data data/phantom-128 --out runs/ae-128/autoencoder-noise.pt
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --out runs/latent/best-noise.pt
+  python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --out runs/latent/best-samples-noise.pt
   python -m ctdiff sample --checkpoint runs/latent/best-noise.pt --n 4 --out samples/latent-noise
 """
 
@@ -56,10 +62,57 @@ def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     raise InputError("not a ctdiff autoencoder or diffusion checkpoint", path)
 
 
+def _fit_from_samples(path: Path, files: list[str], n: int, seed: int, progress: bool) -> dict[str, Any]:
+    """The unpaired noise model of a latent checkpoint: the training volumes' NPS minus that of ``n`` of
+    its samples, decoded without noise (seeds ``seed``.., the config's sampler and steps)."""
+    from ctdiff.data.io import read_volume
+    from ctdiff.diffusion.sample import load_bundle, sample
+    from ctdiff.model import noise_resynthesis
+
+    bundle = load_bundle(path, device="cpu")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n * bundle.config.sample.steps, desc="fit-noise: sample", unit="eval")
+    try:
+        vols = sample(
+            bundle,
+            n,
+            sampler=bundle.config.sample.sampler,
+            steps=bundle.config.sample.steps,
+            seed=seed,
+            callback=None if bar is None else (lambda done, total: bar.update(done - bar.n)),
+            noise=False,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    originals = [np.asarray(read_volume(f).array, dtype=np.float64).transpose(2, 1, 0) for f in files]
+    decoded = [np.asarray(v.array, dtype=np.float64).transpose(2, 1, 0) for v in vols]
+    model = noise_resynthesis.fit_unpaired(originals, decoded)
+    model["samples"] = {
+        "n": n,
+        "seed": seed,
+        "sampler": bundle.config.sample.sampler,
+        "steps": bundle.config.sample.steps,
+    }
+    return model
+
+
 def fit_noise(
-    model: str | Path, data: str | Path, out: str | Path, force: bool = False, threads: int | None = None
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    force: bool = False,
+    samples: int = 0,
+    seed: int = 100_000,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Write ``out``: ``model`` with a noise model fitted on ``data``'s volumes; returns the model's summary."""
+    """Write ``out``: ``model`` with a noise model fitted on ``data``'s volumes; returns the model's summary.
+
+    ``samples`` > 0 (latent checkpoints only): fitted against that many of the model's own samples
+    (:func:`ctdiff.model.noise_resynthesis.fit_unpaired`) instead of the autoencoder's reconstructions."""
     from ctdiff.atomic import atomic_path
     from ctdiff.config import DataConfig
     from ctdiff.data.dataset import dataset_files, load_cases
@@ -82,15 +135,20 @@ def fit_noise(
                 "exists and is not a ctdiff autoencoder or checkpoint; --force replaces only that", out
             ) from None
     kind, ckpt, record = _load(model)
-    ae, cfg = build_autoencoder(record["config"])
-    ae.load_state_dict(record["state"])
-    files = dataset_files(data)
-    volumes = load_cases(files[: noise_resynthesis.MAX_VOLUMES], DataConfig(hu_window=cfg.hu_window)).tensors
+    if samples and kind != "checkpoint":
+        raise ConfigError("--samples needs a latent diffusion checkpoint (an autoencoder alone cannot sample)")
+    files = dataset_files(data)[: noise_resynthesis.MAX_VOLUMES]
     try:
-        noise_model = fit_noise_model(ae, cfg, volumes, tile=(16, 32, 32))
-    except ValueError as exc:
-        raise InputError(str(exc), data) from None
-    noise_model["fitted_on"] = [str(Path(f)) for f in files[: noise_resynthesis.MAX_VOLUMES]]
+        if samples:
+            noise_model = _fit_from_samples(model, files, samples, seed, progress)
+        else:
+            ae, cfg = build_autoencoder(record["config"])
+            ae.load_state_dict(record["state"])
+            volumes = load_cases(files, DataConfig(hu_window=cfg.hu_window)).tensors
+            noise_model = fit_noise_model(ae, cfg, volumes, tile=(16, 32, 32))
+    except ValueError as exc:  # no homogeneous soft tissue in the data, or in the samples
+        raise InputError(str(exc), model if "decoded" in str(exc) else data) from None
+    noise_model["fitted_on"] = [str(Path(f)) for f in files]
     if kind == "autoencoder":
         noise_model["step"] = int(ckpt["step"])
         ckpt = {**ckpt, "noise_model": noise_model}
@@ -107,7 +165,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="an autoencoder.pt or a latent diffusion checkpoint file")
     parser.add_argument("--data", required=True, help="volumes to fit on (the autoencoder's training data)")
     parser.add_argument("--out", required=True, help="the new file (the input is never changed)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        help="latent checkpoints: fit against this many of the model's own samples (decoded without noise) "
+        "instead of the autoencoder's reconstructions of --data (default 0: reconstructions)",
+    )
+    parser.add_argument("--seed", type=int, default=100_000, help="first seed of those samples (default 100000)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out (never the input)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
@@ -116,7 +183,17 @@ def run(args) -> int:
 
     if validate.threads(args.threads):
         torch.set_num_threads(args.threads)
-    summary = fit_noise(args.model, args.data, args.out, force=args.force)
+    samples = validate.integer(args.samples, "--samples", low=0, high=10_000)
+    validate.seed(args.seed, count=max(samples, 1))
+    summary = fit_noise(
+        args.model,
+        args.data,
+        args.out,
+        force=args.force,
+        samples=samples,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     print(json.dumps(summary))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -79,6 +79,62 @@ def homogeneous_rois(hu: np.ndarray, roi: int = ROI) -> list[tuple[int, int, int
     return out
 
 
+def _roi_stats(
+    volumes: Sequence[np.ndarray], roi: int, corners_of: Sequence[list]
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Over the ROIs ``corners_of[i]`` of ``volumes[i]`` (detrended): the summed radial NPS, the ROI
+    count, and per slice lag the sums over ROI pairs (same square, ``lag`` slices apart, both ROIs)
+    of ``d_a * d_b`` and ``(d_a^2 + d_b^2) / 2``."""
+    bins = _radial_bins((roi, roi), roi, 1.0 / roi)  # ring k: |f| within half a ring of k / roi
+    n_bins = int(bins.max()) + 1
+    counts = np.bincount(bins.ravel(), minlength=n_bins).astype(np.float64)
+    total = np.zeros(n_bins)
+    lags = np.zeros((Z_LAGS, 2))
+    n = 0
+    for vol, corners in zip(volumes, corners_of):
+        if not corners:
+            continue
+        d = _detrend(np.stack([vol[z, y : y + roi, x : x + roi] for z, y, x in corners]).astype(np.float64))
+        power = np.abs(np.fft.fft2(d)) ** 2 / (roi * roi)
+        total += np.stack([np.bincount(bins.ravel(), p.ravel(), n_bins) for p in power]).sum(0) / counts
+        n += len(corners)
+        index = {c: i for i, c in enumerate(corners)}
+        for (z, y, x), i in index.items():
+            for lag in range(1, Z_LAGS + 1):
+                j = index.get((z + lag, y, x))
+                if j is not None:
+                    lags[lag - 1] += ((d[i] * d[j]).sum(), ((d[i] ** 2).sum() + (d[j] ** 2).sum()) / 2)
+    return total, n, lags
+
+
+def _no_rois(roi: int, what: str) -> ValueError:
+    return ValueError(
+        f"no homogeneous {roi}x{roi} soft-tissue ROI ({SOFT_TISSUE_HU[0]:g}..{SOFT_TISSUE_HU[1]:g} HU, "
+        f"structure <= {MAX_STRUCTURE_HU:g} HU) in the {what} to measure the noise in"
+    )
+
+
+def _model(nps_x, nps_y, lags, roi: int, extra: dict[str, Any]) -> dict[str, Any]:
+    counts = np.bincount(_radial_bins((roi, roi), roi, 1.0 / roi).ravel()).astype(np.float64)
+    nps = np.clip(nps_x - nps_y, 0.0, None)
+    # the slice correlation of the originals' noise, given to the dropped part of it. (The difference
+    # of covariances over the difference of variances, as for the spectrum, divides two small
+    # differences: on the phantoms it swung from -0.5 to +0.2 with the ROI size.)
+    corr = [float(np.clip(a / c, -1.0, 1.0)) if c > 0 else 0.0 for a, c in lags]
+    model = {
+        "format": FORMAT,
+        "roi": roi,
+        "bin_width": 1.0 / roi,  # cycles per voxel
+        "nps_xy_hu2": nps.tolist(),
+        "z_correlation": corr,
+        **extra,
+        "original_sd_hu": float(np.sqrt((nps_x * counts).sum() / counts.sum())),
+        "decoded_sd_hu": float(np.sqrt((nps_y * counts).sum() / counts.sum())),
+    }
+    model["sd_hu"] = float(synthesize(model, (16, 64, 64), noise_generator(0)).std())
+    return model
+
+
 def fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]], roi: int = ROI) -> dict[str, Any]:
     """The noise model from ``(original, reconstruction)`` pairs of ``(z, y, x)`` HU arrays.
 
@@ -89,62 +145,31 @@ def fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]], roi: int = ROI) -> dict[
     the dropped part is given. ValueError when no ROI qualifies.
     """
     roi = int(min(roi, *(min(o.shape[1:]) for o, _ in pairs)))
-    bins = _radial_bins((roi, roi), roi, 1.0 / roi)  # ring k: |f| within half a ring of k / roi
-    n_bins = int(bins.max()) + 1
-    counts = np.bincount(bins.ravel(), minlength=n_bins).astype(np.float64)
-    sum_x = np.zeros(n_bins)
-    sum_y = np.zeros(n_bins)
-    # per lag: sums over ROI pairs (same square, lag slices apart, both homogeneous) of x_a * x_b,
-    # y_a * y_b, (x_a^2 + x_b^2) / 2 and (y_a^2 + y_b^2) / 2 (x: original, y: reconstruction; detrended)
-    lag_sums = np.zeros((Z_LAGS, 4))
-    n = 0
-    for orig, recon in pairs:
-        corners = homogeneous_rois(orig, roi)
-        if not corners:
-            continue
-        dx, dy = (
-            _detrend(np.stack([a[z, y : y + roi, x : x + roi] for z, y, x in corners]).astype(np.float64))
-            for a in (orig, recon)
-        )
-        for d, acc in ((dx, sum_x), (dy, sum_y)):
-            power = np.abs(np.fft.fft2(d)) ** 2 / (roi * roi)
-            acc += np.stack([np.bincount(bins.ravel(), p.ravel(), n_bins) for p in power]).sum(0) / counts
-        n += len(corners)
-        index = {c: i for i, c in enumerate(corners)}
-        for (z, y, x), i in index.items():
-            for lag in range(1, Z_LAGS + 1):
-                j = index.get((z + lag, y, x))
-                if j is not None:
-                    lag_sums[lag - 1] += (
-                        (dx[i] * dx[j]).sum(),
-                        (dy[i] * dy[j]).sum(),
-                        ((dx[i] ** 2).sum() + (dx[j] ** 2).sum()) / 2,
-                        ((dy[i] ** 2).sum() + (dy[j] ** 2).sum()) / 2,
-                    )
+    corners = [homogeneous_rois(o, roi) for o, _ in pairs]
+    sum_x, n, lags = _roi_stats([o for o, _ in pairs], roi, corners)
+    sum_y, _, _ = _roi_stats([r for _, r in pairs], roi, corners)
     if n == 0:
-        raise ValueError(
-            f"no homogeneous {roi}x{roi} soft-tissue ROI ({SOFT_TISSUE_HU[0]:g}..{SOFT_TISSUE_HU[1]:g} HU, "
-            f"structure <= {MAX_STRUCTURE_HU:g} HU) to measure the noise in"
-        )
-    nps_x, nps_y = sum_x / n, sum_y / n
-    nps = np.clip(nps_x - nps_y, 0.0, None)
-    # the slice correlation of the originals' noise, given to the dropped part of it. (The difference
-    # of covariances over the difference of variances, as for the spectrum, divides two small
-    # differences: on the phantoms it swung from -0.5 to +0.2 with the ROI size.)
-    corr = [float(np.clip(a / c, -1.0, 1.0)) if c > 0 else 0.0 for a, _, c, _ in lag_sums]
-    model = {
-        "format": FORMAT,
-        "roi": roi,
-        "bin_width": 1.0 / roi,  # cycles per voxel
-        "nps_xy_hu2": nps.tolist(),
-        "z_correlation": corr,
-        "rois": n,
-        "volumes": len(pairs),
-        "original_sd_hu": float(np.sqrt((nps_x * counts).sum() / counts.sum())),
-        "reconstruction_sd_hu": float(np.sqrt((nps_y * counts).sum() / counts.sum())),
-    }
-    model["sd_hu"] = float(synthesize(model, (16, 64, 64), noise_generator(0)).std())
-    return model
+        raise _no_rois(roi, "originals")
+    return _model(sum_x / n, sum_y / n, lags, roi, {"method": "paired", "rois": n, "volumes": len(pairs)})
+
+
+def fit_unpaired(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray], roi: int = ROI) -> dict[str, Any]:
+    """The noise model from two cohorts of ``(z, y, x)`` HU arrays, each measured in its own
+    homogeneous ROIs: the originals' radial NPS minus that of ``decoded`` (e.g. a latent model's
+    samples, decoded without noise), clipped at 0; the slice correlation is the originals'.
+
+    Where :func:`fit` measures what the autoencoder drops from a scan, this measures what a whole
+    model's samples lack against the training scans, the noise the eval report compares.
+    """
+    roi = int(min(roi, *(min(v.shape[1:]) for v in [*originals, *decoded])))
+    sum_x, nx, lags = _roi_stats(originals, roi, [homogeneous_rois(v, roi) for v in originals])
+    sum_y, ny, _ = _roi_stats(decoded, roi, [homogeneous_rois(v, roi) for v in decoded])
+    if nx == 0:
+        raise _no_rois(roi, "originals")
+    if ny == 0:
+        raise _no_rois(roi, "decoded volumes")
+    extra = {"method": "unpaired", "rois": nx, "decoded_rois": ny, "volumes": len(originals), "decoded": len(decoded)}
+    return _model(sum_x / nx, sum_y / ny, lags, roi, extra)
 
 
 def check(model: dict[str, Any]) -> None:

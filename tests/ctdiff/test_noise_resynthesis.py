@@ -119,7 +119,7 @@ def test_fit_recovers_the_noise_a_coder_drops():
     nr.check(model)
     assert model["rois"] == 2 * 8 * 7 * 7  # every half-overlapping 16x16 square of every slice
     assert model["sd_hu"] == pytest.approx(20.0, rel=0.1)
-    assert model["original_sd_hu"] == pytest.approx(20.0, rel=0.1) and model["reconstruction_sd_hu"] < 1e-6
+    assert model["original_sd_hu"] == pytest.approx(20.0, rel=0.1) and model["decoded_sd_hu"] < 1e-6
     assert abs(model["z_correlation"][0]) < 0.05
     nps = np.asarray(model["nps_xy_hu2"])
     peak = int(np.argmax(nps))
@@ -158,6 +158,24 @@ def test_synthesised_noise_has_the_model_spectrum_and_repeats_by_seed():
     fitted = np.asarray(model["nps_xy_hu2"])
     big = fitted > 0.2 * fitted.max()
     assert np.allclose(measured[big], fitted[big], rtol=0.25)
+
+
+def test_unpaired_fit_adds_what_the_decoded_cohort_lacks():
+    """Originals with FBP noise of 24 HU, 'samples' (other volumes) with 12 HU of the same texture:
+    each measured in its own ROIs, the model adds sqrt(24^2 - 12^2) = 20.8 HU."""
+    rng = np.random.default_rng(5)
+    shape = (8, 64, 64)
+    make = lambda sd: _flat(shape) + correlated_noise(shape[::-1], (1.0, 1.0, 1.0), sd, rng).transpose(2, 1, 0)  # noqa: E731
+    model = nr.fit_unpaired([make(24.0) for _ in range(2)], [make(12.0) for _ in range(3)])
+    assert model["method"] == "unpaired" and model["volumes"] == 2 and model["decoded"] == 3
+    assert model["rois"] == 2 * 8 * 49 and model["decoded_rois"] == 3 * 8 * 49
+    assert model["original_sd_hu"] == pytest.approx(24.0, rel=0.1) and model["decoded_sd_hu"] == pytest.approx(
+        12.0, rel=0.1
+    )
+    assert model["sd_hu"] == pytest.approx(np.sqrt(24.0**2 - 12.0**2), rel=0.1)
+    air = np.full(shape, -1000.0)
+    with pytest.raises(ValueError, match="in the decoded volumes"):
+        nr.fit_unpaired([make(24.0)], [air])
 
 
 def test_no_homogeneous_soft_tissue_is_an_error_and_bad_models_are_refused():
@@ -245,6 +263,27 @@ def test_fit_noise_cli_on_autoencoder_and_latent_checkpoint(latent_run, tmp_path
     assert main(["fit-noise", "--model", str(ckpt), "--data", str(data), "--out", str(out_ck), "--force"]) == 0
     assert main(["fit-noise", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "x.pt")]) == 2
     assert "model file not found" in capsys.readouterr().err
+    # --samples: fitted against the checkpoint's own samples; this 2-step model's samples hold no
+    # homogeneous soft tissue: a one-line error naming the checkpoint (the unpaired fit: its own test)
+    out_s = tmp_path / "ck-samples-noise.pt"
+    cmd = [
+        "fit-noise",
+        "--model",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--samples",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out_s),
+    ]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert f"{ckpt}: no homogeneous 16x16 soft-tissue ROI" in err and "decoded volumes" in err and not out_s.exists()
+    cmd = ["fit-noise", "--model", str(ae_file), "--data", str(data), "--samples", "2", "--out", str(tmp_path / "y.pt")]
+    assert main(cmd) == 2
+    assert "--samples needs a latent diffusion checkpoint" in capsys.readouterr().err
     assert _sha(ckpt) == before[0]
     # sampling: noise added by seed; --no-noise / noise=False gives the plain decode
     bundle = load_bundle(out_ck, device="cpu")
