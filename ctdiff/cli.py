@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "phantom": "ctdiff.data.phantom",
     "train": "ctdiff.training.train",
     "train-autoencoder": "ctdiff.model.autoencoder",
-    "fit-noise": "ctdiff.model.fit_noise",
+    "fit-noise": "ctdiff.diffusion.fit_noise",
     "sample": "ctdiff.diffusion.sample",
     "prepare": "ctdiff.data.prepare",
     "real-ct": "ctdiff.data.realct",
