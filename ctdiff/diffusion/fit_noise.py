@@ -9,9 +9,8 @@ add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). With
 (latent checkpoints) the model is fitted instead against N of the checkpoint's own samples, decoded
 without noise: the noise the samples lack against the training volumes, each measured in its own
 homogeneous ROIs (a diffusion model's samples can be smoother than its autoencoder's
-reconstructions). The input is never
-changed; ``--out`` must be a new file unless ``--force``, which replaces only a ctdiff autoencoder
-or checkpoint file.
+reconstructions). The input is never changed; ``--out`` must be a new file unless ``--force``,
+which replaces only a ctdiff autoencoder or checkpoint file.
 """
 
 from __future__ import annotations
@@ -37,22 +36,18 @@ EXAMPLES = """\
 def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """("autoencoder" | "checkpoint", the file's dict, the autoencoder record inside it)."""
     from ctdiff.model.autoencoder import FORMAT as AE_FORMAT
-    from ctdiff.model.autoencoder import load_autoencoder_file
     from ctdiff.model.checkpoint import FORMAT as CKPT_FORMAT
-    from ctdiff.model.checkpoint import load_checkpoint
 
     if not path.is_file():
         raise InputError("model file not found (an autoencoder.pt or a latent diffusion checkpoint)", path)
     try:
-        head = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
         raise InputError(f"not a readable model file ({type(exc).__name__})", path) from None
-    fmt = head.get("format") if isinstance(head, dict) else None
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if fmt == AE_FORMAT:
-        ckpt = load_autoencoder_file(path)
         return "autoencoder", ckpt, {"config": ckpt["config"], "state": ckpt["autoencoder"]}
     if fmt == CKPT_FORMAT:
-        ckpt = load_checkpoint(path)
         space = ckpt.get("space") or {}
         if space.get("kind") != "latent":
             raise InputError(

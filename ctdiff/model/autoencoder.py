@@ -311,49 +311,57 @@ def evaluate(
     tile: Sequence[int] | None = None,
     noise_model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Reconstruct each held-out ``(1, z, y, x)`` volume (model units) through the posterior mean
-    (plus the noise of ``noise_model``, volume i from seed i, when given).
+    """Reconstruct each held-out ``(1, z, y, x)`` volume (model units) through the posterior mean.
 
     Per volume and as means: PSNR (dB) and SSIM (MONAI metrics, data range = the HU window),
     noise SD (HU) of the original and the reconstruction in soft tissue (smoothed HU in -150..150)
     and their ratio (1 = the noise texture is kept; autoencoders tend to smooth it away), and the
     noise power spectrum kept: ``nps_distance`` (L1 between the two unit-sum radial spectra of
     :func:`residual_nps`, 0 = same shape, at most 2) and ``nps_mean_frequency_ratio`` (the
-    reconstruction's mean frequency over the original's: below 1 = blurred noise).
+    reconstruction's mean frequency over the original's: below 1 = blurred noise). With
+    ``noise_model``, ``with_noise_resynthesis`` holds the same means for the same reconstructions
+    plus that model's noise (volume i from seed i).
     """
     from monai.metrics import PSNRMetric, SSIMMetric
 
     from ctdiff.data.tensors import model_to_hu
 
     psnr_m, ssim_m = PSNRMetric(max_val=2.0), SSIMMetric(spatial_dims=3, data_range=2.0, win_size=5)
-    ae.eval()
-    cases = []
-    for i, vol in enumerate(volumes):
-        x = vol[None].float()
-        y = reconstruct(ae, x, cfg.downsampling, tile)
-        if noise_model is not None:
-            y = add_noise(y, noise_model, cfg.hu_window, [i])
-        y = y.clamp(-1.0, 1.0)
+
+    def judge(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         hx, hy = model_to_hu(x, cfg.hu_window), model_to_hu(y, cfg.hu_window)
         mask = (_smooth(hx) >= SOFT_TISSUE_HU[0]) & (_smooth(hx) <= SOFT_TISSUE_HU[1])
         sd_x, sd_y = noise_sd(hx, mask), noise_sd(hy, mask)
         nps_x, nps_y = residual_nps(hx, mask), residual_nps(hy, mask)
         rings = torch.arange(len(nps_x), dtype=torch.float64)
         f_x, f_y = float((rings * nps_x).sum()), float((rings * nps_y).sum())
-        cases.append(
-            {
-                "psnr_db": float(psnr_m(y, x).mean()),
-                "ssim": float(ssim_m(y, x).mean()),
-                "noise_sd_hu": sd_x,
-                "noise_sd_recon_hu": sd_y,
-                "noise_sd_ratio": sd_y / sd_x if sd_x > 0 else float("nan"),
-                "nps_distance": float((nps_x - nps_y).abs().sum()),
-                "nps_mean_frequency_ratio": f_y / f_x if f_x > 0 else float("nan"),
-                "l1_hu": float((hy - hx).abs().mean()),
-            }
-        )
-    keys = cases[0].keys() if cases else ()
-    return {"n": len(cases), **{k: float(sum(c[k] for c in cases) / len(cases)) for k in keys}, "cases": cases}
+        return {
+            "psnr_db": float(psnr_m(y, x).mean()),
+            "ssim": float(ssim_m(y, x).mean()),
+            "noise_sd_hu": sd_x,
+            "noise_sd_recon_hu": sd_y,
+            "noise_sd_ratio": sd_y / sd_x if sd_x > 0 else float("nan"),
+            "nps_distance": float((nps_x - nps_y).abs().sum()),
+            "nps_mean_frequency_ratio": f_y / f_x if f_x > 0 else float("nan"),
+            "l1_hu": float((hy - hx).abs().mean()),
+        }
+
+    def means(cases: list[dict[str, float]]) -> dict[str, Any]:
+        keys = cases[0].keys() if cases else ()
+        return {"n": len(cases), **{k: float(sum(c[k] for c in cases) / len(cases)) for k in keys}}
+
+    ae.eval()
+    cases, noisy = [], []
+    for i, vol in enumerate(volumes):
+        x = vol[None].float()
+        y = reconstruct(ae, x, cfg.downsampling, tile)
+        cases.append(judge(x, y.clamp(-1.0, 1.0)))
+        if noise_model is not None:
+            noisy.append(judge(x, add_noise(y, noise_model, cfg.hu_window, [i]).clamp(-1.0, 1.0)))
+    result = {**means(cases), "cases": cases}
+    if noise_model is not None:
+        result["with_noise_resynthesis"] = means(noisy)
+    return result
 
 
 # ------------------------------------------------------------------------------------- training
@@ -617,10 +625,8 @@ def train_autoencoder(
     if not cfg.noise_resynthesis:
         noise_model = None
     save()
-    result = evaluate(trainer.ae, cfg, val_set, tile=tile)
+    result = evaluate(trainer.ae, cfg, val_set, tile=tile, noise_model=noise_model)
     if noise_model is not None:
-        with_noise = evaluate(trainer.ae, cfg, val_set, tile=tile, noise_model=noise_model)
-        result["with_noise_resynthesis"] = {k: v for k, v in with_noise.items() if k != "cases"}
         result["noise_model"] = {k: v for k, v in noise_model.items() if k != "nps_xy_hu2"}
     result.update(
         {

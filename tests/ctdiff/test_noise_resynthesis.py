@@ -216,7 +216,9 @@ def test_a_blurring_coder_gets_its_noise_back():
         vols.append(torch.from_numpy(((hu - lo) / (hi - lo) * 2 - 1).astype(np.float32))[None])
     model = fit_noise_model(_Blur(), cfg, vols[:2])
     plain = evaluate(_Blur(), cfg, vols[2:])
-    noisy = evaluate(_Blur(), cfg, vols[2:], noise_model=model)
+    both = evaluate(_Blur(), cfg, vols[2:], noise_model=model)
+    assert {k: v for k, v in both.items() if k != "with_noise_resynthesis"} == plain  # same reconstructions
+    noisy = both["with_noise_resynthesis"]
     assert plain["noise_sd_ratio"] < 0.6  # measured 0.4
     assert abs(noisy["noise_sd_ratio"] - 1.0) < 0.15
     assert noisy["nps_distance"] < 0.5 * plain["nps_distance"]
