@@ -533,7 +533,7 @@ def train_autoencoder(
     autoencoder trains on that run's split); ``resume_hint`` replaces the command printed on Ctrl-C;
     ``fit_discriminator`` lowers ``disc_layers`` to what the volumes' patches allow (instead of an error).
     """
-    from ctdiff.data.dataset import dataset_files, load_cases, make_split
+    from ctdiff.data.dataset import dataset_files, load_cases, make_split, warn_window_clipping
     from ctdiff.interrupt import sigterm_saves
 
     out = Path(out)
@@ -566,8 +566,9 @@ def train_autoencoder(
             prepare_output_dir(out, force=True)
         out.mkdir(parents=True, exist_ok=True)
     data_cfg = DataConfig(hu_window=cfg.hu_window)
-    train_set = load_cases(train_files, data_cfg).tensors
-    val_set = load_cases(val_files, data_cfg).tensors
+    train_cases, val_cases = load_cases(train_files, data_cfg), load_cases(val_files, data_cfg)
+    warn_window_clipping([train_cases, val_cases], cfg.hu_window, "hu_window")
+    train_set, val_set = train_cases.tensors, val_cases.tensors
     where = data_dir if data_dir is not None else train_files[0]
     cfg = _discriminator_fits(cfg, tuple(train_set[0].shape[1:]), fit_discriminator and ckpt is None, where)
     trainer = AutoencoderTrainer(cfg, device)

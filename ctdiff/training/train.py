@@ -50,6 +50,7 @@ from ctdiff.data.dataset import (
     pad_slices,
     padded_depth,
     seed_from,
+    warn_window_clipping,
 )
 from ctdiff.diffusion.schedule import Diffusion
 from ctdiff.distributed import (
@@ -725,6 +726,8 @@ def train(
         )
         if bar is not None:
             bar.close()
+        if info.is_main:
+            warn_window_clipping([train_cases, val_cases], config.data.hu_window)
 
         trainer = Trainer(
             config,

@@ -191,3 +191,23 @@ def test_evaluate_sees_noise_blurred_away_in_its_power_spectrum():
     res = evaluate(Blur(), cfg, [vol])
     assert res["noise_sd_ratio"] < 0.6
     assert res["nps_mean_frequency_ratio"] < 0.9 and res["nps_distance"] > 0.3  # measured 0.78 and 0.68
+
+
+def test_train_autoencoder_warns_when_its_hu_window_clips_the_air_noise(tmp_path, capsys):
+    data = tmp_path / "noisy"
+    data.mkdir()
+    for i in range(3):
+        vol, _ = make_phantom(shape=(16, 16, 8), seed=i, noise_hu=25.0)  # air at -1000 HU, 25 HU of noise
+        write_nifti(vol, data / f"case_{i}.nii.gz")
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in {**TINY_AE, "steps": 2}.items()]
+    capsys.readouterr()
+    assert main(["train-autoencoder", "--data", str(data), "--out", str(tmp_path / "a"), "--no-progress", *sets]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "of 3 volume(s) have voxels just outside hu_window [-1024, 1500]" in warned[0]
+    assert "--set hu_window=[-1280,1500]" in warned[0]  # train-autoencoder's own key, not data.hu_window
+    wide = ["--set", "hu_window=[-1280,1500]"]
+    assert (
+        main(["train-autoencoder", "--data", str(data), "--out", str(tmp_path / "b"), "--no-progress", *sets, *wide])
+        == 0
+    )
+    assert "warning:" not in capsys.readouterr().err

@@ -18,7 +18,7 @@ from ctdiff.data.dataset import (
     make_split,
     pad_slices,
 )
-from ctdiff.data.io import write_nifti
+from ctdiff.data.io import read_volume, write_nifti
 from ctdiff.data.tensors import model_to_hu
 from ctdiff.data.volume import Volume
 from ctdiff.errors import InputError
@@ -177,3 +177,41 @@ def test_epoch_batches_shard_like_distributed_sampler():
     assert set(r0) | set(r1) == set(range(7))
     flat = [i for b in one for _, i in b]
     assert r0 == flat[0::2] and r1 == (flat + flat[:1])[1::2]
+
+
+def test_window_clipping_counts_only_voxels_just_outside_the_window():
+    from ctdiff.data.dataset import window_clipped_fraction
+
+    # window -1024..1500: the band is 5 % of 2524 HU = 126.2 HU on either side
+    a = np.array([-1100.0, -1030.0, -1024.0, -2048.0, -3024.0, 1550.0, 1700.0, 0.0, 40.0, -1150.0])
+    # in the band: -1100, -1030, -1150 (>= -1150.2) and 1550; not -1024 (inside), not padding
+    # (-2048, -3024) nor 1700 (> 1626.2)
+    assert window_clipped_fraction(a, (-1024.0, 1500.0)) == pytest.approx(4 / 10)
+    assert window_clipped_fraction(a, (-1200.0, 1500.0)) == pytest.approx(1 / 10)  # 1550 only
+
+
+def test_load_cases_warns_when_the_window_clips_the_scans_noise(tmp_path, capsys):
+    from ctdiff.data.dataset import warn_window_clipping, window_clip_warning
+
+    rng = np.random.default_rng(0)
+    noisy = np.full((16, 16, 4), -1000.0, np.float32) + rng.normal(0, 25, (16, 16, 4)).astype(np.float32)
+    noisy[:8] = 40.0  # half soft tissue, half air at -1000 HU with 25 HU of noise
+    scanner = np.full((16, 16, 4), -1024.0, np.float32)  # real CT: air stored at -1024, padding at -3024
+    scanner[:8], scanner[:, :2] = 40.0, -3024.0
+    paths = []
+    for name, arr in (("air_noise.nii.gz", noisy), ("scanner.nii.gz", scanner)):
+        paths.append(tmp_path / name)
+        write_nifti(Volume.from_spacing(arr, (1.0, 1.0, 1.0)), paths[-1])
+    window = (-1024.0, 1500.0)
+    cases = load_cases(paths, DataConfig(hu_window=window))
+    stored = read_volume(paths[0]).array  # as written (the NIfTI may round to integer HU)
+    expected = np.count_nonzero((stored < -1024) & (stored >= -1024 - 126.2)) / stored.size
+    assert expected > 0.05  # half the voxels are air, ~17 % of those below -1024
+    assert cases.clipped == [pytest.approx(expected), 0.0]
+    line = window_clip_warning([cases], window)
+    assert line.startswith("warning: 1 of 2 volume(s)") and "air_noise.nii.gz" in line
+    assert f"{100 * expected:.1f}%" in line and "data.hu_window" in line and "\n" not in line
+    wide = (-1300.0, 1500.0)
+    assert window_clip_warning([load_cases(paths, DataConfig(hu_window=wide))], wide) is None
+    warn_window_clipping([cases, None], window)
+    assert capsys.readouterr().err.strip() == line

@@ -352,3 +352,23 @@ def test_sigterm_saves_last_checkpoint_and_resume_hint(dataset, tmp_path):
     assert saved["step"] >= 2  # at least the first epoch (2 steps) and whatever ran after it
     rows = read_history(run / "history.csv")
     assert rows and saved["step"] >= rows[-1]["step"]
+
+
+def test_train_warns_in_one_line_when_the_hu_window_clips_the_air_noise(tmp_path, capsys):
+    """Phantoms with 25 HU of noise in their air (-1000 HU): ~17 % of the air voxels lie below the
+    default window's -1024, so train says so (one line, naming a case); a window that holds them does not."""
+    data = tmp_path / "noisy"
+    data.mkdir()
+    for i in range(3):
+        vol, _ = make_phantom(shape=(16, 16, 6), seed=i, noise_hu=25.0)
+        write_nifti(vol, data / f"case_{i:03d}.nii.gz")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(tiny(epochs=1, preview_every=0).to_yaml())
+    start = ["train", "--config", str(cfg), "--data", str(data), "--no-progress", "--out"]
+    capsys.readouterr()
+    assert main([*start, str(tmp_path / "a")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "of 3 volume(s)" in warned[0] and "[-1024, 1500]" in warned[0], warned
+    assert "case_00" in warned[0] and "widen data.hu_window" in warned[0]
+    assert main([*start, str(tmp_path / "b"), "--set", "data.hu_window=[-1300,1500]"]) == 0
+    assert "warning:" not in capsys.readouterr().err
