@@ -50,6 +50,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo-128.yaml"
+
+
+def _config_window() -> tuple[float, float]:
+    from ctdiff.config import load_config
+
+    lo, hi = load_config(CONFIG).data.hu_window
+    return float(lo), float(hi)
+
+
 FAST = "intensity,noise,texture,similarity,memorization"
 PROBE_EPOCHS = 2
 
@@ -115,7 +124,8 @@ class Arm:
     def autoencoder(self, budget_s: float) -> str:
         ae = self.dir / "ae"
         a = self.args
-        common = f"--threads {a.threads} --no-progress"
+        lo, hi = _config_window()  # the autoencoder learns the diffusion config's HU window (train checks it)
+        common = f"--set hu_window=[{lo:g},{hi:g}] --threads {a.threads} --no-progress"
         if "ae_done" not in self.state:
             if "ae_probe" not in self.state:
                 self.timed(

@@ -234,6 +234,8 @@ class Trainer:
         t = config.train
         # a resumed latent run restores the carried autoencoder and scale (space_state)
         self.space = build_space(config, space_state).to(self.device)
+        if space_state is None:
+            _check_autoencoder_window(config, self.space)
         self.diffusion = Diffusion(config.diffusion, clip_sample=self.space.clip_sample)
         # the layout of weights and batches only: values, RNG draws and checkpoints are the same either way
         self.memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
@@ -535,6 +537,21 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------- entry point
+def _check_autoencoder_window(config: Config, space) -> None:
+    """A new latent run's data window must be its autoencoder's: the autoencoder learned [-1, 1] as its
+    own window, and the noise it re-synthesises is scaled by it, so another window would shift and
+    stretch every intensity it encodes and decodes without an error."""
+    ae_window = getattr(getattr(space, "ae_config", None), "hu_window", None)
+    if ae_window is None:
+        return
+    want = [float(v) for v in ae_window]
+    if want != [float(v) for v in config.data.hu_window]:
+        raise ConfigError(
+            f"model.autoencoder {config.model.autoencoder} was trained on the HU window {want} but data.hu_window "
+            f"is {list(config.data.hu_window)}: pass --set data.hu_window=[{want[0]:g},{want[1]:g}]"
+        )
+
+
 OWN_AUTOENCODER_DIR = "autoencoder"  # <run>/autoencoder/: the autoencoder a latent run trains first
 
 

@@ -117,3 +117,32 @@ def test_an_arm_is_reported_again_when_radiomics_are_asked_for_later(bench, tmp_
         assert json.loads(arm.state_file.read_text())["report_metrics"].endswith(",radiomics")
     finally:
         arm.sample_and_report.__globals__["_run"] = bench["_run"]
+
+
+def test_the_latent_arms_autoencoder_learns_the_configs_hu_window(bench, tmp_path):
+    """train refuses a latent run whose autoencoder learned another window than data.hu_window, so both
+    autoencoder commands (probe and run) carry configs/demo-128.yaml's window."""
+    from types import SimpleNamespace
+
+    from ctdiff.config import load_config
+
+    calls = []
+
+    def fake_run(cmd, log, threads=2):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps({"train_seconds_this_call": 3.0}))
+        return 1.0, 1.0
+
+    args = SimpleNamespace(threads=2, train_data=tmp_path / "train", ae_share=0.4)
+    arm = bench["Arm"]("latent", ["model.space=latent"], tmp_path, args)
+    arm.timed.__globals__["_run"] = fake_run
+    try:
+        assert arm.autoencoder(600.0) == f"--set model.autoencoder={arm.dir / 'ae' / 'autoencoder.pt'}"
+    finally:
+        arm.timed.__globals__["_run"] = bench["_run"]
+    lo, hi = load_config(REPO / "configs" / "demo-128.yaml").data.hu_window
+    assert len(calls) == 2 and all("train-autoencoder" in c for c in calls)
+    for cmd in calls:
+        assert cmd[cmd.index("--set", cmd.index("--out")) :].count(f"hu_window=[{lo:g},{hi:g}]") == 1, cmd

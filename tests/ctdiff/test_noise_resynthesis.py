@@ -60,7 +60,9 @@ def latent_run(tmp_path_factory):
         write_nifti(Volume.from_spacing(hu.astype(np.float32), (1.0, 1.0, 2.0)), root / f"case_{i}.nii.gz")
     ae = tmp_path_factory.mktemp("ae") / "ae"
     with torch.random.fork_rng():
-        train_autoencoder(root, ae, config={**SMALL_AE, "noise_resynthesis": False}, progress=False)
+        train_autoencoder(
+            root, ae, config={**SMALL_AE, "noise_resynthesis": False, "hu_window": [-1000.0, 1000.0]}, progress=False
+        )
     cfg = config_from_dict(
         {
             "name": "tiny-latent",
@@ -229,7 +231,7 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_fit_noise_cli_on_autoencoder_and_latent_checkpoint(latent_run, tmp_path, capsys):
+def test_fit_noise_cli_on_autoencoder_and_latent_checkpoint(latent_run, tmp_path, capsys, monkeypatch):
     """``fit-noise`` writes a copy with a noise model; the input is untouched; sampling adds the
     noise unless --no-noise; a pixel checkpoint, an existing --out and --out == --model are refused."""
     from ctdiff.diffusion.sample import load_bundle, sample
@@ -265,8 +267,17 @@ def test_fit_noise_cli_on_autoencoder_and_latent_checkpoint(latent_run, tmp_path
     assert main(["fit-noise", "--model", str(ckpt), "--data", str(data), "--out", str(out_ck), "--force"]) == 0
     assert main(["fit-noise", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "x.pt")]) == 2
     assert "model file not found" in capsys.readouterr().err
-    # --samples: fitted against the checkpoint's own samples; this 2-step model's samples hold no
-    # homogeneous soft tissue: a one-line error naming the checkpoint (the unpaired fit: its own test)
+    # --samples: fitted against the checkpoint's own samples; samples that hold no homogeneous soft
+    # tissue (all air here) give a one-line error naming the checkpoint (the unpaired fit: its own test)
+    from ctdiff.data.volume import Volume
+    from ctdiff.diffusion import sample as sample_module
+
+    drawn = sample_module.sample
+
+    def all_air(*args, **kwargs):
+        return [Volume(np.full_like(v.array, -1000.0), v.affine) for v in drawn(*args, **kwargs)]
+
+    monkeypatch.setattr(sample_module, "sample", all_air)
     out_s = tmp_path / "ck-samples-noise.pt"
     cmd = [
         "fit-noise",
@@ -283,6 +294,7 @@ def test_fit_noise_cli_on_autoencoder_and_latent_checkpoint(latent_run, tmp_path
     assert main(cmd) == 2
     err = capsys.readouterr().err
     assert f"{ckpt}: no homogeneous 16x16 soft-tissue ROI" in err and "decoded volumes" in err and not out_s.exists()
+    monkeypatch.setattr(sample_module, "sample", drawn)
     cmd = ["fit-noise", "--model", str(ae_file), "--data", str(data), "--samples", "2", "--out", str(tmp_path / "y.pt")]
     assert main(cmd) == 2
     assert "--samples needs a latent diffusion checkpoint" in capsys.readouterr().err

@@ -86,6 +86,7 @@ def data(tmp_path_factory):
                 "disc_channels": 4,
                 "disc_layers": 1,
                 "steps": 2,
+                "hu_window": [-1000.0, 1000.0],  # the runs' data.hu_window (tiny())
             },
             progress=False,
         )
@@ -390,3 +391,16 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
     assert bundle.config.sample.steps == 2
     written = read_volume(out / "samples" / "case_000.nii.gz")
     assert written.shape == SHAPE and np.isfinite(written.array).all() and written.array.std() > 1.0
+
+
+def test_a_latent_run_needs_its_autoencoders_hu_window(data, tmp_path):
+    """The autoencoder learned [-1, 1] as its own window: a run with another data.hu_window is refused
+    in one line naming both windows and the fix, before the run dir is written."""
+    root, ae = data
+    values = tiny("latent", "rflow", str(ae))
+    values["data"]["hu_window"] = [-1024.0, 1500.0]
+    with pytest.raises(ConfigError) as info:
+        train(config_from_dict(values), root, tmp_path / "run", progress=False)
+    msg = str(info.value)
+    assert "[-1000.0, 1000.0]" in msg and "[-1024.0, 1500.0]" in msg and "--set data.hu_window=[-1000,1000]" in msg
+    assert "\n" not in msg and not (tmp_path / "run").exists()
