@@ -72,6 +72,10 @@ def main() -> int:
         help="only recompute the shipped report (after a phantom or metric change) from the shipped "
         "samples and the recorded training cohort",
     )
+    parser.add_argument(
+        "--checkpoint",
+        help="ship this checkpoint of the run instead of checkpoints/best.pt (e.g. fit-noise's output)",
+    )
     parser.add_argument("--data", help="the phantom cohort it trained on (default: from the run's split.json)")
     parser.add_argument("--n", type=int, default=12, help="samples to ship")
     parser.add_argument(
@@ -161,6 +165,7 @@ def main() -> int:
         command=command,
         force=args.force,
         progress=progress,
+        checkpoint=args.checkpoint,
     )
     bar.close()
     print(json.dumps(json.loads((out / "assets.json").read_text()), indent=2))

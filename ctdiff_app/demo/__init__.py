@@ -356,8 +356,12 @@ def export_assets(
     progress: Progress | None = None,
     with_report: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> Path:
     """Write the demo assets from a training run: fp16 EMA checkpoint, run files, samples, report.
+
+    ``checkpoint``: the checkpoint file to ship (default the run's ``checkpoints/best.pt``), e.g. one
+    that ``python -m ctdiff fit-noise`` gave a noise model; the run files still come from ``run_dir``.
 
     ``train_cohort``: ``{"n", "seed", "shape", "noise_hu"}`` of the phantom cohort the run trained on.
     ``cache_dir``: eval's feature cache (default: the user cache, so the seeded phantom cohorts'
@@ -373,9 +377,10 @@ def export_assets(
 
     out = Path(out)
     # --force replaces only demo assets (assets.json), never the run it exports from or other files
-    check_output(out, command="demo-assets", force=force, inputs={"--run": run_dir})
+    inputs = {"--run": run_dir, **({"--checkpoint": checkpoint} if checkpoint is not None else {})}
+    check_output(out, command="demo-assets", force=force, inputs=inputs)
     prepare_output_dir(out, force=True)
-    src = resolve_checkpoint(run_dir)
+    src = resolve_checkpoint(checkpoint if checkpoint is not None else run_dir)
     ckpt = load_checkpoint(src)
     slim = {
         "config": ckpt["config"],

@@ -391,6 +391,25 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
     assert bundle.config.sample.steps == 2
     written = read_volume(out / "samples" / "case_000.nii.gz")
     assert written.shape == SHAPE and np.isfinite(written.array).all() and written.array.std() > 1.0
+    assert json.loads((out / "assets.json").read_text())["model"]["source_checkpoint"] == "best.pt"
+    # checkpoint=: ship another checkpoint of the run (here last.pt)
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    other = export_assets(
+        run,
+        {"n": 4, "seed": 0, "shape": list(SHAPE), "noise_hu": 10.0},
+        out=tmp_path / "assets-last",
+        n_samples=1,
+        sampler="euler",
+        steps=2,
+        with_report=False,
+        checkpoint=run / "checkpoints" / "last.pt",
+    )
+    info = json.loads((other / "assets.json").read_text())["model"]
+    assert info["source_checkpoint"] == "last.pt" and info["trained_steps"] == last["step"]
+    shipped = load_checkpoint(other / "model.pt")["ema"]
+    for k, v in last["ema"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(shipped[k], v.to(torch.float16), rtol=0, atol=0, msg=k)
 
 
 def test_a_latent_run_needs_its_autoencoders_hu_window(data, tmp_path):
