@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Which radiomics features tell a cohort from the real scans (issue 20)?
+
+FRD, KID and precision/recall say *that* generated scans sit apart from the real ones in radiomics
+space, not *where*. This script reads the frd-score v1 features of each cohort (the eval report's
+feature cache: cached scans cost nothing, others are extracted) and standardises every feature's
+mean difference by the real cohort's SD:
+
+    z = (mean over the cohort - mean over the real scans) / SD over the real scans
+
+It prints, per cohort, the median |z|, the share of features with |z| > 2, the feature groups
+(image type and class, e.g. ``wavelet-HHH_glcm``) by their median |z|, and the largest |z|. The
+training cohort against the held-out one is the reference: there, no feature is far.
+
+    python benchmarks/radiomics_gap.py --real data/ph128-held --cohort train=data/ph128-train \\
+        --cohort samples=runs/gen --cache-dir ~/.cache/ctdiff/features --json gap.json
+
+Not in eval: a diagnostic for whoever trains the generator, with no CI or floor of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+
+def feature_group(name: str) -> str:
+    """``wavelet-HHH_glcm_Contrast`` -> ``wavelet-HHH_glcm``; ``glrlm_RunVariance`` -> ``original_glrlm``."""
+    parts = name.split("_")
+    return "_".join(parts[:2]) if len(parts) >= 3 else f"original_{parts[0]}"
+
+
+def gap(names: list[str], real: np.ndarray, cohort: np.ndarray, top: int = 15) -> dict:
+    """Standardised mean differences of ``cohort`` against ``real`` (rows: scans, columns: ``names``).
+    Features constant or non-finite in the real scans are left out (no SD to divide by)."""
+    real, cohort = np.asarray(real, dtype=np.float64), np.asarray(cohort, dtype=np.float64)
+    sd = real.std(axis=0)
+    keep = np.isfinite(sd) & (sd > 0) & np.isfinite(cohort).all(axis=0) & np.isfinite(real).all(axis=0)
+    z = np.full(len(names), np.nan)
+    z[keep] = (cohort[:, keep].mean(axis=0) - real[:, keep].mean(axis=0)) / sd[keep]
+    groups: dict[str, list[float]] = defaultdict(list)
+    for n, v, k in zip(names, z, keep):
+        if k:
+            groups[feature_group(n)].append(abs(float(v)))
+    a = np.abs(z[keep])
+    order = [i for i in np.argsort(-np.where(keep, np.abs(z), -1.0)) if keep[i]][:top]
+    return {
+        "n_features": int(keep.sum()),
+        "median_abs_z": float(np.median(a)) if a.size else float("nan"),
+        "share_abs_z_over_2": float(np.mean(a > 2)) if a.size else float("nan"),
+        "groups": dict(
+            sorted(
+                ((g, {"median_abs_z": float(np.median(v)), "n": len(v)}) for g, v in groups.items()),
+                key=lambda kv: -kv[1]["median_abs_z"],
+            )
+        ),
+        "top": [{"feature": names[i], "z": float(z[i])} for i in order],
+    }
+
+
+def features(folder: Path, cache_dir: Path, workers: int) -> tuple[list[str], np.ndarray]:
+    from eval.features.radiomics import image_dim_of_shape
+    from eval.report.build import radiomics_features
+    from eval.report.cache import FeatureCache
+
+    paths = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    if not paths:
+        raise SystemExit(f"{folder}: no NIfTI scans")
+    import nibabel as nib
+
+    dim = image_dim_of_shape(nib.load(paths[0]).shape)
+    ex = radiomics_features(paths, dim, FeatureCache(cache_dir), workers)
+    return list(ex.names), ex.matrix(sorted(ex.vectors))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eval.report.cache import default_cache_dir
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--real", required=True, type=Path, help="the real scans (NIfTI folder)")
+    p.add_argument("--cohort", action="append", required=True, help="NAME=FOLDER, repeatable")
+    p.add_argument("--cache-dir", type=Path, default=None, help="eval's feature cache (default: the user cache)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--json", type=Path, default=None, help="write every cohort's result here")
+    a = p.parse_args(argv)
+    cache = a.cache_dir or default_cache_dir()
+    names, real = features(a.real, cache, a.workers)
+    out = {"real": str(a.real), "cohorts": {}}
+    for spec in a.cohort:
+        name, _, folder = spec.partition("=")
+        cnames, x = features(Path(folder), cache, a.workers)
+        if cnames != names:
+            raise SystemExit(f"{folder}: its feature names differ from the real scans' (another frd-score?)")
+        r = gap(names, real, x, a.top)
+        out["cohorts"][name] = {"folder": folder, **r}
+        print(
+            f"{name}: median |z| {r['median_abs_z']:.2f}, |z| > 2 in {100 * r['share_abs_z_over_2']:.0f}% of {r['n_features']}"
+        )
+        print("  groups: " + ", ".join(f"{g} {v['median_abs_z']:.1f}" for g, v in list(r["groups"].items())[:8]))
+        print("  top: " + ", ".join(f"{t['feature']} {t['z']:+.1f}" for t in r["top"]))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

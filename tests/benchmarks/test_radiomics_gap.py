@@ -1,0 +1,42 @@
+"""benchmarks/radiomics_gap.py: standardised mean differences per radiomics feature and group."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rg():
+    return runpy.run_path(str(REPO / "benchmarks" / "radiomics_gap.py"), run_name="radiomics_gap")
+
+
+def test_feature_groups(rg):
+    assert rg["feature_group"]("wavelet-HHH_glcm_Contrast") == "wavelet-HHH_glcm"
+    assert rg["feature_group"]("log-sigma-2-0-mm-3D_glrlm_RunVariance") == "log-sigma-2-0-mm-3D_glrlm"
+    assert rg["feature_group"]("glrlm_RunVariance") == "original_glrlm"
+
+
+def test_gap_is_the_mean_shift_in_real_sds_and_skips_constant_features(rg):
+    rng = np.random.default_rng(0)
+    names = ["glcm_Contrast", "glrlm_RunVariance", "firstorder_Mean", "shape_Constant"]
+    real = rng.normal(0.0, 1.0, (12, 4))
+    real[:, 3] = 7.0  # constant in the real scans: no SD, left out
+    sd = real.std(axis=0)
+    cohort = real.copy()
+    cohort[:, 1] += 300.0 * sd[1]  # a plateau-like shift: 300 real SDs
+    cohort[:, 0] -= 2.5 * sd[0]
+    r = rg["gap"](names, real, cohort, top=2)
+    assert r["n_features"] == 3
+    assert [t["feature"] for t in r["top"]] == ["glrlm_RunVariance", "glcm_Contrast"]
+    assert r["top"][0]["z"] == pytest.approx(300.0) and r["top"][1]["z"] == pytest.approx(-2.5)
+    assert r["median_abs_z"] == pytest.approx(2.5) and r["share_abs_z_over_2"] == pytest.approx(2 / 3)
+    assert list(r["groups"]) == ["original_glrlm", "original_glcm", "original_firstorder"]
+    assert r["groups"]["original_firstorder"]["median_abs_z"] == pytest.approx(0.0, abs=1e-9)
+    same = rg["gap"](names, real, real)
+    assert same["median_abs_z"] == pytest.approx(0.0, abs=1e-9) and same["share_abs_z_over_2"] == 0.0
