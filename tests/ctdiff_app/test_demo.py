@@ -131,7 +131,9 @@ def test_demo_model_loads_and_samples_in_hu(demo_ws):
     assert (bundle.config.sample.sampler, bundle.config.sample.steps) == (shipped["sampler"], shipped["steps"])
     vol = sample(bundle, 1, sampler=bundle.config.sample.sampler, steps=2, seed=0)[0]
     assert vol.shape == bundle.shape
-    assert -1100 <= vol.array.min() and vol.array.max() <= 1600  # the HU window of the demo config
+    lo, hi = bundle.config.data.hu_window  # the demo config's HU window: [-1200, 1500] since 2026-12-01 (evening)
+    assert (lo, hi) == (-1200.0, 1500.0)
+    assert lo <= vol.array.min() and vol.array.max() <= hi and vol.array.std() > 1.0
 
 
 def test_review_session_is_ready_with_the_demo_code(demo_ws):
