@@ -73,7 +73,7 @@ from ctdiff.model.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from ctdiff.model.spaces import build_space
+from ctdiff.model.spaces import LatentSpace, build_space
 from ctdiff.model.unet import UNet3D, build_model, count_parameters
 from ctdiff.outputs import check_output
 from ctdiff.training.rundir import RunDir
@@ -541,10 +541,9 @@ def _check_autoencoder_window(config: Config, space) -> None:
     """A new latent run's data window must be its autoencoder's: the autoencoder learned [-1, 1] as its
     own window, and the noise it re-synthesises is scaled by it, so another window would shift and
     stretch every intensity it encodes and decodes without an error."""
-    ae_window = getattr(getattr(space, "ae_config", None), "hu_window", None)
-    if ae_window is None:
+    if not isinstance(space, LatentSpace):
         return
-    want = [float(v) for v in ae_window]
+    want = [float(v) for v in space.ae_config.hu_window]
     if want != [float(v) for v in config.data.hu_window]:
         raise ConfigError(
             f"model.autoencoder {config.model.autoencoder} was trained on the HU window {want} but data.hu_window "

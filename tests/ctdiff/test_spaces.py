@@ -371,15 +371,9 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
     run = tmp_path / "run"
     with torch.random.fork_rng():
         train(config_from_dict(tiny("latent", "rflow", str(ae))), root, run, progress=False)
-    out = export_assets(
-        run,
-        {"n": 4, "seed": 0, "shape": list(SHAPE), "noise_hu": 10.0},
-        out=tmp_path / "assets",
-        n_samples=1,
-        sampler="euler",
-        steps=2,
-        with_report=False,
-    )
+    cohort = {"n": 4, "seed": 0, "shape": list(SHAPE), "noise_hu": 10.0}
+    tiny_export = dict(n_samples=1, sampler="euler", steps=2, with_report=False)
+    out = export_assets(run, cohort, out=tmp_path / "assets", **tiny_export)
     ckpt = load_checkpoint(out / "model.pt")
     record = ckpt["space"]["autoencoder"]
     assert record["path"] == "autoencoder.pt" == ckpt["config"]["model"]["autoencoder"]
@@ -395,14 +389,7 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
     # checkpoint=: ship another checkpoint of the run (here last.pt)
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     other = export_assets(
-        run,
-        {"n": 4, "seed": 0, "shape": list(SHAPE), "noise_hu": 10.0},
-        out=tmp_path / "assets-last",
-        n_samples=1,
-        sampler="euler",
-        steps=2,
-        with_report=False,
-        checkpoint=run / "checkpoints" / "last.pt",
+        run, cohort, out=tmp_path / "assets-last", checkpoint=run / "checkpoints" / "last.pt", **tiny_export
     )
     info = json.loads((other / "assets.json").read_text())["model"]
     assert info["source_checkpoint"] == "last.pt" and info["trained_steps"] == last["step"]
