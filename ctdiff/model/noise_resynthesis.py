@@ -8,8 +8,9 @@ the latent diffusion samples are as smooth (docs/benchmarks.md, "The latent spac
 The noise the autoencoder drops is measured once, on training volumes, where CT physicists measure
 noise: in homogeneous soft-tissue ROIs (16 x 16 voxels, every axial slice, quadratic trend removed).
 In-plane it is the radial noise power spectrum (NPS) of the originals minus that of their
-reconstructions in the same ROIs, ring by ring, clipped at 0; along z, the correlation of the
-originals' noise between neighbouring slices (lags 1 and 2). After decoding,
+reconstructions in the same ROIs, ring by ring, corrected for the small ROIs' spectral leakage
+and kept non-negative (:func:`deconvolve_rings`); along z, the correlation of the originals' noise
+between neighbouring slices (lags 1 and 2). After decoding,
 stationary Gaussian noise with that NPS (white noise shaped in Fourier space: the rings
 interpolated to the volume's in-plane grid, times the z spectrum of the slice correlations) is
 added. The noise is drawn from a generator seeded per volume, so a sample repeats itself. The
@@ -27,6 +28,7 @@ first-order model of real CT, whose noise is stronger in the body centre.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,9 +116,56 @@ def _no_rois(roi: int, what: str) -> ValueError:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def leakage_matrix(roi: int, oversample: int = 8) -> np.ndarray:
+    """``K[i, j]``: the expected ring-``i`` estimate of :func:`_roi_stats` (the periodogram of a
+    quadratic-detrended ``roi`` x ``roi`` ROI, averaged over ring ``i``) for stationary noise whose
+    in-plane spectrum is 1 HU^2 on ring ``j`` and 0 elsewhere; the estimate of any spectrum ``S``
+    (constant on each ring) is ``K @ S``.
+
+    A 16 x 16 periodogram smears each frequency over about 1/16 cycle per voxel (the Fejér kernel of
+    the square ROI) and the detrend removes the lowest rings. The ROI rings beyond the in-plane
+    Nyquist radius (the grid's corners) therefore hold power leaked from inside it: on FBP noise
+    band-limited at Nyquist the raw estimate put 47 and 19 HU^2 in rings 8 and 9 (true: 7 and 0), and
+    noise synthesised from it had the wrong finest texture (radiomics' wavelet-HHH GLCM off by 70 SDs
+    of the phantoms, docs/benchmarks.md). Computed exactly: each complex exponential of a fine
+    frequency grid (``oversample`` x the ROI's), detrended, transformed and ring-averaged like an ROI,
+    summed into the ring of its frequency. Written here: scipy and numpy have periodograms, not the
+    leakage of this ring estimator.
+    """
+    bins = _radial_bins((roi, roi), roi, 1.0 / roi)
+    n_bins = int(bins.max()) + 1
+    counts = np.maximum(np.bincount(bins.ravel(), minlength=n_bins), 1).astype(np.float64)
+    m = roi * oversample
+    f = np.fft.fftfreq(m)
+    fine_ring = np.minimum((np.hypot(f[:, None], f[None, :]) * roi + 0.5).astype(int), n_bins - 1).ravel()
+    wave = np.exp(2j * np.pi * f[:, None] * np.arange(roi)[None, :])  # (m, roi): one axis' exponentials
+    waves = (wave[:, None, :, None] * wave[None, :, None, :]).reshape(m * m, roi, roi)
+    detrended = _detrend(waves.real) + 1j * _detrend(waves.imag)  # the detrend is real and linear
+    # each fine frequency carries 1/m^2 of a unit spectrum's variance
+    power = np.abs(np.fft.fft2(detrended)) ** 2 / (roi * roi) / (m * m)
+    response = np.stack([np.bincount(bins.ravel(), p.ravel(), n_bins) for p in power]) / counts
+    k = np.zeros((n_bins, n_bins))
+    np.add.at(k.T, fine_ring, response)
+    return k
+
+
+def deconvolve_rings(nps: np.ndarray, roi: int) -> np.ndarray:
+    """The non-negative ring spectrum whose expected :func:`_roi_stats` estimate is closest to ``nps``
+    (least squares through :func:`leakage_matrix`, scipy's NNLS). Ring 0 (DC), which the detrend
+    removes and nothing measures, is 0."""
+    from scipy.optimize import nnls
+
+    nps = np.asarray(nps, dtype=np.float64)
+    k = leakage_matrix(int(roi))[: nps.size, : nps.size]
+    solution, _ = nnls(k[:, 1:], nps)
+    return np.concatenate([[0.0], solution])
+
+
 def _model(nps_x, nps_y, lags, roi: int, extra: dict[str, Any]) -> dict[str, Any]:
     counts = np.bincount(_radial_bins((roi, roi), roi, 1.0 / roi).ravel()).astype(np.float64)
-    nps = np.clip(nps_x - nps_y, 0.0, None)
+    # the dropped part: the difference of the two ring estimates, corrected for the ROIs' leakage
+    nps = deconvolve_rings(nps_x - nps_y, roi)
     # the slice correlation of the originals' noise, given to the dropped part of it. (The difference
     # of covariances over the difference of variances, as for the spectrum, divides two small
     # differences: on the phantoms it swung from -0.5 to +0.2 with the ROI size.)
@@ -126,6 +175,7 @@ def _model(nps_x, nps_y, lags, roi: int, extra: dict[str, Any]) -> dict[str, Any
         "roi": roi,
         "bin_width": 1.0 / roi,  # cycles per voxel
         "nps_xy_hu2": nps.tolist(),
+        "nps_estimate": "leakage-corrected",  # models before 2026-12-01 hold the raw ring difference
         "z_correlation": corr,
         **extra,
         "original_sd_hu": float(np.sqrt((nps_x * counts).sum() / counts.sum())),
@@ -139,8 +189,8 @@ def fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]], roi: int = ROI) -> dict[
     """The noise model from ``(original, reconstruction)`` pairs of ``(z, y, x)`` HU arrays.
 
     In-plane: the radial NPS of the quadratic-detrended original ROIs minus that of the same
-    ROIs of the reconstruction, ring by ring, clipped at 0 (HU^2, periodogram scaling: the mean
-    over frequencies is the variance). Along z: the correlation of the original's detrended noise
+    ROIs of the reconstruction, ring by ring, leakage-corrected and non-negative
+    (:func:`deconvolve_rings`; HU^2, periodogram scaling: the mean over frequencies is the variance). Along z: the correlation of the original's detrended noise
     between an ROI and the same square ``lag`` slices away (when that one is homogeneous too), which
     the dropped part is given. ValueError when no ROI qualifies.
     """
@@ -156,7 +206,8 @@ def fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]], roi: int = ROI) -> dict[
 def fit_unpaired(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray], roi: int = ROI) -> dict[str, Any]:
     """The noise model from two cohorts of ``(z, y, x)`` HU arrays, each measured in its own
     homogeneous ROIs: the originals' radial NPS minus that of ``decoded`` (e.g. a latent model's
-    samples, decoded without noise), clipped at 0; the slice correlation is the originals'.
+    samples, decoded without noise), leakage-corrected and non-negative; the slice correlation is the
+    originals'.
 
     Where :func:`fit` measures what the autoencoder drops from a scan, this measures what a whole
     model's samples lack against the training scans, the noise the eval report compares.

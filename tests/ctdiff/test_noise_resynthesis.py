@@ -180,6 +180,75 @@ def test_unpaired_fit_adds_what_the_decoded_cohort_lacks():
         nr.fit_unpaired([make(24.0)], [air])
 
 
+def _fbp_rings(sd: float, roi: int, n_bins: int, grid: int = 1024) -> np.ndarray:
+    """The true ring means (HU^2, rings of 1/roi cycles per voxel) of correlated_noise's spectrum at
+    1 mm, from its filter on a fine grid scaled to variance sd^2."""
+    from ctdiff.data.phantom.noise import fbp_noise_filter
+
+    power = fbp_noise_filter((grid, grid), (1.0, 1.0)) ** 2
+    power *= sd**2 / power.mean()
+    f = np.fft.fftfreq(grid)
+    ring = np.minimum((np.hypot(f[:, None], f[None, :]) * roi + 0.5).astype(int), n_bins - 1).ravel()
+    return np.bincount(ring, power.ravel(), n_bins) / np.bincount(ring, None, n_bins)
+
+
+def _all_rois(volumes, roi):
+    step = roi // 2
+    return [
+        [
+            (z, y, x)
+            for z in range(v.shape[0])
+            for y in range(0, v.shape[1] - roi + 1, step)
+            for x in range(0, v.shape[2] - roi + 1, step)
+        ]
+        for v in volumes
+    ]
+
+
+def test_leakage_matrix_predicts_the_ring_estimate():
+    """Cross-check of the exact leakage matrix against simulation: the ROI ring estimate of FBP noise
+    (band-limited at Nyquist) averages K @ (true rings), corner rings included, and white noise's
+    averages K @ 1; the raw estimate itself is off in both (the detrend and the leakage)."""
+    rng = np.random.default_rng(11)
+    roi = nr.ROI
+    k = nr.leakage_matrix(roi)
+    n_bins = k.shape[0]
+    fbp = [
+        correlated_noise((64, 64, 16), (1.0, 1.0, 1.0), 20.0, rng).transpose(2, 1, 0).astype(np.float64)
+        for _ in range(3)
+    ]
+    total, n, _ = nr._roi_stats(fbp, roi, _all_rois(fbp, roi))
+    measured, truth = total / n, _fbp_rings(20.0, roi, n_bins)
+    predicted = k @ truth
+    assert truth[9:].max() == 0.0 and measured[9] > 0.015 * truth.max()  # leaked power beyond Nyquist
+    assert np.allclose(measured[1:], predicted[1:], rtol=0.08, atol=0.004 * truth.max())
+    white = [rng.standard_normal((16, 64, 64)) * 10.0 for _ in range(2)]
+    total, n, _ = nr._roi_stats(white, roi, _all_rois(white, roi))
+    assert np.allclose(total / n, k @ np.full(n_bins, 100.0), rtol=0.05)
+    assert (total / n)[1] < 60.0  # the detrend took ring 1 down to ~1/2 of the white level
+
+
+def test_fit_corrects_the_leakage_beyond_nyquist():
+    """Known answer: FBP noise band-limited at the in-plane Nyquist frequency. The fitted rings follow
+    the true spectrum, with nothing beyond Nyquist, where the raw difference of ROI estimates had power."""
+    rng = np.random.default_rng(12)
+    shape = (16, 64, 64)
+    pairs = [
+        (_flat(shape) + correlated_noise(shape[::-1], (1.0, 1.0, 1.0), 20.0, rng).transpose(2, 1, 0), _flat(shape))
+        for _ in range(3)
+    ]
+    model = nr.fit(pairs)
+    assert model["nps_estimate"] == "leakage-corrected"
+    fitted = np.asarray(model["nps_xy_hu2"])
+    truth = _fbp_rings(20.0, model["roi"], fitted.size)
+    peak = truth.max()
+    assert fitted[9:].max() < 0.005 * peak  # raw: rings 9.. hold 2-3 % of the peak
+    assert np.allclose(fitted[1:8], truth[1:8], rtol=0.12, atol=0.02 * peak)
+    assert model["sd_hu"] == pytest.approx(20.0, rel=0.06)  # the detrend's low-frequency loss restored
+    raw = nr._roi_stats([o for o, _ in pairs], model["roi"], [nr.homogeneous_rois(o, model["roi"]) for o, _ in pairs])
+    assert (raw[0] / raw[1])[9] > 0.015 * peak
+
+
 def test_no_homogeneous_soft_tissue_is_an_error_and_bad_models_are_refused():
     rng = np.random.default_rng(3)
     air = np.full((4, 32, 32), -1000.0) + rng.standard_normal((4, 32, 32))
