@@ -81,10 +81,24 @@ def build_demo(path: Path) -> None:
         status.update(label=f"Demo workspace ready: {path}", state="complete", expanded=False)
 
 
+def demo_notice(path: Path) -> None:
+    """Say when the demo workspace was built from another demo model than this version ships (an update
+    since); rebuilding is the user's choice, since it replaces the demo's review answers."""
+    try:
+        from ctdiff_app.demo import stale_reason
+    except ImportError:
+        return
+    reason = stale_reason(path)
+    if reason:
+        st.info(f"Demo workspace {path}: {reason}.")
+
+
 if configured and not ws.exists():
     st.error(f"CTDIFF_WORKSPACE points to {ws}, which does not exist. Fix the variable, or type folders below.")
 elif not configured and not read_workspace_info(ws).get("complete") and not ss.get(SOURCE_KEY):
     build_demo(ws)
+if not configured and not ss.get(SOURCE_KEY) and read_workspace_info(ws).get("complete"):
+    demo_notice(ws)
 
 sel = ensure_selection()
 

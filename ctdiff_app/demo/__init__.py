@@ -110,6 +110,34 @@ def demo_state(workspace: str | os.PathLike) -> tuple[str, str]:
     return "refuse", f"{ws} holds files that are not ctdiff's ({shown})"
 
 
+def stale_reason(workspace: str | os.PathLike) -> str | None:
+    """Why a finished demo workspace does not show the demo model this version ships, or None.
+
+    A workspace is reused as built (:func:`demo_state`), so after an update that ships a new demo
+    model, the old one's samples, report and run stay on screen. Its ``workspace.json`` records the
+    model it was built from (assets.json's ``model``); a different record is told here, with the
+    command that rebuilds it. Not rebuilt on its own: that would replace the demo's review answers.
+    """
+    try:
+        info = json.loads((Path(workspace) / WORKSPACE_JSON).read_text())
+        shipped = _assets_info().get("model", {})
+    except (OSError, ValueError, InputError):
+        return None
+    if not isinstance(info, dict) or not info.get("complete") or info.get("name") != "demo":
+        return None
+    built = info.get("model") or {}
+    if built == shipped:
+        return None
+
+    def steps(model: dict[str, Any]) -> str:
+        return f"{model['trained_steps']} training steps" if "trained_steps" in model else "no record"
+
+    return (
+        f"built from another demo model ({steps(built)}) than this version ships ({steps(shipped)}); "
+        f"`python -m ctdiff_app demo --force --out {workspace}` rebuilds it (its review answers are replaced)"
+    )
+
+
 def ensure_demo_workspace(
     path: str | os.PathLike | None = None,
     progress: Progress | None = None,
@@ -465,6 +493,9 @@ def run(args) -> int:
         print(
             f"demo workspace already built, reused: {args.out}  (reader code: {DEMO_READER_CODE}; rebuild with --force)"
         )
+        reason = stale_reason(args.out)
+        if reason:
+            print(f"note: {args.out} was {reason}")
         return 0
     if action == "rebuild":
         print(f"demo: {why}")

@@ -168,6 +168,30 @@ def test_demo_folder_with_only_caches_is_rebuilt_and_one_with_user_files_is_kept
     assert "not a demo workspace" in at.error[0].value and "notes.txt" in at.error[0].value
 
 
+def test_demo_workspace_from_another_demo_model_says_how_to_rebuild(monkeypatch, tmp_path, page, workspace):
+    import json
+
+    import ctdiff_app.workspace
+    from ctdiff_app.demo import ASSETS
+
+    shipped = json.loads((ASSETS / "assets.json").read_text())["model"]
+    target = tmp_path / "demo"
+    shutil.copytree(workspace, target)
+    monkeypatch.delenv("CTDIFF_WORKSPACE", raising=False)
+    monkeypatch.setattr(ctdiff_app.workspace, "DEFAULT_WORKSPACE", target)
+    for model, told in (({**shipped, "trained_steps": 3288}, True), (shipped, False)):
+        (target / "workspace.json").write_text(json.dumps({"name": "demo", "complete": True, "model": model}))
+        at = page(HOME)
+        at.run()
+        assert not at.exception, at.exception
+        notes = [i.value for i in at.info if "another demo model" in i.value]
+        assert bool(notes) == told
+        if told:
+            assert "(3288 training steps)" in notes[0] and "demo --force" in notes[0]
+        assert not at.status  # reused, never rebuilt
+        assert {m.label: m.value for m in at.metric}["Real volumes"] == "2"
+
+
 def test_demo_builder_missing_gives_a_message(monkeypatch, tmp_path, page):
     import ctdiff_app.workspace
 

@@ -23,6 +23,7 @@ from ctdiff_app.demo import (
     demo_state,
     ensure_demo_workspace,
     is_complete,
+    stale_reason,
 )
 from ctdiff_app.workspace import real_ct_folder
 
@@ -211,6 +212,32 @@ def test_demo_cli_reuses_rebuilds_and_refuses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not a demo workspace" in err and "scan.nii.gz" in err and "--force" in err
     assert (mine / "scan.nii.gz").read_bytes() == b"mine"
+
+
+def test_workspace_built_from_another_demo_model_is_told_how_to_rebuild(tmp_path, demo_ws, capsys):
+    """After an update that ships a new demo model, a reused workspace still shows the old one: the
+    CLI says so and how to rebuild (it is not rebuilt on its own: that would replace review answers)."""
+    from ctdiff_app.cli import main
+
+    ws, _ = demo_ws
+    assert stale_reason(ws) is None  # built from the shipped assets
+    shipped = json.loads((ASSETS / "assets.json").read_text())["model"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "workspace.json").write_text(
+        json.dumps({"name": "demo", "complete": True, "model": {**shipped, "trained_steps": 3288}})
+    )
+    reason = stale_reason(old)
+    assert f"another demo model (3288 training steps) than this version ships ({shipped['trained_steps']}" in reason
+    assert f"python -m ctdiff_app demo --force --out {old}" in reason
+    assert main(["demo", "--out", str(old), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert f"demo workspace already built, reused: {old}" in out and f"note: {old} was built from another" in out
+    assert json.loads((old / "workspace.json").read_text())["model"]["trained_steps"] == 3288  # left as it was
+    (old / "workspace.json").write_text(json.dumps({"name": "demo", "complete": True}))  # before models were recorded
+    assert "another demo model (no record)" in stale_reason(old)
+    (old / "workspace.json").write_text(json.dumps({"name": "mine", "complete": True, "model": {}}))
+    assert stale_reason(old) is None  # not a demo workspace: nothing to say
 
 
 def test_set_sampling_writes_a_config_the_loader_reads(tmp_path):
