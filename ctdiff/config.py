@@ -142,9 +142,8 @@ class SampleConfig:
     # DDPM-1000 on the old pixel demo model, where DPM-Solver++/DDIM were not (docs/benchmarks.md, "Sampling")
     sampler: str = "ddpm"
     steps: int = 50
-    # latent space: the autoencoder encodes tiles of this many latent voxels (z, y, x) with MONAI's
-    # SlidingWindowInferer (25 % overlap, Gaussian blending) so large volumes fit in memory, and
-    # decodes tiles of this size capped at its training patch (model.autoencoder.decoding_window)
+    # latent space: the autoencoder decodes tiles of this many latent voxels (z, y, x) with MONAI's
+    # SlidingWindowInferer (25 % overlap, Gaussian blending) so large volumes decode within memory
     decode_tile: tuple[int, int, int] = (16, 32, 32)
 
 

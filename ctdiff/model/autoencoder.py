@@ -279,29 +279,10 @@ def add_noise(
     return y + (noise * per_hu).to(y.device, y.dtype)
 
 
-def decoding_window(cfg: AutoencoderConfig, tile: Sequence[int] | None = None) -> tuple[int, int, int]:
-    """The window (latent voxels) latents are decoded in: ``tile`` capped, axis by axis, at the
-    autoencoder's training patch (``cfg.patch // downsampling``); the patch itself without ``tile``.
-
-    The decoder's GroupNorm layers normalise over whatever window they are given. Trained on random
-    patches, the decoder shifted large flat regions when a whole volume was decoded at once: the
-    demo's 16-channel coder reconstructed the held-out phantoms' air at -1059 HU (truth -997) with
-    128 x 128 x 32 volumes in one window, and at -998 HU (L1 over the volume 39 HU instead of 56) in
-    windows of its 16 x 64 x 64 training patch (MONAI's sliding window, Gaussian blending). Encoding
-    keeps ``tile``: the latents a diffusion model was trained on were encoded that way, and the
-    encoder showed no such shift.
-    """
-    patch = tuple(int(p) // int(cfg.downsampling) for p in cfg.patch)
-    if tile is None:
-        return patch
-    return tuple(min(int(t), p) for t, p in zip(tile, patch))
-
-
-def reconstruct(ae, cfg: AutoencoderConfig, x: torch.Tensor, tile: Sequence[int] | None = None) -> torch.Tensor:
-    """Encode (posterior mean; windows of ``tile`` latent voxels when larger) and decode
-    ``(N, 1, D, H, W)`` (windows of :func:`decoding_window`)."""
-    roi = None if tile is None else tuple(t * cfg.downsampling for t in tile)
-    return decode(ae, encode_mean(ae, x, roi), decoding_window(cfg, tile))
+def reconstruct(ae, x: torch.Tensor, downsampling: int, tile: Sequence[int] | None = None) -> torch.Tensor:
+    """Encode (posterior mean) and decode ``(N, 1, D, H, W)``, in tiles of ``tile`` latent voxels when larger."""
+    roi = None if tile is None else tuple(t * downsampling for t in tile)
+    return decode(ae, encode_mean(ae, x, roi), tile)
 
 
 def fit_noise_model(
@@ -317,7 +298,7 @@ def fit_noise_model(
     with torch.no_grad():
         for vol in volumes[: noise_resynthesis.MAX_VOLUMES]:
             x = vol[None].float()
-            y = reconstruct(ae, cfg, x, tile).clamp(-1.0, 1.0)
+            y = reconstruct(ae, x, cfg.downsampling, tile).clamp(-1.0, 1.0)
             pairs.append(tuple(model_to_hu(t, cfg.hu_window)[0, 0].numpy() for t in (x, y)))
     return noise_resynthesis.fit(pairs)
 
@@ -373,7 +354,7 @@ def evaluate(
     cases, noisy = [], []
     for i, vol in enumerate(volumes):
         x = vol[None].float()
-        y = reconstruct(ae, cfg, x, tile)
+        y = reconstruct(ae, x, cfg.downsampling, tile)
         cases.append(judge(x, y.clamp(-1.0, 1.0)))
         if noise_model is not None:
             noisy.append(judge(x, add_noise(y, noise_model, cfg.hu_window, [i]).clamp(-1.0, 1.0)))

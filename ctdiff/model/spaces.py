@@ -11,10 +11,8 @@ A :class:`Space` maps a batch of padded volumes in model units (``(N, 1, D, H, W
   (stored in the checkpoint), so the small detail bands are not drowned by the diffusion noise;
   the samplers then do not clip.
 - ``latent``: a MONAI ``AutoencoderKL`` (:mod:`ctdiff.model.autoencoder`), posterior mean times a scale
-  factor (1 / SD of the training latents, as MAISI and Stable Diffusion do). Encoding of volumes
-  larger than ``decode_tile`` goes through MONAI's ``SlidingWindowInferer``; decoding does in windows
-  no larger than the autoencoder's training patch either (``autoencoder.decoding_window``: decoded
-  whole, the coder's GroupNorm shifted flat regions such as air by tens of HU). The samplers
+  factor (1 / SD of the training latents, as MAISI and Stable Diffusion do). Encoding and decoding
+  of volumes larger than ``decode_tile`` go through MONAI's ``SlidingWindowInferer``. The samplers
   do not clip (latents are unbounded). An autoencoder that carries a noise model adds the noise it
   drops back after decoding when asked to (``decode(z, noise_seeds)``; :mod:`ctdiff.model.noise_resynthesis`).
 
@@ -137,7 +135,7 @@ class LatentSpace(Space):
     cache = True
 
     def __init__(self, autoencoder: dict[str, Any], scale: float | None = None, tile: Sequence[int] = (16, 32, 32)):
-        from ctdiff.model.autoencoder import build_autoencoder, decoding_window
+        from ctdiff.model.autoencoder import build_autoencoder
 
         self.record = autoencoder  # {"config", "state", "sha256", "path"}
         self.ae, self.ae_config = build_autoencoder(autoencoder["config"])
@@ -148,7 +146,6 @@ class LatentSpace(Space):
         self.factor = (f, f, f)
         self.scale = scale
         self.tile = tuple(int(t) for t in tile)
-        self.decode_tile = decoding_window(self.ae_config, self.tile)  # no larger than the coder's training patch
 
     def to(self, device) -> LatentSpace:
         self.ae.to(device)
@@ -169,7 +166,7 @@ class LatentSpace(Space):
 
         if self.scale is None:
             raise ValueError("the latent space has no scale factor yet (set from the training latents)")
-        y = decode(self.ae, z.float().contiguous() / self.scale, self.decode_tile)
+        y = decode(self.ae, z.float().contiguous() / self.scale, self.tile)
         if noise_seeds is not None and self.noise_model is not None:
             if len(noise_seeds) != y.shape[0]:
                 raise ValueError(f"{len(noise_seeds)} noise seeds for {y.shape[0]} volumes")

@@ -19,7 +19,6 @@ from ctdiff.model.autoencoder import (
     autoencoder_record,
     build_autoencoder,
     decode,
-    decoding_window,
     encode_mean,
     evaluate,
     random_patches,
@@ -99,35 +98,6 @@ def test_tiled_coding_approximates_full_coding():
     assert (y_tiled - y_full).abs().mean() < 0.5 * (decode(ae, other) - y_full).abs().mean()
     assert not torch.equal(y_tiled, y_full)  # the tiled path really ran
     torch.testing.assert_close(decode(ae, z_full, (4, 16, 16)), y_full)  # one tile = full decode
-
-
-def test_latents_are_decoded_in_windows_no_larger_than_the_training_patch():
-    """The decoder's GroupNorm is calibrated on training patches: decoded whole, the demo coder put air
-    60 HU too low. LatentSpace decodes in windows of the patch (capped further by sample.decode_tile);
-    encoding keeps decode_tile (the latents diffusion models were trained on)."""
-    from ctdiff.model.spaces import LatentSpace
-
-    cfg = autoencoder_config(TINY_AE)  # patch 8x16x16, two levels: downsampling 2
-    assert cfg.downsampling == 2
-    assert decoding_window(cfg) == (4, 8, 8)
-    assert decoding_window(cfg, (16, 32, 32)) == (4, 8, 8)
-    assert decoding_window(cfg, (1, 32, 3)) == (1, 8, 3)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        ae, _ = build_autoencoder(cfg)
-    record = {"config": dict(TINY_AE), "state": ae.state_dict(), "sha256": "x", "path": "ae.pt"}
-    space = LatentSpace(record, 1.0, (16, 32, 32))
-    seen = {"encode": [], "decode": []}
-    enc, dec = space.ae.encode, space.ae.decode
-    space.ae.encode = lambda t: (seen["encode"].append(tuple(t.shape[2:])), enc(t))[1]
-    space.ae.decode = lambda t: (seen["decode"].append(tuple(t.shape[2:])), dec(t))[1]
-    x = torch.rand(1, 1, 8, 32, 32) * 2 - 1
-    z = space.encode(x)
-    assert seen["encode"] == [(8, 32, 32)] and z.shape == (1, 2, 4, 16, 16)  # one window: within decode_tile
-    y = space.decode(z)
-    assert y.shape == x.shape and len(seen["decode"]) == 9  # 3 x 3 overlapping windows in-plane
-    assert set(seen["decode"]) == {(4, 8, 8)}
-    torch.testing.assert_close(y, decode(space.ae, z, (4, 8, 8)))
 
 
 def test_train_autoencoder_cli_resume_and_record(phantoms, tmp_path, capsys):
