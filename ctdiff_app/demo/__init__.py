@@ -129,11 +129,14 @@ def stale_reason(workspace: str | os.PathLike) -> str | None:
     if built == shipped:
         return None
 
-    def steps(model: dict[str, Any]) -> str:
-        return f"{model['trained_steps']} training steps" if "trained_steps" in model else "no record"
+    def describe(model: dict[str, Any]) -> str:
+        if "trained_steps" not in model:
+            return "no record"
+        weights = f", weights {model['sha256'][:12]}" if model.get("sha256") else ""
+        return f"{model['trained_steps']} training steps{weights}"
 
     return (
-        f"built from another demo model ({steps(built)}) than this version ships ({steps(shipped)}); "
+        f"built from another demo model ({describe(built)}) than this version ships ({describe(shipped)}); "
         f"`python -m ctdiff_app demo --force --out {workspace}` rebuilds it (its review answers are replaced)"
     )
 
@@ -447,6 +450,8 @@ def export_assets(
     write_samples(vols, out / "samples", info={"demo": True}, force=True)
     if with_report:
         export_report(out, train_cohort, cache_dir=cache_dir)
+    from ctdiff.model.autoencoder import sha256_file
+
     info = {
         "model": {
             "checkpoint": "model.pt",
@@ -454,6 +459,8 @@ def export_assets(
             "trained_steps": int(ckpt["step"]),
             "trained_epochs": ckpt.get("epoch"),
             "source_checkpoint": src.name,
+            # what a workspace built from these assets records: a refitted noise model changes only this
+            "sha256": sha256_file(out / "model.pt"),
             "command": command,
         },
         "train_cohort": train_cohort,

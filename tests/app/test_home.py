@@ -187,7 +187,7 @@ def test_demo_workspace_from_another_demo_model_says_how_to_rebuild(monkeypatch,
         notes = [i.value for i in at.info if "another demo model" in i.value]
         assert bool(notes) == told
         if told:
-            assert "(3288 training steps)" in notes[0] and "demo --force" in notes[0]
+            assert "(3288 training steps, weights " in notes[0] and "demo --force" in notes[0]
         assert not at.status  # reused, never rebuilt
         assert {m.label: m.value for m in at.metric}["Real volumes"] == "2"
 

@@ -40,6 +40,9 @@ def test_assets_are_small_and_describe_their_provenance():
     info = json.loads((ASSETS / "assets.json").read_text())
     model = info["model"]
     assert model["weights"] == "EMA, fp16" and model["trained_steps"] > 0
+    from ctdiff.model.autoencoder import sha256_file
+
+    assert model["sha256"] == sha256_file(ASSETS / "model.pt")  # what workspaces record (stale_reason)
     assert "python -m ctdiff train --config configs/" in model["command"]
     # issue 20: the demo model's files in the repo stay at 20 MB or less
     files = [ASSETS / "model.pt", *(ASSETS / "run").iterdir()]
@@ -225,15 +228,17 @@ def test_workspace_built_from_another_demo_model_is_told_how_to_rebuild(tmp_path
     old = tmp_path / "old"
     old.mkdir()
     (old / "workspace.json").write_text(
-        json.dumps({"name": "demo", "complete": True, "model": {**shipped, "trained_steps": 3288}})
+        json.dumps({"name": "demo", "complete": True, "model": {**shipped, "sha256": "0" * 64}})
     )
-    reason = stale_reason(old)
-    assert f"another demo model (3288 training steps) than this version ships ({shipped['trained_steps']}" in reason
+    reason = stale_reason(old)  # same training, other weights (e.g. a refitted noise model)
+    steps = shipped["trained_steps"]
+    assert f"another demo model ({steps} training steps, weights 000000000000) than this version ships" in reason
+    assert f"({steps} training steps, weights {shipped['sha256'][:12]})" in reason
     assert f"python -m ctdiff_app demo --force --out {old}" in reason
     assert main(["demo", "--out", str(old), "--no-report"]) == 0
     out = capsys.readouterr().out
     assert f"demo workspace already built, reused: {old}" in out and f"note: {old} was built from another" in out
-    assert json.loads((old / "workspace.json").read_text())["model"]["trained_steps"] == 3288  # left as it was
+    assert json.loads((old / "workspace.json").read_text())["model"]["sha256"] == "0" * 64  # left as it was
     (old / "workspace.json").write_text(json.dumps({"name": "demo", "complete": True}))  # before models were recorded
     assert "another demo model (no record)" in stale_reason(old)
     (old / "workspace.json").write_text(json.dumps({"name": "mine", "complete": True, "model": {}}))
