@@ -95,10 +95,11 @@ def demo_notice(path: Path) -> None:
 
 if configured and not ws.exists():
     st.error(f"CTDIFF_WORKSPACE points to {ws}, which does not exist. Fix the variable, or type folders below.")
-elif not configured and not read_workspace_info(ws).get("complete") and not ss.get(SOURCE_KEY):
-    build_demo(ws)
-if not configured and not ss.get(SOURCE_KEY) and read_workspace_info(ws).get("complete"):
-    demo_notice(ws)
+elif not configured and not ss.get(SOURCE_KEY):
+    if read_workspace_info(ws).get("complete"):
+        demo_notice(ws)  # two small JSON reads per rerun
+    else:
+        build_demo(ws)
 
 sel = ensure_selection()
 

@@ -190,8 +190,8 @@ def fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]], roi: int = ROI) -> dict[
 
     In-plane: the radial NPS of the quadratic-detrended original ROIs minus that of the same
     ROIs of the reconstruction, ring by ring, leakage-corrected and non-negative
-    (:func:`deconvolve_rings`; HU^2, periodogram scaling: the mean over frequencies is the variance). Along z: the correlation of the original's detrended noise
-    between an ROI and the same square ``lag`` slices away (when that one is homogeneous too), which
+    (:func:`deconvolve_rings`; HU^2, periodogram scaling: the mean over frequencies is the
+    variance). Along z: the correlation of the original's detrended noise between an ROI and the same square ``lag`` slices away (when that one is homogeneous too), which
     the dropped part is given. ValueError when no ROI qualifies.
     """
     roi = int(min(roi, *(min(o.shape[1:]) for o, _ in pairs)))
