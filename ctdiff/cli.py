@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "ctdiff.training.train",
     "train-autoencoder": "ctdiff.model.autoencoder",
     "fit-noise": "ctdiff.diffusion.fit_noise",
+    "tune-decoder": "ctdiff.diffusion.tune_decoder",
     "sample": "ctdiff.diffusion.sample",
     "prepare": "ctdiff.data.prepare",
     "real-ct": "ctdiff.data.realct",

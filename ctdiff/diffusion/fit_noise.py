@@ -33,7 +33,7 @@ EXAMPLES = """\
 """
 
 
-def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def load_model_file(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """("autoencoder" | "checkpoint", the file's dict, the autoencoder record inside it)."""
     from ctdiff.model.autoencoder import FORMAT as AE_FORMAT
     from ctdiff.model.checkpoint import FORMAT as CKPT_FORMAT
@@ -51,10 +51,30 @@ def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
         space = ckpt.get("space") or {}
         if space.get("kind") != "latent":
             raise InputError(
-                f"a {space.get('kind', 'pixel')}-space checkpoint has no autoencoder to fit noise for", path
+                f"a {space.get('kind', 'pixel')}-space checkpoint has no autoencoder (only latent checkpoints carry one)",
+                path,
             )
         return "checkpoint", ckpt, space["autoencoder"]
     raise InputError("not a ctdiff autoencoder or diffusion checkpoint", path)
+
+
+def check_new_model_file(model: Path, out: Path, force: bool) -> None:
+    """``out`` may be written: not the input ``model``, not a folder, new or (``force``) a ctdiff model file."""
+    from ctdiff.outputs import resolved
+
+    if resolved(out, "--out") == resolved(model, "--model"):
+        raise ConfigError(f"--out {out} is the input --model; write a new file (--force never replaces an input)")
+    if out.is_dir():
+        raise InputError("is a folder; --out names the new model file", out)
+    if out.exists() and not force:
+        raise OverwriteError("already exists; pass --force to overwrite", out)
+    if out.exists():
+        try:
+            load_model_file(out)
+        except InputError:
+            raise OverwriteError(
+                "exists and is not a ctdiff autoencoder or checkpoint; --force replaces only that", out
+            ) from None
 
 
 def _fit_from_samples(path: Path, files: list[str], n: int, seed: int, progress: bool) -> dict[str, Any]:
@@ -113,23 +133,10 @@ def fit_noise(
     from ctdiff.data.dataset import dataset_files, load_cases
     from ctdiff.model import noise_resynthesis
     from ctdiff.model.autoencoder import build_autoencoder, fit_noise_model
-    from ctdiff.outputs import resolved
 
     model, out = Path(model), Path(out)
-    if resolved(out, "--out") == resolved(model, "--model"):
-        raise ConfigError(f"--out {out} is the input --model; write a new file (--force never replaces an input)")
-    if out.is_dir():
-        raise InputError("is a folder; --out names the new model file", out)
-    if out.exists() and not force:
-        raise OverwriteError("already exists; pass --force to overwrite", out)
-    if out.exists():
-        try:
-            _load(out)
-        except InputError:
-            raise OverwriteError(
-                "exists and is not a ctdiff autoencoder or checkpoint; --force replaces only that", out
-            ) from None
-    kind, ckpt, record = _load(model)
+    check_new_model_file(model, out, force)
+    kind, ckpt, record = load_model_file(model)
     if samples and kind != "checkpoint":
         raise ConfigError("--samples needs a latent diffusion checkpoint (an autoencoder alone cannot sample)")
     files = dataset_files(data)[: noise_resynthesis.MAX_VOLUMES]

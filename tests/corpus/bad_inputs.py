@@ -325,6 +325,21 @@ CLI_CORPUS: dict[str, tuple[list[str], int, str]] = {
         2,
         "--threads must be >= 1",
     ),
+    "tune_decoder_pixel_checkpoint": (
+        ["-m", "ctdiff", "tune-decoder", "--model", "{run}/checkpoints/best.pt", "--data", "{real}", "--out", "{new}"],
+        2,
+        "pixel-space checkpoint has no autoencoder",
+    ),
+    "tune_decoder_text_model": (
+        ["-m", "ctdiff", "tune-decoder", "--model", "{text_file}", "--data", "{real}", "--out", "{new}"],
+        2,
+        "not a readable model file",
+    ),
+    "tune_decoder_lr_infinite": (
+        ["-m", "ctdiff", "tune-decoder", "--model", "{nan_ckpt}", "--data", "{real}", "--out", "{new}", "--lr", "inf"],
+        2,
+        "--lr must be a finite number > 0",
+    ),
     "selftest_out_is_real": (
         ["-m", "eval", "selftest", "--real", "{real}", "--out", "{real}", "--force"],
         2,

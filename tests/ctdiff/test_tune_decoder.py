@@ -1,0 +1,167 @@
+"""tune-decoder: the decoder learns to decode whole volumes while the encoder (so the latents, and a
+latent diffusion model trained on them) stays as it was; checkpoints keep sampling; resume repeats an
+uninterrupted run; bad input and existing files are refused with one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from ctdiff.cli import main
+from ctdiff.diffusion import tune_decoder as td
+from ctdiff.model.autoencoder import autoencoder_record, build_autoencoder, encode_mean
+from tests.ctdiff.test_noise_resynthesis import latent_run  # noqa: F401  (fixture: tiny AE + latent run)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _volumes(data, cfg):
+    from ctdiff.config import DataConfig
+    from ctdiff.data.dataset import dataset_files, load_cases
+
+    return load_cases(dataset_files(data), DataConfig(hu_window=cfg.hu_window)).tensors
+
+
+def _shifted_autoencoder(ae_file, out, shift_hu):
+    """A copy of ``ae_file`` whose decoder adds ``shift_hu`` everywhere (its last conv's bias): the
+    whole-volume error a decoder calibrated on patches makes, exaggerated and known."""
+    ckpt = torch.load(ae_file, map_location="cpu", weights_only=True)
+    ae, cfg = build_autoencoder(ckpt["config"])
+    ae.load_state_dict(ckpt["autoencoder"])
+    last = [m for m in ae.decoder.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    with torch.no_grad():
+        last.bias += shift_hu * 2.0 / (cfg.hu_window[1] - cfg.hu_window[0])
+    torch.save({**ckpt, "autoencoder": ae.state_dict()}, out)
+    return ae, cfg
+
+
+def test_tuning_removes_a_decoder_bias_and_leaves_the_encoder_alone(latent_run, tmp_path, capsys):  # noqa: F811
+    _, data, ae_file = latent_run
+    shifted = tmp_path / "shifted.pt"
+    ae, cfg = _shifted_autoencoder(ae_file, shifted, 150.0)
+    vols = _volumes(data, cfg)
+    bias_before = td.tissue_bias(ae, cfg, vols)["soft_tissue_bias_hu"]
+    assert bias_before > 100.0
+    out = tmp_path / "tuned.pt"
+    cmd = ["tune-decoder", "--model", str(shifted), "--data", str(data), "--out", str(out), "--no-progress"]
+    assert main([*cmd, "--steps", "40", "--lr", "5e-3", "--adv-weight", "0", "--eval", str(data)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 40 and summary["before"]["soft_tissue_bias_hu"] == pytest.approx(bias_before, rel=1e-4)
+    new = torch.load(out, map_location="cpu", weights_only=True)
+    tuned, _ = build_autoencoder(new["config"])
+    tuned.load_state_dict(new["autoencoder"])
+    bias_after = td.tissue_bias(tuned, cfg, vols)["soft_tissue_bias_hu"]
+    assert abs(bias_after) < 0.3 * bias_before
+    assert summary["after"]["soft_tissue_bias_hu"] == pytest.approx(bias_after, rel=1e-4)
+    assert summary["after"]["l1_hu"] < summary["before"]["l1_hu"]
+    # the encoder and the latents are untouched; the decoder changed
+    old_state, new_state = ae.state_dict(), tuned.state_dict()
+    decoder_keys = {k for k in new_state if k.startswith(("decoder.", "post_quant_conv."))}
+    assert decoder_keys and all(torch.equal(old_state[k], new_state[k]) for k in new_state if k not in decoder_keys)
+    assert any(not torch.equal(old_state[k], new_state[k]) for k in decoder_keys)
+    x = vols[0][None]
+    torch.testing.assert_close(encode_mean(tuned, x), encode_mean(ae, x), rtol=0, atol=0)
+    assert new["decoder_tuning"]["from_sha256"] == _sha(shifted) and "noise_model" not in new
+    assert new["decoder_tuning"]["discriminator"] == "the autoencoder's"
+    assert autoencoder_record(out)["step"] == autoencoder_record(shifted)["step"]
+    assert (tmp_path / "tuned.pt.history.csv").read_text().count("\n") == 41
+    assert not td.state_path(out).exists()
+
+
+def test_a_tuned_checkpoint_samples_with_the_same_latent_space(latent_run, tmp_path, capsys):  # noqa: F811
+    from ctdiff.diffusion.sample import load_bundle, sample
+    from ctdiff.model.checkpoint import load_checkpoint
+
+    run, data, ae_file = latent_run
+    ckpt = run / "checkpoints" / "last.pt"
+    before = _sha(ckpt), _sha(ae_file)
+    out = tmp_path / "tuned.pt"
+    assert td.tune_decoder(ckpt, data, out, steps=2, progress=False)["steps"] == 2
+    assert (_sha(ckpt), _sha(ae_file)) == before  # inputs untouched
+    old, new = load_checkpoint(ckpt), load_checkpoint(out)
+    assert new["space"]["scale"] == old["space"]["scale"]
+    rec = new["space"]["autoencoder"]
+    assert rec["noise_model"] is None and rec["decoder_tuning"]["steps"] == 2
+    assert rec["decoder_tuning"]["discriminator"].startswith("the autoencoder's (")  # found by its sha256
+    assert all(torch.equal(v, new["model"][k]) for k, v in old["model"].items())  # the U-Net is unchanged
+    vol = sample(load_bundle(out, device="cpu"), 1, sampler="euler", steps=2, seed=1)[0]
+    assert vol.array.shape == (32, 32, 8) and vol.meta["noise_resynthesis"] is False
+    cmd = ["sample", "--checkpoint", str(out), "--n", "1", "--steps", "2", "--out", str(tmp_path / "s")]
+    assert main(cmd) == 0
+    capsys.readouterr()
+
+
+def test_an_interrupted_tuning_resumes_to_the_uninterrupted_result(latent_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    _, data, ae_file = latent_run
+    whole = tmp_path / "whole.pt"
+    td.tune_decoder(ae_file, data, whole, steps=4, checkpoint_every=1, progress=False)
+    calls = {"n": 0}
+    l1 = torch.nn.functional.l1_loss
+
+    def stop_at_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return l1(*args, **kwargs)
+
+    out = tmp_path / "resumed.pt"
+    monkeypatch.setattr(td.F, "l1_loss", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        td.tune_decoder(ae_file, data, out, steps=4, checkpoint_every=10, progress=False)
+    monkeypatch.setattr(td.F, "l1_loss", l1)
+    assert "resume with: python -m ctdiff tune-decoder" in capsys.readouterr().err and not out.exists()
+    assert torch.load(td.state_path(out), weights_only=True)["step"] == 2
+    # neither a fresh start nor a second input may take the unfinished tuning's place
+    with pytest.raises(Exception, match="unfinished tuning"):
+        td.tune_decoder(ae_file, data, out, steps=4, progress=False)
+    cmd = ["tune-decoder", "--model", str(whole), "--data", str(data), "--out", str(out), "--resume"]
+    assert main(cmd) == 2 and "was started from another --model" in capsys.readouterr().err
+    td.tune_decoder(ae_file, data, out, steps=4, resume=True, progress=False)
+    a = torch.load(whole, weights_only=True)["autoencoder"]
+    b = torch.load(out, weights_only=True)["autoencoder"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not td.state_path(out).exists()
+
+
+def test_bad_input_is_refused_with_one_line(latent_run, tmp_path, capsys):  # noqa: F811
+    from ctdiff.data.io import write_nifti
+    from ctdiff.data.phantom import make_phantom
+
+    run, data, ae_file = latent_run
+    base = ["tune-decoder", "--data", str(data), "--no-progress"]
+    new = str(tmp_path / "new.pt")
+    assert main([*base, "--model", str(ae_file), "--out", str(ae_file), "--force"]) == 2
+    assert "is the input --model" in capsys.readouterr().err
+    assert main([*base, "--model", str(tmp_path / "none.pt"), "--out", new]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    assert main([*base, "--model", str(ae_file), "--out", new, "--resume"]) == 2
+    assert "no unfinished tuning to resume" in capsys.readouterr().err
+    for flag, value, text in (
+        ("--steps", "0", "--steps"),
+        ("--lr", "nan", "--lr must be a finite number > 0"),
+        ("--adv-weight", "-1", "--adv-weight must be a finite number >= 0"),
+    ):
+        assert main([*base, "--model", str(ae_file), "--out", new, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert text in err and len(err.strip().splitlines()) == 1
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    vol, _ = make_phantom(shape=(33, 32, 8), seed=0)
+    write_nifti(vol, odd / "case_0.nii.gz")
+    assert main(["tune-decoder", "--model", str(ae_file), "--data", str(odd), "--out", new]) == 2
+    err = capsys.readouterr().err
+    assert "case_0.nii.gz" in err and "downsampling 2" in err
+    assert not (tmp_path / "new.pt").exists()
