@@ -99,7 +99,7 @@ def _discriminator(kind: str, ckpt: dict[str, Any], record: dict[str, Any], cfg)
     path = Path(str(record.get("path") or ""))
     if path.is_file() and record.get("sha256") and sha256_file(path) == record["sha256"]:
         disc.load_state_dict(load_autoencoder_file(path)["discriminator"])
-        return disc, f"the autoencoder's ({path})"
+        return disc, "the autoencoder's (the file the checkpoint names)"
     return disc, "new (the autoencoder file the checkpoint names is not here)"
 
 

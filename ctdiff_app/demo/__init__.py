@@ -374,6 +374,19 @@ def set_sampling(config: dict[str, Any], sampler: str, steps: int) -> dict[str, 
     return {**config, "sample": {**(config.get("sample") or {}), "sampler": sampler, "steps": int(steps)}}
 
 
+def _without_machine_paths(record: dict) -> dict:
+    """A carried autoencoder record with file names where it names files on this machine: its own file,
+    the volumes its noise model was fitted on (fit-noise) and those its decoder was tuned on (tune-decoder)."""
+    record = {**record, "path": Path(record["path"]).name}
+    noise = record.get("noise_model")
+    if noise and noise.get("fitted_on"):
+        record["noise_model"] = {**noise, "fitted_on": [Path(f).name for f in noise["fitted_on"]]}
+    tuning = record.get("decoder_tuning")
+    if tuning and tuning.get("data"):
+        record["decoder_tuning"] = {**tuning, "data": [Path(f).name for f in tuning["data"]]}
+    return record
+
+
 def export_assets(
     run_dir: str | os.PathLike,
     train_cohort: dict[str, Any],
@@ -427,7 +440,7 @@ def export_assets(
     if (slim.get("space") or {}).get("autoencoder"):
         # latent: the carried autoencoder (fp32: it decodes every sample) is named by its file name and
         # sha256, not by this machine's path; the config names it the same way
-        record = {**slim["space"]["autoencoder"], "path": Path(slim["space"]["autoencoder"]["path"]).name}
+        record = _without_machine_paths(slim["space"]["autoencoder"])
         slim["space"] = {**slim["space"], "autoencoder": record}
         slim["config"] = {**slim["config"], "model": {**slim["config"]["model"], "autoencoder": record["path"]}}
     # the sampler the demo samples use becomes the model's default (`ctdiff sample`, the app's Generate)

@@ -397,6 +397,21 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
     for k, v in last["ema"].items():
         if v.is_floating_point():
             torch.testing.assert_close(shipped[k], v.to(torch.float16), rtol=0, atol=0, msg=k)
+    # a tuned decoder (tune-decoder) and a fitted noise model name the volumes they used: by file name
+    from ctdiff.diffusion.tune_decoder import tune_decoder
+    from ctdiff_app.demo import _without_machine_paths
+
+    tune_decoder(run / "checkpoints" / "last.pt", root, tmp_path / "tuned.pt", steps=1, progress=False)
+    tuned = export_assets(run, cohort, out=tmp_path / "assets-tuned", checkpoint=tmp_path / "tuned.pt", **tiny_export)
+    record = load_checkpoint(tuned / "model.pt")["space"]["autoencoder"]
+    assert record["decoder_tuning"]["data"] == sorted(p.name for p in root.glob("*.nii.gz"))
+    text = json.dumps({k: v for k, v in record.items() if k != "state"})
+    assert str(root) not in text and str(tmp_path) not in text and str(ae) not in text, text
+    noisy = {"path": str(ae), "noise_model": {"sd_hu": 3.0, "fitted_on": [str(root / "case_0.nii.gz")]}}
+    assert _without_machine_paths(noisy) == {
+        "path": ae.name,
+        "noise_model": {"sd_hu": 3.0, "fitted_on": ["case_0.nii.gz"]},
+    }
 
 
 def test_a_latent_run_needs_its_autoencoders_hu_window(data, tmp_path):
