@@ -87,6 +87,15 @@ def _judge(ae, cfg, volumes: Sequence[torch.Tensor]) -> dict[str, Any]:
     return {**{k: result[k] for k in keys}, **tissue_bias(ae, cfg, volumes)}
 
 
+def _judge_said(ae, cfg, volumes, when: str, say: bool) -> dict[str, Any] | None:
+    """:func:`_judge` of the --eval volumes (None without them), announced on stderr: it takes a while."""
+    if volumes is None:
+        return None
+    if say:
+        print(f"tune-decoder: judging {len(volumes)} held-out volume(s) {when}", file=sys.stderr)
+    return _judge(ae, cfg, volumes)
+
+
 def _discriminator(kind: str, ckpt: dict[str, Any], record: dict[str, Any], cfg) -> tuple[torch.nn.Module, str]:
     """The autoencoder's own discriminator when it can be found (the file, or the file a checkpoint
     names with the same sha256), else a new one; with where it came from."""
@@ -201,7 +210,7 @@ def tune_decoder(
         before = saved.get("before")
         disc_source = saved["discriminator_source"]
     else:
-        before = _judge(ae, cfg, held) if held is not None else None
+        before = _judge_said(ae, cfg, held, "before tuning", progress)
 
     def save() -> None:
         _save_state(
@@ -289,7 +298,7 @@ def tune_decoder(
             bar.close()
     save()
     ae.eval().requires_grad_(False)
-    after = _judge(ae, cfg, held) if held is not None else None
+    after = _judge_said(ae, cfg, held, "after tuning", progress)
     tuning = {
         "steps": step,
         "lr": lr,
