@@ -367,16 +367,15 @@ def run(args) -> int:
     steps = validate.integer(args.steps, "--steps", low=1, high=10_000_000)
     every = validate.integer(args.checkpoint_every, "--checkpoint-every", low=1, high=10_000_000)
     validate.seed(args.seed)
-    for name, value, low in (("--lr", args.lr, 0.0), ("--adv-weight", args.adv_weight, 0.0)):
-        if not (value == value and abs(value) != float("inf")) or value < low or (name == "--lr" and value == 0):
-            raise ConfigError(f"{name} must be a finite number {'> 0' if name == '--lr' else '>= 0'}, got {value}")
+    lr = validate.number(args.lr, "--lr", low=0.0, low_open=True)
+    adv_weight = validate.number(args.adv_weight, "--adv-weight", low=0.0)
     summary = tune_decoder(
         args.model,
         args.data,
         args.out,
         steps=steps,
-        lr=args.lr,
-        adv_weight=args.adv_weight,
+        lr=lr,
+        adv_weight=adv_weight,
         seed=args.seed,
         checkpoint_every=every,
         eval_data=args.eval_data,
