@@ -261,6 +261,7 @@ def add_arguments(parser) -> None:
         help="latent space: do not add back the noise the autoencoder drops (its noise model, when it has one)",
     )
     parser.add_argument("--force", action="store_true", help="empty and reuse a non-empty output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_arguments(parser)
 
 
@@ -287,7 +288,9 @@ def run(args) -> int:
         args.steps if args.steps is not None else bundle.config.sample.steps, bundle.diffusion.timesteps
     )
     out = Path(args.out)
-    bar = tqdm(total=math.ceil(n / batch_size) * steps, desc=f"sample {sampler}", unit="eval")
+    bar = None
+    if not args.no_progress:
+        bar = tqdm(total=math.ceil(n / batch_size) * steps, desc=f"sample {sampler}", unit="eval")
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
@@ -300,11 +303,12 @@ def run(args) -> int:
             steps=steps,
             seed=args.seed,
             batch_size=batch_size,
-            callback=progress,
+            callback=None if bar is None else progress,
             noise=not args.no_noise,
         )
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     manifest = write_samples(volumes, out, {"device": str(bundle.device)}, force=args.force)
     print(f"wrote {len(volumes)} volume(s) and {manifest}")
     return 0

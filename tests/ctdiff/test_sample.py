@@ -158,8 +158,10 @@ def test_sample_cli(run_dir, tmp_path, capsys):
         "cpu",
     ]
     assert main(args) == 0
+    assert "sample dpmpp" in capsys.readouterr().err  # the progress bar
     assert sorted(p.name for p in out.iterdir()) == ["case_000.nii.gz", "case_001.nii.gz", "manifest.json"]
     assert read_volume(out / "case_000.nii.gz").shape == (16, 12, 6)
     assert main(args) == 2 and "--force" in capsys.readouterr().err
-    assert main(args + ["--force", "--seed", "3"]) == 0
+    assert main(args + ["--force", "--seed", "3", "--no-progress"]) == 0
     assert json.loads((out / "manifest.json").read_text())["cases"][0]["seed"] == 3
+    assert "sample dpmpp" not in capsys.readouterr().err
