@@ -192,6 +192,8 @@ def tune_decoder(
             raise InputError("no volumes found", eval_data)
         held = load_cases(held_files, DataConfig(hu_window=cfg.hu_window)).tensors
     disc, disc_source = _discriminator(kind, ckpt, record, cfg)
+    if adv_weight == 0:
+        disc_source = "not used (adv_weight 0)"
     dev = torch.device(device)
     ae.to(dev).requires_grad_(False)
     params = decoder_parameters(ae)

@@ -69,7 +69,7 @@ def test_tuning_removes_a_decoder_bias_and_leaves_the_encoder_alone(latent_run, 
     x = vols[0][None]
     torch.testing.assert_close(encode_mean(tuned, x), encode_mean(ae, x), rtol=0, atol=0)
     assert new["decoder_tuning"]["from_sha256"] == _sha(shifted) and "noise_model" not in new
-    assert new["decoder_tuning"]["discriminator"] == "the autoencoder's"
+    assert new["decoder_tuning"]["discriminator"] == "not used (adv_weight 0)"
     assert autoencoder_record(out)["step"] == autoencoder_record(shifted)["step"]
     assert (tmp_path / "tuned.pt.history.csv").read_text().count("\n") == 41
     assert not td.state_path(out).exists()
@@ -124,6 +124,7 @@ def test_an_interrupted_tuning_resumes_to_the_uninterrupted_result(latent_run, t
     cmd = ["tune-decoder", "--model", str(whole), "--data", str(data), "--out", str(out), "--resume"]
     assert main(cmd) == 2 and "was started from another --model" in capsys.readouterr().err
     td.tune_decoder(ae_file, data, out, steps=4, resume=True, progress=False)
+    assert torch.load(whole, weights_only=True)["decoder_tuning"]["discriminator"] == "the autoencoder's"
     a = torch.load(whole, weights_only=True)["autoencoder"]
     b = torch.load(out, weights_only=True)["autoencoder"]
     assert all(torch.equal(a[k], b[k]) for k in a)
