@@ -339,6 +339,8 @@ def _write_history(path: Path, history: Sequence[dict[str, float]]) -> None:
 
 
 def add_arguments(parser) -> None:
+    from ctdiff.distributed import add_device_arguments
+
     parser.add_argument("--model", required=True, help="an autoencoder.pt or a latent diffusion checkpoint file")
     parser.add_argument("--data", required=True, help="training volumes, at the size you sample (decoded whole)")
     parser.add_argument("--out", required=True, help="the new file (the input is never changed)")
@@ -355,9 +357,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eval", dest="eval_data", help="held-out volumes judged before and after (optional)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.tuning.pt")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out (never the input)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto (cuda if present)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_arguments(parser)
 
 
 def run(args) -> int:
