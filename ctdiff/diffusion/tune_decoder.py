@@ -244,8 +244,8 @@ def tune_decoder(
     try:
         with sigterm_saves():
             while step < steps:
-                # the volume, its flip and the posterior sample: a pure function of (seed, step), so a
-                # resumed run repeats the one it continues
+                # the volume and the posterior sample: a pure function of (seed, step), so a resumed
+                # run repeats the one it continues
                 g = torch.Generator().manual_seed(seed * 1_000_003 + step)
                 i = int(torch.randint(len(volumes), (1,), generator=g))
                 x = volumes[i][None].to(dev)
