@@ -273,15 +273,11 @@ def tune_decoder(
                     loss_d.backward()
                     opt_d.step()
                 step += 1
-                history.append(
-                    {
-                        "step": step,
-                        **{k: float(v.detach()) for k, v in (("l1", l1), ("gen_adv", gen_adv), ("disc", loss_d))},
-                    }
-                )
+                row = {k: float(v.detach()) for k, v in (("l1", l1), ("gen_adv", gen_adv), ("disc", loss_d))}
+                history.append({"step": step, **row})
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(l1=f"{float(l1):.4f}")
+                    bar.set_postfix(l1=f"{row['l1']:.4f}")
                 if step % checkpoint_every == 0:
                     save()
     except KeyboardInterrupt:
