@@ -10,7 +10,9 @@ mean difference by the real cohort's SD:
 
 It prints, per cohort, the median |z|, the share of features with |z| > 2, the feature groups
 (image type and class, e.g. ``wavelet-HHH_glcm``) by their median |z|, and the largest |z|. The
-training cohort against the held-out one is the reference: there, no feature is far.
+training cohort against the held-out one is the reference: there, no feature is far. It also says
+how far outside the real scans' k-NN balls the cohort's scans sit (:func:`manifold`): precision and
+recall are counts, and read 0 alike for scans just outside the balls and for scans far away.
 
     python benchmarks/radiomics_gap.py --real data/ph128-held --cohort train=data/ph128-train \\
         --cohort samples=runs/gen --cache-dir ~/.cache/ctdiff/features --json gap.json
@@ -67,6 +69,43 @@ def gap(names: list[str], real: np.ndarray, cohort: np.ndarray, top: int = 15) -
     }
 
 
+def manifold(real: np.ndarray, cohort: np.ndarray, nearest_k: int = 5) -> dict:
+    """How far outside each other's k-NN manifold the two sets sit, as the eval report measures it.
+
+    The report's precision counts the generated scans that lie inside the k-NN ball of some real
+    scan (features standardised on both sets pooled, k = min(``nearest_k``, n // 5), as
+    ``eval.metrics.distribution.prdc``), and recall the real scans inside some generated scan's
+    ball. Both are counts, so they read 0 whether the scans sit just outside the balls or far away.
+    Here each generated scan gets ``min over real r of d(g, r) / radius(r)``: below 1 it is inside
+    (it counts for precision), 1.2 means 20 % further than the nearest ball's edge. The same for
+    each real scan against the generated balls (recall). Written here because the ``prdc`` package
+    returns only the fractions.
+    """
+    from scipy.spatial.distance import cdist
+
+    from eval.metrics.distribution import standardise
+
+    a, b = standardise(real, cohort)
+    k = max(1, min(int(nearest_k), min(len(a), len(b)) // 5))
+
+    def radii(x: np.ndarray) -> np.ndarray:
+        d = cdist(x, x)
+        return np.sort(d, axis=1)[:, k]  # column 0 is the scan itself (distance 0), as in prdc
+
+    d = cdist(b, a)  # generated x real
+    fidelity = (d / radii(a)[None, :]).min(axis=1)
+    diversity = (d.T / radii(b)[None, :]).min(axis=1)
+    return {
+        "k": k,
+        "precision": float(np.mean(fidelity < 1)),
+        "recall": float(np.mean(diversity < 1)),
+        "generated_ratio": [float(v) for v in fidelity],
+        "real_ratio": [float(v) for v in diversity],
+        "generated_ratio_median": float(np.median(fidelity)),
+        "real_ratio_median": float(np.median(diversity)),
+    }
+
+
 def features(folder: Path, cache_dir: Path, workers: int) -> tuple[list[str], np.ndarray]:
     from eval.features.radiomics import image_dim_of_shape
     from eval.report.build import radiomics_features
@@ -102,9 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         if cnames != names:
             raise SystemExit(f"{folder}: its feature names differ from the real scans' (another frd-score?)")
         r = gap(names, real, x, a.top)
-        out["cohorts"][name] = {"folder": folder, **r}
+        m = manifold(real, x)
+        out["cohorts"][name] = {"folder": folder, **r, "manifold": m}
         print(
             f"{name}: median |z| {r['median_abs_z']:.2f}, |z| > 2 in {100 * r['share_abs_z_over_2']:.0f}% of {r['n_features']}"
+        )
+        print(
+            f"  k-NN manifold (k={m['k']}): precision {m['precision']:.2f}, nearest real ball at "
+            f"{m['generated_ratio_median']:.2f}x its radius (median, range "
+            f"{min(m['generated_ratio']):.2f}-{max(m['generated_ratio']):.2f}); recall {m['recall']:.2f}, "
+            f"{m['real_ratio_median']:.2f}x"
         )
         print("  groups: " + ", ".join(f"{g} {v['median_abs_z']:.1f}" for g, v in list(r["groups"].items())[:8]))
         print("  top: " + ", ".join(f"{t['feature']} {t['z']:+.1f}" for t in r["top"]))

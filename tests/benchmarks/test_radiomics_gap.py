@@ -40,3 +40,24 @@ def test_gap_is_the_mean_shift_in_real_sds_and_skips_constant_features(rg):
     assert r["groups"]["original_firstorder"]["median_abs_z"] == pytest.approx(0.0, abs=1e-9)
     same = rg["gap"](names, real, real)
     assert same["median_abs_z"] == pytest.approx(0.0, abs=1e-9) and same["share_abs_z_over_2"] == 0.0
+
+
+def test_manifold_ratios_agree_with_prdc_and_grow_with_the_shift(rg):
+    from eval.metrics.distribution import prdc, standardise
+
+    rng = np.random.default_rng(1)
+    real = rng.normal(0.0, 1.0, (12, 4))  # few dimensions: 12 scans fill them (radiomics features correlate)
+    near = rng.normal(0.0, 1.0, (12, 4))  # the same distribution
+    far = rng.normal(0.0, 1.0, (12, 4)) + 3.0
+    for cohort in (near, far):
+        m = rg["manifold"](real, cohort)
+        ref = prdc(*standardise(real, cohort), nearest_k=5)
+        assert m["k"] == 2  # min(5, 12 // 5), as the report caps it
+        assert m["precision"] == pytest.approx(ref["precision"]) and m["recall"] == pytest.approx(ref["recall"])
+        assert len(m["generated_ratio"]) == 12 and len(m["real_ratio"]) == 12
+    m_near, m_far = rg["manifold"](real, near), rg["manifold"](real, far)
+    assert m_near["precision"] > 0.5 and m_far["precision"] == 0.0 and m_far["recall"] == 0.0
+    assert m_far["generated_ratio_median"] > 1.5 > 1.0 > m_near["generated_ratio_median"]
+    assert min(m_far["generated_ratio"]) > 1.0 and min(m_far["real_ratio"]) > 1.0
+    same = rg["manifold"](real, real)  # every scan is its own nearest neighbour: distance 0
+    assert same["generated_ratio_median"] == 0.0 and same["precision"] == 1.0
