@@ -78,23 +78,18 @@ def manifold(real: np.ndarray, cohort: np.ndarray, nearest_k: int = 5) -> dict:
     ball. Both are counts, so they read 0 whether the scans sit just outside the balls or far away.
     Here each generated scan gets ``min over real r of d(g, r) / radius(r)``: below 1 it is inside
     (it counts for precision), 1.2 means 20 % further than the nearest ball's edge. The same for
-    each real scan against the generated balls (recall). Written here because the ``prdc`` package
-    returns only the fractions.
+    each real scan against the generated balls (recall). The distances and radii are the ``prdc``
+    package's own; it returns only the fractions, so the ratios are taken here.
     """
-    from scipy.spatial.distance import cdist
+    from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
 
     from eval.metrics.distribution import standardise
 
     a, b = standardise(real, cohort)
     k = max(1, min(int(nearest_k), min(len(a), len(b)) // 5))
-
-    def radii(x: np.ndarray) -> np.ndarray:
-        d = cdist(x, x)
-        return np.sort(d, axis=1)[:, k]  # column 0 is the scan itself (distance 0), as in prdc
-
-    d = cdist(b, a)  # generated x real
-    fidelity = (d / radii(a)[None, :]).min(axis=1)
-    diversity = (d.T / radii(b)[None, :]).min(axis=1)
+    d = compute_pairwise_distance(b, a)  # generated x real
+    fidelity = (d / compute_nearest_neighbour_distances(a, k)[None, :]).min(axis=1)
+    diversity = (d.T / compute_nearest_neighbour_distances(b, k)[None, :]).min(axis=1)
     return {
         "k": k,
         "precision": float(np.mean(fidelity < 1)),
