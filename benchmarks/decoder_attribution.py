@@ -19,7 +19,8 @@ gives the tissue labels), so both suspects can be taken apart:
 
 Regions (from the phantom's labels): ``air`` (outside the body and table), ``bone`` (cortical and
 trabecular, one voxel dilated), ``border`` (the first and last ``--border-slices`` axial slices),
-``edges`` (voxels with another tissue among their 6 neighbours), ``fat`` (the fat classes).
+``edges`` (voxels with another tissue among their 6 neighbours), ``fat`` (the fat classes); and
+unions of them, written with ``+`` (``air+bone``).
 
 Each cohort is scored against the held-out phantoms as ``radiomics_gap.py`` scores one: precision,
 the distance to the nearest phantom ball in radius units (below 1 counts for precision) and the
@@ -143,14 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--work", type=Path, required=True, help="WORK/reconstructions (reused when complete) and WORK/cohorts"
     )
-    p.add_argument("--regions", default="air,border,bone", help=f"comma-separated, of {','.join(REGIONS)}")
+    p.add_argument(
+        "--regions",
+        default="air,border,bone",
+        help=f"comma-separated, of {','.join(REGIONS)}, or unions of them (air+bone)",
+    )
     p.add_argument("--border-slices", type=int, default=2)
     p.add_argument("--cache-dir", type=Path, default=None, help="eval's feature cache (default: eval's)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     regions = [r for r in a.regions.split(",") if r]
-    bad = [r for r in regions if r not in REGIONS]
+    bad = [part for r in regions for part in r.split("+") if part not in REGIONS]
     if bad:
         p.error(f"--regions: unknown {', '.join(bad)} (choose from {', '.join(REGIONS)})")
     torch.set_num_threads(max(1, a.workers))
@@ -190,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         noise = noise_resynthesis.synthesize(noise_model, (z, y, x), noise_resynthesis.noise_generator(i))
         noise = noise.numpy().transpose(2, 1, 0)
         masks = region_masks(labels, ids_of(a.held_out), a.border_slices)
+        for region in regions:
+            if region not in masks:  # a union
+                masks[region] = np.logical_or.reduce([masks[part] for part in region.split("+")])
         for cohort, region in cohorts.items():
             if cohort == REFERENCE:  # the phantom's own noise model, drawn anew (seed 1000 + i)
                 fresh = correlated_noise(

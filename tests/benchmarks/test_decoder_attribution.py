@@ -112,12 +112,17 @@ def test_a_whole_run_scores_each_cohort_against_the_phantoms(da, cohort, tmp_pat
     torch.save(state, tmp_path / "autoencoder.pt")
     out = tmp_path / "out.json"
     argv = ["--held-out", str(cohort / "held"), "--model", str(tmp_path / "autoencoder.pt")]
-    argv += ["--work", str(tmp_path / "work"), "--regions", "air,border", "--border-slices", "1"]
+    argv += ["--work", str(tmp_path / "work"), "--regions", "air,border,air+border"]
+    argv += ["--border-slices", "1"]
     argv += ["--cache-dir", str(tmp_path / "cache"), "--workers", "1", "--json", str(out)]
     assert da["main"](argv) == 0
     result = json.loads(out.read_text())
     names = ["anatomy, new phantom noise", "anatomy", "decoded"]
-    names += ["decoded, air from the anatomy", "decoded, border from the anatomy"]
+    names += [
+        "decoded, air from the anatomy",
+        "decoded, border from the anatomy",
+        "decoded, air+border from the anatomy",
+    ]
     assert list(result["cohorts"]) == names
     work = tmp_path / "work"
     cases = list(da["noise_free_cohort"](cohort / "held"))
@@ -132,6 +137,10 @@ def test_a_whole_run_scores_each_cohort_against_the_phantoms(da, cohort, tmp_pat
     np.testing.assert_allclose(air[labels == 0], want[labels == 0], atol=0.51)
     body = np.clip(decoded + noise, *window)
     np.testing.assert_allclose(air[labels != 0], body[labels != 0], atol=0.51)
+    both = read_volume(work / "cohorts" / "decoded_air+border-from-the-anatomy" / name).array
+    union = (labels == 0) | (np.arange(8) == 0)[None, None, :] | (np.arange(8) == 7)[None, None, :]
+    np.testing.assert_allclose(both[union], want[union], atol=0.51)
+    np.testing.assert_allclose(both[~union], body[~union], atol=0.51)
     fresh = read_volume(work / "cohorts" / "anatomy_new-phantom-noise" / name).array - clean.array
     assert abs(fresh.mean()) < 2.0 and 15.0 < fresh.std() < 25.0  # the phantoms' 20 HU, not their own draw
     assert np.abs(fresh - (cases[0][1] - clean.array)).mean() > 10.0
