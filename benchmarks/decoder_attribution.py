@@ -94,15 +94,8 @@ def hybrid(decoded: np.ndarray, anatomy: np.ndarray, mask: np.ndarray | None, no
     return np.clip(base + noise, float(window[0]), float(window[1])).astype(np.float32)
 
 
-def noise_free_cohort(folder: Path):
-    """Yield ``(name, original, noise-free Volume, labels)`` per case of a ctdiff phantom cohort.
-
-    Raises SystemExit naming the folder or file when it is not a phantom cohort, or when the
-    manifest's seeds do not give back the scans (the noise-free phantom must differ from the file by
-    noise of the manifest's SD and no bias)."""
-    from ctdiff.data.io import read_volume
-    from ctdiff.data.phantom.cohort import make_phantom
-
+def read_manifest(folder: Path) -> dict:
+    """A ctdiff phantom cohort's ``manifest.json``; SystemExit naming it when it is not one."""
     manifest = folder / "manifest.json"
     try:
         m = json.loads(manifest.read_text())
@@ -112,6 +105,19 @@ def noise_free_cohort(folder: Path):
         ) from None
     if m.get("kind") != "ctdiff phantom cohort" or not m.get("cases"):
         raise SystemExit(f"{manifest}: not a ctdiff phantom cohort manifest")
+    return m
+
+
+def noise_free_cohort(folder: Path):
+    """Yield ``(name, original, noise-free Volume, labels)`` per case of a ctdiff phantom cohort.
+
+    Raises SystemExit naming the folder or file when it is not a phantom cohort, or when the
+    manifest's seeds do not give back the scans (the noise-free phantom must differ from the file by
+    noise of the manifest's SD and no bias)."""
+    from ctdiff.data.io import read_volume
+    from ctdiff.data.phantom.cohort import make_phantom
+
+    m = read_manifest(folder)
     sd = float(m.get("noise_hu", 0.0))
     for case in m["cases"]:
         path = folder / case["file"]
@@ -166,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     from ctdiff.model import noise_resynthesis
     from eval.report.cache import default_cache_dir
 
+    manifest = read_manifest(a.held_out)  # before any work: a folder that is not a phantom cohort ends here
+    ids = ids_of(manifest)
     record, facts = ceiling["load_record"](a.model)
     noise_model = record.get("noise_model")
     if noise_model is None:
@@ -177,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     if sorted(p.name for p in decoded_dir.glob("*.nii.gz")) != [f"{case_name(s)}.nii.gz" for s in scans]:
         ceiling["reconstruct"](record, scans, decoded_dir, noise=False)
     decode_s = time.perf_counter() - t0
-    manifest = json.loads((a.held_out / "manifest.json").read_text())
     reference = manifest.get("noise_method") == "correlated" and float(manifest.get("noise_hu", 0)) > 0
     cohorts = {
         **({REFERENCE: None} if reference else {}),
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         z, y, x = decoded.shape[::-1]
         noise = noise_resynthesis.synthesize(noise_model, (z, y, x), noise_resynthesis.noise_generator(i))
         noise = noise.numpy().transpose(2, 1, 0)
-        masks = region_masks(labels, ids_of(a.held_out), a.border_slices)
+        masks = region_masks(labels, ids, a.border_slices)
         for region in regions:
             if region not in masks:  # a union
                 masks[region] = np.logical_or.reduce([masks[part] for part in region.split("+")])
@@ -237,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def ids_of(folder: Path) -> dict[str, int]:
+def ids_of(manifest: dict) -> dict[str, int]:
     """The label ids a phantom cohort's manifest names (``labels``), or the phantom's own."""
-    labels = json.loads((folder / "manifest.json").read_text()).get("labels")
+    labels = manifest.get("labels")
     if labels:
         return {str(k): int(v) for k, v in labels.items()}
     from ctdiff.data.phantom.anatomy import LABELS
