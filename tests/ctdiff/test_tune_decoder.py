@@ -161,3 +161,72 @@ def test_bad_input_is_refused_with_one_line(latent_run, tmp_path, capsys):  # no
     err = capsys.readouterr().err
     assert "case_0.nii.gz" in err and "downsampling 2" in err
     assert not (tmp_path / "new.pt").exists()
+
+
+def test_slice_weights_weight_the_ends_and_keep_the_mean():
+    w = td.slice_weights(8, 2, 3.0).flatten()
+    assert w.shape == (8,) and float(w.mean()) == pytest.approx(1.0)
+    assert torch.allclose(w[:2], w[-2:]) and float(w[0] / w[3]) == pytest.approx(3.0)
+    assert torch.equal(w[2:6], torch.full((4,), float(w[2])))
+    assert torch.equal(td.slice_weights(8, 2, 1.0).flatten(), torch.ones(8))
+    assert torch.equal(td.slice_weights(8, 0, 5.0).flatten(), torch.ones(8))
+    # more end slices than half the depth: every slice is an end slice, so all weigh alike
+    assert torch.allclose(td.slice_weights(4, 9, 5.0).flatten(), torch.ones(4))
+
+
+def test_end_weight_weights_the_l1_of_the_end_slices(latent_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """The first step's L1 is the slice-weighted mean absolute error of that step's reconstruction,
+    recomputed here from the same volume and posterior sample; the weights are kept for a resume."""
+    _, data, ae_file = latent_run
+    out = tmp_path / "ends.pt"
+    cmd = ["tune-decoder", "--model", str(ae_file), "--data", str(data), "--out", str(out), "--no-progress"]
+    assert main([*cmd, "--steps", "1", "--adv-weight", "0", "--end-weight", "4", "--end-slices", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["end_weight"], summary["end_slices"]) == (4.0, 1)
+    ckpt = torch.load(ae_file, map_location="cpu", weights_only=True)
+    ae, cfg = build_autoencoder(ckpt["config"])
+    ae.load_state_dict(ckpt["autoencoder"])
+    vols = _volumes(data, cfg)
+    g = torch.Generator().manual_seed(0)
+    x = vols[int(torch.randint(len(vols), (1,), generator=g))][None]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(500_000)
+        z = ae.sampling(*ae.encode(x))
+        ae.train()
+        err = (ae.decode(z) - x).abs().mean(dim=(0, 1, 3, 4))  # per slice
+    depth = err.numel()
+    w = torch.ones(depth)
+    w[[0, depth - 1]] = 4.0
+    want = float((err * w).sum() / w.sum())
+    history = (tmp_path / "ends.pt.history.csv").read_text().splitlines()
+    assert float(history[1].split(",")[1]) == pytest.approx(want, rel=1e-4)
+    assert want != pytest.approx(float(err.mean()), rel=1e-3)  # the weighting changes the value
+    # a resumed tuning keeps the weights it was started with
+    l1 = torch.nn.functional.l1_loss
+    calls = {"n": 0}
+
+    def stop_at_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return l1(*args, **kwargs)
+
+    part = tmp_path / "part.pt"
+    monkeypatch.setattr(td.F, "l1_loss", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        td.tune_decoder(ae_file, data, part, steps=2, adv_weight=0, end_weight=4.0, end_slices=1, progress=False)
+    monkeypatch.setattr(td.F, "l1_loss", l1)
+    assert "resume with" in capsys.readouterr().err
+    state = torch.load(td.state_path(part), weights_only=True)
+    assert (state["end_weight"], state["end_slices"], state["step"]) == (4.0, 1, 1)
+    resumed = td.tune_decoder(ae_file, data, part, steps=2, resume=True, progress=False)
+    assert (resumed["end_weight"], resumed["end_slices"], resumed["steps"]) == (4.0, 1, 2)
+    bad = ["--model", str(ae_file), "--data", str(data), "--out", str(tmp_path / "x.pt")]
+    for flag, value, text in (
+        ("--end-weight", "0", "--end-weight must be > 0"),
+        ("--end-weight", "nan", "--end-weight must be a finite number"),
+        ("--end-slices", "-1", "--end-slices"),
+    ):
+        assert main(["tune-decoder", *bad, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert text in err and len(err.strip().splitlines()) == 1
