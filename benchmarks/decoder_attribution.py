@@ -88,6 +88,37 @@ def region_masks(labels: np.ndarray, ids: dict[str, int], border_slices: int = 2
     }
 
 
+def region_errors(decoded: np.ndarray, clean: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
+    """The decoder's errors by region: ``decoded`` (a reconstruction without noise) against ``clean``
+    (the noise-free phantom), both HU, with :func:`region_masks`' masks. The body is all but air."""
+    err = decoded - clean
+    air = masks["air"]
+    body = ~air
+    border, bone, edges = masks["border"], masks["bone"], masks["edges"]
+    return {
+        "air_bias_hu": float(err[air].mean()),
+        "air_sd_hu": float(err[air].std()),  # of the error: the clean air is not one value
+        "air_below_-1040": int((decoded[air] < -1040.0).sum()),
+        "air_min_hu": float(decoded[air].min()),
+        "body_mae_border_hu": float(np.abs(err[body & border]).mean()),
+        "body_mae_inner_hu": float(np.abs(err[body & ~border]).mean()),
+        "bone_bias_hu": float(err[bone].mean()),
+        "bone_p99_recon": float(np.percentile(decoded[bone], 99)),
+        "bone_p99_clean": float(np.percentile(clean[bone], 99)),
+        "edges_mae_hu": float(np.abs(err[edges]).mean()),
+        "nonedge_body_mae_hu": float(np.abs(err[body & ~edges]).mean()),
+        "share": {k: float(m.mean()) for k, m in masks.items()},
+    }
+
+
+def mean_errors(cases: list[dict]) -> dict:
+    """The mean of :func:`region_errors` over cases (``share`` too)."""
+    keys = [k for k in cases[0] if k not in ("case", "share")]
+    out = {k: float(np.mean([c[k] for c in cases])) for k in keys}
+    out["share"] = {k: float(np.mean([c["share"][k] for c in cases])) for k in cases[0]["share"]}
+    return out
+
+
 def hybrid(decoded: np.ndarray, anatomy: np.ndarray, mask: np.ndarray | None, noise: np.ndarray, window) -> np.ndarray:
     """``decoded`` with ``mask``'s voxels from ``anatomy`` (None: none), plus ``noise``, clipped to ``window`` (HU)."""
     base = decoded if mask is None else np.where(mask, anatomy, decoded)
@@ -159,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path, default=None, help="eval's feature cache (default: eval's)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--errors-only",
+        action="store_true",
+        help="only the decoder's errors by region (reconstructions against the noise-free phantoms); no radiomics",
+    )
     a = p.parse_args(argv)
     regions = [r for r in a.regions.split(",") if r]
     bad = [part for r in regions for part in r.split("+") if part not in REGIONS]
@@ -176,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = ids_of(manifest)
     record, facts = ceiling["load_record"](a.model)
     noise_model = record.get("noise_model")
-    if noise_model is None:
+    if noise_model is None and not a.errors_only:  # the errors are of the decoder alone
         raise SystemExit(f"{a.model}: its autoencoder has no noise model (run 'python -m ctdiff fit-noise')")
     window = record["config"]["hu_window"]
     scans = sorted(a.held_out.glob("case_*.nii*"))
@@ -193,15 +229,19 @@ def main(argv: list[str] | None = None) -> int:
         **{f"decoded, {r} from the anatomy": r for r in regions},
     }
     folders = {name: a.work / "cohorts" / name.replace(", ", "_").replace(" ", "-") for name in cohorts}
-    for folder in folders.values():
+    for folder in [] if a.errors_only else folders.values():
         folder.mkdir(parents=True, exist_ok=True)
+    errors = []
     for i, (name, _, clean, labels) in enumerate(noise_free_cohort(a.held_out)):
         decoded = read_volume(decoded_dir / name).array
+        masks = region_masks(labels, ids, a.border_slices)
+        errors.append({"case": name, **region_errors(decoded, clean.array, masks)})
+        if a.errors_only:
+            continue
         # noise of volume i as the ceiling adds it: drawn in (z, y, x), seed i
         z, y, x = decoded.shape[::-1]
         noise = noise_resynthesis.synthesize(noise_model, (z, y, x), noise_resynthesis.noise_generator(i))
         noise = noise.numpy().transpose(2, 1, 0)
-        masks = region_masks(labels, ids, a.border_slices)
         for region in regions:
             if region not in masks:  # a union
                 masks[region] = np.logical_or.reduce([masks[part] for part in region.split("+")])
@@ -215,6 +255,24 @@ def main(argv: list[str] | None = None) -> int:
             base = clean.array if cohort == "anatomy" else decoded
             vol = hybrid(base, clean.array, None if region is None else masks[region], noise, window)
             write_nifti(Volume(vol, clean.affine), folders[cohort] / name, force=True)
+    summary = mean_errors(errors)
+    print("the decoder's errors by region (means over the cases):")
+    for k, v in summary.items():
+        if k != "share":
+            print(f"  {k:22s} {v:9.2f}")
+    decoder_errors = {
+        "what": "reconstructions without noise against the noise-free phantoms; region masks of region_masks "
+        f"(border: {a.border_slices} slices each end)",
+        "summary": summary,
+        "cases": errors,
+    }
+    if a.errors_only:
+        if a.json:
+            a.json.write_text(
+                json.dumps({"model": str(a.model), **facts, "decoder_errors_by_region": decoder_errors}, indent=1)
+                + "\n"
+            )
+        return 0
     cache = a.cache_dir or default_cache_dir()
     names, real = features(a.held_out, cache, a.workers)
     result = {
@@ -224,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         **facts,
         "noise_sd_hu": noise_model.get("sd_hu"),
         "decode_s": round(decode_s, 1),
+        "decoder_errors_by_region": decoder_errors,
         "cohorts": {},
     }
     print(f"{'cohort':40s} precision  to the nearest phantom ball (median, range)  median |z|")

@@ -57,6 +57,30 @@ def test_hybrid_takes_the_region_from_the_anatomy_adds_the_noise_and_clips(da):
     assert (da["hybrid"](decoded, anatomy, None, noise, (-1000, 1500)) == 70.0).all()
 
 
+def test_region_errors_measure_each_region_against_the_anatomy(da):
+    clean = np.full((5, 5, 6), -1000.0, np.float32)
+    clean[1:4, 1:4, :] = 40.0  # a body column
+    lab = np.where(clean > -500, IDS["muscle"], IDS["air"]).astype(np.uint8)
+    lab[1, 1, 2:4] = IDS["cortical_bone"]
+    clean[lab == IDS["cortical_bone"]] = 600.0
+    decoded = clean.copy()
+    air = lab == IDS["air"]
+    decoded[air] += 5.0
+    decoded[0, 0, 0] = -1150.0  # one dark air voxel
+    decoded[1:4, 1:4, 0] += 30.0  # the body wrong by 30 HU in the first slice only
+    masks = da["region_masks"](lab, IDS, border_slices=1)
+    e = da["region_errors"](decoded, clean, masks)
+    assert e["air_bias_hu"] == pytest.approx((5.0 * (air.sum() - 1) - 150.0) / air.sum())
+    assert e["air_below_-1040"] == 1 and e["air_min_hu"] == -1150.0
+    # border (slices 0 and 5): 18 body voxels, 9 of them 30 HU off; the inner slices are exact
+    assert e["body_mae_border_hu"] == pytest.approx(15.0) and e["body_mae_inner_hu"] == 0.0
+    assert e["bone_p99_clean"] == 600.0 and e["share"]["border"] == pytest.approx(2 / 6)
+    # the body column's centre is off its edges; 30 HU there in slice 0, of 6 slices
+    assert e["nonedge_body_mae_hu"] == pytest.approx(5.0)
+    summary = da["mean_errors"]([{"case": "a", **e}, {"case": "b", **{**e, "air_min_hu": -1050.0}}])
+    assert summary["air_min_hu"] == -1100.0 and summary["share"] == e["share"]
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("attribution")
@@ -151,6 +175,21 @@ def test_a_whole_run_scores_each_cohort_against_the_phantoms(da, cohort, tmp_pat
     r = {k: v["manifold"]["generated_ratio_median"] for k, v in result["cohorts"].items()}
     assert r["anatomy"] < r["decoded"] and r["anatomy, new phantom noise"] < r["decoded"]
     assert result["cohorts"]["anatomy"]["gap"]["median_abs_z"] < result["cohorts"]["decoded"]["gap"]["median_abs_z"]
+    errors = result["decoder_errors_by_region"]
+    assert [c["case"] for c in errors["cases"]] == [c[0] for c in cases]
+    first = da["region_errors"](
+        decoded,
+        clean.array,
+        da["region_masks"](labels, da["ids_of"](json.loads((cohort / "held" / "manifest.json").read_text())), 1),
+    )
+    assert errors["cases"][0]["body_mae_inner_hu"] == pytest.approx(first["body_mae_inner_hu"])
+    # --errors-only: the same errors, no cohorts written, no features extracted
+    only = tmp_path / "only.json"
+    monkeypatch.setitem(da["main"].__globals__, "features", None)
+    argv_only = [*argv[: argv.index("--json")], "--json", str(only), "--errors-only"]
+    assert da["main"](argv_only) == 0
+    assert json.loads(only.read_text())["decoder_errors_by_region"] == errors
+    monkeypatch.setitem(da["main"].__globals__, "features", _cheap_features)
     # a second run reuses the reconstructions
     stamp = (work / "reconstructions" / name).stat().st_mtime_ns
     assert da["main"](argv) == 0
