@@ -162,6 +162,35 @@ def test_synthesised_noise_has_the_model_spectrum_and_repeats_by_seed():
     assert np.allclose(measured[big], fitted[big], rtol=0.25)
 
 
+def test_add_noise_floors_the_estimate_at_air_before_the_noise():
+    from ctdiff.model.autoencoder import AIR_HU, add_noise
+
+    rng = np.random.default_rng(3)
+    shape = (8, 32, 32)
+    noise = correlated_noise(shape[::-1], (1.0, 1.0, 1.0), 20.0, rng).transpose(2, 1, 0)
+    model = nr.fit([(_flat(shape) + noise, _flat(shape))])
+    window = (-1200.0, 1500.0)
+    per_hu = 2.0 / 2700.0
+    hu = torch.full((2, 1, *shape), 40.0)
+    hu[:, :, :, :8] = -1150.0  # a decoder's too-dark air
+    hu[:, :, :, 8:16] = -1000.0
+    hu[1, :, :, 16:] = -995.0
+    y = (hu - window[0]) * per_hu - 1.0
+    out = add_noise(y, model, window, [4, 5])
+    drawn = torch.stack([nr.synthesize(model, shape, nr.noise_generator(s)) for s in (4, 5)])[:, None]
+    got_hu = (out + 1.0) / per_hu + window[0] - drawn  # the estimate the noise went on
+    assert AIR_HU == -1000.0
+    torch.testing.assert_close(got_hu, hu.clamp(min=-1000.0), atol=1e-2, rtol=0)
+    assert float(got_hu[:, :, :, :8].max()) == pytest.approx(-1000.0, abs=1e-2)
+    # without the floor the dark air stays; above it nothing changes
+    raw = (add_noise(y, model, window, [4, 5], floor_hu=None) + 1.0) / per_hu + window[0] - drawn
+    torch.testing.assert_close(raw, hu, atol=1e-2, rtol=0)
+    # a window that starts above air: the floor lies below it and changes nothing
+    narrow = (-160.0, 240.0)
+    yn = torch.zeros(1, 1, *shape) - 0.99
+    torch.testing.assert_close(add_noise(yn, model, narrow, [1]), add_noise(yn, model, narrow, [1], floor_hu=None))
+
+
 def test_unpaired_fit_adds_what_the_decoded_cohort_lacks():
     """Originals with FBP noise of 24 HU, 'samples' (other volumes) with 12 HU of the same texture:
     each measured in its own ROIs, the model adds sqrt(24^2 - 12^2) = 20.8 HU."""
