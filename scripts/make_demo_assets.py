@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ctdiff.config import load_config  # noqa: E402
-from ctdiff_app.demo import ASSETS, export_assets, export_report  # noqa: E402
+from ctdiff_app.demo import ASSETS, export_assets, export_report, resample_assets  # noqa: E402
 
 
 def command_from_bench(state_file: Path, cohort: dict, data: Path, run: Path) -> str:
@@ -65,12 +65,20 @@ def command_from_bench(state_file: Path, cohort: dict, data: Path, run: Path) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", help="demo training run dir (uses checkpoints/best.pt); required unless --report-only")
+    parser.add_argument(
+        "--run", help="demo training run dir (uses checkpoints/best.pt); required unless --report-only or --resample"
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
         help="only recompute the shipped report (after a phantom or metric change) from the shipped "
         "samples and the recorded training cohort",
+    )
+    parser.add_argument(
+        "--resample",
+        action="store_true",
+        help="draw the shipped samples anew from the shipped model.pt (the sampler, steps and seed "
+        "assets.json records), after a change to sampling, then recompute the report",
     )
     parser.add_argument(
         "--checkpoint",
@@ -110,11 +118,13 @@ def main() -> int:
         "the options above (for a run with a more complicated history)",
     )
     args = parser.parse_args()
-    if args.report_only:
+    if args.report_only or args.resample:
+        if args.resample:
+            print(resample_assets(args.out))
         print(export_report(args.out))
         return 0
     if not args.run:
-        parser.error("--run is required (or --report-only)")
+        parser.error("--run is required (or --report-only, or --resample)")
 
     run = Path(args.run)
     data = Path(args.data) if args.data else Path(json.loads((run / "split.json").read_text())["train"][0]).parent

@@ -326,6 +326,29 @@ def _install_report(src: Path, dst: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ assets
+def resample_assets(out: str | os.PathLike = ASSETS, progress: Progress | None = None) -> Path:
+    """Draw the shipped samples ``out/samples`` anew from the shipped ``out/model.pt`` with the sampler,
+    steps and seed ``out/assets.json`` records (after a change to sampling, such as the air floor of
+    the noise re-synthesis); the model and ``assets.json`` stay as they are. Recompute the report
+    after it (:func:`export_report`)."""
+    out = Path(out)
+    r = json.loads((out / "assets.json").read_text())["samples"]
+    return _draw_samples(out, int(r["n"]), r["sampler"], int(r["steps"]), int(r["seed"]), progress)
+
+
+def _draw_samples(out: Path, n: int, sampler: str, steps: int, seed: int, progress: Progress | None) -> Path:
+    """``out/samples``: ``n`` samples of ``out/model.pt`` (batches of 4), written as the demo's."""
+    from ctdiff.diffusion.sample import load_bundle, sample, write_samples
+
+    bundle = load_bundle(out / "model.pt", device="cpu")
+    cb = None if progress is None else (lambda d, t: progress(d, t, "sampling"))
+    vols = sample(bundle, n, sampler=sampler, steps=steps, seed=seed, batch_size=4, callback=cb)
+    for v in vols:
+        v.meta["checkpoint"] = "ctdiff_app/demo/assets/model.pt"
+    write_samples(vols, out / "samples", info={"demo": True}, force=True)
+    return out / "samples"
+
+
 def export_report(
     out: str | os.PathLike = ASSETS,
     train_cohort: dict[str, Any] | None = None,
@@ -415,7 +438,6 @@ def export_assets(
     import torch
 
     from ctdiff.atomic import atomic_path, prepare_output_dir
-    from ctdiff.diffusion.sample import load_bundle, sample, write_samples
     from ctdiff.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
     from ctdiff.outputs import check_output
 
@@ -455,12 +477,7 @@ def export_assets(
     split = source.read_split()
     # ship file names, not this machine's paths
     shipped.write_split(split["seed"], [Path(f).name for f in split["train"]], [Path(f).name for f in split["val"]])
-    bundle = load_bundle(out / "model.pt", device="cpu")
-    cb = None if progress is None else (lambda d, t: progress(d, t, "sampling"))
-    vols = sample(bundle, n_samples, sampler=sampler, steps=steps, seed=seed, batch_size=4, callback=cb)
-    for v in vols:
-        v.meta["checkpoint"] = "ctdiff_app/demo/assets/model.pt"
-    write_samples(vols, out / "samples", info={"demo": True}, force=True)
+    _draw_samples(out, n_samples, sampler, steps, seed, progress)
     if with_report:
         export_report(out, train_cohort, cache_dir=cache_dir)
     from ctdiff.model.autoencoder import sha256_file

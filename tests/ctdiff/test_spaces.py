@@ -386,6 +386,15 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
     written = read_volume(out / "samples" / "case_000.nii.gz")
     assert written.shape == SHAPE and np.isfinite(written.array).all() and written.array.std() > 1.0
     assert json.loads((out / "assets.json").read_text())["model"]["source_checkpoint"] == "best.pt"
+    # resample_assets draws the same samples again from the shipped model, as assets.json records them
+    from ctdiff_app.demo import resample_assets
+
+    info_before, model_before = (out / "assets.json").read_bytes(), (out / "model.pt").read_bytes()
+    (out / "samples" / "case_000.nii.gz").unlink()
+    assert resample_assets(out) == out / "samples"
+    again = read_volume(out / "samples" / "case_000.nii.gz")
+    np.testing.assert_array_equal(again.array, written.array)
+    assert (out / "assets.json").read_bytes() == info_before and (out / "model.pt").read_bytes() == model_before
     # checkpoint=: ship another checkpoint of the run (here last.pt)
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     other = export_assets(
