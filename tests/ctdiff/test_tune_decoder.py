@@ -42,6 +42,21 @@ def _shifted_autoencoder(ae_file, out, shift_hu):
     return ae, cfg
 
 
+def _ctrl_c_at_l1(monkeypatch, n: int):
+    """The tuning's n-th L1 computation raises KeyboardInterrupt (Ctrl-C during step n); returns the undo."""
+    l1 = torch.nn.functional.l1_loss
+    calls = {"n": 0}
+
+    def stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return l1(*args, **kwargs)
+
+    monkeypatch.setattr(td.F, "l1_loss", stop)
+    return lambda: monkeypatch.setattr(td.F, "l1_loss", l1)
+
+
 def test_tuning_removes_a_decoder_bias_and_leaves_the_encoder_alone(latent_run, tmp_path, capsys):  # noqa: F811
     _, data, ae_file = latent_run
     shifted = tmp_path / "shifted.pt"
@@ -102,20 +117,11 @@ def test_an_interrupted_tuning_resumes_to_the_uninterrupted_result(latent_run, t
     _, data, ae_file = latent_run
     whole = tmp_path / "whole.pt"
     td.tune_decoder(ae_file, data, whole, steps=4, checkpoint_every=1, progress=False)
-    calls = {"n": 0}
-    l1 = torch.nn.functional.l1_loss
-
-    def stop_at_third(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return l1(*args, **kwargs)
-
     out = tmp_path / "resumed.pt"
-    monkeypatch.setattr(td.F, "l1_loss", stop_at_third)
+    undo = _ctrl_c_at_l1(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         td.tune_decoder(ae_file, data, out, steps=4, checkpoint_every=10, progress=False)
-    monkeypatch.setattr(td.F, "l1_loss", l1)
+    undo()
     assert "resume with: python -m ctdiff tune-decoder" in capsys.readouterr().err and not out.exists()
     assert torch.load(td.state_path(out), weights_only=True)["step"] == 2
     # neither a fresh start nor a second input may take the unfinished tuning's place
@@ -202,20 +208,11 @@ def test_end_weight_weights_the_l1_of_the_end_slices(latent_run, tmp_path, monke
     assert float(history[1].split(",")[1]) == pytest.approx(want, rel=1e-4)
     assert want != pytest.approx(float(err.mean()), rel=1e-3)  # the weighting changes the value
     # a resumed tuning keeps the weights it was started with
-    l1 = torch.nn.functional.l1_loss
-    calls = {"n": 0}
-
-    def stop_at_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return l1(*args, **kwargs)
-
     part = tmp_path / "part.pt"
-    monkeypatch.setattr(td.F, "l1_loss", stop_at_second)
+    undo = _ctrl_c_at_l1(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         td.tune_decoder(ae_file, data, part, steps=2, adv_weight=0, end_weight=4.0, end_slices=1, progress=False)
-    monkeypatch.setattr(td.F, "l1_loss", l1)
+    undo()
     assert "resume with" in capsys.readouterr().err
     state = torch.load(td.state_path(part), weights_only=True)
     assert (state["end_weight"], state["end_slices"], state["step"]) == (4.0, 1, 1)
