@@ -31,6 +31,11 @@ extracted before cost nothing; about a minute per new scan on 2 cores.
         --model runs/run-w1200/best-tuned-snoise.pt --work runs/attribution \\
         --regions air,border,bone --json attribution.json
 
+The noise goes on the decoder's output as it is, without the air floor that sampling applies since
+2026-12-02 (``ctdiff.model.autoencoder.add_noise``), so the air's whole share is measured.
+``--errors-only`` prints and writes only the decoder's errors by region (no radiomics, no noise model
+needed): how a decoder tuning changed them.
+
 Not in eval: it needs a phantom cohort (its seeds) and an autoencoder with a noise model.
 """
 
