@@ -1,0 +1,57 @@
+"""benchmarks/sample_z_margin.py on the shipped demo model, with 2 Euler steps."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctdiff.data.io import read_volume
+from ctdiff.diffusion.sample import load_bundle, sample
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "ctdiff_app" / "demo" / "assets" / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def zm():
+    return runpy.run_path(str(REPO / "benchmarks" / "sample_z_margin.py"), run_name="sample_z_margin")
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(MODEL, device="cpu")
+
+
+def test_margin_0_draws_what_ctdiff_sample_draws(zm, bundle):
+    ours = zm["sample_with_margin"](bundle, [7], 0, steps=2)
+    theirs = sample(bundle, 1, sampler="euler", steps=2, seed=7)
+    np.testing.assert_array_equal(ours[0].array, theirs[0].array)
+    np.testing.assert_array_equal(ours[0].affine, theirs[0].affine)
+
+
+def test_a_margin_keeps_the_checkpoints_grid_and_changes_the_volume(zm, bundle, tmp_path):
+    out = tmp_path / "m2"
+    assert zm["main"](["--model", str(MODEL), "--margin", "2", "--n", "1", "--seed", "7", "--steps", "2",
+                       "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
+    v = read_volume(out / "case_000.nii.gz")
+    assert v.array.shape == bundle.shape and np.allclose(v.affine, bundle.affine)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["z_margin_latent_slices"] == 2 and manifest["cases"][0]["seed"] == 7
+    plain = zm["sample_with_margin"](bundle, [7], 0, steps=2)[0].array
+    # the same seed, but a longer latent: another volume, still a body in air
+    assert np.abs(v.array - plain).mean() > 10
+    assert v.array.min() < -900 and v.array.max() > 100
+    with pytest.raises(SystemExit, match="not empty; pass --force"):
+        zm["main"](["--model", str(MODEL), "--margin", "2", "--n", "1", "--out", str(out), "--steps", "2"])
+
+
+def test_a_margin_the_unet_cannot_downsample_is_one_line(zm, bundle):
+    # 8 + 2 latent slices: the U-Net halves z twice, and 10 does not divide by 4
+    with pytest.raises(SystemExit, match="10 slices"):
+        zm["sample_with_margin"](bundle, [7], 1, steps=1)
+    with pytest.raises(SystemExit, match="margin must be >= 0"):
+        zm["sample_with_margin"](bundle, [7], -1, steps=1)
