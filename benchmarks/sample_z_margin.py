@@ -35,6 +35,7 @@ def sample_with_margin(bundle, seeds, margin: int, steps: int, sampler: str = "e
 
     from ctdiff.data.tensors import model_to_hu, tensor_to_array
     from ctdiff.data.volume import Volume
+    from ctdiff.diffusion.sample import sample_meta
     from ctdiff.diffusion.schedule import run_sampler
 
     if bundle.space.kind != "latent":
@@ -48,6 +49,7 @@ def sample_with_margin(bundle, seeds, margin: int, steps: int, sampler: str = "e
     resynthesised = bundle.space.noise_model is not None
     volumes = []
     for s in seeds:
+        started = time.perf_counter()
         try:
             with torch.no_grad():
                 latent = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, [s], bundle.device)
@@ -58,18 +60,8 @@ def sample_with_margin(bundle, seeds, margin: int, steps: int, sampler: str = "e
         decoded = bundle.space.decode(latent, noise_seeds=[s] if resynthesised else None)
         kept = decoded[:, :, margin * fz : margin * fz + z]
         hu = model_to_hu(kept[0].float().cpu(), bundle.config.data.hu_window)
-        meta = {
-            "synthetic": True,
-            "source_kind": "generated",
-            "modality": "CT",
-            "sampler": sampler,
-            "steps": int(steps),
-            "seed": int(s),
-            "z_margin_latent_slices": int(margin),
-            "noise_resynthesis": resynthesised,
-            "checkpoint": bundle.checkpoint,
-        }
-        volumes.append(Volume(tensor_to_array(hu), bundle.affine, meta))
+        meta = sample_meta(bundle, sampler, steps, s, time.perf_counter() - started, resynthesised)
+        volumes.append(Volume(tensor_to_array(hu), bundle.affine, {**meta, "z_margin_latent_slices": int(margin)}))
     return volumes
 
 

@@ -106,6 +106,26 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     )
 
 
+def sample_meta(
+    bundle: ModelBundle, sampler: str, steps: int, seed: int, seconds: float, resynthesised: bool
+) -> dict[str, Any]:
+    """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
+    return {
+        "synthetic": True,
+        "source_kind": "generated",
+        "modality": "CT",
+        "sampler": sampler,
+        "steps": int(steps),
+        "seed": int(seed),
+        "seconds": round(seconds, 3),
+        "checkpoint": bundle.checkpoint,
+        "checkpoint_step": bundle.step,
+        "weights": bundle.weights,
+        "noise_resynthesis": resynthesised,
+        "config": bundle.config.summary(),
+    }
+
+
 def sample(
     bundle: ModelBundle,
     n: int,
@@ -154,20 +174,7 @@ def sample(
                 )
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
-                meta = {
-                    "synthetic": True,
-                    "source_kind": "generated",
-                    "modality": "CT",
-                    "sampler": sampler,
-                    "steps": int(steps),
-                    "seed": int(s),
-                    "seconds": round(seconds, 3),
-                    "checkpoint": bundle.checkpoint,
-                    "checkpoint_step": bundle.step,
-                    "weights": bundle.weights,
-                    "noise_resynthesis": resynthesised,
-                    "config": bundle.config.summary(),
-                }
+                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised)
                 volumes.append(Volume(array, bundle.affine, meta))
     finally:
         bundle.model.train(was_training)

@@ -31,6 +31,12 @@ def test_margin_0_draws_what_ctdiff_sample_draws(zm, bundle):
     theirs = sample(bundle, 1, sampler="euler", steps=2, seed=7)
     np.testing.assert_array_equal(ours[0].array, theirs[0].array)
     np.testing.assert_array_equal(ours[0].affine, theirs[0].affine)
+    # the same record of how it was drawn (timing aside), plus the margin
+    drop = ("seconds", "z_margin_latent_slices")
+    assert {k: v for k, v in ours[0].meta.items() if k not in drop} == {
+        k: v for k, v in theirs[0].meta.items() if k not in drop
+    }
+    assert ours[0].meta["z_margin_latent_slices"] == 0 and ours[0].meta["checkpoint_step"] == bundle.step
 
 
 def test_a_margin_keeps_the_checkpoints_grid_and_changes_the_volume(zm, bundle, tmp_path):
