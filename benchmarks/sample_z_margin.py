@@ -37,7 +37,11 @@ def sample_with_margin(bundle, seeds, margin: int, steps: int, sampler: str = "e
     from ctdiff.data.volume import Volume
     from ctdiff.diffusion.sample import sample_meta
     from ctdiff.diffusion.schedule import run_sampler
+    from ctdiff.samplers import sampler_error
 
+    problem = sampler_error(sampler, bundle.diffusion.kind)
+    if problem:
+        raise SystemExit(f"sample_z_margin: {problem}")
     if bundle.space.kind != "latent":
         raise SystemExit(f"sample_z_margin: {bundle.checkpoint} is a {bundle.space.kind}-space model, not latent")
     if margin < 0:
@@ -59,6 +63,10 @@ def sample_with_margin(bundle, seeds, margin: int, steps: int, sampler: str = "e
             ) from None
         decoded = bundle.space.decode(latent, noise_seeds=[s] if resynthesised else None)
         kept = decoded[:, :, margin * fz : margin * fz + z]
+        if not torch.isfinite(kept).all():  # as ctdiff sample: never written as HU
+            raise SystemExit(
+                f"sample_z_margin: seed {s} gave non-finite values (NaN/inf) with {sampler}, {steps} steps"
+            )
         hu = model_to_hu(kept[0].float().cpu(), bundle.config.data.hu_window)
         meta = sample_meta(bundle, sampler, steps, s, time.perf_counter() - started, resynthesised)
         volumes.append(Volume(tensor_to_array(hu), bundle.affine, {**meta, "z_margin_latent_slices": int(margin)}))

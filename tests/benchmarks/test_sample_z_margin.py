@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ctdiff.data.io import read_volume
 from ctdiff.diffusion.sample import load_bundle, sample
@@ -61,3 +62,14 @@ def test_a_margin_the_unet_cannot_downsample_is_one_line(zm, bundle):
         zm["sample_with_margin"](bundle, [7], 1, steps=1)
     with pytest.raises(SystemExit, match="margin must be >= 0"):
         zm["sample_with_margin"](bundle, [7], -1, steps=1)
+    with pytest.raises(SystemExit, match="sampler 'ddpm' does not run diffusion.kind=rflow"):
+        zm["sample_with_margin"](bundle, [7], 2, steps=1, sampler="ddpm")
+
+
+def test_non_finite_volumes_are_never_written(zm, bundle, monkeypatch):
+    def nan_decode(z, noise_seeds=None):
+        return torch.full((z.shape[0], 1, 48, 128, 128), float("nan"))
+
+    monkeypatch.setattr(bundle.space, "decode", nan_decode)
+    with pytest.raises(SystemExit, match="seed 7 gave non-finite values"):
+        zm["sample_with_margin"](bundle, [7], 2, steps=1)
