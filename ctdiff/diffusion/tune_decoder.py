@@ -18,6 +18,11 @@ the same kind (the input is never changed). Progress is saved every ``--checkpoi
 ``--eval DIR`` judges the reconstructions of DIR's volumes (whole, as sampling decodes) before and
 after: PSNR, SSIM, L1 and the mean HU error in air, fat and soft tissue.
 
+The adversary starts from the autoencoder's own trained discriminator when its file is found (the
+``--model`` itself, or the ``autoencoder.pt`` a checkpoint names, matched by sha256), else from a new
+one; ``--discriminator FILE`` starts it from another ``train-autoencoder`` file's discriminator (the
+same architecture), e.g. one retrained with the same recipe when the original file is gone.
+
 ``--end-weight W`` weights the L1 term W times on the first and last ``--end-slices`` axial slices
 (default 2). A decoder given whole volumes errs most at the volume's two ends, where its
 convolutions see zero padding: on the demo's held-out phantoms the body's mean absolute error there
@@ -102,12 +107,26 @@ def _judge_said(ae, cfg, volumes, when: str, say: bool) -> dict[str, Any] | None
     return _judge(ae, cfg, volumes)
 
 
-def _discriminator(kind: str, ckpt: dict[str, Any], record: dict[str, Any], cfg) -> tuple[torch.nn.Module, str]:
-    """The autoencoder's own discriminator when it can be found (the file, or the file a checkpoint
-    names with the same sha256), else a new one; with where it came from."""
+def _discriminator(
+    kind: str, ckpt: dict[str, Any], record: dict[str, Any], cfg, disc_file: Path | None = None
+) -> tuple[torch.nn.Module, str]:
+    """``disc_file``'s discriminator when given (an autoencoder.pt), else the autoencoder's own when it can
+    be found (the file, or the file a checkpoint names with the same sha256), else a new one; with where
+    it came from."""
     from ctdiff.model.autoencoder import build_discriminator, load_autoencoder_file, sha256_file
 
     disc = build_discriminator(cfg)
+    if disc_file is not None:
+        other = load_autoencoder_file(disc_file)
+        if "discriminator" not in other:
+            raise InputError("has no discriminator (not a train-autoencoder file)", disc_file)
+        try:
+            disc.load_state_dict(other["discriminator"])
+        except RuntimeError:
+            raise InputError(
+                "its discriminator does not fit this autoencoder's (different channels or layers)", disc_file
+            ) from None
+        return disc, f"from {disc_file}"
     if kind == "autoencoder":
         disc.load_state_dict(ckpt["discriminator"])
         return disc, "the autoencoder's"
@@ -158,6 +177,7 @@ def tune_decoder(
     adv_weight: float = 0.05,
     end_weight: float = 1.0,
     end_slices: int = 2,
+    discriminator: str | Path | None = None,
     seed: int = 0,
     checkpoint_every: int = 25,
     eval_data: str | Path | None = None,
@@ -212,7 +232,7 @@ def tune_decoder(
         if not held_files:
             raise InputError("no volumes found", eval_data)
         held = load_cases(held_files, DataConfig(hu_window=cfg.hu_window)).tensors
-    disc, disc_source = _discriminator(kind, ckpt, record, cfg)
+    disc, disc_source = _discriminator(kind, ckpt, record, cfg, None if discriminator is None else Path(discriminator))
     if adv_weight == 0:
         disc_source = "not used (adv_weight 0)"
     dev = torch.device(device)
@@ -384,6 +404,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--end-slices", type=int, default=2, help="how many slices at each end --end-weight weights (default 2)"
     )
+    parser.add_argument(
+        "--discriminator",
+        help="an autoencoder.pt whose trained discriminator starts the adversary (default: the model's own "
+        "autoencoder file when it is here, else a new discriminator)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the volume order and posterior samples")
     parser.add_argument("--checkpoint-every", type=int, default=25, help="save OUT.tuning.pt every N steps")
     parser.add_argument("--eval", dest="eval_data", help="held-out volumes judged before and after (optional)")
@@ -415,6 +440,7 @@ def run(args) -> int:
         adv_weight=adv_weight,
         end_weight=end_weight,
         end_slices=end_slices,
+        discriminator=args.discriminator,
         seed=args.seed,
         checkpoint_every=every,
         eval_data=args.eval_data,

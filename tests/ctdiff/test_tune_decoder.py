@@ -227,3 +227,45 @@ def test_end_weight_weights_the_l1_of_the_end_slices(latent_run, tmp_path, monke
         assert main(["tune-decoder", *bad, flag, value]) == 2
         err = capsys.readouterr().err
         assert text in err and len(err.strip().splitlines()) == 1
+
+
+def test_discriminator_file_starts_the_adversary(latent_run, tmp_path, capsys):  # noqa: F811
+    """``--discriminator FILE`` starts the adversary from that autoencoder file's trained discriminator
+    (a checkpoint whose own autoencoder file is gone would otherwise start a new one); a file without a
+    fitting discriminator is refused with one line, and the input files are not touched."""
+    run, data, ae_file = latent_run
+    ckpt_file = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    ae_state = torch.load(ae_file, map_location="cpu", weights_only=True)
+    own = ae_state["discriminator"]
+    kind, loaded, record = "checkpoint", ckpt, dict(ckpt["space"]["autoencoder"], path=str(tmp_path / "gone.pt"))
+    _, cfg = build_autoencoder(record["config"])
+    fresh, source = td._discriminator(kind, loaded, record, cfg)
+    assert source.startswith("new") and not all(torch.equal(fresh.state_dict()[k], v) for k, v in own.items())
+    disc, source = td._discriminator(kind, loaded, record, cfg, ae_file)
+    assert source == f"from {ae_file}" and all(torch.equal(disc.state_dict()[k], v) for k, v in own.items())
+
+    before = _sha(ae_file), _sha(ckpt_file)
+    out = tmp_path / "tuned.pt"
+    cmd = ["tune-decoder", "--model", str(ckpt_file), "--data", str(data), "--no-progress", "--steps", "1"]
+    assert main([*cmd, "--out", str(out), "--discriminator", str(ae_file)]) == 0
+    capsys.readouterr()
+    tuned = torch.load(out, map_location="cpu", weights_only=True)
+    assert tuned["space"]["autoencoder"]["decoder_tuning"]["discriminator"] == f"from {ae_file}"
+    assert (_sha(ae_file), _sha(ckpt_file)) == before
+
+    wrong = tmp_path / "wrong-disc.pt"
+    first = next(iter(own))
+    torch.save({**ae_state, "discriminator": {**own, first: torch.zeros(3)}}, wrong)
+    none = tmp_path / "no-disc.pt"
+    torch.save({k: v for k, v in ae_state.items() if k != "discriminator"}, none)
+    for path, text in (
+        (wrong, "does not fit this autoencoder's"),
+        (none, "has no discriminator"),
+        (ckpt_file, "not a ctdiff autoencoder"),
+        (tmp_path / "missing.pt", "autoencoder not found"),
+    ):
+        assert main([*cmd, "--out", str(tmp_path / "x.pt"), "--discriminator", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert text in err and str(path.name) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.pt").exists()
