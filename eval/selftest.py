@@ -148,6 +148,16 @@ def _thick_slices(arrays, ctx, factor=3):
     return [ndimage.uniform_filter1d(a, size=factor, axis=2, mode="nearest").astype(np.float32) for a in arrays]
 
 
+def _slice_offsets(arrays, ctx, sd=5.0):
+    # every axial slice shifted by its own random offset (SD ``sd`` HU) inside the patient: the
+    # slice-to-slice banding a decoder or a slice-wise generator can leave
+    out = []
+    for a in arrays:
+        offsets = ctx.rng.normal(0.0, sd, a.shape[2]).astype(np.float32)
+        out.append(np.where(a > BODY_HU, a + offsets[None, None, :], a).astype(np.float32))
+    return out
+
+
 DEGRADATIONS: dict[str, Degradation] = {
     "added_noise": Degradation(
         "noise added with the cohort's own NPS, SD = the cohort's noise SD (total SD x1.41)",
@@ -173,6 +183,9 @@ DEGRADATIONS: dict[str, Degradation] = {
     "flip": Degradation("left-right flip", (), _flip),
     "thick_slices": Degradation(
         "slices 3x thicker (mean of 3 neighbouring slices, same grid)", ("noise_sd", "glcm_distance"), _thick_slices
+    ),
+    "slice_offsets": Degradation(
+        "each axial slice shifted by a random offset (SD 5 HU) inside the patient", ("slice_banding",), _slice_offsets
     ),
 }
 

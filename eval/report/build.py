@@ -375,10 +375,17 @@ def _case_metrics(selected, stats: dict[str, list[CaseStats]], ref, cfg, curves)
         if any(s.noise_by_size or s.volume_noise_reason for k in cohorts for s in stats[k])
         else None
     )
-    for name in ("contrast_rms", "cnr_soft_tissue_fat", "noise_sd", "nps_peak_frequency", "nps_mean_frequency"):
+    for name in (
+        "contrast_rms",
+        "cnr_soft_tissue_fat",
+        "slice_banding",
+        "noise_sd",
+        "nps_peak_frequency",
+        "nps_mean_frequency",
+    ):
         if name in selected:
             out[name] = _property_metric(name, values(name), ref, cfg)
-            if noise_details is not None and name != "contrast_rms":
+            if noise_details is not None and name not in ("contrast_rms", "slice_banding"):
                 out[name]["details"] = noise_details
                 if out[name]["value"] is None:
                     why = noise_details["why_not"].get("generated") or noise_details["why_not"].get("real")

@@ -144,6 +144,7 @@ class CaseStats:
     noise_reason: str | None = None  # why the noise is not measurable at this case's ROI size
     volume_noise_reason: str | None = None  # why not at any size (field of view, no soft tissue)
     noise_by_size: dict[int, noise.NoiseMeasurement] = dataclasses.field(default_factory=dict)
+    slice_banding: float = float("nan")  # HU; soft tissue's slice-to-slice jumps (intensity.slice_banding)
 
     def select_roi_size(self, size: int | None) -> None:
         """Take the noise values (SD, NPS, peak, f_avg, CNR) at ROI side ``size`` (None: none)."""
@@ -171,6 +172,7 @@ class CaseStats:
             "contrast_rms": self.contrast_rms,
             "mean_hu_fat": self.mean_hu_fat,
             "mean_hu_soft_tissue": self.mean_hu_soft_tissue,
+            "slice_banding": self.slice_banding,
             "noise_sd": self.noise_sd,
             "noise_sd_wavelet": self.noise_sd_wavelet,
             "noise_sd_local": self.noise_sd_local,
@@ -227,6 +229,7 @@ def case_stats(array: np.ndarray, spacing, settings: dict[str, Any], parts=ALL_P
         noise_sd_local=local,
         volume_noise_reason=volume_reason,
         noise_by_size=by_size,
+        slice_banding=intensity.slice_banding(array, masks["soft_tissue"]) if "intensity" in parts else nan,
     )
     if by_size:  # on its own a case takes its largest measurable size; a report picks one for all
         stats.select_roi_size(next((r for r, m in by_size.items() if m.ok), max(by_size)))

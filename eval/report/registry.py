@@ -68,6 +68,14 @@ _CATALOGUE = (
         runner="case_stats",
     ),
     MetricSpec(
+        "slice_banding",
+        "intensity",
+        "closer-to-real",
+        "HU",
+        "Slice-to-slice banding: RMS second difference / sqrt(6) of soft tissue's per-slice mean HU along z, mean over scans.",
+        runner="case_stats",
+    ),
+    MetricSpec(
         "noise_sd",
         "noise",
         "closer-to-real",

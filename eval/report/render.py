@@ -142,6 +142,7 @@ def _per_case_columns(report) -> list[str]:
         "noise_roi_px",
         "contrast_rms",
         "cnr_soft_tissue_fat",
+        "slice_banding",
         "nps_peak_frequency",
         "nps_mean_frequency",
         "ssim_nearest_real",

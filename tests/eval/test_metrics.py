@@ -50,6 +50,33 @@ def test_tissue_means_classify_fat_and_soft_tissue(rng):
     assert means["fat"] == pytest.approx(-100.0, abs=2.0)
 
 
+def test_slice_banding_reads_the_sd_of_per_slice_offsets_and_ignores_smooth_trends(rng):
+    nz = 400
+    a = np.full((24, 24, nz), -1000.0)
+    a[4:20, 4:20] = 40.0 + 0.1 * np.arange(nz)  # soft tissue brightening steadily along z
+    mask = a > -500
+    # a linear trend is no banding at all: its second differences vanish
+    assert intensity.slice_banding(a, mask) == pytest.approx(0.0, abs=1e-9)
+    offsets = rng.normal(0.0, 5.0, nz)
+    banded = np.where(mask, a + offsets, a)
+    got = intensity.slice_banding(banded, mask)
+    # independent computation: per-slice means by a loop, numpy's second difference
+    means = np.array([banded[..., k][mask[..., k]].mean() for k in range(nz)])
+    assert got == pytest.approx(np.sqrt(np.mean(np.diff(means, 2) ** 2) / 6.0), rel=1e-12)
+    assert got == pytest.approx(5.0, rel=0.12)  # the offsets' SD
+    # slices with too few mask voxels are left out, and do not join the runs on either side
+    sparse = mask.copy()
+    sparse[..., 10] = False
+    m = intensity.slice_means(banded, sparse)
+    assert np.isnan(m[10]) and m[9] == pytest.approx(means[9])
+    d = np.diff(np.delete(means, 10), 2)
+    d = np.delete(d, [8, 9])  # the two triples that would bridge the gap
+    assert intensity.slice_banding(banded, sparse) == pytest.approx(np.sqrt(np.mean(d**2) / 6.0), rel=1e-12)
+    assert np.isnan(intensity.slice_banding(banded[..., :2], mask[..., :2]))  # fewer than 3 slices
+    with pytest.raises(ValueError, match="mask of its shape"):
+        intensity.slice_banding(banded, mask[..., :5])
+
+
 # --------------------------------------------------------------------------------------- noise
 def _uniform_phantom(rng, sd, shape=(64, 64, 8)):
     a = np.full(shape, -1000.0)

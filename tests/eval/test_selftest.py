@@ -64,6 +64,10 @@ def test_degradations_do_what_they_say():
     mc = DEGRADATIONS["mode_collapse"].apply([a, a + 500], ctx)
     assert abs(float(mc[1].mean()) - float(a.mean())) < 1.0
     assert DEGRADATIONS["added_noise"].apply([a], ctx)[0].std() > 9.0
+    so = DEGRADATIONS["slice_offsets"].apply([a], ctx)[0]
+    assert np.array_equal(so[:4], a[:4])  # air stays air
+    shift = so[8, 8] - a[8, 8]  # one offset per slice, the same across the slice
+    assert np.allclose(so[4:] - a[4:], shift[None, None, :]) and len(np.unique(shift)) == 6
 
 
 @pytest.fixture(scope="module")
