@@ -132,7 +132,9 @@ def test_compute_a_report_with_the_eval_builder(no_report, tmp_path):
     written = json.loads((out / "report.json").read_text())
     table = at.dataframe[0].value.set_index("metric")
     assert (
-        sorted(table.index) == sorted(written["metrics"]) == ["cnr_soft_tissue_fat", "contrast_rms", "hu_wasserstein"]
+        sorted(table.index)
+        == sorted(written["metrics"])
+        == ["cnr_soft_tissue_fat", "contrast_rms", "hu_wasserstein", "slice_banding"]
     )
     assert float(table.loc["hu_wasserstein", "value"]) == pytest.approx(
         written["metrics"]["hu_wasserstein"]["value"], rel=1e-3
