@@ -13,6 +13,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from ctdiff.data.io import read_volume, to_int16_hu, write_nifti
 from ctdiff.data.phantom import make_phantom
@@ -242,7 +243,11 @@ def test_long_path_on_home_gives_one_line_not_a_traceback(viewer_workspace, stre
     field.fill("/" + "a" * 500)
     page.get_by_role("button", name="Use these folders").click()
     alert = page.locator("[data-testid='stAlertContentError']").first
-    alert.wait_for()
+    try:
+        alert.wait_for(timeout=20_000)
+    except PlaywrightTimeout:  # on a loaded machine a rerun still in flight can swallow the first click
+        page.get_by_role("button", name="Use these folders").click()
+        alert.wait_for()
     text = alert.inner_text()
     assert text.startswith("Real scans folder: a folder or file name in the path is 500 characters long"), text
     assert "\n" not in text.strip()
