@@ -145,6 +145,12 @@ class SampleConfig:
     # latent space: the autoencoder decodes tiles of this many latent voxels (z, y, x) with MONAI's
     # SlidingWindowInferer (25 % overlap, Gaussian blending) so large volumes decode within memory
     decode_tile: tuple[int, int, int] = (16, 32, 32)
+    # extra slices sampled at each end of the volume and cropped after decoding (a multiple of the
+    # space's z shrink: 4 per latent slice at the demo's 4x). The network's and the decoder's zero
+    # padding then falls outside the kept volume: on the demo model 16 (4 latent slices) removed the
+    # samples' slice banding and brought their soft-tissue/fat CNR inside the real CI
+    # (docs/benchmarks.md, "Sampling past the volume's ends"); costs (D + 2 z_margin) / D the time
+    z_margin: int = 0
 
 
 @dataclasses.dataclass
@@ -456,6 +462,8 @@ def validate(config: Config, where: str | None = None) -> None:
         bad("sample.steps must be >= 1")
     if min(s.decode_tile) < 1:
         bad(f"sample.decode_tile must be positive, got {list(s.decode_tile)}")
+    if s.z_margin < 0:
+        bad(f"sample.z_margin must be >= 0, got {s.z_margin}")
 
 
 def diff_sections(a: Config, b: Config, sections: Sequence[str] = ("data", "model", "diffusion")) -> list[str]:

@@ -107,7 +107,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
 
 
 def sample_meta(
-    bundle: ModelBundle, sampler: str, steps: int, seed: int, seconds: float, resynthesised: bool
+    bundle: ModelBundle, sampler: str, steps: int, seed: int, seconds: float, resynthesised: bool, z_margin: int = 0
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -122,6 +122,7 @@ def sample_meta(
         "checkpoint_step": bundle.step,
         "weights": bundle.weights,
         "noise_resynthesis": resynthesised,
+        "z_margin": int(z_margin),
         "config": bundle.config.summary(),
     }
 
@@ -135,16 +136,21 @@ def sample(
     batch_size: int = 1,
     callback: Callable[[int, int], None] | None = None,
     noise: bool = True,
+    z_margin: int | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
     ``noise``: a latent space whose autoencoder carries a noise model adds the noise the autoencoder
-    drops after decoding (seeded per volume; :mod:`ctdiff.model.noise_resynthesis`)."""
+    drops after decoding (seeded per volume; :mod:`ctdiff.model.noise_resynthesis`).
+    ``z_margin`` (default: the config's ``sample.z_margin``): that many extra slices are sampled at
+    each end and cropped after decoding (and after the noise), so the network's and the decoder's
+    boundaries fall outside the volume; a multiple of the space's z shrink."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
     if n < 1 or steps < 1 or batch_size < 1:
         raise ConfigError(f"n, steps and batch_size must be >= 1 (got {n}, {steps}, {batch_size})")
+    margin = check_z_margin(bundle, bundle.config.sample.z_margin if z_margin is None else z_margin)
     x, y, z = bundle.shape
     depth = int(bundle.geometry["depth"])
     window = bundle.config.data.hu_window
@@ -159,12 +165,21 @@ def sample(
             done_before = b * steps
             step_cb = None if callback is None else (lambda i, _t, d=done_before: callback(d + i, total))
             started = time.perf_counter()
-            shape = bundle.space.encoded_shape((depth, y, x))
-            out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
+            shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
+            try:
+                out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
+            except (RuntimeError, ValueError) as e:  # the U-Net cannot downsample the longer volume evenly
+                if not margin:
+                    raise
+                raise ConfigError(
+                    f"z_margin {margin}: a volume of {depth + 2 * margin} slices does not run through this "
+                    f"model's U-Net ({str(e).splitlines()[0][:120]}); try another multiple of "
+                    f"{bundle.space.factor[0]}"
+                ) from None
             resynthesised = noise and bundle.space.noise_model is not None
             out = bundle.space.decode(out, noise_seeds=seeds if resynthesised else None)
             seconds = (time.perf_counter() - started) / len(seeds)
-            out = crop_slices(out, z)
+            out = crop_slices(out[:, :, margin : margin + depth], z)
             if not torch.isfinite(out).all():
                 # a diverged model or a sampler/step combination that blows up: never written as HU
                 raise InputError(
@@ -174,11 +189,27 @@ def sample(
                 )
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
-                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised)
+                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised, margin)
                 volumes.append(Volume(array, bundle.affine, meta))
     finally:
         bundle.model.train(was_training)
     return volumes
+
+
+def check_z_margin(bundle: ModelBundle, margin) -> int:
+    """``margin`` as an int, or ConfigError: not negative, at most the volume's depth, and a multiple of
+    the space's z shrink (the extra slices must be whole slices of the network's grid)."""
+    depth, fz = int(bundle.geometry["depth"]), int(bundle.space.factor[0])
+    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)):
+        raise ConfigError(f"z_margin must be a whole number of slices, got {margin!r}")
+    if margin < 0 or margin > depth:
+        raise ConfigError(f"z_margin must be between 0 and the volume's {depth} slices, got {margin}")
+    if margin % fz:
+        raise ConfigError(
+            f"z_margin {margin} is not a multiple of {fz}, the {bundle.space.kind} space's shrink along z "
+            f"(e.g. {fz * max(1, round(margin / fz))})"
+        )
+    return int(margin)
 
 
 def write_samples(
@@ -226,6 +257,7 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
         "steps": first.get("steps"),
         "weights": first.get("weights"),
         "noise_resynthesis": first.get("noise_resynthesis", False),
+        "z_margin": first.get("z_margin", 0),
         "config": first.get("config"),
         **(info or {}),
         "cases": cases,
@@ -260,6 +292,12 @@ def add_arguments(parser) -> None:
         help="sampler steps (default: the config's; the library default is 25 for rflow, 50 for ddpm)",
     )
     parser.add_argument("--seed", type=int, default=0, help="case i uses seed + i (default 0)")
+    parser.add_argument(
+        "--z-margin",
+        type=int,
+        help="extra slices sampled at each end and cropped after decoding (default: the config's "
+        "sample.z_margin; a multiple of the space's z shrink, e.g. 16 for the demo model)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     parser.add_argument(
@@ -312,6 +350,7 @@ def run(args) -> int:
             batch_size=batch_size,
             callback=None if bar is None else progress,
             noise=not args.no_noise,
+            z_margin=args.z_margin,
         )
     finally:
         if bar is not None:

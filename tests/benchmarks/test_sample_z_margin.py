@@ -29,7 +29,7 @@ def bundle():
 
 def test_margin_0_draws_what_ctdiff_sample_draws(zm, bundle):
     ours = zm["sample_with_margin"](bundle, [7], 0, steps=2)
-    theirs = sample(bundle, 1, sampler="euler", steps=2, seed=7)
+    theirs = sample(bundle, 1, sampler="euler", steps=2, seed=7, z_margin=0)
     np.testing.assert_array_equal(ours[0].array, theirs[0].array)
     np.testing.assert_array_equal(ours[0].affine, theirs[0].affine)
     # the same record of how it was drawn (timing aside), plus the margin
@@ -73,3 +73,19 @@ def test_non_finite_volumes_are_never_written(zm, bundle, monkeypatch):
     monkeypatch.setattr(bundle.space, "decode", nan_decode)
     with pytest.raises(SystemExit, match="seed 7 gave non-finite values"):
         zm["sample_with_margin"](bundle, [7], 2, steps=1)
+
+
+def test_ctdiff_sample_z_margin_draws_what_the_script_draws(zm, bundle):
+    """``ctdiff sample``'s margin is in the volume's slices: 16 at the demo's 4x = the script's 4 latent
+    slices; the demo model's config samples with it; a margin its U-Net cannot halve is one ConfigError."""
+    from ctdiff.errors import ConfigError
+
+    ours = sample(bundle, 1, sampler="euler", steps=2, seed=7, z_margin=16)
+    theirs = zm["sample_with_margin"](bundle, [7], 4, steps=2)
+    np.testing.assert_array_equal(ours[0].array, theirs[0].array)
+    assert bundle.config.sample.z_margin == 16 and ours[0].meta["z_margin"] == 16
+    default = sample(bundle, 1, sampler="euler", steps=2, seed=7)
+    np.testing.assert_array_equal(default[0].array, ours[0].array)
+    with pytest.raises(ConfigError, match="a volume of 40 slices does not run through this model's U-Net") as e:
+        sample(bundle, 1, sampler="euler", steps=1, seed=0, z_margin=4)
+    assert "\n" not in str(e.value)
