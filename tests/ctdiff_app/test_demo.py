@@ -133,8 +133,11 @@ def test_demo_model_loads_and_samples_in_hu(demo_ws):
     # the shipped model's default sampling is what its demo samples were made with
     shipped = json.loads((ASSETS / "assets.json").read_text())["samples"]
     assert (bundle.config.sample.sampler, bundle.config.sample.steps) == (shipped["sampler"], shipped["steps"])
+    assert bundle.config.sample.z_margin == shipped["z_margin"] == 16  # 4 latent slices past each end
     vol = sample(bundle, 1, sampler=bundle.config.sample.sampler, steps=2, seed=0)[0]
-    assert vol.shape == bundle.shape
+    assert vol.shape == bundle.shape and vol.meta["z_margin"] == 16
+    manifest = json.loads((ASSETS / "samples" / "manifest.json").read_text())
+    assert manifest["z_margin"] == 16  # the shipped samples were drawn with it
     lo, hi = bundle.config.data.hu_window  # the demo config's HU window: [-1200, 1500] since 2026-12-01 (evening)
     assert (lo, hi) == (-1200.0, 1500.0)
     assert lo <= vol.array.min() and vol.array.max() <= hi and vol.array.std() > 1.0
