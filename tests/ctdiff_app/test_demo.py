@@ -70,6 +70,7 @@ def test_recorded_command_reproduces_the_shipped_config():
             rebuilt, model=dataclasses.replace(rebuilt.model, autoencoder=shipped.model.autoencoder)
         )
     assert (rebuilt.data, rebuilt.model, rebuilt.diffusion) == (shipped.data, shipped.model, shipped.diffusion)
+    assert rebuilt.sample.z_margin == shipped.sample.z_margin == 16  # the recipe samples as the shipped model does
     for key in ("lr", "batch_size", "grad_accum", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "seed"):
         assert getattr(rebuilt.train, key) == getattr(shipped.train, key), key
 
