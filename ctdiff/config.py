@@ -145,8 +145,8 @@ class SampleConfig:
     # latent space: the autoencoder decodes tiles of this many latent voxels (z, y, x) with MONAI's
     # SlidingWindowInferer (25 % overlap, Gaussian blending) so large volumes decode within memory
     decode_tile: tuple[int, int, int] = (16, 32, 32)
-    # extra slices sampled at each end of the volume and cropped after decoding (a multiple of the
-    # space's z shrink: 4 per latent slice at the demo's 4x). The network's and the decoder's zero
+    # extra slices sampled at each end of the volume and cropped after decoding (whole slices of the
+    # space's grid that the U-Net can still halve: multiples of 8 for the demo model). The network's and the decoder's zero
     # padding then falls outside the kept volume: on the demo model 16 (4 latent slices) removed the
     # samples' slice banding and brought their soft-tissue/fat CNR inside the real CI
     # (docs/benchmarks.md, "Sampling past the volume's ends"); costs (D + 2 z_margin) / D the time

@@ -144,7 +144,7 @@ def sample(
     drops after decoding (seeded per volume; :mod:`ctdiff.model.noise_resynthesis`).
     ``z_margin`` (default: the config's ``sample.z_margin``): that many extra slices are sampled at
     each end and cropped after decoding (and after the noise), so the network's and the decoder's
-    boundaries fall outside the volume; a multiple of the space's z shrink."""
+    boundaries fall outside the volume (:func:`check_z_margin` says which multiples a model takes)."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -166,16 +166,7 @@ def sample(
             step_cb = None if callback is None else (lambda i, _t, d=done_before: callback(d + i, total))
             started = time.perf_counter()
             shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
-            try:
-                out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
-            except (RuntimeError, ValueError) as e:  # the U-Net cannot downsample the longer volume evenly
-                if not margin:
-                    raise
-                raise ConfigError(
-                    f"z_margin {margin}: a volume of {depth + 2 * margin} slices does not run through this "
-                    f"model's U-Net ({str(e).splitlines()[0][:120]}); try another multiple of "
-                    f"{bundle.space.factor[0]}"
-                ) from None
+            out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
             resynthesised = noise and bundle.space.noise_model is not None
             out = bundle.space.decode(out, noise_seeds=seeds if resynthesised else None)
             seconds = (time.perf_counter() - started) / len(seeds)
@@ -197,17 +188,20 @@ def sample(
 
 
 def check_z_margin(bundle: ModelBundle, margin) -> int:
-    """``margin`` as an int, or ConfigError: not negative, at most the volume's depth, and a multiple of
-    the space's z shrink (the extra slices must be whole slices of the network's grid)."""
+    """``margin`` as an int, or ConfigError: not negative, at most the volume's depth, and such that the
+    longer volume is whole slices of the space's grid that the U-Net can halve as often as it does
+    (a multiple of the space's z shrink times the U-Net's z divisor, over 2 as the margin comes twice)."""
     depth, fz = int(bundle.geometry["depth"]), int(bundle.space.factor[0])
+    mz = int(getattr(bundle.model, "multiple", (1, 1, 1))[0])
+    step = fz * mz // math.gcd(2, mz)
     if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)):
         raise ConfigError(f"z_margin must be a whole number of slices, got {margin!r}")
     if margin < 0 or margin > depth:
         raise ConfigError(f"z_margin must be between 0 and the volume's {depth} slices, got {margin}")
-    if margin % fz:
+    if margin % step:
         raise ConfigError(
-            f"z_margin {margin} is not a multiple of {fz}, the {bundle.space.kind} space's shrink along z "
-            f"(e.g. {fz * max(1, round(margin / fz))})"
+            f"z_margin {margin} is not a multiple of {step}: the {bundle.space.kind} space shrinks z {fz}x and "
+            f"this model's U-Net needs a z length divisible by {mz} (e.g. {step * max(1, round(margin / step))})"
         )
     return int(margin)
 
@@ -296,7 +290,8 @@ def add_arguments(parser) -> None:
         "--z-margin",
         type=int,
         help="extra slices sampled at each end and cropped after decoding (default: the config's "
-        "sample.z_margin; a multiple of the space's z shrink, e.g. 16 for the demo model)",
+        "sample.z_margin; a multiple of what the model's space and U-Net take, 8 for the demo model, "
+        "which samples with 16)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")

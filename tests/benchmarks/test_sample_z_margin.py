@@ -77,7 +77,8 @@ def test_non_finite_volumes_are_never_written(zm, bundle, monkeypatch):
 
 def test_ctdiff_sample_z_margin_draws_what_the_script_draws(zm, bundle):
     """``ctdiff sample``'s margin is in the volume's slices: 16 at the demo's 4x = the script's 4 latent
-    slices; the demo model's config samples with it; a margin its U-Net cannot halve is one ConfigError."""
+    slices; the demo model's config samples with it; a margin its U-Net cannot halve is one ConfigError,
+    raised before any sampling."""
     from ctdiff.errors import ConfigError
 
     ours = sample(bundle, 1, sampler="euler", steps=2, seed=7, z_margin=16)
@@ -86,6 +87,7 @@ def test_ctdiff_sample_z_margin_draws_what_the_script_draws(zm, bundle):
     assert bundle.config.sample.z_margin == 16 and ours[0].meta["z_margin"] == 16
     default = sample(bundle, 1, sampler="euler", steps=2, seed=7)
     np.testing.assert_array_equal(default[0].array, ours[0].array)
-    with pytest.raises(ConfigError, match="a volume of 40 slices does not run through this model's U-Net") as e:
+    # 4 is whole latent slices (4x), but 8 + 2 latent slices is not a length the U-Net can halve twice
+    with pytest.raises(ConfigError, match=r"z_margin 4 is not a multiple of 8: .* divisible by 4 \(e.g. 8\)") as e:
         sample(bundle, 1, sampler="euler", steps=1, seed=0, z_margin=4)
     assert "\n" not in str(e.value)

@@ -54,7 +54,7 @@ def test_bad_margins_are_refused(bundle):
     from ctdiff.diffusion.sample import sample
 
     for margin, text in (
-        (3, "not a multiple of 2, the latent space's shrink along z"),
+        (3, "z_margin 3 is not a multiple of 2: the latent space shrinks z 2x and this model's U-Net needs"),
         (-2, "between 0 and the volume's 8 slices"),
         (10, "between 0 and the volume's 8 slices"),
         (2.0, "whole number of slices"),
