@@ -8,8 +8,8 @@ with the noise model added (weights unchanged). ``ctdiff sample`` and the app's 
 add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). With ``--samples N``
 (latent checkpoints) the model is fitted instead against N of the checkpoint's own samples, decoded
 without noise (drawn as ``ctdiff sample`` draws them: the config's sampler, steps and ``z_margin``):
-the noise the samples lack against the training volumes, each measured in its own homogeneous ROIs (a diffusion model's samples can be smoother than its autoencoder's
-reconstructions). The input is never changed; ``--out`` must be a new file unless ``--force``,
+the noise the samples lack against the training volumes, each measured in its own homogeneous ROIs
+(a diffusion model's samples can be smoother than its autoencoder's reconstructions). The input is never changed; ``--out`` must be a new file unless ``--force``,
 which replaces only a ctdiff autoencoder or checkpoint file.
 """
 
