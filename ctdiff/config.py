@@ -151,6 +151,10 @@ class SampleConfig:
     # samples' slice banding and brought their soft-tissue/fat CNR inside the real CI
     # (docs/benchmarks.md, "Sampling past the volume's ends"); costs (D + 2 z_margin) / D the time
     z_margin: int = 0
+    # keep only the middle N slices of each drawn volume (null: all of the training depth), with the
+    # affine of where they lie: for a model trained on longer volumes than are wanted, so that every kept
+    # slice is the middle of what it learned, never its ends (docs/sampling.md)
+    keep_slices: int | None = None
 
 
 @dataclasses.dataclass
@@ -464,6 +468,8 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"sample.decode_tile must be positive, got {list(s.decode_tile)}")
     if s.z_margin < 0:
         bad(f"sample.z_margin must be >= 0, got {s.z_margin}")
+    if s.keep_slices is not None and s.keep_slices < 1:
+        bad(f"sample.keep_slices must be >= 1 or null, got {s.keep_slices}")
 
 
 def diff_sections(a: Config, b: Config, sections: Sequence[str] = ("data", "model", "diffusion")) -> list[str]:

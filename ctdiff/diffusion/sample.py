@@ -32,7 +32,7 @@ import torch
 
 from ctdiff.atomic import write_json
 from ctdiff.config import Config, SampleConfig
-from ctdiff.data.dataset import crop_slices
+from ctdiff.data.dataset import crop_slices, pad_before
 from ctdiff.data.tensors import model_to_hu, tensor_to_array
 from ctdiff.data.volume import Volume
 from ctdiff.diffusion.schedule import Diffusion, run_sampler
@@ -107,7 +107,14 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
 
 
 def sample_meta(
-    bundle: ModelBundle, sampler: str, steps: int, seed: int, seconds: float, resynthesised: bool, z_margin: int = 0
+    bundle: ModelBundle,
+    sampler: str,
+    steps: int,
+    seed: int,
+    seconds: float,
+    resynthesised: bool,
+    z_margin: int = 0,
+    keep_slices: int | None = None,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -123,6 +130,7 @@ def sample_meta(
         "weights": bundle.weights,
         "noise_resynthesis": resynthesised,
         "z_margin": int(z_margin),
+        "keep_slices": None if keep_slices is None else int(keep_slices),
         "config": bundle.config.summary(),
     }
 
@@ -137,6 +145,7 @@ def sample(
     callback: Callable[[int, int], None] | None = None,
     noise: bool = True,
     z_margin: int | None = None,
+    keep_slices: int | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -144,14 +153,20 @@ def sample(
     drops after decoding (seeded per volume; :mod:`ctdiff.model.noise_resynthesis`).
     ``z_margin`` (default: the config's ``sample.z_margin``): that many extra slices are sampled at
     each end and cropped after decoding (and after the noise), so the network's and the decoder's
-    boundaries fall outside the volume (:func:`check_z_margin` says which multiples a model takes)."""
+    boundaries fall outside the volume (:func:`check_z_margin` says which multiples a model takes).
+    ``keep_slices`` (default: the config's ``sample.keep_slices``; null keeps all): only the middle
+    ``keep_slices`` slices of each volume are returned, with the affine of where they lie in the
+    training geometry (a model trained on longer volumes than it is asked for)."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
     if n < 1 or steps < 1 or batch_size < 1:
         raise ConfigError(f"n, steps and batch_size must be >= 1 (got {n}, {steps}, {batch_size})")
     margin = check_z_margin(bundle, bundle.config.sample.z_margin if z_margin is None else z_margin)
+    keep = check_keep_slices(bundle, bundle.config.sample.keep_slices if keep_slices is None else keep_slices)
     x, y, z = bundle.shape
+    kept = keep if keep is not None else z
+    affine = kept_affine(bundle.affine, z, kept)
     depth = int(bundle.geometry["depth"])
     window = bundle.config.data.hu_window
     n_batches = math.ceil(n / batch_size)
@@ -170,7 +185,7 @@ def sample(
             resynthesised = noise and bundle.space.noise_model is not None
             out = bundle.space.decode(out, noise_seeds=seeds if resynthesised else None)
             seconds = (time.perf_counter() - started) / len(seeds)
-            out = crop_slices(out[:, :, margin : margin + depth], z)
+            out = crop_slices(crop_slices(out[:, :, margin : margin + depth], z), kept)
             if not torch.isfinite(out).all():
                 # a diverged model or a sampler/step combination that blows up: never written as HU
                 raise InputError(
@@ -180,8 +195,8 @@ def sample(
                 )
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
-                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised, margin)
-                volumes.append(Volume(array, bundle.affine, meta))
+                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised, margin, keep)
+                volumes.append(Volume(array, affine, meta))
     finally:
         bundle.model.train(was_training)
     return volumes
@@ -204,6 +219,26 @@ def check_z_margin(bundle: ModelBundle, margin) -> int:
             f"this model's U-Net needs a z length divisible by {mz} (e.g. {step * max(1, round(margin / step))})"
         )
     return int(margin)
+
+
+def check_keep_slices(bundle: ModelBundle, keep) -> int | None:
+    """``keep`` as an int (None stays None: all slices), or ConfigError: between 1 and the volume's slices."""
+    if keep is None:
+        return None
+    z = bundle.shape[2]
+    if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)):
+        raise ConfigError(f"keep_slices must be a whole number of slices, got {keep!r}")
+    if not 1 <= keep <= z:
+        raise ConfigError(f"keep_slices must be between 1 and the model's {z} slices, got {keep}")
+    return int(keep)
+
+
+def kept_affine(affine: np.ndarray, n_slices: int, keep: int) -> np.ndarray:
+    """The affine of the middle ``keep`` of ``n_slices`` slices (where :func:`crop_slices` cuts): the
+    origin moves along the slice axis by the slices cut before them; spacing and direction stay."""
+    out = np.array(affine, dtype=np.float64, copy=True)
+    out[:3, 3] += out[:3, 2] * pad_before(keep, n_slices)
+    return out
 
 
 def write_samples(
@@ -252,6 +287,7 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
         "weights": first.get("weights"),
         "noise_resynthesis": first.get("noise_resynthesis", False),
         "z_margin": first.get("z_margin", 0),
+        "keep_slices": first.get("keep_slices"),
         "config": first.get("config"),
         **(info or {}),
         "cases": cases,
@@ -292,6 +328,12 @@ def add_arguments(parser) -> None:
         help="extra slices sampled at each end and cropped after decoding (default: the config's "
         "sample.z_margin; a multiple of what the model's space and U-Net take, 8 for the demo model, "
         "which samples with 16)",
+    )
+    parser.add_argument(
+        "--keep-slices",
+        type=int,
+        help="keep only the middle N slices of each volume (default: the config's sample.keep_slices; "
+        "all when unset), for a model trained on longer volumes than are wanted",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -346,6 +388,7 @@ def run(args) -> int:
             callback=None if bar is None else progress,
             noise=not args.no_noise,
             z_margin=args.z_margin,
+            keep_slices=args.keep_slices,
         )
     finally:
         if bar is not None:

@@ -1,5 +1,6 @@
-"""ctdiff sample's z margin: extra slices sampled at each end and cropped after decoding (on a tiny
-latent rflow run); what it draws, where its default comes from, and what it refuses."""
+"""ctdiff sample's z margin (extra slices sampled at each end and cropped after decoding) and kept slices
+(the middle N of each volume), on a tiny latent rflow run: what they draw, where their defaults come
+from, and what they refuse."""
 
 from __future__ import annotations
 
@@ -75,4 +76,64 @@ def test_cli_z_margin_is_recorded_and_a_bad_one_is_one_line(latent_run, tmp_path
     assert main([*base, "--out", str(tmp_path / "bad"), "--z-margin", "3"]) == 2
     err = capsys.readouterr().err
     assert "z_margin 3 is not a multiple of 2" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
+def test_keep_slices_returns_the_middle_slices_where_they_lie(bundle):
+    from ctdiff.diffusion.sample import sample
+
+    assert bundle.shape[2] == 8 and bundle.config.sample.keep_slices is None
+    full = sample(bundle, 2, sampler="euler", steps=2, seed=5)
+    kept = sample(bundle, 2, sampler="euler", steps=2, seed=5, keep_slices=4)
+    for f, k in zip(full, kept):
+        assert k.array.shape == (32, 32, 4)
+        assert np.array_equal(k.array, f.array[:, :, 2:6])  # the middle 4 of 8: 2 cut before, 2 after
+        # the kept slices keep their place in the world: voxel (0, 0, 0) is the full volume's (0, 0, 2)
+        assert np.allclose(k.affine[:3, 3], (f.affine @ [0, 0, 2, 1])[:3])
+        assert np.array_equal(k.affine[:3, :3], f.affine[:3, :3])
+        assert k.meta["keep_slices"] == 4 and f.meta["keep_slices"] is None
+    odd = sample(bundle, 1, sampler="euler", steps=2, seed=5, keep_slices=3)[0]
+    assert np.array_equal(odd.array, full[0].array[:, :, 2:5])  # floor((8 - 3) / 2) = 2 cut before
+    # with a margin too: the middle of the volume drawn past its ends
+    wide = sample(bundle, 1, sampler="euler", steps=2, seed=5, z_margin=2)[0]
+    both = sample(bundle, 1, sampler="euler", steps=2, seed=5, z_margin=2, keep_slices=4)[0]
+    assert np.array_equal(both.array, wide.array[:, :, 2:6]) and both.meta["z_margin"] == 2
+    # the config's sample.keep_slices is the default
+    bundle.config.sample.keep_slices = 4
+    assert np.array_equal(sample(bundle, 1, sampler="euler", steps=2, seed=5)[0].array, kept[0].array)
+
+
+def test_bad_keep_slices_are_refused(bundle):
+    from ctdiff.diffusion.sample import sample
+
+    for keep, text in (
+        (0, "between 1 and the model's 8 slices, got 0"),
+        (9, "got 9"),
+        (2.5, "whole number"),
+        (True, "whole"),
+    ):
+        with pytest.raises(ConfigError, match=text):
+            sample(bundle, 1, sampler="euler", steps=1, seed=0, keep_slices=keep)
+    with pytest.raises(ConfigError, match="sample.keep_slices must be >= 1 or null"):
+        config_from_dict({"sample": {"keep_slices": 0}})
+    assert config_from_dict({"sample": {"keep_slices": 16}}).sample.keep_slices == 16
+
+
+def test_cli_keep_slices_writes_the_middle_with_its_affine(latent_run, tmp_path, capsys):  # noqa: F811
+    import nibabel as nib
+
+    run, _, _ = latent_run
+    base = ["sample", "--run", str(run), "--n", "1", "--steps", "2", "--seed", "7", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "all")]) == 0
+    assert main([*base, "--out", str(tmp_path / "mid"), "--keep-slices", "4"]) == 0
+    manifest = json.loads((tmp_path / "mid" / "manifest.json").read_text())
+    assert manifest["keep_slices"] == 4 and manifest["cases"][0]["shape"] == [32, 32, 4]
+    assert json.loads((tmp_path / "all" / "manifest.json").read_text())["keep_slices"] is None
+    a, m = nib.load(tmp_path / "all" / "case_000.nii.gz"), nib.load(tmp_path / "mid" / "case_000.nii.gz")
+    assert np.array_equal(np.asarray(m.dataobj), np.asarray(a.dataobj)[:, :, 2:6])
+    assert np.allclose(m.affine, a.affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 2], [0, 0, 0, 1.0]]))
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--keep-slices", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "keep_slices must be between 1 and the model's 8 slices, got 9" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
