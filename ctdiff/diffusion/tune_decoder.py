@@ -130,6 +130,8 @@ def _discriminator(
     if kind == "autoencoder":
         disc.load_state_dict(ckpt["discriminator"])
         return disc, "the autoencoder's"
+    if record.get("from_checkpoint"):
+        return disc, "new (the autoencoder came from a diffusion checkpoint, which keeps no discriminator)"
     path = Path(str(record.get("path") or ""))
     if path.is_file() and record.get("sha256") and sha256_file(path) == record["sha256"]:
         disc.load_state_dict(load_autoencoder_file(path)["discriminator"])

@@ -205,26 +205,45 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_autoencoder_file(path: str | os.PathLike) -> dict[str, Any]:
+def _read_file(path: str | os.PathLike) -> tuple[Path, Any]:
     p = Path(path)
     if p.is_dir():
         p = p / AUTOENCODER_FILE
     if not p.is_file():
         raise InputError("autoencoder not found (train one with 'python -m ctdiff train-autoencoder')", p)
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        return p, torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
         raise InputError(f"not a readable autoencoder file ({type(exc).__name__})", p) from None
+
+
+def load_autoencoder_file(path: str | os.PathLike) -> dict[str, Any]:
+    p, ckpt = _read_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"not a ctdiff autoencoder (expected format {FORMAT})", p)
     return ckpt
 
 
 def autoencoder_record(path: str | os.PathLike) -> dict[str, Any]:
-    """What a diffusion checkpoint carries: the autoencoder's config and weights, its file's path and sha256."""
-    p = Path(path)
-    p = p / AUTOENCODER_FILE if p.is_dir() else p
-    ckpt = load_autoencoder_file(p)
+    """What a diffusion checkpoint carries: the autoencoder's config and weights, its file's path and sha256.
+
+    ``path`` may also be a latent-space diffusion checkpoint (``ctdiff train``'s, ``tune-decoder``'s,
+    ``fit-noise``'s or a demo ``model.pt``): then the record is the autoencoder that checkpoint carries,
+    with its tuned decoder, noise model and tuning record, and the checkpoint file's path and sha256
+    (``from_checkpoint`` set). That is how a new diffusion model is trained on another model's
+    autoencoder, e.g. on longer volumes (docs/generator.md)."""
+    from ctdiff.model.checkpoint import FORMAT as CHECKPOINT_FORMAT
+
+    p, ckpt = _read_file(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        space = ckpt.get("space") or {"kind": "pixel"}
+        if space.get("kind") != "latent" or not isinstance(space.get("autoencoder"), dict):
+            raise InputError(f"a {space.get('kind')}-space checkpoint carries no autoencoder", p)
+        carried = space["autoencoder"]
+        state = {k: v.float() if v.is_floating_point() else v for k, v in carried["state"].items()}
+        return {**carried, "state": state, "sha256": sha256_file(p), "path": str(p.resolve()), "from_checkpoint": True}
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise InputError(f"not a ctdiff autoencoder (expected format {FORMAT})", p)
     return {
         "config": ckpt["config"],
         "state": ckpt["autoencoder"],
