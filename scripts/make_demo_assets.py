@@ -63,6 +63,23 @@ def command_from_bench(state_file: Path, cohort: dict, data: Path, run: Path) ->
     return " && ".join([phantom, *steps])
 
 
+def _kept_cohort(cohort: dict, manifest: dict, keep: int) -> dict:
+    """The cohort the workspace renders for a model that keeps the middle ``keep`` slices: the same
+    phantoms (n, seed, noise), ``keep`` slices over the default field of view, which must give the
+    training render's spacing; the training render itself goes under ``trained_on``."""
+    from ctdiff.data.phantom.cohort import DEFAULT_FOV_MM
+
+    shape = [int(n) for n in cohort["shape"]]
+    fov = [float(f) for f in manifest.get("fov_mm") or DEFAULT_FOV_MM]
+    kept_fov = [DEFAULT_FOV_MM[0], DEFAULT_FOV_MM[1], DEFAULT_FOV_MM[2]]
+    if fov[:2] != kept_fov[:2] or abs(fov[2] / shape[2] - kept_fov[2] / keep) > 1e-6:
+        raise SystemExit(
+            f"make_demo_assets: --keep-slices {keep}: the training phantoms ({shape}, fov {fov} mm) do not have "
+            f"the spacing of {keep} slices over the default field of view {kept_fov} mm"
+        )
+    return {**cohort, "shape": [*shape[:2], int(keep)], "trained_on": {"shape": shape, "fov_mm": fov}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -96,6 +113,14 @@ def main() -> int:
         "--steps", type=int, default=50, help="default 50: as good as 1000 DDPM steps on the 64x64x32 demo model"
     )
     parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--z-margin", type=int, help="the shipped model's sample.z_margin (default: the run's)")
+    parser.add_argument(
+        "--keep-slices",
+        type=int,
+        help="the shipped model's sample.keep_slices, for a run trained on longer phantoms than it samples: "
+        "the workspace's phantom cohorts are then rendered this many slices deep over the default field of "
+        "view (the training spacing), and assets.json records the training render as train_cohort.trained_on",
+    )
     parser.add_argument("--out", default=str(ASSETS))
     parser.add_argument("--force", action="store_true")
     parser.add_argument(
@@ -136,6 +161,8 @@ def main() -> int:
         "shape": first["shape"],
         "noise_hu": manifest.get("noise_hu", manifest.get("options", {}).get("noise_hu")),
     }
+    if args.keep_slices:
+        cohort = _kept_cohort(cohort, manifest, args.keep_slices)
     # the run's learning rate, written out where it is not the preset's (configs/demo.yaml changed
     # from 5e-4 to 1e-3 after the shipped model was trained), so the command reproduces the run
     run_lr = load_config(run / "config.yaml").train.lr
@@ -176,6 +203,9 @@ def main() -> int:
         force=args.force,
         progress=progress,
         checkpoint=args.checkpoint,
+        sample_settings={
+            k: v for k, v in (("z_margin", args.z_margin), ("keep_slices", args.keep_slices)) if v is not None
+        },
     )
     bar.close()
     print(json.dumps(json.loads((out / "assets.json").read_text()), indent=2))

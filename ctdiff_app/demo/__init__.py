@@ -392,9 +392,13 @@ def export_report(
     return out / "report"
 
 
-def set_sampling(config: dict[str, Any], sampler: str, steps: int) -> dict[str, Any]:
-    """A copy of a checkpoint's config dict whose ``sample`` section is ``sampler`` / ``steps``."""
-    return {**config, "sample": {**(config.get("sample") or {}), "sampler": sampler, "steps": int(steps)}}
+def set_sampling(config: dict[str, Any], sampler: str, steps: int, **settings: Any) -> dict[str, Any]:
+    """A copy of a checkpoint's config dict whose ``sample`` section is ``sampler`` / ``steps``, and any
+    other ``sample`` keys given (``z_margin``, ``keep_slices``)."""
+    return {
+        **config,
+        "sample": {**(config.get("sample") or {}), **settings, "sampler": sampler, "steps": int(steps)},
+    }
 
 
 def _without_machine_paths(record: dict) -> dict:
@@ -424,8 +428,12 @@ def export_assets(
     with_report: bool = True,
     cache_dir: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
+    sample_settings: dict[str, Any] | None = None,
 ) -> Path:
     """Write the demo assets from a training run: fp16 EMA checkpoint, run files, samples, report.
+
+    ``sample_settings``: other ``sample`` keys the shipped model's config gets (``z_margin``,
+    ``keep_slices``), checked as a config file's are; the samples are drawn with them.
 
     ``checkpoint``: the checkpoint file to ship (default the run's ``checkpoints/best.pt``), e.g. one
     that ``python -m ctdiff fit-noise`` gave a noise model; the run files still come from ``run_dir``.
@@ -442,6 +450,7 @@ def export_assets(
     from ctdiff.outputs import check_output
 
     out = Path(out)
+    config_from_dict({"sample": dict(sample_settings or {})})  # a bad setting: ConfigError before any file
     # --force replaces only demo assets (assets.json), never the run it exports from or other files
     inputs = {"--run": run_dir, **({"--checkpoint": checkpoint} if checkpoint is not None else {})}
     check_output(out, command="demo-assets", force=force, inputs=inputs)
@@ -466,7 +475,7 @@ def export_assets(
         slim["space"] = {**slim["space"], "autoencoder": record}
         slim["config"] = {**slim["config"], "model": {**slim["config"]["model"], "autoencoder": record["path"]}}
     # the sampler the demo samples use becomes the model's default (`ctdiff sample`, the app's Generate)
-    slim["config"] = set_sampling(slim["config"], sampler, steps)
+    slim["config"] = set_sampling(slim["config"], sampler, steps, **(sample_settings or {}))
     save_checkpoint(out / "model.pt", slim)
     source, shipped = RunDir(run_dir), RunDir(out / "run")
     shipped.path.mkdir()

@@ -421,6 +421,17 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
         "path": ae.name,
         "noise_model": {"sd_hu": 3.0, "fitted_on": ["case_0.nii.gz"]},
     }
+    # sample_settings: the shipped config's other sample keys, and the samples drawn with them
+    kept = export_assets(
+        run, cohort, out=tmp_path / "assets-kept", sample_settings={"keep_slices": 4, "z_margin": 0}, **tiny_export
+    )
+    assert load_bundle(kept / "model.pt", device="cpu").config.sample.keep_slices == 4
+    half = read_volume(kept / "samples" / "case_000.nii.gz")
+    assert half.shape == (16, 16, 4) and np.allclose(half.affine[:3, 3], (written.affine @ [0, 0, 2, 1])[:3])
+    np.testing.assert_array_equal(half.array, written.array[:, :, 2:6])  # the same draw, its middle kept
+    with pytest.raises(ConfigError, match="sample.keep_slices must be >= 1"):
+        export_assets(run, cohort, out=tmp_path / "assets-bad", sample_settings={"keep_slices": 0}, **tiny_export)
+    assert not (tmp_path / "assets-bad").exists()
 
 
 def test_a_latent_run_needs_its_autoencoders_hu_window(data, tmp_path):
