@@ -490,3 +490,25 @@ def test_make_demo_assets_records_a_bench_arms_commands_without_machine_paths(tm
         " --set model.autoencoder=AE/autoencoder.pt --set train.epochs=2 --threads 2"
     )
     assert str(tmp_path) not in line and py not in line
+
+
+def test_make_demo_assets_keep_slices_renders_the_workspace_cohorts_at_the_kept_depth():
+    """--keep-slices: a run trained on longer phantoms ships cohorts rendered at the kept depth over the
+    default field of view (the training spacing), with the training render under trained_on; a
+    training render whose spacing the kept depth does not give is refused."""
+    import runpy
+
+    repo = Path(__file__).resolve().parents[2]
+    script = runpy.run_path(str(repo / "scripts" / "make_demo_assets.py"), run_name="make_demo_assets")
+    cohort = {"n": 28, "seed": 0, "shape": [128, 128, 48], "noise_hu": 20.0}
+    kept = script["_kept_cohort"](cohort, {"fov_mm": [420.0, 420.0, 240.0]}, 32)
+    assert kept == {
+        "n": 28,
+        "seed": 0,
+        "shape": [128, 128, 32],
+        "noise_hu": 20.0,
+        "trained_on": {"shape": [128, 128, 48], "fov_mm": [420.0, 420.0, 240.0]},
+    }
+    for fov, keep in (([420.0, 420.0, 240.0], 24), ([400.0, 420.0, 240.0], 32)):
+        with pytest.raises(SystemExit, match="do not have the spacing of"):
+            script["_kept_cohort"](cohort, {"fov_mm": fov}, keep)
