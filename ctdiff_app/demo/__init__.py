@@ -503,7 +503,7 @@ def export_assets(
             "command": command,
         },
         "train_cohort": train_cohort,
-        "samples": {"n": n_samples, "sampler": sampler, "steps": steps, "seed": seed},
+        "samples": {"n": n_samples, "sampler": sampler, "steps": steps, "seed": seed, **(sample_settings or {})},
     }
     with atomic_path(out / "assets.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")

@@ -426,6 +426,14 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
         run, cohort, out=tmp_path / "assets-kept", sample_settings={"keep_slices": 4, "z_margin": 0}, **tiny_export
     )
     assert load_bundle(kept / "model.pt", device="cpu").config.sample.keep_slices == 4
+    assert json.loads((kept / "assets.json").read_text())["samples"] == {
+        "n": 1,
+        "sampler": "euler",
+        "steps": 2,
+        "seed": 1000,
+        "keep_slices": 4,
+        "z_margin": 0,
+    }
     half = read_volume(kept / "samples" / "case_000.nii.gz")
     assert half.shape == (16, 16, 4) and np.allclose(half.affine[:3, 3], (written.affine @ [0, 0, 2, 1])[:3])
     np.testing.assert_array_equal(half.array, written.array[:, :, 2:6])  # the same draw, its middle kept
