@@ -115,6 +115,7 @@ def sample_meta(
     resynthesised: bool,
     z_margin: int = 0,
     keep_slices: int | None = None,
+    refine_steps: int | None = None,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -131,6 +132,7 @@ def sample_meta(
         "noise_resynthesis": resynthesised,
         "z_margin": int(z_margin),
         "keep_slices": None if keep_slices is None else int(keep_slices),
+        "refiner_steps": None if refine_steps is None else int(refine_steps),
         "config": bundle.config.summary(),
     }
 
@@ -146,6 +148,7 @@ def sample(
     noise: bool = True,
     z_margin: int | None = None,
     keep_slices: int | None = None,
+    refine_steps: int | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -156,7 +159,11 @@ def sample(
     boundaries fall outside the volume (:func:`check_z_margin` says which multiples a model takes).
     ``keep_slices`` (default: the config's ``sample.keep_slices``; null keeps all): only the middle
     ``keep_slices`` slices of each volume are returned, with the affine of where they lie in the
-    training geometry (a model trained on longer volumes than it is asked for)."""
+    training geometry (a model trained on longer volumes than it is asked for).
+    A latent checkpoint that carries a residual refiner (``python -m ctdiff train-refiner``) refines
+    each decoded volume, floored at air and cropped, with ``refine_steps`` Euler steps (default: the
+    refiner's own) in place of the noise model; ``noise=False`` leaves both out. The callback then
+    counts the refiner's network evaluations too."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -169,23 +176,34 @@ def sample(
     affine = kept_affine(bundle.affine, z, kept)
     depth = int(bundle.geometry["depth"])
     window = bundle.config.data.hu_window
+    refiner = getattr(bundle.space, "refiner", None) if noise else None
+    r_steps = check_refine_steps(refiner, refine_steps)
+    if refiner is not None:
+        refiner.check_shape((depth, y, x))
     n_batches = math.ceil(n / batch_size)
-    total = n_batches * steps
+    per_batch = steps + (r_steps or 0)
+    total = n_batches * per_batch
     was_training = bundle.model.training
     bundle.model.eval()
     volumes: list[Volume] = []
     try:
         for b in range(n_batches):
             seeds = list(range(seed + b * batch_size, seed + min(n, (b + 1) * batch_size)))
-            done_before = b * steps
+            done_before = b * per_batch
             step_cb = None if callback is None else (lambda i, _t, d=done_before: callback(d + i, total))
             started = time.perf_counter()
             shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
             out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
-            resynthesised = noise and bundle.space.noise_model is not None
+            resynthesised = noise and refiner is None and bundle.space.noise_model is not None
             out = bundle.space.decode(out, noise_seeds=seeds if resynthesised else None)
+            out = out[:, :, margin : margin + depth]
+            if refiner is not None:
+                from ctdiff.model.autoencoder import air_floor
+
+                ref_cb = None if callback is None else (lambda i, d=done_before + steps: callback(d + i, total))
+                out = refiner(air_floor(out, window), seeds, r_steps, ref_cb)
             seconds = (time.perf_counter() - started) / len(seeds)
-            out = crop_slices(crop_slices(out[:, :, margin : margin + depth], z), kept)
+            out = crop_slices(crop_slices(out, z), kept)
             if not torch.isfinite(out).all():
                 # a diverged model or a sampler/step combination that blows up: never written as HU
                 raise InputError(
@@ -195,11 +213,22 @@ def sample(
                 )
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
-                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised, margin, keep)
+                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised, margin, keep, r_steps)
                 volumes.append(Volume(array, affine, meta))
     finally:
         bundle.model.train(was_training)
     return volumes
+
+
+def check_refine_steps(refiner, steps) -> int | None:
+    """The refiner's Euler steps (its own default when ``steps`` is None); None without a refiner."""
+    if refiner is None:
+        return None
+    if steps is None:
+        return refiner.steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10_000:
+        raise ConfigError(f"refiner steps must be an integer from 1 to 10000, got {steps!r}")
+    return int(steps)
 
 
 def check_z_margin(bundle: ModelBundle, margin) -> int:
@@ -288,6 +317,7 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
         "noise_resynthesis": first.get("noise_resynthesis", False),
         "z_margin": first.get("z_margin", 0),
         "keep_slices": first.get("keep_slices"),
+        "refiner_steps": first.get("refiner_steps"),
         "config": first.get("config"),
         **(info or {}),
         "cases": cases,
@@ -302,6 +332,7 @@ EXAMPLES = """\
   python -m ctdiff sample --checkpoint runs/demo/checkpoints/last.pt --n 8 --sampler ddim --steps 50 --seed 7 --out samples/ddim
   python -m ctdiff sample --run runs/thesis --n 2 --sampler ddpm --steps 1000 --out samples/thesis-ddpm   # as the thesis did
   python -m ctdiff sample --run runs/rflow --n 4 --sampler euler --steps 25 --out samples/rflow   # a diffusion.kind rflow model
+  python -m ctdiff sample --checkpoint runs/latent/best-refined.pt --n 4 --refine-steps 8 --out samples/refined   # train-refiner's
 """
 
 
@@ -340,7 +371,14 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--no-noise",
         action="store_true",
-        help="latent space: do not add back the noise the autoencoder drops (its noise model, when it has one)",
+        help="latent space: do not add back what the autoencoder drops (its noise model or its residual refiner, "
+        "when it has one)",
+    )
+    parser.add_argument(
+        "--refine-steps",
+        type=int,
+        help="a checkpoint with a residual refiner (train-refiner): its Euler steps per volume (default: "
+        "the refiner's own)",
     )
     parser.add_argument("--force", action="store_true", help="empty and reuse a non-empty output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -360,6 +398,8 @@ def run(args) -> int:
     device = validate.device(args.device)
     if args.steps is not None:
         validate.integer(args.steps, "--steps", low=1)  # the upper bound needs the checkpoint's schedule
+    if args.refine_steps is not None:
+        validate.integer(args.refine_steps, "--refine-steps", low=1, high=10_000)
     ckpt_path = resolve_checkpoint(args.run or args.checkpoint)
     # --out must not be or hold the checkpoint (--force would delete the run); checked before anything else
     check_output(args.out, command="sample", force=args.force, inputs={"--run/--checkpoint": ckpt_path})
@@ -370,9 +410,11 @@ def run(args) -> int:
         args.steps if args.steps is not None else bundle.config.sample.steps, bundle.diffusion.timesteps
     )
     out = Path(args.out)
+    refiner = getattr(bundle.space, "refiner", None) if not args.no_noise else None
+    r_steps = check_refine_steps(refiner, args.refine_steps) or 0
     bar = None
     if not args.no_progress:
-        bar = tqdm(total=math.ceil(n / batch_size) * steps, desc=f"sample {sampler}", unit="eval")
+        bar = tqdm(total=math.ceil(n / batch_size) * (steps + r_steps), desc=f"sample {sampler}", unit="eval")
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
@@ -389,6 +431,7 @@ def run(args) -> int:
             noise=not args.no_noise,
             z_margin=args.z_margin,
             keep_slices=args.keep_slices,
+            refine_steps=args.refine_steps,
         )
     finally:
         if bar is not None:

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ctdiff.errors import ConfigError, InputError, OverwriteError
+from ctdiff.errors import ConfigError, InputError
 
 STATE_FORMAT = "ctdiff-decoder-tuning-1"
 STATE_SUFFIX = ".tuning.pt"
@@ -162,13 +162,6 @@ def slice_weights(depth: int, end_slices: int, end_weight: float) -> torch.Tenso
     return (w / w.mean()).view(1, 1, depth, 1, 1)
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    from ctdiff.atomic import atomic_path
-
-    with atomic_path(path, force=True) as tmp:
-        torch.save(state, tmp)
-
-
 def tune_decoder(
     model: str | Path,
     data: str | Path,
@@ -195,6 +188,7 @@ def tune_decoder(
     from ctdiff.config import DataConfig
     from ctdiff.data.dataset import dataset_files, load_cases
     from ctdiff.diffusion.fit_noise import check_new_model_file, load_model_file
+    from ctdiff.diffusion.resumable import open_state, save_state
     from ctdiff.interrupt import sigterm_saves
     from ctdiff.model.autoencoder import build_autoencoder, sha256_file
 
@@ -205,22 +199,11 @@ def tune_decoder(
     sp = state_path(out)
     kind, ckpt, record = load_model_file(model)
     model_sha = sha256_file(model)
-    saved = None
-    if resume:
-        if not sp.is_file():
-            raise InputError(f"no unfinished tuning to resume (expected {sp.name} next to --out)", sp)
-        saved = torch.load(sp, map_location="cpu", weights_only=True)
-        if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
-            raise InputError("not a ctdiff decoder-tuning state file", sp)
-        if saved["model_sha256"] != model_sha:
-            raise InputError(f"was started from another --model ({saved['model']}), not {model}", sp)
+    saved = open_state(sp, STATE_FORMAT, model_sha, model, "tuning", resume, force)
+    if saved is not None:
         lr, adv_weight, seed = saved["lr"], saved["adv_weight"], saved["seed"]
         # states written before --end-weight existed tuned without it
         end_weight, end_slices = float(saved.get("end_weight", 1.0)), int(saved.get("end_slices", 2))
-    elif sp.exists():
-        if not force:
-            raise OverwriteError("an unfinished tuning for this --out exists; pass --resume or --force", sp)
-        sp.unlink()
     ae, cfg = build_autoencoder(record["config"])
     ae.load_state_dict(record["state"])
     files = dataset_files(data)
@@ -259,7 +242,7 @@ def tune_decoder(
         before = _judge_said(ae, cfg, held, "before tuning", progress)
 
     def save() -> None:
-        _save_state(
+        save_state(
             sp,
             {
                 "format": STATE_FORMAT,

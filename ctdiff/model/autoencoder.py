@@ -286,6 +286,13 @@ def residual_nps(hu: torch.Tensor, mask: torch.Tensor, n_bins: int = 16) -> torc
     return curve / total if total > 0 else torch.full_like(curve, float("nan"))
 
 
+def air_floor(y: torch.Tensor, hu_window: Sequence[float], floor_hu: float = AIR_HU) -> torch.Tensor:
+    """``y`` (model units on ``hu_window``) floored at ``floor_hu`` (air): a decoded noise-free estimate
+    has nothing darker than air, values below it are decoder errors (:func:`add_noise`, the refiner)."""
+    per_hu = 2.0 / (float(hu_window[1]) - float(hu_window[0]))
+    return torch.clamp(y, min=-1.0 + (float(floor_hu) - float(hu_window[0])) * per_hu)
+
+
 def add_noise(
     y: torch.Tensor,
     noise_model: dict[str, Any],
@@ -304,7 +311,7 @@ def add_noise(
 
     per_hu = 2.0 / (float(hu_window[1]) - float(hu_window[0]))  # model units per HU
     if floor_hu is not None:
-        y = torch.clamp(y, min=-1.0 + (float(floor_hu) - float(hu_window[0])) * per_hu)
+        y = air_floor(y, hu_window, floor_hu)
     noise = torch.stack(
         [noise_resynthesis.synthesize(noise_model, y.shape[2:], noise_resynthesis.noise_generator(s)) for s in seeds]
     )[:, None]

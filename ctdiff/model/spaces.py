@@ -134,10 +134,23 @@ class LatentSpace(Space):
     clip_sample = False
     cache = True
 
-    def __init__(self, autoencoder: dict[str, Any], scale: float | None = None, tile: Sequence[int] = (16, 32, 32)):
+    def __init__(
+        self,
+        autoencoder: dict[str, Any],
+        scale: float | None = None,
+        tile: Sequence[int] = (16, 32, 32),
+        refiner: dict[str, Any] | None = None,
+    ):
         from ctdiff.model.autoencoder import build_autoencoder
 
         self.record = autoencoder  # {"config", "state", "sha256", "path"}
+        # a residual refiner after the decoder (python -m ctdiff train-refiner; ctdiff.model.refiner)
+        self.refiner_record = refiner
+        self.refiner = None
+        if refiner is not None:
+            from ctdiff.model.refiner import Refiner
+
+            self.refiner = Refiner(refiner)
         self.ae, self.ae_config = build_autoencoder(autoencoder["config"])
         self.ae.load_state_dict(autoencoder["state"])
         self.ae.eval().requires_grad_(False)
@@ -149,6 +162,8 @@ class LatentSpace(Space):
 
     def to(self, device) -> LatentSpace:
         self.ae.to(device)
+        if self.refiner is not None:
+            self.refiner.to(device)
         return self
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,7 +195,10 @@ class LatentSpace(Space):
         return self.scale
 
     def state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "autoencoder": self.record, "scale": self.scale}
+        state = {"kind": self.kind, "autoencoder": self.record, "scale": self.scale}
+        if self.refiner_record is not None:
+            state["refiner"] = self.refiner_record
+        return state
 
 
 def build_space(config: Config, saved: dict[str, Any] | None = None) -> Space:
@@ -193,7 +211,7 @@ def build_space(config: Config, saved: dict[str, Any] | None = None) -> Space:
         band = saved.get("band_scale") if saved is not None and saved.get("kind") == "wavelet" else None
         return WaveletSpace(m.wavelet_levels, m.wavelet_scale, band)
     if saved is not None and saved.get("kind") == "latent":
-        return LatentSpace(saved["autoencoder"], saved.get("scale"), config.sample.decode_tile)
+        return LatentSpace(saved["autoencoder"], saved.get("scale"), config.sample.decode_tile, saved.get("refiner"))
     from ctdiff.model.autoencoder import autoencoder_record
 
     return LatentSpace(autoencoder_record(m.autoencoder), None, config.sample.decode_tile)
