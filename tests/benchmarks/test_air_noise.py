@@ -25,7 +25,7 @@ def _clean(folder: Path, n: int = 2) -> np.ndarray:
     folder.mkdir()
     d = np.full((48, 48, 16), -1000.0, dtype=np.float32)
     d[24:] = 40.0
-    d[:24][d[:24] == -1000.0] = -1010.0  # below air: floored to -1000 before the noise goes on
+    d[:24] = -1010.0  # air decoded below -1000 HU: floored to -1000 before the noise goes on
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
     affine[:3, 3] = (10.0, -5.0, 3.0)
     for i in range(n):
