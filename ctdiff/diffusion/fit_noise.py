@@ -9,7 +9,9 @@ add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). With
 (latent checkpoints) the model is fitted instead against N of the checkpoint's own samples, decoded
 without noise (drawn as ``ctdiff sample`` draws them: the config's sampler, steps and ``z_margin``):
 the noise the samples lack against the training volumes, each measured in its own homogeneous ROIs
-(a diffusion model's samples can be smoother than its autoencoder's reconstructions). The input is never changed; ``--out`` must be a new file unless ``--force``,
+(a diffusion model's samples can be smoother than its autoencoder's reconstructions). With
+``--per-class`` the model measures air and body apart and scales the body's noise by the decoded
+intensity (:func:`ctdiff.model.noise_resynthesis.fit_classes`). The input is never changed; ``--out`` must be a new file unless ``--force``,
 which replaces only a ctdiff autoencoder or checkpoint file.
 """
 
@@ -29,6 +31,7 @@ EXAMPLES = """\
   python -m ctdiff fit-noise --model runs/ae-128/autoencoder.pt --data data/phantom-128 --out runs/ae-128/autoencoder-noise.pt
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --out runs/latent/best-noise.pt
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --out runs/latent/best-samples-noise.pt
+  python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --per-class --out runs/latent/best-cnoise.pt
   python -m ctdiff sample --checkpoint runs/latent/best-noise.pt --n 4 --out samples/latent-noise
 """
 
@@ -77,7 +80,9 @@ def check_new_model_file(model: Path, out: Path, force: bool) -> None:
             ) from None
 
 
-def _fit_from_samples(path: Path, files: list[str], n: int, seed: int, progress: bool) -> dict[str, Any]:
+def _fit_from_samples(
+    path: Path, files: list[str], n: int, seed: int, progress: bool, per_class: bool = False
+) -> dict[str, Any]:
     """The unpaired noise model of a latent checkpoint: the training volumes' NPS minus that of ``n`` of
     its samples, decoded without noise (seeds ``seed``.., the config's sampler and steps)."""
     from ctdiff.data.io import read_volume
@@ -105,7 +110,10 @@ def _fit_from_samples(path: Path, files: list[str], n: int, seed: int, progress:
             bar.close()
     originals = [np.asarray(read_volume(f).array, dtype=np.float64).transpose(2, 1, 0) for f in files]
     decoded = [np.asarray(v.array, dtype=np.float64).transpose(2, 1, 0) for v in vols]
-    model = noise_resynthesis.fit_unpaired(originals, decoded)
+    if per_class:
+        model = noise_resynthesis.fit_classes(originals, decoded, paired=False)
+    else:
+        model = noise_resynthesis.fit_unpaired(originals, decoded)
     model["samples"] = {
         "n": n,
         "seed": seed,
@@ -123,11 +131,14 @@ def fit_noise(
     samples: int = 0,
     seed: int = 100_000,
     progress: bool = False,
+    per_class: bool = False,
 ) -> dict[str, Any]:
     """Write ``out``: ``model`` with a noise model fitted on ``data``'s volumes; returns the model's summary.
 
     ``samples`` > 0 (latent checkpoints only): fitted against that many of the model's own samples
-    (:func:`ctdiff.model.noise_resynthesis.fit_unpaired`) instead of the autoencoder's reconstructions."""
+    (:func:`ctdiff.model.noise_resynthesis.fit_unpaired`) instead of the autoencoder's reconstructions.
+    ``per_class``: a per-class model (air and body apart, the body's gain by intensity;
+    :func:`ctdiff.model.noise_resynthesis.fit_classes`) instead of one stationary spectrum."""
     from ctdiff.atomic import atomic_path
     from ctdiff.config import DataConfig
     from ctdiff.data.dataset import dataset_files, load_cases
@@ -142,12 +153,12 @@ def fit_noise(
     files = dataset_files(data)[: noise_resynthesis.MAX_VOLUMES]
     try:
         if samples:
-            noise_model = _fit_from_samples(model, files, samples, seed, progress)
+            noise_model = _fit_from_samples(model, files, samples, seed, progress, per_class)
         else:
             ae, cfg = build_autoencoder(record["config"])
             ae.load_state_dict(record["state"])
             volumes = load_cases(files, DataConfig(hu_window=cfg.hu_window)).tensors
-            noise_model = fit_noise_model(ae, cfg, volumes, tile=(16, 32, 32))
+            noise_model = fit_noise_model(ae, cfg, volumes, tile=(16, 32, 32), per_class=per_class)
     except ValueError as exc:  # no homogeneous soft tissue in the data, or in the samples
         raise InputError(str(exc), model if "decoded" in str(exc) else data) from None
     noise_model["fitted_on"] = [str(Path(f)) for f in files]
@@ -160,7 +171,17 @@ def fit_noise(
         ckpt = {**ckpt, "space": space}
     with atomic_path(out, force=True) as tmp:
         torch.save(ckpt, tmp)
-    return {k: v for k, v in noise_model.items() if k not in ("nps_xy_hu2", "fitted_on")}
+    return summary(noise_model)
+
+
+def summary(noise_model: dict[str, Any]) -> dict[str, Any]:
+    """The model without its spectra and file list (what fit-noise prints)."""
+    skip = ("nps_xy_hu2", "fitted_on", "air", "body")
+    out = {k: v for k, v in noise_model.items() if k not in skip}
+    for part in ("air", "body"):
+        if part in noise_model:
+            out[part] = summary(noise_model[part])
+    return out
 
 
 def add_arguments(parser) -> None:
@@ -175,6 +196,12 @@ def add_arguments(parser) -> None:
         "instead of the autoencoder's reconstructions of --data (default 0: reconstructions)",
     )
     parser.add_argument("--seed", type=int, default=100_000, help="first seed of those samples (default 100000)")
+    parser.add_argument(
+        "--per-class",
+        action="store_true",
+        help="fit air and body apart, the body's noise scaled by intensity (fat, soft tissue, dense, bone) "
+        "instead of one stationary soft-tissue spectrum everywhere",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out (never the input)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -187,7 +214,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     samples = validate.integer(args.samples, "--samples", low=0, high=10_000)
     validate.seed(args.seed, count=max(samples, 1))
-    summary = fit_noise(
+    result = fit_noise(
         args.model,
         args.data,
         args.out,
@@ -195,7 +222,8 @@ def run(args) -> int:
         samples=samples,
         seed=args.seed,
         progress=not args.no_progress,
+        per_class=args.per_class,
     )
-    print(json.dumps(summary))
+    print(json.dumps(result))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -312,8 +312,10 @@ def add_noise(
     per_hu = 2.0 / (float(hu_window[1]) - float(hu_window[0]))  # model units per HU
     if floor_hu is not None:
         y = air_floor(y, hu_window, floor_hu)
+    # a per-class model needs the decoded volume in HU (its local intensity sets the noise there)
+    hu = (y[:, 0].detach().float().cpu() + 1.0) / per_hu + float(hu_window[0])
     noise = torch.stack(
-        [noise_resynthesis.synthesize(noise_model, y.shape[2:], noise_resynthesis.noise_generator(s)) for s in seeds]
+        [noise_resynthesis.noise_for(noise_model, v, noise_resynthesis.noise_generator(s)) for v, s in zip(hu, seeds)]
     )[:, None]
     return y + (noise * per_hu).to(y.device, y.dtype)
 
@@ -325,10 +327,15 @@ def reconstruct(ae, x: torch.Tensor, downsampling: int, tile: Sequence[int] | No
 
 
 def fit_noise_model(
-    ae, cfg: AutoencoderConfig, volumes: Sequence[torch.Tensor], tile: Sequence[int] | None = None
+    ae,
+    cfg: AutoencoderConfig,
+    volumes: Sequence[torch.Tensor],
+    tile: Sequence[int] | None = None,
+    per_class: bool = False,
 ) -> dict[str, Any]:
-    """The noise model (:func:`ctdiff.model.noise_resynthesis.fit`) of ``ae`` on up to
-    ``noise_resynthesis.MAX_VOLUMES`` of ``volumes`` (``(1, z, y, x)``, model units)."""
+    """The noise model of ``ae`` on up to ``noise_resynthesis.MAX_VOLUMES`` of ``volumes`` (``(1, z, y, x)``,
+    model units): stationary (:func:`ctdiff.model.noise_resynthesis.fit`), or per class
+    (:func:`ctdiff.model.noise_resynthesis.fit_classes`) when ``per_class``."""
     from ctdiff.data.tensors import model_to_hu
     from ctdiff.model import noise_resynthesis
 
@@ -339,6 +346,8 @@ def fit_noise_model(
             x = vol[None].float()
             y = reconstruct(ae, x, cfg.downsampling, tile).clamp(-1.0, 1.0)
             pairs.append(tuple(model_to_hu(t, cfg.hu_window)[0, 0].numpy() for t in (x, y)))
+    if per_class:
+        return noise_resynthesis.fit_classes([o for o, _ in pairs], [r for _, r in pairs], paired=True)
     return noise_resynthesis.fit(pairs)
 
 
