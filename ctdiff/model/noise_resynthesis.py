@@ -117,9 +117,10 @@ def _roi_stats(
     return total, n, lags
 
 
-def _no_rois(roi: int, what: str) -> ValueError:
+def _no_rois(roi: int, what: str, kind: str = "soft-tissue", hu_range: tuple[float, float] | None = None) -> ValueError:
+    low, high = SOFT_TISSUE_HU if hu_range is None else hu_range
     return ValueError(
-        f"no homogeneous {roi}x{roi} soft-tissue ROI ({SOFT_TISSUE_HU[0]:g}..{SOFT_TISSUE_HU[1]:g} HU, "
+        f"no homogeneous {roi}x{roi} {kind} ROI ({low:g}..{high:g} HU, "
         f"structure <= {MAX_STRUCTURE_HU:g} HU) in the {what} to measure the noise in"
     )
 
@@ -221,14 +222,8 @@ def fit_unpaired(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray],
     model's samples lack against the training scans, the noise the eval report compares.
     """
     roi = int(min(roi, *(min(v.shape[1:]) for v in [*originals, *decoded])))
-    sum_x, nx, lags = _roi_stats(originals, roi, [homogeneous_rois(v, roi) for v in originals])
-    sum_y, ny, _ = _roi_stats(decoded, roi, [homogeneous_rois(v, roi) for v in decoded])
-    if nx == 0:
-        raise _no_rois(roi, "originals")
-    if ny == 0:
-        raise _no_rois(roi, "decoded volumes")
-    extra = {"method": "unpaired", "rois": nx, "decoded_rois": ny, "volumes": len(originals), "decoded": len(decoded)}
-    return _model(sum_x / nx, sum_y / ny, lags, roi, extra)
+    model = _stationary(originals, decoded, False, roi, SOFT_TISSUE_HU, "soft-tissue")
+    return {**model, "method": "unpaired", "volumes": len(originals), "decoded": len(decoded)}
 
 
 def check(model: dict[str, Any]) -> None:
@@ -407,10 +402,7 @@ def _stationary(
     sum_x, nx, lags = _roi_stats(originals, roi, corners_o)
     sum_y, ny, _ = _roi_stats(decoded, roi, corners_d)
     if nx == 0 or ny == 0:
-        raise ValueError(
-            f"no homogeneous {roi}x{roi} {what} ROI ({hu_range[0]:g}..{hu_range[1]:g} HU, structure <= "
-            f"{MAX_STRUCTURE_HU:g} HU) in the {'originals' if nx == 0 else 'decoded volumes'} to measure the noise in"
-        )
+        raise _no_rois(roi, "originals" if nx == 0 else "decoded volumes", what, hu_range)
     return _model(sum_x / nx, sum_y / ny, lags, roi, {"rois": nx, "decoded_rois": ny})
 
 
