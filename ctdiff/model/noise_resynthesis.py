@@ -204,12 +204,8 @@ def fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]], roi: int = ROI) -> dict[
     the dropped part is given. ValueError when no ROI qualifies.
     """
     roi = int(min(roi, *(min(o.shape[1:]) for o, _ in pairs)))
-    corners = [homogeneous_rois(o, roi) for o, _ in pairs]
-    sum_x, n, lags = _roi_stats([o for o, _ in pairs], roi, corners)
-    sum_y, _, _ = _roi_stats([r for _, r in pairs], roi, corners)
-    if n == 0:
-        raise _no_rois(roi, "originals")
-    return _model(sum_x / n, sum_y / n, lags, roi, {"method": "paired", "rois": n, "volumes": len(pairs)})
+    model = _stationary([o for o, _ in pairs], [r for _, r in pairs], True, roi, SOFT_TISSUE_HU, "soft-tissue")
+    return {**model, "method": "paired", "volumes": len(pairs)}
 
 
 def fit_unpaired(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray], roi: int = ROI) -> dict[str, Any]:
@@ -326,20 +322,20 @@ def _highpass(v: np.ndarray) -> np.ndarray:
     return v - ndimage.gaussian_filter(v, LOCAL_SIGMA)
 
 
-def _local(v: np.ndarray) -> np.ndarray:
+def _local(v: np.ndarray, sigma: float = LOCAL_SIGMA) -> np.ndarray:
     from scipy import ndimage
 
-    return ndimage.gaussian_filter(np.asarray(v, dtype=np.float64), LOCAL_SIGMA)
+    return ndimage.gaussian_filter(np.asarray(v, dtype=np.float64), sigma)
 
 
 def _robust_var(x: np.ndarray) -> float:
     return float((1.4826 * np.median(np.abs(x - np.median(x)))) ** 2)
 
 
-def _bin_masks(v: np.ndarray) -> list[np.ndarray]:
+def _bin_masks(local: np.ndarray) -> list[np.ndarray]:
+    """The intensity bins' masks of a volume's local intensity, each eroded by one voxel."""
     from scipy import ndimage
 
-    local = _local(v)
     edges = AMPLITUDE_BINS_HU
     return [ndimage.binary_erosion((local >= lo) & (local < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
 
@@ -353,14 +349,14 @@ def _amplitudes(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray], 
     level: list[list[np.ndarray]] = [[] for _ in range(n_bins)]
     for v in originals:
         h = _highpass(np.asarray(v, dtype=np.float64))
-        for b, m in enumerate(_bin_masks(v)):
+        for b, m in enumerate(_bin_masks(_local(v))):
             hp_o[b].append(h[m])
     for i, v in enumerate(decoded):
         v = np.asarray(v, dtype=np.float64)
         h = _highpass(v)
         n = _highpass(synthesize(body, v.shape, noise_generator(i)).numpy().astype(np.float64))
         local = _local(v)
-        for b, m in enumerate(_bin_masks(v)):
+        for b, m in enumerate(_bin_masks(local)):
             hp_d[b].append(h[m])
             hp_n[b].append(n[m])
             level[b].append(local[m])
@@ -457,7 +453,7 @@ def noise_for(model: dict[str, Any], decoded_hu: np.ndarray | torch.Tensor, gene
     air = torch.fft.ifftn(white * spectrum(model["air"], shape).sqrt()).real.numpy()
     body = torch.fft.ifftn(white * spectrum(model["body"], shape).sqrt()).real.numpy()
     hu = decoded_hu.detach().cpu().double().numpy() if isinstance(decoded_hu, torch.Tensor) else decoded_hu
-    local = _local(hu)
+    local = _local(hu, float(model.get("local_sigma", LOCAL_SIGMA)))
     low, high = model["air_blend_hu"]
     w_air = np.clip((high - local) / (high - low), 0.0, 1.0)
     gain = np.interp(local, model["amplitude"]["hu"], model["amplitude"]["gain"])
