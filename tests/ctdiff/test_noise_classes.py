@@ -78,10 +78,30 @@ def test_per_class_fit_measures_air_and_body_apart(fitted):
     assert amp["median_hu"] == [pytest.approx(-100.0, abs=10), pytest.approx(40.0, abs=10)]
     fat_gain, fat_gain2, soft_gain, soft_gain2 = amp["gain"]
     assert (fat_gain, soft_gain) == (fat_gain2, soft_gain2)
-    # soft tissue is where the body spectrum was measured: gain 1; fat lacks less (texture 6 vs 15 HU on
-    # the 20 HU of noise: sqrt(20^2 + 6^2) / sqrt(20^2 + 15^2) = 0.84 of soft tissue's detail)
-    assert soft_gain == pytest.approx(1.0, abs=0.1)
-    assert fat_gain / soft_gain == pytest.approx(0.84, abs=0.08)
+    # soft tissue is where the body spectrum was measured: gain 1 by construction, and about 1 as
+    # measured too here; fat lacks less (texture 6 vs 15 HU on the 20 HU of noise:
+    # sqrt(20^2 + 6^2) / sqrt(20^2 + 15^2) = 0.84 of soft tissue's detail)
+    assert soft_gain == 1.0 and amp["relative_to_bin"] == 1
+    fat_measured, soft_measured = amp["measured_gain"]
+    assert soft_measured == pytest.approx(1.0, abs=0.1)
+    assert fat_gain == pytest.approx(fat_measured / soft_measured, rel=1e-12)
+    assert fat_gain == pytest.approx(0.84, abs=0.08)
+
+
+def test_gains_are_relative_to_soft_tissue(fitted):
+    """Whatever the high-pass measure says soft tissue lacks, soft tissue gets the body noise as
+    measured (gain 1) and the other bins keep their proportion to it; a cohort with no soft-tissue bin
+    keeps its gains as measured."""
+    model, originals, decoded = fitted
+    louder = {**model["body"], "nps_xy_hu2": (4.0 * np.asarray(model["body"]["nps_xy_hu2"])).tolist()}
+    amp = nr._amplitudes(originals, decoded, louder)  # the body noise twice as loud: half the measured gain
+    np.testing.assert_allclose(amp["measured_gain"], np.asarray(model["amplitude"]["measured_gain"]) / 2, rtol=0.03)
+    np.testing.assert_allclose(amp["gain"], model["amplitude"]["gain"], rtol=1e-9)
+    fat_only = [np.where(v > -500, v - 140.0, v) for v in originals]  # soft tissue at -100 HU: fat
+    fat_decoded = [np.where(v > -500, v - 140.0, v) for v in decoded]
+    amp = nr._amplitudes(fat_only, fat_decoded, model["body"])
+    assert amp["relative_to_bin"] is None and amp["hu"] == [-200.0 + nr.GAIN_RAMP_HU, -50.0 - nr.GAIN_RAMP_HU]
+    assert amp["gain"] == [amp["measured_gain"][0]] * 2 and 0.3 < amp["gain"][0] < 3.0
 
 
 def test_the_noise_follows_the_decoded_volume_classes(fitted):
