@@ -16,7 +16,10 @@ per band and cohort (mean over scans):
   inner slices only.
 
 and per scan, in HU on the original grid: ``ring_sd``, the SD of the outermost in-plane ring of
-voxels, and ``ring2_sd``, the next ring's (a decoder's zero padding shows up in the first).
+voxels, and ``ring2_sd``, the next ring's (a decoder's zero padding shows up in the first); and
+``edge_p99``, the 99th percentile of |the difference between neighbouring voxels| along x, y and z
+over all but the first and last 4 slices: how sharp edges are along each axis (anatomy that
+starts or ends between two slices shows in z).
 
     python benchmarks/wavelet_bands.py --real data/ph128-held --cohort demo=ctdiff_app/demo/assets/samples \\
         --json bands.json
@@ -87,6 +90,12 @@ def ring_sd(array: np.ndarray) -> tuple[float, float]:
     return float(ring(array).std()), float(ring(array[1:-1, 1:-1]).std())
 
 
+def edge_p99(array: np.ndarray, margin: int = 4) -> list[float]:
+    """99th percentile of |neighbour differences| along x, y, z of an (x, y, z) array, end slices left out."""
+    a = array[..., margin:-margin] if array.shape[2] > 2 * margin + 1 else array
+    return [float(np.quantile(np.abs(np.diff(a, axis=k)), 0.99)) for k in range(3)]
+
+
 def cohort(folder: Path, limit: int | None = None) -> dict:
     import nibabel as nib
 
@@ -94,11 +103,13 @@ def cohort(folder: Path, limit: int | None = None) -> dict:
     if not paths:
         raise SystemExit(f"{folder}: no NIfTI scans")
     per_band: dict[str, list[dict]] = {}
-    rings = []
+    rings, edges = [], []
     for p in paths:
         for name, band in wavelet_images(p).items():
             per_band.setdefault(name, []).append(band_stats(band))
-        rings.append(ring_sd(np.asarray(nib.load(p).dataobj, dtype=np.float32)))
+        hu = np.asarray(nib.load(p).dataobj, dtype=np.float32)
+        rings.append(ring_sd(hu))
+        edges.append(edge_p99(hu))
     bands = {}
     for name, rows in sorted(per_band.items()):
         bands[name] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "top_rows"}
@@ -109,6 +120,7 @@ def cohort(folder: Path, limit: int | None = None) -> dict:
         "n": len(paths),
         "ring_sd": float(r[:, 0].mean()),
         "ring2_sd": float(r[:, 1].mean()),
+        "edge_p99": dict(zip("xyz", np.mean(edges, axis=0).tolist())),
         "bands": bands,
     }
 
@@ -130,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--cohort {spec!r}: expected NAME=FOLDER")
         out["cohorts"][name] = cohort(Path(folder), a.limit)
     for name, c in [("real", out["real"]), *out["cohorts"].items()]:
-        print(f"{name} ({c['n']} scans): in-plane ring SD {c['ring_sd']:.1f} HU, next ring {c['ring2_sd']:.1f} HU")
+        e = c["edge_p99"]
+        print(
+            f"{name} ({c['n']} scans): in-plane ring SD {c['ring_sd']:.1f} HU, next ring {c['ring2_sd']:.1f} HU; "
+            f"edges (p99 |neighbour difference|) x {e['x']:.0f}, y {e['y']:.0f}, z {e['z']:.0f} HU"
+        )
         for band, s in c["bands"].items():
             if band.endswith("LLL"):
                 continue

@@ -66,3 +66,16 @@ def test_a_noisy_border_ring_shows_up_against_a_clean_one(wb, tmp_path):
     assert b["bands"]["wavelet-HHL"]["sd"] > real["bands"]["wavelet-HHL"]["sd"]
     with pytest.raises(SystemExit, match="--force"):
         wb["main"](["--real", str(clean), "--json", str(out)])
+
+
+def test_edge_p99_reads_sharp_steps_along_each_axis(wb):
+    a = np.zeros((20, 20, 20), np.float32)
+    a[:, :, 10:] = 100.0  # a step along z only, in the inner slices
+    x, y, z = wb["edge_p99"](a)
+    assert x == y == 0.0
+    # one plane of 100-HU steps among 11 z-differences per column (slices 4-15): p99 of 1/11 of values at 100
+    assert z == pytest.approx(100.0)
+    smooth = np.repeat(np.linspace(0.0, 100.0, 20, dtype=np.float32)[None, None], 20, axis=0).repeat(20, axis=1)
+    assert wb["edge_p99"](smooth)[2] == pytest.approx(100.0 / 19.0, rel=1e-4)  # the same rise, spread out
+    a[:, :, 4] = 500.0  # a step in slice 4: counted; slices 0-3 and 16-19 are not
+    assert wb["edge_p99"](a)[2] == pytest.approx(500.0)
