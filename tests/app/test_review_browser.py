@@ -124,6 +124,22 @@ def wait_for_case(page, n: int, total: int) -> None:
     )
 
 
+def wait_until_still(locator, settle_ms: int = 300, timeout_ms: int = 30_000) -> dict:
+    """The element's box in the page, once it has stopped moving: a press and its release must land on
+    the same spot, or the viewer takes the click for a drag (the expander opening and the component
+    setting its own height shift the page for a while; a click meanwhile was lost in CI)."""
+    page = locator.page
+    locator.scroll_into_view_if_needed()
+    last = locator.bounding_box()
+    for _ in range(timeout_ms // settle_ms):
+        page.wait_for_timeout(settle_ms)
+        box = locator.bounding_box()
+        if box == last:
+            return box
+        last = box
+    raise AssertionError(f"still moving after {timeout_ms} ms: {last}")
+
+
 def answer(page, said: str, confidence: str, realism: str, flag: str) -> None:
     page.get_by_role("radiogroup", name="This scan is").get_by_text(said, exact=True).click()
     page.get_by_role("radiogroup", name="Confidence in that call").get_by_text(confidence, exact=True).click()
@@ -312,9 +328,20 @@ def test_giveaway_mark_click_stores_the_clicked_voxel(study, streamlit_server, b
     page.wait_for_selector("iframe[src*='ct_viewer']", timeout=60_000)
     frame = next(f for f in page.frames if "ct_viewer" in f.url)
     frame.wait_for_function("() => window.ctViewer && window.ctViewer.ready", timeout=60_000)
-    canvas = frame.locator("#pane-0")
-    box = canvas.bounding_box()
-    canvas.click(position={"x": box["width"] * 0.4, "y": box["height"] * 0.55})
+    wait_until_still(page.locator("iframe[src*='ct_viewer']"))
+    box = frame.locator("#pane-0").bounding_box()
+    # The page scrolls between press and release, as it did in CI (pressing focuses the viewer's iframe,
+    # and the page may scroll it into view): in the viewer's window the release lands 60 px from the
+    # press, on the screen it does not move. The click counts, at the voxel under the press.
+    scroll = (
+        "(d) => { const m = document.querySelector(\"[data-testid='stMain']\");"
+        " m.scrollTop += m.scrollTop >= d ? -d : d; return m.scrollTop; }"
+    )
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.55)
+    page.mouse.down()
+    before = page.evaluate(scroll, 0)
+    assert abs(page.evaluate(scroll, 60) - before) == 60
+    page.mouse.up()
     shown = frame.evaluate(
         "() => Array.from(window.ctViewer.panes[0].nv.frac2vox(window.ctViewer.panes[0].nv.scene.crosshairPos))"
     )

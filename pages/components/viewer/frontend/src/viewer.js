@@ -347,8 +347,15 @@ function attachEvents(p) {
   }, { capture: true, passive: false });
   // NiiVue's listeners were registered first, so these run after it changed the scene
   c.addEventListener("wheel", () => { S.active = p.index; afterChange(p); }, { passive: true });
+  // A click is a press and release within 4 px on the screen, and it marks the voxel under the press.
+  // Not the window's coordinates: pressing in a viewer whose iframe is partly out of view focuses the
+  // iframe, and the page scrolls it into view before the release, so in the window the release lands
+  // up to a hundred px away from the press (a reader's mark was lost as a "drag"; CI, 2026-12-03).
   let down = null;
-  c.addEventListener("mousedown", (e) => { down = [e.clientX, e.clientY, e.button]; S.active = p.index; });
+  c.addEventListener("mousedown", (e) => {
+    down = [e.screenX, e.screenY, e.button, voxelAt(p, e)];
+    S.active = p.index;
+  });
   c.addEventListener("mousemove", (e) => {
     S.active = p.index;
     hoverReadout(p, e);
@@ -357,7 +364,7 @@ function attachEvents(p) {
   c.addEventListener("mouseleave", () => { p.hover = ""; updateStatus(p); });
   c.addEventListener("mouseup", (e) => {
     afterChange(p);
-    if (down && down[2] === 0 && Math.hypot(e.clientX - down[0], e.clientY - down[1]) < 4) click(p, e);
+    if (down && down[2] === 0 && Math.hypot(e.screenX - down[0], e.screenY - down[1]) < 4) click(p, down[3]);
     down = null;
   });
   c.addEventListener("contextmenu", (e) => e.preventDefault());
@@ -394,8 +401,7 @@ function hoverReadout(p, e) {
   updateStatus(p);
 }
 
-function click(p, e) {
-  const v = voxelAt(p, e);
+function click(p, v) {
   if (!v || !S.returnClicks) return;
   S.clicks += 1;
   setValue({ event: "click", pane: p.index, label: p.label, id: p.id, voxel: v.vox, mm: v.mm.map(round), hu: v.hu, n: S.clicks });
