@@ -11,18 +11,20 @@ bands' gap sits"):
 - ``--decode-z-pad N``: the latent is reflect-padded along z by N latent slices for decoding only,
   and the decoded volume cropped back before the noise is added, so the decoder's z borders fall
   outside the kept slices while the diffusion model samples the length it was trained on (unlike
-  ``--z-margin``, which has the diffusion model sample the extra slices too).
+  ``--z-margin``, which has the diffusion model sample the extra slices too). This probe was adopted:
+  it is now ``ctdiff sample --decode-z-pad`` (``sample.decode_z_pad``; the demo model decodes with 2
+  and ``z_margin`` 0), which the script passes it to.
 
 Everything else (sampler, steps, seeds, ``--z-margin``, noise model, air floor) is ``ctdiff
-sample``'s: the script wraps :func:`ctdiff.model.autoencoder.decode`, which the latent space calls,
-for the duration of the draw.
+sample``'s: for ``--ring`` the script wraps :func:`ctdiff.model.autoencoder.decode`, which the latent
+space calls, for the duration of the draw.
 
     python benchmarks/decode_variants.py --model ctdiff_app/demo/assets/model.pt --ring --n 12 \\
         --seed 1000 --out runs/ring
     python benchmarks/decode_variants.py --model ctdiff_app/demo/assets/model.pt --decode-z-pad 2 \\
         --z-margin 0 --n 12 --seed 1000 --out runs/zpad2
 
-Neither is adopted (measured in docs/benchmarks.md); the script is the record of that measurement.
+The ring is not adopted (measured in docs/benchmarks.md); the script is the record of that measurement.
 """
 
 from __future__ import annotations
@@ -50,25 +52,14 @@ def replace_ring(y):
 
 
 @contextlib.contextmanager
-def decode_variant(ring: bool = False, z_pad: int = 0) -> Iterator[None]:
-    """While active, :func:`ctdiff.model.autoencoder.decode` decodes with the variant above."""
-    import torch.nn.functional as F
-
+def decode_variant(ring: bool = False) -> Iterator[None]:
+    """While active, :func:`ctdiff.model.autoencoder.decode` decodes with the ring replaced (``ring``)."""
     import ctdiff.model.autoencoder as autoencoder
 
     original = autoencoder.decode
 
     def decode(ae, z, tile=None):
-        if z_pad:
-            if z_pad >= z.shape[2]:
-                raise SystemExit(
-                    f"decode_variants: --decode-z-pad {z_pad} must be below the latent's {z.shape[2]} slices"
-                )
-            y = original(ae, F.pad(z, (0, 0, 0, 0, z_pad, z_pad), mode="reflect"), tile)
-            k = y.shape[2] // (z.shape[2] + 2 * z_pad)  # the decoder's upsampling along z
-            y = y[:, :, z_pad * k : y.shape[2] - z_pad * k]
-        else:
-            y = original(ae, z, tile)
+        y = original(ae, z, tile)
         return replace_ring(y) if ring else y
 
     autoencoder.decode = decode
@@ -82,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, required=True, help="a latent-space checkpoint (e.g. the demo's model.pt)")
     p.add_argument("--ring", action="store_true", help="replace the decoded outermost in-plane ring")
-    p.add_argument("--decode-z-pad", type=int, default=0, help="latent slices reflect-padded at each end for decoding")
+    p.add_argument(
+        "--decode-z-pad", type=int, default=None, help="as ctdiff sample --decode-z-pad (default: the config's)"
+    )
     p.add_argument("--z-margin", type=int, default=None, help="as ctdiff sample --z-margin (default: the config's)")
     p.add_argument("--n", type=int, default=12)
     p.add_argument("--seed", type=int, default=1000, help="first seed (as ctdiff sample --seed)")
@@ -93,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.n < 1 or (a.steps is not None and a.steps < 1):
         p.error("--n and --steps must be >= 1")
-    if a.decode_z_pad < 0:
+    if a.decode_z_pad is not None and a.decode_z_pad < 0:
         p.error("--decode-z-pad must be >= 0")
-    if not a.ring and not a.decode_z_pad:
+    if not a.ring and a.decode_z_pad is None:
         p.error("nothing to change: give --ring and/or --decode-z-pad N")
     import torch
 
@@ -110,13 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cfg = bundle.config.sample
         steps = a.steps if a.steps is not None else cfg.steps
-        with decode_variant(a.ring, a.decode_z_pad):
-            volumes = sample(bundle, a.n, sampler=cfg.sampler, steps=steps, seed=a.seed, z_margin=a.z_margin)
-        info = {"ring": a.ring, "decode_z_pad": a.decode_z_pad, "seconds": round(time.perf_counter() - t0, 1)}
+        with decode_variant(a.ring):
+            volumes = sample(
+                bundle, a.n, sampler=cfg.sampler, steps=steps, seed=a.seed, z_margin=a.z_margin,
+                decode_z_pad=a.decode_z_pad,
+            )  # fmt: skip
+        info = {"ring": a.ring, "seconds": round(time.perf_counter() - t0, 1)}
         write_samples(volumes, a.out, info, force=a.force)
     except CTDiffError as e:  # a bad checkpoint, an existing --out: one line
         raise SystemExit(f"decode_variants: {e}") from None
-    print(f"{a.n} volumes (ring {a.ring}, decode z pad {a.decode_z_pad}), {info['seconds']} s -> {a.out}")
+    print(
+        f"{a.n} volumes (ring {a.ring}, decode z pad {volumes[0].meta['decode_z_pad']}), {info['seconds']} s -> {a.out}"
+    )
     return 0
 
 

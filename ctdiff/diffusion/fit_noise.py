@@ -7,7 +7,8 @@ autoencoder, fits :func:`ctdiff.model.noise_resynthesis.fit`, and writes ``--out
 with the noise model added (weights unchanged). ``ctdiff sample`` and the app's Generate form then
 add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). With ``--samples N``
 (latent checkpoints) the model is fitted instead against N of the checkpoint's own samples, decoded
-without noise (drawn as ``ctdiff sample`` draws them: the config's sampler, steps and ``z_margin``):
+without noise (drawn as ``ctdiff sample`` draws them: the config's sampler, steps, ``z_margin`` and
+``decode_z_pad``, or those given by ``--z-margin`` / ``--decode-z-pad``, which ``--out``'s config then gets):
 the noise the samples lack against the training volumes, each measured in its own homogeneous ROIs
 (a diffusion model's samples can be smoother than its autoencoder's reconstructions). With
 ``--per-class`` the model measures air and body apart and scales the body's noise by the decoded
@@ -32,6 +33,7 @@ EXAMPLES = """\
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --out runs/latent/best-noise.pt
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --out runs/latent/best-samples-noise.pt
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --per-class --out runs/latent/best-cnoise.pt
+  python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --z-margin 0 --decode-z-pad 2 --out runs/latent/best-zpad.pt
   python -m ctdiff sample --checkpoint runs/latent/best-noise.pt --n 4 --out samples/latent-noise
 """
 
@@ -81,15 +83,24 @@ def check_new_model_file(model: Path, out: Path, force: bool) -> None:
 
 
 def _fit_from_samples(
-    path: Path, files: list[str], n: int, seed: int, progress: bool, per_class: bool = False
+    path: Path,
+    files: list[str],
+    n: int,
+    seed: int,
+    progress: bool,
+    per_class: bool = False,
+    sampling: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The unpaired noise model of a latent checkpoint: the training volumes' NPS minus that of ``n`` of
-    its samples, decoded without noise (seeds ``seed``.., the config's sampler and steps)."""
+    its samples, decoded without noise (seeds ``seed``.., the config's sampler and steps, and its
+    ``z_margin`` and ``decode_z_pad`` unless ``sampling`` gives them)."""
     from ctdiff.data.io import read_volume
     from ctdiff.diffusion.sample import load_bundle, sample
     from ctdiff.model import noise_resynthesis
 
     bundle = load_bundle(path, device="cpu")
+    cfg = bundle.config.sample
+    sampling = {"z_margin": cfg.z_margin, "decode_z_pad": cfg.decode_z_pad, **(sampling or {})}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -104,6 +115,7 @@ def _fit_from_samples(
             seed=seed,
             callback=None if bar is None else (lambda done, total: bar.update(done - bar.n)),
             noise=False,
+            **sampling,
         )
     finally:
         if bar is not None:
@@ -119,6 +131,7 @@ def _fit_from_samples(
         "seed": seed,
         "sampler": bundle.config.sample.sampler,
         "steps": bundle.config.sample.steps,
+        **sampling,
     }
     return model
 
@@ -132,13 +145,16 @@ def fit_noise(
     seed: int = 100_000,
     progress: bool = False,
     per_class: bool = False,
+    sampling: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write ``out``: ``model`` with a noise model fitted on ``data``'s volumes; returns the model's summary.
 
     ``samples`` > 0 (latent checkpoints only): fitted against that many of the model's own samples
     (:func:`ctdiff.model.noise_resynthesis.fit_unpaired`) instead of the autoencoder's reconstructions.
     ``per_class``: a per-class model (air and body apart, the body's gain by intensity;
-    :func:`ctdiff.model.noise_resynthesis.fit_classes`) instead of one stationary spectrum."""
+    :func:`ctdiff.model.noise_resynthesis.fit_classes`) instead of one stationary spectrum.
+    ``sampling``: ``sample`` settings (``z_margin``, ``decode_z_pad``) to draw those samples with in place of
+    the checkpoint's; ``out``'s config gets them, so that it samples as its noise model was fitted."""
     from ctdiff.atomic import atomic_path
     from ctdiff.config import DataConfig
     from ctdiff.data.dataset import dataset_files, load_cases
@@ -150,10 +166,18 @@ def fit_noise(
     kind, ckpt, record = load_model_file(model)
     if samples and kind != "checkpoint":
         raise ConfigError("--samples needs a latent diffusion checkpoint (an autoencoder alone cannot sample)")
+    if sampling and not samples:
+        raise ConfigError("--z-margin and --decode-z-pad set how --samples are drawn; give --samples N too")
+    if sampling:
+        from ctdiff.config import config_from_dict
+
+        config = {**ckpt["config"], "sample": {**(ckpt["config"].get("sample") or {}), **sampling}}
+        config_from_dict(config)  # a bad setting: ConfigError before sampling
+        ckpt = {**ckpt, "config": config}
     files = dataset_files(data)[: noise_resynthesis.MAX_VOLUMES]
     try:
         if samples:
-            noise_model = _fit_from_samples(model, files, samples, seed, progress, per_class)
+            noise_model = _fit_from_samples(model, files, samples, seed, progress, per_class, sampling)
         else:
             ae, cfg = build_autoencoder(record["config"])
             ae.load_state_dict(record["state"])
@@ -202,6 +226,18 @@ def add_arguments(parser) -> None:
         help="fit air and body apart, the body's noise scaled by intensity (fat, soft tissue, dense, bone) "
         "instead of one stationary soft-tissue spectrum everywhere",
     )
+    parser.add_argument(
+        "--z-margin",
+        type=int,
+        help="with --samples: draw them with this sample.z_margin (default: the checkpoint's); --out's "
+        "config gets it, so it samples as its noise was fitted",
+    )
+    parser.add_argument(
+        "--decode-z-pad",
+        type=int,
+        help="with --samples: draw them with this sample.decode_z_pad (default: the checkpoint's); --out's "
+        "config gets it",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out (never the input)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -223,6 +259,14 @@ def run(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         per_class=args.per_class,
+        sampling={
+            key: validate.integer(value, flag, low=0, high=100_000)
+            for key, value, flag in (
+                ("z_margin", args.z_margin, "--z-margin"),
+                ("decode_z_pad", args.decode_z_pad, "--decode-z-pad"),
+            )
+            if value is not None
+        },
     )
     print(json.dumps(result))
     print(f"wrote {args.out}", file=sys.stderr)

@@ -116,6 +116,7 @@ def sample_meta(
     z_margin: int = 0,
     keep_slices: int | None = None,
     refine_steps: int | None = None,
+    decode_z_pad: int = 0,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -131,6 +132,7 @@ def sample_meta(
         "weights": bundle.weights,
         "noise_resynthesis": resynthesised,
         "z_margin": int(z_margin),
+        "decode_z_pad": int(decode_z_pad),
         "keep_slices": None if keep_slices is None else int(keep_slices),
         "refiner_steps": None if refine_steps is None else int(refine_steps),
         "config": bundle.config.summary(),
@@ -149,6 +151,7 @@ def sample(
     z_margin: int | None = None,
     keep_slices: int | None = None,
     refine_steps: int | None = None,
+    decode_z_pad: int | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -157,6 +160,9 @@ def sample(
     ``z_margin`` (default: the config's ``sample.z_margin``): that many extra slices are sampled at
     each end and cropped after decoding (and after the noise), so the network's and the decoder's
     boundaries fall outside the volume (:func:`check_z_margin` says which multiples a model takes).
+    ``decode_z_pad`` (default: the config's ``sample.decode_z_pad``; latent space only): the latent is
+    reflect-padded by that many slices at each end for decoding only, and cropped back before the noise
+    (:meth:`ctdiff.model.spaces.LatentSpace.decode`).
     ``keep_slices`` (default: the config's ``sample.keep_slices``; null keeps all): only the middle
     ``keep_slices`` slices of each volume are returned, with the affine of where they lie in the
     training geometry (a model trained on longer volumes than it is asked for).
@@ -171,6 +177,9 @@ def sample(
         raise ConfigError(f"n, steps and batch_size must be >= 1 (got {n}, {steps}, {batch_size})")
     margin = check_z_margin(bundle, bundle.config.sample.z_margin if z_margin is None else z_margin)
     keep = check_keep_slices(bundle, bundle.config.sample.keep_slices if keep_slices is None else keep_slices)
+    zpad = check_decode_z_pad(
+        bundle, bundle.config.sample.decode_z_pad if decode_z_pad is None else decode_z_pad, margin
+    )
     x, y, z = bundle.shape
     kept = keep if keep is not None else z
     affine = kept_affine(bundle.affine, z, kept)
@@ -195,7 +204,8 @@ def sample(
             shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
             out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
             resynthesised = noise and refiner is None and bundle.space.noise_model is not None
-            out = bundle.space.decode(out, noise_seeds=seeds if resynthesised else None)
+            seeds_kw = {"noise_seeds": seeds if resynthesised else None}
+            out = bundle.space.decode(out, **seeds_kw, **({"z_pad": zpad} if zpad else {}))
             out = out[:, :, margin : margin + depth]
             if refiner is not None:
                 from ctdiff.model.autoencoder import air_floor
@@ -213,7 +223,7 @@ def sample(
                 )
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
-                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised, margin, keep, r_steps)
+                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised, margin, keep, r_steps, zpad)
                 volumes.append(Volume(array, affine, meta))
     finally:
         bundle.model.train(was_training)
@@ -248,6 +258,19 @@ def check_z_margin(bundle: ModelBundle, margin) -> int:
             f"this model's U-Net needs a z length divisible by {mz} (e.g. {step * max(1, round(margin / step))})"
         )
     return int(margin)
+
+
+def check_decode_z_pad(bundle: ModelBundle, pad, margin: int = 0) -> int:
+    """``pad`` as an int, or ConfigError: 0 for a pixel or wavelet model (nothing is decoded), else from 0
+    to one less than the latent's slices (reflect padding), the sampled length counting ``margin``."""
+    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)):
+        raise ConfigError(f"decode_z_pad must be a whole number of latent slices, got {pad!r}")
+    if pad and bundle.space.kind != "latent":
+        raise ConfigError(f"decode_z_pad applies to latent-space models only; this one is {bundle.space.kind}")
+    latent = (int(bundle.geometry["depth"]) + 2 * margin) // int(bundle.space.factor[0])
+    if not 0 <= pad < latent:
+        raise ConfigError(f"decode_z_pad must be from 0 to {latent - 1} (the latent has {latent} slices), got {pad}")
+    return int(pad)
 
 
 def check_keep_slices(bundle: ModelBundle, keep) -> int | None:
@@ -316,6 +339,7 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
         "weights": first.get("weights"),
         "noise_resynthesis": first.get("noise_resynthesis", False),
         "z_margin": first.get("z_margin", 0),
+        "decode_z_pad": first.get("decode_z_pad", 0),
         "keep_slices": first.get("keep_slices"),
         "refiner_steps": first.get("refiner_steps"),
         "config": first.get("config"),
@@ -357,8 +381,13 @@ def add_arguments(parser) -> None:
         "--z-margin",
         type=int,
         help="extra slices sampled at each end and cropped after decoding (default: the config's "
-        "sample.z_margin; a multiple of what the model's space and U-Net take, 8 for the demo model, "
-        "which samples with 16)",
+        "sample.z_margin; a multiple of what the model's space and U-Net take: 8 for the demo model)",
+    )
+    parser.add_argument(
+        "--decode-z-pad",
+        type=int,
+        help="latent space: latent slices reflect-padded at each end for decoding only, cropped back before "
+        "the noise (default: the config's sample.decode_z_pad; the demo model decodes with 2 and z_margin 0)",
     )
     parser.add_argument(
         "--keep-slices",
@@ -432,6 +461,7 @@ def run(args) -> int:
             z_margin=args.z_margin,
             keep_slices=args.keep_slices,
             refine_steps=args.refine_steps,
+            decode_z_pad=args.decode_z_pad,
         )
     finally:
         if bar is not None:

@@ -176,12 +176,23 @@ class LatentSpace(Space):
     def noise_model(self) -> dict[str, Any] | None:
         return self.record.get("noise_model")
 
-    def decode(self, z: torch.Tensor, noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, noise_seeds: Sequence[int] | None = None, z_pad: int = 0) -> torch.Tensor:
+        """As :meth:`Space.decode`. ``z_pad`` (``sample.decode_z_pad``): the latent is reflect-padded by
+        that many slices at each end for the decoder and its output cropped back before the noise, so
+        the decoder's zero-padded z borders fall outside the volume."""
         from ctdiff.model.autoencoder import add_noise, decode
 
         if self.scale is None:
             raise ValueError("the latent space has no scale factor yet (set from the training latents)")
-        y = decode(self.ae, z.float().contiguous() / self.scale, self.tile)
+        z = z.float().contiguous() / self.scale
+        if z_pad:
+            if not 0 < z_pad < z.shape[2]:  # reflect padding takes at most depth - 1 slices
+                raise ValueError(f"decode z padding must be below the latent's {z.shape[2]} slices, got {z_pad}")
+            z = torch.nn.functional.pad(z, (0, 0, 0, 0, z_pad, z_pad), mode="reflect")
+        y = decode(self.ae, z, self.tile)
+        if z_pad:
+            k = self.factor[0] * z_pad  # decoded slices per latent slice, times the padding
+            y = y[:, :, k : y.shape[2] - k]
         if noise_seeds is not None and self.noise_model is not None:
             if len(noise_seeds) != y.shape[0]:
                 raise ValueError(f"{len(noise_seeds)} noise seeds for {y.shape[0]} volumes")

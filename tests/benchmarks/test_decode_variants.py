@@ -33,25 +33,34 @@ def test_replace_ring_copies_the_inner_neighbours_and_nothing_else(dv):
     assert torch.equal(y[0, 0, 0, 0], torch.tensor([0.0, 1.5, 3.0, 4.5, 6.0, 7.5]))  # the input is left as it was
 
 
-def test_the_decode_is_restored_and_a_z_pad_keeps_the_length(dv):
-    seen = []
+def test_the_ring_wraps_the_decode_only_while_active(dv):
     original = autoencoder.decode
 
     def fake(ae, z, tile=None):  # a 4x "decoder" along every axis
-        seen.append(z.shape)
         return z.repeat_interleave(4, 2).repeat_interleave(4, 3).repeat_interleave(4, 4)
 
     autoencoder.decode = fake
     try:
-        z = torch.randn(1, 1, 8, 3, 3)
-        with dv["decode_variant"](z_pad=2):
+        z = torch.randn(1, 1, 2, 3, 3)
+        with dv["decode_variant"](ring=True):
             y = autoencoder.decode(None, z)
-        assert seen[-1] == (1, 1, 12, 3, 3)  # reflect-padded by 2 latent slices at each end
-        assert y.shape == (1, 1, 32, 12, 12)
-        assert torch.equal(y, fake(None, z))  # cropped back: exactly the unpadded decode here
-        assert autoencoder.decode is fake
+        assert torch.equal(y, dv["replace_ring"](fake(None, z)))
+        assert autoencoder.decode is fake  # restored
     finally:
         autoencoder.decode = original
+
+
+def test_decode_z_pad_is_ctdiff_samples(dv, tmp_path):
+    """The probe was adopted: --decode-z-pad is passed to ctdiff sample's decode_z_pad."""
+    out = tmp_path / "zpad"
+    assert dv["main"](["--model", str(MODEL), "--decode-z-pad", "1", "--z-margin", "0", "--n", "1", "--seed", "7",
+                       "--steps", "2", "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
+    bundle = load_bundle(MODEL, device="cpu")
+    ours = sample(bundle, 1, sampler=bundle.config.sample.sampler, steps=2, seed=7, z_margin=0, decode_z_pad=1)[0]
+    v = read_volume(out / "case_000.nii.gz").array
+    assert np.abs(v - ours.array).max() <= 0.5 + 1e-3  # int16 on disk
+    info = json.loads((out / "manifest.json").read_text())
+    assert info["decode_z_pad"] == 1 and info["z_margin"] == 0 and info["ring"] is False
 
 
 def test_ring_samples_differ_from_ctdiff_sample_only_on_the_ring(dv, tmp_path):
@@ -66,7 +75,7 @@ def test_ring_samples_differ_from_ctdiff_sample_only_on_the_ring(dv, tmp_path):
     assert np.abs(v[1:-1, 1:-1] - plain[1:-1, 1:-1]).max() <= 0.5 + 1e-3
     assert np.abs(v[0] - plain[0]).max() > 5.0
     info = json.loads((out / "manifest.json").read_text())
-    assert info["ring"] is True and info["decode_z_pad"] == 0
+    assert info["ring"] is True and info["decode_z_pad"] == bundle.config.sample.decode_z_pad
     assert autoencoder.decode.__module__ == "ctdiff.model.autoencoder"
 
 

@@ -137,3 +137,121 @@ def test_cli_keep_slices_writes_the_middle_with_its_affine(latent_run, tmp_path,
     err = capsys.readouterr().err
     assert "keep_slices must be between 1 and the model's 8 slices, got 9" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_decode_z_pad_reflects_the_latent_for_the_decoder_and_crops_before_the_noise(bundle):
+    """``LatentSpace.decode(z, z_pad=k)``: the decoder sees the latent reflect-padded by k slices at each
+    end; the output is cropped back to the unpadded length before the noise model adds its noise."""
+    import torch
+
+    from ctdiff.model.autoencoder import add_noise, decode
+    from ctdiff.model.noise_resynthesis import fit_unpaired
+
+    space = bundle.space
+    torch.manual_seed(0)
+    z = torch.randn(2, *space.encoded_shape((8, 32, 32)))  # 4 latent slices
+    plain = space.decode(z)
+    padded = space.decode(z, z_pad=1)
+    assert padded.shape == plain.shape == (2, 1, 8, 32, 32)
+    # by hand: reflect (slices 1, 0, 1, 2, 3, 2), decode, drop the 2 decoded slices at each end
+    zz = z[:, :, [1, 0, 1, 2, 3, 2]] / space.scale
+    assert torch.allclose(padded, decode(space.ae, zz, space.tile)[:, :, 2:10], atol=1e-6)
+    assert not torch.allclose(padded[:, :, 0], plain[:, :, 0], atol=1e-3)  # the decoder's z border moved out
+    # the noise comes after the crop: seeded, it is the noise of the cropped volume
+    rng = np.random.default_rng(1)
+    originals = [40.0 + 20.0 * rng.standard_normal((8, 32, 32)) for _ in range(2)]
+    space.record = {**space.record, "noise_model": fit_unpaired(originals, [np.full((8, 32, 32), 40.0)] * 2)}
+    noisy = space.decode(z, noise_seeds=[5, 6], z_pad=1)
+    assert torch.equal(noisy, add_noise(padded, space.noise_model, space.ae_config.hu_window, [5, 6]))
+    for bad in (4, -1):
+        with pytest.raises(ValueError, match="below the latent's 4 slices"):
+            space.decode(z, z_pad=bad)
+
+
+def test_sample_decode_z_pad_default_record_and_refusals(bundle):
+    from ctdiff.diffusion.sample import sample
+
+    assert bundle.config.sample.decode_z_pad == 0
+    plain = sample(bundle, 1, sampler="euler", steps=2, seed=3)[0]
+    pad = sample(bundle, 1, sampler="euler", steps=2, seed=3, decode_z_pad=1)[0]
+    assert plain.meta["decode_z_pad"] == 0 and pad.meta["decode_z_pad"] == 1
+    assert pad.array.shape == plain.array.shape and np.array_equal(pad.affine, plain.affine)
+    assert not np.array_equal(pad.array, plain.array)
+    # the same latent, decoded with the padding: the network samples the same thing either way
+    bundle.config.sample.decode_z_pad = 1  # the config's value is the default
+    assert np.array_equal(sample(bundle, 1, sampler="euler", steps=2, seed=3)[0].array, pad.array)
+    # with a margin the latent is longer (4 + 2 slices), so a larger padding fits
+    wide = sample(bundle, 1, sampler="euler", steps=2, seed=3, z_margin=2, decode_z_pad=5)[0]
+    assert wide.meta["z_margin"] == 2 and wide.meta["decode_z_pad"] == 5
+    for value, text in (
+        (4, "decode_z_pad must be from 0 to 3 \\(the latent has 4 slices\\), got 4"),
+        (-1, "from 0 to 3"),
+        (1.0, "whole number of latent slices"),
+        (True, "whole number"),
+    ):
+        with pytest.raises(ConfigError, match=text):
+            sample(bundle, 1, sampler="euler", steps=1, seed=0, decode_z_pad=value)
+    with pytest.raises(ConfigError, match="sample.decode_z_pad must be >= 0"):
+        config_from_dict({"model": {"space": "latent", "autoencoder": "ae.pt"}, "sample": {"decode_z_pad": -1}})
+    with pytest.raises(ConfigError, match="decode_z_pad applies to model.space latent only \\(this model is pixel\\)"):
+        config_from_dict({"model": {"space": "pixel"}, "sample": {"decode_z_pad": 2}})
+
+
+def test_cli_decode_z_pad_is_recorded_and_a_bad_one_is_one_line(latent_run, tmp_path, capsys):  # noqa: F811
+    run, _, _ = latent_run
+    base = ["sample", "--run", str(run), "--n", "1", "--steps", "2", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "s"), "--decode-z-pad", "2"]) == 0
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["decode_z_pad"] == 2 and manifest["z_margin"] == 0 and manifest["cases"][0]["shape"] == [32, 32, 8]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--decode-z-pad", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "decode_z_pad must be from 0 to 3" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
+def test_fit_noise_draws_its_samples_with_the_given_settings_and_its_output_keeps_them(
+    latent_run,  # noqa: F811
+    tmp_path,
+    capsys,
+    monkeypatch,
+):
+    from ctdiff.diffusion import sample as sample_module
+    from ctdiff.model import noise_resynthesis
+    from ctdiff.model.checkpoint import load_checkpoint
+
+    run, data, _ = latent_run
+    ckpt = run / "checkpoints" / "last.pt"
+    drawn, seen = sample_module.sample, []
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs[k] for k in ("z_margin", "decode_z_pad")})
+        return drawn(*args, **kwargs)
+
+    monkeypatch.setattr(sample_module, "sample", spy)
+    # the tiny model's samples hold no homogeneous soft tissue: the fit itself is tested apart
+    monkeypatch.setattr(noise_resynthesis, "fit_unpaired", lambda o, d: {"sd_hu": 1.0, "decoded": len(d)})
+    out = tmp_path / "zpad.pt"
+    cmd = ["fit-noise", "--model", str(ckpt), "--data", str(data), "--samples", "2", "--no-progress"]
+    assert main([*cmd, "--z-margin", "2", "--decode-z-pad", "1", "--out", str(out)]) == 0
+    assert seen == [{"z_margin": 2, "decode_z_pad": 1}]
+    saved = load_checkpoint(out)
+    assert saved["config"]["sample"]["z_margin"] == 2 and saved["config"]["sample"]["decode_z_pad"] == 1
+    noise = saved["space"]["autoencoder"]["noise_model"]
+    assert noise["samples"]["z_margin"] == 2 and noise["samples"]["decode_z_pad"] == 1 and noise["decoded"] == 2
+    assert load_checkpoint(ckpt)["config"]["sample"].get("decode_z_pad", 0) == 0  # the input is unchanged
+    # without the options: the checkpoint's own settings, and its config as it was
+    assert main([*cmd, "--out", str(tmp_path / "plain.pt")]) == 0
+    assert seen[-1] == {"z_margin": 0, "decode_z_pad": 0}
+    assert load_checkpoint(tmp_path / "plain.pt")["config"] == load_checkpoint(ckpt)["config"]
+    capsys.readouterr()
+    for extra, text in (
+        (["--decode-z-pad", "9"], "decode_z_pad must be from 0 to 3"),
+        (["--decode-z-pad", "-1"], "--decode-z-pad must be >= 0"),
+    ):
+        assert main([*cmd, *extra, "--out", str(tmp_path / "bad.pt")]) == 2
+        err = capsys.readouterr().err
+        assert text in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad.pt").exists()
+    no_samples = ["fit-noise", "--model", str(ckpt), "--data", str(data), "--decode-z-pad", "1"]
+    assert main([*no_samples, "--out", str(tmp_path / "bad.pt")]) == 2
+    assert "give --samples N too" in capsys.readouterr().err
