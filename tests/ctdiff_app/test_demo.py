@@ -70,7 +70,12 @@ def test_recorded_command_reproduces_the_shipped_config():
             rebuilt, model=dataclasses.replace(rebuilt.model, autoencoder=shipped.model.autoencoder)
         )
     assert (rebuilt.data, rebuilt.model, rebuilt.diffusion) == (shipped.data, shipped.model, shipped.diffusion)
-    assert rebuilt.sample.z_margin == shipped.sample.z_margin == 16  # the recipe samples as the shipped model does
+    # the recipe samples as the shipped model does: no margin, the latent padded for decoding only
+    assert (rebuilt.sample.z_margin, rebuilt.sample.decode_z_pad) == (
+        shipped.sample.z_margin,
+        shipped.sample.decode_z_pad,
+    )
+    assert (shipped.sample.z_margin, shipped.sample.decode_z_pad) == (0, 2)
     for key in ("lr", "batch_size", "grad_accum", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "seed"):
         assert getattr(rebuilt.train, key) == getattr(shipped.train, key), key
 
@@ -134,11 +139,12 @@ def test_demo_model_loads_and_samples_in_hu(demo_ws):
     # the shipped model's default sampling is what its demo samples were made with
     shipped = json.loads((ASSETS / "assets.json").read_text())["samples"]
     assert (bundle.config.sample.sampler, bundle.config.sample.steps) == (shipped["sampler"], shipped["steps"])
-    assert bundle.config.sample.z_margin == shipped["z_margin"] == 16  # 4 latent slices past each end
+    assert bundle.config.sample.z_margin == shipped["z_margin"] == 0
+    assert bundle.config.sample.decode_z_pad == shipped["decode_z_pad"] == 2  # 2 latent slices, decoding only
     vol = sample(bundle, 1, sampler=bundle.config.sample.sampler, steps=2, seed=0)[0]
-    assert vol.shape == bundle.shape and vol.meta["z_margin"] == 16
+    assert vol.shape == bundle.shape and (vol.meta["z_margin"], vol.meta["decode_z_pad"]) == (0, 2)
     manifest = json.loads((ASSETS / "samples" / "manifest.json").read_text())
-    assert manifest["z_margin"] == 16  # the shipped samples were drawn with it
+    assert (manifest["z_margin"], manifest["decode_z_pad"]) == (0, 2)  # the shipped samples were drawn so
     lo, hi = bundle.config.data.hu_window  # the demo config's HU window: [-1200, 1500] since 2026-12-01 (evening)
     assert (lo, hi) == (-1200.0, 1500.0)
     assert lo <= vol.array.min() and vol.array.max() <= hi and vol.array.std() > 1.0
