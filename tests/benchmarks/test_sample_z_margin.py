@@ -29,7 +29,8 @@ def bundle():
 
 def test_margin_0_draws_what_ctdiff_sample_draws(zm, bundle):
     ours = zm["sample_with_margin"](bundle, [7], 0, steps=2)
-    theirs = sample(bundle, 1, sampler="euler", steps=2, seed=7, z_margin=0)
+    # the script never pads the latent for decoding (the demo model's config does since 2026-12-04)
+    theirs = sample(bundle, 1, sampler="euler", steps=2, seed=7, z_margin=0, decode_z_pad=0)
     np.testing.assert_array_equal(ours[0].array, theirs[0].array)
     np.testing.assert_array_equal(ours[0].affine, theirs[0].affine)
     # the same record of how it was drawn (timing aside), plus the margin
@@ -77,16 +78,20 @@ def test_non_finite_volumes_are_never_written(zm, bundle, monkeypatch):
 
 def test_ctdiff_sample_z_margin_draws_what_the_script_draws(zm, bundle):
     """``ctdiff sample``'s margin is in the volume's slices: 16 at the demo's 4x = the script's 4 latent
-    slices; the demo model's config samples with it; a margin its U-Net cannot halve is one ConfigError,
-    raised before any sampling."""
+    slices; the demo model's config sampled with it until 2026-12-04 and now draws at the trained length
+    with the latent padded for decoding only; a margin its U-Net cannot halve is one ConfigError, raised
+    before any sampling."""
     from ctdiff.errors import ConfigError
 
-    ours = sample(bundle, 1, sampler="euler", steps=2, seed=7, z_margin=16)
+    ours = sample(bundle, 1, sampler="euler", steps=2, seed=7, z_margin=16, decode_z_pad=0)
     theirs = zm["sample_with_margin"](bundle, [7], 4, steps=2)
     np.testing.assert_array_equal(ours[0].array, theirs[0].array)
-    assert bundle.config.sample.z_margin == 16 and ours[0].meta["z_margin"] == 16
+    assert ours[0].meta["z_margin"] == 16
+    assert (bundle.config.sample.z_margin, bundle.config.sample.decode_z_pad) == (0, 2)
     default = sample(bundle, 1, sampler="euler", steps=2, seed=7)
-    np.testing.assert_array_equal(default[0].array, ours[0].array)
+    padded = sample(bundle, 1, sampler="euler", steps=2, seed=7, z_margin=0, decode_z_pad=2)
+    np.testing.assert_array_equal(default[0].array, padded[0].array)
+    assert not np.array_equal(default[0].array, ours[0].array)
     # 4 is whole latent slices (4x), but 8 + 2 latent slices is not a length the U-Net can halve twice
     with pytest.raises(ConfigError, match=r"z_margin 4 is not a multiple of 8: .* divisible by 4 \(e.g. 8\)") as e:
         sample(bundle, 1, sampler="euler", steps=1, seed=0, z_margin=4)
