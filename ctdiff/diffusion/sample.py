@@ -204,8 +204,9 @@ def sample(
             shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
             out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
             resynthesised = noise and refiner is None and bundle.space.noise_model is not None
-            seeds_kw = {"noise_seeds": seeds if resynthesised else None}
-            out = bundle.space.decode(out, **seeds_kw, **({"z_pad": zpad} if zpad else {}))
+            noise_seeds = seeds if resynthesised else None
+            # z_pad only when asked: pixel and wavelet spaces decode nothing and take no padding
+            out = bundle.space.decode(out, noise_seeds, z_pad=zpad) if zpad else bundle.space.decode(out, noise_seeds)
             out = out[:, :, margin : margin + depth]
             if refiner is not None:
                 from ctdiff.model.autoencoder import air_floor
