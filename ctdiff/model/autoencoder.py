@@ -189,11 +189,29 @@ def encode_mean(ae, x: torch.Tensor, tile: Sequence[int] | None = None) -> torch
 
 
 @torch.no_grad()
-def decode(ae, z: torch.Tensor, tile: Sequence[int] | None = None) -> torch.Tensor:
-    """Decode ``(N, C, d, h, w)`` latents; windows of ``tile`` latent voxels when larger (bounded memory)."""
-    if tile is None or _fits(z.shape[2:], tile):
-        return ae.decode(z)
-    return _sliding(z, tile, ae.decode)
+def decode(ae, z: torch.Tensor, tile: Sequence[int] | None = None, z_pad: int = 0) -> torch.Tensor:
+    """Decode ``(N, C, d, h, w)`` latents; windows of ``tile`` latent voxels when larger (bounded memory);
+    the latent reflect-padded by ``z_pad`` slices (:func:`decode_padded`, which keeps the graph)."""
+    return decode_padded(ae, z, tile, z_pad)
+
+
+def decode_padded(ae, z: torch.Tensor, tile: Sequence[int] | None = None, z_pad: int = 0) -> torch.Tensor:
+    """:func:`decode` with autograd (``tune-decoder`` trains through it).
+
+    ``z_pad`` (``sample.decode_z_pad``): the latent is reflect-padded by that many slices at each end
+    for the decoder and its output cropped back, so the decoder's zero-padded z borders fall outside
+    the volume. (Written here, not taken from MONAI: its inferers pad the *input* of a network with
+    constants, not a latent by reflection with the matching crop of the output.)
+    """
+    if z_pad:
+        if not 0 < z_pad < z.shape[2]:  # reflect padding takes at most depth - 1 slices
+            raise ValueError(f"decode z padding must be below the latent's {z.shape[2]} slices, got {z_pad}")
+        z = F.pad(z, (0, 0, 0, 0, z_pad, z_pad), mode="reflect")
+    y = ae.decode(z) if tile is None or _fits(z.shape[2:], tile) else _sliding(z, tile, ae.decode)
+    if z_pad:
+        k = (y.shape[2] // z.shape[2]) * z_pad  # decoded slices per latent slice, times the padding
+        y = y[:, :, k : y.shape[2] - k]
+    return y
 
 
 # --------------------------------------------------------------------------------------- records
@@ -320,10 +338,13 @@ def add_noise(
     return y + (noise * per_hu).to(y.device, y.dtype)
 
 
-def reconstruct(ae, x: torch.Tensor, downsampling: int, tile: Sequence[int] | None = None) -> torch.Tensor:
-    """Encode (posterior mean) and decode ``(N, 1, D, H, W)``, in tiles of ``tile`` latent voxels when larger."""
+def reconstruct(
+    ae, x: torch.Tensor, downsampling: int, tile: Sequence[int] | None = None, z_pad: int = 0
+) -> torch.Tensor:
+    """Encode (posterior mean) and decode ``(N, 1, D, H, W)``, in tiles of ``tile`` latent voxels when
+    larger; the latent reflect-padded by ``z_pad`` slices for decoding (:func:`decode`)."""
     roi = None if tile is None else tuple(t * downsampling for t in tile)
-    return decode(ae, encode_mean(ae, x, roi), tile)
+    return decode(ae, encode_mean(ae, x, roi), tile, z_pad)
 
 
 def fit_noise_model(
@@ -358,8 +379,10 @@ def evaluate(
     volumes: Sequence[torch.Tensor],
     tile: Sequence[int] | None = None,
     noise_model: dict[str, Any] | None = None,
+    z_pad: int = 0,
 ) -> dict[str, Any]:
-    """Reconstruct each held-out ``(1, z, y, x)`` volume (model units) through the posterior mean.
+    """Reconstruct each held-out ``(1, z, y, x)`` volume (model units) through the posterior mean
+    (decoded with the latent reflect-padded by ``z_pad`` slices, as ``sample.decode_z_pad`` decodes).
 
     Per volume and as means: PSNR (dB) and SSIM (MONAI metrics, data range = the HU window),
     noise SD (HU) of the original and the reconstruction in soft tissue (smoothed HU in -150..150)
@@ -402,7 +425,7 @@ def evaluate(
     cases, noisy = [], []
     for i, vol in enumerate(volumes):
         x = vol[None].float()
-        y = reconstruct(ae, x, cfg.downsampling, tile)
+        y = reconstruct(ae, x, cfg.downsampling, tile, z_pad)
         cases.append(judge(x, y.clamp(-1.0, 1.0)))
         if noise_model is not None:
             noisy.append(judge(x, add_noise(y, noise_model, cfg.hu_window, [i]).clamp(-1.0, 1.0)))

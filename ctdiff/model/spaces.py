@@ -184,15 +184,7 @@ class LatentSpace(Space):
 
         if self.scale is None:
             raise ValueError("the latent space has no scale factor yet (set from the training latents)")
-        z = z.float().contiguous() / self.scale
-        if z_pad:
-            if not 0 < z_pad < z.shape[2]:  # reflect padding takes at most depth - 1 slices
-                raise ValueError(f"decode z padding must be below the latent's {z.shape[2]} slices, got {z_pad}")
-            z = torch.nn.functional.pad(z, (0, 0, 0, 0, z_pad, z_pad), mode="reflect")
-        y = decode(self.ae, z, self.tile)
-        if z_pad:
-            k = self.factor[0] * z_pad  # decoded slices per latent slice, times the padding
-            y = y[:, :, k : y.shape[2] - k]
+        y = decode(self.ae, z.float().contiguous() / self.scale, self.tile, z_pad)
         if noise_seeds is not None and self.noise_model is not None:
             if len(noise_seeds) != y.shape[0]:
                 raise ValueError(f"{len(noise_seeds)} noise seeds for {y.shape[0]} volumes")

@@ -269,3 +269,130 @@ def test_discriminator_file_starts_the_adversary(latent_run, tmp_path, capsys): 
         err = capsys.readouterr().err
         assert text in err and str(path.name) in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_z_pad_tunes_the_decoder_on_padded_latents(latent_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """``--z-pad N``: the first step's L1 is that of the latent reflect-padded by N slices, decoded and
+    cropped back (recomputed here by hand); a latent checkpoint defaults to its sample.decode_z_pad, an
+    autoencoder file to 0; a resumed tuning keeps the padding; --eval judges with it; out-of-range
+    paddings are refused with one line."""
+    run, data, ae_file = latent_run
+    ckpt = torch.load(ae_file, map_location="cpu", weights_only=True)
+    ae, cfg = build_autoencoder(ckpt["config"])
+    ae.load_state_dict(ckpt["autoencoder"])
+    vols = _volumes(data, cfg)
+    g = torch.Generator().manual_seed(0)
+    x = vols[int(torch.randint(len(vols), (1,), generator=g))][None]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(500_000)
+        z = ae.sampling(*ae.encode(x))
+        ae.train()
+        f = cfg.downsampling
+        padded = torch.nn.functional.pad(z, (0, 0, 0, 0, 1, 1), mode="reflect")
+        y = ae.decode(padded)[:, :, f : f + x.shape[2]]
+        want, plain = float((y - x).abs().mean()), float((ae.decode(z) - x).abs().mean())
+    assert want != pytest.approx(plain, rel=1e-3)  # the padding changes what the decoder is trained on
+    out = tmp_path / "pad.pt"
+    cmd = ["tune-decoder", "--model", str(ae_file), "--data", str(data), "--no-progress", "--adv-weight", "0"]
+    assert main([*cmd, "--out", str(out), "--steps", "1", "--z-pad", "1", "--eval", str(data)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["z_pad"] == 1
+    history = (tmp_path / "pad.pt.history.csv").read_text().splitlines()
+    assert float(history[1].split(",")[1]) == pytest.approx(want, rel=1e-4)
+    # --eval judged the reconstructions decoded as they were tuned: padded
+    from ctdiff.model.autoencoder import evaluate
+
+    ae.eval()
+    assert summary["before"]["l1_hu"] == pytest.approx(evaluate(ae, cfg, vols, z_pad=1)["l1_hu"], rel=1e-5)
+    assert summary["before"]["l1_hu"] != pytest.approx(evaluate(ae, cfg, vols)["l1_hu"], rel=1e-4)
+    # defaults: an autoencoder file 0; a latent checkpoint its own sample.decode_z_pad
+    assert td.tune_decoder(ae_file, data, tmp_path / "a.pt", steps=1, adv_weight=0, progress=False)["z_pad"] == 0
+    lat = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    lat["config"]["sample"]["decode_z_pad"] = 2
+    padded_ckpt = tmp_path / "padded-ckpt.pt"
+    torch.save(lat, padded_ckpt)
+    summary = td.tune_decoder(padded_ckpt, data, tmp_path / "b.pt", steps=1, adv_weight=0, progress=False)
+    assert summary["z_pad"] == 2
+    # a resumed tuning keeps the padding it was started with
+    part = tmp_path / "part.pt"
+    undo = _ctrl_c_at_l1(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        td.tune_decoder(ae_file, data, part, steps=2, adv_weight=0, z_pad=3, progress=False)
+    undo()
+    capsys.readouterr()
+    assert torch.load(td.state_path(part), weights_only=True)["z_pad"] == 3
+    assert td.tune_decoder(ae_file, data, part, steps=2, resume=True, progress=False)["z_pad"] == 3
+    # the latents have 4 slices (8 slices, downsampling 2): reflect padding takes at most 3
+    for value, text in (("4", "--z-pad must be from 0 to 3"), ("-1", "--z-pad")):
+        assert main([*cmd, "--out", str(tmp_path / "x.pt"), "--z-pad", value]) == 2
+        err = capsys.readouterr().err
+        assert text in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_new_discriminator_is_warmed_up_before_the_decoder_trains(latent_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """A checkpoint whose autoencoder file is gone starts a new discriminator, which is trained alone
+    first (NEW_DISC_WARMUP steps by default, --disc-warmup N): the warm-up changes the discriminator
+    and not the decoder, is a pure function of the seed, is not repeated by a resume (which then ends
+    where an uninterrupted tuning ends), and a trained discriminator is not warmed up."""
+    from monai.losses import PatchAdversarialLoss
+
+    run, data, ae_file = latent_run
+    lat = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    lat["space"]["autoencoder"]["path"] = str(tmp_path / "gone.pt")
+    orphan = tmp_path / "orphan.pt"
+    torch.save(lat, orphan)
+    record = lat["space"]["autoencoder"]
+    ae, cfg = build_autoencoder(record["config"])
+    ae.load_state_dict(record["state"])
+    vols = _volumes(data, cfg)
+    adv = PatchAdversarialLoss(criterion="least_squares")
+
+    def warm(n):
+        disc, source = td._discriminator("checkpoint", lat, record, cfg)
+        assert source.startswith("new")
+        torch.manual_seed(7)  # the new discriminator's initial weights
+        disc.apply(lambda m: m.reset_parameters() if hasattr(m, "reset_parameters") else None)
+        start = {k: v.clone() for k, v in disc.state_dict().items()}
+        opt = torch.optim.Adam(disc.parameters(), lr=1e-3)
+        losses = td._warm_up_discriminator(ae, disc, opt, adv, 0.05, vols, n, 0, 0, torch.device("cpu"), False)
+        return start, disc.state_dict(), losses
+
+    decoder_before = {k: v.clone() for k, v in ae.state_dict().items()}
+    start, after, losses = warm(5)
+    assert any(not torch.equal(start[k], after[k]) for k in after)  # the discriminator learned
+    assert all(torch.equal(decoder_before[k], v) for k, v in ae.state_dict().items())  # the decoder did not
+    assert losses[1] < losses[0]
+    _, again, losses_again = warm(5)
+    assert losses_again == losses and all(torch.equal(after[k], again[k]) for k in after)
+
+    # the command: a new discriminator is warmed up by default; a trained one is not
+    summary = td.tune_decoder(orphan, data, tmp_path / "w.pt", steps=1, progress=False)
+    assert summary["disc_warmup"] == td.NEW_DISC_WARMUP and summary["discriminator"].startswith("new")
+    assert summary["disc_warmup_loss"][1] < summary["disc_warmup_loss"][0]
+    trained = td.tune_decoder(run / "checkpoints" / "last.pt", data, tmp_path / "t.pt", steps=1, progress=False)
+    assert trained["disc_warmup"] == 0 and trained["disc_warmup_loss"] is None
+    # warmed up, interrupted in the tuning and resumed: the uninterrupted result, without a second warm-up
+    whole = tmp_path / "whole.pt"
+    td.tune_decoder(orphan, data, whole, steps=3, disc_warmup=4, progress=False)
+    part = tmp_path / "part.pt"
+    undo = _ctrl_c_at_l1(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        td.tune_decoder(orphan, data, part, steps=3, disc_warmup=4, checkpoint_every=10, progress=False)
+    undo()
+    capsys.readouterr()
+    assert torch.load(td.state_path(part), weights_only=True)["step"] == 1
+    calls = {"n": 0}
+    real_warm_up = td._warm_up_discriminator
+    monkeypatch.setattr(
+        td, "_warm_up_discriminator", lambda *a, **k: calls.update(n=calls["n"] + 1) or real_warm_up(*a, **k)
+    )
+    resumed = td.tune_decoder(orphan, data, part, steps=3, resume=True, progress=False)
+    assert calls["n"] == 0 and resumed["disc_warmup"] == 4
+    a = torch.load(whole, weights_only=True)["space"]["autoencoder"]["state"]
+    b = torch.load(part, weights_only=True)["space"]["autoencoder"]["state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cmd = ["tune-decoder", "--model", str(orphan), "--data", str(data), "--out", str(tmp_path / "x.pt")]
+    assert main([*cmd, "--disc-warmup", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--disc-warmup" in err and len(err.strip().splitlines()) == 1
