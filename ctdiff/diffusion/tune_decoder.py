@@ -166,6 +166,18 @@ def _check_shapes(volumes: Sequence[torch.Tensor], paths: Sequence[str], factor:
         raise InputError(f"volumes of (z, y, x) {shape} are too small for the discriminator", paths[0])
 
 
+def _discriminator_step(disc, opt_d, adv, adv_weight: float, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One step of the discriminator (least-squares patch-adversarial loss, weighted as in the
+    autoencoder's training): ``recon`` fake, ``x`` real. Returns the loss, detached."""
+    fake = adv(disc(recon.contiguous().float())[-1], target_is_real=False, for_discriminator=True)
+    real = adv(disc(x.contiguous().float())[-1], target_is_real=True, for_discriminator=True)
+    loss_d = adv_weight * 0.5 * (fake + real)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return loss_d.detach()
+
+
 def _warm_up_discriminator(
     ae, disc, opt_d, adv, adv_weight: float, volumes, n: int, seed: int, z_pad: int, dev, progress: bool
 ) -> list[float]:
@@ -188,13 +200,7 @@ def _warm_up_discriminator(
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 torch.manual_seed(seed * 1_000_003 + 1_400_000 + k)
                 recon = decode(ae, ae.sampling(*ae.encode(x)), None, z_pad)
-            fake = adv(disc(recon.contiguous().float())[-1], target_is_real=False, for_discriminator=True)
-            real = adv(disc(x.contiguous().float())[-1], target_is_real=True, for_discriminator=True)
-            loss_d = adv_weight * 0.5 * (fake + real)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            losses.append(float(loss_d.detach()))
+            losses.append(float(_discriminator_step(disc, opt_d, adv, adv_weight, recon, x)))
             if bar is not None:
                 bar.update(1)
     finally:
@@ -380,14 +386,7 @@ def tune_decoder(
                 loss_g.backward()
                 opt_g.step()
                 if adv_weight > 0:
-                    fake = adv(
-                        disc(recon.detach().contiguous().float())[-1], target_is_real=False, for_discriminator=True
-                    )
-                    real = adv(disc(x.contiguous().float())[-1], target_is_real=True, for_discriminator=True)
-                    loss_d = adv_weight * 0.5 * (fake + real)
-                    opt_d.zero_grad(set_to_none=True)
-                    loss_d.backward()
-                    opt_d.step()
+                    loss_d = _discriminator_step(disc, opt_d, adv, adv_weight, recon.detach(), x)
                 step += 1
                 row = {k: float(v.detach()) for k, v in (("l1", l1), ("gen_adv", gen_adv), ("disc", loss_d))}
                 history.append({"step": step, **row})
