@@ -58,8 +58,8 @@ def decode_variant(ring: bool = False) -> Iterator[None]:
 
     original = autoencoder.decode
 
-    def decode(ae, z, tile=None):
-        y = original(ae, z, tile)
+    def decode(ae, z, tile=None, z_pad=0):
+        y = original(ae, z, tile, z_pad)  # cropped back along z; the ring is in-plane
         return replace_ring(y) if ring else y
 
     autoencoder.decode = decode

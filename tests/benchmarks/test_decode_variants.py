@@ -36,15 +36,19 @@ def test_replace_ring_copies_the_inner_neighbours_and_nothing_else(dv):
 def test_the_ring_wraps_the_decode_only_while_active(dv):
     original = autoencoder.decode
 
-    def fake(ae, z, tile=None):  # a 4x "decoder" along every axis
-        return z.repeat_interleave(4, 2).repeat_interleave(4, 3).repeat_interleave(4, 4)
+    def fake(ae, z, tile=None, z_pad=0):  # a 4x "decoder" along every axis; z_pad crops 4 slices per latent slice
+        y = z.repeat_interleave(4, 2).repeat_interleave(4, 3).repeat_interleave(4, 4)
+        return y[:, :, 4 * z_pad : y.shape[2] - 4 * z_pad]
 
     autoencoder.decode = fake
     try:
-        z = torch.randn(1, 1, 2, 3, 3)
+        z = torch.randn(1, 1, 3, 3, 3)
         with dv["decode_variant"](ring=True):
             y = autoencoder.decode(None, z)
         assert torch.equal(y, dv["replace_ring"](fake(None, z)))
+        with dv["decode_variant"](ring=True):
+            y = autoencoder.decode(None, z, None, 1)  # sampling passes its decode_z_pad through
+        assert y.shape[2] == 4 and torch.equal(y, dv["replace_ring"](fake(None, z, None, 1)))
         assert autoencoder.decode is fake  # restored
     finally:
         autoencoder.decode = original
