@@ -29,11 +29,13 @@ convolutions see zero padding: on the demo's held-out phantoms the body's mean a
 was 19 % above the other slices', and those slices carry much of what takes the reconstructions
 outside the phantoms' radiomics balls (``benchmarks/decoder_attribution.py``).
 
-A new discriminator knows nothing yet, and its first gradients push the decoder at random: on the
-demo model, 150 more steps against a new one took the samples from 1.17x to 1.43x a phantom ball's
-radius, against 1.16x with a trained one. So a new discriminator is first trained alone for
-``--disc-warmup`` steps (default 100; 0 for a trained one) on the untouched decoder's reconstructions
-of ``--data`` against the volumes themselves, the decoder frozen; then the tuning starts.
+A new discriminator has learned nothing about the volumes when the decoder starts to follow it, so it
+is first trained alone for ``--disc-warmup`` steps (default 100; 0 for a trained one) on the untouched
+decoder's reconstructions of ``--data`` against the volumes themselves, the decoder frozen; then the
+tuning starts. Its weights come from ``--seed``. (On the demo model, continued tunings against a new
+discriminator moved the samples away from the phantoms in radiomics space, 1.43x a ball's radius
+against 1.17x, and one with a warm-up did too, 1.38x: docs/benchmarks.md. The warm-up does not stop
+that drift, which comes with the smoother decoder a continued tuning gives.)
 
 ``--z-pad N`` tunes the decoder as ``sample.decode_z_pad N`` decodes: the latent reflect-padded by N
 slices at each end, the decoded volume cropped back before the loss. A latent checkpoint's default is
