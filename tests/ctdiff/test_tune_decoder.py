@@ -29,6 +29,23 @@ def _volumes(data, cfg):
     return load_cases(dataset_files(data), DataConfig(hu_window=cfg.hu_window)).tensors
 
 
+def _first_step(ae_file, data):
+    """The autoencoder of ``ae_file`` (in train mode, as the tuning steps it), its config, and the
+    volume and posterior sample of the tuning's first step at seed 0 (volume order and sample stream
+    as ``tune_decoder`` draws them)."""
+    ckpt = torch.load(ae_file, map_location="cpu", weights_only=True)
+    ae, cfg = build_autoencoder(ckpt["config"])
+    ae.load_state_dict(ckpt["autoencoder"])
+    vols = _volumes(data, cfg)
+    g = torch.Generator().manual_seed(0)
+    x = vols[int(torch.randint(len(vols), (1,), generator=g))][None]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(500_000)
+        z = ae.sampling(*ae.encode(x))
+    ae.train()
+    return ae, cfg, vols, x, z
+
+
 def _shifted_autoencoder(ae_file, out, shift_hu):
     """A copy of ``ae_file`` whose decoder adds ``shift_hu`` everywhere (its last conv's bias): the
     whole-volume error a decoder calibrated on patches makes, exaggerated and known."""
@@ -189,16 +206,8 @@ def test_end_weight_weights_the_l1_of_the_end_slices(latent_run, tmp_path, monke
     assert main([*cmd, "--steps", "1", "--adv-weight", "0", "--end-weight", "4", "--end-slices", "1"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["end_weight"], summary["end_slices"]) == (4.0, 1)
-    ckpt = torch.load(ae_file, map_location="cpu", weights_only=True)
-    ae, cfg = build_autoencoder(ckpt["config"])
-    ae.load_state_dict(ckpt["autoencoder"])
-    vols = _volumes(data, cfg)
-    g = torch.Generator().manual_seed(0)
-    x = vols[int(torch.randint(len(vols), (1,), generator=g))][None]
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(500_000)
-        z = ae.sampling(*ae.encode(x))
-        ae.train()
+    ae, cfg, vols, x, z = _first_step(ae_file, data)
+    with torch.no_grad():
         err = (ae.decode(z) - x).abs().mean(dim=(0, 1, 3, 4))  # per slice
     depth = err.numel()
     w = torch.ones(depth)
@@ -277,16 +286,8 @@ def test_z_pad_tunes_the_decoder_on_padded_latents(latent_run, tmp_path, monkeyp
     autoencoder file to 0; a resumed tuning keeps the padding; --eval judges with it; out-of-range
     paddings are refused with one line."""
     run, data, ae_file = latent_run
-    ckpt = torch.load(ae_file, map_location="cpu", weights_only=True)
-    ae, cfg = build_autoencoder(ckpt["config"])
-    ae.load_state_dict(ckpt["autoencoder"])
-    vols = _volumes(data, cfg)
-    g = torch.Generator().manual_seed(0)
-    x = vols[int(torch.randint(len(vols), (1,), generator=g))][None]
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(500_000)
-        z = ae.sampling(*ae.encode(x))
-        ae.train()
+    ae, cfg, vols, x, z = _first_step(ae_file, data)
+    with torch.no_grad():
         f = cfg.downsampling
         padded = torch.nn.functional.pad(z, (0, 0, 0, 0, 1, 1), mode="reflect")
         y = ae.decode(padded)[:, :, f : f + x.shape[2]]
