@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         removed = []
         for i, x in enumerate(eval_vols):
-            floored = np.maximum(np.asarray(x.array, np.float64), AIR_HU)
+            floored = apply_filter(x.array, "none")
             est = apply_filter(x.array, v)
             removed.append(float(np.std(floored - est)))
             noise = nr.noise_for(

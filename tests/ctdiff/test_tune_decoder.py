@@ -74,6 +74,18 @@ def _ctrl_c_at_l1(monkeypatch, n: int):
     return lambda: monkeypatch.setattr(td.F, "l1_loss", l1)
 
 
+def _interrupted(monkeypatch, at: int, model, data, out, **kwargs) -> dict:
+    """``td.tune_decoder(model, data, out, **kwargs)`` stopped by Ctrl-C during step ``at``; returns the
+    progress it saved (``OUT.tuning.pt``)."""
+    undo = _ctrl_c_at_l1(monkeypatch, at)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            td.tune_decoder(model, data, out, progress=False, **kwargs)
+    finally:
+        undo()
+    return torch.load(td.state_path(out), weights_only=True)
+
+
 def test_tuning_removes_a_decoder_bias_and_leaves_the_encoder_alone(latent_run, tmp_path, capsys):  # noqa: F811
     _, data, ae_file = latent_run
     shifted = tmp_path / "shifted.pt"
@@ -135,12 +147,9 @@ def test_an_interrupted_tuning_resumes_to_the_uninterrupted_result(latent_run, t
     whole = tmp_path / "whole.pt"
     td.tune_decoder(ae_file, data, whole, steps=4, checkpoint_every=1, progress=False)
     out = tmp_path / "resumed.pt"
-    undo = _ctrl_c_at_l1(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        td.tune_decoder(ae_file, data, out, steps=4, checkpoint_every=10, progress=False)
-    undo()
+    state = _interrupted(monkeypatch, 3, ae_file, data, out, steps=4, checkpoint_every=10)
     assert "resume with: python -m ctdiff tune-decoder" in capsys.readouterr().err and not out.exists()
-    assert torch.load(td.state_path(out), weights_only=True)["step"] == 2
+    assert state["step"] == 2
     # neither a fresh start nor a second input may take the unfinished tuning's place
     with pytest.raises(Exception, match="unfinished tuning"):
         td.tune_decoder(ae_file, data, out, steps=4, progress=False)
@@ -218,12 +227,8 @@ def test_end_weight_weights_the_l1_of_the_end_slices(latent_run, tmp_path, monke
     assert want != pytest.approx(float(err.mean()), rel=1e-3)  # the weighting changes the value
     # a resumed tuning keeps the weights it was started with
     part = tmp_path / "part.pt"
-    undo = _ctrl_c_at_l1(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        td.tune_decoder(ae_file, data, part, steps=2, adv_weight=0, end_weight=4.0, end_slices=1, progress=False)
-    undo()
+    state = _interrupted(monkeypatch, 2, ae_file, data, part, steps=2, adv_weight=0, end_weight=4.0, end_slices=1)
     assert "resume with" in capsys.readouterr().err
-    state = torch.load(td.state_path(part), weights_only=True)
     assert (state["end_weight"], state["end_slices"], state["step"]) == (4.0, 1, 1)
     resumed = td.tune_decoder(ae_file, data, part, steps=2, resume=True, progress=False)
     assert (resumed["end_weight"], resumed["end_slices"], resumed["steps"]) == (4.0, 1, 2)
@@ -316,12 +321,8 @@ def test_z_pad_tunes_the_decoder_on_padded_latents(latent_run, tmp_path, monkeyp
     assert summary["z_pad"] == 2
     # a resumed tuning keeps the padding it was started with
     part = tmp_path / "part.pt"
-    undo = _ctrl_c_at_l1(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        td.tune_decoder(ae_file, data, part, steps=2, adv_weight=0, z_pad=3, progress=False)
-    undo()
+    assert _interrupted(monkeypatch, 2, ae_file, data, part, steps=2, adv_weight=0, z_pad=3)["z_pad"] == 3
     capsys.readouterr()
-    assert torch.load(td.state_path(part), weights_only=True)["z_pad"] == 3
     assert td.tune_decoder(ae_file, data, part, steps=2, resume=True, progress=False)["z_pad"] == 3
     # the latents have 4 slices (8 slices, downsampling 2): reflect padding takes at most 3
     for value, text in (("4", "--z-pad must be from 0 to 3"), ("-1", "--z-pad")):
@@ -377,12 +378,8 @@ def test_a_new_discriminator_is_warmed_up_before_the_decoder_trains(latent_run, 
     whole = tmp_path / "whole.pt"
     td.tune_decoder(orphan, data, whole, steps=3, disc_warmup=4, progress=False)
     part = tmp_path / "part.pt"
-    undo = _ctrl_c_at_l1(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        td.tune_decoder(orphan, data, part, steps=3, disc_warmup=4, checkpoint_every=10, progress=False)
-    undo()
+    assert _interrupted(monkeypatch, 2, orphan, data, part, steps=3, disc_warmup=4, checkpoint_every=10)["step"] == 1
     capsys.readouterr()
-    assert torch.load(td.state_path(part), weights_only=True)["step"] == 1
     calls = {"n": 0}
     real_warm_up = td._warm_up_discriminator
     monkeypatch.setattr(
