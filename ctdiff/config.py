@@ -33,6 +33,8 @@ MAX_WAVELET_LEVELS = 2
 WAVELET_SCALES = ("lowpass", "band")
 PAD_MODES = ("edge", "constant")
 FLIP_AXES = ("x", "y")
+# each copy is a whole encoded training case held in memory (0.5 MB per case for the demo model)
+MAX_LATENT_AUGMENT_COPIES = 64
 
 
 @dataclasses.dataclass
@@ -54,6 +56,11 @@ class DataConfig:
     flip_axis: str = "x"
     zoom_prob: float = 0.5
     zoom_range: tuple[float, float] = (0.9, 1.1)
+    # model.space latent: a latent run encodes its training cases once, so the flip and zoom above
+    # never reach it unless this is above 0: that many augmented versions of each training case
+    # (flip/zoom as above, seeded) are encoded at the start besides the case itself, and every epoch
+    # draws one of the 1 + N per case. The scale factor still comes from the un-augmented latents.
+    latent_augment_copies: int = 0
     num_workers: int = 0
 
 
@@ -404,6 +411,15 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"data.zoom_range must be [min, max] with 0 < min <= max, got {list(d.zoom_range)}")
     if d.num_workers < 0:
         bad("data.num_workers must be >= 0")
+    if not 0 <= d.latent_augment_copies <= MAX_LATENT_AUGMENT_COPIES:
+        bad(f"data.latent_augment_copies must be in [0, {MAX_LATENT_AUGMENT_COPIES}], got {d.latent_augment_copies}")
+    if d.latent_augment_copies and m.space != "latent":
+        bad(
+            f"data.latent_augment_copies applies to model.space latent only ({m.space} augments every step); "
+            "leave it at 0"
+        )
+    if d.latent_augment_copies and d.flip_prob == 0 and d.zoom_prob == 0:
+        bad("data.latent_augment_copies needs data.flip_prob or data.zoom_prob above 0 (the copies would be identical)")
 
     n = len(m.channels)
     if n < 1:

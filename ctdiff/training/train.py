@@ -41,6 +41,7 @@ from torch.optim.swa_utils import AveragedModel
 from ctdiff.atomic import write_bytes, write_text
 from ctdiff.config import Config, apply_overrides, config_from_dict, load_config
 from ctdiff.data.dataset import (
+    Augment,
     CaseSet,
     TrainDataset,
     dataset_files,
@@ -76,6 +77,7 @@ from ctdiff.model.checkpoint import (
 from ctdiff.model.spaces import LatentSpace, build_space
 from ctdiff.model.unet import UNet3D, build_model, count_parameters
 from ctdiff.outputs import check_output
+from ctdiff.progress import counted
 from ctdiff.training.rundir import RunDir
 
 PREVIEW_WINDOW = "soft tissue"
@@ -187,16 +189,24 @@ def write_preview(volume, out_stem: Path) -> None:
 
 # -------------------------------------------------------------------------------------- trainer
 class CachedDataset(torch.utils.data.Dataset):
-    """Pre-encoded (latent) cases addressed like :class:`TrainDataset` by ``(epoch, index)``."""
+    """Pre-encoded (latent) cases addressed like :class:`TrainDataset` by ``(epoch, index)``.
 
-    def __init__(self, tensors: list[torch.Tensor]):
-        self.tensors = tensors
+    ``versions[i]`` holds case i's encoded versions (the case itself first, then its augmented copies,
+    ``data.latent_augment_copies``); the one an ``(epoch, index)`` gets is a pure function of the pair
+    and ``seed``, so a resumed run draws what an uninterrupted one draws."""
+
+    def __init__(self, versions: list[list[torch.Tensor]], seed: int = 0):
+        self.versions, self.seed = versions, seed
 
     def __len__(self) -> int:
-        return len(self.tensors)
+        return len(self.versions)
 
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
-        return self.tensors[key[1]]
+        epoch, index = key
+        v = self.versions[index]
+        if len(v) == 1:
+            return v[0]
+        return v[int(np.random.default_rng(seed_from(self.seed, 6, epoch, index)).integers(len(v)))]
 
 
 def _model_shape_error(model: UNet3D, spatial: Sequence[int], cfg: Config) -> None:
@@ -288,13 +298,15 @@ class Trainer:
 
     @torch.no_grad()
     def _cache_latents(self, fit_scale: bool) -> None:
-        """Encode every (un-augmented, padded) case once; a new run fixes the latent scale from them."""
+        """Encode every (un-augmented, padded) case once; a new run fixes the latent scale from them.
+        With ``data.latent_augment_copies`` N, also N augmented versions of each training case (the
+        data's flip and zoom, seeded by the run's seed, the copy and the case), scaled alike."""
+
+        def encode_one(v):
+            return self.space.encode(pad_slices(v, self.depth, self.cfg.data.pad_mode)[None].to(self.device))[0].cpu()
 
         def encode(tensors):
-            return [
-                self.space.encode(pad_slices(v, self.depth, self.cfg.data.pad_mode)[None].to(self.device))[0].cpu()
-                for v in tensors
-            ]
+            return [encode_one(v) for v in tensors]
 
         if fit_scale:
             self.space.scale = None
@@ -303,7 +315,14 @@ class Trainer:
             latents = [z * scale for z in raw]
         else:
             latents = encode(self.train_cases.tensors)
-        self.dataset = CachedDataset(latents)
+        versions = [[z] for z in latents]
+        copies = self.cfg.data.latent_augment_copies
+        if copies:
+            augment, seed, cases = Augment(self.cfg.data), self.cfg.train.seed, self.train_cases.tensors
+            keys = [(k, i) for k in range(1, copies + 1) for i in range(len(cases))]
+            for k, i in counted(keys, self.progress, "encoding augmented copies", "case"):
+                versions[i].append(encode_one(augment(cases[i], seed_from(seed, 5, k, i))))
+        self.dataset = CachedDataset(versions, self.cfg.train.seed)
         if self.val_cases is not None and self.val_cases.tensors:
             self.val_encoded = encode(self.val_cases.tensors)
 

@@ -181,6 +181,59 @@ def test_train_resume_sample_every_space_and_kind(data, tmp_path, space, kind, c
             ae.with_suffix(".moved").rename(ae)
 
 
+def test_latent_augment_copies_encode_augmented_versions_and_resume_exactly(data, tmp_path):
+    """data.latent_augment_copies: a latent run encodes flipped/zoomed copies of its training cases
+    besides the cases, keeps the scale of the un-augmented latents, draws a version per (epoch, case)
+    and resumes exactly; the option is refused where it cannot act."""
+    from ctdiff.training.train import CachedDataset
+
+    root, ae = data
+    values = tiny("latent", "rflow", str(ae))
+    values["data"].update(flip_prob=1.0, zoom_prob=1.0, zoom_range=[0.8, 0.9], latent_augment_copies=3)
+    values["train"]["epochs"] = 3
+    cfg = config_from_dict(values)
+    run = tmp_path / "run"
+    with torch.random.fork_rng():
+        train(cfg, root, run, overrides=["train.max_steps=2"], progress=False)
+        resumed = train(None, None, run, resume=True, overrides=["train.max_steps=null"], progress=False)
+    with torch.random.fork_rng():
+        whole = train(cfg, root, tmp_path / "straight", progress=False)
+        plain = train(
+            config_from_dict(tiny("latent", "rflow", str(ae)) | {"train": values["train"]}),
+            root,
+            tmp_path / "plain",
+            progress=False,
+        )
+    assert resumed.step == whole.step == plain.step == 6
+    for (k, a), b in zip(resumed.ema.state_dict().items(), whole.ema.state_dict().values()):  # resume is exact
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+    # the copies reached the model: the same run without them ends elsewhere
+    assert any(
+        (a - b).abs().max() > 1e-4 for a, b in zip(whole.ema.state_dict().values(), plain.ema.state_dict().values())
+    )
+    # the scale factor is the un-augmented latents' (the same as the run without copies)
+    scale = load_checkpoint(run / "checkpoints" / "last.pt")["space"]["scale"]
+    assert scale == load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")["space"]["scale"]
+
+    # the version drawn is a pure function of (seed, epoch, case), and all versions get drawn
+    versions = [[torch.full((1,), float(10 * i + k)) for k in range(4)] for i in range(2)]
+    ds = CachedDataset(versions, seed=0)
+    drawn = {int(ds[(e, 1)]) for e in range(40)}
+    assert drawn == {10, 11, 12, 13} and ds[(5, 0)] is CachedDataset(versions, seed=0)[(5, 0)]
+    assert [int(ds[(e, 0)]) for e in range(12)] != [int(CachedDataset(versions, seed=1)[(e, 0)]) for e in range(12)]
+
+    pixel = tiny("pixel", "rflow")
+    pixel["data"]["latent_augment_copies"] = 2
+    with pytest.raises(ConfigError, match="latent_augment_copies applies to model.space latent only"):
+        config_from_dict(pixel)
+    values["data"].update(flip_prob=0.0, zoom_prob=0.0)
+    with pytest.raises(ConfigError, match="the copies would be identical"):
+        config_from_dict(values)
+    values["data"].update(flip_prob=0.5, latent_augment_copies=-1)
+    with pytest.raises(ConfigError, match=r"latent_augment_copies must be in \[0, 64\]"):
+        config_from_dict(values)
+
+
 def test_band_scaled_wavelet_space_is_lossless_unit_variance_and_travels_in_the_checkpoint(data, tmp_path):
     """wavelet_scale band: each sub-band divided by its training-set SD (the detail bands of CT are
     ~100x smaller than the low-pass); exact round trip; the scales are fitted once by a new run,
