@@ -87,6 +87,13 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
     space = build_space(config, ckpt.get("space")).to(dev)
     model = build_model(config.model, space.channels)
     weights = "ema" if use_ema else "model"
+    if not use_ema and ckpt.get("exported_from"):
+        # a demo export (ctdiff_app.demo) keeps only the EMA weights, stored under both keys
+        raise InputError(
+            f"a sampling-only export of {ckpt['exported_from']} carries only its EMA weights; "
+            "sample it without --no-ema, or use the run's own checkpoint",
+            ckpt_path,
+        )
     require_keys(ckpt, (weights, "geometry", "step"), ckpt_path)
     load_weights(model, ckpt[weights], ckpt_path)
     require_finite_weights(model, ckpt_path, weights)
@@ -397,7 +404,12 @@ def add_arguments(parser) -> None:
         "all when unset), for a model trained on longer volumes than are wanted",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
-    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    parser.add_argument(
+        "--no-ema",
+        action="store_true",
+        help="use the raw weights instead of the EMA weights (a run's checkpoints; a demo export carries only "
+        "its EMA weights)",
+    )
     parser.add_argument(
         "--no-noise",
         action="store_true",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -165,3 +166,15 @@ def test_sample_cli(run_dir, tmp_path, capsys):
     assert main(args + ["--force", "--seed", "3", "--no-progress"]) == 0
     assert json.loads((out / "manifest.json").read_text())["cases"][0]["seed"] == 3
     assert "sample dpmpp" not in capsys.readouterr().err
+
+
+def test_no_ema_on_a_demo_export_is_one_line_not_the_ema_weights_under_another_name(tmp_path, capsys):
+    """A demo model.pt stores its EMA weights under "model" too (a sampling-only export): --no-ema
+    would sample the EMA weights and write weights "model" into the manifest."""
+    model = Path(__file__).resolve().parents[2] / "ctdiff_app" / "demo" / "assets" / "model.pt"
+    out = tmp_path / "s"
+    assert main(["sample", "--checkpoint", str(model), "--n", "1", "--no-ema", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "carries only its EMA weights" in err and "model.pt" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert load_bundle(model, device="cpu").weights == "ema"  # without --no-ema it loads as before
