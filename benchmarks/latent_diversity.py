@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--axes", type=int, default=4, help="principal axes reported (default 4)")
     p.add_argument("--levels", default=",".join(map(str, NOISE_LEVELS)), help="noise levels s for the gain")
     p.add_argument("--images", action="append", default=[], help="NAME=FOLDER of NIfTI scans, repeatable")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights (a run's checkpoint), not the EMA's")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = tuple(float(v) for v in a.levels.split(","))
     if a.n < 2 or not all(0 < s < 1 for s in levels):
         raise SystemExit("--n must be at least 2 and every noise level in (0, 1)")
-    bundle = load_bundle(a.model, device="cpu")
+    bundle = load_bundle(a.model, device="cpu", use_ema=not a.no_ema)
     if bundle.space.kind != "latent" or bundle.diffusion.kind != "rflow":
         raise SystemExit(f"{a.model}: a {bundle.space.kind}/{bundle.diffusion.kind} model; this needs latent/rflow")
     cfg = bundle.config.sample
@@ -223,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     samples = run_sampler(cfg.sampler, bundle.model, shape, bundle.diffusion, steps, range(a.seed, a.seed + a.n))
     result = measure(bundle, train, held, samples, a.axes, levels)
     result.update(
-        model=str(a.model), sampler=cfg.sampler, steps=steps, seed=a.seed, seconds=time.perf_counter() - started
+        model=str(a.model),
+        weights=bundle.weights,
+        sampler=cfg.sampler,
+        steps=steps,
+        seed=a.seed,
+        seconds=time.perf_counter() - started,
     )
     result["images"] = {}
     for spec in a.images:

@@ -118,7 +118,7 @@ def test_demo_model_run(ld, tmp_path):
     body = [float((read_volume(p).array > -500).mean()) for p in sorted(train.glob("*.nii.gz"))]
     assert r["images"]["ph"]["body_fraction_mean"] == pytest.approx(np.mean(body))
     assert r["images"]["ph"]["body_fraction_sd"] == pytest.approx(np.std(body))
-    assert (r["sampler"], r["steps"]) == ("euler", 2)
+    assert (r["sampler"], r["steps"], r["weights"]) == ("euler", 2, "ema")
 
 
 def test_needs_a_latent_rflow_model(ld, tmp_path):
