@@ -123,18 +123,22 @@ def axis_gain(
 
 
 def encode_folder(bundle, folder: Path) -> torch.Tensor:
-    """Each NIfTI scan in ``folder`` encoded as training caches it (model window, posterior mean, scale)."""
+    """Each NIfTI scan in ``folder`` encoded as training caches it (model window, padded to the network's
+    depth as the run pads, posterior mean, scale)."""
+    from ctdiff.data.dataset import pad_slices
     from ctdiff.data.io import read_volume
     from ctdiff.data.tensors import array_to_tensor, hu_to_model
+
+    depth, mode = int(bundle.geometry["depth"]), bundle.config.data.pad_mode
 
     paths = sorted(p for p in Path(folder).iterdir() if p.name.endswith((".nii", ".nii.gz")))
     if not paths:
         raise SystemExit(f"{folder}: no NIfTI scans")
     out = []
     for p in paths:
-        t = array_to_tensor(read_volume(p).array)[None]  # (1, 1, D, H, W)
-        with torch.no_grad():
-            out.append(bundle.space.encode(hu_to_model(t, bundle.config.data.hu_window))[0])
+        t = hu_to_model(array_to_tensor(read_volume(p).array), bundle.config.data.hu_window)  # (1, D, H, W)
+        with torch.no_grad():  # padded in model units, as training pads ("constant" adds -1: air)
+            out.append(bundle.space.encode(pad_slices(t, depth, mode)[None])[0])
     return torch.stack(out)
 
 

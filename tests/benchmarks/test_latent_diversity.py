@@ -125,3 +125,20 @@ def test_needs_a_latent_rflow_model(ld, tmp_path):
     pixel = REPO / "tests" / "data" / "pixel-demo-64-before-spaces.pt"
     with pytest.raises(SystemExit, match="pixel/ddpm model; this needs latent/rflow"):
         ld["main"](["--model", str(pixel), "--train", str(tmp_path)])
+
+
+def test_encode_folder_pads_in_model_units_as_training_does(ld, tmp_path):
+    """A 6-slice scan for a network 8 slices deep: padded after the HU window (constant pad = -1, air)."""
+    from types import SimpleNamespace
+
+    from ctdiff.data.io import Volume, write_nifti
+
+    write_nifti(Volume(np.full((4, 4, 6), 500.0, dtype=np.float32), np.eye(4)), tmp_path / "a.nii.gz")
+    bundle = SimpleNamespace(
+        geometry={"depth": 8},
+        config=SimpleNamespace(data=SimpleNamespace(pad_mode="constant", hu_window=(-1000.0, 1000.0))),
+        space=SimpleNamespace(encode=lambda x: x),  # identity: what the space is handed
+    )
+    z = ld["encode_folder"](bundle, tmp_path)
+    assert z.shape == (1, 1, 8, 4, 4)
+    assert z[0, 0, 1:7].eq(0.5).all() and z[0, 0, 0].eq(-1.0).all() and z[0, 0, 7].eq(-1.0).all()
