@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "ctdiff.training.train",
     "train-autoencoder": "ctdiff.model.autoencoder",
     "fit-noise": "ctdiff.diffusion.fit_noise",
+    "fit-start": "ctdiff.diffusion.fit_start",
     "tune-decoder": "ctdiff.diffusion.tune_decoder",
     "train-refiner": "ctdiff.diffusion.train_refiner",
     "sample": "ctdiff.diffusion.sample",

@@ -22,7 +22,14 @@ from typing import Any
 import yaml
 
 from ctdiff.errors import ConfigError
-from ctdiff.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, DIFFUSION_KINDS, SAMPLER_NAMES, sampler_error
+from ctdiff.samplers import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    DIFFUSION_KINDS,
+    SAMPLER_NAMES,
+    gaussian_start_error,
+    sampler_error,
+)
 
 BLOCK_KINDS = ("2d", "3d")
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -169,6 +176,12 @@ class SampleConfig:
     # affine of where they lie: for a model trained on longer volumes than are wanted, so that every kept
     # slice is the middle of what it learned, never its ends (docs/sampling.md)
     keep_slices: int | None = None
+    # rectified flow (Euler): sampling starts at this noise level s in (0, 1] from the closed-form flow of
+    # a Gaussian fitted to the training data, which the checkpoint must carry (`python -m ctdiff
+    # fit-start`); the Euler grid's steps above s are skipped. null (or 1) starts from pure noise. The
+    # demo model's own flow at high noise kept too little of its phantoms' variation
+    # (docs/benchmarks.md, "A Gaussian start"; ctdiff/diffusion/gaussian_start.py)
+    gaussian_start: float | None = None
 
 
 @dataclasses.dataclass
@@ -497,6 +510,10 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"sample.decode_z_pad applies to model.space latent only (this model is {m.space}); set it to 0")
     if s.keep_slices is not None and s.keep_slices < 1:
         bad(f"sample.keep_slices must be >= 1 or null, got {s.keep_slices}")
+    if s.gaussian_start is not None:
+        problem = gaussian_start_error(s.gaussian_start, f.kind, s.sampler)
+        if problem:
+            bad(f"sample.gaussian_start: {problem}")
 
 
 def diff_sections(a: Config, b: Config, sections: Sequence[str] = ("data", "model", "diffusion")) -> list[str]:

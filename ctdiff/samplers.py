@@ -34,6 +34,8 @@ class Sampler:
     description: str
     make_scheduler: Callable[[Any], Any]  # Diffusion -> a fresh scheduler
     loop: Callable[..., Any]  # (model, x, scheduler, steps, generator, callback) -> x_0
+    # whether the loop takes start_level (x given at a level s < 1: ctdiff.diffusion.gaussian_start)
+    gaussian_start: bool = False
 
 
 # ------------------------------------------------------------------------------- scheduler factories
@@ -88,18 +90,31 @@ def diffusers_loop(model, x, scheduler, steps: int, generator, callback: Callbac
     return x
 
 
-def euler_loop(model, x, scheduler, steps: int, generator, callback: Callback | None):
+def euler_grid(scheduler, steps: int, start_level: float | None = None, device=None):
+    """The Euler sampler's timesteps: ``set_timesteps`` gives T, T - T/N, ..., T/N; with ``start_level``
+    s only those at or below s T (a Gaussian start takes the flow to the first of them)."""
+    if steps > scheduler.num_train_timesteps:
+        raise ValueError(f"steps ({steps}) must be <= diffusion.timesteps ({scheduler.num_train_timesteps})")
+    scheduler.set_timesteps(steps, device=device)
+    ts = scheduler.timesteps
+    if start_level is not None and start_level < 1.0:
+        ts = ts[ts <= start_level * scheduler.num_train_timesteps + 1e-6]
+        if len(ts) == 0:
+            raise ValueError(f"no step of the {steps}-step grid lies at or below the start level {start_level}")
+    return ts
+
+
+def euler_loop(model, x, scheduler, steps: int, generator, callback: Callback | None, start_level: float | None = None):
     """Euler integration of the rectified flow dx/dt from t = T to 0 with MONAI's ``RFlowScheduler.step``.
 
     ``set_timesteps`` gives T, T - T/N, ..., T/N; the step after the last one goes to t = 0 (as in
-    MONAI's example). Deterministic: ``generator`` is not used after the initial noise.
+    MONAI's example). Deterministic: ``generator`` is not used after the initial noise. With
+    ``start_level`` s (< 1), ``x`` is x at the grid's first timestep at or below s T
+    (:func:`euler_grid`; :mod:`ctdiff.diffusion.gaussian_start`) and the loop runs from there.
     """
     import torch
 
-    if steps > scheduler.num_train_timesteps:
-        raise ValueError(f"steps ({steps}) must be <= diffusion.timesteps ({scheduler.num_train_timesteps})")
-    scheduler.set_timesteps(steps, device=x.device)
-    ts = scheduler.timesteps
+    ts = euler_grid(scheduler, steps, start_level, x.device)
     nexts = torch.cat([ts[1:], torch.zeros(1, dtype=ts.dtype, device=ts.device)])
     for i, (t, t_next) in enumerate(zip(ts, nexts)):
         v = model(x, t.to(x.device).expand(x.shape[0]))
@@ -116,7 +131,7 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("ddpm", ("ddpm",), "ancestral DDPM (stochastic)", _ddpm, diffusers_loop),
         Sampler("ddim", ("ddpm",), "DDIM, eta = 0 (deterministic)", _ddim, diffusers_loop),
         Sampler("dpmpp", ("ddpm",), "DPM-Solver++ 2nd order (deterministic)", _dpmpp, diffusers_loop),
-        Sampler("euler", ("rflow",), "Euler steps of the rectified flow (deterministic)", _rflow, euler_loop),
+        Sampler("euler", ("rflow",), "Euler steps of the rectified flow (deterministic)", _rflow, euler_loop, True),
     )
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
@@ -140,6 +155,22 @@ def sampler_error(name: str, kind: str | None = None) -> str | None:
         return (
             f"sampler {name!r} does not run diffusion.kind={kind} models; choose one of {', '.join(samplers_for(kind))}"
         )
+    return None
+
+
+def gaussian_start_error(level, kind: str | None, sampler: str) -> str | None:
+    """Why a Gaussian start at ``level`` cannot be used with ``sampler`` on a ``kind`` model (None when it can)."""
+    import math
+
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        return f"the start level must be a number in (0, 1], got {level!r}"
+    if not (math.isfinite(level) and 0.0 < level <= 1.0):
+        return f"the start level must lie in (0, 1] (1: pure noise), got {level}"
+    if level < 1.0 and (kind != "rflow" or sampler not in SAMPLERS or not SAMPLERS[sampler].gaussian_start):
+        starters = ", ".join(n for n, s in SAMPLERS.items() if s.gaussian_start)
+        return f"a Gaussian start needs diffusion.kind rflow and the {starters} sampler (got {kind}, {sampler})"
     return None
 
 

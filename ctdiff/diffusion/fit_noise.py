@@ -131,6 +131,7 @@ def _fit_from_samples(
         "seed": seed,
         "sampler": bundle.config.sample.sampler,
         "steps": bundle.config.sample.steps,
+        "gaussian_start": bundle.config.sample.gaussian_start,  # the level its samples started from (fit-start)
         **sampling,
     }
     return model

@@ -67,6 +67,8 @@ class ModelBundle:
     step: int | None = None
     weights: str = "ema"
     space: Space = dataclasses.field(default_factory=PixelSpace)
+    # a Gaussian fitted to the training data (python -m ctdiff fit-start; ctdiff.diffusion.gaussian_start)
+    gaussian_start: dict[str, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -95,6 +97,13 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
             ckpt_path,
         )
     require_keys(ckpt, (weights, "geometry", "step"), ckpt_path)
+    start_record = ckpt.get("gaussian_start")
+    if start_record is not None:
+        from ctdiff.diffusion.gaussian_start import check_record
+
+        problem = check_record(start_record)
+        if problem:
+            raise InputError(problem, ckpt_path)
     load_weights(model, ckpt[weights], ckpt_path)
     require_finite_weights(model, ckpt_path, weights)
     # channels-last: 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
@@ -110,6 +119,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
         int(ckpt["step"]),
         weights,
         space,
+        start_record,
     )
 
 
@@ -124,6 +134,7 @@ def sample_meta(
     keep_slices: int | None = None,
     refine_steps: int | None = None,
     decode_z_pad: int = 0,
+    gaussian_start: float | None = None,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -142,6 +153,7 @@ def sample_meta(
         "decode_z_pad": int(decode_z_pad),
         "keep_slices": None if keep_slices is None else int(keep_slices),
         "refiner_steps": None if refine_steps is None else int(refine_steps),
+        "gaussian_start": gaussian_start,
         "config": bundle.config.summary(),
     }
 
@@ -159,6 +171,7 @@ def sample(
     keep_slices: int | None = None,
     refine_steps: int | None = None,
     decode_z_pad: int | None = None,
+    gaussian_start: float | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -176,7 +189,10 @@ def sample(
     A latent checkpoint that carries a residual refiner (``python -m ctdiff train-refiner``) refines
     each decoded volume, floored at air and cropped, with ``refine_steps`` Euler steps (default: the
     refiner's own) in place of the noise model; ``noise=False`` leaves both out. The callback then
-    counts the refiner's network evaluations too."""
+    counts the refiner's network evaluations too.
+    ``gaussian_start`` (default: the config's ``sample.gaussian_start``; 1 = none): the level s at which
+    Euler sampling starts from the closed-form flow of the Gaussian the checkpoint carries
+    (:func:`check_gaussian_start`); the grid's steps above s are skipped."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -186,6 +202,13 @@ def sample(
     keep = check_keep_slices(bundle, bundle.config.sample.keep_slices if keep_slices is None else keep_slices)
     zpad = check_decode_z_pad(
         bundle, bundle.config.sample.decode_z_pad if decode_z_pad is None else decode_z_pad, margin
+    )
+    level = check_gaussian_start(
+        bundle,
+        sampler,
+        steps,
+        bundle.config.sample.gaussian_start if gaussian_start is None else gaussian_start,
+        margin,
     )
     x, y, z = bundle.shape
     kept = keep if keep is not None else z
@@ -197,7 +220,7 @@ def sample(
     if refiner is not None:
         refiner.check_shape((depth, y, x))
     n_batches = math.ceil(n / batch_size)
-    per_batch = steps + (r_steps or 0)
+    per_batch = evaluations(bundle, sampler, steps, level) + (r_steps or 0)
     total = n_batches * per_batch
     was_training = bundle.model.training
     bundle.model.eval()
@@ -209,7 +232,10 @@ def sample(
             step_cb = None if callback is None else (lambda i, _t, d=done_before: callback(d + i, total))
             started = time.perf_counter()
             shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
-            out = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb)
+            start = None if level is None else (bundle.gaussian_start, level)
+            out = run_sampler(
+                sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb, start
+            )
             resynthesised = noise and refiner is None and bundle.space.noise_model is not None
             noise_seeds = seeds if resynthesised else None
             # z_pad only when asked: pixel and wavelet spaces decode nothing and take no padding
@@ -231,11 +257,53 @@ def sample(
                 )
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
-                meta = sample_meta(bundle, sampler, steps, s, seconds, resynthesised, margin, keep, r_steps, zpad)
+                meta = sample_meta(
+                    bundle, sampler, steps, s, seconds, resynthesised, margin, keep, r_steps, zpad, level
+                )
                 volumes.append(Volume(array, affine, meta))
     finally:
         bundle.model.train(was_training)
     return volumes
+
+
+def check_gaussian_start(bundle: ModelBundle, sampler: str, steps: int, level, margin: int = 0) -> float | None:
+    """The level on the sampler's grid at which a Gaussian start at ``level`` hands over (None: none,
+    for None or 1); ConfigError (one line) for a bad level, sampler or ``z_margin``, InputError naming the
+    checkpoint when it carries no fitted Gaussian."""
+    from ctdiff.diffusion.schedule import start_grid_level
+    from ctdiff.samplers import gaussian_start_error
+
+    if level is None:
+        return None
+    problem = gaussian_start_error(level, bundle.diffusion.kind, sampler)
+    if problem:
+        raise ConfigError(f"gaussian_start: {problem}")
+    if float(level) >= 1.0:
+        return None
+    if bundle.gaussian_start is None:
+        raise InputError(
+            "carries no fitted Gaussian for a Gaussian start; add one with 'python -m ctdiff fit-start' "
+            "or sample with --gaussian-start 1",
+            bundle.checkpoint,
+        )
+    if margin:
+        raise ConfigError(
+            "a Gaussian start is fitted to the training geometry and cannot sample z_margin extra slices; "
+            "set z_margin 0 (decode_z_pad pads for decoding only and is fine)"
+        )
+    try:
+        return start_grid_level(bundle.diffusion, sampler, steps, float(level))
+    except ValueError as exc:  # a grid too coarse to reach the level: 1 step from 1.0 with a start at 0.6
+        raise ConfigError(f"gaussian_start: {exc}; take more steps") from None
+
+
+def evaluations(bundle: ModelBundle, sampler: str, steps: int, level: float | None = None) -> int:
+    """Network evaluations per batch of ``steps`` sampler steps (fewer after a Gaussian start at ``level``)."""
+    if level is None or level >= 1.0:
+        return steps
+    from ctdiff.samplers import euler_grid
+
+    return len(euler_grid(bundle.diffusion.scheduler(sampler), steps, level))
 
 
 def check_refine_steps(refiner, steps) -> int | None:
@@ -350,6 +418,7 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
         "decode_z_pad": first.get("decode_z_pad", 0),
         "keep_slices": first.get("keep_slices"),
         "refiner_steps": first.get("refiner_steps"),
+        "gaussian_start": first.get("gaussian_start"),
         "config": first.get("config"),
         **(info or {}),
         "cases": cases,
@@ -403,6 +472,13 @@ def add_arguments(parser) -> None:
         help="keep only the middle N slices of each volume (default: the config's sample.keep_slices; "
         "all when unset), for a model trained on longer volumes than are wanted",
     )
+    parser.add_argument(
+        "--gaussian-start",
+        type=float,
+        help="rectified flow, Euler: start at this noise level s in (0, 1] from the closed-form flow of the "
+        "Gaussian the checkpoint carries (python -m ctdiff fit-start), skipping the grid's steps above s "
+        "(default: the config's sample.gaussian_start; 1: pure noise)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument(
         "--no-ema",
@@ -454,9 +530,13 @@ def run(args) -> int:
     out = Path(args.out)
     refiner = getattr(bundle.space, "refiner", None) if not args.no_noise else None
     r_steps = check_refine_steps(refiner, args.refine_steps) or 0
+    margin = check_z_margin(bundle, bundle.config.sample.z_margin if args.z_margin is None else args.z_margin)
+    start = bundle.config.sample.gaussian_start if args.gaussian_start is None else args.gaussian_start
+    level = check_gaussian_start(bundle, sampler, steps, start, margin)
+    per_batch = evaluations(bundle, sampler, steps, level) + r_steps
     bar = None
     if not args.no_progress:
-        bar = tqdm(total=math.ceil(n / batch_size) * (steps + r_steps), desc=f"sample {sampler}", unit="eval")
+        bar = tqdm(total=math.ceil(n / batch_size) * per_batch, desc=f"sample {sampler}", unit="eval")
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
@@ -475,6 +555,7 @@ def run(args) -> int:
             keep_slices=args.keep_slices,
             refine_steps=args.refine_steps,
             decode_z_pad=args.decode_z_pad,
+            gaussian_start=start,
         )
     finally:
         if bar is not None:

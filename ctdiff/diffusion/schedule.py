@@ -132,10 +132,17 @@ def sample_with(
     steps: int,
     generator=None,
     callback: Callback | None = None,
+    start_level: float | None = None,
 ) -> torch.Tensor:
-    """Run the registered sampler ``name`` from noise ``x`` (``generator``: one, or one per batch item)."""
+    """Run the registered sampler ``name`` from noise ``x`` (``generator``: one, or one per batch item);
+    with ``start_level`` s < 1, ``x`` is already at level s (a Gaussian start; Euler only)."""
+    extra = {}
+    if start_level is not None and start_level < 1.0:
+        if not SAMPLERS[name].gaussian_start:
+            raise ValueError(f"sampler {name!r} cannot start from a Gaussian start; use euler (rectified flow)")
+        extra["start_level"] = start_level
     with torch.no_grad():
-        return SAMPLERS[name].loop(model, x, diffusion.scheduler(name), steps, generator, callback)
+        return SAMPLERS[name].loop(model, x, diffusion.scheduler(name), steps, generator, callback, **extra)
 
 
 def run_sampler(
@@ -147,11 +154,14 @@ def run_sampler(
     seeds: Sequence[int],
     device: torch.device | str = "cpu",
     callback: Callback | None = None,
+    gaussian_start: tuple[dict, float] | None = None,
 ) -> torch.Tensor:
     """Sample ``len(seeds)`` tensors of (C, D, H, W) ``shape``; item i depends only on ``seeds[i]``.
 
     Each item gets its own CPU generator (initial noise and, for ancestral DDPM, step noise), so a case is
-    reproducible from its seed whatever the batch size.
+    reproducible from its seed whatever the batch size. ``gaussian_start`` (record, s): the seeds' noise
+    is taken by the record's Gaussian flow to the Euler grid's first level at or below s, and the
+    network's flow runs from there (:mod:`ctdiff.diffusion.gaussian_start`).
     """
     problem = sampler_error(name, diffusion.kind)
     if problem:
@@ -160,7 +170,24 @@ def run_sampler(
         raise ValueError(f"steps must be >= 1, got {steps}")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     # the model's layout (channels-last 3D or not) carries through the sampler's elementwise updates
-    x = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(
-        device, memory_format=_memory_format(model)
-    )
-    return sample_with(name, model, x, diffusion, steps, generator=gens, callback=callback)
+    x = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])
+    level = None
+    if gaussian_start is not None and gaussian_start[1] < 1.0:
+        from ctdiff.diffusion import gaussian_start as gs
+
+        record, level = gaussian_start
+        if not SAMPLERS[name].gaussian_start:
+            raise ValueError(f"sampler {name!r} cannot start from a Gaussian start; use euler (rectified flow)")
+        level = start_grid_level(diffusion, name, steps, level)
+        x = gs.start(record, x, level)
+    x = x.to(device, memory_format=_memory_format(model))
+    return sample_with(name, model, x, diffusion, steps, generator=gens, callback=callback, start_level=level)
+
+
+def start_grid_level(diffusion: Diffusion, name: str, steps: int, level: float) -> float:
+    """The level a Gaussian start at ``level`` actually hands over at: the ``steps``-step Euler grid's
+    first timestep at or below ``level`` T, over T."""
+    from ctdiff.samplers import euler_grid
+
+    ts = euler_grid(diffusion.scheduler(name), steps, level)
+    return float(ts[0]) / diffusion.timesteps

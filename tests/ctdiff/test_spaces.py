@@ -474,6 +474,16 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
         "path": ae.name,
         "noise_model": {"sd_hu": 3.0, "fitted_on": ["case_0.nii.gz"]},
     }
+    # a Gaussian start (fit-start) travels with the export, and the shipped samples start from it
+    from ctdiff.diffusion.fit_start import fit_start
+
+    fit_start(run / "checkpoints" / "last.pt", root, tmp_path / "start.pt", components=2, level=0.6)
+    started = export_assets(run, cohort, out=tmp_path / "assets-start", checkpoint=tmp_path / "start.pt", **tiny_export)
+    shipped_start = load_bundle(started / "model.pt", device="cpu")
+    assert shipped_start.gaussian_start["fitted_on"] == sorted(p.name for p in root.glob("*.nii.gz"))
+    assert shipped_start.config.sample.gaussian_start == 0.6
+    # 2 Euler steps (levels 1 and 0.5): the start hands over at 0.5
+    assert json.loads((started / "samples" / "manifest.json").read_text())["gaussian_start"] == 0.5
     # sample_settings: the shipped config's other sample keys, and the samples drawn with them
     kept = export_assets(
         run, cohort, out=tmp_path / "assets-kept", sample_settings={"keep_slices": 4, "z_margin": 0}, **tiny_export
