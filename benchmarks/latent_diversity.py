@@ -191,7 +191,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ctdiff.diffusion.sample import load_bundle
+    from ctdiff.diffusion.sample import check_gaussian_start, load_bundle
     from ctdiff.diffusion.schedule import run_sampler
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -206,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--axes", type=int, default=4, help="principal axes reported (default 4)")
     p.add_argument("--levels", default=",".join(map(str, NOISE_LEVELS)), help="noise levels s for the gain")
     p.add_argument("--images", action="append", default=[], help="NAME=FOLDER of NIfTI scans, repeatable")
+    p.add_argument(
+        "--gaussian-start",
+        type=float,
+        default=None,
+        help="sample from a Gaussian start at this level (default: the model's sample.gaussian_start; 1: none)",
+    )
     p.add_argument("--no-ema", action="store_true", help="the raw weights (a run's checkpoint), not the EMA's")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
@@ -225,13 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     held = encode_folder(bundle, a.held) if a.held else None
     depth, y, x = int(bundle.geometry["depth"]), *bundle.shape[1::-1]
     shape = bundle.space.encoded_shape((depth, y, x))
-    samples = run_sampler(cfg.sampler, bundle.model, shape, bundle.diffusion, steps, range(a.seed, a.seed + a.n))
+    level = check_gaussian_start(
+        bundle, cfg.sampler, steps, cfg.gaussian_start if a.gaussian_start is None else a.gaussian_start
+    )
+    start = None if level is None else (bundle.gaussian_start, level)
+    seeds = range(a.seed, a.seed + a.n)
+    samples = run_sampler(cfg.sampler, bundle.model, shape, bundle.diffusion, steps, seeds, gaussian_start=start)
     result = measure(bundle, train, held, samples, a.axes, levels)
     result.update(
         model=str(a.model),
         weights=bundle.weights,
         sampler=cfg.sampler,
         steps=steps,
+        gaussian_start=level,
         seed=a.seed,
         seconds=time.perf_counter() - started,
     )

@@ -142,3 +142,25 @@ def test_encode_folder_pads_in_model_units_as_training_does(ld, tmp_path):
     z = ld["encode_folder"](bundle, tmp_path)
     assert z.shape == (1, 1, 8, 4, 4)
     assert z[0, 0, 1:7].eq(0.5).all() and z[0, 0, 0].eq(-1.0).all() and z[0, 0, 7].eq(-1.0).all()
+
+
+def test_samples_from_the_models_gaussian_start_or_the_one_asked(ld, tmp_path):
+    """A checkpoint that carries a Gaussian start (fit-start) is sampled from it, as `ctdiff sample` does;
+    --gaussian-start 1 samples from pure noise; a model without one refuses a start in one line."""
+    from ctdiff.data.phantom import write_cohort
+    from ctdiff.diffusion.fit_start import fit_start
+    from ctdiff.errors import InputError
+
+    train = tmp_path / "train"
+    write_cohort(train, n=2, shape=(128, 128, 32), seed=0, noise_hu=20.0, progress=False)
+    start = tmp_path / "start.pt"
+    fit_start(MODEL, train, start, components=1, level=0.5)
+    base = ["--train", str(train), "--n", "2", "--steps", "2", "--levels", "0.5", "--threads", "1"]
+    levels = []
+    for extra in ([], ["--gaussian-start", "1"]):
+        js = tmp_path / f"d{len(extra)}.json"
+        assert ld["main"](["--model", str(start), *base, *extra, "--json", str(js)]) == 0
+        levels.append(json.loads(js.read_text())["gaussian_start"])
+    assert levels == [0.5, None]  # 2 Euler steps: levels 1 and 0.5
+    with pytest.raises(InputError, match="no fitted Gaussian"):
+        ld["main"](["--model", str(MODEL), *base, "--gaussian-start", "0.5"])
