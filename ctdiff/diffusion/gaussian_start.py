@@ -93,7 +93,11 @@ def check_record(record: Any) -> str | None:
         return "Gaussian start record: mean and components do not match its shape"
     if var.shape != (comps.shape[0],):
         return "Gaussian start record: one variance per component needed"
-    values = (mean.float(), comps.float(), var.float(), torch.tensor(float(record.get("residual_variance", 0.0))))
+    try:
+        residual = torch.tensor(float(record.get("residual_variance", 0.0)))
+    except (TypeError, ValueError):
+        return "Gaussian start record: its residual variance is not a number"
+    values = (mean.float(), comps.float(), var.float(), residual)
     if not all(torch.isfinite(t).all() for t in values) or (var < 0).any() or values[3] < 0:
         return "Gaussian start record holds NaN, inf or negative variances"
     return None

@@ -77,6 +77,8 @@ def test_check_record_names_what_is_wrong():
     assert "one variance" in gs.check_record({**rec, "variances": rec["variances"][:2]})
     assert "negative" in gs.check_record({**rec, "variances": -rec["variances"]})
     assert "incomplete" in gs.check_record({k: v for k, v in rec.items() if k != "mean"})
+    assert "not a number" in gs.check_record({**rec, "residual_variance": "x"})
+    assert "NaN" in gs.check_record({**rec, "residual_variance": float("nan")})
 
 
 # ------------------------------------------------------------------------------- the closed-form flow
@@ -309,6 +311,18 @@ def test_fit_start_and_sample_refuse_bad_input_in_one_line(tiny, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "(0, 1]" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_a_checkpoint_with_a_broken_start_record_is_refused_naming_the_file(tiny, tmp_path):
+    data, run = tiny
+    good = tmp_path / "start.pt"
+    fit_start(run / "checkpoints" / "last.pt", data, good, components=2, level=0.6)
+    ckpt = torch.load(good, weights_only=True)
+    broken = tmp_path / "broken.pt"
+    torch.save({**ckpt, "gaussian_start": {**ckpt["gaussian_start"], "shape": [1, 8, 12, 15]}}, broken)
+    with pytest.raises(InputError, match="do not match its shape") as info:
+        load_bundle(broken, device="cpu")
+    assert "broken.pt" in str(info.value)
 
 
 def test_a_grid_too_coarse_for_the_start_level_is_one_line(tiny, tmp_path):
