@@ -63,9 +63,14 @@ def load_model_file(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     raise InputError("not a ctdiff autoencoder or diffusion checkpoint", path)
 
 
-def check_new_model_file(model: Path, out: Path, force: bool) -> None:
-    """``out`` may be written: not the input ``model``, not a folder, new or (``force``) a ctdiff model file."""
+def check_new_model_file(
+    model: Path, out: Path, force: bool, reader=None, what: str = "ctdiff autoencoder or checkpoint"
+) -> None:
+    """``out`` may be written: not the input ``model``, not a folder, new or (``force``) a file ``reader``
+    (default :func:`load_model_file`) reads, i.e. a ``what``."""
     from ctdiff.outputs import resolved
+
+    reader = reader or load_model_file
 
     if resolved(out, "--out") == resolved(model, "--model"):
         raise ConfigError(f"--out {out} is the input --model; write a new file (--force never replaces an input)")
@@ -75,11 +80,9 @@ def check_new_model_file(model: Path, out: Path, force: bool) -> None:
         raise OverwriteError("already exists; pass --force to overwrite", out)
     if out.exists():
         try:
-            load_model_file(out)
+            reader(out)
         except InputError:
-            raise OverwriteError(
-                "exists and is not a ctdiff autoencoder or checkpoint; --force replaces only that", out
-            ) from None
+            raise OverwriteError(f"exists and is not a {what}; --force replaces only that", out) from None
 
 
 def _fit_from_samples(

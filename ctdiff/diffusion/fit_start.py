@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ctdiff.diffusion.gaussian_start import DEFAULT_COMPONENTS
-from ctdiff.errors import ConfigError, InputError, OverwriteError
+from ctdiff.errors import ConfigError, InputError
 
 DEFAULT_LEVEL = (
     0.8  # of 0.8 and 0.6 on the demo model, the nearer the phantoms (docs/benchmarks.md, "A Gaussian start")
@@ -38,20 +38,10 @@ EXAMPLES = """\
 
 def check_new_checkpoint_file(model: Path, out: Path, force: bool) -> None:
     """``out`` may be written: not the input, not a folder, new or (``force``) a ctdiff checkpoint."""
+    from ctdiff.diffusion.fit_noise import check_new_model_file
     from ctdiff.model.checkpoint import load_checkpoint
-    from ctdiff.outputs import resolved
 
-    if resolved(out, "--out") == resolved(model, "--model"):
-        raise ConfigError(f"--out {out} is the input --model; write a new file (--force never replaces an input)")
-    if out.is_dir():
-        raise InputError("is a folder; --out names the new checkpoint file", out)
-    if out.exists() and not force:
-        raise OverwriteError("already exists; pass --force to overwrite", out)
-    if out.exists():
-        try:
-            load_checkpoint(out)
-        except InputError:
-            raise OverwriteError("exists and is not a ctdiff checkpoint; --force replaces only that", out) from None
+    check_new_model_file(model, out, force, reader=load_checkpoint, what="ctdiff checkpoint")
 
 
 def encode_training_data(bundle, data: str | Path, progress: bool = False) -> tuple[list[str], torch.Tensor]:

@@ -278,38 +278,11 @@ def test_fit_start_and_sample_refuse_bad_input_in_one_line(tiny, tmp_path, capsy
     with pytest.raises(InputError):
         fit_start(src, tmp_path / "missing", tmp_path / "new.pt", components=2)
     # sampling a checkpoint that carries no Gaussian from a start: one line naming the checkpoint
-    rc = main(
-        [
-            "sample",
-            "--checkpoint",
-            str(src),
-            "--n",
-            "1",
-            "--gaussian-start",
-            "0.5",
-            "--out",
-            str(tmp_path / "s"),
-            "--no-progress",
-        ]
-    )
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "no fitted Gaussian" in err and "last.pt" in err and len(err.splitlines()) == 1
-    rc = main(
-        [
-            "sample",
-            "--checkpoint",
-            str(src),
-            "--n",
-            "1",
-            "--gaussian-start",
-            "nan",
-            "--out",
-            str(tmp_path / "s"),
-            "--no-progress",
-        ]
-    )
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "(0, 1]" in err and len(err.splitlines()) == 1
+    for level, expected in (("0.5", ["no fitted Gaussian", "last.pt"]), ("nan", ["(0, 1]"])):
+        argv = ["sample", "--checkpoint", str(src), "--n", "1", "--gaussian-start", level]
+        rc = main([*argv, "--out", str(tmp_path / "s"), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and all(e in err for e in expected) and len(err.splitlines()) == 1, err
     assert not (tmp_path / "s").exists()
 
 
