@@ -156,7 +156,7 @@ def test_non_finite_sampler_output_is_an_error_not_a_volume(tmp_path, monkeypatc
     monkeypatch.setattr(
         sample_mod,
         "run_sampler",
-        lambda sampler, model, shape, diffusion, steps, seeds, device, cb: torch.full(
+        lambda sampler, model, shape, diffusion, steps, seeds, device, cb, **start: torch.full(
             (len(seeds), *shape), float("nan")
         ),
     )

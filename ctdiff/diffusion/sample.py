@@ -234,7 +234,15 @@ def sample(
             shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
             start = None if level is None else (bundle.gaussian_start, level)
             out = run_sampler(
-                sampler, bundle.model, shape, bundle.diffusion, steps, seeds, bundle.device, step_cb, start
+                sampler,
+                bundle.model,
+                shape,
+                bundle.diffusion,
+                steps,
+                seeds,
+                bundle.device,
+                step_cb,
+                gaussian_start=start,
             )
             resynthesised = noise and refiner is None and bundle.space.noise_model is not None
             noise_seeds = seeds if resynthesised else None
