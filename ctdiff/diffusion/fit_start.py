@@ -44,13 +44,12 @@ def check_new_checkpoint_file(model: Path, out: Path, force: bool) -> None:
     check_new_model_file(model, out, force, reader=load_checkpoint, what="ctdiff checkpoint")
 
 
-def encode_training_data(bundle, data: str | Path, progress: bool = False) -> tuple[list[str], torch.Tensor]:
-    """(the case files, their latents): ``data``'s volumes encoded as the checkpoint's run cached them."""
+def encode_training_data(bundle, files: list[str], progress: bool = False) -> torch.Tensor:
+    """The latents of the volumes ``files``, encoded as the checkpoint's run cached them."""
     from ctdiff.config import DataConfig
-    from ctdiff.data.dataset import dataset_files, load_cases, pad_slices
+    from ctdiff.data.dataset import load_cases, pad_slices
     from ctdiff.progress import counted
 
-    files = dataset_files(data)
     cfg = bundle.config.data
     cases = load_cases(files, DataConfig(hu_window=cfg.hu_window), expected_shape=bundle.shape)
     depth = int(bundle.geometry["depth"])
@@ -59,7 +58,7 @@ def encode_training_data(bundle, data: str | Path, progress: bool = False) -> tu
         for t in counted(cases.tensors, progress, "fit-start: encode", "scan"):
             # padded in model units, as training pads ("constant" adds -1: air)
             latents.append(bundle.space.encode(pad_slices(t, depth, cfg.pad_mode)[None].to(bundle.device))[0].cpu())
-    return files, torch.stack(latents)
+    return torch.stack(latents)
 
 
 def fit_start(
@@ -75,6 +74,7 @@ def fit_start(
     returns the fit's summary."""
     from ctdiff.atomic import atomic_path
     from ctdiff.config import config_from_dict
+    from ctdiff.data.dataset import dataset_files
     from ctdiff.diffusion import gaussian_start as gs
     from ctdiff.diffusion.sample import load_bundle
     from ctdiff.model.checkpoint import load_checkpoint, resolve_checkpoint
@@ -86,12 +86,13 @@ def fit_start(
     problem = gaussian_start_error(level, bundle.diffusion.kind, bundle.config.sample.sampler)
     if problem:
         raise ConfigError(f"--level: {problem}")
-    files, latents = encode_training_data(bundle, data, progress)
-    if not 1 <= components <= len(files) - 1:
+    files = dataset_files(data)
+    if not 1 <= components <= len(files) - 1:  # before minutes of encoding
         raise ConfigError(
             f"--components must be between 1 and {len(files) - 1} (the {len(files)} scans of {data} less one), "
             f"got {components}"
         )
+    latents = encode_training_data(bundle, files, progress)
     try:
         record = gs.fit(latents, components)
     except ValueError as exc:  # NaN latents: a diverged autoencoder

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 FORMAT = "gaussian-start-1"
-DEFAULT_COMPONENTS = 12  # the demo model's: 3.1 MB at fp16 for its 16 x 8 x 32 x 32 latents
+DEFAULT_COMPONENTS = 12  # 3.1 MB at fp16 for the demo model's 16 x 8 x 32 x 32 latents (docs/benchmarks.md)
 
 
 def fit(latents: torch.Tensor | Sequence[torch.Tensor], components: int | None = DEFAULT_COMPONENTS) -> dict[str, Any]:
