@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train-autoencoder": "ctdiff.model.autoencoder",
     "fit-noise": "ctdiff.diffusion.fit_noise",
     "fit-start": "ctdiff.diffusion.fit_start",
+    "fit-spread": "ctdiff.diffusion.fit_spread",
     "tune-decoder": "ctdiff.diffusion.tune_decoder",
     "train-refiner": "ctdiff.diffusion.train_refiner",
     "sample": "ctdiff.diffusion.sample",

@@ -135,6 +135,7 @@ def _fit_from_samples(
         "sampler": bundle.config.sample.sampler,
         "steps": bundle.config.sample.steps,
         "gaussian_start": bundle.config.sample.gaussian_start,  # the level its samples started from (fit-start)
+        "spread_correction": bundle.config.sample.spread_correction,  # corrected as drawn (fit-spread)
         **sampling,
     }
     return model

@@ -69,6 +69,9 @@ class ModelBundle:
     space: Space = dataclasses.field(default_factory=PixelSpace)
     # a Gaussian fitted to the training data (python -m ctdiff fit-start; ctdiff.diffusion.gaussian_start)
     gaussian_start: dict[str, Any] | None = None
+    # a correction of the samples' spread along the training data's principal axes (python -m ctdiff
+    # fit-spread; ctdiff.diffusion.spread)
+    spread: dict[str, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -104,6 +107,13 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
         problem = check_record(start_record)
         if problem:
             raise InputError(problem, ckpt_path)
+    spread_record = ckpt.get("spread_correction")
+    if spread_record is not None:
+        from ctdiff.diffusion import spread
+
+        problem = spread.check_record(spread_record)
+        if problem:
+            raise InputError(problem, ckpt_path)
     load_weights(model, ckpt[weights], ckpt_path)
     require_finite_weights(model, ckpt_path, weights)
     # channels-last: 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
@@ -120,6 +130,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
         weights,
         space,
         start_record,
+        spread_record,
     )
 
 
@@ -135,6 +146,7 @@ def sample_meta(
     refine_steps: int | None = None,
     decode_z_pad: int = 0,
     gaussian_start: float | None = None,
+    spread_correction: bool = False,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -154,6 +166,7 @@ def sample_meta(
         "keep_slices": None if keep_slices is None else int(keep_slices),
         "refiner_steps": None if refine_steps is None else int(refine_steps),
         "gaussian_start": gaussian_start,
+        "spread_correction": bool(spread_correction),
         "config": bundle.config.summary(),
     }
 
@@ -172,6 +185,7 @@ def sample(
     refine_steps: int | None = None,
     decode_z_pad: int | None = None,
     gaussian_start: float | None = None,
+    spread_correction: bool | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -192,7 +206,10 @@ def sample(
     counts the refiner's network evaluations too.
     ``gaussian_start`` (default: the config's ``sample.gaussian_start``; 1 = none): the level s at which
     Euler sampling starts from the closed-form flow of the Gaussian the checkpoint carries
-    (:func:`check_gaussian_start`); the grid's steps above s are skipped."""
+    (:func:`check_gaussian_start`); the grid's steps above s are skipped.
+    ``spread_correction`` (default: the config's ``sample.spread_correction``): the sampled tensors are
+    given the training data's mean and variance along its principal axes before decoding, by the
+    correction the checkpoint carries (:mod:`ctdiff.diffusion.spread`; :func:`check_spread_correction`)."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -209,6 +226,9 @@ def sample(
         steps,
         bundle.config.sample.gaussian_start if gaussian_start is None else gaussian_start,
         margin,
+    )
+    correct = check_spread_correction(
+        bundle, bundle.config.sample.spread_correction if spread_correction is None else spread_correction, margin
     )
     x, y, z = bundle.shape
     kept = keep if keep is not None else z
@@ -244,6 +264,10 @@ def sample(
                 step_cb,
                 gaussian_start=start,
             )
+            if correct:
+                from ctdiff.diffusion.spread import apply as apply_spread
+
+                out = apply_spread(bundle.spread, out)
             resynthesised = noise and refiner is None and bundle.space.noise_model is not None
             noise_seeds = seeds if resynthesised else None
             # z_pad only when asked: pixel and wavelet spaces decode nothing and take no padding
@@ -266,7 +290,7 @@ def sample(
             for s, t in zip(seeds, out):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
                 meta = sample_meta(
-                    bundle, sampler, steps, s, seconds, resynthesised, margin, keep, r_steps, zpad, level
+                    bundle, sampler, steps, s, seconds, resynthesised, margin, keep, r_steps, zpad, level, correct
                 )
                 volumes.append(Volume(array, affine, meta))
     finally:
@@ -303,6 +327,25 @@ def check_gaussian_start(bundle: ModelBundle, sampler: str, steps: int, level, m
         return start_grid_level(bundle.diffusion, sampler, steps, float(level))
     except ValueError as exc:  # a grid too coarse to reach the level: 1 step from 1.0 with a start at 0.6
         raise ConfigError(f"gaussian_start: {exc}; take more steps") from None
+
+
+def check_spread_correction(bundle: ModelBundle, on, margin: int = 0) -> bool:
+    """Whether sampling applies the checkpoint's spread correction; InputError naming the checkpoint when
+    ``on`` and it carries none, ConfigError (one line) with ``z_margin``."""
+    if not on:
+        return False
+    if bundle.spread is None:
+        raise InputError(
+            "carries no spread correction; add one with 'python -m ctdiff fit-spread' or sample with "
+            "--no-spread-correction",
+            bundle.checkpoint,
+        )
+    if margin:
+        raise ConfigError(
+            "a spread correction is fitted to the training geometry and cannot correct z_margin extra slices; "
+            "set z_margin 0 (decode_z_pad pads for decoding only and is fine)"
+        )
+    return True
 
 
 def evaluations(bundle: ModelBundle, sampler: str, steps: int, level: float | None = None) -> int:
@@ -427,6 +470,7 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
         "keep_slices": first.get("keep_slices"),
         "refiner_steps": first.get("refiner_steps"),
         "gaussian_start": first.get("gaussian_start"),
+        "spread_correction": first.get("spread_correction", False),
         "config": first.get("config"),
         **(info or {}),
         "cases": cases,
@@ -487,6 +531,12 @@ def add_arguments(parser) -> None:
         "Gaussian the checkpoint carries (python -m ctdiff fit-start), skipping the grid's steps above s "
         "(default: the config's sample.gaussian_start; 1: pure noise)",
     )
+    parser.add_argument(
+        "--no-spread-correction",
+        action="store_true",
+        help="leave out the spread correction the checkpoint carries (python -m ctdiff fit-spread; on when "
+        "the config's sample.spread_correction is)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument(
         "--no-ema",
@@ -541,6 +591,8 @@ def run(args) -> int:
     margin = check_z_margin(bundle, bundle.config.sample.z_margin if args.z_margin is None else args.z_margin)
     start = bundle.config.sample.gaussian_start if args.gaussian_start is None else args.gaussian_start
     level = check_gaussian_start(bundle, sampler, steps, start, margin)
+    spread = bundle.config.sample.spread_correction and not args.no_spread_correction
+    check_spread_correction(bundle, spread, margin)
     per_batch = evaluations(bundle, sampler, steps, level) + r_steps
     bar = None
     if not args.no_progress:
@@ -564,6 +616,7 @@ def run(args) -> int:
             refine_steps=args.refine_steps,
             decode_z_pad=args.decode_z_pad,
             gaussian_start=start,
+            spread_correction=spread,
         )
     finally:
         if bar is not None:

@@ -484,6 +484,17 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
     assert shipped_start.config.sample.gaussian_start == 0.6
     # 2 Euler steps (levels 1 and 0.5): the start hands over at 0.5
     assert json.loads((started / "samples" / "manifest.json").read_text())["gaussian_start"] == 0.5
+    # a spread correction (fit-spread) travels with the export too, and the shipped samples are corrected
+    from ctdiff.diffusion.fit_spread import fit_spread
+
+    fit_spread(run / "checkpoints" / "last.pt", root, tmp_path / "spread.pt", components=2, samples=3)
+    spread = export_assets(
+        run, cohort, out=tmp_path / "assets-spread", checkpoint=tmp_path / "spread.pt", **tiny_export
+    )
+    shipped_spread = load_bundle(spread / "model.pt", device="cpu")
+    assert shipped_spread.spread["fitted_on"] == sorted(p.name for p in root.glob("*.nii.gz"))
+    assert shipped_spread.config.sample.spread_correction is True
+    assert json.loads((spread / "samples" / "manifest.json").read_text())["spread_correction"] is True
     # sample_settings: the shipped config's other sample keys, and the samples drawn with them
     kept = export_assets(
         run, cohort, out=tmp_path / "assets-kept", sample_settings={"keep_slices": 4, "z_margin": 0}, **tiny_export
