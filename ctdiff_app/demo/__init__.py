@@ -467,6 +467,8 @@ def export_assets(
         **({"space": ckpt["space"]} if ckpt.get("space") is not None else {}),  # wavelet/latent models
         # a Gaussian start (fit-start), which the config's sample.gaussian_start then samples from
         **({"gaussian_start": ckpt["gaussian_start"]} if ckpt.get("gaussian_start") is not None else {}),
+        # a spread correction (fit-spread), which the config's sample.spread_correction then applies
+        **({"spread_correction": ckpt["spread_correction"]} if ckpt.get("spread_correction") is not None else {}),
     }
     # a sampling-only checkpoint: EMA weights in fp16, no optimizer or training state
     slim["model"] = slim["ema"]
