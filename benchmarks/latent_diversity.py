@@ -212,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="sample from a Gaussian start at this level (default: the model's sample.gaussian_start; 1: none)",
     )
+    p.add_argument(
+        "--no-spread-correction",
+        action="store_true",
+        help="leave out the spread correction the model carries (fit-spread; applied when its config's "
+        "sample.spread_correction is on, as ctdiff sample does)",
+    )
     p.add_argument("--no-ema", action="store_true", help="the raw weights (a run's checkpoint), not the EMA's")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
@@ -237,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     start = None if level is None else (bundle.gaussian_start, level)
     seeds = range(a.seed, a.seed + a.n)
     samples = run_sampler(cfg.sampler, bundle.model, shape, bundle.diffusion, steps, seeds, gaussian_start=start)
+    corrected = bool(cfg.spread_correction and not a.no_spread_correction)
+    if corrected:
+        from ctdiff.diffusion.spread import apply
+
+        samples = apply(bundle.spread, samples)
     result = measure(bundle, train, held, samples, a.axes, levels)
     result.update(
         model=str(a.model),
@@ -244,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler=cfg.sampler,
         steps=steps,
         gaussian_start=level,
+        spread_correction=corrected,
         seed=a.seed,
         seconds=time.perf_counter() - started,
     )

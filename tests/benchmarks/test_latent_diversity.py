@@ -164,3 +164,24 @@ def test_samples_from_the_models_gaussian_start_or_the_one_asked(ld, tmp_path):
     assert levels == [0.5, None]  # 2 Euler steps: levels 1 and 0.5
     with pytest.raises(InputError, match="no fitted Gaussian"):
         ld["main"](["--model", str(MODEL), *base, "--gaussian-start", "0.5"])
+
+
+def test_samples_with_the_models_spread_correction_unless_told_not_to(ld, tmp_path):
+    """A checkpoint that carries a spread correction (fit-spread) has its samples corrected, as `ctdiff
+    sample` does, and --no-spread-correction measures them as drawn."""
+    from ctdiff.data.phantom import write_cohort
+    from ctdiff.diffusion.fit_spread import fit_spread
+
+    train = tmp_path / "train"
+    write_cohort(train, n=3, shape=(128, 128, 32), seed=0, noise_hu=20.0, progress=False)
+    corrected = tmp_path / "spread.pt"
+    fit_spread(MODEL, train, corrected, components=2, samples=3)
+    base = ["--train", str(train), "--n", "3", "--steps", "2", "--levels", "0.5", "--threads", "1"]
+    runs = []
+    for extra in ([], ["--no-spread-correction"]):
+        js = tmp_path / f"s{len(extra)}.json"
+        assert ld["main"](["--model", str(corrected), *base, *extra, "--json", str(js)]) == 0
+        runs.append(json.loads(js.read_text()))
+    assert [r["spread_correction"] for r in runs] == [True, False]
+    with_it, without = (r["cohorts"]["samples"]["total_variance"] for r in runs)
+    assert with_it != pytest.approx(without, rel=1e-3)
