@@ -87,13 +87,16 @@ def fit_spread(
 ) -> dict[str, Any]:
     """Write ``out``: ``model`` carrying a spread correction fitted on ``samples`` of its own samples and
     ``data``'s volumes, with ``sample.spread_correction`` on; returns the fit's summary."""
-    from ctdiff.atomic import atomic_path
-    from ctdiff.config import config_from_dict
     from ctdiff.data.dataset import dataset_files
     from ctdiff.diffusion import spread
-    from ctdiff.diffusion.fit_start import check_new_checkpoint_file, encode_training_data
+    from ctdiff.diffusion.fit_start import (
+        check_components,
+        check_new_checkpoint_file,
+        encode_training_data,
+        write_with_record,
+    )
     from ctdiff.diffusion.sample import load_bundle
-    from ctdiff.model.checkpoint import load_checkpoint, resolve_checkpoint
+    from ctdiff.model.checkpoint import resolve_checkpoint
 
     model, out = resolve_checkpoint(model), Path(out)
     check_new_checkpoint_file(model, out, force)
@@ -101,11 +104,7 @@ def fit_spread(
         raise ConfigError(f"--samples must be at least 2 (a variance needs two), got {samples}")
     bundle = load_bundle(model, device="cpu")
     files = dataset_files(data)
-    if not 1 <= components <= len(files) - 1:  # before minutes of sampling and encoding
-        raise ConfigError(
-            f"--components must be between 1 and {len(files) - 1} (the {len(files)} scans of {data} less one), "
-            f"got {components}"
-        )
+    check_components(components, files, data)  # before minutes of sampling and encoding
     drawn = draw(bundle, samples, seed, progress)
     latents = encode_training_data(bundle, files, progress)
     try:
@@ -121,11 +120,7 @@ def fit_spread(
         "gaussian_start": cfg.gaussian_start,
     }
     record["fitted_on"] = [Path(f).name for f in files]
-    ckpt = load_checkpoint(model)
-    config = {**ckpt["config"], "sample": {**(ckpt["config"].get("sample") or {}), "spread_correction": True}}
-    config_from_dict(config)  # a bad combination: ConfigError before writing
-    with atomic_path(out, force=True) as tmp:
-        torch.save({**ckpt, "config": config, "spread_correction": record}, tmp)
+    write_with_record(model, out, "spread_correction", record, {"spread_correction": True})
     return spread.summary(record)
 
 

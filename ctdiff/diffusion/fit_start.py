@@ -61,6 +61,29 @@ def encode_training_data(bundle, files: list[str], progress: bool = False) -> to
     return torch.stack(latents)
 
 
+def check_components(components: int, files: list[str], data) -> None:
+    """ConfigError unless 1 <= ``components`` <= the scans less one (checked before minutes of encoding)."""
+    if not 1 <= components <= len(files) - 1:
+        raise ConfigError(
+            f"--components must be between 1 and {len(files) - 1} (the {len(files)} scans of {data} less one), "
+            f"got {components}"
+        )
+
+
+def write_with_record(model: Path, out: Path, key: str, record: dict[str, Any], sample: dict[str, Any]) -> None:
+    """``out``: the checkpoint ``model`` with ``record`` under ``key`` and ``sample`` merged into its config's
+    sample section (validated first: a bad combination is a ConfigError before anything is written)."""
+    from ctdiff.atomic import atomic_path
+    from ctdiff.config import config_from_dict
+    from ctdiff.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(model)
+    config = {**ckpt["config"], "sample": {**(ckpt["config"].get("sample") or {}), **sample}}
+    config_from_dict(config)
+    with atomic_path(out, force=True) as tmp:
+        torch.save({**ckpt, "config": config, key: record}, tmp)
+
+
 def fit_start(
     model: str | Path,
     data: str | Path,
@@ -72,12 +95,10 @@ def fit_start(
 ) -> dict[str, Any]:
     """Write ``out``: ``model`` carrying a Gaussian fitted to ``data`` and ``sample.gaussian_start = level``;
     returns the fit's summary."""
-    from ctdiff.atomic import atomic_path
-    from ctdiff.config import config_from_dict
     from ctdiff.data.dataset import dataset_files
     from ctdiff.diffusion import gaussian_start as gs
     from ctdiff.diffusion.sample import load_bundle
-    from ctdiff.model.checkpoint import load_checkpoint, resolve_checkpoint
+    from ctdiff.model.checkpoint import resolve_checkpoint
     from ctdiff.samplers import gaussian_start_error
 
     model, out = resolve_checkpoint(model), Path(out)
@@ -87,22 +108,14 @@ def fit_start(
     if problem:
         raise ConfigError(f"--level: {problem}")
     files = dataset_files(data)
-    if not 1 <= components <= len(files) - 1:  # before minutes of encoding
-        raise ConfigError(
-            f"--components must be between 1 and {len(files) - 1} (the {len(files)} scans of {data} less one), "
-            f"got {components}"
-        )
+    check_components(components, files, data)
     latents = encode_training_data(bundle, files, progress)
     try:
         record = gs.fit(latents, components)
     except ValueError as exc:  # NaN latents: a diverged autoencoder
         raise InputError(str(exc), model) from None
     record["fitted_on"] = [Path(f).name for f in files]
-    ckpt = load_checkpoint(model)
-    config = {**ckpt["config"], "sample": {**(ckpt["config"].get("sample") or {}), "gaussian_start": float(level)}}
-    config_from_dict(config)  # a bad combination: ConfigError before writing
-    with atomic_path(out, force=True) as tmp:
-        torch.save({**ckpt, "config": config, "gaussian_start": record}, tmp)
+    write_with_record(model, out, "gaussian_start", record, {"gaussian_start": float(level)})
     return {**gs.summary(record), "level": float(level)}
 
 
