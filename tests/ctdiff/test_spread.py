@@ -203,3 +203,22 @@ def test_fit_spread_and_sample_refuse_bad_input_in_one_line(latent_run, tmp_path
     with pytest.raises(InputError, match="gains outside") as info:
         load_bundle(broken, device="cpu")
     assert "broken.pt" in str(info.value)
+
+
+def test_the_apps_generate_form_applies_a_checkpoints_spread_correction(latent_run, tmp_path):  # noqa: F811
+    from pages.components.sampling import generate
+
+    run, data, _ = latent_run
+    out = tmp_path / "spread.pt"
+    fit_spread(run / "checkpoints" / "last.pt", data, out, components=2, samples=3)
+    seen = []
+    folder = generate(
+        run, out, n=1, sampler="euler", steps=2, seed=4, overwrite=False, device="cpu",
+        progress=lambda d, t: seen.append((d, t)),
+    )  # fmt: skip
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["spread_correction"] is True and seen[-1] == (2, 2)  # no network evaluation added
+    corrected = sample(load_bundle(out, device="cpu"), 1, "euler", 2, seed=4)[0]
+    from ctdiff.data.io import read_volume
+
+    np.testing.assert_allclose(read_volume(folder / "case_000.nii.gz").array, corrected.array, atol=0.5)
