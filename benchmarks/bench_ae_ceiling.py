@@ -8,7 +8,10 @@ which carries its autoencoder) encodes and decodes every held-out scan (posterio
 ``ctdiff sample`` decodes), the reconstructions are written as HU NIfTI with the scans' affines, and
 ``python -m eval report`` compares them with the held-out scans themselves, with the same floor as
 benchmark (a) (held-out vs the training cohort). A metric that is "far" here is far for every
-sample the autoencoder can decode.
+sample the autoencoder can decode. ``--tile 4 16 16`` codes in windows of the autoencoder's training
+patch instead (MONAI's sliding window, Gaussian blending): a decoder trained on patches and never
+tuned on whole volumes shifts its levels when it decodes a whole volume (GroupNorm statistics), and
+the windows judge what it learned without that shift.
 
     python benchmarks/bench_ae_ceiling.py --held-out data/ph128-held --train-data data/ph128-train \\
         --autoencoder demo=ctdiff_app/demo/assets/model.pt --autoencoder lc8=runs/ae-lc8/autoencoder.pt \\
@@ -100,6 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path, default=None, help="eval's feature cache (default: eval's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
+        "--tile",
+        type=int,
+        nargs=3,
+        default=[16, 32, 32],
+        metavar=("Z", "Y", "X"),
+        help="decode (and encode) in sliding windows of this many latent voxels (default 16 32 32, as "
+        "`ctdiff sample` decodes: a 128x128x32 scan in one piece); the autoencoder's training patch in "
+        "latent voxels (e.g. 4 16 16) judges a coder whose decoder was never tuned on whole volumes",
+    )
+    p.add_argument(
         "--no-noise",
         action="store_true",
         help="leave out the noise re-synthesis of autoencoders that have a noise model",
@@ -131,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         state = json.loads(state_file.read_text()) if state_file.is_file() else {}
         noise_model = None if args.no_noise else record.get("noise_model")
         noise = None if noise_model is None else {k: noise_model.get(k) for k in ("sd_hu", "rois", "z_correlation")}
-        if state.get("sha256") != record.get("sha256") or state.get("noise_resynthesis") != noise:
-            # another autoencoder (or noise model) under this name: start over
-            state = {"sha256": record.get("sha256"), "noise_resynthesis": noise}
+        same = state.get("sha256") == record.get("sha256") and state.get("noise_resynthesis") == noise
+        if not same or state.get("tile", [16, 32, 32]) != args.tile:
+            # another autoencoder, noise model or window under this name: start over
+            state = {"sha256": record.get("sha256"), "noise_resynthesis": noise, "tile": args.tile}
         if "reconstructed" not in state:
             t0 = time.perf_counter()
-            state["reconstructed"] = reconstruct(record, scans, work / "reconstructions", noise=not args.no_noise)
+            state["reconstructed"] = reconstruct(
+                record, scans, work / "reconstructions", tile=tuple(args.tile), noise=not args.no_noise
+            )
             state["reconstruct_s"] = round(time.perf_counter() - t0, 1)
         if state.get("report_metrics") != metrics:
             cache = f" --cache-dir {args.cache_dir}" if args.cache_dir else ""

@@ -15,7 +15,14 @@ import torch
 from ctdiff.data.io import read_volume, write_nifti
 from ctdiff.data.phantom import make_phantom
 from ctdiff.data.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
-from ctdiff.model.autoencoder import AutoencoderTrainer, autoencoder_config, decode, encode_mean, sha256_file
+from ctdiff.model.autoencoder import (
+    AutoencoderTrainer,
+    autoencoder_config,
+    decode,
+    encode_mean,
+    reconstruct,
+    sha256_file,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_AE = {"channels": [8, 8], "latent_channels": 2, "norm_groups": 4, "patch": [8, 16, 16], "disc_layers": 1}
@@ -59,6 +66,22 @@ def test_reconstructions_are_decode_of_encode_on_each_scans_grid(bench, setup, t
         assert np.abs(want - vol.array).mean() > 1.0  # an untrained coder: not the scan itself
 
 
+def test_tile_codes_in_sliding_windows_of_that_many_latent_voxels(bench, setup, tmp_path):
+    root, ae = setup
+    record, _ = bench["load_record"](root / "autoencoder.pt")
+    scan = sorted((root / "held").iterdir())[0]
+    bench["reconstruct"](record, [scan], tmp_path / "whole")
+    bench["reconstruct"](record, [scan], tmp_path / "tiled", tile=(2, 4, 4))
+    vol = read_volume(scan)
+    x = hu_to_model(array_to_tensor(vol.array), (-1024.0, 1500.0))[None]
+    with torch.no_grad():  # latents of (4, 8, 8): windows of (2, 4, 4), i.e. (4, 8, 8) voxels when encoding
+        want = tensor_to_array(model_to_hu(reconstruct(ae, x, 2, (2, 4, 4))[0].clamp(-1, 1), (-1024.0, 1500.0)))
+    tiled = np.asarray(nib.load(tmp_path / "tiled" / scan.name).dataobj, dtype=np.float32)
+    whole = np.asarray(nib.load(tmp_path / "whole" / scan.name).dataobj, dtype=np.float32)
+    np.testing.assert_allclose(tiled, want, atol=0.51)
+    assert np.abs(tiled - whole).max() > 5.0  # the windows change the reconstruction
+
+
 def test_a_checkpoint_without_an_autoencoder_is_refused(bench):
     with pytest.raises(SystemExit, match="neither an autoencoder file nor a latent checkpoint"):
         bench["load_record"](REPO / "tests" / "data" / "pixel-demo-64-before-spaces.pt")
@@ -94,7 +117,10 @@ def test_the_report_is_made_once_and_again_with_radiomics(bench, setup, tmp_path
         assert len(calls) == 1
         assert main([*argv, str(tmp_path / "c.json"), "--radiomics"]) == 0
         again = json.loads((tmp_path / "c.json").read_text())["autoencoders"]["tiny"]
-        assert len(calls) == 2 and again["median_gap"] == 3.0
+        assert len(calls) == 2 and again["median_gap"] == 3.0 and again["tile"] == [16, 32, 32]
+        assert main([*argv, str(tmp_path / "e.json"), "--radiomics", "--tile", "2", "4", "4"]) == 0
+        tiled = json.loads((tmp_path / "e.json").read_text())["autoencoders"]["tiny"]
+        assert len(calls) == 3 and tiled["tile"] == [2, 4, 4]  # another window: reconstructed and reported again
         with pytest.raises(SystemExit):
             main([*argv, str(tmp_path / "d.json"), "--autoencoder", "no-equals-sign"])
     finally:
