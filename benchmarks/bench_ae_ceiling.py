@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if min(args.tile) < 1:
+        p.error(f"--tile {' '.join(map(str, args.tile))}: every window size must be at least 1 latent voxel")
     torch.set_num_threads(args.threads)
     from ctdiff.data.io import is_nifti
 

@@ -123,5 +123,9 @@ def test_the_report_is_made_once_and_again_with_radiomics(bench, setup, tmp_path
         assert len(calls) == 3 and tiled["tile"] == [2, 4, 4]  # another window: reconstructed and reported again
         with pytest.raises(SystemExit):
             main([*argv, str(tmp_path / "d.json"), "--autoencoder", "no-equals-sign"])
+        before = len(calls)
+        with pytest.raises(SystemExit):
+            main([*argv, str(tmp_path / "f.json"), "--tile", "0", "4", "4"])
+        assert len(calls) == before and not (tmp_path / "f.json").exists()  # refused before any work
     finally:
         main.__globals__["_run"] = bench["_run"]
