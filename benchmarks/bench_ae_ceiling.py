@@ -13,6 +13,11 @@ patch instead (MONAI's sliding window, Gaussian blending): a decoder trained on 
 tuned on whole volumes shifts its levels when it decodes a whole volume (GroupNorm statistics), and
 the windows judge what it learned without that shift.
 
+Each coder's reconstructions are also judged as images, without noise (``judged`` in the JSON:
+``autoencoder.evaluate``'s PSNR, SSIM, mean absolute error and the noise kept, decoded whole and in
+windows of ``--tile``, and the whole decode's mean HU error in air, fat and soft tissue), so one run
+says both how accurate a coder is and where that leaves it in the report.
+
     python benchmarks/bench_ae_ceiling.py --held-out data/ph128-held --train-data data/ph128-train \\
         --autoencoder demo=ctdiff_app/demo/assets/model.pt --autoencoder lc8=runs/ae-lc8/autoencoder.pt \\
         --work runs/ae-ceiling --radiomics --json benchmarks/results/ae-ceiling.json
@@ -87,6 +92,33 @@ def reconstruct(record: dict, scans: list[Path], out: Path, tile=(16, 32, 32), n
     return names
 
 
+JUDGED = ("psnr_db", "ssim", "l1_hu", "noise_sd_hu", "noise_sd_recon_hu", "noise_sd_ratio", "nps_distance")
+
+
+@torch.no_grad()
+def judge(record: dict, scans: list[Path], tile=(16, 32, 32)) -> dict:
+    """The reconstructions of ``scans`` against the scans, without noise (``autoencoder.evaluate``):
+    ``whole`` decoded in one piece, as sampling decodes a volume of up to ``16 x 32 x 32`` latent voxels,
+    with the mean HU error in air, fat and soft tissue (``tune_decoder.tissue_bias``); ``windows`` coded
+    in sliding windows of ``tile`` latent voxels, as the reconstructions above are."""
+    from ctdiff.data.io import read_volume
+    from ctdiff.data.tensors import array_to_tensor, hu_to_model
+    from ctdiff.diffusion.tune_decoder import tissue_bias
+    from ctdiff.model.autoencoder import build_autoencoder, evaluate
+
+    ae, cfg = build_autoencoder(record["config"])
+    ae.load_state_dict({k: v.float() for k, v in record["state"].items()})  # a checkpoint may carry fp16
+    ae.eval()
+    volumes = [hu_to_model(array_to_tensor(read_volume(p).array), cfg.hu_window) for p in scans]
+    out = {}
+    for name, t in (("whole", None), ("windows", tuple(tile))):
+        started = time.perf_counter()
+        result = evaluate(ae, cfg, volumes, tile=t)
+        out[name] = {**{k: result[k] for k in JUDGED}, "seconds": round(time.perf_counter() - started, 1)}
+    out["whole"].update(tissue_bias(ae, cfg, volumes))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--held-out", type=Path, required=True, help="real scans to reconstruct and compare with")
@@ -156,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 record, scans, work / "reconstructions", tile=tuple(args.tile), noise=not args.no_noise
             )
             state["reconstruct_s"] = round(time.perf_counter() - t0, 1)
+        if "judged" not in state:
+            state["judged"] = judge(record, scans, tile=tuple(args.tile))
         if state.get("report_metrics") != metrics:
             cache = f" --cache-dir {args.cache_dir}" if args.cache_dir else ""
             cmd = (

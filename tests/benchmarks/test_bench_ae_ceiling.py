@@ -20,12 +20,17 @@ from ctdiff.model.autoencoder import (
     autoencoder_config,
     decode,
     encode_mean,
+    evaluate,
     reconstruct,
     sha256_file,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_AE = {"channels": [8, 8], "latent_channels": 2, "norm_groups": 4, "patch": [8, 16, 16], "disc_layers": 1}
+
+
+def ae_config():
+    return autoencoder_config(TINY_AE)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +118,11 @@ def test_the_report_is_made_once_and_again_with_radiomics(bench, setup, tmp_path
         assert len(calls) == 1 and first["median_gap"] == 2.0 and first["latent_channels"] == 2
         assert first["not_measured"] == ["nps_distance"]
         assert first["reconstructed"] == ["case_0.nii.gz", "case_1.nii.gz"]
+        assert first["judged"]["whole"]["psnr_db"] == pytest.approx(
+            bench["judge"](bench["load_record"](root / "autoencoder.pt")[0], sorted((root / "held").iterdir()))[
+                "whole"
+            ]["psnr_db"]
+        )
         assert main([*argv, str(tmp_path / "b.json")]) == 0  # complete: nothing runs again
         assert len(calls) == 1
         assert main([*argv, str(tmp_path / "c.json"), "--radiomics"]) == 0
@@ -129,3 +139,20 @@ def test_the_report_is_made_once_and_again_with_radiomics(bench, setup, tmp_path
         assert len(calls) == before and not (tmp_path / "f.json").exists()  # refused before any work
     finally:
         main.__globals__["_run"] = bench["_run"]
+
+
+def test_the_reconstructions_are_judged_whole_and_in_windows(bench, setup):
+    root, ae = setup
+    record, _ = bench["load_record"](root / "autoencoder.pt")
+    scans = sorted((root / "held").iterdir())
+    judged = bench["judge"](record, scans, tile=(2, 4, 4))
+    volumes = [hu_to_model(array_to_tensor(read_volume(p).array), (-1024.0, 1500.0)) for p in scans]
+    with torch.no_grad():
+        whole = evaluate(ae, ae_config(), volumes, tile=None)
+        windows = evaluate(ae, ae_config(), volumes, tile=(2, 4, 4))
+    for key in ("psnr_db", "ssim", "l1_hu", "noise_sd_recon_hu"):
+        assert judged["whole"][key] == pytest.approx(whole[key], rel=1e-5)
+        assert judged["windows"][key] == pytest.approx(windows[key], rel=1e-5)
+    assert abs(judged["whole"]["l1_hu"] - judged["windows"]["l1_hu"]) > 0.1  # the windows change it
+    assert set(judged["whole"]) >= {"air_bias_hu", "fat_bias_hu", "soft_tissue_bias_hu"}
+    assert "air_bias_hu" not in judged["windows"]
