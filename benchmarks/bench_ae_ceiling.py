@@ -99,23 +99,22 @@ JUDGED = ("psnr_db", "ssim", "l1_hu", "noise_sd_hu", "noise_sd_recon_hu", "noise
 def judge(record: dict, scans: list[Path], tile=(16, 32, 32)) -> dict:
     """The reconstructions of ``scans`` against the scans, without noise (``autoencoder.evaluate``):
     ``whole`` decoded in one piece, as sampling decodes a volume of up to ``16 x 32 x 32`` latent voxels,
-    with the mean HU error in air, fat and soft tissue (``tune_decoder.tissue_bias``); ``windows`` coded
+    with the mean HU error in air, fat and soft tissue (what ``tune-decoder --eval`` reports); ``windows`` coded
     in sliding windows of ``tile`` latent voxels, as the reconstructions above are."""
     from ctdiff.data.io import read_volume
     from ctdiff.data.tensors import array_to_tensor, hu_to_model
-    from ctdiff.diffusion.tune_decoder import tissue_bias
+    from ctdiff.diffusion.tune_decoder import _judge  # what `tune-decoder --eval` reports, whole
     from ctdiff.model.autoencoder import build_autoencoder, evaluate
 
     ae, cfg = build_autoencoder(record["config"])
     ae.load_state_dict({k: v.float() for k, v in record["state"].items()})  # a checkpoint may carry fp16
     ae.eval()
     volumes = [hu_to_model(array_to_tensor(read_volume(p).array), cfg.hu_window) for p in scans]
-    out = {}
-    for name, t in (("whole", None), ("windows", tuple(tile))):
-        started = time.perf_counter()
-        result = evaluate(ae, cfg, volumes, tile=t)
-        out[name] = {**{k: result[k] for k in JUDGED}, "seconds": round(time.perf_counter() - started, 1)}
-    out["whole"].update(tissue_bias(ae, cfg, volumes))
+    started = time.perf_counter()
+    out = {"whole": {**_judge(ae, cfg, volumes), "seconds": round(time.perf_counter() - started, 1)}}
+    started = time.perf_counter()
+    result = evaluate(ae, cfg, volumes, tile=tuple(tile))
+    out["windows"] = {**{k: result[k] for k in JUDGED}, "seconds": round(time.perf_counter() - started, 1)}
     return out
 
 
