@@ -112,9 +112,13 @@ def memorisation_spread(train: list, held: list, cohorts: dict[str, list]) -> di
 
 def _read(folder: str, what: str) -> list:
     """The HU arrays of a folder's readable scans (eval's reader); the skipped ones are listed."""
+    from ctdiff.errors import InputError
     from eval.report.cases import read_cohort
 
-    cases, bad = read_cohort(Path(folder), what)
+    try:
+        cases, bad = read_cohort(Path(folder), what)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
     for b in bad:
         print(f"{b['file']}: skipped: {b['reason']}", file=sys.stderr)
     if not cases:
@@ -131,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--held", help="held-out scans (they set the memorisation threshold)")
     p.add_argument("--cohort", action="append", default=[], metavar="NAME=DIR", help="a cohort to measure")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--json", type=Path, help="write the results here (a new file unless --force)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json")
     a = p.parse_args(argv)
     if a.report is None and not (a.train and a.held):
         p.error("give --report, or --train and --held (with --cohort NAME=DIR)")
     if a.subset < 2:
         p.error("--subset must be at least 2")
+    if a.json is not None and a.json.exists() and not a.force:
+        p.error(f"{a.json}: already exists; pass --force to overwrite")
     out: dict = {}
     if a.report is not None:
         if not a.report.is_file():
@@ -158,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             name, sep, folder = spec.partition("=")
             if not sep or not name or not folder:
                 p.error(f"--cohort {spec!r}: expected NAME=DIR")
+            if name in ("held", "threshold") or name in cohorts:
+                p.error(f"--cohort {spec!r}: the name {name!r} is taken; choose another")
             cohorts[name] = _read(folder, name)
         out["memorisation"] = memorisation_spread(_read(a.train, "train"), _read(a.held, "held"), cohorts)
         m = out["memorisation"]

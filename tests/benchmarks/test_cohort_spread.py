@@ -96,3 +96,15 @@ def test_main_writes_json_and_lists_a_bad_file(cs, tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["spread.json"]  # written atomically, no temporary left
     with pytest.raises(SystemExit):
         cs["main"](["--subset", "3"])  # neither a report nor train and held
+    before = out.read_text()
+    with pytest.raises(SystemExit):
+        cs["main"]([*argv, "--json", str(out)])  # exists: refused without --force
+    assert out.read_text() == before
+    assert cs["main"]([*argv, "--subset", "4", "--json", str(out), "--force"]) == 0
+    assert json.loads(out.read_text())["cohorts"]["real"]["noise_sd"]["subset"]["size"] == 4
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cs["main"]([*argv, "--cohort", f"held={folders['gen']}"])  # would overwrite the held-out entry
+    assert "is taken" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="does not exist"):
+        cs["main"](["--train", str(tmp_path / "missing"), "--held", str(folders["held"])])
