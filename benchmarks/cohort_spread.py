@@ -20,9 +20,9 @@ draws of the same generator score on those measures, so a miss can be read again
         --train data/ph128-train --held data/ph128-held --cohort fresh=data/ph128-s2 \\
         --cohort samples=runs/gen --json spread.json
 
-Not in eval: a diagnostic of the benchmark's own cohorts. The bootstrap and the subsets are drawn
-here because scipy's ``bootstrap`` gives the CI but not the subset range, and both should use one
-generator; the SSIM is eval's.
+Not in eval: a diagnostic of the benchmark's own cohorts. The CI, the SSIM and the threshold are
+eval's (:func:`eval.stats.bootstrap_ci`, the report's interval); only the draws without replacement
+are made here, as neither eval nor scipy offers the range of a subset's mean.
 """
 
 from __future__ import annotations
@@ -48,15 +48,17 @@ def cohort_stats(values, subset: int | None = None, n_boot: int = 2000, seed: in
     v = v[np.isfinite(v)]
     if v.size == 0:
         return {"n": 0, "mean": None, "sd": None, "ci95": None, "subset": None}
-    rng = np.random.default_rng(seed)
-    boot = v[rng.integers(0, v.size, (n_boot, v.size))].mean(axis=1)
+    from eval.stats import bootstrap_ci
+
     out = {
         "n": int(v.size),
         "mean": float(v.mean()),
         "sd": float(v.std(ddof=1)) if v.size > 1 else None,
-        "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])],
+        # the eval report's own case-resampling percentile interval (None below 2 cases)
+        "ci95": bootstrap_ci(lambda idx: float(v[idx].mean()), [v.size], n_boot=n_boot, seed=seed),
         "subset": None,
     }
+    rng = np.random.default_rng(seed)
     if subset is not None and v.size > subset:
         means = np.array([rng.choice(v, subset, replace=False).mean() for _ in range(n_boot)])
         out["subset"] = {"size": int(subset), "range95": [float(x) for x in np.percentile(means, [2.5, 97.5])]}
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         out["cohorts"] = report_spread(json.loads(a.report.read_text()), keys, a.subset, a.seed)
         for c, stats in out["cohorts"].items():
             for k, s in stats.items():
-                if s["n"]:
+                if s["ci95"]:
                     sub = (
                         f", {s['subset']['size']}-scan draws {s['subset']['range95'][0]:.2f}-{s['subset']['range95'][1]:.2f}"
                         if s["subset"]
