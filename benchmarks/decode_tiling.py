@@ -11,7 +11,7 @@ each way of coding does to the tissue levels, with no noise model and no diffusi
   classes: ``eval.metrics.intensity.tissue_masks`` on the scan's body), and the tissue means the report
   reads (``class_mean``: soft tissue and fat, each volume on its own masks, as ``eval report`` measures
   them);
-- **samples** (``--samples CHECKPOINT``): a latent checkpoint draws ``--n-samples`` latents as
+- **samples** (``--samples NAME=CHECKPOINT``, repeatable): a latent checkpoint draws ``--n-samples`` latents as
   ``ctdiff sample`` does (its sampler, steps, spread correction; seeds ``--seed``..; ``z_margin`` 0)
   and each is decoded in each variant's *decode* way (its encode part is not used), without the noise;
   ``class_mean`` of the decoded samples.
@@ -26,7 +26,7 @@ slices. Encoding windows are the decode windows times the downsampling.
         --autoencoder demo=ctdiff_app/demo/assets/model.pt --autoencoder s10000=runs/ae-long/autoencoder.pt \\
         --json benchmarks/results/decode-tiling.json
     python benchmarks/decode_tiling.py --scans data/ph128-train --n 12 --autoencoder d=runs/d/checkpoints/best.pt \\
-        --samples runs/d/checkpoints/best.pt --n-samples 12 --variant whole,whole,2 --variant whole,whole,0 \\
+        --samples d=runs/d/checkpoints/best.pt --n-samples 12 --variant whole,whole,2 --variant whole,whole,0 \\
         --variant whole,4x16x16,0 --variant whole,8x16x16,0
 """
 
@@ -236,8 +236,10 @@ def summarise(result: dict) -> dict:
         }
         rows = next(iter(by_variant.values()))
         out["scans_class_mean"] = {c: _mean(rows, "scan_class_mean", c) for c in CLASSES}
-    for v, rows in result.get("samples", {}).items():
-        out["samples"][v] = {f"class_mean_{c}": _mean(rows, c) for c in CLASSES}
+    for name, by_variant in result.get("samples", {}).items():
+        out["samples"][name] = {
+            v: {f"class_mean_{c}": _mean(rows, c) for c in CLASSES} for v, rows in by_variant.items()
+        }
     return out
 
 
@@ -260,11 +262,12 @@ def markdown(summary: dict) -> str:
     if "scans_class_mean" in summary:
         m = summary["scans_class_mean"]
         lines += [f"the scans' own class means: {m['soft_tissue']:.1f} / {m['fat']:.1f}", ""]
-    if summary["samples"]:
-        lines += ["samples decoded without noise: class means (soft tissue / fat)", "", "| decode | class means |"]
-        lines.append("|---|---|")
-        for v, s in summary["samples"].items():
+    for name, by_variant in summary["samples"].items():
+        lines += [f"samples of {name} decoded without noise: class means (soft tissue / fat)", ""]
+        lines += ["| decode, z pad | class means |", "|---|---|"]
+        for v, s in by_variant.items():
             lines.append(f"| {v.split(',', 1)[1]} | {s['class_mean_soft_tissue']:.1f} / {s['class_mean_fat']:.1f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -276,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         "--autoencoder", action="append", default=[], metavar="NAME=PATH",
         help="an autoencoder.pt or a latent checkpoint that carries one (repeatable)",
     )  # fmt: skip
-    p.add_argument("--samples", type=Path, help="a latent checkpoint: decode its samples' latents each way")
+    p.add_argument(
+        "--samples", action="append", default=[], metavar="NAME=CHECKPOINT",
+        help="a latent checkpoint: decode its samples' latents each way (repeatable)",
+    )  # fmt: skip
     p.add_argument("--n-samples", type=int, default=12)
     p.add_argument("--seed", type=int, default=1000, help="first sampling seed (as ctdiff sample --seed)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint config's)")
@@ -294,20 +300,26 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     if a.n < 1 or a.n_samples < 1 or a.threads < 1 or (a.steps is not None and a.steps < 1):
         p.error("--n, --n-samples, --steps and --threads must be >= 1")
-    if not a.autoencoder and a.samples is None:
-        p.error("nothing to measure: give --autoencoder NAME=PATH and --scans, and/or --samples CHECKPOINT")
+    if not a.autoencoder and not a.samples:
+        p.error("nothing to measure: give --autoencoder NAME=PATH and --scans, and/or --samples NAME=CHECKPOINT")
     if a.autoencoder and a.scans is None:
         p.error("--autoencoder needs --scans")
-    coders = {}
-    for item in a.autoencoder:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            p.error(f"--autoencoder takes NAME=PATH, got {item!r}")
-        if not Path(path).exists():
-            p.error(f"{path}: no such autoencoder file or checkpoint")
-        coders[name] = Path(path)
-    if a.samples is not None and not a.samples.is_file():
-        p.error(f"{a.samples}: no such checkpoint")
+
+    def named(items: list[str], flag: str, exists) -> dict[str, Path]:
+        out = {}
+        for item in items:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                p.error(f"{flag} takes NAME=PATH, got {item!r}")
+            if name in out:
+                p.error(f"{flag}: the name {name!r} is given twice")
+            if not exists(Path(path)):
+                p.error(f"{path}: no such {'checkpoint' if flag == '--samples' else 'autoencoder file or checkpoint'}")
+            out[name] = Path(path)
+        return out
+
+    coders = named(a.autoencoder, "--autoencoder", Path.exists)
+    checkpoints = named(a.samples, "--samples", Path.is_file)
     scans = []
     if a.scans is not None:
         if not a.scans.is_dir():
@@ -332,17 +344,20 @@ def main(argv: list[str] | None = None) -> int:
             result["coders"][name] = {"path": str(path), **facts, "patch": list(record["config"].get("patch", []))}
             result["reconstructions"][name] = reconstructions(record, scans, variants)
             print(f"decode_tiling: {name}: {len(scans)} scan(s) x {len(variants)} variant(s)", file=sys.stderr)
-    if a.samples is not None:
-        latents, bundle = sample_latents(a.samples, a.n_samples, a.seed, a.steps)
-        result["samples"] = decoded_samples(latents, bundle, variants)
-        result["sampling"] = {
-            "checkpoint": str(a.samples),
+    if checkpoints:
+        result["samples"], result["sampling"] = {}, {}
+    for name, path in checkpoints.items():
+        latents, bundle = sample_latents(path, a.n_samples, a.seed, a.steps)
+        result["samples"][name] = decoded_samples(latents, bundle, variants)
+        result["sampling"][name] = {
+            "checkpoint": str(path),
             "n": a.n_samples,
             "seed": a.seed,
             "steps": a.steps or bundle.config.sample.steps,
             "config_decode_tile": list(bundle.config.sample.decode_tile),
             "config_decode_z_pad": bundle.config.sample.decode_z_pad,
         }
+        print(f"decode_tiling: {name}: {a.n_samples} sample(s) x {len(variants)} variant(s)", file=sys.stderr)
     result["summary"] = summarise(result)
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "threads": a.threads}

@@ -132,3 +132,20 @@ def test_cli_writes_json_and_refuses_to_overwrite(dt, setup, tmp_path, capsys):
     for bad in (["--variant", "whole,whole"], ["--n", "0"], ["--scans", str(tmp_path / "none")]):
         with pytest.raises(SystemExit):
             dt["main"]([*args[:6], *bad, "--force", "--json", str(out)])
+
+
+def test_cli_samples_per_named_checkpoint(dt, tmp_path):
+    out = tmp_path / "samples.json"
+    args = ["--samples", f"demo={MODEL}", "--n-samples", "1", "--steps", "2", "--seed", "7", "--threads", "1"]
+    args += ["--variant", "whole,whole,2", "--variant", "whole,patch,0", "--json", str(out)]
+    assert dt["main"](args) == 0
+    result = json.loads(out.read_text())
+    assert result["sampling"]["demo"]["seed"] == 7 and result["sampling"]["demo"]["steps"] == 2
+    rows = result["samples"]["demo"]["whole,patch,0"]
+    assert len(rows) == 1
+    summary = result["summary"]["samples"]["demo"]["whole,patch,0"]
+    assert summary["class_mean_soft_tissue"] == pytest.approx(rows[0]["soft_tissue"])
+    assert "reconstructions" not in result
+    for bad in ([f"--samples=demo={MODEL}"], [f"--samples=x={tmp_path / 'none.pt'}"], ["--samples=nameonly"]):
+        with pytest.raises(SystemExit):
+            dt["main"]([*args, "--force", *bad])  # a name twice, a missing checkpoint, no NAME=
