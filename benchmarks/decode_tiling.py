@@ -115,17 +115,23 @@ def class_means(array: np.ndarray) -> dict[str, float]:
     return {k: means[k] for k in CLASSES}
 
 
-def compare(scan: np.ndarray, recon: np.ndarray) -> dict:
-    """The reconstruction's mean HU error in the scan's body, soft tissue and fat, and both volumes'
-    class means."""
+def scan_regions(scan: np.ndarray) -> dict[str, np.ndarray]:
+    """The scan's body and eval's soft-tissue and fat masks on it (where the errors are read)."""
     from ctdiff.data.body import body_mask
     from eval.metrics import intensity
 
     body = body_mask(scan)
-    masks = {"body": body, **intensity.tissue_masks(scan, body)}
+    return {"body": body, **intensity.tissue_masks(scan, body)}
+
+
+def compare(scan: np.ndarray, recon: np.ndarray, regions=None, scan_means=None) -> dict:
+    """The reconstruction's mean HU error in the scan's body, soft tissue and fat, and both volumes'
+    class means (``regions`` and ``scan_means``: the scan's, when already computed)."""
+    masks = scan_regions(scan) if regions is None else regions
     diff = recon.astype(np.float64) - scan.astype(np.float64)
     bias = {r: float(diff[masks[r]].mean()) if masks[r].any() else float("nan") for r in REGIONS}
-    return {"bias": bias, "class_mean": class_means(recon), "scan_class_mean": class_means(scan)}
+    own = class_means(scan) if scan_means is None else scan_means
+    return {"bias": bias, "class_mean": class_means(recon), "scan_class_mean": own}
 
 
 def _decode(ae, z, variant: Variant, cfg):
@@ -157,6 +163,7 @@ def reconstructions(record: dict, scans: list[Path], variants: list[Variant]) ->
         for path in scans:
             array = read_volume(path).array
             x = hu_to_model(array_to_tensor(array), cfg.hu_window)[None]
+            regions, scan_means = scan_regions(array), class_means(array)  # once per scan, for every variant
             latents = {}
             for v in variants:
                 if v.encode not in latents:
@@ -164,13 +171,15 @@ def reconstructions(record: dict, scans: list[Path], variants: list[Variant]) ->
                 z = latents[v.encode]
                 _check_z_pad(v, z.shape[2])
                 recon = tensor_to_array(model_to_hu(_decode(ae, z, v, cfg)[0], cfg.hu_window))
-                out[v.name].append({"scan": path.name, **compare(array, recon)})
+                out[v.name].append({"scan": path.name, **compare(array, recon, regions, scan_means)})
     return out
 
 
 def sample_latents(checkpoint: Path, n: int, seed: int, steps: int | None = None):
     """``n`` latents (unscaled: as the decoder takes them) drawn as ``ctdiff sample`` draws them
     (``z_margin`` 0; ``steps`` default: the config's), with the bundle they came from."""
+    import torch
+
     from ctdiff.diffusion.sample import load_bundle, sample
 
     bundle = load_bundle(checkpoint, device="cpu")
@@ -190,8 +199,6 @@ def sample_latents(checkpoint: Path, n: int, seed: int, steps: int | None = None
         sample(bundle, n, sampler=cfg.sampler, steps=steps or cfg.steps, seed=seed, noise=False, z_margin=0)
     finally:
         space.decode = original
-    import torch
-
     return torch.cat(drawn), bundle
 
 
