@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import runpy
 import sys
@@ -339,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from ctdiff.errors import CTDiffError
+
     ceiling = runpy.run_path(str(REPO / "benchmarks" / "bench_ae_ceiling.py"), run_name="bench_ae_ceiling")
     torch.set_num_threads(a.threads)
     started = time.perf_counter()
@@ -354,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     if checkpoints:
         result["samples"], result["sampling"] = {}, {}
     for name, path in checkpoints.items():
-        latents, bundle = sample_latents(path, a.n_samples, a.seed, a.steps)
+        try:
+            latents, bundle = sample_latents(path, a.n_samples, a.seed, a.steps)
+        except CTDiffError as e:  # not a checkpoint, a bad sampling setting: one line
+            raise SystemExit(f"decode_tiling: {e}") from None
         result["samples"][name] = decoded_samples(latents, bundle, variants)
         result["sampling"][name] = {
             "checkpoint": str(path),
@@ -370,10 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "threads": a.threads}
     print(markdown(result["summary"]))
     if a.json is not None:
-        from ctdiff.atomic import atomic_path, plain_json
+        from ctdiff.atomic import write_json
 
-        with atomic_path(a.json, force=True) as tmp:
-            Path(tmp).write_text(json.dumps(plain_json(result), indent=1) + "\n")
+        write_json(a.json, result)
         print(f"decode_tiling: wrote {a.json}", file=sys.stderr)
     return 0
 

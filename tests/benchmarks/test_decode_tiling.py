@@ -149,3 +149,7 @@ def test_cli_samples_per_named_checkpoint(dt, tmp_path):
     for bad in ([f"--samples=demo={MODEL}"], [f"--samples=x={tmp_path / 'none.pt'}"], ["--samples=nameonly"]):
         with pytest.raises(SystemExit):
             dt["main"]([*args, "--force", *bad])  # a name twice, a missing checkpoint, no NAME=
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="decode_tiling: .*junk.pt"):  # one line naming the file
+        dt["main"](["--samples", f"junk={junk}", "--n-samples", "1", "--steps", "2"])
