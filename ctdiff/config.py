@@ -34,6 +34,7 @@ from ctdiff.samplers import (
 BLOCK_KINDS = ("2d", "3d")
 PREDICTIONS = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
+TIME_SAMPLINGS = ("uniform", "logit-normal")
 SAMPLERS = SAMPLER_NAMES  # every registered sampler (ctdiff.samplers); which fit a model depends on diffusion.kind
 SPACES = ("pixel", "wavelet", "latent")
 MAX_WAVELET_LEVELS = 2
@@ -119,6 +120,12 @@ class DiffusionConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     prediction: str = "epsilon"
+    # (kind rflow only) how training draws the noise level t/T: "uniform" (MONAI's default), or
+    # "logit-normal" (MONAI RFlowScheduler's sample_method), sigmoid of N(time_loc, time_scale^2):
+    # time_loc > 0 puts more of the training on high noise, where the coarse layout is decided
+    time_sampling: str = "uniform"
+    time_loc: float = 0.0
+    time_scale: float = 1.0
 
 
 @dataclasses.dataclass
@@ -479,6 +486,14 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"diffusion needs 0 < beta_start < beta_end < 1, got {f.beta_start}, {f.beta_end}")
     if f.prediction not in PREDICTIONS:
         bad(f"diffusion.prediction must be one of {PREDICTIONS}, got {f.prediction!r}")
+    if f.time_sampling not in TIME_SAMPLINGS:
+        bad(f"diffusion.time_sampling must be one of {TIME_SAMPLINGS}, got {f.time_sampling!r}")
+    if f.time_sampling != "uniform" and f.kind != "rflow":
+        bad(f"diffusion.time_sampling {f.time_sampling!r} needs diffusion.kind rflow, got {f.kind!r}")
+    if not math.isfinite(f.time_loc):
+        bad(f"diffusion.time_loc must be a finite number, got {f.time_loc}")
+    if not (math.isfinite(f.time_scale) and f.time_scale > 0):
+        bad(f"diffusion.time_scale must be a finite number > 0, got {f.time_scale}")
 
     for key in (
         "epochs",

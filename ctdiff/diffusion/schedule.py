@@ -68,11 +68,19 @@ class Diffusion:
         )
 
     def rflow_scheduler(self):
-        """MONAI's RFlowScheduler with integer timesteps in [0, T), uniform training-time sampling."""
+        """MONAI's RFlowScheduler with integer timesteps in [0, T); training draws t/T uniformly or
+        logit-normally (``diffusion.time_sampling``, ``time_loc``, ``time_scale``). Its own
+        ``use_timestep_transform`` is left off: it shifts toward low noise for volumes smaller than
+        its 32^3 reference (our 32 x 32 x 8 latents), the opposite of what the spread needs."""
         from monai.networks.schedulers import RFlowScheduler
 
+        c = self.cfg
         return RFlowScheduler(
-            num_train_timesteps=self.cfg.timesteps, use_discrete_timesteps=True, sample_method="uniform"
+            num_train_timesteps=c.timesteps,
+            use_discrete_timesteps=True,
+            sample_method=c.time_sampling,
+            loc=float(c.time_loc),
+            scale=float(c.time_scale),
         )
 
     def scheduler(self, sampler: str):

@@ -66,6 +66,24 @@ def test_rflow_forward_process_and_velocity():
     torch.testing.assert_close(ts, d.sample_timesteps(4000, torch.Generator().manual_seed(1)))  # seeded, not global RNG
 
 
+def test_rflow_logit_normal_time_sampling_matches_scipy():
+    """diffusion.time_sampling logit-normal: t/T = sigmoid(N(loc, scale^2)), floored to an integer step;
+    checked against scipy's normal distribution (a uniform draw, or loc ignored, would fail)."""
+    from scipy import stats
+    from scipy.special import logit
+
+    d = Diffusion(DiffusionConfig(kind="rflow", timesteps=1000, time_sampling="logit-normal", time_loc=1.5))
+    ts = d.sample_timesteps(8000, torch.Generator().manual_seed(3))
+    assert ts.dtype == torch.int64 and ts.min() >= 0 and ts.max() <= 999
+    torch.testing.assert_close(ts, d.sample_timesteps(8000, torch.Generator().manual_seed(3)))
+    for level in (0.5, 0.85, 0.95):
+        expected = stats.norm.sf(logit(level), loc=1.5, scale=1.0)  # P(t/T >= level)
+        assert (ts >= level * 1000).float().mean().item() == pytest.approx(expected, abs=0.02)
+    # uniform (the default) puts 15 % of the steps above 0.85; loc 1.5 puts 41 %
+    uniform = Diffusion(DiffusionConfig(kind="rflow")).sample_timesteps(8000, torch.Generator().manual_seed(3))
+    assert (uniform >= 850).float().mean().item() == pytest.approx(0.15, abs=0.02)
+
+
 def test_loss_is_mse_of_model_output_vs_target():
     d = Diffusion(DiffusionConfig(kind="ddpm", prediction="v_prediction"))
     x0 = torch.full((2, 1, 2, 2, 2), 0.5)

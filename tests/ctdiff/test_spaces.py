@@ -288,6 +288,15 @@ def test_config_validation_of_spaces_and_kinds():
         config_from_dict({**base, "diffusion": {"kind": "sde"}})
     with pytest.raises(ConfigError, match="sample.sampler: sampler 'ddim' does not run diffusion.kind=rflow"):
         config_from_dict({**base, "diffusion": {"kind": "rflow"}, "sample": {"sampler": "ddim"}})
+    with pytest.raises(ConfigError, match="diffusion.time_sampling must be one of"):
+        config_from_dict({**base, "diffusion": {"kind": "rflow", "time_sampling": "beta"}})
+    with pytest.raises(ConfigError, match="time_sampling 'logit-normal' needs diffusion.kind rflow"):
+        config_from_dict({**base, "diffusion": {"kind": "ddpm", "time_sampling": "logit-normal"}})
+    for bad_scale in (0.0, float("nan")):
+        with pytest.raises(ConfigError, match="diffusion.time_scale must be a finite number > 0"):
+            config_from_dict({**base, "diffusion": {"kind": "rflow", "time_scale": bad_scale}})
+    with pytest.raises(ConfigError, match="diffusion.time_loc must be a finite number"):
+        config_from_dict({**base, "diffusion": {"kind": "rflow", "time_loc": float("inf")}})
     # a saved ddpm config switched to rflow by --set gets rflow's default sampler
     cfg = config_from_dict(config_from_dict(base).to_dict() | {"diffusion": {"kind": "rflow"}})
     assert (cfg.sample.sampler, cfg.train.preview_sampler) == ("euler", "euler")
