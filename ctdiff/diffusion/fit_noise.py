@@ -93,6 +93,7 @@ def _fit_from_samples(
     progress: bool,
     per_class: bool = False,
     sampling: dict[str, int] | None = None,
+    max_gain: float | None = None,
 ) -> dict[str, Any]:
     """The unpaired noise model of a latent checkpoint: the training volumes' NPS minus that of ``n`` of
     its samples, decoded without noise (seeds ``seed``.., the config's sampler and steps, and its
@@ -126,7 +127,8 @@ def _fit_from_samples(
     originals = [np.asarray(read_volume(f).array, dtype=np.float64).transpose(2, 1, 0) for f in files]
     decoded = [np.asarray(v.array, dtype=np.float64).transpose(2, 1, 0) for v in vols]
     if per_class:
-        model = noise_resynthesis.fit_classes(originals, decoded, paired=False)
+        cap = noise_resynthesis.MAX_AMPLITUDE if max_gain is None else max_gain
+        model = noise_resynthesis.fit_classes(originals, decoded, paired=False, max_gain=cap)
     else:
         model = noise_resynthesis.fit_unpaired(originals, decoded)
     model["samples"] = {
@@ -151,6 +153,7 @@ def fit_noise(
     progress: bool = False,
     per_class: bool = False,
     sampling: dict[str, int] | None = None,
+    max_gain: float | None = None,
 ) -> dict[str, Any]:
     """Write ``out``: ``model`` with a noise model fitted on ``data``'s volumes; returns the model's summary.
 
@@ -159,7 +162,9 @@ def fit_noise(
     ``per_class``: a per-class model (air and body apart, the body's gain by intensity;
     :func:`ctdiff.model.noise_resynthesis.fit_classes`) instead of one stationary spectrum.
     ``sampling``: ``sample`` settings (``z_margin``, ``decode_z_pad``) to draw those samples with in place of
-    the checkpoint's; ``out``'s config gets them, so that it samples as its noise model was fitted."""
+    the checkpoint's; ``out``'s config gets them, so that it samples as its noise model was fitted.
+    ``max_gain`` (``per_class`` only): the cap on the body noise's gain per intensity bin (default
+    ``noise_resynthesis.MAX_AMPLITUDE``)."""
     from ctdiff.atomic import atomic_path
     from ctdiff.config import DataConfig
     from ctdiff.data.dataset import dataset_files, load_cases
@@ -171,6 +176,8 @@ def fit_noise(
     kind, ckpt, record = load_model_file(model)
     if samples and kind != "checkpoint":
         raise ConfigError("--samples needs a latent diffusion checkpoint (an autoencoder alone cannot sample)")
+    if max_gain is not None and not per_class:
+        raise ConfigError("--max-gain caps the per-class model's gains; give --per-class too")
     if sampling and not samples:
         raise ConfigError("--z-margin and --decode-z-pad set how --samples are drawn; give --samples N too")
     if sampling:
@@ -182,12 +189,12 @@ def fit_noise(
     files = dataset_files(data)[: noise_resynthesis.MAX_VOLUMES]
     try:
         if samples:
-            noise_model = _fit_from_samples(model, files, samples, seed, progress, per_class, sampling)
+            noise_model = _fit_from_samples(model, files, samples, seed, progress, per_class, sampling, max_gain)
         else:
             ae, cfg = build_autoencoder(record["config"])
             ae.load_state_dict(record["state"])
             volumes = load_cases(files, DataConfig(hu_window=cfg.hu_window)).tensors
-            noise_model = fit_noise_model(ae, cfg, volumes, tile=(16, 32, 32), per_class=per_class)
+            noise_model = fit_noise_model(ae, cfg, volumes, tile=(16, 32, 32), per_class=per_class, max_gain=max_gain)
     except ValueError as exc:  # no homogeneous soft tissue in the data, or in the samples
         raise InputError(str(exc), model if "decoded" in str(exc) else data) from None
     noise_model["fitted_on"] = [str(Path(f)) for f in files]
@@ -232,6 +239,13 @@ def add_arguments(parser) -> None:
         "instead of one stationary soft-tissue spectrum everywhere",
     )
     parser.add_argument(
+        "--max-gain",
+        type=float,
+        help="with --per-class: cap the body noise's gain per intensity bin at this (>= 1; default 3). "
+        "1 gives dense tissue and bone the soft tissue's noise: right for stationary noise, such as the "
+        "phantoms' (docs/benchmarks.md)",
+    )
+    parser.add_argument(
         "--z-margin",
         type=int,
         help="with --samples: draw them with this sample.z_margin (default: the checkpoint's); --out's "
@@ -264,6 +278,7 @@ def run(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         per_class=args.per_class,
+        max_gain=None if args.max_gain is None else validate.number(args.max_gain, "--max-gain", low=1.0),
         sampling={
             key: validate.integer(value, flag, low=0, high=100_000)
             for key, value, flag in (

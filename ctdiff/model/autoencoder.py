@@ -353,10 +353,12 @@ def fit_noise_model(
     volumes: Sequence[torch.Tensor],
     tile: Sequence[int] | None = None,
     per_class: bool = False,
+    max_gain: float | None = None,
 ) -> dict[str, Any]:
     """The noise model of ``ae`` on up to ``noise_resynthesis.MAX_VOLUMES`` of ``volumes`` (``(1, z, y, x)``,
     model units): stationary (:func:`ctdiff.model.noise_resynthesis.fit`), or per class
-    (:func:`ctdiff.model.noise_resynthesis.fit_classes`) when ``per_class``."""
+    (:func:`ctdiff.model.noise_resynthesis.fit_classes`, its gains capped at ``max_gain``, default
+    ``MAX_AMPLITUDE``) when ``per_class``."""
     from ctdiff.data.tensors import model_to_hu
     from ctdiff.model import noise_resynthesis
 
@@ -368,7 +370,8 @@ def fit_noise_model(
             y = reconstruct(ae, x, cfg.downsampling, tile).clamp(-1.0, 1.0)
             pairs.append(tuple(model_to_hu(t, cfg.hu_window)[0, 0].numpy() for t in (x, y)))
     if per_class:
-        return noise_resynthesis.fit_classes([o for o, _ in pairs], [r for _, r in pairs], paired=True)
+        cap = noise_resynthesis.MAX_AMPLITUDE if max_gain is None else max_gain
+        return noise_resynthesis.fit_classes([o for o, _ in pairs], [r for _, r in pairs], paired=True, max_gain=cap)
     return noise_resynthesis.fit(pairs)
 
 

@@ -32,6 +32,7 @@ measures air and body apart and scales the body's noise by the decoded intensity
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -349,8 +350,13 @@ def _bin_masks(local: np.ndarray) -> list[np.ndarray]:
     return [ndimage.binary_erosion((local >= lo) & (local < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
-def _amplitudes(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray], body: dict[str, Any]) -> dict[str, Any]:
-    """The body noise's gain per intensity bin (see the comment above CLASS_FORMAT)."""
+def _amplitudes(
+    originals: Sequence[np.ndarray],
+    decoded: Sequence[np.ndarray],
+    body: dict[str, Any],
+    max_gain: float = MAX_AMPLITUDE,
+) -> dict[str, Any]:
+    """The body noise's gain per intensity bin (see the comment above CLASS_FORMAT), at most ``max_gain``."""
     n_bins = len(AMPLITUDE_BINS_HU) - 1
     hp_o: list[list[np.ndarray]] = [[] for _ in range(n_bins)]
     hp_d: list[list[np.ndarray]] = [[] for _ in range(n_bins)]
@@ -387,7 +393,7 @@ def _amplitudes(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray], 
     for b, g in raw.items():
         # a plateau over the bin, ramps of 2 x GAIN_RAMP_HU across its edges
         hu += [edges[b] + GAIN_RAMP_HU, edges[b + 1] - GAIN_RAMP_HU]
-        gain += [float(min(g * scale, MAX_AMPLITUDE))] * 2
+        gain += [float(min(g * scale, max_gain))] * 2
     if not hu:  # no bin with enough voxels on both sides: the body noise as measured
         hu, gain = [0.0], [1.0]
     return {
@@ -398,7 +404,7 @@ def _amplitudes(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray], 
         "voxels": voxels,
         "median_hu": medians,
         "bins_hu": list(AMPLITUDE_BINS_HU),
-        "max_gain": MAX_AMPLITUDE,
+        "max_gain": float(max_gain),
     }
 
 
@@ -420,12 +426,19 @@ def _stationary(
 
 
 def fit_classes(
-    originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray], paired: bool = True, roi: int = ROI
+    originals: Sequence[np.ndarray],
+    decoded: Sequence[np.ndarray],
+    paired: bool = True,
+    roi: int = ROI,
+    max_gain: float = MAX_AMPLITUDE,
 ) -> dict[str, Any]:
     """The per-class noise model (``class-nps-1``) of ``(z, y, x)`` HU arrays: ``decoded[i]`` is the
     reconstruction of ``originals[i]`` when ``paired`` (ROIs chosen on the original, as :func:`fit`),
-    else any decoded cohort (each measured in its own ROIs, as :func:`fit_unpaired`). ValueError when
-    there is no homogeneous air or soft-tissue ROI."""
+    else any decoded cohort (each measured in its own ROIs, as :func:`fit_unpaired`). ``max_gain``
+    caps the body noise's gain per intensity bin (>= 1, the soft-tissue bin's; see MAX_AMPLITUDE).
+    ValueError when there is no homogeneous air or soft-tissue ROI, or ``max_gain`` is below 1."""
+    if not (math.isfinite(max_gain) and max_gain >= 1.0):
+        raise ValueError(f"the noise gain cap must be a finite number >= 1, got {max_gain}")
     originals = [np.asarray(v, dtype=np.float64) for v in originals]
     decoded = [np.maximum(np.asarray(v, dtype=np.float64), -1000.0) for v in decoded]  # the air floor
     if paired and len(originals) != len(decoded):
@@ -437,7 +450,7 @@ def fit_classes(
         "format": CLASS_FORMAT,
         "air": air,
         "body": body,
-        "amplitude": _amplitudes(originals, decoded, body),
+        "amplitude": _amplitudes(originals, decoded, body, max_gain),
         "air_blend_hu": list(AIR_BLEND_HU),
         "local_sigma": LOCAL_SIGMA,
         "method": "paired" if paired else "unpaired",

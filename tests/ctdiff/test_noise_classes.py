@@ -104,6 +104,34 @@ def test_gains_are_relative_to_soft_tissue(fitted):
     assert amp["gain"] == [amp["measured_gain"][0]] * 2 and 0.3 < amp["gain"][0] < 3.0
 
 
+def test_the_gain_cap(fitted):
+    """A bin that lacks more than soft tissue gets its measured gain up to max_gain (default
+    MAX_AMPLITUDE = 3), and max_gain itself above it; a cap below 1 (soft tissue's own gain) or not
+    finite is refused."""
+    _, originals, decoded = fitted
+
+    def dense(v):  # the fat slab made dense tissue (250 HU) with 3x its detail
+        out = v.copy()
+        out[:, :, FAT] = 250.0 + 3.0 * (v[:, :, FAT] + 100.0)
+        return out
+
+    dense_o, dense_d = [dense(v) for v in originals], [dense(v) for v in decoded]
+    model = nr.fit_classes(dense_o, dense_d, paired=True)
+    amp = model["amplitude"]
+    soft_measured, dense_measured = amp["measured_gain"]
+    uncapped = dense_measured / soft_measured
+    assert 1.8 < uncapped < nr.MAX_AMPLITUDE  # 3 x fat's 0.84
+    assert amp["gain"] == [1.0, 1.0, pytest.approx(uncapped), pytest.approx(uncapped)] and amp["max_gain"] == 3.0
+    for cap in (1.0, 1.5):
+        capped = nr.fit_classes(dense_o, dense_d, paired=True, max_gain=cap)
+        assert capped["amplitude"]["gain"] == [1.0, 1.0, cap, cap] and capped["amplitude"]["max_gain"] == cap
+        assert capped["amplitude"]["measured_gain"] == pytest.approx(amp["measured_gain"])
+        nr.check(capped)
+    for bad in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="noise gain cap must be a finite number >= 1"):
+            nr.fit_classes(dense_o, dense_d, paired=True, max_gain=bad)
+
+
 def test_the_noise_follows_the_decoded_volume_classes(fitted):
     model, _, _ = fitted
     originals, decoded = _cohort(1, 1)  # a volume the model was not fitted on
@@ -214,6 +242,19 @@ def test_fit_noise_per_class_cli_and_sampling(latent_run, tmp_path, capsys):  # 
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert f"{data}: no homogeneous 16x16 air ROI" in err and not (tmp_path / "x.pt").exists()
+    # --max-gain: recorded in the model; below 1, or without --per-class, a one-line error and no file
+    capped = tmp_path / "ck-cap.pt"
+    assert main([*cmd[:-1], str(capped), "--max-gain", "1.5"]) == 0
+    capsys.readouterr()
+    assert load_checkpoint(capped)["space"]["autoencoder"]["noise_model"]["amplitude"]["max_gain"] == 1.5
+    for extra, message in (
+        (["--per-class", "--max-gain", "0.5"], "--max-gain must be >= 1, got 0.5"),
+        (["--max-gain", "1.5"], "--max-gain caps the per-class model's gains; give --per-class too"),
+    ):
+        args = ["fit-noise", "--model", str(ckpt), "--data", str(air_data), "--out", str(tmp_path / "y.pt"), *extra]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "y.pt").exists()
     # sampling adds the per-class noise, repeats by seed, and --no-noise leaves it out
     bundle = load_bundle(out, device="cpu")
     a = sample(bundle, 1, sampler="euler", steps=2, seed=3)[0]
