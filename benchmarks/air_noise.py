@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     model = ((load_checkpoint(a.checkpoint).get("space") or {}).get("autoencoder") or {}).get("noise_model")
     if model is None:
         raise SystemExit(f"air_noise: {a.checkpoint}: no noise model (run 'python -m ctdiff fit-noise')")
+    if model.get("format") == nr.CLASS_FORMAT:
+        raise SystemExit(
+            f"air_noise: {a.checkpoint}: a per-class noise model (fit-noise --per-class) already gives the air "
+            "its own noise; this prototype takes a stationary one"
+        )
     files = sorted(a.clean.glob("*.nii.gz"))
     if not files:
         raise SystemExit(f"air_noise: {a.clean}: no .nii.gz files")

@@ -33,6 +33,20 @@ def _clean(folder: Path, n: int = 2) -> np.ndarray:
     return affine
 
 
+def _stationary(tmp_path: Path) -> Path:
+    """The demo model with a stationary noise model: since 2026-12-05 it carries a per-class one, whose
+    soft-tissue (body) part is a stationary model measured as fit-noise's stationary model is."""
+    import torch
+
+    ckpt = torch.load(MODEL, map_location="cpu", weights_only=True)
+    record = ckpt["space"]["autoencoder"]
+    if record["noise_model"].get("format") == "class-nps-1":
+        record["noise_model"] = record["noise_model"]["body"]
+    out = tmp_path / "stationary.pt"
+    torch.save(ckpt, out)
+    return out
+
+
 def test_air_weight_ramp(an):
     w = an["air_weight"](np.array([-1000.0, -950.0, -900.0, -850.0, 40.0]))
     assert np.allclose(w, [1.0, 1.0, 0.5, 0.0, 0.0])
@@ -43,11 +57,13 @@ def test_air_reaches_target_and_body_keeps_the_model_noise(an, tmp_path, capsys)
     from ctdiff.model.checkpoint import load_checkpoint
 
     affine = _clean(tmp_path / "clean")
+    stationary = _stationary(tmp_path)
     out, js = tmp_path / "noisy", tmp_path / "r.json"
-    argv = ["--checkpoint", str(MODEL), "--clean", str(tmp_path / "clean"), "--out", str(out), "--json", str(js)]
+    argv = ["--checkpoint", str(stationary), "--clean", str(tmp_path / "clean"), "--out", str(out), "--json", str(js)]
     assert an["main"]([*argv, "--air-sd", "35"]) == 0
     r = json.loads(js.read_text())
-    model = load_checkpoint(MODEL)["space"]["autoencoder"]["noise_model"]
+    model = load_checkpoint(stationary)["space"]["autoencoder"]["noise_model"]
+    assert model["format"] == nr.FORMAT
     first = nr.synthesize(model, (16, 48, 48), nr.noise_generator(1000)).numpy().transpose(2, 1, 0)
     x = nib.load(out / "case_000.nii.gz")
     a = x.get_fdata()
@@ -81,5 +97,17 @@ def test_bad_options(an, tmp_path):
         assert e.value.code == 2
     with pytest.raises(SystemExit, match="no .nii.gz files"):
         an["main"](
-            ["--checkpoint", str(MODEL), "--clean", str(tmp_path), "--out", str(tmp_path / "o"), "--air-sd", "20"]
+            [
+                "--checkpoint",
+                str(_stationary(tmp_path)),
+                "--clean",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--air-sd",
+                "20",
+            ]
         )
+    # the shipped demo model carries a per-class model (2026-12-05), which already sets the air apart
+    with pytest.raises(SystemExit, match="per-class noise model .* takes a stationary one"):
+        an["main"]([*base, "--air-sd", "20"])
