@@ -127,8 +127,7 @@ def _fit_from_samples(
     originals = [np.asarray(read_volume(f).array, dtype=np.float64).transpose(2, 1, 0) for f in files]
     decoded = [np.asarray(v.array, dtype=np.float64).transpose(2, 1, 0) for v in vols]
     if per_class:
-        cap = noise_resynthesis.MAX_AMPLITUDE if max_gain is None else max_gain
-        model = noise_resynthesis.fit_classes(originals, decoded, paired=False, max_gain=cap)
+        model = noise_resynthesis.fit_classes(originals, decoded, paired=False, max_gain=max_gain)
     else:
         model = noise_resynthesis.fit_unpaired(originals, decoded)
     model["samples"] = {

@@ -370,8 +370,8 @@ def fit_noise_model(
             y = reconstruct(ae, x, cfg.downsampling, tile).clamp(-1.0, 1.0)
             pairs.append(tuple(model_to_hu(t, cfg.hu_window)[0, 0].numpy() for t in (x, y)))
     if per_class:
-        cap = noise_resynthesis.MAX_AMPLITUDE if max_gain is None else max_gain
-        return noise_resynthesis.fit_classes([o for o, _ in pairs], [r for _, r in pairs], paired=True, max_gain=cap)
+        pairs_o, pairs_r = [o for o, _ in pairs], [r for _, r in pairs]
+        return noise_resynthesis.fit_classes(pairs_o, pairs_r, paired=True, max_gain=max_gain)
     return noise_resynthesis.fit(pairs)
 
 

@@ -430,13 +430,14 @@ def fit_classes(
     decoded: Sequence[np.ndarray],
     paired: bool = True,
     roi: int = ROI,
-    max_gain: float = MAX_AMPLITUDE,
+    max_gain: float | None = None,
 ) -> dict[str, Any]:
     """The per-class noise model (``class-nps-1``) of ``(z, y, x)`` HU arrays: ``decoded[i]`` is the
     reconstruction of ``originals[i]`` when ``paired`` (ROIs chosen on the original, as :func:`fit`),
     else any decoded cohort (each measured in its own ROIs, as :func:`fit_unpaired`). ``max_gain``
-    caps the body noise's gain per intensity bin (>= 1, the soft-tissue bin's; see MAX_AMPLITUDE).
+    caps the body noise's gain per intensity bin (>= 1, the soft-tissue bin's; None: MAX_AMPLITUDE).
     ValueError when there is no homogeneous air or soft-tissue ROI, or ``max_gain`` is below 1."""
+    max_gain = MAX_AMPLITUDE if max_gain is None else float(max_gain)
     if not (math.isfinite(max_gain) and max_gain >= 1.0):
         raise ValueError(f"the noise gain cap must be a finite number >= 1, got {max_gain}")
     originals = [np.asarray(v, dtype=np.float64) for v in originals]
