@@ -108,13 +108,16 @@ def axis_gain(
     axis: torch.Tensor,
     timesteps: int,
     seeds: tuple[int, ...] = (11, 12, 13),
+    draw=None,
 ) -> float:
     """How much of each latent's deviation from ``mean`` along ``axis`` (coarse space) the network's x_0
-    estimate keeps at noise level ``s``: sum(estimate * truth) / sum(truth^2) over latents and draws."""
+    estimate keeps at noise level ``s``: sum(estimate * truth) / sum(truth^2) over latents and draws.
+    ``draw(shape, generator)``: the flow's source noise (the model's ``diffusion.noise``; white by default)."""
+    draw = draw or (lambda shape, g: torch.randn(shape, generator=g))
     truth = (coarse(latents) - mean) @ axis
     num = den = 0.0
     for seed in seeds:
-        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
+        noise = draw(latents.shape, torch.Generator().manual_seed(seed))
         x = ((1 - s) * latents + s * noise).float()
         est = (coarse(x0_estimate(model, x, s, timesteps)) - mean) @ axis
         num += float((est * truth).sum())
@@ -179,15 +182,28 @@ def measure(
     out["samples"]["total_variance_ratio"] = out["samples"]["total_variance"] / ref["total_variance"]
     lam = ref["axis_variance"][0]
     m = elements_per_cell(tuple(train.shape[1:]))
+    # white noise varies by 1/m along a unit axis of cell means; other source noise (diffusion.noise
+    # pyramid) by what 64 draws of it measure, so the Gaussian posterior's gain is the one for that noise
+    draws = torch.stack(
+        [bundle.diffusion.noise(tuple(train.shape[1:]), torch.Generator().manual_seed(s)) for s in range(64)]
+    )
+    noise_m = m if bundle.diffusion.cfg.noise == "gaussian" else 1.0 / float((coarse(draws) @ axes[0]).var())
     T = bundle.diffusion.timesteps
     gain = []
     for s in levels:
-        row = {"s": float(s), "gaussian": gaussian_gain(float(s), lam, m)}
+        row = {"s": float(s), "gaussian": gaussian_gain(float(s), lam, noise_m)}
         for name, z in (("train", train), ("held", held)):
             if z is not None:
-                row[name] = axis_gain(bundle.model, z, float(s), mean, axes[0], T)
+                row[name] = axis_gain(bundle.model, z, float(s), mean, axes[0], T, draw=bundle.diffusion.noise)
         gain.append(row)
-    return {"cohorts": out, "pc1_gain": gain, "elements_per_cell": m, "grid": list(GRID)}
+    return {
+        "cohorts": out,
+        "pc1_gain": gain,
+        "elements_per_cell": m,
+        "source_noise": bundle.diffusion.cfg.noise,
+        "axis_noise_variance": 1.0 / noise_m,
+        "grid": list(GRID),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ BLOCK_KINDS = ("2d", "3d")
 PREDICTIONS = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 TIME_SAMPLINGS = ("uniform", "logit-normal")
+NOISE_KINDS = ("gaussian", "pyramid")
 SAMPLERS = SAMPLER_NAMES  # every registered sampler (ctdiff.samplers); which fit a model depends on diffusion.kind
 SPACES = ("pixel", "wavelet", "latent")
 MAX_WAVELET_LEVELS = 2
@@ -126,6 +127,12 @@ class DiffusionConfig:
     time_sampling: str = "uniform"
     time_loc: float = 0.0
     time_scale: float = 1.0
+    # (kind rflow only) the flow's source noise: "gaussian" (white, the default), or "pyramid": white
+    # noise plus white noise drawn on grids halved per level down to one voxel, upsampled trilinearly,
+    # level i weighted noise_discount^i, the sum scaled to unit SD (multi-resolution noise). More of
+    # its energy is at coarse scales, so the coarse layout is decided at lower noise levels
+    noise: str = "gaussian"
+    noise_discount: float = 0.8
 
 
 @dataclasses.dataclass
@@ -494,6 +501,12 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"diffusion.time_loc must be a finite number, got {f.time_loc}")
     if not (math.isfinite(f.time_scale) and f.time_scale > 0):
         bad(f"diffusion.time_scale must be a finite number > 0, got {f.time_scale}")
+    if f.noise not in NOISE_KINDS:
+        bad(f"diffusion.noise must be one of {NOISE_KINDS}, got {f.noise!r}")
+    if f.noise != "gaussian" and f.kind != "rflow":
+        bad(f"diffusion.noise {f.noise!r} needs diffusion.kind rflow, got {f.kind!r}")
+    if not (math.isfinite(f.noise_discount) and 0.0 < f.noise_discount < 1.0):
+        bad(f"diffusion.noise_discount must be a number in (0, 1), got {f.noise_discount}")
 
     for key in (
         "epochs",
@@ -532,7 +545,7 @@ def validate(config: Config, where: str | None = None) -> None:
     if s.keep_slices is not None and s.keep_slices < 1:
         bad(f"sample.keep_slices must be >= 1 or null, got {s.keep_slices}")
     if s.gaussian_start is not None:
-        problem = gaussian_start_error(s.gaussian_start, f.kind, s.sampler)
+        problem = gaussian_start_error(s.gaussian_start, f.kind, s.sampler, f.noise)
         if problem:
             bad(f"sample.gaussian_start: {problem}")
 

@@ -158,8 +158,9 @@ def sampler_error(name: str, kind: str | None = None) -> str | None:
     return None
 
 
-def gaussian_start_error(level, kind: str | None, sampler: str) -> str | None:
-    """Why a Gaussian start at ``level`` cannot be used with ``sampler`` on a ``kind`` model (None when it can)."""
+def gaussian_start_error(level, kind: str | None, sampler: str, noise: str = "gaussian") -> str | None:
+    """Why a Gaussian start at ``level`` cannot be used with ``sampler`` on a ``kind`` model whose flow
+    starts from ``noise`` (``diffusion.noise``; None when it can)."""
     import math
 
     try:
@@ -171,6 +172,9 @@ def gaussian_start_error(level, kind: str | None, sampler: str) -> str | None:
     if level < 1.0 and (kind != "rflow" or sampler not in SAMPLERS or not SAMPLERS[sampler].gaussian_start):
         starters = ", ".join(n for n, s in SAMPLERS.items() if s.gaussian_start)
         return f"a Gaussian start needs diffusion.kind rflow and the {starters} sampler (got {kind}, {sampler})"
+    if level < 1.0 and noise != "gaussian":
+        # its closed-form flow takes white source noise to the fitted Gaussian
+        return f"a Gaussian start needs white source noise (diffusion.noise gaussian), got {noise}"
     return None
 
 

@@ -104,7 +104,9 @@ def fit_start(
     model, out = resolve_checkpoint(model), Path(out)
     check_new_checkpoint_file(model, out, force)
     bundle = load_bundle(model, device="cpu")
-    problem = gaussian_start_error(level, bundle.diffusion.kind, bundle.config.sample.sampler)
+    problem = gaussian_start_error(
+        level, bundle.diffusion.kind, bundle.config.sample.sampler, bundle.diffusion.cfg.noise
+    )
     if problem:
         raise ConfigError(f"--level: {problem}")
     files = dataset_files(data)

@@ -307,7 +307,7 @@ def check_gaussian_start(bundle: ModelBundle, sampler: str, steps: int, level, m
 
     if level is None:
         return None
-    problem = gaussian_start_error(level, bundle.diffusion.kind, sampler)
+    problem = gaussian_start_error(level, bundle.diffusion.kind, sampler, bundle.diffusion.cfg.noise)
     if problem:
         raise ConfigError(f"gaussian_start: {problem}")
     if float(level) >= 1.0:

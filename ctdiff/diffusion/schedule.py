@@ -117,9 +117,43 @@ class Diffusion:
                 return self.ref.sample_timesteps(torch.empty(n, 1, 1, 1, 1)).long()
         return torch.randint(0, self.timesteps, (n,), generator=generator)
 
+    def noise(self, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        """The flow's source noise of ``shape`` (``(C, D, H, W)`` or ``(N, C, D, H, W)``): white Gaussian
+        (``diffusion.noise: gaussian``, one ``torch.randn`` as before the option existed) or
+        :func:`pyramid_noise` (``pyramid``)."""
+        if self.cfg.noise == "pyramid":
+            return pyramid_noise(shape, generator, self.cfg.noise_discount)
+        return torch.randn(tuple(shape), generator=generator)
+
     def fixed_timesteps(self, k: int) -> torch.Tensor:
         """k timesteps evenly spread over [0, T) (midpoints of k strata), for validation."""
         return ((torch.arange(k, dtype=torch.float64) + 0.5) * self.timesteps / k).long().clamp_(0, self.timesteps - 1)
+
+
+def pyramid_noise(shape: Sequence[int], generator: torch.Generator, discount: float) -> torch.Tensor:
+    """Multi-resolution ("pyramid") noise of ``shape`` (``(C, D, H, W)`` or ``(N, C, D, H, W)``).
+
+    White noise, plus for level i = 1, 2, ... white noise on the spatial grid divided by 2^i (each axis
+    at least 1 voxel) upsampled trilinearly to the full grid and weighted ``discount``^i, until the grid
+    is one voxel (a per-channel offset); each item is then scaled to unit SD over its voxels. Written
+    here because neither MONAI nor diffusers draws it (their schedulers take the noise as given).
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (4, 5):
+        raise ValueError(f"pyramid noise needs a (C, D, H, W) or (N, C, D, H, W) shape, got {shape}")
+    batched = shape if len(shape) == 5 else (1, *shape)
+    spatial = batched[2:]
+    x = torch.randn(batched, generator=generator, dtype=torch.float64)
+    level = 1
+    while True:
+        size = tuple(max(1, s >> level) for s in spatial)
+        coarse = torch.randn((*batched[:2], *size), generator=generator, dtype=torch.float64)
+        x += discount**level * F.interpolate(coarse, size=spatial, mode="trilinear", align_corners=False)
+        if all(s == 1 for s in size):
+            break
+        level += 1
+    x = x / x.flatten(1).std(dim=1).view(-1, 1, 1, 1, 1)
+    return x.float().reshape(shape)
 
 
 # ------------------------------------------------------------------------------------- samplers
@@ -178,7 +212,7 @@ def run_sampler(
         raise ValueError(f"steps must be >= 1, got {steps}")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     # the model's layout (channels-last 3D or not) carries through the sampler's elementwise updates
-    x = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])
+    x = torch.stack([diffusion.noise(shape, g) for g in gens])
     level = None
     if gaussian_start is not None and gaussian_start[1] < 1.0:
         from ctdiff.diffusion import gaussian_start as gs

@@ -383,7 +383,7 @@ class Trainer:
     def _noise_and_t(self, x0: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 4, self.dist.rank, self.step, micro))
         t = self.diffusion.sample_timesteps(x0.shape[0], g)
-        noise = torch.randn(x0.shape, generator=g)
+        noise = self.diffusion.noise(x0.shape, g)
         return noise.to(self.device), t.to(self.device)
 
     @torch.no_grad()
@@ -401,7 +401,7 @@ class Trainer:
             else:
                 x0 = self.space.encode(pad_slices(vol, self.depth, self.cfg.data.pad_mode)[None])
             g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 3, j))
-            noise = torch.randn((len(ts), *x0.shape[1:]), generator=g)
+            noise = self.diffusion.noise((len(ts), *x0.shape[1:]), g)
             for k in range(0, len(ts), self.cfg.train.batch_size):
                 t = ts[k : k + self.cfg.train.batch_size]
                 xb = x0.expand(len(t), *x0.shape[1:]).to(self.device, memory_format=self.memory_format)

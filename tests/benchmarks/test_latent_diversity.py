@@ -86,14 +86,31 @@ def test_spread_ratios(ld):
 
 
 class _Bundle:
-    """What :func:`measure` reads of a model bundle: the network and the diffusion's timesteps."""
+    """What :func:`measure` reads of a model bundle: the network and the diffusion (timesteps, source noise)."""
 
-    class diffusion:
-        timesteps = 1000
+    def __init__(self, noise: str = "gaussian"):
+        from ctdiff.config import DiffusionConfig
+        from ctdiff.diffusion.schedule import Diffusion
+
+        self.diffusion = Diffusion(DiffusionConfig(kind="rflow", noise=noise))
 
     @staticmethod
     def model(x, t):
         return torch.zeros_like(x)
+
+
+def test_the_posterior_reference_follows_the_source_noise(ld):
+    """With pyramid source noise the coarse axis is noisier than white noise's 1/m, so the Gaussian
+    posterior keeps less of a scan's deviation at the same level; white noise keeps the formula's m."""
+    g = torch.Generator().manual_seed(1)
+    train = torch.randn(40, 2, 4, 8, 8, generator=g) * torch.tensor([0.5, 2.0]).view(1, 2, 1, 1, 1)
+    white = ld["measure"](_Bundle(), train, None, train, k=3, levels=(0.9,))
+    pyramid = ld["measure"](_Bundle("pyramid"), train, None, train, k=3, levels=(0.9,))
+    assert white["axis_noise_variance"] == pytest.approx(1 / white["elements_per_cell"])
+    assert pyramid["source_noise"] == "pyramid" and pyramid["axis_noise_variance"] > 1.5 / white["elements_per_cell"]
+    assert pyramid["pc1_gain"][0]["gaussian"] < white["pc1_gain"][0]["gaussian"]
+    # the zero network's x_0 estimate is x_s itself: the gain along the axis is 1 - s with either noise
+    assert pyramid["pc1_gain"][0]["train"] == pytest.approx(0.1, abs=0.05)
 
 
 def test_demo_model_run(ld, tmp_path):

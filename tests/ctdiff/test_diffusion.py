@@ -84,6 +84,60 @@ def test_rflow_logit_normal_time_sampling_matches_scipy():
     assert (uniform >= 850).float().mean().item() == pytest.approx(0.15, abs=0.02)
 
 
+def test_gaussian_source_noise_is_the_plain_randn_it_always_was():
+    """diffusion.noise gaussian (the default) draws exactly torch.randn: old runs resume and sample as before."""
+    d = Diffusion(DiffusionConfig(kind="rflow"))
+    torch.testing.assert_close(
+        d.noise((2, 3, 4, 8, 8), torch.Generator().manual_seed(7)),
+        torch.randn((2, 3, 4, 8, 8), generator=torch.Generator().manual_seed(7)),
+        rtol=0,
+        atol=0,
+    )
+
+
+def _coarse_variance(x: torch.Tensor, cell=(2, 8, 8)) -> float:
+    return torch.nn.functional.avg_pool3d(x, cell).var().item()
+
+
+def test_pyramid_noise_unit_sd_seeded_and_coarse():
+    """diffusion.noise pyramid: each item has unit SD, is reproducible from its generator, and carries far
+    more energy at coarse scales than white noise (whose 2x8x8-cell means vary by 1/128)."""
+    from ctdiff.diffusion.schedule import pyramid_noise
+
+    shape = (6, 16, 8, 32, 32)
+    x = pyramid_noise(shape, torch.Generator().manual_seed(0), 0.8)
+    assert x.shape == shape and x.dtype == torch.float32
+    torch.testing.assert_close(x.flatten(1).std(dim=1), torch.ones(6), rtol=0, atol=1e-5)
+    torch.testing.assert_close(x, pyramid_noise(shape, torch.Generator().manual_seed(0), 0.8), rtol=0, atol=0)
+    assert not torch.equal(x, pyramid_noise(shape, torch.Generator().manual_seed(1), 0.8))
+    # an unbatched (C, D, H, W) draw is the batch-1 draw of the same generator
+    torch.testing.assert_close(
+        pyramid_noise(shape[1:], torch.Generator().manual_seed(2), 0.8),
+        pyramid_noise((1, *shape[1:]), torch.Generator().manual_seed(2), 0.8)[0],
+    )
+    white = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    assert _coarse_variance(white) == pytest.approx(1 / 128, rel=0.1)
+    assert 0.15 < _coarse_variance(x) < 0.45  # 0.26 for discount 0.8: about 33x white
+    # the one-voxel level is a per-channel offset: channel means vary (white: by 1/8192)
+    assert x.mean(dim=(2, 3, 4)).var().item() > 0.05 > 200 * white.mean(dim=(2, 3, 4)).var().item()
+    # a smaller discount is nearer white noise, monotonically
+    weak = pyramid_noise(shape, torch.Generator().manual_seed(0), 0.2)
+    assert 1 / 128 < _coarse_variance(weak) < 0.1 * _coarse_variance(x)
+    with pytest.raises(ValueError, match="pyramid noise needs"):
+        pyramid_noise((8, 32, 32), torch.Generator(), 0.8)
+
+
+def test_euler_with_pyramid_noise_starts_from_the_seeds_pyramid_noise():
+    """run_sampler draws its start from diffusion.noise: with a zero velocity, Euler returns the start itself."""
+    from ctdiff.diffusion.schedule import pyramid_noise
+
+    d = Diffusion(DiffusionConfig(kind="rflow", timesteps=100, noise="pyramid", noise_discount=0.7))
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    out = run_sampler("euler", zero, (2, 4, 16, 16), d, steps=3, seeds=[5, 6])
+    expected = torch.stack([pyramid_noise((2, 4, 16, 16), torch.Generator().manual_seed(s), 0.7) for s in (5, 6)])
+    torch.testing.assert_close(out, expected)
+
+
 def test_loss_is_mse_of_model_output_vs_target():
     d = Diffusion(DiffusionConfig(kind="ddpm", prediction="v_prediction"))
     x0 = torch.full((2, 1, 2, 2, 2), 0.5)

@@ -278,6 +278,49 @@ def test_band_scaled_wavelet_space_is_lossless_unit_variance_and_travels_in_the_
         config_from_dict(tiny("wavelet", "ddpm", wavelet_scale="per-band"))
 
 
+def test_a_pyramid_noise_run_trains_resumes_exactly_and_samples(data, tmp_path, monkeypatch):
+    """diffusion.noise pyramid through train -> resume -> sample: training steps, validation and the
+    sampler draw pyramid noise with the configured discount, resume is exact, the samples are HU volumes."""
+    from ctdiff.diffusion import schedule
+
+    calls = []
+    real_pyramid = schedule.pyramid_noise
+
+    def recording(shape, generator, discount):
+        calls.append((tuple(shape), discount))
+        return real_pyramid(shape, generator, discount)
+
+    monkeypatch.setattr(schedule, "pyramid_noise", recording)
+    root, ae = data
+    values = tiny("latent", "rflow", str(ae))
+    values["diffusion"] |= {"noise": "pyramid", "noise_discount": 0.6}
+    cfg = config_from_dict(values)
+    run = tmp_path / "run"
+    with torch.random.fork_rng():
+        first = train(cfg, root, run, overrides=["train.max_steps=2"], progress=False)
+        resumed = train(None, None, run, resume=True, overrides=["train.max_steps=null"], progress=False)
+    with torch.random.fork_rng():
+        whole = train(cfg, root, tmp_path / "straight", progress=False)
+    assert (first.step, resumed.step) == (2, 4)
+    for (k, a), b in zip(resumed.ema.state_dict().items(), whole.ema.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+    # each epoch: a batch of 2 latents (2 channels, 4 x 8 x 8), one of 1 (3 training cases), then the
+    # validation case at 2 timesteps; 2 epochs in the split run and 2 in the straight one
+    latent = (2, 4, 8, 8)
+    assert calls == [((2, *latent), 0.6), ((1, *latent), 0.6), ((2, *latent), 0.6)] * 4
+    bundle = load_bundle(run, device="cpu")
+    assert bundle.diffusion.cfg.noise == "pyramid" and bundle.diffusion.cfg.noise_discount == 0.6
+    calls.clear()
+    vols = sample(bundle, 2, steps=2, sampler="euler", seed=4)
+    assert calls == [(latent, 0.6)] * 2  # one start per seed
+    assert all(v.shape == SHAPE and np.isfinite(v.array).all() for v in vols)
+    assert np.abs(vols[0].array - vols[1].array).max() > 1.0
+    with pytest.raises(ConfigError, match="Gaussian start needs white source noise"):
+        from ctdiff.diffusion.sample import check_gaussian_start
+
+        check_gaussian_start(bundle, "euler", 25, 0.8)
+
+
 def test_config_validation_of_spaces_and_kinds():
     base = tiny("pixel", "ddpm")
     with pytest.raises(ConfigError, match="model.space must be one of"):
@@ -297,6 +340,17 @@ def test_config_validation_of_spaces_and_kinds():
             config_from_dict({**base, "diffusion": {"kind": "rflow", "time_scale": bad_scale}})
     with pytest.raises(ConfigError, match="diffusion.time_loc must be a finite number"):
         config_from_dict({**base, "diffusion": {"kind": "rflow", "time_loc": float("inf")}})
+    with pytest.raises(ConfigError, match="diffusion.noise must be one of"):
+        config_from_dict({**base, "diffusion": {"kind": "rflow", "noise": "blue"}})
+    with pytest.raises(ConfigError, match="diffusion.noise 'pyramid' needs diffusion.kind rflow"):
+        config_from_dict({**base, "diffusion": {"kind": "ddpm", "noise": "pyramid"}})
+    for bad_discount in (0.0, 1.0, float("nan")):
+        with pytest.raises(ConfigError, match=r"diffusion.noise_discount must be a number in \(0, 1\)"):
+            config_from_dict({**base, "diffusion": {"kind": "rflow", "noise_discount": bad_discount}})
+    with pytest.raises(ConfigError, match="Gaussian start needs white source noise"):
+        config_from_dict(
+            {**base, "diffusion": {"kind": "rflow", "noise": "pyramid"}, "sample": {"gaussian_start": 0.8}}
+        )
     # a saved ddpm config switched to rflow by --set gets rflow's default sampler
     cfg = config_from_dict(config_from_dict(base).to_dict() | {"diffusion": {"kind": "rflow"}})
     assert (cfg.sample.sampler, cfg.train.preview_sampler) == ("euler", "euler")
