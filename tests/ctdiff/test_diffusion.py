@@ -117,9 +117,10 @@ def test_pyramid_noise_unit_sd_seeded_and_coarse():
     )
     white = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     assert _coarse_variance(white) == pytest.approx(1 / 128, rel=0.1)
-    assert 0.15 < _coarse_variance(x) < 0.45  # 0.26 for discount 0.8: about 33x white
-    # the one-voxel level is a per-channel offset: channel means vary (white: by 1/8192)
-    assert x.mean(dim=(2, 3, 4)).var().item() > 0.05 > 200 * white.mean(dim=(2, 3, 4)).var().item()
+    assert 0.1 < _coarse_variance(x) < 0.3  # 0.17 for discount 0.8: about 22x white
+    # the coarse levels carry no per-channel offset (the U-Net's GroupNorm could not remove one): channel
+    # means vary no more than white noise's (1/8192; with an offset level they varied by 0.1)
+    assert x.mean(dim=(2, 3, 4)).var().item() < 2 * white.mean(dim=(2, 3, 4)).var().item() < 1e-3
     # a smaller discount is nearer white noise, monotonically
     weak = pyramid_noise(shape, torch.Generator().manual_seed(0), 0.2)
     assert 1 / 128 < _coarse_variance(weak) < 0.1 * _coarse_variance(x)
