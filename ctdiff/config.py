@@ -128,9 +128,11 @@ class DiffusionConfig:
     time_loc: float = 0.0
     time_scale: float = 1.0
     # (kind rflow only) the flow's source noise: "gaussian" (white, the default), or "pyramid": white
-    # noise plus white noise drawn on grids halved per level down to one voxel, upsampled trilinearly,
-    # level i weighted noise_discount^i, the sum scaled to unit SD (multi-resolution noise). More of
-    # its energy is at coarse scales, so the coarse layout is decided at lower noise levels
+    # noise plus white noise drawn on grids halved per level (while more than one voxel), upsampled
+    # trilinearly, less its channel mean, level i weighted noise_discount^i, the sum scaled to unit SD
+    # (multi-resolution noise; ctdiff.diffusion.schedule.pyramid_noise). More of its energy is at
+    # coarse scales, meant to put off the coarse layout's decision to lower noise levels (on the demo
+    # recipe it did not spread the samples: docs/benchmarks.md)
     noise: str = "gaussian"
     noise_discount: float = 0.8
 
