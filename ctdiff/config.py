@@ -233,6 +233,7 @@ class Config:
             "prediction": self.diffusion.prediction,
             "space": self.model.space,
             "diffusion_kind": self.diffusion.kind,
+            "source_noise": self.diffusion.noise,
         }
 
 

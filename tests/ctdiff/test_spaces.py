@@ -313,6 +313,7 @@ def test_a_pyramid_noise_run_trains_resumes_exactly_and_samples(data, tmp_path, 
     calls.clear()
     vols = sample(bundle, 2, steps=2, sampler="euler", seed=4)
     assert calls == [(latent, 0.6)] * 2  # one start per seed
+    assert vols[0].meta["config"]["source_noise"] == "pyramid"  # the manifest says how it was drawn
     assert all(v.shape == SHAPE and np.isfinite(v.array).all() for v in vols)
     assert np.abs(vols[0].array - vols[1].array).max() > 1.0
     with pytest.raises(ConfigError, match="Gaussian start needs white source noise"):
