@@ -60,6 +60,9 @@ register_output("train-autoencoder", "an autoencoder folder", _is_autoencoder_di
 SOFT_TISSUE_HU = (-150.0, 150.0)  # where the noise SD is measured
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclasses.dataclass
 class AutoencoderConfig:
     hu_window: tuple[float, float] = (-1024.0, 1500.0)
@@ -72,6 +75,10 @@ class AutoencoderConfig:
     batch_size: int = 2
     steps: int = 2000
     lr: float = 1e-4
+    # "constant" (as before), or "cosine": both optimisers' learning rate follows lr x (1 + cos(pi x
+    # step / steps)) / 2, from lr at step 0 to 0 at `steps` (set from the step alone, so a resumed run
+    # continues it exactly; raising `steps` on resume stretches the rest of the curve)
+    lr_schedule: str = "constant"
     kl_weight: float = 1e-6
     adv_weight: float = 0.05
     adv_start: int = 0  # step from which the adversarial losses are used
@@ -124,6 +131,8 @@ def autoencoder_config(values: dict[str, Any] | None, where: str | os.PathLike |
         v = getattr(cfg, key)
         if not (math.isfinite(v) and v >= 0) or (key == "lr" and v == 0):
             bad(f"{key} must be a finite number >= 0 (lr > 0), got {v}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        bad(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
     if not 0.0 < cfg.val_fraction < 1.0:
         bad(f"val_fraction must be in (0, 1): the autoencoder is judged on held-out volumes, got {cfg.val_fraction}")
     if cfg.adv_start < 0:
@@ -508,9 +517,21 @@ class AutoencoderTrainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
 
+    def learning_rate(self, step: int | None = None) -> float:
+        """Both optimisers' learning rate at ``step`` (default: the next step) under ``lr_schedule``."""
+        cfg = self.cfg
+        step = self.step if step is None else int(step)
+        if cfg.lr_schedule == "cosine":
+            return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+        return cfg.lr
+
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
         x = x.to(self.device)
+        lr = self.learning_rate()
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
         self.ae.train()
         recon, mu, sigma = self.ae(x)
         l1 = F.l1_loss(recon.float(), x.float())

@@ -118,6 +118,37 @@ def test_train_autoencoder_cli_resume_and_record(phantoms, tmp_path, capsys):
     assert [r["step"] for r in torch.load(out / "autoencoder.pt", weights_only=True)["history"]] == list(range(1, 7))
 
 
+def test_cosine_learning_rate_falls_from_lr_to_zero_and_resumes_where_it_was(phantoms):
+    """lr_schedule cosine: lr (1 + cos(pi step / steps)) / 2 for both optimisers, set from the step alone,
+    so a trainer restored from a checkpoint goes on at the rate it stopped at; constant keeps lr."""
+    cfg = autoencoder_config({**TINY_AE, "steps": 8, "lr_schedule": "cosine"})
+    trainer = AutoencoderTrainer(cfg)
+    assert [trainer.learning_rate(s) for s in (0, 2, 4, 8)] == pytest.approx(
+        [2e-3, 2e-3 * (1 + 2**-0.5) / 2, 1e-3, 0.0]
+    )
+    vol, _ = make_phantom(shape=(16, 16, 8), seed=0, noise_hu=0.0)
+    x = (torch.from_numpy(vol.array).permute(2, 1, 0)[None].float() + 1024) / 2524 * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        trainer.train_step(random_patches([x], cfg.patch, 2, g, cfg.downsampling))
+    # the third step ran at step index 2's rate, in the generator's and the discriminator's optimiser
+    rates = [grp["lr"] for opt in (trainer.opt_g, trainer.opt_d) for grp in opt.param_groups]
+    assert rates == pytest.approx([trainer.learning_rate(2)] * len(rates)) and rates[0] < 2e-3
+    restored = AutoencoderTrainer(cfg)
+    restored.load_state(trainer.state())
+    patch = random_patches([x], cfg.patch, 2, g, cfg.downsampling)
+    with torch.random.fork_rng():
+        row_a = trainer.train_step(patch)
+    with torch.random.fork_rng():
+        row_b = restored.train_step(patch)
+    assert restored.opt_g.param_groups[0]["lr"] == pytest.approx(trainer.learning_rate(3))
+    assert row_a == row_b  # the same step, at the same rate
+    constant = AutoencoderTrainer(autoencoder_config({**TINY_AE, "steps": 8}))
+    assert {constant.learning_rate(s) for s in (0, 4, 8)} == {2e-3}
+    with pytest.raises(ConfigError, match="lr_schedule must be one of"):
+        autoencoder_config({"lr_schedule": "step"})
+
+
 def test_bad_settings_and_files(phantoms, tmp_path, capsys):
     with pytest.raises(ConfigError, match="patch"):
         autoencoder_config({"patch": [6, 16, 16]})
