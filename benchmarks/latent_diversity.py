@@ -184,10 +184,12 @@ def measure(
     m = elements_per_cell(tuple(train.shape[1:]))
     # white noise varies by 1/m along a unit axis of cell means; other source noise (diffusion.noise
     # pyramid) by what 64 draws of it measure, so the Gaussian posterior's gain is the one for that noise
-    draws = torch.stack(
-        [bundle.diffusion.noise(tuple(train.shape[1:]), torch.Generator().manual_seed(s)) for s in range(64)]
-    )
-    noise_m = m if bundle.diffusion.cfg.noise == "gaussian" else 1.0 / float((coarse(draws) @ axes[0]).var())
+    noise_m = m
+    if bundle.diffusion.cfg.noise != "gaussian":
+        draws = torch.stack(
+            [bundle.diffusion.noise(tuple(train.shape[1:]), torch.Generator().manual_seed(s)) for s in range(64)]
+        )
+        noise_m = 1.0 / float((coarse(draws) @ axes[0]).var())
     T = bundle.diffusion.timesteps
     gain = []
     for s in levels:

@@ -518,7 +518,10 @@ class AutoencoderTrainer:
         self.history: list[dict[str, float]] = []
 
     def learning_rate(self, step: int | None = None) -> float:
-        """Both optimisers' learning rate at ``step`` (default: the next step) under ``lr_schedule``."""
+        """Both optimisers' learning rate at ``step`` (default: the next step) under ``lr_schedule``.
+
+        A function of the step rather than torch's CosineAnnealingLR, whose state autoencoder.pt would
+        have to carry (files written before the option have none) for a resumed run to continue it."""
         cfg = self.cfg
         step = self.step if step is None else int(step)
         if cfg.lr_schedule == "cosine":
