@@ -260,7 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     start = None if level is None else (bundle.gaussian_start, level)
     seeds = range(a.seed, a.seed + a.n)
-    samples = run_sampler(cfg.sampler, bundle.model, shape, bundle.diffusion, steps, seeds, gaussian_start=start)
+    from ctdiff.diffusion.sample import condition_values
+
+    samples = run_sampler(
+        cfg.sampler,
+        bundle.model,
+        shape,
+        bundle.diffusion,
+        steps,
+        seeds,
+        gaussian_start=start,
+        condition=condition_values(bundle, list(seeds)),  # a conditioned model: each seed's own draw
+    )
     corrected = bool(cfg.spread_correction and not a.no_spread_correction)
     if corrected:
         from ctdiff.diffusion.spread import apply

@@ -39,7 +39,7 @@ def sample_with_margin(bundle, seeds, margin: int, steps: int, sampler: str = "e
 
     from ctdiff.data.tensors import model_to_hu, tensor_to_array
     from ctdiff.data.volume import Volume
-    from ctdiff.diffusion.sample import sample_meta
+    from ctdiff.diffusion.sample import condition_values, sample_meta
     from ctdiff.diffusion.schedule import run_sampler
     from ctdiff.samplers import sampler_error
 
@@ -60,7 +60,16 @@ def sample_with_margin(bundle, seeds, margin: int, steps: int, sampler: str = "e
         started = time.perf_counter()
         try:
             with torch.no_grad():
-                latent = run_sampler(sampler, bundle.model, shape, bundle.diffusion, steps, [s], bundle.device)
+                latent = run_sampler(
+                    sampler,
+                    bundle.model,
+                    shape,
+                    bundle.diffusion,
+                    steps,
+                    [s],
+                    bundle.device,
+                    condition=condition_values(bundle, [s]),
+                )
         except (RuntimeError, ValueError) as e:  # the U-Net's downsampling does not divide the longer latent
             raise SystemExit(
                 f"sample_z_margin: a latent of {shape[1]} slices (margin {margin}) does not run through the U-Net: {e}"

@@ -38,6 +38,7 @@ TIME_SAMPLINGS = ("uniform", "logit-normal")
 NOISE_KINDS = ("gaussian", "pyramid")
 SAMPLERS = SAMPLER_NAMES  # every registered sampler (ctdiff.samplers); which fit a model depends on diffusion.kind
 SPACES = ("pixel", "wavelet", "latent")
+CONDITIONS = ("body_share",)  # model.condition (ctdiff.model.condition)
 MAX_WAVELET_LEVELS = 2
 WAVELET_SCALES = ("lowpass", "band")
 PAD_MODES = ("edge", "constant")
@@ -108,6 +109,14 @@ class ModelConfig:
     # diffusion checkpoints together with the file's sha256. null with space latent: `train` first
     # trains one in the run dir (<run>/autoencoder/, train.autoencoder_steps steps, the run's split)
     autoencoder: str | None = None
+    # A scalar the U-Net is conditioned on (ctdiff.model.condition): null = none (every checkpoint
+    # before the key existed); "body_share" = the share of the training item's voxels above -500 HU
+    # (how much of the field of view the body fills). Training computes it for every item (after
+    # augmentation), drops it for condition_dropout of the items (the network then also learns the
+    # unconditional flow), and the checkpoint carries the training cases' values; sampling draws one
+    # per seed from them (a smoothed bootstrap) unless a value is given (ctdiff sample --condition).
+    condition: str | None = None
+    condition_dropout: float = 0.1
 
 
 @dataclasses.dataclass
@@ -479,6 +488,10 @@ def validate(config: Config, where: str | None = None) -> None:
         bad("model.dropout must be in [0, 1)")
     if m.space not in SPACES:
         bad(f"model.space must be one of {SPACES}, got {m.space!r}")
+    if m.condition is not None and m.condition not in CONDITIONS:
+        bad(f"model.condition must be null or one of {CONDITIONS}, got {m.condition!r}")
+    if not 0.0 <= m.condition_dropout < 1.0:
+        bad(f"model.condition_dropout must be in [0, 1), got {m.condition_dropout}")
     if any(not 0 <= k <= MAX_WAVELET_LEVELS for k in m.wavelet_levels):
         bad(f"model.wavelet_levels entries must be 0-{MAX_WAVELET_LEVELS}, got {list(m.wavelet_levels)}")
     if m.wavelet_scale not in WAVELET_SCALES:

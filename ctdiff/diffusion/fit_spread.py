@@ -38,7 +38,7 @@ EXAMPLES = """\
 def draw(bundle, n: int, seed: int, progress: bool = False) -> torch.Tensor:
     """``n`` of the checkpoint's samples in its own space (seeds ``seed``..), as ``sample`` draws them at
     the training geometry, before decoding and before any spread correction."""
-    from ctdiff.diffusion.sample import check_gaussian_start, evaluations
+    from ctdiff.diffusion.sample import check_gaussian_start, condition_values, evaluations
     from ctdiff.diffusion.schedule import run_sampler
 
     cfg = bundle.config.sample
@@ -67,6 +67,7 @@ def draw(bundle, n: int, seed: int, progress: bool = False) -> torch.Tensor:
                     bundle.device,
                     cb,
                     gaussian_start=start,
+                    condition=condition_values(bundle, [seed + i]),  # as sample draws them (model.condition)
                 )
                 out.append(z[0].float().cpu().contiguous())
     finally:

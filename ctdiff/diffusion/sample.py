@@ -38,6 +38,7 @@ from ctdiff.data.volume import Volume
 from ctdiff.diffusion.schedule import Diffusion, run_sampler
 from ctdiff.distributed import add_device_arguments, apply_threads, resolve_device
 from ctdiff.errors import ConfigError, InputError
+from ctdiff.model import condition as conditions
 from ctdiff.model.checkpoint import (
     checkpoint_config,
     load_checkpoint,
@@ -114,6 +115,10 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
         problem = spread.check_record(spread_record)
         if problem:
             raise InputError(problem, ckpt_path)
+    if config.model.condition is not None:
+        problem = conditions.check_record(ckpt.get("geometry", {}).get("condition"))
+        if problem:
+            raise InputError(problem, ckpt_path)
     load_weights(model, ckpt[weights], ckpt_path)
     require_finite_weights(model, ckpt_path, weights)
     # channels-last: 1.29x faster network evaluations on CPU for the demo model (docs/benchmarks.md)
@@ -147,6 +152,7 @@ def sample_meta(
     decode_z_pad: int = 0,
     gaussian_start: float | None = None,
     spread_correction: bool = False,
+    condition: float | None = None,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -167,6 +173,11 @@ def sample_meta(
         "refiner_steps": None if refine_steps is None else int(refine_steps),
         "gaussian_start": gaussian_start,
         "spread_correction": bool(spread_correction),
+        **(
+            {"condition": {"name": bundle.config.model.condition, "value": round(float(condition), 6)}}
+            if condition is not None
+            else {}
+        ),
         "config": bundle.config.summary(),
     }
 
@@ -186,6 +197,7 @@ def sample(
     decode_z_pad: int | None = None,
     gaussian_start: float | None = None,
     spread_correction: bool | None = None,
+    condition: float | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -209,7 +221,9 @@ def sample(
     (:func:`check_gaussian_start`); the grid's steps above s are skipped.
     ``spread_correction`` (default: the config's ``sample.spread_correction``): the sampled tensors are
     given the training data's mean and variance along its principal axes before decoding, by the
-    correction the checkpoint carries (:mod:`ctdiff.diffusion.spread`; :func:`check_spread_correction`)."""
+    correction the checkpoint carries (:mod:`ctdiff.diffusion.spread`; :func:`check_spread_correction`).
+    ``condition`` (a conditioned model only, ``model.condition``): the value every volume is drawn
+    with; by default each seed draws its own from the training cases' values (:func:`condition_values`)."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -230,6 +244,7 @@ def sample(
     correct = check_spread_correction(
         bundle, bundle.config.sample.spread_correction if spread_correction is None else spread_correction, margin
     )
+    fixed = check_condition(bundle, condition)
     x, y, z = bundle.shape
     kept = keep if keep is not None else z
     affine = kept_affine(bundle.affine, z, kept)
@@ -253,6 +268,7 @@ def sample(
             started = time.perf_counter()
             shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
             start = None if level is None else (bundle.gaussian_start, level)
+            conds = condition_values(bundle, seeds, fixed)
             out = run_sampler(
                 sampler,
                 bundle.model,
@@ -263,6 +279,7 @@ def sample(
                 bundle.device,
                 step_cb,
                 gaussian_start=start,
+                condition=conds,
             )
             if correct:
                 from ctdiff.diffusion.spread import apply as apply_spread
@@ -287,10 +304,22 @@ def sample(
                     f"seeds {seeds[0]}..{seeds[-1]}; the checkpoint or these settings are unusable",
                     bundle.checkpoint,
                 )
-            for s, t in zip(seeds, out):
+            for i, (s, t) in enumerate(zip(seeds, out)):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
                 meta = sample_meta(
-                    bundle, sampler, steps, s, seconds, resynthesised, margin, keep, r_steps, zpad, level, correct
+                    bundle,
+                    sampler,
+                    steps,
+                    s,
+                    seconds,
+                    resynthesised,
+                    margin,
+                    keep,
+                    r_steps,
+                    zpad,
+                    level,
+                    correct,
+                    None if conds is None else conds[i],
                 )
                 volumes.append(Volume(array, affine, meta))
     finally:
@@ -327,6 +356,30 @@ def check_gaussian_start(bundle: ModelBundle, sampler: str, steps: int, level, m
         return start_grid_level(bundle.diffusion, sampler, steps, float(level))
     except ValueError as exc:  # a grid too coarse to reach the level: 1 step from 1.0 with a start at 0.6
         raise ConfigError(f"gaussian_start: {exc}; take more steps") from None
+
+
+def check_condition(bundle: ModelBundle, value) -> float | None:
+    """A requested condition value, checked against the model: ConfigError for a model without
+    ``model.condition`` or a value out of its range; None when none is asked for."""
+    if value is None:
+        return None
+    name = bundle.config.model.condition
+    if name is None:
+        raise ConfigError("this model is not conditioned (model.condition is null); sample it without a condition")
+    try:
+        return conditions.check_value(name, value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def condition_values(bundle: ModelBundle, seeds: Sequence[int], fixed: float | None = None) -> list[float] | None:
+    """A conditioned model's value per seed: ``fixed``, or each seed's draw from the checkpoint's training
+    values (:func:`ctdiff.model.condition.draw`); None for a model without ``model.condition``."""
+    if bundle.config.model.condition is None:
+        return None
+    if fixed is not None:
+        return [float(fixed)] * len(seeds)
+    return [conditions.draw(bundle.geometry["condition"], s) for s in seeds]
 
 
 def check_spread_correction(bundle: ModelBundle, on, margin: int = 0) -> bool:
@@ -453,6 +506,8 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
                 "seconds": vol.meta.get("seconds"),
                 "shape": list(vol.shape),
                 "spacing": [round(s, 6) for s in vol.spacing],
+                # a conditioned model (model.condition): the value this case was drawn with
+                **({"condition": vol.meta["condition"]} if "condition" in vol.meta else {}),
             }
         )
     manifest = {
@@ -537,6 +592,12 @@ def add_arguments(parser) -> None:
         help="leave out the spread correction the checkpoint carries (python -m ctdiff fit-spread; on when "
         "the config's sample.spread_correction is)",
     )
+    parser.add_argument(
+        "--condition",
+        type=float,
+        help="a model trained with model.condition (body_share: the share of voxels above -500 HU, 0-1): draw "
+        "every volume with this value (default: each seed draws its own from the training cases' values)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument(
         "--no-ema",
@@ -593,6 +654,7 @@ def run(args) -> int:
     level = check_gaussian_start(bundle, sampler, steps, start, margin)
     spread = bundle.config.sample.spread_correction and not args.no_spread_correction
     check_spread_correction(bundle, spread, margin)
+    check_condition(bundle, args.condition)
     per_batch = evaluations(bundle, sampler, steps, level) + r_steps
     bar = None
     if not args.no_progress:
@@ -617,6 +679,7 @@ def run(args) -> int:
             decode_z_pad=args.decode_z_pad,
             gaussian_start=start,
             spread_correction=spread,
+            condition=args.condition,
         )
     finally:
         if bar is not None:

@@ -204,13 +204,15 @@ def run_sampler(
     device: torch.device | str = "cpu",
     callback: Callback | None = None,
     gaussian_start: tuple[dict, float] | None = None,
+    condition: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Sample ``len(seeds)`` tensors of (C, D, H, W) ``shape``; item i depends only on ``seeds[i]``.
 
     Each item gets its own CPU generator (initial noise and, for ancestral DDPM, step noise), so a case is
     reproducible from its seed whatever the batch size. ``gaussian_start`` (record, s): the seeds' noise
     is taken by the record's Gaussian flow to the Euler grid's first level at or below s, and the
-    network's flow runs from there (:mod:`ctdiff.diffusion.gaussian_start`).
+    network's flow runs from there (:mod:`ctdiff.diffusion.gaussian_start`). ``condition``: one value
+    per seed for a conditioned model (``model.condition``), passed to every network evaluation.
     """
     problem = sampler_error(name, diffusion.kind)
     if problem:
@@ -230,6 +232,15 @@ def run_sampler(
         level = start_grid_level(diffusion, name, steps, level)
         x = gs.start(record, x, level)
     x = x.to(device, memory_format=_memory_format(model))
+    if condition is not None:
+        if len(condition) != len(seeds):
+            raise ValueError(f"expected one condition value per seed ({len(seeds)}), got {len(condition)}")
+        cond = torch.tensor([float(c) for c in condition], dtype=torch.float32, device=device)
+        net = model
+
+        def model(x_t, t):
+            return net(x_t, t, cond=cond)
+
     return sample_with(name, model, x, diffusion, steps, generator=gens, callback=callback, start_level=level)
 
 

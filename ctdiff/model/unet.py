@@ -124,6 +124,7 @@ class UNet3D(nn.Module):
         time_channels: int | None = None,
         in_channels: int = 1,
         out_channels: int = 1,
+        condition: str | None = None,
     ):
         super().__init__()
         channels, block_kinds = list(channels), list(block_kinds)
@@ -153,6 +154,16 @@ class UNet3D(nn.Module):
         self.time_channels = time_channels or c0
         emb_dim = 4 * self.time_channels
         self.time_mlp = nn.Sequential(nn.Linear(self.time_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # model.condition: a scalar (ctdiff.model.condition), standardised by the training values' mean
+        # and SD (buffers, set by the trainer) and added to the timestep embedding through its own MLP,
+        # whose last layer starts at zero (training starts from the unconditional network)
+        self.condition = condition
+        if condition is not None:
+            self.cond_mlp = nn.Sequential(nn.Linear(1, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            nn.init.zeros_(self.cond_mlp[2].weight)
+            nn.init.zeros_(self.cond_mlp[2].bias)
+            self.register_buffer("cond_center", torch.zeros(()))
+            self.register_buffer("cond_scale", torch.ones(()))
         k, p = _kernel(block_kinds[0])
         self.conv_in = nn.Conv3d(in_channels, c0, k, padding=p)
 
@@ -213,6 +224,7 @@ class UNet3D(nn.Module):
             time_channels=cfg.time_channels,
             in_channels=channels,
             out_channels=channels,
+            condition=cfg.condition,
         )
 
     def check_shape(self, spatial: Sequence[int]) -> None:
@@ -233,7 +245,31 @@ class UNet3D(nn.Module):
             return checkpoint(_apply, layers, h, emb, use_reentrant=False)
         return _apply(layers, h, emb)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def set_condition_scale(self, center: float, scale: float) -> None:
+        """The training values' mean and SD, by which the condition is standardised (a conditioned model)."""
+        if self.condition is None:
+            raise ValueError("this model is not conditioned (model.condition is null)")
+        self.cond_center.fill_(float(center))
+        self.cond_scale.fill_(float(scale) if scale > 0 else 1.0)
+
+    def _condition_embedding(self, cond, n: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The condition's term of the embedding: zero for items whose value is NaN (no value), as for ``None``."""
+        if cond is None:
+            return None
+        if self.condition is None:
+            raise ValueError("a condition was given to a model without one (model.condition is null)")
+        c = torch.as_tensor(cond, device=like.device, dtype=torch.float32).reshape(-1)
+        if c.numel() == 1:
+            c = c.expand(n)
+        if c.numel() != n:
+            raise ValueError(f"expected one condition value per item ({n}), got {c.numel()}")
+        known = torch.isfinite(c)
+        z = torch.where(known, (c - self.cond_center) / self.cond_scale, torch.zeros_like(c))
+        return self.cond_mlp(z[:, None].to(like.dtype)) * known[:, None].to(like.dtype)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        """``cond``: the condition per item (or one for all); None or NaN = none (a conditioned model's
+        unconditional flow)."""
         if x.ndim != 5:
             raise ValueError(f"expected (N, C, D, H, W) input, got shape {tuple(x.shape)}")
         self.check_shape(x.shape[2:])
@@ -242,6 +278,9 @@ class UNet3D(nn.Module):
             t = t.expand(x.shape[0])
         temb = get_timestep_embedding(t, self.time_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         emb = self.time_mlp(temb.to(x.dtype))
+        cemb = self._condition_embedding(cond, x.shape[0], emb)
+        if cemb is not None:
+            emb = emb + cemb
 
         h = self.conv_in(x)
         hs = [h]

@@ -65,6 +65,7 @@ from ctdiff.distributed import (
 )
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 from ctdiff.interrupt import sigterm_saves
+from ctdiff.model import condition as conditions
 from ctdiff.model.checkpoint import (
     BEST,
     LAST,
@@ -193,20 +194,22 @@ class CachedDataset(torch.utils.data.Dataset):
 
     ``versions[i]`` holds case i's encoded versions (the case itself first, then its augmented copies,
     ``data.latent_augment_copies``); the one an ``(epoch, index)`` gets is a pure function of the pair
-    and ``seed``, so a resumed run draws what an uninterrupted one draws."""
+    and ``seed``, so a resumed run draws what an uninterrupted one draws. With ``conditions`` (one value
+    per version, measured on the image it encodes: ``model.condition``) an item is ``(latent, value)``."""
 
-    def __init__(self, versions: list[list[torch.Tensor]], seed: int = 0):
-        self.versions, self.seed = versions, seed
+    def __init__(self, versions: list[list[torch.Tensor]], seed: int = 0, conditions: list[list[float]] | None = None):
+        self.versions, self.seed, self.conditions = versions, seed, conditions
 
     def __len__(self) -> int:
         return len(self.versions)
 
-    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+    def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         v = self.versions[index]
-        if len(v) == 1:
-            return v[0]
-        return v[int(np.random.default_rng(seed_from(self.seed, 6, epoch, index)).integers(len(v)))]
+        k = 0 if len(v) == 1 else int(np.random.default_rng(seed_from(self.seed, 6, epoch, index)).integers(len(v)))
+        if self.conditions is None:
+            return v[k]
+        return v[k], torch.tensor(self.conditions[index][k], dtype=torch.float32)
 
 
 def _model_shape_error(model: UNet3D, spatial: Sequence[int], cfg: Config) -> None:
@@ -262,6 +265,16 @@ class Trainer:
         except ValueError as exc:
             raise ConfigError(f"data/space mismatch: {exc}") from None
         _model_shape_error(self.model, self.space.encoded_shape(spatial)[1:], config)
+        # model.condition: the training cases' values (as the network sees them, padded) standardise it
+        # and go into the checkpoint's geometry, from which sampling draws
+        self.condition_record: dict[str, Any] | None = None
+        if config.model.condition is not None:
+            values = [
+                float(self._measure(pad_slices(v, self.depth, config.data.pad_mode)[None])[0])
+                for v in train_cases.tensors
+            ]
+            self.condition_record = conditions.make_record(config.model.condition, values)
+            self.model.set_condition_scale(self.condition_record["mean"], self.condition_record["sd"])
         self.ema = AveragedModel(self.model, multi_avg_fn=ema_avg_fn(t.ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -280,6 +293,7 @@ class Trainer:
             "depth": self.depth,
             "affine": np.asarray(train_cases.affine).tolist(),
             "spacing": list(train_cases.spacing),
+            **({"condition": self.condition_record} if self.condition_record is not None else {}),
         }
         # position: (epoch, optimizer steps done within it); step: optimizer steps in total
         self.step, self.epoch, self.group = 0, 0, 0
@@ -302,8 +316,14 @@ class Trainer:
         With ``data.latent_augment_copies`` N, also N augmented versions of each training case (the
         data's flip and zoom, seeded by the run's seed, the copy and the case), scaled alike."""
 
-        def encode_one(v):
-            return self.space.encode(pad_slices(v, self.depth, self.cfg.data.pad_mode)[None].to(self.device))[0].cpu()
+        conditioned = self.cfg.model.condition is not None
+        values: list[list[float]] = []
+
+        def encode_one(v, measure_into: list[float] | None = None):
+            padded = pad_slices(v, self.depth, self.cfg.data.pad_mode)[None]
+            if measure_into is not None:
+                measure_into.append(float(self._measure(padded)[0]))
+            return self.space.encode(padded.to(self.device))[0].cpu()
 
         def encode(tensors):
             return [encode_one(v) for v in tensors]
@@ -316,13 +336,16 @@ class Trainer:
         else:
             latents = encode(self.train_cases.tensors)
         versions = [[z] for z in latents]
+        if conditioned:
+            values = [[v] for v in self.condition_record["values"]]
         copies = self.cfg.data.latent_augment_copies
         if copies:
             augment, seed, cases = Augment(self.cfg.data), self.cfg.train.seed, self.train_cases.tensors
             keys = [(k, i) for k in range(1, copies + 1) for i in range(len(cases))]
             for k, i in counted(keys, self.progress, "encoding augmented copies", "case"):
-                versions[i].append(encode_one(augment(cases[i], seed_from(seed, 5, k, i))))
-        self.dataset = CachedDataset(versions, self.cfg.train.seed)
+                into = values[i] if conditioned else None
+                versions[i].append(encode_one(augment(cases[i], seed_from(seed, 5, k, i)), into))
+        self.dataset = CachedDataset(versions, self.cfg.train.seed, values if conditioned else None)
         if self.val_cases is not None and self.val_cases.tensors:
             self.val_encoded = encode(self.val_cases.tensors)
 
@@ -380,6 +403,26 @@ class Trainer:
         return save_checkpoint(self.files.checkpoint(name), self.state())
 
     # ------------------------------------------------------------------------- pieces
+    def _measure(self, images: torch.Tensor) -> torch.Tensor:
+        """``model.condition`` of each item of a model-scaled image batch (N, C, D, H, W)."""
+        return conditions.measure(self.cfg.model.condition, images, self.cfg.data.hu_window)
+
+    def _drop_condition(self, cond: torch.Tensor, micro: int) -> torch.Tensor:
+        """NaN (no value) for ``model.condition_dropout`` of the items, seeded by the position like the noise."""
+        p = self.cfg.model.condition_dropout
+        if p <= 0:
+            return cond
+        g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 8, self.dist.rank, self.step, micro))
+        drop = torch.rand(cond.shape[0], generator=g) < p
+        return torch.where(drop, torch.full_like(cond, float("nan")), cond)
+
+    def _with_condition(self, net, cond: torch.Tensor | None):
+        """``net`` as the ``(x, t)`` callable the diffusion loss takes, given ``cond`` if any."""
+        if cond is None:
+            return net
+        cond = cond.to(self.device)
+        return lambda x, t: net(x, t, cond=cond)
+
     def _noise_and_t(self, x0: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 4, self.dist.rank, self.step, micro))
         t = self.diffusion.sample_timesteps(x0.shape[0], g)
@@ -402,11 +445,15 @@ class Trainer:
                 x0 = self.space.encode(pad_slices(vol, self.depth, self.cfg.data.pad_mode)[None])
             g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 3, j))
             noise = self.diffusion.noise((len(ts), *x0.shape[1:]), g)
+            cond = None
+            if self.cfg.model.condition is not None:
+                cond = self._measure(pad_slices(vol, self.depth, self.cfg.data.pad_mode)[None])
             for k in range(0, len(ts), self.cfg.train.batch_size):
                 t = ts[k : k + self.cfg.train.batch_size]
                 xb = x0.expand(len(t), *x0.shape[1:]).to(self.device, memory_format=self.memory_format)
+                net = self._with_condition(model, None if cond is None else cond.expand(len(t)))
                 with _autocast(self.device, self.cfg.train.amp):
-                    loss = self.diffusion.loss(model, xb, t.to(self.device), noise[k : k + len(t)].to(self.device))
+                    loss = self.diffusion.loss(net, xb, t.to(self.device), noise[k : k + len(t)].to(self.device))
                 losses.append(float(loss) * len(t))
         return sum(losses) / (len(ts) * len(self.val_cases.tensors))
 
@@ -424,16 +471,21 @@ class Trainer:
         self.net.train()
         total = 0.0
         n = len(group)
-        for micro, x0 in enumerate(group):
+        for micro, item in enumerate(group):
+            x0, cond = item if isinstance(item, (list, tuple)) else (item, None)
             if not self.space.cache:
+                if self.cfg.model.condition is not None:
+                    cond = self._measure(x0)
                 x0 = self.space.encode(x0.to(self.device))
+            if cond is not None:
+                cond = self._drop_condition(cond, micro)
             x0 = x0.to(self.device, non_blocking=True, memory_format=self.memory_format)
             noise, t = self._noise_and_t(x0, micro)
             last = micro == n - 1
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.net.no_sync()
             with sync:
                 with _autocast(self.device, self.cfg.train.amp):
-                    loss = self.diffusion.loss(self.net, x0, t, noise)
+                    loss = self.diffusion.loss(self._with_condition(self.net, cond), x0, t, noise)
                 (loss / n).backward()
             total += float(loss.detach())
         if self.cfg.train.grad_clip > 0:

@@ -1,0 +1,226 @@
+"""model.condition (ctdiff.model.condition): the body share measured on training items, the U-Net's
+condition embedding, the checkpoint's record, the per-seed draw at sampling time, `ctdiff sample
+--condition` and the app's Generate form."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ctdiff.cli import main
+from ctdiff.config import config_from_dict
+from ctdiff.data.io import read_volume
+from ctdiff.data.tensors import hu_to_model
+from ctdiff.diffusion.sample import load_bundle, sample
+from ctdiff.errors import ConfigError
+from ctdiff.model import condition as conditions
+from ctdiff.model.checkpoint import load_checkpoint
+from ctdiff.model.unet import UNet3D
+from ctdiff.training.train import train
+from tests.ctdiff.test_spaces import SHAPE, _one_thread, data, tiny  # noqa: F401  (fixtures)
+
+WINDOW = (-1000.0, 1000.0)
+
+
+def test_body_share_counts_voxels_above_minus_500_hu():
+    hu = torch.full((2, 1, 4, 5, 5), -1000.0)
+    hu[0, 0, :2] = 40.0  # half the voxels soft tissue
+    hu[1, 0, 0, 0, :3] = -499.0  # 3 voxels just above the threshold
+    hu[1, 0, 1, 0, :2] = -501.0  # 2 just below
+    share = conditions.body_share(hu_to_model(hu, WINDOW), WINDOW)
+    torch.testing.assert_close(share, torch.tensor([0.5, 3 / 100]))
+    with pytest.raises(ValueError, match="N, C, D, H, W"):
+        conditions.body_share(hu[0], WINDOW)
+
+
+def test_draw_is_seeded_in_range_and_keeps_the_values_mean_and_variance():
+    values = [0.30, 0.33, 0.36, 0.38, 0.41, 0.44, 0.47, 0.52]
+    record = conditions.make_record("body_share", values)
+    assert record["mean"] == pytest.approx(np.mean(values)) and record["sd"] == pytest.approx(np.std(values))
+    draws = np.array([conditions.draw(record, s) for s in range(4000)])
+    assert conditions.draw(record, 7) == conditions.draw(record, 7)  # a pure function of the seed
+    assert len(set(np.round(draws, 9))) > 3900  # smoothed: not only the training values
+    assert draws.mean() == pytest.approx(np.mean(values), abs=0.003)
+    assert draws.std() == pytest.approx(np.std(values), rel=0.05)  # variance-preserving (a plain KDE: +20 %)
+    assert ((draws >= 0) & (draws <= 1)).all()
+    # a share near 1 is clipped into [0, 1]; one value, or no spread, gives that value
+    assert max(conditions.draw(conditions.make_record("body_share", [0.99, 1.0]), s) for s in range(200)) <= 1.0
+    assert conditions.draw(conditions.make_record("body_share", [0.4]), 3) == 0.4
+    assert conditions.draw(conditions.make_record("body_share", [0.4, 0.4]), 3) == 0.4
+
+
+def test_records_and_values_are_checked():
+    assert conditions.check_record(conditions.make_record("body_share", [0.3, 0.4])) is None
+    assert "no training values" in conditions.check_record({"name": "body_share", "values": []})
+    assert "non-finite" in conditions.check_record({"name": "body_share", "values": [0.3, float("nan")]})
+    assert "no training values" in conditions.check_record(None)
+    with pytest.raises(ValueError, match="finite training values"):
+        conditions.make_record("body_share", [math.inf])
+    assert conditions.check_value("body_share", "0.25") == 0.25
+    for bad in (1.5, -0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"finite share in \[0, 1\]"):
+            conditions.check_value("body_share", bad)
+    with pytest.raises(ValueError, match="must be a number"):
+        conditions.check_value("body_share", "large")
+
+
+def test_unet_condition_embedding_starts_at_zero_and_nan_means_none():
+    torch.manual_seed(0)
+    kw = dict(channels=(8, 8), block_kinds=("3d", "3d"), norm_groups=4, res_blocks=1, time_channels=16)
+    net = UNet3D(condition="body_share", **kw).eval()
+    x, t = torch.randn(3, 1, 4, 8, 8), torch.tensor([10, 500, 900])
+    with torch.no_grad():  # a trained-looking network (its blocks' last layers start at zero) ...
+        for name, p in net.named_parameters():
+            if not name.startswith("cond_mlp.2") and "norm" not in name:
+                p.normal_(0.0, 0.2)
+    base = net(x, t)
+    torch.testing.assert_close(net.cond_mlp[2].weight, torch.zeros_like(net.cond_mlp[2].weight))
+    # ... whose condition MLP's last layer starts at zero: training starts from the unconditional network
+    torch.testing.assert_close(net(x, t, cond=torch.tensor([0.2, 0.4, 0.6])), base)
+    torch.nn.init.normal_(net.cond_mlp[2].weight, std=0.5)
+    net.set_condition_scale(0.4, 0.05)
+    a = net(x, t, cond=torch.tensor([0.30, 0.40, float("nan")]))
+    b = net(x, t, cond=torch.tensor([0.50, 0.40, 0.45]))
+    assert (a[0] - b[0]).abs().max() > 1e-4  # the value reaches the output
+    torch.testing.assert_close(a[1], b[1])  # per item
+    torch.testing.assert_close(a[2], base[2])  # NaN = no value = the unconditional flow
+    torch.testing.assert_close(net(x, t, cond=None), base)
+    torch.testing.assert_close(net(x, t, cond=0.3)[0], a[0])  # one value for every item
+    with pytest.raises(ValueError, match="one condition value per item"):
+        net(x, t, cond=torch.tensor([0.3, 0.4]))
+    plain = UNet3D(**kw)
+    with pytest.raises(ValueError, match="model without one"):
+        plain(x, t, cond=0.3)
+    assert not any("cond" in k for k in plain.state_dict())  # unconditioned checkpoints are unchanged
+
+
+def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples(data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """Training feeds every item its own body share (the augmented copies' measured on the copy), drops
+    it for condition_dropout of the items, resumes exactly; the checkpoint carries the training cases'
+    shares; sampling gives each seed its draw, or the value asked for; the CLI and the app's Generate
+    form sample it; an unconditioned model refuses a value."""
+    root, ae = data
+    values = tiny("latent", "rflow", str(ae), condition="body_share", condition_dropout=0.5)
+    values["data"].update(flip_prob=1.0, zoom_prob=1.0, zoom_range=[0.8, 0.9], latent_augment_copies=2)
+    values["train"]["epochs"] = 3
+    cfg = config_from_dict(values)
+
+    seen: list[torch.Tensor] = []
+    forward = UNet3D.forward
+
+    def spy(self, x, t, cond=None):
+        if self.training:
+            seen.append(torch.full((x.shape[0],), math.inf) if cond is None else cond.detach().cpu().clone())
+        return forward(self, x, t, cond)
+
+    monkeypatch.setattr(UNet3D, "forward", spy)
+    run = tmp_path / "run"
+    with torch.random.fork_rng():
+        train(cfg, root, run, overrides=["train.max_steps=2"], progress=False)
+        resumed = train(None, None, run, resume=True, overrides=["train.max_steps=null"], progress=False)
+    with torch.random.fork_rng():
+        whole = train(cfg, root, tmp_path / "straight", progress=False)
+    assert resumed.step == whole.step == 6
+    for (k, a), b in zip(resumed.ema.state_dict().items(), whole.ema.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    record = ckpt["geometry"]["condition"]
+    # the three training cases' shares, measured here from the files as training sees them
+    split = json.loads((run / "split.json").read_text())
+    expected = []
+    for p in split["train"]:
+        hu = torch.from_numpy(read_volume(p).array).permute(2, 1, 0)[None, None].float()
+        expected.append(float(conditions.body_share(hu_to_model(hu, WINDOW), WINDOW)[0]))
+    assert record["name"] == "body_share" and record["values"] == pytest.approx(expected, abs=1e-6)
+    assert float(ckpt["ema"]["cond_center"]) == pytest.approx(np.mean(expected), abs=1e-6)
+    assert float(ckpt["ema"]["cond_scale"]) == pytest.approx(np.std(expected), abs=1e-6)
+
+    got = torch.cat(seen[: 2 * 6])  # the split run's 6 steps: batches of 2, 1 (3 cases) per epoch
+    known = got[torch.isfinite(got)]
+    dropped = int(torch.isnan(got).sum())
+    assert not torch.isinf(got).any()  # every training forward got a condition
+    assert 0 < dropped < len(got)  # dropout 0.5 drops some items, not all
+    # the augmented (zoomed out: the body shrinks) copies' shares are their own, not their case's
+    assert any(min(abs(v - e) for e in expected) > 1e-3 for v in known.tolist())
+    assert min(known.tolist()) < min(expected)
+
+    monkeypatch.setattr(UNet3D, "forward", forward)
+    bundle = load_bundle(run, device="cpu")
+    vols = sample(bundle, 3, steps=2, sampler="euler", seed=5)
+    drawn = [v.meta["condition"]["value"] for v in vols]
+    assert drawn == pytest.approx([conditions.draw(record, s) for s in (5, 6, 7)], abs=1e-6)
+    assert all(v.shape == SHAPE and np.isfinite(v.array).all() for v in vols)
+    # a fixed value reaches the network: the same seed with another value decodes another volume
+    small = sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=0.05)[0]
+    large = sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=0.95)[0]
+    assert small.meta["condition"] == {"name": "body_share", "value": 0.05}
+    assert np.abs(small.array - large.array).max() > 1e-3
+    with pytest.raises(ConfigError, match=r"finite share in \[0, 1\]"):
+        sample(bundle, 1, steps=2, sampler="euler", condition=2.0)
+
+    out = tmp_path / "cli"
+    args = ["sample", "--run", str(run), "--n", "1", "--steps", "2", "--device", "cpu", "--no-progress"]
+    assert main([*args, "--condition", "0.3", "--out", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["cases"][0]["condition"]["value"] == 0.3
+    assert main([*args, "--condition", "nan", "--out", str(tmp_path / "nan")]) == 2
+    assert "finite share" in capsys.readouterr().err and not (tmp_path / "nan").exists()
+
+    from pages.components.sampling import generate
+
+    folder = generate(
+        run, run / "checkpoints" / "last.pt", n=1, sampler="euler", steps=2, seed=5, overwrite=False, device="cpu"
+    )
+    # the same seed draws the same value in the app: the volume matches (written as whole HU)
+    np.testing.assert_allclose(read_volume(folder / "case_000.nii.gz").array, vols[0].array, atol=0.51)
+
+    plain = tmp_path / "plain"
+    with torch.random.fork_rng():
+        train(config_from_dict(tiny("pixel", "rflow")), root, plain, overrides=["train.max_steps=1"], progress=False)
+    assert main(["sample", "--run", str(plain), "--n", "1", "--condition", "0.3", "--out", str(tmp_path / "p")]) == 2
+    assert "not conditioned" in capsys.readouterr().err
+
+
+def test_a_pixel_run_measures_each_augmented_item_and_a_broken_record_is_refused(data, tmp_path, monkeypatch):  # noqa: F811
+    root, _ = data
+    values = tiny("pixel", "rflow", condition="body_share", condition_dropout=0.0)
+    values["data"].update(zoom_prob=1.0, zoom_range=[0.8, 0.9])
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    forward = UNet3D.forward
+
+    def spy(self, x, t, cond=None):
+        if self.training:
+            seen.append(cond.detach().cpu().clone())
+        return forward(self, x, t, cond)
+
+    monkeypatch.setattr(UNet3D, "forward", spy)
+    run = tmp_path / "run"
+    with torch.random.fork_rng():
+        train(config_from_dict(values), root, run, progress=False)
+    last = run / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    cases = ckpt["geometry"]["condition"]["values"]
+    got = torch.cat(seen).tolist()
+    assert len(cases) == 3 and len(got) == 6 and all(math.isfinite(v) for v in got)  # no dropout
+    # zoomed out, every item's body is smaller than its case's: each is measured after augmentation
+    assert max(got) < max(cases) and all(min(abs(v - c) for c in cases) > 1e-3 for v in got)
+    ckpt["geometry"]["condition"]["values"] = []
+    torch.save(ckpt, last)
+    from ctdiff.errors import InputError
+
+    with pytest.raises(InputError, match="no training values"):
+        load_bundle(last, device="cpu")
+
+
+def test_config_validation_of_the_condition():
+    base = tiny("pixel", "rflow")
+    assert config_from_dict(base).model.condition is None  # the default: unconditioned
+    with pytest.raises(ConfigError, match="model.condition must be null or one of"):
+        config_from_dict({**base, "model": {**base["model"], "condition": "age"}})
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match=r"condition_dropout must be in \[0, 1\)"):
+            config_from_dict({**base, "model": {**base["model"], "condition": "body_share", "condition_dropout": bad}})
