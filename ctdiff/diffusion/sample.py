@@ -654,7 +654,17 @@ def run(args) -> int:
     level = check_gaussian_start(bundle, sampler, steps, start, margin)
     spread = bundle.config.sample.spread_correction and not args.no_spread_correction
     check_spread_correction(bundle, spread, margin)
-    check_condition(bundle, args.condition)
+    fixed = check_condition(bundle, args.condition)
+    if fixed is not None:
+        values = bundle.geometry["condition"]["values"]
+        if not min(values) <= fixed <= max(values):
+            import sys
+
+            print(
+                f"warning: --condition {fixed:g} lies outside the training cases' {bundle.config.model.condition} "
+                f"({min(values):.3f}-{max(values):.3f}): the network extrapolates",
+                file=sys.stderr,
+            )
     per_batch = evaluations(bundle, sampler, steps, level) + r_steps
     bar = None
     if not args.no_progress:

@@ -165,8 +165,12 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
 
     out = tmp_path / "cli"
     args = ["sample", "--run", str(run), "--n", "1", "--steps", "2", "--device", "cpu", "--no-progress"]
-    assert main([*args, "--condition", "0.3", "--out", str(out)]) == 0
-    assert json.loads((out / "manifest.json").read_text())["cases"][0]["condition"]["value"] == 0.3
+    inside = round(float(np.median(expected)), 3)
+    assert main([*args, "--condition", str(inside), "--out", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["cases"][0]["condition"]["value"] == inside
+    assert "outside the training" not in capsys.readouterr().err
+    assert main([*args, "--condition", "0.01", "--out", str(tmp_path / "small")]) == 0  # allowed, with a warning
+    assert "warning: --condition 0.01 lies outside the training cases' body_share" in capsys.readouterr().err
     assert main([*args, "--condition", "nan", "--out", str(tmp_path / "nan")]) == 2
     assert "finite share" in capsys.readouterr().err and not (tmp_path / "nan").exists()
 
