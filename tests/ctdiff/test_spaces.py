@@ -56,6 +56,21 @@ def tiny(space: str, kind: str, autoencoder: str | None = None, **model) -> dict
     }
 
 
+def train_split_and_whole(cfg, root, tmp_path, split_at: int = 2):
+    """Train ``cfg`` stopped after ``split_at`` steps and resumed (``tmp_path/run``), and straight through
+    (``tmp_path/straight``); assert that resume is exact (the EMA weights agree). Returns (run, first,
+    resumed, whole)."""
+    run = tmp_path / "run"
+    with torch.random.fork_rng():
+        first = train(cfg, root, run, overrides=[f"train.max_steps={split_at}"], progress=False)
+        resumed = train(None, None, run, resume=True, overrides=["train.max_steps=null"], progress=False)
+    with torch.random.fork_rng():
+        whole = train(cfg, root, tmp_path / "straight", progress=False)
+    for (k, a), b in zip(resumed.ema.state_dict().items(), whole.ema.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+    return run, first, resumed, whole
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     n = torch.get_num_threads()
@@ -295,15 +310,8 @@ def test_a_pyramid_noise_run_trains_resumes_exactly_and_samples(data, tmp_path, 
     values = tiny("latent", "rflow", str(ae))
     values["diffusion"] |= {"noise": "pyramid", "noise_discount": 0.6}
     cfg = config_from_dict(values)
-    run = tmp_path / "run"
-    with torch.random.fork_rng():
-        first = train(cfg, root, run, overrides=["train.max_steps=2"], progress=False)
-        resumed = train(None, None, run, resume=True, overrides=["train.max_steps=null"], progress=False)
-    with torch.random.fork_rng():
-        whole = train(cfg, root, tmp_path / "straight", progress=False)
+    run, first, resumed, whole = train_split_and_whole(cfg, root, tmp_path)
     assert (first.step, resumed.step) == (2, 4)
-    for (k, a), b in zip(resumed.ema.state_dict().items(), whole.ema.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
     # each epoch: a batch of 2 latents (2 channels, 4 x 8 x 8), one of 1 (3 training cases), then the
     # validation case at 2 timesteps; 2 epochs in the split run and 2 in the straight one
     latent = (2, 4, 8, 8)
