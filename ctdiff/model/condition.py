@@ -1,7 +1,7 @@
 """A scalar the diffusion U-Net can be conditioned on (``model.condition``), and drawing it at sampling time.
 
 ``body_share``: the share of a volume's voxels above -500 HU (:data:`ctdiff.data.body.BODY_THRESHOLD_HU`),
-i.e. how much of the field of view the body fills. The demo model's samples varied in it a third as much
+i.e. how much of the field of view the body fills. The demo model's samples varied in it less than half as much
 as the phantoms do (SD 0.019 against 0.047-0.053, docs/benchmarks.md "Why recall is 0"): the network
 settled every sample near the mean body size. Conditioned on it, the size is an input that sampling
 draws from the training cases' own values, so the samples spread as the training data do.
