@@ -117,6 +117,10 @@ class ModelConfig:
     # per seed from them (a smoothed bootstrap) unless a value is given (ctdiff sample --condition).
     condition: str | None = None
     condition_dropout: float = 0.1
+    # Gaussian noise added to each training item's condition value, as a share of the training cases'
+    # SD (0 = none): a size then no longer names one training case exactly, so a draw near the ends
+    # of the training values does not ask the network for that case (docs/generator.md)
+    condition_jitter: float = 0.0
 
 
 @dataclasses.dataclass
@@ -492,6 +496,8 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"model.condition must be null or one of {CONDITIONS}, got {m.condition!r}")
     if not 0.0 <= m.condition_dropout < 1.0:
         bad(f"model.condition_dropout must be in [0, 1), got {m.condition_dropout}")
+    if not (math.isfinite(m.condition_jitter) and 0.0 <= m.condition_jitter <= 5.0):
+        bad(f"model.condition_jitter must be in [0, 5] (a share of the training values' SD), got {m.condition_jitter}")
     if any(not 0 <= k <= MAX_WAVELET_LEVELS for k in m.wavelet_levels):
         bad(f"model.wavelet_levels entries must be 0-{MAX_WAVELET_LEVELS}, got {list(m.wavelet_levels)}")
     if m.wavelet_scale not in WAVELET_SCALES:

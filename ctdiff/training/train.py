@@ -407,6 +407,15 @@ class Trainer:
         """``model.condition`` of each item of a model-scaled image batch (N, C, D, H, W)."""
         return conditions.measure(self.cfg.model.condition, images, self.cfg.data.hu_window)
 
+    def _jitter_condition(self, cond: torch.Tensor, micro: int) -> torch.Tensor:
+        """``cond`` plus Gaussian noise of ``model.condition_jitter`` times the training values' SD, seeded by the position."""
+        share = self.cfg.model.condition_jitter
+        if share <= 0 or self.condition_record is None:
+            return cond
+        g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 9, self.dist.rank, self.step, micro))
+        eps = torch.randn(cond.shape[0], generator=g)
+        return cond + share * self.condition_record["sd"] * eps.to(cond.dtype)
+
     def _drop_condition(self, cond: torch.Tensor, micro: int) -> torch.Tensor:
         """NaN (no value) for ``model.condition_dropout`` of the items, seeded by the position like the noise."""
         p = self.cfg.model.condition_dropout
@@ -478,7 +487,7 @@ class Trainer:
                     cond = self._measure(x0)
                 x0 = self.space.encode(x0.to(self.device))
             if cond is not None:
-                cond = self._drop_condition(cond, micro)
+                cond = self._drop_condition(self._jitter_condition(cond, micro), micro)
             x0 = x0.to(self.device, non_blocking=True, memory_format=self.memory_format)
             noise, t = self._noise_and_t(x0, micro)
             last = micro == n - 1

@@ -213,6 +213,47 @@ def test_a_pixel_run_measures_each_augmented_item_and_a_broken_record_is_refused
         load_bundle(last, device="cpu")
 
 
+def test_condition_jitter_adds_seeded_noise_scaled_by_the_training_sd_and_resumes_exactly(data, tmp_path, monkeypatch):  # noqa: F811
+    """model.condition_jitter: each training item's value moves by share x SD(training values) x the
+    same seeded normal draw (twice the share, twice the move); validation sees no jitter; resume is exact."""
+    root, _ = data
+    seen: list[torch.Tensor] = []
+    forward = UNet3D.forward
+
+    def spy(self, x, t, cond=None):
+        if self.training:
+            seen.append(cond.detach().cpu().clone())
+        return forward(self, x, t, cond)
+
+    monkeypatch.setattr(UNet3D, "forward", spy)
+
+    def run_with(share: float, name: str):
+        values = tiny("pixel", "rflow", condition="body_share", condition_dropout=0.0, condition_jitter=share)
+        values["data"].update(flip_prob=0.0, zoom_prob=0.0)
+        seen.clear()
+        with torch.random.fork_rng():
+            train(config_from_dict(values), root, tmp_path / name, progress=False)
+        record = load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["geometry"]["condition"]
+        return torch.cat(seen), record
+
+    plain, record = run_with(0.0, "j0")
+    one, record1 = run_with(1.0, "j1")
+    two, _ = run_with(2.0, "j2")
+    assert record1 == record  # the checkpoint keeps the cases' own values, not jittered ones
+    cases = torch.tensor(record["values"])
+    assert len(plain) == 6 and all(float((cases - v).abs().min()) < 1e-6 for v in plain)  # no jitter: a case's own
+    moved = (one - plain) / record["sd"]
+    assert bool((moved.abs() > 1e-4).all()) and float(moved.abs().max()) < 5.0
+    torch.testing.assert_close(two - plain, 2 * (one - plain), atol=1e-5, rtol=1e-4)
+    assert len(set(moved.tolist())) == len(moved)  # one draw per item, not one per batch
+
+    monkeypatch.setattr(UNet3D, "forward", forward)
+    values = tiny("pixel", "rflow", condition="body_share", condition_jitter=0.5)
+    values["train"]["epochs"] = 3
+    _, _, resumed, whole = train_split_and_whole(config_from_dict(values), root, tmp_path / "resume")
+    assert resumed.step == whole.step == 6
+
+
 def test_config_validation_of_the_condition():
     base = tiny("pixel", "rflow")
     assert config_from_dict(base).model.condition is None  # the default: unconditioned
@@ -221,3 +262,6 @@ def test_config_validation_of_the_condition():
     for bad in (1.0, -0.1, float("nan")):
         with pytest.raises(ConfigError, match=r"condition_dropout must be in \[0, 1\)"):
             config_from_dict({**base, "model": {**base["model"], "condition": "body_share", "condition_dropout": bad}})
+    for bad in (-0.1, 5.5, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"condition_jitter must be in \[0, 5\]"):
+            config_from_dict({**base, "model": {**base["model"], "condition": "body_share", "condition_jitter": bad}})
