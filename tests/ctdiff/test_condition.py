@@ -182,11 +182,9 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
     assert "not conditioned" in capsys.readouterr().err
 
 
-def test_a_pixel_run_measures_each_augmented_item_and_a_broken_record_is_refused(data, tmp_path, monkeypatch):  # noqa: F811
-    root, _ = data
-    values = tiny("pixel", "rflow", condition="body_share", condition_dropout=0.0)
-    values["data"].update(zoom_prob=1.0, zoom_range=[0.8, 0.9])
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+def _record_training_conditions(monkeypatch) -> list[torch.Tensor]:
+    """Patch UNet3D.forward to record the condition of every training-mode call (the list it fills)."""
+    seen: list[torch.Tensor] = []
     forward = UNet3D.forward
 
     def spy(self, x, t, cond=None):
@@ -195,6 +193,14 @@ def test_a_pixel_run_measures_each_augmented_item_and_a_broken_record_is_refused
         return forward(self, x, t, cond)
 
     monkeypatch.setattr(UNet3D, "forward", spy)
+    return seen
+
+
+def test_a_pixel_run_measures_each_augmented_item_and_a_broken_record_is_refused(data, tmp_path, monkeypatch):  # noqa: F811
+    root, _ = data
+    values = tiny("pixel", "rflow", condition="body_share", condition_dropout=0.0)
+    values["data"].update(zoom_prob=1.0, zoom_range=[0.8, 0.9])
+    seen = _record_training_conditions(monkeypatch)
     run = tmp_path / "run"
     with torch.random.fork_rng():
         train(config_from_dict(values), root, run, progress=False)
@@ -217,15 +223,8 @@ def test_condition_jitter_adds_seeded_noise_scaled_by_the_training_sd_and_resume
     """model.condition_jitter: each training item's value moves by share x SD(training values) x the
     same seeded normal draw (twice the share, twice the move); validation sees no jitter; resume is exact."""
     root, _ = data
-    seen: list[torch.Tensor] = []
     forward = UNet3D.forward
-
-    def spy(self, x, t, cond=None):
-        if self.training:
-            seen.append(cond.detach().cpu().clone())
-        return forward(self, x, t, cond)
-
-    monkeypatch.setattr(UNet3D, "forward", spy)
+    seen = _record_training_conditions(monkeypatch)
 
     def run_with(share: float, name: str):
         values = tiny("pixel", "rflow", condition="body_share", condition_dropout=0.0, condition_jitter=share)
