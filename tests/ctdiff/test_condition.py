@@ -221,7 +221,8 @@ def test_a_pixel_run_measures_each_augmented_item_and_a_broken_record_is_refused
 
 def test_condition_jitter_adds_seeded_noise_scaled_by_the_training_sd_and_resumes_exactly(data, tmp_path, monkeypatch):  # noqa: F811
     """model.condition_jitter: each training item's value moves by share x SD(training values) x the
-    same seeded normal draw (twice the share, twice the move); validation sees no jitter; resume is exact."""
+    same seeded normal draw (twice the share, twice the move); the checkpoint keeps the cases' own
+    values; resume is exact."""
     root, _ = data
     forward = UNet3D.forward
     seen = _record_training_conditions(monkeypatch)
