@@ -61,3 +61,27 @@ def test_manifold_ratios_agree_with_prdc_and_grow_with_the_shift(rg):
     assert min(m_far["generated_ratio"]) > 1.0 and min(m_far["real_ratio"]) > 1.0
     same = rg["manifold"](real, real)  # every scan is its own nearest neighbour: distance 0
     assert same["generated_ratio_median"] == 0.0 and same["precision"] == 1.0
+
+
+def test_counterfactuals_tell_a_shifted_cohort_from_an_under_dispersed_one(rg):
+    rng = np.random.default_rng(2)
+    real = rng.normal(0.0, 1.0, (12, 4))
+    same = rng.normal(0.0, 1.0, (12, 4))
+    shifted = same + 5.0  # every sample off in the same direction, the real spread
+    narrow = 0.15 * same  # the real location, a seventh of the spread
+    cf = rg["counterfactuals"](real, shifted)
+    moved = rg["manifold"](real, same - same.mean(axis=0) + real.mean(axis=0))
+    assert cf["location"]["precision"] == pytest.approx(moved["precision"])  # the same cohort, re-centred
+    assert cf["location"]["recall"] == pytest.approx(moved["recall"])
+    assert cf["location"]["precision"] > 0.5 and cf["location"]["recall"] > 0.5
+    assert cf["spread"]["precision"] == 0.0 and cf["spread"]["recall"] == 0.0  # its SD is already the real one
+    assert rg["manifold"](real, shifted)["precision"] == 0.0
+    cf = rg["counterfactuals"](real, narrow)
+    plain = rg["manifold"](real, narrow)
+    assert plain["recall"] < 0.5  # small sample balls hold few real scans
+    assert cf["spread"]["recall"] > plain["recall"] and cf["spread"]["recall"] >= 0.5
+    scaled = rg["manifold"](real, narrow.mean(axis=0) + (narrow - narrow.mean(axis=0)) * real.std(0) / narrow.std(0))
+    assert cf["spread"]["recall"] == pytest.approx(scaled["recall"])
+    flat = np.zeros((12, 4))  # constant cohort: no SD to scale, its values kept
+    flat_cf = rg["counterfactuals"](real, flat)
+    assert flat_cf["spread"]["precision"] == pytest.approx(rg["manifold"](real, flat)["precision"])
