@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "fit-noise": "ctdiff.diffusion.fit_noise",
     "fit-start": "ctdiff.diffusion.fit_start",
     "fit-spread": "ctdiff.diffusion.fit_spread",
+    "fit-histogram": "ctdiff.diffusion.fit_histogram",
     "tune-decoder": "ctdiff.diffusion.tune_decoder",
     "train-refiner": "ctdiff.diffusion.train_refiner",
     "sample": "ctdiff.diffusion.sample",

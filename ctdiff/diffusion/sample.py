@@ -73,6 +73,8 @@ class ModelBundle:
     # a correction of the samples' spread along the training data's principal axes (python -m ctdiff
     # fit-spread; ctdiff.diffusion.spread)
     spread: dict[str, Any] | None = None
+    # the training scans' body histogram (python -m ctdiff fit-histogram; ctdiff.diffusion.histogram)
+    histogram: dict[str, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -115,6 +117,13 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
         problem = spread.check_record(spread_record)
         if problem:
             raise InputError(problem, ckpt_path)
+    histogram_record = ckpt.get("histogram_reference")
+    if histogram_record is not None:
+        from ctdiff.diffusion import histogram
+
+        problem = histogram.check_record(histogram_record)
+        if problem:
+            raise InputError(problem, ckpt_path)
     if config.model.condition is not None:
         problem = conditions.check_record(ckpt.get("geometry", {}).get("condition"))
         if problem:
@@ -136,6 +145,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "auto", us
         space,
         start_record,
         spread_record,
+        histogram_record,
     )
 
 
@@ -153,6 +163,7 @@ def sample_meta(
     gaussian_start: float | None = None,
     spread_correction: bool = False,
     condition: float | None = None,
+    histogram_match: bool = False,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -173,6 +184,7 @@ def sample_meta(
         "refiner_steps": None if refine_steps is None else int(refine_steps),
         "gaussian_start": gaussian_start,
         "spread_correction": bool(spread_correction),
+        "histogram_match": bool(histogram_match),
         **(
             {"condition": {"name": bundle.config.model.condition, "value": round(float(condition), 6)}}
             if condition is not None
@@ -198,6 +210,7 @@ def sample(
     gaussian_start: float | None = None,
     spread_correction: bool | None = None,
     condition: float | None = None,
+    histogram_match: bool | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -223,7 +236,11 @@ def sample(
     given the training data's mean and variance along its principal axes before decoding, by the
     correction the checkpoint carries (:mod:`ctdiff.diffusion.spread`; :func:`check_spread_correction`).
     ``condition`` (a conditioned model only, ``model.condition``): the value every volume is drawn
-    with; by default each seed draws its own from the training cases' values (:func:`condition_values`)."""
+    with; by default each seed draws its own from the training cases' values (:func:`condition_values`).
+    ``histogram_match`` (default: the config's ``sample.histogram_match``): each volume's body is mapped
+    onto the training scans' body histogram the checkpoint carries, on the noise-free estimate with the
+    noise added back unchanged (:func:`ctdiff.diffusion.histogram.match`); only with ``noise``, since the
+    mapping is fitted to the volume as drawn with its noise (``noise=False`` returns the raw estimate)."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -245,6 +262,9 @@ def sample(
         bundle, bundle.config.sample.spread_correction if spread_correction is None else spread_correction, margin
     )
     fixed = check_condition(bundle, condition)
+    match = noise and check_histogram_match(
+        bundle, bundle.config.sample.histogram_match if histogram_match is None else histogram_match
+    )
     x, y, z = bundle.shape
     kept = keep if keep is not None else z
     affine = kept_affine(bundle.affine, z, kept)
@@ -286,17 +306,24 @@ def sample(
 
                 out = apply_spread(bundle.spread, out)
             resynthesised = noise and refiner is None and bundle.space.noise_model is not None
-            noise_seeds = seeds if resynthesised else None
             # z_pad only when asked: pixel and wavelet spaces decode nothing and take no padding
-            out = bundle.space.decode(out, noise_seeds, z_pad=zpad) if zpad else bundle.space.decode(out, noise_seeds)
+            estimate = bundle.space.decode(out, None, z_pad=zpad) if zpad else bundle.space.decode(out, None)
+            out = estimate
+            if resynthesised:
+                from ctdiff.model.autoencoder import air_floor
+
+                out = bundle.space.add_noise(estimate, seeds)
+                estimate = air_floor(estimate, window)  # what add_noise put its noise on
             out = out[:, :, margin : margin + depth]
             if refiner is not None:
                 from ctdiff.model.autoencoder import air_floor
 
                 ref_cb = None if callback is None else (lambda i, d=done_before + steps: callback(d + i, total))
                 out = refiner(air_floor(out, window), seeds, r_steps, ref_cb)
+            estimate = out if not resynthesised else estimate[:, :, margin : margin + depth]
             seconds = (time.perf_counter() - started) / len(seeds)
             out = crop_slices(crop_slices(out, z), kept)
+            estimate = crop_slices(crop_slices(estimate, z), kept)
             if not torch.isfinite(out).all():
                 # a diverged model or a sampler/step combination that blows up: never written as HU
                 raise InputError(
@@ -306,6 +333,12 @@ def sample(
                 )
             for i, (s, t) in enumerate(zip(seeds, out)):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
+                if match:
+                    from ctdiff.diffusion import histogram
+
+                    est = tensor_to_array(model_to_hu(estimate[i].float().cpu(), window))
+                    # clipped to the window as every sample is (the noise added back can cross it)
+                    array = np.clip(histogram.match(est, array, bundle.histogram), *(float(w) for w in window))
                 meta = sample_meta(
                     bundle,
                     sampler,
@@ -320,6 +353,7 @@ def sample(
                     level,
                     correct,
                     None if conds is None else conds[i],
+                    match,
                 )
                 volumes.append(Volume(array, affine, meta))
     finally:
@@ -397,6 +431,20 @@ def check_spread_correction(bundle: ModelBundle, on, margin: int = 0) -> bool:
         raise ConfigError(
             "a spread correction is fitted to the training geometry and cannot correct z_margin extra slices; "
             "set z_margin 0 (decode_z_pad pads for decoding only and is fine)"
+        )
+    return True
+
+
+def check_histogram_match(bundle: ModelBundle, on) -> bool:
+    """Whether sampling matches the body histogram; InputError naming the checkpoint when ``on`` and it
+    carries no histogram reference."""
+    if not on:
+        return False
+    if bundle.histogram is None:
+        raise InputError(
+            "carries no histogram reference; add one with 'python -m ctdiff fit-histogram' or sample with "
+            "--no-histogram-match",
+            bundle.checkpoint,
         )
     return True
 
@@ -526,6 +574,7 @@ def _write_samples_into(out: Path, volumes: Sequence[Volume], info: dict[str, An
         "refiner_steps": first.get("refiner_steps"),
         "gaussian_start": first.get("gaussian_start"),
         "spread_correction": first.get("spread_correction", False),
+        "histogram_match": first.get("histogram_match", False),
         "config": first.get("config"),
         **(info or {}),
         "cases": cases,
@@ -593,6 +642,12 @@ def add_arguments(parser) -> None:
         "the config's sample.spread_correction is)",
     )
     parser.add_argument(
+        "--no-histogram-match",
+        action="store_true",
+        help="leave out the body histogram matching the checkpoint carries (python -m ctdiff fit-histogram; "
+        "on when the config's sample.histogram_match is; --no-noise leaves it out too)",
+    )
+    parser.add_argument(
         "--condition",
         type=float,
         help="a model trained with model.condition (body_share: the share of voxels above -500 HU, 0-1): draw "
@@ -655,6 +710,8 @@ def run(args) -> int:
     spread = bundle.config.sample.spread_correction and not args.no_spread_correction
     check_spread_correction(bundle, spread, margin)
     fixed = check_condition(bundle, args.condition)
+    matched = bundle.config.sample.histogram_match and not args.no_histogram_match
+    check_histogram_match(bundle, matched and not args.no_noise)
     if fixed is not None:
         values = bundle.geometry["condition"]["values"]
         if not min(values) <= fixed <= max(values):
@@ -690,6 +747,7 @@ def run(args) -> int:
             gaussian_start=start,
             spread_correction=spread,
             condition=args.condition,
+            histogram_match=matched,
         )
     finally:
         if bar is not None:

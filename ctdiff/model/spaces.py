@@ -180,16 +180,25 @@ class LatentSpace(Space):
         """As :meth:`Space.decode`. ``z_pad`` (``sample.decode_z_pad``): the latent is reflect-padded by
         that many slices at each end for the decoder and its output cropped back before the noise, so
         the decoder's zero-padded z borders fall outside the volume."""
-        from ctdiff.model.autoencoder import add_noise, decode
+        from ctdiff.model.autoencoder import decode
 
         if self.scale is None:
             raise ValueError("the latent space has no scale factor yet (set from the training latents)")
         y = decode(self.ae, z.float().contiguous() / self.scale, self.tile, z_pad)
         if noise_seeds is not None and self.noise_model is not None:
-            if len(noise_seeds) != y.shape[0]:
-                raise ValueError(f"{len(noise_seeds)} noise seeds for {y.shape[0]} volumes")
-            y = add_noise(y, self.noise_model, self.ae_config.hu_window, noise_seeds)
+            y = self.add_noise(y, noise_seeds)
         return y
+
+    def add_noise(self, y: torch.Tensor, noise_seeds: Sequence[int]) -> torch.Tensor:
+        """``y`` (decoded, model units) floored at air plus the noise model's noise, volume i from
+        ``noise_seeds[i]`` (:func:`ctdiff.model.autoencoder.add_noise`); ``y`` itself without a model."""
+        from ctdiff.model.autoencoder import add_noise
+
+        if self.noise_model is None:
+            return y
+        if len(noise_seeds) != y.shape[0]:
+            raise ValueError(f"{len(noise_seeds)} noise seeds for {y.shape[0]} volumes")
+        return add_noise(y, self.noise_model, self.ae_config.hu_window, noise_seeds)
 
     def fit_scale(self, latents: Sequence[torch.Tensor]) -> float:
         """1 / SD of unscaled training latents, so the diffused latents have unit variance."""

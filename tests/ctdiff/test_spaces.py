@@ -567,6 +567,15 @@ def test_a_latent_rflow_run_exports_as_demo_assets_without_machine_paths(data, t
     assert shipped_spread.spread["fitted_on"] == sorted(p.name for p in root.glob("*.nii.gz"))
     assert shipped_spread.config.sample.spread_correction is True
     assert json.loads((spread / "samples" / "manifest.json").read_text())["spread_correction"] is True
+    # and the body histogram (fit-histogram): the shipped samples are matched to it
+    from ctdiff.diffusion.fit_histogram import fit_histogram
+
+    fit_histogram(run / "checkpoints" / "last.pt", root, tmp_path / "hist.pt")
+    hist = export_assets(run, cohort, out=tmp_path / "assets-hist", checkpoint=tmp_path / "hist.pt", **tiny_export)
+    shipped_hist = load_bundle(hist / "model.pt", device="cpu")
+    assert shipped_hist.histogram["fitted_on"] == sorted(p.name for p in root.glob("*.nii.gz"))
+    assert shipped_hist.config.sample.histogram_match is True
+    assert json.loads((hist / "samples" / "manifest.json").read_text())["histogram_match"] is True
     # sample_settings: the shipped config's other sample keys, and the samples drawn with them
     kept = export_assets(
         run, cohort, out=tmp_path / "assets-kept", sample_settings={"keep_slices": 4, "z_margin": 0}, **tiny_export
