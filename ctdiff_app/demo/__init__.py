@@ -470,11 +470,7 @@ def export_assets(
         # a spread correction (fit-spread), which the config's sample.spread_correction then applies
         **({"spread_correction": ckpt["spread_correction"]} if ckpt.get("spread_correction") is not None else {}),
         # the training scans' body histogram (fit-histogram), which sample.histogram_match then matches
-        **(
-            {"histogram_reference": ckpt["histogram_reference"]}
-            if ckpt.get("histogram_reference") is not None
-            else {}
-        ),
+        **({"histogram_reference": ckpt["histogram_reference"]} if ckpt.get("histogram_reference") is not None else {}),
     }
     # a sampling-only checkpoint: EMA weights in fp16, no optimizer or training state
     slim["model"] = slim["ema"]
