@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from ctdiff.data.body import BODY_THRESHOLD_HU
+
 FORMAT = "ctdiff histogram reference v1"
-BODY_ABOVE_HU = -500.0  # as model.condition body_share and the report's body masks
+BODY_ABOVE_HU = BODY_THRESHOLD_HU  # the body of model.condition body_share, prepare and eval's masks
 N_QUANTILES = 1001
 MIN_BODY_VOXELS = 1000  # fewer body voxels than this: the volume is returned as drawn
 

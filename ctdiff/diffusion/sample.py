@@ -240,7 +240,9 @@ def sample(
     ``histogram_match`` (default: the config's ``sample.histogram_match``): each volume's body is mapped
     onto the training scans' body histogram the checkpoint carries, on the noise-free estimate with the
     noise added back unchanged (:func:`ctdiff.diffusion.histogram.match`); only with ``noise``, since the
-    mapping is fitted to the volume as drawn with its noise (``noise=False`` returns the raw estimate)."""
+    mapping is fitted to the volume as drawn with its noise (``noise=False`` returns the raw estimate).
+    Without a noise model, or with a residual refiner, there is no separate estimate: the volume is
+    matched as a whole."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -265,6 +267,8 @@ def sample(
     match = noise and check_histogram_match(
         bundle, bundle.config.sample.histogram_match if histogram_match is None else histogram_match
     )
+    if match:
+        from ctdiff.diffusion import histogram
     x, y, z = bundle.shape
     kept = keep if keep is not None else z
     affine = kept_affine(bundle.affine, z, kept)
@@ -334,8 +338,6 @@ def sample(
             for i, (s, t) in enumerate(zip(seeds, out)):
                 array = tensor_to_array(model_to_hu(t.float().cpu(), window))
                 if match:
-                    from ctdiff.diffusion import histogram
-
                     est = tensor_to_array(model_to_hu(estimate[i].float().cpu(), window))
                     # clipped to the window as every sample is (the noise added back can cross it)
                     array = np.clip(histogram.match(est, array, bundle.histogram), *(float(w) for w in window))
