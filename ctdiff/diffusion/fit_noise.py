@@ -10,7 +10,10 @@ add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). With
 without noise (drawn as ``ctdiff sample`` draws them: the config's sampler, steps, ``z_margin`` and
 ``decode_z_pad``, or those given by ``--z-margin`` / ``--decode-z-pad``, which ``--out``'s config then gets):
 the noise the samples lack against the training volumes, each measured in its own homogeneous ROIs
-(a diffusion model's samples can be smoother than its autoencoder's reconstructions). With
+(a diffusion model's samples can be smoother than its autoencoder's reconstructions). A checkpoint
+that matches its samples' body histogram (``fit-histogram``, ``sample.histogram_match``) is measured on
+the matched estimates T(estimate), the volumes its noise is added to, with T fitted as ``sample`` fits
+it (on the samples drawn with the checkpoint's current noise model; that costs a second draw). With
 ``--per-class`` the model measures air and body apart and scales the body's noise by the decoded
 intensity (:func:`ctdiff.model.noise_resynthesis.fit_classes`). The input is never changed; ``--out`` must be a new file unless ``--force``,
 which replaces only a ctdiff autoencoder or checkpoint file.
@@ -105,27 +108,31 @@ def _fit_from_samples(
     bundle = load_bundle(path, device="cpu")
     cfg = bundle.config.sample
     sampling = {"z_margin": cfg.z_margin, "decode_z_pad": cfg.decode_z_pad, **(sampling or {})}
+    # a checkpoint that matches its samples' body histogram (fit-histogram, sample.histogram_match) adds
+    # its noise to T(estimate), not to the estimate: fit the noise against that
+    matched = bundle.histogram is not None and cfg.histogram_match and getattr(bundle.space, "refiner", None) is None
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n * bundle.config.sample.steps, desc="fit-noise: sample", unit="eval")
+        total = n * bundle.config.sample.steps * (2 if matched else 1)
+        bar = tqdm(total=total, desc="fit-noise: sample", unit="eval")
+
+    def draw(offset: int, **kwargs):
+        cb = None if bar is None else (lambda done, total: bar.update(offset + done - bar.n))
+        kwargs = {"sampler": cfg.sampler, "steps": cfg.steps, "seed": seed, "callback": cb, **sampling, **kwargs}
+        return sample(bundle, n, **kwargs)
+
     try:
-        vols = sample(
-            bundle,
-            n,
-            sampler=bundle.config.sample.sampler,
-            steps=bundle.config.sample.steps,
-            seed=seed,
-            callback=None if bar is None else (lambda done, total: bar.update(done - bar.n)),
-            noise=False,
-            **sampling,
-        )
+        vols = draw(0, noise=False)
+        decoded = [np.asarray(v.array, dtype=np.float64) for v in vols]
+        if matched:
+            decoded = _matched_estimates(bundle, decoded, draw(n * cfg.steps, histogram_match=False))
     finally:
         if bar is not None:
             bar.close()
     originals = [np.asarray(read_volume(f).array, dtype=np.float64).transpose(2, 1, 0) for f in files]
-    decoded = [np.asarray(v.array, dtype=np.float64).transpose(2, 1, 0) for v in vols]
+    decoded = [d.transpose(2, 1, 0) for d in decoded]
     if per_class:
         model = noise_resynthesis.fit_classes(originals, decoded, paired=False, max_gain=max_gain)
     else:
@@ -137,9 +144,26 @@ def _fit_from_samples(
         "steps": bundle.config.sample.steps,
         "gaussian_start": bundle.config.sample.gaussian_start,  # the level its samples started from (fit-start)
         "spread_correction": bundle.config.sample.spread_correction,  # corrected as drawn (fit-spread)
+        "histogram_match": matched,  # fitted against T(estimate) (fit-histogram)
         **sampling,
     }
     return model
+
+
+def _matched_estimates(bundle, estimates: list[np.ndarray], drawn) -> list[np.ndarray]:
+    """T(estimate) for each sample: the body-histogram map ``sample()`` applies (fitted on the volume
+    drawn with the checkpoint's current noise model, or on the estimate itself without one) applied to
+    the noise-free estimate, without the noise it then adds back (:func:`ctdiff.diffusion.histogram.match`)."""
+    from ctdiff.diffusion import histogram
+    from ctdiff.model.autoencoder import AIR_HU
+
+    out = []
+    for est, vol in zip(estimates, drawn):
+        d = np.asarray(vol.array, dtype=np.float64)
+        # sample() floors the estimate at air where it adds noise (what the noise went onto)
+        e = np.maximum(est, AIR_HU) if bundle.space.noise_model is not None else est
+        out.append(histogram.match(e, d, bundle.histogram).astype(np.float64) - (d - e))
+    return out
 
 
 def fit_noise(
@@ -227,7 +251,8 @@ def add_arguments(parser) -> None:
         "--samples",
         type=int,
         default=0,
-        help="latent checkpoints: fit against this many of the model's own samples (decoded without noise) "
+        help="latent checkpoints: fit against this many of the model's own samples (decoded without noise; "
+        "body-histogram matched when the checkpoint's sample.histogram_match is on, drawn twice) "
         "instead of the autoencoder's reconstructions of --data (default 0: reconstructions)",
     )
     parser.add_argument("--seed", type=int, default=100_000, help="first seed of those samples (default 100000)")

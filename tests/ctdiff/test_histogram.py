@@ -197,3 +197,40 @@ def test_the_apps_generate_form_samples_with_the_matching(latent_run, tmp_path):
     assert json.loads((folder / "manifest.json").read_text())["histogram_match"] is True
     matched = sample(load_bundle(out, device="cpu"), 1, "euler", 2, seed=4)[0]
     np.testing.assert_allclose(read_volume(folder / "case_000.nii.gz").array, matched.array, atol=0.5)
+
+
+def test_fit_noise_on_a_matching_checkpoint_fits_the_noise_to_the_matched_estimate(latent_run, tmp_path):  # noqa: F811
+    """``fit-noise --samples`` on a checkpoint with ``sample.histogram_match``: the noise the samples lack is
+    measured on T(estimate), the volume the noise is added to, with T fitted as sample() fits it."""
+    from ctdiff.data.dataset import dataset_files
+    from ctdiff.data.io import read_volume
+    from ctdiff.diffusion.fit_noise import fit_noise
+    from ctdiff.model import noise_resynthesis
+
+    run, data, _ = latent_run
+    noisy = tmp_path / "noise.pt"
+    fit_noise(run / "checkpoints" / "last.pt", data, noisy)  # the noise model T is fitted with
+    hist = tmp_path / "hist.pt"
+    fit_histogram(noisy, data, hist)
+    refit, plain = tmp_path / "refit.pt", tmp_path / "plain.pt"
+    fit_noise(hist, data, refit, samples=2, seed=3)
+    fit_noise(noisy, data, plain, samples=2, seed=3)  # the same samples, no matching
+    got = load_checkpoint(refit)["space"]["autoencoder"]["noise_model"]
+    unmatched = load_checkpoint(plain)["space"]["autoencoder"]["noise_model"]
+    assert got["samples"]["histogram_match"] is True and unmatched["samples"]["histogram_match"] is False
+    # by hand: the estimates, the volumes drawn with the current noise, T(estimate) = match - noise
+    bundle = load_bundle(hist, device="cpu")
+    cfg = bundle.config.sample
+    est = sample(bundle, 2, cfg.sampler, cfg.steps, seed=3, noise=False)
+    drawn = sample(bundle, 2, cfg.sampler, cfg.steps, seed=3, histogram_match=False)
+    rec = load_checkpoint(hist)["histogram_reference"]
+    decoded = []
+    for e, d in zip(est, drawn):
+        e, d = np.maximum(e.array.astype(np.float64), -1000.0), d.array.astype(np.float64)
+        decoded.append((histogram.match(e, d, rec) - (d - e)).transpose(2, 1, 0))
+    originals = [read_volume(f).array.astype(np.float64).transpose(2, 1, 0) for f in dataset_files(data)[:8]]
+    want = noise_resynthesis.fit_unpaired(originals, decoded)
+    np.testing.assert_allclose(got["nps_xy_hu2"], want["nps_xy_hu2"], rtol=1e-5, atol=1e-6)
+    assert np.isclose(got["decoded_sd_hu"], want["decoded_sd_hu"], rtol=1e-6)
+    # the matching changed what was measured: the matched estimates' soft tissue is not the raw one's
+    assert abs(got["decoded_sd_hu"] - unmatched["decoded_sd_hu"]) > 0.05
