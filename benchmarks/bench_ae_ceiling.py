@@ -13,6 +13,10 @@ patch instead (MONAI's sliding window, Gaussian blending): a decoder trained on 
 tuned on whole volumes shifts its levels when it decodes a whole volume (GroupNorm statistics), and
 the windows judge what it learned without that shift.
 
+``--histogram-match`` (a checkpoint from ``fit-histogram``) matches each reconstruction's body to the
+histogram the checkpoint carries, as ``ctdiff sample`` matches a sample, so the ceiling is that of the
+whole decode path: decoder, noise model and matching.
+
 Each coder's reconstructions are also judged as images, without noise (``judged`` in the JSON:
 ``autoencoder.evaluate``'s PSNR, SSIM, mean absolute error and the noise kept, decoded whole and in
 windows of ``--tile``, and the whole decode's mean HU error in air, fat and soft tissue), so one run
@@ -35,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,12 +74,24 @@ def load_record(path: Path) -> tuple[dict, dict]:
 
 
 @torch.no_grad()
-def reconstruct(record: dict, scans: list[Path], out: Path, tile=(16, 32, 32), noise: bool = True) -> list[str]:
+def reconstruct(
+    record: dict,
+    scans: list[Path],
+    out: Path,
+    tile=(16, 32, 32),
+    noise: bool = True,
+    histogram: dict | None = None,
+) -> list[str]:
     """Write ``decode(encode_mean(scan))`` for every scan into ``out`` (same names, same affines), plus
-    the autoencoder's re-synthesised noise (scan i: noise seed i) when it has a noise model and ``noise``."""
+    the autoencoder's re-synthesised noise (scan i: noise seed i) when it has a noise model and ``noise``.
+    ``histogram`` (a checkpoint's ``histogram_reference``, fit-histogram): each reconstruction's body is
+    then matched to it as ``ctdiff sample`` matches a sample (:func:`ctdiff.diffusion.histogram.match` on
+    the noise-free estimate floored at air, the noise added back, clipped to the window)."""
     from ctdiff.data.io import case_name, read_volume, write_nifti
     from ctdiff.data.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
     from ctdiff.data.volume import Volume
+    from ctdiff.diffusion import histogram as hist
+    from ctdiff.model.autoencoder import air_floor
     from ctdiff.model.spaces import LatentSpace
 
     space = LatentSpace(record, 1.0, tile)  # scale 1: encode then decode, no diffusion in between
@@ -85,11 +102,32 @@ def reconstruct(record: dict, scans: list[Path], out: Path, tile=(16, 32, 32), n
         vol = read_volume(path)
         x = hu_to_model(array_to_tensor(vol.array), window)[None]
         space.check_shape(x.shape[2:])
-        y = space.decode(space.encode(x), noise_seeds=[i] if noise else None)[0].clamp(-1.0, 1.0)
+        estimate = space.decode(space.encode(x))
+        resynthesised = noise and space.noise_model is not None
+        y = space.add_noise(estimate, [i]) if resynthesised else estimate
+        array = tensor_to_array(model_to_hu(y[0].clamp(-1.0, 1.0), window))
+        if histogram is not None:
+            est = tensor_to_array(model_to_hu((air_floor(estimate, window) if resynthesised else estimate)[0], window))
+            array = np.clip(hist.match(est, array, histogram), *(float(w) for w in window))
         name = f"{case_name(path)}.nii.gz"
-        write_nifti(Volume(tensor_to_array(model_to_hu(y, window)), vol.affine), out / name, force=True)
+        write_nifti(Volume(array, vol.affine), out / name, force=True)
         names.append(name)
     return names
+
+
+def load_histogram(path: Path) -> dict:
+    """The body-histogram reference a checkpoint carries (``fit-histogram``); SystemExit when it has none."""
+    from ctdiff.diffusion import histogram as hist
+    from ctdiff.model.checkpoint import load_checkpoint
+
+    try:
+        record = load_checkpoint(path).get("histogram_reference")
+    except Exception:  # an autoencoder file, or no checkpoint at all: no reference either way
+        record = None
+    problem = "it carries none (python -m ctdiff fit-histogram)" if record is None else hist.check_record(record)
+    if problem:
+        raise SystemExit(f"bench_ae_ceiling: {path}: --histogram-match needs a histogram reference; {problem}")
+    return record
 
 
 JUDGED = ("psnr_db", "ssim", "l1_hu", "noise_sd_hu", "noise_sd_recon_hu", "noise_sd_ratio", "nps_distance")
@@ -148,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out the noise re-synthesis of autoencoders that have a noise model",
     )
+    p.add_argument(
+        "--histogram-match",
+        action="store_true",
+        help="match each reconstruction's body to the histogram reference its checkpoint carries "
+        "(fit-histogram), as `ctdiff sample` matches a sample: the ceiling of the whole decode path",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if min(args.tile) < 1:
@@ -177,14 +221,22 @@ def main(argv: list[str] | None = None) -> int:
         state = json.loads(state_file.read_text()) if state_file.is_file() else {}
         noise_model = None if args.no_noise else record.get("noise_model")
         noise = None if noise_model is None else {k: noise_model.get(k) for k in ("sd_hu", "rois", "z_correlation")}
+        histogram = load_histogram(Path(path)) if args.histogram_match else None
+        matched = None if histogram is None else histogram["quantiles_hu"][len(histogram["quantiles_hu"]) // 2]
         same = state.get("sha256") == record.get("sha256") and state.get("noise_resynthesis") == noise
-        if not same or state.get("tile", [16, 32, 32]) != args.tile:
-            # another autoencoder, noise model or window under this name: start over
+        if not same or state.get("tile", [16, 32, 32]) != args.tile or state.get("histogram_median_hu") != matched:
+            # another autoencoder, noise model, window or matching under this name: start over
             state = {"sha256": record.get("sha256"), "noise_resynthesis": noise, "tile": args.tile}
+            state["histogram_median_hu"] = matched  # None: not matched
         if "reconstructed" not in state:
             t0 = time.perf_counter()
             state["reconstructed"] = reconstruct(
-                record, scans, work / "reconstructions", tile=tuple(args.tile), noise=not args.no_noise
+                record,
+                scans,
+                work / "reconstructions",
+                tile=tuple(args.tile),
+                noise=not args.no_noise,
+                histogram=histogram,
             )
             state["reconstruct_s"] = round(time.perf_counter() - t0, 1)
         if "judged" not in state:

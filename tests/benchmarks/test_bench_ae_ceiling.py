@@ -156,3 +156,31 @@ def test_the_reconstructions_are_judged_whole_and_in_windows(bench, setup):
     assert abs(judged["whole"]["l1_hu"] - judged["windows"]["l1_hu"]) > 0.1  # the windows change it
     assert set(judged["whole"]) >= {"air_bias_hu", "fat_bias_hu", "soft_tissue_bias_hu"}
     assert "air_bias_hu" not in judged["windows"]
+
+
+def test_histogram_match_maps_each_reconstructions_body_as_sample_does(bench, setup, tmp_path):
+    from ctdiff.diffusion import histogram
+
+    root, ae = setup
+    record, _ = bench["load_record"](root / "autoencoder.pt")
+    scans = sorted((root / "held").iterdir())
+    ref = histogram.fit([read_volume(s).array for s in scans])
+    bench["reconstruct"](record, scans, tmp_path / "plain")
+    bench["reconstruct"](record, scans, tmp_path / "matched", histogram=ref)
+    for scan in scans:
+        plain = np.asarray(nib.load(tmp_path / "plain" / scan.name).dataobj, dtype=np.float32)
+        got = np.asarray(nib.load(tmp_path / "matched" / scan.name).dataobj, dtype=np.float32)
+        x = hu_to_model(array_to_tensor(read_volume(scan).array), (-1024.0, 1500.0))[None]
+        with torch.no_grad():
+            est = tensor_to_array(model_to_hu(decode(ae, encode_mean(ae, x))[0].clamp(-1, 1), (-1024.0, 1500.0)))
+        # no noise model: the estimate is the volume as drawn, and the matching maps it alone
+        want = np.clip(histogram.match(est, est, ref), -1024.0, 1500.0)
+        np.testing.assert_allclose(got, want, atol=0.51)  # int16 HU
+        body = plain > -500
+        real = read_volume(scan).array
+        qs = [np.quantile(a[a > -500], [0.25, 0.5, 0.75]) for a in (real, got, plain)]
+        # the body's quantiles moved toward the scans'
+        assert body.any() and np.abs(qs[1] - qs[0]).max() < np.abs(qs[2] - qs[0]).max()
+        assert np.array_equal(got[~body], plain[~body])  # air as decoded
+    with pytest.raises(SystemExit, match="needs a histogram reference"):
+        bench["load_histogram"](root / "autoencoder.pt")
