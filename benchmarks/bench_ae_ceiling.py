@@ -32,6 +32,7 @@ Every stage is skipped when its output is complete, so the command resumes after
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import runpy
@@ -222,12 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         noise_model = None if args.no_noise else record.get("noise_model")
         noise = None if noise_model is None else {k: noise_model.get(k) for k in ("sd_hu", "rois", "z_correlation")}
         histogram = load_histogram(Path(path)) if args.histogram_match else None
-        matched = None if histogram is None else histogram["quantiles_hu"][len(histogram["quantiles_hu"]) // 2]
+        matched = (
+            None if histogram is None else hashlib.sha256(json.dumps(histogram["quantiles_hu"]).encode()).hexdigest()
+        )
         same = state.get("sha256") == record.get("sha256") and state.get("noise_resynthesis") == noise
-        if not same or state.get("tile", [16, 32, 32]) != args.tile or state.get("histogram_median_hu") != matched:
+        if not same or state.get("tile", [16, 32, 32]) != args.tile or state.get("histogram_sha256") != matched:
             # another autoencoder, noise model, window or matching under this name: start over
             state = {"sha256": record.get("sha256"), "noise_resynthesis": noise, "tile": args.tile}
-            state["histogram_median_hu"] = matched  # None: not matched
+            state["histogram_sha256"] = matched  # the reference's quantiles; None: not matched
         if "reconstructed" not in state:
             t0 = time.perf_counter()
             state["reconstructed"] = reconstruct(
