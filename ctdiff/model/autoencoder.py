@@ -353,7 +353,9 @@ def reconstruct(
     """Encode (posterior mean) and decode ``(N, 1, D, H, W)``, in tiles of ``tile`` latent voxels when
     larger; the latent reflect-padded by ``z_pad`` slices for decoding (:func:`decode`)."""
     roi = None if tile is None else tuple(t * downsampling for t in tile)
-    return decode(ae, encode_mean(ae, x, roi), tile, z_pad)
+    # on the autoencoder's device (a CUDA model judged on CPU volumes), returned where ``x`` lives
+    dev = next((p.device for p in ae.parameters()), x.device)
+    return decode(ae, encode_mean(ae, x.to(dev), roi), tile, z_pad).to(x.device)
 
 
 def fit_noise_model(

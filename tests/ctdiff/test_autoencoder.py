@@ -22,6 +22,7 @@ from ctdiff.model.autoencoder import (
     encode_mean,
     evaluate,
     random_patches,
+    reconstruct,
     sha256_file,
     train_autoencoder,
 )
@@ -202,6 +203,31 @@ def test_evaluate_reports_a_perfect_reconstruction_for_an_identity_coder():
         and res["nps_distance"] == pytest.approx(0.0, abs=1e-12)
         and res["nps_mean_frequency_ratio"] == pytest.approx(1.0)
     )
+
+
+def test_reconstruct_runs_the_coder_on_its_own_device_and_returns_on_the_volumes():
+    # train-autoencoder on CUDA judged its CPU held-out volumes with the CUDA coder and failed
+    # (aten::slow_conv3d_forward on CUDA, seen on an H100, 2026-12-06). Here the coder's weights sit on
+    # the meta device, standing in for a GPU on this CPU-only machine.
+    seen = []
+
+    class Coder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1, device="meta"))
+
+        def encode(self, x):
+            seen.append(("encode", x.device.type))
+            return torch.full(x.shape, 0.25), None  # a latent computed "on the device", handed back on CPU
+
+        def decode(self, z):
+            seen.append(("decode", z.device.type))
+            return z * 2
+
+    vol = torch.zeros(1, 1, 4, 8, 8)
+    out = reconstruct(Coder(), vol, downsampling=1)
+    assert seen[0] == ("encode", "meta")
+    assert out.device.type == "cpu" and torch.equal(out, torch.full(vol.shape, 0.5))
 
 
 def test_evaluate_sees_noise_blurred_away_in_its_power_spectrum():
