@@ -91,14 +91,16 @@ def tissue_bias(ae, cfg, volumes: Sequence[torch.Tensor], z_pad: int = 0) -> dic
     """Mean HU error of whole-volume reconstructions (posterior mean; the latent reflect-padded by
     ``z_pad`` slices for decoding) per range of :data:`TISSUES`."""
     from ctdiff.data.tensors import model_to_hu
-    from ctdiff.model.autoencoder import decode
+    from ctdiff.model.autoencoder import coder_device, decode
 
     ae.eval()
     sums = {k: 0.0 for k in TISSUES}
     counts = {k: 0 for k in TISSUES}
+    dev = coder_device(ae)
     for vol in volumes:
         x = vol[None].float()
-        y = decode(ae, ae.encode(x)[0], None, z_pad).clamp(-1.0, 1.0)
+        with torch.no_grad():  # the coder on its device (CUDA while tuning there), the volumes on CPU
+            y = decode(ae, ae.encode(x.to(dev))[0], None, z_pad).clamp(-1.0, 1.0).cpu()
         hx, hy = model_to_hu(x, cfg.hu_window), model_to_hu(y, cfg.hu_window)
         for name, (lo, hi) in TISSUES.items():
             m = (hx >= lo) & (hx <= hi)

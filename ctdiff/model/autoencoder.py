@@ -354,8 +354,12 @@ def reconstruct(
     larger; the latent reflect-padded by ``z_pad`` slices for decoding (:func:`decode`)."""
     roi = None if tile is None else tuple(t * downsampling for t in tile)
     # on the autoencoder's device (a CUDA model judged on CPU volumes), returned where ``x`` lives
-    dev = next((p.device for p in ae.parameters()), x.device)
-    return decode(ae, encode_mean(ae, x.to(dev), roi), tile, z_pad).to(x.device)
+    return decode(ae, encode_mean(ae, x.to(coder_device(ae, x.device)), roi), tile, z_pad).to(x.device)
+
+
+def coder_device(ae, default: torch.device | str = "cpu") -> torch.device:
+    """The device of ``ae``'s weights (``default`` for a coder without any)."""
+    return next((p.device for p in ae.parameters()), torch.device(default))
 
 
 def fit_noise_model(

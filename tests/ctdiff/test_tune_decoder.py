@@ -394,3 +394,29 @@ def test_a_new_discriminator_is_warmed_up_before_the_decoder_trains(latent_run, 
     assert main([*cmd, "--disc-warmup", "-1"]) == 2
     err = capsys.readouterr().err
     assert "--disc-warmup" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tissue_bias_runs_the_coder_on_its_own_device():
+    # the coder on CUDA, the held-out volumes on CPU (seen failing on an H100 in reconstruct, 2026-12-06);
+    # the meta device stands in for the GPU here
+    from ctdiff.model.autoencoder import autoencoder_config
+
+    seen = []
+
+    class Coder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1, device="meta"))
+
+        def encode(self, x):
+            seen.append(x.device.type)
+            return torch.zeros(x.shape), None
+
+        def decode(self, z):
+            return z + 0.1  # every voxel 0.1 model units (1/20 of the window) too bright
+
+    cfg = autoencoder_config({"channels": [8], "hu_window": [-1000.0, 1000.0]})
+    vol = torch.zeros(1, 4, 8, 8)  # 0 HU: soft tissue
+    bias = td.tissue_bias(Coder(), cfg, [vol])
+    assert seen == ["meta"]
+    assert bias["soft_tissue_bias_hu"] == pytest.approx(100.0)
