@@ -26,6 +26,7 @@ projects past the limit is not started and is recorded as "not run (memory)", ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 SPACES = ("pixel", "wavelet", "latent")
 SIZES = ("128x128x32", "256x256x32", "512x512x64", "512x512x128")
+DEFAULT_CONFIG = "configs/demo.yaml"
 TORCH_BASE_MB = 350.0  # RSS of the worker before any tensor (import torch/monai/diffusers), for the guard's projection
 
 
@@ -50,7 +52,8 @@ def _parse(size: str) -> tuple[int, int, int]:
 
 
 # ------------------------------------------------------------------------------------------ worker
-def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
+def _setup(space: str, size: str, phase: str, device, config: str, latent_channels: int):
+    """Build one measurement: ``(fn, info)``, ``fn`` doing the measured work once on ``device``."""
     import torch
 
     from ctdiff.config import load_config
@@ -58,57 +61,88 @@ def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
     from ctdiff.model.spaces import WaveletSpace
     from ctdiff.model.unet import build_model, count_parameters
 
-    torch.set_num_threads(threads)
-    cfg = load_config(REPO / "configs" / "demo.yaml")
+    cfg = load_config(REPO / config)
     x, y, z = _parse(size)
     torch.manual_seed(0)
     info: dict = {}
-    if phase == "decode":
-        from ctdiff.model.autoencoder import AutoencoderConfig, build_autoencoder, decode
+    cuda = device.type == "cuda"
+    if phase in ("decode", "encode"):
+        from ctdiff.model.autoencoder import AutoencoderConfig, build_autoencoder, decode, encode_mean
 
-        ae, acfg = build_autoencoder(AutoencoderConfig())
-        ae.eval()
+        ae, acfg = build_autoencoder(AutoencoderConfig(latent_channels=latent_channels))
+        ae = ae.to(device).eval()
         f = acfg.downsampling
-        lat = torch.randn(1, acfg.latent_channels, z // f, y // f, x // f)
-        tile = (16, 32, 32)  # sample.decode_tile's default
-        fn = lambda: decode(ae, lat, tile)  # noqa: E731
-        info.update(
-            latent_shape=list(lat.shape), decode_tile=list(tile), parameters=sum(p.numel() for p in ae.parameters())
-        )
-    else:
-        if space == "pixel":
-            channels, shape, encode = 1, (1, z, y, x), None
-        elif space == "wavelet":
-            ws = WaveletSpace((1, 1, 1))
-            channels, shape, encode = ws.channels, (1, z, y, x), ws.encode
+        tile = (16, 32, 32)  # sample.decode_tile's default (latent voxels); encoding uses it times the factor
+        if phase == "decode":
+            lat = torch.randn(1, acfg.latent_channels, z // f, y // f, x // f, device=device)
+            fn = lambda: decode(ae, lat, tile)  # noqa: E731
+            info.update(latent_shape=list(lat.shape), decode_tile=list(tile))
         else:
-            channels, shape, encode = 4, (4, z // 4, y // 4, x // 4), None  # AutoencoderConfig(): 4 latent channels, 4x
-        model = build_model(cfg.model, channels).to(memory_format=torch.channels_last_3d)
-        diffusion = Diffusion(cfg.diffusion)
-        data = torch.randn(1, *shape)
-        info.update(
-            network_input=[1, channels, *(encode(data).shape[2:] if encode else shape[1:])],
-            parameters=count_parameters(model),
-        )
-        if phase == "train":
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            g = torch.Generator().manual_seed(0)
+            vol = torch.randn(1, 1, z, y, x, device=device)
+            fn = lambda: encode_mean(ae, vol, tuple(t * f for t in tile))  # noqa: E731
+            info.update(
+                latent_shape=[1, acfg.latent_channels, z // f, y // f, x // f], encode_tile=[t * f for t in tile]
+            )
+        info.update(parameters=sum(p.numel() for p in ae.parameters()))
+        return fn, info
+    if space == "pixel":
+        channels, shape, encode = 1, (1, z, y, x), None
+    elif space == "wavelet":
+        ws = WaveletSpace((1, 1, 1))
+        channels, shape, encode = ws.channels, (1, z, y, x), ws.encode
+    else:  # a cached latent of AutoencoderConfig()'s 4x downsampling
+        channels, shape, encode = latent_channels, (latent_channels, z // 4, y // 4, x // 4), None
+    model = build_model(cfg.model, channels).to(device).to(memory_format=torch.channels_last_3d)
+    diffusion = Diffusion(cfg.diffusion)
+    data = torch.randn(1, *shape, device=device)
+    info.update(
+        network_input=[1, channels, *(encode(data).shape[2:] if encode else shape[1:])],
+        parameters=count_parameters(model),
+    )
+    # as ctdiff's trainer runs on CUDA: bf16 autocast (train.amp); sampling runs in fp32 everywhere
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.train.amp else contextlib.nullcontext()
+    info["autocast"] = "bf16" if cuda and cfg.train.amp and phase == "train" else "fp32"
+    if phase == "train":
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        g = torch.Generator().manual_seed(0)
 
-            def fn():
-                x0 = encode(data) if encode else data
-                x0 = x0.contiguous(memory_format=torch.channels_last_3d)
-                loss = diffusion.loss(model, x0, diffusion.sample_timesteps(1, g), torch.randn(x0.shape, generator=g))
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        else:
-            model.eval()
-            xin = (encode(data) if encode else data).contiguous(memory_format=torch.channels_last_3d)
+        def fn():
+            x0 = encode(data) if encode else data
+            x0 = x0.contiguous(memory_format=torch.channels_last_3d)
+            t = diffusion.sample_timesteps(1, g).to(device)
+            noise = torch.randn(x0.shape, generator=g).to(device)
+            with amp:
+                loss = diffusion.loss(model, x0, t, noise)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
-            def fn():
-                with torch.no_grad():
-                    model(xin, torch.tensor([500]))
+        return fn, info
+    model.eval()
+    xin = (encode(data) if encode else data).contiguous(memory_format=torch.channels_last_3d)
+    t500 = torch.tensor([500], device=device)
 
+    def fn():
+        with torch.no_grad():
+            model(xin, t500)
+
+    return fn, info
+
+
+def worker(
+    space: str,
+    size: str,
+    phase: str,
+    threads: int,
+    reps: int,
+    config: str = DEFAULT_CONFIG,
+    latent_channels: int = 4,
+) -> dict:
+    """One CPU measurement (its own process: peak RSS is this measurement's)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    fn, info = _setup(space, size, phase, torch.device("cpu"), config, latent_channels)
     times, cpu = [], []
     for i in range(reps + 1):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -124,6 +158,51 @@ def worker(space: str, size: str, phase: str, threads: int, reps: int) -> dict:
         "peak_rss_mb": round(peak_mb, 1),
         **info,
     }
+
+
+def measure_cuda(space: str, size: str, phase: str, reps: int, config: str, latent_channels: int) -> dict:
+    """One GPU measurement, in this process: seconds (median after one warm-up, synchronised) and
+    ``torch.cuda.max_memory_allocated`` from before the model is built (weights, gradients, AdamW
+    state and activations). Out of memory is a result ("out of memory"), measured, not projected."""
+    import gc
+
+    import torch
+
+    device = torch.device("cuda")
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    try:
+        fn, info = _setup(space, size, phase, device, config, latent_channels)
+        times = []
+        for i in range(reps + 1):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            if i or reps == 0:
+                times.append(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated() - base
+        row = {
+            "status": "measured",
+            "gpu_seconds": statistics.median(times),
+            "gpu_seconds_all": times,
+            "gpu_peak_gib": round(peak / 2**30, 3),
+            "gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3),
+            **info,
+        }
+    except torch.cuda.OutOfMemoryError:
+        row = {
+            "status": "out of memory",
+            "gpu_peak_gib": round((torch.cuda.max_memory_allocated() - base) / 2**30, 3),
+        }
+    except RuntimeError as exc:  # e.g. a kernel that refuses a tensor this large: a result too, not a crash
+        row = {"status": f"failed: {str(exc).splitlines()[0][:200]}"}
+    fn = info = None  # noqa: F841 (free the model before the next measurement)
+    gc.collect()
+    torch.cuda.empty_cache()
+    return row
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -147,6 +226,10 @@ def run_one(space, size, phase, args) -> dict:
         str(args.threads),
         "--reps",
         str(args.reps),
+        "--config",
+        args.config,
+        "--latent-channels",
+        str(args.latent_channels),
     ]
     # the address-space guard: what it allows is larger than the RSS (torch maps more than it touches)
     try:
@@ -217,15 +300,39 @@ def main() -> int:
         default=240.0,
         help="CPU seconds a measurement may take (warm-up included), projected from the next smaller size",
     )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="the config whose U-Net is measured (repo-relative)")
+    p.add_argument("--latent-channels", type=int, default=4, help="latent space: the autoencoder's latent channels")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="cuda: every measurement in one process, torch.cuda.max_memory_allocated, no guards (OOM is a result)",
+    )
+    p.add_argument(
+        "--find-max",
+        nargs="*",
+        type=int,
+        metavar="Z",
+        default=None,
+        help="(cuda) also train steps at 512x512xZ for these Z, per space, until out of memory: the largest volume",
+    )
     p.add_argument("--json", default=None)
     p.add_argument("--table", metavar="JSON", help="print the markdown table of a results file and exit")
+    p.add_argument("--gpu-json", metavar="JSON", help="with --table: the --device cuda results for the GPU column")
     args = p.parse_args()
     if args.table:
-        print(markdown(json.loads(Path(args.table).read_text())))
+        gpu = json.loads(Path(args.gpu_json).read_text()) if args.gpu_json else None
+        result = json.loads(Path(args.table).read_text())
+        print(markdown_gpu(result) if result.get("device") == "cuda" else markdown(result, gpu))
         return 0
     if args.worker:
-        print(json.dumps(worker(*args.worker, threads=args.threads, reps=args.reps)))
+        out = worker(
+            *args.worker, threads=args.threads, reps=args.reps, config=args.config, latent_channels=args.latent_channels
+        )
+        print(json.dumps(out))
         return 0
+    if args.device == "cuda":
+        return main_cuda(args)
 
     rows: list[dict] = []
     started = time.time()
@@ -234,7 +341,7 @@ def main() -> int:
         (size, space, phase)
         for size in sorted(args.sizes, key=lambda s: _prod(_parse(s)))
         for space in args.spaces
-        for phase in (("train", "eval", "decode") if space == "latent" else ("train", "eval"))
+        for phase in _phases(space)
     ]
     for size, space, phase in jobs:  # size by size, so a stopped run still has every space's small sizes
         vox = _prod(_parse(size))
@@ -276,7 +383,89 @@ def main() -> int:
     return 0
 
 
-def markdown(result: dict) -> str:
+def _phases(space: str) -> tuple[str, ...]:
+    return ("train", "eval", "decode", "encode") if space == "latent" else ("train", "eval")
+
+
+def _command(args, space: str, size: str) -> str:
+    extra = "" if args.config == DEFAULT_CONFIG else f" --config {args.config}"
+    extra += "" if args.latent_channels == 4 else f" --latent-channels {args.latent_channels}"
+    dev = " --device cuda" if args.device == "cuda" else f" --threads {args.threads}"
+    return f"python benchmarks/bench_spaces.py{dev}{extra} --spaces {space} --sizes {size}"
+
+
+def main_cuda(args) -> int:
+    """All measurements on the GPU in this process; then, with --find-max, 512x512xZ training steps per
+    space until the first out-of-memory: the largest volume that trains at batch 1 on this card."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench_spaces: --device cuda: no CUDA device", file=sys.stderr)
+        return 2
+    props = torch.cuda.get_device_properties(0)
+    gpu = {"name": props.name, "total_gib": round(props.total_memory / 2**30, 1), "torch": torch.__version__}
+    rows: list[dict] = []
+    started = time.time()
+
+    def record(row: dict) -> None:
+        print(json.dumps({k: v for k, v in row.items() if k not in ("command", "gpu_seconds_all")}), flush=True)
+        rows.append(row)
+        if args.json:
+            _write(args, rows, started, gpu)
+
+    jobs = [
+        (size, space, phase)
+        for size in sorted(args.sizes, key=lambda s: _prod(_parse(s)))
+        for space in args.spaces
+        for phase in _phases(space)
+    ]
+    for size, space, phase in jobs:
+        row = {"space": space, "phase": phase, "size": size, "voxels": _prod(_parse(size))}
+        row["command"] = _command(args, space, size)
+        row.update(measure_cuda(space, size, phase, args.reps, args.config, args.latent_channels))
+        record(row)
+    # latent first: the default space, and the one a cut-short run must not lose
+    for space in sorted(args.spaces, key=SPACES.index, reverse=True) if args.find_max is not None else ():
+        for z in args.find_max or (128, 256, 384, 512, 768, 1024):
+            size = f"512x512x{z}"
+            row = {"space": space, "phase": "train", "size": size, "voxels": 512 * 512 * z, "find_max": True}
+            row["command"] = _command(args, space, size)
+            row.update(measure_cuda(space, size, "train", 0, args.config, args.latent_channels))
+            record(row)
+            if row["status"] != "measured":
+                break
+    if not args.json:
+        print(json.dumps(largest_trained(rows), indent=1))
+    return 0
+
+
+def largest_trained(rows: list[dict]) -> dict:
+    """Per space, the largest volume whose training step ran on the GPU, and the first that did not."""
+    out: dict = {}
+    for r in rows:
+        if r["phase"] != "train":
+            continue
+        cur = out.setdefault(r["space"], {"largest_trained": None, "largest_gib": None, "first_not_trained": None})
+        if r["status"] == "measured":
+            if cur["largest_trained"] is None or r["voxels"] > _prod(_parse(cur["largest_trained"])):
+                cur["largest_trained"], cur["largest_gib"] = r["size"], r["gpu_peak_gib"]
+        elif cur["first_not_trained"] is None or r["voxels"] < _prod(_parse(cur["first_not_trained"])):
+            cur["first_not_trained"] = r["size"]
+    return out
+
+
+def _gpu_cell(gpu: dict | None, r: dict) -> str:
+    if gpu is None:
+        return "not yet measured on GPU"
+    for g in gpu["rows"]:
+        if (g["space"], g["phase"], g["size"]) == (r["space"], r["phase"], r["size"]) and not g.get("find_max"):
+            if g["status"] != "measured":
+                return f"{g['status']} ({gpu['gpu']['name']})"
+            return f"{g['gpu_seconds']:.3f} s, {g['gpu_peak_gib']:.2f} GiB"
+    return "not measured on GPU"
+
+
+def markdown(result: dict, gpu: dict | None = None) -> str:
     """The docs table: one row per space, phase and size, with the command that measures it."""
     lines = [
         "| space | phase | volume (x y z) | network input (N C D H W) | CPU s (1 thread) | wall s | peak RSS GB | GPU | command |",
@@ -291,8 +480,10 @@ def markdown(result: dict) -> str:
         shape = "x".join(str(v) for v in shape) if shape else ""
         lines.append(
             f"| {r['space']} | {r['phase']} | {r['size']} | {shape} | {cpu} | {wall} | {rss} | "
-            f"not yet measured on GPU | `{r['command']}` |"
+            f"{_gpu_cell(gpu, r)} | `{r['command']}` |"
         )
+    if gpu is not None:
+        lines += ["", markdown_gpu(gpu)]
     lines.append("")
     lines.append(
         "Projection to an 80 GB card (a line through the measured CPU peak RSS of the training step vs voxels; "
@@ -311,7 +502,38 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _write(args, rows: list[dict], started: float) -> dict:
+def markdown_gpu(gpu: dict) -> str:
+    """The GPU-only tables of one ``--device cuda`` results file: every measured row (the find-max
+    steps included) and, per space, the largest volume that trained."""
+    g = gpu["gpu"]
+    lines = [
+        f"GPU: {g['name']} ({g['total_gib']} GiB), torch {g['torch']}, network of `{gpu['model']}`"
+        + (f" with {gpu['latent_channels']} latent channels" if gpu.get("latent_channels", 4) != 4 else "")
+        + "; training steps under bf16 autocast (as `ctdiff train` on CUDA), evaluation, encode and decode in fp32.",
+        "",
+        "| space | phase | volume (x y z) | network input (N C D H W) | GPU s | GPU peak GiB (max_memory_allocated) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in gpu["rows"]:
+        shape = r.get("network_input") or r.get("latent_shape") or ""
+        shape = "x".join(str(v) for v in shape) if shape else ""
+        if r["status"] == "measured":
+            secs = f"{r['gpu_seconds']:.3f}" + (" (one cold step)" if r.get("find_max") else "")
+            mem = f"{r['gpu_peak_gib']:.2f}"
+        else:
+            secs, mem = r["status"], (f"{r['gpu_peak_gib']:.1f} when it ran out" if "gpu_peak_gib" in r else "")
+        lines.append(f"| {r['space']} | {r['phase']} | {r['size']} | {shape} | {secs} | {mem} |")
+    lines += ["", "Largest volume whose batch-1 training step ran on this card (measured, not projected):", ""]
+    for space, m in gpu.get("largest_trained", {}).items():
+        nxt = f"; {m['first_not_trained']} did not" if m.get("first_not_trained") else "; the largest size tried"
+        if m["largest_trained"] is None:
+            lines.append(f"- {space}: no size trained ({m['first_not_trained']} did not)")
+        else:
+            lines.append(f"- {space}: {m['largest_trained']} ({m['largest_gib']:.1f} GiB){nxt}")
+    return "\n".join(lines)
+
+
+def _write(args, rows: list[dict], started: float, gpu: dict | None = None) -> dict:
     from ctdiff.atomic import write_json
 
     result = {
@@ -327,9 +549,19 @@ def _write(args, rows: list[dict], started: float) -> dict:
         "cpu_budget_seconds": args.cpu_budget,
         "seconds_total": round(time.time() - started, 1),
         "rows": rows,
-        "projection_80gb": {s: project_80gb(rows, s) for s in args.spaces},
+        "projection_80gb": {s: project_80gb(rows, s) for s in args.spaces} if gpu is None else None,
         "gpu": "not yet measured on GPU",
     }
+    if gpu is not None:  # --device cuda: measured on this GPU (no CPU projection)
+        result.update(
+            device="cuda",
+            gpu=gpu,
+            model=args.config,
+            latent_channels=args.latent_channels,
+            reps=args.reps,
+            largest_trained=largest_trained(rows),
+        )
+        del result["projection_80gb"], result["limit_gb"], result["cpu_budget_seconds"]
     write_json(Path(args.json), result)
     return result
 

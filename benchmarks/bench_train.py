@@ -155,6 +155,8 @@ def find_max(args) -> list[dict]:
                 }
             )
             print(rows[-1], flush=True)
+            if args.json:  # a run cut short keeps every finished size
+                _write_json(args.json, {"partial": True, "find_max": rows})
             if not ok:
                 break
     return rows
@@ -197,7 +199,13 @@ def main() -> int:
                     "peak_bytes": max(out["peak_bytes"], info.get(v, {}).get("peak_bytes", 0)),
                     "params": out["params"],
                 }
-                print(f"round {r + 1}: {v} median {statistics.median(out['times']):.3f} s/step", flush=True)
+                print(
+                    f"round {r + 1}: {v} median {statistics.median(out['times']):.3f} s/step, "
+                    f"peak {out['peak_bytes'] / 2**20:.0f} MiB",
+                    flush=True,
+                )
+                if args.json:  # a run cut short keeps every finished round
+                    _write_json(args.json, {"machine": machine, "partial": True, "per_variant": per, "info": info})
         base = statistics.median(per["thesis"]) if per.get("thesis") else None
         rows = []
         for v in args.variants:
@@ -230,11 +238,21 @@ def main() -> int:
                 print(f"| {r['variant']} | failed: {r['error']} | | | |")
             else:
                 print(
-                    f"| {r['variant']} | {r['median_s']:.3f} | {r['speedup_vs_thesis']}x | {r['peak_mib']} | {r['params_m']} |"
+                    f"| {r['variant']} | {r['median_s']:.3f} | {_speedup(r['speedup_vs_thesis'])} | {r['peak_mib']} | {r['params_m']} |"
                 )
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(args.json, result)
     return 0
+
+
+def _speedup(value: float | None) -> str:
+    return "n/a (no thesis rows)" if value is None else f"{value}x"
+
+
+def _write_json(path: str, result: dict) -> None:
+    from ctdiff.atomic import write_json
+
+    write_json(Path(path), result)
 
 
 if __name__ == "__main__":
