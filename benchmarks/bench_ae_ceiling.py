@@ -82,12 +82,19 @@ def reconstruct(
     tile=(16, 32, 32),
     noise: bool = True,
     histogram: dict | None = None,
+    clean: Path | None = None,
 ) -> list[str]:
     """Write ``decode(encode_mean(scan))`` for every scan into ``out`` (same names, same affines), plus
     the autoencoder's re-synthesised noise (scan i: noise seed i) when it has a noise model and ``noise``.
     ``histogram`` (a checkpoint's ``histogram_reference``, fit-histogram): each reconstruction's body is
     then matched to it as ``ctdiff sample`` matches a sample (:func:`ctdiff.diffusion.histogram.match` on
-    the noise-free estimate floored at air, the noise added back, clipped to the window)."""
+    the noise-free estimate floored at air, the noise added back, clipped to the window).
+
+    ``clean`` (the structure test): a folder of the same scans without their noise (same names and
+    grids, e.g. ``ctdiff phantom --noise-method none`` with the same seeds). Each noise-free scan is
+    reconstructed and given back the scan's *own* noise (scan minus noise-free scan, in HU), clipped to
+    the window; no noise model, no matching. What the report then tells apart from the scans is the
+    coder's structure alone."""
     from ctdiff.data.io import case_name, read_volume, write_nifti
     from ctdiff.data.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
     from ctdiff.data.volume import Volume
@@ -101,6 +108,16 @@ def reconstruct(
     names = []
     for i, path in enumerate(scans):
         vol = read_volume(path)
+        name = f"{case_name(path)}.nii.gz"
+        if clean is not None:
+            free = _clean_twin(vol, path, clean)
+            x = hu_to_model(array_to_tensor(free.array), window)[None]
+            space.check_shape(x.shape[2:])
+            estimate = tensor_to_array(model_to_hu(space.decode(space.encode(x))[0].clamp(-1.0, 1.0), window))
+            array = np.clip(estimate + (vol.array - free.array), *(float(w) for w in window))
+            write_nifti(Volume(array.astype(np.float32), vol.affine), out / name, force=True)
+            names.append(name)
+            continue
         x = hu_to_model(array_to_tensor(vol.array), window)[None]
         space.check_shape(x.shape[2:])
         estimate = space.decode(space.encode(x))
@@ -110,10 +127,22 @@ def reconstruct(
         if histogram is not None:
             est = tensor_to_array(model_to_hu((air_floor(estimate, window) if resynthesised else estimate)[0], window))
             array = np.clip(hist.match(est, array, histogram), *(float(w) for w in window))
-        name = f"{case_name(path)}.nii.gz"
         write_nifti(Volume(array, vol.affine), out / name, force=True)
         names.append(name)
     return names
+
+
+def _clean_twin(vol, path: Path, clean: Path):
+    """The noise-free twin of scan ``path`` in folder ``clean``: same file name, shape and grid."""
+    from ctdiff.data.io import read_volume
+
+    twin = clean / path.name
+    if not twin.is_file():
+        raise SystemExit(f"bench_ae_ceiling: --clean {clean}: no {path.name} (the noise-free twin of {path})")
+    free = read_volume(twin)
+    if free.array.shape != vol.array.shape or not np.allclose(free.affine, vol.affine, atol=1e-4):
+        raise SystemExit(f"bench_ae_ceiling: {twin}: not on the grid of {path} (shape or affine differs)")
+    return free
 
 
 def load_histogram(path: Path) -> dict:
@@ -193,8 +222,20 @@ def main(argv: list[str] | None = None) -> int:
         help="match each reconstruction's body to the histogram reference its checkpoint carries "
         "(fit-histogram), as `ctdiff sample` matches a sample: the ceiling of the whole decode path",
     )
+    p.add_argument(
+        "--clean",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the structure test: the held-out scans without their noise (same names); each noise-free scan "
+        "is reconstructed and given back the scan's own noise (no noise model, no matching)",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.clean is not None and args.histogram_match:
+        p.error("--clean judges the coder's structure with the scans' own noise: leave out --histogram-match")
+    if args.clean is not None and not args.clean.is_dir():
+        p.error(f"--clean {args.clean}: not a folder")
     if min(args.tile) < 1:
         p.error(f"--tile {' '.join(map(str, args.tile))}: every window size must be at least 1 latent voxel")
     torch.set_num_threads(args.threads)
@@ -226,11 +267,16 @@ def main(argv: list[str] | None = None) -> int:
         matched = (
             None if histogram is None else hashlib.sha256(json.dumps(histogram["quantiles_hu"]).encode()).hexdigest()
         )
+        if args.clean is not None:
+            noise = "the scans' own (--clean)"
+        clean = None if args.clean is None else str(args.clean.resolve())
         same = state.get("sha256") == record.get("sha256") and state.get("noise_resynthesis") == noise
+        same = same and state.get("clean") == clean
         if not same or state.get("tile", [16, 32, 32]) != args.tile or state.get("histogram_sha256") != matched:
-            # another autoencoder, noise model, window or matching under this name: start over
+            # another autoencoder, noise model, window, matching or structure test under this name: start over
             state = {"sha256": record.get("sha256"), "noise_resynthesis": noise, "tile": args.tile}
             state["histogram_sha256"] = matched  # the reference's quantiles; None: not matched
+            state["clean"] = clean  # the structure test's noise-free scans; None: not that test
         if "reconstructed" not in state:
             t0 = time.perf_counter()
             state["reconstructed"] = reconstruct(
@@ -240,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 tile=tuple(args.tile),
                 noise=not args.no_noise,
                 histogram=histogram,
+                clean=args.clean,
             )
             state["reconstruct_s"] = round(time.perf_counter() - t0, 1)
         if "judged" not in state:

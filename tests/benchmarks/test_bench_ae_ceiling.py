@@ -184,3 +184,42 @@ def test_histogram_match_maps_each_reconstructions_body_as_sample_does(bench, se
         assert np.array_equal(got[~body], plain[~body])  # air as decoded
     with pytest.raises(SystemExit, match="needs a histogram reference"):
         bench["load_histogram"](root / "autoencoder.pt")
+
+
+def test_clean_reconstructs_the_noise_free_twin_and_adds_the_scans_own_noise(bench, setup, tmp_path):
+    root, ae = setup
+    record, _ = bench["load_record"](root / "autoencoder.pt")
+    scans = sorted((root / "held").iterdir())
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for i, scan in enumerate(scans):  # the same phantoms without their noise, on the same grids
+        vol, _ = make_phantom(shape=(16, 16, 8), seed=i, noise_hu=0.0)
+        vol.affine[:] = read_volume(scan).affine
+        write_nifti(vol, clean / scan.name)
+    bench["reconstruct"](record, scans, tmp_path / "rec", clean=clean)
+    for scan in scans:
+        real, free = read_volume(scan).array, read_volume(clean / scan.name).array
+        assert np.abs(real - free).std() > 3.0  # the scan's own noise is there to be added back
+        x = hu_to_model(array_to_tensor(free), (-1024.0, 1500.0))[None]
+        with torch.no_grad():
+            est = tensor_to_array(model_to_hu(decode(ae, encode_mean(ae, x))[0].clamp(-1, 1), (-1024.0, 1500.0)))
+        want = np.clip(est + (real - free), -1024.0, 1500.0)
+        got = nib.load(tmp_path / "rec" / scan.name)
+        np.testing.assert_allclose(got.affine, read_volume(scan).affine)
+        np.testing.assert_allclose(np.asarray(got.dataobj, dtype=np.float32), want, atol=0.51)  # int16 HU
+    # a twin missing or on another grid is refused by name
+    (clean / scans[1].name).unlink()
+    with pytest.raises(SystemExit, match=f"no {scans[1].name}"):
+        bench["reconstruct"](record, scans, tmp_path / "rec2", clean=clean)
+    vol, _ = make_phantom(shape=(16, 16, 8), seed=1, noise_hu=0.0)
+    write_nifti(vol, clean / scans[1].name)  # the phantom's default grid, not the scan's
+    with pytest.raises(SystemExit, match="not on the grid"):
+        bench["reconstruct"](record, scans, tmp_path / "rec3", clean=clean)
+
+
+def test_clean_and_histogram_match_are_refused_together(bench, setup, tmp_path):
+    root, _ = setup
+    argv = ["--held-out", str(root / "held"), "--train-data", str(root / "held"), "--work", str(tmp_path / "w")]
+    argv += ["--autoencoder", f"a={root / 'autoencoder.pt'}", "--clean", str(root / "held"), "--histogram-match"]
+    with pytest.raises(SystemExit):
+        bench["main"](argv)
