@@ -482,8 +482,9 @@ def markdown(result: dict, gpu: dict | None = None) -> str:
             f"| {r['space']} | {r['phase']} | {r['size']} | {shape} | {cpu} | {wall} | {rss} | "
             f"{_gpu_cell(gpu, r)} | `{r['command']}` |"
         )
-    if gpu is not None:
-        lines += ["", markdown_gpu(gpu)]
+    if gpu is not None:  # the GPU rows the table above has no line for (find-max steps, encode, ...)
+        shown = {(r["space"], r["phase"], r["size"]) for r in result["rows"]}
+        lines += ["", markdown_gpu(gpu, skip=shown)]
     lines.append("")
     lines.append(
         "Projection to an 80 GB card (a line through the measured CPU peak RSS of the training step vs voxels; "
@@ -502,9 +503,10 @@ def markdown(result: dict, gpu: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def markdown_gpu(gpu: dict) -> str:
+def markdown_gpu(gpu: dict, skip: set | frozenset = frozenset()) -> str:
     """The GPU-only tables of one ``--device cuda`` results file: every measured row (the find-max
-    steps included) and, per space, the largest volume that trained."""
+    steps included; ``skip``: (space, phase, size) of rows shown elsewhere, find-max steps never
+    skipped) and, per space, the largest volume that trained."""
     g = gpu["gpu"]
     lines = [
         f"GPU: {g['name']} ({g['total_gib']} GiB), torch {g['torch']}, network of `{gpu['model']}`"
@@ -515,6 +517,8 @@ def markdown_gpu(gpu: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in gpu["rows"]:
+        if (r["space"], r["phase"], r["size"]) in skip and not r.get("find_max"):
+            continue
         shape = r.get("network_input") or r.get("latent_shape") or ""
         shape = "x".join(str(v) for v in shape) if shape else ""
         if r["status"] == "measured":

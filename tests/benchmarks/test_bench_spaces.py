@@ -120,3 +120,19 @@ def test_cpu_worker_measures_another_config_and_latent_width():
 def test_a_space_with_no_training_step_that_fit_says_so():
     text = bench["markdown_gpu"](_gpu([_row("pixel", "512x512x128", status="out of memory", gib=70.1)]))
     assert "- pixel: no size trained (512x512x128 did not)" in text
+
+
+def test_rows_already_in_the_cpu_table_are_not_repeated_below_it():
+    gpu = _gpu(
+        [
+            _row("latent", "512x512x128", gib=0.807, secs=0.0731),
+            _row("latent", "512x512x128", phase="encode", gib=0.45, secs=0.44),
+            _row("latent", "512x512x128", gib=0.79, secs=0.0735, find_max=True),
+        ]
+    )
+    text = bench["markdown_gpu"](gpu, skip={("latent", "train", "512x512x128")})
+    rows = [line for line in text.splitlines() if line.startswith("| latent |")]
+    assert rows == [
+        "| latent | encode | 512x512x128 |  | 0.440 | 0.45 |",
+        "| latent | train | 512x512x128 |  | 0.073 (one cold step) | 0.79 |",
+    ]
