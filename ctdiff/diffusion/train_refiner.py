@@ -160,6 +160,10 @@ def train_refiner(
         net, avg = rf.build_net(arch), rf.build_net(arch)
     avg.load_state_dict(net.state_dict())
     avg.requires_grad_(False)
+    # on the device before the optimizer: a resumed optimizer state is loaded onto its parameters' device
+    dev = torch.device(device)
+    net.to(dev)
+    avg.to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     step, history, seconds = 0, [], 0.0
     if saved is not None:
@@ -167,9 +171,6 @@ def train_refiner(
         avg.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["opt"])
         step, history, seconds = int(saved["step"]), list(saved["history"]), float(saved["seconds"])
-    dev = torch.device(device)
-    net.to(dev)
-    avg.to(dev)
     settings = {
         "arch": arch.to_dict(),
         "crop": crop,

@@ -114,8 +114,9 @@ def flow_loss(net, x: torch.Tensor, c: torch.Tensor, scale: torch.Tensor, arch: 
     """Rectified-flow loss on one batch: ``x`` volumes and their decoded estimates ``c`` (model units)."""
     r = to_bands(x - c, arch) / scale.view(1, -1, 1, 1, 1)
     cw = to_bands(c, arch)
-    t = torch.rand(x.shape[0], generator=gen)
-    noise = torch.randn(r.shape, generator=gen)
+    # drawn from the CPU generator (the same draws on every device), used where the volumes are
+    t = torch.rand(x.shape[0], generator=gen).to(x.device)
+    noise = torch.randn(r.shape, generator=gen).to(r.device)
     tt = t.view(-1, 1, 1, 1, 1)
     xt = (1 - tt) * r + tt * noise
     pred = net(torch.cat([xt, cw], 1), t * 1000.0)

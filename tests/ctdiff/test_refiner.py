@@ -85,6 +85,26 @@ def test_a_few_steps_on_one_batch_lower_the_flow_loss():
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_the_flow_loss_draws_on_cpu_and_trains_on_the_volumes_device():
+    # train-refiner --device cuda: the volumes and the network on the GPU, the crops' generator on CPU (its
+    # t and noise were left there, to meet the GPU tensors in x_t); the meta device stands in for the GPU
+    arch = rf.RefinerArch(channels=(8, 16))
+    seen = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1, device="meta"))
+
+        def forward(self, inp, t):
+            seen.append((inp.device.type, t.device.type))
+            return inp[:, : arch.bands] * self.w
+
+    x = torch.zeros((2, 1, 8, 16, 16), device="meta")
+    loss = rf.flow_loss(Net(), x, x, torch.ones(8, device="meta"), arch, torch.Generator().manual_seed(0))
+    assert seen == [("meta", "meta")] and loss.device.type == "meta"
+
+
 def test_a_refiner_needs_divisible_sides():
     arch = rf.RefinerArch(channels=(8, 16))
     assert arch.multiple == (4, 4, 4)
@@ -203,6 +223,51 @@ def test_train_refiner_resumes_where_it_stopped(latent_run, tmp_path, monkeypatc
     b = torch.load(tmp_path / "cut.pt", weights_only=False)["space"]["refiner"]
     # the resumed run repeats the crops, timesteps and noise of the one it continues
     assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+
+
+@pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter")  # meta weights take no values
+def test_a_resumed_train_refiner_keeps_the_optimizer_state_on_the_networks_device(latent_run, tmp_path, monkeypatch):  # noqa: F811
+    # --resume --device cuda: the optimizer state was loaded while the network was still on CPU and stayed
+    # there when the network moved (Adam then mixes devices); the meta device stands in for the GPU (moving
+    # to it makes new parameters, so there the optimizer kept the old CPU ones: caught the same way)
+    from ctdiff.diffusion import train_refiner as tr
+
+    run, data, _ = latent_run
+    ckpt = run / "checkpoints" / "last.pt"
+    kw = dict(channels=(8, 16), crop=16, checkpoint_every=1, progress=False)
+    real_loss, calls = rf.flow_loss, {"n": 0}
+
+    def stop_at_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_loss(*a, **k)
+
+    monkeypatch.setattr(rf, "flow_loss", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train_refiner(ckpt, data, tmp_path / "cut.pt", steps=2, **kw)
+    assert torch.load(tmp_path / "cut.pt.refining.pt", weights_only=True)["opt"]["state"]  # Adam's moments saved
+
+    class Stop(Exception):
+        pass
+
+    pairs = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    state = self.state[p]
+                    pairs.extend((k, v.device.type, p.device.type) for k, v in state.items() if k != "step")
+            raise Stop
+
+    # a loss of the network's weights alone (the crops' draws are the test above's)
+    monkeypatch.setattr(rf, "flow_loss", lambda net, *a, **k: sum(p.sum() for p in net.parameters()))
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    with pytest.raises(Stop):
+        tr.train_refiner(ckpt, data, tmp_path / "cut.pt", steps=2, resume=True, device="meta", **kw)
+    assert pairs and {k for k, _, _ in pairs} == {"exp_avg", "exp_avg_sq"}
+    assert {(on, param) for _, on, param in pairs} == {("meta", "meta")}
 
 
 def test_train_refiner_refuses_bad_inputs(latent_run, tmp_path):  # noqa: F811
