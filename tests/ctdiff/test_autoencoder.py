@@ -205,27 +205,32 @@ def test_evaluate_reports_a_perfect_reconstruction_for_an_identity_coder():
     )
 
 
+class MetaCoder(torch.nn.Module):
+    """A coder whose weights sit on the meta device, standing in for a GPU on this CPU-only machine: it
+    records ("encode" | "decode", device of its input) in ``seen`` and computes with ``encode_fn`` /
+    ``decode_fn`` (returning CPU tensors, as if handed back from the device)."""
+
+    def __init__(self, seen: list, encode_fn, decode_fn):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1, device="meta"))
+        self.seen, self.encode_fn, self.decode_fn = seen, encode_fn, decode_fn
+
+    def encode(self, x):
+        self.seen.append(("encode", x.device.type))
+        return self.encode_fn(x), None
+
+    def decode(self, z):
+        self.seen.append(("decode", z.device.type))
+        return self.decode_fn(z)
+
+
 def test_reconstruct_runs_the_coder_on_its_own_device_and_returns_on_the_volumes():
     # train-autoencoder on CUDA judged its CPU held-out volumes with the CUDA coder and failed
-    # (aten::slow_conv3d_forward on CUDA, seen on an H100, 2026-12-06). Here the coder's weights sit on
-    # the meta device, standing in for a GPU on this CPU-only machine.
+    # (aten::slow_conv3d_forward on CUDA, seen on an H100, 2026-12-06)
     seen = []
-
-    class Coder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1, device="meta"))
-
-        def encode(self, x):
-            seen.append(("encode", x.device.type))
-            return torch.full(x.shape, 0.25), None  # a latent computed "on the device", handed back on CPU
-
-        def decode(self, z):
-            seen.append(("decode", z.device.type))
-            return z * 2
-
+    coder = MetaCoder(seen, lambda x: torch.full(x.shape, 0.25), lambda z: z * 2)
     vol = torch.zeros(1, 1, 4, 8, 8)
-    out = reconstruct(Coder(), vol, downsampling=1)
+    out = reconstruct(coder, vol, downsampling=1)
     assert seen[0] == ("encode", "meta")
     assert out.device.type == "cpu" and torch.equal(out, torch.full(vol.shape, 0.5))
 

@@ -397,26 +397,15 @@ def test_a_new_discriminator_is_warmed_up_before_the_decoder_trains(latent_run, 
 
 
 def test_tissue_bias_runs_the_coder_on_its_own_device():
-    # the coder on CUDA, the held-out volumes on CPU (seen failing on an H100 in reconstruct, 2026-12-06);
-    # the meta device stands in for the GPU here
+    # the coder on CUDA, the held-out volumes on CPU (seen failing on an H100 in reconstruct, 2026-12-06)
     from ctdiff.model.autoencoder import autoencoder_config
+    from tests.ctdiff.test_autoencoder import MetaCoder
 
     seen = []
-
-    class Coder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1, device="meta"))
-
-        def encode(self, x):
-            seen.append(x.device.type)
-            return torch.zeros(x.shape), None
-
-        def decode(self, z):
-            return z + 0.1  # every voxel 0.1 model units (1/20 of the window) too bright
-
+    # every voxel decoded 0.1 model units (1/20 of the window) too bright
+    coder = MetaCoder(seen, lambda x: torch.zeros(x.shape), lambda z: z + 0.1)
     cfg = autoencoder_config({"channels": [8], "hu_window": [-1000.0, 1000.0]})
     vol = torch.zeros(1, 4, 8, 8)  # 0 HU: soft tissue
-    bias = td.tissue_bias(Coder(), cfg, [vol])
-    assert seen == ["meta"]
+    bias = td.tissue_bias(coder, cfg, [vol])
+    assert seen[0] == ("encode", "meta")
     assert bias["soft_tissue_bias_hu"] == pytest.approx(100.0)
