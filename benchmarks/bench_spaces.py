@@ -351,7 +351,7 @@ def main() -> int:
             "size": size,
             "voxels": vox,
             "threads": args.threads,
-            "command": f"python benchmarks/bench_spaces.py --threads {args.threads} --spaces {space} --sizes {size}",
+            "command": _command(args, space, size),
         }
         last = prev.get((space, phase))
         if last is not None and last.get("status", "").startswith("not run"):

@@ -193,6 +193,20 @@ def test_ctdiff_sample_cli_with_a_refiner(refined, tmp_path, capsys):
     assert "--refine-steps must be >= 1" in capsys.readouterr().err
 
 
+def _interrupt_flow_loss_at(monkeypatch, n: int):
+    """Make the ``n``-th flow-loss call raise KeyboardInterrupt (a Ctrl-C mid-run); returns the real loss."""
+    real_loss, calls = rf.flow_loss, {"n": 0}
+
+    def stop(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real_loss(*a, **k)
+
+    monkeypatch.setattr(rf, "flow_loss", stop)
+    return real_loss
+
+
 def test_train_refiner_resumes_where_it_stopped(latent_run, tmp_path, monkeypatch):  # noqa: F811
     from ctdiff.diffusion import train_refiner as tr
 
@@ -202,15 +216,7 @@ def test_train_refiner_resumes_where_it_stopped(latent_run, tmp_path, monkeypatc
     whole = tr.train_refiner(ckpt, data, tmp_path / "whole.pt", **kw)
     assert whole["steps"] == 4
 
-    real_loss, calls = rf.flow_loss, {"n": 0}
-
-    def stop_at_third(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_loss(*a, **k)
-
-    monkeypatch.setattr(rf, "flow_loss", stop_at_third)
+    real_loss = _interrupt_flow_loss_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         tr.train_refiner(ckpt, data, tmp_path / "cut.pt", **kw)
     state = torch.load(tmp_path / "cut.pt.refining.pt", weights_only=True)
@@ -235,15 +241,7 @@ def test_a_resumed_train_refiner_keeps_the_optimizer_state_on_the_networks_devic
     run, data, _ = latent_run
     ckpt = run / "checkpoints" / "last.pt"
     kw = dict(channels=(8, 16), crop=16, checkpoint_every=1, progress=False)
-    real_loss, calls = rf.flow_loss, {"n": 0}
-
-    def stop_at_second(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_loss(*a, **k)
-
-    monkeypatch.setattr(rf, "flow_loss", stop_at_second)
+    _interrupt_flow_loss_at(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         tr.train_refiner(ckpt, data, tmp_path / "cut.pt", steps=2, **kw)
     assert torch.load(tmp_path / "cut.pt.refining.pt", weights_only=True)["opt"]["state"]  # Adam's moments saved
