@@ -83,6 +83,7 @@ def reconstruct(
     noise: bool = True,
     histogram: dict | None = None,
     clean: Path | None = None,
+    z_pad: int = 0,
 ) -> list[str]:
     """Write ``decode(encode_mean(scan))`` for every scan into ``out`` (same names, same affines), plus
     the autoencoder's re-synthesised noise (scan i: noise seed i) when it has a noise model and ``noise``.
@@ -94,7 +95,10 @@ def reconstruct(
     grids, e.g. ``ctdiff phantom --noise-method none`` with the same seeds). Each noise-free scan is
     reconstructed and given back the scan's *own* noise (scan minus noise-free scan, in HU), clipped to
     the window; no noise model, no matching. What the report then tells apart from the scans is the
-    coder's structure alone."""
+    coder's structure alone.
+
+    ``z_pad`` (``sample.decode_z_pad``): the latent is reflect-padded by that many slices at each end for
+    the decoder and cropped back, as ``ctdiff sample`` decodes a sample."""
     from ctdiff.data.io import case_name, read_volume, write_nifti
     from ctdiff.data.tensors import array_to_tensor, hu_to_model, model_to_hu, tensor_to_array
     from ctdiff.data.volume import Volume
@@ -113,14 +117,16 @@ def reconstruct(
             free = _clean_twin(vol, path, clean)
             x = hu_to_model(array_to_tensor(free.array), window)[None]
             space.check_shape(x.shape[2:])
-            estimate = tensor_to_array(model_to_hu(space.decode(space.encode(x))[0].clamp(-1.0, 1.0), window))
+            estimate = tensor_to_array(
+                model_to_hu(space.decode(space.encode(x), z_pad=z_pad)[0].clamp(-1.0, 1.0), window)
+            )
             array = np.clip(estimate + (vol.array - free.array), *(float(w) for w in window))
             write_nifti(Volume(array.astype(np.float32), vol.affine), out / name, force=True)
             names.append(name)
             continue
         x = hu_to_model(array_to_tensor(vol.array), window)[None]
         space.check_shape(x.shape[2:])
-        estimate = space.decode(space.encode(x))
+        estimate = space.decode(space.encode(x), z_pad=z_pad)
         resynthesised = noise and space.noise_model is not None
         y = space.add_noise(estimate, [i]) if resynthesised else estimate
         array = tensor_to_array(model_to_hu(y[0].clamp(-1.0, 1.0), window))
@@ -230,8 +236,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the structure test: the held-out scans without their noise (same names); each noise-free scan "
         "is reconstructed and given back the scan's own noise (no noise model, no matching)",
     )
+    p.add_argument(
+        "--decode-z-pad",
+        type=int,
+        default=0,
+        metavar="N",
+        help="reflect-pad the latent by N slices at each end for decoding only, as `ctdiff sample` does with "
+        "sample.decode_z_pad (default 0)",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.decode_z_pad < 0:
+        p.error(f"--decode-z-pad {args.decode_z_pad}: must be 0 or more latent slices")
     if args.clean is not None and args.histogram_match:
         p.error("--clean judges the coder's structure with the scans' own noise: leave out --histogram-match")
     if args.clean is not None and not args.clean.is_dir():
@@ -272,11 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         clean = None if args.clean is None else str(args.clean.resolve())
         same = state.get("sha256") == record.get("sha256") and state.get("noise_resynthesis") == noise
         same = same and state.get("clean") == clean
+        same = same and state.get("decode_z_pad", 0) == args.decode_z_pad
         if not same or state.get("tile", [16, 32, 32]) != args.tile or state.get("histogram_sha256") != matched:
             # another autoencoder, noise model, window, matching or structure test under this name: start over
             state = {"sha256": record.get("sha256"), "noise_resynthesis": noise, "tile": args.tile}
             state["histogram_sha256"] = matched  # the reference's quantiles; None: not matched
             state["clean"] = clean  # the structure test's noise-free scans; None: not that test
+            state["decode_z_pad"] = args.decode_z_pad
         if "reconstructed" not in state:
             t0 = time.perf_counter()
             state["reconstructed"] = reconstruct(
@@ -287,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 noise=not args.no_noise,
                 histogram=histogram,
                 clean=args.clean,
+                z_pad=args.decode_z_pad,
             )
             state["reconstruct_s"] = round(time.perf_counter() - t0, 1)
         if "judged" not in state:

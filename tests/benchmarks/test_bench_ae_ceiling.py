@@ -223,3 +223,23 @@ def test_clean_and_histogram_match_are_refused_together(bench, setup, tmp_path):
     argv += ["--autoencoder", f"a={root / 'autoencoder.pt'}", "--clean", str(root / "held"), "--histogram-match"]
     with pytest.raises(SystemExit):
         bench["main"](argv)
+
+
+def test_decode_z_pad_decodes_as_sample_does_and_is_checked(bench, setup, tmp_path):
+    root, ae = setup
+    record, _ = bench["load_record"](root / "autoencoder.pt")
+    scan = sorted((root / "held").iterdir())[0]
+    bench["reconstruct"](record, [scan], tmp_path / "plain")
+    bench["reconstruct"](record, [scan], tmp_path / "padded", z_pad=1)
+    x = hu_to_model(array_to_tensor(read_volume(scan).array), (-1024.0, 1500.0))[None]
+    with torch.no_grad():  # a latent of 4 slices, reflect-padded to 6 for the decoder and cropped back
+        want = tensor_to_array(model_to_hu(decode(ae, encode_mean(ae, x), z_pad=1)[0].clamp(-1, 1), (-1024.0, 1500.0)))
+    padded = np.asarray(nib.load(tmp_path / "padded" / scan.name).dataobj, dtype=np.float32)
+    plain = np.asarray(nib.load(tmp_path / "plain" / scan.name).dataobj, dtype=np.float32)
+    assert padded.shape == plain.shape == read_volume(scan).array.shape
+    np.testing.assert_allclose(padded, want, atol=0.51)
+    assert np.abs(padded - plain)[:, :, [0, -1]].max() > 5.0  # the end slices change
+    argv = ["--held-out", str(root / "held"), "--train-data", str(root / "held"), "--work", str(tmp_path / "w")]
+    argv += ["--autoencoder", f"a={root / 'autoencoder.pt'}", "--decode-z-pad", "-1"]
+    with pytest.raises(SystemExit):
+        bench["main"](argv)
