@@ -15,7 +15,8 @@ the windows judge what it learned without that shift.
 
 ``--histogram-match`` (a checkpoint from ``fit-histogram``) matches each reconstruction's body to the
 histogram the checkpoint carries, as ``ctdiff sample`` matches a sample, so the ceiling is that of the
-whole decode path: decoder, noise model and matching.
+whole decode path: decoder, noise model and matching. ``--decode-z-pad N`` decodes as
+``sample.decode_z_pad`` does: the latent reflect-padded by N slices at each end, cropped back.
 
 Each coder's reconstructions are also judged as images, without noise (``judged`` in the JSON:
 ``autoencoder.evaluate``'s PSNR, SSIM, mean absolute error and the noise kept, decoded whole and in
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         same = same and state.get("clean") == clean
         same = same and state.get("decode_z_pad", 0) == args.decode_z_pad
         if not same or state.get("tile", [16, 32, 32]) != args.tile or state.get("histogram_sha256") != matched:
-            # another autoencoder, noise model, window, matching or structure test under this name: start over
+            # another autoencoder, noise model, window, matching, z padding or structure test under this name: start over
             state = {"sha256": record.get("sha256"), "noise_resynthesis": noise, "tile": args.tile}
             state["histogram_sha256"] = matched  # the reference's quantiles; None: not matched
             state["clean"] = clean  # the structure test's noise-free scans; None: not that test
