@@ -29,6 +29,13 @@ diffusion model works in, where nothing but the diffusion model is involved:
 output), the mean and SD over scans of the body's share of the volume (voxels above -500 HU) and of
 the mean HU: the spread in image space, decoder included.
 
+3. **Detail.** Each cohort's detail energy per scale: the mean square of z minus its 2 x 2 x 2 block
+   means, then of those block means minus theirs, for up to ``DETAIL_LEVELS`` levels (as many as the
+   latent halves evenly; an averaging pyramid, so the levels and the coarsest block means add up to
+   the whole mean square). The samples' ratio to
+   the training latents' is 1 when the network draws as much fine structure as the coder puts there;
+   below 1, the samples are smoother in the latents than the encoded scans.
+
 Not in eval: a diagnostic for whoever trains the generator. Rectified-flow latent models only (the
 x_0 estimate above is the flow's).
 """
@@ -52,6 +59,24 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 GRID = (4, 4, 4)  # coarse cells per (z, y, x): the body's outline, not its texture
 NOISE_LEVELS = (0.99, 0.97, 0.95, 0.92, 0.9, 0.85, 0.7, 0.5)
 BODY_HU = -500.0  # a voxel above this is body (or table), below it air or lung
+DETAIL_LEVELS = 3  # 2x, 4x and 8x blocks: the demo's 16 x 8 x 32 x 32 latents have 1 slice left below that
+
+
+def detail_energy(z: torch.Tensor, levels: int = DETAIL_LEVELS) -> list[float]:
+    """Mean square per element of ``z`` (N, C, D, H, W) minus its 2 x 2 x 2 block means, then of the block
+    means minus theirs, ``levels`` times (a Haar-like averaging pyramid; written here because ptwt's DWT
+    splits each level into 7 oriented bands, and this asks only how much structure each scale holds).
+    Each level's mean is over its own grid, the same as over z's grid with the level upsampled, and the
+    levels are orthogonal, so sum(levels) + mean(coarsest block means^2) = mean(z^2)."""
+    if any(n % 2**levels for n in z.shape[2:]):
+        raise ValueError(f"latent shape {tuple(z.shape[2:])} does not halve {levels} times")
+    out, x = [], z.double()
+    for _ in range(levels):
+        lo = F.avg_pool3d(x, 2)
+        d = x - lo.repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4)
+        out.append(float((d**2).mean()))
+        x = lo
+    return out
 
 
 def coarse(z: torch.Tensor, grid: tuple[int, int, int] = GRID) -> torch.Tensor:
@@ -180,6 +205,13 @@ def measure(
         g / r if r > 0 else float("nan") for g, r in zip(out["samples"]["axis_variance"], ref["axis_variance"])
     ]
     out["samples"]["total_variance_ratio"] = out["samples"]["total_variance"] / ref["total_variance"]
+    # as many levels as the latent halves evenly along every axis, up to DETAIL_LEVELS
+    n_levels = min(DETAIL_LEVELS, *((d & -d).bit_length() - 1 for d in train.shape[2:]))
+    for name, z in cohorts.items():
+        out[name]["detail_energy"] = detail_energy(z, n_levels)
+    out["samples"]["detail_energy_ratio"] = [
+        g / r if r > 0 else float("nan") for g, r in zip(out["samples"]["detail_energy"], ref["detail_energy"])
+    ]
     lam = ref["axis_variance"][0]
     m = elements_per_cell(tuple(train.shape[1:]))
     # white noise varies by 1/m along a unit axis of cell means; other source noise (diffusion.noise
@@ -297,6 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name}: n={c['n']}, coarse variance {c['total_variance']:.2f}{ratio}; along the principal axes "
             + ", ".join(f"{v:.2f}" for v in c["axis_variance"])
+        )
+    for name, c in result["cohorts"].items():
+        ratio = c.get("detail_energy_ratio")
+        print(
+            f"{name}: detail energy at "
+            + "/".join(f"{2**i}x" for i in range(1, len(c["detail_energy"]) + 1))
+            + " blocks "
+            + ", ".join(f"{v:.4f}" for v in c["detail_energy"])
+            + (" (" + ", ".join(f"{v:.2f}" for v in ratio) + "x train's)" if ratio else "")
         )
     for row in result["pc1_gain"]:
         got = ", ".join(f"{k} {row[k]:.2f}" for k in ("train", "held") if k in row)

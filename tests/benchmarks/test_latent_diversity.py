@@ -83,6 +83,9 @@ def test_spread_ratios(ld):
     assert ct["axis_variance"] == sorted(ct["axis_variance"], reverse=True)  # principal axes, largest first
     assert ct["axis_mean"] == pytest.approx([0.0] * 3, abs=1e-9)
     assert r["elements_per_cell"] == 4.0 and "held" not in r["pc1_gain"][0]
+    # depth 4 halves twice: two detail levels, each the pyramid's (mean + 0.5 deviation keeps the mean's detail)
+    assert r["cohorts"]["samples"]["detail_energy"] == pytest.approx(ld["detail_energy"](shrunk, 2))
+    assert len(ct["detail_energy"]) == 2
 
 
 class _Bundle:
@@ -136,6 +139,34 @@ def test_demo_model_run(ld, tmp_path):
     assert r["images"]["ph"]["body_fraction_mean"] == pytest.approx(np.mean(body))
     assert r["images"]["ph"]["body_fraction_sd"] == pytest.approx(np.std(body))
     assert (r["sampler"], r["steps"], r["weights"]) == ("euler", 2, "ema")
+    assert c["held"]["detail_energy"] == pytest.approx(c["train"]["detail_energy"])  # the same scans
+    assert c["samples"]["detail_energy_ratio"] == pytest.approx(
+        [g / t for g, t in zip(c["samples"]["detail_energy"], c["train"]["detail_energy"])]
+    )
+    assert len(c["samples"]["detail_energy"]) == 3 and all(v > 0 for v in c["samples"]["detail_energy"])
+
+
+def _blocks(shape: tuple[int, ...], size: int) -> torch.Tensor:
+    """+-1 alternating between neighbouring size^3 blocks along every axis (constant inside each block)."""
+    idx = [torch.arange(n) // size for n in shape[2:]]
+    sign = (idx[0].view(-1, 1, 1) + idx[1].view(1, -1, 1) + idx[2].view(1, 1, -1)) % 2
+    return (1.0 - 2.0 * sign.double()).expand(*shape).clone()
+
+
+def test_detail_energy_puts_each_scale_at_its_level(ld):
+    shape = (2, 3, 8, 16, 16)
+    fine, mid, coarse8 = _blocks(shape, 1), _blocks(shape, 2), _blocks(shape, 4)
+    z = 3.0 * fine + 2.0 * mid + 0.5 * coarse8 + 7.0  # a pattern at each scale, plus a constant
+    assert ld["detail_energy"](z) == pytest.approx([9.0, 4.0, 0.25])
+    assert ld["detail_energy"](z, levels=2) == pytest.approx([9.0, 4.0])
+
+
+def test_detail_energy_levels_add_up_to_the_mean_square(ld):
+    z = torch.randn(3, 2, 8, 16, 16, generator=torch.Generator().manual_seed(5)).double()
+    coarsest = torch.nn.functional.avg_pool3d(z, 8)
+    assert sum(ld["detail_energy"](z)) + float((coarsest**2).mean()) == pytest.approx(float((z**2).mean()))
+    with pytest.raises(ValueError, match="does not halve 3 times"):
+        ld["detail_energy"](torch.zeros(1, 1, 4, 16, 16))
 
 
 def test_needs_a_latent_rflow_model(ld, tmp_path):
