@@ -32,9 +32,9 @@ the mean HU: the spread in image space, decoder included.
 3. **Detail.** Each cohort's detail energy per scale: the mean square of z minus its 2 x 2 x 2 block
    means, then of those block means minus theirs, for up to ``DETAIL_LEVELS`` levels (as many as the
    latent halves evenly; an averaging pyramid, so the levels and the coarsest block means add up to
-   the whole mean square). The samples' ratio to
-   the training latents' is 1 when the network draws as much fine structure as the coder puts there;
-   below 1, the samples are smoother in the latents than the encoded scans.
+   the whole mean square). The samples' ratio to the training latents' is 1 when the network draws
+   as much fine structure as the coder puts there; below 1, the samples are smoother in the latents
+   than the encoded scans.
 
 Not in eval: a diagnostic for whoever trains the generator. Rectified-flow latent models only (the
 x_0 estimate above is the flow's).
@@ -73,7 +73,7 @@ def detail_energy(z: torch.Tensor, levels: int = DETAIL_LEVELS) -> list[float]:
     out, x = [], z.double()
     for _ in range(levels):
         lo = F.avg_pool3d(x, 2)
-        d = x - lo.repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4)
+        d = x - F.interpolate(lo, scale_factor=2, mode="nearest")
         out.append(float((d**2).mean()))
         x = lo
     return out
