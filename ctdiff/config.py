@@ -38,7 +38,7 @@ TIME_SAMPLINGS = ("uniform", "logit-normal")
 NOISE_KINDS = ("gaussian", "pyramid")
 SAMPLERS = SAMPLER_NAMES  # every registered sampler (ctdiff.samplers); which fit a model depends on diffusion.kind
 SPACES = ("pixel", "wavelet", "latent")
-CONDITIONS = ("body_share",)  # model.condition (ctdiff.model.condition)
+CONDITIONS = ("body_share", "latent_pcs")  # model.condition (ctdiff.model.condition)
 MAX_WAVELET_LEVELS = 2
 WAVELET_SCALES = ("lowpass", "band")
 PAD_MODES = ("edge", "constant")
@@ -115,7 +115,10 @@ class ModelConfig:
     # augmentation), drops it for condition_dropout of the items (the network then also learns the
     # unconditional flow), and the checkpoint carries the training cases' values; sampling draws one
     # per seed from them (a smoothed bootstrap) unless a value is given (ctdiff sample --condition).
+    # "latent_pcs" (space latent) = the item's latent's coordinates along the first
+    # condition_components principal axes of the training cases' latents; drawn per seed, no fixed value.
     condition: str | None = None
+    condition_components: int = 4
     condition_dropout: float = 0.1
     # Gaussian noise added to each training item's condition value, as a share of the training cases'
     # SD (0 = none), so that a size no longer names one training case exactly; measured at 0.5 it did
@@ -500,6 +503,10 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"model.space must be one of {SPACES}, got {m.space!r}")
     if m.condition is not None and m.condition not in CONDITIONS:
         bad(f"model.condition must be null or one of {CONDITIONS}, got {m.condition!r}")
+    if m.condition == "latent_pcs" and m.space != "latent":
+        bad(f"model.condition latent_pcs needs model.space latent (it is measured on the latents), got {m.space!r}")
+    if not 1 <= m.condition_components <= 64:
+        bad(f"model.condition_components must be 1-64, got {m.condition_components}")
     if not 0.0 <= m.condition_dropout < 1.0:
         bad(f"model.condition_dropout must be in [0, 1), got {m.condition_dropout}")
     if not (math.isfinite(m.condition_jitter) and 0.0 <= m.condition_jitter <= 5.0):

@@ -162,7 +162,7 @@ def sample_meta(
     decode_z_pad: int = 0,
     gaussian_start: float | None = None,
     spread_correction: bool = False,
-    condition: float | None = None,
+    condition: float | list[float] | None = None,
     histogram_match: bool = False,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
@@ -186,12 +186,19 @@ def sample_meta(
         "spread_correction": bool(spread_correction),
         "histogram_match": bool(histogram_match),
         **(
-            {"condition": {"name": bundle.config.model.condition, "value": round(float(condition), 6)}}
+            {"condition": {"name": bundle.config.model.condition, "value": _rounded(condition)}}
             if condition is not None
             else {}
         ),
         "config": bundle.config.summary(),
     }
+
+
+def _rounded(value):
+    """A condition value for the manifest: a number, or a list of numbers (a vector condition), to 6 places."""
+    if isinstance(value, (list, tuple)):
+        return [round(float(a), 6) for a in value]
+    return round(float(value), 6)
 
 
 def sample(
@@ -408,9 +415,10 @@ def check_condition(bundle: ModelBundle, value) -> float | None:
         raise ConfigError(str(exc)) from None
 
 
-def condition_values(bundle: ModelBundle, seeds: Sequence[int], fixed: float | None = None) -> list[float] | None:
+def condition_values(bundle: ModelBundle, seeds: Sequence[int], fixed: float | None = None) -> list | None:
     """A conditioned model's value per seed: ``fixed``, or each seed's draw from the checkpoint's training
-    values (:func:`ctdiff.model.condition.draw`); None for a model without ``model.condition``."""
+    values (:func:`ctdiff.model.condition.draw`; a list per seed for a vector condition, latent_pcs);
+    None for a model without ``model.condition``."""
     if bundle.config.model.condition is None:
         return None
     if fixed is not None:
@@ -652,8 +660,9 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--condition",
         type=float,
-        help="a model trained with model.condition (body_share: the share of voxels above -500 HU, 0-1): draw "
-        "every volume with this value (default: each seed draws its own from the training cases' values)",
+        help="a model trained with model.condition body_share (the share of voxels above -500 HU, 0-1): draw "
+        "every volume with this value (default: each seed draws its own from the training cases' values; "
+        "a latent_pcs model always does)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument(

@@ -204,7 +204,7 @@ def run_sampler(
     device: torch.device | str = "cpu",
     callback: Callback | None = None,
     gaussian_start: tuple[dict, float] | None = None,
-    condition: Sequence[float] | None = None,
+    condition: Sequence | None = None,
 ) -> torch.Tensor:
     """Sample ``len(seeds)`` tensors of (C, D, H, W) ``shape``; item i depends only on ``seeds[i]``.
 
@@ -235,7 +235,12 @@ def run_sampler(
     if condition is not None:
         if len(condition) != len(seeds):
             raise ValueError(f"expected one condition value per seed ({len(seeds)}), got {len(condition)}")
-        cond = torch.tensor([float(c) for c in condition], dtype=torch.float32, device=device)
+        # one number per seed, or one list per seed (a vector condition: model.condition latent_pcs)
+        cond = torch.tensor(
+            [[float(a) for a in c] if isinstance(c, (list, tuple)) else float(c) for c in condition],
+            dtype=torch.float32,
+            device=device,
+        )
         net = model
 
         def model(x_t, t):

@@ -125,6 +125,7 @@ class UNet3D(nn.Module):
         in_channels: int = 1,
         out_channels: int = 1,
         condition: str | None = None,
+        condition_dims: int = 1,
     ):
         super().__init__()
         channels, block_kinds = list(channels), list(block_kinds)
@@ -156,14 +157,18 @@ class UNet3D(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(self.time_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # model.condition: a scalar (ctdiff.model.condition), standardised by the training values' mean
         # and SD (buffers, set by the trainer) and added to the timestep embedding through its own MLP,
-        # whose last layer starts at zero (training starts from the unconditional network)
+        # whose last layer starts at zero (training starts from the unconditional network). A vector
+        # condition (condition_dims > 1: latent_pcs) has a center and scale per coordinate.
         self.condition = condition
+        self.condition_dims = int(condition_dims)
         if condition is not None:
-            self.cond_mlp = nn.Sequential(nn.Linear(1, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            d = self.condition_dims
+            self.cond_mlp = nn.Sequential(nn.Linear(d, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
             nn.init.zeros_(self.cond_mlp[2].weight)
             nn.init.zeros_(self.cond_mlp[2].bias)
-            self.register_buffer("cond_center", torch.zeros(()))
-            self.register_buffer("cond_scale", torch.ones(()))
+            shape = () if d == 1 else (d,)  # () as every scalar-conditioned checkpoint stores them
+            self.register_buffer("cond_center", torch.zeros(shape))
+            self.register_buffer("cond_scale", torch.ones(shape))
         k, p = _kernel(block_kinds[0])
         self.conv_in = nn.Conv3d(in_channels, c0, k, padding=p)
 
@@ -225,6 +230,7 @@ class UNet3D(nn.Module):
             in_channels=channels,
             out_channels=channels,
             condition=cfg.condition,
+            condition_dims=cfg.condition_components if cfg.condition == "latent_pcs" else 1,
         )
 
     def check_shape(self, spatial: Sequence[int]) -> None:
@@ -245,12 +251,15 @@ class UNet3D(nn.Module):
             return checkpoint(_apply, layers, h, emb, use_reentrant=False)
         return _apply(layers, h, emb)
 
-    def set_condition_scale(self, center: float, scale: float) -> None:
-        """The training values' mean and SD, by which the condition is standardised (a conditioned model)."""
+    def set_condition_scale(self, center, scale) -> None:
+        """The training values' mean and SD (numbers, or one per coordinate of a vector condition), by
+        which the condition is standardised (a conditioned model)."""
         if self.condition is None:
             raise ValueError("this model is not conditioned (model.condition is null)")
-        self.cond_center.fill_(float(center))
-        self.cond_scale.fill_(float(scale) if scale > 0 else 1.0)
+        c = torch.as_tensor(center, dtype=torch.float32).reshape(self.cond_center.shape)
+        s = torch.as_tensor(scale, dtype=torch.float32).reshape(self.cond_scale.shape)
+        self.cond_center.copy_(c)
+        self.cond_scale.copy_(torch.where(s > 0, s, torch.ones_like(s)))
 
     def _condition_embedding(self, cond, n: int, like: torch.Tensor) -> torch.Tensor | None:
         """The condition's term of the embedding: zero for items whose value is NaN (no value), as for ``None``."""
@@ -258,14 +267,17 @@ class UNet3D(nn.Module):
             return None
         if self.condition is None:
             raise ValueError("a condition was given to a model without one (model.condition is null)")
+        d = self.condition_dims
         c = torch.as_tensor(cond, device=like.device, dtype=torch.float32).reshape(-1)
-        if c.numel() == 1:
-            c = c.expand(n)
-        if c.numel() != n:
-            raise ValueError(f"expected one condition value per item ({n}), got {c.numel()}")
-        known = torch.isfinite(c)
-        z = torch.where(known, (c - self.cond_center) / self.cond_scale, torch.zeros_like(c))
-        return self.cond_mlp(z[:, None].to(like.dtype)) * known[:, None].to(like.dtype)
+        if c.numel() == d:
+            c = c.repeat(n)
+        if c.numel() != n * d:
+            what = "" if d == 1 else f" ({d} numbers)"
+            raise ValueError(f"expected one condition value{what} per item ({n}), got {c.numel()} numbers")
+        c = c.reshape(n, d)
+        known = torch.isfinite(c).all(dim=1, keepdim=True)  # an item with any NaN: no value
+        z = torch.where(known, (c - self.cond_center.reshape(-1)) / self.cond_scale.reshape(-1), torch.zeros_like(c))
+        return self.cond_mlp(z.to(like.dtype)) * known.to(like.dtype)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """``cond``: the condition per item (or one for all); None or NaN = none (a conditioned model's

@@ -268,7 +268,11 @@ class Trainer:
         # model.condition: the training cases' values (as the network sees them, padded) standardise it
         # and go into the checkpoint's geometry, from which sampling draws
         self.condition_record: dict[str, Any] | None = None
-        if config.model.condition is not None:
+        self.condition_basis: dict[str, torch.Tensor] | None = None  # latent_pcs: the latents' PCA
+        if config.model.condition is not None and not conditions.is_image_condition(config.model.condition):
+            if not self.space.cache:
+                raise ConfigError(f"model.condition {config.model.condition} needs a space whose latents are cached")
+        elif config.model.condition is not None:
             values = [
                 float(self._measure(pad_slices(v, self.depth, config.data.pad_mode)[None])[0])
                 for v in train_cases.tensors
@@ -317,11 +321,12 @@ class Trainer:
         data's flip and zoom, seeded by the run's seed, the copy and the case), scaled alike."""
 
         conditioned = self.cfg.model.condition is not None
-        values: list[list[float]] = []
+        on_images = conditioned and conditions.is_image_condition(self.cfg.model.condition)
+        values: list[list] = []
 
         def encode_one(v, measure_into: list[float] | None = None):
             padded = pad_slices(v, self.depth, self.cfg.data.pad_mode)[None]
-            if measure_into is not None:
+            if measure_into is not None and on_images:
                 measure_into.append(float(self._measure(padded)[0]))
             return self.space.encode(padded.to(self.device))[0].cpu()
 
@@ -336,18 +341,34 @@ class Trainer:
         else:
             latents = encode(self.train_cases.tensors)
         versions = [[z] for z in latents]
-        if conditioned:
+        if on_images:
             values = [[v] for v in self.condition_record["values"]]
         copies = self.cfg.data.latent_augment_copies
         if copies:
             augment, seed, cases = Augment(self.cfg.data), self.cfg.train.seed, self.train_cases.tensors
             keys = [(k, i) for k in range(1, copies + 1) for i in range(len(cases))]
             for k, i in counted(keys, self.progress, "encoding augmented copies", "case"):
-                into = values[i] if conditioned else None
+                into = values[i] if on_images else None
                 versions[i].append(encode_one(augment(cases[i], seed_from(seed, 5, k, i)), into))
+        if conditioned and not on_images:
+            self._fit_latent_condition(latents)
+            values = [[conditions.project(self.condition_basis, z) for z in v] for v in versions]
         self.dataset = CachedDataset(versions, self.cfg.train.seed, values if conditioned else None)
         if self.val_cases is not None and self.val_cases.tensors:
             self.val_encoded = encode(self.val_cases.tensors)
+
+    def _fit_latent_condition(self, latents: list[torch.Tensor]) -> None:
+        """``model.condition`` latent_pcs: the training cases' latents' principal axes, their coordinates
+        (the record sampling draws from) and the network's standardisation, in the model and its EMA copy."""
+        name, k = self.cfg.model.condition, self.cfg.model.condition_components
+        try:
+            self.condition_basis = conditions.pca_basis(latents, k)
+        except ValueError as exc:
+            raise ConfigError(f"model.condition {name}: {exc}") from None
+        values = [conditions.project(self.condition_basis, z) for z in latents]
+        self.condition_record = conditions.make_record(name, values)
+        for model in (self.model, self.ema.module):
+            model.set_condition_scale(self.condition_record["mean"], self.condition_record["sd"])
 
     # ---------------------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
@@ -413,8 +434,9 @@ class Trainer:
         if share <= 0 or self.condition_record is None:
             return cond
         g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 9, self.dist.rank, self.step, micro))
-        eps = torch.randn(cond.shape[0], generator=g)
-        return cond + share * self.condition_record["sd"] * eps.to(cond.dtype)
+        eps = torch.randn(cond.shape, generator=g)
+        sd = torch.as_tensor(self.condition_record["sd"], dtype=cond.dtype)  # per coordinate for a vector
+        return cond + share * sd * eps.to(cond.dtype)
 
     def _drop_condition(self, cond: torch.Tensor, micro: int) -> torch.Tensor:
         """NaN (no value) for ``model.condition_dropout`` of the items, seeded by the position like the noise."""
@@ -423,6 +445,7 @@ class Trainer:
             return cond
         g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 8, self.dist.rank, self.step, micro))
         drop = torch.rand(cond.shape[0], generator=g) < p
+        drop = drop.reshape(-1, *([1] * (cond.ndim - 1)))  # a vector condition: the whole item's vector
         return torch.where(drop, torch.full_like(cond, float("nan")), cond)
 
     def _with_condition(self, net, cond: torch.Tensor | None):
@@ -455,12 +478,14 @@ class Trainer:
             g = torch.Generator().manual_seed(seed_from(self.cfg.train.seed, 3, j))
             noise = self.diffusion.noise((len(ts), *x0.shape[1:]), g)
             cond = None
-            if self.cfg.model.condition is not None:
+            if self.condition_basis is not None:  # latent_pcs: the case's latent's coordinates
+                cond = torch.tensor([conditions.project(self.condition_basis, x0[0])], dtype=torch.float32)
+            elif self.cfg.model.condition is not None:
                 cond = self._measure(pad_slices(vol, self.depth, self.cfg.data.pad_mode)[None])
             for k in range(0, len(ts), self.cfg.train.batch_size):
                 t = ts[k : k + self.cfg.train.batch_size]
                 xb = x0.expand(len(t), *x0.shape[1:]).to(self.device, memory_format=self.memory_format)
-                net = self._with_condition(model, None if cond is None else cond.expand(len(t)))
+                net = self._with_condition(model, None if cond is None else cond.expand(len(t), *cond.shape[1:]))
                 with _autocast(self.device, self.cfg.train.amp):
                     loss = self.diffusion.loss(net, xb, t.to(self.device), noise[k : k + len(t)].to(self.device))
                 losses.append(float(loss) * len(t))

@@ -265,3 +265,138 @@ def test_config_validation_of_the_condition():
     for bad in (-0.1, 5.5, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match=r"condition_jitter must be in \[0, 5\]"):
             config_from_dict({**base, "model": {**base["model"], "condition": "body_share", "condition_jitter": bad}})
+
+
+# ------------------------------------------------------------------ latent_pcs: a vector condition
+def test_a_vector_draw_picks_one_case_for_all_coordinates_and_keeps_each_ones_moments():
+    rng = np.random.default_rng(0)
+    first = rng.normal(0.0, 3.0, 12)
+    values = [[float(a), float(2 * a + 1)] for a in first]  # the second coordinate follows the first
+    record = conditions.make_record("latent_pcs", values)
+    assert record["mean"] == pytest.approx(np.mean(values, axis=0).tolist())
+    assert record["sd"] == pytest.approx(np.std(values, axis=0).tolist()) and conditions.dims(record) == 2
+    assert conditions.dims(conditions.make_record("body_share", [0.3, 0.4])) is None
+    draws = np.array([conditions.draw(record, s) for s in range(4000)])
+    assert draws.shape == (4000, 2) and conditions.draw(record, 9) == conditions.draw(record, 9)
+    assert (np.abs(draws.mean(0) - np.mean(values, axis=0)) < 0.06 * np.std(values, axis=0)).all()
+    np.testing.assert_allclose(draws.std(0), np.std(values, axis=0), rtol=0.06)  # variance-preserving, each
+    # one case picked for both coordinates: they stay correlated (independent picks would give about 0)
+    assert np.corrcoef(draws.T)[0, 1] > 0.7
+    # a scalar record draws as before: the same numbers as the one-coordinate vector's first entry
+    scalar = conditions.make_record("body_share", [v[0] / 100 + 0.5 for v in values])
+    vector = conditions.make_record("latent_pcs", [[v[0] / 100 + 0.5] for v in values])
+    assert [conditions.draw(scalar, s) for s in range(5)] == pytest.approx(
+        [conditions.draw(vector, s)[0] for s in range(5)]
+    )
+    assert conditions.check_record(record) is None
+    assert "non-finite" in conditions.check_record({"values": [[0.1, float("nan")], [0.2, 0.3]]})
+    with pytest.raises(ValueError, match="one per case"):
+        conditions.make_record("latent_pcs", [[0.1, 0.2], [0.3]])
+    with pytest.raises(ValueError, match="drawn per seed"):
+        conditions.check_value("latent_pcs", 0.2)
+    with pytest.raises(ValueError, match="measured on the latents"):
+        conditions.measure("latent_pcs", torch.zeros(1, 1, 2, 2, 2), WINDOW)
+
+
+def test_the_pca_basis_matches_an_svd_and_projects_onto_it():
+    rng = np.random.default_rng(1)
+    latents = [torch.from_numpy(rng.normal(size=(2, 3, 4, 4))) * (1 + i) for i in range(6)]
+    basis = conditions.pca_basis(latents, 3)
+    flat = np.stack([z.numpy().reshape(-1) for z in latents])
+    centred = flat - flat.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # numpy's SVD as the reference
+    for k in range(3):  # the same axes up to sign
+        assert abs(float(basis["components"][k].numpy() @ vt[k])) == pytest.approx(1.0, abs=1e-9)
+    coords = np.array([conditions.project(basis, z) for z in latents])
+    np.testing.assert_allclose(np.abs(coords), np.abs(centred @ vt[:3].T), atol=1e-9)
+    with pytest.raises(ValueError, match="more than 6 training cases"):
+        conditions.pca_basis(latents, 6)
+
+
+def test_unet_vector_condition_one_vector_per_item_and_any_nan_means_none():
+    torch.manual_seed(0)
+    kw = dict(channels=(8, 8), block_kinds=("3d", "3d"), norm_groups=4, res_blocks=1, time_channels=16)
+    net = UNet3D(condition="latent_pcs", condition_dims=3, **kw).eval()
+    assert net.cond_mlp[0].in_features == 3 and net.cond_center.shape == (3,)
+    x, t = torch.randn(2, 1, 4, 8, 8), torch.tensor([10, 500])
+    with torch.no_grad():  # a trained-looking network (the blocks' last layers start at zero)
+        for name, p in net.named_parameters():
+            if not name.startswith("cond_mlp.2") and "norm" not in name:
+                p.normal_(0.0, 0.2)
+    base = net(x, t)
+    torch.testing.assert_close(net(x, t, cond=[0.5, 1.0, -1.0]), base)  # starts as the unconditional network
+    torch.nn.init.normal_(net.cond_mlp[2].weight, std=0.5)
+    net.set_condition_scale([0.0, 1.0, -1.0], [2.0, 0.0, 0.5])  # an SD of 0 standardises by 1
+    torch.testing.assert_close(net.cond_scale, torch.tensor([2.0, 1.0, 0.5]))
+    a = net(x, t, cond=torch.tensor([[0.5, 1.0, -1.0], [0.1, float("nan"), 0.2]]))
+    b = net(x, t, cond=torch.tensor([[0.5, 1.0, -0.5], [0.3, 0.2, 0.1]]))
+    assert (a[0] - b[0]).abs().max() > 1e-4  # the last coordinate reaches the output
+    torch.testing.assert_close(a[1], base[1])  # a NaN in any coordinate: no value
+    torch.testing.assert_close(net(x, t, cond=[0.5, 1.0, -1.0])[0], a[0])  # one vector for every item
+    with pytest.raises(ValueError, match=r"one condition value \(3 numbers\) per item"):
+        net(x, t, cond=torch.tensor([0.3, 0.4]))
+
+
+def test_config_validation_of_latent_pcs():
+    base = tiny("pixel", "rflow")
+    with pytest.raises(ConfigError, match="latent_pcs needs model.space latent"):
+        config_from_dict({**base, "model": {**base["model"], "condition": "latent_pcs"}})
+    for bad in (0, 65):
+        with pytest.raises(ConfigError, match="condition_components must be 1-64"):
+            config_from_dict({**base, "model": {**base["model"], "condition_components": bad}})
+
+
+def test_a_latent_pcs_run_trains_on_each_versions_coordinates_resumes_and_samples(data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """The record holds the training cases' latents' coordinates along their first principal axes (checked
+    against numpy's SVD of latents encoded here); every training item gets its own version's coordinates
+    (an augmented copy's differ from its case's), dropout drops whole vectors; resume is exact; sampling
+    draws a vector per seed; --condition is refused with a one-line error."""
+    root, ae = data
+    values = tiny("latent", "rflow", str(ae), condition="latent_pcs", condition_components=2, condition_dropout=0.5)
+    values["data"].update(flip_prob=1.0, zoom_prob=1.0, zoom_range=[0.8, 0.9], latent_augment_copies=1)
+    values["train"]["epochs"] = 3
+    seen = _record_training_conditions(monkeypatch)
+    run, _, resumed, whole = train_split_and_whole(config_from_dict(values), root, tmp_path)
+    assert resumed.step == whole.step == 6
+    monkeypatch.undo()
+
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    record = ckpt["geometry"]["condition"]
+    assert record["name"] == "latent_pcs" and conditions.dims(record) == 2 and len(record["values"]) == 3
+    bundle = load_bundle(run, device="cpu")
+    split = json.loads((run / "split.json").read_text())
+    latents = []
+    for p in split["train"]:
+        hu = torch.from_numpy(read_volume(p).array).permute(2, 1, 0)[None, None].float()
+        with torch.no_grad():
+            latents.append(bundle.space.encode(hu_to_model(hu, WINDOW))[0].double().numpy().reshape(-1))
+    centred = np.stack(latents) - np.mean(latents, axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(np.abs(record["values"]), np.abs(centred @ vt[:2].T), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ckpt["ema"]["cond_center"].numpy(), np.mean(record["values"], axis=0), atol=1e-6)
+    np.testing.assert_allclose(ckpt["ema"]["cond_scale"].numpy(), np.std(record["values"], axis=0), rtol=1e-5)
+
+    got = torch.cat(seen[:6])  # the split run's 6 steps: (2, 2) and (1, 2) per epoch
+    assert got.shape == (9, 2)
+    dropped = torch.isnan(got).all(1)
+    assert torch.isnan(got).any(1).equal(dropped)  # a whole vector is dropped, never one coordinate
+    assert 0 < int(dropped.sum()) < len(got)
+    cases = np.asarray(record["values"])
+    known = got[~dropped].numpy()
+    # versions of a case: the case itself and its flipped and zoomed copy, whose coordinates differ
+    assert any(np.abs(cases - v).sum(1).min() > 1e-3 for v in known)
+
+    vols = sample(bundle, 2, steps=2, sampler="euler", seed=5)
+    drawn = [v.meta["condition"]["value"] for v in vols]
+    expected = [conditions.draw(record, s) for s in (5, 6)]
+    assert [len(d) for d in drawn] == [2, 2] and np.allclose(drawn, expected, atol=1e-6)
+    assert all(v.shape == SHAPE and np.isfinite(v.array).all() for v in vols)
+    out = tmp_path / "cli"
+    args = ["sample", "--run", str(run), "--n", "1", "--steps", "2", "--device", "cpu", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    case = json.loads((out / "manifest.json").read_text())["cases"][0]
+    assert case["condition"]["name"] == "latent_pcs" and len(case["condition"]["value"]) == 2
+    capsys.readouterr()
+    assert main([*args, "--condition", "0.3", "--out", str(tmp_path / "fixed")]) == 2
+    err = capsys.readouterr().err
+    assert "drawn per seed" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "fixed").exists()
