@@ -119,6 +119,9 @@ class ModelConfig:
     # condition_components principal axes of the training cases' latents; drawn per seed, no fixed value.
     condition: str | None = None
     condition_components: int = 4
+    # latent_pcs: average each latent channel to this many cells per (z, y, x) before the PCA (its
+    # coarse layout, as benchmarks/latent_diversity.py measures it); null = the whole latent
+    condition_grid: tuple[int, int, int] | None = None
     condition_dropout: float = 0.1
     # Gaussian noise added to each training item's condition value, as a share of the training cases'
     # SD (0 = none), so that a size no longer names one training case exactly; measured at 0.5 it did
@@ -505,6 +508,8 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"model.condition must be null or one of {CONDITIONS}, got {m.condition!r}")
     if m.condition == "latent_pcs" and m.space != "latent":
         bad(f"model.condition latent_pcs needs model.space latent (it is measured on the latents), got {m.space!r}")
+    if m.condition_grid is not None and (len(m.condition_grid) != 3 or min(m.condition_grid) < 1):
+        bad(f"model.condition_grid must be null or 3 positive cell counts (z, y, x), got {list(m.condition_grid)}")
     if not 1 <= m.condition_components <= 64:
         bad(f"model.condition_components must be 1-64, got {m.condition_components}")
     if not 0.0 <= m.condition_dropout < 1.0:

@@ -22,7 +22,9 @@ the next principal axes they still varied only 0.09-0.16x as much as the trainin
 (docs/benchmarks.md, "The body-share condition on the factor-2 latents"); with the leading coordinates as
 inputs, sampling draws them too (each coordinate its own smoothed bootstrap of a training case's vector,
 one case picked for all, so the draw keeps the coordinates' joint spread). The record then holds
-one list per case, and its mean and SD are lists.
+one list per case, and its mean and SD are lists. ``model.condition_grid`` takes the PCA of the latents
+averaged to a few cells per axis instead of the whole latents: on the factor-2 coder's latents the whole
+latents' first four axes carry nearly equal variance (SD 95-117), so they are not the coarse layout.
 """
 
 from __future__ import annotations
@@ -66,12 +68,23 @@ def measure(name: str, x: torch.Tensor, window: Sequence[float]) -> torch.Tensor
     raise ValueError(f"unknown condition {name!r}")
 
 
-def pca_basis(latents: Sequence[torch.Tensor], components: int) -> dict[str, torch.Tensor]:
+def _flat(z: torch.Tensor, grid: Sequence[int] | None) -> torch.Tensor:
+    """A (C, D, H, W) latent as one fp64 vector: whole, or each channel averaged to ``grid`` cells per
+    (z, y, x) (at most the latent's own size along each axis)."""
+    z = z.double()
+    if grid is None:
+        return z.reshape(-1)
+    cells = tuple(min(int(g), int(n)) for g, n in zip(grid, z.shape[-3:]))
+    return torch.nn.functional.adaptive_avg_pool3d(z[None], cells).reshape(-1)
+
+
+def pca_basis(latents: Sequence[torch.Tensor], components: int, grid: Sequence[int] | None = None) -> dict[str, Any]:
     """The mean (D,) and first ``components`` unit principal axes (k, D) of n latents of one shape, in fp64
-    (scikit-learn's PCA, as the Gaussian start and the spread correction fit theirs; n > components)."""
+    (scikit-learn's PCA, as the Gaussian start and the spread correction fit theirs; n > components).
+    ``grid``: the PCA of the latents averaged to that many cells per axis (:func:`_flat`), kept in the basis."""
     from sklearn.decomposition import PCA
 
-    flat = torch.stack([z.reshape(-1) for z in latents]).double().numpy()
+    flat = torch.stack([_flat(z, grid) for z in latents]).numpy()
     if flat.shape[0] <= components:
         raise ValueError(
             f"condition latent_pcs with {components} components needs more than {components} training cases, "
@@ -80,12 +93,16 @@ def pca_basis(latents: Sequence[torch.Tensor], components: int) -> dict[str, tor
     if not np.isfinite(flat).all():
         raise ValueError("the encoded training cases hold NaN or inf values")
     pca = PCA(n_components=components, svd_solver="full").fit(flat)
-    return {"mean": torch.from_numpy(pca.mean_), "components": torch.from_numpy(pca.components_)}
+    return {
+        "mean": torch.from_numpy(pca.mean_),
+        "components": torch.from_numpy(pca.components_),
+        "grid": None if grid is None else [int(g) for g in grid],
+    }
 
 
-def project(basis: dict[str, torch.Tensor], z: torch.Tensor) -> list[float]:
-    """One latent's coordinates along the basis' axes."""
-    flat = z.reshape(-1).double() - basis["mean"]
+def project(basis: dict[str, Any], z: torch.Tensor) -> list[float]:
+    """One latent's coordinates along the basis' axes (averaged to the basis' grid first, if it has one)."""
+    flat = _flat(z, basis.get("grid")) - basis["mean"]
     return [float(a) for a in basis["components"] @ flat]
 
 

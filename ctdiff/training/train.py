@@ -268,7 +268,7 @@ class Trainer:
         # model.condition: the training cases' values (as the network sees them, padded) standardise it
         # and go into the checkpoint's geometry, from which sampling draws
         self.condition_record: dict[str, Any] | None = None
-        self.condition_basis: dict[str, torch.Tensor] | None = None  # latent_pcs: the latents' PCA
+        self.condition_basis: dict[str, Any] | None = None  # latent_pcs: the latents' PCA
         if config.model.condition is not None and not conditions.is_image_condition(config.model.condition):
             if not self.space.cache:
                 raise ConfigError(f"model.condition {config.model.condition} needs a space whose latents are cached")
@@ -362,7 +362,7 @@ class Trainer:
         (the record sampling draws from) and the network's standardisation, in the model and its EMA copy."""
         name, k = self.cfg.model.condition, self.cfg.model.condition_components
         try:
-            self.condition_basis = conditions.pca_basis(latents, k)
+            self.condition_basis = conditions.pca_basis(latents, k, self.cfg.model.condition_grid)
         except ValueError as exc:
             raise ConfigError(f"model.condition {name}: {exc}") from None
         values = [conditions.project(self.condition_basis, z) for z in latents]

@@ -311,6 +311,18 @@ def test_the_pca_basis_matches_an_svd_and_projects_onto_it():
     np.testing.assert_allclose(np.abs(coords), np.abs(centred @ vt[:3].T), atol=1e-9)
     with pytest.raises(ValueError, match="more than 6 training cases"):
         conditions.pca_basis(latents, 6)
+    # model.condition_grid: the PCA of the latents averaged to (3, 2, 2) cells per channel
+    grid = conditions.pca_basis(latents, 2, grid=(3, 2, 2))
+    pooled = np.stack([z.numpy().reshape(2, 3, 1, 2, 2, 2, 2).mean(axis=(2, 4, 6)).reshape(-1) for z in latents])
+    pc = pooled - pooled.mean(0)
+    _, _, pvt = np.linalg.svd(pc, full_matrices=False)
+    assert grid["grid"] == [3, 2, 2] and grid["components"].shape == (2, 24)
+    np.testing.assert_allclose(
+        np.abs([conditions.project(grid, z) for z in latents]), np.abs(pc @ pvt[:2].T), atol=1e-9
+    )
+    # a grid at least the latent's size leaves it whole
+    whole = conditions.pca_basis(latents, 3, grid=(8, 8, 8))
+    np.testing.assert_allclose(np.abs([conditions.project(whole, z) for z in latents]), np.abs(coords), atol=1e-9)
 
 
 def test_unet_vector_condition_one_vector_per_item_and_any_nan_means_none():
@@ -344,15 +356,21 @@ def test_config_validation_of_latent_pcs():
     for bad in (0, 65):
         with pytest.raises(ConfigError, match="condition_components must be 1-64"):
             config_from_dict({**base, "model": {**base["model"], "condition_components": bad}})
+    with pytest.raises(ConfigError, match="condition_grid must be null or 3 positive cell counts"):
+        config_from_dict({**base, "model": {**base["model"], "condition_grid": [4, 0, 4]}})
+    grid = config_from_dict({**base, "model": {**base["model"], "condition_grid": [4, 4, 4]}}).model.condition_grid
+    assert grid == (4, 4, 4)
 
 
-def test_a_latent_pcs_run_trains_on_each_versions_coordinates_resumes_and_samples(data, tmp_path, monkeypatch, capsys):  # noqa: F811
+@pytest.mark.parametrize("grid", [None, (1, 2, 2)])
+def test_a_latent_pcs_run_conditions_each_version_resumes_and_samples(data, tmp_path, monkeypatch, capsys, grid):  # noqa: F811
     """The record holds the training cases' latents' coordinates along their first principal axes (checked
     against numpy's SVD of latents encoded here); every training item gets its own version's coordinates
     (an augmented copy's differ from its case's), dropout drops whole vectors; resume is exact; sampling
     draws a vector per seed; --condition is refused with a one-line error."""
     root, ae = data
     values = tiny("latent", "rflow", str(ae), condition="latent_pcs", condition_components=2, condition_dropout=0.5)
+    values["model"]["condition_grid"] = None if grid is None else list(grid)
     values["data"].update(flip_prob=1.0, zoom_prob=1.0, zoom_range=[0.8, 0.9], latent_augment_copies=1)
     values["train"]["epochs"] = 3
     seen = _record_training_conditions(monkeypatch)
@@ -369,7 +387,12 @@ def test_a_latent_pcs_run_trains_on_each_versions_coordinates_resumes_and_sample
     for p in split["train"]:
         hu = torch.from_numpy(read_volume(p).array).permute(2, 1, 0)[None, None].float()
         with torch.no_grad():
-            latents.append(bundle.space.encode(hu_to_model(hu, WINDOW))[0].double().numpy().reshape(-1))
+            z = bundle.space.encode(hu_to_model(hu, WINDOW))[0].double().numpy()
+        if grid is not None:  # each channel averaged to the grid's cells (numpy, by blocks)
+            c, d, h, w = z.shape
+            g0, g1, g2 = grid
+            z = z.reshape(c, g0, d // g0, g1, h // g1, g2, w // g2).mean(axis=(2, 4, 6))
+        latents.append(z.reshape(-1))
     centred = np.stack(latents) - np.mean(latents, axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     np.testing.assert_allclose(np.abs(record["values"]), np.abs(centred @ vt[:2].T), rtol=1e-4, atol=1e-4)
@@ -400,3 +423,31 @@ def test_a_latent_pcs_run_trains_on_each_versions_coordinates_resumes_and_sample
     assert main([*args, "--condition", "0.3", "--out", str(tmp_path / "fixed")]) == 2
     err = capsys.readouterr().err
     assert "drawn per seed" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "fixed").exists()
+
+
+def test_a_vector_conditions_jitter_moves_each_coordinate_by_its_own_sd(data, tmp_path, monkeypatch):  # noqa: F811
+    """model.condition_jitter on latent_pcs: every coordinate of every item moves by share x that
+    coordinate's SD x its own seeded normal draw (twice the share, twice the move)."""
+    root, ae = data
+    seen = _record_training_conditions(monkeypatch)
+
+    def run_with(share: float, name: str):
+        values = tiny("latent", "rflow", str(ae), condition="latent_pcs", condition_components=2)
+        values["model"].update(condition_dropout=0.0, condition_jitter=share)
+        values["data"].update(flip_prob=0.0, zoom_prob=0.0)
+        seen.clear()
+        with torch.random.fork_rng():
+            train(config_from_dict(values), root, tmp_path / name, progress=False)
+        record = load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["geometry"]["condition"]
+        return torch.cat(seen), record
+
+    plain, record = run_with(0.0, "j0")
+    one, record1 = run_with(1.0, "j1")
+    two, _ = run_with(2.0, "j2")
+    assert record1 == record and plain.shape == (6, 2)
+    cases = torch.tensor(record["values"], dtype=torch.float32)
+    assert all(float((cases - v).abs().sum(1).min()) < 1e-5 for v in plain)  # no jitter: a case's own vector
+    moved = (one - plain) / torch.tensor(record["sd"])  # in each coordinate's own SD
+    assert bool((moved.abs() > 1e-4).all()) and float(moved.abs().max()) < 5.0
+    assert len(set(moved.flatten().tolist())) == moved.numel()  # one draw per coordinate, not per item
+    torch.testing.assert_close(two - plain, 2 * (one - plain), atol=1e-4, rtol=1e-4)
