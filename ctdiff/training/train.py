@@ -195,7 +195,8 @@ class CachedDataset(torch.utils.data.Dataset):
     ``versions[i]`` holds case i's encoded versions (the case itself first, then its augmented copies,
     ``data.latent_augment_copies``); the one an ``(epoch, index)`` gets is a pure function of the pair
     and ``seed``, so a resumed run draws what an uninterrupted one draws. With ``conditions`` (one value
-    per version, measured on the image it encodes: ``model.condition``) an item is ``(latent, value)``."""
+    per version, measured on the image it encodes, or a vector measured on the latent: ``model.condition``)
+    an item is ``(latent, value)``."""
 
     def __init__(self, versions: list[list[torch.Tensor]], seed: int = 0, conditions: list[list[float]] | None = None):
         self.versions, self.seed, self.conditions = versions, seed, conditions

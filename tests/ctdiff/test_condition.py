@@ -196,6 +196,21 @@ def _record_training_conditions(monkeypatch) -> list[torch.Tensor]:
     return seen
 
 
+def _jitter_runs(values: dict, root, tmp_path, seen: list[torch.Tensor]) -> list[tuple[torch.Tensor, dict]]:
+    """Train ``values`` (no dropout, no augmentation) with condition_jitter 0, 1 and 2: each run's training
+    conditions (recorded in ``seen``) and its checkpoint's condition record."""
+    out = []
+    for share in (0.0, 1.0, 2.0):
+        cfg = {**values, "model": {**values["model"], "condition_dropout": 0.0, "condition_jitter": share}}
+        cfg["data"] = {**values["data"], "flip_prob": 0.0, "zoom_prob": 0.0}
+        seen.clear()
+        with torch.random.fork_rng():
+            train(config_from_dict(cfg), root, tmp_path / f"j{share:g}", progress=False)
+        record = load_checkpoint(tmp_path / f"j{share:g}" / "checkpoints" / "last.pt")["geometry"]["condition"]
+        out.append((torch.cat(seen), record))
+    return out
+
+
 def test_a_pixel_run_measures_each_augmented_item_and_a_broken_record_is_refused(data, tmp_path, monkeypatch):  # noqa: F811
     root, _ = data
     values = tiny("pixel", "rflow", condition="body_share", condition_dropout=0.0)
@@ -227,18 +242,9 @@ def test_condition_jitter_adds_seeded_noise_scaled_by_the_training_sd_and_resume
     forward = UNet3D.forward
     seen = _record_training_conditions(monkeypatch)
 
-    def run_with(share: float, name: str):
-        values = tiny("pixel", "rflow", condition="body_share", condition_dropout=0.0, condition_jitter=share)
-        values["data"].update(flip_prob=0.0, zoom_prob=0.0)
-        seen.clear()
-        with torch.random.fork_rng():
-            train(config_from_dict(values), root, tmp_path / name, progress=False)
-        record = load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["geometry"]["condition"]
-        return torch.cat(seen), record
-
-    plain, record = run_with(0.0, "j0")
-    one, record1 = run_with(1.0, "j1")
-    two, _ = run_with(2.0, "j2")
+    (plain, record), (one, record1), (two, _) = _jitter_runs(
+        tiny("pixel", "rflow", condition="body_share"), root, tmp_path, seen
+    )
     assert record1 == record  # the checkpoint keeps the cases' own values, not jittered ones
     cases = torch.tensor(record["values"])
     assert len(plain) == 6 and all(float((cases - v).abs().min()) < 1e-6 for v in plain)  # no jitter: a case's own
@@ -431,19 +437,9 @@ def test_a_vector_conditions_jitter_moves_each_coordinate_by_its_own_sd(data, tm
     root, ae = data
     seen = _record_training_conditions(monkeypatch)
 
-    def run_with(share: float, name: str):
-        values = tiny("latent", "rflow", str(ae), condition="latent_pcs", condition_components=2)
-        values["model"].update(condition_dropout=0.0, condition_jitter=share)
-        values["data"].update(flip_prob=0.0, zoom_prob=0.0)
-        seen.clear()
-        with torch.random.fork_rng():
-            train(config_from_dict(values), root, tmp_path / name, progress=False)
-        record = load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["geometry"]["condition"]
-        return torch.cat(seen), record
-
-    plain, record = run_with(0.0, "j0")
-    one, record1 = run_with(1.0, "j1")
-    two, _ = run_with(2.0, "j2")
+    (plain, record), (one, record1), (two, _) = _jitter_runs(
+        tiny("latent", "rflow", str(ae), condition="latent_pcs", condition_components=2), root, tmp_path, seen
+    )
     assert record1 == record and plain.shape == (6, 2)
     cases = torch.tensor(record["values"], dtype=torch.float32)
     assert all(float((cases - v).abs().sum(1).min()) < 1e-5 for v in plain)  # no jitter: a case's own vector
