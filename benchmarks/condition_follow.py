@@ -10,7 +10,8 @@ than the training scans do, whatever the draw.
 The script rebuilds the model's principal axes from its training scans (the checkpoint keeps the
 coordinates, not the axes; the rebuilt coordinates are checked against the checkpoint's record, so
 the wrong scans are refused), samples ``--n`` latents with the model's own sampler and steps at the
-seeds ``ctdiff sample`` would use, each with its seed's drawn vector, and projects each sample on the
+seeds ``ctdiff sample`` would use (its Gaussian start and spread correction too, where the model
+carries them), each with its seed's drawn vector, and projects each sample on the
 axes. For each axis it reports the slope and correlation of the sample's coordinate on the drawn
 one (1 and 1: followed exactly; slope 0: ignored), and the SD of both.
 
@@ -51,7 +52,10 @@ def training_paths(train: Path) -> list[Path]:
     if not train.exists():
         raise SystemExit(f"{train}: no such file or folder")
     if train.is_file():
-        paths = [Path(p) for p in json.loads(train.read_text()).get("train", [])]
+        try:
+            paths = [Path(p) for p in json.loads(train.read_text()).get("train", [])]
+        except (ValueError, AttributeError):
+            raise SystemExit(f"{train}: not a run's split.json") from None
     else:
         paths = sorted(p for p in train.iterdir() if p.name.endswith((".nii", ".nii.gz")))
     if not paths:
@@ -100,7 +104,7 @@ def follow(drawn: np.ndarray, got: np.ndarray) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ctdiff.diffusion.sample import condition_values, load_bundle
+    from ctdiff.diffusion.sample import check_gaussian_start, condition_values, load_bundle
     from ctdiff.diffusion.schedule import run_sampler
     from ctdiff.model import condition as conditions
 
@@ -127,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     k = conditions.dims(record)
     gains = np.ones(k)
     if a.condition_gain is not None:
-        gains = np.array([float(g) for g in a.condition_gain.split(",")])
+        try:
+            gains = np.array([float(g) for g in a.condition_gain.split(",")])
+        except ValueError:
+            gains = np.array([])
         if len(gains) != k or not np.isfinite(gains).all():
             raise SystemExit(f"--condition-gain needs {k} finite numbers, got {a.condition_gain!r}")
     started = time.perf_counter()
@@ -141,7 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     shape = bundle.space.encoded_shape((depth, y, x))
     cfg = bundle.config.sample
     steps = a.steps or cfg.steps
-    samples = run_sampler(cfg.sampler, bundle.model, shape, bundle.diffusion, steps, seeds, condition=fed.tolist())
+    level = check_gaussian_start(bundle, cfg.sampler, steps, cfg.gaussian_start)  # as ctdiff sample starts
+    start = None if level is None else (bundle.gaussian_start, level)
+    samples = run_sampler(
+        cfg.sampler, bundle.model, shape, bundle.diffusion, steps, seeds, gaussian_start=start, condition=fed.tolist()
+    )
+    if cfg.spread_correction:  # and corrects, when the model carries a spread correction (fit-spread)
+        from ctdiff.diffusion.spread import apply
+
+        samples = apply(bundle.spread, samples)
     got = np.array([conditions.project(basis, z) for z in samples])
     axes = follow(drawn, got)
     result = {
@@ -150,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         "grid": bundle.config.model.condition_grid and list(bundle.config.model.condition_grid),
         "sampler": cfg.sampler,
         "steps": steps,
+        "gaussian_start": level,
+        "spread_correction": bool(cfg.spread_correction),
         "seeds": seeds,
         "condition_gain": gains.tolist(),
         "record_sd": np.asarray(record["values"]).std(0, ddof=1).tolist(),

@@ -104,3 +104,7 @@ def test_other_scans_and_a_wrong_gain_are_refused(cf, run, tmp_path):
         cf["main"](["--model", ckpt, "--train", str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="--condition-gain needs 2 finite numbers"):
         cf["main"](["--model", ckpt, "--train", str(out / "split.json"), "--condition-gain", "1,nan"])
+    with pytest.raises(SystemExit, match="--condition-gain needs 2 finite numbers, got 'a,b'"):
+        cf["main"](["--model", ckpt, "--train", str(out / "split.json"), "--condition-gain", "a,b"])
+    with pytest.raises(SystemExit, match="not a run's split.json"):
+        cf["main"](["--model", ckpt, "--train", str(out / "config.yaml")])
