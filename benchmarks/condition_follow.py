@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 _diversity = runpy.run_path(str(REPO / "benchmarks" / "latent_diversity.py"), run_name="latent_diversity")
 encode_folder = _diversity["encode_folder"]  # the scans encoded as training caches them
+sample_latents = _diversity["sample_latents"]  # the latents ctdiff sample would decode
 RECORD_TOLERANCE = 1e-3  # relative: the rebuilt coordinates against the checkpoint's record
 
 
@@ -104,8 +105,7 @@ def follow(drawn: np.ndarray, got: np.ndarray) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ctdiff.diffusion.sample import check_gaussian_start, condition_values, load_bundle
-    from ctdiff.diffusion.schedule import run_sampler
+    from ctdiff.diffusion.sample import condition_values, load_bundle
     from ctdiff.model import condition as conditions
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -144,29 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(a.seed, a.seed + a.n))
     drawn = np.asarray(condition_values(bundle, seeds), dtype=np.float64).reshape(len(seeds), k)
     fed = mean + gains * (drawn - mean)
-    depth, y, x = int(bundle.geometry["depth"]), *bundle.shape[1::-1]
-    shape = bundle.space.encoded_shape((depth, y, x))
-    cfg = bundle.config.sample
-    steps = a.steps or cfg.steps
-    level = check_gaussian_start(bundle, cfg.sampler, steps, cfg.gaussian_start)  # as ctdiff sample starts
-    start = None if level is None else (bundle.gaussian_start, level)
-    samples = run_sampler(
-        cfg.sampler, bundle.model, shape, bundle.diffusion, steps, seeds, gaussian_start=start, condition=fed.tolist()
+    steps = a.steps or bundle.config.sample.steps
+    samples, level, corrected = sample_latents(  # as ctdiff sample: its Gaussian start, spread correction
+        bundle, seeds, steps, fed.tolist(), bundle.config.sample.gaussian_start
     )
-    if cfg.spread_correction:  # and corrects, when the model carries a spread correction (fit-spread)
-        from ctdiff.diffusion.spread import apply
-
-        samples = apply(bundle.spread, samples)
     got = np.array([conditions.project(basis, z) for z in samples])
     axes = follow(drawn, got)
     result = {
         "model": str(a.model),
         "weights": bundle.weights,
         "grid": bundle.config.model.condition_grid and list(bundle.config.model.condition_grid),
-        "sampler": cfg.sampler,
+        "sampler": bundle.config.sample.sampler,
         "steps": steps,
         "gaussian_start": level,
-        "spread_correction": bool(cfg.spread_correction),
+        "spread_correction": corrected,
         "seeds": seeds,
         "condition_gain": gains.tolist(),
         "record_sd": np.asarray(record["values"]).std(0, ddof=1).tolist(),

@@ -170,6 +170,36 @@ def encode_folder(bundle, folder: Path) -> torch.Tensor:
     return torch.stack(out)
 
 
+def sample_latents(bundle, seeds, steps: int, condition, gaussian_start, spread_correction: bool = True):
+    """The latents ``ctdiff sample`` would decode for ``seeds``: the model's sampler at ``steps``, its
+    Gaussian start at level ``gaussian_start`` (None or 1: none) and, unless ``spread_correction`` is
+    False, the spread correction its config turns on. Returns (latents, the start's level, corrected)."""
+    from ctdiff.diffusion.sample import check_gaussian_start
+    from ctdiff.diffusion.schedule import run_sampler
+
+    cfg = bundle.config.sample
+    depth, y, x = int(bundle.geometry["depth"]), *bundle.shape[1::-1]
+    shape = bundle.space.encoded_shape((depth, y, x))
+    level = check_gaussian_start(bundle, cfg.sampler, steps, gaussian_start)
+    start = None if level is None else (bundle.gaussian_start, level)
+    samples = run_sampler(
+        cfg.sampler,
+        bundle.model,
+        shape,
+        bundle.diffusion,
+        steps,
+        list(seeds),
+        gaussian_start=start,
+        condition=condition,
+    )
+    corrected = bool(cfg.spread_correction and spread_correction)
+    if corrected:
+        from ctdiff.diffusion.spread import apply
+
+        samples = apply(bundle.spread, samples)
+    return samples, level, corrected
+
+
 def image_spread(folder: Path) -> dict:
     """Mean and SD over the scans in ``folder`` of the body's share of the volume and of the mean HU."""
     from ctdiff.data.io import read_volume
@@ -241,8 +271,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ctdiff.diffusion.sample import check_gaussian_start, load_bundle
-    from ctdiff.diffusion.schedule import run_sampler
+    from ctdiff.diffusion.sample import load_bundle
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -285,30 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     train = encode_folder(bundle, a.train)
     held = encode_folder(bundle, a.held) if a.held else None
-    depth, y, x = int(bundle.geometry["depth"]), *bundle.shape[1::-1]
-    shape = bundle.space.encoded_shape((depth, y, x))
-    level = check_gaussian_start(
-        bundle, cfg.sampler, steps, cfg.gaussian_start if a.gaussian_start is None else a.gaussian_start
-    )
-    start = None if level is None else (bundle.gaussian_start, level)
     seeds = range(a.seed, a.seed + a.n)
     from ctdiff.diffusion.sample import condition_values
 
-    samples = run_sampler(
-        cfg.sampler,
-        bundle.model,
-        shape,
-        bundle.diffusion,
+    samples, level, corrected = sample_latents(
+        bundle,
+        list(seeds),
         steps,
-        seeds,
-        gaussian_start=start,
-        condition=condition_values(bundle, list(seeds)),  # a conditioned model: each seed's own draw
+        condition_values(bundle, list(seeds)),  # a conditioned model: each seed's own draw
+        cfg.gaussian_start if a.gaussian_start is None else a.gaussian_start,
+        spread_correction=not a.no_spread_correction,
     )
-    corrected = bool(cfg.spread_correction and not a.no_spread_correction)
-    if corrected:
-        from ctdiff.diffusion.spread import apply
-
-        samples = apply(bundle.spread, samples)
     result = measure(bundle, train, held, samples, a.axes, levels)
     result.update(
         model=str(a.model),
