@@ -17,7 +17,10 @@ one (1 and 1: followed exactly; slope 0: ignored), and the SD of both.
 
 ``--condition-gain g1,g2,...`` feeds the network each drawn coordinate times its gain (a diagnostic:
 does a louder condition move the samples further along an axis the network under-follows?); slopes
-are still taken against the drawn, un-amplified coordinates.
+are still taken against the drawn, un-amplified coordinates. ``--guidance W`` samples with
+classifier-free guidance at scale W (``ctdiff sample --guidance``; default: the model's
+``sample.guidance``), which moves a sample further the way its condition points without changing
+what the network is fed.
 
     python benchmarks/condition_follow.py --model runs/f2g/checkpoints/best.pt --train runs/f2g/split.json \\
         --n 12 --seed 1000 --json follow.json
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1000, help="sample i uses seed + i (default 1000)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--condition-gain", default=None, help="g1,g2,...: feed each drawn coordinate times its gain")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
@@ -137,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             gains = np.array([])
         if len(gains) != k or not np.isfinite(gains).all():
             raise SystemExit(f"--condition-gain needs {k} finite numbers, got {a.condition_gain!r}")
+    from ctdiff.diffusion.sample import check_guidance
+    from ctdiff.errors import ConfigError
+
+    try:
+        guidance = check_guidance(bundle, bundle.config.sample.guidance if a.guidance is None else a.guidance)
+    except ConfigError as exc:
+        raise SystemExit(f"--guidance: {exc}") from None
     started = time.perf_counter()
     latents = _encode_paths(bundle, training_paths(a.train))
     basis, _ = rebuild_basis(bundle, record, latents)
@@ -146,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     fed = mean + gains * (drawn - mean)
     steps = a.steps or bundle.config.sample.steps
     samples, level, corrected = sample_latents(  # as ctdiff sample: its Gaussian start, spread correction
-        bundle, seeds, steps, fed.tolist(), bundle.config.sample.gaussian_start
+        bundle, seeds, steps, fed.tolist(), bundle.config.sample.gaussian_start, guidance=guidance
     )
     got = np.array([conditions.project(basis, z) for z in samples])
     axes = follow(drawn, got)
@@ -160,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "spread_correction": corrected,
         "seeds": seeds,
         "condition_gain": gains.tolist(),
+        "guidance": guidance,
         "record_sd": np.asarray(record["values"]).std(0, ddof=1).tolist(),
         "axes": axes,
         "drawn": drawn.tolist(),

@@ -170,11 +170,14 @@ def encode_folder(bundle, folder: Path) -> torch.Tensor:
     return torch.stack(out)
 
 
-def sample_latents(bundle, seeds, steps: int, condition, gaussian_start, spread_correction: bool = True):
+def sample_latents(
+    bundle, seeds, steps: int, condition, gaussian_start, spread_correction: bool = True, guidance: float | None = None
+):
     """The latents ``ctdiff sample`` would decode for ``seeds``: the model's sampler at ``steps``, its
-    Gaussian start at level ``gaussian_start`` (None or 1: none) and, unless ``spread_correction`` is
-    False, the spread correction its config turns on. Returns (latents, the start's level, corrected)."""
-    from ctdiff.diffusion.sample import check_gaussian_start
+    Gaussian start at level ``gaussian_start`` (None or 1: none), its classifier-free guidance
+    (``guidance``; None: the config's ``sample.guidance``) and, unless ``spread_correction`` is False,
+    the spread correction its config turns on. Returns (latents, the start's level, corrected)."""
+    from ctdiff.diffusion.sample import check_gaussian_start, check_guidance
     from ctdiff.diffusion.schedule import run_sampler
 
     cfg = bundle.config.sample
@@ -191,6 +194,7 @@ def sample_latents(bundle, seeds, steps: int, condition, gaussian_start, spread_
         list(seeds),
         gaussian_start=start,
         condition=condition,
+        guidance=check_guidance(bundle, cfg.guidance if guidance is None else guidance),
     )
     corrected = bool(cfg.spread_correction and spread_correction)
     if corrected:

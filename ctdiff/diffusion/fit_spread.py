@@ -68,6 +68,7 @@ def draw(bundle, n: int, seed: int, progress: bool = False) -> torch.Tensor:
                     cb,
                     gaussian_start=start,
                     condition=condition_values(bundle, [seed + i]),  # as sample draws them (model.condition)
+                    guidance=cfg.guidance,
                 )
                 out.append(z[0].float().cpu().contiguous())
     finally:

@@ -164,6 +164,7 @@ def sample_meta(
     spread_correction: bool = False,
     condition: float | list[float] | None = None,
     histogram_match: bool = False,
+    guidance: float = 1.0,
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -186,7 +187,13 @@ def sample_meta(
         "spread_correction": bool(spread_correction),
         "histogram_match": bool(histogram_match),
         **(
-            {"condition": {"name": bundle.config.model.condition, "value": _rounded(condition)}}
+            {
+                "condition": {
+                    "name": bundle.config.model.condition,
+                    "value": _rounded(condition),
+                    "guidance": float(guidance),
+                }
+            }
             if condition is not None
             else {}
         ),
@@ -218,6 +225,7 @@ def sample(
     spread_correction: bool | None = None,
     condition: float | None = None,
     histogram_match: bool | None = None,
+    guidance: float | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -249,7 +257,10 @@ def sample(
     noise added back unchanged (:func:`ctdiff.diffusion.histogram.match`); only with ``noise``, since the
     mapping is fitted to the volume as drawn with its noise (``noise=False`` returns the raw estimate).
     Without a noise model, or with a residual refiner, there is no separate estimate: the volume is
-    matched as a whole."""
+    matched as a whole.
+    ``guidance`` (default: the config's ``sample.guidance``; a conditioned model only): classifier-free
+    guidance scale w, every network evaluation ``u + w (c - u)`` (:func:`ctdiff.diffusion.schedule.guided`;
+    1 = the conditional flow alone; any other w doubles the network's work per step)."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -271,6 +282,7 @@ def sample(
         bundle, bundle.config.sample.spread_correction if spread_correction is None else spread_correction, margin
     )
     fixed = check_condition(bundle, condition)
+    scale = check_guidance(bundle, bundle.config.sample.guidance if guidance is None else guidance)
     match = noise and check_histogram_match(
         bundle, bundle.config.sample.histogram_match if histogram_match is None else histogram_match
     )
@@ -311,6 +323,7 @@ def sample(
                 step_cb,
                 gaussian_start=start,
                 condition=conds,
+                guidance=scale,
             )
             if correct:
                 from ctdiff.diffusion.spread import apply as apply_spread
@@ -363,6 +376,7 @@ def sample(
                     correct,
                     None if conds is None else conds[i],
                     match,
+                    scale,
                 )
                 volumes.append(Volume(array, affine, meta))
     finally:
@@ -413,6 +427,24 @@ def check_condition(bundle: ModelBundle, value) -> float | None:
         return conditions.check_value(name, value)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def check_guidance(bundle: ModelBundle, value) -> float:
+    """A classifier-free guidance scale as a float: ConfigError (one line) for a non-finite or out-of-range
+    scale, or a scale other than 1 for a model without ``model.condition``."""
+    from ctdiff.config import GUIDANCE_MAX
+
+    try:
+        w = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"guidance must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(w) and 0.0 <= w <= GUIDANCE_MAX):
+        raise ConfigError(f"guidance must be a finite scale in [0, {GUIDANCE_MAX:g}], got {value!r}")
+    if w != 1.0 and bundle.config.model.condition is None:
+        raise ConfigError(
+            f"guidance {w:g} needs a conditioned model (model.condition is null); sample it with guidance 1"
+        )
+    return w
 
 
 def condition_values(bundle: ModelBundle, seeds: Sequence[int], fixed: float | None = None) -> list | None:
@@ -664,6 +696,13 @@ def add_arguments(parser) -> None:
         "every volume with this value (default: each seed draws its own from the training cases' values; "
         "a latent_pcs model always does)",
     )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        help="a conditioned model: classifier-free guidance scale w in [0, 20], each network evaluation "
+        "u + w (c - u) of the conditional and unconditional flows (default: the config's sample.guidance, "
+        "1 = the conditional flow alone; any other w doubles the network's work per step)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument(
         "--no-ema",
@@ -721,6 +760,7 @@ def run(args) -> int:
     spread = bundle.config.sample.spread_correction and not args.no_spread_correction
     check_spread_correction(bundle, spread, margin)
     fixed = check_condition(bundle, args.condition)
+    check_guidance(bundle, bundle.config.sample.guidance if args.guidance is None else args.guidance)
     matched = bundle.config.sample.histogram_match and not args.no_histogram_match
     check_histogram_match(bundle, matched and not args.no_noise)
     if fixed is not None:
@@ -759,6 +799,7 @@ def run(args) -> int:
             spread_correction=spread,
             condition=args.condition,
             histogram_match=matched,
+            guidance=args.guidance,
         )
     finally:
         if bar is not None:

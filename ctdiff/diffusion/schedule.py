@@ -17,6 +17,7 @@ The samplers (name -> scheduler and loop, and the kinds each serves) are registe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -205,6 +206,7 @@ def run_sampler(
     callback: Callback | None = None,
     gaussian_start: tuple[dict, float] | None = None,
     condition: Sequence | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Sample ``len(seeds)`` tensors of (C, D, H, W) ``shape``; item i depends only on ``seeds[i]``.
 
@@ -213,6 +215,8 @@ def run_sampler(
     is taken by the record's Gaussian flow to the Euler grid's first level at or below s, and the
     network's flow runs from there (:mod:`ctdiff.diffusion.gaussian_start`). ``condition``: one value
     per seed for a conditioned model (``model.condition``), passed to every network evaluation.
+    ``guidance`` w (with a ``condition``): classifier-free guidance, each evaluation ``u + w (c - u)`` of
+    the conditional output c and the unconditional one u (:func:`guided`).
     """
     problem = sampler_error(name, diffusion.kind)
     if problem:
@@ -241,12 +245,33 @@ def run_sampler(
             dtype=torch.float32,
             device=device,
         )
-        net = model
-
-        def model(x_t, t):
-            return net(x_t, t, cond=cond)
-
+        model = guided(model, cond, guidance)
+    elif guidance != 1.0:
+        raise ValueError(f"guidance {guidance:g} needs a condition per seed (a conditioned model)")
     return sample_with(name, model, x, diffusion, steps, generator=gens, callback=callback, start_level=level)
+
+
+def guided(net, cond: torch.Tensor, guidance: float = 1.0):
+    """A conditioned network as a callable ``(x_t, t) -> out`` of the sampler's: ``net(x_t, t, cond)``
+    for ``guidance`` 1; for another w, classifier-free guidance (Ho & Salimans 2022) ``u + w (c - u)``,
+    c = ``net(x_t, t, cond)`` and u = the unconditional output (a NaN condition, as training's dropout
+    fed it), both from one forward pass on the batch doubled; w 0 is u alone. diffusers' pipelines do
+    this inside their own loops, which ctdiff's samplers do not use, hence these few lines."""
+    w = float(guidance)
+    if not (math.isfinite(w) and w >= 0.0):
+        raise ValueError(f"guidance must be a finite scale >= 0, got {guidance!r}")
+    none = torch.full_like(cond, float("nan"))
+    if w == 1.0:
+        return lambda x_t, t: net(x_t, t, cond=cond)
+    if w == 0.0:
+        return lambda x_t, t: net(x_t, t, cond=none)
+
+    def model(x_t, t):
+        both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=torch.cat([cond, none]))
+        c, u = both.chunk(2)
+        return u + w * (c - u)
+
+    return model
 
 
 def start_grid_level(diffusion: Diffusion, name: str, steps: int, level: float) -> float:

@@ -55,10 +55,11 @@ def test_a_sampler_at_a_known_share_of_its_condition_is_measured_at_it(cf, run, 
     basis' mean plus ``share`` times the fed coordinates along the axes is measured with slope share x gain
     against the drawn coordinates, correlation 1."""
     _, out = run
-    share, seen = 0.5, []
+    share, seen, scales = 0.5, [], []
 
-    def at_a_share(name, model, shape, diffusion, steps, seeds, condition=None, **kw):
+    def at_a_share(name, model, shape, diffusion, steps, seeds, condition=None, guidance=1.0, **kw):
         seen.append(np.asarray(condition))
+        scales.append(guidance)
         basis = state["basis"]
         mean, axes = basis["mean"], basis["components"]
         z = mean[None] + share * torch.as_tensor(np.asarray(condition)) @ axes
@@ -85,6 +86,11 @@ def test_a_sampler_at_a_known_share_of_its_condition_is_measured_at_it(cf, run, 
     assert [round(a["slope"], 6) for a in r["axes"]] == [2 * share, 3 * share]
     # the gain is fed to the network; the slopes are against the drawn coordinates
     np.testing.assert_allclose(seen[1], np.asarray(r["drawn"]) * [2, 3], atol=1e-9)
+    # classifier-free guidance reaches the sampler (the model's own 1 unless asked) and the report
+    assert cf["main"]([*args, "--guidance", "2.5", "--json", str(report)]) == 0
+    assert scales == [1.0, 1.0, 2.5] and json.loads(report.read_text())["guidance"] == 2.5
+    with pytest.raises(SystemExit, match=r"--guidance: guidance must be a finite scale in \[0, 20\]"):
+        cf["main"]([*args, "--guidance", "nan"])
 
 
 def test_other_scans_and_a_wrong_gain_are_refused(cf, run, tmp_path):

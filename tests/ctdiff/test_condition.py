@@ -151,8 +151,18 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
     # a fixed value reaches the network: the same seed with another value decodes another volume
     small = sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=0.05)[0]
     large = sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=0.95)[0]
-    assert small.meta["condition"] == {"name": "body_share", "value": 0.05}
+    assert small.meta["condition"] == {"name": "body_share", "value": 0.05, "guidance": 1.0}
     assert np.abs(small.array - large.array).max() > 1e-3
+    # classifier-free guidance: w 3 moves the sample further than w 1 does (the same seed and value) ...
+    louder = sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=0.05, guidance=3.0)[0]
+    assert louder.meta["condition"]["guidance"] == 3.0
+    assert np.abs(louder.array - small.array).max() > 1e-3
+    # ... and w 0 is the unconditional flow, whatever value is asked for
+    uncond = [sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=v, guidance=0.0)[0] for v in (0.05, 0.95)]
+    np.testing.assert_allclose(uncond[0].array, uncond[1].array, atol=1e-4)
+    for bad in (float("nan"), -0.5, 21.0):
+        with pytest.raises(ConfigError, match=r"guidance must be a finite scale in \[0, 20\]"):
+            sample(bundle, 1, steps=2, sampler="euler", guidance=bad)
     with pytest.raises(ConfigError, match=r"finite share in \[0, 1\]"):
         sample(bundle, 1, steps=2, sampler="euler", condition=2.0)
 
@@ -166,6 +176,35 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
     assert "warning: --condition 0.01 lies outside the training cases' body_share" in capsys.readouterr().err
     assert main([*args, "--condition", "nan", "--out", str(tmp_path / "nan")]) == 2
     assert "finite share" in capsys.readouterr().err and not (tmp_path / "nan").exists()
+    assert main([*args, "--guidance", "2", "--out", str(tmp_path / "guided")]) == 0
+    assert json.loads((tmp_path / "guided" / "manifest.json").read_text())["cases"][0]["condition"]["guidance"] == 2.0
+    assert main([*args, "--guidance", "inf", "--out", str(tmp_path / "inf")]) == 2
+    err = capsys.readouterr().err
+    assert "guidance must be a finite scale" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "inf").exists()
+
+    # fit-noise --samples --guidance: the samples it fits on are drawn guided, and --out samples so
+    from ctdiff.diffusion import sample as sample_module
+    from ctdiff.model import noise_resynthesis
+
+    drawn_with, real_sample = [], sample_module.sample
+
+    def spy(*a, **kw):
+        drawn_with.append(kw["guidance"])
+        return real_sample(*a, **kw)
+
+    monkeypatch.setattr(sample_module, "sample", spy)
+    # the tiny model's samples hold no homogeneous soft tissue: the fit itself is tested apart
+    monkeypatch.setattr(noise_resynthesis, "fit_unpaired", lambda o, d: {"sd_hu": 1.0})
+    fitted = tmp_path / "guided-noise.pt"
+    fit = ["fit-noise", "--model", str(run / "checkpoints" / "last.pt"), "--data", str(root), "--samples", "1"]
+    assert main([*fit, "--guidance", "2.5", "--no-progress", "--out", str(fitted)]) == 0
+    assert drawn_with == [2.5]
+    saved = load_checkpoint(fitted)
+    assert saved["config"]["sample"]["guidance"] == 2.5
+    assert saved["space"]["autoencoder"]["noise_model"]["samples"]["guidance"] == 2.5
+    assert load_bundle(fitted, device="cpu").config.sample.guidance == 2.5
+    monkeypatch.undo()
 
     from pages.components.sampling import generate
 
@@ -180,6 +219,8 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
         train(config_from_dict(tiny("pixel", "rflow")), root, plain, overrides=["train.max_steps=1"], progress=False)
     assert main(["sample", "--run", str(plain), "--n", "1", "--condition", "0.3", "--out", str(tmp_path / "p")]) == 2
     assert "not conditioned" in capsys.readouterr().err
+    assert main(["sample", "--run", str(plain), "--n", "1", "--guidance", "2", "--out", str(tmp_path / "g")]) == 2
+    assert "guidance 2 needs a conditioned model" in capsys.readouterr().err and not (tmp_path / "g").exists()
 
 
 def _record_training_conditions(monkeypatch) -> list[torch.Tensor]:
@@ -271,6 +312,16 @@ def test_config_validation_of_the_condition():
     for bad in (-0.1, 5.5, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match=r"condition_jitter must be in \[0, 5\]"):
             config_from_dict({**base, "model": {**base["model"], "condition": "body_share", "condition_jitter": bad}})
+    conditioned = {**base, "model": {**base["model"], "condition": "body_share"}}
+    assert config_from_dict(conditioned).sample.guidance == 1.0  # the default: the conditional flow alone
+    assert (
+        config_from_dict({**conditioned, "sample": {**base.get("sample", {}), "guidance": 2.5}}).sample.guidance == 2.5
+    )
+    for bad in (-0.1, 20.5, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"sample.guidance must be a finite scale in \[0, 20\]"):
+            config_from_dict({**conditioned, "sample": {**base.get("sample", {}), "guidance": bad}})
+    with pytest.raises(ConfigError, match="sample.guidance 2 needs a conditioned model"):
+        config_from_dict({**base, "sample": {**base.get("sample", {}), "guidance": 2.0}})
 
 
 # ------------------------------------------------------------------ latent_pcs: a vector condition

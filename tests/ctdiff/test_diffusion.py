@@ -228,6 +228,34 @@ def test_euler_recovers_the_data_point_with_an_oracle_velocity(steps):
     assert seen == [round(1000 * (1 - i / steps)) for i in range(steps)]  # T, T - T/N, ..., T/N
 
 
+@pytest.mark.parametrize("w", [0.0, 1.0, 2.5])
+def test_guided_euler_lands_on_the_guided_data_point(w):
+    # classifier-free guidance with oracle velocities: the conditional flow runs straight to a point set by
+    # each item's condition, x0_c = c[0] * a, the unconditional flow (a NaN condition) to x0_u = b. Their
+    # mix u + w (c - u) is then the oracle velocity toward x0_u + w (x0_c - x0_u), where Euler must land
+    # in any number of steps (c and u swapped, or c + w (c - u), would land elsewhere)
+    d = Diffusion(DiffusionConfig(kind="rflow", timesteps=1000))
+    a = torch.linspace(-0.5, 0.5, 32).reshape(1, 2, 4, 4)
+    b = torch.linspace(0.4, -0.2, 32).reshape(1, 2, 4, 4)
+    cond = [[1.0, 0.3], [-0.6, 0.1]]
+    batches = []
+
+    def oracle(x, t, cond=None):
+        batches.append(x.shape[0])
+        known = torch.isfinite(cond).all(1).reshape(-1, 1, 1, 1, 1)
+        x0 = torch.where(known, torch.nan_to_num(cond[:, 0]).reshape(-1, 1, 1, 1, 1) * a, b)
+        return (x0 - x) / (t.float() / 1000).reshape(-1, 1, 1, 1, 1)
+
+    out = run_sampler("euler", oracle, (1, 2, 4, 4), d, 4, seeds=[0, 1], condition=cond, guidance=w)
+    x0_c = torch.tensor([1.0, -0.6]).reshape(-1, 1, 1, 1, 1) * a
+    torch.testing.assert_close(out, b + w * (x0_c - b), atol=1e-5, rtol=0)
+    assert batches == [2 if w in (0.0, 1.0) else 4] * 4  # both flows in one doubled pass only when mixed
+    with pytest.raises(ValueError, match="needs a condition per seed"):
+        run_sampler("euler", DummyModel(), (1, 2, 4, 4), d, 2, seeds=[0], guidance=2.0)
+    with pytest.raises(ValueError, match="finite scale"):
+        run_sampler("euler", oracle, (1, 2, 4, 4), d, 2, seeds=[0], condition=[[1.0, 0.0]], guidance=float("nan"))
+
+
 def test_samplers_refuse_the_other_diffusion_kind():
     rflow = Diffusion(DiffusionConfig(kind="rflow"))
     with pytest.raises(ValueError, match="euler"):

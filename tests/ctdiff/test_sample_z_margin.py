@@ -248,6 +248,8 @@ def test_fit_noise_draws_its_samples_with_the_given_settings_and_its_output_keep
     for extra, text in (
         (["--decode-z-pad", "9"], "decode_z_pad must be from 0 to 3"),
         (["--decode-z-pad", "-1"], "--decode-z-pad must be >= 0"),
+        (["--guidance", "2"], "sample.guidance 2 needs a conditioned model"),  # this model has no condition
+        (["--guidance", "nan"], "--guidance must be a finite number"),
     ):
         assert main([*cmd, *extra, "--out", str(tmp_path / "bad.pt")]) == 2
         err = capsys.readouterr().err
