@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--condition-gain", default=None, help="g1,g2,...: feed each drawn coordinate times its gain")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument(
+        "--condition-draw",
+        choices=("bootstrap", "gaussian"),
+        default=None,
+        help="how conditions are drawn (default: the model's)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     basis, _ = rebuild_basis(bundle, record, latents)
     mean = np.asarray(record["mean"], dtype=np.float64)
     seeds = list(range(a.seed, a.seed + a.n))
-    drawn = np.asarray(condition_values(bundle, seeds), dtype=np.float64).reshape(len(seeds), k)
+    method = a.condition_draw or bundle.config.sample.condition_draw
+    drawn = np.asarray(condition_values(bundle, seeds, method=method), dtype=np.float64).reshape(len(seeds), k)
     fed = mean + gains * (drawn - mean)
     steps = a.steps or bundle.config.sample.steps
     samples, level, corrected = sample_latents(  # as ctdiff sample: its Gaussian start, spread correction
@@ -172,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
         "condition_gain": gains.tolist(),
         "guidance": guidance,
+        "condition_draw": method,
         "record_sd": np.asarray(record["values"]).std(0, ddof=1).tolist(),
         "axes": axes,
         "drawn": drawn.tolist(),

@@ -39,6 +39,7 @@ NOISE_KINDS = ("gaussian", "pyramid")
 SAMPLERS = SAMPLER_NAMES  # every registered sampler (ctdiff.samplers); which fit a model depends on diffusion.kind
 SPACES = ("pixel", "wavelet", "latent")
 CONDITIONS = ("body_share", "latent_pcs")  # model.condition (ctdiff.model.condition)
+CONDITION_DRAWS = ("bootstrap", "gaussian")  # sample.condition_draw (ctdiff.model.condition.DRAWS)
 GUIDANCE_MAX = 20.0  # sample.guidance's upper bound: far past any useful scale, but finite
 MAX_WAVELET_LEVELS = 2
 WAVELET_SCALES = ("lowpass", "band")
@@ -237,6 +238,11 @@ class SampleConfig:
     # condition points, at twice the network's work per step. The latent_pcs recipe's network moved its
     # samples only 0.17-0.69x as far as their drawn coordinates along the 2nd-4th axes (docs/generator.md)
     guidance: float = 1.0
+    # a conditioned model: how each seed's condition value is drawn from the training cases' values the
+    # checkpoint carries. bootstrap: one case's value(s) plus a variance-preserving jitter (values between
+    # the cases'); gaussian: the Gaussian with their mean and covariance, which names no training case
+    # (ctdiff/model/condition.py, draw)
+    condition_draw: str = "bootstrap"
 
 
 @dataclasses.dataclass
@@ -596,6 +602,8 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"sample.guidance must be a finite scale in [0, {GUIDANCE_MAX:g}], got {s.guidance}")
     elif s.guidance != 1.0 and m.condition is None:
         bad(f"sample.guidance {s.guidance:g} needs a conditioned model (model.condition is null); set it to 1")
+    if s.condition_draw not in CONDITION_DRAWS:
+        bad(f"sample.condition_draw must be one of {CONDITION_DRAWS}, got {s.condition_draw!r}")
     if s.gaussian_start is not None:
         problem = gaussian_start_error(s.gaussian_start, f.kind, s.sampler, f.noise)
         if problem:

@@ -8,8 +8,8 @@ with the noise model added (weights unchanged). ``ctdiff sample`` and the app's 
 add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). With ``--samples N``
 (latent checkpoints) the model is fitted instead against N of the checkpoint's own samples, decoded
 without noise (drawn as ``ctdiff sample`` draws them: the config's sampler, steps, ``z_margin``,
-``decode_z_pad`` and ``guidance``, or those given by ``--z-margin`` / ``--decode-z-pad`` / ``--guidance``,
-which ``--out``'s config then gets):
+``decode_z_pad``, ``guidance`` and ``condition_draw``, or those given by ``--z-margin`` / ``--decode-z-pad``
+/ ``--guidance`` / ``--condition-draw``, which ``--out``'s config then gets):
 the noise the samples lack against the training volumes, each measured in its own homogeneous ROIs
 (a diffusion model's samples can be smoother than its autoencoder's reconstructions). A checkpoint
 that matches its samples' body histogram (``fit-histogram``, ``sample.histogram_match``) is measured on
@@ -96,12 +96,12 @@ def _fit_from_samples(
     seed: int,
     progress: bool,
     per_class: bool = False,
-    sampling: dict[str, float] | None = None,
+    sampling: dict[str, Any] | None = None,
     max_gain: float | None = None,
 ) -> dict[str, Any]:
     """The unpaired noise model of a latent checkpoint: the training volumes' NPS minus that of ``n`` of
     its samples, decoded without noise (seeds ``seed``.., the config's sampler and steps, and its
-    ``z_margin``, ``decode_z_pad`` and ``guidance`` unless ``sampling`` gives them)."""
+    ``z_margin``, ``decode_z_pad``, ``guidance`` and ``condition_draw`` unless ``sampling`` gives them)."""
     from ctdiff.data.io import read_volume
     from ctdiff.diffusion.sample import load_bundle, sample
     from ctdiff.model import noise_resynthesis
@@ -112,6 +112,7 @@ def _fit_from_samples(
         "z_margin": cfg.z_margin,
         "decode_z_pad": cfg.decode_z_pad,
         "guidance": cfg.guidance,
+        "condition_draw": cfg.condition_draw,
         **(sampling or {}),
     }
     # a checkpoint that matches its samples' body histogram (fit-histogram, sample.histogram_match) adds
@@ -181,7 +182,7 @@ def fit_noise(
     seed: int = 100_000,
     progress: bool = False,
     per_class: bool = False,
-    sampling: dict[str, float] | None = None,
+    sampling: dict[str, Any] | None = None,
     max_gain: float | None = None,
 ) -> dict[str, Any]:
     """Write ``out``: ``model`` with a noise model fitted on ``data``'s volumes; returns the model's summary.
@@ -190,8 +191,9 @@ def fit_noise(
     (:func:`ctdiff.model.noise_resynthesis.fit_unpaired`) instead of the autoencoder's reconstructions.
     ``per_class``: a per-class model (air and body apart, the body's gain by intensity;
     :func:`ctdiff.model.noise_resynthesis.fit_classes`) instead of one stationary spectrum.
-    ``sampling``: ``sample`` settings (``z_margin``, ``decode_z_pad``, ``guidance``) to draw those samples with in place of
-    the checkpoint's; ``out``'s config gets them, so that it samples as its noise model was fitted.
+    ``sampling``: ``sample`` settings (``z_margin``, ``decode_z_pad``, ``guidance``, ``condition_draw``) to
+    draw those samples with in place of the checkpoint's; ``out``'s config gets them, so that it samples
+    as its noise model was fitted.
     ``max_gain`` (``per_class`` only): the cap on the body noise's gain per intensity bin (default
     ``noise_resynthesis.MAX_AMPLITUDE``)."""
     from ctdiff.atomic import atomic_path
@@ -208,7 +210,9 @@ def fit_noise(
     if max_gain is not None and not per_class:
         raise ConfigError("--max-gain caps the per-class model's gains; give --per-class too")
     if sampling and not samples:
-        raise ConfigError("--z-margin, --decode-z-pad and --guidance set how --samples are drawn; give --samples N too")
+        raise ConfigError(
+            "--z-margin, --decode-z-pad, --guidance and --condition-draw set how --samples are drawn; give --samples N too"
+        )
     if sampling:
         from ctdiff.config import config_from_dict
 
@@ -293,6 +297,12 @@ def add_arguments(parser) -> None:
         help="with --samples, a conditioned model: draw them with this classifier-free guidance scale "
         "(sample.guidance, 0-20; default: the checkpoint's); --out's config gets it",
     )
+    parser.add_argument(
+        "--condition-draw",
+        choices=("bootstrap", "gaussian"),
+        help="with --samples, a conditioned model: draw their conditions so (sample.condition_draw; default: "
+        "the checkpoint's); --out's config gets it",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out (never the input)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -325,6 +335,7 @@ def run(args) -> int:
                 if value is not None
             },
             **({} if args.guidance is None else {"guidance": validate.number(args.guidance, "--guidance", low=0.0)}),
+            **({} if args.condition_draw is None else {"condition_draw": args.condition_draw}),
         },
     )
     print(json.dumps(result))

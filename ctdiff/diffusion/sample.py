@@ -165,6 +165,7 @@ def sample_meta(
     condition: float | list[float] | None = None,
     histogram_match: bool = False,
     guidance: float = 1.0,
+    condition_draw: str | None = "bootstrap",
 ) -> dict[str, Any]:
     """A generated volume's metadata: marked synthetic, and how it was drawn (manifest.json's cases)."""
     return {
@@ -192,6 +193,7 @@ def sample_meta(
                     "name": bundle.config.model.condition,
                     "value": _rounded(condition),
                     "guidance": float(guidance),
+                    "draw": condition_draw,  # None: a fixed value (--condition), not drawn
                 }
             }
             if condition is not None
@@ -226,6 +228,7 @@ def sample(
     condition: float | None = None,
     histogram_match: bool | None = None,
     guidance: float | None = None,
+    condition_draw: str | None = None,
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
@@ -260,7 +263,9 @@ def sample(
     matched as a whole.
     ``guidance`` (default: the config's ``sample.guidance``; a conditioned model only): classifier-free
     guidance scale w, every network evaluation ``u + w (c - u)`` (:func:`ctdiff.diffusion.schedule.guided`;
-    1 = the conditional flow alone; any other w doubles the network's work per step)."""
+    1 = the conditional flow alone; any other w doubles the network's work per step).
+    ``condition_draw`` (default: the config's ``sample.condition_draw``): how each seed's condition is drawn
+    from the training cases' values, ``bootstrap`` or ``gaussian`` (:func:`ctdiff.model.condition.draw`)."""
     problem = sampler_error(sampler, bundle.diffusion.kind)
     if problem:
         raise ConfigError(problem)
@@ -283,6 +288,7 @@ def sample(
     )
     fixed = check_condition(bundle, condition)
     scale = check_guidance(bundle, bundle.config.sample.guidance if guidance is None else guidance)
+    method = check_condition_draw(bundle.config.sample.condition_draw if condition_draw is None else condition_draw)
     match = noise and check_histogram_match(
         bundle, bundle.config.sample.histogram_match if histogram_match is None else histogram_match
     )
@@ -311,7 +317,7 @@ def sample(
             started = time.perf_counter()
             shape = bundle.space.encoded_shape((depth + 2 * margin, y, x))
             start = None if level is None else (bundle.gaussian_start, level)
-            conds = condition_values(bundle, seeds, fixed)
+            conds = condition_values(bundle, seeds, fixed, method)
             out = run_sampler(
                 sampler,
                 bundle.model,
@@ -377,6 +383,7 @@ def sample(
                     None if conds is None else conds[i],
                     match,
                     scale,
+                    None if fixed is not None else method,
                 )
                 volumes.append(Volume(array, affine, meta))
     finally:
@@ -447,15 +454,25 @@ def check_guidance(bundle: ModelBundle, value) -> float:
     return w
 
 
-def condition_values(bundle: ModelBundle, seeds: Sequence[int], fixed: float | None = None) -> list | None:
+def check_condition_draw(method) -> str:
+    """A condition draw's name, or ConfigError (one line)."""
+    if method not in conditions.DRAWS:
+        raise ConfigError(f"condition draw must be one of {', '.join(conditions.DRAWS)}, got {method!r}")
+    return method
+
+
+def condition_values(
+    bundle: ModelBundle, seeds: Sequence[int], fixed: float | None = None, method: str | None = None
+) -> list | None:
     """A conditioned model's value per seed: ``fixed``, or each seed's draw from the checkpoint's training
-    values (:func:`ctdiff.model.condition.draw`; a list per seed for a vector condition, latent_pcs);
-    None for a model without ``model.condition``."""
+    values by ``method`` (default: the config's ``sample.condition_draw``; :func:`ctdiff.model.condition.draw`;
+    a list per seed for a vector condition, latent_pcs); None for a model without ``model.condition``."""
     if bundle.config.model.condition is None:
         return None
     if fixed is not None:
         return [float(fixed)] * len(seeds)
-    return [conditions.draw(bundle.geometry["condition"], s) for s in seeds]
+    method = check_condition_draw(bundle.config.sample.condition_draw if method is None else method)
+    return [conditions.draw(bundle.geometry["condition"], s, method) for s in seeds]
 
 
 def check_spread_correction(bundle: ModelBundle, on, margin: int = 0) -> bool:
@@ -703,6 +720,13 @@ def add_arguments(parser) -> None:
         "u + w (c - u) of the conditional and unconditional flows (default: the config's sample.guidance, "
         "1 = the conditional flow alone; any other w doubles the network's work per step)",
     )
+    parser.add_argument(
+        "--condition-draw",
+        choices=("bootstrap", "gaussian"),
+        help="a conditioned model: draw each seed's condition as one training case's value plus a "
+        "variance-preserving jitter (bootstrap) or from the Gaussian of the training values (gaussian, "
+        "which names no training case); default: the config's sample.condition_draw",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="volumes per network call (default 1)")
     parser.add_argument(
         "--no-ema",
@@ -800,6 +824,7 @@ def run(args) -> int:
             condition=args.condition,
             histogram_match=matched,
             guidance=args.guidance,
+            condition_draw=args.condition_draw,
         )
     finally:
         if bar is not None:

@@ -42,6 +42,8 @@ from ctdiff.data.tensors import model_to_hu
 
 BODY_SHARE = "body_share"
 LATENT_PCS = "latent_pcs"
+# how sampling draws a seed's value from the training cases' (sample.condition_draw; :func:`draw`)
+DRAWS = ("bootstrap", "gaussian")
 # the domain of stream ids used with seed_from for the condition draw (apart from the sampler's noise)
 _DRAW_STREAM = 11
 
@@ -163,16 +165,27 @@ def check_value(name: str, value: Any) -> float:
     return v
 
 
-def draw(record: dict[str, Any], seed: int) -> float | list[float]:
-    """The condition value for sample ``seed``: a variance-preserving smoothed bootstrap of the record's values.
+def draw(record: dict[str, Any], seed: int, method: str = "bootstrap") -> float | list[float]:
+    """The condition value for sample ``seed``: a variance-preserving smoothed bootstrap of the record's values
+    (``method`` bootstrap), or a draw from the Gaussian with their mean and covariance (``method`` gaussian).
 
     A training value v_i picked at random plus Gaussian jitter h e (Silverman's h = 0.9 min(SD, IQR / 1.34)
     n^-1/5), moved toward the mean by 1 / sqrt(1 + h^2 / SD^2) so the draws' mean and variance are the
     values'. One value, or values with no spread, give that value. A vector condition picks one case
     for all its coordinates and jitters each coordinate so (its own h and SD), and returns a list.
+
+    The Gaussian (numpy's ``multivariate_normal``, the population covariance) names no training case: a
+    guided latent_pcs sample drawn at a case's bootstrapped coordinates came out close to that case
+    (docs/generator.md). Its draws keep the values' mean and covariance too, but not their shape.
     """
+    if method not in DRAWS:
+        raise ValueError(f"condition draw must be one of {DRAWS}, got {method!r}")
     vals = _matrix(record["values"])
     rng = np.random.default_rng(seed_from(_DRAW_STREAM, int(seed) & 0xFFFFFFFF, int(seed) >> 32))
+    if method == "gaussian":
+        cov = np.atleast_2d(np.cov(vals, rowvar=False, bias=True))
+        out = rng.multivariate_normal(vals.mean(0), cov, method="eigh").tolist()
+        return _shaped(record, out)
     picked = vals[rng.integers(len(vals))]
     eps = rng.standard_normal(vals.shape[1])
     out = []
@@ -186,9 +199,14 @@ def draw(record: dict[str, Any], seed: int) -> float | list[float]:
         spread = min(sd, iqr / 1.34) if iqr > 0 else sd
         h = 0.9 * spread * len(col) ** -0.2
         out.append(mean + (pick - mean + h * float(eps[j])) / math.sqrt(1.0 + h * h / (sd * sd)))
+    return _shaped(record, out)
+
+
+def _shaped(record: dict[str, Any], out: list[float]) -> float | list[float]:
+    """A draw as the record's kind: a list (vector condition), or one number (a body share clipped to [0, 1])."""
     if dims(record) is not None:
-        return out
-    value = out[0]
+        return [float(a) for a in out]
+    value = float(out[0])
     if record.get("name") == BODY_SHARE:
         value = min(1.0, max(0.0, value))
     return value

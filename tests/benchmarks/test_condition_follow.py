@@ -91,6 +91,16 @@ def test_a_sampler_at_a_known_share_of_its_condition_is_measured_at_it(cf, run, 
     assert scales == [1.0, 1.0, 2.5] and json.loads(report.read_text())["guidance"] == 2.5
     with pytest.raises(SystemExit, match=r"--guidance: guidance must be a finite scale in \[0, 20\]"):
         cf["main"]([*args, "--guidance", "nan"])
+    # the Gaussian condition draw (sample.condition_draw): the slopes are against its draws
+    from ctdiff.model import condition as conditions
+    from ctdiff.model.checkpoint import load_checkpoint
+
+    assert cf["main"]([*args, "--condition-draw", "gaussian", "--json", str(report)]) == 0
+    r = json.loads(report.read_text())
+    record = load_checkpoint(out / "checkpoints" / "last.pt")["geometry"]["condition"]
+    want = [conditions.draw(record, s, "gaussian") for s in range(1000, 1006)]
+    assert r["condition_draw"] == "gaussian" and np.allclose(r["drawn"], want, atol=1e-9)
+    assert [round(a["slope"], 6) for a in r["axes"]] == [share, share]
 
 
 def test_other_scans_and_a_wrong_gain_are_refused(cf, run, tmp_path):

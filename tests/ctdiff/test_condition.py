@@ -53,6 +53,31 @@ def test_draw_is_seeded_in_range_and_keeps_the_values_mean_and_variance():
     assert conditions.draw(conditions.make_record("body_share", [0.4, 0.4]), 3) == 0.4
 
 
+@pytest.mark.parametrize("dims", [1, 3])
+def test_a_gaussian_draw_keeps_the_values_mean_and_covariance(dims):
+    """sample.condition_draw gaussian: seeded, the values' mean and population covariance (against numpy's
+    moments of 20000 draws), correlated coordinates kept; a body share clipped to [0, 1]."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(15, dims)) @ np.triu(np.ones((dims, dims)))  # correlated coordinates
+    record = (
+        conditions.make_record("latent_pcs", base.tolist())
+        if dims > 1
+        else conditions.make_record("body_share", (0.4 + 0.05 * base[:, 0]).tolist())
+    )
+    vals = np.asarray(record["values"], dtype=float).reshape(15, dims)
+    draws = np.array([conditions.draw(record, s, "gaussian") for s in range(20000)]).reshape(20000, dims)
+    assert conditions.draw(record, 7, "gaussian") == conditions.draw(record, 7, "gaussian")
+    assert conditions.draw(record, 7, "gaussian") != conditions.draw(record, 7)  # not the bootstrap's
+    sd = vals.std(0)
+    assert (np.abs(draws.mean(0) - vals.mean(0)) < 0.03 * sd).all()
+    cov, want = np.atleast_2d(np.cov(draws.T, bias=True)), np.atleast_2d(np.cov(vals.T, bias=True))
+    np.testing.assert_allclose(cov, want, atol=0.05 * sd.max() ** 2)
+    clipped = conditions.make_record("body_share", [0.97, 0.99, 1.0])
+    assert all(0.0 <= conditions.draw(clipped, s, "gaussian") <= 1.0 for s in range(200))
+    with pytest.raises(ValueError, match="condition draw must be one of"):
+        conditions.draw(record, 1, "uniform")
+
+
 def test_records_and_values_are_checked():
     assert conditions.check_record(conditions.make_record("body_share", [0.3, 0.4])) is None
     assert "no training values" in conditions.check_record({"name": "body_share", "values": []})
@@ -151,7 +176,7 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
     # a fixed value reaches the network: the same seed with another value decodes another volume
     small = sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=0.05)[0]
     large = sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=0.95)[0]
-    assert small.meta["condition"] == {"name": "body_share", "value": 0.05, "guidance": 1.0}
+    assert small.meta["condition"] == {"name": "body_share", "value": 0.05, "guidance": 1.0, "draw": None}
     assert np.abs(small.array - large.array).max() > 1e-3
     # classifier-free guidance: w 3 moves the sample further than w 1 does (the same seed and value) ...
     louder = sample(bundle, 1, steps=2, sampler="euler", seed=5, condition=0.05, guidance=3.0)[0]
@@ -190,7 +215,7 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
     drawn_with, real_sample = [], sample_module.sample
 
     def spy(*a, **kw):
-        drawn_with.append(kw["guidance"])
+        drawn_with.append((kw["guidance"], kw["condition_draw"]))
         return real_sample(*a, **kw)
 
     monkeypatch.setattr(sample_module, "sample", spy)
@@ -198,11 +223,13 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
     monkeypatch.setattr(noise_resynthesis, "fit_unpaired", lambda o, d: {"sd_hu": 1.0})
     fitted = tmp_path / "guided-noise.pt"
     fit = ["fit-noise", "--model", str(run / "checkpoints" / "last.pt"), "--data", str(root), "--samples", "1"]
-    assert main([*fit, "--guidance", "2.5", "--no-progress", "--out", str(fitted)]) == 0
-    assert drawn_with == [2.5]
+    fit_args = ["--guidance", "2.5", "--condition-draw", "gaussian", "--no-progress", "--out", str(fitted)]
+    assert main([*fit, *fit_args]) == 0
+    assert drawn_with == [(2.5, "gaussian")]
     saved = load_checkpoint(fitted)
-    assert saved["config"]["sample"]["guidance"] == 2.5
-    assert saved["space"]["autoencoder"]["noise_model"]["samples"]["guidance"] == 2.5
+    assert saved["config"]["sample"]["guidance"] == 2.5 and saved["config"]["sample"]["condition_draw"] == "gaussian"
+    fitted_on = saved["space"]["autoencoder"]["noise_model"]["samples"]
+    assert fitted_on["guidance"] == 2.5 and fitted_on["condition_draw"] == "gaussian"
     assert load_bundle(fitted, device="cpu").config.sample.guidance == 2.5
     monkeypatch.undo()
 
@@ -322,6 +349,11 @@ def test_config_validation_of_the_condition():
             config_from_dict({**conditioned, "sample": {**base.get("sample", {}), "guidance": bad}})
     with pytest.raises(ConfigError, match="sample.guidance 2 needs a conditioned model"):
         config_from_dict({**base, "sample": {**base.get("sample", {}), "guidance": 2.0}})
+    gauss = {**conditioned, "sample": {**base.get("sample", {}), "condition_draw": "gaussian"}}
+    assert config_from_dict(gauss).sample.condition_draw == "gaussian"
+    assert config_from_dict(conditioned).sample.condition_draw == "bootstrap"
+    with pytest.raises(ConfigError, match="sample.condition_draw must be one of"):
+        config_from_dict({**conditioned, "sample": {**base.get("sample", {}), "condition_draw": "kde"}})
 
 
 # ------------------------------------------------------------------ latent_pcs: a vector condition
@@ -470,12 +502,24 @@ def test_a_latent_pcs_run_conditions_each_version_resumes_and_samples(data, tmp_
     drawn = [v.meta["condition"]["value"] for v in vols]
     expected = [conditions.draw(record, s) for s in (5, 6)]
     assert [len(d) for d in drawn] == [2, 2] and np.allclose(drawn, expected, atol=1e-6)
+    assert vols[0].meta["condition"]["draw"] == "bootstrap"  # the config's default
+    # sample.condition_draw gaussian: each seed's vector from the Gaussian of the record
+    gauss = sample(bundle, 2, steps=2, sampler="euler", seed=5, condition_draw="gaussian")
+    got = [v.meta["condition"]["value"] for v in gauss]
+    assert np.allclose(got, [conditions.draw(record, s, "gaussian") for s in (5, 6)], atol=1e-6)
+    assert not np.allclose(got, expected, atol=1e-3) and gauss[0].meta["condition"]["draw"] == "gaussian"
+    with pytest.raises(ConfigError, match="condition draw must be one of bootstrap, gaussian, got 'kde'"):
+        sample(bundle, 1, steps=2, sampler="euler", condition_draw="kde")
     assert all(v.shape == SHAPE and np.isfinite(v.array).all() for v in vols)
     out = tmp_path / "cli"
     args = ["sample", "--run", str(run), "--n", "1", "--steps", "2", "--device", "cpu", "--no-progress"]
     assert main([*args, "--out", str(out)]) == 0
     case = json.loads((out / "manifest.json").read_text())["cases"][0]
     assert case["condition"]["name"] == "latent_pcs" and len(case["condition"]["value"]) == 2
+    assert main([*args, "--condition-draw", "gaussian", "--out", str(tmp_path / "gauss")]) == 0
+    case = json.loads((tmp_path / "gauss" / "manifest.json").read_text())["cases"][0]
+    assert case["condition"]["draw"] == "gaussian"
+    assert case["condition"]["value"] == pytest.approx(conditions.draw(record, 0, "gaussian"), abs=1e-5)
     capsys.readouterr()
     assert main([*args, "--condition", "0.3", "--out", str(tmp_path / "fixed")]) == 2
     err = capsys.readouterr().err
