@@ -604,6 +604,8 @@ def validate(config: Config, where: str | None = None) -> None:
         bad(f"sample.guidance {s.guidance:g} needs a conditioned model (model.condition is null); set it to 1")
     if s.condition_draw not in CONDITION_DRAWS:
         bad(f"sample.condition_draw must be one of {CONDITION_DRAWS}, got {s.condition_draw!r}")
+    elif s.condition_draw != "bootstrap" and m.condition is None:
+        bad(f"sample.condition_draw {s.condition_draw} needs a conditioned model (model.condition is null)")
     if s.gaussian_start is not None:
         problem = gaussian_start_error(s.gaussian_start, f.kind, s.sampler, f.noise)
         if problem:

@@ -289,6 +289,8 @@ def sample(
     fixed = check_condition(bundle, condition)
     scale = check_guidance(bundle, bundle.config.sample.guidance if guidance is None else guidance)
     method = check_condition_draw(bundle.config.sample.condition_draw if condition_draw is None else condition_draw)
+    if method != "bootstrap" and bundle.config.model.condition is None:
+        raise ConfigError(f"condition draw {method} needs a conditioned model (model.condition is null)")
     match = noise and check_histogram_match(
         bundle, bundle.config.sample.histogram_match if histogram_match is None else histogram_match
     )

@@ -248,6 +248,10 @@ def test_a_conditioned_latent_run_trains_on_each_items_share_resumes_and_samples
     assert "not conditioned" in capsys.readouterr().err
     assert main(["sample", "--run", str(plain), "--n", "1", "--guidance", "2", "--out", str(tmp_path / "g")]) == 2
     assert "guidance 2 needs a conditioned model" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    gauss = ["sample", "--run", str(plain), "--n", "1", "--condition-draw", "gaussian", "--out", str(tmp_path / "d")]
+    assert main(gauss) == 2
+    assert "condition draw gaussian needs a conditioned model" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def _record_training_conditions(monkeypatch) -> list[torch.Tensor]:
@@ -354,6 +358,8 @@ def test_config_validation_of_the_condition():
     assert config_from_dict(conditioned).sample.condition_draw == "bootstrap"
     with pytest.raises(ConfigError, match="sample.condition_draw must be one of"):
         config_from_dict({**conditioned, "sample": {**base.get("sample", {}), "condition_draw": "kde"}})
+    with pytest.raises(ConfigError, match="sample.condition_draw gaussian needs a conditioned model"):
+        config_from_dict({**base, "sample": {**base.get("sample", {}), "condition_draw": "gaussian"}})
 
 
 # ------------------------------------------------------------------ latent_pcs: a vector condition
