@@ -108,6 +108,7 @@ def follow(drawn: np.ndarray, got: np.ndarray) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ctdiff.config import CONDITION_DRAWS
     from ctdiff.diffusion.sample import condition_values, load_bundle
     from ctdiff.model import condition as conditions
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     p.add_argument(
         "--condition-draw",
-        choices=("bootstrap", "gaussian"),
+        choices=CONDITION_DRAWS,
         default=None,
         help="how conditions are drawn (default: the model's)",
     )

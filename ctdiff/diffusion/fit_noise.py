@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctdiff.config import CONDITION_DRAWS
 from ctdiff.errors import ConfigError, InputError, OverwriteError
 
 EXAMPLES = """\
@@ -299,7 +300,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--condition-draw",
-        choices=("bootstrap", "gaussian"),
+        choices=CONDITION_DRAWS,
         help="with --samples, a conditioned model: draw their conditions so (sample.condition_draw; default: "
         "the checkpoint's); --out's config gets it",
     )

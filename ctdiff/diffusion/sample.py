@@ -724,7 +724,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--condition-draw",
-        choices=("bootstrap", "gaussian"),
+        choices=conditions.DRAWS,
         help="a conditioned model: draw each seed's condition as one training case's value plus a "
         "variance-preserving jitter (bootstrap) or from the Gaussian of the training values (gaussian, "
         "which names no training case); default: the config's sample.condition_draw",

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctdiff.config import CONDITION_DRAWS
 from ctdiff.data.body import BODY_THRESHOLD_HU
 from ctdiff.data.dataset import seed_from
 from ctdiff.data.tensors import model_to_hu
@@ -43,7 +44,7 @@ from ctdiff.data.tensors import model_to_hu
 BODY_SHARE = "body_share"
 LATENT_PCS = "latent_pcs"
 # how sampling draws a seed's value from the training cases' (sample.condition_draw; :func:`draw`)
-DRAWS = ("bootstrap", "gaussian")
+DRAWS = CONDITION_DRAWS
 # the domain of stream ids used with seed_from for the condition draw (apart from the sampler's noise)
 _DRAW_STREAM = 11
 
