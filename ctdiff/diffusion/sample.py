@@ -288,9 +288,9 @@ def sample(
     )
     fixed = check_condition(bundle, condition)
     scale = check_guidance(bundle, bundle.config.sample.guidance if guidance is None else guidance)
-    method = check_condition_draw(bundle.config.sample.condition_draw if condition_draw is None else condition_draw)
-    if method != "bootstrap" and bundle.config.model.condition is None:
-        raise ConfigError(f"condition draw {method} needs a conditioned model (model.condition is null)")
+    method = check_condition_draw(
+        bundle, bundle.config.sample.condition_draw if condition_draw is None else condition_draw
+    )
     match = noise and check_histogram_match(
         bundle, bundle.config.sample.histogram_match if histogram_match is None else histogram_match
     )
@@ -456,10 +456,13 @@ def check_guidance(bundle: ModelBundle, value) -> float:
     return w
 
 
-def check_condition_draw(method) -> str:
-    """A condition draw's name, or ConfigError (one line)."""
+def check_condition_draw(bundle: ModelBundle, method) -> str:
+    """A condition draw's name, or ConfigError (one line) for an unknown one, or one other than the
+    default for a model without ``model.condition``."""
     if method not in conditions.DRAWS:
         raise ConfigError(f"condition draw must be one of {', '.join(conditions.DRAWS)}, got {method!r}")
+    if method != "bootstrap" and bundle.config.model.condition is None:
+        raise ConfigError(f"condition draw {method} needs a conditioned model (model.condition is null)")
     return method
 
 
@@ -473,7 +476,7 @@ def condition_values(
         return None
     if fixed is not None:
         return [float(fixed)] * len(seeds)
-    method = check_condition_draw(bundle.config.sample.condition_draw if method is None else method)
+    method = check_condition_draw(bundle, bundle.config.sample.condition_draw if method is None else method)
     return [conditions.draw(bundle.geometry["condition"], s, method) for s in seeds]
 
 

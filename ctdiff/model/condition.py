@@ -175,9 +175,9 @@ def draw(record: dict[str, Any], seed: int, method: str = "bootstrap") -> float 
     values'. One value, or values with no spread, give that value. A vector condition picks one case
     for all its coordinates and jitters each coordinate so (its own h and SD), and returns a list.
 
-    The Gaussian (numpy's ``multivariate_normal``, the population covariance) names no training case: a
-    guided latent_pcs sample drawn at a case's bootstrapped coordinates came out close to that case
-    (docs/generator.md). Its draws keep the values' mean and covariance too, but not their shape.
+    The Gaussian (numpy's ``multivariate_normal``, the population covariance) names no training case; its
+    draws keep the values' mean and covariance too, but not their shape. (Measured on a guided latent_pcs
+    model that copied training scans, it did not stop the copying: docs/benchmarks.md.)
     """
     if method not in DRAWS:
         raise ValueError(f"condition draw must be one of {DRAWS}, got {method!r}")
