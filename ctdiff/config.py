@@ -32,7 +32,7 @@ from ctdiff.samplers import (
 )
 
 BLOCK_KINDS = ("2d", "3d")
-PREDICTIONS = ("epsilon", "v_prediction")
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 TIME_SAMPLINGS = ("uniform", "logit-normal")
 NOISE_KINDS = ("gaussian", "pyramid")
@@ -133,7 +133,8 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class DiffusionConfig:
-    # "ddpm": the variance-preserving DDPM process (prediction: epsilon or v_prediction);
+    # "ddpm": the variance-preserving DDPM process (prediction: epsilon, v_prediction, or sample: the
+    # network predicts x_0 itself, as WDM trains its wavelet-space model);
     # "rflow": rectified flow (MONAI RFlowScheduler), the network predicts the velocity x_0 - noise.
     # The default is rflow, the benchmark's pick; checkpoints saved before this key existed are ddpm.
     kind: str = "rflow"

@@ -6,7 +6,8 @@ as an argument. Two kinds (``diffusion.kind``):
 
 - ``ddpm``: the variance-preserving process with betas, ``add_noise`` and ``get_velocity`` of
   diffusers' ``DDPMScheduler`` (so training and every sampler share one definition); the network
-  predicts epsilon or v.
+  predicts epsilon, v, or x_0 itself (``prediction: sample``, WDM's choice for wavelet sub-bands; the
+  diffusers samplers take the same ``prediction_type``).
 - ``rflow``: rectified flow with MONAI's ``RFlowScheduler`` (its ``sample_timesteps``,
   ``add_noise``): x_t = (1 - t/T) x_0 + (t/T) noise, and the network predicts the velocity
   x_0 - noise, which its Euler ``step`` integrates from t = T to 0.
@@ -97,11 +98,14 @@ class Diffusion:
         return self.ref.add_noise(x0, noise, t)
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What the network learns: the noise (epsilon), v = sqrt(abar) eps - sqrt(1-abar) x_0, or the flow's x_0 - noise."""
+        """What the network learns: the noise (epsilon), v = sqrt(abar) eps - sqrt(1-abar) x_0, x_0 itself
+        (``sample``), or the flow's x_0 - noise."""
         if self.kind == "rflow":
             return x0 - noise  # MONAI RFlowScheduler's velocity convention (its step adds v * dt)
         if self.prediction == "epsilon":
             return noise
+        if self.prediction == "sample":
+            return x0
         return self.ref.get_velocity(x0, noise, t)
 
     def loss(self, model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

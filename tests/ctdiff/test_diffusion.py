@@ -34,7 +34,7 @@ def _independent_alphas_cumprod(schedule: str, cfg: DiffusionConfig) -> np.ndarr
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "scaled_linear"])
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 def test_forward_process_and_target_match_the_formulas(schedule, prediction):
     # q_sample / target use diffusers' add_noise / get_velocity; checked against the written-out formulas
     cfg = DiffusionConfig(kind="ddpm", timesteps=1000, beta_schedule=schedule, prediction=prediction)
@@ -46,7 +46,7 @@ def test_forward_process_and_target_match_the_formulas(schedule, prediction):
     t = torch.tensor([0, 17, 500, 999])
     a = abar[t].float().reshape(-1, 1, 1, 1, 1)
     torch.testing.assert_close(d.q_sample(x0, t, noise), a.sqrt() * x0 + (1 - a).sqrt() * noise, rtol=1e-5, atol=1e-5)
-    expected = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+    expected = {"epsilon": noise, "sample": x0}.get(prediction, a.sqrt() * noise - (1 - a).sqrt() * x0)
     torch.testing.assert_close(
         d.target(x0, t, noise), expected, rtol=1e-5, atol=1e-5
     )  # diffusers computes abar in float32
@@ -193,9 +193,11 @@ def test_sampler_determinism_and_batch_independence(sampler):
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
-@pytest.mark.parametrize("schedule, prediction", [("linear", "epsilon"), ("cosine", "v_prediction")])
+@pytest.mark.parametrize(
+    "schedule, prediction", [("linear", "epsilon"), ("cosine", "v_prediction"), ("linear", "sample")]
+)
 def test_samplers_recover_the_data_point_with_an_oracle_model(sampler, schedule, prediction):
-    # an oracle that knows the single data point x0 predicts the exact epsilon (or v); every sampler
+    # an oracle that knows the single data point x0 predicts the exact epsilon (v, or x0); every sampler
     # must then land on x0 -- a wrong prediction type or schedule in the scheduler would not
     d = Diffusion(DiffusionConfig(kind="ddpm", timesteps=1000, beta_schedule=schedule, prediction=prediction))
     x0 = torch.linspace(-0.8, 0.8, 32).reshape(1, 1, 2, 4, 4)
@@ -204,6 +206,8 @@ def test_samplers_recover_the_data_point_with_an_oracle_model(sampler, schedule,
     def oracle(x, t):
         a = abar[t].reshape(-1, 1, 1, 1, 1)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        if prediction == "sample":
+            return x0.expand_as(x)
         return eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
     out = run_sampler(sampler, oracle, (1, 2, 4, 4), d, 10, seeds=[0])

@@ -293,6 +293,25 @@ def test_band_scaled_wavelet_space_is_lossless_unit_variance_and_travels_in_the_
         config_from_dict(tiny("wavelet", "ddpm", wavelet_scale="per-band"))
 
 
+def test_an_x0_prediction_wavelet_run_trains_resumes_exactly_and_every_sampler_reads_x0(data, tmp_path):
+    """diffusion.prediction sample (WDM's recipe: DDPM on the Haar sub-bands, the network predicting
+    x_0) through train -> resume -> sample; the checkpoint keeps the prediction and each diffusers
+    sampler is built with it, so its step reads the output as x_0."""
+    root, _ = data
+    values = tiny("wavelet", "ddpm")
+    values["diffusion"]["prediction"] = "sample"
+    cfg = config_from_dict(values)
+    run, first, resumed, whole = train_split_and_whole(cfg, root, tmp_path)
+    assert (first.step, resumed.step) == (2, 4)
+    bundle = load_bundle(run, device="cpu")
+    assert bundle.diffusion.prediction == "sample" and bundle.diffusion.clip_sample  # lowpass bands stay in [-1, 1]
+    for name in ("ddpm", "ddim", "dpmpp"):
+        assert bundle.diffusion.scheduler(name).config.prediction_type == "sample"
+    vols = sample(bundle, 2, steps=3, sampler="ddim", seed=4)
+    assert all(v.shape == SHAPE and np.isfinite(v.array).all() for v in vols)
+    assert np.abs(vols[0].array - vols[1].array).max() > 1.0
+
+
 def test_a_pyramid_noise_run_trains_resumes_exactly_and_samples(data, tmp_path, monkeypatch):
     """diffusion.noise pyramid through train -> resume -> sample: training steps, validation and the
     sampler draw pyramid noise with the configured discount, resume is exact, the samples are HU volumes."""
