@@ -1,4 +1,4 @@
-"""Fit the noise an autoencoder drops and write a copy of it (or of a latent checkpoint) that adds it back.
+"""Fit the noise a model's volumes lack and write a copy of the model (autoencoder or checkpoint) that adds it back.
 
 ``train-autoencoder`` fits the noise model itself when it finishes (``noise_resynthesis: true``, the
 default). This command gives one to an autoencoder or a latent diffusion checkpoint made before
@@ -6,12 +6,16 @@ that, or refits it on other volumes: it reconstructs up to 8 of ``--data``'s vol
 autoencoder, fits :func:`ctdiff.model.noise_resynthesis.fit`, and writes ``--out``: the same file
 with the noise model added (weights unchanged). ``ctdiff sample`` and the app's Generate form then
 add that noise after decoding (``ctdiff sample --no-noise`` leaves it out). With ``--samples N``
-(latent checkpoints) the model is fitted instead against N of the checkpoint's own samples, decoded
+(any diffusion checkpoint) the model is fitted instead against N of the checkpoint's own samples, decoded
 without noise (drawn as ``ctdiff sample`` draws them: the config's sampler, steps, ``z_margin``,
 ``decode_z_pad``, ``guidance`` and ``condition_draw``, or those given by ``--z-margin`` / ``--decode-z-pad``
 / ``--guidance`` / ``--condition-draw``, which ``--out``'s config then gets):
 the noise the samples lack against the training volumes, each measured in its own homogeneous ROIs
-(a diffusion model's samples can be smoother than its autoencoder's reconstructions). A checkpoint
+(a diffusion model's samples can be smoother than its autoencoder's reconstructions). A pixel- or
+wavelet-space checkpoint has no autoencoder, so ``--samples`` is the only way to fit it; its space then
+carries the model (``space.noise_model``, :mod:`ctdiff.model.spaces`) and adds it after the inverse
+transform, as a latent space adds its autoencoder's (an x_0-predicting wavelet model's samples are
+smoother than its training scans; docs/benchmarks.md). A checkpoint
 that matches its samples' body histogram (``fit-histogram``, ``sample.histogram_match``) is measured on
 the matched estimates T(estimate), the volumes its noise is added to, with T fitted as ``sample`` fits
 it (on the samples drawn with the checkpoint's current noise model; that costs a second draw). With
@@ -39,12 +43,14 @@ EXAMPLES = """\
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --out runs/latent/best-samples-noise.pt
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --per-class --out runs/latent/best-cnoise.pt
   python -m ctdiff fit-noise --model runs/latent/checkpoints/best.pt --data data/phantom-128 --samples 8 --z-margin 0 --decode-z-pad 2 --out runs/latent/best-zpad.pt
+  python -m ctdiff fit-noise --model runs/wavelet/checkpoints/best.pt --data data/phantom-128 --samples 8 --per-class --max-gain 1 --out runs/wavelet/best-cnoise.pt
   python -m ctdiff sample --checkpoint runs/latent/best-noise.pt --n 4 --out samples/latent-noise
 """
 
 
-def load_model_file(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """("autoencoder" | "checkpoint", the file's dict, the autoencoder record inside it)."""
+def load_model_file(path: Path, voxel_spaces: bool = False) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """("autoencoder" | "checkpoint", the file's dict, the autoencoder record inside it). ``voxel_spaces``:
+    pixel- and wavelet-space checkpoints are read too, with no autoencoder record (None)."""
     from ctdiff.model.autoencoder import FORMAT as AE_FORMAT
     from ctdiff.model.checkpoint import FORMAT as CKPT_FORMAT
 
@@ -59,6 +65,8 @@ def load_model_file(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
         return "autoencoder", ckpt, {"config": ckpt["config"], "state": ckpt["autoencoder"]}
     if fmt == CKPT_FORMAT:
         space = ckpt.get("space") or {}
+        if voxel_spaces and space.get("kind", "pixel") in ("pixel", "wavelet"):
+            return "checkpoint", ckpt, None
         if space.get("kind") != "latent":
             raise InputError(
                 f"a {space.get('kind', 'pixel')}-space checkpoint has no autoencoder (only latent checkpoints carry one)",
@@ -204,10 +212,20 @@ def fit_noise(
     from ctdiff.model.autoencoder import build_autoencoder, fit_noise_model
 
     model, out = Path(model), Path(out)
-    check_new_model_file(model, out, force)
-    kind, ckpt, record = load_model_file(model)
+
+    def reader(path: Path):
+        return load_model_file(path, voxel_spaces=True)
+
+    check_new_model_file(model, out, force, reader=reader, what="ctdiff autoencoder or checkpoint")
+    kind, ckpt, record = reader(model)
     if samples and kind != "checkpoint":
-        raise ConfigError("--samples needs a latent diffusion checkpoint (an autoencoder alone cannot sample)")
+        raise ConfigError("--samples needs a diffusion checkpoint (an autoencoder alone cannot sample)")
+    if record is None and not samples:
+        space = (ckpt.get("space") or {}).get("kind", "pixel")
+        raise ConfigError(
+            f"a {space}-space checkpoint has no autoencoder to fit on; give --samples N to fit the noise its "
+            "own samples lack against --data"
+        )
     if max_gain is not None and not per_class:
         raise ConfigError("--max-gain caps the per-class model's gains; give --per-class too")
     if sampling and not samples:
@@ -235,6 +253,8 @@ def fit_noise(
     if kind == "autoencoder":
         noise_model["step"] = int(ckpt["step"])
         ckpt = {**ckpt, "noise_model": noise_model}
+    elif record is None:  # pixel or wavelet: the space itself carries it (ctdiff.model.spaces)
+        ckpt = {**ckpt, "space": {**(ckpt.get("space") or {"kind": "pixel"}), "noise_model": noise_model}}
     else:
         space = dict(ckpt["space"])
         space["autoencoder"] = {**space["autoencoder"], "noise_model": noise_model}
@@ -255,16 +275,21 @@ def summary(noise_model: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="an autoencoder.pt or a latent diffusion checkpoint file")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="an autoencoder.pt or a diffusion checkpoint file (pixel and wavelet: with --samples)",
+    )
     parser.add_argument("--data", required=True, help="volumes to fit on (the autoencoder's training data)")
     parser.add_argument("--out", required=True, help="the new file (the input is never changed)")
     parser.add_argument(
         "--samples",
         type=int,
         default=0,
-        help="latent checkpoints: fit against this many of the model's own samples (decoded without noise; "
+        help="diffusion checkpoints: fit against this many of the model's own samples (decoded without noise; "
         "body-histogram matched when the checkpoint's sample.histogram_match is on, drawn twice) "
-        "instead of the autoencoder's reconstructions of --data (default 0: reconstructions)",
+        "instead of the autoencoder's reconstructions of --data (default 0: reconstructions; pixel- and "
+        "wavelet-space checkpoints need it)",
     )
     parser.add_argument("--seed", type=int, default=100_000, help="first seed of those samples (default 100000)")
     parser.add_argument(

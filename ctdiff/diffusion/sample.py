@@ -232,8 +232,9 @@ def sample(
 ) -> list[Volume]:
     """Generate ``n`` volumes (HU, training geometry). ``callback(done, total)`` counts network evaluations.
 
-    ``noise``: a latent space whose autoencoder carries a noise model adds the noise the autoencoder
-    drops after decoding (seeded per volume; :mod:`ctdiff.model.noise_resynthesis`).
+    ``noise``: a space that carries a noise model (a latent space's autoencoder's, or a pixel or wavelet
+    space's from ``fit-noise --samples``) adds that noise after decoding (seeded per volume;
+    :mod:`ctdiff.model.noise_resynthesis`).
     ``z_margin`` (default: the config's ``sample.z_margin``): that many extra slices are sampled at
     each end and cropped after decoding (and after the noise), so the network's and the decoder's
     boundaries fall outside the volume (:func:`check_z_margin` says which multiples a model takes).
@@ -742,8 +743,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--no-noise",
         action="store_true",
-        help="latent space: do not add back what the autoencoder drops (its noise model or its residual refiner, "
-        "when it has one)",
+        help="do not add the noise model (fit-noise; a latent space's is its autoencoder's) or a latent space's "
+        "residual refiner, when the checkpoint has one",
     )
     parser.add_argument(
         "--refine-steps",

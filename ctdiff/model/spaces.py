@@ -17,6 +17,9 @@ A :class:`Space` maps a batch of padded volumes in model units (``(N, 1, D, H, W
   drops back after decoding when asked to (``decode(z, noise_seeds)``; :mod:`ctdiff.model.noise_resynthesis`).
 
 The checkpoint stores :meth:`Space.state` (``ckpt["space"]``); a checkpoint without it is pixel space.
+A pixel or wavelet space may carry a noise model too (``ckpt["space"]["noise_model"]``, written by
+``fit-noise --samples``): the noise the model's own samples lack against its training scans, added
+after decoding exactly as a latent space adds its autoencoder's (:meth:`Space.add_noise`).
 """
 
 from __future__ import annotations
@@ -43,14 +46,48 @@ class Space:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    # a noise model fitted to this space's samples (fit-noise --samples) and the HU window its decoded
+    # volumes are in; None: no noise is added (a latent space reads its autoencoder's instead)
+    _noise_model: dict[str, Any] | None = None
+    _noise_window: tuple[float, float] | None = None
+
     def decode(self, z: torch.Tensor, noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
-        """Volumes in model units. ``noise_seeds`` (one per volume) asks a latent space with a noise
-        model to add its re-synthesised noise (:mod:`ctdiff.model.noise_resynthesis`); others ignore it."""
+        """Volumes in model units. ``noise_seeds`` (one per volume) asks a space with a noise model to
+        add its re-synthesised noise (:mod:`ctdiff.model.noise_resynthesis`); without one it is ignored."""
+        y = self._decode(z)
+        return y if noise_seeds is None else self.add_noise(y, noise_seeds)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return z
 
     @property
     def noise_model(self) -> dict[str, Any] | None:
-        return None
+        return self._noise_model
+
+    @property
+    def noise_window(self) -> tuple[float, float] | None:
+        """The HU window of the decoded volumes' model units (what :meth:`add_noise` converts by)."""
+        return self._noise_window
+
+    def set_noise_model(self, noise_model: dict[str, Any] | None, hu_window: Sequence[float]) -> None:
+        """Carry ``noise_model`` (:mod:`ctdiff.model.noise_resynthesis`; None: none) for volumes in model
+        units on ``hu_window``."""
+        self._noise_model = noise_model
+        self._noise_window = (float(hu_window[0]), float(hu_window[1]))
+
+    def add_noise(self, y: torch.Tensor, noise_seeds: Sequence[int]) -> torch.Tensor:
+        """``y`` (decoded, model units) floored at air plus the noise model's noise, volume i from
+        ``noise_seeds[i]`` (:func:`ctdiff.model.autoencoder.add_noise`); ``y`` itself without a model."""
+        from ctdiff.model.autoencoder import add_noise
+
+        if self.noise_model is None:
+            return y
+        if len(noise_seeds) != y.shape[0]:
+            raise ValueError(f"{len(noise_seeds)} noise seeds for {y.shape[0]} volumes")
+        return add_noise(y, self.noise_model, self.noise_window, noise_seeds)
+
+    def _with_noise(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state if self._noise_model is None else {**state, "noise_model": self._noise_model}
 
     def encoded_shape(self, spatial: Sequence[int]) -> tuple[int, int, int, int]:
         """(C, d, h, w) of the network tensor for a padded volume of (D, H, W) ``spatial``."""
@@ -75,7 +112,9 @@ class Space:
 
 
 class PixelSpace(Space):
-    pass
+    def state(self) -> dict[str, Any] | None:
+        # nothing to store (a checkpoint without a space entry is pixel space) unless a noise model
+        return None if self._noise_model is None else self._with_noise({"kind": self.kind})
 
 
 class WaveletSpace(Space):
@@ -100,7 +139,7 @@ class WaveletSpace(Space):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return wavelet.dwt(x, self.levels) * self._scale(x)
 
-    def decode(self, z: torch.Tensor, noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return wavelet.idwt(z / self._scale(z), self.levels)
 
     def _scale(self, like: torch.Tensor) -> float | torch.Tensor:
@@ -120,9 +159,11 @@ class WaveletSpace(Space):
 
     def state(self) -> dict[str, Any]:
         if self.mode == "lowpass":
-            return {"kind": self.kind, "levels": list(self.levels)}  # as checkpoints before wavelet_scale
+            # as checkpoints before wavelet_scale
+            return self._with_noise({"kind": self.kind, "levels": list(self.levels)})
         scale = None if self.scale is None else self.scale.flatten().tolist()
-        return {"kind": self.kind, "levels": list(self.levels), "scale_mode": self.mode, "band_scale": scale}
+        state = {"kind": self.kind, "levels": list(self.levels), "scale_mode": self.mode, "band_scale": scale}
+        return self._with_noise(state)
 
 
 def _band_tensor(values: Sequence[float]) -> torch.Tensor:
@@ -174,7 +215,10 @@ class LatentSpace(Space):
 
     @property
     def noise_model(self) -> dict[str, Any] | None:
-        return self.record.get("noise_model")
+        return self.record.get("noise_model")  # the autoencoder's (fit-noise on a latent checkpoint)
+
+    def set_noise_model(self, noise_model: dict[str, Any] | None, hu_window: Sequence[float]) -> None:
+        raise TypeError("a latent space's noise model is its autoencoder's (space.autoencoder.noise_model)")
 
     def decode(self, z: torch.Tensor, noise_seeds: Sequence[int] | None = None, z_pad: int = 0) -> torch.Tensor:
         """As :meth:`Space.decode`. ``z_pad`` (``sample.decode_z_pad``): the latent is reflect-padded by
@@ -185,20 +229,11 @@ class LatentSpace(Space):
         if self.scale is None:
             raise ValueError("the latent space has no scale factor yet (set from the training latents)")
         y = decode(self.ae, z.float().contiguous() / self.scale, self.tile, z_pad)
-        if noise_seeds is not None and self.noise_model is not None:
-            y = self.add_noise(y, noise_seeds)
-        return y
+        return y if noise_seeds is None else self.add_noise(y, noise_seeds)
 
-    def add_noise(self, y: torch.Tensor, noise_seeds: Sequence[int]) -> torch.Tensor:
-        """``y`` (decoded, model units) floored at air plus the noise model's noise, volume i from
-        ``noise_seeds[i]`` (:func:`ctdiff.model.autoencoder.add_noise`); ``y`` itself without a model."""
-        from ctdiff.model.autoencoder import add_noise
-
-        if self.noise_model is None:
-            return y
-        if len(noise_seeds) != y.shape[0]:
-            raise ValueError(f"{len(noise_seeds)} noise seeds for {y.shape[0]} volumes")
-        return add_noise(y, self.noise_model, self.ae_config.hu_window, noise_seeds)
+    @property
+    def noise_window(self) -> tuple[float, float]:
+        return tuple(float(w) for w in self.ae_config.hu_window)
 
     def fit_scale(self, latents: Sequence[torch.Tensor]) -> float:
         """1 / SD of unscaled training latents, so the diffused latents have unit variance."""
@@ -215,13 +250,18 @@ class LatentSpace(Space):
 
 def build_space(config: Config, saved: dict[str, Any] | None = None) -> Space:
     """The space of ``config``; ``saved`` (a checkpoint's ``space`` entry) restores a latent
-    space's carried autoencoder and scale. Latent without ``saved`` reads ``model.autoencoder``."""
+    space's carried autoencoder and scale, a wavelet space's band scales, and a pixel or wavelet
+    space's noise model. Latent without ``saved`` reads ``model.autoencoder``."""
     m = config.model
-    if m.space == "pixel":
-        return PixelSpace()
-    if m.space == "wavelet":
-        band = saved.get("band_scale") if saved is not None and saved.get("kind") == "wavelet" else None
-        return WaveletSpace(m.wavelet_levels, m.wavelet_scale, band)
+    if m.space in ("pixel", "wavelet"):
+        if m.space == "pixel":
+            space: Space = PixelSpace()
+        else:
+            band = saved.get("band_scale") if saved is not None and saved.get("kind") == "wavelet" else None
+            space = WaveletSpace(m.wavelet_levels, m.wavelet_scale, band)
+        if saved is not None and saved.get("kind") == m.space and saved.get("noise_model") is not None:
+            space.set_noise_model(saved["noise_model"], config.data.hu_window)  # fit-noise --samples
+        return space
     if saved is not None and saved.get("kind") == "latent":
         return LatentSpace(saved["autoencoder"], saved.get("scale"), config.sample.decode_tile, saved.get("refiner"))
     from ctdiff.model.autoencoder import autoencoder_record

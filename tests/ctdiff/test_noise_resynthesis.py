@@ -395,7 +395,7 @@ def test_fit_noise_cli_on_autoencoder_and_latent_checkpoint(latent_run, tmp_path
     monkeypatch.setattr(sample_module, "sample", drawn)
     cmd = ["fit-noise", "--model", str(ae_file), "--data", str(data), "--samples", "2", "--out", str(tmp_path / "y.pt")]
     assert main(cmd) == 2
-    assert "--samples needs a latent diffusion checkpoint" in capsys.readouterr().err
+    assert "--samples needs a diffusion checkpoint" in capsys.readouterr().err
     assert _sha(ckpt) == before[0]
     # sampling: noise added by seed; --no-noise / noise=False gives the plain decode
     bundle = load_bundle(out_ck, device="cpu")
@@ -438,3 +438,90 @@ def test_train_autoencoder_fits_the_noise_model_and_judges_with_it(latent_run, t
     assert again["with_noise_resynthesis"] == judged
     train_autoencoder(None, out, overrides=["steps=31"], resume=True, progress=False)
     assert autoencoder_record(out / "autoencoder.pt")["noise_model"]["step"] == 31
+
+
+@pytest.mark.parametrize("space", ["pixel", "wavelet"])
+def test_fit_noise_samples_gives_a_pixel_or_wavelet_checkpoint_a_noise_model(
+    latent_run, space, tmp_path, capsys, monkeypatch
+):
+    """A pixel- or wavelet-space checkpoint (x_0 prediction, as the wavelet runs that come out too smooth)
+    has no autoencoder: ``fit-noise`` needs ``--samples`` and then fits what its samples lack against the
+    training volumes. Samples standing in as the data's noise-free truth (40 HU with a fat disk) lack the
+    data's 20 HU of noise, so the model adds about 20 HU; the space carries it in the checkpoint, the
+    weights and band scales are unchanged, sampling adds it by seed, ``--no-noise`` leaves it out."""
+    from ctdiff.config import config_from_dict
+    from ctdiff.data.volume import Volume
+    from ctdiff.diffusion import sample as sample_module
+    from ctdiff.diffusion.sample import load_bundle, sample
+    from ctdiff.model.checkpoint import load_checkpoint
+    from ctdiff.training.train import train
+
+    _, data, _ = latent_run
+    values = {
+        "name": f"tiny-{space}",
+        "data": {"val_fraction": 0.25, "hu_window": [-1000.0, 1000.0]},
+        "model": {
+            "channels": [8, 8],
+            "block_kinds": ["3d", "3d"],
+            "attention": [False, False],
+            "mid_attention": False,
+            "norm_groups": 4,
+            "res_blocks": 1,
+            "time_channels": 16,
+            "space": space,
+            **({"wavelet_levels": [1, 1, 1], "wavelet_scale": "band"} if space == "wavelet" else {}),
+        },
+        "diffusion": {"kind": "ddpm", "timesteps": 100, "prediction": "sample"},
+        "train": {"epochs": 1, "batch_size": 2, "lr": 2e-3, "warmup_steps": 1, "val_timesteps": 2, "preview_every": 0},
+        "sample": {"steps": 2},
+    }
+    run = tmp_path / "run"
+    with torch.random.fork_rng():
+        train(config_from_dict(values), data, run, progress=False)
+    ckpt = run / "checkpoints" / "last.pt"
+    before = _sha(ckpt)
+    out = tmp_path / "noise.pt"
+    assert main(["fit-noise", "--model", str(ckpt), "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"a {space}-space checkpoint has no autoencoder to fit on; give --samples N" in err and not out.exists()
+
+    yy, xx = np.mgrid[:32, :32]
+    drawn = sample_module.sample
+
+    def noise_free(*args, **kwargs):
+        assert kwargs["noise"] is False  # the samples are drawn without any noise model
+        vols = drawn(*args, **kwargs)
+        truth = np.full((32, 32, 8), 40.0, dtype=np.float32)
+        truth[(xx - 9) ** 2 + (yy - 24) ** 2 < 30] = -100.0
+        return [Volume(truth.copy(), v.affine, v.meta) for v in vols]
+
+    monkeypatch.setattr(sample_module, "sample", noise_free)
+    cmd = ["fit-noise", "--model", str(ckpt), "--data", str(data), "--samples", "2", "--no-progress", "--out", str(out)]
+    assert main(cmd) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    monkeypatch.setattr(sample_module, "sample", drawn)
+    assert summary["method"] == "unpaired" and summary["decoded"] == 2
+    assert summary["sd_hu"] == pytest.approx(20.0, rel=0.25)  # the data's noise: the samples have none
+    assert _sha(ckpt) == before  # the input is untouched
+    old, new = load_checkpoint(ckpt), load_checkpoint(out)
+    carried = new["space"]["noise_model"]
+    assert new["space"]["kind"] == space and carried["sd_hu"] == pytest.approx(summary["sd_hu"])
+    assert {k: v for k, v in new["space"].items() if k != "noise_model"} == (old.get("space") or {"kind": "pixel"})
+    assert all(torch.equal(new["ema"][k], v) for k, v in old["ema"].items())
+
+    bundle, plain = load_bundle(out, device="cpu"), load_bundle(ckpt, device="cpu")
+    assert bundle.space.noise_model["sd_hu"] == carried["sd_hu"] and plain.space.noise_model is None
+    assert bundle.space.state()["noise_model"] == carried  # a trainer or export saving the space keeps it
+    a = sample(bundle, 1, sampler="ddim", steps=2, seed=3)[0]
+    b = sample(bundle, 1, sampler="ddim", steps=2, seed=3, noise=False)[0]
+    c = sample(plain, 1, sampler="ddim", steps=2, seed=3)[0]
+    assert a.meta["noise_resynthesis"] is True and b.meta["noise_resynthesis"] is False
+    assert c.meta["noise_resynthesis"] is False
+    np.testing.assert_array_equal(b.array, c.array)
+    diff = a.array.astype(np.float64) - np.maximum(b.array, -1000.0)  # the noise goes on the air-floored estimate
+    assert diff.std() > 0.5 * carried["sd_hu"]
+    np.testing.assert_array_equal(a.array, sample(bundle, 1, sampler="ddim", steps=2, seed=3)[0].array)
+    for flag, expect in (([], True), (["--no-noise"], False)):
+        dst = tmp_path / f"samples{len(flag)}"
+        assert main(["sample", "--checkpoint", str(out), "--n", "1", "--out", str(dst), *flag]) == 0
+        assert json.loads((dst / "manifest.json").read_text())["noise_resynthesis"] is expect
