@@ -525,3 +525,10 @@ def test_fit_noise_samples_gives_a_pixel_or_wavelet_checkpoint_a_noise_model(
         dst = tmp_path / f"samples{len(flag)}"
         assert main(["sample", "--checkpoint", str(out), "--n", "1", "--out", str(dst), *flag]) == 0
         assert json.loads((dst / "manifest.json").read_text())["noise_resynthesis"] is expect
+    # the app's Generate form samples the same noisy volume
+    from ctdiff.data.io import read_volume
+    from pages.components.sampling import generate
+
+    folder = generate(run, out, n=1, sampler="ddim", steps=2, seed=3, overwrite=False, device="cpu", progress=None)
+    assert json.loads((folder / "manifest.json").read_text())["noise_resynthesis"] is True
+    np.testing.assert_allclose(read_volume(folder / "case_000.nii.gz").array, a.array, atol=0.5)
