@@ -455,26 +455,14 @@ def test_fit_noise_samples_gives_a_pixel_or_wavelet_checkpoint_a_noise_model(
     from ctdiff.diffusion.sample import load_bundle, sample
     from ctdiff.model.checkpoint import load_checkpoint
     from ctdiff.training.train import train
+    from tests.ctdiff.test_spaces import tiny
 
     _, data, _ = latent_run
-    values = {
-        "name": f"tiny-{space}",
-        "data": {"val_fraction": 0.25, "hu_window": [-1000.0, 1000.0]},
-        "model": {
-            "channels": [8, 8],
-            "block_kinds": ["3d", "3d"],
-            "attention": [False, False],
-            "mid_attention": False,
-            "norm_groups": 4,
-            "res_blocks": 1,
-            "time_channels": 16,
-            "space": space,
-            **({"wavelet_levels": [1, 1, 1], "wavelet_scale": "band"} if space == "wavelet" else {}),
-        },
-        "diffusion": {"kind": "ddpm", "timesteps": 100, "prediction": "sample"},
-        "train": {"epochs": 1, "batch_size": 2, "lr": 2e-3, "warmup_steps": 1, "val_timesteps": 2, "preview_every": 0},
-        "sample": {"steps": 2},
-    }
+    values = tiny(
+        space, "ddpm", **({"wavelet_levels": [1, 1, 1], "wavelet_scale": "band"} if space == "wavelet" else {})
+    )
+    values["diffusion"]["prediction"] = "sample"
+    values["train"]["epochs"] = 1
     run = tmp_path / "run"
     with torch.random.fork_rng():
         train(config_from_dict(values), data, run, progress=False)
