@@ -329,10 +329,28 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _check_noise_by_seed(bundle, plain, sampler: str, sd_hu: float):
+    """``bundle`` (a checkpoint with a noise model) samples ``plain``'s (the same weights without it) volume
+    plus noise of about ``sd_hu`` on the air-floored estimate, repeatably by seed; ``noise=False`` gives
+    ``plain``'s volume. Returns the noisy volume (seed 3, 2 steps)."""
+    from ctdiff.diffusion.sample import sample
+
+    a = sample(bundle, 1, sampler=sampler, steps=2, seed=3)[0]
+    b = sample(bundle, 1, sampler=sampler, steps=2, seed=3, noise=False)[0]
+    c = sample(plain, 1, sampler=sampler, steps=2, seed=3)[0]
+    assert a.meta["noise_resynthesis"] is True and b.meta["noise_resynthesis"] is False
+    assert c.meta["noise_resynthesis"] is False
+    np.testing.assert_array_equal(b.array, c.array)
+    diff = a.array.astype(np.float64) - np.maximum(b.array, -1000.0)  # the noise goes on the air-floored estimate
+    assert diff.std() > 0.5 * sd_hu
+    np.testing.assert_array_equal(a.array, sample(bundle, 1, sampler=sampler, steps=2, seed=3)[0].array)
+    return a
+
+
 def test_fit_noise_cli_on_autoencoder_and_latent_checkpoint(latent_run, tmp_path, capsys, monkeypatch):
     """``fit-noise`` writes a copy with a noise model; the input is untouched; sampling adds the
     noise unless --no-noise; a pixel checkpoint, an existing --out and --out == --model are refused."""
-    from ctdiff.diffusion.sample import load_bundle, sample
+    from ctdiff.diffusion.sample import load_bundle
     from ctdiff.model.autoencoder import autoencoder_record
     from ctdiff.model.checkpoint import load_checkpoint
 
@@ -400,15 +418,7 @@ def test_fit_noise_cli_on_autoencoder_and_latent_checkpoint(latent_run, tmp_path
     # sampling: noise added by seed; --no-noise / noise=False gives the plain decode
     bundle = load_bundle(out_ck, device="cpu")
     plain = load_bundle(ckpt, device="cpu")
-    a = sample(bundle, 1, sampler="euler", steps=2, seed=3)[0]
-    b = sample(bundle, 1, sampler="euler", steps=2, seed=3, noise=False)[0]
-    c = sample(plain, 1, sampler="euler", steps=2, seed=3)[0]
-    assert a.meta["noise_resynthesis"] is True and b.meta["noise_resynthesis"] is False
-    assert c.meta["noise_resynthesis"] is False
-    np.testing.assert_array_equal(b.array, c.array)
-    diff = a.array.astype(np.float64) - b.array
-    assert diff.std() > 0.5 * carried["sd_hu"]
-    np.testing.assert_array_equal(a.array, sample(bundle, 1, sampler="euler", steps=2, seed=3)[0].array)
+    _check_noise_by_seed(bundle, plain, "euler", carried["sd_hu"])
     out_s = tmp_path / "samples"
     assert main(["sample", "--checkpoint", str(out_ck), "--n", "1", "--steps", "2", "--out", str(out_s)]) == 0
     assert json.loads((out_s / "manifest.json").read_text())["noise_resynthesis"] is True
@@ -452,7 +462,7 @@ def test_fit_noise_samples_gives_a_pixel_or_wavelet_checkpoint_a_noise_model(
     from ctdiff.config import config_from_dict
     from ctdiff.data.volume import Volume
     from ctdiff.diffusion import sample as sample_module
-    from ctdiff.diffusion.sample import load_bundle, sample
+    from ctdiff.diffusion.sample import load_bundle
     from ctdiff.model.checkpoint import load_checkpoint
     from ctdiff.training.train import train
     from tests.ctdiff.test_spaces import tiny
@@ -500,15 +510,7 @@ def test_fit_noise_samples_gives_a_pixel_or_wavelet_checkpoint_a_noise_model(
     bundle, plain = load_bundle(out, device="cpu"), load_bundle(ckpt, device="cpu")
     assert bundle.space.noise_model["sd_hu"] == carried["sd_hu"] and plain.space.noise_model is None
     assert bundle.space.state()["noise_model"] == carried  # a trainer or export saving the space keeps it
-    a = sample(bundle, 1, sampler="ddim", steps=2, seed=3)[0]
-    b = sample(bundle, 1, sampler="ddim", steps=2, seed=3, noise=False)[0]
-    c = sample(plain, 1, sampler="ddim", steps=2, seed=3)[0]
-    assert a.meta["noise_resynthesis"] is True and b.meta["noise_resynthesis"] is False
-    assert c.meta["noise_resynthesis"] is False
-    np.testing.assert_array_equal(b.array, c.array)
-    diff = a.array.astype(np.float64) - np.maximum(b.array, -1000.0)  # the noise goes on the air-floored estimate
-    assert diff.std() > 0.5 * carried["sd_hu"]
-    np.testing.assert_array_equal(a.array, sample(bundle, 1, sampler="ddim", steps=2, seed=3)[0].array)
+    a = _check_noise_by_seed(bundle, plain, "ddim", carried["sd_hu"])
     for flag, expect in (([], True), (["--no-noise"], False)):
         dst = tmp_path / f"samples{len(flag)}"
         assert main(["sample", "--checkpoint", str(out), "--n", "1", "--out", str(dst), *flag]) == 0
