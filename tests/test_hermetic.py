@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests import hermetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +83,6 @@ def test_home_differences(tmp_path):
 INNER_TESTS = """
 import os
 from pathlib import Path
-from tests import hermetic
 
 def test_writes_into_the_temporary_home():
     (Path.home() / ".cache" / "ctdiff" / "x").parent.mkdir(parents=True, exist_ok=True)
@@ -92,15 +93,29 @@ def test_maybe_leaks():
     if os.environ.get("LEAK") == "checkout":
         Path("leaked-into-checkout.txt").write_text("bad")
     if os.environ.get("LEAK") == "home":
-        (hermetic.REAL_HOME / ".cache" / "ctdiff").mkdir(parents=True, exist_ok=True)
-        (hermetic.REAL_HOME / ".cache" / "ctdiff" / "leaked").write_text("bad")
+        # the outer session's HOME: the inner session's real home (hermetic.REAL_HOME in one process;
+        # an xdist worker's own REAL_HOME is already its main process's temporary home)
+        real_home = Path(os.environ["OUTER_HOME"])
+        (real_home / ".cache" / "ctdiff").mkdir(parents=True, exist_ok=True)
+        (real_home / ".cache" / "ctdiff" / "leaked").write_text("bad")
 """
 
 
-def _inner_run(repo: Path, leak: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "LEAK": leak}
+def _inner_run(repo: Path, leak: str, workers: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LEAK": leak, "OUTER_HOME": str(Path.home())}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.hermetic", "-p", "no:cacheprovider", "-q", "test_inner.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.hermetic",
+            "-p",
+            "no:cacheprovider",
+            *workers,
+            "-q",
+            "test_inner.py",
+        ],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -109,22 +124,24 @@ def _inner_run(repo: Path, leak: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_session_that_leaks_fails(tmp_path):
-    """A whole pytest session with the plugin: passing tests that leak make the run fail, naming the leak.
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_a_session_that_leaks_fails(tmp_path, workers):
+    """A whole pytest session with the plugin: passing tests that leak make the run fail, naming the leak,
+    in one process and with pytest-xdist workers (as scripts/test runs), where the main process checks.
 
     Inside it, the "real" home is this session's temporary HOME, so nothing real is touched."""
     repo = _git_repo(tmp_path / "repo")
     (repo / "test_inner.py").write_text(INNER_TESTS)
-    clean = _inner_run(repo, "")
+    clean = _inner_run(repo, "", workers)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "2 passed" in clean.stdout and "not hermetic" not in clean.stdout
 
-    leak = _inner_run(repo, "checkout")
+    leak = _inner_run(repo, "checkout", workers)
     assert leak.returncode == 1, leak.stdout + leak.stderr
     assert "2 passed" in leak.stdout
     assert "tests were not hermetic" in leak.stdout and "new: leaked-into-checkout.txt" in leak.stdout
     (repo / "leaked-into-checkout.txt").unlink()
 
-    leak = _inner_run(repo, "home")
+    leak = _inner_run(repo, "home", workers)
     assert leak.returncode == 1, leak.stdout + leak.stderr
     assert f"real home {Path.home().resolve()}: changed: ~/.cache/ctdiff" in leak.stdout
