@@ -10,8 +10,9 @@ Imported first by ``tests/conftest.py`` (it is also a pytest plugin on its own: 
   ctdiff's places in the real home directory (and its top-level listing) changed.
 
 With pytest-xdist (``scripts/test`` runs ``-n auto``) every worker imports this module too and gets a
-temporary folder of its own (its ``REAL_HOME`` is then the main process's temporary HOME); the main process, whose session
-ends after every worker's, is the one that checks the real checkout and home and fails the run.
+temporary folder of its own (its ``REAL_HOME`` is then the main process's temporary HOME); the main
+process, whose session ends after every worker's, is the one that checks the real checkout and home
+and fails the run.
 
 ``CTDIFF_TESTS_KEEP_TMP=1`` keeps the temporary folder for inspection.
 """
