@@ -26,11 +26,12 @@ from ctdiff.atomic import write_json
 from eval.report.registry import FAST_FAMILIES as FAST_FAMILIES  # re-exported: the families announce() suggests
 
 # measured on the 2-core reference machine (pyradiomics-bhklab 3.1.4, frd-score 1.0.1; docs/benchmarks.md,
-# "Evaluation"): idle, ~150 s per 256 x 256 x 26 phantom per core, whose 420 x 420 x 160 mm field of view
-# is 3.53 M voxels at 2 mm: 42 us per voxel (the 4 vs 4 cold report, 8 scans on 2 workers, took 609 s;
-# this model says 593 s). Shared with other jobs the same scans took 259-291 s (73-82 us per voxel):
-# the timings of this machine's own runs correct for that.
-PER_VOXEL_S = 4.2e-5
+# "Evaluation"): the 4 vs 4 cold report of 256 x 256 x 26 phantoms, whose 420 x 420 x 160 mm field of
+# view is 3.53 M voxels at 2 mm, took 387 s on 2 workers with eval.features.radiomics_speedups
+# (2026-12-07): 27 us per voxel, ~97 s per scan per process (42 us and 609 s before those speedups).
+# Shared with other jobs the same scans took up to twice as long: the timings of this machine's own
+# runs correct for that.
+PER_VOXEL_S = 2.7e-5
 RESAMPLED_MM = 2.0  # frd-score v1 resamples to 2 mm (in-plane only for single-slice images)
 TIMINGS = "timings.json"
 KEEP = 20  # most recent runs kept

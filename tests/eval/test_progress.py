@@ -117,7 +117,7 @@ def test_radiomics_estimate_from_the_reference_rate_then_from_runs_timed_here(tm
     vox = [210 * 210 * 80] * 4
     path = radiomics_eta.timings_path(tmp_path)
     seconds, how = radiomics_eta.estimate(vox, workers=8, timings=path)
-    assert seconds == pytest.approx(4.2e-5 * 4 * 3_528_000 / 2)  # two cores: two scans at a time
+    assert seconds == pytest.approx(2.7e-5 * 4 * 3_528_000 / 2)  # two cores: two scans at a time
     assert "measured on the 2-core reference machine; no run timed here yet" in how
     radiomics_eta.record_run(path, vox[:2], wall_s=2 * radiomics_eta.modelled_seconds(vox[:2], 8), workers=8)
     radiomics_eta.record_run(path, vox[:1], wall_s=3 * radiomics_eta.modelled_seconds(vox[:1], 8), workers=8)
@@ -188,7 +188,7 @@ def test_report_prints_the_radiomics_line_before_extracting(tmp_path, monkeypatc
     )
     assert events[0][0] == "notice" and events[1:] == [("extract", 3), ("extract", 3)]
     assert re.match(
-        r"radiomics: less than a minute for 6 scan\(s\) on this machine \(model 42 us per 2 mm voxel, 0.0 M voxels",
+        r"radiomics: less than a minute for 6 scan\(s\) on this machine \(model 27 us per 2 mm voxel, 0.0 M voxels",
         events[0][1],
     )
     runs = json.loads(radiomics_eta.timings_path(cache_dir).read_text())
