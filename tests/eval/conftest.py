@@ -2,9 +2,11 @@
 
 Phantoms are rendered at 48x48x16 with 2 mm isotropic voxels (a 96 x 96 x 32 mm field of view
 through the centre of the pelvis): frd-score resamples every volume to 2 mm before extracting
-radiomics, so this keeps the extraction at ~1.5 s per volume instead of minutes. The voxel size is
-the true one, so noise ROIs of 16 mm find homogeneous soft tissue (a whole pelvis squeezed into
-48 px would put 70 mm of anatomy in every 8-px ROI).
+radiomics, so this keeps the extraction at about 3 s per volume on one core instead of minutes
+(``benchmarks/bench_radiomics.py``: 18.4 s for six of them, 47.9 s with pyradiomics' own GLCM
+coefficients and bin edges). The voxel size is the true one, so noise ROIs of 16 mm find
+homogeneous soft tissue (a whole pelvis squeezed into 48 px would put 70 mm of anatomy in every
+8-px ROI).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ N_CASES = 6
 SMALL_SETTINGS = {"roi_mm": 16.0, "n_bootstrap": 50}
 
 
-def phantom_arrays(seed: int, n: int = N_CASES, noise_hu: float = 20.0) -> list[np.ndarray]:
-    return [make_phantom(SHAPE, case_seed(seed, i), noise_hu, fov_mm=FOV_MM)[0].array for i in range(n)]
+def phantom_arrays(seed: int, n: int = N_CASES, noise_hu: float = 20.0, shape=SHAPE) -> list[np.ndarray]:
+    """``n`` phantoms of ``shape`` at ``SPACING`` (a smaller shape is a smaller field of view)."""
+    fov = tuple(k * s for k, s in zip(shape, SPACING))
+    return [make_phantom(shape, case_seed(seed, i), noise_hu, fov_mm=fov)[0].array for i in range(n)]
 
 
 def write_folder(folder: Path, arrays, names=None) -> Path:

@@ -11,6 +11,7 @@ from eval.extract_cli import extract_folders
 from eval.report import build_report
 
 N = 4
+SHAPE = (32, 32, 12)  # smaller than the other eval tests' phantoms: only the plumbing is under test
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,8 @@ def folders(tmp_path_factory, ph):
     root = tmp_path_factory.mktemp("dask")
     return {
         "root": root,
-        "real": ph.write_folder(root / "real", ph.phantom_arrays(51, N)),
-        "gen": ph.write_folder(root / "gen", ph.phantom_arrays(52, N, noise_hu=30.0)),
+        "real": ph.write_folder(root / "real", ph.phantom_arrays(51, N, shape=SHAPE)),
+        "gen": ph.write_folder(root / "gen", ph.phantom_arrays(52, N, noise_hu=30.0, shape=SHAPE)),
     }
 
 
