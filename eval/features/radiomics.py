@@ -3,10 +3,11 @@
 The extractor calls frd-score's own ``get_feature_extractor`` (its packaged v1 YAML: Original +
 LoG + Wavelet images, ~464 features, pyradiomics-bhklab backend) and ``process_image_mask_pair``
 (full-volume mask with one corner voxel off, numeric diagnostics kept), one file at a time, with
-two of pyradiomics' hot spots replaced by bit-identical faster code (:mod:`eval.features.radiomics_speedups`). The
-report caches these vectors and feeds them to :func:`eval.metrics.distribution.frd_v1`, which
-replays frd-score's normalisation and Fréchet distance — so the number equals ``python -m
-frd_score REAL_DIR GEN_DIR`` on the same ``.nii.gz`` folders.
+two of pyradiomics' hot spots replaced by bit-identical faster code
+(:mod:`eval.features.radiomics_speedups`). The report caches these vectors and feeds them to
+:func:`eval.metrics.distribution.frd_v1`, which replays frd-score's normalisation and Fréchet
+distance — so the number equals ``python -m frd_score REAL_DIR GEN_DIR`` on the same ``.nii.gz``
+folders.
 
 frd-score reads the file itself (SimpleITK, its own geometry); inputs that are not ``.nii.gz``
 (``.nii``, DICOM, ``.npy``) are first written to a temporary int16 ``.nii.gz`` by ctdiff.data.io.
@@ -108,7 +109,7 @@ class RadiomicsFRD(FeatureExtractor):
         frd._ensure_radiomics()
         from eval.features import radiomics_speedups
 
-        radiomics_speedups.install()  # same features, 2-3x faster (see that module)
+        radiomics_speedups.install()  # same features in 0.4-0.8x the time (see that module)
         logging.getLogger("radiomics").setLevel(logging.ERROR)
         frd.setVerbosity(60)
         if self.single_thread:
