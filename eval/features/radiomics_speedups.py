@@ -73,9 +73,11 @@ class FastGLCM(RadiomicsGLCM):
 
 def _bin_edges(parameterValues, **kwargs):  # noqa: N803 (pyradiomics' keyword)
     values = numpy.asarray(parameterValues)
-    if kwargs.get("binCount") is None and values.size and not numpy.isnan(values).any():
-        # the built-in min/max pyradiomics calls see only the two extremes: the same result
-        values = numpy.array([values.min(), values.max()], dtype=values.dtype)
+    if kwargs.get("binCount") is None and values.size:
+        extremes = numpy.array([values.min(), values.max()], dtype=values.dtype)
+        if not numpy.isnan(extremes).any():  # numpy's min/max are NaN if any value is: then pyradiomics' own
+            # the built-in min/max pyradiomics calls see only the two extremes: the same result
+            values = extremes
     return _STOCK_BIN_EDGES(values, **kwargs)
 
 
