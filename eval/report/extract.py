@@ -2,8 +2,8 @@
 
 Cached cases are loaded, missing ones are extracted by ``workers`` processes (each builds the
 extractor once), and every new vector is saved to the cache as soon as it arrives, so an
-interrupted run keeps what it finished. Progress goes to ``progress(done, total)``, counted in the
-extractor's sub-steps (``steps_per_item()``: 1 for most, one per image type for radiomics, which
+interrupted run keeps what it finished; files with the same content are extracted once. Progress
+goes to ``progress(done, total)``, counted in the extractor's sub-steps (``steps_per_item()``: 1 for most, one per image type for radiomics, which
 takes minutes per scan), and repeated every ``HEARTBEAT_S`` seconds while work runs, so a bar's
 elapsed time and ETA keep moving between steps.
 """
@@ -112,11 +112,13 @@ def missing_from_cache(
     if cache is None:
         return list(range(len(paths)))
     settings = {**extractor.settings(), **(key_extra or {})}
-    return [
-        i
-        for i, p in enumerate(paths)
-        if not cache.path(extractor.name, cache_key(content_hash(p), extractor.name, settings)).is_file()
-    ]
+    missing, seen = [], set()
+    for i, p in enumerate(paths):
+        key = cache_key(content_hash(p), extractor.name, settings)
+        if key not in seen and not cache.path(extractor.name, key).is_file():
+            missing.append(i)  # a later file with the same content is extracted with this one
+        seen.add(key)
+    return missing
 
 
 def _context():
@@ -141,6 +143,10 @@ def extract_features(
     settings = {**extractor.settings(), **(key_extra or {})}
     result = Extraction(names=None, vectors={}, failed=[])
     todo: list[tuple[int, str | None]] = []
+    # files with the same content (and so the same cache key) in one call are extracted once: the
+    # later ones are the first one's twins and take its result, counted as cached
+    first_of: dict[str, int] = {}
+    twins: dict[int, list[int]] = {}
     total = len(items)
     done = 0
     for i, (path, _) in enumerate(items):
@@ -153,7 +159,11 @@ def extract_features(
             result.vectors[i] = hit[1]
             result.n_cached += 1
             done += 1
+        elif key is not None and key in first_of:
+            twins.setdefault(first_of[key], []).append(i)
         else:
+            if key is not None:
+                first_of[key] = i
             todo.append((i, key))
     units = max(1, int(extractor.steps_per_item())) if progress is not None else 1
     steps = _context().Value("q", 0) if units > 1 else None
@@ -186,6 +196,13 @@ def extract_features(
                 cache.save(extractor.name, key, list(names), values)
         else:
             result.failed.append((str(items[i][0]), str(a)))
+        for j in twins.get(i, ()):
+            done += 1
+            if status == "ok":
+                result.vectors[j] = result.vectors[i]
+                result.n_cached += 1
+            else:
+                result.failed.append((str(items[j][0]), str(a)))
         report()
 
     if not todo:

@@ -63,6 +63,57 @@ def test_cache_hits_misses_and_failures(tmp_path, files, workers):
     assert changed.vectors[0][0] == 0.0
 
 
+class Counted(ByteStats):
+    """ByteStats that counts its calls in a file (the calls happen in worker processes)."""
+
+    name = "byte-stats-counted"
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def extract(self, item):
+        with open(self.log, "a") as f:
+            f.write(item.name + "\n")
+        return super().extract(item)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_files_with_the_same_content_are_extracted_once(tmp_path, files, workers):
+    """A cohort that holds one scan several times (a collapsed generator; a file copied twice): one
+    extraction, its result given to every copy and counted as cached; a failure fails every copy."""
+    from eval.report.extract import missing_from_cache
+
+    copies = []
+    for i in range(3):
+        c = tmp_path / f"copy{i}.bin"
+        c.write_bytes(files[1].read_bytes())
+        copies.append(c)
+    bad = [tmp_path / "bad1.bin", tmp_path / "bad2.bin"]
+    for b in bad:
+        b.write_bytes(b"xx")
+    paths = [files[0], *copies, files[1], bad[0], bad[1]]
+    log = tmp_path / "calls.log"
+    ex = Counted(log)
+    cache = FeatureCache(tmp_path / "cache")
+    assert missing_from_cache(ex, paths, cache) == [0, 1, 5]  # what extract_features will extract
+    seen = []
+    got = extract_features(
+        ex, [(p, p) for p in paths], cache, workers=workers, progress=lambda d, t: seen.append((d, t))
+    )
+    assert sorted(log.read_text().split()) == ["bad1.bin", "copy0.bin", "f0.bin"]
+    assert (got.n_extracted, got.n_cached) == (2, 3) and seen[-1] == (7, 7)
+    assert sorted(got.vectors) == [0, 1, 2, 3, 4]
+    for j in (2, 3, 4):
+        assert np.array_equal(got.vectors[j], got.vectors[1])
+    assert got.vectors[1][0] == pytest.approx(20.5) and set(got.seconds) == {0, 1, 5}
+    assert sorted(f for f, _ in got.failed) == [str(b) for b in bad]
+    # without a cache there is no content key: every file is extracted
+    log.unlink()
+    plain = extract_features(ex, [(p, p) for p in paths[:5]], None, workers=workers)
+    assert plain.n_extracted == 5 and len(log.read_text().split()) == 5
+
+
 def test_cache_key_and_entries(tmp_path, files):
     h = content_hash(files[0])
     assert h == content_hash(files[0]) != content_hash(files[1])
