@@ -131,10 +131,20 @@ def counterfactuals(real: np.ndarray, cohort: np.ndarray, nearest_k: int = 5) ->
 
 
 def features(folder: Path, cache_dir: Path, workers: int) -> tuple[list[str], np.ndarray]:
+    names, _, matrix = features_with_files(folder, cache_dir, workers)
+    return names, matrix
+
+
+def features_with_files(folder: Path, cache_dir: Path, workers: int) -> tuple[list[str], list[str], np.ndarray]:
+    """The frd-score v1 features of a folder's NIfTI scans through eval's feature cache: feature
+    names, the file names of the matrix's rows, and the matrix. Scans that fail are left out and
+    listed on stderr."""
     from eval.features.radiomics import image_dim_of_shape
     from eval.report.build import radiomics_features
     from eval.report.cache import FeatureCache
 
+    if not folder.is_dir():
+        raise SystemExit(f"{folder}: not a folder")
     paths = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
     if not paths:
         raise SystemExit(f"{folder}: no NIfTI scans")
@@ -142,7 +152,12 @@ def features(folder: Path, cache_dir: Path, workers: int) -> tuple[list[str], np
 
     dim = image_dim_of_shape(nib.load(paths[0]).shape)
     ex = radiomics_features(paths, dim, FeatureCache(cache_dir), workers)
-    return list(ex.names), ex.matrix(sorted(ex.vectors))
+    for f, why in ex.failed:
+        print(f"skipped {f}: {why}", file=sys.stderr)
+    if not ex.vectors:
+        raise SystemExit(f"{folder}: no scan could be read")
+    order = sorted(ex.vectors)  # item indices into ``paths``
+    return list(ex.names), [paths[i].name for i in order], ex.matrix(order)
 
 
 def main(argv: list[str] | None = None) -> int:
