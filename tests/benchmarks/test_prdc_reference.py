@@ -109,7 +109,14 @@ def test_command_line_reads_scans_through_evals_feature_cache(pr, tmp_path, caps
     pool = result["pools"]["fresh"]
     assert pool["files"] == [f"case_{i:03d}.nii.gz" for i in range(4)] and len(pool["rows"]) == 4
     assert all(len(r["cases"]) == 3 for r in pool["rows"]) and result["floor"]["n_train"] == 4
-    assert np.isfinite(result["floor"]["frd"]) and np.isfinite(pool["summary"]["frd"]["median"])
+    assert np.isfinite(pool["summary"]["frd"]["median"])
+    # the floor as the report computes its reference: the training scans in the real role
+    from eval.metrics.distribution import frd_v1
+
+    _, _, held = pr["features"](tmp_path / "held", cache, 1)
+    _, _, fresh = pr["features"](tmp_path / "fresh", cache, 1)
+    assert result["floor"]["frd"] == pytest.approx(frd_v1(fresh, held, exact=True), rel=1e-9)
+    assert abs(frd_v1(held, fresh, exact=True) - result["floor"]["frd"]) > 1e-3  # the order matters
     assert sum(1 for p in cache.rglob("*") if p.is_file()) >= 7  # every scan's features were cached
     with pytest.raises(SystemExit, match="expected NAME=FOLDER"):
         pr["main"](["--real", str(tmp_path / "held"), "--pool", str(tmp_path / "fresh"), "--cache-dir", str(cache)])
