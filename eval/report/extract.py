@@ -3,9 +3,9 @@
 Cached cases are loaded, missing ones are extracted by ``workers`` processes (each builds the
 extractor once), and every new vector is saved to the cache as soon as it arrives, so an
 interrupted run keeps what it finished; files with the same content are extracted once. Progress
-goes to ``progress(done, total)``, counted in the extractor's sub-steps (``steps_per_item()``: 1 for most, one per image type for radiomics, which
-takes minutes per scan), and repeated every ``HEARTBEAT_S`` seconds while work runs, so a bar's
-elapsed time and ETA keep moving between steps.
+goes to ``progress(done, total)``, counted in the extractor's sub-steps (``steps_per_item()``: 1 for
+most, one per image type for radiomics, which takes minutes per scan), and repeated every
+``HEARTBEAT_S`` seconds while work runs, so a bar's elapsed time and ETA keep moving between steps.
 """
 
 from __future__ import annotations
