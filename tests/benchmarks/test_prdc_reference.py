@@ -25,10 +25,10 @@ def _naeem(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
     d_fr = np.linalg.norm(fake[:, None] - real[None], axis=-1)  # fake x real
     r_real = np.sort(d_rr, axis=1)[:, k]  # the k-th neighbour; column 0 is the scan itself
     r_fake = np.sort(d_ff, axis=1)[:, k]
-    inside = d_fr <= r_real[None, :]  # fake j inside real i's ball
+    inside = d_fr < r_real[None, :]  # fake j inside real i's (open) ball
     return {
         "precision": float(inside.any(axis=1).mean()),
-        "recall": float((d_fr.T <= r_fake[None, :]).any(axis=1).mean()),
+        "recall": float((d_fr.T < r_fake[None, :]).any(axis=1).mean()),
         "density": float(inside.sum() / (k * len(fake))),
         "coverage": float((d_fr.min(axis=0) < r_real).mean()),
     }
