@@ -24,6 +24,7 @@ Resume is exact: the data order, augmentation and training noise are pure functi
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import math
 import os
@@ -877,7 +878,19 @@ def train(
                 file=sys.stderr,
             )
         barrier(info)
-        return trainer.fit()
+        result = trainer.fit()
+        if info.enabled:
+            # Teardown in the order PyTorch asks for: every rank is done (rank 0 may still be saving)
+            # before any leaves, and the DDP wrapper, which holds the process group, is freed before the
+            # group is destroyed rather than when this frame is cleared after it. Hardening, not a
+            # confirmed fix: the 2-rank gloo test (tests/ctdiff/test_ddp.py) hung in two full test runs
+            # (2026-12-05, 2026-12-08), a rank's main thread at the call of train() with no frame inside
+            # it, i.e. in C++ teardown while train()'s locals were being freed.
+            barrier(info)
+            trainer.net = None
+            del trainer
+            gc.collect()  # DDP's hooks make reference cycles: free it now, not at a later collection
+        return result
     finally:
         shutdown(info)
 
