@@ -45,7 +45,8 @@ WORKER = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     # a rank still running after 150 s (a run takes about 10) prints every thread's stack and exits, so
-    # a hang fails the test with where it hung instead of the caller's bare timeout (seen once, 2026-12-05)
+    # a hang fails the test with where it hung instead of the caller's bare timeout (seen 2026-12-05 and
+    # 2026-12-08, in teardown after train(); train() now frees DDP and syncs the ranks before it)
     faulthandler.dump_traceback_later(150, exit=True)
     from ctdiff.config import config_from_dict
     from ctdiff.training.train import train
