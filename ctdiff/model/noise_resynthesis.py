@@ -10,7 +10,8 @@ noise: in homogeneous soft-tissue ROIs (16 x 16 voxels, every axial slice, quadr
 In-plane it is the radial noise power spectrum (NPS) of the originals minus that of their
 reconstructions in the same ROIs, ring by ring, corrected for the small ROIs' spectral leakage
 and kept non-negative (:func:`deconvolve_rings`); along z, the correlation of the originals' noise
-between neighbouring slices (lags 1 and 2). After decoding,
+between neighbouring slices (lags 1 and 2; the per-class model's body takes the air's, see
+MIN_AIR_NOISE_HU). After decoding,
 stationary Gaussian noise with that NPS (white noise shaped in Fourier space: the rings
 interpolated to the volume's in-plane grid, times the z spectrum of the slice correlations) is
 added. The noise is drawn from a generator seeded per volume, so a sample repeats itself. The
@@ -309,6 +310,17 @@ AMPLITUDE_BINS_HU = (-200.0, -50.0, 150.0, 400.0, 3000.0)
 # 1.09x the ball radius (median |z| of the feature gaps 0.96), no cap at 1.10x with median |z| 1.55
 # (docs/benchmarks.md).
 MAX_AMPLITUDE = 3.0
+# The slice-to-slice correlation of CT noise is the reconstruction's (slice profile, slice interval),
+# the same in air as in the body. Measured in the body's soft-tissue ROIs it also holds the anatomy's
+# own texture, which continues from slice to slice: on the phantoms, whose noise is independent
+# between slices, the soft-tissue ROIs gave 0.10-0.11 and 0.07-0.08 at lags 1 and 2 (their texture
+# alone: 0.66 at lag 1), the air ROIs 0.00. On 12 noise-free phantoms given noise by a model fitted
+# against their noisy twins, the body's estimate put the finest wavelet band's (HHH) GLCM 13.9 of the
+# phantoms' SDs away and precision at 0.75; the true 0 gave 11.6 and 1.00 (docs/benchmarks.md,
+# "Denoise and re-noise"). So the body noise takes the air ROIs' correlation,
+# where the air carries noise to measure it in (its SD at least MIN_AIR_NOISE_HU; a scanner that
+# writes air outside its field of view as one constant value gives none) and keeps its own otherwise.
+MIN_AIR_NOISE_HU = 1.0
 MIN_BIN_VOXELS = 200
 LOCAL_SIGMA = 1.0
 # The gain is constant inside a bin and ramps linearly over +-GAIN_RAMP_HU around the bins' edges.
@@ -436,7 +448,8 @@ def fit_classes(
     reconstruction of ``originals[i]`` when ``paired`` (ROIs chosen on the original, as :func:`fit`),
     else any decoded cohort (each measured in its own ROIs, as :func:`fit_unpaired`). ``max_gain``
     caps the body noise's gain per intensity bin (>= 1, the soft-tissue bin's; None: MAX_AMPLITUDE).
-    ValueError when there is no homogeneous air or soft-tissue ROI, or ``max_gain`` is below 1."""
+    The body noise's slice correlation is the air ROIs' where the originals have noise in air
+    (``z_correlation_from: "air"``; see MIN_AIR_NOISE_HU). ValueError when there is no homogeneous air or soft-tissue ROI, or ``max_gain`` is below 1."""
     max_gain = MAX_AMPLITUDE if max_gain is None else float(max_gain)
     if not (math.isfinite(max_gain) and max_gain >= 1.0):
         raise ValueError(f"the noise gain cap must be a finite number >= 1, got {max_gain}")
@@ -447,6 +460,8 @@ def fit_classes(
     roi = int(min(roi, *(min(v.shape[1:]) for v in [*originals, *decoded])))
     body = _stationary(originals, decoded, paired, roi, SOFT_TISSUE_HU, "soft-tissue")
     air = _stationary(originals, decoded, paired, roi, AIR_ROI_HU, "air")
+    if air["original_sd_hu"] >= MIN_AIR_NOISE_HU:  # see MIN_AIR_NOISE_HU
+        body = {**body, "z_correlation": list(air["z_correlation"]), "z_correlation_from": "air"}
     model = {
         "format": CLASS_FORMAT,
         "air": air,

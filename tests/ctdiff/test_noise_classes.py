@@ -275,3 +275,58 @@ def test_the_gain_is_the_bins_own_up_to_its_edges(fitted):
     for hu, gain in ((40.0, 1.0), (120.0, 1.0), (150.0, 2.0), (300.0, 3.0), (2000.0, 3.0)):
         noise = nr.noise_for(model, np.full(SHAPE, hu), nr.noise_generator(1))
         assert float(noise.std()) == pytest.approx(gain * body_sd, rel=1e-3), hu
+
+
+def _slice_correlated(rng, shape, sd: float) -> np.ndarray:
+    """White noise whose neighbouring slices share half of it: slice correlation 0.5 at lag 1, 0 at 2."""
+    white = rng.standard_normal((shape[0] + 1, *shape[1:])) * sd
+    return (white[1:] + white[:-1]) / np.sqrt(2.0)
+
+
+def _textured_cohort(seed: int, n: int, air_noise: bool):
+    """Originals: noise with slice correlation 0.5 everywhere (or, without ``air_noise``, air written as
+    one constant value), plus soft-tissue texture that runs on from slice to slice (smooth along z);
+    'reconstructions': the noise-free volumes."""
+    rng = np.random.default_rng(seed)
+    originals, decoded = [], []
+    for _ in range(n):
+        clean = _clean()
+        noise = _slice_correlated(rng, SHAPE, 20.0)
+        texture = ndimage.gaussian_filter(rng.standard_normal(SHAPE), (3.0, 0.7, 0.7))
+        texture *= 15.0 / texture.std()
+        detail = noise + np.where(clean > -500, texture, 0.0)
+        v = clean + detail
+        if not air_noise:
+            v[:, :, AIR] = -1000.0
+        originals.append(v)
+        decoded.append(clean)
+    return originals, decoded
+
+
+def test_body_noise_takes_the_slice_correlation_measured_in_air():
+    """Known answer: the noise's slice correlation is 0.5 in air and body alike; the soft-tissue ROIs
+    also hold texture that runs on from slice to slice, so measured there alone it is higher. The per
+    class model gives the body the air's 0.5, and noise drawn from it has that correlation in the body."""
+    originals, decoded = _textured_cohort(3, 3, air_noise=True)
+    model = nr.fit_classes(originals, decoded, paired=True)
+    nr.check(model)
+    own = nr._stationary(originals, decoded, True, nr.ROI, nr.SOFT_TISSUE_HU, "soft-tissue")
+    assert own["z_correlation"][0] > 0.6  # noise and texture together
+    assert model["air"]["z_correlation"][0] == pytest.approx(0.5, abs=0.06)
+    assert model["body"]["z_correlation"] == model["air"]["z_correlation"]
+    assert model["body"]["z_correlation_from"] == "air"
+    # the body's spectrum and SD are still its own ROIs'
+    assert model["body"]["nps_xy_hu2"] == own["nps_xy_hu2"] and model["body"]["rois"] == own["rois"]
+    n = nr.noise_for(model, _clean(), nr.noise_generator(0)).double().numpy()[:, :, SOFT]
+    assert float((n[1:] * n[:-1]).mean() / n.var()) == pytest.approx(0.5, abs=0.06)
+
+
+def test_body_keeps_its_own_slice_correlation_when_the_air_has_no_noise():
+    """A scanner that writes air as one constant value leaves nothing to measure there: the body
+    keeps what its own ROIs say."""
+    originals, decoded = _textured_cohort(4, 3, air_noise=False)
+    model = nr.fit_classes(originals, decoded, paired=True)
+    own = nr._stationary(originals, decoded, True, nr.ROI, nr.SOFT_TISSUE_HU, "soft-tissue")
+    assert model["air"]["original_sd_hu"] < nr.MIN_AIR_NOISE_HU
+    assert model["body"]["z_correlation"] == own["z_correlation"] and own["z_correlation"][0] > 0.6
+    assert "z_correlation_from" not in model["body"]
