@@ -449,7 +449,8 @@ def fit_classes(
     else any decoded cohort (each measured in its own ROIs, as :func:`fit_unpaired`). ``max_gain``
     caps the body noise's gain per intensity bin (>= 1, the soft-tissue bin's; None: MAX_AMPLITUDE).
     The body noise's slice correlation is the air ROIs' where the originals have noise in air
-    (``z_correlation_from: "air"``; see MIN_AIR_NOISE_HU). ValueError when there is no homogeneous air or soft-tissue ROI, or ``max_gain`` is below 1."""
+    (``z_correlation_from: "air"``; see MIN_AIR_NOISE_HU). ValueError when there is no homogeneous
+    air or soft-tissue ROI, or ``max_gain`` is below 1."""
     max_gain = MAX_AMPLITUDE if max_gain is None else float(max_gain)
     if not (math.isfinite(max_gain) and max_gain >= 1.0):
         raise ValueError(f"the noise gain cap must be a finite number >= 1, got {max_gain}")
@@ -460,7 +461,7 @@ def fit_classes(
     roi = int(min(roi, *(min(v.shape[1:]) for v in [*originals, *decoded])))
     body = _stationary(originals, decoded, paired, roi, SOFT_TISSUE_HU, "soft-tissue")
     air = _stationary(originals, decoded, paired, roi, AIR_ROI_HU, "air")
-    if air["original_sd_hu"] >= MIN_AIR_NOISE_HU:  # see MIN_AIR_NOISE_HU
+    if air["original_sd_hu"] >= MIN_AIR_NOISE_HU:
         body = {**body, "z_correlation": list(air["z_correlation"]), "z_correlation_from": "air"}
     model = {
         "format": CLASS_FORMAT,
